@@ -1,0 +1,253 @@
+#define MESH_LOG_MODULE "admin"
+
+#include "agent/admin.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "agent/agent.h"
+#include "agent/endpoint_json.h"
+#include "common/alloc.h"
+#include "common/http_server.h"
+#include "common/log.h"
+#include "common/prom.h"
+
+struct mesh_admin {
+    struct mesh_http_server *http;
+    struct mesh_agent *agent;
+    void (*done)(void *data);
+    void *done_data;
+};
+
+static const struct mesh_http_field no_cache[] = {{"Cache-Control", "no-store"}, {NULL, NULL}};
+
+static void respond_json(struct mesh_http_exchange *ex, int status, json_t *doc)
+{
+    char *body = doc ? json_dumps(doc, JSON_INDENT(2)) : NULL;
+    json_decref(doc);
+    if (!body) {
+        static const char oom[] = "{\"error\": \"out of memory\"}\n";
+        mesh_http_respond(ex, 500, "application/json", no_cache, oom, sizeof(oom) - 1);
+        return;
+    }
+    size_t len = strlen(body);
+    /* Room for the trailing newline was not allocated: send it as part of the body copy. */
+    char *with_nl = mesh_realloc(body, len + 2);
+    if (with_nl) {
+        body = with_nl;
+        body[len++] = '\n';
+        body[len] = '\0';
+    }
+    mesh_http_respond(ex, status, "application/json", no_cache, body, len);
+    mesh_free(body);
+}
+
+static void respond_error(struct mesh_http_exchange *ex, int status, const char *msg)
+{
+    respond_json(ex, status, json_pack("{s:s}", "error", msg));
+}
+
+static void respond_text(struct mesh_http_exchange *ex, int status, const char *text)
+{
+    mesh_http_respond(ex, status, "text/plain; charset=utf-8", no_cache, text, strlen(text));
+}
+
+static json_t *service_json(const struct mesh_service *s)
+{
+    json_t *eps = json_array();
+    json_t *sources = json_array();
+    for (size_t i = 0; eps && i < s->n_endpoints; i++)
+        json_array_append_new(eps, mesh_endpoint_to_json(&s->endpoints[i]));
+    for (size_t i = 0; sources && i < s->n_sources; i++)
+        json_array_append_new(sources, json_string(s->sources[i]));
+    if (!eps || !sources) {
+        json_decref(eps);
+        json_decref(sources);
+        return NULL;
+    }
+    return json_pack("{s:s, s:s, s:s, s:b, s:o, s:o}", "namespace", s->namespace, "name", s->name,
+                     "protocol", mesh_protocol_names[s->protocol], "merged", s->merged,
+                     "registries", sources, "endpoints", eps);
+}
+
+static void handle_services(struct mesh_admin *ad, struct mesh_http_exchange *ex,
+                            const struct mesh_http_request *req)
+{
+    const struct mesh_catalog *cat = mesh_agent_catalog(ad->agent);
+    const char *rest = req->path + strlen("/v1/services");
+    size_t rest_len = req->path_len - strlen("/v1/services");
+    char ns[64] = "";
+    if (rest_len > 1) {
+        /* /v1/services/<namespace>/<name> */
+        char path[160], *slash;
+        if (rest_len >= sizeof(path) || rest[0] != '/') {
+            respond_error(ex, 404, "no such service");
+            return;
+        }
+        memcpy(path, rest + 1, rest_len - 1);
+        path[rest_len - 1] = '\0';
+        slash = strchr(path, '/');
+        if (!slash) {
+            respond_error(ex, 404, "expected /v1/services/<namespace>/<name>");
+            return;
+        }
+        *slash = '\0';
+        const struct mesh_service *s = mesh_catalog_get(cat, path, slash + 1);
+        if (!s) {
+            respond_error(ex, 404, "no such service");
+            return;
+        }
+        respond_json(ex, 200, service_json(s));
+        return;
+    }
+    int r = mesh_http_query_get(req->query, req->query_len, "namespace", ns, sizeof(ns));
+    if (r == -EINVAL || r == -ENOBUFS) {
+        respond_error(ex, 400, "invalid 'namespace' query parameter");
+        return;
+    }
+    struct mesh_service **list;
+    size_t n;
+    if (mesh_catalog_list(cat, &list, &n) < 0) {
+        respond_error(ex, 500, "out of memory");
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < n; i++) {
+        if (ns[0] && strcmp(ns, list[i]->namespace) != 0)
+            continue;
+        if (json_array_append_new(arr, service_json(list[i])) < 0) {
+            json_decref(arr);
+            arr = NULL;
+        }
+    }
+    mesh_free(list);
+    respond_json(ex, 200,
+                 arr ? json_pack("{s:I, s:o}", "version", (json_int_t)mesh_catalog_version(cat),
+                                 "services", arr)
+                     : NULL);
+}
+
+static void handle_metrics(struct mesh_admin *ad, struct mesh_http_exchange *ex)
+{
+    struct mesh_buf b;
+    mesh_buf_init(&b, 64 * 1024 * 1024);
+    mesh_agent_metrics(ad->agent, &b);
+    struct mesh_http_server_stats st;
+    mesh_http_server_get_stats(ad->http, &st);
+    mesh_prom_family(&b, "mesh_admin_requests_total", "counter", "Requests to the admin API.");
+    mesh_prom_sample(&b, "mesh_admin_requests_total", NULL, (double)st.requests);
+    mesh_prom_family(&b, "mesh_admin_bad_requests_total", "counter",
+                     "Requests to the admin API refused as malformed or over limits.");
+    mesh_prom_sample(&b, "mesh_admin_bad_requests_total", NULL, (double)st.bad_requests);
+    if (b.err) {
+        mesh_buf_done(&b);
+        respond_text(ex, 500, "out of memory\n");
+        return;
+    }
+    mesh_http_respond(ex, 200, MESH_PROM_CONTENT_TYPE, no_cache, b.data, b.len);
+    mesh_buf_done(&b);
+}
+
+static bool path_is(const struct mesh_http_request *req, const char *p)
+{
+    size_t n = strlen(p);
+    return req->path_len == n && memcmp(req->path, p, n) == 0;
+}
+
+static bool path_under(const struct mesh_http_request *req, const char *p)
+{
+    size_t n = strlen(p);
+    return req->path_len >= n && memcmp(req->path, p, n) == 0 &&
+           (req->path_len == n || req->path[n] == '/');
+}
+
+static void on_request(struct mesh_http_exchange *ex, void *data)
+{
+    struct mesh_admin *ad = data;
+    const struct mesh_http_request *req = mesh_http_exchange_request(ex);
+    bool get = (req->method_len == 3 && memcmp(req->method, "GET", 3) == 0) ||
+               (req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0);
+    if (!get) {
+        static const struct mesh_http_field allow[] = {{"Allow", "GET, HEAD"}, {NULL, NULL}};
+        static const char msg[] = "{\"error\": \"the admin API is read-only: GET or HEAD\"}\n";
+        mesh_http_respond(ex, 405, "application/json", allow, msg, sizeof(msg) - 1);
+        return;
+    }
+    if (path_is(req, "/healthz")) {
+        respond_text(ex, 200, "ok\n");
+    } else if (path_is(req, "/readyz")) {
+        char why[512], body[600];
+        if (mesh_agent_is_ready(ad->agent, why, sizeof(why))) {
+            respond_text(ex, 200, "ready\n");
+        } else {
+            snprintf(body, sizeof(body), "not ready: %s\n", why);
+            respond_text(ex, 503, body);
+        }
+    } else if (path_is(req, "/metrics")) {
+        handle_metrics(ad, ex);
+    } else if (path_under(req, "/v1/services")) {
+        handle_services(ad, ex, req);
+    } else if (path_is(req, "/v1/local")) {
+        respond_json(ex, 200, json_pack("{s:o}", "services", mesh_agent_local_json(ad->agent)));
+    } else if (path_is(req, "/v1/config")) {
+        respond_json(ex, 200, mesh_agent_config_to_json(mesh_agent_config(ad->agent)));
+    } else if (path_is(req, "/v1/status")) {
+        respond_json(ex, 200, mesh_agent_status_json(ad->agent));
+    } else {
+        respond_error(ex, 404,
+                      "not found; see /v1/status, /v1/services, /v1/local, /v1/config, "
+                      "/metrics, /healthz, /readyz");
+    }
+}
+
+int mesh_admin_start(uv_loop_t *loop, const struct mesh_addr *addr, struct mesh_agent *agent,
+                     struct mesh_admin **ret)
+{
+    struct mesh_http_server_options opts;
+    mesh_http_server_options_default(&opts);
+    opts.max_body = 0; /* read-only: no request bodies */
+    opts.max_connections = 64;
+    struct mesh_admin *ad = mesh_calloc(1, sizeof(*ad));
+    if (!ad)
+        return -ENOMEM;
+    ad->agent = agent;
+    int r = mesh_http_server_new(loop, &opts, on_request, ad, &ad->http);
+    if (r < 0) {
+        mesh_free(ad);
+        return r;
+    }
+    r = mesh_http_server_listen(ad->http, addr);
+    if (r < 0) {
+        mesh_admin_close(ad, 0, NULL, NULL);
+        return r;
+    }
+    char a[MESH_ADDR_STRLEN];
+    struct mesh_addr bound;
+    if (mesh_http_server_address(ad->http, &bound) == 0)
+        mesh_log_info("admin API listening on %s", mesh_addr_format(&bound, a, sizeof(a)));
+    *ret = ad;
+    return 0;
+}
+
+static void on_closed(void *data)
+{
+    struct mesh_admin *ad = data;
+    void (*done)(void *) = ad->done;
+    void *done_data = ad->done_data;
+    mesh_free(ad);
+    if (done)
+        done(done_data);
+}
+
+void mesh_admin_close(struct mesh_admin *ad, uint64_t deadline_ms, void (*done)(void *data),
+                      void *data)
+{
+    ad->done = done;
+    ad->done_data = data;
+    mesh_http_server_close(ad->http, deadline_ms, on_closed, ad);
+}
+
+void mesh_admin_abort(struct mesh_admin *ad)
+{
+    mesh_http_server_abort(ad->http);
+}

@@ -1,0 +1,876 @@
+#define MESH_LOG_MODULE "agent"
+
+#include "agent/agent.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent/admin.h"
+#include "agent/lkg.h"
+#include "agent/notify.h"
+#include "common/alloc.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "common/prom.h"
+#include "mesh-version.h"
+
+enum agent_state { AGENT_INIT, AGENT_STARTING, AGENT_READY, AGENT_STOPPING };
+
+/* A running registry adapter and what the agent tracks about it. */
+struct slot {
+    struct mesh_agent *agent;
+    struct mesh_registry *r;
+    struct mesh_agent_config *cfg; /* the config r->cfg points into (a reference) */
+    const struct mesh_registry_config *rc;
+    bool stopping;
+    bool synced;
+    double last_sync;
+    uint64_t syncs;
+    uint64_t errors;
+    char *last_error;
+    struct mesh_local_service *locals;
+    size_t n_locals;
+};
+
+struct mesh_agent {
+    uv_loop_t *loop;
+    enum agent_state state;
+    struct mesh_agent_options opts;
+    char *config_path; /* NULL: embedded defaults */
+    struct mesh_agent_config *cfg;
+    struct mesh_catalog *catalog;
+    struct slot **slots;
+    size_t n_slots;
+    struct mesh_admin *admin;
+    struct mesh_lkg *lkg;
+    struct mesh_notify notify;
+    uv_signal_t sig_hup, sig_term, sig_int;
+    uv_timer_t sync_timer;
+    bool sync_timed_out;
+    double start_time;
+    uint64_t reloads_ok;
+    uint64_t reloads_failed;
+    bool last_reload_ok;
+    double last_reload_time;
+    double last_reload_ok_time;
+    char *last_reload_error;
+    int exit_code;
+    int lkg_loaded;
+};
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void format_time(double t, char *out, size_t n)
+{
+    time_t s = (time_t)t;
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void log_errors(const struct mesh_cfg_errors *e)
+{
+    for (size_t i = 0; i < e->n; i++)
+        mesh_log_error("%s", e->v[i]);
+    if (e->dropped)
+        mesh_log_error("(%zu more errors not shown)", e->dropped);
+}
+
+static void apply_log_settings(struct mesh_agent *a)
+{
+    enum mesh_log_level level = a->opts.log_level >= 0 ? (enum mesh_log_level)a->opts.log_level
+                                                       : mesh_agent_config_log_level(a->cfg);
+    enum mesh_log_format format;
+    if (a->opts.log_format >= 0)
+        format = (enum mesh_log_format)a->opts.log_format;
+    else if (a->cfg->log.format == MESH_LOG_CHOICE_AUTO)
+        format = mesh_log_stderr_is_journal() ? MESH_LOG_FORMAT_JOURNAL : MESH_LOG_FORMAT_TEXT;
+    else
+        format = (enum mesh_log_format)(a->cfg->log.format - 1);
+    mesh_log_set_level(level);
+    mesh_log_set_format(format);
+}
+
+/* ---- status ---- */
+
+static size_t count_synced(const struct mesh_agent *a)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < a->n_slots; i++)
+        n += a->slots[i]->synced;
+    return n;
+}
+
+static void status_line(const struct mesh_agent *a, char *out, size_t n)
+{
+    size_t k;
+    if (a->state == AGENT_STOPPING) {
+        snprintf(out, n, "stopping");
+        return;
+    }
+    if (a->state != AGENT_READY) {
+        k = (size_t)snprintf(out, n, "starting: waiting for registries:");
+        for (size_t i = 0; i < a->n_slots && k < n; i++) {
+            if (!a->slots[i]->synced)
+                k += (size_t)snprintf(out + k, n - k, " %s", a->slots[i]->rc->name);
+        }
+        return;
+    }
+    k = (size_t)snprintf(out, n, "ready: %zu services from %zu registries (%zu synced)",
+                         mesh_catalog_count(a->catalog), a->n_slots, count_synced(a));
+    if (k < n && a->reloads_ok + a->reloads_failed > 0) {
+        char when[32];
+        format_time(a->last_reload_time, when, sizeof(when));
+        if (a->last_reload_ok)
+            snprintf(out + k, n - k, "; config reloaded at %s", when);
+        else
+            snprintf(out + k, n - k,
+                     "; reload FAILED at %s, running the previous config (see the log or "
+                     "/v1/status)",
+                     when);
+    }
+}
+
+static void update_status(struct mesh_agent *a)
+{
+    char line[512];
+    status_line(a, line, sizeof(line));
+    mesh_notify_status(line);
+}
+
+static void maybe_ready(struct mesh_agent *a)
+{
+    if (a->state != AGENT_STARTING)
+        return;
+    if (!a->sync_timed_out && count_synced(a) < a->n_slots) {
+        update_status(a);
+        return;
+    }
+    a->state = AGENT_READY;
+    uv_timer_stop(&a->sync_timer);
+    char line[512];
+    status_line(a, line, sizeof(line));
+    mesh_log_info("%s", line);
+    mesh_notify_ready(line);
+}
+
+bool mesh_agent_is_ready(const struct mesh_agent *a, char *why, size_t n)
+{
+    if (a->state == AGENT_READY)
+        return true;
+    status_line(a, why, n);
+    return false;
+}
+
+/* ---- the registry sink ---- */
+
+static void sink_set_service(void *data, struct mesh_registry *r,
+                             const struct mesh_service_update *u)
+{
+    struct slot *s = data;
+    (void)r;
+    if (s->stopping)
+        return;
+    int ret = mesh_catalog_update(s->agent->catalog, s->rc->name, u);
+    if (ret < 0) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "service '%s/%s' refused by the catalog: %s", u->namespace,
+                 u->name, strerror(-ret));
+        s->errors++;
+        mesh_free(s->last_error);
+        s->last_error = mesh_strdup(msg);
+        mesh_log_warn("registry '%s': %s", s->rc->name, msg);
+    }
+}
+
+static void sink_set_local(void *data, struct mesh_registry *r, const struct mesh_local_service *v,
+                           size_t n)
+{
+    struct slot *s = data;
+    (void)r;
+    if (s->stopping)
+        return;
+    struct mesh_local_service *copy = mesh_calloc(n ? n : 1, sizeof(*copy));
+    size_t k = 0;
+    for (; copy && k < n; k++) {
+        if (mesh_local_service_copy(&copy[k], &v[k]) < 0)
+            break;
+    }
+    if (!copy || k < n) {
+        for (size_t i = 0; i < k; i++)
+            mesh_local_service_done(&copy[i]);
+        mesh_free(copy);
+        s->errors++;
+        mesh_log_error("registry '%s': out of memory keeping local services", s->rc->name);
+        return;
+    }
+    for (size_t i = 0; i < s->n_locals; i++)
+        mesh_local_service_done(&s->locals[i]);
+    mesh_free(s->locals);
+    s->locals = copy;
+    s->n_locals = n;
+}
+
+static void sink_sync_begin(void *data, struct mesh_registry *r)
+{
+    struct slot *s = data;
+    (void)r;
+    if (!s->stopping)
+        mesh_catalog_sync_begin(s->agent->catalog, s->rc->name);
+}
+
+static void sink_sync_end(void *data, struct mesh_registry *r)
+{
+    struct slot *s = data;
+    (void)r;
+    if (s->stopping)
+        return;
+    mesh_catalog_sync_end(s->agent->catalog, s->rc->name);
+    if (!s->synced)
+        mesh_log_info("registry '%s' synced", s->rc->name);
+    s->synced = true;
+    s->syncs++;
+    s->last_sync = now_seconds();
+    maybe_ready(s->agent);
+}
+
+static void sink_error(void *data, struct mesh_registry *r, const char *message)
+{
+    struct slot *s = data;
+    (void)r;
+    if (s->stopping)
+        return;
+    s->errors++;
+    mesh_free(s->last_error);
+    s->last_error = mesh_strdup(message);
+}
+
+static void on_catalog_change(void *data)
+{
+    struct mesh_agent *a = data;
+    if (a->lkg && a->state != AGENT_STOPPING)
+        mesh_lkg_schedule(a->lkg, a->catalog);
+}
+
+/* ---- registry slots ---- */
+
+static void slot_free(struct slot *s)
+{
+    if (s->r)
+        s->r->ops->destroy(s->r);
+    for (size_t i = 0; i < s->n_locals; i++)
+        mesh_local_service_done(&s->locals[i]);
+    mesh_free(s->locals);
+    mesh_free(s->last_error);
+    mesh_agent_config_unref(s->cfg);
+    mesh_free(s);
+}
+
+static int slot_new(struct mesh_agent *a, struct mesh_agent_config *cfg,
+                    const struct mesh_registry_config *rc, struct slot **ret)
+{
+    struct slot *s = mesh_calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    s->agent = a;
+    s->rc = rc;
+    s->cfg = mesh_agent_config_ref(cfg);
+    struct mesh_registry_sink sink = {
+        .data = s,
+        .set_service = sink_set_service,
+        .set_local = sink_set_local,
+        .sync_begin = sink_sync_begin,
+        .sync_end = sink_sync_end,
+        .error = sink_error,
+    };
+    int r = rc->ops->create(a->loop, rc, &cfg->env, &sink, &s->r);
+    if (r < 0) {
+        s->r = NULL;
+        slot_free(s);
+        return r;
+    }
+    *ret = s;
+    return 0;
+}
+
+static void on_slot_stopped(struct mesh_registry *r, void *data)
+{
+    struct slot *s = data;
+    (void)r;
+    slot_free(s);
+}
+
+static void slot_stop(struct slot *s)
+{
+    s->stopping = true;
+    s->r->ops->stop(s->r, on_slot_stopped, s);
+}
+
+static int set_catalog_sources(struct mesh_agent *a, struct slot **slots, size_t n)
+{
+    struct mesh_catalog_source src[MESH_AGENT_REGISTRIES_MAX];
+    for (size_t i = 0; i < n; i++)
+        src[i] = (struct mesh_catalog_source){slots[i]->rc->name, slots[i]->rc->type,
+                                              slots[i]->rc->merge};
+    return mesh_catalog_set_sources(a->catalog, src, n);
+}
+
+/* ---- lifecycle ---- */
+
+static void on_sync_timeout(uv_timer_t *t)
+{
+    struct mesh_agent *a = t->data;
+    char waiting[256] = "";
+    size_t k = 0;
+    for (size_t i = 0; i < a->n_slots && k < sizeof(waiting); i++) {
+        if (!a->slots[i]->synced)
+            k += (size_t)snprintf(waiting + k, sizeof(waiting) - k, " '%s'", a->slots[i]->rc->name);
+    }
+    mesh_log_warn("registries not synced after %" PRIu64 " ms:%s; ready with %s",
+                  a->cfg->readiness.registry_sync_timeout_ms, waiting,
+                  a->lkg_loaded > 0 ? "the last-known-good catalog" : "what is known so far");
+    a->sync_timed_out = true;
+    maybe_ready(a);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct mesh_agent *a = h->data;
+    if (signum == SIGHUP)
+        mesh_agent_reload(a);
+    else
+        mesh_agent_stop(a);
+}
+
+int mesh_agent_new(uv_loop_t *loop, const struct mesh_agent_options *opts, struct mesh_agent **ret)
+{
+    struct mesh_cfg_errors errors = {0};
+    const char *path = opts->config_path;
+    int r;
+    if (!path && access(MESH_AGENT_DEFAULT_CONFIG, F_OK) == 0)
+        path = MESH_AGENT_DEFAULT_CONFIG;
+    struct mesh_agent *a = mesh_calloc(1, sizeof(*a));
+    if (!a)
+        return -ENOMEM;
+    a->loop = loop;
+    a->opts = *opts;
+    a->exit_code = 0;
+    if (path && !(a->config_path = mesh_strdup(path))) {
+        mesh_free(a);
+        return -ENOMEM;
+    }
+    r = mesh_agent_config_load(a->config_path, &errors, &a->cfg);
+    if (r < 0) {
+        log_errors(&errors);
+        mesh_log_error("%s: %zu error(s); not starting", path ? path : "embedded defaults",
+                       errors.n + errors.dropped);
+        mesh_cfg_errors_done(&errors);
+        mesh_free(a->config_path);
+        mesh_free(a);
+        return r;
+    }
+    mesh_cfg_errors_done(&errors);
+    if (!path)
+        mesh_log_notice("no config file at %s: using the embedded defaults",
+                        MESH_AGENT_DEFAULT_CONFIG);
+    apply_log_settings(a);
+    r = mesh_catalog_new(&a->catalog);
+    if (r < 0) {
+        mesh_agent_config_unref(a->cfg);
+        mesh_free(a->config_path);
+        mesh_free(a);
+        return r;
+    }
+    mesh_catalog_set_change_cb(a->catalog, on_catalog_change, a);
+    *ret = a;
+    return 0;
+}
+
+int mesh_agent_start(struct mesh_agent *a)
+{
+    int r;
+    char path[4096];
+    a->start_time = now_seconds();
+    a->state = AGENT_STARTING;
+
+    /* Handles first: whatever fails below, mesh_agent_stop() can close them. */
+    uv_signal_init(a->loop, &a->sig_hup);
+    uv_signal_init(a->loop, &a->sig_term);
+    uv_signal_init(a->loop, &a->sig_int);
+    a->sig_hup.data = a->sig_term.data = a->sig_int.data = a;
+    uv_signal_start(&a->sig_hup, on_signal, SIGHUP);
+    uv_signal_start(&a->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&a->sig_int, on_signal, SIGINT);
+    mesh_notify_init(a->loop, &a->notify);
+
+    uv_timer_init(a->loop, &a->sync_timer);
+    a->sync_timer.data = a;
+
+    r = mesh_fs_mkdir_private(a->cfg->state_dir, 0700);
+    if (r < 0) {
+        mesh_log_error("cannot create the state directory '%s': %s", a->cfg->state_dir,
+                       strerror(-r));
+        return r;
+    }
+
+    /* Registries first (without starting them) so the catalog knows its sources. */
+    a->slots = mesh_calloc(a->cfg->registries.n ? a->cfg->registries.n : 1, sizeof(*a->slots));
+    if (!a->slots)
+        return -ENOMEM;
+    for (size_t i = 0; i < a->cfg->registries.n; i++) {
+        r = slot_new(a, a->cfg, &a->cfg->registries.v[i], &a->slots[a->n_slots]);
+        if (r < 0) {
+            mesh_log_error("cannot create registry '%s': %s", a->cfg->registries.v[i].name,
+                           strerror(-r));
+            return r;
+        }
+        a->n_slots++;
+    }
+    r = set_catalog_sources(a, a->slots, a->n_slots);
+    if (r < 0)
+        return r;
+
+    snprintf(path, sizeof(path), "%s/%s", a->cfg->state_dir, MESH_LKG_FILE);
+    struct mesh_cfg_errors errors = {0};
+    a->lkg_loaded = mesh_lkg_load(path, a->catalog, &errors);
+    if (a->lkg_loaded < 0) {
+        log_errors(&errors);
+        mesh_log_warn("ignoring the last-known-good catalog '%s'", path);
+    } else if (a->lkg_loaded > 0) {
+        mesh_log_info("loaded %d services from the last-known-good catalog '%s'", a->lkg_loaded,
+                      path);
+    }
+    mesh_cfg_errors_done(&errors);
+    r = mesh_lkg_new(a->loop, path, &a->lkg);
+    if (r < 0)
+        return r;
+
+    r = mesh_admin_start(a->loop, &a->cfg->admin_addr, a, &a->admin);
+    if (r < 0) {
+        mesh_log_error("cannot listen on %s for the admin API: %s", a->cfg->admin.listen,
+                       uv_strerror(r));
+        return r;
+    }
+
+    if (a->cfg->readiness.registry_sync_timeout_ms)
+        uv_timer_start(&a->sync_timer, on_sync_timeout, a->cfg->readiness.registry_sync_timeout_ms,
+                       0);
+    else
+        a->sync_timed_out = true;
+
+    for (size_t i = 0; i < a->n_slots; i++) {
+        r = a->slots[i]->r->ops->start(a->slots[i]->r);
+        if (r < 0) {
+            /* A registry that cannot start is reported; the others still serve. */
+            mesh_log_error("cannot start registry '%s': %s", a->slots[i]->rc->name, strerror(-r));
+            a->slots[i]->errors++;
+        }
+    }
+    mesh_log_info("mesh-agent %s (%s) starting on node '%s' with %zu registries", MESH_VERSION,
+                  MESH_GIT_COMMIT, a->cfg->node.name, a->n_slots);
+    maybe_ready(a);
+    return 0;
+}
+
+/* ---- reload ---- */
+
+static void reload_failed(struct mesh_agent *a, const char *why)
+{
+    a->reloads_failed++;
+    a->last_reload_ok = false;
+    a->last_reload_time = now_seconds();
+    mesh_free(a->last_reload_error);
+    a->last_reload_error = mesh_strdup(why);
+    mesh_log_error("reload failed, keeping the previous config: %s", why);
+}
+
+static struct slot *take_matching_slot(struct mesh_agent *a, const struct mesh_registry_config *rc)
+{
+    for (size_t i = 0; i < a->n_slots; i++) {
+        struct slot *s = a->slots[i];
+        if (s && strcmp(s->rc->name, rc->name) == 0 && mesh_registry_config_equal(s->rc, rc)) {
+            a->slots[i] = NULL;
+            return s;
+        }
+    }
+    return NULL;
+}
+
+static int do_reload(struct mesh_agent *a)
+{
+    struct mesh_cfg_errors errors = {0};
+    struct mesh_agent_config *next = NULL;
+    struct slot **slots = NULL;
+    struct mesh_admin *admin = NULL;
+    size_t n = 0;
+    bool *is_new = NULL;
+    int r = mesh_agent_config_load(a->config_path, &errors, &next);
+    if (r < 0) {
+        log_errors(&errors);
+        char *joined = mesh_cfg_errors_join(&errors);
+        char summary[256];
+        snprintf(summary, sizeof(summary), "%zu error(s) in %s", errors.n + errors.dropped,
+                 a->config_path ? a->config_path : "the embedded defaults");
+        reload_failed(a, joined ? joined : summary);
+        mesh_free(joined);
+        mesh_cfg_errors_done(&errors);
+        return r;
+    }
+    mesh_cfg_errors_done(&errors);
+    if (strcmp(next->state_dir, a->cfg->state_dir) != 0 ||
+        strcmp(next->node.name, a->cfg->node.name) != 0) {
+        reload_failed(a, "state_dir and node.name cannot change on reload; restart the agent to "
+                         "change them");
+        mesh_agent_config_unref(next);
+        return -EINVAL;
+    }
+    if (!mesh_addr_equal(&next->admin_addr, &a->cfg->admin_addr)) {
+        r = mesh_admin_start(a->loop, &next->admin_addr, a, &admin);
+        if (r < 0) {
+            char why[256];
+            snprintf(why, sizeof(why), "cannot listen on %s for the admin API: %s",
+                     next->admin.listen, uv_strerror(r));
+            reload_failed(a, why);
+            mesh_agent_config_unref(next);
+            return r;
+        }
+    }
+
+    slots = mesh_calloc(next->registries.n ? next->registries.n : 1, sizeof(*slots));
+    is_new = mesh_calloc(next->registries.n ? next->registries.n : 1, sizeof(*is_new));
+    if (!slots || !is_new) {
+        r = -ENOMEM;
+        goto fail;
+    }
+    for (; n < next->registries.n; n++) {
+        const struct mesh_registry_config *rc = &next->registries.v[n];
+        slots[n] = take_matching_slot(a, rc);
+        if (slots[n])
+            continue;
+        r = slot_new(a, next, rc, &slots[n]);
+        if (r < 0)
+            goto fail;
+        is_new[n] = true;
+    }
+    r = set_catalog_sources(a, slots, n);
+    if (r < 0)
+        goto fail;
+
+    /* Committed: nothing below fails. */
+    for (size_t i = 0; i < a->n_slots; i++) {
+        if (a->slots[i])
+            slot_stop(a->slots[i]);
+    }
+    mesh_free(a->slots);
+    a->slots = slots;
+    a->n_slots = n;
+    for (size_t i = 0; i < n; i++) {
+        if (!is_new[i]) {
+            mesh_registry_refresh(slots[i]->r);
+            continue;
+        }
+        if (slots[i]->r->ops->start(slots[i]->r) < 0) {
+            mesh_log_error("cannot start registry '%s'", slots[i]->rc->name);
+            slots[i]->errors++;
+        }
+    }
+    mesh_free(is_new);
+    if (admin) {
+        mesh_admin_close(a->admin, 0, NULL, NULL);
+        a->admin = admin;
+    }
+    mesh_agent_config_unref(a->cfg);
+    a->cfg = next;
+    apply_log_settings(a);
+    a->reloads_ok++;
+    a->last_reload_ok = true;
+    a->last_reload_time = a->last_reload_ok_time = now_seconds();
+    mesh_free(a->last_reload_error);
+    a->last_reload_error = NULL;
+    mesh_log_info("config reloaded from %s", a->config_path ? a->config_path : "defaults");
+    return 0;
+fail:
+    /* Put back the slots we took; free the ones we made. */
+    for (size_t i = 0; i < n; i++) {
+        if (!slots[i])
+            continue;
+        if (is_new[i]) {
+            slot_free(slots[i]);
+            continue;
+        }
+        for (size_t k = 0; k < a->n_slots; k++) {
+            if (!a->slots[k]) {
+                a->slots[k] = slots[i];
+                break;
+            }
+        }
+    }
+    mesh_free(slots);
+    mesh_free(is_new);
+    if (admin)
+        mesh_admin_close(admin, 0, NULL, NULL);
+    reload_failed(a, strerror(-r));
+    mesh_agent_config_unref(next);
+    return r;
+}
+
+void mesh_agent_reload(struct mesh_agent *a)
+{
+    if (a->state == AGENT_STOPPING)
+        return;
+    mesh_log_info("reloading %s", a->config_path ? a->config_path : "the embedded defaults");
+    mesh_notify_reloading();
+    do_reload(a);
+    char line[512];
+    status_line(a, line, sizeof(line));
+    if (a->state == AGENT_READY)
+        mesh_notify_ready(line);
+    else
+        mesh_notify_status(line);
+}
+
+/* ---- stop ---- */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void on_lkg_closed(void *data)
+{
+    (void)data;
+}
+
+static void on_admin_closed(void *data)
+{
+    struct mesh_agent *a = data;
+    a->admin = NULL;
+}
+
+void mesh_agent_stop(struct mesh_agent *a)
+{
+    if (a->state == AGENT_STOPPING) {
+        mesh_log_warn("second stop signal: closing every connection now");
+        if (a->admin)
+            mesh_admin_abort(a->admin);
+        return;
+    }
+    a->state = AGENT_STOPPING;
+    mesh_notify_stopping();
+    mesh_log_info("stopping: draining for up to %" PRIu64 " ms", a->cfg->shutdown.drain_timeout_ms);
+    for (size_t i = 0; i < a->n_slots; i++)
+        slot_stop(a->slots[i]);
+    mesh_free(a->slots);
+    a->slots = NULL;
+    a->n_slots = 0;
+    if (a->admin)
+        mesh_admin_close(a->admin, a->cfg->shutdown.drain_timeout_ms, on_admin_closed, a);
+    if (a->lkg) {
+        int r = mesh_lkg_flush(a->lkg);
+        if (r < 0)
+            mesh_log_warn("cannot write the last-known-good catalog: %s", strerror(-r));
+        mesh_lkg_close(a->lkg, on_lkg_closed, NULL);
+        a->lkg = NULL;
+    }
+    /* The second signal must still be heard while draining: keep SIGTERM/SIGINT open. */
+    uv_close((uv_handle_t *)&a->sig_hup, on_handle_closed);
+    uv_unref((uv_handle_t *)&a->sig_term);
+    uv_unref((uv_handle_t *)&a->sig_int);
+    uv_close((uv_handle_t *)&a->sync_timer, on_handle_closed);
+    mesh_notify_close(&a->notify, on_handle_closed);
+}
+
+/* Closes what stays open during the drain; call after uv_run returns, then run again. */
+void mesh_agent_close_signals(struct mesh_agent *a)
+{
+    if (!uv_is_closing((uv_handle_t *)&a->sig_term))
+        uv_close((uv_handle_t *)&a->sig_term, on_handle_closed);
+    if (!uv_is_closing((uv_handle_t *)&a->sig_int))
+        uv_close((uv_handle_t *)&a->sig_int, on_handle_closed);
+}
+
+void mesh_agent_free(struct mesh_agent *a)
+{
+    if (!a)
+        return;
+    for (size_t i = 0; i < a->n_slots; i++)
+        slot_free(a->slots[i]);
+    mesh_free(a->slots);
+    mesh_catalog_free(a->catalog);
+    mesh_agent_config_unref(a->cfg);
+    mesh_free(a->config_path);
+    mesh_free(a->last_reload_error);
+    mesh_free(a);
+}
+
+/* ---- introspection ---- */
+
+const struct mesh_catalog *mesh_agent_catalog(const struct mesh_agent *a)
+{
+    return a->catalog;
+}
+
+const struct mesh_agent_config *mesh_agent_config(const struct mesh_agent *a)
+{
+    return a->cfg;
+}
+
+static json_t *time_or_null(double t)
+{
+    char when[32];
+    if (t <= 0)
+        return json_null();
+    format_time(t, when, sizeof(when));
+    return json_string(when);
+}
+
+json_t *mesh_agent_status_json(const struct mesh_agent *a)
+{
+    char line[512];
+    status_line(a, line, sizeof(line));
+    json_t *regs = json_array();
+    for (size_t i = 0; regs && i < a->n_slots; i++) {
+        const struct slot *s = a->slots[i];
+        struct mesh_catalog_source_stats st = {0};
+        mesh_catalog_source_stats(a->catalog, s->rc->name, &st);
+        json_t *o =
+            json_pack("{s:s, s:s, s:b, s:b, s:o, s:I, s:I, s:I, s:I, s:o}", "name", s->rc->name,
+                      "type", s->rc->type, "merge", s->rc->merge, "synced", s->synced, "last_sync",
+                      time_or_null(s->last_sync), "syncs", (json_int_t)s->syncs, "errors",
+                      (json_int_t)s->errors, "services", (json_int_t)st.services, "endpoints",
+                      (json_int_t)st.endpoints, "last_error",
+                      s->last_error ? json_string(s->last_error) : json_null());
+        if (o)
+            mesh_registry_status(s->r, o);
+        json_array_append_new(regs, o);
+    }
+    json_t *reload = json_pack(
+        "{s:I, s:I, s:o, s:o, s:o}", "succeeded", (json_int_t)a->reloads_ok, "failed",
+        (json_int_t)a->reloads_failed, "last_result",
+        a->reloads_ok + a->reloads_failed == 0 ? json_null()
+                                               : json_string(a->last_reload_ok ? "ok" : "failed"),
+        "last_time", time_or_null(a->last_reload_time), "last_error",
+        a->last_reload_error ? json_string(a->last_reload_error) : json_null());
+    return json_pack("{s:s, s:s, s:s, s:b, s:s, s:o, s:f, s:o, s:o, s:i}", "version", MESH_VERSION,
+                     "commit", MESH_GIT_COMMIT, "node", a->cfg->node.name, "ready",
+                     a->state == AGENT_READY, "status", line, "config_file",
+                     a->config_path ? json_string(a->config_path) : json_null(), "uptime_seconds",
+                     now_seconds() - a->start_time, "reload", reload, "registries", regs,
+                     "catalog_services", (int)mesh_catalog_count(a->catalog));
+}
+
+json_t *mesh_agent_local_json(const struct mesh_agent *a)
+{
+    json_t *list = json_array();
+    char addr[MESH_ADDR_STRLEN];
+    for (size_t i = 0; list && i < a->n_slots; i++) {
+        const struct slot *s = a->slots[i];
+        for (size_t k = 0; k < s->n_locals; k++) {
+            const struct mesh_local_service *ls = &s->locals[k];
+            json_t *ups = json_array();
+            for (size_t u = 0; ups && u < ls->n_upstreams; u++) {
+                const struct mesh_upstream *up = &ls->upstreams[u];
+                json_array_append_new(ups,
+                                      json_pack("{s:s, s:s, s:s, s:s}", "service", up->service,
+                                                "namespace", up->namespace, "bind",
+                                                mesh_addr_format(&up->bind, addr, sizeof(addr)),
+                                                "protocol", mesh_protocol_names[up->protocol]));
+            }
+            json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "name",
+                                                  ls->name, "namespace", ls->namespace, "protocol",
+                                                  mesh_protocol_names[ls->protocol], "address",
+                                                  mesh_addr_format(&ls->addr, addr, sizeof(addr)),
+                                                  "registry", s->rc->name, "source",
+                                                  ls->source ? ls->source : "", "upstreams",
+                                                  ups ? ups : json_array()));
+        }
+    }
+    return list;
+}
+
+void mesh_agent_metrics(const struct mesh_agent *a, struct mesh_buf *b)
+{
+    double now = now_seconds();
+    mesh_prom_family(b, "mesh_agent_build_info", "gauge", "Version and commit of this agent.");
+    mesh_prom_sample(b, "mesh_agent_build_info",
+                     (struct mesh_prom_label[]){
+                         {"version", MESH_VERSION}, {"commit", MESH_GIT_COMMIT}, {NULL, NULL}},
+                     1);
+    mesh_prom_family(b, "mesh_agent_start_time_seconds", "gauge",
+                     "When the agent started, in seconds since the epoch.");
+    mesh_prom_sample(b, "mesh_agent_start_time_seconds", NULL, a->start_time);
+    mesh_prom_family(b, "mesh_agent_uptime_seconds", "gauge", "Seconds since the agent started.");
+    mesh_prom_sample(b, "mesh_agent_uptime_seconds", NULL, now - a->start_time);
+    mesh_prom_family(b, "mesh_agent_ready", "gauge", "1 when the agent is ready.");
+    mesh_prom_sample(b, "mesh_agent_ready", NULL, a->state == AGENT_READY);
+
+    mesh_prom_family(b, "mesh_agent_config_reloads_total", "counter",
+                     "Config reloads (SIGHUP) by result.");
+    mesh_prom_sample(b, "mesh_agent_config_reloads_total",
+                     (struct mesh_prom_label[]){{"result", "success"}, {NULL, NULL}},
+                     (double)a->reloads_ok);
+    mesh_prom_sample(b, "mesh_agent_config_reloads_total",
+                     (struct mesh_prom_label[]){{"result", "failure"}, {NULL, NULL}},
+                     (double)a->reloads_failed);
+    mesh_prom_family(b, "mesh_agent_config_last_reload_successful", "gauge",
+                     "0 when the last reload failed and the previous config still runs.");
+    mesh_prom_sample(b, "mesh_agent_config_last_reload_successful", NULL,
+                     a->reloads_ok + a->reloads_failed == 0 || a->last_reload_ok);
+
+    mesh_prom_family(b, "mesh_catalog_services", "gauge", "Services in the merged catalog.");
+    mesh_prom_sample(b, "mesh_catalog_services", NULL, (double)mesh_catalog_count(a->catalog));
+
+    static const struct {
+        const char *name, *type, *help;
+    } fam[] = {
+        {"mesh_catalog_registry_services", "gauge", "Services a registry reports."},
+        {"mesh_catalog_registry_endpoints", "gauge", "Endpoints a registry reports."},
+        {"mesh_registry_synced", "gauge", "1 once a registry completed a full sync."},
+        {"mesh_registry_syncs_total", "counter", "Full syncs a registry completed."},
+        {"mesh_registry_sync_errors_total", "counter",
+         "Problems a registry reported (its last good state is kept)."},
+        {"mesh_registry_last_sync_timestamp_seconds", "gauge",
+         "When a registry last completed a full sync, in seconds since the epoch."},
+    };
+    for (size_t f = 0; f < MESH_ARRAY_SIZE(fam); f++) {
+        mesh_prom_family(b, fam[f].name, fam[f].type, fam[f].help);
+        for (size_t i = 0; i < a->n_slots; i++) {
+            const struct slot *s = a->slots[i];
+            struct mesh_catalog_source_stats st = {0};
+            mesh_catalog_source_stats(a->catalog, s->rc->name, &st);
+            double v[] = {(double)st.services, (double)st.endpoints, s->synced,
+                          (double)s->syncs,    (double)s->errors,    s->last_sync};
+            struct mesh_prom_label l[] = {{"registry", s->rc->name}, {"type", s->rc->type}, {0}};
+            mesh_prom_sample(b, fam[f].name, l, v[f]);
+        }
+    }
+    struct mesh_registry *regs[MESH_AGENT_REGISTRIES_MAX];
+    for (size_t i = 0; i < a->n_slots; i++)
+        regs[i] = a->slots[i]->r;
+    mesh_registry_metrics(regs, a->n_slots, b);
+
+    if (a->lkg) {
+        uint64_t writes, failures;
+        mesh_lkg_stats(a->lkg, &writes, &failures);
+        mesh_prom_family(b, "mesh_agent_state_writes_total", "counter",
+                         "Writes of the last-known-good catalog, by result.");
+        mesh_prom_sample(b, "mesh_agent_state_writes_total",
+                         (struct mesh_prom_label[]){{"result", "success"}, {NULL, NULL}},
+                         (double)writes);
+        mesh_prom_sample(b, "mesh_agent_state_writes_total",
+                         (struct mesh_prom_label[]){{"result", "failure"}, {NULL, NULL}},
+                         (double)failures);
+    }
+    mesh_prom_family(b, "mesh_agent_watchdog_pings_total", "counter",
+                     "Watchdog keep-alives sent to the service manager.");
+    mesh_prom_sample(b, "mesh_agent_watchdog_pings_total", NULL, (double)a->notify.pings);
+}

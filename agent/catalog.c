@@ -1,0 +1,619 @@
+#define MESH_LOG_MODULE "catalog"
+
+#include "agent/catalog.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/registry.h"
+#include "common/alloc.h"
+#include "common/hmap.h"
+#include "common/log.h"
+#include "common/strutil.h"
+
+struct source {
+    char *name;
+    int rank; /* type rank * 1000 + position: lower wins */
+    bool merge;
+    bool synced;
+};
+
+/* One source's view of one service. */
+struct view {
+    struct source *src;
+    enum mesh_protocol protocol;
+    struct mesh_endpoint *endpoints; /* sorted by address, no duplicates */
+    size_t n;
+    bool stale;
+};
+
+struct entry {
+    char *key; /* "namespace/name"; namespace and name are copies beside it */
+    char *namespace;
+    char *name;
+    struct view *views;
+    size_t n_views;
+    struct mesh_service *merged;
+};
+
+struct mesh_catalog {
+    struct mesh_hmap entries;
+    struct source *sources;
+    size_t n_sources;
+    uint64_t version;
+    mesh_catalog_change_cb change_cb;
+    void *change_data;
+};
+
+static void endpoints_free(struct mesh_endpoint *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        mesh_endpoint_done(&v[i]);
+    mesh_free(v);
+}
+
+static void service_free(struct mesh_service *s)
+{
+    endpoints_free(s->endpoints, s->n_endpoints);
+    for (size_t i = 0; i < s->n_sources; i++)
+        mesh_free(s->sources[i]);
+    mesh_free(s->sources);
+    mesh_free(s->key);
+    mesh_free(s);
+}
+
+struct mesh_service *mesh_service_ref(struct mesh_service *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    return s;
+}
+
+void mesh_service_unref(struct mesh_service *s)
+{
+    if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+        service_free(s);
+}
+
+int mesh_catalog_new(struct mesh_catalog **ret)
+{
+    struct mesh_catalog *c = mesh_calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    mesh_hmap_init(&c->entries);
+    *ret = c;
+    return 0;
+}
+
+static void view_done(struct view *v)
+{
+    endpoints_free(v->endpoints, v->n);
+    v->endpoints = NULL;
+    v->n = 0;
+}
+
+static void entry_free(struct entry *e)
+{
+    for (size_t i = 0; i < e->n_views; i++)
+        view_done(&e->views[i]);
+    mesh_free(e->views);
+    mesh_service_unref(e->merged);
+    mesh_free(e->key);
+    mesh_free(e);
+}
+
+void mesh_catalog_free(struct mesh_catalog *c)
+{
+    if (!c)
+        return;
+    const struct mesh_hmap_entry *he;
+    for (size_t i = 0; mesh_hmap_next(&c->entries, &i, &he);)
+        entry_free(he->value);
+    mesh_hmap_done(&c->entries);
+    for (size_t i = 0; i < c->n_sources; i++)
+        mesh_free(c->sources[i].name);
+    mesh_free(c->sources);
+    mesh_free(c);
+}
+
+void mesh_catalog_set_change_cb(struct mesh_catalog *c, mesh_catalog_change_cb cb, void *data)
+{
+    c->change_cb = cb;
+    c->change_data = data;
+}
+
+static struct source *find_source(const struct mesh_catalog *c, const char *name)
+{
+    for (size_t i = 0; i < c->n_sources; i++) {
+        if (strcmp(c->sources[i].name, name) == 0)
+            return &c->sources[i];
+    }
+    return NULL;
+}
+
+/* One allocation holding "ns/name\0ns\0name\0"; returns the key, sets the two views. */
+static char *key_layout(const char *ns, const char *name, char **ret_ns, char **ret_name)
+{
+    size_t lns = strlen(ns), lname = strlen(name);
+    char *key = mesh_malloc(2 * (lns + lname) + 4);
+    if (!key)
+        return NULL;
+    memcpy(key, ns, lns);
+    key[lns] = '/';
+    memcpy(key + lns + 1, name, lname + 1);
+    *ret_ns = key + lns + lname + 2;
+    memcpy(*ret_ns, ns, lns + 1);
+    *ret_name = *ret_ns + lns + 1;
+    memcpy(*ret_name, name, lname + 1);
+    return key;
+}
+
+static int cmp_endpoint(const void *a, const void *b)
+{
+    return mesh_endpoint_addr_cmp(a, b);
+}
+
+static int cmp_view_rank(const void *a, const void *b)
+{
+    const struct view *va = *(const struct view *const *)a, *vb = *(const struct view *const *)b;
+    return va->src->rank - vb->src->rank;
+}
+
+/* Builds the merged service of an entry; NULL when no source reports it. */
+static int build_merged(struct entry *e, struct mesh_service **ret)
+{
+    *ret = NULL;
+    if (e->n_views == 0)
+        return 0;
+    const struct view *order[64];
+    size_t nv = MESH_MIN(e->n_views, MESH_ARRAY_SIZE(order));
+    for (size_t i = 0; i < nv; i++)
+        order[i] = &e->views[i];
+    qsort(order, nv, sizeof(order[0]), cmp_view_rank);
+
+    bool merge = true;
+    size_t total = 0;
+    for (size_t i = 0; i < nv; i++) {
+        merge &= order[i]->src->merge;
+        total += order[i]->n;
+    }
+    size_t used = merge ? nv : 1;
+
+    struct mesh_service *s = mesh_calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    atomic_init(&s->refs, 1);
+    s->merged = merge;
+    s->protocol = order[0]->protocol;
+    s->key = key_layout(e->namespace, e->name, &s->namespace, &s->name);
+    s->endpoints = total ? mesh_calloc(total, sizeof(*s->endpoints)) : NULL;
+    s->sources = mesh_calloc(used, sizeof(char *));
+    if (!s->key || (total && !s->endpoints) || !s->sources)
+        goto oom;
+
+    for (size_t i = 0; i < used; i++) {
+        const struct view *v = order[i];
+        s->sources[s->n_sources] = mesh_strdup(v->src->name);
+        if (!s->sources[s->n_sources])
+            goto oom;
+        s->n_sources++;
+        for (size_t j = 0; j < v->n; j++) {
+            const struct mesh_endpoint *ep = &v->endpoints[j];
+            /* The first source to report an address wins: views are in precedence order. */
+            if (s->n_endpoints &&
+                bsearch(ep, s->endpoints, s->n_endpoints, sizeof(*ep), cmp_endpoint))
+                continue;
+            struct mesh_endpoint *dst = &s->endpoints[s->n_endpoints];
+            if (mesh_endpoint_copy(dst, ep) < 0)
+                goto oom;
+            s->n_endpoints++;
+            if (mesh_labels_set(&dst->labels, MESH_CATALOG_REGISTRY_LABEL, v->src->name) < 0)
+                goto oom;
+        }
+        /* Keep the array sorted for the duplicate search of the next source. */
+        qsort(s->endpoints, s->n_endpoints, sizeof(*s->endpoints), cmp_endpoint);
+    }
+    *ret = s;
+    return 0;
+oom:
+    service_free(s);
+    return -ENOMEM;
+}
+
+static void notify(struct mesh_catalog *c)
+{
+    c->version++;
+    if (c->change_cb)
+        c->change_cb(c->change_data);
+}
+
+/* Re-merges an entry after its views changed; removes it when empty. */
+static int refresh_entry(struct mesh_catalog *c, struct entry *e)
+{
+    struct mesh_service *merged;
+    int r = build_merged(e, &merged);
+    if (r < 0)
+        return r;
+    mesh_service_unref(e->merged);
+    e->merged = merged;
+    if (!merged) {
+        mesh_hmap_remove(&c->entries, e->key);
+        entry_free(e);
+    }
+    return 0;
+}
+
+static struct entry *entry_new(const char *ns, const char *name)
+{
+    struct entry *e = mesh_calloc(1, sizeof(*e));
+    if (!e)
+        return NULL;
+    e->key = key_layout(ns, name, &e->namespace, &e->name);
+    if (!e->key) {
+        mesh_free(e);
+        return NULL;
+    }
+    return e;
+}
+
+static struct view *find_view(struct entry *e, const struct source *src)
+{
+    for (size_t i = 0; i < e->n_views; i++) {
+        if (e->views[i].src == src)
+            return &e->views[i];
+    }
+    return NULL;
+}
+
+static void remove_view(struct entry *e, struct view *v)
+{
+    view_done(v);
+    size_t i = (size_t)(v - e->views);
+    memmove(&e->views[i], &e->views[i + 1], (e->n_views - i - 1) * sizeof(*v));
+    e->n_views--;
+}
+
+static bool view_equal(const struct view *v, enum mesh_protocol proto,
+                       const struct mesh_endpoint *eps, size_t n)
+{
+    if (v->protocol != proto || v->n != n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (!mesh_endpoint_equal(&v->endpoints[i], &eps[i]))
+            return false;
+    }
+    return true;
+}
+
+static int validate_update(const struct mesh_service_update *u)
+{
+    if (!u->namespace || !u->name || !mesh_is_dns_label(u->namespace) ||
+        !mesh_is_dns_label(u->name) || u->n_endpoints > MESH_ENDPOINTS_MAX)
+        return -EINVAL;
+    for (size_t i = 0; i < u->n_endpoints; i++) {
+        const struct mesh_endpoint *ep = &u->endpoints[i];
+        int fam = ep->addr.ss.ss_family;
+        if ((fam != AF_INET && fam != AF_INET6) || ep->weight < 1 || ep->weight > MESH_WEIGHT_MAX)
+            return -EINVAL;
+    }
+    return 0;
+}
+
+struct ordered {
+    const struct mesh_endpoint *ep;
+    size_t index;
+};
+
+static int cmp_ordered(const void *a, const void *b)
+{
+    const struct ordered *oa = a, *ob = b;
+    int c = mesh_endpoint_addr_cmp(oa->ep, ob->ep);
+    if (c)
+        return c;
+    return oa->index < ob->index ? -1 : oa->index > ob->index;
+}
+
+/* Copies and sorts endpoints; a repeated address within one source keeps its first entry. */
+static int copy_sorted(const struct mesh_endpoint *src, size_t n, struct mesh_endpoint **ret,
+                       size_t *ret_n)
+{
+    int r = -ENOMEM;
+    size_t k = 0;
+    struct mesh_endpoint *v = mesh_calloc(n, sizeof(*v));
+    struct ordered *o = mesh_calloc(n, sizeof(*o));
+    if (!v || !o)
+        goto out;
+    for (size_t i = 0; i < n; i++)
+        o[i] = (struct ordered){&src[i], i};
+    qsort(o, n, sizeof(*o), cmp_ordered);
+    for (size_t i = 0; i < n; i++) {
+        if (k && mesh_endpoint_addr_cmp(&v[k - 1], o[i].ep) == 0)
+            continue;
+        if (mesh_endpoint_copy(&v[k], o[i].ep) < 0)
+            goto out;
+        k++;
+    }
+    *ret = v;
+    *ret_n = k;
+    v = NULL;
+    r = 0;
+out:
+    if (v)
+        endpoints_free(v, k);
+    mesh_free(o);
+    return r;
+}
+
+int mesh_catalog_update(struct mesh_catalog *c, const char *source,
+                        const struct mesh_service_update *u)
+{
+    struct source *src = find_source(c, source);
+    if (!src)
+        return -ENOENT;
+    int r = validate_update(u);
+    if (r < 0)
+        return r;
+
+    char key[2 * 64 + 2];
+    snprintf(key, sizeof(key), "%s/%s", u->namespace, u->name);
+    struct entry *e = mesh_hmap_get(&c->entries, key);
+    struct view *v = e ? find_view(e, src) : NULL;
+
+    if (u->n_endpoints == 0) {
+        if (!v)
+            return 0;
+        remove_view(e, v);
+        r = refresh_entry(c, e);
+        if (r < 0)
+            return r;
+        notify(c);
+        return 1;
+    }
+
+    struct mesh_endpoint *eps;
+    size_t n;
+    r = copy_sorted(u->endpoints, u->n_endpoints, &eps, &n);
+    if (r < 0)
+        return r;
+    if (v && view_equal(v, u->protocol, eps, n)) {
+        v->stale = false;
+        endpoints_free(eps, n);
+        return 0;
+    }
+    bool created = false;
+    if (!e) {
+        e = entry_new(u->namespace, u->name);
+        if (!e || mesh_hmap_put(&c->entries, e->key, e) < 0) {
+            if (e)
+                entry_free(e);
+            endpoints_free(eps, n);
+            return -ENOMEM;
+        }
+        created = true;
+    }
+    if (!v) {
+        struct view *nv = mesh_realloc(e->views, (e->n_views + 1) * sizeof(*nv));
+        if (!nv) {
+            endpoints_free(eps, n);
+            if (created) {
+                mesh_hmap_remove(&c->entries, e->key);
+                entry_free(e);
+            }
+            return -ENOMEM;
+        }
+        e->views = nv;
+        v = &e->views[e->n_views++];
+        *v = (struct view){.src = src};
+    }
+    view_done(v);
+    v->endpoints = eps;
+    v->n = n;
+    v->protocol = u->protocol;
+    v->stale = false;
+    r = refresh_entry(c, e);
+    if (r < 0)
+        return r;
+    notify(c);
+    return 1;
+}
+
+/* Removes the views of `src` (only stale ones if asked) and re-merges what changed. */
+static void sweep(struct mesh_catalog *c, const struct source *src, bool stale_only)
+{
+    bool changed = false;
+    size_t i = 0;
+    const struct mesh_hmap_entry *he;
+    /* Collect first: refresh_entry may remove entries from the map while we walk it. */
+    struct entry **todo = NULL;
+    size_t n_todo = 0, cap = 0;
+    while (mesh_hmap_next(&c->entries, &i, &he)) {
+        struct entry *e = he->value;
+        struct view *v = find_view(e, src);
+        if (!v || (stale_only && !v->stale))
+            continue;
+        if (mesh_grow((void **)&todo, &cap, n_todo + 1, sizeof(*todo)) < 0)
+            break;
+        todo[n_todo++] = e;
+    }
+    for (size_t k = 0; k < n_todo; k++) {
+        struct entry *e = todo[k];
+        remove_view(e, find_view(e, src));
+        if (refresh_entry(c, e) < 0)
+            mesh_log_error("out of memory re-merging '%s'", e->key);
+        changed = true;
+    }
+    mesh_free(todo);
+    if (changed)
+        notify(c);
+}
+
+void mesh_catalog_sync_begin(struct mesh_catalog *c, const char *source)
+{
+    struct source *src = find_source(c, source);
+    if (!src)
+        return;
+    size_t i = 0;
+    const struct mesh_hmap_entry *he;
+    while (mesh_hmap_next(&c->entries, &i, &he)) {
+        struct view *v = find_view(he->value, src);
+        if (v)
+            v->stale = true;
+    }
+}
+
+void mesh_catalog_sync_end(struct mesh_catalog *c, const char *source)
+{
+    struct source *src = find_source(c, source);
+    if (!src)
+        return;
+    sweep(c, src, true);
+    src->synced = true;
+}
+
+int mesh_catalog_set_sources(struct mesh_catalog *c, const struct mesh_catalog_source *in, size_t n)
+{
+    struct source *next = mesh_calloc(n ? n : 1, sizeof(*next));
+    if (!next)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        next[i].name = mesh_strdup(in[i].name);
+        if (!next[i].name) {
+            for (size_t j = 0; j < i; j++)
+                mesh_free(next[j].name);
+            mesh_free(next);
+            return -ENOMEM;
+        }
+        next[i].rank = mesh_registry_type_rank(in[i].type) * 1000 + (int)i;
+        next[i].merge = in[i].merge;
+        struct source *old = find_source(c, in[i].name);
+        next[i].synced = old ? old->synced : false;
+    }
+    /* Drop the data of sources that are gone, then repoint views at the new table. */
+    for (size_t i = 0; i < c->n_sources; i++) {
+        bool kept = false;
+        for (size_t j = 0; j < n && !kept; j++)
+            kept = strcmp(c->sources[i].name, next[j].name) == 0;
+        if (!kept)
+            sweep(c, &c->sources[i], false);
+    }
+    size_t i = 0;
+    const struct mesh_hmap_entry *he;
+    while (mesh_hmap_next(&c->entries, &i, &he)) {
+        struct entry *e = he->value;
+        for (size_t k = 0; k < e->n_views; k++) {
+            for (size_t j = 0; j < n; j++) {
+                if (strcmp(e->views[k].src->name, next[j].name) == 0)
+                    e->views[k].src = &next[j];
+            }
+        }
+    }
+    for (size_t k = 0; k < c->n_sources; k++)
+        mesh_free(c->sources[k].name);
+    mesh_free(c->sources);
+    c->sources = next;
+    c->n_sources = n;
+    /* Precedence or merge flags may have changed: re-merge everything. */
+    i = 0;
+    struct entry **all = NULL;
+    size_t n_all = 0, cap = 0;
+    while (mesh_hmap_next(&c->entries, &i, &he)) {
+        if (mesh_grow((void **)&all, &cap, n_all + 1, sizeof(*all)) < 0) {
+            mesh_free(all);
+            return -ENOMEM;
+        }
+        all[n_all++] = he->value;
+    }
+    for (size_t k = 0; k < n_all; k++) {
+        if (refresh_entry(c, all[k]) < 0) {
+            mesh_free(all);
+            return -ENOMEM;
+        }
+    }
+    mesh_free(all);
+    if (n_all)
+        notify(c);
+    return 0;
+}
+
+struct mesh_service *mesh_catalog_get(const struct mesh_catalog *c, const char *namespace,
+                                      const char *name)
+{
+    char key[256];
+    int k = snprintf(key, sizeof(key), "%s/%s", namespace, name);
+    if (k < 0 || (size_t)k >= sizeof(key))
+        return NULL;
+    const struct entry *e = mesh_hmap_get(&c->entries, key);
+    return e ? e->merged : NULL;
+}
+
+size_t mesh_catalog_count(const struct mesh_catalog *c)
+{
+    return c->entries.n;
+}
+
+uint64_t mesh_catalog_version(const struct mesh_catalog *c)
+{
+    return c->version;
+}
+
+int mesh_catalog_source_stats(const struct mesh_catalog *c, const char *source,
+                              struct mesh_catalog_source_stats *ret)
+{
+    const struct source *src = find_source(c, source);
+    if (!src)
+        return -ENOENT;
+    struct mesh_catalog_source_stats st = {.synced = src->synced};
+    size_t i = 0;
+    const struct mesh_hmap_entry *he;
+    while (mesh_hmap_next(&c->entries, &i, &he)) {
+        const struct view *v = find_view(he->value, src);
+        if (v) {
+            st.services++;
+            st.endpoints += v->n;
+        }
+    }
+    *ret = st;
+    return 0;
+}
+
+static int cmp_service_key(const void *a, const void *b)
+{
+    const struct mesh_service *sa = *(const struct mesh_service *const *)a;
+    const struct mesh_service *sb = *(const struct mesh_service *const *)b;
+    return strcmp(sa->key, sb->key);
+}
+
+int mesh_catalog_list(const struct mesh_catalog *c, struct mesh_service ***ret, size_t *n)
+{
+    struct mesh_service **v = mesh_calloc(c->entries.n ? c->entries.n : 1, sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    size_t k = 0, i = 0;
+    const struct mesh_hmap_entry *he;
+    while (mesh_hmap_next(&c->entries, &i, &he))
+        v[k++] = ((const struct entry *)he->value)->merged;
+    qsort(v, k, sizeof(*v), cmp_service_key);
+    *ret = v;
+    *n = k;
+    return 0;
+}
+
+void mesh_catalog_foreach_raw(const struct mesh_catalog *c, mesh_catalog_raw_cb cb, void *data)
+{
+    size_t i = 0;
+    const struct mesh_hmap_entry *he;
+    while (mesh_hmap_next(&c->entries, &i, &he)) {
+        const struct entry *e = he->value;
+        for (size_t k = 0; k < e->n_views; k++) {
+            const struct view *v = &e->views[k];
+            struct mesh_service_update u = {
+                .namespace = e->namespace,
+                .name = e->name,
+                .protocol = v->protocol,
+                .endpoints = v->endpoints,
+                .n_endpoints = v->n,
+            };
+            cb(data, v->src->name, &u);
+        }
+    }
+}

@@ -1,0 +1,107 @@
+/*
+ * The catalog: every service the registries report, merged by (namespace, name).
+ *
+ * Each registry ("source") gives the full endpoint set of a service; the catalog keeps
+ * each source's view apart and publishes a merged, immutable, reference-counted
+ * `struct mesh_service` per service. The merge rules (docs/catalog.md):
+ *
+ *  1. Endpoints of the same (namespace, name) from several sources are united. Each keeps
+ *     the label "mesh/registry" naming the source it came from.
+ *  2. The same address:port from several sources is one endpoint; its weight, zone, node,
+ *     health and labels come from the source of highest precedence: type static, then
+ *     kubernetes, then consul; among sources of one type, the one listed first.
+ *  3. When any source reporting a service has merge=false, nothing is united for that
+ *     service: the endpoint set of the highest-precedence source reporting it is used alone.
+ *  4. The protocol is the one the highest-precedence source gives.
+ *  5. A full sync (sync_begin .. sync_end) removes what the source did not report in it,
+ *     and nothing before it ends, so a restart or relist never empties a live service.
+ *
+ * Main loop only, except the published services, which any thread may ref and read.
+ */
+#ifndef MESH_CATALOG_H
+#define MESH_CATALOG_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agent/service.h"
+
+#define MESH_CATALOG_REGISTRY_LABEL "mesh/registry"
+
+/* A merged service. Immutable once published. */
+struct mesh_service {
+    atomic_int refs;
+    char *key; /* "namespace/name" */
+    char *namespace;
+    char *name;
+    enum mesh_protocol protocol;
+    struct mesh_endpoint *endpoints; /* sorted by address */
+    size_t n_endpoints;
+    char **sources; /* reporting sources, highest precedence first */
+    size_t n_sources;
+    bool merged; /* false when rule 3 applied */
+};
+
+struct mesh_catalog_source {
+    const char *name;
+    const char *type;
+    bool merge;
+};
+
+struct mesh_catalog_source_stats {
+    size_t services;
+    size_t endpoints;
+    bool synced; /* a full sync has completed */
+};
+
+struct mesh_catalog;
+
+typedef void (*mesh_catalog_change_cb)(void *data);
+typedef void (*mesh_catalog_raw_cb)(void *data, const char *source,
+                                    const struct mesh_service_update *u);
+
+int mesh_catalog_new(struct mesh_catalog **ret);
+void mesh_catalog_free(struct mesh_catalog *c);
+/* `cb` runs (on the loop, synchronously) after every change that alters a merged service. */
+void mesh_catalog_set_change_cb(struct mesh_catalog *c, mesh_catalog_change_cb cb, void *data);
+
+/*
+ * Sets the sources in precedence order within each type (the config order). Data of
+ * sources no longer listed is removed. Returns 0 or -ENOMEM.
+ */
+int mesh_catalog_set_sources(struct mesh_catalog *c, const struct mesh_catalog_source *src,
+                             size_t n);
+
+/*
+ * Replaces what `source` says about one service (copied); no endpoints removes it.
+ * Returns 1 when a merged service changed, 0 when nothing did, -ENOENT for an unknown
+ * source, -EINVAL for invalid input (bad names, no address, weight out of range, too many
+ * endpoints), -ENOMEM.
+ */
+int mesh_catalog_update(struct mesh_catalog *c, const char *source,
+                        const struct mesh_service_update *u);
+
+void mesh_catalog_sync_begin(struct mesh_catalog *c, const char *source);
+/* Ends a full sync: removes what the source did not report since sync_begin. */
+void mesh_catalog_sync_end(struct mesh_catalog *c, const char *source);
+
+/* The merged service, or NULL; borrowed until the next change (ref it to keep it). */
+struct mesh_service *mesh_catalog_get(const struct mesh_catalog *c, const char *namespace,
+                                      const char *name);
+size_t mesh_catalog_count(const struct mesh_catalog *c);
+/* Incremented on every change of a merged service. */
+uint64_t mesh_catalog_version(const struct mesh_catalog *c);
+int mesh_catalog_source_stats(const struct mesh_catalog *c, const char *source,
+                              struct mesh_catalog_source_stats *ret);
+
+/* All merged services sorted by key; the array is the caller's (mesh_free), entries borrowed. */
+int mesh_catalog_list(const struct mesh_catalog *c, struct mesh_service ***ret, size_t *n);
+/* Calls cb with every source's own view of every service (for the last-known-good file). */
+void mesh_catalog_foreach_raw(const struct mesh_catalog *c, mesh_catalog_raw_cb cb, void *data);
+
+struct mesh_service *mesh_service_ref(struct mesh_service *s);
+void mesh_service_unref(struct mesh_service *s);
+
+#endif

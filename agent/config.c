@@ -1,0 +1,556 @@
+#include "agent/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/strutil.h"
+
+#define F(member) MESH_CFG_FIELD(struct mesh_agent_config, member)
+
+static const char *const log_levels[] = {"error", "warning", "notice", "info", "debug", NULL};
+static const char *const log_formats[] = {"auto", "text", "json", "journal", NULL};
+
+static const char *check_listen(const char *s)
+{
+    struct mesh_addr a;
+    const char *why = NULL;
+    return mesh_addr_parse(s, &a, &why) < 0 ? why : NULL;
+}
+
+static const char *check_tcp_listen(const char *s)
+{
+    const char *why = check_listen(s);
+    if (!why && strncmp(s, "unix:", 5) == 0)
+        return "a unix socket is not possible here";
+    return why;
+}
+
+static const char *check_ip(const char *s)
+{
+    return !*s || mesh_is_ip_literal(s) ? NULL : "not an IPv4 or IPv6 address";
+}
+
+/* RFC 1123 subdomain, as Kubernetes node names are. */
+static const char *check_node_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 253)
+        return "must be 1 to 253 characters";
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.'))
+            return "only lowercase letters, digits, '-' and '.' are allowed";
+    }
+    if (!isalnum((unsigned char)s[0]) || !isalnum((unsigned char)s[n - 1]))
+        return "must start and end with a letter or digit";
+    return NULL;
+}
+
+/* SPIFFE trust domain: lowercase letters, digits, '.', '-', '_'. */
+static const char *check_trust_domain(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 255)
+        return "must be 1 to 255 characters";
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_'))
+            return "only lowercase letters, digits, '.', '-' and '_' are allowed";
+    }
+    return NULL;
+}
+
+static const char *check_abs_path(const char *s)
+{
+    return s[0] == '/' ? NULL : "must be an absolute path";
+}
+
+static const char *check_zone(const char *s)
+{
+    const char *why = NULL;
+    return mesh_label_value_valid(s, &why) ? NULL : why;
+}
+
+static const char *check_dns_label(const char *s)
+{
+    return mesh_is_dns_label(s) ? NULL
+                                : "must be a DNS label: lowercase letters, digits and '-', at "
+                                  "most 63";
+}
+
+static const struct mesh_cfg_field node_fields[] = {
+    {.key = "name",
+     .type = MESH_CFG_STRING,
+     MESH_CFG_FIELD(struct mesh_agent_node_config, name),
+     .expect = "a node name (lowercase DNS subdomain)",
+     .check = check_node_name},
+    {.key = "zone",
+     .type = MESH_CFG_STRING,
+     MESH_CFG_FIELD(struct mesh_agent_node_config, zone),
+     .def = "",
+     .expect = "a zone name",
+     .check = check_zone},
+    {.key = "address",
+     .type = MESH_CFG_STRING,
+     MESH_CFG_FIELD(struct mesh_agent_node_config, address),
+     .def = "",
+     .expect = "the IP address other hosts reach this node at",
+     .check = check_ip},
+    {0},
+};
+
+static const struct mesh_cfg_schema node_schema = {
+    .size = sizeof(struct mesh_agent_node_config),
+    .fields = node_fields,
+};
+
+static const struct mesh_cfg_field log_fields[] = {
+    {.key = "level",
+     .type = MESH_CFG_ENUM,
+     MESH_CFG_FIELD(struct mesh_agent_log_config, level),
+     .choices = log_levels,
+     .def = "info"},
+    {.key = "format",
+     .type = MESH_CFG_ENUM,
+     MESH_CFG_FIELD(struct mesh_agent_log_config, format),
+     .choices = log_formats,
+     .def = "auto"},
+    {0},
+};
+
+static const struct mesh_cfg_schema log_schema = {
+    .size = sizeof(struct mesh_agent_log_config),
+    .fields = log_fields,
+};
+
+static const struct mesh_cfg_field admin_fields[] = {
+    {.key = "listen",
+     .type = MESH_CFG_STRING,
+     MESH_CFG_FIELD(struct mesh_agent_admin_config, listen),
+     .def = "127.0.0.1:15000",
+     .expect = "an address like \"127.0.0.1:15000\" or \"unix:/run/mesh-agent/admin.sock\"",
+     .check = check_listen},
+    {0},
+};
+
+static const struct mesh_cfg_schema admin_schema = {
+    .size = sizeof(struct mesh_agent_admin_config),
+    .fields = admin_fields,
+};
+
+static const struct mesh_cfg_field listeners_fields[] = {
+    {.key = "outbound_http",
+     .type = MESH_CFG_STRING,
+     MESH_CFG_FIELD(struct mesh_agent_listeners_config, outbound_http),
+     .def = "127.0.0.1:15001",
+     .expect = "an address like \"127.0.0.1:15001\"",
+     .check = check_tcp_listen},
+    {.key = "inbound",
+     .type = MESH_CFG_STRING,
+     MESH_CFG_FIELD(struct mesh_agent_listeners_config, inbound),
+     .def = "0.0.0.0:15008",
+     .expect = "an address like \"0.0.0.0:15008\"",
+     .check = check_tcp_listen},
+    {0},
+};
+
+static const struct mesh_cfg_schema listeners_schema = {
+    .size = sizeof(struct mesh_agent_listeners_config),
+    .fields = listeners_fields,
+};
+
+static const struct mesh_cfg_field readiness_fields[] = {
+    {.key = "registry_sync_timeout",
+     .type = MESH_CFG_DURATION,
+     MESH_CFG_FIELD(struct mesh_agent_readiness_config, registry_sync_timeout_ms),
+     .def = "10s",
+     .max = 3600000},
+    {0},
+};
+
+static const struct mesh_cfg_schema readiness_schema = {
+    .size = sizeof(struct mesh_agent_readiness_config),
+    .fields = readiness_fields,
+};
+
+static const struct mesh_cfg_field shutdown_fields[] = {
+    {.key = "drain_timeout",
+     .type = MESH_CFG_DURATION,
+     MESH_CFG_FIELD(struct mesh_agent_shutdown_config, drain_timeout_ms),
+     .def = "15s",
+     .max = 3600000},
+    {0},
+};
+
+static const struct mesh_cfg_schema shutdown_schema = {
+    .size = sizeof(struct mesh_agent_shutdown_config),
+    .fields = shutdown_fields,
+};
+
+/* ---- registries: shared keys plus the adapter's own, chosen by "type" ---- */
+
+#define R(member) MESH_CFG_FIELD(struct mesh_registry_config, member)
+
+static const struct mesh_cfg_field registry_fields[] = {
+    {.key = "type", .type = MESH_CFG_STRING, R(type), .flags = MESH_CFG_REQUIRED},
+    {.key = "name",
+     .type = MESH_CFG_STRING,
+     R(name),
+     .expect = "a registry name (DNS label)",
+     .check = check_dns_label},
+    {.key = "namespace",
+     .type = MESH_CFG_STRING,
+     R(namespace),
+     .def = "default",
+     .expect = "a namespace (DNS label)",
+     .check = check_dns_label},
+    {.key = "merge", .type = MESH_CFG_BOOL, R(merge), .def_int = 1},
+    {0},
+};
+
+static const struct mesh_cfg_schema registry_schema = {
+    .size = sizeof(struct mesh_registry_config),
+    .fields = registry_fields,
+};
+
+static void registry_config_done(struct mesh_registry_config *rc)
+{
+    if (rc->ops && rc->adapter) {
+        mesh_cfg_free(rc->ops->config_schema, rc->adapter);
+        mesh_free(rc->adapter);
+    }
+    mesh_cfg_free(&registry_schema, rc);
+}
+
+static void free_registries(void *field)
+{
+    struct mesh_registries *regs = field;
+    for (size_t i = 0; i < regs->n; i++)
+        registry_config_done(&regs->v[i]);
+    mesh_free(regs->v);
+    regs->v = NULL;
+    regs->n = 0;
+}
+
+static int decode_registry(struct mesh_cfg_ctx *ctx, json_t *json, struct mesh_registry_config *rc)
+{
+    if (mesh_cfg_defaults(&registry_schema, rc) < 0)
+        return -ENOMEM;
+    json_t *type = json_is_object(json) ? json_object_get(json, "type") : NULL;
+    const char *const *types = mesh_registry_types();
+    char known[256];
+    size_t k = 0;
+    for (size_t i = 0; types[i] && k < sizeof(known); i++)
+        k += (size_t)snprintf(known + k, sizeof(known) - k, "%s\"%s\"", i ? ", " : "", types[i]);
+    if (!json_is_object(json) || !type || !json_is_string(type)) {
+        /* Without a type the other keys cannot be checked: report only what is missing. */
+        return mesh_cfg_decode(ctx, &registry_schema, json, rc);
+    }
+    rc->ops = mesh_registry_find(json_string_value(type));
+    if (!rc->ops) {
+        const char *hint = mesh_str_suggest(json_string_value(type), types);
+        size_t old = mesh_cfg_path_push_key(ctx, "type");
+        if (hint)
+            mesh_cfg_error(ctx, "unknown registry type \"%s\" (did you mean \"%s\"?)",
+                           json_string_value(type), hint);
+        else
+            mesh_cfg_error(ctx, "unknown registry type \"%s\"; known types: %s",
+                           json_string_value(type), known);
+        mesh_cfg_path_pop(ctx, old);
+        return -EINVAL;
+    }
+    rc->adapter = mesh_malloc(rc->ops->config_schema->size);
+    if (!rc->adapter || mesh_cfg_defaults(rc->ops->config_schema, rc->adapter) < 0) {
+        mesh_free(rc->adapter);
+        rc->adapter = NULL;
+        return -ENOMEM;
+    }
+    const struct mesh_cfg_schema *schemas[2] = {&registry_schema, rc->ops->config_schema};
+    void *objs[2] = {rc, rc->adapter};
+    int r = mesh_cfg_decode_multi(ctx, schemas, objs, 2, json);
+    if (!rc->name) {
+        rc->name = mesh_strdup(rc->type);
+        if (!rc->name)
+            return -ENOMEM;
+    }
+    return r;
+}
+
+static int decode_registries(struct mesh_cfg_ctx *ctx, json_t *json, void *field)
+{
+    struct mesh_registries *regs = field;
+    if (!json_is_array(json)) {
+        char got[64];
+        mesh_cfg_describe(json, got, sizeof(got));
+        mesh_cfg_error(ctx, "expected an array of registries, got %s", got);
+        return -EINVAL;
+    }
+    size_t n = json_array_size(json);
+    if (n > MESH_AGENT_REGISTRIES_MAX) {
+        mesh_cfg_error(ctx, "expected at most %d registries, got %zu", MESH_AGENT_REGISTRIES_MAX,
+                       n);
+        return -EINVAL;
+    }
+    free_registries(regs);
+    if (n == 0)
+        return 0;
+    regs->v = mesh_calloc(n, sizeof(*regs->v));
+    if (!regs->v)
+        return -ENOMEM;
+    int r = 0;
+    for (size_t i = 0; i < n; i++) {
+        regs->n = i + 1;
+        size_t old = mesh_cfg_path_push_index(ctx, i);
+        int k = decode_registry(ctx, json_array_get(json, i), &regs->v[i]);
+        if (k == -ENOMEM)
+            mesh_cfg_error(ctx, "out of memory");
+        if (k < 0)
+            r = -EINVAL;
+        mesh_cfg_path_pop(ctx, old);
+    }
+    return r;
+}
+
+static json_t *encode_registries(const void *field)
+{
+    const struct mesh_registries *regs = field;
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < regs->n; i++) {
+        const struct mesh_registry_config *rc = &regs->v[i];
+        json_t *o = mesh_cfg_encode(&registry_schema, rc);
+        json_t *ad = rc->ops ? mesh_cfg_encode(rc->ops->config_schema, rc->adapter) : NULL;
+        if (!o || (rc->ops && !ad) || (ad && json_object_update(o, ad) < 0) ||
+            json_array_append_new(a, o) < 0) {
+            json_decref(o);
+            json_decref(ad);
+            json_decref(a);
+            return NULL;
+        }
+        json_decref(ad);
+    }
+    return a;
+}
+
+bool mesh_registry_config_equal(const struct mesh_registry_config *a,
+                                const struct mesh_registry_config *b)
+{
+    json_t *ja = mesh_cfg_encode(&registry_schema, a);
+    json_t *jb = mesh_cfg_encode(&registry_schema, b);
+    json_t *aa = a->ops ? mesh_cfg_encode(a->ops->config_schema, a->adapter) : NULL;
+    json_t *ab = b->ops ? mesh_cfg_encode(b->ops->config_schema, b->adapter) : NULL;
+    bool eq = a->ops == b->ops && ja && jb && json_equal(ja, jb) &&
+              ((!aa && !ab) || (aa && ab && json_equal(aa, ab)));
+    json_decref(ja);
+    json_decref(jb);
+    json_decref(aa);
+    json_decref(ab);
+    return eq;
+}
+
+/* ---- the root ---- */
+
+static void check_root(struct mesh_cfg_ctx *ctx, void *obj)
+{
+    struct mesh_agent_config *c = obj;
+    for (size_t i = 0; i < c->registries.n; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(c->registries.v[i].name, c->registries.v[j].name) == 0) {
+                size_t o1 = mesh_cfg_path_push_key(ctx, "registries");
+                size_t o2 = mesh_cfg_path_push_index(ctx, i);
+                size_t o3 = mesh_cfg_path_push_key(ctx, "name");
+                mesh_cfg_error(ctx, "registry name '%s' is already used by registries[%zu]",
+                               c->registries.v[i].name, j);
+                mesh_cfg_path_pop(ctx, o3);
+                mesh_cfg_path_pop(ctx, o2);
+                mesh_cfg_path_pop(ctx, o1);
+            }
+        }
+    }
+    struct {
+        const char *key;
+        const char *value;
+    } addrs[] = {
+        {"admin.listen", c->admin.listen},
+        {"listeners.outbound_http", c->listeners.outbound_http},
+        {"listeners.inbound", c->listeners.inbound},
+    };
+    for (size_t i = 0; i < MESH_ARRAY_SIZE(addrs); i++) {
+        for (size_t j = 0; j < i; j++) {
+            struct mesh_addr a, b;
+            if (mesh_addr_parse(addrs[i].value, &a, NULL) == 0 &&
+                mesh_addr_parse(addrs[j].value, &b, NULL) == 0 && mesh_addr_equal(&a, &b) &&
+                mesh_addr_port(&a) != 0)
+                mesh_cfg_error(ctx, "%s and %s are both '%s'", addrs[j].key, addrs[i].key,
+                               addrs[i].value);
+        }
+    }
+}
+
+static const struct mesh_cfg_field root_fields[] = {
+    {.key = "node", .type = MESH_CFG_OBJECT, F(node), .schema = &node_schema},
+    {.key = "trust_domain",
+     .type = MESH_CFG_STRING,
+     F(trust_domain),
+     .def = "mesh.local",
+     .expect = "a SPIFFE trust domain like \"mesh.local\"",
+     .check = check_trust_domain},
+    {.key = "state_dir",
+     .type = MESH_CFG_STRING,
+     F(state_dir),
+     .def = "/var/lib/mesh-agent",
+     .expect = "an absolute directory path",
+     .check = check_abs_path},
+    {.key = "log", .type = MESH_CFG_OBJECT, F(log), .schema = &log_schema},
+    {.key = "admin", .type = MESH_CFG_OBJECT, F(admin), .schema = &admin_schema},
+    {.key = "listeners", .type = MESH_CFG_OBJECT, F(listeners), .schema = &listeners_schema},
+    {.key = "registries",
+     .type = MESH_CFG_CUSTOM,
+     F(registries),
+     .decode = decode_registries,
+     .free = free_registries,
+     .encode = encode_registries},
+    {.key = "readiness", .type = MESH_CFG_OBJECT, F(readiness), .schema = &readiness_schema},
+    {.key = "shutdown", .type = MESH_CFG_OBJECT, F(shutdown), .schema = &shutdown_schema},
+    {0},
+};
+
+static const struct mesh_cfg_schema root_schema = {
+    .size = sizeof(struct mesh_agent_config),
+    .fields = root_fields,
+    .check = check_root,
+};
+
+/* The registry every agent has unless told otherwise: service files in services.d. */
+static const char default_registries[] = "[{\"type\": \"static\", \"name\": \"files\", "
+                                         "\"directory\": \"/etc/mesh-agent/services.d\"}]";
+
+static int fill_dynamic_defaults(struct mesh_cfg_ctx *ctx, struct mesh_agent_config *c,
+                                 bool registries_given)
+{
+    if (!c->node.name) {
+        char host[256] = "";
+        if (gethostname(host, sizeof(host) - 1) < 0 || !host[0])
+            strcpy(host, "localhost");
+        for (char *p = host; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        /* A hostname that is not a valid node name must be configured explicitly. */
+        const char *why = check_node_name(host);
+        size_t old = mesh_cfg_path_push_key(ctx, "node");
+        size_t old2 = mesh_cfg_path_push_key(ctx, "name");
+        if (why)
+            mesh_cfg_error(ctx, "not set, and the hostname '%s' cannot be used: %s", host, why);
+        mesh_cfg_path_pop(ctx, old2);
+        mesh_cfg_path_pop(ctx, old);
+        c->node.name = mesh_strdup(host);
+        if (!c->node.name)
+            return -ENOMEM;
+    }
+    if (!registries_given) {
+        json_t *def = json_loads(default_registries, 0, NULL);
+        if (!def)
+            return -ENOMEM;
+        size_t old = mesh_cfg_path_push_key(ctx, "registries");
+        int r = decode_registries(ctx, def, &c->registries);
+        mesh_cfg_path_pop(ctx, old);
+        json_decref(def);
+        if (r < 0)
+            return r;
+    }
+    mesh_addr_parse(c->admin.listen, &c->admin_addr, NULL);
+    mesh_addr_parse(c->listeners.outbound_http, &c->outbound_http_addr, NULL);
+    mesh_addr_parse(c->listeners.inbound, &c->inbound_addr, NULL);
+    c->env = (struct mesh_registry_env){
+        .node_name = c->node.name,
+        .zone = c->node.zone,
+        .node_address = c->node.address,
+    };
+    return 0;
+}
+
+static int build(const char *path, const char *name, json_t *json, struct mesh_cfg_errors *errors,
+                 struct mesh_agent_config **ret)
+{
+    struct mesh_cfg_ctx ctx;
+    mesh_cfg_ctx_init(&ctx, name, errors);
+    size_t before = errors->n + errors->dropped;
+    struct mesh_agent_config *c = mesh_malloc(sizeof(*c));
+    if (!c || mesh_cfg_defaults(&root_schema, c) < 0) {
+        mesh_free(c);
+        return -ENOMEM;
+    }
+    atomic_init(&c->refs, 1);
+    int r = 0;
+    if (json)
+        mesh_cfg_decode(&ctx, &root_schema, json, c);
+    bool registries_given = json && json_object_get(json, "registries");
+    if (fill_dynamic_defaults(&ctx, c, registries_given) < 0)
+        r = -ENOMEM;
+    if (path && !(c->path = mesh_strdup(path)))
+        r = -ENOMEM;
+    if (r == 0 && errors->n + errors->dropped != before)
+        r = -EINVAL;
+    if (r < 0) {
+        mesh_agent_config_unref(c);
+        return r;
+    }
+    *ret = c;
+    return 0;
+}
+
+int mesh_agent_config_parse(const char *name, const char *data, size_t len,
+                            struct mesh_cfg_errors *errors, struct mesh_agent_config **ret)
+{
+    struct mesh_cfg_ctx ctx;
+    mesh_cfg_ctx_init(&ctx, name, errors);
+    json_t *json = NULL;
+    int r = mesh_cfg_load_buffer(&ctx, data, len, &json);
+    if (r < 0)
+        return r;
+    r = build(NULL, name, json, errors, ret);
+    json_decref(json);
+    return r;
+}
+
+int mesh_agent_config_load(const char *path, struct mesh_cfg_errors *errors,
+                           struct mesh_agent_config **ret)
+{
+    if (!path)
+        return build(NULL, NULL, NULL, errors, ret);
+    struct mesh_cfg_ctx ctx;
+    mesh_cfg_ctx_init(&ctx, path, errors);
+    json_t *json = NULL;
+    int r = mesh_cfg_load_file(&ctx, path, MESH_AGENT_CONFIG_MAX, &json);
+    if (r < 0)
+        return r == -ENOMEM ? r : -EINVAL;
+    r = build(path, path, json, errors, ret);
+    json_decref(json);
+    return r;
+}
+
+struct mesh_agent_config *mesh_agent_config_ref(struct mesh_agent_config *c)
+{
+    atomic_fetch_add(&c->refs, 1);
+    return c;
+}
+
+void mesh_agent_config_unref(struct mesh_agent_config *c)
+{
+    if (!c || atomic_fetch_sub(&c->refs, 1) != 1)
+        return;
+    mesh_cfg_free(&root_schema, c);
+    mesh_free(c->path);
+    mesh_free(c);
+}
+
+json_t *mesh_agent_config_to_json(const struct mesh_agent_config *c)
+{
+    return mesh_cfg_encode(&root_schema, c);
+}
+
+enum mesh_log_level mesh_agent_config_log_level(const struct mesh_agent_config *c)
+{
+    return (enum mesh_log_level)(c->log.level + MESH_LOG_ERROR);
+}

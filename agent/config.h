@@ -1,0 +1,104 @@
+/*
+ * The agent's own configuration (agent.json): decoded and validated in full by a schema
+ * table, then immutable and reference-counted. A reload builds a new one and swaps it in
+ * only when it is valid. See docs/config.md for every key.
+ */
+#ifndef MESH_AGENT_CONFIG_H
+#define MESH_AGENT_CONFIG_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "agent/registry.h"
+#include "common/addr.h"
+#include "common/cfg.h"
+#include "common/log.h"
+
+#define MESH_AGENT_DEFAULT_CONFIG "/etc/mesh-agent/agent.json"
+#define MESH_AGENT_CONFIG_MAX (1024 * 1024)
+#define MESH_AGENT_REGISTRIES_MAX 32
+
+enum mesh_log_format_choice {
+    MESH_LOG_CHOICE_AUTO,
+    MESH_LOG_CHOICE_TEXT,
+    MESH_LOG_CHOICE_JSON,
+    MESH_LOG_CHOICE_JOURNAL,
+};
+
+struct mesh_registries {
+    struct mesh_registry_config *v;
+    size_t n;
+};
+
+struct mesh_agent_node_config {
+    char *name;
+    char *zone;
+    char *address;
+};
+
+struct mesh_agent_log_config {
+    int level; /* index into the level names; level = index + MESH_LOG_ERROR */
+    int format;
+};
+
+struct mesh_agent_admin_config {
+    char *listen;
+};
+
+struct mesh_agent_listeners_config {
+    char *outbound_http;
+    char *inbound;
+};
+
+struct mesh_agent_readiness_config {
+    uint64_t registry_sync_timeout_ms;
+};
+
+struct mesh_agent_shutdown_config {
+    uint64_t drain_timeout_ms;
+};
+
+struct mesh_agent_config {
+    atomic_int refs;
+    char *path; /* NULL: the embedded defaults */
+    struct mesh_agent_node_config node;
+    char *trust_domain;
+    char *state_dir;
+    struct mesh_agent_log_config log;
+    struct mesh_agent_admin_config admin;
+    struct mesh_agent_listeners_config listeners;
+    struct mesh_registries registries;
+    struct mesh_agent_readiness_config readiness;
+    struct mesh_agent_shutdown_config shutdown;
+    /* Derived after decoding. */
+    struct mesh_addr admin_addr;
+    struct mesh_addr outbound_http_addr;
+    struct mesh_addr inbound_addr;
+    struct mesh_registry_env env; /* points into node */
+};
+
+/*
+ * Loads and validates a config. `path` NULL means the embedded defaults. On failure
+ * returns -EINVAL (or -ENOMEM) and every problem is in `errors`.
+ */
+int mesh_agent_config_load(const char *path, struct mesh_cfg_errors *errors,
+                           struct mesh_agent_config **ret);
+/* Decodes from a buffer; `name` is used in messages. Same contract as _load. */
+int mesh_agent_config_parse(const char *name, const char *data, size_t len,
+                            struct mesh_cfg_errors *errors, struct mesh_agent_config **ret);
+
+struct mesh_agent_config *mesh_agent_config_ref(struct mesh_agent_config *c);
+void mesh_agent_config_unref(struct mesh_agent_config *c);
+
+/* The effective config as JSON, defaults filled in and secrets redacted. */
+json_t *mesh_agent_config_to_json(const struct mesh_agent_config *c);
+/* The log level the config asks for. */
+enum mesh_log_level mesh_agent_config_log_level(const struct mesh_agent_config *c);
+/* True when two registry entries would create the same adapter. */
+bool mesh_registry_config_equal(const struct mesh_registry_config *a,
+                                const struct mesh_registry_config *b);
+
+#endif

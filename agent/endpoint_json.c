@@ -1,0 +1,138 @@
+#include "agent/endpoint_json.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/strutil.h"
+
+#define E(member) MESH_CFG_FIELD(struct mesh_endpoint_config, member)
+
+const char *const mesh_endpoint_health_choices[] = {"healthy", "unhealthy", "draining", NULL};
+
+static const char *check_ip(const char *s)
+{
+    return mesh_is_ip_literal(s) ? NULL : "not an IPv4 or IPv6 address (names are not resolved)";
+}
+
+static const char *check_label_value(const char *s)
+{
+    const char *why = NULL;
+    return mesh_label_value_valid(s, &why) ? NULL : why;
+}
+
+static const char *check_node(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 253)
+        return "must be 1 to 253 characters";
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.'))
+            return "only lowercase letters, digits, '-' and '.' are allowed";
+    }
+    return NULL;
+}
+
+static const struct mesh_cfg_field endpoint_fields[] = {
+    {.key = "address",
+     .type = MESH_CFG_STRING,
+     E(address),
+     .flags = MESH_CFG_REQUIRED,
+     .expect = "an IPv4 or IPv6 address",
+     .check = check_ip},
+    {.key = "port",
+     .type = MESH_CFG_INT,
+     E(port),
+     .flags = MESH_CFG_REQUIRED,
+     .min = 1,
+     .max = 65535},
+    {.key = "weight",
+     .type = MESH_CFG_INT,
+     E(weight),
+     .min = 1,
+     .max = MESH_WEIGHT_MAX,
+     .def_int = 1},
+    {.key = "zone",
+     .type = MESH_CFG_STRING,
+     E(zone),
+     .expect = "a zone name",
+     .check = check_label_value},
+    {.key = "node", .type = MESH_CFG_STRING, E(node), .expect = "a node name", .check = check_node},
+    {.key = "health",
+     .type = MESH_CFG_ENUM,
+     E(health),
+     .choices = mesh_endpoint_health_choices,
+     .def = "healthy"},
+    {.key = "labels", .type = MESH_CFG_LABELS, E(labels)},
+    {0},
+};
+
+const struct mesh_cfg_schema mesh_endpoint_schema = {
+    .size = sizeof(struct mesh_endpoint_config),
+    .fields = endpoint_fields,
+};
+
+unsigned mesh_endpoint_health_flags(int choice)
+{
+    switch (choice) {
+    case 0:
+        return MESH_EP_READY | MESH_EP_SERVING;
+    case 2:
+        return MESH_EP_SERVING | MESH_EP_TERMINATING;
+    default:
+        return 0;
+    }
+}
+
+static int health_choice(unsigned flags)
+{
+    if (flags & MESH_EP_TERMINATING)
+        return 2;
+    return (flags & MESH_EP_READY) ? 0 : 1;
+}
+
+int mesh_endpoint_from_config(const struct mesh_endpoint_config *in, struct mesh_endpoint *out)
+{
+    struct mesh_endpoint ep = {0};
+    if (!in->address || mesh_addr_from_ip(in->address, (uint16_t)in->port, &ep.addr) < 0)
+        return -EINVAL;
+    ep.weight = (uint32_t)in->weight;
+    ep.health = mesh_endpoint_health_flags(in->health);
+    if ((in->zone && !(ep.zone = mesh_strdup(in->zone))) ||
+        (in->node && !(ep.node = mesh_strdup(in->node))) ||
+        mesh_labels_copy(&ep.labels, &in->labels) < 0) {
+        mesh_endpoint_done(&ep);
+        return -ENOMEM;
+    }
+    *out = ep;
+    return 0;
+}
+
+json_t *mesh_endpoint_to_json(const struct mesh_endpoint *ep)
+{
+    char ip[MESH_ADDR_STRLEN];
+    json_t *labels = json_object();
+    for (size_t i = 0; labels && i < ep->labels.n; i++) {
+        if (json_object_set_new(labels, ep->labels.v[i].key, json_string(ep->labels.v[i].value)) <
+            0) {
+            json_decref(labels);
+            return NULL;
+        }
+    }
+    if (!labels)
+        return NULL;
+    json_t *o =
+        json_pack("{s:s, s:i, s:i, s:s, s:o}", "address", mesh_addr_ip(&ep->addr, ip, sizeof(ip)),
+                  "port", (int)mesh_addr_port(&ep->addr), "weight", (int)ep->weight, "health",
+                  mesh_endpoint_health_choices[health_choice(ep->health)], "labels", labels);
+    if (o && ep->zone && json_object_set_new(o, "zone", json_string(ep->zone)) < 0) {
+        json_decref(o);
+        return NULL;
+    }
+    if (o && ep->node && json_object_set_new(o, "node", json_string(ep->node)) < 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}

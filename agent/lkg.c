@@ -1,0 +1,424 @@
+#define MESH_LOG_MODULE "lkg"
+
+#include "agent/lkg.h"
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent/endpoint_json.h"
+#include "common/alloc.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "common/strutil.h"
+
+#define LKG_FORMAT 1
+#define DEBOUNCE_MS 250
+
+struct write_job {
+    uv_work_t req;
+    struct mesh_lkg *lkg;
+    char *data;
+    size_t len;
+    int result;
+};
+
+struct mesh_lkg {
+    uv_loop_t *loop;
+    char *path;
+    uv_timer_t timer;
+    const struct mesh_catalog *catalog;
+    struct write_job *job; /* a write on the thread pool */
+    bool dirty;            /* changed since the last write started */
+    bool closing;
+    uint64_t writes;
+    uint64_t failures;
+    void (*done)(void *data);
+    void *done_data;
+};
+
+struct encode_ctx {
+    json_t *sources;
+    int err;
+};
+
+static void encode_one(void *data, const char *source, const struct mesh_service_update *u)
+{
+    struct encode_ctx *ctx = data;
+    json_t *list = json_object_get(ctx->sources, source);
+    if (!list) {
+        list = json_array();
+        if (!list || json_object_set_new(ctx->sources, source, list) < 0) {
+            ctx->err = -ENOMEM;
+            return;
+        }
+    }
+    json_t *eps = json_array();
+    for (size_t i = 0; eps && i < u->n_endpoints; i++) {
+        if (json_array_append_new(eps, mesh_endpoint_to_json(&u->endpoints[i])) < 0) {
+            json_decref(eps);
+            eps = NULL;
+        }
+    }
+    json_t *svc =
+        eps ? json_pack("{s:s, s:s, s:s, s:o}", "namespace", u->namespace, "name", u->name,
+                        "protocol", mesh_protocol_names[u->protocol], "endpoints", eps)
+            : NULL;
+    if (!svc || json_array_append_new(list, svc) < 0)
+        ctx->err = -ENOMEM;
+}
+
+json_t *mesh_lkg_encode(const struct mesh_catalog *c)
+{
+    struct encode_ctx ctx = {.sources = json_object()};
+    if (!ctx.sources)
+        return NULL;
+    mesh_catalog_foreach_raw(c, encode_one, &ctx);
+    char when[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    json_t *doc = json_pack("{s:i, s:s, s:o}", "format", LKG_FORMAT, "written_at", when, "sources",
+                            ctx.sources);
+    if (doc && ctx.err < 0) {
+        json_decref(doc);
+        return NULL;
+    }
+    return doc;
+}
+
+int mesh_lkg_new(uv_loop_t *loop, const char *path, struct mesh_lkg **ret)
+{
+    struct mesh_lkg *l = mesh_calloc(1, sizeof(*l));
+    if (!l || !(l->path = mesh_strdup(path))) {
+        mesh_free(l);
+        return -ENOMEM;
+    }
+    l->loop = loop;
+    uv_timer_init(loop, &l->timer);
+    l->timer.data = l;
+    *ret = l;
+    return 0;
+}
+
+static int serialize(struct mesh_lkg *l, char **ret, size_t *ret_len)
+{
+    json_t *doc = mesh_lkg_encode(l->catalog);
+    if (!doc)
+        return -ENOMEM;
+    char *s = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    if (!s)
+        return -ENOMEM;
+    *ret = s;
+    *ret_len = strlen(s);
+    return 0;
+}
+
+static void write_work(uv_work_t *req)
+{
+    struct write_job *j = container_of(req, struct write_job, req);
+    j->result = mesh_fs_write_atomic(j->lkg->path, j->data, j->len, 0600);
+}
+
+static void on_timer(uv_timer_t *t);
+static void maybe_closed(struct mesh_lkg *l);
+
+static void write_done(uv_work_t *req, int status)
+{
+    struct write_job *j = container_of(req, struct write_job, req);
+    struct mesh_lkg *l = j->lkg;
+    int r = status < 0 ? status : j->result;
+    if (r < 0) {
+        l->failures++;
+        mesh_log_warn("cannot write the last-known-good catalog '%s': %s; will retry on the "
+                      "next change",
+                      l->path, strerror(-r));
+    } else {
+        l->writes++;
+    }
+    mesh_free(j->data);
+    mesh_free(j);
+    l->job = NULL;
+    if (l->closing) {
+        maybe_closed(l);
+        return;
+    }
+    if (l->dirty)
+        uv_timer_start(&l->timer, on_timer, DEBOUNCE_MS, 0);
+}
+
+static void start_write(struct mesh_lkg *l)
+{
+    if (l->job || !l->catalog || l->closing)
+        return;
+    struct write_job *j = mesh_calloc(1, sizeof(*j));
+    if (!j || serialize(l, &j->data, &j->len) < 0) {
+        mesh_free(j);
+        l->failures++;
+        mesh_log_warn("out of memory writing the last-known-good catalog");
+        return;
+    }
+    j->lkg = l;
+    l->dirty = false;
+    if (uv_queue_work(l->loop, &j->req, write_work, write_done) < 0) {
+        mesh_free(j->data);
+        mesh_free(j);
+        l->failures++;
+        return;
+    }
+    l->job = j;
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    start_write(t->data);
+}
+
+void mesh_lkg_schedule(struct mesh_lkg *l, const struct mesh_catalog *c)
+{
+    l->catalog = c;
+    l->dirty = true;
+    if (l->closing || l->job)
+        return;
+    uv_timer_start(&l->timer, on_timer, DEBOUNCE_MS, 0);
+}
+
+int mesh_lkg_flush(struct mesh_lkg *l)
+{
+    if (!l->catalog)
+        return 0;
+    char *data;
+    size_t len;
+    int r = serialize(l, &data, &len);
+    if (r < 0)
+        return r;
+    r = mesh_fs_write_atomic(l->path, data, len, 0600);
+    mesh_free(data);
+    if (r == 0) {
+        l->dirty = false;
+        l->writes++;
+    } else {
+        l->failures++;
+    }
+    return r;
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    struct mesh_lkg *l = h->data;
+    l->timer.data = NULL;
+    maybe_closed(l);
+}
+
+static void maybe_closed(struct mesh_lkg *l)
+{
+    if (l->job || l->timer.data)
+        return;
+    void (*done)(void *) = l->done;
+    void *data = l->done_data;
+    mesh_free(l->path);
+    mesh_free(l);
+    if (done)
+        done(data);
+}
+
+void mesh_lkg_close(struct mesh_lkg *l, void (*done)(void *data), void *data)
+{
+    l->closing = true;
+    l->done = done;
+    l->done_data = data;
+    uv_close((uv_handle_t *)&l->timer, on_timer_closed);
+}
+
+void mesh_lkg_stats(const struct mesh_lkg *l, uint64_t *ret_writes, uint64_t *ret_failures)
+{
+    *ret_writes = l->writes;
+    *ret_failures = l->failures;
+}
+
+/* ---- loading ---- */
+
+struct lkg_service {
+    char *namespace;
+    char *name;
+    int protocol;
+    struct mesh_cfg_list endpoints;
+};
+
+static const char *check_dns_label(const char *s)
+{
+    return mesh_is_dns_label(s) ? NULL : "not a DNS label";
+}
+
+#define L(member) MESH_CFG_FIELD(struct lkg_service, member)
+
+static const struct mesh_cfg_field service_fields[] = {
+    {.key = "namespace",
+     .type = MESH_CFG_STRING,
+     L(namespace),
+     .flags = MESH_CFG_REQUIRED,
+     .check = check_dns_label},
+    {.key = "name",
+     .type = MESH_CFG_STRING,
+     L(name),
+     .flags = MESH_CFG_REQUIRED,
+     .check = check_dns_label},
+    {.key = "protocol",
+     .type = MESH_CFG_ENUM,
+     L(protocol),
+     .choices = mesh_protocol_names,
+     .def = "tcp"},
+    {.key = "endpoints",
+     .type = MESH_CFG_LIST,
+     L(endpoints),
+     .schema = &mesh_endpoint_schema,
+     .max = MESH_ENDPOINTS_MAX},
+    {0},
+};
+
+static const struct mesh_cfg_schema service_schema = {
+    .size = sizeof(struct lkg_service),
+    .fields = service_fields,
+};
+
+struct lkg_root {
+    int format;
+    char *written_at;
+    json_t *sources;
+};
+
+static int decode_sources(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
+{
+    if (!json_is_object(v)) {
+        mesh_cfg_error(ctx, "expected an object");
+        return -EINVAL;
+    }
+    *(json_t **)field = json_incref(v);
+    return 0;
+}
+
+static void free_sources(void *field)
+{
+    json_decref(*(json_t **)field);
+}
+
+#define R(member) MESH_CFG_FIELD(struct lkg_root, member)
+
+static const struct mesh_cfg_field root_fields[] = {
+    {.key = "format",
+     .type = MESH_CFG_INT,
+     R(format),
+     .flags = MESH_CFG_REQUIRED,
+     .min = 1,
+     .max = 1},
+    {.key = "written_at", .type = MESH_CFG_STRING, R(written_at)},
+    {.key = "sources",
+     .type = MESH_CFG_CUSTOM,
+     R(sources),
+     .flags = MESH_CFG_REQUIRED,
+     .decode = decode_sources,
+     .free = free_sources},
+    {0},
+};
+
+static const struct mesh_cfg_schema root_schema = {
+    .size = sizeof(struct lkg_root),
+    .fields = root_fields,
+};
+
+struct loaded {
+    const char *source;
+    struct lkg_service svc;
+};
+
+/* Decodes every service of every known source first; applies only if all are valid. */
+int mesh_lkg_load(const char *path, struct mesh_catalog *c, struct mesh_cfg_errors *errors)
+{
+    struct mesh_cfg_ctx ctx;
+    mesh_cfg_ctx_init(&ctx, path, errors);
+    size_t before = errors->n + errors->dropped;
+    json_t *json = NULL;
+    struct lkg_root root;
+    struct loaded *v = NULL;
+    size_t n = 0, cap = 0;
+    int r;
+
+    if (access(path, F_OK) < 0 && errno == ENOENT)
+        return 0;
+    if (mesh_cfg_defaults(&root_schema, &root) < 0)
+        return -ENOMEM;
+    r = mesh_cfg_load_file(&ctx, path, MESH_LKG_MAX, &json);
+    if (r < 0)
+        goto out;
+    if (mesh_cfg_decode(&ctx, &root_schema, json, &root) < 0) {
+        r = -EINVAL;
+        goto out;
+    }
+    const char *source;
+    json_t *list;
+    json_object_foreach(root.sources, source, list)
+    {
+        struct mesh_catalog_source_stats st;
+        if (mesh_catalog_source_stats(c, source, &st) < 0)
+            continue; /* a registry that is no longer configured */
+        size_t o1 = mesh_cfg_path_push_key(&ctx, "sources");
+        size_t o2 = mesh_cfg_path_push_key(&ctx, source);
+        if (!json_is_array(list))
+            mesh_cfg_error(&ctx, "expected an array of services");
+        for (size_t i = 0; json_is_array(list) && i < json_array_size(list); i++) {
+            if (mesh_grow((void **)&v, &cap, n + 1, sizeof(*v)) < 0 ||
+                mesh_cfg_defaults(&service_schema, &v[n].svc) < 0) {
+                r = -ENOMEM;
+                goto out;
+            }
+            v[n].source = source;
+            size_t o3 = mesh_cfg_path_push_index(&ctx, i);
+            mesh_cfg_decode(&ctx, &service_schema, json_array_get(list, i), &v[n++].svc);
+            mesh_cfg_path_pop(&ctx, o3);
+        }
+        mesh_cfg_path_pop(&ctx, o2);
+        mesh_cfg_path_pop(&ctx, o1);
+    }
+    if (errors->n + errors->dropped != before) {
+        r = -EINVAL;
+        goto out;
+    }
+    r = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct lkg_service *s = &v[i].svc;
+        struct mesh_endpoint *eps = mesh_calloc(s->endpoints.n ? s->endpoints.n : 1, sizeof(*eps));
+        size_t k = 0;
+        if (!eps) {
+            r = -ENOMEM;
+            goto out;
+        }
+        for (; k < s->endpoints.n; k++) {
+            const struct mesh_endpoint_config *ec =
+                (const struct mesh_endpoint_config *)s->endpoints.items + k;
+            if (mesh_endpoint_from_config(ec, &eps[k]) < 0)
+                break;
+        }
+        struct mesh_service_update u = {
+            .namespace = s->namespace,
+            .name = s->name,
+            .protocol = (enum mesh_protocol)s->protocol,
+            .endpoints = eps,
+            .n_endpoints = k,
+        };
+        if (k == s->endpoints.n && mesh_catalog_update(c, v[i].source, &u) >= 0)
+            r++;
+        for (size_t e = 0; e < k; e++)
+            mesh_endpoint_done(&eps[e]);
+        mesh_free(eps);
+    }
+out:
+    for (size_t i = 0; i < n; i++)
+        mesh_cfg_free(&service_schema, &v[i].svc);
+    mesh_free(v);
+    mesh_cfg_free(&root_schema, &root);
+    json_decref(json);
+    return r;
+}

@@ -1,0 +1,80 @@
+/*
+ * The service data model shared by registries, the catalog and the proxy.
+ */
+#ifndef MESH_SERVICE_H
+#define MESH_SERVICE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/addr.h"
+#include "common/labels.h"
+
+enum mesh_protocol {
+    MESH_PROTO_TCP,
+    MESH_PROTO_HTTP,
+    MESH_PROTO_HTTP2,
+    MESH_PROTO_GRPC,
+};
+
+/* NULL-terminated names, indexed by enum mesh_protocol (for config enums). */
+extern const char *const mesh_protocol_names[];
+
+/* Endpoint conditions, as Kubernetes EndpointSlices define them. */
+#define MESH_EP_READY 0x1u       /* may take new traffic */
+#define MESH_EP_SERVING 0x2u     /* answers, even while terminating */
+#define MESH_EP_TERMINATING 0x4u /* going away: drain, send nothing new */
+#define MESH_EP_HEALTHY (MESH_EP_READY | MESH_EP_SERVING)
+
+#define MESH_WEIGHT_MAX 10000
+#define MESH_ENDPOINTS_MAX 100000 /* per service and registry */
+
+struct mesh_endpoint {
+    struct mesh_addr addr; /* IP and port */
+    uint32_t weight;       /* 1..MESH_WEIGHT_MAX */
+    unsigned health;       /* MESH_EP_* */
+    char *zone;            /* NULL when unknown */
+    char *node;            /* NULL when unknown */
+    struct mesh_labels labels;
+};
+
+/* What one registry says about one service: the full endpoint set. */
+struct mesh_service_update {
+    const char *namespace;
+    const char *name;
+    enum mesh_protocol protocol;
+    const struct mesh_endpoint *endpoints;
+    size_t n_endpoints;
+};
+
+/* An upstream a local service calls: a local bind address leading to a service. */
+struct mesh_upstream {
+    char *service;
+    char *namespace;
+    struct mesh_addr bind;
+    enum mesh_protocol protocol;
+};
+
+/* A service whose workload runs on this host. */
+struct mesh_local_service {
+    char *name;
+    char *namespace;
+    enum mesh_protocol protocol;
+    struct mesh_addr addr; /* where the workload listens */
+    struct mesh_upstream *upstreams;
+    size_t n_upstreams;
+    char *source; /* where it was defined (a file), for messages */
+};
+
+int mesh_endpoint_copy(struct mesh_endpoint *dst, const struct mesh_endpoint *src);
+void mesh_endpoint_done(struct mesh_endpoint *ep);
+bool mesh_endpoint_equal(const struct mesh_endpoint *a, const struct mesh_endpoint *b);
+/* Orders endpoints by address family, address, then port. */
+int mesh_endpoint_addr_cmp(const struct mesh_endpoint *a, const struct mesh_endpoint *b);
+const char *mesh_endpoint_health_name(unsigned health);
+
+int mesh_local_service_copy(struct mesh_local_service *dst, const struct mesh_local_service *src);
+void mesh_local_service_done(struct mesh_local_service *s);
+
+#endif

@@ -1,0 +1,184 @@
+#include "common/fs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int fsync_dir_of(const char *path)
+{
+    char *copy = mesh_strdup(path);
+    if (!copy)
+        return -ENOMEM;
+    int r = 0;
+    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        r = -errno;
+    else if (fsync(fd) < 0)
+        r = -errno;
+    if (fd >= 0)
+        close(fd);
+    mesh_free(copy);
+    return r;
+}
+
+int mesh_fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+    int r;
+    int fd = -1;
+    char *tmp = mesh_asprintf("%s.tmp.%ld", path, (long)getpid());
+    if (!tmp)
+        return -ENOMEM;
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0) {
+        r = -errno;
+        goto out;
+    }
+    /* The umask may have cut bits; an existing temp file may have had others. */
+    if (fchmod(fd, mode) < 0) {
+        r = -errno;
+        goto out;
+    }
+    r = write_all(fd, data, len);
+    if (r < 0)
+        goto out;
+    if (fsync(fd) < 0) {
+        r = -errno;
+        goto out;
+    }
+    if (close(fd) < 0) {
+        fd = -1;
+        r = -errno;
+        goto out;
+    }
+    fd = -1;
+    if (rename(tmp, path) < 0) {
+        r = -errno;
+        goto out;
+    }
+    r = fsync_dir_of(path);
+out:
+    if (fd >= 0)
+        close(fd);
+    if (r < 0)
+        unlink(tmp);
+    mesh_free(tmp);
+    return r;
+}
+
+int mesh_fs_read_file(const char *path, size_t max, char **ret_data, size_t *ret_len)
+{
+    int r = 0;
+    char *data = NULL;
+    size_t len = 0, cap = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        r = -errno;
+        goto out;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        r = -EISDIR;
+        goto out;
+    }
+    if (st.st_size > 0 && (size_t)st.st_size > max) {
+        r = -EFBIG;
+        goto out;
+    }
+    /* Files can grow between fstat and read (procfs reports 0): read until EOF. */
+    cap = MESH_MIN((size_t)st.st_size, max) + 2;
+    data = mesh_malloc(cap);
+    if (!data) {
+        r = -ENOMEM;
+        goto out;
+    }
+    for (;;) {
+        if (len + 1 == cap) {
+            r = mesh_grow((void **)&data, &cap, cap + 1, 1);
+            if (r < 0)
+                goto out;
+        }
+        ssize_t n = read(fd, data + len, cap - len - 1);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            r = -errno;
+            goto out;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+        if (len > max) {
+            r = -EFBIG;
+            goto out;
+        }
+    }
+    data[len] = '\0';
+    *ret_data = data;
+    if (ret_len)
+        *ret_len = len;
+    data = NULL;
+out:
+    mesh_free(data);
+    close(fd);
+    return r;
+}
+
+int mesh_fs_mkdir_private(const char *path, mode_t mode)
+{
+    char *copy = mesh_strdup(path);
+    if (!copy)
+        return -ENOMEM;
+    int r = 0;
+    /* Parents get 0755 so that other tools can reach their own files beside ours. */
+    for (char *p = copy + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(copy, 0755) < 0 && errno != EEXIST) {
+            r = -errno;
+            goto out;
+        }
+        *p = '/';
+    }
+    if (mkdir(copy, mode) < 0 && errno != EEXIST) {
+        r = -errno;
+        goto out;
+    }
+    struct stat st;
+    if (stat(copy, &st) < 0) {
+        r = -errno;
+        goto out;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        r = -ENOTDIR;
+        goto out;
+    }
+    if ((st.st_mode & 07777 & ~mode) && chmod(copy, mode) < 0)
+        r = -errno;
+out:
+    mesh_free(copy);
+    return r;
+}

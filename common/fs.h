@@ -1,0 +1,30 @@
+/*
+ * File helpers: crash-safe writes and capped reads. These block: call them at start-up,
+ * on reload, or from the thread pool, never from a hot path on the loop.
+ */
+#ifndef MESH_FS_H
+#define MESH_FS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/*
+ * Replaces `path` with `data` so that a crash at any moment leaves either the old or the
+ * new content: writes a temporary file in the same directory with `mode`, fsyncs it,
+ * renames it over `path`, and fsyncs the directory. Returns 0 or a negative errno.
+ */
+int mesh_fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode);
+
+/*
+ * Reads a whole file of at most `max` bytes into a NUL-terminated buffer owned by the
+ * caller (mesh_free). Returns 0, -EFBIG when larger than max, or a negative errno.
+ */
+int mesh_fs_read_file(const char *path, size_t max, char **ret_data, size_t *ret_len);
+
+/*
+ * Creates `path` and missing parents. The last component gets `mode`; an existing
+ * directory whose mode grants more than `mode` is tightened to it. Returns 0 or -errno.
+ */
+int mesh_fs_mkdir_private(const char *path, mode_t mode);
+
+#endif

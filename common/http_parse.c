@@ -1,0 +1,707 @@
+#include "common/http_parse.h"
+
+#include <errno.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/macros.h"
+#include "common/strutil.h"
+
+/* RFC 9110 5.6.2: tchar. */
+static const unsigned char tchar[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
+    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1,  ['~'] = 1, ['0'] = 1,
+    ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1,  ['7'] = 1, ['8'] = 1,
+    ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1,  ['F'] = 1, ['G'] = 1,
+    ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1,  ['N'] = 1, ['O'] = 1,
+    ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1,  ['V'] = 1, ['W'] = 1,
+    ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1,  ['d'] = 1, ['e'] = 1,
+    ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1,  ['l'] = 1, ['m'] = 1,
+    ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1,  ['t'] = 1, ['u'] = 1,
+    ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
+static inline bool is_tchar(unsigned char c)
+{
+    return tchar[c];
+}
+
+/* field-vchar / SP / HTAB (RFC 9110 5.5), obs-text included. */
+static inline bool is_field_char(unsigned char c)
+{
+    return c == ' ' || c == '\t' || (c > 0x20 && c != 0x7f);
+}
+
+/* A request-target byte: visible ASCII only (RFC 3986 characters and '%'). */
+static inline bool is_target_char(unsigned char c)
+{
+    return c > 0x20 && c < 0x7f;
+}
+
+static inline bool is_ows(unsigned char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+static int fail(struct mesh_http_request *req, int err, const char *why)
+{
+    req->error = why;
+    return err;
+}
+
+int mesh_http_error_status(int err)
+{
+    switch (err) {
+    case -EMSGSIZE:
+        return 431;
+    case -ENAMETOOLONG:
+        return 414;
+    case -EPROTONOSUPPORT:
+        return 505;
+    case -ENOSYS:
+        return 501;
+    case -EOPNOTSUPP:
+        return 417;
+    default:
+        return 400;
+    }
+}
+
+static bool name_is(const struct mesh_http_header *h, const char *name, size_t n)
+{
+    return h->name_len == n && strncasecmp(h->name, name, n) == 0;
+}
+
+#define NAME_IS(h, lit) name_is(h, lit, sizeof(lit) - 1)
+
+const struct mesh_http_header *mesh_http_find_header(const struct mesh_http_header *h, size_t n,
+                                                     const char *name)
+{
+    size_t len = strlen(name);
+    for (size_t i = 0; i < n; i++) {
+        if (name_is(&h[i], name, len))
+            return &h[i];
+    }
+    return NULL;
+}
+
+bool mesh_http_list_has(const char *value, size_t len, const char *token)
+{
+    size_t tlen = strlen(token);
+    size_t i = 0;
+    while (i < len) {
+        while (i < len && (is_ows((unsigned char)value[i]) || value[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < len && value[i] != ',')
+            i++;
+        size_t end = i;
+        while (end > start && is_ows((unsigned char)value[end - 1]))
+            end--;
+        if (end - start == tlen && strncasecmp(value + start, token, tlen) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Host = uri-host [ ":" port ] (RFC 9110 7.2); reg-name, IPv4 or an IP-literal in brackets. */
+static bool host_valid(const char *h, size_t n)
+{
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)h[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  strchr("-._~!$&'()*+,;=:%[]", c) != NULL;
+        if (!ok || c == '\0')
+            return false;
+    }
+    return true;
+}
+
+/* Finds the LF ending the line at buf[pos]; -1 if absent. Refuses a CR not before LF. */
+static long find_line_end(const char *buf, size_t len, size_t pos)
+{
+    const char *lf = memchr(buf + pos, '\n', len - pos);
+    return lf ? (long)(lf - buf) : -1;
+}
+
+static int parse_request_line(const char *buf, size_t len, size_t pos, size_t eol,
+                              const struct mesh_http_limits *lim, struct mesh_http_request *req)
+{
+    if (eol == pos || buf[eol - 1] != '\r')
+        return fail(req, -EBADMSG, "request line does not end with CRLF");
+    size_t end = eol - 1; /* the CR */
+    size_t i = pos;
+    while (i < end && is_tchar((unsigned char)buf[i]))
+        i++;
+    if (i == pos || i >= end || buf[i] != ' ')
+        return fail(req, -EBADMSG, "invalid method");
+    req->method = buf + pos;
+    req->method_len = i - pos;
+    size_t t = ++i;
+    while (i < end && is_target_char((unsigned char)buf[i]))
+        i++;
+    if (i == t || i >= end || buf[i] != ' ')
+        return fail(req, -EBADMSG, "invalid request target");
+    if (i - t > lim->max_uri)
+        return fail(req, -ENAMETOOLONG, "request target too long");
+    req->target = buf + t;
+    req->target_len = i - t;
+    i++;
+    if (end - i != 8 || memcmp(buf + i, "HTTP/", 5) != 0 || buf[i + 6] != '.' || buf[i + 5] < '0' ||
+        buf[i + 5] > '9' || buf[i + 7] < '0' || buf[i + 7] > '9')
+        return fail(req, -EBADMSG, "invalid HTTP version");
+    if (buf[i + 5] != '1')
+        return fail(req, -EPROTONOSUPPORT, "HTTP version not supported");
+    /* RFC 9110 6.2: a higher minor version is handled as the highest one we speak. */
+    req->version = buf[i + 7] == '0' ? 10 : 11;
+    (void)len;
+    return 0;
+}
+
+static void split_target(struct mesh_http_request *req)
+{
+    const char *t = req->target;
+    size_t n = req->target_len;
+    size_t start = 0;
+    /* absolute-form: skip scheme://authority to the path. */
+    if (t[0] != '/' && n > 3) {
+        const char *sep = memmem(t, n, "://", 3);
+        if (sep) {
+            const char *slash = memchr(sep + 3, '/', n - (size_t)(sep + 3 - t));
+            start = slash ? (size_t)(slash - t) : n;
+        }
+    }
+    const char *q = memchr(t + start, '?', n - start);
+    req->path = t + start;
+    req->path_len = (q ? (size_t)(q - t) : n) - start;
+    req->query = q ? q + 1 : t + n;
+    req->query_len = q ? n - (size_t)(q + 1 - t) : 0;
+}
+
+static int check_semantics(struct mesh_http_request *req)
+{
+    int n_cl = 0, n_te = 0, n_host = 0;
+    bool conn_close = false, conn_keep_alive = false, conn_upgrade = false, has_upgrade = false;
+
+    for (size_t i = 0; i < req->num_headers; i++) {
+        const struct mesh_http_header *h = &req->headers[i];
+        if (NAME_IS(h, "content-length")) {
+            if (++n_cl > 1)
+                return fail(req, -EBADMSG, "duplicate Content-Length");
+            if (mesh_parse_u64(h->value, h->value_len, &req->content_length) < 0)
+                return fail(req, -EBADMSG, "invalid Content-Length");
+            req->flags |= MESH_HTTP_F_CONTENT_LENGTH;
+        } else if (NAME_IS(h, "transfer-encoding")) {
+            if (++n_te > 1)
+                return fail(req, -EBADMSG, "duplicate Transfer-Encoding");
+            if (h->value_len != 7 || strncasecmp(h->value, "chunked", 7) != 0) {
+                /* "chunked, chunked" and other malformed lists are smuggling attempts. */
+                if (mesh_http_list_has(h->value, h->value_len, "chunked"))
+                    return fail(req, -EBADMSG, "invalid Transfer-Encoding");
+                return fail(req, -ENOSYS, "unsupported transfer coding");
+            }
+            req->flags |= MESH_HTTP_F_CHUNKED;
+        } else if (NAME_IS(h, "host")) {
+            if (++n_host > 1)
+                return fail(req, -EBADMSG, "duplicate Host");
+            if (!host_valid(h->value, h->value_len))
+                return fail(req, -EBADMSG, "invalid Host");
+            req->host = h->value;
+            req->host_len = h->value_len;
+        } else if (NAME_IS(h, "connection")) {
+            conn_close |= mesh_http_list_has(h->value, h->value_len, "close");
+            conn_keep_alive |= mesh_http_list_has(h->value, h->value_len, "keep-alive");
+            conn_upgrade |= mesh_http_list_has(h->value, h->value_len, "upgrade");
+        } else if (NAME_IS(h, "expect")) {
+            if (h->value_len != 12 || strncasecmp(h->value, "100-continue", 12) != 0)
+                return fail(req, -EOPNOTSUPP, "unsupported expectation");
+            req->flags |= MESH_HTTP_F_EXPECT_CONTINUE;
+        } else if (NAME_IS(h, "upgrade")) {
+            has_upgrade = true;
+        }
+    }
+    if (n_te && n_cl)
+        return fail(req, -EBADMSG, "both Content-Length and Transfer-Encoding");
+    if (n_te && req->version == 10)
+        return fail(req, -EBADMSG, "Transfer-Encoding in an HTTP/1.0 request");
+    if (req->version == 11 && n_host == 0)
+        return fail(req, -EBADMSG, "missing Host");
+    if (req->version == 11 ? !conn_close : (conn_keep_alive && !conn_close))
+        req->flags |= MESH_HTTP_F_KEEP_ALIVE;
+    if (has_upgrade && conn_upgrade)
+        req->flags |= MESH_HTTP_F_UPGRADE;
+    return 0;
+}
+
+int mesh_http_parse_request(const char *buf, size_t len, const struct mesh_http_limits *lim,
+                            struct mesh_http_header *headers, struct mesh_http_request *req)
+{
+    size_t pos = 0;
+    memset(req, 0, sizeof(*req));
+    req->headers = headers;
+
+    /* RFC 9112 2.2: ignore empty lines before the request line. */
+    while (pos + 1 < len && buf[pos] == '\r' && buf[pos + 1] == '\n' && pos < 8)
+        pos += 2;
+
+    long eol = find_line_end(buf, len, pos);
+    if (eol < 0) {
+        if (len - pos > lim->max_uri + 32)
+            return fail(req, -ENAMETOOLONG, "request line too long");
+        /* Refuse bytes that can never start a request line without waiting for more. */
+        for (size_t i = pos; i < len; i++) {
+            unsigned char c = (unsigned char)buf[i];
+            if (c != '\r' && c != ' ' && !is_target_char(c))
+                return fail(req, -EBADMSG, "invalid character in request line");
+            if (c == '\r' && i + 1 < len)
+                return fail(req, -EBADMSG, "bare CR in request line");
+        }
+        return -EAGAIN;
+    }
+    int r = parse_request_line(buf, len, pos, (size_t)eol, lim, req);
+    if (r < 0)
+        return r;
+    pos = (size_t)eol + 1;
+
+    for (;;) {
+        if (pos > lim->max_head)
+            return fail(req, -EMSGSIZE, "request head too large");
+        if (pos >= len)
+            return -EAGAIN;
+        if (buf[pos] == '\r') {
+            if (pos + 1 >= len)
+                return -EAGAIN;
+            if (buf[pos + 1] != '\n')
+                return fail(req, -EBADMSG, "bare CR");
+            pos += 2;
+            break;
+        }
+        if (buf[pos] == '\n')
+            return fail(req, -EBADMSG, "bare LF");
+        if (is_ows((unsigned char)buf[pos]))
+            return fail(req, -EBADMSG, "obsolete line folding");
+
+        size_t start = pos;
+        size_t i = pos;
+        while (i < len && is_tchar((unsigned char)buf[i]))
+            i++;
+        if (i >= len) {
+            if (i - start > lim->max_head)
+                return fail(req, -EMSGSIZE, "request head too large");
+            return -EAGAIN;
+        }
+        if (buf[i] != ':' || i == start)
+            return fail(req, -EBADMSG, "invalid header name");
+        size_t name_end = i++;
+        while (i < len && is_ows((unsigned char)buf[i]))
+            i++;
+        size_t vstart = i;
+        while (i < len && is_field_char((unsigned char)buf[i]))
+            i++;
+        if (i >= len) {
+            if (i > lim->max_head)
+                return fail(req, -EMSGSIZE, "request head too large");
+            return -EAGAIN;
+        }
+        if (buf[i] != '\r')
+            return fail(req, -EBADMSG, buf[i] == '\n' ? "bare LF" : "invalid header value");
+        if (i + 1 >= len)
+            return -EAGAIN;
+        if (buf[i + 1] != '\n')
+            return fail(req, -EBADMSG, "bare CR");
+        size_t vend = i;
+        while (vend > vstart && is_ows((unsigned char)buf[vend - 1]))
+            vend--;
+        if (req->num_headers >= lim->max_headers)
+            return fail(req, -EMSGSIZE, "too many headers");
+        headers[req->num_headers++] = (struct mesh_http_header){
+            .name = buf + start,
+            .name_len = name_end - start,
+            .value = buf + vstart,
+            .value_len = vend - vstart,
+        };
+        pos = i + 2;
+    }
+    if (pos > lim->max_head)
+        return fail(req, -EMSGSIZE, "request head too large");
+    split_target(req);
+    r = check_semantics(req);
+    if (r < 0)
+        return r;
+    return (int)pos;
+}
+
+const char *mesh_http_reason(int status)
+{
+    switch (status) {
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 410:
+        return "Gone";
+    case 411:
+        return "Length Required";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
+    }
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int mesh_http_query_get(const char *query, size_t len, const char *name, char *out, size_t n)
+{
+    size_t nlen = strlen(name);
+    size_t i = 0;
+    while (i <= len) {
+        size_t start = i;
+        while (i < len && query[i] != '&')
+            i++;
+        const char *eq = memchr(query + start, '=', i - start);
+        size_t klen = eq ? (size_t)(eq - (query + start)) : i - start;
+        if (klen == nlen && memcmp(query + start, name, nlen) == 0) {
+            const char *v = eq ? eq + 1 : query + i;
+            size_t vlen = (size_t)(query + i - v), k = 0;
+            for (size_t j = 0; j < vlen; j++) {
+                char c = v[j];
+                if (c == '%') {
+                    if (j + 2 >= vlen)
+                        return -EINVAL;
+                    int hi = hexval(v[j + 1]), lo = hexval(v[j + 2]);
+                    if (hi < 0 || lo < 0)
+                        return -EINVAL;
+                    c = (char)(hi * 16 + lo);
+                    j += 2;
+                } else if (c == '+') {
+                    c = ' ';
+                }
+                if (k + 1 >= n)
+                    return -ENOBUFS;
+                out[k++] = c;
+            }
+            if (n == 0)
+                return -ENOBUFS;
+            out[k] = '\0';
+            return (int)k;
+        }
+        i++;
+    }
+    return -ENOENT;
+}
+
+/* Chunked decoder states. */
+enum {
+    CH_SIZE,
+    CH_EXT,
+    CH_SIZE_LF,
+    CH_DATA,
+    CH_DATA_CR,
+    CH_DATA_LF,
+    CH_TRAILER_START,
+    CH_TRAILER_NAME,
+    CH_TRAILER_VALUE,
+    CH_TRAILER_LF,
+    CH_END_LF,
+    CH_DONE,
+};
+
+/* States inside a chunk extension: *( BWS ";" BWS name [ BWS "=" BWS value ] ). */
+enum {
+    EXT_BEFORE_SEMI,
+    EXT_BEFORE_NAME,
+    EXT_NAME,
+    EXT_AFTER_NAME,
+    EXT_BEFORE_VALUE,
+    EXT_VALUE_TOKEN,
+    EXT_VALUE_QUOTED,
+    EXT_VALUE_ESCAPE,
+    EXT_AFTER_VALUE,
+};
+
+void mesh_http_chunked_init(struct mesh_http_chunked *d)
+{
+    memset(d, 0, sizeof(*d));
+    d->state = CH_SIZE;
+}
+
+/* One byte of a chunk extension; returns false when it cannot be one. */
+static bool ext_byte(struct mesh_http_chunked *d, unsigned char c)
+{
+    switch (d->ext_state) {
+    case EXT_BEFORE_SEMI:
+    case EXT_AFTER_VALUE:
+        if (is_ows(c))
+            return true;
+        if (c == ';') {
+            d->ext_state = EXT_BEFORE_NAME;
+            return true;
+        }
+        return false;
+    case EXT_BEFORE_NAME:
+        if (is_ows(c))
+            return true;
+        if (!is_tchar(c))
+            return false;
+        d->ext_state = EXT_NAME;
+        return true;
+    case EXT_NAME:
+        if (is_tchar(c))
+            return true;
+        d->ext_state = EXT_AFTER_NAME;
+        return ext_byte(d, c);
+    case EXT_AFTER_NAME:
+        if (is_ows(c))
+            return true;
+        if (c == '=') {
+            d->ext_state = EXT_BEFORE_VALUE;
+            return true;
+        }
+        d->ext_state = EXT_BEFORE_SEMI;
+        return ext_byte(d, c);
+    case EXT_BEFORE_VALUE:
+        if (is_ows(c))
+            return true;
+        if (c == '"') {
+            d->ext_state = EXT_VALUE_QUOTED;
+            return true;
+        }
+        if (!is_tchar(c))
+            return false;
+        d->ext_state = EXT_VALUE_TOKEN;
+        return true;
+    case EXT_VALUE_TOKEN:
+        if (is_tchar(c))
+            return true;
+        d->ext_state = EXT_AFTER_VALUE;
+        return ext_byte(d, c);
+    case EXT_VALUE_QUOTED:
+        if (c == '"')
+            d->ext_state = EXT_AFTER_VALUE;
+        else if (c == '\\')
+            d->ext_state = EXT_VALUE_ESCAPE;
+        else if (!(c == '\t' || c == ' ' || (c >= 0x21 && c != 0x7f)))
+            return false;
+        return true;
+    case EXT_VALUE_ESCAPE:
+        if (!(c == '\t' || c == ' ' || (c >= 0x21 && c != 0x7f)))
+            return false;
+        d->ext_state = EXT_VALUE_QUOTED;
+        return true;
+    }
+    return false;
+}
+
+/* The extension may end (CR) only where a complete one ends. */
+static bool ext_can_end(const struct mesh_http_chunked *d)
+{
+    return d->ext_state == EXT_BEFORE_SEMI || d->ext_state == EXT_NAME ||
+           d->ext_state == EXT_AFTER_NAME || d->ext_state == EXT_VALUE_TOKEN ||
+           d->ext_state == EXT_AFTER_VALUE;
+}
+
+int mesh_http_chunked_decode(struct mesh_http_chunked *d, char *buf, size_t len,
+                             size_t *ret_consumed, size_t *ret_data, const char **ret_error)
+{
+    size_t in = 0, out = 0;
+    const char *why = NULL;
+#define BAD(msg)                                                                                   \
+    do {                                                                                           \
+        why = msg;                                                                                 \
+        goto bad;                                                                                  \
+    } while (0)
+
+    while (in < len && d->state != CH_DONE) {
+        unsigned char c = (unsigned char)buf[in];
+        switch (d->state) {
+        case CH_SIZE: {
+            int h = hexval((char)c);
+            if (h >= 0) {
+                if (d->size_digits >= 16 || d->remaining > (UINT64_MAX >> 4))
+                    BAD("chunk size too large");
+                d->remaining = d->remaining * 16 + (uint64_t)h;
+                d->size_digits++;
+                in++;
+                break;
+            }
+            if (d->size_digits == 0)
+                BAD("invalid chunk size");
+            if (c == '\r') {
+                d->state = CH_SIZE_LF;
+            } else {
+                d->state = CH_EXT;
+                d->ext_state = EXT_BEFORE_SEMI;
+                if (!ext_byte(d, c))
+                    BAD("invalid chunk extension");
+            }
+            in++;
+            break;
+        }
+        case CH_EXT:
+            if (++d->line_len > MESH_HTTP_CHUNK_LINE_MAX)
+                BAD("chunk extension too long");
+            if (c == '\r') {
+                if (!ext_can_end(d))
+                    BAD("invalid chunk extension");
+                d->state = CH_SIZE_LF;
+            } else if (!ext_byte(d, c)) {
+                BAD("invalid chunk extension");
+            }
+            in++;
+            break;
+        case CH_SIZE_LF:
+            if (c != '\n')
+                BAD("bare CR in chunk size line");
+            in++;
+            d->line_len = 0;
+            d->size_digits = 0;
+            d->state = d->remaining ? CH_DATA : CH_TRAILER_START;
+            break;
+        case CH_DATA: {
+            size_t n = (size_t)MESH_MIN((uint64_t)(len - in), d->remaining);
+            if (out != in)
+                memmove(buf + out, buf + in, n);
+            out += n;
+            in += n;
+            d->remaining -= n;
+            if (d->remaining == 0)
+                d->state = CH_DATA_CR;
+            break;
+        }
+        case CH_DATA_CR:
+            if (c != '\r')
+                BAD("chunk data not followed by CRLF");
+            d->state = CH_DATA_LF;
+            in++;
+            break;
+        case CH_DATA_LF:
+            if (c != '\n')
+                BAD("chunk data not followed by CRLF");
+            d->state = CH_SIZE;
+            in++;
+            break;
+        case CH_TRAILER_START:
+            if (c == '\r') {
+                d->state = CH_END_LF;
+            } else if (is_tchar(c)) {
+                d->state = CH_TRAILER_NAME;
+            } else {
+                BAD("invalid trailer field");
+            }
+            if (++d->trailer_len > MESH_HTTP_TRAILER_MAX)
+                BAD("trailer section too large");
+            in++;
+            break;
+        case CH_TRAILER_NAME:
+            if (c == ':')
+                d->state = CH_TRAILER_VALUE;
+            else if (!is_tchar(c))
+                BAD("invalid trailer field name");
+            if (++d->trailer_len > MESH_HTTP_TRAILER_MAX)
+                BAD("trailer section too large");
+            in++;
+            break;
+        case CH_TRAILER_VALUE:
+            if (c == '\r')
+                d->state = CH_TRAILER_LF;
+            else if (!is_field_char(c))
+                BAD("invalid trailer field value");
+            if (++d->trailer_len > MESH_HTTP_TRAILER_MAX)
+                BAD("trailer section too large");
+            in++;
+            break;
+        case CH_TRAILER_LF:
+            if (c != '\n')
+                BAD("bare CR in trailer");
+            d->state = CH_TRAILER_START;
+            in++;
+            break;
+        case CH_END_LF:
+            if (c != '\n')
+                BAD("bare CR at end of chunked body");
+            d->state = CH_DONE;
+            in++;
+            break;
+        }
+    }
+#undef BAD
+    *ret_consumed = in;
+    *ret_data = out;
+    return d->state == CH_DONE ? 1 : 0;
+bad:
+    if (ret_error)
+        *ret_error = why;
+    *ret_consumed = in;
+    *ret_data = out;
+    return -EBADMSG;
+}

@@ -63,11 +63,6 @@ static const char *check_trust_domain(const char *s)
     return NULL;
 }
 
-static const char *check_abs_path(const char *s)
-{
-    return s[0] == '/' ? NULL : "must be an absolute path";
-}
-
 static const char *check_zone(const char *s)
 {
     const char *why = NULL;
@@ -400,9 +395,9 @@ static const struct mesh_cfg_field root_fields[] = {
     {.key = "state_dir",
      .type = MESH_CFG_STRING,
      F(state_dir),
+     .flags = MESH_CFG_PATH | MESH_CFG_NONEMPTY,
      .def = "/var/lib/mesh-agent",
-     .expect = "an absolute directory path",
-     .check = check_abs_path},
+     .expect = "a directory path"},
     {.key = "log", .type = MESH_CFG_OBJECT, F(log), .schema = &log_schema},
     {.key = "admin", .type = MESH_CFG_OBJECT, F(admin), .schema = &admin_schema},
     {.key = "listeners", .type = MESH_CFG_OBJECT, F(listeners), .schema = &listeners_schema},
@@ -428,9 +423,12 @@ static const char default_registries[] = "[{\"type\": \"static\", \"name\": \"fi
                                          "\"directory\": \"/etc/mesh-agent/services.d\"}]";
 
 static int fill_dynamic_defaults(struct mesh_cfg_ctx *ctx, struct mesh_agent_config *c,
-                                 bool registries_given)
+                                 json_t *json)
 {
-    if (!c->node.name) {
+    json_t *node = json ? json_object_get(json, "node") : NULL;
+    bool name_given = node && json_is_object(node) && json_object_get(node, "name");
+    bool registries_given = json && json_is_object(json) && json_object_get(json, "registries");
+    if (!c->node.name && !name_given) {
         char host[256] = "";
         if (gethostname(host, sizeof(host) - 1) < 0 || !host[0])
             strcpy(host, "localhost");
@@ -474,7 +472,19 @@ static int build(const char *path, const char *name, json_t *json, struct mesh_c
                  struct mesh_agent_config **ret)
 {
     struct mesh_cfg_ctx ctx;
+    char base[4096];
     mesh_cfg_ctx_init(&ctx, name, errors);
+    /* Relative paths in a file are taken from its directory, as an operator reads them. */
+    if (path) {
+        const char *slash = strrchr(path, '/');
+        if (!slash)
+            snprintf(base, sizeof(base), ".");
+        else
+            snprintf(base, sizeof(base), "%.*s", (int)(slash - path), path);
+        if (!base[0])
+            snprintf(base, sizeof(base), "/");
+        ctx.base_dir = base;
+    }
     size_t before = errors->n + errors->dropped;
     struct mesh_agent_config *c = mesh_malloc(sizeof(*c));
     if (!c || mesh_cfg_defaults(&root_schema, c) < 0) {
@@ -485,8 +495,7 @@ static int build(const char *path, const char *name, json_t *json, struct mesh_c
     int r = 0;
     if (json)
         mesh_cfg_decode(&ctx, &root_schema, json, c);
-    bool registries_given = json && json_object_get(json, "registries");
-    if (fill_dynamic_defaults(&ctx, c, registries_given) < 0)
+    if (fill_dynamic_defaults(&ctx, c, json) < 0)
         r = -ENOMEM;
     if (path && !(c->path = mesh_strdup(path)))
         r = -ENOMEM;

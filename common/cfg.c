@@ -60,7 +60,7 @@ void mesh_cfg_error(struct mesh_cfg_ctx *ctx, const char *fmt, ...)
 
 static bool is_identifier(const char *k)
 {
-    if (!*k || (*k >= '0' && *k <= '9'))
+    if (!((*k >= 'a' && *k <= 'z') || (*k >= 'A' && *k <= 'Z') || *k == '_'))
         return false;
     for (; *k; k++) {
         char c = *k;
@@ -279,7 +279,19 @@ static int decode_string(struct mesh_cfg_ctx *ctx, const struct mesh_cfg_field *
             return -EINVAL;
         }
     }
-    char *copy = mesh_strdup(s);
+    char *copy;
+    if ((f->flags & MESH_CFG_PATH) && s[0] != '/') {
+        if (!ctx->base_dir || !*s) {
+            char expect[256], got[64];
+            mesh_cfg_describe(v, got, sizeof(got));
+            mesh_cfg_error(ctx, "expected %s, got %s: must be an absolute path",
+                           default_expect(f, expect, sizeof(expect)), got);
+            return -EINVAL;
+        }
+        copy = mesh_asprintf("%s/%s", ctx->base_dir, s);
+    } else {
+        copy = mesh_strdup(s);
+    }
     if (!copy) {
         mesh_cfg_error(ctx, "out of memory");
         return -ENOMEM;

@@ -47,6 +47,8 @@ enum mesh_cfg_type {
 #define MESH_CFG_REQUIRED 0x1u /* the key must be present */
 #define MESH_CFG_SECRET 0x2u   /* shown as "<redacted>" by mesh_cfg_encode */
 #define MESH_CFG_NONEMPTY 0x4u /* STRING: not ""; LIST/STRINGS: at least one item */
+/* STRING: a file system path; a relative one is taken from the config file's directory. */
+#define MESH_CFG_PATH 0x8u
 
 struct mesh_cfg_ctx;
 struct mesh_cfg_schema;
@@ -99,6 +101,7 @@ struct mesh_cfg_errors {
 
 struct mesh_cfg_ctx {
     const char *file;
+    const char *base_dir; /* for MESH_CFG_PATH; NULL: relative paths are refused */
     struct mesh_cfg_errors *errors;
     void *user; /* for custom decoders and checks */
     size_t path_len;
@@ -107,7 +110,10 @@ struct mesh_cfg_ctx {
 
 #define MESH_CFG_FIELD(type_, member) .offset = offsetof(type_, member)
 
-/* Starts a context for `file`; errors are appended to `errors`. */
+/*
+ * Starts a context for `file`; errors are appended to `errors`. base_dir is NULL; set it
+ * (to the file's directory) to allow relative MESH_CFG_PATH values.
+ */
 void mesh_cfg_ctx_init(struct mesh_cfg_ctx *ctx, const char *file, struct mesh_cfg_errors *errors);
 
 /*

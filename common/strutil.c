@@ -8,29 +8,26 @@
 
 size_t mesh_str_distance(const char *a, const char *b, size_t cap)
 {
+    /* Optimal string alignment distance: a swap of two neighbours counts as one edit. */
     size_t la = strlen(a), lb = strlen(b);
     size_t diff = la > lb ? la - lb : lb - la;
-    if (diff > cap || lb >= 64)
+    if (diff > cap || la >= 64 || lb >= 64)
         return cap + 1;
-    size_t row[64];
+    size_t d[64][64];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = i;
     for (size_t j = 0; j <= lb; j++)
-        row[j] = j;
+        d[0][j] = j;
     for (size_t i = 1; i <= la; i++) {
-        size_t prev = row[0], best = i;
-        row[0] = i;
         for (size_t j = 1; j <= lb; j++) {
-            size_t cur = row[j];
             size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
-            size_t v = MESH_MIN(MESH_MIN(row[j] + 1, row[j - 1] + 1), prev + cost);
-            row[j] = v;
-            prev = cur;
-            if (v < best)
-                best = v;
+            size_t v = MESH_MIN(MESH_MIN(d[i - 1][j] + 1, d[i][j - 1] + 1), d[i - 1][j - 1] + cost);
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+                v = MESH_MIN(v, d[i - 2][j - 2] + 1);
+            d[i][j] = v;
         }
-        if (best > cap)
-            return cap + 1;
     }
-    return row[lb] > cap ? cap + 1 : row[lb];
+    return d[la][lb] > cap ? cap + 1 : d[la][lb];
 }
 
 const char *mesh_str_suggest(const char *word, const char *const *candidates)
@@ -39,6 +36,9 @@ const char *mesh_str_suggest(const char *word, const char *const *candidates)
     size_t best_d = 3;
     size_t len = strlen(word);
     for (size_t i = 0; candidates[i]; i++) {
+        /* A word that is the start of a key ("outbound" for "outbound_http") is a hint too. */
+        if (len >= 3 && strncmp(candidates[i], word, len) == 0 && !best)
+            best = candidates[i];
         size_t d = mesh_str_distance(word, candidates[i], 2);
         if (d < best_d && d * 2 < MESH_MAX(len, strlen(candidates[i]))) {
             best = candidates[i];

@@ -9,12 +9,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Levenshtein distance, capped: returns cap + 1 as soon as the distance exceeds cap. */
+/* Edit distance (a swap of neighbours is one edit), capped: above cap returns cap + 1. */
 size_t mesh_str_distance(const char *a, const char *b, size_t cap);
 
 /*
  * The candidate closest to `word` if it is close enough to be a likely typo (distance at
- * most 2, and less than half the word), else NULL. `candidates` ends with NULL.
+ * most 2, and less than half the word) or `word` is its start (3 characters or more),
+ * else NULL. `candidates` ends with NULL.
  */
 const char *mesh_str_suggest(const char *word, const char *const *candidates);
 

@@ -22,18 +22,13 @@
 
 #define C(member) MESH_CFG_FIELD(struct mesh_static_config, member)
 
-static const char *check_abs_path(const char *s)
-{
-    return s[0] == '/' ? NULL : "must be an absolute path";
-}
-
 static const struct mesh_cfg_field config_fields[] = {
     {.key = "directory",
      .type = MESH_CFG_STRING,
      C(directory),
+     .flags = MESH_CFG_PATH | MESH_CFG_NONEMPTY,
      .def = "/etc/mesh-agent/services.d",
-     .expect = "an absolute directory path",
-     .check = check_abs_path},
+     .expect = "a directory path"},
     {.key = "poll_interval",
      .type = MESH_CFG_DURATION,
      C(poll_interval_ms),
@@ -603,12 +598,11 @@ static void scan_done(uv_work_t *req, int status)
             mesh_log_warn("%s", msg);
             report(s, msg);
         }
+        /*
+         * No sync ends here: that would remove what the last-known-good catalog holds.
+         * Readiness waits for the sync timeout instead, as for any registry that is down.
+         */
         s->dir_error = sc->dir_error;
-        /* A first sync must still end, or readiness would wait for the timeout. */
-        if (s->scans == 1) {
-            s->base.sink.sync_begin(s->base.sink.data, &s->base);
-            s->base.sink.sync_end(s->base.sink.data, &s->base);
-        }
     } else {
         if (s->dir_error)
             mesh_log_notice("%s is readable again", s->cfg->directory);

@@ -1,0 +1,243 @@
+"""Helpers for integration tests: start the real mesh-agent, talk to it, stop it.
+
+Readiness comes from the agent itself (sd_notify on a NOTIFY_SOCKET the test owns), never
+from sleeps. Set MESH_AGENT_WRAPPER (e.g. "valgrind --error-exitcode=99 --leak-check=full")
+to run every agent under a checker; a non-zero exit on SIGTERM then fails the test.
+"""
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+BUILD = os.environ.get("MESH_BUILD_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+AGENT = os.environ.get("MESH_AGENT_BIN", os.path.join(BUILD, "agent", "mesh-agent"))
+WRAPPER = shlex.split(os.environ.get("MESH_AGENT_WRAPPER", ""))
+# Under a checker everything is slower: stretch the waits, never the assertions.
+SLOW = 8.0 if WRAPPER else 1.0
+
+
+def free_port():
+    """A loopback TCP port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout=5.0, interval=0.02, what="condition"):
+    """Polls predicate() until it returns a true value; fails after timeout seconds."""
+    deadline = time.monotonic() + timeout * SLOW
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except (OSError, urllib.error.URLError, ValueError):
+            pass
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+class Notify:
+    """A NOTIFY_SOCKET the agent reports to, as systemd would provide."""
+
+    def __init__(self, directory):
+        self.path = os.path.join(directory, "notify.sock")
+        if os.path.exists(self.path):
+            os.unlink(self.path)  # a restarted agent gets a fresh socket
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.messages = []
+
+    def _drain(self, timeout):
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(4096)
+        except socket.timeout:
+            return False
+        fields = {}
+        for line in data.decode().splitlines():
+            key, _, value = line.partition("=")
+            fields[key] = value
+        self.messages.append(fields)
+        return True
+
+    def wait(self, key, value=None, timeout=10.0, start=0):
+        """Waits for a message with key (=value); returns (index, message)."""
+        deadline = time.monotonic() + timeout * SLOW
+        i = start
+        while True:
+            while i < len(self.messages):
+                m = self.messages[i]
+                if key in m and (value is None or m[key] == value):
+                    return i, m
+                i += 1
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {key}={value} from the agent; got {self.messages}")
+            self._drain(min(left, 0.2))
+
+    def count(self, key, value=None, window=1.0):
+        """Collects messages for `window` seconds and counts those with key (=value)."""
+        end = time.monotonic() + window
+        while time.monotonic() < end:
+            self._drain(max(0.0, end - time.monotonic()))
+        return sum(1 for m in self.messages if key in m and (value is None or m[key] == value))
+
+    def close(self):
+        self.sock.close()
+
+
+class Agent:
+    """One mesh-agent process with its own config, service directory and state dir."""
+
+    def __init__(self, config=None, services=None, env=None, args=(), name="agent"):
+        self.tmp = tempfile.mkdtemp(prefix=f"mesh-{name}-")
+        self.services_dir = os.path.join(self.tmp, "services.d")
+        self.state_dir = os.path.join(self.tmp, "state")
+        os.makedirs(self.services_dir)
+        self.admin_port = free_port()
+        self.config_path = os.path.join(self.tmp, "agent.json")
+        self.config = {
+            "node": {"name": name, "zone": "zone-a"},
+            "state_dir": self.state_dir,
+            "admin": {"listen": f"127.0.0.1:{self.admin_port}"},
+            "listeners": {"outbound_http": f"127.0.0.1:{free_port()}",
+                          "inbound": f"127.0.0.1:{free_port()}"},
+            "registries": [{"type": "static", "name": "files", "directory": self.services_dir,
+                            "poll_interval": "0"}],
+        }
+        if config:
+            self.config.update(config)
+        for fname, content in (services or {}).items():
+            self.write_service(fname, content)
+        self.env = dict(os.environ)
+        self.env.update(env or {})
+        self.args = list(args)
+        self.proc = None
+        self.notify = None
+        self.log_path = os.path.join(self.tmp, "agent.log")
+
+    # -- files --
+    def write_config(self, config=None):
+        with open(self.config_path + ".tmp", "w") as f:
+            json.dump(config if config is not None else self.config, f, indent=2)
+        os.rename(self.config_path + ".tmp", self.config_path)
+
+    def write_raw_config(self, text):
+        with open(self.config_path, "w") as f:
+            f.write(text)
+
+    def write_service(self, fname, content):
+        path = os.path.join(self.services_dir, fname)
+        with open(path + ".tmp", "w") as f:
+            f.write(content if isinstance(content, str) else json.dumps(content))
+        os.rename(path + ".tmp", path)  # atomic, as configuration management does it
+
+    def remove_service(self, fname):
+        os.unlink(os.path.join(self.services_dir, fname))
+
+    # -- process --
+    def start(self, wait_ready=True):
+        self.write_config()
+        self.notify = Notify(self.tmp)
+        self.env["NOTIFY_SOCKET"] = self.notify.path
+        self.log = open(self.log_path, "w")
+        cmd = WRAPPER + [AGENT, "--config", self.config_path] + self.args
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        if wait_ready:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self):
+        try:
+            self.notify.wait("READY", "1")
+        except AssertionError:
+            raise AssertionError(f"agent not ready; log:\n{self.logs()}")
+
+    def logs(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def reload(self):
+        """SIGHUP; waits for RELOADING=1 and the READY=1 after it. Returns those messages."""
+        start = len(self.notify.messages)
+        self.signal(signal.SIGHUP)
+        i, reloading = self.notify.wait("RELOADING", "1", start=start)
+        _, ready = self.notify.wait("READY", "1", start=i + 1)
+        return reloading, ready
+
+    def stop(self, timeout=20.0):
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=timeout * SLOW)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"agent did not stop; log:\n{self.logs()}")
+        self.log.close()
+        while self.notify._drain(0.01):  # what it said on the way out
+            pass
+        self.notify.close()
+        return code
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    # -- admin API --
+    def url(self, path):
+        return f"http://127.0.0.1:{self.admin_port}{path}"
+
+    def get(self, path, method="GET"):
+        """Returns (status, headers, body bytes)."""
+        req = urllib.request.Request(self.url(path), method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=5 * SLOW) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def json(self, path):
+        status, _, body = self.get(path)
+        if status != 200:
+            raise AssertionError(f"GET {path}: {status} {body!r}")
+        return json.loads(body)
+
+    def services(self):
+        return {f"{s['namespace']}/{s['name']}": s for s in self.json("/v1/services")["services"]}
+
+
+class AgentTest(unittest.TestCase):
+    """Stops every agent a test started and checks that each exited cleanly."""
+
+    def setUp(self):
+        self.agents = []
+
+    def agent(self, *args, **kwargs):
+        a = Agent(*args, **kwargs)
+        self.agents.append(a)
+        return a
+
+    def tearDown(self):
+        for a in self.agents:
+            if a.proc and a.proc.poll() is None:
+                code = a.stop()
+                if code != 0:
+                    self.fail(f"agent exited with {code}; log:\n{a.logs()}")
+
+
+def main():
+    unittest.main(verbosity=2)

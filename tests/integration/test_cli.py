@@ -1,0 +1,109 @@
+"""The mesh-agent command line: validate, help, version, exit codes."""
+import json
+import os
+import subprocess
+import tempfile
+import unittest
+
+from meshtest import AGENT
+
+
+def run(*args):
+    return subprocess.run([AGENT, *args], capture_output=True, text=True, timeout=30)
+
+
+class CliTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="mesh-cli-")
+        self.services = os.path.join(self.tmp, "services.d")
+        os.makedirs(self.services)
+
+    def write(self, name, content):
+        path = os.path.join(self.tmp, name)
+        with open(path, "w") as f:
+            f.write(content if isinstance(content, str) else json.dumps(content))
+        return path
+
+    def config(self, **extra):
+        cfg = {"node": {"name": "n1"}, "state_dir": self.tmp,
+               "registries": [{"type": "static", "directory": self.services}]}
+        cfg.update(extra)
+        return self.write("agent.json", cfg)
+
+    def test_help_and_version(self):
+        r = run("--help")
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("Usage: mesh-agent", r.stdout)
+        self.assertIn("validate", r.stdout)
+        r = run("--version")
+        self.assertEqual(r.returncode, 0)
+        self.assertRegex(r.stdout, r"^mesh-agent \d+\.\d+\.\d+ \(commit \w+\)")
+
+    def test_usage_errors_exit_2(self):
+        for args in (["--bogus"], ["--log-level", "loud"], ["--log-format", "xml"], ["extra"],
+                     ["validate", "more"], ["-o", "yaml", "validate"]):
+            r = run(*args)
+            self.assertEqual(r.returncode, 2, args)
+            self.assertTrue(r.stderr, args)
+            self.assertEqual(r.stdout, "", args)
+
+    def test_validate_good(self):
+        path = self.config()
+        r = run("validate", "--config", path)
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, f"{path}: valid"))
+        r = run("validate", "--config", path, "-o", "json")
+        doc = json.loads(r.stdout)
+        self.assertEqual((doc["valid"], doc["errors"], doc["error_count"]), (True, [], 0))
+
+    def test_validate_five_mistakes(self):
+        path = self.write("agent.json", """{
+  "node": {"name": "Bad_Name"},
+  "trust_domian": "mesh.local",
+  "admin": {"listen": "127.0.0.1:70000"},
+  "log": {"level": "loud"},
+  "registries": [{"type": "static", "directory": 7}]
+}""")
+        r = run("validate", "--config", path)
+        self.assertEqual(r.returncode, 1)
+        lines = [l for l in r.stderr.splitlines() if l.startswith(path + ": $")]
+        self.assertEqual(len(lines), 5, r.stderr)
+        for p in ("$.node.name", "$.trust_domian", "$.admin.listen", "$.log.level",
+                  "$.registries[0].directory"):
+            self.assertTrue(any(f": {p}:" in l for l in lines), p)
+        self.assertIn(f"{path}: 5 errors", r.stderr)
+        doc = json.loads(run("validate", "-c", path, "-o", "json").stdout)
+        self.assertEqual((doc["valid"], doc["error_count"], len(doc["errors"])), (False, 5, 5))
+
+    def test_validate_checks_service_files(self):
+        path = self.config()
+        with open(os.path.join(self.services, "a.json"), "w") as f:
+            f.write('{"service": {"name": "a", "port": 0}}')
+        with open(os.path.join(self.services, "b.json"), "w") as f:
+            f.write('{"service": {"name": "b", "port": 80}}')
+        with open(os.path.join(self.services, "c.json"), "w") as f:
+            f.write('{"service": {"name": "b", "port": 81}}')
+        r = run("validate", "--config", path)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("a.json: $.service.port: expected an integer from 1 to 65535, got 0", r.stderr)
+        self.assertIn("c.json: service 'default/b' is already defined in 'b.json'", r.stderr)
+
+    def test_validate_missing_file(self):
+        r = run("validate", "--config", os.path.join(self.tmp, "none.json"))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("cannot read: No such file or directory", r.stderr)
+
+    def test_run_with_invalid_config_exits_1(self):
+        path = self.write("agent.json", '{"node": {"name": "x"}, "admin": 5}')
+        r = run("--config", path)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("$.admin: expected an object, got 5", r.stderr)
+        self.assertIn("not starting", r.stderr)
+
+    def test_examples_validate(self):
+        root = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
+        r = run("validate", "--config", os.path.join(root, "agent.json"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

@@ -1,0 +1,303 @@
+/* The catalog's merge rules (docs/catalog.md), one test each. */
+#include <errno.h>
+#include <stdio.h>
+
+#include "agent/catalog.h"
+#include "tests/unit/unit.h"
+
+static struct mesh_endpoint ep(const char *ip, int port, unsigned weight, const char *zone)
+{
+    struct mesh_endpoint e = {0};
+    assert_int_equal(mesh_addr_from_ip(ip, (uint16_t)port, &e.addr), 0);
+    e.weight = weight;
+    e.health = MESH_EP_READY | MESH_EP_SERVING;
+    e.zone = (char *)(uintptr_t)zone;
+    return e;
+}
+
+static int update(struct mesh_catalog *c, const char *src, const char *name,
+                  const struct mesh_endpoint *eps, size_t n)
+{
+    struct mesh_service_update u = {"default", name, MESH_PROTO_TCP, eps, n};
+    return mesh_catalog_update(c, src, &u);
+}
+
+static struct mesh_catalog *new_catalog(bool consul_merges)
+{
+    struct mesh_catalog *c;
+    assert_int_equal(mesh_catalog_new(&c), 0);
+    /* Listed in an order unlike the precedence, to show precedence comes from the type. */
+    struct mesh_catalog_source src[] = {
+        {"consul", "consul", consul_merges},
+        {"k8s", "kubernetes", true},
+        {"files", "static", true},
+        {"files2", "static", true},
+    };
+    assert_int_equal(mesh_catalog_set_sources(c, src, 4), 0);
+    return c;
+}
+
+static const struct mesh_endpoint *find_ep(const struct mesh_service *s, const char *ip, int port)
+{
+    struct mesh_endpoint key = ep(ip, port, 1, NULL);
+    for (size_t i = 0; i < s->n_endpoints; i++) {
+        if (mesh_endpoint_addr_cmp(&s->endpoints[i], &key) == 0)
+            return &s->endpoints[i];
+    }
+    return NULL;
+}
+
+/* Rule 1: endpoints from several sources are united, each labelled with its source. */
+static void test_union_with_registry_label(void **state)
+{
+    (void)state;
+    struct mesh_catalog *c = new_catalog(true);
+    struct mesh_endpoint vm = ep("10.0.0.1", 80, 1, NULL), pod = ep("10.1.0.1", 80, 1, NULL);
+    assert_int_equal(update(c, "files", "api", &vm, 1), 1);
+    assert_int_equal(update(c, "k8s", "api", &pod, 1), 1);
+    const struct mesh_service *s = mesh_catalog_get(c, "default", "api");
+    assert_non_null(s);
+    assert_int_equal(s->n_endpoints, 2);
+    assert_true(s->merged);
+    assert_string_equal(mesh_labels_get(&find_ep(s, "10.0.0.1", 80)->labels, "mesh/registry"),
+                        "files");
+    assert_string_equal(mesh_labels_get(&find_ep(s, "10.1.0.1", 80)->labels, "mesh/registry"),
+                        "k8s");
+    assert_int_equal(s->n_sources, 2);
+    assert_string_equal(s->sources[0], "files"); /* static before kubernetes */
+    mesh_catalog_free(c);
+}
+
+/* Rule 2: one address from two sources is one endpoint with the higher precedence's data. */
+static void test_same_address_precedence(void **state)
+{
+    (void)state;
+    struct mesh_catalog *c = new_catalog(true);
+    struct mesh_endpoint from_consul = ep("10.0.0.1", 80, 7, "consul-zone");
+    struct mesh_endpoint from_k8s = ep("10.0.0.1", 80, 3, "k8s-zone");
+    struct mesh_endpoint from_files = ep("10.0.0.1", 80, 5, "files-zone");
+    update(c, "consul", "api", &from_consul, 1);
+    update(c, "k8s", "api", &from_k8s, 1);
+    const struct mesh_service *s = mesh_catalog_get(c, "default", "api");
+    assert_int_equal(s->n_endpoints, 1);
+    assert_string_equal(s->endpoints[0].zone, "k8s-zone"); /* kubernetes beats consul */
+    assert_int_equal(s->endpoints[0].weight, 3);
+    update(c, "files", "api", &from_files, 1);
+    s = mesh_catalog_get(c, "default", "api");
+    assert_int_equal(s->n_endpoints, 1);
+    assert_string_equal(s->endpoints[0].zone, "files-zone"); /* static beats both */
+    assert_string_equal(mesh_labels_get(&s->endpoints[0].labels, "mesh/registry"), "files");
+    mesh_catalog_free(c);
+}
+
+/* Rule 2, ties: among sources of one type the one listed first wins. */
+static void test_same_type_first_listed_wins(void **state)
+{
+    (void)state;
+    struct mesh_catalog *c = new_catalog(true);
+    struct mesh_endpoint a = ep("10.0.0.1", 80, 1, "first"), b = ep("10.0.0.1", 80, 1, "second");
+    update(c, "files2", "api", &b, 1);
+    update(c, "files", "api", &a, 1);
+    assert_string_equal(mesh_catalog_get(c, "default", "api")->endpoints[0].zone, "first");
+    mesh_catalog_free(c);
+}
+
+/* Rule 3: a non-merging source stops the union for the services it reports. */
+static void test_no_merge(void **state)
+{
+    (void)state;
+    struct mesh_catalog *c = new_catalog(false);
+    struct mesh_endpoint vm = ep("10.0.0.1", 80, 1, NULL), con = ep("10.2.0.1", 80, 1, NULL);
+    update(c, "consul", "api", &con, 1);
+    const struct mesh_service *s = mesh_catalog_get(c, "default", "api");
+    assert_int_equal(s->n_endpoints, 1);
+    update(c, "files", "api", &vm, 1);
+    s = mesh_catalog_get(c, "default", "api");
+    assert_false(s->merged);
+    assert_int_equal(s->n_endpoints, 1); /* files has precedence: its set alone */
+    assert_non_null(find_ep(s, "10.0.0.1", 80));
+    /* A service only the merging sources report is still united. */
+    update(c, "files", "web", &vm, 1);
+    update(c, "k8s", "web", &con, 1);
+    assert_int_equal(mesh_catalog_get(c, "default", "web")->n_endpoints, 2);
+    mesh_catalog_free(c);
+}
+
+/* Rule 4: the protocol of the highest-precedence source. */
+static void test_protocol_precedence(void **state)
+{
+    (void)state;
+    struct mesh_catalog *c = new_catalog(true);
+    struct mesh_endpoint e = ep("10.0.0.1", 80, 1, NULL), f = ep("10.0.0.2", 80, 1, NULL);
+    struct mesh_service_update u1 = {"default", "api", MESH_PROTO_GRPC, &e, 1};
+    struct mesh_service_update u2 = {"default", "api", MESH_PROTO_HTTP, &f, 1};
+    mesh_catalog_update(c, "consul", &u1);
+    mesh_catalog_update(c, "k8s", &u2);
+    assert_int_equal(mesh_catalog_get(c, "default", "api")->protocol, MESH_PROTO_HTTP);
+    mesh_catalog_free(c);
+}
+
+/* Rule 5: a full sync removes only what was not reported, and only when it ends. */
+static void test_sync_sweeps_at_end(void **state)
+{
+    (void)state;
+    struct mesh_catalog *c = new_catalog(true);
+    struct mesh_endpoint e = ep("10.0.0.1", 80, 1, NULL);
+    update(c, "consul", "a", &e, 1);
+    update(c, "consul", "b", &e, 1);
+    update(c, "k8s", "b", &e, 1);
+    mesh_catalog_sync_begin(c, "consul");
+    assert_non_null(mesh_catalog_get(c, "default", "a")); /* nothing removed yet */
+    update(c, "consul", "a", &e, 1);                       /* unchanged, still reported */
+    uint64_t v = mesh_catalog_version(c);
+    mesh_catalog_sync_end(c, "consul");
+    assert_true(mesh_catalog_version(c) > v);
+    assert_non_null(mesh_catalog_get(c, "default", "a"));
+    const struct mesh_service *b = mesh_catalog_get(c, "default", "b");
+    assert_non_null(b); /* k8s still reports it */
+    assert_int_equal(b->n_sources, 1);
+    assert_string_equal(b->sources[0], "k8s");
+    struct mesh_catalog_source_stats st;
+    assert_int_equal(mesh_catalog_source_stats(c, "consul", &st), 0);
+    assert_true(st.synced);
+    assert_int_equal(st.services, 1);
+    mesh_catalog_free(c);
+}
+
+static void test_unchanged_update_is_no_change(void **state)
+{
+    (void)state;
+    struct mesh_catalog *c = new_catalog(true);
+    struct mesh_endpoint e[2] = {ep("10.0.0.2", 80, 1, NULL), ep("10.0.0.1", 80, 1, NULL)};
+    struct mesh_endpoint swapped[2] = {e[1], e[0]};
+    assert_int_equal(update(c, "files", "a", e, 2), 1);
+    uint64_t v = mesh_catalog_version(c);
+    assert_int_equal(update(c, "files", "a", swapped, 2), 0); /* order does not matter */
+    assert_int_equal(mesh_catalog_version(c), v);
+    assert_int_equal(update(c, "files", "a", e, 1), 1);
+    assert_int_equal(update(c, "files", "a", NULL, 0), 1); /* removal */
+    assert_null(mesh_catalog_get(c, "default", "a"));
+    assert_int_equal(update(c, "files", "a", NULL, 0), 0);
+    assert_int_equal(mesh_catalog_count(c), 0);
+    mesh_catalog_free(c);
+}
+
+static void test_invalid_updates_refused(void **state)
+{
+    (void)state;
+    struct mesh_catalog *c = new_catalog(true);
+    struct mesh_endpoint e = ep("10.0.0.1", 80, 1, NULL);
+    assert_int_equal(update(c, "nope", "a", &e, 1), -ENOENT);
+    assert_int_equal(update(c, "files", "Bad_Name", &e, 1), -EINVAL);
+    struct mesh_endpoint heavy = ep("10.0.0.1", 80, MESH_WEIGHT_MAX + 1, NULL);
+    assert_int_equal(update(c, "files", "a", &heavy, 1), -EINVAL);
+    struct mesh_endpoint none = {0};
+    none.weight = 1;
+    assert_int_equal(update(c, "files", "a", &none, 1), -EINVAL);
+    assert_int_equal(mesh_catalog_count(c), 0);
+    mesh_catalog_free(c);
+}
+
+static void test_duplicate_within_one_source_keeps_first(void **state)
+{
+    (void)state;
+    struct mesh_catalog *c = new_catalog(true);
+    struct mesh_endpoint e[3] = {ep("10.0.0.1", 80, 4, "first"), ep("10.0.0.9", 80, 1, NULL),
+                                 ep("10.0.0.1", 80, 9, "second")};
+    update(c, "files", "a", e, 3);
+    const struct mesh_service *s = mesh_catalog_get(c, "default", "a");
+    assert_int_equal(s->n_endpoints, 2);
+    assert_string_equal(find_ep(s, "10.0.0.1", 80)->zone, "first");
+    mesh_catalog_free(c);
+}
+
+static void test_removing_a_source_drops_its_data(void **state)
+{
+    (void)state;
+    struct mesh_catalog *c = new_catalog(true);
+    struct mesh_endpoint e = ep("10.0.0.1", 80, 1, NULL), f = ep("10.0.0.2", 80, 1, NULL);
+    update(c, "consul", "a", &e, 1);
+    update(c, "files", "a", &f, 1);
+    update(c, "consul", "only-consul", &e, 1);
+    struct mesh_catalog_source src[] = {{"files", "static", true}};
+    assert_int_equal(mesh_catalog_set_sources(c, src, 1), 0);
+    assert_null(mesh_catalog_get(c, "default", "only-consul"));
+    assert_int_equal(mesh_catalog_get(c, "default", "a")->n_endpoints, 1);
+    mesh_catalog_free(c);
+}
+
+static void test_published_service_outlives_change(void **state)
+{
+    (void)state;
+    struct mesh_catalog *c = new_catalog(true);
+    struct mesh_endpoint e = ep("10.0.0.1", 80, 1, NULL), f = ep("10.0.0.2", 80, 1, NULL);
+    update(c, "files", "a", &e, 1);
+    struct mesh_service *held = mesh_service_ref(mesh_catalog_get(c, "default", "a"));
+    update(c, "files", "a", &f, 1);
+    update(c, "files", "a", NULL, 0);
+    /* The snapshot a connection holds is untouched by later changes. */
+    assert_int_equal(held->n_endpoints, 1);
+    assert_non_null(find_ep(held, "10.0.0.1", 80));
+    assert_string_equal(held->key, "default/a");
+    mesh_service_unref(held);
+    mesh_catalog_free(c);
+}
+
+static void test_many_services_listed_sorted(void **state)
+{
+    (void)state;
+    struct mesh_catalog *c = new_catalog(true);
+    struct mesh_endpoint e = ep("10.0.0.1", 80, 1, NULL);
+    char name[32];
+    for (int i = 999; i >= 0; i--) {
+        snprintf(name, sizeof(name), "svc-%04d", i);
+        assert_int_equal(update(c, "files", name, &e, 1), 1);
+    }
+    struct mesh_service **list;
+    size_t n;
+    assert_int_equal(mesh_catalog_list(c, &list, &n), 0);
+    assert_int_equal(n, 1000);
+    assert_string_equal(list[0]->name, "svc-0000");
+    assert_string_equal(list[999]->name, "svc-0999");
+    mesh_free(list);
+    mesh_catalog_free(c);
+}
+
+static void test_allocation_failures(void **state)
+{
+    (void)state;
+    struct mesh_endpoint e[2] = {ep("10.0.0.1", 80, 1, "z"), ep("10.0.0.2", 80, 1, NULL)};
+    for (long n = 0; n < 200; n++) {
+        struct mesh_catalog *c = new_catalog(true);
+        mesh_alloc_fail_after(n);
+        int r1 = update(c, "files", "a", e, 2);
+        int r2 = update(c, "k8s", "a", e + 1, 1);
+        mesh_catalog_sync_begin(c, "files");
+        mesh_catalog_sync_end(c, "files");
+        mesh_alloc_fail_after(-1);
+        assert_true(r1 == 1 || r1 == -ENOMEM);
+        assert_true(r2 == 1 || r2 == -ENOMEM);
+        mesh_catalog_free(c);
+    }
+}
+
+int main(void)
+{
+    mesh_alloc_install();
+    const struct CMUnitTest tests[] = {
+        UNIT_TEST(test_union_with_registry_label),
+        UNIT_TEST(test_same_address_precedence),
+        UNIT_TEST(test_same_type_first_listed_wins),
+        UNIT_TEST(test_no_merge),
+        UNIT_TEST(test_protocol_precedence),
+        UNIT_TEST(test_sync_sweeps_at_end),
+        UNIT_TEST(test_unchanged_update_is_no_change),
+        UNIT_TEST(test_invalid_updates_refused),
+        UNIT_TEST(test_duplicate_within_one_source_keeps_first),
+        UNIT_TEST(test_removing_a_source_drops_its_data),
+        UNIT_TEST(test_published_service_outlives_change),
+        UNIT_TEST(test_many_services_listed_sorted),
+        UNIT_TEST(test_allocation_failures),
+    };
+    return cmocka_run_group_tests_name("catalog", tests, NULL, NULL);
+}

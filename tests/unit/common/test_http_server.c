@@ -1,0 +1,364 @@
+/* The HTTP/1.1 server, driven by raw TCP clients on the same loop. */
+#include <errno.h>
+#include <stdio.h>
+
+#include <uv.h>
+
+#include "common/buf.h"
+#include "common/http_server.h"
+#include "tests/unit/unit.h"
+
+struct fixture {
+    uv_loop_t loop;
+    struct mesh_http_server *srv;
+    struct mesh_addr addr;
+    struct mesh_http_exchange *held; /* an exchange the handler did not answer */
+    int aborts;
+    int handled;
+    bool server_done;
+    char last_body[256];
+};
+
+struct client {
+    struct fixture *fx;
+    uv_tcp_t tcp;
+    uv_connect_t connect;
+    uv_write_t write;
+    struct mesh_buf in;
+    const char *send;
+    size_t send_len;
+    const char *after_continue; /* sent once "100 Continue" arrives */
+    bool closed;
+};
+
+static void on_request(struct mesh_http_exchange *ex, void *data)
+{
+    struct fixture *fx = data;
+    const struct mesh_http_request *req = mesh_http_exchange_request(ex);
+    size_t blen;
+    const char *body = mesh_http_exchange_body(ex, &blen);
+    fx->handled++;
+    snprintf(fx->last_body, sizeof(fx->last_body), "%.*s", (int)blen, body ? body : "");
+    char out[300];
+    int n = snprintf(out, sizeof(out), "%.*s %.*s body=%.*s", (int)req->method_len, req->method,
+                     (int)req->path_len, req->path, (int)blen, body ? body : "");
+    mesh_http_respond(ex, 200, "text/plain", NULL, out, (size_t)n);
+}
+
+static void on_abort(void *data)
+{
+    struct fixture *fx = data;
+    fx->aborts++;
+    fx->held = NULL;
+}
+
+static void on_request_abortable(struct mesh_http_exchange *ex, void *data)
+{
+    struct fixture *fx = data;
+    const struct mesh_http_request *req = mesh_http_exchange_request(ex);
+    if (req->path_len == 5 && memcmp(req->path, "/hold", 5) == 0) {
+        fx->handled++;
+        fx->held = ex;
+        mesh_http_exchange_on_abort(ex, on_abort, fx);
+        return;
+    }
+    on_request(ex, data);
+}
+
+static void start(struct fixture *fx, const struct mesh_http_server_options *opts,
+                  mesh_http_handler_cb handler)
+{
+    memset(fx, 0, sizeof(*fx));
+    assert_int_equal(uv_loop_init(&fx->loop), 0);
+    struct mesh_http_server_options o;
+    mesh_http_server_options_default(&o);
+    if (opts)
+        o = *opts;
+    assert_int_equal(mesh_http_server_new(&fx->loop, &o, handler, fx, &fx->srv), 0);
+    struct mesh_addr any;
+    assert_int_equal(mesh_addr_parse("127.0.0.1:0", &any, NULL), 0);
+    assert_int_equal(mesh_http_server_listen(fx->srv, &any), 0);
+    assert_int_equal(mesh_http_server_address(fx->srv, &fx->addr), 0);
+    assert_true(mesh_addr_port(&fx->addr) > 0);
+}
+
+static void on_server_done(void *data)
+{
+    ((struct fixture *)data)->server_done = true;
+}
+
+static void finish(struct fixture *fx)
+{
+    if (!fx->server_done)
+        mesh_http_server_close(fx->srv, 100, on_server_done, fx);
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    assert_true(fx->server_done);
+    assert_int_equal(uv_loop_close(&fx->loop), 0);
+}
+
+static void on_client_closed(uv_handle_t *h)
+{
+    struct client *c = h->data;
+    c->closed = true;
+}
+
+static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct client *c = h->data;
+    (void)suggested;
+    mesh_buf_reserve(&c->in, 4096);
+    *buf = uv_buf_init(c->in.data + c->in.len, 4096);
+}
+
+static void on_client_written(uv_write_t *w, int status)
+{
+    (void)w;
+    (void)status;
+}
+
+static void client_send(struct client *c, const char *data, size_t len)
+{
+    uv_buf_t b = uv_buf_init((char *)(uintptr_t)data, (unsigned)len);
+    c->write.data = c;
+    assert_int_equal(uv_write(&c->write, (uv_stream_t *)&c->tcp, &b, 1, on_client_written), 0);
+}
+
+static void on_client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct client *c = s->data;
+    (void)buf;
+    if (n < 0) {
+        if (!uv_is_closing((uv_handle_t *)&c->tcp))
+            uv_close((uv_handle_t *)&c->tcp, on_client_closed);
+        return;
+    }
+    c->in.len += (size_t)n;
+    c->in.data[c->in.len] = '\0';
+    if (c->after_continue && strstr(c->in.data, "100 Continue")) {
+        const char *body = c->after_continue;
+        c->after_continue = NULL;
+        uv_buf_t b = uv_buf_init((char *)(uintptr_t)body, (unsigned)strlen(body));
+        uv_try_write(s, &b, 1);
+    }
+}
+
+static void on_client_connected(uv_connect_t *req, int status)
+{
+    struct client *c = req->data;
+    assert_int_equal(status, 0);
+    uv_read_start((uv_stream_t *)&c->tcp, on_client_alloc, on_client_read);
+    if (c->send_len)
+        client_send(c, c->send, c->send_len);
+}
+
+static void client_start(struct fixture *fx, struct client *c, const char *send, size_t len)
+{
+    memset(c, 0, sizeof(*c));
+    c->fx = fx;
+    c->send = send;
+    c->send_len = len;
+    mesh_buf_init(&c->in, 1 << 20);
+    uv_tcp_init(&fx->loop, &c->tcp);
+    c->tcp.data = c;
+    c->connect.data = c;
+    assert_int_equal(uv_tcp_connect(&c->connect, &c->tcp, (const struct sockaddr *)&fx->addr.ss,
+                                    on_client_connected),
+                     0);
+}
+
+/* Runs the loop until the client is closed (the server closes after "Connection: close"). */
+static void run_until_closed(struct fixture *fx, struct client *c)
+{
+    while (!c->closed)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+}
+
+static int count(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p++)
+        n++;
+    return n;
+}
+
+static void test_keep_alive_and_pipelining(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    struct client c;
+    start(&fx, NULL, on_request);
+    static const char req[] = "GET /one HTTP/1.1\r\nHost: h\r\n\r\n"
+                              "POST /two HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
+                              "HEAD /three HTTP/1.1\r\nHost: h\r\n\r\n"
+                              "GET /four HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
+    client_start(&fx, &c, req, sizeof(req) - 1);
+    run_until_closed(&fx, &c);
+    assert_int_equal(count(c.in.data, "HTTP/1.1 200 OK"), 4);
+    const char *one = strstr(c.in.data, "GET /one body=");
+    const char *two = strstr(c.in.data, "POST /two body=abc");
+    const char *four = strstr(c.in.data, "GET /four body=");
+    assert_non_null(one);
+    assert_non_null(two);
+    assert_non_null(four);
+    assert_true(one < two && two < four);
+    assert_null(strstr(c.in.data, "HEAD /three body")); /* HEAD: headers only */
+    assert_int_equal(count(c.in.data, "Connection: close"), 1);
+    mesh_buf_done(&c.in);
+    finish(&fx);
+}
+
+static void test_chunked_body_and_continue(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    struct client c;
+    start(&fx, NULL, on_request);
+    static const char head[] = "PUT /c HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
+                               "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    client_start(&fx, &c, head, sizeof(head) - 1);
+    c.after_continue = "3\r\nabc\r\n4;x=y\r\ndefg\r\n0\r\n\r\n";
+    run_until_closed(&fx, &c);
+    assert_non_null(strstr(c.in.data, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK"));
+    assert_non_null(strstr(c.in.data, "PUT /c body=abcdefg"));
+    mesh_buf_done(&c.in);
+    finish(&fx);
+}
+
+static void test_refusals(void **state)
+{
+    (void)state;
+    struct mesh_http_server_options o;
+    mesh_http_server_options_default(&o);
+    o.max_body = 4;
+    o.limits.max_uri = 32;
+    static const struct {
+        const char *req;
+        const char *status;
+    } cases[] = {
+        {"GET / HTTP/1.1\r\nHost: h\nX: y\r\n\r\n", "HTTP/1.1 400 Bad Request"},
+        {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello", "413"},
+        {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+         "413"},
+        {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "400"},
+        {"GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: h\r\n\r\n",
+         "414"},
+        {"GET / HTTP/3.0\r\nHost: h\r\n\r\n", "505"},
+        {"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: br\r\n\r\n", "501"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct fixture fx;
+        struct client c;
+        start(&fx, &o, on_request);
+        client_start(&fx, &c, cases[i].req, strlen(cases[i].req));
+        run_until_closed(&fx, &c);
+        if (!strstr(c.in.data, cases[i].status))
+            fail_msg("case %zu: expected %s, got: %s", i, cases[i].status, c.in.data);
+        assert_non_null(strstr(c.in.data, "Connection: close"));
+        assert_int_equal(fx.handled, 0); /* never reached the handler */
+        struct mesh_http_server_stats st;
+        mesh_http_server_get_stats(fx.srv, &st);
+        assert_int_equal(st.bad_requests, 1);
+        mesh_buf_done(&c.in);
+        finish(&fx);
+    }
+}
+
+static void test_header_timeout(void **state)
+{
+    (void)state;
+    struct mesh_http_server_options o;
+    mesh_http_server_options_default(&o);
+    o.header_timeout_ms = 50;
+    struct fixture fx;
+    struct client c;
+    start(&fx, &o, on_request);
+    static const char partial[] = "GET / HTTP/1.1\r\nHost: slow";
+    client_start(&fx, &c, partial, sizeof(partial) - 1);
+    run_until_closed(&fx, &c);
+    assert_non_null(strstr(c.in.data, "HTTP/1.1 408 Request Timeout"));
+    mesh_buf_done(&c.in);
+    finish(&fx);
+}
+
+static void test_abort_on_reset(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    struct client c;
+    start(&fx, NULL, on_request_abortable);
+    static const char req[] = "GET /hold HTTP/1.1\r\nHost: h\r\n\r\n";
+    client_start(&fx, &c, req, sizeof(req) - 1);
+    /* Reset only once the request is in the handler: an RST drops unread data. */
+    while (!fx.held)
+        uv_run(&fx.loop, UV_RUN_ONCE);
+    uv_tcp_close_reset(&c.tcp, on_client_closed);
+    while (fx.aborts == 0)
+        uv_run(&fx.loop, UV_RUN_ONCE);
+    assert_int_equal(fx.handled, 1);
+    assert_null(fx.held);
+    mesh_buf_done(&c.in);
+    finish(&fx);
+}
+
+static void test_close_lets_exchange_finish(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    struct client c;
+    start(&fx, NULL, on_request_abortable);
+    static const char req[] = "GET /hold HTTP/1.1\r\nHost: h\r\n\r\n";
+    client_start(&fx, &c, req, sizeof(req) - 1);
+    while (!fx.held)
+        uv_run(&fx.loop, UV_RUN_ONCE);
+    mesh_http_server_close(fx.srv, 0, on_server_done, &fx);
+    uv_run(&fx.loop, UV_RUN_NOWAIT);
+    assert_false(fx.server_done); /* waits for the held exchange */
+    mesh_http_respond(fx.held, 200, "text/plain", NULL, "late", 4);
+    run_until_closed(&fx, &c);
+    assert_non_null(strstr(c.in.data, "Connection: close"));
+    assert_non_null(strstr(c.in.data, "late"));
+    uv_run(&fx.loop, UV_RUN_DEFAULT);
+    assert_true(fx.server_done);
+    mesh_buf_done(&c.in);
+    assert_int_equal(uv_loop_close(&fx.loop), 0);
+}
+
+static void test_connection_cap(void **state)
+{
+    (void)state;
+    struct mesh_http_server_options o;
+    mesh_http_server_options_default(&o);
+    o.max_connections = 1;
+    struct fixture fx;
+    struct client a, b;
+    start(&fx, &o, on_request);
+    client_start(&fx, &a, NULL, 0);
+    struct mesh_http_server_stats st = {0};
+    while (st.connections_active == 0) {
+        uv_run(&fx.loop, UV_RUN_ONCE);
+        mesh_http_server_get_stats(fx.srv, &st);
+    }
+    client_start(&fx, &b, NULL, 0);
+    run_until_closed(&fx, &b); /* the second one is closed at once */
+    mesh_http_server_get_stats(fx.srv, &st);
+    assert_int_equal(st.connections_refused, 1);
+    uv_close((uv_handle_t *)&a.tcp, on_client_closed);
+    mesh_buf_done(&a.in);
+    mesh_buf_done(&b.in);
+    finish(&fx);
+}
+
+int main(void)
+{
+    mesh_alloc_install();
+    const struct CMUnitTest tests[] = {
+        UNIT_TEST(test_keep_alive_and_pipelining),
+        UNIT_TEST(test_chunked_body_and_continue),
+        UNIT_TEST(test_refusals),
+        UNIT_TEST(test_header_timeout),
+        UNIT_TEST(test_abort_on_reset),
+        UNIT_TEST(test_close_lets_exchange_finish),
+        UNIT_TEST(test_connection_cap),
+    };
+    return cmocka_run_group_tests_name("http_server", tests, NULL, NULL);
+}

@@ -52,22 +52,37 @@ static void respond_text(struct mesh_http_exchange *ex, int status, const char *
     mesh_http_respond(ex, status, "text/plain; charset=utf-8", no_cache, text, strlen(text));
 }
 
-static json_t *service_json(const struct mesh_service *s)
+/* Streams one merged service as JSON (large catalogs never become a JSON tree). */
+static void write_service(struct mesh_buf *b, const struct mesh_service *s)
 {
-    json_t *eps = json_array();
-    json_t *sources = json_array();
-    for (size_t i = 0; eps && i < s->n_endpoints; i++)
-        json_array_append_new(eps, mesh_endpoint_to_json(&s->endpoints[i]));
-    for (size_t i = 0; sources && i < s->n_sources; i++)
-        json_array_append_new(sources, json_string(s->sources[i]));
-    if (!eps || !sources) {
-        json_decref(eps);
-        json_decref(sources);
-        return NULL;
+    mesh_buf_append_str(b, "{\"namespace\":");
+    mesh_json_write_str(b, s->namespace);
+    mesh_buf_append_str(b, ",\"name\":");
+    mesh_json_write_str(b, s->name);
+    mesh_buf_appendf(b, ",\"protocol\":\"%s\",\"merged\":%s,\"registries\":[",
+                     mesh_protocol_names[s->protocol], s->merged ? "true" : "false");
+    for (size_t i = 0; i < s->n_sources; i++) {
+        if (i)
+            mesh_buf_append_str(b, ",");
+        mesh_json_write_str(b, s->sources[i]);
     }
-    return json_pack("{s:s, s:s, s:s, s:b, s:o, s:o}", "namespace", s->namespace, "name", s->name,
-                     "protocol", mesh_protocol_names[s->protocol], "merged", s->merged,
-                     "registries", sources, "endpoints", eps);
+    mesh_buf_append_str(b, "],\"endpoints\":[");
+    for (size_t i = 0; i < s->n_endpoints; i++) {
+        if (i)
+            mesh_buf_append_str(b, ",");
+        mesh_endpoint_write_json(b, &s->endpoints[i]);
+    }
+    mesh_buf_append_str(b, "]}");
+}
+
+static void respond_buf(struct mesh_http_exchange *ex, struct mesh_buf *b)
+{
+    mesh_buf_append_str(b, "\n");
+    if (b->err)
+        respond_error(ex, 500, "out of memory");
+    else
+        mesh_http_respond(ex, 200, "application/json", no_cache, b->data, b->len);
+    mesh_buf_done(b);
 }
 
 static void handle_services(struct mesh_admin *ad, struct mesh_http_exchange *ex,
@@ -76,7 +91,9 @@ static void handle_services(struct mesh_admin *ad, struct mesh_http_exchange *ex
     const struct mesh_catalog *cat = mesh_agent_catalog(ad->agent);
     const char *rest = req->path + strlen("/v1/services");
     size_t rest_len = req->path_len - strlen("/v1/services");
+    struct mesh_buf b;
     char ns[64] = "";
+    mesh_buf_init(&b, 256 * 1024 * 1024);
     if (rest_len > 1) {
         /* /v1/services/<namespace>/<name> */
         char path[160], *slash;
@@ -97,7 +114,8 @@ static void handle_services(struct mesh_admin *ad, struct mesh_http_exchange *ex
             respond_error(ex, 404, "no such service");
             return;
         }
-        respond_json(ex, 200, service_json(s));
+        write_service(&b, s);
+        respond_buf(ex, &b);
         return;
     }
     int r = mesh_http_query_get(req->query, req->query_len, "namespace", ns, sizeof(ns));
@@ -111,20 +129,20 @@ static void handle_services(struct mesh_admin *ad, struct mesh_http_exchange *ex
         respond_error(ex, 500, "out of memory");
         return;
     }
-    json_t *arr = json_array();
-    for (size_t i = 0; arr && i < n; i++) {
+    mesh_buf_appendf(&b, "{\"version\":%llu,\"services\":[",
+                     (unsigned long long)mesh_catalog_version(cat));
+    bool first = true;
+    for (size_t i = 0; i < n; i++) {
         if (ns[0] && strcmp(ns, list[i]->namespace) != 0)
             continue;
-        if (json_array_append_new(arr, service_json(list[i])) < 0) {
-            json_decref(arr);
-            arr = NULL;
-        }
+        if (!first)
+            mesh_buf_append_str(&b, ",");
+        first = false;
+        write_service(&b, list[i]);
     }
     mesh_free(list);
-    respond_json(ex, 200,
-                 arr ? json_pack("{s:I, s:o}", "version", (json_int_t)mesh_catalog_version(cat),
-                                 "services", arr)
-                     : NULL);
+    mesh_buf_append_str(&b, "]}");
+    respond_buf(ex, &b);
 }
 
 static void handle_metrics(struct mesh_admin *ad, struct mesh_http_exchange *ex)

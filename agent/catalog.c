@@ -41,6 +41,7 @@ struct mesh_catalog {
     struct mesh_hmap entries;
     struct source *sources;
     size_t n_sources;
+    const char **source_names; /* the names of `sources`, for callers */
     uint64_t version;
     mesh_catalog_change_cb change_cb;
     void *change_data;
@@ -113,6 +114,7 @@ void mesh_catalog_free(struct mesh_catalog *c)
     for (size_t i = 0; i < c->n_sources; i++)
         mesh_free(c->sources[i].name);
     mesh_free(c->sources);
+    mesh_free(c->source_names);
     mesh_free(c);
 }
 
@@ -473,16 +475,22 @@ void mesh_catalog_sync_end(struct mesh_catalog *c, const char *source)
 int mesh_catalog_set_sources(struct mesh_catalog *c, const struct mesh_catalog_source *in, size_t n)
 {
     struct source *next = mesh_calloc(n ? n : 1, sizeof(*next));
-    if (!next)
+    const char **names = mesh_calloc(n ? n : 1, sizeof(*names));
+    if (!next || !names) {
+        mesh_free(next);
+        mesh_free(names);
         return -ENOMEM;
+    }
     for (size_t i = 0; i < n; i++) {
         next[i].name = mesh_strdup(in[i].name);
         if (!next[i].name) {
             for (size_t j = 0; j < i; j++)
                 mesh_free(next[j].name);
             mesh_free(next);
+            mesh_free(names);
             return -ENOMEM;
         }
+        names[i] = next[i].name;
         next[i].rank = mesh_registry_type_rank(in[i].type) * 1000 + (int)i;
         next[i].merge = in[i].merge;
         struct source *old = find_source(c, in[i].name);
@@ -510,7 +518,9 @@ int mesh_catalog_set_sources(struct mesh_catalog *c, const struct mesh_catalog_s
     for (size_t k = 0; k < c->n_sources; k++)
         mesh_free(c->sources[k].name);
     mesh_free(c->sources);
+    mesh_free(c->source_names);
     c->sources = next;
+    c->source_names = names;
     c->n_sources = n;
     /* Precedence or merge flags may have changed: re-merge everything. */
     i = 0;
@@ -596,6 +606,12 @@ int mesh_catalog_list(const struct mesh_catalog *c, struct mesh_service ***ret, 
     *ret = v;
     *n = k;
     return 0;
+}
+
+size_t mesh_catalog_source_names(const struct mesh_catalog *c, const char *const **ret)
+{
+    *ret = c->source_names;
+    return c->n_sources;
 }
 
 void mesh_catalog_foreach_raw(const struct mesh_catalog *c, mesh_catalog_raw_cb cb, void *data)

@@ -98,6 +98,8 @@ int mesh_catalog_source_stats(const struct mesh_catalog *c, const char *source,
 
 /* All merged services sorted by key; the array is the caller's (mesh_free), entries borrowed. */
 int mesh_catalog_list(const struct mesh_catalog *c, struct mesh_service ***ret, size_t *n);
+/* The source names in precedence order; the array is borrowed until the next set_sources. */
+size_t mesh_catalog_source_names(const struct mesh_catalog *c, const char *const **ret);
 /* Calls cb with every source's own view of every service (for the last-known-good file). */
 void mesh_catalog_foreach_raw(const struct mesh_catalog *c, mesh_catalog_raw_cb cb, void *data);
 

@@ -109,30 +109,33 @@ int mesh_endpoint_from_config(const struct mesh_endpoint_config *in, struct mesh
     return 0;
 }
 
-json_t *mesh_endpoint_to_json(const struct mesh_endpoint *ep)
+void mesh_json_write_str(struct mesh_buf *b, const char *s)
+{
+    mesh_buf_append_json_str(b, s, strlen(s));
+}
+
+void mesh_endpoint_write_json(struct mesh_buf *b, const struct mesh_endpoint *ep)
 {
     char ip[MESH_ADDR_STRLEN];
-    json_t *labels = json_object();
-    for (size_t i = 0; labels && i < ep->labels.n; i++) {
-        if (json_object_set_new(labels, ep->labels.v[i].key, json_string(ep->labels.v[i].value)) <
-            0) {
-            json_decref(labels);
-            return NULL;
-        }
+    mesh_buf_append_str(b, "{\"address\":");
+    mesh_json_write_str(b, mesh_addr_ip(&ep->addr, ip, sizeof(ip)));
+    mesh_buf_appendf(b, ",\"port\":%u,\"weight\":%u,\"health\":\"%s\"", mesh_addr_port(&ep->addr),
+                     ep->weight, mesh_endpoint_health_choices[health_choice(ep->health)]);
+    if (ep->zone) {
+        mesh_buf_append_str(b, ",\"zone\":");
+        mesh_json_write_str(b, ep->zone);
     }
-    if (!labels)
-        return NULL;
-    json_t *o =
-        json_pack("{s:s, s:i, s:i, s:s, s:o}", "address", mesh_addr_ip(&ep->addr, ip, sizeof(ip)),
-                  "port", (int)mesh_addr_port(&ep->addr), "weight", (int)ep->weight, "health",
-                  mesh_endpoint_health_choices[health_choice(ep->health)], "labels", labels);
-    if (o && ep->zone && json_object_set_new(o, "zone", json_string(ep->zone)) < 0) {
-        json_decref(o);
-        return NULL;
+    if (ep->node) {
+        mesh_buf_append_str(b, ",\"node\":");
+        mesh_json_write_str(b, ep->node);
     }
-    if (o && ep->node && json_object_set_new(o, "node", json_string(ep->node)) < 0) {
-        json_decref(o);
-        return NULL;
+    mesh_buf_append_str(b, ",\"labels\":{");
+    for (size_t i = 0; i < ep->labels.n; i++) {
+        if (i)
+            mesh_buf_append_str(b, ",");
+        mesh_json_write_str(b, ep->labels.v[i].key);
+        mesh_buf_append_str(b, ":");
+        mesh_json_write_str(b, ep->labels.v[i].value);
     }
-    return o;
+    mesh_buf_append_str(b, "}}");
 }

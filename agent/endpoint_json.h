@@ -8,6 +8,7 @@
 #include <jansson.h>
 
 #include "agent/service.h"
+#include "common/buf.h"
 #include "common/cfg.h"
 
 struct mesh_endpoint_config {
@@ -27,8 +28,13 @@ extern const char *const mesh_endpoint_health_choices[];
 
 /* Converts a decoded (valid) endpoint. Returns 0 or -ENOMEM; -EINVAL if not valid. */
 int mesh_endpoint_from_config(const struct mesh_endpoint_config *in, struct mesh_endpoint *out);
-/* Encodes an endpoint in the same shape. Returns NULL on allocation failure. */
-json_t *mesh_endpoint_to_json(const struct mesh_endpoint *ep);
+/*
+ * Appends an endpoint as a JSON object in the same shape, streamed (no tree is built, so
+ * large catalogs serialize in little memory). Errors are sticky in b->err.
+ */
+void mesh_endpoint_write_json(struct mesh_buf *b, const struct mesh_endpoint *ep);
+/* Appends a JSON string literal. */
+void mesh_json_write_str(struct mesh_buf *b, const char *s);
 /* Health flags for a choice index, and back. */
 unsigned mesh_endpoint_health_flags(int choice);
 

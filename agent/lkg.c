@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "agent/endpoint_json.h"
 #include "common/alloc.h"
@@ -38,55 +37,58 @@ struct mesh_lkg {
     void *done_data;
 };
 
+/*
+ * The document: {"format": 1, "written_at": "...", "sources": {"<registry>": [services]}}.
+ * Streamed source by source without a JSON tree: a large catalog costs little memory.
+ */
 struct encode_ctx {
-    json_t *sources;
-    int err;
+    struct mesh_buf *b;
+    const char *source; /* the one being written */
+    bool first_service;
 };
 
 static void encode_one(void *data, const char *source, const struct mesh_service_update *u)
 {
     struct encode_ctx *ctx = data;
-    json_t *list = json_object_get(ctx->sources, source);
-    if (!list) {
-        list = json_array();
-        if (!list || json_object_set_new(ctx->sources, source, list) < 0) {
-            ctx->err = -ENOMEM;
-            return;
-        }
+    struct mesh_buf *b = ctx->b;
+    if (strcmp(source, ctx->source) != 0)
+        return;
+    if (!ctx->first_service)
+        mesh_buf_append_str(b, ",");
+    ctx->first_service = false;
+    mesh_buf_append_str(b, "{\"namespace\":");
+    mesh_json_write_str(b, u->namespace);
+    mesh_buf_append_str(b, ",\"name\":");
+    mesh_json_write_str(b, u->name);
+    mesh_buf_appendf(b, ",\"protocol\":\"%s\",\"endpoints\":[", mesh_protocol_names[u->protocol]);
+    for (size_t i = 0; i < u->n_endpoints; i++) {
+        if (i)
+            mesh_buf_append_str(b, ",");
+        mesh_endpoint_write_json(b, &u->endpoints[i]);
     }
-    json_t *eps = json_array();
-    for (size_t i = 0; eps && i < u->n_endpoints; i++) {
-        if (json_array_append_new(eps, mesh_endpoint_to_json(&u->endpoints[i])) < 0) {
-            json_decref(eps);
-            eps = NULL;
-        }
-    }
-    json_t *svc =
-        eps ? json_pack("{s:s, s:s, s:s, s:o}", "namespace", u->namespace, "name", u->name,
-                        "protocol", mesh_protocol_names[u->protocol], "endpoints", eps)
-            : NULL;
-    if (!svc || json_array_append_new(list, svc) < 0)
-        ctx->err = -ENOMEM;
+    mesh_buf_append_str(b, "]}");
 }
 
-json_t *mesh_lkg_encode(const struct mesh_catalog *c)
+void mesh_lkg_encode(const struct mesh_catalog *c, struct mesh_buf *b)
 {
-    struct encode_ctx ctx = {.sources = json_object()};
-    if (!ctx.sources)
-        return NULL;
-    mesh_catalog_foreach_raw(c, encode_one, &ctx);
     char when[64];
     time_t now = time(NULL);
     struct tm tm;
     gmtime_r(&now, &tm);
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    json_t *doc = json_pack("{s:i, s:s, s:o}", "format", LKG_FORMAT, "written_at", when, "sources",
-                            ctx.sources);
-    if (doc && ctx.err < 0) {
-        json_decref(doc);
-        return NULL;
+    mesh_buf_appendf(b, "{\"format\":%d,\"written_at\":\"%s\",\"sources\":{", LKG_FORMAT, when);
+    const char *const *names;
+    size_t n = mesh_catalog_source_names(c, &names);
+    for (size_t i = 0; i < n; i++) {
+        struct encode_ctx ctx = {.b = b, .source = names[i], .first_service = true};
+        if (i)
+            mesh_buf_append_str(b, ",");
+        mesh_json_write_str(b, names[i]);
+        mesh_buf_append_str(b, ":[");
+        mesh_catalog_foreach_raw(c, encode_one, &ctx);
+        mesh_buf_append_str(b, "]");
     }
-    return doc;
+    mesh_buf_append_str(b, "}}\n");
 }
 
 int mesh_lkg_new(uv_loop_t *loop, const char *path, struct mesh_lkg **ret)
@@ -105,15 +107,15 @@ int mesh_lkg_new(uv_loop_t *loop, const char *path, struct mesh_lkg **ret)
 
 static int serialize(struct mesh_lkg *l, char **ret, size_t *ret_len)
 {
-    json_t *doc = mesh_lkg_encode(l->catalog);
-    if (!doc)
-        return -ENOMEM;
-    char *s = json_dumps(doc, JSON_COMPACT);
-    json_decref(doc);
-    if (!s)
-        return -ENOMEM;
-    *ret = s;
-    *ret_len = strlen(s);
+    struct mesh_buf b;
+    mesh_buf_init(&b, MESH_LKG_MAX);
+    mesh_lkg_encode(l->catalog, &b);
+    if (b.err) {
+        int err = b.err;
+        mesh_buf_done(&b);
+        return err;
+    }
+    *ret = mesh_buf_steal(&b, ret_len);
     return 0;
 }
 
@@ -190,8 +192,8 @@ int mesh_lkg_flush(struct mesh_lkg *l)
 {
     if (!l->catalog)
         return 0;
-    char *data;
-    size_t len;
+    char *data = NULL;
+    size_t len = 0;
     int r = serialize(l, &data, &len);
     if (r < 0)
         return r;
@@ -334,11 +336,30 @@ struct loaded {
     struct lkg_service svc;
 };
 
-/* Decodes every service of every known source first; applies only if all are valid. */
 int mesh_lkg_load(const char *path, struct mesh_catalog *c, struct mesh_cfg_errors *errors)
 {
+    char *data = NULL;
+    size_t len = 0;
+    int r = mesh_fs_read_file(path, MESH_LKG_MAX, &data, &len);
+    if (r == -ENOENT)
+        return 0;
+    if (r < 0) {
+        char msg[512];
+        snprintf(msg, sizeof(msg), "%s: cannot read: %s", path, strerror(-r));
+        mesh_cfg_errors_add(errors, msg);
+        return r;
+    }
+    r = mesh_lkg_load_buffer(path, data, len, c, errors);
+    mesh_free(data);
+    return r;
+}
+
+/* Decodes every service of every known source first; applies only if all are valid. */
+int mesh_lkg_load_buffer(const char *name, const char *data, size_t len, struct mesh_catalog *c,
+                         struct mesh_cfg_errors *errors)
+{
     struct mesh_cfg_ctx ctx;
-    mesh_cfg_ctx_init(&ctx, path, errors);
+    mesh_cfg_ctx_init(&ctx, name, errors);
     size_t before = errors->n + errors->dropped;
     json_t *json = NULL;
     struct lkg_root root;
@@ -346,11 +367,9 @@ int mesh_lkg_load(const char *path, struct mesh_catalog *c, struct mesh_cfg_erro
     size_t n = 0, cap = 0;
     int r;
 
-    if (access(path, F_OK) < 0 && errno == ENOENT)
-        return 0;
     if (mesh_cfg_defaults(&root_schema, &root) < 0)
         return -ENOMEM;
-    r = mesh_cfg_load_file(&ctx, path, MESH_LKG_MAX, &json);
+    r = mesh_cfg_load_buffer(&ctx, data, len, &json);
     if (r < 0)
         goto out;
     if (mesh_cfg_decode(&ctx, &root_schema, json, &root) < 0) {

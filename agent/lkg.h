@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "agent/catalog.h"
+#include "common/buf.h"
 #include "common/cfg.h"
 
 #define MESH_LKG_FILE "catalog.json"
@@ -34,8 +35,11 @@ void mesh_lkg_stats(const struct mesh_lkg *l, uint64_t *ret_writes, uint64_t *re
  * problems to `errors` and returns -EINVAL. Returns the number of services loaded.
  */
 int mesh_lkg_load(const char *path, struct mesh_catalog *c, struct mesh_cfg_errors *errors);
+/* The same from a buffer; `name` appears in messages. */
+int mesh_lkg_load_buffer(const char *name, const char *data, size_t len, struct mesh_catalog *c,
+                         struct mesh_cfg_errors *errors);
 
-/* The JSON document mesh_lkg_load reads, built from `c`. */
-json_t *mesh_lkg_encode(const struct mesh_catalog *c);
+/* Appends the JSON document mesh_lkg_load reads, built from `c`; errors sticky in b->err. */
+void mesh_lkg_encode(const struct mesh_catalog *c, struct mesh_buf *b);
 
 #endif

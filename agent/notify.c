@@ -7,14 +7,13 @@
 #include <string.h>
 #include <time.h>
 
-#include <systemd/sd-daemon.h>
-
 #include "common/log.h"
+#include "common/sd.h"
 
 static void on_watchdog(uv_timer_t *t)
 {
     struct mesh_notify *n = t->data;
-    sd_notify(0, "WATCHDOG=1");
+    mesh_sd_notify("WATCHDOG=1");
     n->pings++;
 }
 
@@ -24,7 +23,7 @@ int mesh_notify_init(uv_loop_t *loop, struct mesh_notify *n)
     memset(n, 0, sizeof(*n));
     uv_timer_init(loop, &n->watchdog);
     n->watchdog.data = n;
-    if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
+    if (mesh_sd_watchdog(&usec) > 0) {
         n->interval_ms = usec / 2000;
         if (n->interval_ms == 0)
             n->interval_ms = 1;
@@ -48,7 +47,7 @@ static void notify_with_status(const char *prefix, const char *status)
             *p = ' ';
     }
     snprintf(msg, sizeof(msg), "%sSTATUS=%s", prefix, line);
-    sd_notify(0, msg);
+    mesh_sd_notify(msg);
 }
 
 void mesh_notify_ready(const char *status)
@@ -63,12 +62,12 @@ void mesh_notify_reloading(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%" PRIu64,
              (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000);
-    sd_notify(0, msg);
+    mesh_sd_notify(msg);
 }
 
 void mesh_notify_stopping(void)
 {
-    sd_notify(0, "STOPPING=1");
+    mesh_sd_notify("STOPPING=1");
 }
 
 void mesh_notify_status(const char *status)

@@ -71,22 +71,38 @@ static bool is_identifier(const char *k)
     return true;
 }
 
+/* Appends raw text to the path; a path that no longer fits is cut (messages stay usable). */
+static void path_append(struct mesh_cfg_ctx *ctx, const char *s, size_t n)
+{
+    size_t room = sizeof(ctx->path) - 1 - ctx->path_len;
+    if (n > room)
+        n = room;
+    memcpy(ctx->path + ctx->path_len, s, n);
+    ctx->path_len += n;
+    ctx->path[ctx->path_len] = '\0';
+}
+
 size_t mesh_cfg_path_push_key(struct mesh_cfg_ctx *ctx, const char *key)
 {
     size_t old = ctx->path_len;
-    size_t room = sizeof(ctx->path) - old;
-    int n = is_identifier(key) ? snprintf(ctx->path + old, room, ".%s", key)
-                               : snprintf(ctx->path + old, room, "[\"%.40s\"]", key);
-    ctx->path_len = (n > 0 && (size_t)n < room) ? old + (size_t)n : sizeof(ctx->path) - 1;
+    size_t n = strlen(key);
+    if (is_identifier(key)) {
+        path_append(ctx, ".", 1);
+        path_append(ctx, key, n);
+    } else {
+        path_append(ctx, "[\"", 2);
+        path_append(ctx, key, MESH_MIN(n, (size_t)40));
+        path_append(ctx, "\"]", 2);
+    }
     return old;
 }
 
 size_t mesh_cfg_path_push_index(struct mesh_cfg_ctx *ctx, size_t index)
 {
     size_t old = ctx->path_len;
-    size_t room = sizeof(ctx->path) - old;
-    int n = snprintf(ctx->path + old, room, "[%zu]", index);
-    ctx->path_len = (n > 0 && (size_t)n < room) ? old + (size_t)n : sizeof(ctx->path) - 1;
+    char num[24];
+    int n = snprintf(num, sizeof(num), "[%zu]", index);
+    path_append(ctx, num, (size_t)n);
     return old;
 }
 
@@ -533,13 +549,13 @@ int mesh_cfg_decode_multi(struct mesh_cfg_ctx *ctx, const struct mesh_cfg_schema
         size_t own_before = ctx->errors->n + ctx->errors->dropped;
         for (const struct mesh_cfg_field *f = schemas[i]->fields; f->key; f++) {
             json_t *v = json_object_get(json, f->key);
+            if (!v && !(f->flags & MESH_CFG_REQUIRED))
+                continue;
             size_t old = mesh_cfg_path_push_key(ctx, f->key);
             if (!v) {
-                if (f->flags & MESH_CFG_REQUIRED) {
-                    char expect[256];
-                    mesh_cfg_error(ctx, "required key is missing (expected %s)",
-                                   default_expect(f, expect, sizeof(expect)));
-                }
+                char expect[256];
+                mesh_cfg_error(ctx, "required key is missing (expected %s)",
+                               default_expect(f, expect, sizeof(expect)));
             } else {
                 decode_field(ctx, f, v, objs[i]);
             }

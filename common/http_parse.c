@@ -424,6 +424,8 @@ int mesh_http_query_get(const char *query, size_t len, const char *name, char *o
 {
     size_t nlen = strlen(name);
     size_t i = 0;
+    if (!query)
+        return -ENOENT;
     while (i <= len) {
         size_t start = i;
         while (i < len && query[i] != '&')

@@ -9,13 +9,11 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <systemd/sd-journal.h>
-
 #include "common/buf.h"
+#include "common/sd.h"
 
 atomic_int mesh_log__max_level = MESH_LOG_INFO;
 static atomic_int log_format = MESH_LOG_FORMAT_TEXT;
@@ -125,35 +123,29 @@ static void write_all(const char *p, size_t n)
 static void write_journal(int level, const char *module, const char *file, int line,
                           const char *func, const struct mesh_log_field *fields, const char *msg)
 {
-    char buf[6 + LOG_FIELDS_MAX][256];
-    struct iovec iov[7 + LOG_FIELDS_MAX];
-    int n = 0;
-#define ADD(...)                                                                                   \
-    do {                                                                                           \
-        snprintf(buf[n], sizeof(buf[n]), __VA_ARGS__);                                             \
-        iov[n] = (struct iovec){buf[n], strlen(buf[n])};                                           \
-        n++;                                                                                       \
-    } while (0)
-    ADD("PRIORITY=%d", level);
-    ADD("SYSLOG_IDENTIFIER=%s", log_ident);
-    ADD("MESH_MODULE=%s", module);
-    ADD("CODE_FILE=%s", file);
-    ADD("CODE_LINE=%d", line);
-    ADD("CODE_FUNC=%s", func);
+    char prio[4], lines[16], keys[LOG_FIELDS_MAX][64];
+    struct mesh_sd_field f[8 + LOG_FIELDS_MAX];
+    size_t n = 0;
+    snprintf(prio, sizeof(prio), "%d", level);
+    snprintf(lines, sizeof(lines), "%d", line);
+#define ADD(k, v) (f[n++] = (struct mesh_sd_field){k, v, strlen(v)})
+    ADD("MESSAGE", msg);
+    ADD("PRIORITY", prio);
+    ADD("SYSLOG_IDENTIFIER", log_ident);
+    ADD("MESH_MODULE", module);
+    ADD("CODE_FILE", file);
+    ADD("CODE_LINE", lines);
+    ADD("CODE_FUNC", func);
     for (size_t i = 0; fields && fields[i].key && i < LOG_FIELDS_MAX; i++) {
-        char key[64];
-        size_t k = 0;
-        for (const char *c = fields[i].key; *c && k < sizeof(key) - 1; c++)
-            key[k++] = (*c >= 'a' && *c <= 'z') ? (char)(*c - 'a' + 'A') : *c;
-        key[k] = '\0';
-        ADD("MESH_%s=%s", key, fields[i].value ? fields[i].value : "");
+        /* Our keys are lower_snake_case; journal fields are MESH_<KEY> in upper case. */
+        size_t k = (size_t)snprintf(keys[i], sizeof(keys[i]), "MESH_");
+        for (const char *c = fields[i].key; *c && k < sizeof(keys[i]) - 1; c++)
+            keys[i][k++] = (*c >= 'a' && *c <= 'z') ? (char)(*c - 'a' + 'A') : *c;
+        keys[i][k] = '\0';
+        ADD(keys[i], fields[i].value ? fields[i].value : "");
     }
 #undef ADD
-    /* sd_journal_sendv wants each field in one iovec. */
-    char mbuf[LOG_LINE_MAX + 16];
-    int ml = snprintf(mbuf, sizeof(mbuf), "MESSAGE=%s", msg);
-    iov[n++] = (struct iovec){mbuf, MESH_MIN((size_t)ml, sizeof(mbuf) - 1)};
-    if (sd_journal_sendv(iov, n) < 0) {
+    if (mesh_sd_journal_send(f, n) < 0) {
         /* The journal is gone (or was never there): do not lose the entry. */
         char out[LOG_LINE_MAX + 64];
         int k = snprintf(out, sizeof(out), "<%d>%s: %s\n", level, module, msg);

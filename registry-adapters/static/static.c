@@ -71,8 +71,21 @@ struct scan {
     struct static_registry *reg;
     struct scanned *files;
     size_t n;
+    size_t n_changed;
+    bool parsed; /* the listing parsed the changed files itself */
+    size_t jobs; /* parse jobs still running */
     int dir_error;
 };
+
+/* Parses part of a scan's changed files; several run at once on the thread pool. */
+struct parse_job {
+    uv_work_t req;
+    struct scan *scan;
+    size_t from, to;
+};
+
+/* Below this many changed files, one thread parses them all: a hop costs more. */
+#define PARALLEL_MIN 64
 
 enum { ST_INIT, ST_RUNNING, ST_STOPPING };
 
@@ -116,7 +129,43 @@ static int cmp_names(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Thread pool: list, stat, and read and parse what changed. Touches no loop state. */
+/* Thread pool: reads and parses the changed files among files[from, to). */
+static void parse_range(struct scan *sc, size_t from, size_t to)
+{
+    const char *dir = sc->reg->cfg->directory;
+    for (size_t i = from; i < to; i++) {
+        struct scanned *f = &sc->files[i];
+        char path[4096];
+        if (!f->changed)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, f->name);
+        char *data = NULL;
+        size_t len = 0;
+        int r = mesh_fs_read_file(path, MESH_SERVICE_FILE_MAX, &data, &len);
+        if (r < 0) {
+            f->error = r == -EFBIG
+                           ? mesh_asprintf("%s: larger than %d bytes", path, MESH_SERVICE_FILE_MAX)
+                           : mesh_asprintf("%s: cannot read: %s", path, strerror(-r));
+            continue;
+        }
+        struct mesh_cfg_errors errs = {0};
+        if (mesh_service_file_parse(path, data, len, &errs, &f->content) < 0)
+            f->error = errs.n ? mesh_cfg_errors_join(&errs) : mesh_strdup("out of memory");
+        mesh_cfg_errors_done(&errs);
+        mesh_free(data);
+    }
+}
+
+static void parse_job_work(uv_work_t *req)
+{
+    struct parse_job *job = container_of(req, struct parse_job, req);
+    parse_range(job->scan, job->from, job->to);
+}
+
+/*
+ * Thread pool: lists and stats the directory; parses the changed files too when they are
+ * few (else scan_done hands them to parallel parse jobs). Touches no loop state.
+ */
 static void scan_work(uv_work_t *req)
 {
     struct scan *sc = container_of(req, struct scan, req);
@@ -148,7 +197,8 @@ static void scan_work(uv_work_t *req)
         sc->dir_error = -ENOMEM;
     if (sc->dir_error < 0)
         goto out;
-    qsort(names, n, sizeof(*names), cmp_names);
+    if (n)
+        qsort(names, n, sizeof(*names), cmp_names);
 
     for (size_t i = 0; i < n; i++) {
         char path[4096];
@@ -162,23 +212,12 @@ static void scan_work(uv_work_t *req)
         names[i] = NULL;
         f->key = (struct file_key){st.st_dev, st.st_ino, st.st_size, st.st_mtim};
         const struct file_state *old = mesh_hmap_get(&s->files, f->name);
-        if (old && key_equal(&old->key, &f->key))
-            continue;
-        f->changed = true;
-        char *data = NULL;
-        size_t len = 0;
-        int r = mesh_fs_read_file(path, MESH_SERVICE_FILE_MAX, &data, &len);
-        if (r < 0) {
-            f->error = r == -EFBIG
-                           ? mesh_asprintf("%s: larger than %d bytes", path, MESH_SERVICE_FILE_MAX)
-                           : mesh_asprintf("%s: cannot read: %s", path, strerror(-r));
-            continue;
-        }
-        struct mesh_cfg_errors errs = {0};
-        if (mesh_service_file_parse(path, data, len, &errs, &f->content) < 0)
-            f->error = errs.n ? mesh_cfg_errors_join(&errs) : mesh_strdup("out of memory");
-        mesh_cfg_errors_done(&errs);
-        mesh_free(data);
+        f->changed = !old || !key_equal(&old->key, &f->key);
+        sc->n_changed += f->changed;
+    }
+    if (sc->n_changed <= PARALLEL_MIN) {
+        parse_range(sc, 0, sc->n);
+        sc->parsed = true;
     }
 out:
     for (size_t i = 0; i < n; i++)
@@ -573,9 +612,9 @@ static bool merge_scan(struct static_registry *s, struct scan *sc)
     return changed;
 }
 
-static void scan_done(uv_work_t *req, int status)
+/* On the loop, once every changed file of a scan is parsed: takes the results in. */
+static void finish_scan(struct scan *sc, int status)
 {
-    struct scan *sc = container_of(req, struct scan, req);
     struct static_registry *s = sc->reg;
     s->scan = NULL;
     if (s->state == ST_STOPPING || status < 0) {
@@ -616,6 +655,44 @@ static void scan_done(uv_work_t *req, int status)
         s->rescan = false;
         request_scan(s);
     }
+}
+
+static void parse_done(uv_work_t *req, int status)
+{
+    struct parse_job *job = container_of(req, struct parse_job, req);
+    struct scan *sc = job->scan;
+    mesh_free(job);
+    if (--sc->jobs == 0)
+        finish_scan(sc, status);
+}
+
+static void scan_done(uv_work_t *req, int status)
+{
+    struct scan *sc = container_of(req, struct scan, req);
+    struct static_registry *s = sc->reg;
+    if (status < 0 || sc->dir_error < 0 || sc->parsed || s->state == ST_STOPPING) {
+        finish_scan(sc, status);
+        return;
+    }
+    /* Many changed files (a start): parse them on several threads at once. */
+    size_t k = MESH_MAX(MESH_MIN((size_t)uv_available_parallelism(), (size_t)4), (size_t)1);
+    size_t per = (sc->n + k - 1) / k;
+    for (size_t from = 0; from < sc->n; from += per) {
+        size_t to = MESH_MIN(sc->n, from + per);
+        struct parse_job *job = mesh_calloc(1, sizeof(*job));
+        if (job) {
+            *job = (struct parse_job){.scan = sc, .from = from, .to = to};
+            if (uv_queue_work(s->base.loop, &job->req, parse_job_work, parse_done) == 0) {
+                sc->jobs++;
+                continue;
+            }
+            mesh_free(job);
+        }
+        /* The part could not be handed over: parse it here, once. */
+        parse_range(sc, from, to);
+    }
+    if (sc->jobs == 0)
+        finish_scan(sc, 0);
 }
 
 static void request_scan(struct static_registry *s)
@@ -799,6 +876,8 @@ static void static_validate(const struct mesh_registry_config *cfg,
     mesh_hmap_init(&tmp.files);
     sc->reg = &tmp;
     scan_work(&sc->req);
+    if (!sc->parsed && sc->dir_error == 0)
+        parse_range(sc, 0, sc->n);
     if (sc->dir_error < 0) {
         char msg[512];
         snprintf(msg, sizeof(msg), "%s: cannot read the service directory: %s", tmp.cfg->directory,

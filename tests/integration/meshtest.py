@@ -123,6 +123,8 @@ class Agent:
         self.args = list(args)
         self.proc = None
         self.notify = None
+        self.expected_exit = 0  # checked for every run by AgentTest.tearDown
+        self.exits = []
         self.log_path = os.path.join(self.tmp, "agent.log")
 
     # -- files --
@@ -186,11 +188,19 @@ class Agent:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             raise AssertionError(f"agent did not stop; log:\n{self.logs()}")
+        self.exits.append(code)
         self.log.close()
         while self.notify._drain(0.01):  # what it said on the way out
             pass
         self.notify.close()
         return code
+
+    def close(self):
+        """Releases the log and notify socket of an agent that has exited."""
+        if self.notify:
+            self.notify.close()
+        if getattr(self, "log", None) and not self.log.closed:
+            self.log.close()
 
     def kill(self):
         if self.proc and self.proc.poll() is None:
@@ -234,9 +244,14 @@ class AgentTest(unittest.TestCase):
     def tearDown(self):
         for a in self.agents:
             if a.proc and a.proc.poll() is None:
-                code = a.stop()
-                if code != 0:
-                    self.fail(f"agent exited with {code}; log:\n{a.logs()}")
+                a.stop()
+            elif a.proc and not a.exits:
+                a.exits.append(a.proc.returncode)
+                a.close()
+            for code in a.exits:
+                if code != a.expected_exit:
+                    self.fail(f"agent exited with {code}, expected {a.expected_exit}; "
+                              f"log:\n{a.logs()}")
 
 
 def main():

@@ -43,7 +43,7 @@ class LifecycleTest(AgentTest):
     def test_sigint_too(self):
         a = self.agent().start()
         a.signal(signal.SIGINT)
-        self.assertEqual(a.proc.wait(timeout=10 * SLOW), 0)
+        self.assertEqual(a.stop(), 0)
 
     def test_state_dir_and_lkg_survive_registry_loss(self):
         a = self.agent(services={"api.json": API}).start()
@@ -99,6 +99,7 @@ class LifecycleTest(AgentTest):
         blocker = os.path.join(a.tmp, "file")
         open(blocker, "w").close()
         a.config["state_dir"] = blocker + "/state"
+        a.expected_exit = 1
         a.start(wait_ready=False)
         self.assertEqual(a.proc.wait(timeout=10 * SLOW), 1)
         self.assertIn("cannot create the state directory", a.logs())
@@ -110,6 +111,7 @@ class LifecycleTest(AgentTest):
             a = self.agent()
             a.admin_port = s.getsockname()[1]
             a.config["admin"] = {"listen": f"127.0.0.1:{a.admin_port}"}
+            a.expected_exit = 1
             a.start(wait_ready=False)
             self.assertEqual(a.proc.wait(timeout=10 * SLOW), 1)
         self.assertIn("cannot listen on", a.logs())

@@ -135,6 +135,20 @@ class FileWatchTest(AgentTest):
         a.remove_service("api.json")
         wait_for(lambda: "default/api" not in a.services(), timeout=1.0, what="removed file")
 
+    def test_many_files_parse_in_parallel(self):
+        # Over 64 changed files are parsed by several thread-pool jobs at once.
+        services = {f"s{i:03d}.json": {"service": {"name": f"s{i:03d}", "endpoints": [
+            {"address": f"10.1.{i // 200}.{i % 200 + 1}", "port": 80}]}} for i in range(300)}
+        services["s150.json"] = '{"service": {"name": "s150", "port": "x"}}'
+        a = self.agent(services=services).start()
+        svcs = a.services()
+        self.assertEqual(len(svcs), 299)
+        self.assertNotIn("default/s150", svcs)
+        self.assertEqual(svcs["default/s299"]["endpoints"][0]["address"], "10.1.1.100")
+        errors = a.json("/v1/status")["registries"][0]["file_errors"]
+        self.assertEqual([e["file"] for e in errors], ["s150.json"])
+        self.assertFalse(errors[0]["serving_last_good"])
+
     def test_duplicates_across_files(self):
         a = self.agent(services={"a.json": API, "b.json": {"service": {
             "name": "api", "endpoints": [{"address": "10.9.9.9", "port": 1}]}}}).start()

@@ -148,7 +148,7 @@ static void test_sync_sweeps_at_end(void **state)
     update(c, "k8s", "b", &e, 1);
     mesh_catalog_sync_begin(c, "consul");
     assert_non_null(mesh_catalog_get(c, "default", "a")); /* nothing removed yet */
-    update(c, "consul", "a", &e, 1);                       /* unchanged, still reported */
+    update(c, "consul", "a", &e, 1);                      /* unchanged, still reported */
     uint64_t v = mesh_catalog_version(c);
     mesh_catalog_sync_end(c, "consul");
     assert_true(mesh_catalog_version(c) > v);

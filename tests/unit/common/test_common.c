@@ -2,7 +2,9 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "common/addr.h"
@@ -11,6 +13,7 @@
 #include "common/fs.h"
 #include "common/hmap.h"
 #include "common/labels.h"
+#include "common/sd.h"
 #include "common/strutil.h"
 #include "tests/unit/unit.h"
 
@@ -20,8 +23,8 @@ static void test_durations(void **state)
     static const struct {
         const char *s;
         uint64_t ms;
-    } ok[] = {{"0", 0}, {"250ms", 250}, {"10s", 10000}, {"1m30s", 90000}, {"2h", 7200000},
-              {"1h1m1s1ms", 3661001}};
+    } ok[] = {{"0", 0},         {"250ms", 250},  {"10s", 10000},
+              {"1m30s", 90000}, {"2h", 7200000}, {"1h1m1s1ms", 3661001}};
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         uint64_t ms;
         assert_int_equal(mesh_parse_duration_ms(ok[i].s, &ms), 0);
@@ -32,8 +35,8 @@ static void test_durations(void **state)
         assert_int_equal(mesh_parse_duration_ms(back, &again), 0);
         assert_int_equal(again, ms);
     }
-    static const char *const bad[] = {"", "s", "10", "10 s", "-1s", "1d", "1.5s", "ms10",
-                                      "99999999999999999999s"};
+    static const char *const bad[] = {
+        "", "s", "10", "10 s", "-1s", "1d", "1.5s", "ms10", "99999999999999999999s"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         uint64_t ms;
         if (mesh_parse_duration_ms(bad[i], &ms) == 0)
@@ -61,7 +64,8 @@ static void test_names(void **state)
     assert_false(mesh_is_dns_label("a-"));
     assert_false(mesh_is_dns_label("A"));
     assert_false(mesh_is_dns_label(""));
-    assert_false(mesh_is_dns_label("0123456789012345678901234567890123456789012345678901234567890123"));
+    assert_false(
+        mesh_is_dns_label("0123456789012345678901234567890123456789012345678901234567890123"));
     uint64_t v;
     assert_int_equal(mesh_parse_u64("18446744073709551615", 20, &v), 0);
     assert_int_equal(mesh_parse_u64("18446744073709551616", 20, &v), -ERANGE);
@@ -135,8 +139,9 @@ static void test_addr(void **state)
     assert_int_equal(mesh_addr_parse("unix:/run/x.sock", &a, &why), 0);
     assert_true(mesh_addr_is_unix(&a));
     assert_string_equal(mesh_addr_format(&a, out, sizeof(out)), "unix:/run/x.sock");
-    static const char *const bad[] = {"", "1.2.3.4", "1.2.3.4:", "1.2.3.4:x", ":80",
-                                      "::1:80", "[::1]80", "host:80", "unix:", "1.2.3.4:65536"};
+    static const char *const bad[] = {"",      "1.2.3.4",      "1.2.3.4:", "1.2.3.4:x",
+                                      ":80",   "::1:80",       "[::1]80",  "host:80",
+                                      "unix:", "1.2.3.4:65536"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         why = NULL;
         if (mesh_addr_parse(bad[i], &a, &why) == 0)
@@ -210,7 +215,9 @@ struct small {
 };
 
 static const struct mesh_cfg_field small_fields[] = {
-    {.key = "name", .type = MESH_CFG_STRING, MESH_CFG_FIELD(struct small, name),
+    {.key = "name",
+     .type = MESH_CFG_STRING,
+     MESH_CFG_FIELD(struct small, name),
      .flags = MESH_CFG_REQUIRED | MESH_CFG_SECRET},
     {.key = "n", .type = MESH_CFG_INT, MESH_CFG_FIELD(struct small, n), .min = -5, .max = 5},
     {.key = "tags", .type = MESH_CFG_STRINGS, MESH_CFG_FIELD(struct small, tags), .max = 2},
@@ -256,13 +263,87 @@ static void test_cfg_engine(void **state)
     mesh_cfg_errors_done(&errors);
 }
 
+static int bind_dgram(const char *name, struct sockaddr_un *sun)
+{
+    int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+    memset(sun, 0, sizeof(*sun));
+    sun->sun_family = AF_UNIX;
+    strcpy(sun->sun_path, name);
+    socklen_t len = sizeof(sa_family_t) + strlen(name) + (name[0] == '@' ? 0 : 1);
+    if (name[0] == '@')
+        sun->sun_path[0] = '\0';
+    assert_int_equal(bind(fd, (struct sockaddr *)sun, len), 0);
+    return fd;
+}
+
+static void test_sd_notify(void **state)
+{
+    (void)state;
+    char buf[128];
+    struct sockaddr_un sun;
+    unsetenv("NOTIFY_SOCKET");
+    assert_int_equal(mesh_sd_notify("READY=1"), 0);
+
+    char path[64];
+    snprintf(path, sizeof(path), "/tmp/mesh-notify-%d.sock", (int)getpid());
+    unlink(path);
+    int fd = bind_dgram(path, &sun);
+    setenv("NOTIFY_SOCKET", path, 1);
+    assert_int_equal(mesh_sd_notify("READY=1\nSTATUS=ok"), 1);
+    ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
+    assert_true(n > 0);
+    buf[n] = '\0';
+    assert_string_equal(buf, "READY=1\nSTATUS=ok");
+    close(fd);
+    unlink(path);
+
+    char abstract[64];
+    snprintf(abstract, sizeof(abstract), "@mesh-test-%d", (int)getpid());
+    fd = bind_dgram(abstract, &sun);
+    setenv("NOTIFY_SOCKET", abstract, 1);
+    assert_int_equal(mesh_sd_notify("WATCHDOG=1"), 1);
+    n = recv(fd, buf, sizeof(buf) - 1, 0);
+    buf[n > 0 ? n : 0] = '\0';
+    assert_string_equal(buf, "WATCHDOG=1");
+    close(fd);
+
+    setenv("NOTIFY_SOCKET", "relative/path", 1);
+    assert_int_equal(mesh_sd_notify("READY=1"), -EINVAL);
+    unsetenv("NOTIFY_SOCKET");
+}
+
+static void test_sd_watchdog(void **state)
+{
+    (void)state;
+    uint64_t usec = 0;
+    char pid[32];
+    unsetenv("WATCHDOG_USEC");
+    unsetenv("WATCHDOG_PID");
+    assert_int_equal(mesh_sd_watchdog(&usec), 0);
+    setenv("WATCHDOG_USEC", "3000000", 1);
+    assert_int_equal(mesh_sd_watchdog(&usec), 1);
+    assert_int_equal(usec, 3000000);
+    snprintf(pid, sizeof(pid), "%d", (int)getpid());
+    setenv("WATCHDOG_PID", pid, 1);
+    assert_int_equal(mesh_sd_watchdog(&usec), 1);
+    setenv("WATCHDOG_PID", "1", 1);
+    assert_int_equal(mesh_sd_watchdog(&usec), 0);
+    setenv("WATCHDOG_PID", "x", 1);
+    assert_int_equal(mesh_sd_watchdog(&usec), -EINVAL);
+    unsetenv("WATCHDOG_PID");
+    setenv("WATCHDOG_USEC", "0", 1);
+    assert_int_equal(mesh_sd_watchdog(&usec), -EINVAL);
+    unsetenv("WATCHDOG_USEC");
+}
+
 int main(void)
 {
     mesh_alloc_install();
     const struct CMUnitTest tests[] = {
-        UNIT_TEST(test_durations), UNIT_TEST(test_suggest), UNIT_TEST(test_names),
-        UNIT_TEST(test_buf),       UNIT_TEST(test_hmap),    UNIT_TEST(test_addr),
+        UNIT_TEST(test_durations), UNIT_TEST(test_suggest),      UNIT_TEST(test_names),
+        UNIT_TEST(test_buf),       UNIT_TEST(test_hmap),         UNIT_TEST(test_addr),
         UNIT_TEST(test_labels),    UNIT_TEST(test_atomic_write), UNIT_TEST(test_cfg_engine),
+        UNIT_TEST(test_sd_notify), UNIT_TEST(test_sd_watchdog),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }

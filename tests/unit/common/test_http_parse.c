@@ -76,7 +76,7 @@ static void test_connection_semantics(void **state)
                 0);
     assert_true(req.flags & MESH_HTTP_F_CHUNKED);
     assert_true(parse("\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", &req) > 0); /* leading CRLF */
-    assert_true(parse("GET / HTTP/1.2\r\nHost: h\r\n\r\n", &req) > 0);   /* handled as 1.1 */
+    assert_true(parse("GET / HTTP/1.2\r\nHost: h\r\n\r\n", &req) > 0);     /* handled as 1.1 */
     assert_int_equal(req.version, 11);
     assert_true(parse("GET http://h/p?q HTTP/1.1\r\nHost: h\r\n\r\n", &req) > 0);
     assert_int_equal(req.path_len, 2);
@@ -84,38 +84,41 @@ static void test_connection_semantics(void **state)
 }
 
 /* Malformed requests and the status each must get. */
-#define C(raw, status) {raw, sizeof(raw) - 1, status}
+#define C(raw, status)                                                                             \
+    {                                                                                              \
+        raw, sizeof(raw) - 1, status                                                               \
+    }
 static const struct {
     const char *raw;
     size_t len;
     int status;
 } malformed[] = {
-    C("GET / HTTP/1.1\nHost: h\r\n\r\n", 400),                       /* bare LF ends a line */
-    C("GET / HTTP/1.1\r\nHost: h\n\r\n", 400),                       /* bare LF in a header */
-    C("GET / HTTP/1.1\r\nHost: h\r\r\n\r\n", 400),                   /* bare CR */
-    C("GET / HTTP/1.1\r\nHost: h\r\nX: a\rb\r\n\r\n", 400),          /* CR inside a value */
-    C("GET / HTTP/1.1\r\nHost: h\r\nX: a\0b\r\n\r\n", 400),          /* NUL in a value */
-    C("GET / HTTP/1.1\r\nHost: h\r\nX: a\x01\r\n\r\n", 400),         /* control character */
-    C("GET / HTTP/1.1\r\nHost: h\r\nX: a\x7f\r\n\r\n", 400),         /* DEL */
-    C("GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n", 400),       /* obs-fold */
-    C("GET / HTTP/1.1\r\nHost: h\r\n\tX: a\r\n\r\n", 400),           /* leading tab */
-    C("GET / HTTP/1.1\r\nHost : h\r\n\r\n", 400),                    /* space before colon */
-    C("GET / HTTP/1.1\r\nHo(st: h\r\n\r\n", 400),                    /* invalid name char */
-    C("GET / HTTP/1.1\r\n: h\r\n\r\n", 400),                         /* empty name */
-    C("GET / HTTP/1.1\r\nHost h\r\n\r\n", 400),                      /* no colon */
-    C("GET  / HTTP/1.1\r\nHost: h\r\n\r\n", 400),                    /* double space */
-    C("GET / HTTP/1.1 \r\nHost: h\r\n\r\n", 400),                    /* trailing space */
-    C("GET /a b HTTP/1.1\r\nHost: h\r\n\r\n", 400),                  /* space in target */
-    C("GET /\x80 HTTP/1.1\r\nHost: h\r\n\r\n", 400),                 /* 8-bit in target */
-    C("G@T / HTTP/1.1\r\nHost: h\r\n\r\n", 400),                     /* invalid method */
-    C("GET / HTTP/1.x\r\nHost: h\r\n\r\n", 400),                     /* bad version */
-    C("GET / http/1.1\r\nHost: h\r\n\r\n", 400),                     /* version case */
-    C("GET / HTTP/2.0\r\nHost: h\r\n\r\n", 505),                     /* unsupported major */
-    C("GET /\r\n\r\n", 400),                                         /* HTTP/0.9 */
-    C("GET / HTTP/1.1\r\n\r\n", 400),                                /* missing Host */
-    C("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),          /* duplicate Host */
-    C("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),                   /* invalid Host */
-    C("GET / HTTP/1.1\r\nHost: a@b\r\n\r\n", 400),                   /* userinfo in Host */
+    C("GET / HTTP/1.1\nHost: h\r\n\r\n", 400),                 /* bare LF ends a line */
+    C("GET / HTTP/1.1\r\nHost: h\n\r\n", 400),                 /* bare LF in a header */
+    C("GET / HTTP/1.1\r\nHost: h\r\r\n\r\n", 400),             /* bare CR */
+    C("GET / HTTP/1.1\r\nHost: h\r\nX: a\rb\r\n\r\n", 400),    /* CR inside a value */
+    C("GET / HTTP/1.1\r\nHost: h\r\nX: a\0b\r\n\r\n", 400),    /* NUL in a value */
+    C("GET / HTTP/1.1\r\nHost: h\r\nX: a\x01\r\n\r\n", 400),   /* control character */
+    C("GET / HTTP/1.1\r\nHost: h\r\nX: a\x7f\r\n\r\n", 400),   /* DEL */
+    C("GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n", 400), /* obs-fold */
+    C("GET / HTTP/1.1\r\nHost: h\r\n\tX: a\r\n\r\n", 400),     /* leading tab */
+    C("GET / HTTP/1.1\r\nHost : h\r\n\r\n", 400),              /* space before colon */
+    C("GET / HTTP/1.1\r\nHo(st: h\r\n\r\n", 400),              /* invalid name char */
+    C("GET / HTTP/1.1\r\n: h\r\n\r\n", 400),                   /* empty name */
+    C("GET / HTTP/1.1\r\nHost h\r\n\r\n", 400),                /* no colon */
+    C("GET  / HTTP/1.1\r\nHost: h\r\n\r\n", 400),              /* double space */
+    C("GET / HTTP/1.1 \r\nHost: h\r\n\r\n", 400),              /* trailing space */
+    C("GET /a b HTTP/1.1\r\nHost: h\r\n\r\n", 400),            /* space in target */
+    C("GET /\x80 HTTP/1.1\r\nHost: h\r\n\r\n", 400),           /* 8-bit in target */
+    C("G@T / HTTP/1.1\r\nHost: h\r\n\r\n", 400),               /* invalid method */
+    C("GET / HTTP/1.x\r\nHost: h\r\n\r\n", 400),               /* bad version */
+    C("GET / http/1.1\r\nHost: h\r\n\r\n", 400),               /* version case */
+    C("GET / HTTP/2.0\r\nHost: h\r\n\r\n", 505),               /* unsupported major */
+    C("GET /\r\n\r\n", 400),                                   /* HTTP/0.9 */
+    C("GET / HTTP/1.1\r\n\r\n", 400),                          /* missing Host */
+    C("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),    /* duplicate Host */
+    C("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),             /* invalid Host */
+    C("GET / HTTP/1.1\r\nHost: a@b\r\n\r\n", 400),             /* userinfo in Host */
     C("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", 400),
     C("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1, 1\r\n\r\n", 400),
     C("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n", 400),
@@ -126,15 +129,18 @@ static const struct {
     C("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", 400),
     C("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400),
     C("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
-     "chunked\r\n\r\n", 400),
+      "chunked\r\n\r\n",
+      400),
     C("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: xchunked\r\n\r\n", 501),
     C("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
     C("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
     C("GET / HTTP/1.1\r\nHost: h\r\nExpect: 200-ok\r\n\r\n", 417),
     C("GET /0123456789012345678901234567890123456789012345678901234567890123456789 "
-     "HTTP/1.1\r\nHost: h\r\n\r\n", 414),
+      "HTTP/1.1\r\nHost: h\r\n\r\n",
+      414),
     C("GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 1\r\nC: 1\r\nD: 1\r\nE: 1\r\nF: 1\r\nG: "
-     "1\r\nH: 1\r\n\r\n", 431),
+      "1\r\nH: 1\r\n\r\n",
+      431),
 };
 
 static void test_malformed(void **state)
@@ -217,20 +223,20 @@ static void test_chunked(void **state)
     assert_memory_equal(acc, "hello world", 11);
 
     static const char *const bad[] = {
-        "x\r\n",                      /* not hex */
-        "\r\n",                       /* no size */
-        "5\nhello\r\n",               /* bare LF */
-        "5\r\nhelloX\r\n",            /* data not followed by CRLF */
-        "11111111111111111\r\n",      /* 17 digits */
-        "fffffffffffffffff\r\n",      /* overflow */
-        "5;\r\nhello\r\n",            /* empty extension */
-        "5;=a\r\nhello\r\n",          /* extension without a name */
-        "5;a=\r\nhello\r\n",          /* extension without a value */
-        "5;a=\"x\r\nhello\r\n",       /* unterminated quoted string */
-        "5 x\r\nhello\r\n",           /* junk after the size */
-        "0\r\nBad Trailer\r\n\r\n",   /* invalid trailer name */
-        "0\r\nT: a\x01\r\n\r\n",      /* control in a trailer */
-        "0\r\n\rx",                   /* bare CR at the end */
+        "x\r\n",                    /* not hex */
+        "\r\n",                     /* no size */
+        "5\nhello\r\n",             /* bare LF */
+        "5\r\nhelloX\r\n",          /* data not followed by CRLF */
+        "11111111111111111\r\n",    /* 17 digits */
+        "fffffffffffffffff\r\n",    /* overflow */
+        "5;\r\nhello\r\n",          /* empty extension */
+        "5;=a\r\nhello\r\n",        /* extension without a name */
+        "5;a=\r\nhello\r\n",        /* extension without a value */
+        "5;a=\"x\r\nhello\r\n",     /* unterminated quoted string */
+        "5 x\r\nhello\r\n",         /* junk after the size */
+        "0\r\nBad Trailer\r\n\r\n", /* invalid trailer name */
+        "0\r\nT: a\x01\r\n\r\n",    /* control in a trailer */
+        "0\r\n\rx",                 /* bare CR at the end */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         r = decode(bad[i], buf, &data, &consumed);

@@ -25,32 +25,64 @@ static const struct {
     const char *expect;
 } bad[] = {
     {"{}", "svc.json: $: expected a \"service\" object or a \"services\" array"},
-    {"{\"service\": {\"name\": \"a\", \"port\": 1}, \"services\": []}", "use either \"service\" or \"services\", not both"},
+    {"{\"service\": {\"name\": \"a\", \"port\": 1}, \"services\": []}",
+     "use either \"service\" or \"services\", not both"},
     {"{\"service\": {\"port\": 80}}", "$.service.name: required key is missing"},
-    {"{\"service\": {\"name\": \"A\", \"port\": 80}}", "$.service.name: expected a service name (DNS label), got \"A\""},
-    {"{\"service\": {\"name\": \"a\"}}", "$.service: a service needs 'port' (it runs on this host) or 'endpoints'"},
-    {"{\"service\": {\"name\": \"a\", \"port\": 80, \"endpoints\": [{\"address\": \"10.0.0.1\", \"port\": 1}]}}", "not both"},
-    {"{\"service\": {\"name\": \"a\", \"port\": 0}}", "$.service.port: expected an integer from 1 to 65535, got 0"},
+    {"{\"service\": {\"name\": \"A\", \"port\": 80}}",
+     "$.service.name: expected a service name (DNS label), got \"A\""},
+    {"{\"service\": {\"name\": \"a\"}}",
+     "$.service: a service needs 'port' (it runs on this host) or 'endpoints'"},
+    {"{\"service\": {\"name\": \"a\", \"port\": 80, \"endpoints\": [{\"address\": \"10.0.0.1\", "
+     "\"port\": 1}]}}",
+     "not both"},
+    {"{\"service\": {\"name\": \"a\", \"port\": 0}}",
+     "$.service.port: expected an integer from 1 to 65535, got 0"},
     {"{\"service\": {\"name\": \"a\", \"port\": 65536}}", "got 65536"},
-    {"{\"service\": {\"name\": \"a\", \"port\": \"80\"}}", "$.service.port: expected an integer from 1 to 65535, got \"80\""},
+    {"{\"service\": {\"name\": \"a\", \"port\": \"80\"}}",
+     "$.service.port: expected an integer from 1 to 65535, got \"80\""},
     {"{\"service\": {\"name\": \"a\", \"port\": 8.5}}", "got 8.5"},
-    {"{\"service\": {\"name\": \"a\", \"port\": 80, \"protocol\": \"htp\"}}", "$.service.protocol: expected one of \"tcp\", \"http\", \"http2\", \"grpc\", got \"htp\" (did you mean \"http\"?)"},
-    {"{\"service\": {\"name\": \"a\", \"port\": 80, \"adress\": \"1.2.3.4\"}}", "$.service.adress: unknown key 'adress' (did you mean 'address'?)"},
-    {"{\"service\": {\"name\": \"a\", \"port\": 80, \"address\": \"::ffff:zz\"}}", "$.service.address: expected the IP address the workload listens on"},
-    {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"port\": 80}]}}", "$.service.endpoints[0].address: required key is missing"},
-    {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": \"db.local\", \"port\": 80}]}}", "$.service.endpoints[0].address: expected an IPv4 or IPv6 address, got \"db.local\""},
-    {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": \"10.0.0.1\"}]}}", "$.service.endpoints[0].port: required key is missing"},
-    {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": \"10.0.0.1\", \"port\": 80, \"weight\": 0}]}}", "$.service.endpoints[0].weight: expected an integer from 1 to 10000, got 0"},
-    {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": \"10.0.0.1\", \"port\": 80, \"health\": \"sick\"}]}}", "$.service.endpoints[0].health: expected one of \"healthy\", \"unhealthy\", \"draining\""},
-    {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": \"10.0.0.1\", \"port\": 80, \"labels\": {\"-x\": \"a\"}}]}}", "$.service.endpoints[0].labels[\"-x\"]: invalid label key '-x'"},
-    {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": \"10.0.0.1\", \"port\": 80, \"labels\": {\"v\": 2}}]}}", "$.service.endpoints[0].labels.v: expected a string label value, got 2"},
-    {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": \"10.0.0.1\", \"port\": 80, \"labels\": {\"v\": \"a b\"}}]}}", "invalid label value \"a b\""},
-    {"{\"service\": {\"name\": \"a\", \"endpoints\": {}}}", "$.service.endpoints: expected an array of objects, got an object"},
-    {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": \"10.0.0.1\", \"port\": 80}], \"upstreams\": [{\"service\": \"b\", \"bind_port\": 9000}]}}", "'upstreams' belong to a service that runs on this host"},
-    {"{\"service\": {\"name\": \"a\", \"port\": 80, \"upstreams\": [{\"bind_port\": 9000}]}}", "$.service.upstreams[0].service: required key is missing"},
-    {"{\"service\": {\"name\": \"a\", \"port\": 80, \"upstreams\": [{\"service\": \"b\"}]}}", "$.service.upstreams[0].bind_port: required key is missing"},
-    {"{\"service\": {\"name\": \"a\", \"port\": 80, \"upstreams\": [{\"service\": \"b\", \"bind_port\": 9000}, {\"service\": \"c\", \"bind_port\": 9000}]}}", "$.service.upstreams[1]: bind address 127.0.0.1 port 9000 is already used by upstreams[0]"},
-    {"{\"services\": [{\"name\": \"a\", \"port\": 80}, {\"name\": \"b\"}]}", "$.services[1]: a service needs 'port'"},
+    {"{\"service\": {\"name\": \"a\", \"port\": 80, \"protocol\": \"htp\"}}",
+     "$.service.protocol: expected one of \"tcp\", \"http\", \"http2\", \"grpc\", got \"htp\" (did "
+     "you mean \"http\"?)"},
+    {"{\"service\": {\"name\": \"a\", \"port\": 80, \"adress\": \"1.2.3.4\"}}",
+     "$.service.adress: unknown key 'adress' (did you mean 'address'?)"},
+    {"{\"service\": {\"name\": \"a\", \"port\": 80, \"address\": \"::ffff:zz\"}}",
+     "$.service.address: expected the IP address the workload listens on"},
+    {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"port\": 80}]}}",
+     "$.service.endpoints[0].address: required key is missing"},
+    {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": \"db.local\", \"port\": 80}]}}",
+     "$.service.endpoints[0].address: expected an IPv4 or IPv6 address, got \"db.local\""},
+    {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": \"10.0.0.1\"}]}}",
+     "$.service.endpoints[0].port: required key is missing"},
+    {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": \"10.0.0.1\", \"port\": 80, "
+     "\"weight\": 0}]}}",
+     "$.service.endpoints[0].weight: expected an integer from 1 to 10000, got 0"},
+    {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": \"10.0.0.1\", \"port\": 80, "
+     "\"health\": \"sick\"}]}}",
+     "$.service.endpoints[0].health: expected one of \"healthy\", \"unhealthy\", \"draining\""},
+    {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": \"10.0.0.1\", \"port\": 80, "
+     "\"labels\": {\"-x\": \"a\"}}]}}",
+     "$.service.endpoints[0].labels[\"-x\"]: invalid label key '-x'"},
+    {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": \"10.0.0.1\", \"port\": 80, "
+     "\"labels\": {\"v\": 2}}]}}",
+     "$.service.endpoints[0].labels.v: expected a string label value, got 2"},
+    {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": \"10.0.0.1\", \"port\": 80, "
+     "\"labels\": {\"v\": \"a b\"}}]}}",
+     "invalid label value \"a b\""},
+    {"{\"service\": {\"name\": \"a\", \"endpoints\": {}}}",
+     "$.service.endpoints: expected an array of objects, got an object"},
+    {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": \"10.0.0.1\", \"port\": 80}], "
+     "\"upstreams\": [{\"service\": \"b\", \"bind_port\": 9000}]}}",
+     "'upstreams' belong to a service that runs on this host"},
+    {"{\"service\": {\"name\": \"a\", \"port\": 80, \"upstreams\": [{\"bind_port\": 9000}]}}",
+     "$.service.upstreams[0].service: required key is missing"},
+    {"{\"service\": {\"name\": \"a\", \"port\": 80, \"upstreams\": [{\"service\": \"b\"}]}}",
+     "$.service.upstreams[0].bind_port: required key is missing"},
+    {"{\"service\": {\"name\": \"a\", \"port\": 80, \"upstreams\": [{\"service\": \"b\", "
+     "\"bind_port\": 9000}, {\"service\": \"c\", \"bind_port\": 9000}]}}",
+     "$.service.upstreams[1]: bind address 127.0.0.1 port 9000 is already used by upstreams[0]"},
+    {"{\"services\": [{\"name\": \"a\", \"port\": 80}, {\"name\": \"b\"}]}",
+     "$.services[1]: a service needs 'port'"},
     {"{\"services\": {}}", "$.services: expected an array of objects"},
     {"{\"service\": {\"name\": \"a\", \"name\": \"b\", \"port\": 1}}", "svc.json:1:"},
     {"{\"service\": ", "invalid JSON"},
@@ -64,8 +96,7 @@ static void test_bad_files(void **state)
         if (!msg)
             fail_msg("case %zu accepted: %s", i, bad[i].json);
         if (!strstr(msg, bad[i].expect))
-            fail_msg("case %zu: %s\n  expected: %s\n  got: %s", i, bad[i].json, bad[i].expect,
-                     msg);
+            fail_msg("case %zu: %s\n  expected: %s\n  got: %s", i, bad[i].json, bad[i].expect, msg);
         mesh_free(msg);
     }
 }

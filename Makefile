@@ -1,0 +1,56 @@
+# mesh-agent: the two commands are `make demo` and `make test` (see README.md).
+BUILD       ?= build
+BUILD_ASAN  ?= build-asan
+BUILD_FUZZ  ?= build-fuzz
+JOBS        ?= $(shell nproc 2>/dev/null || echo 2)
+FUZZ_SECONDS ?= 30
+CMAKE_FLAGS ?=
+
+.PHONY: all deps build build-asan test test-fast test-asan fuzz demo bench format clean
+
+all: build
+
+deps:
+	./scripts/install-deps
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
+
+build: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j$(JOBS)
+
+$(BUILD_ASAN)/CMakeCache.txt:
+	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DMESH_SANITIZE=address,undefined $(CMAKE_FLAGS)
+
+build-asan: $(BUILD_ASAN)/CMakeCache.txt
+	cmake --build $(BUILD_ASAN) -j$(JOBS)
+
+# Every test, in the release build and again under AddressSanitizer/UBSan (leaks included).
+test: deps build build-asan
+	cd $(BUILD) && ctest --output-on-failure -j2
+	cd $(BUILD_ASAN) && ctest --output-on-failure -j2
+
+test-fast: build
+	cd $(BUILD) && ctest --output-on-failure -j2
+
+test-asan: build-asan
+	cd $(BUILD_ASAN) && ctest --output-on-failure -j2
+
+# libFuzzer (clang) on every target for FUZZ_SECONDS each, starting from the seed corpora.
+fuzz: deps
+	CC=clang cmake -S . -B $(BUILD_FUZZ) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMESH_FUZZ=ON \
+	  -DMESH_SANITIZE=address,undefined $(CMAKE_FLAGS)
+	cmake --build $(BUILD_FUZZ) -j$(JOBS)
+	./scripts/fuzz $(BUILD_FUZZ) $(FUZZ_SECONDS)
+
+demo: deps build
+	./scripts/demo $(BUILD)
+
+bench: build
+	./bench/startup $(BUILD)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)

@@ -65,7 +65,7 @@ class LifecycleTest(AgentTest):
         a.start()
         self.assertEqual(a.services()["default/api"]["endpoints"][0]["address"], "10.0.0.5")
         self.assertIn("loaded 1 services from the last-known-good catalog", a.logs())
-        self.assertIn("cannot read the service directory", a.logs())
+        self.assertIn("cannot read the directory: No such file or directory", a.logs())
         self.assertEqual(a.get("/readyz")[0], 200)
         self.assertIn("registries not synced after 500 ms: 'files'; ready with the "
                       "last-known-good catalog", a.logs())

@@ -12,11 +12,13 @@
 #include "agent/admin.h"
 #include "agent/lkg.h"
 #include "agent/notify.h"
+#include "agent/resources.h"
 #include "common/alloc.h"
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/prom.h"
 #include "mesh-version.h"
+#include "proxy/proxy.h"
 
 enum agent_state { AGENT_INIT, AGENT_STARTING, AGENT_READY, AGENT_STOPPING };
 
@@ -47,6 +49,10 @@ struct mesh_agent {
     size_t n_slots;
     struct mesh_admin *admin;
     struct mesh_lkg *lkg;
+    struct mesh_proxy *proxy;
+    struct mesh_resources *resources;
+    uv_timer_t update_timer; /* coalesces proxy updates into one per loop iteration */
+    bool update_pending;
     struct mesh_notify notify;
     uv_signal_t sig_hup, sig_term, sig_int;
     uv_timer_t sync_timer;
@@ -147,14 +153,19 @@ static void update_status(struct mesh_agent *a)
     mesh_notify_status(line);
 }
 
+static void flush_proxy_update(struct mesh_agent *a);
+
 static void maybe_ready(struct mesh_agent *a)
 {
     if (a->state != AGENT_STARTING)
         return;
-    if (!a->sync_timed_out && count_synced(a) < a->n_slots) {
+    bool resources_in = !a->resources || mesh_resources_scanned(a->resources);
+    if (!a->sync_timed_out && (count_synced(a) < a->n_slots || !resources_in)) {
         update_status(a);
         return;
     }
+    /* Listeners for what is known now must be up before READY=1. */
+    flush_proxy_update(a);
     a->state = AGENT_READY;
     uv_timer_stop(&a->sync_timer);
     char line[512];
@@ -169,6 +180,60 @@ bool mesh_agent_is_ready(const struct mesh_agent *a, char *why, size_t n)
         return true;
     status_line(a, why, n);
     return false;
+}
+
+/* ---- the data plane ---- */
+
+/* Hands the proxy what the agent knows now: catalog, local services, policies. */
+static void flush_proxy_update(struct mesh_agent *a)
+{
+    if (!a->proxy || a->state == AGENT_STOPPING)
+        return;
+    a->update_pending = false;
+    uv_timer_stop(&a->update_timer);
+    size_t n = 0;
+    for (size_t i = 0; i < a->n_slots; i++)
+        n += a->slots[i]->n_locals;
+    const struct mesh_local_service **locals = mesh_calloc(n ? n : 1, sizeof(*locals));
+    if (!locals) {
+        mesh_log_error("out of memory updating the data plane");
+        return;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < a->n_slots; i++) {
+        for (size_t j = 0; j < a->slots[i]->n_locals; j++)
+            locals[k++] = &a->slots[i]->locals[j];
+    }
+    struct mesh_proxy_inputs in = {
+        .catalog = a->catalog,
+        .locals = locals,
+        .n_locals = k,
+        .resources = a->resources ? mesh_resources_view(a->resources) : NULL,
+        .node_zone = a->cfg->node.zone,
+    };
+    mesh_proxy_update(a->proxy, &in);
+    mesh_free(locals);
+}
+
+static void on_update_timer(uv_timer_t *t)
+{
+    flush_proxy_update(t->data);
+}
+
+/* Many changes in a burst (a registry's full sync) make one snapshot. */
+static void schedule_proxy_update(struct mesh_agent *a)
+{
+    if (a->update_pending || a->state == AGENT_STOPPING)
+        return;
+    a->update_pending = true;
+    uv_timer_start(&a->update_timer, on_update_timer, 0, 0);
+}
+
+static void on_resources_changed(void *data)
+{
+    struct mesh_agent *a = data;
+    schedule_proxy_update(a);
+    maybe_ready(a);
 }
 
 /* ---- the registry sink ---- */
@@ -218,6 +283,7 @@ static void sink_set_local(void *data, struct mesh_registry *r, const struct mes
     mesh_free(s->locals);
     s->locals = copy;
     s->n_locals = n;
+    schedule_proxy_update(s->agent);
 }
 
 static void sink_sync_begin(void *data, struct mesh_registry *r)
@@ -259,6 +325,7 @@ static void on_catalog_change(void *data)
     struct mesh_agent *a = data;
     if (a->lkg && a->state != AGENT_STOPPING)
         mesh_lkg_schedule(a->lkg, a->catalog);
+    schedule_proxy_update(a);
 }
 
 /* ---- registry slots ---- */
@@ -414,6 +481,8 @@ int mesh_agent_start(struct mesh_agent *a)
 
     uv_timer_init(a->loop, &a->sync_timer);
     a->sync_timer.data = a;
+    uv_timer_init(a->loop, &a->update_timer);
+    a->update_timer.data = a;
 
     r = mesh_fs_mkdir_private(a->cfg->state_dir, 0700);
     if (r < 0) {
@@ -451,6 +520,22 @@ int mesh_agent_start(struct mesh_agent *a)
     }
     mesh_cfg_errors_done(&errors);
     r = mesh_lkg_new(a->loop, path, &a->lkg);
+    if (r < 0)
+        return r;
+
+    r = mesh_resources_new(a->loop, on_resources_changed, a, &a->resources);
+    if (r == 0)
+        r = mesh_resources_watch(a->resources, a->cfg->resources_dir, 10000);
+    if (r < 0)
+        return r;
+    struct mesh_proxy_options popts = {
+        .workers = a->cfg->proxy.workers,
+        .max_connections = a->cfg->proxy.max_connections,
+        .buffer_size = (size_t)a->cfg->proxy.buffer_size,
+    };
+    r = mesh_proxy_new(a->loop, &popts, &a->proxy);
+    if (r == 0 && (r = mesh_proxy_start(a->proxy)) < 0)
+        mesh_log_error("cannot start the data plane: %s", strerror(-r));
     if (r < 0)
         return r;
 
@@ -533,6 +618,13 @@ static int do_reload(struct mesh_agent *a)
         mesh_agent_config_unref(next);
         return -EINVAL;
     }
+    if (next->proxy.workers != a->cfg->proxy.workers ||
+        next->proxy.buffer_size != a->cfg->proxy.buffer_size) {
+        reload_failed(a, "proxy.workers and proxy.buffer_size cannot change on reload; restart "
+                         "the agent to change them");
+        mesh_agent_config_unref(next);
+        return -EINVAL;
+    }
     if (!mesh_addr_equal(&next->admin_addr, &a->cfg->admin_addr)) {
         r = mesh_admin_start(a->loop, &next->admin_addr, a, &admin);
         if (r < 0) {
@@ -588,9 +680,16 @@ static int do_reload(struct mesh_agent *a)
         mesh_admin_close(a->admin, 0, NULL, NULL);
         a->admin = admin;
     }
+    bool resources_moved = strcmp(next->resources_dir, a->cfg->resources_dir) != 0;
     mesh_agent_config_unref(a->cfg);
     a->cfg = next;
     apply_log_settings(a);
+    if (resources_moved && mesh_resources_watch(a->resources, a->cfg->resources_dir, 10000) < 0)
+        mesh_log_error("out of memory watching '%s'", a->cfg->resources_dir);
+    else if (!resources_moved)
+        mesh_resources_rescan(a->resources);
+    mesh_proxy_set_max_connections(a->proxy, a->cfg->proxy.max_connections);
+    schedule_proxy_update(a);
     a->reloads_ok++;
     a->last_reload_ok = true;
     a->last_reload_time = a->last_reload_ok_time = now_seconds();
@@ -656,12 +755,27 @@ static void on_admin_closed(void *data)
     a->admin = NULL;
 }
 
+static void on_proxy_stopped(void *data)
+{
+    struct mesh_agent *a = data;
+    a->proxy = NULL;
+    mesh_log_info("data plane stopped");
+}
+
+static void on_resources_closed(void *data)
+{
+    struct mesh_agent *a = data;
+    a->resources = NULL;
+}
+
 void mesh_agent_stop(struct mesh_agent *a)
 {
     if (a->state == AGENT_STOPPING) {
         mesh_log_warn("second stop signal: closing every connection now");
         if (a->admin)
             mesh_admin_abort(a->admin);
+        if (a->proxy)
+            mesh_proxy_abort(a->proxy);
         return;
     }
     a->state = AGENT_STOPPING;
@@ -674,6 +788,11 @@ void mesh_agent_stop(struct mesh_agent *a)
     a->n_slots = 0;
     if (a->admin)
         mesh_admin_close(a->admin, a->cfg->shutdown.drain_timeout_ms, on_admin_closed, a);
+    if (a->proxy)
+        mesh_proxy_stop(a->proxy, a->cfg->shutdown.drain_timeout_ms, on_proxy_stopped, a);
+    if (a->resources)
+        mesh_resources_close(a->resources, on_resources_closed, a);
+    uv_close((uv_handle_t *)&a->update_timer, on_handle_closed);
     if (a->lkg) {
         int r = mesh_lkg_flush(a->lkg);
         if (r < 0)
@@ -870,6 +989,8 @@ void mesh_agent_metrics(const struct mesh_agent *a, struct mesh_buf *b)
                          (struct mesh_prom_label[]){{"result", "failure"}, {NULL, NULL}},
                          (double)failures);
     }
+    if (a->proxy)
+        mesh_proxy_metrics(a->proxy, b);
     mesh_prom_family(b, "mesh_agent_watchdog_pings_total", "counter",
                      "Watchdog keep-alives sent to the service manager.");
     mesh_prom_sample(b, "mesh_agent_watchdog_pings_total", NULL, (double)a->notify.pings);

@@ -185,6 +185,35 @@ static const struct mesh_cfg_schema shutdown_schema = {
     .fields = shutdown_fields,
 };
 
+static const struct mesh_cfg_field proxy_fields[] = {
+    {.key = "workers",
+     .type = MESH_CFG_INT,
+     MESH_CFG_FIELD(struct mesh_agent_proxy_config, workers),
+     .def_int = 0,
+     .min = 0,
+     .max = 256,
+     .expect = "a number of worker threads from 0 (one per CPU) to 256"},
+    {.key = "max_connections",
+     .type = MESH_CFG_INT,
+     MESH_CFG_FIELD(struct mesh_agent_proxy_config, max_connections),
+     .def_int = 100000,
+     .min = 1,
+     .max = 10000000},
+    {.key = "buffer_size",
+     .type = MESH_CFG_INT,
+     MESH_CFG_FIELD(struct mesh_agent_proxy_config, buffer_size),
+     .def_int = 16384,
+     .min = 1024,
+     .max = 1048576,
+     .expect = "a buffer size in bytes from 1024 to 1048576"},
+    {0},
+};
+
+static const struct mesh_cfg_schema proxy_schema = {
+    .size = sizeof(struct mesh_agent_proxy_config),
+    .fields = proxy_fields,
+};
+
 /* ---- registries: shared keys plus the adapter's own, chosen by "type" ---- */
 
 #define R(member) MESH_CFG_FIELD(struct mesh_registry_config, member)
@@ -409,6 +438,13 @@ static const struct mesh_cfg_field root_fields[] = {
      .encode = encode_registries},
     {.key = "readiness", .type = MESH_CFG_OBJECT, F(readiness), .schema = &readiness_schema},
     {.key = "shutdown", .type = MESH_CFG_OBJECT, F(shutdown), .schema = &shutdown_schema},
+    {.key = "proxy", .type = MESH_CFG_OBJECT, F(proxy), .schema = &proxy_schema},
+    {.key = "resources_dir",
+     .type = MESH_CFG_STRING,
+     F(resources_dir),
+     .flags = MESH_CFG_PATH | MESH_CFG_NONEMPTY,
+     .def = "/etc/mesh-agent/resources.d",
+     .expect = "a directory path"},
     {0},
 };
 

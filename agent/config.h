@@ -61,6 +61,12 @@ struct mesh_agent_shutdown_config {
     uint64_t drain_timeout_ms;
 };
 
+struct mesh_agent_proxy_config {
+    int workers;
+    int max_connections;
+    int buffer_size;
+};
+
 struct mesh_agent_config {
     atomic_int refs;
     char *path; /* NULL: the embedded defaults */
@@ -73,6 +79,8 @@ struct mesh_agent_config {
     struct mesh_registries registries;
     struct mesh_agent_readiness_config readiness;
     struct mesh_agent_shutdown_config shutdown;
+    struct mesh_agent_proxy_config proxy;
+    char *resources_dir;
     /* Derived after decoding. */
     struct mesh_addr admin_addr;
     struct mesh_addr outbound_http_addr;

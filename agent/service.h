@@ -61,7 +61,8 @@ struct mesh_local_service {
     char *name;
     char *namespace;
     enum mesh_protocol protocol;
-    struct mesh_addr addr; /* where the workload listens */
+    struct mesh_addr addr;    /* where the workload listens */
+    struct mesh_addr inbound; /* where the agent accepts for it; port 0: nowhere */
     struct mesh_upstream *upstreams;
     size_t n_upstreams;
     char *source; /* where it was defined (a file), for messages */

@@ -70,6 +70,9 @@ static void check_service(struct mesh_cfg_ctx *ctx, void *obj)
     else if (!s->port && s->upstreams.n)
         mesh_cfg_error(ctx, "'upstreams' belong to a service that runs on this host (with "
                             "'port')");
+    else if (!s->port && s->inbound_port)
+        mesh_cfg_error(ctx, "'inbound_port' belongs to a service that runs on this host (with "
+                            "'port')");
     for (size_t i = 0; i < s->upstreams.n; i++) {
         const struct mesh_upstream_config *a =
             (struct mesh_upstream_config *)s->upstreams.items + i;
@@ -113,6 +116,13 @@ static const struct mesh_cfg_field service_fields[] = {
      S(address),
      .def = "127.0.0.1",
      .expect = "the IP address the workload listens on",
+     .check = check_ip},
+    {.key = "inbound_port", .type = MESH_CFG_INT, S(inbound_port), .min = 1, .max = 65535},
+    {.key = "inbound_address",
+     .type = MESH_CFG_STRING,
+     S(inbound_address),
+     .def = "0.0.0.0",
+     .expect = "the IP address the agent accepts inbound connections on",
      .check = check_ip},
     {.key = "upstreams",
      .type = MESH_CFG_LIST,

@@ -27,10 +27,12 @@ struct mesh_upstream_config {
 
 struct mesh_service_config {
     char *name;
-    char *namespace;                /* NULL: the registry's */
-    int protocol;                   /* enum mesh_protocol */
-    int port;                       /* 0: not local */
-    char *address;                  /* where the local workload listens */
+    char *namespace;  /* NULL: the registry's */
+    int protocol;     /* enum mesh_protocol */
+    int port;         /* 0: not local */
+    char *address;    /* where the local workload listens */
+    int inbound_port; /* 0: none; else the agent accepts there for it */
+    char *inbound_address;
     struct mesh_cfg_list upstreams; /* struct mesh_upstream_config */
     struct mesh_cfg_list endpoints; /* struct mesh_endpoint_config */
     struct mesh_labels labels;      /* added to the local endpoint */

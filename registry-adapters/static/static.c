@@ -56,8 +56,10 @@ static int local_endpoint(const struct static_registry *s, const struct mesh_ser
 {
     const struct mesh_registry_env *env = s->base.env;
     const char *ip = env->node_address[0] ? env->node_address : svc->address;
+    /* With an inbound port, callers on other hosts come through this agent. */
+    int port = svc->inbound_port ? svc->inbound_port : svc->port;
     memset(ep, 0, sizeof(*ep));
-    if (mesh_addr_from_ip(ip, (uint16_t)svc->port, &ep->addr) < 0)
+    if (mesh_addr_from_ip(ip, (uint16_t)port, &ep->addr) < 0)
         return -EINVAL;
     ep->weight = 1;
     ep->health = MESH_EP_READY | MESH_EP_SERVING;
@@ -112,6 +114,8 @@ static int local_service(const struct mesh_service_config *svc, const char *ns, 
     memset(out, 0, sizeof(*out));
     out->protocol = (enum mesh_protocol)svc->protocol;
     mesh_addr_from_ip(svc->address, (uint16_t)svc->port, &out->addr);
+    if (svc->inbound_port)
+        mesh_addr_from_ip(svc->inbound_address, (uint16_t)svc->inbound_port, &out->inbound);
     if (!(out->name = mesh_strdup(svc->name)) || !(out->namespace = mesh_strdup(ns)) ||
         !(out->source = mesh_strdup(file)))
         goto oom;
@@ -190,13 +194,16 @@ static void report_conflict(struct static_registry *s, const char *file, const c
     report(s, msg);
 }
 
-/* Claims the upstreams' bind addresses; drops those another file bound first. */
+/*
+ * Claims the local addresses a service's upstreams and inbound port listen on; drops those
+ * another definition took first.
+ */
 static int claim_binds(struct static_registry *s, struct mesh_hmap *binds, const char *file,
                        struct mesh_local_service *ls)
 {
     int err = 0;
+    char addr[MESH_ADDR_STRLEN], what[MESH_ADDR_STRLEN + 32];
     for (size_t b = 0; b < ls->n_upstreams && err == 0;) {
-        char addr[MESH_ADDR_STRLEN], what[MESH_ADDR_STRLEN + 32];
         mesh_addr_format(&ls->upstreams[b].bind, addr, sizeof(addr));
         const char *owner = claim(binds, addr, file, &err);
         if (!owner) {
@@ -206,6 +213,15 @@ static int claim_binds(struct static_registry *s, struct mesh_hmap *binds, const
         snprintf(what, sizeof(what), "upstream bind address %s", addr);
         report_conflict(s, file, what, owner);
         drop_upstream(ls, b);
+    }
+    if (err == 0 && mesh_addr_port(&ls->inbound)) {
+        mesh_addr_format(&ls->inbound, addr, sizeof(addr));
+        const char *owner = claim(binds, addr, file, &err);
+        if (owner) {
+            snprintf(what, sizeof(what), "inbound address %s", addr);
+            report_conflict(s, file, what, owner);
+            memset(&ls->inbound, 0, sizeof(ls->inbound));
+        }
     }
     return err;
 }

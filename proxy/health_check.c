@@ -1,0 +1,272 @@
+#define MESH_LOG_MODULE "health"
+
+#include "proxy/health_check.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/log.h"
+
+struct target {
+    struct mesh_ep_state *state; /* a reference */
+    struct mesh_addr addr;
+};
+
+struct hc_dest {
+    struct hc_dest *next;
+    struct mesh_health_checker *hc;
+    char *key;
+    struct mesh_health_check_policy policy;
+    uv_timer_t timer;
+    struct target *targets;
+    size_t n;
+};
+
+/* One check of one endpoint; owns what it needs, so its destination may go meanwhile. */
+struct probe {
+    uv_tcp_t tcp;
+    uv_connect_t req;
+    uv_timer_t timeout;
+    struct mesh_health_checker *hc;
+    struct mesh_ep_state *state;
+    struct mesh_addr addr;
+    int healthy_threshold;
+    int unhealthy_threshold;
+    int open;
+    bool finished;
+};
+
+struct mesh_health_checker {
+    uv_loop_t *loop;
+    struct mesh_proxy_shared *shared;
+    struct hc_dest *dests;
+    size_t probes_in_flight;
+    uint64_t probes;
+    bool closing;
+    int closing_handles;
+    void (*done)(void *data);
+    void *done_data;
+};
+
+static void maybe_done(struct mesh_health_checker *hc)
+{
+    if (!hc->closing || hc->probes_in_flight || hc->closing_handles)
+        return;
+    void (*done)(void *) = hc->done;
+    void *data = hc->done_data;
+    mesh_free(hc);
+    if (done)
+        done(data);
+}
+
+static void on_probe_closed(uv_handle_t *h)
+{
+    struct probe *p = h->data;
+    if (--p->open > 0)
+        return;
+    struct mesh_health_checker *hc = p->hc;
+    p->state->hc_probing = false;
+    mesh_ep_state_unref(p->state);
+    mesh_free(p);
+    hc->probes_in_flight--;
+    maybe_done(hc);
+}
+
+static void verdict(struct probe *p, bool ok)
+{
+    struct mesh_ep_state *st = p->state;
+    char a[MESH_ADDR_STRLEN];
+    if (p->finished)
+        return;
+    p->finished = true;
+    if (ok) {
+        st->hc_failures = 0;
+        if (!atomic_load(&st->hc_healthy) && ++st->hc_successes >= p->healthy_threshold) {
+            atomic_store(&st->hc_healthy, 1);
+            atomic_fetch_add(&p->hc->shared->health_epoch, 1);
+            mesh_log_notice("%s of '%s' passed %d checks: healthy again",
+                            mesh_addr_format(&p->addr, a, sizeof(a)), st->dest->key,
+                            st->hc_successes);
+        }
+    } else {
+        st->hc_successes = 0;
+        if (atomic_load(&st->hc_healthy) && ++st->hc_failures >= p->unhealthy_threshold) {
+            atomic_store(&st->hc_healthy, 0);
+            atomic_fetch_add(&p->hc->shared->health_epoch, 1);
+            mesh_log_warn("%s of '%s' failed %d checks: unhealthy, no new connections",
+                          mesh_addr_format(&p->addr, a, sizeof(a)), st->dest->key, st->hc_failures);
+        }
+    }
+    uv_close((uv_handle_t *)&p->tcp, on_probe_closed);
+    uv_close((uv_handle_t *)&p->timeout, on_probe_closed);
+}
+
+static void on_probe_connect(uv_connect_t *req, int status)
+{
+    struct probe *p = container_of(req, struct probe, req);
+    verdict(p, status == 0);
+}
+
+static void on_probe_timeout(uv_timer_t *t)
+{
+    verdict(t->data, false);
+}
+
+static void start_probe(struct hc_dest *d, struct target *t)
+{
+    struct mesh_health_checker *hc = d->hc;
+    if (t->state->hc_probing)
+        return; /* the last one has not finished: no pile-up on a slow endpoint */
+    struct probe *p = mesh_calloc(1, sizeof(*p));
+    if (!p)
+        return;
+    p->hc = hc;
+    p->state = t->state;
+    atomic_fetch_add(&t->state->refs, 1);
+    p->addr = t->addr;
+    p->healthy_threshold = d->policy.healthy_threshold;
+    p->unhealthy_threshold = d->policy.unhealthy_threshold;
+    uv_tcp_init(hc->loop, &p->tcp);
+    uv_timer_init(hc->loop, &p->timeout);
+    p->tcp.data = p->timeout.data = p;
+    p->open = 2;
+    t->state->hc_probing = true;
+    hc->probes_in_flight++;
+    hc->probes++;
+    uv_timer_start(&p->timeout, on_probe_timeout, d->policy.timeout_ms, 0);
+    if (uv_tcp_connect(&p->req, &p->tcp, (const struct sockaddr *)&p->addr.ss, on_probe_connect) <
+        0)
+        verdict(p, false);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    struct hc_dest *d = t->data;
+    for (size_t i = 0; i < d->n; i++)
+        start_probe(d, &d->targets[i]);
+}
+
+static void free_targets(struct hc_dest *d)
+{
+    for (size_t i = 0; i < d->n; i++)
+        mesh_ep_state_unref(d->targets[i].state);
+    mesh_free(d->targets);
+    d->targets = NULL;
+    d->n = 0;
+}
+
+static void on_dest_timer_closed(uv_handle_t *h)
+{
+    struct hc_dest *d = h->data;
+    struct mesh_health_checker *hc = d->hc;
+    mesh_free(d->key);
+    mesh_free(d);
+    hc->closing_handles--;
+    maybe_done(hc);
+}
+
+/* Checks stop for d: its endpoints are judged without them again. */
+static void drop_dest(struct hc_dest *d)
+{
+    bool changed = false;
+    for (size_t i = 0; i < d->n; i++) {
+        if (!atomic_exchange(&d->targets[i].state->hc_healthy, 1))
+            changed = true;
+        d->targets[i].state->hc_failures = d->targets[i].state->hc_successes = 0;
+    }
+    if (changed)
+        atomic_fetch_add(&d->hc->shared->health_epoch, 1);
+    free_targets(d);
+    d->hc->closing_handles++;
+    uv_close((uv_handle_t *)&d->timer, on_dest_timer_closed);
+}
+
+int mesh_health_checker_new(uv_loop_t *loop, struct mesh_proxy_shared *shared,
+                            struct mesh_health_checker **ret)
+{
+    struct mesh_health_checker *hc = mesh_calloc(1, sizeof(*hc));
+    if (!hc)
+        return -ENOMEM;
+    hc->loop = loop;
+    hc->shared = shared;
+    *ret = hc;
+    return 0;
+}
+
+static int set_targets(struct hc_dest *d, const struct snap_dest *sd)
+{
+    struct target *t = mesh_calloc(sd->n ? sd->n : 1, sizeof(*t));
+    if (!t)
+        return -ENOMEM;
+    for (size_t i = 0; i < sd->n; i++) {
+        t[i].state = sd->eps[i].state;
+        atomic_fetch_add(&t[i].state->refs, 1);
+        t[i].addr = sd->eps[i].addr;
+    }
+    free_targets(d);
+    d->targets = t;
+    d->n = sd->n;
+    return 0;
+}
+
+int mesh_health_checker_update(struct mesh_health_checker *hc,
+                               const struct mesh_proxy_snapshot *snap)
+{
+    struct hc_dest *keep = NULL, *d;
+    for (size_t i = 0; i < snap->n_dests; i++) {
+        const struct snap_dest *sd = &snap->dests[i];
+        if (!sd->policy.health_check.enabled)
+            continue;
+        struct hc_dest **pd = &hc->dests;
+        while (*pd && strcmp((*pd)->key, sd->key) != 0)
+            pd = &(*pd)->next;
+        d = *pd;
+        if (d) {
+            *pd = d->next;
+        } else {
+            d = mesh_calloc(1, sizeof(*d));
+            if (!d || !(d->key = mesh_strdup(sd->key))) {
+                mesh_free(d);
+                return -ENOMEM;
+            }
+            d->hc = hc;
+            uv_timer_init(hc->loop, &d->timer);
+            d->timer.data = d;
+        }
+        d->next = keep;
+        keep = d;
+        if (set_targets(d, sd) < 0)
+            return -ENOMEM;
+        bool restart = d->policy.interval_ms != sd->policy.health_check.interval_ms;
+        d->policy = sd->policy.health_check;
+        if (restart || !uv_is_active((uv_handle_t *)&d->timer))
+            uv_timer_start(&d->timer, on_tick, 0, d->policy.interval_ms);
+    }
+    /* Destinations no longer checked. */
+    while (hc->dests) {
+        d = hc->dests;
+        hc->dests = d->next;
+        drop_dest(d);
+    }
+    hc->dests = keep;
+    return 0;
+}
+
+void mesh_health_checker_close(struct mesh_health_checker *hc, void (*done)(void *data), void *data)
+{
+    hc->closing = true;
+    hc->done = done;
+    hc->done_data = data;
+    while (hc->dests) {
+        struct hc_dest *d = hc->dests;
+        hc->dests = d->next;
+        drop_dest(d);
+    }
+    maybe_done(hc);
+}
+
+uint64_t mesh_health_checker_probes(const struct mesh_health_checker *hc)
+{
+    return hc->probes;
+}

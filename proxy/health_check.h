@@ -1,0 +1,27 @@
+/*
+ * Active TCP health checks, on the main loop: every interval, a connect to each endpoint of
+ * each destination whose policy asks for checks, with a timeout. healthy_threshold passes
+ * in a row mark an endpoint healthy again, unhealthy_threshold failures in a row mark it
+ * unhealthy (no new connections). Endpoints start healthy, so a restart sends traffic at
+ * once. Verdicts land in the shared endpoint state that workers read.
+ */
+#ifndef MESH_HEALTH_CHECK_H
+#define MESH_HEALTH_CHECK_H
+
+#include <uv.h>
+
+#include "proxy/proxy-int.h"
+
+struct mesh_health_checker;
+
+int mesh_health_checker_new(uv_loop_t *loop, struct mesh_proxy_shared *shared,
+                            struct mesh_health_checker **ret);
+/* Checks what `snap` asks for from now on (main loop). Returns 0 or -ENOMEM. */
+int mesh_health_checker_update(struct mesh_health_checker *hc,
+                               const struct mesh_proxy_snapshot *snap);
+/* Stops; done(data) once every probe in flight has finished. */
+void mesh_health_checker_close(struct mesh_health_checker *hc, void (*done)(void *data),
+                               void *data);
+uint64_t mesh_health_checker_probes(const struct mesh_health_checker *hc);
+
+#endif

@@ -1,0 +1,910 @@
+#define MESH_LOG_MODULE "proxy"
+
+#include "proxy/proxy.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/log.h"
+#include "common/prom.h"
+#include "proxy/health_check.h"
+#include "proxy/worker.h"
+
+/* How often ejected endpoints are checked for return, and failed listeners retried. */
+#define SWEEP_MS 250
+#define LISTEN_RETRY_MS 5000
+
+/* A listener the main loop keeps: bound on every worker, or failed with an error. */
+struct lrec {
+    char *key;
+    struct mesh_addr addr;
+    bool bound;
+    bool wanted; /* in the newest update */
+    char *error;
+};
+
+struct mesh_proxy {
+    uv_loop_t *loop;
+    struct mesh_proxy_options opts;
+    struct mesh_proxy_shared shared;
+    struct mesh_worker *workers;
+    int n_workers;
+    int started_workers;
+    uv_async_t exited;
+    uv_timer_t sweep;
+    uv_timer_t drain;
+    struct mesh_proxy_snapshot *snap;
+    uint64_t version;
+    struct mesh_hmap dest_states; /* key -> struct mesh_dest_state (one reference) */
+    struct mesh_hmap ep_states;   /* key -> struct mesh_ep_state (one reference) */
+    struct mesh_hmap listeners;   /* key -> struct lrec */
+    size_t listener_errors;
+    struct mesh_health_checker *hc;
+    char *node_zone;
+    uint64_t last_listen_retry;
+    bool stopping;
+    int closing;
+    void (*done)(void *data);
+    void *done_data;
+};
+
+/* ---- shared state registries (main loop) ---- */
+
+static struct mesh_dest_state *dest_state(struct mesh_proxy *p, const char *key)
+{
+    struct mesh_dest_state *s = mesh_hmap_get(&p->dest_states, key);
+    if (!s) {
+        size_t len = strlen(key) + 1;
+        s = mesh_calloc(1, sizeof(*s) + len);
+        if (!s)
+            return NULL;
+        memcpy(s->key, key, len);
+        atomic_init(&s->refs, 1);
+        if (mesh_hmap_put(&p->dest_states, s->key, s) < 0) {
+            mesh_free(s);
+            return NULL;
+        }
+    }
+    atomic_fetch_add(&s->refs, 1);
+    return s;
+}
+
+static struct mesh_ep_state *ep_state(struct mesh_proxy *p, struct mesh_dest_state *dest,
+                                      const struct mesh_addr *addr)
+{
+    char a[MESH_ADDR_STRLEN], key[512];
+    snprintf(key, sizeof(key), "%s|%s", dest->key, mesh_addr_format(addr, a, sizeof(a)));
+    struct mesh_ep_state *s = mesh_hmap_get(&p->ep_states, key);
+    if (!s) {
+        size_t len = strlen(key) + 1;
+        s = mesh_calloc(1, sizeof(*s) + len);
+        if (!s)
+            return NULL;
+        memcpy(s->key, key, len);
+        atomic_init(&s->refs, 1);
+        atomic_init(&s->hc_healthy, 1);
+        s->dest = dest;
+        atomic_fetch_add(&dest->refs, 1);
+        if (mesh_hmap_put(&p->ep_states, s->key, s) < 0) {
+            mesh_dest_state_unref(dest);
+            mesh_free(s);
+            return NULL;
+        }
+    }
+    atomic_fetch_add(&s->refs, 1);
+    return s;
+}
+
+/*
+ * Drops the registry's reference of states nothing else holds. Only the main loop creates
+ * references, so a count of one cannot grow behind our back.
+ */
+static void sweep_registry(struct mesh_hmap *m, bool ep)
+{
+    void **gone = NULL;
+    size_t n = 0, cap = 0, i = 0;
+    const struct mesh_hmap_entry *he;
+    while (mesh_hmap_next(m, &i, &he)) {
+        atomic_int *refs = ep ? &((struct mesh_ep_state *)he->value)->refs
+                              : &((struct mesh_dest_state *)he->value)->refs;
+        if (atomic_load(refs) == 1 && mesh_grow((void **)&gone, &cap, n + 1, sizeof(*gone)) == 0)
+            gone[n++] = he->value;
+    }
+    for (size_t k = 0; k < n; k++) {
+        if (ep) {
+            mesh_hmap_remove(m, ((struct mesh_ep_state *)gone[k])->key);
+            mesh_ep_state_unref(gone[k]);
+        } else {
+            mesh_hmap_remove(m, ((struct mesh_dest_state *)gone[k])->key);
+            mesh_dest_state_unref(gone[k]);
+        }
+    }
+    mesh_free(gone);
+}
+
+/* ---- snapshot building ---- */
+
+struct want_listener {
+    char key[MESH_ADDR_STRLEN];
+    struct mesh_addr addr;
+    int kind;
+    char description[300];
+    char dest_key[200];
+    const struct mesh_local_service *local; /* inbound: its workload */
+};
+
+static int find_dest(struct mesh_proxy_snapshot *s, const char *key)
+{
+    for (size_t i = 0; i < s->n_dests; i++) {
+        if (strcmp(s->dests[i].key, key) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+static int cmp_snap_ep(const void *a, const void *b)
+{
+    return mesh_addr_cmp(&((const struct snap_endpoint *)a)->addr,
+                         &((const struct snap_endpoint *)b)->addr);
+}
+
+/* Fills d's endpoints from the catalog (outbound) or the local workload (inbound). */
+static int fill_dest(struct mesh_proxy *p, struct snap_dest *d, const struct want_listener *wl,
+                     const struct mesh_proxy_inputs *in)
+{
+    const struct mesh_service *svc = NULL;
+    char ns[64], name[64];
+    if (wl->kind == MESH_LISTENER_OUTBOUND) {
+        const char *slash = strchr(d->key, '/');
+        snprintf(ns, sizeof(ns), "%.*s", (int)(slash - d->key), d->key);
+        snprintf(name, sizeof(name), "%s", slash + 1);
+        svc = mesh_catalog_get(in->catalog, ns, name);
+    }
+    size_t n = wl->kind == MESH_LISTENER_INBOUND ? 1 : (svc ? svc->n_endpoints : 0);
+    d->eps = mesh_calloc(n ? n : 1, sizeof(*d->eps));
+    if (!d->eps)
+        return -ENOMEM;
+    bool zones = false;
+    for (size_t i = 0; i < n; i++) {
+        struct snap_endpoint *e = &d->eps[d->n];
+        if (wl->kind == MESH_LISTENER_INBOUND) {
+            e->addr = wl->local->addr;
+            e->weight = 1;
+            e->health = MESH_EP_READY | MESH_EP_SERVING;
+        } else {
+            const struct mesh_endpoint *src = &svc->endpoints[i];
+            e->addr = src->addr;
+            e->weight = src->weight;
+            e->health = src->health;
+            zones |= src->zone != NULL;
+            e->local_zone = src->zone && in->node_zone[0] && strcmp(src->zone, in->node_zone) == 0;
+        }
+        e->state = ep_state(p, d->state, &e->addr);
+        if (!e->state)
+            return -ENOMEM;
+        d->n++;
+    }
+    qsort(d->eps, d->n, sizeof(*d->eps), cmp_snap_ep);
+    d->zone_aware = d->policy.zone_aware.enabled && zones && in->node_zone[0];
+    if (d->policy.lb == MESH_LB_RING_HASH)
+        return mesh_ring_build(d);
+    return 0;
+}
+
+static int set_policy(struct snap_dest *d, const struct want_listener *wl,
+                      const struct mesh_proxy_inputs *in)
+{
+    const struct mesh_dest_policy *pol = NULL;
+    if (mesh_dest_policy_defaults(&d->policy) < 0)
+        return -ENOMEM;
+    if (wl->kind == MESH_LISTENER_INBOUND) {
+        /* One local workload: a retry or an ejection could only pick it again. */
+        d->policy.connect_retries = 0;
+        d->policy.outlier.enabled = false;
+        return 0;
+    }
+    if (in->resources) {
+        const char *slash = strchr(d->key, '/');
+        char ns[64];
+        snprintf(ns, sizeof(ns), "%.*s", (int)(slash - d->key), d->key);
+        pol = mesh_resource_view_policy(in->resources, ns, slash + 1);
+    }
+    if (pol) {
+        mesh_dest_policy_done(&d->policy);
+        d->policy = *pol;
+        d->policy.service = NULL; /* the only owned field; not needed here */
+    }
+    return 0;
+}
+
+/* Collects the listeners the local services ask for; the first claim of an address wins. */
+static int want_listeners(const struct mesh_proxy_inputs *in, struct want_listener **ret,
+                          size_t *ret_n)
+{
+    size_t cap = 0, n = 0;
+    struct want_listener *v = NULL;
+    struct mesh_hmap seen; /* key (a copy) -> description of the first claim (a copy) */
+    mesh_hmap_init(&seen);
+    int r = 0;
+    for (size_t i = 0; i < in->n_locals && r == 0; i++) {
+        const struct mesh_local_service *ls = in->locals[i];
+        for (size_t u = 0; u <= ls->n_upstreams && r == 0; u++) {
+            bool inbound = u == ls->n_upstreams;
+            if (inbound && !mesh_addr_port(&ls->inbound))
+                break;
+            if ((r = mesh_grow((void **)&v, &cap, n + 1, sizeof(*v))) < 0)
+                break;
+            struct want_listener *w = &v[n];
+            memset(w, 0, sizeof(*w));
+            if (inbound) {
+                w->kind = MESH_LISTENER_INBOUND;
+                w->addr = ls->inbound;
+                w->local = ls;
+                snprintf(w->dest_key, sizeof(w->dest_key), "inbound:%s/%s", ls->namespace,
+                         ls->name);
+                snprintf(w->description, sizeof(w->description), "inbound -> %s/%s", ls->namespace,
+                         ls->name);
+            } else {
+                const struct mesh_upstream *up = &ls->upstreams[u];
+                w->kind = MESH_LISTENER_OUTBOUND;
+                w->addr = up->bind;
+                snprintf(w->dest_key, sizeof(w->dest_key), "%s/%s", up->namespace, up->service);
+                snprintf(w->description, sizeof(w->description), "%s/%s -> %s/%s", ls->namespace,
+                         ls->name, up->namespace, up->service);
+            }
+            mesh_addr_format(&w->addr, w->key, sizeof(w->key));
+            const char *first = mesh_hmap_get(&seen, w->key);
+            if (first) {
+                mesh_log_warn("%s (%s) is already used by %s; ignoring it", w->key, w->description,
+                              first);
+                continue;
+            }
+            char *entry = mesh_asprintf("%s%c%s", w->key, '\0', w->description);
+            if (!entry || mesh_hmap_put(&seen, entry, entry + strlen(entry) + 1) < 0) {
+                mesh_free(entry);
+                r = -ENOMEM;
+                break;
+            }
+            n++;
+        }
+    }
+    size_t i = 0;
+    const struct mesh_hmap_entry *he;
+    while (mesh_hmap_next(&seen, &i, &he))
+        mesh_free((void *)(uintptr_t)he->key);
+    mesh_hmap_done(&seen);
+    *ret = v;
+    *ret_n = n;
+    return r;
+}
+
+static int build_snapshot(struct mesh_proxy *p, const struct mesh_proxy_inputs *in,
+                          const struct want_listener *wl, size_t n,
+                          struct mesh_proxy_snapshot **ret)
+{
+    struct mesh_proxy_snapshot *s = mesh_calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    atomic_init(&s->refs, 1);
+    s->version = ++p->version;
+    mesh_hmap_init(&s->listener_index);
+    mesh_hmap_init(&s->dest_index);
+    s->listeners = mesh_calloc(n ? n : 1, sizeof(*s->listeners));
+    s->dests = mesh_calloc(n ? n : 1, sizeof(*s->dests));
+    if (!s->listeners || !s->dests)
+        goto oom;
+    for (size_t i = 0; i < n; i++) {
+        int di = find_dest(s, wl[i].dest_key);
+        if (di < 0) {
+            struct snap_dest *d = &s->dests[s->n_dests];
+            d->index = s->n_dests;
+            if (!(d->key = mesh_strdup(wl[i].dest_key)))
+                goto oom;
+            s->n_dests++; /* counted now: freeing covers a half-built one */
+            if (!(d->state = dest_state(p, d->key)) || set_policy(d, &wl[i], in) < 0 ||
+                fill_dest(p, d, &wl[i], in) < 0)
+                goto oom;
+            di = (int)d->index;
+        }
+        struct snap_listener *l = &s->listeners[s->n_listeners];
+        l->addr = wl[i].addr;
+        l->kind = wl[i].kind;
+        l->dest = &s->dests[di];
+        if (!(l->key = mesh_strdup(wl[i].key)) ||
+            !(l->description = mesh_strdup(wl[i].description)))
+            goto oom;
+        s->n_listeners++;
+    }
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        if (mesh_hmap_put(&s->listener_index, s->listeners[i].key, &s->listeners[i]) < 0)
+            goto oom;
+    }
+    for (size_t i = 0; i < s->n_dests; i++) {
+        if (mesh_hmap_put(&s->dest_index, s->dests[i].key, &s->dests[i]) < 0)
+            goto oom;
+    }
+    *ret = s;
+    return 0;
+oom:
+    mesh_snapshot_unref(s);
+    return -ENOMEM;
+}
+
+/* ---- listeners ---- */
+
+/*
+ * A listening socket for one worker. SO_REUSEPORT lets every worker have its own, with the
+ * kernel spreading connections; a plain bind first proves that no other process holds the
+ * address (reuseport would otherwise share it with another agent of the same user).
+ */
+static int listen_socket(const struct mesh_addr *a, int backlog, bool probe, int *ret_fd)
+{
+    int one = 1;
+    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        (!probe && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
+        (a->ss.ss_family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+        bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 ||
+        (!probe && listen(fd, backlog) < 0)) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    if (probe) {
+        close(fd);
+        return 0;
+    }
+    *ret_fd = fd;
+    return 0;
+}
+
+/* Binds rec on every worker. Returns 0 or -errno (nothing is left open then). */
+static int bind_listener(struct mesh_proxy *p, struct lrec *rec)
+{
+    int *fds = mesh_calloc((size_t)p->n_workers, sizeof(int));
+    if (!fds)
+        return -ENOMEM;
+    int r = listen_socket(&rec->addr, p->opts.backlog, true, NULL);
+    int k = 0;
+    for (; r == 0 && k < p->n_workers; k++) {
+        r = listen_socket(&rec->addr, p->opts.backlog, false, &fds[k]);
+        if (r < 0)
+            break;
+    }
+    if (r < 0) {
+        for (int i = 0; i < k; i++)
+            close(fds[i]);
+        mesh_free(fds);
+        return r;
+    }
+    for (int i = 0; i < p->n_workers; i++) {
+        struct worker_cmd *cmd = mesh_calloc(1, sizeof(*cmd));
+        char *key = mesh_strdup(rec->key);
+        if (!cmd || !key) {
+            /* The worker never sees it: the socket must not leak. */
+            close(fds[i]);
+            mesh_free(cmd);
+            mesh_free(key);
+            continue;
+        }
+        cmd->type = WORKER_ADD_LISTENER;
+        cmd->key = key;
+        cmd->fd = fds[i];
+        mesh_worker_post(&p->workers[i], cmd);
+    }
+    mesh_free(fds);
+    return 0;
+}
+
+static void post_all(struct mesh_proxy *p, enum worker_cmd_type type, const char *key,
+                     struct mesh_proxy_snapshot *snap)
+{
+    for (int i = 0; i < p->started_workers; i++) {
+        struct worker_cmd *cmd = mesh_calloc(1, sizeof(*cmd));
+        if (!cmd) {
+            mesh_log_error("out of memory telling worker %d", i);
+            continue;
+        }
+        cmd->type = type;
+        if (key && !(cmd->key = mesh_strdup(key))) {
+            mesh_free(cmd);
+            continue;
+        }
+        if (snap) {
+            mesh_snapshot_ref(snap);
+            cmd->snap = snap;
+        }
+        mesh_worker_post(&p->workers[i], cmd);
+    }
+}
+
+static void lrec_free(struct lrec *r)
+{
+    mesh_free(r->key);
+    mesh_free(r->error);
+    mesh_free(r);
+}
+
+/* Binds what is wanted and not bound yet; failures are kept and retried later. */
+static void bind_wanted(struct mesh_proxy *p)
+{
+    size_t i = 0, errors = 0;
+    const struct mesh_hmap_entry *he;
+    while (mesh_hmap_next(&p->listeners, &i, &he)) {
+        struct lrec *r = he->value;
+        if (!r->wanted || r->bound)
+            continue;
+        int err = bind_listener(p, r);
+        if (err == 0) {
+            r->bound = true;
+            if (r->error)
+                mesh_log_notice("listening on %s now", r->key);
+            mesh_free(r->error);
+            r->error = NULL;
+            continue;
+        }
+        errors++;
+        if (!r->error)
+            mesh_log_error("cannot listen on %s: %s; retrying every %d s", r->key, strerror(-err),
+                           LISTEN_RETRY_MS / 1000);
+        mesh_free(r->error);
+        r->error = mesh_strdup(strerror(-err));
+    }
+    p->listener_errors = errors;
+}
+
+int mesh_proxy_update(struct mesh_proxy *p, const struct mesh_proxy_inputs *in)
+{
+    struct want_listener *wl = NULL;
+    size_t n = 0;
+    struct mesh_proxy_snapshot *snap = NULL;
+    if (p->stopping)
+        return 0;
+    int r = want_listeners(in, &wl, &n);
+    if (r == 0)
+        r = build_snapshot(p, in, wl, n, &snap);
+    if (r < 0) {
+        mesh_free(wl);
+        mesh_log_error("out of memory building a proxy snapshot; keeping the previous one");
+        return r;
+    }
+    char *zone = mesh_strdup(in->node_zone);
+    if (zone) {
+        /* Workers read node_zone between snapshots only; set it before the snapshot goes. */
+        mesh_free(p->node_zone);
+        p->node_zone = zone;
+        for (int i = 0; i < p->n_workers; i++)
+            p->workers[i].node_zone = p->node_zone;
+    }
+
+    /* Listeners: mark what is wanted, bind what is new, then the snapshot, then removals. */
+    size_t i = 0;
+    const struct mesh_hmap_entry *he;
+    while (mesh_hmap_next(&p->listeners, &i, &he))
+        ((struct lrec *)he->value)->wanted = false;
+    for (size_t k = 0; k < n; k++) {
+        struct lrec *rec = mesh_hmap_get(&p->listeners, wl[k].key);
+        if (!rec) {
+            rec = mesh_calloc(1, sizeof(*rec));
+            if (!rec || !(rec->key = mesh_strdup(wl[k].key)) ||
+                mesh_hmap_put(&p->listeners, rec->key, rec) < 0) {
+                if (rec)
+                    lrec_free(rec);
+                continue;
+            }
+            rec->addr = wl[k].addr;
+        }
+        rec->wanted = true;
+    }
+    bind_wanted(p);
+    post_all(p, WORKER_SNAPSHOT, NULL, snap);
+    struct lrec **gone = NULL;
+    size_t n_gone = 0, cap = 0;
+    i = 0;
+    while (mesh_hmap_next(&p->listeners, &i, &he)) {
+        struct lrec *rec = he->value;
+        if (!rec->wanted && mesh_grow((void **)&gone, &cap, n_gone + 1, sizeof(*gone)) == 0)
+            gone[n_gone++] = rec;
+    }
+    for (size_t k = 0; k < n_gone; k++) {
+        if (gone[k]->bound)
+            post_all(p, WORKER_REMOVE_LISTENER, gone[k]->key, NULL);
+        mesh_hmap_remove(&p->listeners, gone[k]->key);
+        lrec_free(gone[k]);
+    }
+    mesh_free(gone);
+    mesh_free(wl);
+
+    mesh_snapshot_unref(p->snap);
+    p->snap = snap;
+    if (mesh_health_checker_update(p->hc, snap) < 0)
+        mesh_log_error("out of memory updating health checks");
+    sweep_registry(&p->ep_states, true);
+    sweep_registry(&p->dest_states, false);
+    mesh_log_debug("proxy snapshot %llu: %zu listeners, %zu destinations",
+                   (unsigned long long)snap->version, snap->n_listeners, snap->n_dests);
+    return 0;
+}
+
+/* ---- periodic work ---- */
+
+/* Returns ejected endpoints whose time is up; retries failed listeners now and then. */
+static void on_sweep(uv_timer_t *t)
+{
+    struct mesh_proxy *p = t->data;
+    uint64_t now = uv_now(p->loop);
+    bool changed = false;
+    size_t i = 0;
+    const struct mesh_hmap_entry *he;
+    while (mesh_hmap_next(&p->ep_states, &i, &he)) {
+        struct mesh_ep_state *s = he->value;
+        long long until = atomic_load(&s->ejected_until);
+        if (until && (uint64_t)until <= now) {
+            atomic_store(&s->ejected_until, 0);
+            atomic_store(&s->consecutive_failures, 0);
+            atomic_fetch_sub(&s->dest->ejected, 1);
+            s->returned_at = now;
+            changed = true;
+            mesh_log_info("%s is back in '%s' after its ejection", strchr(s->key, '|') + 1,
+                          s->dest->key);
+        } else if (!until && atomic_load(&s->ejections) && s->returned_at &&
+                   now - s->returned_at > 300000) {
+            /* Five quiet minutes: the next ejection starts from the base time again. */
+            atomic_store(&s->ejections, 0);
+        }
+    }
+    if (changed)
+        atomic_fetch_add(&p->shared.health_epoch, 1);
+    if (p->listener_errors && now - p->last_listen_retry >= LISTEN_RETRY_MS) {
+        p->last_listen_retry = now;
+        bind_wanted(p);
+    }
+}
+
+/* ---- lifecycle ---- */
+
+int mesh_proxy_new(uv_loop_t *loop, const struct mesh_proxy_options *opts, struct mesh_proxy **ret)
+{
+    struct mesh_proxy *p = mesh_calloc(1, sizeof(*p));
+    if (!p)
+        return -ENOMEM;
+    p->loop = loop;
+    p->opts = *opts;
+    p->n_workers = opts->workers > 0 ? opts->workers : (int)uv_available_parallelism();
+    if (p->n_workers < 1)
+        p->n_workers = 1;
+    if (!p->opts.backlog)
+        p->opts.backlog = 511;
+    atomic_init(&p->shared.max_connections, opts->max_connections);
+    p->shared.buffer_size = opts->buffer_size;
+    /* Stop reading a side once four buffers wait for the other; resume at one. */
+    p->shared.high_water = 4 * opts->buffer_size;
+    p->shared.low_water = opts->buffer_size;
+    mesh_hmap_init(&p->dest_states);
+    mesh_hmap_init(&p->ep_states);
+    mesh_hmap_init(&p->listeners);
+    p->workers = mesh_calloc((size_t)p->n_workers, sizeof(*p->workers));
+    if (!p->workers || mesh_health_checker_new(loop, &p->shared, &p->hc) < 0 ||
+        !(p->node_zone = mesh_strdup(""))) {
+        mesh_free(p->workers);
+        mesh_free(p->hc);
+        mesh_free(p);
+        return -ENOMEM;
+    }
+    *ret = p;
+    return 0;
+}
+
+static void on_worker_exited(uv_async_t *a);
+
+int mesh_proxy_start(struct mesh_proxy *p)
+{
+    uv_async_init(p->loop, &p->exited, on_worker_exited);
+    uv_timer_init(p->loop, &p->sweep);
+    uv_timer_init(p->loop, &p->drain);
+    p->exited.data = p->sweep.data = p->drain.data = p;
+    uv_timer_start(&p->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+    for (int i = 0; i < p->n_workers; i++) {
+        int r = mesh_worker_init(&p->workers[i], i, &p->shared, &p->exited, p->opts.backlog);
+        if (r == 0) {
+            p->workers[i].node_zone = p->node_zone;
+            r = mesh_worker_run(&p->workers[i]);
+            if (r < 0)
+                mesh_worker_done(&p->workers[i]);
+        }
+        if (r < 0) {
+            mesh_log_error("cannot start worker %d: %s", i, uv_strerror(r));
+            p->n_workers = i;
+            break;
+        }
+        p->started_workers = i + 1;
+    }
+    if (p->started_workers == 0)
+        return -EAGAIN;
+    mesh_log_info("data plane: %d worker threads", p->started_workers);
+    return 0;
+}
+
+static void free_proxy(struct mesh_proxy *p)
+{
+    void (*done)(void *) = p->done;
+    void *data = p->done_data;
+    mesh_snapshot_unref(p->snap);
+    size_t i = 0;
+    const struct mesh_hmap_entry *he;
+    while (mesh_hmap_next(&p->listeners, &i, &he))
+        lrec_free(he->value);
+    mesh_hmap_done(&p->listeners);
+    i = 0;
+    while (mesh_hmap_next(&p->ep_states, &i, &he))
+        mesh_ep_state_unref(he->value);
+    mesh_hmap_done(&p->ep_states);
+    i = 0;
+    while (mesh_hmap_next(&p->dest_states, &i, &he))
+        mesh_dest_state_unref(he->value);
+    mesh_hmap_done(&p->dest_states);
+    mesh_free(p->workers);
+    mesh_free(p->node_zone);
+    mesh_free(p);
+    if (done)
+        done(data);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct mesh_proxy *p = h->data;
+    if (--p->closing == 0)
+        free_proxy(p);
+}
+
+static void on_hc_closed(void *data)
+{
+    struct mesh_proxy *p = data;
+    p->hc = NULL;
+    if (--p->closing == 0)
+        free_proxy(p);
+}
+
+static void finish_stop(struct mesh_proxy *p)
+{
+    p->closing = 4;
+    uv_close((uv_handle_t *)&p->exited, on_closed);
+    uv_close((uv_handle_t *)&p->sweep, on_closed);
+    uv_close((uv_handle_t *)&p->drain, on_closed);
+    mesh_health_checker_close(p->hc, on_hc_closed, p);
+}
+
+static void on_worker_exited(uv_async_t *a)
+{
+    struct mesh_proxy *p = a->data;
+    /* uv_async coalesces: join every worker whose loop has ended (it is about to return). */
+    int running = 0;
+    for (int i = 0; i < p->started_workers; i++) {
+        struct mesh_worker *w = &p->workers[i];
+        if (w->joined)
+            continue;
+        if (!atomic_load(&w->finished)) {
+            running++;
+            continue;
+        }
+        uv_thread_join(&w->thread);
+        mesh_worker_done(w);
+        w->joined = true;
+    }
+    if (p->stopping && running == 0 && !uv_is_closing((uv_handle_t *)&p->exited))
+        finish_stop(p);
+}
+
+static void on_drain_deadline(uv_timer_t *t)
+{
+    struct mesh_proxy *p = t->data;
+    mesh_log_warn("drain deadline: closing the %d connections still open",
+                  atomic_load(&p->shared.active_total));
+    post_all(p, WORKER_ABORT, NULL, NULL);
+}
+
+void mesh_proxy_stop(struct mesh_proxy *p, uint64_t drain_ms, void (*done)(void *data), void *data)
+{
+    p->stopping = true;
+    p->done = done;
+    p->done_data = data;
+    uv_timer_stop(&p->sweep);
+    post_all(p, WORKER_STOP, NULL, NULL);
+    if (drain_ms)
+        uv_timer_start(&p->drain, on_drain_deadline, drain_ms, 0);
+    else
+        post_all(p, WORKER_ABORT, NULL, NULL);
+    /* Workers that already ended (or none started) are joined now. */
+    uv_async_send(&p->exited);
+}
+
+void mesh_proxy_abort(struct mesh_proxy *p)
+{
+    post_all(p, WORKER_ABORT, NULL, NULL);
+}
+
+/* ---- introspection ---- */
+
+void mesh_proxy_set_max_connections(struct mesh_proxy *p, int max)
+{
+    atomic_store(&p->shared.max_connections, max);
+}
+
+size_t mesh_proxy_listener_errors(const struct mesh_proxy *p)
+{
+    return p->listener_errors;
+}
+
+int mesh_proxy_active(const struct mesh_proxy *p)
+{
+    return atomic_load(&p->shared.active_total);
+}
+
+static size_t eligible_count(const struct snap_dest *d)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < d->n; i++)
+        n += mesh_ep_eligible(&d->eps[i]);
+    return n;
+}
+
+struct dest_metric {
+    const char *name;
+    const char *type;
+    const char *help;
+};
+
+void mesh_proxy_metrics(struct mesh_proxy *p, struct mesh_buf *b)
+{
+    static const struct dest_metric fam[] = {
+        {"mesh_proxy_connections_active", "gauge", "Open proxied connections."},
+        {"mesh_proxy_connections_total", "counter", "Connections accepted and admitted."},
+        {"mesh_proxy_connect_failures_total", "counter",
+         "Upstream connects that failed or timed out."},
+        {"mesh_proxy_connect_retries_total", "counter",
+         "Upstream connects retried on another endpoint."},
+        {"mesh_proxy_ejections_total", "counter", "Endpoints ejected by outlier detection."},
+        {"mesh_proxy_endpoints_ejected", "gauge", "Endpoints ejected now."},
+        {"mesh_proxy_circuit_breaker_refusals_total", "counter",
+         "Connections refused: the destination's max_connections was reached."},
+        {"mesh_proxy_no_endpoint_total", "counter",
+         "Connections refused: no endpoint could take them."},
+        {"mesh_proxy_drained_total", "counter",
+         "Connections closed at the drain deadline of a removed endpoint."},
+        {"mesh_proxy_idle_timeouts_total", "counter", "Connections closed after idle_timeout."},
+        {"mesh_proxy_endpoints", "gauge", "Endpoints of the destination."},
+        {"mesh_proxy_endpoints_healthy", "gauge",
+         "Endpoints that may take new connections (ready, passing checks, not ejected)."},
+    };
+    const struct mesh_proxy_snapshot *s = p->snap;
+    for (size_t f = 0; f < MESH_ARRAY_SIZE(fam); f++) {
+        mesh_prom_family(b, fam[f].name, fam[f].type, fam[f].help);
+        for (size_t i = 0; s && i < s->n_dests; i++) {
+            const struct snap_dest *d = &s->dests[i];
+            struct mesh_dest_state *st = d->state;
+            double v[] = {
+                (double)atomic_load(&st->active),
+                (double)atomic_load(&st->conns_total),
+                (double)atomic_load(&st->connect_failures),
+                (double)atomic_load(&st->retries),
+                (double)atomic_load(&st->ejections),
+                (double)atomic_load(&st->ejected),
+                (double)atomic_load(&st->breaker_refusals),
+                (double)atomic_load(&st->no_endpoint),
+                (double)atomic_load(&st->drained),
+                (double)atomic_load(&st->idle_timeouts),
+                (double)d->n,
+                (double)eligible_count(d),
+            };
+            struct mesh_prom_label l[] = {{"destination", d->key}, {NULL, NULL}};
+            mesh_prom_sample(b, fam[f].name, l, v[f]);
+        }
+    }
+    mesh_prom_family(b, "mesh_proxy_bytes_total", "counter",
+                     "Bytes proxied, by direction: to the upstream endpoint or back to the "
+                     "client.");
+    for (size_t i = 0; s && i < s->n_dests; i++) {
+        const struct snap_dest *d = &s->dests[i];
+        struct mesh_prom_label up[] = {{"destination", d->key}, {"direction", "to_upstream"}, {0}};
+        struct mesh_prom_label down[] = {
+            {"destination", d->key}, {"direction", "to_downstream"}, {0}};
+        mesh_prom_sample(b, "mesh_proxy_bytes_total", up,
+                         (double)atomic_load(&d->state->bytes_to_upstream));
+        mesh_prom_sample(b, "mesh_proxy_bytes_total", down,
+                         (double)atomic_load(&d->state->bytes_to_downstream));
+    }
+    mesh_prom_family(b, "mesh_proxy_active_connections", "gauge",
+                     "Open proxied connections, every listener.");
+    mesh_prom_sample(b, "mesh_proxy_active_connections", NULL,
+                     (double)atomic_load(&p->shared.active_total));
+    mesh_prom_family(b, "mesh_proxy_accepted_total", "counter", "Connections accepted.");
+    mesh_prom_sample(b, "mesh_proxy_accepted_total", NULL,
+                     (double)atomic_load(&p->shared.accepted_total));
+    mesh_prom_family(b, "mesh_proxy_refused_total", "counter",
+                     "Connections refused: proxy.max_connections were open.");
+    mesh_prom_sample(b, "mesh_proxy_refused_total", NULL,
+                     (double)atomic_load(&p->shared.refused_total));
+    mesh_prom_family(b, "mesh_proxy_listeners", "gauge", "Listeners by state.");
+    size_t n = p->listeners.n;
+    mesh_prom_sample(b, "mesh_proxy_listeners",
+                     (struct mesh_prom_label[]){{"state", "listening"}, {NULL, NULL}},
+                     (double)(n - p->listener_errors));
+    mesh_prom_sample(b, "mesh_proxy_listeners",
+                     (struct mesh_prom_label[]){{"state", "failed"}, {NULL, NULL}},
+                     (double)p->listener_errors);
+    mesh_prom_family(b, "mesh_proxy_health_checks_total", "counter", "Active health checks made.");
+    mesh_prom_sample(b, "mesh_proxy_health_checks_total", NULL,
+                     p->hc ? (double)mesh_health_checker_probes(p->hc) : 0);
+    mesh_prom_family(b, "mesh_proxy_worker_connections_active", "gauge",
+                     "Open proxied connections per worker thread.");
+    for (int i = 0; i < p->started_workers; i++) {
+        char idx[16];
+        snprintf(idx, sizeof(idx), "%d", i);
+        mesh_prom_sample(b, "mesh_proxy_worker_connections_active",
+                         (struct mesh_prom_label[]){{"worker", idx}, {NULL, NULL}},
+                         (double)atomic_load(&p->workers[i].active));
+    }
+}
+
+static json_t *endpoint_status(const struct snap_endpoint *ep, uint64_t now)
+{
+    char ip[MESH_ADDR_STRLEN];
+    long long until = atomic_load(&ep->state->ejected_until);
+    json_t *o = json_pack("{s:s, s:i, s:i, s:s, s:b, s:b, s:i, s:i}", "address",
+                          mesh_addr_ip(&ep->addr, ip, sizeof(ip)), "port",
+                          (int)mesh_addr_port(&ep->addr), "weight", (int)ep->weight, "health",
+                          mesh_endpoint_health_name(ep->health), "eligible", mesh_ep_eligible(ep),
+                          "health_check_passing", atomic_load(&ep->state->hc_healthy) != 0,
+                          "active_connections", atomic_load(&ep->state->active),
+                          "consecutive_failures", atomic_load(&ep->state->consecutive_failures));
+    if (o && until)
+        json_object_set_new(
+            o, "ejected_for_ms",
+            json_integer((json_int_t)((uint64_t)until > now ? (uint64_t)until - now : 0)));
+    return o;
+}
+
+json_t *mesh_proxy_status(struct mesh_proxy *p)
+{
+    const struct mesh_proxy_snapshot *s = p->snap;
+    uint64_t now = uv_now(p->loop);
+    json_t *listeners = json_array(), *dests = json_array();
+    for (size_t i = 0; s && listeners && i < s->n_listeners; i++) {
+        const struct snap_listener *l = &s->listeners[i];
+        const struct lrec *rec = mesh_hmap_get(&p->listeners, l->key);
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "address", l->key, "kind",
+                              l->kind == MESH_LISTENER_INBOUND ? "inbound" : "outbound",
+                              "description", l->description, "destination", l->dest->key, "state",
+                              rec && rec->bound ? "listening" : "failed");
+        if (o && rec && rec->error)
+            json_object_set_new(o, "error", json_string(rec->error));
+        json_array_append_new(listeners, o);
+    }
+    for (size_t i = 0; s && dests && i < s->n_dests; i++) {
+        const struct snap_dest *d = &s->dests[i];
+        json_t *eps = json_array();
+        for (size_t k = 0; eps && k < d->n; k++)
+            json_array_append_new(eps, endpoint_status(&d->eps[k], now));
+        json_array_append_new(
+            dests,
+            json_pack("{s:s, s:s, s:b, s:i, s:b, s:b, s:i, s:o}", "destination", d->key,
+                      "load_balancer", mesh_lb_names[d->policy.lb], "zone_aware", d->zone_aware,
+                      "max_connections", d->policy.max_connections, "health_check",
+                      d->policy.health_check.enabled, "outlier_detection",
+                      d->policy.outlier.enabled, "active_connections",
+                      atomic_load(&d->state->active), "endpoints", eps ? eps : json_array()));
+    }
+    return json_pack("{s:i, s:i, s:I, s:o, s:o}", "workers", p->started_workers,
+                     "active_connections", atomic_load(&p->shared.active_total), "snapshot",
+                     (json_int_t)(s ? s->version : 0), "listeners",
+                     listeners ? listeners : json_array(), "destinations",
+                     dests ? dests : json_array());
+}

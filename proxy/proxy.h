@@ -1,0 +1,70 @@
+/*
+ * The data plane: L4 listeners for local services' upstreams and inbound ports, load
+ * balancing, health checking, outlier ejection, circuit breaking and draining, on N worker
+ * threads. The agent owns one and feeds it with what it knows; everything here is driven
+ * from the agent's main loop except the workers, which run their own loops.
+ *
+ * Lifecycle: new -> start -> update* -> stop(drain, done) -> free.
+ */
+#ifndef MESH_PROXY_H
+#define MESH_PROXY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "agent/catalog.h"
+#include "agent/service.h"
+#include "common/buf.h"
+#include "proxy/resource.h"
+
+struct mesh_proxy;
+
+struct mesh_proxy_options {
+    int workers;         /* threads; 0: one per CPU */
+    int max_connections; /* over it, new connections are refused */
+    size_t buffer_size;  /* per read */
+    int backlog;
+};
+
+/* What the data plane is built from, at each update. Borrowed for the call only. */
+struct mesh_proxy_inputs {
+    const struct mesh_catalog *catalog;
+    const struct mesh_local_service *const *locals; /* services on this host */
+    size_t n_locals;
+    const struct mesh_resource_view *resources; /* may be NULL */
+    const char *node_zone;                      /* "" when unknown */
+};
+
+/* Creates the proxy; nothing runs until start. Returns 0 or a negative errno. */
+int mesh_proxy_new(uv_loop_t *loop, const struct mesh_proxy_options *opts, struct mesh_proxy **ret);
+/* Starts the worker threads. Returns 0 or a negative errno. */
+int mesh_proxy_start(struct mesh_proxy *p);
+/*
+ * Builds a snapshot from `in` and hands it to the workers: new connections use it at once,
+ * connections in progress keep theirs. Listeners that cannot be bound are reported (log,
+ * status, metrics) and retried; the others run. Returns 0, or -ENOMEM (the previous
+ * snapshot stays).
+ */
+int mesh_proxy_update(struct mesh_proxy *p, const struct mesh_proxy_inputs *in);
+/*
+ * Stops accepting, lets connections finish for up to drain_ms, then closes the rest, joins
+ * the workers and calls done(data) on the loop. The proxy is then freed.
+ */
+void mesh_proxy_stop(struct mesh_proxy *p, uint64_t drain_ms, void (*done)(void *data), void *data);
+/* During a stop: closes every connection now. */
+void mesh_proxy_abort(struct mesh_proxy *p);
+
+/* Changes the cap on open connections (a reload). */
+void mesh_proxy_set_max_connections(struct mesh_proxy *p, int max);
+
+void mesh_proxy_metrics(struct mesh_proxy *p, struct mesh_buf *b);
+json_t *mesh_proxy_status(struct mesh_proxy *p);
+/* Listeners that failed to bind, for readiness and status. */
+size_t mesh_proxy_listener_errors(const struct mesh_proxy *p);
+/* Open proxied connections right now. */
+int mesh_proxy_active(const struct mesh_proxy *p);
+
+#endif

@@ -1,0 +1,329 @@
+#include "proxy/resource.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/strutil.h"
+
+const char *const mesh_resource_kind_names[] = {"DestinationPolicy", NULL};
+
+struct kind_ops {
+    const struct mesh_cfg_schema *schema;
+    int (*defaults)(void *spec);
+    void (*done)(void *spec);
+};
+
+static int policy_defaults(void *spec)
+{
+    return mesh_dest_policy_defaults(spec);
+}
+
+static void policy_done(void *spec)
+{
+    mesh_dest_policy_done(spec);
+}
+
+static const struct kind_ops kinds[] = {
+    [MESH_RESOURCE_DESTINATION_POLICY] = {&mesh_dest_policy_schema, policy_defaults, policy_done},
+};
+
+static const char *check_dns_label(const char *s)
+{
+    return mesh_is_dns_label(s) ? NULL : "must be a DNS label: lowercase letters, digits, '-'";
+}
+
+/* The envelope; "spec" is decoded by the kind's schema once the kind is known. */
+struct envelope {
+    int kind;
+    char *name;
+    char *namespace;
+    json_t *spec;
+};
+
+static int keep_json(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
+{
+    if (!json_is_object(v)) {
+        char got[64];
+        mesh_cfg_describe(v, got, sizeof(got));
+        mesh_cfg_error(ctx, "expected an object, got %s", got);
+        return -EINVAL;
+    }
+    *(json_t **)field = json_incref(v);
+    return 0;
+}
+
+static void drop_json(void *field)
+{
+    json_decref(*(json_t **)field);
+}
+
+#define E(m) MESH_CFG_FIELD(struct envelope, m)
+
+static const struct mesh_cfg_field envelope_fields[] = {
+    {.key = "kind",
+     .type = MESH_CFG_ENUM,
+     E(kind),
+     .flags = MESH_CFG_REQUIRED,
+     .choices = mesh_resource_kind_names},
+    {.key = "name",
+     .type = MESH_CFG_STRING,
+     E(name),
+     .flags = MESH_CFG_REQUIRED,
+     .expect = "a resource name",
+     .check = check_dns_label},
+    {.key = "namespace",
+     .type = MESH_CFG_STRING,
+     E(namespace),
+     .def = "default",
+     .expect = "a namespace",
+     .check = check_dns_label},
+    {.key = "spec",
+     .type = MESH_CFG_CUSTOM,
+     E(spec),
+     .flags = MESH_CFG_REQUIRED,
+     .decode = keep_json,
+     .free = drop_json},
+    {0},
+};
+
+static const struct mesh_cfg_schema envelope_schema = {
+    .size = sizeof(struct envelope),
+    .fields = envelope_fields,
+};
+
+static void resource_done(struct mesh_resource *r)
+{
+    if (r->spec) {
+        kinds[r->kind].done(r->spec);
+        mesh_free(r->spec);
+    }
+    mesh_free(r->name);
+    mesh_free(r->namespace);
+}
+
+struct mesh_resource_file *mesh_resource_file_ref(struct mesh_resource_file *f)
+{
+    f->refs++;
+    return f;
+}
+
+void mesh_resource_file_unref(struct mesh_resource_file *f)
+{
+    if (!f || --f->refs > 0)
+        return;
+    for (size_t i = 0; i < f->n; i++)
+        resource_done(&f->v[i]);
+    mesh_free(f->v);
+    mesh_free(f);
+}
+
+/* Decodes one resource at the current path into r. Returns 0 or -EINVAL/-ENOMEM. */
+static int decode_resource(struct mesh_cfg_ctx *ctx, json_t *json, struct mesh_resource *r)
+{
+    struct envelope env;
+    int ret = -ENOMEM;
+    if (mesh_cfg_defaults(&envelope_schema, &env) < 0)
+        return -ENOMEM;
+    if (mesh_cfg_decode(ctx, &envelope_schema, json, &env) < 0) {
+        ret = -EINVAL;
+        goto out;
+    }
+    const struct kind_ops *k = &kinds[env.kind];
+    r->kind = env.kind;
+    r->spec = mesh_malloc(k->schema->size);
+    if (!r->spec || k->defaults(r->spec) < 0) {
+        mesh_free(r->spec);
+        r->spec = NULL;
+        goto out;
+    }
+    size_t old = mesh_cfg_path_push_key(ctx, "spec");
+    ret = mesh_cfg_decode(ctx, k->schema, env.spec, r->spec);
+    mesh_cfg_path_pop(ctx, old);
+    r->name = env.name;
+    r->namespace = env.namespace;
+    env.name = env.namespace = NULL;
+out:
+    mesh_cfg_free(&envelope_schema, &env);
+    return ret;
+}
+
+int mesh_resource_file_parse(const char *name, const char *data, size_t len,
+                             struct mesh_cfg_errors *errors, struct mesh_resource_file **ret)
+{
+    struct mesh_cfg_ctx ctx;
+    mesh_cfg_ctx_init(&ctx, name, errors);
+    size_t before = errors->n + errors->dropped;
+    json_t *json = NULL;
+    int r = mesh_cfg_load_buffer(&ctx, data, len, &json);
+    if (r < 0)
+        return r;
+    struct mesh_resource_file *f = mesh_calloc(1, sizeof(*f));
+    if (!f) {
+        json_decref(json);
+        return -ENOMEM;
+    }
+    f->refs = 1;
+    json_t *list = json_is_object(json) ? json_object_get(json, "resources") : NULL;
+    if (list && json_object_size(json) != 1) {
+        mesh_cfg_error(&ctx, "a file holds one resource or {\"resources\": [...]}, not both");
+    } else if (list) {
+        size_t old = mesh_cfg_path_push_key(&ctx, "resources");
+        size_t n = json_is_array(list) ? json_array_size(list) : 0;
+        if (!json_is_array(list)) {
+            mesh_cfg_error(&ctx, "expected an array of resources");
+        } else if (n > MESH_RESOURCES_PER_FILE_MAX) {
+            mesh_cfg_error(&ctx, "expected at most %d resources, got %zu",
+                           MESH_RESOURCES_PER_FILE_MAX, n);
+        } else if (n && !(f->v = mesh_calloc(n, sizeof(*f->v)))) {
+            r = -ENOMEM;
+        } else {
+            for (size_t i = 0; i < n; i++) {
+                size_t o2 = mesh_cfg_path_push_index(&ctx, i);
+                f->n = i + 1;
+                if (decode_resource(&ctx, json_array_get(list, i), &f->v[i]) == -ENOMEM)
+                    r = -ENOMEM;
+                mesh_cfg_path_pop(&ctx, o2);
+            }
+        }
+        mesh_cfg_path_pop(&ctx, old);
+    } else if (!(f->v = mesh_calloc(1, sizeof(*f->v)))) {
+        r = -ENOMEM;
+    } else {
+        f->n = 1;
+        if (decode_resource(&ctx, json, &f->v[0]) == -ENOMEM)
+            r = -ENOMEM;
+    }
+    json_decref(json);
+    if (r == 0 && errors->n + errors->dropped != before)
+        r = -EINVAL;
+    if (r < 0) {
+        mesh_resource_file_unref(f);
+        return r;
+    }
+    *ret = f;
+    return 0;
+}
+
+struct claim {
+    const char *file;
+    char key[];
+};
+
+int mesh_resource_view_init(struct mesh_resource_view *v)
+{
+    memset(v, 0, sizeof(*v));
+    mesh_hmap_init(&v->policies);
+    mesh_hmap_init(&v->names);
+    return 0;
+}
+
+static void free_values(struct mesh_hmap *m)
+{
+    size_t i = 0;
+    const struct mesh_hmap_entry *he;
+    while (mesh_hmap_next(m, &i, &he))
+        mesh_free(he->value);
+    mesh_hmap_done(m);
+}
+
+void mesh_resource_view_done(struct mesh_resource_view *v)
+{
+    for (size_t i = 0; i < v->n_files; i++)
+        mesh_resource_file_unref(v->files[i]);
+    mesh_free(v->files);
+    free_values(&v->names);
+    /* Policy entries are claims too: their keys live in them. */
+    free_values(&v->policies);
+}
+
+/* Policy entries: the key beside a pointer to the policy. */
+struct policy_entry {
+    const struct mesh_dest_policy *policy;
+    const char *file;
+    char key[];
+};
+
+/* Claims key in m for file; returns NULL when new, else the owner's file. */
+static const char *claim(struct mesh_hmap *m, const char *key, const char *file, int *err)
+{
+    const struct claim *old = mesh_hmap_get(m, key);
+    if (old)
+        return old->file;
+    size_t len = strlen(key) + 1;
+    struct claim *c = mesh_malloc(sizeof(*c) + len);
+    if (!c) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    c->file = file;
+    memcpy(c->key, key, len);
+    if (mesh_hmap_put(m, c->key, c) < 0) {
+        mesh_free(c);
+        *err = -ENOMEM;
+    }
+    return NULL;
+}
+
+int mesh_resource_view_add(struct mesh_resource_view *v, const char *file,
+                           struct mesh_resource_file *f, mesh_resource_conflict_cb cb, void *data)
+{
+    int err = 0;
+    struct mesh_resource_file **files = mesh_realloc(v->files, (v->n_files + 1) * sizeof(*files));
+    if (!files)
+        return -ENOMEM;
+    v->files = files;
+    v->files[v->n_files++] = mesh_resource_file_ref(f);
+    for (size_t i = 0; i < f->n && err == 0; i++) {
+        const struct mesh_resource *r = &f->v[i];
+        char key[256], msg[512];
+        snprintf(key, sizeof(key), "%s/%s/%s", mesh_resource_kind_names[r->kind], r->namespace,
+                 r->name);
+        const char *owner = claim(&v->names, key, file, &err);
+        if (owner) {
+            snprintf(msg, sizeof(msg), "%s: %s is already defined in '%s'; ignoring it here", file,
+                     key, owner);
+            cb(data, file, msg);
+            continue;
+        }
+        v->count++;
+        if (r->kind != MESH_RESOURCE_DESTINATION_POLICY)
+            continue;
+        const struct mesh_dest_policy *p = r->spec;
+        snprintf(key, sizeof(key), "%s/%s", r->namespace, p->service ? p->service : r->name);
+        const struct policy_entry *old = mesh_hmap_get(&v->policies, key);
+        if (old) {
+            snprintf(msg, sizeof(msg),
+                     "%s: DestinationPolicy '%s' targets service '%s', which already has a "
+                     "policy from '%s'; ignoring it",
+                     file, r->name, key, old->file);
+            cb(data, file, msg);
+            continue;
+        }
+        size_t len = strlen(key) + 1;
+        struct policy_entry *e = mesh_malloc(sizeof(*e) + len);
+        if (!e) {
+            err = -ENOMEM;
+            break;
+        }
+        e->policy = p;
+        e->file = file;
+        memcpy(e->key, key, len);
+        if (mesh_hmap_put(&v->policies, e->key, e) < 0) {
+            mesh_free(e);
+            err = -ENOMEM;
+            break;
+        }
+    }
+    return err;
+}
+
+const struct mesh_dest_policy *mesh_resource_view_policy(const struct mesh_resource_view *v,
+                                                         const char *ns, const char *service)
+{
+    char key[160];
+    snprintf(key, sizeof(key), "%s/%s", ns, service);
+    const struct policy_entry *e = mesh_hmap_get(&v->policies, key);
+    return e ? e->policy : NULL;
+}

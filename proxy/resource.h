@@ -1,0 +1,72 @@
+/*
+ * Policy resources: {"kind": ..., "name": ..., "namespace": ..., "spec": {...}}, in files
+ * (standalone) or, later, from the controller. A file holds one resource or
+ * {"resources": [...]}. Each kind has a schema for its spec; the same validators serve the
+ * agent and the controller. Pure parsing: no I/O, no loop.
+ */
+#ifndef MESH_RESOURCE_H
+#define MESH_RESOURCE_H
+
+#include <stddef.h>
+
+#include "common/cfg.h"
+#include "common/hmap.h"
+#include "proxy/policy.h"
+
+enum mesh_resource_kind {
+    MESH_RESOURCE_DESTINATION_POLICY,
+};
+
+extern const char *const mesh_resource_kind_names[];
+
+struct mesh_resource {
+    int kind;
+    char *name;
+    char *namespace;
+    void *spec; /* struct mesh_dest_policy for DestinationPolicy */
+};
+
+/* Reference-counted (main loop only) so that a view may outlive the files' watcher. */
+struct mesh_resource_file {
+    int refs;
+    struct mesh_resource *v;
+    size_t n;
+};
+
+#define MESH_RESOURCES_PER_FILE_MAX 1000
+
+/* Parses one file; same contract as mesh_service_file_parse. */
+int mesh_resource_file_parse(const char *name, const char *data, size_t len,
+                             struct mesh_cfg_errors *errors, struct mesh_resource_file **ret);
+struct mesh_resource_file *mesh_resource_file_ref(struct mesh_resource_file *f);
+void mesh_resource_file_unref(struct mesh_resource_file *f);
+
+/*
+ * The resources in effect, indexed: destination policies by "namespace/service". Built from
+ * files in order; a later resource that repeats a kind/namespace/name, or a policy for a
+ * service that already has one, is reported through `conflict` and ignored. Holds a
+ * reference to each file it was given.
+ */
+struct mesh_resource_view {
+    struct mesh_hmap policies; /* "ns/service" -> const struct mesh_dest_policy * */
+    struct mesh_hmap names;    /* "kind/ns/name" -> claim */
+    struct mesh_resource_file **files;
+    size_t n_files;
+    size_t count;
+};
+
+typedef void (*mesh_resource_conflict_cb)(void *data, const char *file, const char *message);
+
+int mesh_resource_view_init(struct mesh_resource_view *v);
+/*
+ * Adds a file's resources (taking a reference); `file` names it in conflict messages and
+ * must outlive the calls to add on this view. Returns 0 or -ENOMEM.
+ */
+int mesh_resource_view_add(struct mesh_resource_view *v, const char *file,
+                           struct mesh_resource_file *f, mesh_resource_conflict_cb cb, void *data);
+void mesh_resource_view_done(struct mesh_resource_view *v);
+/* The policy for a service, or NULL (then the defaults apply). */
+const struct mesh_dest_policy *mesh_resource_view_policy(const struct mesh_resource_view *v,
+                                                         const char *ns, const char *service);
+
+#endif

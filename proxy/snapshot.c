@@ -1,0 +1,154 @@
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "proxy/proxy-int.h"
+
+/* Fixed keys: every agent must place the same client on the same ring position. */
+#define RING_K0 0x6d6573682d72696eULL
+#define RING_K1 0x672d686173682d31ULL
+
+void mesh_dest_state_unref(struct mesh_dest_state *s)
+{
+    if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+        mesh_free(s);
+}
+
+void mesh_ep_state_unref(struct mesh_ep_state *s)
+{
+    if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) {
+        mesh_dest_state_unref(s->dest);
+        mesh_free(s);
+    }
+}
+
+void mesh_snapshot_ref(struct mesh_proxy_snapshot *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+}
+
+/* Any thread may drop the last reference: freeing only touches the snapshot and atomics. */
+void mesh_snapshot_unref(struct mesh_proxy_snapshot *s)
+{
+    if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        mesh_free(s->listeners[i].key);
+        mesh_free(s->listeners[i].description);
+    }
+    for (size_t i = 0; i < s->n_dests; i++) {
+        struct snap_dest *d = &s->dests[i];
+        for (size_t k = 0; k < d->n; k++)
+            mesh_ep_state_unref(d->eps[k].state);
+        mesh_free(d->eps);
+        mesh_free(d->ring);
+        mesh_dest_state_unref(d->state);
+        mesh_dest_policy_done(&d->policy);
+        mesh_free(d->key);
+    }
+    mesh_hmap_done(&s->listener_index);
+    mesh_hmap_done(&s->dest_index);
+    mesh_free(s->listeners);
+    mesh_free(s->dests);
+    mesh_free(s);
+}
+
+struct snap_listener *mesh_snapshot_listener(const struct mesh_proxy_snapshot *s, const char *key)
+{
+    return mesh_hmap_get(&s->listener_index, key);
+}
+
+struct snap_dest *mesh_snapshot_dest(const struct mesh_proxy_snapshot *s, const char *key)
+{
+    return mesh_hmap_get(&s->dest_index, key);
+}
+
+int mesh_addr_cmp(const struct mesh_addr *a, const struct mesh_addr *b)
+{
+    int fa = a->ss.ss_family, fb = b->ss.ss_family;
+    if (fa != fb)
+        return fa < fb ? -1 : 1;
+    int c;
+    if (fa == AF_INET)
+        c = memcmp(&((const struct sockaddr_in *)&a->ss)->sin_addr,
+                   &((const struct sockaddr_in *)&b->ss)->sin_addr, 4);
+    else
+        c = memcmp(&((const struct sockaddr_in6 *)&a->ss)->sin6_addr,
+                   &((const struct sockaddr_in6 *)&b->ss)->sin6_addr, 16);
+    if (c)
+        return c;
+    uint16_t pa = mesh_addr_port(a), pb = mesh_addr_port(b);
+    return pa < pb ? -1 : pa > pb;
+}
+
+struct snap_endpoint *mesh_snapshot_find_ep(const struct snap_dest *d, const struct mesh_addr *a)
+{
+    size_t lo = 0, hi = d->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = mesh_addr_cmp(&d->eps[mid].addr, a);
+        if (c == 0)
+            return &d->eps[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+/* The IP alone: one client keeps its endpoint whatever source port it uses. */
+uint64_t mesh_hash_client(const struct mesh_addr *client)
+{
+    if (client->ss.ss_family == AF_INET)
+        return mesh_siphash13(&((const struct sockaddr_in *)&client->ss)->sin_addr, 4, RING_K0,
+                              RING_K1);
+    if (client->ss.ss_family == AF_INET6)
+        return mesh_siphash13(&((const struct sockaddr_in6 *)&client->ss)->sin6_addr, 16, RING_K0,
+                              RING_K1);
+    return 0;
+}
+
+static int cmp_point(const void *a, const void *b)
+{
+    const struct ring_point *pa = a, *pb = b;
+    if (pa->hash != pb->hash)
+        return pa->hash < pb->hash ? -1 : 1;
+    return pa->ep < pb->ep ? -1 : pa->ep > pb->ep;
+}
+
+/*
+ * Ketama-style ring: each endpoint gets points in proportion to its weight, at least
+ * min_ring_size in all, each the hash of "ip:port_i". Endpoints keep their points when
+ * others come and go, so only their share of clients moves.
+ */
+int mesh_ring_build(struct snap_dest *d)
+{
+    uint64_t total_weight = 0;
+    for (size_t i = 0; i < d->n; i++)
+        total_weight += d->eps[i].weight;
+    if (!total_weight)
+        return 0;
+    size_t target = (size_t)d->policy.min_ring_size;
+    size_t n = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        size_t k = (size_t)((target * d->eps[i].weight + total_weight - 1) / total_weight);
+        n += k ? k : 1;
+    }
+    d->ring = mesh_calloc(n, sizeof(*d->ring));
+    if (!d->ring)
+        return -ENOMEM;
+    for (size_t i = 0; i < d->n; i++) {
+        size_t k = (size_t)((target * d->eps[i].weight + total_weight - 1) / total_weight);
+        char ip[MESH_ADDR_STRLEN], name[MESH_ADDR_STRLEN + 32];
+        mesh_addr_format(&d->eps[i].addr, ip, sizeof(ip));
+        for (size_t j = 0; j < (k ? k : 1); j++) {
+            int len = snprintf(name, sizeof(name), "%s_%zu", ip, j);
+            d->ring[d->n_ring++] = (struct ring_point){
+                mesh_siphash13(name, (size_t)len, RING_K0, RING_K1), (uint32_t)i};
+        }
+    }
+    qsort(d->ring, d->n_ring, sizeof(*d->ring), cmp_point);
+    return 0;
+}

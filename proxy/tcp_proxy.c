@@ -1,0 +1,533 @@
+#define MESH_LOG_MODULE "tcp"
+
+#include <errno.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/log.h"
+#include "proxy/worker.h"
+
+/*
+ * One proxied TCP connection: the client ("down") side accepted by a worker, and the
+ * upstream ("up") side it connects to an endpoint of the listener's destination.
+ *
+ *   CONNECTING  attempts, one at a time, each on a new socket: a failure or a connect
+ *               timeout counts against the endpoint (outlier detection) and moves on to
+ *               another endpoint, up to connect_retries times
+ *   SPLICING    bytes flow both ways; an EOF on one side is passed on as a shutdown of the
+ *               other side's writes (half-close); reading from a side stops while the other
+ *               side's write queue is over the high-water mark and resumes under the low one
+ *   CLOSING     handles closing; freed in the last close callback
+ */
+
+#define MAX_ATTEMPTS 12
+
+enum conn_state { CONN_CONNECTING, CONN_SPLICING, CONN_CLOSING };
+
+struct side {
+    uv_tcp_t tcp;
+    struct tcp_conn *c;
+    uv_shutdown_t shutdown;
+    bool paused;
+    bool eof;
+    bool shut_sent;
+    bool shut_done;
+};
+
+/* An upstream socket: an attempt while connecting, the upstream side once connected. */
+struct attempt {
+    struct side side;
+    uv_connect_t req;
+    int ep;
+    bool abandoned; /* closing; its connect result is ignored and it frees itself */
+};
+
+struct tcp_conn {
+    struct tcp_conn *prev, *next;
+    struct mesh_worker *w;
+    struct mesh_proxy_snapshot *snap;
+    struct snap_dest *dest;
+    struct snap_endpoint *ep; /* once connected */
+    struct side down;
+    struct attempt *up;
+    uv_timer_t timer;
+    enum conn_state state;
+    int open_handles;
+    bool counted_total;
+    bool counted_dest;
+    bool reset; /* close with RST: the other side was reset */
+    uint64_t client_hash;
+    uint32_t tried[MAX_ATTEMPTS];
+    size_t n_tried;
+    uint64_t last_activity;
+    uint64_t drain_deadline;
+};
+
+static void next_attempt(struct tcp_conn *c);
+static void close_conn(struct tcp_conn *c);
+static void on_timer(uv_timer_t *t);
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+
+static struct side *peer_of(struct tcp_conn *c, struct side *s)
+{
+    return s == &c->down ? &c->up->side : &c->down;
+}
+
+static uint64_t now_ms(struct tcp_conn *c)
+{
+    return uv_now(&c->w->loop);
+}
+
+/* ---- teardown ---- */
+
+static void free_conn(struct tcp_conn *c)
+{
+    struct mesh_worker *w = c->w;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->n_conns--;
+    atomic_fetch_sub_explicit(&w->active, 1, memory_order_relaxed);
+    if (c->counted_total)
+        atomic_fetch_sub_explicit(&w->shared->active_total, 1, memory_order_relaxed);
+    if (c->counted_dest)
+        atomic_fetch_sub_explicit(&c->dest->state->active, 1, memory_order_relaxed);
+    if (c->ep)
+        atomic_fetch_sub_explicit(&c->ep->state->active, 1, memory_order_relaxed);
+    mesh_snapshot_unref(c->snap);
+    mesh_free(c);
+    mesh_worker_maybe_exit(w);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct tcp_conn *c = h->data;
+    if (h == (uv_handle_t *)&c->up->side.tcp) {
+        mesh_free(c->up);
+        c->up = NULL;
+    }
+    if (--c->open_handles == 0)
+        free_conn(c);
+}
+
+static void on_attempt_closed(uv_handle_t *h)
+{
+    mesh_free(container_of((uv_tcp_t *)h, struct attempt, side.tcp));
+}
+
+/* Drops an attempt that did not (or will not) connect; it frees itself. */
+static void abandon(struct attempt *a)
+{
+    a->abandoned = true;
+    a->side.c = NULL;
+    a->side.tcp.data = NULL;
+    uv_close((uv_handle_t *)&a->side.tcp, on_attempt_closed);
+}
+
+static void close_side(struct tcp_conn *c, struct side *s)
+{
+    s->tcp.data = c;
+    /* Pass a reset on as a reset; a shutdown already sent rules it out. */
+    if (c->reset && !s->shut_sent && uv_tcp_close_reset(&s->tcp, on_handle_closed) == 0)
+        return;
+    uv_close((uv_handle_t *)&s->tcp, on_handle_closed);
+}
+
+static void close_conn(struct tcp_conn *c)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    bool connected = c->state == CONN_SPLICING;
+    c->state = CONN_CLOSING;
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    close_side(c, &c->down);
+    if (c->up) {
+        if (connected) {
+            close_side(c, &c->up->side);
+        } else {
+            abandon(c->up);
+            c->up = NULL;
+        }
+    }
+}
+
+/* ---- data ---- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct side *s = h->data;
+    struct mesh_worker *w = s->c->w;
+    (void)suggested;
+    struct mesh_pbuf *b = mesh_bufpool_get(&w->pool);
+    if (!b) {
+        *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
+        return;
+    }
+    b->owner = s;
+    *buf = uv_buf_init(b->data, (unsigned)w->pool.size);
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+    struct mesh_pbuf *b = container_of(req, struct mesh_pbuf, req);
+    struct side *src = b->owner;
+    struct tcp_conn *c = src->c;
+    mesh_bufpool_put(&c->w->pool, b);
+    if (c->state != CONN_SPLICING)
+        return;
+    if (status < 0) {
+        c->reset = status == UV_ECONNRESET || status == UV_EPIPE;
+        close_conn(c);
+        return;
+    }
+    struct side *dst = peer_of(c, src);
+    if (src->paused && !src->eof &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&dst->tcp) <= c->w->shared->low_water) {
+        src->paused = false;
+        uv_read_start((uv_stream_t *)&src->tcp, on_alloc, on_read);
+    }
+}
+
+static void maybe_finish(struct tcp_conn *c)
+{
+    if (c->down.eof && c->up->side.eof && c->down.shut_done && c->up->side.shut_done)
+        close_conn(c);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct side *s = container_of(req, struct side, shutdown);
+    struct tcp_conn *c = s->c;
+    if (!c || c->state != CONN_SPLICING)
+        return;
+    s->shut_done = true;
+    if (status < 0) {
+        close_conn(c);
+        return;
+    }
+    maybe_finish(c);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    struct side *s = stream->data;
+    struct tcp_conn *c = s->c;
+    struct mesh_worker *w = c->w;
+    struct mesh_pbuf *b = buf->base ? container_of(buf->base, struct mesh_pbuf, data) : NULL;
+
+    if (nread > 0 && c->state == CONN_SPLICING) {
+        struct side *dst = peer_of(c, s);
+        c->last_activity = uv_now(&w->loop);
+        atomic_fetch_add_explicit(s == &c->down ? &c->dest->state->bytes_to_upstream
+                                                : &c->dest->state->bytes_to_downstream,
+                                  (unsigned long long)nread, memory_order_relaxed);
+        /*
+         * Write at once without a request when the socket takes it all (the usual case):
+         * a queued uv_write costs an epoll_ctl on completion in libuv 1.44 (uv__drain).
+         * What is left goes through the write queue, which backpressure watches.
+         */
+        uv_buf_t out = uv_buf_init(b->data, (unsigned)nread);
+        int n = uv_try_write((uv_stream_t *)&dst->tcp, &out, 1);
+        if (n == nread) {
+            mesh_bufpool_put(&w->pool, b);
+            return;
+        }
+        if (n < 0 && n != UV_EAGAIN) {
+            mesh_bufpool_put(&w->pool, b);
+            c->reset = n == UV_ECONNRESET || n == UV_EPIPE;
+            close_conn(c);
+            return;
+        }
+        out = uv_buf_init(b->data + (n > 0 ? n : 0), (unsigned)(nread - (n > 0 ? n : 0)));
+        if (uv_write(&b->req, (uv_stream_t *)&dst->tcp, &out, 1, on_written) < 0) {
+            mesh_bufpool_put(&w->pool, b);
+            close_conn(c);
+            return;
+        }
+        if (uv_stream_get_write_queue_size((uv_stream_t *)&dst->tcp) > w->shared->high_water) {
+            s->paused = true;
+            uv_read_stop(stream);
+        }
+        return;
+    }
+    if (b)
+        mesh_bufpool_put(&w->pool, b);
+    if (nread == 0 || c->state != CONN_SPLICING)
+        return;
+    if (nread == UV_EOF) {
+        /* Half-close: no more from this side; tell the other side once its writes are out. */
+        struct side *dst = peer_of(c, s);
+        s->eof = true;
+        uv_read_stop(stream);
+        if (!dst->shut_sent) {
+            dst->shut_sent = true;
+            dst->c = c;
+            if (uv_shutdown(&dst->shutdown, (uv_stream_t *)&dst->tcp, on_shutdown) < 0) {
+                close_conn(c);
+                return;
+            }
+        }
+        maybe_finish(c);
+        return;
+    }
+    c->reset = nread == UV_ECONNRESET;
+    if (nread != UV_ECONNRESET && nread != UV_ENOBUFS)
+        mesh_log_debug("read error on '%s': %s", c->dest->key, uv_strerror((int)nread));
+    close_conn(c);
+}
+
+/* ---- timers ---- */
+
+static void arm_timer(struct tcp_conn *c)
+{
+    uint64_t now = now_ms(c), idle = c->dest->policy.idle_timeout_ms;
+    uint64_t due = c->last_activity + idle;
+    if (c->drain_deadline && c->drain_deadline < due)
+        due = c->drain_deadline;
+    uv_timer_start(&c->timer, on_timer, due > now ? due - now : 0, 0);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct tcp_conn *c = t->data;
+    if (c->state == CONN_CONNECTING) {
+        /* Connect timeout: the endpoint did not answer in time. */
+        struct attempt *a = c->up;
+        c->up = NULL;
+        mesh_outlier_failure(c->w->shared, c->dest, &c->dest->eps[a->ep], now_ms(c));
+        atomic_fetch_add_explicit(&c->dest->state->connect_failures, 1, memory_order_relaxed);
+        abandon(a);
+        next_attempt(c);
+        return;
+    }
+    if (c->state != CONN_SPLICING)
+        return;
+    uint64_t now = now_ms(c);
+    if (c->drain_deadline && now >= c->drain_deadline) {
+        atomic_fetch_add_explicit(&c->dest->state->drained, 1, memory_order_relaxed);
+        close_conn(c);
+        return;
+    }
+    if (now - c->last_activity >= c->dest->policy.idle_timeout_ms) {
+        atomic_fetch_add_explicit(&c->dest->state->idle_timeouts, 1, memory_order_relaxed);
+        close_conn(c);
+        return;
+    }
+    arm_timer(c); /* activity since: wait for what is left */
+}
+
+/* ---- connecting ---- */
+
+static void start_splice(struct tcp_conn *c, struct attempt *a)
+{
+    c->state = CONN_SPLICING;
+    c->ep = &c->dest->eps[a->ep];
+    atomic_fetch_add_explicit(&c->ep->state->active, 1, memory_order_relaxed);
+    mesh_outlier_success(c->ep);
+    c->open_handles++; /* the upstream socket now belongs to the connection */
+    a->side.tcp.data = &a->side;
+    c->down.tcp.data = &c->down;
+    uv_tcp_nodelay(&a->side.tcp, 1);
+    uv_tcp_nodelay(&c->down.tcp, 1);
+    c->last_activity = now_ms(c);
+    if (uv_read_start((uv_stream_t *)&c->down.tcp, on_alloc, on_read) < 0 ||
+        uv_read_start((uv_stream_t *)&a->side.tcp, on_alloc, on_read) < 0) {
+        close_conn(c);
+        return;
+    }
+    arm_timer(c);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    struct attempt *a = container_of(req, struct attempt, req);
+    if (a->abandoned)
+        return;
+    struct tcp_conn *c = a->side.c;
+    uv_timer_stop(&c->timer);
+    if (status < 0) {
+        char addr[MESH_ADDR_STRLEN];
+        mesh_log_debug("connect to %s for '%s' failed: %s",
+                       mesh_addr_format(&c->dest->eps[a->ep].addr, addr, sizeof(addr)),
+                       c->dest->key, uv_strerror(status));
+        mesh_outlier_failure(c->w->shared, c->dest, &c->dest->eps[a->ep], now_ms(c));
+        atomic_fetch_add_explicit(&c->dest->state->connect_failures, 1, memory_order_relaxed);
+        c->up = NULL;
+        abandon(a);
+        next_attempt(c);
+        return;
+    }
+    start_splice(c, a);
+}
+
+/* The worker's balancer for this destination, or a one-off one for an older snapshot. */
+static int pick(struct tcp_conn *c)
+{
+    struct mesh_worker *w = c->w;
+    if (w->snap == c->snap && w->lb)
+        return mesh_lb_pick(&w->lb[c->dest->index], w->shared, w->node_zone, c->client_hash,
+                            c->tried, c->n_tried, &w->rng);
+    struct mesh_lb_state tmp = {.dest = c->dest};
+    int ep =
+        mesh_lb_pick(&tmp, w->shared, w->node_zone, c->client_hash, c->tried, c->n_tried, &w->rng);
+    mesh_lb_state_done(&tmp);
+    return ep;
+}
+
+static void next_attempt(struct tcp_conn *c)
+{
+    struct mesh_worker *w = c->w;
+    for (;;) {
+        if (c->n_tried > (size_t)c->dest->policy.connect_retries || c->n_tried >= MAX_ATTEMPTS) {
+            close_conn(c); /* every allowed attempt failed */
+            return;
+        }
+        int ep = pick(c);
+        if (ep < 0) {
+            if (c->n_tried == 0)
+                atomic_fetch_add_explicit(&c->dest->state->no_endpoint, 1, memory_order_relaxed);
+            close_conn(c);
+            return;
+        }
+        if (c->n_tried)
+            atomic_fetch_add_explicit(&c->dest->state->retries, 1, memory_order_relaxed);
+        c->tried[c->n_tried++] = (uint32_t)ep;
+        struct attempt *a = mesh_calloc(1, sizeof(*a));
+        if (!a) {
+            close_conn(c);
+            return;
+        }
+        a->ep = ep;
+        a->side.c = c;
+        uv_tcp_init(&w->loop, &a->side.tcp);
+        a->side.tcp.data = &a->side;
+        int r = uv_tcp_connect(&a->req, &a->side.tcp,
+                               (const struct sockaddr *)&c->dest->eps[ep].addr.ss, on_connect);
+        if (r == 0) {
+            c->up = a;
+            uv_timer_start(&c->timer, on_timer, c->dest->policy.connect_timeout_ms, 0);
+            return;
+        }
+        /* Refused at once (no route, no ports left): that endpoint failed; try another. */
+        mesh_outlier_failure(w->shared, c->dest, &c->dest->eps[ep], now_ms(c));
+        atomic_fetch_add_explicit(&c->dest->state->connect_failures, 1, memory_order_relaxed);
+        abandon(a);
+    }
+}
+
+/* ---- accept ---- */
+
+static void on_refused_closed(uv_handle_t *h)
+{
+    mesh_free(h);
+}
+
+static void refuse_now(struct mesh_worker *w, uv_stream_t *listener)
+{
+    uv_tcp_t *tmp = mesh_malloc(sizeof(*tmp));
+    if (!tmp)
+        return;
+    /* Accept and close: a connection left in the backlog would stall the listener. */
+    uv_tcp_init(&w->loop, tmp);
+    uv_accept(listener, (uv_stream_t *)tmp);
+    uv_close((uv_handle_t *)tmp, on_refused_closed);
+}
+
+void mesh_tcp_accept(struct mesh_worker *w, uv_stream_t *listener, const char *key)
+{
+    struct tcp_conn *c = mesh_calloc(1, sizeof(*c));
+    if (!c) {
+        refuse_now(w, listener);
+        return;
+    }
+    c->w = w;
+    c->state = CONN_CONNECTING;
+    c->down.c = c;
+    uv_tcp_init(&w->loop, &c->down.tcp);
+    uv_timer_init(&w->loop, &c->timer);
+    c->down.tcp.data = c;
+    c->timer.data = c;
+    c->open_handles = 2;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->n_conns++;
+    atomic_fetch_add_explicit(&w->active, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&w->accepted, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&w->shared->accepted_total, 1, memory_order_relaxed);
+
+    if (uv_accept(listener, (uv_stream_t *)&c->down.tcp) < 0) {
+        close_conn(c);
+        return;
+    }
+    c->counted_total = true;
+    int total = atomic_fetch_add_explicit(&w->shared->active_total, 1, memory_order_relaxed) + 1;
+    struct snap_listener *l = w->snap ? mesh_snapshot_listener(w->snap, key) : NULL;
+    if (!l || w->stopping) {
+        close_conn(c);
+        return;
+    }
+    c->snap = w->snap;
+    mesh_snapshot_ref(c->snap);
+    c->dest = l->dest;
+    int cap = atomic_load_explicit(&w->shared->max_connections, memory_order_relaxed);
+    if (cap && total > cap) {
+        atomic_fetch_add_explicit(&w->shared->refused_total, 1, memory_order_relaxed);
+        mesh_log_debug("refused a connection on %s: %d connections open, the cap is %d", key,
+                       total - 1, cap);
+        close_conn(c);
+        return;
+    }
+    c->counted_dest = true;
+    int active = atomic_fetch_add_explicit(&c->dest->state->active, 1, memory_order_relaxed) + 1;
+    if (c->dest->policy.max_connections && active > c->dest->policy.max_connections) {
+        atomic_fetch_add_explicit(&c->dest->state->breaker_refusals, 1, memory_order_relaxed);
+        close_conn(c);
+        return;
+    }
+    atomic_fetch_add_explicit(&c->dest->state->conns_total, 1, memory_order_relaxed);
+    if (c->dest->policy.lb == MESH_LB_RING_HASH) {
+        struct mesh_addr peer = {0};
+        int len = sizeof(peer.ss);
+        if (uv_tcp_getpeername(&c->down.tcp, (struct sockaddr *)&peer.ss, &len) == 0)
+            c->client_hash = mesh_hash_client(&peer);
+    }
+    next_attempt(c);
+}
+
+/* ---- snapshots and shutdown ---- */
+
+void mesh_tcp_snapshot_changed(struct mesh_worker *w)
+{
+    uint64_t now = uv_now(&w->loop);
+    for (struct tcp_conn *c = w->conns; c; c = c->next) {
+        if (c->state != CONN_SPLICING)
+            continue;
+        const struct snap_dest *nd = mesh_snapshot_dest(w->snap, c->dest->key);
+        const struct snap_endpoint *e = nd ? mesh_snapshot_find_ep(nd, &c->ep->addr) : NULL;
+        bool gone = !e || (e->health & MESH_EP_TERMINATING);
+        if (!gone) {
+            c->drain_deadline = 0; /* it came back */
+            continue;
+        }
+        if (c->drain_deadline)
+            continue;
+        if (c->dest->policy.drain_timeout_ms == 0) {
+            atomic_fetch_add_explicit(&c->dest->state->drained, 1, memory_order_relaxed);
+            close_conn(c);
+            continue;
+        }
+        c->drain_deadline = now + c->dest->policy.drain_timeout_ms;
+        arm_timer(c);
+    }
+}
+
+void mesh_tcp_close_all(struct mesh_worker *w)
+{
+    for (struct tcp_conn *c = w->conns; c; c = c->next)
+        close_conn(c);
+}

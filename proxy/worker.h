@@ -1,0 +1,81 @@
+/*
+ * A data-plane worker: one thread, one libuv loop, its own SO_REUSEPORT listener sockets,
+ * and the connections it accepted. The main loop talks to it only through its command
+ * queue (a mutex held for a push or a pop, never on the data path) and uv_async.
+ */
+#ifndef MESH_WORKER_H
+#define MESH_WORKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <uv.h>
+
+#include "proxy/bufpool.h"
+#include "proxy/proxy-int.h"
+
+enum worker_cmd_type {
+    WORKER_ADD_LISTENER,    /* adopt fd, listening on key */
+    WORKER_REMOVE_LISTENER, /* close the listener for key */
+    WORKER_SNAPSHOT,        /* use snap for new connections */
+    WORKER_STOP,            /* close listeners; exit once connections are done */
+    WORKER_ABORT,           /* close every connection now */
+};
+
+struct worker_cmd {
+    struct worker_cmd *next;
+    enum worker_cmd_type type;
+    struct mesh_proxy_snapshot *snap; /* a reference, for WORKER_SNAPSHOT */
+    char *key;
+    int fd;
+};
+
+struct wlistener;
+struct tcp_conn;
+
+struct mesh_worker {
+    int index;
+    struct mesh_proxy_shared *shared;
+    const char *node_zone; /* owned by the proxy; changes only between snapshots */
+    uv_thread_t thread;
+    uv_loop_t loop;
+    uv_async_t wake;
+    uv_mutex_t lock;
+    struct worker_cmd *head, *tail; /* under lock */
+    /* Worker thread only: */
+    struct mesh_proxy_snapshot *snap;
+    struct mesh_lb_state *lb; /* one per destination of snap */
+    struct wlistener *listeners;
+    struct tcp_conn *conns;
+    size_t n_conns;
+    bool stopping;
+    struct mesh_bufpool pool;
+    uint64_t rng;
+    int backlog;
+    /* Read by the main loop. */
+    atomic_int active;
+    atomic_ullong accepted;
+    /* Signalled (from the worker thread) once the loop has ended and `finished` is set. */
+    uv_async_t *exited;
+    atomic_bool finished;
+    bool joined; /* main loop */
+};
+
+/* Creates the worker's loop and queue (the thread starts in mesh_worker_run). */
+int mesh_worker_init(struct mesh_worker *w, int index, struct mesh_proxy_shared *shared,
+                     uv_async_t *exited, int backlog);
+int mesh_worker_run(struct mesh_worker *w);
+/* Queues a command and wakes the worker; takes ownership of cmd. Main loop. */
+void mesh_worker_post(struct mesh_worker *w, struct worker_cmd *cmd);
+/* Worker thread: ends the loop once stopping and every connection is gone. */
+void mesh_worker_maybe_exit(struct mesh_worker *w);
+/* After the thread exited: frees what is left. */
+void mesh_worker_done(struct mesh_worker *w);
+
+/* tcp_proxy.c */
+void mesh_tcp_accept(struct mesh_worker *w, uv_stream_t *listener, const char *key);
+/* A new snapshot: connections to endpoints it no longer has start draining. */
+void mesh_tcp_snapshot_changed(struct mesh_worker *w);
+void mesh_tcp_close_all(struct mesh_worker *w);
+
+#endif

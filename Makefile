@@ -2,11 +2,12 @@
 BUILD       ?= build
 BUILD_ASAN  ?= build-asan
 BUILD_FUZZ  ?= build-fuzz
+BUILD_TSAN  ?= build-tsan
 JOBS        ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 30
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-asan test test-fast test-asan fuzz demo bench format clean
+.PHONY: all deps build build-asan test test-fast test-asan test-tsan fuzz demo bench format clean
 
 all: build
 
@@ -36,6 +37,13 @@ test-fast: build
 test-asan: build-asan
 	cd $(BUILD_ASAN) && ctest --output-on-failure -j2
 
+# The multi-threaded data plane under ThreadSanitizer (see tests/tsan.supp).
+test-tsan: deps
+	cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMESH_SANITIZE=thread $(CMAKE_FLAGS)
+	cmake --build $(BUILD_TSAN) -j$(JOBS)
+	cd $(BUILD_TSAN) && TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" \
+	  ctest --output-on-failure -L integration -R 'tcp_proxy|lifecycle'
+
 # libFuzzer (clang) on every target for FUZZ_SECONDS each, starting from the seed corpora.
 fuzz: deps
 	CC=clang cmake -S . -B $(BUILD_FUZZ) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMESH_FUZZ=ON \
@@ -53,4 +61,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ) $(BUILD_TSAN)

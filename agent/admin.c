@@ -207,6 +207,8 @@ static void on_request(struct mesh_http_exchange *ex, void *data)
         handle_services(ad, ex, req);
     } else if (path_is(req, "/v1/local")) {
         respond_json(ex, 200, json_pack("{s:o}", "services", mesh_agent_local_json(ad->agent)));
+    } else if (path_is(req, "/v1/proxy")) {
+        respond_json(ex, 200, mesh_agent_proxy_json(ad->agent));
     } else if (path_is(req, "/v1/config")) {
         respond_json(ex, 200, mesh_agent_config_to_json(mesh_agent_config(ad->agent)));
     } else if (path_is(req, "/v1/status")) {

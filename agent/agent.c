@@ -916,6 +916,13 @@ json_t *mesh_agent_local_json(const struct mesh_agent *a)
     return list;
 }
 
+json_t *mesh_agent_proxy_json(const struct mesh_agent *a)
+{
+    if (!a->proxy)
+        return json_pack("{s:s}", "state", "stopped");
+    return mesh_proxy_status(a->proxy);
+}
+
 void mesh_agent_metrics(const struct mesh_agent *a, struct mesh_buf *b)
 {
     double now = now_seconds();

@@ -13,7 +13,8 @@
 struct mesh_pbuf {
     uv_write_t req;
     struct mesh_pbuf *next;
-    void *owner; /* the connection side that read it */
+    void *owner;  /* whoever queued the write; must outlive the write's callback */
+    unsigned tag; /* for the owner */
     char data[];
 };
 

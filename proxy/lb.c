@@ -38,7 +38,7 @@ void mesh_lb_state_done(struct mesh_lb_state *lb)
  * every eligible endpoint. When none is eligible at all, every ready one (a health checker
  * that wrongly fails all would otherwise black-hole the service; connects still fail fast).
  */
-static int rebuild(struct mesh_lb_state *lb, const char *node_zone, uint64_t epoch)
+static int rebuild(struct mesh_lb_state *lb, uint64_t epoch)
 {
     const struct snap_dest *d = lb->dest;
     if (!lb->cand) {
@@ -62,7 +62,7 @@ static int rebuild(struct mesh_lb_state *lb, const char *node_zone, uint64_t epo
         }
     }
     bool local_only =
-        d->zone_aware && node_zone && node_zone[0] && local_total && local_ok &&
+        d->zone_aware && local_total && local_ok &&
         local_ok * 100 >= (size_t)d->policy.zone_aware.min_healthy_percent * local_total;
     bool panic = ok == 0;
     lb->n_cand = 0;
@@ -83,12 +83,12 @@ static int rebuild(struct mesh_lb_state *lb, const char *node_zone, uint64_t epo
     return 0;
 }
 
-int mesh_lb_pick(struct mesh_lb_state *lb, struct mesh_proxy_shared *sh, const char *node_zone,
-                 uint64_t client_hash, const uint32_t *tried, size_t n_tried, uint64_t *rng)
+int mesh_lb_pick(struct mesh_lb_state *lb, struct mesh_proxy_shared *sh, uint64_t client_hash,
+                 const uint32_t *tried, size_t n_tried, uint64_t *rng)
 {
     uint64_t epoch = atomic_load_explicit(&sh->health_epoch, memory_order_acquire);
     if (!lb->valid || lb->epoch != epoch) {
-        if (rebuild(lb, node_zone, epoch) < 0)
+        if (rebuild(lb, epoch) < 0)
             return -1;
     }
     if (lb->n_cand == 0)

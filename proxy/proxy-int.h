@@ -94,7 +94,7 @@ struct snap_dest {
     struct mesh_dest_policy policy;
     struct snap_endpoint *eps; /* sorted by address */
     size_t n;
-    bool zone_aware; /* the policy wants it and zones are known */
+    bool zone_aware; /* the policy wants it, and this node's and endpoints' zones are known */
     struct ring_point *ring;
     size_t n_ring;
 };
@@ -171,8 +171,8 @@ void mesh_lb_state_done(struct mesh_lb_state *lb);
  * Picks an endpoint of lb->dest for a new connection, not one of the `n_tried` indexes in
  * `tried`. Returns its index, or -1 when none is left. rng is the worker's generator.
  */
-int mesh_lb_pick(struct mesh_lb_state *lb, struct mesh_proxy_shared *sh, const char *node_zone,
-                 uint64_t client_hash, const uint32_t *tried, size_t n_tried, uint64_t *rng);
+int mesh_lb_pick(struct mesh_lb_state *lb, struct mesh_proxy_shared *sh, uint64_t client_hash,
+                 const uint32_t *tried, size_t n_tried, uint64_t *rng);
 
 /* The algorithms, one file each, over lb->cand (non-empty). */
 int mesh_lb_round_robin(struct mesh_lb_state *lb, const uint32_t *tried, size_t n_tried);

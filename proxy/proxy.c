@@ -45,7 +45,6 @@ struct mesh_proxy {
     struct mesh_hmap listeners;   /* key -> struct lrec */
     size_t listener_errors;
     struct mesh_health_checker *hc;
-    char *node_zone;
     uint64_t last_listen_retry;
     bool stopping;
     int closing;
@@ -476,15 +475,6 @@ int mesh_proxy_update(struct mesh_proxy *p, const struct mesh_proxy_inputs *in)
         mesh_log_error("out of memory building a proxy snapshot; keeping the previous one");
         return r;
     }
-    char *zone = mesh_strdup(in->node_zone);
-    if (zone) {
-        /* Workers read node_zone between snapshots only; set it before the snapshot goes. */
-        mesh_free(p->node_zone);
-        p->node_zone = zone;
-        for (int i = 0; i < p->n_workers; i++)
-            p->workers[i].node_zone = p->node_zone;
-    }
-
     /* Listeners: mark what is wanted, bind what is new, then the snapshot, then removals. */
     size_t i = 0;
     const struct mesh_hmap_entry *he;
@@ -592,8 +582,7 @@ int mesh_proxy_new(uv_loop_t *loop, const struct mesh_proxy_options *opts, struc
     mesh_hmap_init(&p->ep_states);
     mesh_hmap_init(&p->listeners);
     p->workers = mesh_calloc((size_t)p->n_workers, sizeof(*p->workers));
-    if (!p->workers || mesh_health_checker_new(loop, &p->shared, &p->hc) < 0 ||
-        !(p->node_zone = mesh_strdup(""))) {
+    if (!p->workers || mesh_health_checker_new(loop, &p->shared, &p->hc) < 0) {
         mesh_free(p->workers);
         mesh_free(p->hc);
         mesh_free(p);
@@ -615,7 +604,6 @@ int mesh_proxy_start(struct mesh_proxy *p)
     for (int i = 0; i < p->n_workers; i++) {
         int r = mesh_worker_init(&p->workers[i], i, &p->shared, &p->exited, p->opts.backlog);
         if (r == 0) {
-            p->workers[i].node_zone = p->node_zone;
             r = mesh_worker_run(&p->workers[i]);
             if (r < 0)
                 mesh_worker_done(&p->workers[i]);
@@ -652,7 +640,6 @@ static void free_proxy(struct mesh_proxy *p)
         mesh_dest_state_unref(he->value);
     mesh_hmap_done(&p->dest_states);
     mesh_free(p->workers);
-    mesh_free(p->node_zone);
     mesh_free(p);
     if (done)
         done(data);

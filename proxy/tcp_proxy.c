@@ -105,7 +105,7 @@ static void free_conn(struct tcp_conn *c)
 static void on_handle_closed(uv_handle_t *h)
 {
     struct tcp_conn *c = h->data;
-    if (h == (uv_handle_t *)&c->up->side.tcp) {
+    if (c->up && h == (uv_handle_t *)&c->up->side.tcp) {
         mesh_free(c->up);
         c->up = NULL;
     }
@@ -166,18 +166,23 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
         return;
     }
-    b->owner = s;
     *buf = uv_buf_init(b->data, (unsigned)w->pool.size);
 }
 
+/*
+ * A queued write finished (or was cancelled by a close). The buffer names the connection,
+ * which outlives its handles' callbacks, and whether the bytes came from the client side:
+ * the side structs themselves may already be gone during a close.
+ */
 static void on_written(uv_write_t *req, int status)
 {
     struct mesh_pbuf *b = container_of(req, struct mesh_pbuf, req);
-    struct side *src = b->owner;
-    struct tcp_conn *c = src->c;
+    struct tcp_conn *c = b->owner;
+    bool from_down = b->tag != 0;
     mesh_bufpool_put(&c->w->pool, b);
     if (c->state != CONN_SPLICING)
         return;
+    struct side *src = from_down ? &c->down : &c->up->side;
     if (status < 0) {
         c->reset = status == UV_ECONNRESET || status == UV_EPIPE;
         close_conn(c);
@@ -242,6 +247,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
             return;
         }
         out = uv_buf_init(b->data + (n > 0 ? n : 0), (unsigned)(nread - (n > 0 ? n : 0)));
+        b->owner = c;
+        b->tag = s == &c->down;
         if (uv_write(&b->req, (uv_stream_t *)&dst->tcp, &out, 1, on_written) < 0) {
             mesh_bufpool_put(&w->pool, b);
             close_conn(c);
@@ -368,11 +375,10 @@ static int pick(struct tcp_conn *c)
 {
     struct mesh_worker *w = c->w;
     if (w->snap == c->snap && w->lb)
-        return mesh_lb_pick(&w->lb[c->dest->index], w->shared, w->node_zone, c->client_hash,
-                            c->tried, c->n_tried, &w->rng);
+        return mesh_lb_pick(&w->lb[c->dest->index], w->shared, c->client_hash, c->tried, c->n_tried,
+                            &w->rng);
     struct mesh_lb_state tmp = {.dest = c->dest};
-    int ep =
-        mesh_lb_pick(&tmp, w->shared, w->node_zone, c->client_hash, c->tried, c->n_tried, &w->rng);
+    int ep = mesh_lb_pick(&tmp, w->shared, c->client_hash, c->tried, c->n_tried, &w->rng);
     mesh_lb_state_done(&tmp);
     return ep;
 }

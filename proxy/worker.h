@@ -36,7 +36,6 @@ struct tcp_conn;
 struct mesh_worker {
     int index;
     struct mesh_proxy_shared *shared;
-    const char *node_zone; /* owned by the proxy; changes only between snapshots */
     uv_thread_t thread;
     uv_loop_t loop;
     uv_async_t wake;

@@ -101,8 +101,10 @@ class Agent:
     def __init__(self, config=None, services=None, env=None, args=(), name="agent"):
         self.tmp = tempfile.mkdtemp(prefix=f"mesh-{name}-")
         self.services_dir = os.path.join(self.tmp, "services.d")
+        self.resources_dir = os.path.join(self.tmp, "resources.d")
         self.state_dir = os.path.join(self.tmp, "state")
         os.makedirs(self.services_dir)
+        os.makedirs(self.resources_dir)
         self.admin_port = free_port()
         self.config_path = os.path.join(self.tmp, "agent.json")
         self.config = {
@@ -113,6 +115,8 @@ class Agent:
                           "inbound": f"127.0.0.1:{free_port()}"},
             "registries": [{"type": "static", "name": "files", "directory": self.services_dir,
                             "poll_interval": "0"}],
+            "resources_dir": self.resources_dir,
+            "proxy": {"workers": 2},
         }
         if config:
             self.config.update(config)
@@ -142,6 +146,12 @@ class Agent:
         with open(path + ".tmp", "w") as f:
             f.write(content if isinstance(content, str) else json.dumps(content))
         os.rename(path + ".tmp", path)  # atomic, as configuration management does it
+
+    def write_resource(self, fname, content):
+        path = os.path.join(self.resources_dir, fname)
+        with open(path + ".tmp", "w") as f:
+            f.write(content if isinstance(content, str) else json.dumps(content))
+        os.rename(path + ".tmp", path)
 
     def remove_service(self, fname):
         os.unlink(os.path.join(self.services_dir, fname))
@@ -225,6 +235,18 @@ class Agent:
         if status != 200:
             raise AssertionError(f"GET {path}: {status} {body!r}")
         return json.loads(body)
+
+    def metric(self, name, **labels):
+        """The value of one sample of /metrics, or None."""
+        want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        text = self.get("/metrics")[2].decode()
+        for line in text.splitlines():
+            if line.startswith("#"):
+                continue
+            key, _, value = line.rpartition(" ")
+            if key == name or (want and key == f"{name}{{{want}}}"):
+                return float(value)
+        return None
 
     def services(self):
         return {f"{s['namespace']}/{s['name']}": s for s in self.json("/v1/services")["services"]}

@@ -9,11 +9,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <uv.h>
 
 #include "agent/agent.h"
 #include "agent/config.h"
+#include "agent/resources.h"
 #include "common/alloc.h"
 #include "common/log.h"
 #include "mesh-version.h"
@@ -60,6 +62,7 @@ static int validate(const char *path, bool json_out)
             if (rc->ops->validate)
                 rc->ops->validate(rc, &cfg->env, &errors);
         }
+        mesh_resources_validate(cfg->resources_dir, &errors);
     }
     size_t n = errors.n + errors.dropped;
     if (json_out) {
@@ -94,10 +97,28 @@ static void walk_cb(uv_handle_t *h, void *arg)
                    uv_is_closing(h) ? " (closing)" : "");
 }
 
+/*
+ * A proxy holds two descriptors per connection: take the whole hard limit (systemd's
+ * LimitNOFILE, or the shell's), as HAProxy does, instead of the 1024 soft default.
+ */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rlim_t want = rl.rlim_max;
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            mesh_log_warn("cannot raise the open file limit to %llu", (unsigned long long)want);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+        mesh_log_debug("open file limit: %llu", (unsigned long long)rl.rlim_cur);
+}
+
 static int run(const struct mesh_agent_options *opts)
 {
     uv_loop_t loop;
     struct mesh_agent *agent = NULL;
+    raise_fd_limit();
     int r = uv_loop_init(&loop);
     if (r < 0) {
         mesh_log_error("cannot create the event loop: %s", uv_strerror(r));
@@ -116,6 +137,12 @@ static int run(const struct mesh_agent_options *opts)
     uv_run(&loop, UV_RUN_DEFAULT);
     mesh_agent_close_signals(agent);
     uv_run(&loop, UV_RUN_DEFAULT);
+    /*
+     * Everything is stopped: a late signal must not turn a clean exit into a kill. (Only
+     * now: closing libuv's last signal watcher puts back the default action.)
+     */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
     mesh_agent_free(agent);
     if (uv_loop_close(&loop) == UV_EBUSY) {
         uv_walk(&loop, walk_cb, NULL);

@@ -403,10 +403,25 @@ static int bind_listener(struct mesh_proxy *p, struct lrec *rec)
     return 0;
 }
 
+/*
+ * Workers already joined have closed their loops: a wake would make libuv abort (its
+ * async write fails), and a command would never be read. Both happen on this loop only.
+ */
+static void wake_all(struct mesh_proxy *p)
+{
+    for (int i = 0; i < p->started_workers; i++) {
+        if (!p->workers[i].joined)
+            mesh_worker_wake(&p->workers[i]);
+    }
+}
+
+/* Queues a command for every worker; wake_all() then sends them on their way. */
 static void post_all(struct mesh_proxy *p, enum worker_cmd_type type, const char *key,
                      struct mesh_proxy_snapshot *snap)
 {
     for (int i = 0; i < p->started_workers; i++) {
+        if (p->workers[i].joined)
+            continue;
         struct worker_cmd *cmd = mesh_calloc(1, sizeof(*cmd));
         if (!cmd) {
             mesh_log_error("out of memory telling worker %d", i);
@@ -512,6 +527,7 @@ int mesh_proxy_update(struct mesh_proxy *p, const struct mesh_proxy_inputs *in)
     }
     mesh_free(gone);
     mesh_free(wl);
+    wake_all(p);
 
     mesh_snapshot_unref(p->snap);
     p->snap = snap;
@@ -556,6 +572,7 @@ static void on_sweep(uv_timer_t *t)
     if (p->listener_errors && now - p->last_listen_retry >= LISTEN_RETRY_MS) {
         p->last_listen_retry = now;
         bind_wanted(p);
+        wake_all(p);
     }
 }
 
@@ -696,6 +713,7 @@ static void on_drain_deadline(uv_timer_t *t)
     mesh_log_warn("drain deadline: closing the %d connections still open",
                   atomic_load(&p->shared.active_total));
     post_all(p, WORKER_ABORT, NULL, NULL);
+    wake_all(p);
 }
 
 void mesh_proxy_stop(struct mesh_proxy *p, uint64_t drain_ms, void (*done)(void *data), void *data)
@@ -709,6 +727,7 @@ void mesh_proxy_stop(struct mesh_proxy *p, uint64_t drain_ms, void (*done)(void 
         uv_timer_start(&p->drain, on_drain_deadline, drain_ms, 0);
     else
         post_all(p, WORKER_ABORT, NULL, NULL);
+    wake_all(p);
     /* Workers that already ended (or none started) are joined now. */
     uv_async_send(&p->exited);
 }
@@ -716,6 +735,7 @@ void mesh_proxy_stop(struct mesh_proxy *p, uint64_t drain_ms, void (*done)(void 
 void mesh_proxy_abort(struct mesh_proxy *p)
 {
     post_all(p, WORKER_ABORT, NULL, NULL);
+    wake_all(p);
 }
 
 /* ---- introspection ---- */

@@ -193,6 +193,10 @@ void mesh_worker_post(struct mesh_worker *w, struct worker_cmd *cmd)
         w->head = cmd;
     w->tail = cmd;
     uv_mutex_unlock(&w->lock);
+}
+
+void mesh_worker_wake(struct mesh_worker *w)
+{
     uv_async_send(&w->wake);
 }
 

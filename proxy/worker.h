@@ -64,8 +64,10 @@ struct mesh_worker {
 int mesh_worker_init(struct mesh_worker *w, int index, struct mesh_proxy_shared *shared,
                      uv_async_t *exited, int backlog);
 int mesh_worker_run(struct mesh_worker *w);
-/* Queues a command and wakes the worker; takes ownership of cmd. Main loop. */
+/* Queues a command (taking ownership); the worker sees it once woken. Main loop. */
 void mesh_worker_post(struct mesh_worker *w, struct worker_cmd *cmd);
+/* Wakes the worker to run what was posted: one wake for a batch of commands. */
+void mesh_worker_wake(struct mesh_worker *w);
 /* Worker thread: ends the loop once stopping and every connection is gone. */
 void mesh_worker_maybe_exit(struct mesh_worker *w);
 /* After the thread exited: frees what is left. */

@@ -40,6 +40,17 @@ class LifecycleTest(AgentTest):
         self.assertTrue(any(m.get("STOPPING") == "1" for m in a.notify.messages))
         self.assertIn("stopped", a.logs())
 
+    def test_second_signal_after_the_data_plane_stopped(self):
+        # A second SIGTERM may arrive once the workers are gone: it must not touch them.
+        a = self.agent().start()
+        a.signal(signal.SIGTERM)
+        wait_for(lambda: "data plane stopped" in a.logs(), what="the data plane to stop")
+        try:
+            a.signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        self.assertEqual(a.stop(), 0)
+
     def test_sigint_too(self):
         a = self.agent().start()
         a.signal(signal.SIGINT)

@@ -88,6 +88,12 @@ out:
 
 int mesh_fs_read_file(const char *path, size_t max, char **ret_data, size_t *ret_len)
 {
+    return mesh_fs_read_file_stat(path, max, ret_data, ret_len, NULL);
+}
+
+int mesh_fs_read_file_stat(const char *path, size_t max, char **ret_data, size_t *ret_len,
+                           struct stat *ret_st)
+{
     int r = 0;
     char *data = NULL;
     size_t len = 0, cap = 0;
@@ -136,6 +142,8 @@ int mesh_fs_read_file(const char *path, size_t max, char **ret_data, size_t *ret
         }
     }
     data[len] = '\0';
+    if (ret_st)
+        *ret_st = st;
     *ret_data = data;
     if (ret_len)
         *ret_len = len;

@@ -6,6 +6,7 @@
 #define MESH_FS_H
 
 #include <stddef.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /*
@@ -20,6 +21,9 @@ int mesh_fs_write_atomic(const char *path, const void *data, size_t len, mode_t 
  * caller (mesh_free). Returns 0, -EFBIG when larger than max, or a negative errno.
  */
 int mesh_fs_read_file(const char *path, size_t max, char **ret_data, size_t *ret_len);
+/* The same, also returning the file's stat (taken from the open file). */
+int mesh_fs_read_file_stat(const char *path, size_t max, char **ret_data, size_t *ret_len,
+                           struct stat *ret_st);
 
 /*
  * Creates `path` and missing parents. The last component gets `mode`; an existing

@@ -40,6 +40,7 @@ struct scanned {
     char *name;
     struct file_key key;
     bool changed;
+    bool skip; /* not a regular file after all */
     void *obj;
     char *error;
 };
@@ -116,7 +117,16 @@ static void parse_range(struct scan *sc, size_t from, size_t to)
         snprintf(path, sizeof(path), "%s/%s", d->path, f->name);
         char *data = NULL;
         size_t len = 0;
-        int r = mesh_fs_read_file(path, MESH_JSON_DIR_FILE_MAX, &data, &len);
+        struct stat st;
+        int r = mesh_fs_read_file_stat(path, MESH_JSON_DIR_FILE_MAX, &data, &len, &st);
+        if (r == -EISDIR || r == -ENOENT) {
+            f->skip = true; /* not a file, a dangling link, or gone since the listing */
+            continue;
+        }
+        /* The key of what was read, so a later scan compares with this very version; an
+         * unreadable file keeps its stat's key, so it is not read again until it changes. */
+        if (r == 0 || stat(path, &st) == 0)
+            f->key = (struct file_key){st.st_dev, st.st_ino, st.st_size, st.st_mtim};
         if (r < 0) {
             f->error = r == -EFBIG
                            ? mesh_asprintf("%s: larger than %d bytes", path, MESH_JSON_DIR_FILE_MAX)
@@ -178,16 +188,22 @@ static void scan_work(uv_work_t *req)
     for (size_t i = 0; i < n; i++) {
         char path[4096];
         struct stat st;
-        snprintf(path, sizeof(path), "%s/%s", d->path, names[i]);
-        /* stat follows symlinks: a ConfigMap's ..data swap changes the target. */
-        if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
-            continue;
-        struct scanned *f = &sc->files[sc->n++];
+        const struct file_state *old = mesh_hmap_get(&d->files, names[i]);
+        struct scanned *f = &sc->files[sc->n];
+        if (old) {
+            /* stat follows symlinks: a ConfigMap's ..data swap changes the target. */
+            snprintf(path, sizeof(path), "%s/%s", d->path, names[i]);
+            if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+                continue;
+            f->key = (struct file_key){st.st_dev, st.st_ino, st.st_size, st.st_mtim};
+            f->changed = !key_equal(&old->key, &f->key);
+        } else {
+            /* New: reading it stats it (a start reads every file: one system call less). */
+            f->changed = true;
+        }
         f->name = names[i];
         names[i] = NULL;
-        f->key = (struct file_key){st.st_dev, st.st_ino, st.st_size, st.st_mtim};
-        const struct file_state *old = mesh_hmap_get(&d->files, f->name);
-        f->changed = !old || !key_equal(&old->key, &f->key);
+        sc->n++;
         sc->n_changed += f->changed;
     }
     if (sc->n_changed <= PARALLEL_MIN) {
@@ -235,6 +251,8 @@ static bool merge_scan(struct mesh_json_dir *d, struct scan *sc)
     mesh_hmap_init(&present);
     for (size_t i = 0; i < sc->n; i++) {
         struct scanned *f = &sc->files[i];
+        if (f->skip)
+            continue;
         struct file_state *st = mesh_hmap_get(&d->files, f->name);
         if (!st) {
             st = mesh_calloc(1, sizeof(*st));

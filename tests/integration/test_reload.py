@@ -149,6 +149,20 @@ class FileWatchTest(AgentTest):
         self.assertEqual([e["file"] for e in errors], ["s150.json"])
         self.assertFalse(errors[0]["serving_last_good"])
 
+    def test_what_is_not_a_file_is_skipped(self):
+        a = self.agent(services={"api.json": API}).start()
+        os.symlink("/nonexistent/target.json", os.path.join(a.services_dir, "gone.json"))
+        os.mkdir(os.path.join(a.services_dir, "dir.json"))  # not a file: skipped
+        a.write_service("other.json", {"service": {"name": "other", "endpoints": [
+            {"address": "10.0.0.9", "port": 1}]}})
+        wait_for(lambda: "default/other" in a.services(), what="the other file")
+        a.reload()
+        a.reload()
+        self.assertEqual(a.logs().count("dir.json"), 0)
+        self.assertEqual(a.logs().count("gone.json"), 0)
+        self.assertEqual(a.json("/v1/status")["registries"][0]["files"], 2)
+        self.assertIn("default/api", a.services())
+
     def test_duplicates_across_files(self):
         a = self.agent(services={"a.json": API, "b.json": {"service": {
             "name": "api", "endpoints": [{"address": "10.9.9.9", "port": 1}]}}}).start()

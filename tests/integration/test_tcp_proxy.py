@@ -84,30 +84,31 @@ class ProxyTest(AgentTest):
     def test_least_request_balances_open_connections(self):
         bs = [self.backend(f"b{i}") for i in range(3)]
         a = self.proxied(bs, policy={"load_balancer": "least_request"})
-        held = []
-        for _ in range(300):
-            name, s = greet(self.port, keep=True)
-            held.append((name, s))
-        c = {}
-        for name, _ in held:
-            c[name] = c.get(name, 0) + 1
-        # Power of two choices on open connections keeps them within a few of each other.
-        self.assertEqual(sum(c.values()), 300)
-        for name in ("b0", "b1", "b2"):
-            self.assertTrue(85 <= c[name] <= 115, c)
-        self.assertEqual(a.metric("mesh_proxy_connections_active", destination="default/api"), 300)
-        for _, s in held:
-            s.close()
-        wait_for(lambda: a.metric("mesh_proxy_connections_active", destination="default/api") == 0,
-                 what="connections to close")
+        # Ten waves of 300 connections held open together: 3,000 connections in all.
+        for wave in range(10):
+            held = [greet(self.port, keep=True) for _ in range(300)]
+            c = {}
+            for name, _ in held:
+                c[name] = c.get(name, 0) + 1
+            # Two choices on open connections keep the three within a few of each other.
+            self.assertEqual(sum(c.values()), 300, c)
+            for name in ("b0", "b1", "b2"):
+                self.assertTrue(85 <= c.get(name, 0) <= 115, f"wave {wave}: {c}")
+            self.assertEqual(a.metric("mesh_proxy_connections_active",
+                                      destination="default/api"), 300)
+            for _, s in held:
+                s.close()
+            wait_for(lambda: a.metric("mesh_proxy_connections_active",
+                                      destination="default/api") == 0,
+                     what="connections to close")
 
     def test_ring_hash_keeps_clients(self):
         bs = [self.backend(f"b{i}") for i in range(3)]
         self.proxied(bs, policy={"load_balancer": "ring_hash"})
         seen = {}
-        for x in range(2, 62):
+        for x in range(2, 62):  # 60 clients, 50 connections each: 3,000
             source = f"127.0.0.{x}"
-            names = {greet(self.port, source=source) for _ in range(15)}
+            names = {greet(self.port, source=source) for _ in range(50)}
             self.assertEqual(len(names), 1, f"{source} moved between {names}")
             seen[source] = names.pop()
         spread = {}

@@ -67,6 +67,7 @@ static void next_attempt(struct tcp_conn *c);
 static void close_conn(struct tcp_conn *c);
 static void on_timer(uv_timer_t *t);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void log_refusal(struct mesh_worker *w, const char *what, const char *where);
 
 static struct side *peer_of(struct tcp_conn *c, struct side *s)
 {
@@ -393,8 +394,10 @@ static void next_attempt(struct tcp_conn *c)
         }
         int ep = pick(c);
         if (ep < 0) {
-            if (c->n_tried == 0)
+            if (c->n_tried == 0) {
                 atomic_fetch_add_explicit(&c->dest->state->no_endpoint, 1, memory_order_relaxed);
+                log_refusal(w, "no endpoint can take it", c->dest->key);
+            }
             close_conn(c);
             return;
         }
@@ -425,6 +428,21 @@ static void next_attempt(struct tcp_conn *c)
 }
 
 /* ---- accept ---- */
+
+/* A refused connection is worth a warning, but a flood of them is not worth a flood. */
+static void log_refusal(struct mesh_worker *w, const char *what, const char *where)
+{
+    uint64_t now = uv_now(&w->loop);
+    if (w->last_refusal_log && now - w->last_refusal_log < 10000) {
+        w->refusals_unlogged++;
+        return;
+    }
+    mesh_log_warn("refused a connection to '%s': %s (%llu more refused since the last "
+                  "warning)",
+                  where, what, (unsigned long long)w->refusals_unlogged);
+    w->last_refusal_log = now;
+    w->refusals_unlogged = 0;
+}
 
 static void on_refused_closed(uv_handle_t *h)
 {
@@ -483,8 +501,9 @@ void mesh_tcp_accept(struct mesh_worker *w, uv_stream_t *listener, const char *k
     int cap = atomic_load_explicit(&w->shared->max_connections, memory_order_relaxed);
     if (cap && total > cap) {
         atomic_fetch_add_explicit(&w->shared->refused_total, 1, memory_order_relaxed);
-        mesh_log_debug("refused a connection on %s: %d connections open, the cap is %d", key,
-                       total - 1, cap);
+        char what[96];
+        snprintf(what, sizeof(what), "proxy.max_connections (%d) are open", cap);
+        log_refusal(w, what, c->dest->key);
         close_conn(c);
         return;
     }
@@ -492,6 +511,7 @@ void mesh_tcp_accept(struct mesh_worker *w, uv_stream_t *listener, const char *k
     int active = atomic_fetch_add_explicit(&c->dest->state->active, 1, memory_order_relaxed) + 1;
     if (c->dest->policy.max_connections && active > c->dest->policy.max_connections) {
         atomic_fetch_add_explicit(&c->dest->state->breaker_refusals, 1, memory_order_relaxed);
+        log_refusal(w, "its max_connections are open (circuit breaker)", c->dest->key);
         close_conn(c);
         return;
     }

@@ -51,6 +51,8 @@ struct mesh_worker {
     struct mesh_bufpool pool;
     uint64_t rng;
     int backlog;
+    uint64_t last_refusal_log; /* loop ms; refusals are logged at most every 10 s */
+    uint64_t refusals_unlogged;
     /* Read by the main loop. */
     atomic_int active;
     atomic_ullong accepted;

@@ -254,6 +254,7 @@ class ProxyTest(AgentTest):
         held = [greet(self.port, keep=True)[1] for _ in range(4)]
         self.assertIsNone(greet(self.port))  # refused: closed at once
         self.assertEqual(a.metric("mesh_proxy_refused_total"), 1)
+        wait_for(lambda: "proxy.max_connections (4) are open" in a.logs(), what="a warning")
         held.pop().close()
         wait_for(lambda: greet(self.port) is not None, what="room again")
         for s in held:
@@ -266,6 +267,7 @@ class ProxyTest(AgentTest):
         self.assertIsNone(greet(self.port))
         self.assertEqual(a.metric("mesh_proxy_circuit_breaker_refusals_total",
                                   destination="default/api"), 1)
+        wait_for(lambda: "(circuit breaker)" in a.logs(), what="a warning")
         for s in held:
             s.close()
 

@@ -439,7 +439,7 @@ int mesh_agent_new(uv_loop_t *loop, const struct mesh_agent_options *opts, struc
     if (r < 0) {
         log_errors(&errors);
         mesh_log_error("%s: %zu error(s); not starting", path ? path : "embedded defaults",
-                       errors.n + errors.dropped);
+                       mesh_cfg_error_count(&errors));
         mesh_cfg_errors_done(&errors);
         mesh_free(a->config_path);
         mesh_free(a);
@@ -603,7 +603,7 @@ static int do_reload(struct mesh_agent *a)
         log_errors(&errors);
         char *joined = mesh_cfg_errors_join(&errors);
         char summary[256];
-        snprintf(summary, sizeof(summary), "%zu error(s) in %s", errors.n + errors.dropped,
+        snprintf(summary, sizeof(summary), "%zu error(s) in %s", mesh_cfg_error_count(&errors),
                  a->config_path ? a->config_path : "the embedded defaults");
         reload_failed(a, joined ? joined : summary);
         mesh_free(joined);

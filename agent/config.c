@@ -521,7 +521,7 @@ static int build(const char *path, const char *name, json_t *json, struct mesh_c
             snprintf(base, sizeof(base), "/");
         ctx.base_dir = base;
     }
-    size_t before = errors->n + errors->dropped;
+    size_t before = mesh_cfg_error_count(errors);
     struct mesh_agent_config *c = mesh_malloc(sizeof(*c));
     if (!c || mesh_cfg_defaults(&root_schema, c) < 0) {
         mesh_free(c);
@@ -535,7 +535,7 @@ static int build(const char *path, const char *name, json_t *json, struct mesh_c
         r = -ENOMEM;
     if (path && !(c->path = mesh_strdup(path)))
         r = -ENOMEM;
-    if (r == 0 && errors->n + errors->dropped != before)
+    if (r == 0 && mesh_cfg_error_count(errors) != before)
         r = -EINVAL;
     if (r < 0) {
         mesh_agent_config_unref(c);

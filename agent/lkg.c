@@ -360,7 +360,7 @@ int mesh_lkg_load_buffer(const char *name, const char *data, size_t len, struct 
 {
     struct mesh_cfg_ctx ctx;
     mesh_cfg_ctx_init(&ctx, name, errors);
-    size_t before = errors->n + errors->dropped;
+    size_t before = mesh_cfg_error_count(errors);
     json_t *json = NULL;
     struct lkg_root root;
     struct loaded *v = NULL;
@@ -401,7 +401,7 @@ int mesh_lkg_load_buffer(const char *name, const char *data, size_t len, struct 
         mesh_cfg_path_pop(&ctx, o2);
         mesh_cfg_path_pop(&ctx, o1);
     }
-    if (errors->n + errors->dropped != before) {
+    if (mesh_cfg_error_count(errors) != before) {
         r = -EINVAL;
         goto out;
     }

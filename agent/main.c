@@ -64,7 +64,7 @@ static int validate(const char *path, bool json_out)
         }
         mesh_resources_validate(cfg->resources_dir, &errors);
     }
-    size_t n = errors.n + errors.dropped;
+    size_t n = mesh_cfg_error_count(&errors);
     if (json_out) {
         json_t *list = json_array();
         for (size_t i = 0; list && i < errors.n; i++)

@@ -514,7 +514,7 @@ static const struct mesh_cfg_field *find_field(const struct mesh_cfg_schema *sch
 int mesh_cfg_decode_multi(struct mesh_cfg_ctx *ctx, const struct mesh_cfg_schema *const *schemas,
                           void *const *objs, size_t n, json_t *json)
 {
-    size_t errors_before = ctx->errors->n + ctx->errors->dropped;
+    size_t errors_before = mesh_cfg_error_count(ctx->errors);
     if (!json_is_object(json)) {
         char got[64];
         mesh_cfg_describe(json, got, sizeof(got));
@@ -546,7 +546,7 @@ int mesh_cfg_decode_multi(struct mesh_cfg_ctx *ctx, const struct mesh_cfg_schema
         mesh_cfg_path_pop(ctx, old);
     }
     for (size_t i = 0; i < n; i++) {
-        size_t own_before = ctx->errors->n + ctx->errors->dropped;
+        size_t own_before = mesh_cfg_error_count(ctx->errors);
         for (const struct mesh_cfg_field *f = schemas[i]->fields; f->key; f++) {
             json_t *v = json_object_get(json, f->key);
             if (!v && !(f->flags & MESH_CFG_REQUIRED))
@@ -562,10 +562,10 @@ int mesh_cfg_decode_multi(struct mesh_cfg_ctx *ctx, const struct mesh_cfg_schema
             mesh_cfg_path_pop(ctx, old);
         }
         /* Cross-field checks only make sense on fields that decoded. */
-        if (schemas[i]->check && ctx->errors->n + ctx->errors->dropped == own_before)
+        if (schemas[i]->check && mesh_cfg_error_count(ctx->errors) == own_before)
             schemas[i]->check(ctx, objs[i]);
     }
-    return ctx->errors->n + ctx->errors->dropped == errors_before ? 0 : -EINVAL;
+    return mesh_cfg_error_count(ctx->errors) == errors_before ? 0 : -EINVAL;
 }
 
 int mesh_cfg_decode(struct mesh_cfg_ctx *ctx, const struct mesh_cfg_schema *schema, json_t *json,

@@ -148,6 +148,12 @@ void mesh_cfg_path_pop(struct mesh_cfg_ctx *ctx, size_t len);
 /* Describes a JSON value for "got ..." in messages: "a number (42)", "\"abc\"", "null". */
 void mesh_cfg_describe(json_t *v, char *out, size_t n);
 
+/* Errors so far, those past the cap included: compare before and after a decode. */
+static inline size_t mesh_cfg_error_count(const struct mesh_cfg_errors *e)
+{
+    return e->n + e->dropped;
+}
+
 /* Adds a copy of a message as it is (it should name its file); respects the cap. */
 void mesh_cfg_errors_add(struct mesh_cfg_errors *e, const char *msg);
 void mesh_cfg_errors_done(struct mesh_cfg_errors *e);

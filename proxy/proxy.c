@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/claims.h"
 #include "common/log.h"
 #include "common/prom.h"
 #include "proxy/health_check.h"
@@ -227,8 +228,8 @@ static int want_listeners(const struct mesh_proxy_inputs *in, struct want_listen
 {
     size_t cap = 0, n = 0;
     struct want_listener *v = NULL;
-    struct mesh_hmap seen; /* key (a copy) -> description of the first claim (a copy) */
-    mesh_hmap_init(&seen);
+    struct mesh_claims seen; /* address -> description of its first claim */
+    mesh_claims_init(&seen);
     int r = 0;
     for (size_t i = 0; i < in->n_locals && r == 0; i++) {
         const struct mesh_local_service *ls = in->locals[i];
@@ -257,26 +258,18 @@ static int want_listeners(const struct mesh_proxy_inputs *in, struct want_listen
                          ls->name, up->namespace, up->service);
             }
             mesh_addr_format(&w->addr, w->key, sizeof(w->key));
-            const char *first = mesh_hmap_get(&seen, w->key);
+            const char *first = mesh_claims_take(&seen, w->key, w->description, &r);
+            if (r < 0)
+                break;
             if (first) {
                 mesh_log_warn("%s (%s) is already used by %s; ignoring it", w->key, w->description,
                               first);
                 continue;
             }
-            char *entry = mesh_asprintf("%s%c%s", w->key, '\0', w->description);
-            if (!entry || mesh_hmap_put(&seen, entry, entry + strlen(entry) + 1) < 0) {
-                mesh_free(entry);
-                r = -ENOMEM;
-                break;
-            }
             n++;
         }
     }
-    size_t i = 0;
-    const struct mesh_hmap_entry *he;
-    while (mesh_hmap_next(&seen, &i, &he))
-        mesh_free((void *)(uintptr_t)he->key);
-    mesh_hmap_done(&seen);
+    mesh_claims_done(&seen);
     *ret = v;
     *ret_n = n;
     return r;

@@ -154,7 +154,7 @@ int mesh_resource_file_parse(const char *name, const char *data, size_t len,
 {
     struct mesh_cfg_ctx ctx;
     mesh_cfg_ctx_init(&ctx, name, errors);
-    size_t before = errors->n + errors->dropped;
+    size_t before = mesh_cfg_error_count(errors);
     json_t *json = NULL;
     int r = mesh_cfg_load_buffer(&ctx, data, len, &json);
     if (r < 0)
@@ -196,7 +196,7 @@ int mesh_resource_file_parse(const char *name, const char *data, size_t len,
             r = -ENOMEM;
     }
     json_decref(json);
-    if (r == 0 && errors->n + errors->dropped != before)
+    if (r == 0 && mesh_cfg_error_count(errors) != before)
         r = -EINVAL;
     if (r < 0) {
         mesh_resource_file_unref(f);
@@ -206,16 +206,11 @@ int mesh_resource_file_parse(const char *name, const char *data, size_t len,
     return 0;
 }
 
-struct claim {
-    const char *file;
-    char key[];
-};
-
 int mesh_resource_view_init(struct mesh_resource_view *v)
 {
     memset(v, 0, sizeof(*v));
     mesh_hmap_init(&v->policies);
-    mesh_hmap_init(&v->names);
+    mesh_claims_init(&v->names);
     return 0;
 }
 
@@ -233,7 +228,7 @@ void mesh_resource_view_done(struct mesh_resource_view *v)
     for (size_t i = 0; i < v->n_files; i++)
         mesh_resource_file_unref(v->files[i]);
     mesh_free(v->files);
-    free_values(&v->names);
+    mesh_claims_done(&v->names);
     /* Policy entries are claims too: their keys live in them. */
     free_values(&v->policies);
 }
@@ -244,27 +239,6 @@ struct policy_entry {
     const char *file;
     char key[];
 };
-
-/* Claims key in m for file; returns NULL when new, else the owner's file. */
-static const char *claim(struct mesh_hmap *m, const char *key, const char *file, int *err)
-{
-    const struct claim *old = mesh_hmap_get(m, key);
-    if (old)
-        return old->file;
-    size_t len = strlen(key) + 1;
-    struct claim *c = mesh_malloc(sizeof(*c) + len);
-    if (!c) {
-        *err = -ENOMEM;
-        return NULL;
-    }
-    c->file = file;
-    memcpy(c->key, key, len);
-    if (mesh_hmap_put(m, c->key, c) < 0) {
-        mesh_free(c);
-        *err = -ENOMEM;
-    }
-    return NULL;
-}
 
 int mesh_resource_view_add(struct mesh_resource_view *v, const char *file,
                            struct mesh_resource_file *f, mesh_resource_conflict_cb cb, void *data)
@@ -280,7 +254,7 @@ int mesh_resource_view_add(struct mesh_resource_view *v, const char *file,
         char key[256], msg[512];
         snprintf(key, sizeof(key), "%s/%s/%s", mesh_resource_kind_names[r->kind], r->namespace,
                  r->name);
-        const char *owner = claim(&v->names, key, file, &err);
+        const char *owner = mesh_claims_take(&v->names, key, file, &err);
         if (owner) {
             snprintf(msg, sizeof(msg), "%s: %s is already defined in '%s'; ignoring it here", file,
                      key, owner);

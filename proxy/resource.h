@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "common/cfg.h"
+#include "common/claims.h"
 #include "common/hmap.h"
 #include "proxy/policy.h"
 
@@ -49,7 +50,7 @@ void mesh_resource_file_unref(struct mesh_resource_file *f);
  */
 struct mesh_resource_view {
     struct mesh_hmap policies; /* "ns/service" -> const struct mesh_dest_policy * */
-    struct mesh_hmap names;    /* "kind/ns/name" -> claim */
+    struct mesh_claims names;  /* "kind/ns/name", claimed by the file first defining it */
     struct mesh_resource_file **files;
     size_t n_files;
     size_t count;

@@ -175,7 +175,7 @@ int mesh_service_file_parse(const char *name, const char *data, size_t len,
 {
     struct mesh_cfg_ctx ctx;
     mesh_cfg_ctx_init(&ctx, name, errors);
-    size_t before = errors->n + errors->dropped;
+    size_t before = mesh_cfg_error_count(errors);
     json_t *json = NULL;
     int r = mesh_cfg_load_buffer(&ctx, data, len, &json);
     if (r < 0)
@@ -209,7 +209,7 @@ int mesh_service_file_parse(const char *name, const char *data, size_t len,
                               (void *const[]){f}, 1, json);
         /* "service" is a known key even when absent: nothing else to report. */
     }
-    if (errors->n + errors->dropped != before) {
+    if (mesh_cfg_error_count(errors) != before) {
         r = -EINVAL;
         goto out;
     }

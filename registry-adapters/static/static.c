@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
-#include "common/hmap.h"
+#include "common/claims.h"
 #include "common/json_dir.h"
 #include "common/log.h"
 #include "common/prom.h"
@@ -148,42 +148,6 @@ static void drop_upstream(struct mesh_local_service *ls, size_t i)
     ls->n_upstreams--;
 }
 
-/* A name (service key, bind address) taken by the first file that used it. */
-struct claim {
-    const char *file;
-    char key[];
-};
-
-/* Claims `key` for `file`: returns NULL when it was free, else the file that holds it. */
-static const char *claim(struct mesh_hmap *m, const char *key, const char *file, int *err)
-{
-    const struct claim *old = mesh_hmap_get(m, key);
-    if (old)
-        return old->file;
-    size_t len = strlen(key) + 1;
-    struct claim *c = mesh_malloc(sizeof(*c) + len);
-    if (!c) {
-        *err = -ENOMEM;
-        return NULL;
-    }
-    memcpy(c->key, key, len);
-    c->file = file;
-    if (mesh_hmap_put(m, c->key, c) < 0) {
-        mesh_free(c);
-        *err = -ENOMEM;
-    }
-    return NULL;
-}
-
-static void claims_done(struct mesh_hmap *m)
-{
-    size_t i = 0;
-    const struct mesh_hmap_entry *he;
-    while (mesh_hmap_next(m, &i, &he))
-        mesh_free(he->value);
-    mesh_hmap_done(m);
-}
-
 static void report_conflict(struct static_registry *s, const char *file, const char *what,
                             const char *owner)
 {
@@ -198,14 +162,14 @@ static void report_conflict(struct static_registry *s, const char *file, const c
  * Claims the local addresses a service's upstreams and inbound port listen on; drops those
  * another definition took first.
  */
-static int claim_binds(struct static_registry *s, struct mesh_hmap *binds, const char *file,
+static int claim_binds(struct static_registry *s, struct mesh_claims *binds, const char *file,
                        struct mesh_local_service *ls)
 {
     int err = 0;
     char addr[MESH_ADDR_STRLEN], what[MESH_ADDR_STRLEN + 32];
     for (size_t b = 0; b < ls->n_upstreams && err == 0;) {
         mesh_addr_format(&ls->upstreams[b].bind, addr, sizeof(addr));
-        const char *owner = claim(binds, addr, file, &err);
+        const char *owner = mesh_claims_take(binds, addr, file, &err);
         if (!owner) {
             b++;
             continue;
@@ -216,7 +180,7 @@ static int claim_binds(struct static_registry *s, struct mesh_hmap *binds, const
     }
     if (err == 0 && mesh_addr_port(&ls->inbound)) {
         mesh_addr_format(&ls->inbound, addr, sizeof(addr));
-        const char *owner = claim(binds, addr, file, &err);
+        const char *owner = mesh_claims_take(binds, addr, file, &err);
         if (owner) {
             snprintf(what, sizeof(what), "inbound address %s", addr);
             report_conflict(s, file, what, owner);
@@ -236,10 +200,10 @@ static void apply(struct static_registry *s, const struct mesh_json_dir_file *fi
     const char *default_ns = s->base.cfg->namespace;
     struct mesh_local_service *locals = NULL;
     size_t n_locals = 0, locals_cap = 0;
-    struct mesh_hmap services, binds;
+    struct mesh_claims services, binds;
     int err = 0;
-    mesh_hmap_init(&services);
-    mesh_hmap_init(&binds);
+    mesh_claims_init(&services);
+    mesh_claims_init(&binds);
 
     sink->sync_begin(sink->data, &s->base);
     s->n_services = 0;
@@ -251,7 +215,7 @@ static void apply(struct static_registry *s, const struct mesh_json_dir_file *fi
             const char *ns = svc->namespace ? svc->namespace : default_ns;
             char key[160], what[200];
             snprintf(key, sizeof(key), "%s/%s", ns, svc->name);
-            const char *owner = claim(&services, key, file, &err);
+            const char *owner = mesh_claims_take(&services, key, file, &err);
             if (owner) {
                 snprintf(what, sizeof(what), "service '%s'", key);
                 report_conflict(s, file, what, owner);
@@ -292,8 +256,8 @@ static void apply(struct static_registry *s, const struct mesh_json_dir_file *fi
     for (size_t k = 0; k < n_locals; k++)
         mesh_local_service_done(&locals[k]);
     mesh_free(locals);
-    claims_done(&services);
-    claims_done(&binds);
+    mesh_claims_done(&services);
+    mesh_claims_done(&binds);
 }
 
 /* ---- json_dir glue ---- */

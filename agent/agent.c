@@ -578,16 +578,23 @@ static void reload_failed(struct mesh_agent *a, const char *why)
     mesh_log_error("reload failed, keeping the previous config: %s", why);
 }
 
-static struct slot *take_matching_slot(struct mesh_agent *a, const struct mesh_registry_config *rc)
+/* The running slot with rc's name, or -1. */
+static int find_slot(const struct mesh_agent *a, const struct mesh_registry_config *rc)
 {
     for (size_t i = 0; i < a->n_slots; i++) {
-        struct slot *s = a->slots[i];
-        if (s && strcmp(s->rc->name, rc->name) == 0 && mesh_registry_config_equal(s->rc, rc)) {
-            a->slots[i] = NULL;
-            return s;
-        }
+        if (a->slots[i] && strcmp(a->slots[i]->rc->name, rc->name) == 0)
+            return (int)i;
     }
-    return NULL;
+    return -1;
+}
+
+/*
+ * A registry whose config changed starts with what its predecessor knew of this host's
+ * services, so the listeners of those services stay up until the new one has synced.
+ */
+static void inherit_locals(struct slot *s, const struct slot *old)
+{
+    sink_set_local(s, s->r, old->locals, old->n_locals);
 }
 
 static int do_reload(struct mesh_agent *a)
@@ -597,7 +604,7 @@ static int do_reload(struct mesh_agent *a)
     struct slot **slots = NULL;
     struct mesh_admin *admin = NULL;
     size_t n = 0;
-    bool *is_new = NULL;
+    int *taken = NULL; /* per new slot: the old position it was kept from, or -1 (new) */
     int r = mesh_agent_config_load(a->config_path, &errors, &next);
     if (r < 0) {
         log_errors(&errors);
@@ -638,20 +645,26 @@ static int do_reload(struct mesh_agent *a)
     }
 
     slots = mesh_calloc(next->registries.n ? next->registries.n : 1, sizeof(*slots));
-    is_new = mesh_calloc(next->registries.n ? next->registries.n : 1, sizeof(*is_new));
-    if (!slots || !is_new) {
+    taken = mesh_calloc(next->registries.n ? next->registries.n : 1, sizeof(*taken));
+    if (!slots || !taken) {
         r = -ENOMEM;
         goto fail;
     }
     for (; n < next->registries.n; n++) {
         const struct mesh_registry_config *rc = &next->registries.v[n];
-        slots[n] = take_matching_slot(a, rc);
-        if (slots[n])
+        int old = find_slot(a, rc);
+        taken[n] = -1;
+        if (old >= 0 && mesh_registry_config_equal(a->slots[old]->rc, rc)) {
+            slots[n] = a->slots[old];
+            a->slots[old] = NULL;
+            taken[n] = old;
             continue;
+        }
         r = slot_new(a, next, rc, &slots[n]);
         if (r < 0)
             goto fail;
-        is_new[n] = true;
+        if (old >= 0)
+            inherit_locals(slots[n], a->slots[old]);
     }
     r = set_catalog_sources(a, slots, n);
     if (r < 0)
@@ -666,7 +679,7 @@ static int do_reload(struct mesh_agent *a)
     a->slots = slots;
     a->n_slots = n;
     for (size_t i = 0; i < n; i++) {
-        if (!is_new[i]) {
+        if (taken[i] >= 0) {
             mesh_registry_refresh(slots[i]->r);
             continue;
         }
@@ -675,7 +688,7 @@ static int do_reload(struct mesh_agent *a)
             slots[i]->errors++;
         }
     }
-    mesh_free(is_new);
+    mesh_free(taken);
     if (admin) {
         mesh_admin_close(a->admin, 0, NULL, NULL);
         a->admin = admin;
@@ -698,23 +711,17 @@ static int do_reload(struct mesh_agent *a)
     mesh_log_info("config reloaded from %s", a->config_path ? a->config_path : "defaults");
     return 0;
 fail:
-    /* Put back the slots we took; free the ones we made. */
+    /* Put back the slots we took where they were; free the ones we made. */
     for (size_t i = 0; i < n; i++) {
         if (!slots[i])
             continue;
-        if (is_new[i]) {
+        if (taken[i] >= 0)
+            a->slots[taken[i]] = slots[i];
+        else
             slot_free(slots[i]);
-            continue;
-        }
-        for (size_t k = 0; k < a->n_slots; k++) {
-            if (!a->slots[k]) {
-                a->slots[k] = slots[i];
-                break;
-            }
-        }
     }
     mesh_free(slots);
-    mesh_free(is_new);
+    mesh_free(taken);
     if (admin)
         mesh_admin_close(admin, 0, NULL, NULL);
     reload_failed(a, strerror(-r));

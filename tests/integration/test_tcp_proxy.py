@@ -324,6 +324,33 @@ class ProxyTest(AgentTest):
         self.assertEqual(failures, [])
         self.assertGreater(count[0], 100)
 
+    def test_registry_change_on_reload_keeps_listeners(self):
+        # The registry is replaced (its config changed): its services' listeners stay up.
+        bs = [self.backend(f"b{i}") for i in range(2)]
+        a = self.proxied(bs)
+        failures, done = [], threading.Event()
+
+        def load():
+            while not done.is_set():
+                try:
+                    if greet(self.port) is None:
+                        failures.append("refused")
+                except OSError as e:
+                    failures.append(str(e))
+
+        t = threading.Thread(target=load)
+        t.start()
+        for interval in ("7s", "8s", "9s"):
+            time.sleep(0.15)
+            a.config["registries"][0]["poll_interval"] = interval
+            a.write_config()
+            a.reload()
+        time.sleep(0.3)
+        done.set()
+        t.join()
+        self.assertEqual(failures, [])
+        self.assertEqual(a.json("/v1/status")["reload"]["succeeded"], 3)
+
     # ---- listeners ----
 
     def test_inbound_forwards_to_the_workload(self):

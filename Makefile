@@ -7,7 +7,7 @@ JOBS        ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 30
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-asan test test-fast test-asan test-tsan fuzz demo bench format clean
+.PHONY: all deps build build-asan test test-fast test-asan test-tsan fuzz demo bench packages format clean
 
 all: build
 
@@ -51,6 +51,18 @@ fuzz: deps
 	cmake --build $(BUILD_FUZZ) -j$(JOBS)
 	./scripts/fuzz $(BUILD_FUZZ) $(FUZZ_SECONDS)
 
+# The .deb and .rpm into out/ (see packaging/CMakeLists.txt).
+packages: deps
+	for f in deb rpm; do \
+	  cmake -S . -B build-$$f -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX=/usr \
+	    -DMESH_TESTS=OFF -DMESH_PACKAGE=$$f $(CMAKE_FLAGS) && \
+	  cmake --build build-$$f -j$(JOBS) && \
+	  (cd build-$$f && cpack) || exit 1; \
+	done
+	mkdir -p out
+	cp build-deb/*.deb build-rpm/*.rpm out/
+	ls -l out/
+
 demo: deps build
 	./scripts/demo $(BUILD)
 
@@ -61,4 +73,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ) $(BUILD_TSAN)
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ) $(BUILD_TSAN) build-deb build-rpm out

@@ -43,6 +43,9 @@ static inline bool is_ows(unsigned char c)
     return c == ' ' || c == '\t';
 }
 
+static int parse_fields(const char *buf, size_t len, size_t pos, const struct mesh_http_limits *lim,
+                        struct mesh_http_header *headers, size_t *n_headers, const char **why);
+
 static int fail(struct mesh_http_request *req, int err, const char *why)
 {
     req->error = why;
@@ -265,35 +268,60 @@ int mesh_http_parse_request(const char *buf, size_t len, const struct mesh_http_
         return r;
     pos = (size_t)eol + 1;
 
+    r = parse_fields(buf, len, pos, lim, headers, &req->num_headers, &req->error);
+    if (r < 0)
+        return r;
+    pos = (size_t)r;
+    split_target(req);
+    r = check_semantics(req);
+    if (r < 0)
+        return r;
+    return (int)pos;
+}
+
+/* Parses the header lines from pos to the empty line; shared by requests and responses. */
+static int parse_fields(const char *buf, size_t len, size_t pos, const struct mesh_http_limits *lim,
+                        struct mesh_http_header *headers, size_t *n_headers, const char **why)
+{
     for (;;) {
-        if (pos > lim->max_head)
-            return fail(req, -EMSGSIZE, "request head too large");
+        if (pos > lim->max_head) {
+            *why = "head too large";
+            return -EMSGSIZE;
+        }
         if (pos >= len)
             return -EAGAIN;
         if (buf[pos] == '\r') {
             if (pos + 1 >= len)
                 return -EAGAIN;
-            if (buf[pos + 1] != '\n')
-                return fail(req, -EBADMSG, "bare CR");
+            if (buf[pos + 1] != '\n') {
+                *why = "bare CR";
+                return -EBADMSG;
+            }
             pos += 2;
             break;
         }
-        if (buf[pos] == '\n')
-            return fail(req, -EBADMSG, "bare LF");
-        if (is_ows((unsigned char)buf[pos]))
-            return fail(req, -EBADMSG, "obsolete line folding");
-
-        size_t start = pos;
-        size_t i = pos;
+        if (buf[pos] == '\n') {
+            *why = "bare LF";
+            return -EBADMSG;
+        }
+        if (is_ows((unsigned char)buf[pos])) {
+            *why = "obsolete line folding";
+            return -EBADMSG;
+        }
+        size_t start = pos, i = pos;
         while (i < len && is_tchar((unsigned char)buf[i]))
             i++;
         if (i >= len) {
-            if (i - start > lim->max_head)
-                return fail(req, -EMSGSIZE, "request head too large");
+            if (i - start > lim->max_head) {
+                *why = "head too large";
+                return -EMSGSIZE;
+            }
             return -EAGAIN;
         }
-        if (buf[i] != ':' || i == start)
-            return fail(req, -EBADMSG, "invalid header name");
+        if (buf[i] != ':' || i == start) {
+            *why = "invalid header name";
+            return -EBADMSG;
+        }
         size_t name_end = i++;
         while (i < len && is_ows((unsigned char)buf[i]))
             i++;
@@ -301,22 +329,30 @@ int mesh_http_parse_request(const char *buf, size_t len, const struct mesh_http_
         while (i < len && is_field_char((unsigned char)buf[i]))
             i++;
         if (i >= len) {
-            if (i > lim->max_head)
-                return fail(req, -EMSGSIZE, "request head too large");
+            if (i > lim->max_head) {
+                *why = "head too large";
+                return -EMSGSIZE;
+            }
             return -EAGAIN;
         }
-        if (buf[i] != '\r')
-            return fail(req, -EBADMSG, buf[i] == '\n' ? "bare LF" : "invalid header value");
+        if (buf[i] != '\r') {
+            *why = buf[i] == '\n' ? "bare LF" : "invalid header value";
+            return -EBADMSG;
+        }
         if (i + 1 >= len)
             return -EAGAIN;
-        if (buf[i + 1] != '\n')
-            return fail(req, -EBADMSG, "bare CR");
+        if (buf[i + 1] != '\n') {
+            *why = "bare CR";
+            return -EBADMSG;
+        }
         size_t vend = i;
         while (vend > vstart && is_ows((unsigned char)buf[vend - 1]))
             vend--;
-        if (req->num_headers >= lim->max_headers)
-            return fail(req, -EMSGSIZE, "too many headers");
-        headers[req->num_headers++] = (struct mesh_http_header){
+        if (*n_headers >= lim->max_headers) {
+            *why = "too many headers";
+            return -EMSGSIZE;
+        }
+        headers[(*n_headers)++] = (struct mesh_http_header){
             .name = buf + start,
             .name_len = name_end - start,
             .value = buf + vstart,
@@ -324,13 +360,86 @@ int mesh_http_parse_request(const char *buf, size_t len, const struct mesh_http_
         };
         pos = i + 2;
     }
-    if (pos > lim->max_head)
-        return fail(req, -EMSGSIZE, "request head too large");
-    split_target(req);
-    r = check_semantics(req);
+    if (pos > lim->max_head) {
+        *why = "head too large";
+        return -EMSGSIZE;
+    }
+    return (int)pos;
+}
+
+int mesh_http_parse_response(const char *buf, size_t len, const struct mesh_http_limits *lim,
+                             struct mesh_http_header *headers, struct mesh_http_response *res)
+{
+    memset(res, 0, sizeof(*res));
+    res->headers = headers;
+    long eol = find_line_end(buf, len, 0);
+    if (eol < 0) {
+        if (len > 1024) {
+            res->error = "status line too long";
+            return -EBADMSG;
+        }
+        return -EAGAIN;
+    }
+    /* HTTP/1.x SP 3DIGIT SP [reason] CRLF */
+    size_t e = (size_t)eol;
+    if (e < 13 || buf[e - 1] != '\r' || memcmp(buf, "HTTP/1.", 7) != 0 || buf[7] < '0' ||
+        buf[7] > '9' || buf[8] != ' ' || buf[12] != ' ' || buf[9] < '1' || buf[9] > '5' ||
+        buf[10] < '0' || buf[10] > '9' || buf[11] < '0' || buf[11] > '9') {
+        res->error = "invalid status line";
+        return -EBADMSG;
+    }
+    res->version = buf[7] == '0' ? 10 : 11;
+    res->status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
+    res->reason = buf + 13;
+    res->reason_len = e - 1 - 13;
+    for (size_t i = 13; i < e - 1; i++) {
+        if (!is_field_char((unsigned char)buf[i])) {
+            res->error = "invalid reason phrase";
+            return -EBADMSG;
+        }
+    }
+    int r = parse_fields(buf, len, e + 1, lim, headers, &res->num_headers, &res->error);
     if (r < 0)
         return r;
-    return (int)pos;
+    int n_cl = 0, n_te = 0;
+    bool conn_close = false, conn_keep_alive = false;
+    for (size_t i = 0; i < res->num_headers; i++) {
+        const struct mesh_http_header *h = &headers[i];
+        if (NAME_IS(h, "content-length")) {
+            if (++n_cl > 1 || mesh_parse_u64(h->value, h->value_len, &res->content_length) < 0) {
+                res->error = "invalid or repeated Content-Length";
+                return -EBADMSG;
+            }
+            res->flags |= MESH_HTTP_F_CONTENT_LENGTH;
+        } else if (NAME_IS(h, "transfer-encoding")) {
+            if (++n_te > 1 || h->value_len != 7 || strncasecmp(h->value, "chunked", 7) != 0) {
+                res->error = "unsupported Transfer-Encoding";
+                return -EBADMSG;
+            }
+            res->flags |= MESH_HTTP_F_CHUNKED;
+        } else if (NAME_IS(h, "connection")) {
+            conn_close |= mesh_http_list_has(h->value, h->value_len, "close");
+            conn_keep_alive |= mesh_http_list_has(h->value, h->value_len, "keep-alive");
+        }
+    }
+    if (n_te && n_cl) {
+        res->error = "both Content-Length and Transfer-Encoding";
+        return -EBADMSG;
+    }
+    if (res->version == 11 ? !conn_close : (conn_keep_alive && !conn_close))
+        res->flags |= MESH_HTTP_F_KEEP_ALIVE;
+    return r;
+}
+
+bool mesh_http_response_has_body(const char *method, size_t method_len, int status)
+{
+    if (status < 200 || status == 204 || status == 304)
+        return false;
+    if (method_len == 4 && memcmp(method, "HEAD", 4) == 0)
+        return false;
+    if (method_len == 7 && memcmp(method, "CONNECT", 7) == 0 && status < 300)
+        return false;
+    return true;
 }
 
 const char *mesh_http_reason(int status)
@@ -631,7 +740,7 @@ int mesh_http_chunked_decode(struct mesh_http_chunked *d, char *buf, size_t len,
             break;
         case CH_DATA: {
             size_t n = (size_t)MESH_MIN((uint64_t)(len - in), d->remaining);
-            if (out != in)
+            if (ret_data && out != in)
                 memmove(buf + out, buf + in, n);
             out += n;
             in += n;
@@ -698,12 +807,14 @@ int mesh_http_chunked_decode(struct mesh_http_chunked *d, char *buf, size_t len,
     }
 #undef BAD
     *ret_consumed = in;
-    *ret_data = out;
+    if (ret_data)
+        *ret_data = out;
     return d->state == CH_DONE ? 1 : 0;
 bad:
     if (ret_error)
         *ret_error = why;
     *ret_consumed = in;
-    *ret_data = out;
+    if (ret_data)
+        *ret_data = out;
     return -EBADMSG;
 }

@@ -70,6 +70,34 @@ struct mesh_http_request {
 int mesh_http_parse_request(const char *buf, size_t len, const struct mesh_http_limits *lim,
                             struct mesh_http_header *headers, struct mesh_http_request *req);
 
+/* A response head, as mesh_http_parse_response() reads it. */
+struct mesh_http_response {
+    int version; /* 10 or 11 */
+    int status;
+    const char *reason;
+    size_t reason_len;
+    struct mesh_http_header *headers;
+    size_t num_headers;
+    uint64_t content_length;
+    unsigned flags; /* MESH_HTTP_F_CONTENT_LENGTH, _CHUNKED, _KEEP_ALIVE */
+    const char *error;
+};
+
+/*
+ * Parses a response head from an upstream, with the same strictness as requests (an
+ * upstream can smuggle too): bare CR/LF, obs-fold, bad names or values, duplicate or bad
+ * Content-Length, Content-Length with Transfer-Encoding are refused with -EBADMSG (the
+ * proxy answers 502). Returns the head length, -EAGAIN, or a negative errno.
+ */
+int mesh_http_parse_response(const char *buf, size_t len, const struct mesh_http_limits *lim,
+                             struct mesh_http_header *headers, struct mesh_http_response *res);
+
+/*
+ * Whether a response to `method` with `status` has a body at all (RFC 9112 6.3): never for
+ * HEAD, 1xx, 204 and 304, nor for a 2xx to CONNECT.
+ */
+bool mesh_http_response_has_body(const char *method, size_t method_len, int status);
+
 /* Status code for a parse error: 400, 414, 417, 431, 501 or 505. */
 int mesh_http_error_status(int err);
 
@@ -109,6 +137,8 @@ void mesh_http_chunked_init(struct mesh_http_chunked *d);
  * *ret_data. *ret_consumed says how much of the input was used (all of it unless the body
  * ended; what follows belongs to the next message). Returns 1 when the body is complete
  * (trailers included), 0 when more input is needed, or -EBADMSG with *ret_error set.
+ * With ret_data NULL the bytes are only checked, not moved: a proxy forwards them as they
+ * came and learns where the body ends.
  */
 int mesh_http_chunked_decode(struct mesh_http_chunked *d, char *buf, size_t len,
                              size_t *ret_consumed, size_t *ret_data, const char **ret_error);

@@ -246,6 +246,69 @@ static void test_chunked(void **state)
     assert_int_equal(decode("5;ext = \"v\" \r\nhello\r\n0\r\n\r\n", buf, &data, &consumed), 1);
 }
 
+static int parse_res(const char *s, size_t len, struct mesh_http_response *res)
+{
+    static struct mesh_http_header headers[8];
+    return mesh_http_parse_response(s, len, &limits, headers, res);
+}
+
+static void test_responses(void **state)
+{
+    (void)state;
+    struct mesh_http_response res;
+    const char *ok = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+    assert_int_equal(parse_res(ok, strlen(ok), &res), (int)strlen(ok) - 5);
+    assert_int_equal(res.status, 200);
+    assert_int_equal(res.content_length, 5);
+    assert_true(res.flags & MESH_HTTP_F_KEEP_ALIVE);
+    const char *ch = "HTTP/1.1 503 \r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    assert_int_equal(parse_res(ch, strlen(ch), &res), (int)strlen(ch));
+    assert_int_equal(res.status, 503);
+    assert_int_equal(res.reason_len, 0);
+    assert_true(res.flags & MESH_HTTP_F_CHUNKED);
+    assert_false(res.flags & MESH_HTTP_F_KEEP_ALIVE);
+    const char *old = "HTTP/1.0 200 OK\r\n\r\n";
+    assert_true(parse_res(old, strlen(old), &res) > 0);
+    assert_false(res.flags & MESH_HTTP_F_KEEP_ALIVE);
+    for (size_t i = 0; i < strlen(ok) - 5; i++)
+        assert_int_equal(parse_res(ok, i, &res), -EAGAIN);
+    static const char *const bad[] = {
+        "HTTP/2 200 OK\r\n\r\n",
+        "HTTP/1.1 20 OK\r\n\r\n",
+        "HTTP/1.1 600 OK\r\n\r\n",
+        "HTTP/1.1 200OK\r\n\r\n",
+        "HTTP/1.1 200 OK\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nX : a\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (parse_res(bad[i], strlen(bad[i]), &res) != -EBADMSG)
+            fail_msg("response case %zu accepted: %s", i, bad[i]);
+    }
+    assert_false(mesh_http_response_has_body("HEAD", 4, 200));
+    assert_false(mesh_http_response_has_body("GET", 3, 304));
+    assert_false(mesh_http_response_has_body("GET", 3, 101));
+    assert_false(mesh_http_response_has_body("CONNECT", 7, 200));
+    assert_true(mesh_http_response_has_body("GET", 3, 404));
+}
+
+static void test_chunked_scan_leaves_bytes(void **state)
+{
+    (void)state;
+    char buf[64];
+    const char *body = "3\r\nabc\r\n0\r\n\r\nX";
+    strcpy(buf, body);
+    struct mesh_http_chunked d;
+    mesh_http_chunked_init(&d);
+    size_t used;
+    assert_int_equal(mesh_http_chunked_decode(&d, buf, strlen(buf), &used, NULL, NULL), 1);
+    assert_int_equal(used, strlen(body) - 1);
+    assert_string_equal(buf, body); /* untouched: forwarded as it came */
+}
+
 static void test_reason_and_status(void **state)
 {
     (void)state;
@@ -268,6 +331,8 @@ int main(void)
         UNIT_TEST(test_head_too_large),
         UNIT_TEST(test_garbage_refused_early),
         UNIT_TEST(test_chunked),
+        UNIT_TEST(test_responses),
+        UNIT_TEST(test_chunked_scan_leaves_bytes),
         UNIT_TEST(test_reason_and_status),
     };
     return cmocka_run_group_tests_name("http_parse", tests, NULL, NULL);

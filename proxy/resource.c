@@ -7,12 +7,13 @@
 #include "common/alloc.h"
 #include "common/strutil.h"
 
-const char *const mesh_resource_kind_names[] = {"DestinationPolicy", NULL};
+const char *const mesh_resource_kind_names[] = {"DestinationPolicy", "Route", NULL};
 
 struct kind_ops {
     const struct mesh_cfg_schema *schema;
     int (*defaults)(void *spec);
     void (*done)(void *spec);
+    const char *(*target)(const void *spec); /* the service it applies to; NULL: its name */
 };
 
 static int policy_defaults(void *spec)
@@ -25,8 +26,30 @@ static void policy_done(void *spec)
     mesh_dest_policy_done(spec);
 }
 
+static const char *policy_target(const void *spec)
+{
+    return ((const struct mesh_dest_policy *)spec)->service;
+}
+
+static int route_defaults(void *spec)
+{
+    return mesh_route_defaults(spec);
+}
+
+static void route_done(void *spec)
+{
+    mesh_route_done(spec);
+}
+
+static const char *route_target(const void *spec)
+{
+    return ((const struct mesh_route *)spec)->service;
+}
+
 static const struct kind_ops kinds[] = {
-    [MESH_RESOURCE_DESTINATION_POLICY] = {&mesh_dest_policy_schema, policy_defaults, policy_done},
+    [MESH_RESOURCE_DESTINATION_POLICY] = {&mesh_dest_policy_schema, policy_defaults, policy_done,
+                                          policy_target},
+    [MESH_RESOURCE_ROUTE] = {&mesh_route_schema, route_defaults, route_done, route_target},
 };
 
 static const char *check_dns_label(const char *s)
@@ -209,7 +232,8 @@ int mesh_resource_file_parse(const char *name, const char *data, size_t len,
 int mesh_resource_view_init(struct mesh_resource_view *v)
 {
     memset(v, 0, sizeof(*v));
-    mesh_hmap_init(&v->policies);
+    for (int k = 0; k < MESH_RESOURCE_KINDS; k++)
+        mesh_hmap_init(&v->by_service[k]);
     mesh_claims_init(&v->names);
     return 0;
 }
@@ -229,13 +253,13 @@ void mesh_resource_view_done(struct mesh_resource_view *v)
         mesh_resource_file_unref(v->files[i]);
     mesh_free(v->files);
     mesh_claims_done(&v->names);
-    /* Policy entries are claims too: their keys live in them. */
-    free_values(&v->policies);
+    for (int k = 0; k < MESH_RESOURCE_KINDS; k++)
+        free_values(&v->by_service[k]);
 }
 
-/* Policy entries: the key beside a pointer to the policy. */
-struct policy_entry {
-    const struct mesh_dest_policy *policy;
+/* Index entries: the key beside a pointer to the spec. */
+struct index_entry {
+    const void *spec;
     const char *file;
     char key[];
 };
@@ -262,29 +286,28 @@ int mesh_resource_view_add(struct mesh_resource_view *v, const char *file,
             continue;
         }
         v->count++;
-        if (r->kind != MESH_RESOURCE_DESTINATION_POLICY)
-            continue;
-        const struct mesh_dest_policy *p = r->spec;
-        snprintf(key, sizeof(key), "%s/%s", r->namespace, p->service ? p->service : r->name);
-        const struct policy_entry *old = mesh_hmap_get(&v->policies, key);
+        const char *target = kinds[r->kind].target(r->spec);
+        snprintf(key, sizeof(key), "%s/%s", r->namespace, target ? target : r->name);
+        struct mesh_hmap *index = &v->by_service[r->kind];
+        const struct index_entry *old = mesh_hmap_get(index, key);
         if (old) {
             snprintf(msg, sizeof(msg),
-                     "%s: DestinationPolicy '%s' targets service '%s', which already has a "
-                     "policy from '%s'; ignoring it",
-                     file, r->name, key, old->file);
+                     "%s: %s '%s' targets service '%s', which already has one from '%s'; "
+                     "ignoring it",
+                     file, mesh_resource_kind_names[r->kind], r->name, key, old->file);
             cb(data, file, msg);
             continue;
         }
         size_t len = strlen(key) + 1;
-        struct policy_entry *e = mesh_malloc(sizeof(*e) + len);
+        struct index_entry *e = mesh_malloc(sizeof(*e) + len);
         if (!e) {
             err = -ENOMEM;
             break;
         }
-        e->policy = p;
+        e->spec = r->spec;
         e->file = file;
         memcpy(e->key, key, len);
-        if (mesh_hmap_put(&v->policies, e->key, e) < 0) {
+        if (mesh_hmap_put(index, e->key, e) < 0) {
             mesh_free(e);
             err = -ENOMEM;
             break;
@@ -293,11 +316,23 @@ int mesh_resource_view_add(struct mesh_resource_view *v, const char *file,
     return err;
 }
 
-const struct mesh_dest_policy *mesh_resource_view_policy(const struct mesh_resource_view *v,
-                                                         const char *ns, const char *service)
+static const void *lookup(const struct mesh_resource_view *v, int kind, const char *ns,
+                          const char *service)
 {
     char key[160];
     snprintf(key, sizeof(key), "%s/%s", ns, service);
-    const struct policy_entry *e = mesh_hmap_get(&v->policies, key);
-    return e ? e->policy : NULL;
+    const struct index_entry *e = mesh_hmap_get(&v->by_service[kind], key);
+    return e ? e->spec : NULL;
+}
+
+const struct mesh_dest_policy *mesh_resource_view_policy(const struct mesh_resource_view *v,
+                                                         const char *ns, const char *service)
+{
+    return lookup(v, MESH_RESOURCE_DESTINATION_POLICY, ns, service);
+}
+
+const struct mesh_route *mesh_resource_view_route(const struct mesh_resource_view *v,
+                                                  const char *ns, const char *service)
+{
+    return lookup(v, MESH_RESOURCE_ROUTE, ns, service);
 }

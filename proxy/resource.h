@@ -13,9 +13,12 @@
 #include "common/claims.h"
 #include "common/hmap.h"
 #include "proxy/policy.h"
+#include "proxy/route.h"
 
 enum mesh_resource_kind {
     MESH_RESOURCE_DESTINATION_POLICY,
+    MESH_RESOURCE_ROUTE,
+    MESH_RESOURCE_KINDS
 };
 
 extern const char *const mesh_resource_kind_names[];
@@ -24,7 +27,7 @@ struct mesh_resource {
     int kind;
     char *name;
     char *namespace;
-    void *spec; /* struct mesh_dest_policy for DestinationPolicy */
+    void *spec; /* struct mesh_dest_policy, struct mesh_route */
 };
 
 /* Reference-counted (main loop only) so that a view may outlive the files' watcher. */
@@ -43,13 +46,13 @@ struct mesh_resource_file *mesh_resource_file_ref(struct mesh_resource_file *f);
 void mesh_resource_file_unref(struct mesh_resource_file *f);
 
 /*
- * The resources in effect, indexed: destination policies by "namespace/service". Built from
- * files in order; a later resource that repeats a kind/namespace/name, or a policy for a
- * service that already has one, is reported through `conflict` and ignored. Holds a
+ * The resources in effect, indexed by kind and "namespace/service". Built from files in
+ * order; a later resource that repeats a kind/namespace/name, or one for a service that
+ * already has one of its kind, is reported through `conflict` and ignored. Holds a
  * reference to each file it was given.
  */
 struct mesh_resource_view {
-    struct mesh_hmap policies; /* "ns/service" -> const struct mesh_dest_policy * */
+    struct mesh_hmap by_service[MESH_RESOURCE_KINDS]; /* "ns/service" -> entry with spec */
     struct mesh_claims names;  /* "kind/ns/name", claimed by the file first defining it */
     struct mesh_resource_file **files;
     size_t n_files;
@@ -69,5 +72,8 @@ void mesh_resource_view_done(struct mesh_resource_view *v);
 /* The policy for a service, or NULL (then the defaults apply). */
 const struct mesh_dest_policy *mesh_resource_view_policy(const struct mesh_resource_view *v,
                                                          const char *ns, const char *service);
+/* The route for a service, or NULL (then every request goes to the service). */
+const struct mesh_route *mesh_resource_view_route(const struct mesh_resource_view *v,
+                                                  const char *ns, const char *service);
 
 #endif

@@ -210,6 +210,7 @@ static void flush_proxy_update(struct mesh_agent *a)
         .n_locals = k,
         .resources = a->resources ? mesh_resources_view(a->resources) : NULL,
         .node_zone = a->cfg->node.zone,
+        .http_listener = a->cfg->outbound_http_addr,
     };
     mesh_proxy_update(a->proxy, &in);
     mesh_free(locals);

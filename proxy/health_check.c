@@ -3,6 +3,7 @@
 #include "proxy/health_check.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -17,7 +18,8 @@ struct hc_dest {
     struct hc_dest *next;
     struct mesh_health_checker *hc;
     char *key;
-    struct mesh_health_check_policy policy;
+    struct mesh_health_check_policy policy; /* http_path is ours (a copy) */
+    char *host; /* the service name, for an HTTP check's Host */
     uv_timer_t timer;
     struct target *targets;
     size_t n;
@@ -35,6 +37,12 @@ struct probe {
     int unhealthy_threshold;
     int open;
     bool finished;
+    /* HTTP checks: the request, then the start of the response. */
+    uv_write_t write;
+    int expected_min, expected_max;
+    size_t req_len, got;
+    char req_buf[384];
+    char buf[256];
 };
 
 struct mesh_health_checker {
@@ -102,10 +110,62 @@ static void verdict(struct probe *p, bool ok)
     uv_close((uv_handle_t *)&p->timeout, on_probe_closed);
 }
 
+/* "HTTP/1.1 200 ...": the status once the status line is in, -EAGAIN before, or -EINVAL. */
+static int status_of(const char *b, size_t n)
+{
+    if (n < 13)
+        return memchr(b, '\n', n) ? -EINVAL : -EAGAIN;
+    if (memcmp(b, "HTTP/1.", 7) != 0 || (b[7] != '0' && b[7] != '1') || b[8] != ' ')
+        return -EINVAL;
+    int st = 0;
+    for (int i = 9; i < 12; i++) {
+        if (b[i] < '0' || b[i] > '9')
+            return -EINVAL;
+        st = st * 10 + (b[i] - '0');
+    }
+    return b[12] == ' ' || b[12] == '\r' ? st : -EINVAL;
+}
+
+static void on_probe_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct probe *p = h->data;
+    (void)suggested;
+    *buf = uv_buf_init(p->buf + p->got, (unsigned)(sizeof(p->buf) - p->got));
+}
+
+static void on_probe_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct probe *p = s->data;
+    (void)buf;
+    if (nread < 0) {
+        verdict(p, false); /* closed or reset before a status line */
+        return;
+    }
+    p->got += (size_t)nread;
+    int st = status_of(p->buf, p->got);
+    if (st == -EAGAIN && p->got < sizeof(p->buf))
+        return;
+    verdict(p, st >= p->expected_min && st <= p->expected_max);
+}
+
+static void on_probe_written(uv_write_t *req, int status)
+{
+    struct probe *p = container_of(req, struct probe, write);
+    if (status < 0)
+        verdict(p, false);
+}
+
 static void on_probe_connect(uv_connect_t *req, int status)
 {
     struct probe *p = container_of(req, struct probe, req);
-    verdict(p, status == 0);
+    if (status < 0 || !p->req_len) {
+        verdict(p, status == 0);
+        return;
+    }
+    uv_buf_t b = uv_buf_init(p->req_buf, (unsigned)p->req_len);
+    if (uv_write(&p->write, (uv_stream_t *)&p->tcp, &b, 1, on_probe_written) < 0 ||
+        uv_read_start((uv_stream_t *)&p->tcp, on_probe_alloc, on_probe_read) < 0)
+        verdict(p, false);
 }
 
 static void on_probe_timeout(uv_timer_t *t)
@@ -127,6 +187,19 @@ static void start_probe(struct hc_dest *d, struct target *t)
     p->addr = t->addr;
     p->healthy_threshold = d->policy.healthy_threshold;
     p->unhealthy_threshold = d->policy.unhealthy_threshold;
+    p->expected_min = d->policy.expected_min;
+    p->expected_max = d->policy.expected_max;
+    if (d->policy.http_path) {
+        int n = snprintf(p->req_buf, sizeof(p->req_buf),
+                         "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: mesh-agent-health-check\r\n"
+                         "Connection: close\r\n\r\n",
+                         d->policy.http_path, d->host);
+        if (n < 0 || (size_t)n >= sizeof(p->req_buf)) {
+            mesh_free(p);
+            return;
+        }
+        p->req_len = (size_t)n;
+    }
     uv_tcp_init(hc->loop, &p->tcp);
     uv_timer_init(hc->loop, &p->timeout);
     p->tcp.data = p->timeout.data = p;
@@ -161,6 +234,8 @@ static void on_dest_timer_closed(uv_handle_t *h)
     struct hc_dest *d = h->data;
     struct mesh_health_checker *hc = d->hc;
     mesh_free(d->key);
+    mesh_free(d->policy.http_path);
+    mesh_free(d->host);
     mesh_free(d);
     hc->closing_handles--;
     maybe_done(hc);
@@ -239,7 +314,17 @@ int mesh_health_checker_update(struct mesh_health_checker *hc,
         if (set_targets(d, sd) < 0)
             return -ENOMEM;
         bool restart = d->policy.interval_ms != sd->policy.health_check.interval_ms;
+        char *path = sd->policy.health_check.http_path;
+        mesh_free(d->policy.http_path);
         d->policy = sd->policy.health_check;
+        d->policy.http_path = NULL;
+        if (path && !(d->policy.http_path = mesh_strdup(path)))
+            return -ENOMEM;
+        if (!d->host) {
+            const char *slash = strchr(sd->service, '/');
+            if (!(d->host = mesh_strdup(slash ? slash + 1 : sd->service)))
+                return -ENOMEM;
+        }
         if (restart || !uv_is_active((uv_handle_t *)&d->timer))
             uv_timer_start(&d->timer, on_tick, 0, d->policy.interval_ms);
     }

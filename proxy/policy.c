@@ -1,6 +1,7 @@
 #include "proxy/policy.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/strutil.h"
@@ -10,6 +11,40 @@ const char *const mesh_lb_names[] = {"round_robin", "least_request", "random", "
 static const char *check_dns_label(const char *s)
 {
     return mesh_is_dns_label(s) ? NULL : "must be a DNS label";
+}
+
+static const char *check_path(const char *s)
+{
+    if (s[0] != '/')
+        return "must start with '/'";
+    for (; *s; s++) {
+        if ((unsigned char)*s <= 0x20 || *s == 0x7f)
+            return "no spaces or control characters";
+    }
+    return NULL;
+}
+
+/* "200-399" or "204": the statuses an HTTP health check accepts. */
+static int decode_status_range(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
+{
+    struct mesh_health_check_policy *h =
+        container_of((int *)field, struct mesh_health_check_policy, expected_min);
+    int lo = 0, hi = 0, used = 0;
+    const char *s = json_is_string(v) ? json_string_value(v) : "";
+    if (sscanf(s, "%3d-%3d%n", &lo, &hi, &used) == 2 && s[used] == '\0') {
+        /* a range */
+    } else if (sscanf(s, "%3d%n", &lo, &used) == 1 && s[used] == '\0') {
+        hi = lo;
+    } else {
+        lo = 0;
+    }
+    if (lo < 100 || hi > 599 || lo > hi) {
+        mesh_cfg_error(ctx, "expected statuses like \"200-399\" or \"204\"");
+        return -EINVAL;
+    }
+    h->expected_min = lo;
+    h->expected_max = hi;
+    return 0;
 }
 
 #define H(m) MESH_CFG_FIELD(struct mesh_health_check_policy, m)
@@ -39,6 +74,15 @@ static const struct mesh_cfg_field health_fields[] = {
      .def_int = 3,
      .min = 1,
      .max = 100},
+    {.key = "http_path",
+     .type = MESH_CFG_STRING,
+     H(http_path),
+     .expect = "a path like \"/healthz\"",
+     .check = check_path},
+    {.key = "expected_statuses",
+     .type = MESH_CFG_CUSTOM,
+     H(expected_min),
+     .decode = decode_status_range},
     {0},
 };
 
@@ -46,6 +90,10 @@ static void check_health(struct mesh_cfg_ctx *ctx, void *obj)
 {
     struct mesh_health_check_policy *h = obj;
     h->enabled = true; /* present means on */
+    if (!h->expected_min) {
+        h->expected_min = 200;
+        h->expected_max = 399;
+    }
     if (h->timeout_ms >= h->interval_ms)
         mesh_cfg_error(ctx, "timeout must be shorter than interval");
 }
@@ -84,6 +132,18 @@ static const struct mesh_cfg_field outlier_fields[] = {
      .def_int = 50,
      .min = 0,
      .max = 100},
+    {.key = "consecutive_5xx",
+     .type = MESH_CFG_INT,
+     O(consecutive_5xx),
+     .def_int = 5,
+     .min = 0,
+     .max = 1000},
+    {.key = "consecutive_gateway_errors",
+     .type = MESH_CFG_INT,
+     O(consecutive_gateway_errors),
+     .def_int = 0,
+     .min = 0,
+     .max = 1000},
     {0},
 };
 
@@ -116,6 +176,24 @@ static const struct mesh_cfg_field zone_fields[] = {
 static const struct mesh_cfg_schema zone_schema = {
     .size = sizeof(struct mesh_zone_policy),
     .fields = zone_fields,
+};
+
+#define PO(m) MESH_CFG_FIELD(struct mesh_pool_policy, m)
+
+static const struct mesh_cfg_field pool_fields[] = {
+    {.key = "max_idle", .type = MESH_CFG_INT, PO(max_idle), .def_int = 64, .min = 0, .max = 100000},
+    {.key = "idle_timeout",
+     .type = MESH_CFG_DURATION,
+     PO(idle_timeout_ms),
+     .def = "30s",
+     .min = 100,
+     .max = 86400000},
+    {0},
+};
+
+static const struct mesh_cfg_schema pool_schema = {
+    .size = sizeof(struct mesh_pool_policy),
+    .fields = pool_fields,
 };
 
 #define P(m) MESH_CFG_FIELD(struct mesh_dest_policy, m)
@@ -170,6 +248,23 @@ static const struct mesh_cfg_field policy_fields[] = {
      .max = 86400000},
     {.key = "health_check", .type = MESH_CFG_OBJECT, P(health_check), .schema = &health_schema},
     {.key = "outlier_detection", .type = MESH_CFG_OBJECT, P(outlier), .schema = &outlier_schema},
+    {.key = "max_requests",
+     .type = MESH_CFG_INT,
+     P(max_requests),
+     .def_int = 0,
+     .min = 0,
+     .max = 10000000},
+    {.key = "max_pending_requests",
+     .type = MESH_CFG_INT,
+     P(max_pending_requests),
+     .def_int = 0,
+     .min = 0,
+     .max = 10000000},
+    {.key = "connection_pool", .type = MESH_CFG_OBJECT, P(pool), .schema = &pool_schema},
+    {.key = "rate_limit",
+     .type = MESH_CFG_CUSTOM,
+     P(rate_limit),
+     .decode = mesh_rate_limit_decode},
     {0},
 };
 
@@ -183,6 +278,8 @@ int mesh_dest_policy_defaults(struct mesh_dest_policy *p)
     int r = mesh_cfg_defaults(&mesh_dest_policy_schema, p);
     /* Defaults for the nested objects are their own tables'; a present health_check turns on. */
     p->health_check.enabled = false;
+    p->health_check.expected_min = 200;
+    p->health_check.expected_max = 399;
     return r;
 }
 

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "common/cfg.h"
+#include "proxy/route.h"
 
 enum mesh_lb_kind {
     MESH_LB_ROUND_ROBIN,   /* smooth weighted round robin */
@@ -26,6 +27,9 @@ struct mesh_health_check_policy {
     uint64_t timeout_ms;
     int healthy_threshold;
     int unhealthy_threshold;
+    char *http_path;      /* NULL: a TCP connect check; else GET this path */
+    int expected_min;     /* an HTTP check passes on a status in [min, max] */
+    int expected_max;
 };
 
 struct mesh_outlier_policy {
@@ -34,11 +38,18 @@ struct mesh_outlier_policy {
     uint64_t base_ejection_ms;
     uint64_t max_ejection_ms;
     int max_ejection_percent;
+    int consecutive_5xx;            /* HTTP: 5xx responses in a row; 0: not counted */
+    int consecutive_gateway_errors; /* HTTP: 502/503/504 in a row; 0: not counted */
 };
 
 struct mesh_zone_policy {
     bool enabled;
     int min_healthy_percent;
+};
+
+struct mesh_pool_policy {
+    int max_idle;             /* idle upstream connections kept per endpoint and worker */
+    uint64_t idle_timeout_ms; /* an idle upstream connection is closed after it */
 };
 
 struct mesh_dest_policy {
@@ -53,6 +64,11 @@ struct mesh_dest_policy {
     uint64_t drain_timeout_ms;
     struct mesh_health_check_policy health_check;
     struct mesh_outlier_policy outlier;
+    /* HTTP only: */
+    int max_requests;         /* in flight at once, every worker; 0: no limit */
+    int max_pending_requests; /* waiting for an upstream connection; 0: no limit */
+    struct mesh_pool_policy pool;
+    struct mesh_rate_limit_policy rate_limit;
 };
 
 /* The "spec" of a DestinationPolicy. */

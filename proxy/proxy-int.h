@@ -22,8 +22,33 @@
 #include "common/hmap.h"
 #include "proxy/policy.h"
 #include "proxy/proxy.h"
+#include "proxy/resource.h"
 
 /* ---- shared state ---- */
+
+/* Request duration histogram bounds, in milliseconds (then +Inf). */
+#define MESH_HTTP_BUCKETS 13
+extern const unsigned mesh_http_bucket_ms[MESH_HTTP_BUCKETS];
+
+/* HTTP counters of a destination or a route rule, and its token bucket. */
+struct mesh_http_stats {
+    atomic_ullong requests[6]; /* by status class: [1] 1xx .. [5] 5xx, [0] no response */
+    atomic_ullong duration[MESH_HTTP_BUCKETS + 1];
+    atomic_ullong duration_us_sum;
+    atomic_ullong retries;
+    atomic_ullong timeouts;
+    atomic_ullong fault_aborts;
+    atomic_ullong fault_delays;
+    atomic_ullong rate_limited;
+    atomic_ullong overflows; /* refused by max_requests / max_pending_requests */
+    atomic_int active;       /* requests in flight */
+    atomic_int pending;      /* waiting for an upstream connection */
+    atomic_int retrying;     /* retries in flight (the retry budget) */
+    /* Token bucket (rate limits): a spin lock held for a few instructions. */
+    atomic_flag bucket_lock;
+    double tokens;
+    uint64_t bucket_ms; /* loop ms of the last refill; 0: full */
+};
 
 struct mesh_dest_state {
     atomic_int refs;
@@ -39,6 +64,7 @@ struct mesh_dest_state {
     atomic_ullong no_endpoint;
     atomic_ullong drained; /* closed at a drain deadline */
     atomic_ullong idle_timeouts;
+    struct mesh_http_stats http;
     char key[];
 };
 
@@ -46,6 +72,8 @@ struct mesh_ep_state {
     atomic_int refs;
     atomic_int active;
     atomic_int consecutive_failures;
+    atomic_int consecutive_5xx;
+    atomic_int consecutive_gateway;
     atomic_llong ejected_until;   /* loop ms (uv_now clock); 0: not ejected */
     atomic_int ejections;         /* times ejected in a row: the ejection time doubles */
     atomic_int hc_healthy;        /* active health check verdict; 1 until a check says no */
@@ -72,7 +100,7 @@ struct mesh_proxy_shared {
 
 /* ---- snapshots ---- */
 
-enum { MESH_LISTENER_OUTBOUND, MESH_LISTENER_INBOUND };
+enum { MESH_LISTENER_OUTBOUND, MESH_LISTENER_INBOUND, MESH_LISTENER_HTTP_SHARED };
 
 struct snap_endpoint {
     struct mesh_addr addr;
@@ -88,7 +116,8 @@ struct ring_point {
 };
 
 struct snap_dest {
-    char *key; /* "ns/name", or "inbound:ns/name" for a local workload */
+    char *key; /* "ns/name", "ns/name{k=v,...}" for a subset, "inbound:ns/name" */
+    char *service; /* "ns/name" of the service */
     size_t index;
     struct mesh_dest_state *state; /* a reference */
     struct mesh_dest_policy policy;
@@ -99,12 +128,34 @@ struct snap_dest {
     size_t n_ring;
 };
 
+/* A route rule as the workers use it: its destinations resolved. */
+struct snap_rule {
+    const struct mesh_route_rule *rule; /* borrowed from a resource file the snapshot holds */
+    struct snap_dest **dests;           /* by rule->dests index */
+    uint64_t total_weight;
+    struct mesh_dest_state *state; /* "route:ns/route#i" counters and bucket (a reference) */
+};
+
+/* An HTTP service the proxy can route to: its route, or straight to it. */
+struct snap_vhost {
+    char *key; /* "ns/name" */
+    char *namespace;
+    char *name;
+    char *route_name;       /* the Route resource's name, or NULL */
+    struct snap_dest *dest; /* the service itself */
+    struct snap_rule *rules;
+    size_t n_rules;
+    bool inbound; /* a local workload: no routes; authorization applies */
+};
+
 struct snap_listener {
     char *key; /* the bind address, formatted */
     struct mesh_addr addr;
     int kind;
+    bool http;
     char *description; /* "shop/web -> shop/api" */
     struct snap_dest *dest;
+    struct snap_vhost *vhost; /* http and not the shared listener */
 };
 
 struct mesh_proxy_snapshot {
@@ -116,7 +167,48 @@ struct mesh_proxy_snapshot {
     struct snap_dest *dests;
     size_t n_dests;
     struct mesh_hmap dest_index; /* key -> struct snap_dest */
+    struct snap_vhost *vhosts;
+    size_t n_vhosts;
+    struct mesh_hmap vhost_index; /* "ns/name" -> struct snap_vhost */
+    struct mesh_hmap vhost_names; /* "name" -> the vhost in "default", or else a unique one */
+    struct mesh_resource_file **files; /* references: routes and policies point into them */
+    size_t n_files;
 };
+
+/* The shared state that outlives snapshots, by key (main loop). */
+struct mesh_state_regs {
+    struct mesh_hmap dests; /* key -> struct mesh_dest_state (one reference) */
+    struct mesh_hmap eps;   /* key -> struct mesh_ep_state (one reference) */
+};
+
+/* The state for key, made when new; returns a new reference or NULL. */
+struct mesh_dest_state *mesh_state_dest(struct mesh_state_regs *r, const char *key);
+
+/* A listener the local services (or the agent config) ask for. */
+struct want_listener {
+    char key[MESH_ADDR_STRLEN];
+    struct mesh_addr addr;
+    int kind;
+    bool http;
+    char description[300];
+    char ns[64];
+    char name[64];
+    const struct mesh_local_service *local; /* inbound: its workload */
+};
+
+/* Collects the wanted listeners; the shared HTTP one first; the first claim of an address
+ * wins. Returns 0 or -ENOMEM (*ret is the caller's either way). */
+int mesh_want_listeners(const struct mesh_proxy_inputs *in, struct want_listener **ret,
+                        size_t *ret_n);
+/* Builds a snapshot. `defaults` is the policy of services without one; it must outlive the
+ * snapshot. Returns 0 or -ENOMEM. */
+int mesh_snapshot_build(struct mesh_state_regs *regs, uint64_t version,
+                        const struct mesh_dest_policy *defaults, const struct mesh_proxy_inputs *in,
+                        const struct want_listener *wl, size_t n,
+                        struct mesh_proxy_snapshot **ret);
+/* The vhost for a Host header value, on the shared listener; NULL when none. */
+struct snap_vhost *mesh_snapshot_vhost_by_host(const struct mesh_proxy_snapshot *s,
+                                               const char *host, size_t len);
 
 void mesh_snapshot_ref(struct mesh_proxy_snapshot *s);
 void mesh_snapshot_unref(struct mesh_proxy_snapshot *s);
@@ -147,6 +239,16 @@ static inline bool mesh_ep_eligible(const struct snap_endpoint *ep)
 void mesh_outlier_failure(struct mesh_proxy_shared *sh, const struct snap_dest *d,
                           const struct snap_endpoint *ep, uint64_t now);
 void mesh_outlier_success(const struct snap_endpoint *ep);
+/* An HTTP response from ep: 5xx and gateway errors in a row count toward ejection. */
+void mesh_outlier_http_status(struct mesh_proxy_shared *sh, const struct snap_dest *d,
+                              const struct snap_endpoint *ep, uint64_t now, int status);
+
+/* Takes a token from the bucket of st (any thread); false when empty. *retry_after_s says
+ * when the next token is due. */
+bool mesh_bucket_take(struct mesh_http_stats *st, const struct mesh_rate_limit_policy *p,
+                      uint64_t now, unsigned *retry_after_s);
+/* Records a finished request in st. */
+void mesh_http_stats_record(struct mesh_http_stats *st, int status, uint64_t duration_us);
 
 /* ---- load balancing (worker threads) ---- */
 

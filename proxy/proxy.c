@@ -41,8 +41,8 @@ struct mesh_proxy {
     uv_timer_t drain;
     struct mesh_proxy_snapshot *snap;
     uint64_t version;
-    struct mesh_hmap dest_states; /* key -> struct mesh_dest_state (one reference) */
-    struct mesh_hmap ep_states;   /* key -> struct mesh_ep_state (one reference) */
+    struct mesh_state_regs regs;
+    struct mesh_dest_policy default_policy;
     struct mesh_hmap listeners;   /* key -> struct lrec */
     size_t listener_errors;
     struct mesh_health_checker *hc;
@@ -52,53 +52,6 @@ struct mesh_proxy {
     void (*done)(void *data);
     void *done_data;
 };
-
-/* ---- shared state registries (main loop) ---- */
-
-static struct mesh_dest_state *dest_state(struct mesh_proxy *p, const char *key)
-{
-    struct mesh_dest_state *s = mesh_hmap_get(&p->dest_states, key);
-    if (!s) {
-        size_t len = strlen(key) + 1;
-        s = mesh_calloc(1, sizeof(*s) + len);
-        if (!s)
-            return NULL;
-        memcpy(s->key, key, len);
-        atomic_init(&s->refs, 1);
-        if (mesh_hmap_put(&p->dest_states, s->key, s) < 0) {
-            mesh_free(s);
-            return NULL;
-        }
-    }
-    atomic_fetch_add(&s->refs, 1);
-    return s;
-}
-
-static struct mesh_ep_state *ep_state(struct mesh_proxy *p, struct mesh_dest_state *dest,
-                                      const struct mesh_addr *addr)
-{
-    char a[MESH_ADDR_STRLEN], key[512];
-    snprintf(key, sizeof(key), "%s|%s", dest->key, mesh_addr_format(addr, a, sizeof(a)));
-    struct mesh_ep_state *s = mesh_hmap_get(&p->ep_states, key);
-    if (!s) {
-        size_t len = strlen(key) + 1;
-        s = mesh_calloc(1, sizeof(*s) + len);
-        if (!s)
-            return NULL;
-        memcpy(s->key, key, len);
-        atomic_init(&s->refs, 1);
-        atomic_init(&s->hc_healthy, 1);
-        s->dest = dest;
-        atomic_fetch_add(&dest->refs, 1);
-        if (mesh_hmap_put(&p->ep_states, s->key, s) < 0) {
-            mesh_dest_state_unref(dest);
-            mesh_free(s);
-            return NULL;
-        }
-    }
-    atomic_fetch_add(&s->refs, 1);
-    return s;
-}
 
 /*
  * Drops the registry's reference of states nothing else holds. Only the main loop creates
@@ -125,206 +78,6 @@ static void sweep_registry(struct mesh_hmap *m, bool ep)
         }
     }
     mesh_free(gone);
-}
-
-/* ---- snapshot building ---- */
-
-struct want_listener {
-    char key[MESH_ADDR_STRLEN];
-    struct mesh_addr addr;
-    int kind;
-    char description[300];
-    char dest_key[200];
-    const struct mesh_local_service *local; /* inbound: its workload */
-};
-
-static int find_dest(struct mesh_proxy_snapshot *s, const char *key)
-{
-    for (size_t i = 0; i < s->n_dests; i++) {
-        if (strcmp(s->dests[i].key, key) == 0)
-            return (int)i;
-    }
-    return -1;
-}
-
-static int cmp_snap_ep(const void *a, const void *b)
-{
-    return mesh_addr_cmp(&((const struct snap_endpoint *)a)->addr,
-                         &((const struct snap_endpoint *)b)->addr);
-}
-
-/* Fills d's endpoints from the catalog (outbound) or the local workload (inbound). */
-static int fill_dest(struct mesh_proxy *p, struct snap_dest *d, const struct want_listener *wl,
-                     const struct mesh_proxy_inputs *in)
-{
-    const struct mesh_service *svc = NULL;
-    char ns[64], name[64];
-    if (wl->kind == MESH_LISTENER_OUTBOUND) {
-        const char *slash = strchr(d->key, '/');
-        snprintf(ns, sizeof(ns), "%.*s", (int)(slash - d->key), d->key);
-        snprintf(name, sizeof(name), "%s", slash + 1);
-        svc = mesh_catalog_get(in->catalog, ns, name);
-    }
-    size_t n = wl->kind == MESH_LISTENER_INBOUND ? 1 : (svc ? svc->n_endpoints : 0);
-    d->eps = mesh_calloc(n ? n : 1, sizeof(*d->eps));
-    if (!d->eps)
-        return -ENOMEM;
-    bool zones = false;
-    for (size_t i = 0; i < n; i++) {
-        struct snap_endpoint *e = &d->eps[d->n];
-        if (wl->kind == MESH_LISTENER_INBOUND) {
-            e->addr = wl->local->addr;
-            e->weight = 1;
-            e->health = MESH_EP_READY | MESH_EP_SERVING;
-        } else {
-            const struct mesh_endpoint *src = &svc->endpoints[i];
-            e->addr = src->addr;
-            e->weight = src->weight;
-            e->health = src->health;
-            zones |= src->zone != NULL;
-            e->local_zone = src->zone && in->node_zone[0] && strcmp(src->zone, in->node_zone) == 0;
-        }
-        e->state = ep_state(p, d->state, &e->addr);
-        if (!e->state)
-            return -ENOMEM;
-        d->n++;
-    }
-    qsort(d->eps, d->n, sizeof(*d->eps), cmp_snap_ep);
-    d->zone_aware = d->policy.zone_aware.enabled && zones && in->node_zone[0];
-    if (d->policy.lb == MESH_LB_RING_HASH)
-        return mesh_ring_build(d);
-    return 0;
-}
-
-static int set_policy(struct snap_dest *d, const struct want_listener *wl,
-                      const struct mesh_proxy_inputs *in)
-{
-    const struct mesh_dest_policy *pol = NULL;
-    if (mesh_dest_policy_defaults(&d->policy) < 0)
-        return -ENOMEM;
-    if (wl->kind == MESH_LISTENER_INBOUND) {
-        /* One local workload: a retry or an ejection could only pick it again. */
-        d->policy.connect_retries = 0;
-        d->policy.outlier.enabled = false;
-        return 0;
-    }
-    if (in->resources) {
-        const char *slash = strchr(d->key, '/');
-        char ns[64];
-        snprintf(ns, sizeof(ns), "%.*s", (int)(slash - d->key), d->key);
-        pol = mesh_resource_view_policy(in->resources, ns, slash + 1);
-    }
-    if (pol) {
-        mesh_dest_policy_done(&d->policy);
-        d->policy = *pol;
-        d->policy.service = NULL; /* the only owned field; not needed here */
-    }
-    return 0;
-}
-
-/* Collects the listeners the local services ask for; the first claim of an address wins. */
-static int want_listeners(const struct mesh_proxy_inputs *in, struct want_listener **ret,
-                          size_t *ret_n)
-{
-    size_t cap = 0, n = 0;
-    struct want_listener *v = NULL;
-    struct mesh_claims seen; /* address -> description of its first claim */
-    mesh_claims_init(&seen);
-    int r = 0;
-    for (size_t i = 0; i < in->n_locals && r == 0; i++) {
-        const struct mesh_local_service *ls = in->locals[i];
-        for (size_t u = 0; u <= ls->n_upstreams && r == 0; u++) {
-            bool inbound = u == ls->n_upstreams;
-            if (inbound && !mesh_addr_port(&ls->inbound))
-                break;
-            if ((r = mesh_grow((void **)&v, &cap, n + 1, sizeof(*v))) < 0)
-                break;
-            struct want_listener *w = &v[n];
-            memset(w, 0, sizeof(*w));
-            if (inbound) {
-                w->kind = MESH_LISTENER_INBOUND;
-                w->addr = ls->inbound;
-                w->local = ls;
-                snprintf(w->dest_key, sizeof(w->dest_key), "inbound:%s/%s", ls->namespace,
-                         ls->name);
-                snprintf(w->description, sizeof(w->description), "inbound -> %s/%s", ls->namespace,
-                         ls->name);
-            } else {
-                const struct mesh_upstream *up = &ls->upstreams[u];
-                w->kind = MESH_LISTENER_OUTBOUND;
-                w->addr = up->bind;
-                snprintf(w->dest_key, sizeof(w->dest_key), "%s/%s", up->namespace, up->service);
-                snprintf(w->description, sizeof(w->description), "%s/%s -> %s/%s", ls->namespace,
-                         ls->name, up->namespace, up->service);
-            }
-            mesh_addr_format(&w->addr, w->key, sizeof(w->key));
-            const char *first = mesh_claims_take(&seen, w->key, w->description, &r);
-            if (r < 0)
-                break;
-            if (first) {
-                mesh_log_warn("%s (%s) is already used by %s; ignoring it", w->key, w->description,
-                              first);
-                continue;
-            }
-            n++;
-        }
-    }
-    mesh_claims_done(&seen);
-    *ret = v;
-    *ret_n = n;
-    return r;
-}
-
-static int build_snapshot(struct mesh_proxy *p, const struct mesh_proxy_inputs *in,
-                          const struct want_listener *wl, size_t n,
-                          struct mesh_proxy_snapshot **ret)
-{
-    struct mesh_proxy_snapshot *s = mesh_calloc(1, sizeof(*s));
-    if (!s)
-        return -ENOMEM;
-    atomic_init(&s->refs, 1);
-    s->version = ++p->version;
-    mesh_hmap_init(&s->listener_index);
-    mesh_hmap_init(&s->dest_index);
-    s->listeners = mesh_calloc(n ? n : 1, sizeof(*s->listeners));
-    s->dests = mesh_calloc(n ? n : 1, sizeof(*s->dests));
-    if (!s->listeners || !s->dests)
-        goto oom;
-    for (size_t i = 0; i < n; i++) {
-        int di = find_dest(s, wl[i].dest_key);
-        if (di < 0) {
-            struct snap_dest *d = &s->dests[s->n_dests];
-            d->index = s->n_dests;
-            if (!(d->key = mesh_strdup(wl[i].dest_key)))
-                goto oom;
-            s->n_dests++; /* counted now: freeing covers a half-built one */
-            if (!(d->state = dest_state(p, d->key)) || set_policy(d, &wl[i], in) < 0 ||
-                fill_dest(p, d, &wl[i], in) < 0)
-                goto oom;
-            di = (int)d->index;
-        }
-        struct snap_listener *l = &s->listeners[s->n_listeners];
-        l->addr = wl[i].addr;
-        l->kind = wl[i].kind;
-        l->dest = &s->dests[di];
-        if (!(l->key = mesh_strdup(wl[i].key)) ||
-            !(l->description = mesh_strdup(wl[i].description)))
-            goto oom;
-        s->n_listeners++;
-    }
-    for (size_t i = 0; i < s->n_listeners; i++) {
-        if (mesh_hmap_put(&s->listener_index, s->listeners[i].key, &s->listeners[i]) < 0)
-            goto oom;
-    }
-    for (size_t i = 0; i < s->n_dests; i++) {
-        if (mesh_hmap_put(&s->dest_index, s->dests[i].key, &s->dests[i]) < 0)
-            goto oom;
-    }
-    *ret = s;
-    return 0;
-oom:
-    mesh_snapshot_unref(s);
-    return -ENOMEM;
 }
 
 /* ---- listeners ---- */
@@ -475,9 +228,9 @@ int mesh_proxy_update(struct mesh_proxy *p, const struct mesh_proxy_inputs *in)
     struct mesh_proxy_snapshot *snap = NULL;
     if (p->stopping)
         return 0;
-    int r = want_listeners(in, &wl, &n);
+    int r = mesh_want_listeners(in, &wl, &n);
     if (r == 0)
-        r = build_snapshot(p, in, wl, n, &snap);
+        r = mesh_snapshot_build(&p->regs, ++p->version, &p->default_policy, in, wl, n, &snap);
     if (r < 0) {
         mesh_free(wl);
         mesh_log_error("out of memory building a proxy snapshot; keeping the previous one");
@@ -526,8 +279,8 @@ int mesh_proxy_update(struct mesh_proxy *p, const struct mesh_proxy_inputs *in)
     p->snap = snap;
     if (mesh_health_checker_update(p->hc, snap) < 0)
         mesh_log_error("out of memory updating health checks");
-    sweep_registry(&p->ep_states, true);
-    sweep_registry(&p->dest_states, false);
+    sweep_registry(&p->regs.eps, true);
+    sweep_registry(&p->regs.dests, false);
     mesh_log_debug("proxy snapshot %llu: %zu listeners, %zu destinations",
                    (unsigned long long)snap->version, snap->n_listeners, snap->n_dests);
     return 0;
@@ -543,12 +296,14 @@ static void on_sweep(uv_timer_t *t)
     bool changed = false;
     size_t i = 0;
     const struct mesh_hmap_entry *he;
-    while (mesh_hmap_next(&p->ep_states, &i, &he)) {
+    while (mesh_hmap_next(&p->regs.eps, &i, &he)) {
         struct mesh_ep_state *s = he->value;
         long long until = atomic_load(&s->ejected_until);
         if (until && (uint64_t)until <= now) {
             atomic_store(&s->ejected_until, 0);
             atomic_store(&s->consecutive_failures, 0);
+            atomic_store(&s->consecutive_5xx, 0);
+            atomic_store(&s->consecutive_gateway, 0);
             atomic_fetch_sub(&s->dest->ejected, 1);
             s->returned_at = now;
             changed = true;
@@ -588,11 +343,13 @@ int mesh_proxy_new(uv_loop_t *loop, const struct mesh_proxy_options *opts, struc
     /* Stop reading a side once four buffers wait for the other; resume at one. */
     p->shared.high_water = 4 * opts->buffer_size;
     p->shared.low_water = opts->buffer_size;
-    mesh_hmap_init(&p->dest_states);
-    mesh_hmap_init(&p->ep_states);
+    mesh_hmap_init(&p->regs.dests);
+    mesh_hmap_init(&p->regs.eps);
     mesh_hmap_init(&p->listeners);
     p->workers = mesh_calloc((size_t)p->n_workers, sizeof(*p->workers));
-    if (!p->workers || mesh_health_checker_new(loop, &p->shared, &p->hc) < 0) {
+    if (!p->workers || mesh_dest_policy_defaults(&p->default_policy) < 0 ||
+        mesh_health_checker_new(loop, &p->shared, &p->hc) < 0) {
+        mesh_dest_policy_done(&p->default_policy);
         mesh_free(p->workers);
         mesh_free(p->hc);
         mesh_free(p);
@@ -642,13 +399,14 @@ static void free_proxy(struct mesh_proxy *p)
         lrec_free(he->value);
     mesh_hmap_done(&p->listeners);
     i = 0;
-    while (mesh_hmap_next(&p->ep_states, &i, &he))
+    while (mesh_hmap_next(&p->regs.eps, &i, &he))
         mesh_ep_state_unref(he->value);
-    mesh_hmap_done(&p->ep_states);
+    mesh_hmap_done(&p->regs.eps);
     i = 0;
-    while (mesh_hmap_next(&p->dest_states, &i, &he))
+    while (mesh_hmap_next(&p->regs.dests, &i, &he))
         mesh_dest_state_unref(he->value);
-    mesh_hmap_done(&p->dest_states);
+    mesh_hmap_done(&p->regs.dests);
+    mesh_dest_policy_done(&p->default_policy);
     mesh_free(p->workers);
     mesh_free(p);
     if (done)
@@ -880,10 +638,11 @@ json_t *mesh_proxy_status(struct mesh_proxy *p)
     for (size_t i = 0; s && listeners && i < s->n_listeners; i++) {
         const struct snap_listener *l = &s->listeners[i];
         const struct lrec *rec = mesh_hmap_get(&p->listeners, l->key);
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "address", l->key, "kind",
-                              l->kind == MESH_LISTENER_INBOUND ? "inbound" : "outbound",
-                              "description", l->description, "destination", l->dest->key, "state",
-                              rec && rec->bound ? "listening" : "failed");
+        static const char *const kinds[] = {"outbound", "inbound", "outbound_http"};
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "address", l->key, "kind",
+                              kinds[l->kind], "protocol", l->http ? "http" : "tcp", "description",
+                              l->description, "destination", l->dest ? l->dest->key : "(by Host)",
+                              "state", rec && rec->bound ? "listening" : "failed");
         if (o && rec && rec->error)
             json_object_set_new(o, "error", json_string(rec->error));
         json_array_append_new(listeners, o);

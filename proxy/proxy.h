@@ -36,6 +36,7 @@ struct mesh_proxy_inputs {
     size_t n_locals;
     const struct mesh_resource_view *resources; /* may be NULL */
     const char *node_zone;                      /* "" when unknown */
+    struct mesh_addr http_listener;             /* the shared outbound HTTP one; port 0: none */
 };
 
 /* Creates the proxy; nothing runs until start. Returns 0 or a negative errno. */

@@ -128,13 +128,13 @@ static void resource_done(struct mesh_resource *r)
 
 struct mesh_resource_file *mesh_resource_file_ref(struct mesh_resource_file *f)
 {
-    f->refs++;
+    atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
     return f;
 }
 
 void mesh_resource_file_unref(struct mesh_resource_file *f)
 {
-    if (!f || --f->refs > 0)
+    if (!f || atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
         return;
     for (size_t i = 0; i < f->n; i++)
         resource_done(&f->v[i]);
@@ -187,7 +187,7 @@ int mesh_resource_file_parse(const char *name, const char *data, size_t len,
         json_decref(json);
         return -ENOMEM;
     }
-    f->refs = 1;
+    atomic_init(&f->refs, 1);
     json_t *list = json_is_object(json) ? json_object_get(json, "resources") : NULL;
     if (list && json_object_size(json) != 1) {
         mesh_cfg_error(&ctx, "a file holds one resource or {\"resources\": [...]}, not both");
@@ -260,6 +260,7 @@ void mesh_resource_view_done(struct mesh_resource_view *v)
 /* Index entries: the key beside a pointer to the spec. */
 struct index_entry {
     const void *spec;
+    const char *name; /* the resource's */
     const char *file;
     char key[];
 };
@@ -305,6 +306,7 @@ int mesh_resource_view_add(struct mesh_resource_view *v, const char *file,
             break;
         }
         e->spec = r->spec;
+        e->name = r->name;
         e->file = file;
         memcpy(e->key, key, len);
         if (mesh_hmap_put(index, e->key, e) < 0) {
@@ -323,6 +325,15 @@ static const void *lookup(const struct mesh_resource_view *v, int kind, const ch
     snprintf(key, sizeof(key), "%s/%s", ns, service);
     const struct index_entry *e = mesh_hmap_get(&v->by_service[kind], key);
     return e ? e->spec : NULL;
+}
+
+const char *mesh_resource_view_route_name(const struct mesh_resource_view *v, const char *ns,
+                                          const char *service)
+{
+    char key[160];
+    snprintf(key, sizeof(key), "%s/%s", ns, service);
+    const struct index_entry *e = mesh_hmap_get(&v->by_service[MESH_RESOURCE_ROUTE], key);
+    return e ? e->name : NULL;
 }
 
 const struct mesh_dest_policy *mesh_resource_view_policy(const struct mesh_resource_view *v,

@@ -7,6 +7,7 @@
 #ifndef MESH_RESOURCE_H
 #define MESH_RESOURCE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "common/cfg.h"
@@ -30,9 +31,12 @@ struct mesh_resource {
     void *spec; /* struct mesh_dest_policy, struct mesh_route */
 };
 
-/* Reference-counted (main loop only) so that a view may outlive the files' watcher. */
+/*
+ * Reference-counted so that a view may outlive the files' watcher, and snapshots (any
+ * thread drops them) may borrow the routes and policies inside.
+ */
 struct mesh_resource_file {
-    int refs;
+    atomic_int refs;
     struct mesh_resource *v;
     size_t n;
 };
@@ -72,6 +76,9 @@ void mesh_resource_view_done(struct mesh_resource_view *v);
 /* The policy for a service, or NULL (then the defaults apply). */
 const struct mesh_dest_policy *mesh_resource_view_policy(const struct mesh_resource_view *v,
                                                          const char *ns, const char *service);
+/* The name of the Route resource for a service, or NULL. */
+const char *mesh_resource_view_route_name(const struct mesh_resource_view *v, const char *ns,
+                                          const char *service);
 /* The route for a service, or NULL (then every request goes to the service). */
 const struct mesh_route *mesh_resource_view_route(const struct mesh_resource_view *v,
                                                   const char *ns, const char *service);

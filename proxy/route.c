@@ -300,7 +300,9 @@ static int decode_retry_on(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
     static const char *const names[] = {"connect-failure", "reset", "5xx", "gateway-error",
                                         "retriable-status", NULL};
     unsigned *on = field;
+    struct mesh_retry_policy *p = container_of(on, struct mesh_retry_policy, on);
     *on = 0;
+    p->on_set = true;
     if (!json_is_array(v)) {
         mesh_cfg_error(ctx, "expected an array of retry conditions");
         return -EINVAL;
@@ -835,6 +837,16 @@ int mesh_route_defaults(struct mesh_route *r)
 void mesh_route_done(struct mesh_route *r)
 {
     mesh_cfg_free(&mesh_route_schema, r);
+}
+
+int mesh_route_rule_defaults(struct mesh_route_rule *r)
+{
+    return mesh_cfg_defaults(&rule_schema, r);
+}
+
+void mesh_route_rule_done(struct mesh_route_rule *r)
+{
+    mesh_cfg_free(&rule_schema, r);
 }
 
 bool mesh_string_match(const struct mesh_string_match *m, const char *s, size_t len)

@@ -58,7 +58,8 @@ struct mesh_header_ops {
 
 struct mesh_retry_policy {
     int attempts; /* retries after the first try; 0: none */
-    unsigned on;  /* MESH_RETRY_* */
+    unsigned on;  /* MESH_RETRY_*; when not given (on_set false): MESH_RETRY_DEFAULT */
+    bool on_set;
     int *statuses;
     size_t n_statuses;
     uint64_t backoff_base_ms;
@@ -72,6 +73,7 @@ struct mesh_retry_policy {
 #define MESH_RETRY_5XX 0x4u
 #define MESH_RETRY_GATEWAY_ERROR 0x8u /* 502, 503, 504 */
 #define MESH_RETRY_STATUSES 0x10u     /* the listed statuses */
+#define MESH_RETRY_DEFAULT (MESH_RETRY_CONNECT_FAILURE | MESH_RETRY_RESET)
 
 struct mesh_fault_policy {
     bool has_delay;
@@ -125,6 +127,9 @@ int mesh_rate_limit_decode(struct mesh_cfg_ctx *ctx, json_t *v, void *field);
 
 int mesh_route_defaults(struct mesh_route *r);
 void mesh_route_done(struct mesh_route *r);
+/* A rule with every default: what requests no rule matches get. */
+int mesh_route_rule_defaults(struct mesh_route_rule *r);
+void mesh_route_rule_done(struct mesh_route_rule *r);
 
 /* Matching (workers). `path` is the request path without its query. */
 bool mesh_string_match(const struct mesh_string_match *m, const char *s, size_t len);

@@ -1,4 +1,6 @@
+#include <ctype.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,19 +46,68 @@ void mesh_snapshot_unref(struct mesh_proxy_snapshot *s)
         mesh_free(d->eps);
         mesh_free(d->ring);
         mesh_dest_state_unref(d->state);
-        mesh_dest_policy_done(&d->policy);
         mesh_free(d->key);
+        mesh_free(d->service);
     }
+    for (size_t i = 0; i < s->n_vhosts; i++) {
+        struct snap_vhost *v = &s->vhosts[i];
+        for (size_t k = 0; k < v->n_rules; k++) {
+            mesh_free(v->rules[k].dests);
+            mesh_dest_state_unref(v->rules[k].state);
+        }
+        mesh_free(v->rules);
+        mesh_free(v->key);
+        mesh_free(v->namespace);
+        mesh_free(v->name);
+        mesh_free(v->route_name);
+    }
+    for (size_t i = 0; i < s->n_files; i++)
+        mesh_resource_file_unref(s->files[i]);
     mesh_hmap_done(&s->listener_index);
     mesh_hmap_done(&s->dest_index);
+    mesh_hmap_done(&s->vhost_index);
+    mesh_hmap_done(&s->vhost_names);
     mesh_free(s->listeners);
     mesh_free(s->dests);
+    mesh_free(s->vhosts);
+    mesh_free(s->files);
     mesh_free(s);
 }
 
 struct snap_listener *mesh_snapshot_listener(const struct mesh_proxy_snapshot *s, const char *key)
 {
     return mesh_hmap_get(&s->listener_index, key);
+}
+
+/*
+ * Host is "name", "name.namespace", "name.namespace.svc[.cluster.local]", each with an
+ * optional ":port"; case does not matter.
+ */
+struct snap_vhost *mesh_snapshot_vhost_by_host(const struct mesh_proxy_snapshot *s,
+                                               const char *host, size_t len)
+{
+    char h[256];
+    if (len == 0 || len >= sizeof(h))
+        return NULL;
+    for (size_t i = 0; i < len; i++)
+        h[i] = (char)tolower((unsigned char)host[i]);
+    h[len] = '\0';
+    char *colon = strrchr(h, ':');
+    if (colon && !strchr(h, ']'))
+        *colon = '\0';
+    char *dot = strchr(h, '.');
+    if (!dot)
+        return mesh_hmap_get(&s->vhost_names, h);
+    *dot = '\0';
+    char *ns = dot + 1, *rest = strchr(ns, '.');
+    if (rest) {
+        if (strcmp(rest, ".svc") != 0 && strcmp(rest, ".svc.cluster.local") != 0)
+            return NULL;
+        *rest = '\0';
+    }
+    char key[260];
+    snprintf(key, sizeof(key), "%s/%s", ns, h);
+    return mesh_hmap_get(&s->vhost_index, key);
 }
 
 struct snap_dest *mesh_snapshot_dest(const struct mesh_proxy_snapshot *s, const char *key)

@@ -10,6 +10,11 @@ from backends import Backend, echo_roundtrip, greet, rss_kb, wait_closed
 from meshtest import SLOW, AgentTest, free_port, main, wait_for
 
 
+def tcp_listeners(status):
+    """The per-upstream and inbound listeners of /v1/proxy (not the shared HTTP one)."""
+    return [l for l in status["listeners"] if l["kind"] != "outbound_http"]
+
+
 class ProxyTest(AgentTest):
     def setUp(self):
         super().setUp()
@@ -373,12 +378,12 @@ class ProxyTest(AgentTest):
                                      "upstreams": [{"service": "api", "bind_port": self.port}]}},
             "api.json": self.api_endpoints([b])}).start()
         st = a.json("/v1/proxy")
-        self.assertEqual(st["listeners"][0]["state"], "failed")
-        self.assertIn("in use", st["listeners"][0]["error"])
+        self.assertEqual(tcp_listeners(st)[0]["state"], "failed")
+        self.assertIn("in use", tcp_listeners(st)[0]["error"])
         self.assertEqual(a.metric("mesh_proxy_listeners", state="failed"), 1)
         self.assertIn(f"cannot listen on 127.0.0.1:{self.port}", a.logs())
         blocker.close()
-        wait_for(lambda: a.json("/v1/proxy")["listeners"][0]["state"] == "listening",
+        wait_for(lambda: tcp_listeners(a.json("/v1/proxy"))[0]["state"] == "listening",
                  timeout=10, what="the retry to bind")
         self.assertEqual(greet(self.port), "b0")
 
@@ -387,7 +392,7 @@ class ProxyTest(AgentTest):
         a = self.proxied(bs)
         st = a.json("/v1/proxy")
         self.assertEqual(st["workers"], 2)
-        self.assertEqual(st["listeners"][0]["description"], "default/app -> default/api")
+        self.assertEqual(tcp_listeners(st)[0]["description"], "default/app -> default/api")
         d = [d for d in st["destinations"] if d["destination"] == "default/api"][0]
         self.assertEqual(d["load_balancer"], "round_robin")
         a.write_resource("api.json", {"kind": "DestinationPolicy", "name": "api",

@@ -1,0 +1,460 @@
+#define MESH_LOG_MODULE "proxy"
+
+/*
+ * Building a snapshot (main loop): the listeners the local services ask for, the
+ * destinations they lead to (services, label subsets of them, local workloads), the HTTP
+ * virtual hosts with their routes, each with the shared state that outlives snapshots.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/claims.h"
+#include "common/log.h"
+#include "proxy/proxy-int.h"
+
+/* ---- shared state registries ---- */
+
+struct mesh_dest_state *mesh_state_dest(struct mesh_state_regs *r, const char *key)
+{
+    struct mesh_dest_state *s = mesh_hmap_get(&r->dests, key);
+    if (!s) {
+        size_t len = strlen(key) + 1;
+        s = mesh_calloc(1, sizeof(*s) + len);
+        if (!s)
+            return NULL;
+        memcpy(s->key, key, len);
+        atomic_init(&s->refs, 1);
+        atomic_flag_clear(&s->http.bucket_lock);
+        if (mesh_hmap_put(&r->dests, s->key, s) < 0) {
+            mesh_free(s);
+            return NULL;
+        }
+    }
+    atomic_fetch_add(&s->refs, 1);
+    return s;
+}
+
+static struct mesh_ep_state *state_ep(struct mesh_state_regs *r, struct mesh_dest_state *dest,
+                                      const struct mesh_addr *addr)
+{
+    char a[MESH_ADDR_STRLEN], key[512];
+    snprintf(key, sizeof(key), "%s|%s", dest->key, mesh_addr_format(addr, a, sizeof(a)));
+    struct mesh_ep_state *s = mesh_hmap_get(&r->eps, key);
+    if (!s) {
+        size_t len = strlen(key) + 1;
+        s = mesh_calloc(1, sizeof(*s) + len);
+        if (!s)
+            return NULL;
+        memcpy(s->key, key, len);
+        atomic_init(&s->refs, 1);
+        atomic_init(&s->hc_healthy, 1);
+        s->dest = dest;
+        atomic_fetch_add(&dest->refs, 1);
+        if (mesh_hmap_put(&r->eps, s->key, s) < 0) {
+            mesh_dest_state_unref(dest);
+            mesh_free(s);
+            return NULL;
+        }
+    }
+    atomic_fetch_add(&s->refs, 1);
+    return s;
+}
+
+/* ---- listeners wanted ---- */
+
+static void add_listener(struct want_listener *w, int kind, const struct mesh_addr *addr,
+                         bool http)
+{
+    memset(w, 0, sizeof(*w));
+    w->kind = kind;
+    w->addr = *addr;
+    w->http = http;
+    mesh_addr_format(&w->addr, w->key, sizeof(w->key));
+}
+
+int mesh_want_listeners(const struct mesh_proxy_inputs *in, struct want_listener **ret,
+                        size_t *ret_n)
+{
+    size_t cap = 0, n = 0;
+    struct want_listener *v = NULL;
+    struct mesh_claims seen; /* address -> description of its first claim */
+    mesh_claims_init(&seen);
+    int r = 0;
+    bool shared = mesh_addr_port(&in->http_listener) != 0;
+    if (shared) {
+        if ((r = mesh_grow((void **)&v, &cap, 1, sizeof(*v))) < 0)
+            goto out;
+        add_listener(&v[0], MESH_LISTENER_HTTP_SHARED, &in->http_listener, true);
+        snprintf(v[0].description, sizeof(v[0].description), "outbound HTTP, by Host");
+        mesh_claims_take(&seen, v[0].key, v[0].description, &r);
+        n = 1;
+    }
+    for (size_t i = 0; i < in->n_locals && r == 0; i++) {
+        const struct mesh_local_service *ls = in->locals[i];
+        for (size_t u = 0; u <= ls->n_upstreams && r == 0; u++) {
+            bool inbound = u == ls->n_upstreams;
+            if (inbound && !mesh_addr_port(&ls->inbound))
+                break;
+            if ((r = mesh_grow((void **)&v, &cap, n + 1, sizeof(*v))) < 0)
+                break;
+            struct want_listener *w = &v[n];
+            if (inbound) {
+                add_listener(w, MESH_LISTENER_INBOUND, &ls->inbound,
+                             ls->protocol == MESH_PROTO_HTTP);
+                w->local = ls;
+                snprintf(w->ns, sizeof(w->ns), "%s", ls->namespace);
+                snprintf(w->name, sizeof(w->name), "%s", ls->name);
+                snprintf(w->description, sizeof(w->description), "inbound -> %s/%s", ls->namespace,
+                         ls->name);
+            } else {
+                const struct mesh_upstream *up = &ls->upstreams[u];
+                add_listener(w, MESH_LISTENER_OUTBOUND, &up->bind, up->protocol == MESH_PROTO_HTTP);
+                snprintf(w->ns, sizeof(w->ns), "%s", up->namespace);
+                snprintf(w->name, sizeof(w->name), "%s", up->service);
+                snprintf(w->description, sizeof(w->description), "%s/%s -> %s/%s", ls->namespace,
+                         ls->name, up->namespace, up->service);
+            }
+            const char *first = mesh_claims_take(&seen, w->key, w->description, &r);
+            if (r < 0)
+                break;
+            if (first) {
+                mesh_log_warn("%s (%s) is already used by %s; ignoring it", w->key, w->description,
+                              first);
+                continue;
+            }
+            n++;
+        }
+    }
+out:
+    mesh_claims_done(&seen);
+    *ret = v;
+    *ret_n = n;
+    return r;
+}
+
+/* ---- destinations ---- */
+
+struct builder {
+    struct mesh_proxy_snapshot *s;
+    struct mesh_state_regs *regs;
+    const struct mesh_proxy_inputs *in;
+    const struct mesh_dest_policy *defaults;
+    size_t cap_dests;
+};
+
+static int cmp_snap_ep(const void *a, const void *b)
+{
+    return mesh_addr_cmp(&((const struct snap_endpoint *)a)->addr,
+                         &((const struct snap_endpoint *)b)->addr);
+}
+
+static bool in_subset(const struct mesh_endpoint *e, const struct mesh_labels *subset)
+{
+    for (size_t i = 0; subset && i < subset->n; i++) {
+        const char *v = mesh_labels_get(&e->labels, subset->v[i].key);
+        if (!v || strcmp(v, subset->v[i].value) != 0)
+            return false;
+    }
+    return true;
+}
+
+/*
+ * Fills d's endpoints from the catalog (optionally a label subset) or the local workload.
+ * The endpoints' shared state belongs to the service, so that a subset's endpoint is the
+ * same endpoint for outlier detection and health checks.
+ */
+static int fill_dest(struct builder *b, struct snap_dest *d, struct mesh_dest_state *owner,
+                     const struct mesh_labels *subset, const struct mesh_local_service *local)
+{
+    const struct mesh_service *svc = NULL;
+    if (!local) {
+        char ns[64];
+        const char *slash = strchr(d->service, '/');
+        snprintf(ns, sizeof(ns), "%.*s", (int)(slash - d->service), d->service);
+        svc = mesh_catalog_get(b->in->catalog, ns, slash + 1);
+    }
+    size_t n = local ? 1 : (svc ? svc->n_endpoints : 0);
+    d->eps = mesh_calloc(n ? n : 1, sizeof(*d->eps));
+    if (!d->eps)
+        return -ENOMEM;
+    bool zones = false;
+    for (size_t i = 0; i < n; i++) {
+        struct snap_endpoint *e = &d->eps[d->n];
+        if (local) {
+            e->addr = local->addr;
+            e->weight = 1;
+            e->health = MESH_EP_READY | MESH_EP_SERVING;
+        } else {
+            const struct mesh_endpoint *src = &svc->endpoints[i];
+            if (!in_subset(src, subset))
+                continue;
+            e->addr = src->addr;
+            e->weight = src->weight;
+            e->health = src->health;
+            zones |= src->zone != NULL;
+            e->local_zone = src->zone && b->in->node_zone[0] &&
+                            strcmp(src->zone, b->in->node_zone) == 0;
+        }
+        e->state = state_ep(b->regs, owner, &e->addr);
+        if (!e->state)
+            return -ENOMEM;
+        d->n++;
+    }
+    qsort(d->eps, d->n, sizeof(*d->eps), cmp_snap_ep);
+    d->zone_aware = d->policy.zone_aware.enabled && zones && b->in->node_zone[0];
+    if (d->policy.lb == MESH_LB_RING_HASH)
+        return mesh_ring_build(d);
+    return 0;
+}
+
+/* A shallow copy: what the policy points to lives in a resource file the snapshot holds. */
+static void set_policy(struct builder *b, struct snap_dest *d, const char *ns, const char *name,
+                       bool inbound)
+{
+    const struct mesh_dest_policy *pol = NULL;
+    if (!inbound && b->in->resources)
+        pol = mesh_resource_view_policy(b->in->resources, ns, name);
+    d->policy = pol ? *pol : *b->defaults;
+    d->policy.service = NULL;
+    if (inbound) {
+        /* One local workload: a retry or an ejection could only pick it again. */
+        d->policy.connect_retries = 0;
+        d->policy.outlier.enabled = false;
+    }
+}
+
+/* "k=v,k2=v2" of a subset; empty for none. */
+static void subset_suffix(const struct mesh_labels *subset, char *out, size_t size)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    for (size_t i = 0; subset && i < subset->n && len < size; i++)
+        len += (size_t)snprintf(out + len, size - len, "%s%s=%s", i ? "," : "{",
+                                subset->v[i].key, subset->v[i].value);
+    if (len && len + 1 < size)
+        memcpy(out + len, "}", 2);
+}
+
+/* The index of the destination for a service (subset) or local workload; made when new. */
+static int dest_for(struct builder *b, const char *ns, const char *name,
+                    const struct mesh_labels *subset, const struct mesh_local_service *local)
+{
+    char key[400], service[200], sub[256];
+    subset_suffix(subset, sub, sizeof(sub));
+    snprintf(service, sizeof(service), "%s%s/%s", local ? "inbound:" : "", ns, name);
+    snprintf(key, sizeof(key), "%s%s", service, sub);
+    struct mesh_proxy_snapshot *s = b->s;
+    struct snap_dest *found = mesh_hmap_get(&s->dest_index, key);
+    if (found)
+        return (int)found->index;
+    if (s->n_dests == b->cap_dests)
+        return -ENOMEM; /* counted ahead: cannot happen */
+    struct snap_dest *d = &s->dests[s->n_dests];
+    d->index = s->n_dests;
+    s->n_dests++; /* counted now: freeing covers a half-built one */
+    if (!(d->key = mesh_strdup(key)) || !(d->service = mesh_strdup(service)) ||
+        mesh_hmap_put(&s->dest_index, d->key, d) < 0 || !(d->state = mesh_state_dest(b->regs, key)))
+        return -ENOMEM;
+    set_policy(b, d, ns, name, local != NULL);
+    if (!sub[0])
+        return fill_dest(b, d, d->state, NULL, local) < 0 ? -ENOMEM : (int)d->index;
+    /* The service's state owns a subset's endpoints; the registry keeps it alive. */
+    struct mesh_dest_state *owner = mesh_state_dest(b->regs, service);
+    if (!owner)
+        return -ENOMEM;
+    int r = fill_dest(b, d, owner, subset, NULL);
+    mesh_dest_state_unref(owner);
+    return r < 0 ? r : (int)d->index;
+}
+
+/* ---- virtual hosts and routes ---- */
+
+static int add_vhost(struct builder *b, const char *ns, const char *name,
+                     const struct mesh_local_service *local)
+{
+    struct mesh_proxy_snapshot *s = b->s;
+    char key[200];
+    snprintf(key, sizeof(key), "%s%s/%s", local ? "inbound:" : "", ns, name);
+    if (mesh_hmap_get(&s->vhost_index, key))
+        return 0;
+    struct snap_vhost *v = &s->vhosts[s->n_vhosts++];
+    if (!(v->key = mesh_strdup(key)) || !(v->namespace = mesh_strdup(ns)) ||
+        !(v->name = mesh_strdup(name)) || mesh_hmap_put(&s->vhost_index, v->key, v) < 0)
+        return -ENOMEM;
+    v->inbound = local != NULL;
+    int di = dest_for(b, ns, name, NULL, local);
+    if (di < 0)
+        return di;
+    v->dest = (struct snap_dest *)(uintptr_t)di; /* an index until every dest is made */
+    const struct mesh_route *route =
+        local || !b->in->resources ? NULL : mesh_resource_view_route(b->in->resources, ns, name);
+    if (!route)
+        return 0;
+    const char *rname = mesh_resource_view_route_name(b->in->resources, ns, name);
+    if (!(v->route_name = mesh_strdup(rname ? rname : name)))
+        return -ENOMEM;
+    v->rules = mesh_calloc(route->n_rules ? route->n_rules : 1, sizeof(*v->rules));
+    if (!v->rules)
+        return -ENOMEM;
+    for (size_t i = 0; i < route->n_rules; i++) {
+        struct snap_rule *sr = &v->rules[v->n_rules++];
+        const struct mesh_route_rule *rule = &route->rules[i];
+        sr->rule = rule;
+        char skey[300];
+        snprintf(skey, sizeof(skey), "route:%s/%s#%zu", ns, v->route_name, i);
+        if (!(sr->state = mesh_state_dest(b->regs, skey)))
+            return -ENOMEM;
+        sr->dests = mesh_calloc(rule->n_dests ? rule->n_dests : 1, sizeof(*sr->dests));
+        if (!sr->dests)
+            return -ENOMEM;
+        for (size_t k = 0; k < rule->n_dests; k++) {
+            const struct mesh_route_destination *rd = &rule->dests[k];
+            int dk = dest_for(b, rd->namespace ? rd->namespace : ns, rd->service, &rd->subset,
+                              NULL);
+            if (dk < 0)
+                return dk;
+            sr->dests[k] = (struct snap_dest *)(uintptr_t)dk;
+            sr->total_weight += (uint64_t)rd->weight;
+        }
+    }
+    return 0;
+}
+
+/* How many destinations and vhosts a snapshot may need, counted ahead (arrays never move). */
+static void count_ahead(const struct mesh_proxy_inputs *in, const struct want_listener *wl,
+                        size_t n, struct mesh_service **services, size_t n_services,
+                        size_t *ret_dests, size_t *ret_vhosts)
+{
+    size_t vhosts = n + n_services, dests = n + n_services;
+    for (size_t i = 0; in->resources && i < n + n_services; i++) {
+        const char *ns = i < n ? wl[i].ns : services[i - n]->namespace;
+        const char *name = i < n ? wl[i].name : services[i - n]->name;
+        const struct mesh_route *r = mesh_resource_view_route(in->resources, ns, name);
+        for (size_t k = 0; r && k < r->n_rules; k++)
+            dests += r->rules[k].n_dests;
+    }
+    *ret_dests = dests;
+    *ret_vhosts = vhosts;
+}
+
+/* Turns the build-time indexes into pointers, and indexes vhosts by bare name. */
+static int link_snapshot(struct mesh_proxy_snapshot *s)
+{
+    for (size_t i = 0; i < s->n_vhosts; i++) {
+        struct snap_vhost *v = &s->vhosts[i];
+        v->dest = &s->dests[(uintptr_t)v->dest];
+        for (size_t k = 0; k < v->n_rules; k++) {
+            for (size_t j = 0; j < v->rules[k].rule->n_dests; j++)
+                v->rules[k].dests[j] = &s->dests[(uintptr_t)v->rules[k].dests[j]];
+        }
+        if (v->inbound)
+            continue;
+        /* A bare name means "default" first, else the only namespace having it. */
+        struct snap_vhost *old = mesh_hmap_get(&s->vhost_names, v->name);
+        bool is_default = strcmp(v->namespace, "default") == 0;
+        if (!old) {
+            if (mesh_hmap_put(&s->vhost_names, v->name, v) < 0)
+                return -ENOMEM;
+        } else if (is_default || strcmp(old->namespace, "default") != 0) {
+            /* Two namespaces and neither is "default": the name alone is ambiguous. */
+            mesh_hmap_remove(&s->vhost_names, v->name);
+            if (is_default && mesh_hmap_put(&s->vhost_names, v->name, v) < 0)
+                return -ENOMEM;
+        }
+    }
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        struct snap_listener *l = &s->listeners[i];
+        if (l->kind != MESH_LISTENER_HTTP_SHARED)
+            l->dest = &s->dests[(uintptr_t)l->dest];
+        if (l->vhost)
+            l->vhost = &s->vhosts[(uintptr_t)l->vhost - 1];
+        if (mesh_hmap_put(&s->listener_index, l->key, l) < 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+static int hold_files(struct mesh_proxy_snapshot *s, const struct mesh_resource_view *v)
+{
+    if (!v || !v->n_files)
+        return 0;
+    s->files = mesh_calloc(v->n_files, sizeof(*s->files));
+    if (!s->files)
+        return -ENOMEM;
+    for (size_t i = 0; i < v->n_files; i++)
+        s->files[s->n_files++] = mesh_resource_file_ref(v->files[i]);
+    return 0;
+}
+
+int mesh_snapshot_build(struct mesh_state_regs *regs, uint64_t version,
+                        const struct mesh_dest_policy *defaults, const struct mesh_proxy_inputs *in,
+                        const struct want_listener *wl, size_t n,
+                        struct mesh_proxy_snapshot **ret)
+{
+    struct mesh_service **services = NULL;
+    size_t n_services = 0;
+    bool shared = n > 0 && wl[0].kind == MESH_LISTENER_HTTP_SHARED;
+    if (shared && mesh_catalog_list(in->catalog, &services, &n_services) < 0)
+        return -ENOMEM;
+    struct mesh_proxy_snapshot *s = mesh_calloc(1, sizeof(*s));
+    if (!s) {
+        mesh_free(services);
+        return -ENOMEM;
+    }
+    atomic_init(&s->refs, 1);
+    s->version = version;
+    mesh_hmap_init(&s->listener_index);
+    mesh_hmap_init(&s->dest_index);
+    mesh_hmap_init(&s->vhost_index);
+    mesh_hmap_init(&s->vhost_names);
+    struct builder b = {.s = s, .regs = regs, .in = in, .defaults = defaults};
+    size_t cap_vhosts;
+    count_ahead(in, wl, n, services, n_services, &b.cap_dests, &cap_vhosts);
+    s->listeners = mesh_calloc(n ? n : 1, sizeof(*s->listeners));
+    s->dests = mesh_calloc(b.cap_dests ? b.cap_dests : 1, sizeof(*s->dests));
+    s->vhosts = mesh_calloc(cap_vhosts ? cap_vhosts : 1, sizeof(*s->vhosts));
+    if (!s->listeners || !s->dests || !s->vhosts || hold_files(s, in->resources) < 0)
+        goto oom;
+    for (size_t i = 0; i < n_services; i++) {
+        if (add_vhost(&b, services[i]->namespace, services[i]->name, NULL) < 0)
+            goto oom;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct snap_listener *l = &s->listeners[s->n_listeners++];
+        l->addr = wl[i].addr;
+        l->kind = wl[i].kind;
+        l->http = wl[i].http;
+        if (!(l->key = mesh_strdup(wl[i].key)) ||
+            !(l->description = mesh_strdup(wl[i].description)))
+            goto oom;
+        if (l->kind == MESH_LISTENER_HTTP_SHARED) {
+            l->dest = NULL;
+            continue;
+        }
+        int di = dest_for(&b, wl[i].ns, wl[i].name, NULL, wl[i].local);
+        if (di < 0)
+            goto oom;
+        l->dest = (struct snap_dest *)(uintptr_t)di;
+        if (l->http) {
+            if (add_vhost(&b, wl[i].ns, wl[i].name, wl[i].local) < 0)
+                goto oom;
+            char key[200];
+            snprintf(key, sizeof(key), "%s%s/%s", wl[i].local ? "inbound:" : "", wl[i].ns,
+                     wl[i].name);
+            struct snap_vhost *v = mesh_hmap_get(&s->vhost_index, key);
+            l->vhost = (struct snap_vhost *)(uintptr_t)(v - s->vhosts + 1);
+        }
+    }
+    if (link_snapshot(s) < 0)
+        goto oom;
+    mesh_free(services);
+    *ret = s;
+    return 0;
+oom:
+    mesh_free(services); /* unref frees what was made, and follows no index as a pointer */
+    mesh_snapshot_unref(s);
+    return -ENOMEM;
+}

@@ -216,6 +216,17 @@ static void flush_proxy_update(struct mesh_agent *a)
     mesh_free(locals);
 }
 
+static struct mesh_http_options http_options(const struct mesh_agent_http_config *h)
+{
+    return (struct mesh_http_options){
+        .header_timeout_ms = h->header_timeout_ms,
+        .idle_timeout_ms = h->idle_timeout_ms,
+        .limits = {.max_head = (size_t)h->max_header_bytes,
+                   .max_headers = (size_t)h->max_headers,
+                   .max_uri = (size_t)h->max_uri_length},
+    };
+}
+
 static void on_update_timer(uv_timer_t *t)
 {
     flush_proxy_update(t->data);
@@ -533,6 +544,8 @@ int mesh_agent_start(struct mesh_agent *a)
         .workers = a->cfg->proxy.workers,
         .max_connections = a->cfg->proxy.max_connections,
         .buffer_size = (size_t)a->cfg->proxy.buffer_size,
+        .access_log = a->cfg->proxy.access_log,
+        .http = http_options(&a->cfg->proxy.http),
     };
     r = mesh_proxy_new(a->loop, &popts, &a->proxy);
     if (r == 0 && (r = mesh_proxy_start(a->proxy)) < 0)
@@ -627,9 +640,19 @@ static int do_reload(struct mesh_agent *a)
         return -EINVAL;
     }
     if (next->proxy.workers != a->cfg->proxy.workers ||
-        next->proxy.buffer_size != a->cfg->proxy.buffer_size) {
-        reload_failed(a, "proxy.workers and proxy.buffer_size cannot change on reload; restart "
-                         "the agent to change them");
+        next->proxy.buffer_size != a->cfg->proxy.buffer_size ||
+        memcmp(&next->proxy.http, &a->cfg->proxy.http, sizeof(next->proxy.http)) != 0) {
+        reload_failed(a, "proxy.workers, proxy.buffer_size and proxy.http cannot change on "
+                         "reload; restart the agent to change them");
+        mesh_agent_config_unref(next);
+        return -EINVAL;
+    }
+    if (strcmp(next->proxy.access_log, a->cfg->proxy.access_log) != 0 &&
+        (r = mesh_proxy_set_access_log(a->proxy, next->proxy.access_log)) < 0) {
+        char why[512];
+        snprintf(why, sizeof(why), "cannot open the access log '%s': %s", next->proxy.access_log,
+                 strerror(-r));
+        reload_failed(a, why);
         mesh_agent_config_unref(next);
         return -EINVAL;
     }

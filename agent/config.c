@@ -185,6 +185,49 @@ static const struct mesh_cfg_schema shutdown_schema = {
     .fields = shutdown_fields,
 };
 
+#define HT(m) MESH_CFG_FIELD(struct mesh_agent_http_config, m)
+
+static const struct mesh_cfg_field http_fields[] = {
+    {.key = "request_header_timeout",
+     .type = MESH_CFG_DURATION,
+     HT(header_timeout_ms),
+     .def = "10s",
+     .min = 100,
+     .max = 600000},
+    {.key = "idle_timeout",
+     .type = MESH_CFG_DURATION,
+     HT(idle_timeout_ms),
+     .def = "60s",
+     .min = 100,
+     .max = 86400000},
+    {.key = "max_header_bytes",
+     .type = MESH_CFG_INT,
+     HT(max_header_bytes),
+     .def_int = 65536,
+     .min = 1024,
+     .max = 1048576},
+    {.key = "max_headers", .type = MESH_CFG_INT, HT(max_headers), .def_int = 100, .min = 8, .max = 1000},
+    {.key = "max_uri_length",
+     .type = MESH_CFG_INT,
+     HT(max_uri_length),
+     .def_int = 8192,
+     .min = 256,
+     .max = 1048576},
+    {0},
+};
+
+static const struct mesh_cfg_schema http_schema = {
+    .size = sizeof(struct mesh_agent_http_config),
+    .fields = http_fields,
+};
+
+static const char *check_access_log(const char *s)
+{
+    if (!s[0] || strcmp(s, "stdout") == 0 || strcmp(s, "stderr") == 0 || s[0] == '/')
+        return NULL;
+    return "\"stdout\", \"stderr\", an absolute path, or \"\" for none";
+}
+
 static const struct mesh_cfg_field proxy_fields[] = {
     {.key = "workers",
      .type = MESH_CFG_INT,
@@ -206,6 +249,16 @@ static const struct mesh_cfg_field proxy_fields[] = {
      .min = 1024,
      .max = 1048576,
      .expect = "a buffer size in bytes from 1024 to 1048576"},
+    {.key = "access_log",
+     .type = MESH_CFG_STRING,
+     MESH_CFG_FIELD(struct mesh_agent_proxy_config, access_log),
+     .def = "",
+     .expect = "\"stdout\", \"stderr\", an absolute path, or \"\" for none",
+     .check = check_access_log},
+    {.key = "http",
+     .type = MESH_CFG_OBJECT,
+     MESH_CFG_FIELD(struct mesh_agent_proxy_config, http),
+     .schema = &http_schema},
     {0},
 };
 

@@ -61,10 +61,20 @@ struct mesh_agent_shutdown_config {
     uint64_t drain_timeout_ms;
 };
 
+struct mesh_agent_http_config {
+    uint64_t header_timeout_ms;
+    uint64_t idle_timeout_ms;
+    int max_header_bytes;
+    int max_headers;
+    int max_uri_length;
+};
+
 struct mesh_agent_proxy_config {
     int workers;
     int max_connections;
     int buffer_size;
+    char *access_log; /* "" none, "stdout", "stderr" or an absolute path */
+    struct mesh_agent_http_config http;
 };
 
 struct mesh_agent_config {

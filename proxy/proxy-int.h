@@ -20,6 +20,7 @@
 #include "agent/service.h"
 #include "common/addr.h"
 #include "common/hmap.h"
+#include "common/http_parse.h"
 #include "proxy/policy.h"
 #include "proxy/proxy.h"
 #include "proxy/resource.h"
@@ -88,6 +89,9 @@ struct mesh_ep_state {
 
 /* The process-wide knobs and counters every thread reads. */
 struct mesh_proxy_shared {
+    struct mesh_http_options http; /* set before the workers start */
+    int access_log_fd;             /* a file dup2()ed over on reload; -1: none */
+    atomic_bool access_log_on;
     atomic_ullong health_epoch; /* bumped whenever any endpoint's eligibility changes */
     atomic_int active_total;
     atomic_ullong refused_total; /* over proxy.max_connections */

@@ -3,6 +3,7 @@
 #include "proxy/proxy.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -343,6 +344,22 @@ int mesh_proxy_new(uv_loop_t *loop, const struct mesh_proxy_options *opts, struc
     /* Stop reading a side once four buffers wait for the other; resume at one. */
     p->shared.high_water = 4 * opts->buffer_size;
     p->shared.low_water = opts->buffer_size;
+    struct mesh_http_options *h = &p->shared.http;
+    *h = opts->http;
+    if (!h->header_timeout_ms)
+        h->header_timeout_ms = 10000;
+    if (!h->idle_timeout_ms)
+        h->idle_timeout_ms = 60000;
+    if (!h->limits.max_head)
+        h->limits.max_head = MESH_HTTP_DEFAULT_MAX_HEAD;
+    if (!h->limits.max_headers)
+        h->limits.max_headers = MESH_HTTP_DEFAULT_MAX_HEADERS;
+    if (!h->limits.max_uri)
+        h->limits.max_uri = MESH_HTTP_DEFAULT_MAX_URI;
+    p->shared.access_log_fd = -1;
+    if (opts->access_log && opts->access_log[0] && mesh_proxy_set_access_log(p, opts->access_log) < 0)
+        mesh_log_error("cannot open the access log '%s': %s; logging no requests",
+                       opts->access_log, strerror(errno));
     mesh_hmap_init(&p->regs.dests);
     mesh_hmap_init(&p->regs.eps);
     mesh_hmap_init(&p->listeners);
@@ -407,6 +424,8 @@ static void free_proxy(struct mesh_proxy *p)
         mesh_dest_state_unref(he->value);
     mesh_hmap_done(&p->regs.dests);
     mesh_dest_policy_done(&p->default_policy);
+    if (p->shared.access_log_fd >= 0)
+        close(p->shared.access_log_fd);
     mesh_free(p->workers);
     mesh_free(p);
     if (done)
@@ -494,6 +513,39 @@ void mesh_proxy_abort(struct mesh_proxy *p)
 void mesh_proxy_set_max_connections(struct mesh_proxy *p, int max)
 {
     atomic_store(&p->shared.max_connections, max);
+}
+
+/*
+ * Workers write to access_log_fd without a lock; it is never closed while they run, only
+ * replaced with dup2() (atomic), so a line goes to the old file or the new one.
+ */
+int mesh_proxy_set_access_log(struct mesh_proxy *p, const char *where)
+{
+    struct mesh_proxy_shared *sh = &p->shared;
+    if (!where || !where[0]) {
+        atomic_store(&sh->access_log_on, false);
+        return 0;
+    }
+    int fd;
+    if (strcmp(where, "stdout") == 0)
+        fd = dup(STDOUT_FILENO);
+    else if (strcmp(where, "stderr") == 0)
+        fd = dup(STDERR_FILENO);
+    else
+        fd = open(where, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return -errno;
+    if (sh->access_log_fd < 0) {
+        sh->access_log_fd = fd;
+    } else {
+        int r = dup3(fd, sh->access_log_fd, O_CLOEXEC);
+        int err = errno;
+        close(fd);
+        if (r < 0)
+            return -err;
+    }
+    atomic_store(&sh->access_log_on, true);
+    return 0;
 }
 
 size_t mesh_proxy_listener_errors(const struct mesh_proxy *p)

@@ -18,15 +18,24 @@
 #include "agent/catalog.h"
 #include "agent/service.h"
 #include "common/buf.h"
+#include "common/http_parse.h"
 #include "proxy/resource.h"
 
 struct mesh_proxy;
+
+struct mesh_http_options {
+    uint64_t header_timeout_ms; /* a request head must be in within it (408) */
+    uint64_t idle_timeout_ms;   /* a keep-alive client connection may idle that long */
+    struct mesh_http_limits limits;
+};
 
 struct mesh_proxy_options {
     int workers;         /* threads; 0: one per CPU */
     int max_connections; /* over it, new connections are refused */
     size_t buffer_size;  /* per read */
     int backlog;
+    struct mesh_http_options http; /* zero: the defaults */
+    const char *access_log;        /* NULL or "": none; "stdout", "stderr" or a file */
 };
 
 /* What the data plane is built from, at each update. Borrowed for the call only. */
@@ -60,6 +69,8 @@ void mesh_proxy_abort(struct mesh_proxy *p);
 
 /* Changes the cap on open connections (a reload). */
 void mesh_proxy_set_max_connections(struct mesh_proxy *p, int max);
+/* Points the access log somewhere else (a reload). Returns 0 or a negative errno. */
+int mesh_proxy_set_access_log(struct mesh_proxy *p, const char *where);
 
 void mesh_proxy_metrics(struct mesh_proxy *p, struct mesh_buf *b);
 json_t *mesh_proxy_status(struct mesh_proxy *p);

@@ -449,7 +449,7 @@ static void on_refused_closed(uv_handle_t *h)
     mesh_free(h);
 }
 
-static void refuse_now(struct mesh_worker *w, uv_stream_t *listener)
+void mesh_worker_refuse(struct mesh_worker *w, uv_stream_t *listener)
 {
     uv_tcp_t *tmp = mesh_malloc(sizeof(*tmp));
     if (!tmp)
@@ -464,7 +464,7 @@ void mesh_tcp_accept(struct mesh_worker *w, uv_stream_t *listener, const char *k
 {
     struct tcp_conn *c = mesh_calloc(1, sizeof(*c));
     if (!c) {
-        refuse_now(w, listener);
+        mesh_worker_refuse(w, listener);
         return;
     }
     c->w = w;

@@ -9,6 +9,7 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
+#include "proxy/http_proxy.h"
 
 struct wlistener {
     struct wlistener *next;
@@ -53,7 +54,12 @@ static void on_accept(uv_stream_t *server, int status)
         mesh_log_warn("accept on %s failed: %s", l->key, uv_strerror(status));
         return;
     }
-    mesh_tcp_accept(l->w, server, l->key);
+    struct mesh_worker *w = l->w;
+    const struct snap_listener *sl = w->snap ? mesh_snapshot_listener(w->snap, l->key) : NULL;
+    if (sl && sl->http && w->http)
+        mesh_http_accept(w, server, sl);
+    else
+        mesh_tcp_accept(w, server, l->key);
 }
 
 static void add_listener(struct mesh_worker *w, const char *key, int fd)
@@ -100,8 +106,10 @@ static void set_snapshot(struct mesh_worker *w, struct mesh_proxy_snapshot *snap
 
 void mesh_worker_maybe_exit(struct mesh_worker *w)
 {
-    if (w->stopping && w->n_conns == 0 && !uv_is_closing((uv_handle_t *)&w->wake))
+    if (w->stopping && w->n_conns == 0 && !uv_is_closing((uv_handle_t *)&w->wake)) {
+        mesh_http_worker_close(w); /* idle upstream connections would keep the loop going */
         uv_close((uv_handle_t *)&w->wake, NULL);
+    }
 }
 
 static void on_wake(uv_async_t *a)
@@ -130,9 +138,13 @@ static void on_wake(uv_async_t *a)
         case WORKER_STOP:
             w->stopping = true;
             close_all_listeners(w);
+            if (w->http)
+                mesh_http_stop(w);
             break;
         case WORKER_ABORT:
             mesh_tcp_close_all(w);
+            if (w->http)
+                mesh_http_close_all(w);
             break;
         }
         mesh_snapshot_unref(cmd->snap);
@@ -167,6 +179,8 @@ int mesh_worker_init(struct mesh_worker *w, int index, struct mesh_proxy_shared 
     w->wake.data = w;
     /* A few buffers per worker cover keep-alive traffic without touching malloc. */
     mesh_bufpool_init(&w->pool, shared->buffer_size, 256);
+    if (mesh_http_worker_init(w) < 0)
+        mesh_log_error("worker %d: out of memory: HTTP listeners will proxy as TCP", index);
     return 0;
 }
 
@@ -219,6 +233,7 @@ void mesh_worker_done(struct mesh_worker *w)
         mesh_free(w->lb);
     }
     mesh_snapshot_unref(w->snap);
+    mesh_http_worker_done(w);
     mesh_bufpool_done(&w->pool);
     uv_loop_close(&w->loop);
     uv_mutex_destroy(&w->lock);

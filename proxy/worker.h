@@ -32,6 +32,7 @@ struct worker_cmd {
 
 struct wlistener;
 struct tcp_conn;
+struct mesh_http_worker;
 
 struct mesh_worker {
     int index;
@@ -46,7 +47,8 @@ struct mesh_worker {
     struct mesh_lb_state *lb; /* one per destination of snap */
     struct wlistener *listeners;
     struct tcp_conn *conns;
-    size_t n_conns;
+    size_t n_conns; /* TCP and HTTP */
+    struct mesh_http_worker *http;
     bool stopping;
     struct mesh_bufpool pool;
     uint64_t rng;
@@ -76,6 +78,8 @@ void mesh_worker_maybe_exit(struct mesh_worker *w);
 void mesh_worker_done(struct mesh_worker *w);
 
 /* tcp_proxy.c */
+/* Accepts and closes at once: a connection left in the backlog would stall the listener. */
+void mesh_worker_refuse(struct mesh_worker *w, uv_stream_t *listener);
 void mesh_tcp_accept(struct mesh_worker *w, uv_stream_t *listener, const char *key);
 /* A new snapshot: connections to endpoints it no longer has start draining. */
 void mesh_tcp_snapshot_changed(struct mesh_worker *w);

@@ -110,6 +110,39 @@ http {{
     return p
 
 
+def nginx_proxy(tmp, procs, listen_port, backend_port, cpu=1):
+    """nginx as a reverse proxy: proxy_pass with upstream keep-alive, one worker."""
+    conf = os.path.join(tmp, "nginx-proxy.conf")
+    prefix = os.path.join(tmp, "nginx-proxy")
+    os.makedirs(prefix, exist_ok=True)
+    with open(conf, "w") as f:
+        f.write(f"""worker_processes 1;
+master_process off;
+worker_rlimit_nofile {NOFILE};
+daemon off;
+error_log {prefix}/error.log crit;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 30000; }}
+http {{
+  access_log off;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  upstream b {{ server 127.0.0.1:{backend_port}; keepalive 256; keepalive_requests 10000000; }}
+  server {{
+    listen 127.0.0.1:{listen_port} backlog=4096;
+    location / {{
+      proxy_pass http://b;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+""")
+    p = procs.start(pinned(cpu, ["nginx", "-c", conf, "-p", prefix]))
+    wait_port(listen_port)
+    return p
+
+
 def haproxy(tmp, procs, listen_port, backend_port, mode="tcp", cpu=1, maxconn=9000):
     cfg = os.path.join(tmp, f"haproxy-{mode}.cfg")
     with open(cfg, "w") as f:

@@ -815,10 +815,10 @@ static void response_complete(struct http_conn *c)
 }
 
 /* Response body bytes: passed on (HTTP/1.0 clients get chunked bodies decoded). */
-static void response_body(struct http_conn *c, char *data, size_t len)
+static void response_body(struct http_conn *c, char *data, size_t len, const struct mesh_buf *head)
 {
     struct http_req *q = &c->req;
-    size_t out = 0, used;
+    size_t out = 0, used = 0;
     const char *err = NULL;
     if (q->res_chunked_to_raw) {
         int r = mesh_http_chunked_decode(&q->res_body.chunked, data, len, &used, &out, &err);
@@ -839,10 +839,15 @@ static void response_body(struct http_conn *c, char *data, size_t len)
     }
     if (used < len)
         q->res_keep_alive = false; /* bytes after the response: the upstream is confused */
-    if (out) {
-        uv_buf_t b = uv_buf_init(data, (unsigned)out);
-        write_down(c, &b, 1);
-    }
+    /* The head, when given, goes in the same write as the first body bytes. */
+    uv_buf_t b[2];
+    unsigned n = 0;
+    if (head)
+        b[n++] = uv_buf_init(head->data, (unsigned)head->len);
+    if (out)
+        b[n++] = uv_buf_init(data, (unsigned)out);
+    if (n)
+        write_down(c, b, n);
     if (!c->closing && q->res_body.done)
         response_complete(c);
 }
@@ -890,11 +895,10 @@ static void response_head(struct http_conn *c, struct upconn *u,
     }
     q->status = res->status;
     q->try_deadline = 0;
-    struct mesh_buf head;
-    mesh_buf_init(&head, 1 << 20);
+    /* No retry from here on: the request head's buffer takes the response head. */
+    struct mesh_buf *head = &q->head_out;
     if (res->status == 101) {
         if (!q->upgrade) {
-            mesh_buf_done(&head);
             q->status = 0;
             give_up(c, 502, RF_PROTOCOL_ERROR, "upstream switched protocols unasked\n");
             return;
@@ -905,35 +909,23 @@ static void response_head(struct http_conn *c, struct upconn *u,
         set_response_framing(c, res);
         q->phase = REQ_STREAMING;
     }
-    if (mesh_http_response_head(c, res, &head) < 0) {
-        mesh_buf_done(&head);
+    if (mesh_http_response_head(c, res, head) < 0) {
         q->status = 0;
         give_up(c, 502, RF_PROTOCOL_ERROR, "upstream response head too large\n");
         return;
     }
-    uv_buf_t b = uv_buf_init(head.data, (unsigned)head.len);
-    write_down(c, &b, 1);
-    mesh_buf_done(&head);
-    if (c->closing)
-        return;
-    if (q->phase == REQ_TUNNEL) {
-        if (rest_len) {
-            uv_buf_t r = uv_buf_init(rest, (unsigned)rest_len);
-            write_down(c, &r, 1);
-        }
-        /* Bytes the client sent after its request belong to the new protocol. */
-        if (c->in.len && q->up) {
-            uv_buf_t r = uv_buf_init(c->in.data, (unsigned)c->in.len);
-            write_up(c, &r, 1);
-            mesh_buf_reset(&c->in);
-        }
+    if (q->phase == REQ_STREAMING) {
+        response_body(c, rest, rest_len, head);
         return;
     }
-    if (rest_len || q->res_body.done) {
-        if (rest_len)
-            response_body(c, rest, rest_len);
-        else
-            response_complete(c);
+    /* A tunnel: what came after the 101 is the new protocol's, both ways. */
+    uv_buf_t b[2] = {uv_buf_init(head->data, (unsigned)head->len),
+                     uv_buf_init(rest, (unsigned)rest_len)};
+    write_down(c, b, rest_len ? 2 : 1);
+    if (!c->closing && c->in.len && q->up) {
+        uv_buf_t r = uv_buf_init(c->in.data, (unsigned)c->in.len);
+        write_up(c, &r, 1);
+        mesh_buf_reset(&c->in);
     }
 }
 
@@ -1006,7 +998,7 @@ void mesh_http_on_up_data(struct http_conn *c, struct upconn *u, char *data, siz
         response_start(c, u, data, len);
         break;
     case REQ_STREAMING:
-        response_body(c, data, len);
+        response_body(c, data, len, NULL);
         break;
     case REQ_TUNNEL: {
         uv_buf_t b = uv_buf_init(data, (unsigned)len);

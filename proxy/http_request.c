@@ -334,8 +334,12 @@ int mesh_http_response_head(struct http_conn *c, const struct mesh_http_response
     bool switching = res->status == 101;
     for (size_t i = 0; i < res->num_headers; i++) {
         const struct mesh_http_header *h = &res->headers[i];
-        if ((hop_by_hop(h) && !(switching && name_is(h, "upgrade"))) ||
-            in_connection_list(conn, h) || in_list(&rule->response_headers.remove, h) ||
+        if (switching && name_is(h, "upgrade")) {
+            append_header(out, h);
+            continue;
+        }
+        if (hop_by_hop(h) || in_connection_list(conn, h) ||
+            in_list(&rule->response_headers.remove, h) ||
             in_labels(&rule->response_headers.set, h))
             continue;
         append_header(out, h);

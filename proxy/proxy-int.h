@@ -128,6 +128,7 @@ struct snap_dest {
     struct snap_endpoint *eps; /* sorted by address */
     size_t n;
     bool zone_aware; /* the policy wants it, and this node's and endpoints' zones are known */
+    bool http;       /* HTTP requests go to it (metrics) */
     struct ring_point *ring;
     size_t n_ring;
 };
@@ -251,6 +252,8 @@ void mesh_outlier_http_status(struct mesh_proxy_shared *sh, const struct snap_de
  * when the next token is due. */
 bool mesh_bucket_take(struct mesh_http_stats *st, const struct mesh_rate_limit_policy *p,
                       uint64_t now, unsigned *retry_after_s);
+/* The HTTP families of /metrics. */
+void mesh_http_metrics(const struct mesh_proxy_snapshot *s, struct mesh_buf *b);
 /* Records a finished request in st. */
 void mesh_http_stats_record(struct mesh_http_stats *st, int status, uint64_t duration_us);
 

@@ -618,6 +618,7 @@ void mesh_proxy_metrics(struct mesh_proxy *p, struct mesh_buf *b)
             mesh_prom_sample(b, fam[f].name, l, v[f]);
         }
     }
+    mesh_http_metrics(s, b);
     mesh_prom_family(b, "mesh_proxy_bytes_total", "counter",
                      "Bytes proxied, by direction: to the upstream endpoint or back to the "
                      "client.");

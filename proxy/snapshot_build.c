@@ -289,6 +289,7 @@ static int add_vhost(struct builder *b, const char *ns, const char *name,
     if (di < 0)
         return di;
     v->dest = (struct snap_dest *)(uintptr_t)di; /* an index until every dest is made */
+    s->dests[di].http = true;
     const struct mesh_route *route =
         local || !b->in->resources ? NULL : mesh_resource_view_route(b->in->resources, ns, name);
     if (!route)
@@ -317,6 +318,7 @@ static int add_vhost(struct builder *b, const char *ns, const char *name,
             if (dk < 0)
                 return dk;
             sr->dests[k] = (struct snap_dest *)(uintptr_t)dk;
+            s->dests[dk].http = true;
             sr->total_weight += (uint64_t)rd->weight;
         }
     }

@@ -561,6 +561,16 @@ static size_t body_room(const struct http_req *q, size_t avail)
     return avail < room ? avail : room;
 }
 
+/* Whether the chunked body bytes that came with a head are well formed so far. */
+static bool chunks_look_valid(char *data, size_t len)
+{
+    struct mesh_http_chunked d;
+    size_t used;
+    const char *err;
+    mesh_http_chunked_init(&d);
+    return mesh_http_chunked_decode(&d, data, len, &used, NULL, &err) >= 0;
+}
+
 /* Uses what it can of data[0..len): request heads, body bytes. Returns how much it used. */
 static size_t feed(struct http_conn *c, char *data, size_t len)
 {
@@ -597,6 +607,14 @@ static size_t feed(struct http_conn *c, char *data, size_t len)
                 return len;
             }
             used += (size_t)n;
+            if ((r.flags & MESH_HTTP_F_CHUNKED) && !chunks_look_valid(data + used, len - used)) {
+                /* Bad chunking already in hand: refused before anything goes upstream. */
+                q->phase = REQ_LOCAL;
+                q->start_us = uv_hrtime() / 1000;
+                q->flags |= RF_BAD_REQUEST;
+                respond(c, 400, "text/plain", "bad chunked body\n", NULL);
+                return len;
+            }
             start_request(c, &r);
             continue;
         }
@@ -752,10 +770,28 @@ static void admit(struct http_conn *c)
     start_try(c);
 }
 
+/* Each request uses the newest snapshot: a keep-alive connection must not pin an old one. */
+static void refresh_snapshot(struct http_conn *c)
+{
+    struct mesh_worker *w = c->w;
+    if (c->snap == w->snap || !w->snap)
+        return;
+    const struct snap_listener *l = mesh_snapshot_listener(w->snap, c->listener->key);
+    if (!l || !l->http) {
+        c->close_after = true; /* the listener is going away: this request is its last */
+        return;
+    }
+    mesh_snapshot_unref(c->snap);
+    c->snap = w->snap;
+    mesh_snapshot_ref(c->snap);
+    c->listener = l;
+}
+
 static void start_request(struct http_conn *c, const struct mesh_http_request *r)
 {
     struct http_req *q = &c->req;
     struct mesh_http_decision d;
+    refresh_snapshot(c);
     q->start_us = uv_hrtime() / 1000;
     q->keep_alive = (r->flags & MESH_HTTP_F_KEEP_ALIVE) != 0;
     q->upgrade = (r->flags & MESH_HTTP_F_UPGRADE) != 0;

@@ -136,6 +136,7 @@ struct http_conn {
     uint64_t idle_deadline; /* between requests: keep-alive or header timeout, loop ms */
     struct http_req req;
     uv_shutdown_t shutdown;
+    const char *peer_identity; /* the caller's SPIFFE ID once mTLS gives one; NULL: none */
 };
 
 /* An upstream connection: connecting, carrying a request, or idle in its pool. */

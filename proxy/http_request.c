@@ -39,7 +39,7 @@ static bool query_matches(const struct mesh_named_match *m, const struct mesh_ht
     return n >= 0 && mesh_string_match(&m->match, v, (size_t)n);
 }
 
-static bool match_holds(const struct mesh_route_match *m, const struct mesh_http_request *r)
+bool mesh_route_match_holds(const struct mesh_route_match *m, const struct mesh_http_request *r)
 {
     if (m->has_path && !mesh_string_match(&m->path, r->path, r->path_len))
         return false;
@@ -73,7 +73,7 @@ static struct snap_rule *select_rule(const struct snap_vhost *v, const struct me
             return &v->rules[i];
         }
         for (size_t k = 0; k < rule->n_matches; k++) {
-            if (match_holds(&rule->matches[k], r)) {
+            if (mesh_route_match_holds(&rule->matches[k], r)) {
                 *ret_match = &rule->matches[k];
                 return &v->rules[i];
             }
@@ -470,6 +470,13 @@ int mesh_http_route(struct http_conn *c, const struct mesh_http_request *r,
         q->flags |= RF_NO_ROUTE;
         d->status = 404;
         d->body = "no service for this Host\n";
+        return d->status;
+    }
+    /* May the caller make it? (Inbound: the service's AuthorizationPolicy.) */
+    if (q->vhost->authz && !mesh_authz_allows(q->vhost->authz, r, c->peer_identity)) {
+        q->flags |= RF_DENIED;
+        d->status = 403;
+        d->body = "RBAC: access denied\n";
         return d->status;
     }
     /* Which rule, and what it does. */

@@ -151,6 +151,7 @@ struct snap_vhost {
     struct snap_rule *rules;
     size_t n_rules;
     bool inbound; /* a local workload: no routes; authorization applies */
+    const struct mesh_authz *authz; /* inbound: its AuthorizationPolicy, or NULL */
 };
 
 struct snap_listener {

@@ -7,7 +7,8 @@
 #include "common/alloc.h"
 #include "common/strutil.h"
 
-const char *const mesh_resource_kind_names[] = {"DestinationPolicy", "Route", NULL};
+const char *const mesh_resource_kind_names[] = {"DestinationPolicy", "Route",
+                                                "AuthorizationPolicy", NULL};
 
 struct kind_ops {
     const struct mesh_cfg_schema *schema;
@@ -46,10 +47,27 @@ static const char *route_target(const void *spec)
     return ((const struct mesh_route *)spec)->service;
 }
 
+static int authz_defaults(void *spec)
+{
+    return mesh_authz_defaults(spec);
+}
+
+static void authz_done(void *spec)
+{
+    mesh_authz_done(spec);
+}
+
+static const char *authz_target(const void *spec)
+{
+    return ((const struct mesh_authz *)spec)->service;
+}
+
 static const struct kind_ops kinds[] = {
     [MESH_RESOURCE_DESTINATION_POLICY] = {&mesh_dest_policy_schema, policy_defaults, policy_done,
                                           policy_target},
     [MESH_RESOURCE_ROUTE] = {&mesh_route_schema, route_defaults, route_done, route_target},
+    [MESH_RESOURCE_AUTHORIZATION_POLICY] = {&mesh_authz_schema, authz_defaults, authz_done,
+                                            authz_target},
 };
 
 static const char *check_dns_label(const char *s)
@@ -340,6 +358,12 @@ const struct mesh_dest_policy *mesh_resource_view_policy(const struct mesh_resou
                                                          const char *ns, const char *service)
 {
     return lookup(v, MESH_RESOURCE_DESTINATION_POLICY, ns, service);
+}
+
+const struct mesh_authz *mesh_resource_view_authz(const struct mesh_resource_view *v,
+                                                  const char *ns, const char *service)
+{
+    return lookup(v, MESH_RESOURCE_AUTHORIZATION_POLICY, ns, service);
 }
 
 const struct mesh_route *mesh_resource_view_route(const struct mesh_resource_view *v,

@@ -13,12 +13,14 @@
 #include "common/cfg.h"
 #include "common/claims.h"
 #include "common/hmap.h"
+#include "proxy/authz.h"
 #include "proxy/policy.h"
 #include "proxy/route.h"
 
 enum mesh_resource_kind {
     MESH_RESOURCE_DESTINATION_POLICY,
     MESH_RESOURCE_ROUTE,
+    MESH_RESOURCE_AUTHORIZATION_POLICY,
     MESH_RESOURCE_KINDS
 };
 
@@ -28,7 +30,7 @@ struct mesh_resource {
     int kind;
     char *name;
     char *namespace;
-    void *spec; /* struct mesh_dest_policy, struct mesh_route */
+    void *spec; /* struct mesh_dest_policy, struct mesh_route, struct mesh_authz */
 };
 
 /*
@@ -76,6 +78,9 @@ void mesh_resource_view_done(struct mesh_resource_view *v);
 /* The policy for a service, or NULL (then the defaults apply). */
 const struct mesh_dest_policy *mesh_resource_view_policy(const struct mesh_resource_view *v,
                                                          const char *ns, const char *service);
+/* The AuthorizationPolicy for a service, or NULL (every caller may call it). */
+const struct mesh_authz *mesh_resource_view_authz(const struct mesh_resource_view *v,
+                                                  const char *ns, const char *service);
 /* The name of the Route resource for a service, or NULL. */
 const char *mesh_resource_view_route_name(const struct mesh_resource_view *v, const char *ns,
                                           const char *service);

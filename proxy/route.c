@@ -754,11 +754,24 @@ static int decode_list_into(struct mesh_cfg_ctx *ctx, const struct mesh_cfg_fiel
     return r;
 }
 
+int mesh_route_matches_decode(struct mesh_cfg_ctx *ctx, json_t *v, struct mesh_route_match **ret,
+                              size_t *ret_n)
+{
+    return decode_list_into(ctx, &match_list_field, v, (void **)ret, ret_n);
+}
+
+void mesh_route_matches_free(struct mesh_route_match *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        mesh_cfg_free(&match_schema, &v[i]);
+    mesh_free(v);
+}
+
 static int decode_matches(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
 {
     struct mesh_route_rule *rule = container_of((struct mesh_route_match **)field,
                                                 struct mesh_route_rule, matches);
-    return decode_list_into(ctx, &match_list_field, v, (void **)&rule->matches, &rule->n_matches);
+    return mesh_route_matches_decode(ctx, v, &rule->matches, &rule->n_matches);
 }
 
 static int decode_dests(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
@@ -777,9 +790,7 @@ static void free_matches(void *field)
 {
     struct mesh_route_rule *rule = container_of((struct mesh_route_match **)field,
                                                 struct mesh_route_rule, matches);
-    for (size_t i = 0; i < rule->n_matches; i++)
-        mesh_cfg_free(&match_schema, &rule->matches[i]);
-    mesh_free(rule->matches);
+    mesh_route_matches_free(rule->matches, rule->n_matches);
     rule->matches = NULL;
     rule->n_matches = 0;
 }

@@ -242,7 +242,7 @@ static void subset_suffix(const struct mesh_labels *subset, char *out, size_t si
 static int dest_for(struct builder *b, const char *ns, const char *name,
                     const struct mesh_labels *subset, const struct mesh_local_service *local)
 {
-    char key[400], service[200], sub[256];
+    char key[1300], service[200], sub[1024];
     subset_suffix(subset, sub, sizeof(sub));
     snprintf(service, sizeof(service), "%s%s/%s", local ? "inbound:" : "", ns, name);
     snprintf(key, sizeof(key), "%s%s", service, sub);
@@ -290,6 +290,8 @@ static int add_vhost(struct builder *b, const char *ns, const char *name,
         return di;
     v->dest = (struct snap_dest *)(uintptr_t)di; /* an index until every dest is made */
     s->dests[di].http = true;
+    if (local && b->in->resources)
+        v->authz = mesh_resource_view_authz(b->in->resources, ns, name);
     const struct mesh_route *route =
         local || !b->in->resources ? NULL : mesh_resource_view_route(b->in->resources, ns, name);
     if (!route)

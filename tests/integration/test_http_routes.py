@@ -6,7 +6,7 @@ import threading
 import time
 
 from httptest import HttpTest
-from meshtest import SLOW, main, wait_for
+from meshtest import SLOW, free_port, main, wait_for
 
 V1, V2 = {"version": "v1"}, {"version": "v2"}
 
@@ -320,6 +320,28 @@ class RouteTest(HttpTest):
         wait_for(lambda: a.metric("mesh_proxy_endpoints_healthy", destination="default/api") == 2,
                  what="healthy again")
         c.close()
+
+    def test_authorization_policy_on_inbound(self):
+        web = self.backend("web")
+        port = free_port()
+        svc = {"web.json": {"service": {"name": "web", "protocol": "http", "port": web.port,
+                                        "inbound_port": port, "inbound_address": "127.0.0.1"}}}
+        a = self.agent(services=svc)
+        a.write_resource("authz.json", {"kind": "AuthorizationPolicy", "name": "web", "spec": {
+            "deny": [{"match": [{"path": {"prefix": "/admin"}}]}],
+            "allow": [{"match": [{"methods": ["GET", "HEAD"]}]},
+                      {"match": [{"methods": ["POST"]}],
+                       "principals": ["spiffe://cluster.local/ns/default/sa/admin"]}]}})
+        a.start()
+        wait_for(lambda: self.listening(port))
+        c = self.client(port, host="web")
+        self.assertEqual(c.echo("/x")[0], 200)
+        status, h, _ = c.request("GET", "/admin/users")
+        self.assertEqual((status, h["x-mesh-response-flags"]), (403, "RBAC"))
+        # POST is allowed to one identity only; without mTLS a caller has none.
+        self.assertEqual(c.request("POST", "/x", body=b"1")[0], 403)
+        c.close()
+        self.assertEqual(len(web.requests), 1)
 
 
 if __name__ == "__main__":

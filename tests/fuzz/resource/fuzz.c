@@ -24,6 +24,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         mesh_resource_view_init(&v);
         if (mesh_resource_view_add(&v, "fuzz.json", f, ignore, NULL) == 0) {
             for (size_t i = 0; i < f->n; i++) {
+                if (f->v[i].kind != MESH_RESOURCE_DESTINATION_POLICY)
+                    continue;
                 const struct mesh_dest_policy *p = f->v[i].spec;
                 if (p->health_check.enabled &&
                     p->health_check.timeout_ms >= p->health_check.interval_ms)

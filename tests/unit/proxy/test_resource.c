@@ -12,7 +12,8 @@ static const struct {
     {"{}", "r.json: $.kind: required key is missing"},
     {"{\"kind\": \"DestinationPolicy\", \"name\": \"a\"}", "$.spec: required key is missing"},
     {"{\"kind\": \"DestPolicy\", \"name\": \"a\", \"spec\": {}}",
-     "$.kind: expected one of \"DestinationPolicy\", \"Route\", got \"DestPolicy\""},
+     "$.kind: expected one of \"DestinationPolicy\", \"Route\", \"AuthorizationPolicy\", got "
+     "\"DestPolicy\""},
     {"{\"kind\": \"DestinationPolicy\", \"name\": \"A\", \"spec\": {}}",
      "$.name: expected a resource name, got \"A\""},
     {"{\"kind\": \"DestinationPolicy\", \"name\": \"a\", \"spec\": []}",
@@ -147,6 +148,27 @@ static const struct {
      "rate_limit.requests_per_second: required key is missing"},
     {RULE("{\"rate_limit\": {\"requests_per_second\": 0}, " TO_API "}"),
      "rate_limit.requests_per_second: expected an integer from 1"},
+    {"{\"kind\": \"AuthorizationPolicy\", \"name\": \"a\", \"spec\": {}}",
+     "$.spec: a policy needs \"allow\" or \"deny\" rules"},
+    {"{\"kind\": \"AuthorizationPolicy\", \"name\": \"a\", \"spec\": {\"allow\": "
+     "[{\"principals\": [\"alice\"]}]}}",
+     "$.spec.allow[0].principals[0]: expected a SPIFFE ID"},
+    {"{\"kind\": \"AuthorizationPolicy\", \"name\": \"a\", \"spec\": {\"deny\": "
+     "[{\"match\": [{\"path\": {\"prefix\": \"x\"}}]}]}}",
+     "$.spec.deny[0].match[0].path: a path starts with '/'"},
+    {"{\"kind\": \"AuthorizationPolicy\", \"name\": \"a\", \"spec\": {\"deny\": {}}}",
+     "$.spec.deny: expected an array of at most 1000 rules"},
+    {"{\"kind\": \"DestinationPolicy\", \"name\": \"a\", \"spec\": {\"health_check\": "
+     "{\"expected_statuses\": \"200-100\"}}}",
+     "$.spec.health_check.expected_statuses: expected statuses like"},
+    {"{\"kind\": \"DestinationPolicy\", \"name\": \"a\", \"spec\": {\"health_check\": "
+     "{\"http_path\": \"health\"}}}",
+     "$.spec.health_check.http_path: expected a path like \"/healthz\""},
+    {"{\"kind\": \"DestinationPolicy\", \"name\": \"a\", \"spec\": {\"connection_pool\": "
+     "{\"max_idle\": -1}}}",
+     "$.spec.connection_pool.max_idle: expected an integer from 0"},
+    {"{\"kind\": \"DestinationPolicy\", \"name\": \"a\", \"spec\": {\"max_requests\": \"5\"}}",
+     "$.spec.max_requests: expected an integer"},
 };
 
 static void test_bad_routes(void **state)

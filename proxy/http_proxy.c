@@ -275,6 +275,11 @@ static void reset_request(struct http_req *q)
     memset(&q->res_body, 0, sizeof(q->res_body));
     mesh_buf_reset(&q->replay);
     q->replayable = true;
+    /* What the next request (perhaps a bad one) is logged with until it is parsed. */
+    mesh_buf_reset(&q->meta);
+    q->method_len = q->authority_off = q->path_off = 0;
+    q->version = 11;
+    q->keep_alive = false;
 }
 
 /* The request is over (answered, or given up): count it, log it, get ready for the next. */
@@ -1245,6 +1250,7 @@ void mesh_http_accept(struct mesh_worker *w, uv_stream_t *listener, const struct
     mesh_buf_init(&c->req.replay, MESH_HTTP_REPLAY_MAX);
     mesh_buf_init(&c->req.head_out, w->shared->http.limits.max_head * 2);
     c->req.replayable = true;
+    c->req.version = 11;
     c->next = w->http->conns;
     if (w->http->conns)
         w->http->conns->prev = c;

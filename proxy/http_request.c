@@ -39,8 +39,30 @@ static bool query_matches(const struct mesh_named_match *m, const struct mesh_ht
     return n >= 0 && mesh_string_match(&m->match, v, (size_t)n);
 }
 
+/* The Host without its port, lower-cased into buf; false when too long. */
+static bool host_of(const struct mesh_http_request *r, char *buf, size_t size, size_t *ret_len)
+{
+    size_t n = r->host ? r->host_len : 0;
+    if (n >= size)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (char)tolower((unsigned char)r->host[i]);
+    buf[n] = '\0';
+    char *colon = strrchr(buf, ':');
+    if (colon && !strchr(colon, ']'))
+        n = (size_t)(colon - buf);
+    *ret_len = n;
+    return true;
+}
+
 bool mesh_route_match_holds(const struct mesh_route_match *m, const struct mesh_http_request *r)
 {
+    if (m->has_host) {
+        char host[256];
+        size_t len;
+        if (!host_of(r, host, sizeof(host), &len) || !mesh_string_match(&m->host, host, len))
+            return false;
+    }
     if (m->has_path && !mesh_string_match(&m->path, r->path, r->path_len))
         return false;
     if (m->methods.n) {

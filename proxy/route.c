@@ -116,6 +116,19 @@ static void free_path_match(void *field)
     string_match_done(field);
 }
 
+static int decode_host_match(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
+{
+    struct mesh_route_match *rm = container_of((struct mesh_string_match *)field,
+                                               struct mesh_route_match, host);
+    int r = decode_string_match(ctx, v, field);
+    rm->has_host = r == 0;
+    if (r == 0 && rm->host.kind != MESH_MATCH_REGEX) {
+        for (char *p = rm->host.value; p && *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+    }
+    return r;
+}
+
 /* {"name": match, ...} -> an array of named matches; header names are lower-cased. */
 struct named_list {
     struct mesh_named_match *v;
@@ -213,6 +226,7 @@ static const char *check_method(const char *s)
 #define M(m) MESH_CFG_FIELD(struct mesh_route_match, m)
 
 static const struct mesh_cfg_field match_fields[] = {
+    {.key = "host", .type = MESH_CFG_CUSTOM, M(host), .decode = decode_host_match, .free = free_path_match},
     {.key = "path", .type = MESH_CFG_CUSTOM, M(path), .decode = decode_path_match, .free = free_path_match},
     {.key = "methods", .type = MESH_CFG_STRINGS, M(methods), .max = 16, .expect = "a method like \"GET\"", .check = check_method},
     {.key = "headers", .type = MESH_CFG_CUSTOM, M(headers), .decode = decode_headers_match, .free = free_headers_match},

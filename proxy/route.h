@@ -35,6 +35,8 @@ struct mesh_named_match {
 };
 
 struct mesh_route_match {
+    bool has_host;
+    struct mesh_string_match host; /* the Host without its port, lower case */
     bool has_path;
     struct mesh_string_match path;
     struct mesh_cfg_strings methods; /* any of them; none: any method */

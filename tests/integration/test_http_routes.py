@@ -27,6 +27,7 @@ class RouteTest(HttpTest):
             {"match": [{"query": {"v": {"prefix": "2"}}}], **direct("query")},
             {"match": [{"path": {"exact": "/either"}}, {"path": {"exact": "/or"}}],
              **direct("any")},
+            {"match": [{"host": {"exact": "api.shop.example"}}], **direct("host")},
         ]
         self.http_agent([b], route={"rules": rules})
         c = self.client()
@@ -38,13 +39,15 @@ class RouteTest(HttpTest):
             (("GET", "/x", {"X-Flag": ""}), "present"),
             (("GET", "/x?v=2.1", {}), "query"), (("GET", "/x?v=1", {}), None),
             (("GET", "/either", {}), "any"), (("GET", "/or", {}), "any"),
+            (("GET", "/h", {"Host": "API.shop.example:8080"}), "host"),
+            (("GET", "/h", {"Host": "api.shop.example.org"}), None),
         ]
         for (method, path, headers), want in cases:
             status, _, body = c.request(method, path, headers=headers,
                                         body=b"" if method == "POST" else None)
             got = body.decode() if b'"backend"' not in body else None
             self.assertEqual((status, got), (200, want), (method, path, headers))
-        self.assertEqual(b.count(), 5)  # the unmatched ones went to the service
+        self.assertEqual(b.count(), 6)  # the unmatched ones went to the service
         c.close()
 
     def test_actions_redirect_direct_headers_rewrite(self):

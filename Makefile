@@ -69,6 +69,8 @@ demo: deps build
 
 bench: build
 	./bench/startup $(BUILD)
+	./bench/tcp $(BUILD)
+	./bench/http $(BUILD)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

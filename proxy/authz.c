@@ -18,15 +18,15 @@ static const char *check_principal(const char *s)
 
 static int decode_rule_matches(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
 {
-    struct mesh_authz_rule *r = container_of((struct mesh_route_match **)field,
-                                             struct mesh_authz_rule, matches);
+    struct mesh_authz_rule *r =
+        container_of((struct mesh_route_match **)field, struct mesh_authz_rule, matches);
     return mesh_route_matches_decode(ctx, v, &r->matches, &r->n_matches);
 }
 
 static void free_rule_matches(void *field)
 {
-    struct mesh_authz_rule *r = container_of((struct mesh_route_match **)field,
-                                             struct mesh_authz_rule, matches);
+    struct mesh_authz_rule *r =
+        container_of((struct mesh_route_match **)field, struct mesh_authz_rule, matches);
     mesh_route_matches_free(r->matches, r->n_matches);
     r->matches = NULL;
     r->n_matches = 0;
@@ -35,8 +35,17 @@ static void free_rule_matches(void *field)
 #define R(m) MESH_CFG_FIELD(struct mesh_authz_rule, m)
 
 static const struct mesh_cfg_field rule_fields[] = {
-    {.key = "match", .type = MESH_CFG_CUSTOM, R(matches), .decode = decode_rule_matches, .free = free_rule_matches},
-    {.key = "principals", .type = MESH_CFG_STRINGS, R(principals), .max = 1000, .expect = "a SPIFFE ID", .check = check_principal},
+    {.key = "match",
+     .type = MESH_CFG_CUSTOM,
+     R(matches),
+     .decode = decode_rule_matches,
+     .free = free_rule_matches},
+    {.key = "principals",
+     .type = MESH_CFG_STRINGS,
+     R(principals),
+     .max = 1000,
+     .expect = "a SPIFFE ID",
+     .check = check_principal},
     {0},
 };
 
@@ -112,7 +121,11 @@ static void check_authz(struct mesh_cfg_ctx *ctx, void *obj)
 #define A(m) MESH_CFG_FIELD(struct mesh_authz, m)
 
 static const struct mesh_cfg_field authz_fields[] = {
-    {.key = "service", .type = MESH_CFG_STRING, A(service), .expect = "a service name", .check = check_dns_label},
+    {.key = "service",
+     .type = MESH_CFG_STRING,
+     A(service),
+     .expect = "a service name",
+     .check = check_dns_label},
     {.key = "allow", .type = MESH_CFG_CUSTOM, A(allow), .decode = decode_allow, .free = free_allow},
     {.key = "deny", .type = MESH_CFG_CUSTOM, A(deny), .decode = decode_deny, .free = free_deny},
     {0},

@@ -19,7 +19,7 @@ struct hc_dest {
     struct mesh_health_checker *hc;
     char *key;
     struct mesh_health_check_policy policy; /* http_path is ours (a copy) */
-    char *host; /* the service name, for an HTTP check's Host */
+    char *host;                             /* the service name, for an HTTP check's Host */
     uv_timer_t timer;
     struct target *targets;
     size_t n;

@@ -34,8 +34,8 @@ ssize_t mesh_body_feed(struct body_framing *f, char *data, size_t len, const cha
 
 void mesh_http_flags_format(unsigned flags, char *out, size_t size)
 {
-    static const char *const names[] = {"NR", "UH",  "UF", "UO", "UT",   "URX", "FI",
-                                        "DI", "RL",  "UC", "DC", "UPE", "RBAC", "DPE"};
+    static const char *const names[] = {"NR", "UH", "UF", "UO", "UT",  "URX",  "FI",
+                                        "DI", "RL", "UC", "DC", "UPE", "RBAC", "DPE"};
     size_t len = 0;
     out[0] = '\0';
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {

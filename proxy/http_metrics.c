@@ -101,9 +101,10 @@ void mesh_http_metrics(const struct mesh_proxy_snapshot *s, struct mesh_buf *b)
         nd += s->dests[i].http;
     for (size_t i = 0; s && i < s->n_vhosts; i++)
         nr += s->vhosts[i].n_rules;
-    struct owner *d = mesh_calloc(nd ? nd : 1, sizeof(*d)), *r = mesh_calloc(nr ? nr : 1, sizeof(*r));
-    char (*rule_idx)[24] = mesh_calloc(nr ? nr : 1, sizeof(*rule_idx));
-    char (*route_key)[200] = mesh_calloc(nr ? nr : 1, sizeof(*route_key));
+    struct owner *d = mesh_calloc(nd ? nd : 1, sizeof(*d)),
+                 *r = mesh_calloc(nr ? nr : 1, sizeof(*r));
+    char(*rule_idx)[24] = mesh_calloc(nr ? nr : 1, sizeof(*rule_idx));
+    char(*route_key)[200] = mesh_calloc(nr ? nr : 1, sizeof(*route_key));
     if (!d || !r || !rule_idx || !route_key)
         goto out;
     nd = nr = 0;

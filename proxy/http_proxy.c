@@ -9,13 +9,14 @@
  * SENT, then STREAMING its response; or LOCAL when answered here. Between tries it may
  * wait in BACKOFF. Everything times off one timer per connection.
  */
+#include "proxy/http_proxy.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "common/alloc.h"
 #include "common/log.h"
-#include "proxy/http_proxy.h"
 
 static void process_input(struct http_conn *c);
 static void start_try(struct http_conn *c);
@@ -370,8 +371,7 @@ static bool may_retry(struct http_conn *c, bool cause_allowed)
     struct http_req *q = &c->req;
     const struct mesh_retry_policy *p = &q->rr->retries;
     if (!cause_allowed || q->tries > p->attempts || !q->replayable ||
-        q->tries >= MESH_HTTP_MAX_TRIES || (!q->idempotent && !p->non_idempotent) ||
-        c->w->stopping)
+        q->tries >= MESH_HTTP_MAX_TRIES || (!q->idempotent && !p->non_idempotent) || c->w->stopping)
         return false;
     struct mesh_http_stats *st = &q->dest->state->http;
     if (!q->counted_retry) {
@@ -739,8 +739,8 @@ static void admit(struct http_conn *c)
     unsigned retry_after;
     uint64_t now = now_ms(c);
     const struct mesh_rate_limit_policy *rl = &q->rr->rate_limit;
-    bool limited = q->rule && rl->enabled &&
-                   !mesh_bucket_take(&q->rule->state->http, rl, now, &retry_after);
+    bool limited =
+        q->rule && rl->enabled && !mesh_bucket_take(&q->rule->state->http, rl, now, &retry_after);
     if (!limited && q->dest->policy.rate_limit.enabled)
         limited = !mesh_bucket_take(&q->dest->state->http, &q->dest->policy.rate_limit, now,
                                     &retry_after);
@@ -749,8 +749,7 @@ static void admit(struct http_conn *c)
         snprintf(extra, sizeof(extra), "retry-after: %u\r\n", retry_after ? retry_after : 1);
         atomic_fetch_add_explicit(&q->dest->state->http.rate_limited, 1, memory_order_relaxed);
         if (q->rule)
-            atomic_fetch_add_explicit(&q->rule->state->http.rate_limited, 1,
-                                      memory_order_relaxed);
+            atomic_fetch_add_explicit(&q->rule->state->http.rate_limited, 1, memory_order_relaxed);
         q->flags |= RF_RATE_LIMITED;
         respond(c, 429, "text/plain", "local rate limit exceeded\n", extra);
         return;
@@ -830,8 +829,7 @@ static void start_request(struct http_conn *c, const struct mesh_http_request *r
     if (d.delay_ms) {
         atomic_fetch_add_explicit(&q->dest->state->http.fault_delays, 1, memory_order_relaxed);
         if (q->rule)
-            atomic_fetch_add_explicit(&q->rule->state->http.fault_delays, 1,
-                                      memory_order_relaxed);
+            atomic_fetch_add_explicit(&q->rule->state->http.fault_delays, 1, memory_order_relaxed);
         q->phase = REQ_DELAYED;
         q->wake_at = now_ms(c) + d.delay_ms;
         arm_timer(c);
@@ -1082,8 +1080,9 @@ void mesh_http_on_up_error(struct http_conn *c, struct upconn *u, int err)
             return;
         }
         mesh_outlier_http_status(c->w->shared, q->dest, &q->dest->eps[u->ep], now_ms(c), 503);
-        give_up(c, 503, RF_UPSTREAM_RESET, "upstream connect error or disconnect/reset before "
-                                           "headers\n");
+        give_up(c, 503, RF_UPSTREAM_RESET,
+                "upstream connect error or disconnect/reset before "
+                "headers\n");
         return;
     }
     if (q->phase == REQ_TUNNEL && err == UV_EOF) {
@@ -1185,8 +1184,7 @@ static void on_timer(uv_timer_t *t)
             q->up = NULL;
             mesh_up_close(u);
             if (q->counted_pending) {
-                atomic_fetch_sub_explicit(&q->dest->state->http.pending, 1,
-                                          memory_order_relaxed);
+                atomic_fetch_sub_explicit(&q->dest->state->http.pending, 1, memory_order_relaxed);
                 q->counted_pending = false;
             }
             connect_failed(c, ep);
@@ -1303,8 +1301,8 @@ int mesh_http_worker_init(struct mesh_worker *w)
     w->http = mesh_calloc(1, sizeof(*w->http));
     if (!w->http)
         return -ENOMEM;
-    w->http->headers = mesh_calloc(w->shared->http.limits.max_headers + 1,
-                                   sizeof(*w->http->headers));
+    w->http->headers =
+        mesh_calloc(w->shared->http.limits.max_headers + 1, sizeof(*w->http->headers));
     if (!w->http->headers || mesh_route_rule_defaults(&w->http->default_rule) < 0 ||
         mesh_up_pools_init(w) < 0) {
         mesh_free(w->http->headers);

@@ -24,20 +24,20 @@
 #define MESH_HTTP_MAX_TRIES 11           /* the first try and 10 retries */
 
 /* Response flags, as Envoy names them, for access logs and local responses. */
-#define RF_NO_ROUTE 0x001u          /* NR: no service for the Host */
-#define RF_NO_HEALTHY 0x002u        /* UH: no endpoint can take it */
-#define RF_CONNECT_FAILURE 0x004u   /* UF */
-#define RF_OVERFLOW 0x008u          /* UO: a circuit breaker refused it */
-#define RF_UPSTREAM_TIMEOUT 0x010u  /* UT */
-#define RF_RETRIES_EXCEEDED 0x020u  /* URX */
-#define RF_FAULT_ABORT 0x040u       /* FI */
-#define RF_FAULT_DELAY 0x080u       /* DI */
-#define RF_RATE_LIMITED 0x100u      /* RL */
-#define RF_UPSTREAM_RESET 0x200u    /* UC: the upstream closed or reset */
-#define RF_DOWNSTREAM_RESET 0x400u  /* DC */
-#define RF_PROTOCOL_ERROR 0x800u    /* UPE: the upstream sent a bad response */
-#define RF_DENIED 0x1000u           /* RBAC: authorization denied it */
-#define RF_BAD_REQUEST 0x2000u      /* DPE: the client sent a bad request */
+#define RF_NO_ROUTE 0x001u         /* NR: no service for the Host */
+#define RF_NO_HEALTHY 0x002u       /* UH: no endpoint can take it */
+#define RF_CONNECT_FAILURE 0x004u  /* UF */
+#define RF_OVERFLOW 0x008u         /* UO: a circuit breaker refused it */
+#define RF_UPSTREAM_TIMEOUT 0x010u /* UT */
+#define RF_RETRIES_EXCEEDED 0x020u /* URX */
+#define RF_FAULT_ABORT 0x040u      /* FI */
+#define RF_FAULT_DELAY 0x080u      /* DI */
+#define RF_RATE_LIMITED 0x100u     /* RL */
+#define RF_UPSTREAM_RESET 0x200u   /* UC: the upstream closed or reset */
+#define RF_DOWNSTREAM_RESET 0x400u /* DC */
+#define RF_PROTOCOL_ERROR 0x800u   /* UPE: the upstream sent a bad response */
+#define RF_DENIED 0x1000u          /* RBAC: authorization denied it */
+#define RF_BAD_REQUEST 0x2000u     /* DPE: the client sent a bad request */
 
 /* Writes "UF,URX" for flags into out; "-" when none. */
 void mesh_http_flags_format(unsigned flags, char *out, size_t size);
@@ -98,8 +98,8 @@ struct http_req {
     uint64_t deadline;     /* the route's timeout, loop ms; 0: none */
     uint64_t wake_at;      /* a delay or a backoff ends */
     bool counted_active, counted_pending, counted_retry;
-    bool head_sent;       /* the head reached the upstream of the current try */
-    bool body_sent_all;   /* every body byte reached the upstream of the current try */
+    bool head_sent;     /* the head reached the upstream of the current try */
+    bool body_sent_all; /* every body byte reached the upstream of the current try */
     /* The response. */
     int status;
     struct body_framing res_body;
@@ -113,9 +113,9 @@ struct http_req {
     uint64_t bytes_in, bytes_out;
 };
 
-#define PAUSE_INPUT_FULL 0x1u   /* the input buffer is full (pipelining) */
-#define PAUSE_WAIT_HEAD 0x2u    /* a body waits for the upstream connection */
-#define PAUSE_UPSTREAM 0x4u     /* the upstream's write queue is over the high-water mark */
+#define PAUSE_INPUT_FULL 0x1u /* the input buffer is full (pipelining) */
+#define PAUSE_WAIT_HEAD 0x2u  /* a body waits for the upstream connection */
+#define PAUSE_UPSTREAM 0x4u   /* the upstream's write queue is over the high-water mark */
 
 struct http_conn {
     struct http_conn *prev, *next;
@@ -126,13 +126,13 @@ struct http_conn {
     uv_timer_t timer;
     int open_handles;
     bool closing;
-    bool close_after;   /* close once the current response is out */
-    unsigned paused;    /* PAUSE_*: reading stops while any is set */
-    bool eof;           /* the client sent its FIN */
-    bool shutting;      /* our FIN is on its way; what the client still sends is dropped */
-    bool in_feed;       /* feed() runs: a finished request leaves the next to its loop */
-    bool pending_input; /* a request finished inside feed(): run the input again */
-    struct mesh_buf in; /* bytes read and not used yet */
+    bool close_after;       /* close once the current response is out */
+    unsigned paused;        /* PAUSE_*: reading stops while any is set */
+    bool eof;               /* the client sent its FIN */
+    bool shutting;          /* our FIN is on its way; what the client still sends is dropped */
+    bool in_feed;           /* feed() runs: a finished request leaves the next to its loop */
+    bool pending_input;     /* a request finished inside feed(): run the input again */
+    struct mesh_buf in;     /* bytes read and not used yet */
     uint64_t idle_deadline; /* between requests: keep-alive or header timeout, loop ms */
     struct http_req req;
     uv_shutdown_t shutdown;

@@ -200,7 +200,8 @@ static void new_request_id(char out[37], uint64_t *rng)
 
 /* ---- heads ---- */
 
-static bool in_connection_list(const struct mesh_http_header *conn, const struct mesh_http_header *h)
+static bool in_connection_list(const struct mesh_http_header *conn,
+                               const struct mesh_http_header *h)
 {
     if (!conn)
         return false;
@@ -215,8 +216,9 @@ static bool in_connection_list(const struct mesh_http_header *conn, const struct
 /* Hop-by-hop headers (RFC 9110 7.6.1) and those the proxy sets itself. */
 static bool hop_by_hop(const struct mesh_http_header *h)
 {
-    static const char *const names[] = {"connection", "keep-alive", "proxy-connection", "te",
-                                        "trailer",    "transfer-encoding", "upgrade", NULL};
+    static const char *const names[] = {"connection", "keep-alive", "proxy-connection",
+                                        "te",         "trailer",    "transfer-encoding",
+                                        "upgrade",    NULL};
     for (int i = 0; names[i]; i++) {
         if (name_is(h, names[i]))
             return true;
@@ -361,8 +363,7 @@ int mesh_http_response_head(struct http_conn *c, const struct mesh_http_response
             continue;
         }
         if (hop_by_hop(h) || in_connection_list(conn, h) ||
-            in_list(&rule->response_headers.remove, h) ||
-            in_labels(&rule->response_headers.set, h))
+            in_list(&rule->response_headers.remove, h) || in_labels(&rule->response_headers.set, h))
             continue;
         append_header(out, h);
     }

@@ -214,8 +214,8 @@ struct upconn *mesh_up_connect(struct mesh_worker *w, struct http_conn *c, int e
     mesh_buf_init(&u->in, MESH_HTTP_DEFAULT_MAX_HEAD);
     uv_tcp_init(&w->loop, &u->tcp);
     u->tcp.data = u;
-    int r = uv_tcp_connect(&u->connect, &u->tcp, (const struct sockaddr *)&e->addr.ss,
-                           on_up_connect);
+    int r =
+        uv_tcp_connect(&u->connect, &u->tcp, (const struct sockaddr *)&e->addr.ss, on_up_connect);
     if (r < 0) {
         u->state = UP_CLOSING;
         uv_close((uv_handle_t *)&u->tcp, on_up_closed);

@@ -45,8 +45,8 @@ void mesh_outlier_failure(struct mesh_proxy_shared *sh, const struct snap_dest *
                           const struct snap_endpoint *ep, uint64_t now)
 {
     const struct mesh_outlier_policy *o = &d->policy.outlier;
-    int fails = atomic_fetch_add_explicit(&ep->state->consecutive_failures, 1,
-                                          memory_order_relaxed) + 1;
+    int fails =
+        atomic_fetch_add_explicit(&ep->state->consecutive_failures, 1, memory_order_relaxed) + 1;
     if (o->enabled && fails >= o->consecutive_failures)
         eject(sh, d, ep, now, fails, "connect failures");
 }
@@ -69,9 +69,9 @@ void mesh_outlier_http_status(struct mesh_proxy_shared *sh, const struct snap_de
     }
     int n5 = atomic_fetch_add_explicit(&st->consecutive_5xx, 1, memory_order_relaxed) + 1;
     bool gateway = status == 502 || status == 503 || status == 504;
-    int ngw = gateway ? atomic_fetch_add_explicit(&st->consecutive_gateway, 1,
-                                                  memory_order_relaxed) + 1
-                      : 0;
+    int ngw = gateway
+                  ? atomic_fetch_add_explicit(&st->consecutive_gateway, 1, memory_order_relaxed) + 1
+                  : 0;
     if (!gateway)
         reset_counter(&st->consecutive_gateway);
     if (!o->enabled)

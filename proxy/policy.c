@@ -181,7 +181,12 @@ static const struct mesh_cfg_schema zone_schema = {
 #define PO(m) MESH_CFG_FIELD(struct mesh_pool_policy, m)
 
 static const struct mesh_cfg_field pool_fields[] = {
-    {.key = "max_idle", .type = MESH_CFG_INT, PO(max_idle), .def_int = 1024, .min = 0, .max = 100000},
+    {.key = "max_idle",
+     .type = MESH_CFG_INT,
+     PO(max_idle),
+     .def_int = 1024,
+     .min = 0,
+     .max = 100000},
     {.key = "idle_timeout",
      .type = MESH_CFG_DURATION,
      PO(idle_timeout_ms),
@@ -261,10 +266,7 @@ static const struct mesh_cfg_field policy_fields[] = {
      .min = 0,
      .max = 10000000},
     {.key = "connection_pool", .type = MESH_CFG_OBJECT, P(pool), .schema = &pool_schema},
-    {.key = "rate_limit",
-     .type = MESH_CFG_CUSTOM,
-     P(rate_limit),
-     .decode = mesh_rate_limit_decode},
+    {.key = "rate_limit", .type = MESH_CFG_CUSTOM, P(rate_limit), .decode = mesh_rate_limit_decode},
     {0},
 };
 

@@ -27,8 +27,8 @@ struct mesh_health_check_policy {
     uint64_t timeout_ms;
     int healthy_threshold;
     int unhealthy_threshold;
-    char *http_path;      /* NULL: a TCP connect check; else GET this path */
-    int expected_min;     /* an HTTP check passes on a status in [min, max] */
+    char *http_path;  /* NULL: a TCP connect check; else GET this path */
+    int expected_min; /* an HTTP check passes on a status in [min, max] */
     int expected_max;
 };
 

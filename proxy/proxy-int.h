@@ -120,7 +120,7 @@ struct ring_point {
 };
 
 struct snap_dest {
-    char *key; /* "ns/name", "ns/name{k=v,...}" for a subset, "inbound:ns/name" */
+    char *key;     /* "ns/name", "ns/name{k=v,...}" for a subset, "inbound:ns/name" */
     char *service; /* "ns/name" of the service */
     size_t index;
     struct mesh_dest_state *state; /* a reference */
@@ -150,7 +150,7 @@ struct snap_vhost {
     struct snap_dest *dest; /* the service itself */
     struct snap_rule *rules;
     size_t n_rules;
-    bool inbound; /* a local workload: no routes; authorization applies */
+    bool inbound;                   /* a local workload: no routes; authorization applies */
     const struct mesh_authz *authz; /* inbound: its AuthorizationPolicy, or NULL */
 };
 
@@ -175,8 +175,8 @@ struct mesh_proxy_snapshot {
     struct mesh_hmap dest_index; /* key -> struct snap_dest */
     struct snap_vhost *vhosts;
     size_t n_vhosts;
-    struct mesh_hmap vhost_index; /* "ns/name" -> struct snap_vhost */
-    struct mesh_hmap vhost_names; /* "name" -> the vhost in "default", or else a unique one */
+    struct mesh_hmap vhost_index;      /* "ns/name" -> struct snap_vhost */
+    struct mesh_hmap vhost_names;      /* "name" -> the vhost in "default", or else a unique one */
     struct mesh_resource_file **files; /* references: routes and policies point into them */
     size_t n_files;
 };
@@ -210,8 +210,7 @@ int mesh_want_listeners(const struct mesh_proxy_inputs *in, struct want_listener
  * snapshot. Returns 0 or -ENOMEM. */
 int mesh_snapshot_build(struct mesh_state_regs *regs, uint64_t version,
                         const struct mesh_dest_policy *defaults, const struct mesh_proxy_inputs *in,
-                        const struct want_listener *wl, size_t n,
-                        struct mesh_proxy_snapshot **ret);
+                        const struct want_listener *wl, size_t n, struct mesh_proxy_snapshot **ret);
 /* The vhost for a Host header value, on the shared listener; NULL when none. */
 struct snap_vhost *mesh_snapshot_vhost_by_host(const struct mesh_proxy_snapshot *s,
                                                const char *host, size_t len);

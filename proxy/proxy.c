@@ -44,7 +44,7 @@ struct mesh_proxy {
     uint64_t version;
     struct mesh_state_regs regs;
     struct mesh_dest_policy default_policy;
-    struct mesh_hmap listeners;   /* key -> struct lrec */
+    struct mesh_hmap listeners; /* key -> struct lrec */
     size_t listener_errors;
     struct mesh_health_checker *hc;
     uint64_t last_listen_retry;
@@ -357,9 +357,10 @@ int mesh_proxy_new(uv_loop_t *loop, const struct mesh_proxy_options *opts, struc
     if (!h->limits.max_uri)
         h->limits.max_uri = MESH_HTTP_DEFAULT_MAX_URI;
     p->shared.access_log_fd = -1;
-    if (opts->access_log && opts->access_log[0] && mesh_proxy_set_access_log(p, opts->access_log) < 0)
-        mesh_log_error("cannot open the access log '%s': %s; logging no requests",
-                       opts->access_log, strerror(errno));
+    if (opts->access_log && opts->access_log[0] &&
+        mesh_proxy_set_access_log(p, opts->access_log) < 0)
+        mesh_log_error("cannot open the access log '%s': %s; logging no requests", opts->access_log,
+                       strerror(errno));
     mesh_hmap_init(&p->regs.dests);
     mesh_hmap_init(&p->regs.eps);
     mesh_hmap_init(&p->listeners);

@@ -7,8 +7,8 @@
 #include "common/alloc.h"
 #include "common/strutil.h"
 
-const char *const mesh_resource_kind_names[] = {"DestinationPolicy", "Route",
-                                                "AuthorizationPolicy", NULL};
+const char *const mesh_resource_kind_names[] = {"DestinationPolicy", "Route", "AuthorizationPolicy",
+                                                NULL};
 
 struct kind_ops {
     const struct mesh_cfg_schema *schema;

@@ -59,7 +59,7 @@ void mesh_resource_file_unref(struct mesh_resource_file *f);
  */
 struct mesh_resource_view {
     struct mesh_hmap by_service[MESH_RESOURCE_KINDS]; /* "ns/service" -> entry with spec */
-    struct mesh_claims names;  /* "kind/ns/name", claimed by the file first defining it */
+    struct mesh_claims names; /* "kind/ns/name", claimed by the file first defining it */
     struct mesh_resource_file **files;
     size_t n_files;
     size_t count;

@@ -1,3 +1,5 @@
+#include "proxy/route.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <string.h>
@@ -5,7 +7,6 @@
 
 #include "common/alloc.h"
 #include "common/strutil.h"
-#include "proxy/route.h"
 
 static const char *check_dns_label(const char *s)
 {
@@ -99,8 +100,8 @@ static int decode_string_match(struct mesh_cfg_ctx *ctx, json_t *v, struct mesh_
 
 static int decode_path_match(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
 {
-    struct mesh_route_match *rm = container_of((struct mesh_string_match *)field,
-                                               struct mesh_route_match, path);
+    struct mesh_route_match *rm =
+        container_of((struct mesh_string_match *)field, struct mesh_route_match, path);
     int r = decode_string_match(ctx, v, field);
     rm->has_path = r == 0;
     if (r == 0 && rm->path.kind != MESH_MATCH_REGEX && rm->path.kind != MESH_MATCH_PRESENT &&
@@ -118,8 +119,8 @@ static void free_path_match(void *field)
 
 static int decode_host_match(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
 {
-    struct mesh_route_match *rm = container_of((struct mesh_string_match *)field,
-                                               struct mesh_route_match, host);
+    struct mesh_route_match *rm =
+        container_of((struct mesh_string_match *)field, struct mesh_route_match, host);
     int r = decode_string_match(ctx, v, field);
     rm->has_host = r == 0;
     if (r == 0 && rm->host.kind != MESH_MATCH_REGEX) {
@@ -184,15 +185,15 @@ static int decode_named(struct mesh_cfg_ctx *ctx, json_t *v, struct mesh_named_m
 
 static int decode_headers_match(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
 {
-    struct mesh_route_match *m = container_of((struct mesh_named_match **)field,
-                                              struct mesh_route_match, headers);
+    struct mesh_route_match *m =
+        container_of((struct mesh_named_match **)field, struct mesh_route_match, headers);
     return decode_named(ctx, v, &m->headers, &m->n_headers, true);
 }
 
 static void free_headers_match(void *field)
 {
-    struct mesh_route_match *m = container_of((struct mesh_named_match **)field,
-                                              struct mesh_route_match, headers);
+    struct mesh_route_match *m =
+        container_of((struct mesh_named_match **)field, struct mesh_route_match, headers);
     named_free(m->headers, m->n_headers);
     m->headers = NULL;
     m->n_headers = 0;
@@ -200,15 +201,15 @@ static void free_headers_match(void *field)
 
 static int decode_query_match(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
 {
-    struct mesh_route_match *m = container_of((struct mesh_named_match **)field,
-                                              struct mesh_route_match, query);
+    struct mesh_route_match *m =
+        container_of((struct mesh_named_match **)field, struct mesh_route_match, query);
     return decode_named(ctx, v, &m->query, &m->n_query, false);
 }
 
 static void free_query_match(void *field)
 {
-    struct mesh_route_match *m = container_of((struct mesh_named_match **)field,
-                                              struct mesh_route_match, query);
+    struct mesh_route_match *m =
+        container_of((struct mesh_named_match **)field, struct mesh_route_match, query);
     named_free(m->query, m->n_query);
     m->query = NULL;
     m->n_query = 0;
@@ -226,11 +227,32 @@ static const char *check_method(const char *s)
 #define M(m) MESH_CFG_FIELD(struct mesh_route_match, m)
 
 static const struct mesh_cfg_field match_fields[] = {
-    {.key = "host", .type = MESH_CFG_CUSTOM, M(host), .decode = decode_host_match, .free = free_path_match},
-    {.key = "path", .type = MESH_CFG_CUSTOM, M(path), .decode = decode_path_match, .free = free_path_match},
-    {.key = "methods", .type = MESH_CFG_STRINGS, M(methods), .max = 16, .expect = "a method like \"GET\"", .check = check_method},
-    {.key = "headers", .type = MESH_CFG_CUSTOM, M(headers), .decode = decode_headers_match, .free = free_headers_match},
-    {.key = "query", .type = MESH_CFG_CUSTOM, M(query), .decode = decode_query_match, .free = free_query_match},
+    {.key = "host",
+     .type = MESH_CFG_CUSTOM,
+     M(host),
+     .decode = decode_host_match,
+     .free = free_path_match},
+    {.key = "path",
+     .type = MESH_CFG_CUSTOM,
+     M(path),
+     .decode = decode_path_match,
+     .free = free_path_match},
+    {.key = "methods",
+     .type = MESH_CFG_STRINGS,
+     M(methods),
+     .max = 16,
+     .expect = "a method like \"GET\"",
+     .check = check_method},
+    {.key = "headers",
+     .type = MESH_CFG_CUSTOM,
+     M(headers),
+     .decode = decode_headers_match,
+     .free = free_headers_match},
+    {.key = "query",
+     .type = MESH_CFG_CUSTOM,
+     M(query),
+     .decode = decode_query_match,
+     .free = free_query_match},
     {0},
 };
 
@@ -242,8 +264,17 @@ static const struct mesh_cfg_schema match_schema = {
 #define D(m) MESH_CFG_FIELD(struct mesh_route_destination, m)
 
 static const struct mesh_cfg_field dest_fields[] = {
-    {.key = "service", .type = MESH_CFG_STRING, D(service), .flags = MESH_CFG_REQUIRED, .expect = "a service name", .check = check_dns_label},
-    {.key = "namespace", .type = MESH_CFG_STRING, D(namespace), .expect = "a namespace", .check = check_dns_label},
+    {.key = "service",
+     .type = MESH_CFG_STRING,
+     D(service),
+     .flags = MESH_CFG_REQUIRED,
+     .expect = "a service name",
+     .check = check_dns_label},
+    {.key = "namespace",
+     .type = MESH_CFG_STRING,
+     D(namespace),
+     .expect = "a namespace",
+     .check = check_dns_label},
     {.key = "subset", .type = MESH_CFG_LABELS, D(subset)},
     {.key = "weight", .type = MESH_CFG_INT, D(weight), .def_int = 1, .min = 0, .max = 1000000},
     {0},
@@ -296,9 +327,22 @@ static const char *check_header_name(const char *s)
 #define H(m) MESH_CFG_FIELD(struct mesh_header_ops, m)
 
 static const struct mesh_cfg_field header_ops_fields[] = {
-    {.key = "set", .type = MESH_CFG_CUSTOM, H(set), .decode = decode_header_map, .free = free_header_map},
-    {.key = "add", .type = MESH_CFG_CUSTOM, H(add), .decode = decode_header_map, .free = free_header_map},
-    {.key = "remove", .type = MESH_CFG_STRINGS, H(remove), .max = 64, .expect = "a header name", .check = check_header_name},
+    {.key = "set",
+     .type = MESH_CFG_CUSTOM,
+     H(set),
+     .decode = decode_header_map,
+     .free = free_header_map},
+    {.key = "add",
+     .type = MESH_CFG_CUSTOM,
+     H(add),
+     .decode = decode_header_map,
+     .free = free_header_map},
+    {.key = "remove",
+     .type = MESH_CFG_STRINGS,
+     H(remove),
+     .max = 64,
+     .expect = "a header name",
+     .check = check_header_name},
     {0},
 };
 
@@ -311,7 +355,7 @@ static const struct mesh_cfg_schema header_ops_schema = {
 
 static int decode_retry_on(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
 {
-    static const char *const names[] = {"connect-failure", "reset", "5xx", "gateway-error",
+    static const char *const names[] = {"connect-failure",  "reset", "5xx", "gateway-error",
                                         "retriable-status", NULL};
     unsigned *on = field;
     struct mesh_retry_policy *p = container_of(on, struct mesh_retry_policy, on);
@@ -331,8 +375,8 @@ static int decode_retry_on(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
                 k = j;
         }
         if (k < 0) {
-            const char *hint = json_is_string(e) ? mesh_str_suggest(json_string_value(e), names)
-                                                 : NULL;
+            const char *hint =
+                json_is_string(e) ? mesh_str_suggest(json_string_value(e), names) : NULL;
             mesh_cfg_error(ctx,
                            "expected one of \"connect-failure\", \"reset\", \"5xx\", "
                            "\"gateway-error\", \"retriable-status\"%s%s%s",
@@ -398,11 +442,32 @@ static void check_retry(struct mesh_cfg_ctx *ctx, void *obj)
 
 static const struct mesh_cfg_field retry_fields[] = {
     {.key = "attempts", .type = MESH_CFG_INT, R(attempts), .def_int = 2, .min = 0, .max = 10},
-    {.key = "retry_on", .type = MESH_CFG_CUSTOM, R(on), .decode = decode_retry_on, .encode = encode_retry_on},
-    {.key = "statuses", .type = MESH_CFG_CUSTOM, R(statuses), .decode = decode_statuses, .free = free_statuses},
-    {.key = "backoff_base", .type = MESH_CFG_DURATION, R(backoff_base_ms), .def = "25ms", .max = 60000},
-    {.key = "backoff_max", .type = MESH_CFG_DURATION, R(backoff_max_ms), .def = "250ms", .max = 600000},
-    {.key = "budget_percent", .type = MESH_CFG_INT, R(budget_percent), .def_int = 20, .min = 0, .max = 100},
+    {.key = "retry_on",
+     .type = MESH_CFG_CUSTOM,
+     R(on),
+     .decode = decode_retry_on,
+     .encode = encode_retry_on},
+    {.key = "statuses",
+     .type = MESH_CFG_CUSTOM,
+     R(statuses),
+     .decode = decode_statuses,
+     .free = free_statuses},
+    {.key = "backoff_base",
+     .type = MESH_CFG_DURATION,
+     R(backoff_base_ms),
+     .def = "25ms",
+     .max = 60000},
+    {.key = "backoff_max",
+     .type = MESH_CFG_DURATION,
+     R(backoff_max_ms),
+     .def = "250ms",
+     .max = 600000},
+    {.key = "budget_percent",
+     .type = MESH_CFG_INT,
+     R(budget_percent),
+     .def_int = 20,
+     .min = 0,
+     .max = 100},
     {.key = "non_idempotent", .type = MESH_CFG_BOOL, R(non_idempotent)},
     {0},
 };
@@ -433,7 +498,11 @@ struct fault_abort {
 static const struct mesh_cfg_field delay_fields[] = {
     {.key = "duration", .type = MESH_CFG_DURATION, FD(ms), .def = "0", .max = 600000},
     {.key = "percent", .type = MESH_CFG_INT, FD(percent), .def_int = 100, .min = 0, .max = 100},
-    {.key = "header", .type = MESH_CFG_STRING, FD(header), .expect = "a header name", .check = check_header_name},
+    {.key = "header",
+     .type = MESH_CFG_STRING,
+     FD(header),
+     .expect = "a header name",
+     .check = check_header_name},
     {0},
 };
 
@@ -442,7 +511,11 @@ static const struct mesh_cfg_schema delay_schema = {sizeof(struct fault_delay), 
 static const struct mesh_cfg_field abort_fields[] = {
     {.key = "status", .type = MESH_CFG_INT, FA(status), .def_int = 503, .min = 200, .max = 599},
     {.key = "percent", .type = MESH_CFG_INT, FA(percent), .def_int = 100, .min = 0, .max = 100},
-    {.key = "header", .type = MESH_CFG_STRING, FA(header), .expect = "a header name", .check = check_header_name},
+    {.key = "header",
+     .type = MESH_CFG_STRING,
+     FA(header),
+     .expect = "a header name",
+     .check = check_header_name},
     {0},
 };
 
@@ -501,8 +574,16 @@ static void free_abort(void *field)
 #define F(m) MESH_CFG_FIELD(struct mesh_fault_policy, m)
 
 static const struct mesh_cfg_field fault_fields[] = {
-    {.key = "delay", .type = MESH_CFG_CUSTOM, F(has_delay), .decode = decode_delay, .free = free_delay},
-    {.key = "abort", .type = MESH_CFG_CUSTOM, F(has_abort), .decode = decode_abort, .free = free_abort},
+    {.key = "delay",
+     .type = MESH_CFG_CUSTOM,
+     F(has_delay),
+     .decode = decode_delay,
+     .free = free_delay},
+    {.key = "abort",
+     .type = MESH_CFG_CUSTOM,
+     F(has_abort),
+     .decode = decode_abort,
+     .free = free_abort},
     {0},
 };
 
@@ -521,12 +602,18 @@ struct rate_limit_cfg {
 #define RL(m) MESH_CFG_FIELD(struct rate_limit_cfg, m)
 
 static const struct mesh_cfg_field rate_fields[] = {
-    {.key = "requests_per_second", .type = MESH_CFG_INT, RL(per_second), .flags = MESH_CFG_REQUIRED, .min = 1, .max = 10000000},
+    {.key = "requests_per_second",
+     .type = MESH_CFG_INT,
+     RL(per_second),
+     .flags = MESH_CFG_REQUIRED,
+     .min = 1,
+     .max = 10000000},
     {.key = "burst", .type = MESH_CFG_INT, RL(burst), .min = 0, .max = 10000000},
     {0},
 };
 
-static const struct mesh_cfg_schema rate_cfg_schema = {sizeof(struct rate_limit_cfg), rate_fields, NULL};
+static const struct mesh_cfg_schema rate_cfg_schema = {sizeof(struct rate_limit_cfg), rate_fields,
+                                                       NULL};
 
 int mesh_rate_limit_decode(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
 {
@@ -564,10 +651,26 @@ static const char *check_scheme(const char *s)
 }
 
 static const struct mesh_cfg_field redirect_fields[] = {
-    {.key = "scheme", .type = MESH_CFG_STRING, RD(scheme), .expect = "http or https", .check = check_scheme},
-    {.key = "host", .type = MESH_CFG_STRING, RD(host), .expect = "a host", .check = check_redirect_part},
-    {.key = "path", .type = MESH_CFG_STRING, RD(path), .expect = "a path", .check = check_redirect_part},
-    {.key = "prefix", .type = MESH_CFG_STRING, RD(prefix), .expect = "a path prefix", .check = check_redirect_part},
+    {.key = "scheme",
+     .type = MESH_CFG_STRING,
+     RD(scheme),
+     .expect = "http or https",
+     .check = check_scheme},
+    {.key = "host",
+     .type = MESH_CFG_STRING,
+     RD(host),
+     .expect = "a host",
+     .check = check_redirect_part},
+    {.key = "path",
+     .type = MESH_CFG_STRING,
+     RD(path),
+     .expect = "a path",
+     .check = check_redirect_part},
+    {.key = "prefix",
+     .type = MESH_CFG_STRING,
+     RD(prefix),
+     .expect = "a path prefix",
+     .check = check_redirect_part},
     {.key = "status", .type = MESH_CFG_INT, RD(status), .def_int = 302, .min = 301, .max = 308},
     {0},
 };
@@ -586,7 +689,8 @@ static const struct mesh_cfg_schema redirect_schema = {sizeof(struct redirect_cf
 
 static int decode_redirect(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
 {
-    struct mesh_route_rule *rule = container_of((bool *)field, struct mesh_route_rule, has_redirect);
+    struct mesh_route_rule *rule =
+        container_of((bool *)field, struct mesh_route_rule, has_redirect);
     struct redirect_cfg c;
     if (mesh_cfg_defaults(&redirect_schema, &c) < 0)
         return -ENOMEM;
@@ -606,12 +710,14 @@ static int decode_redirect(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
 
 static void free_redirect(void *field)
 {
-    struct mesh_route_rule *rule = container_of((bool *)field, struct mesh_route_rule, has_redirect);
+    struct mesh_route_rule *rule =
+        container_of((bool *)field, struct mesh_route_rule, has_redirect);
     mesh_free(rule->redirect_scheme);
     mesh_free(rule->redirect_host);
     mesh_free(rule->redirect_path);
     mesh_free(rule->redirect_prefix);
-    rule->redirect_scheme = rule->redirect_host = rule->redirect_path = rule->redirect_prefix = NULL;
+    rule->redirect_scheme = rule->redirect_host = rule->redirect_path = rule->redirect_prefix =
+        NULL;
 }
 
 struct direct_cfg {
@@ -625,11 +731,17 @@ struct direct_cfg {
 static const struct mesh_cfg_field direct_fields[] = {
     {.key = "status", .type = MESH_CFG_INT, DR(status), .def_int = 200, .min = 200, .max = 599},
     {.key = "body", .type = MESH_CFG_STRING, DR(body), .def = ""},
-    {.key = "content_type", .type = MESH_CFG_STRING, DR(content_type), .def = "text/plain", .expect = "a media type", .check = check_redirect_part},
+    {.key = "content_type",
+     .type = MESH_CFG_STRING,
+     DR(content_type),
+     .def = "text/plain",
+     .expect = "a media type",
+     .check = check_redirect_part},
     {0},
 };
 
-static const struct mesh_cfg_schema direct_schema = {sizeof(struct direct_cfg), direct_fields, NULL};
+static const struct mesh_cfg_schema direct_schema = {sizeof(struct direct_cfg), direct_fields,
+                                                     NULL};
 
 static int decode_direct(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
 {
@@ -661,8 +773,8 @@ static int decode_rewrite(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
 {
     char **prefix = field;
     json_t *p = json_is_object(v) ? json_object_get(v, "prefix") : NULL;
-    if (!p || json_object_size(v) != 1 || !json_is_string(p) ||
-        json_string_value(p)[0] != '/' || check_redirect_part(json_string_value(p))) {
+    if (!p || json_object_size(v) != 1 || !json_is_string(p) || json_string_value(p)[0] != '/' ||
+        check_redirect_part(json_string_value(p))) {
         mesh_cfg_error(ctx, "expected {\"prefix\": \"/new\"}");
         return -EINVAL;
     }
@@ -712,18 +824,51 @@ static void free_dests(void *field);
 #define RU(m) MESH_CFG_FIELD(struct mesh_route_rule, m)
 
 static const struct mesh_cfg_field rule_fields[] = {
-    {.key = "match", .type = MESH_CFG_CUSTOM, RU(matches), .decode = decode_matches, .free = free_matches},
-    {.key = "destinations", .type = MESH_CFG_CUSTOM, RU(dests), .decode = decode_dests, .free = free_dests},
-    {.key = "redirect", .type = MESH_CFG_CUSTOM, RU(has_redirect), .decode = decode_redirect, .free = free_redirect},
-    {.key = "direct_response", .type = MESH_CFG_CUSTOM, RU(has_direct), .decode = decode_direct, .free = free_direct},
-    {.key = "rewrite", .type = MESH_CFG_CUSTOM, RU(rewrite_prefix), .decode = decode_rewrite, .free = free_rewrite},
-    {.key = "request_headers", .type = MESH_CFG_OBJECT, RU(request_headers), .schema = &header_ops_schema},
-    {.key = "response_headers", .type = MESH_CFG_OBJECT, RU(response_headers), .schema = &header_ops_schema},
+    {.key = "match",
+     .type = MESH_CFG_CUSTOM,
+     RU(matches),
+     .decode = decode_matches,
+     .free = free_matches},
+    {.key = "destinations",
+     .type = MESH_CFG_CUSTOM,
+     RU(dests),
+     .decode = decode_dests,
+     .free = free_dests},
+    {.key = "redirect",
+     .type = MESH_CFG_CUSTOM,
+     RU(has_redirect),
+     .decode = decode_redirect,
+     .free = free_redirect},
+    {.key = "direct_response",
+     .type = MESH_CFG_CUSTOM,
+     RU(has_direct),
+     .decode = decode_direct,
+     .free = free_direct},
+    {.key = "rewrite",
+     .type = MESH_CFG_CUSTOM,
+     RU(rewrite_prefix),
+     .decode = decode_rewrite,
+     .free = free_rewrite},
+    {.key = "request_headers",
+     .type = MESH_CFG_OBJECT,
+     RU(request_headers),
+     .schema = &header_ops_schema},
+    {.key = "response_headers",
+     .type = MESH_CFG_OBJECT,
+     RU(response_headers),
+     .schema = &header_ops_schema},
     {.key = "timeout", .type = MESH_CFG_DURATION, RU(timeout_ms), .def = "15s", .max = 86400000},
-    {.key = "per_try_timeout", .type = MESH_CFG_DURATION, RU(per_try_timeout_ms), .def = "0", .max = 86400000},
+    {.key = "per_try_timeout",
+     .type = MESH_CFG_DURATION,
+     RU(per_try_timeout_ms),
+     .def = "0",
+     .max = 86400000},
     {.key = "retries", .type = MESH_CFG_OBJECT, RU(retries), .schema = &retry_schema},
     {.key = "fault", .type = MESH_CFG_OBJECT, RU(fault), .schema = &fault_schema},
-    {.key = "rate_limit", .type = MESH_CFG_CUSTOM, RU(rate_limit), .decode = mesh_rate_limit_decode},
+    {.key = "rate_limit",
+     .type = MESH_CFG_CUSTOM,
+     RU(rate_limit),
+     .decode = mesh_rate_limit_decode},
     {0},
 };
 
@@ -783,15 +928,15 @@ void mesh_route_matches_free(struct mesh_route_match *v, size_t n)
 
 static int decode_matches(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
 {
-    struct mesh_route_rule *rule = container_of((struct mesh_route_match **)field,
-                                                struct mesh_route_rule, matches);
+    struct mesh_route_rule *rule =
+        container_of((struct mesh_route_match **)field, struct mesh_route_rule, matches);
     return mesh_route_matches_decode(ctx, v, &rule->matches, &rule->n_matches);
 }
 
 static int decode_dests(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
 {
-    struct mesh_route_rule *rule = container_of((struct mesh_route_destination **)field,
-                                                struct mesh_route_rule, dests);
+    struct mesh_route_rule *rule =
+        container_of((struct mesh_route_destination **)field, struct mesh_route_rule, dests);
     int r = decode_list_into(ctx, &dest_list_field, v, (void **)&rule->dests, &rule->n_dests);
     if (r == 0 && rule->n_dests == 0) {
         mesh_cfg_error(ctx, "expected at least one destination");
@@ -802,8 +947,8 @@ static int decode_dests(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
 
 static void free_matches(void *field)
 {
-    struct mesh_route_rule *rule = container_of((struct mesh_route_match **)field,
-                                                struct mesh_route_rule, matches);
+    struct mesh_route_rule *rule =
+        container_of((struct mesh_route_match **)field, struct mesh_route_rule, matches);
     mesh_route_matches_free(rule->matches, rule->n_matches);
     rule->matches = NULL;
     rule->n_matches = 0;
@@ -811,8 +956,8 @@ static void free_matches(void *field)
 
 static void free_dests(void *field)
 {
-    struct mesh_route_rule *rule = container_of((struct mesh_route_destination **)field,
-                                                struct mesh_route_rule, dests);
+    struct mesh_route_rule *rule =
+        container_of((struct mesh_route_destination **)field, struct mesh_route_rule, dests);
     for (size_t i = 0; i < rule->n_dests; i++)
         mesh_cfg_free(&dest_schema, &rule->dests[i]);
     mesh_free(rule->dests);
@@ -825,15 +970,15 @@ static const struct mesh_cfg_field rules_field = {
 
 static int decode_rules(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
 {
-    struct mesh_route *route = container_of((struct mesh_route_rule **)field, struct mesh_route,
-                                            rules);
+    struct mesh_route *route =
+        container_of((struct mesh_route_rule **)field, struct mesh_route, rules);
     return decode_list_into(ctx, &rules_field, v, (void **)&route->rules, &route->n_rules);
 }
 
 static void free_rules(void *field)
 {
-    struct mesh_route *route = container_of((struct mesh_route_rule **)field, struct mesh_route,
-                                            rules);
+    struct mesh_route *route =
+        container_of((struct mesh_route_rule **)field, struct mesh_route, rules);
     for (size_t i = 0; i < route->n_rules; i++)
         mesh_cfg_free(&rule_schema, &route->rules[i]);
     mesh_free(route->rules);
@@ -844,8 +989,17 @@ static void free_rules(void *field)
 #define RT(m) MESH_CFG_FIELD(struct mesh_route, m)
 
 static const struct mesh_cfg_field route_fields[] = {
-    {.key = "service", .type = MESH_CFG_STRING, RT(service), .expect = "a service name", .check = check_dns_label},
-    {.key = "rules", .type = MESH_CFG_CUSTOM, RT(rules), .flags = MESH_CFG_REQUIRED, .decode = decode_rules, .free = free_rules},
+    {.key = "service",
+     .type = MESH_CFG_STRING,
+     RT(service),
+     .expect = "a service name",
+     .check = check_dns_label},
+    {.key = "rules",
+     .type = MESH_CFG_CUSTOM,
+     RT(rules),
+     .flags = MESH_CFG_REQUIRED,
+     .decode = decode_rules,
+     .free = free_rules},
     {0},
 };
 

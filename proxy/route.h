@@ -54,8 +54,8 @@ struct mesh_route_destination {
 };
 
 struct mesh_header_ops {
-    struct mesh_labels set;  /* replace */
-    struct mesh_labels add;  /* append */
+    struct mesh_labels set; /* replace */
+    struct mesh_labels add; /* append */
     struct mesh_cfg_strings remove;
 };
 

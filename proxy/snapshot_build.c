@@ -65,8 +65,7 @@ static struct mesh_ep_state *state_ep(struct mesh_state_regs *r, struct mesh_des
 
 /* ---- listeners wanted ---- */
 
-static void add_listener(struct want_listener *w, int kind, const struct mesh_addr *addr,
-                         bool http)
+static void add_listener(struct want_listener *w, int kind, const struct mesh_addr *addr, bool http)
 {
     memset(w, 0, sizeof(*w));
     w->kind = kind;
@@ -195,8 +194,8 @@ static int fill_dest(struct builder *b, struct snap_dest *d, struct mesh_dest_st
             e->weight = src->weight;
             e->health = src->health;
             zones |= src->zone != NULL;
-            e->local_zone = src->zone && b->in->node_zone[0] &&
-                            strcmp(src->zone, b->in->node_zone) == 0;
+            e->local_zone =
+                src->zone && b->in->node_zone[0] && strcmp(src->zone, b->in->node_zone) == 0;
         }
         e->state = state_ep(b->regs, owner, &e->addr);
         if (!e->state)
@@ -232,8 +231,8 @@ static void subset_suffix(const struct mesh_labels *subset, char *out, size_t si
     size_t len = 0;
     out[0] = '\0';
     for (size_t i = 0; subset && i < subset->n && len < size; i++)
-        len += (size_t)snprintf(out + len, size - len, "%s%s=%s", i ? "," : "{",
-                                subset->v[i].key, subset->v[i].value);
+        len += (size_t)snprintf(out + len, size - len, "%s%s=%s", i ? "," : "{", subset->v[i].key,
+                                subset->v[i].value);
     if (len && len + 1 < size)
         memcpy(out + len, "}", 2);
 }
@@ -315,8 +314,8 @@ static int add_vhost(struct builder *b, const char *ns, const char *name,
             return -ENOMEM;
         for (size_t k = 0; k < rule->n_dests; k++) {
             const struct mesh_route_destination *rd = &rule->dests[k];
-            int dk = dest_for(b, rd->namespace ? rd->namespace : ns, rd->service, &rd->subset,
-                              NULL);
+            int dk =
+                dest_for(b, rd->namespace ? rd->namespace : ns, rd->service, &rd->subset, NULL);
             if (dk < 0)
                 return dk;
             sr->dests[k] = (struct snap_dest *)(uintptr_t)dk;
@@ -395,8 +394,7 @@ static int hold_files(struct mesh_proxy_snapshot *s, const struct mesh_resource_
 
 int mesh_snapshot_build(struct mesh_state_regs *regs, uint64_t version,
                         const struct mesh_dest_policy *defaults, const struct mesh_proxy_inputs *in,
-                        const struct want_listener *wl, size_t n,
-                        struct mesh_proxy_snapshot **ret)
+                        const struct want_listener *wl, size_t n, struct mesh_proxy_snapshot **ret)
 {
     struct mesh_service **services = NULL;
     size_t n_services = 0;

@@ -122,7 +122,8 @@ static const struct {
     {RULE("{\"redirect\": {\"status\": 305}}"), "status must be 301, 302, 303, 307 or 308"},
     {RULE("{\"redirect\": {\"path\": \"/a\", \"prefix\": \"/b\"}}"), "not both"},
     {RULE("{\"redirect\": {\"scheme\": \"ftp\"}}"), "redirect.scheme: expected http or https"},
-    {RULE("{\"direct_response\": {\"status\": 99}}"), "direct_response.status: expected an integer"},
+    {RULE("{\"direct_response\": {\"status\": 99}}"),
+     "direct_response.status: expected an integer"},
     {RULE("{\"rewrite\": {\"prefix\": \"/v2\"}, " TO_API "}"),
      "\"rewrite\" needs every match to have a path prefix"},
     {RULE("{\"rewrite\": {\"prefix\": \"v2\"}, " TO_API "}"), "expected {\"prefix\": \"/new\"}"},
@@ -130,7 +131,8 @@ static const struct {
      "request_headers.set.x-a: expected a header value"},
     {RULE("{\"response_headers\": {\"remove\": [\"bad header\"]}, " TO_API "}"),
      "response_headers.remove[0]: expected a header name"},
-    {RULE("{\"timeout\": \"forever\", " TO_API "}"), "$.spec.rules[0].timeout: expected a duration"},
+    {RULE("{\"timeout\": \"forever\", " TO_API "}"),
+     "$.spec.rules[0].timeout: expected a duration"},
     {RULE("{\"retries\": {\"attempts\": 11}, " TO_API "}"),
      "retries.attempts: expected an integer from 0 to 10, got 11"},
     {RULE("{\"retries\": {\"retry_on\": [\"5xxx\"]}, " TO_API "}"),
@@ -185,8 +187,8 @@ static void test_bad_routes(void **state)
         if (r == 0)
             fail_msg("route case %zu accepted: %s", i, json);
         if (!msg || !strstr(msg, bad_routes[i].expect))
-            fail_msg("route case %zu: %s\n  expected: %s\n  got: %s", i, json,
-                     bad_routes[i].expect, msg ? msg : "(none)");
+            fail_msg("route case %zu: %s\n  expected: %s\n  got: %s", i, json, bad_routes[i].expect,
+                     msg ? msg : "(none)");
         mesh_free(msg);
         mesh_cfg_errors_done(&errors);
         mesh_resource_file_unref(f);

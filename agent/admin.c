@@ -209,13 +209,16 @@ static void on_request(struct mesh_http_exchange *ex, void *data)
         respond_json(ex, 200, json_pack("{s:o}", "services", mesh_agent_local_json(ad->agent)));
     } else if (path_is(req, "/v1/proxy")) {
         respond_json(ex, 200, mesh_agent_proxy_json(ad->agent));
+    } else if (path_is(req, "/v1/identity")) {
+        respond_json(ex, 200, mesh_agent_identity_json(ad->agent));
     } else if (path_is(req, "/v1/config")) {
         respond_json(ex, 200, mesh_agent_config_to_json(mesh_agent_config(ad->agent)));
     } else if (path_is(req, "/v1/status")) {
         respond_json(ex, 200, mesh_agent_status_json(ad->agent));
     } else {
         respond_error(ex, 404,
-                      "not found; see /v1/status, /v1/services, /v1/local, /v1/config, "
+                      "not found; see /v1/status, /v1/services, /v1/local, /v1/proxy, "
+                      "/v1/identity, /v1/config, "
                       "/metrics, /healthz, /readyz");
     }
 }

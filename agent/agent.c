@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "agent/admin.h"
+#include "agent/certs.h"
 #include "agent/lkg.h"
 #include "agent/notify.h"
 #include "agent/resources.h"
@@ -51,7 +52,8 @@ struct mesh_agent {
     struct mesh_lkg *lkg;
     struct mesh_proxy *proxy;
     struct mesh_resources *resources;
-    uv_timer_t update_timer; /* coalesces proxy updates into one per loop iteration */
+    struct mesh_certs *certs; /* NULL: identity.mode "none" */
+    uv_timer_t update_timer;  /* coalesces proxy updates into one per loop iteration */
     bool update_pending;
     struct mesh_notify notify;
     uv_signal_t sig_hup, sig_term, sig_int;
@@ -176,6 +178,10 @@ static void maybe_ready(struct mesh_agent *a)
 
 bool mesh_agent_is_ready(const struct mesh_agent *a, char *why, size_t n)
 {
+    if (a->state == AGENT_READY && mesh_certs_expired(a->certs)) {
+        snprintf(why, n, "a certificate in use has expired");
+        return false;
+    }
     if (a->state == AGENT_READY)
         return true;
     status_line(a, why, n);
@@ -204,6 +210,8 @@ static void flush_proxy_update(struct mesh_agent *a)
         for (size_t j = 0; j < a->slots[i]->n_locals; j++)
             locals[k++] = &a->slots[i]->locals[j];
     }
+    if (a->certs)
+        mesh_certs_set_locals(a->certs, locals, k);
     struct mesh_proxy_inputs in = {
         .catalog = a->catalog,
         .locals = locals,
@@ -211,6 +219,8 @@ static void flush_proxy_update(struct mesh_agent *a)
         .resources = a->resources ? mesh_resources_view(a->resources) : NULL,
         .node_zone = a->cfg->node.zone,
         .http_listener = a->cfg->outbound_http_addr,
+        .tls = mesh_certs_material(a->certs),
+        .mtls_listener = a->cfg->inbound_addr,
     };
     mesh_proxy_update(a->proxy, &in);
     mesh_free(locals);
@@ -239,6 +249,33 @@ static void schedule_proxy_update(struct mesh_agent *a)
         return;
     a->update_pending = true;
     uv_timer_start(&a->update_timer, on_update_timer, 0, 0);
+}
+
+static void on_certs_changed(void *data)
+{
+    schedule_proxy_update(data);
+}
+
+/* The certificate manager the config asks for (NULL for none). Returns 0 or -errno. */
+static int make_certs(struct mesh_agent *a, const struct mesh_agent_config *cfg,
+                      struct mesh_certs **ret)
+{
+    *ret = NULL;
+    if (cfg->identity.mode == MESH_IDENTITY_NONE)
+        return 0;
+    return mesh_certs_new(a->loop, cfg, on_certs_changed, a, ret);
+}
+
+static bool identity_equal(const struct mesh_agent_config *a, const struct mesh_agent_config *b)
+{
+    const struct mesh_agent_identity_config *x = &a->identity, *y = &b->identity;
+    json_t *ja = mesh_agent_config_to_json(a), *jb = mesh_agent_config_to_json(b);
+    bool eq = ja && jb &&
+              json_equal(json_object_get(ja, "identity"), json_object_get(jb, "identity")) &&
+              strcmp(a->trust_domain, b->trust_domain) == 0 && x->mode == y->mode;
+    json_decref(ja);
+    json_decref(jb);
+    return eq;
 }
 
 static void on_resources_changed(void *data)
@@ -547,6 +584,11 @@ int mesh_agent_start(struct mesh_agent *a)
         .access_log = a->cfg->proxy.access_log,
         .http = http_options(&a->cfg->proxy.http),
     };
+    if ((r = make_certs(a, a->cfg, &a->certs)) < 0) {
+        mesh_log_error("cannot set up identity (identity.mode \"%s\")",
+                       mesh_identity_mode_names[a->cfg->identity.mode]);
+        return r;
+    }
     r = mesh_proxy_new(a->loop, &popts, &a->proxy);
     if (r == 0 && (r = mesh_proxy_start(a->proxy)) < 0)
         mesh_log_error("cannot start the data plane: %s", strerror(-r));
@@ -656,6 +698,13 @@ static int do_reload(struct mesh_agent *a)
         mesh_agent_config_unref(next);
         return -EINVAL;
     }
+    struct mesh_certs *certs = NULL;
+    bool new_identity = !identity_equal(next, a->cfg);
+    if (new_identity && make_certs(a, next, &certs) < 0) {
+        reload_failed(a, "cannot set up identity with the new identity settings (see the log)");
+        mesh_agent_config_unref(next);
+        return -EINVAL;
+    }
     if (!mesh_addr_equal(&next->admin_addr, &a->cfg->admin_addr)) {
         r = mesh_admin_start(a->loop, &next->admin_addr, a, &admin);
         if (r < 0) {
@@ -717,6 +766,10 @@ static int do_reload(struct mesh_agent *a)
         mesh_admin_close(a->admin, 0, NULL, NULL);
         a->admin = admin;
     }
+    if (new_identity) {
+        mesh_certs_free(a->certs); /* connections keep the material they were made with */
+        a->certs = certs;
+    }
     bool resources_moved = strcmp(next->resources_dir, a->cfg->resources_dir) != 0;
     mesh_agent_config_unref(a->cfg);
     a->cfg = next;
@@ -748,6 +801,7 @@ fail:
     mesh_free(taken);
     if (admin)
         mesh_admin_close(admin, 0, NULL, NULL);
+    mesh_certs_free(certs);
     reload_failed(a, strerror(-r));
     mesh_agent_config_unref(next);
     return r;
@@ -823,6 +877,8 @@ void mesh_agent_stop(struct mesh_agent *a)
         mesh_proxy_stop(a->proxy, a->cfg->shutdown.drain_timeout_ms, on_proxy_stopped, a);
     if (a->resources)
         mesh_resources_close(a->resources, on_resources_closed, a);
+    mesh_certs_free(a->certs);
+    a->certs = NULL;
     uv_close((uv_handle_t *)&a->update_timer, on_handle_closed);
     if (a->lkg) {
         int r = mesh_lkg_flush(a->lkg);
@@ -947,6 +1003,13 @@ json_t *mesh_agent_local_json(const struct mesh_agent *a)
     return list;
 }
 
+json_t *mesh_agent_identity_json(const struct mesh_agent *a)
+{
+    if (!a->certs)
+        return json_pack("{s:s}", "mode", "none");
+    return mesh_certs_status(a->certs);
+}
+
 json_t *mesh_agent_proxy_json(const struct mesh_agent *a)
 {
     if (!a->proxy)
@@ -1029,6 +1092,7 @@ void mesh_agent_metrics(const struct mesh_agent *a, struct mesh_buf *b)
     }
     if (a->proxy)
         mesh_proxy_metrics(a->proxy, b);
+    mesh_certs_metrics(a->certs, b);
     mesh_prom_family(b, "mesh_agent_watchdog_pings_total", "counter",
                      "Watchdog keep-alives sent to the service manager.");
     mesh_prom_sample(b, "mesh_agent_watchdog_pings_total", NULL, (double)a->notify.pings);

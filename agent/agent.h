@@ -53,6 +53,8 @@ json_t *mesh_agent_status_json(const struct mesh_agent *a);
 json_t *mesh_agent_local_json(const struct mesh_agent *a);
 /* The data plane's listeners, destinations and endpoints (GET /v1/proxy). */
 json_t *mesh_agent_proxy_json(const struct mesh_agent *a);
+/* The certificate manager's state (GET /v1/identity). */
+json_t *mesh_agent_identity_json(const struct mesh_agent *a);
 void mesh_agent_metrics(const struct mesh_agent *a, struct mesh_buf *b);
 
 #endif

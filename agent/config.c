@@ -272,6 +272,70 @@ static const struct mesh_cfg_schema proxy_schema = {
     .fields = proxy_fields,
 };
 
+#define ID(m) MESH_CFG_FIELD(struct mesh_agent_identity_config, m)
+
+const char *const mesh_identity_mode_names[] = {"none", "standalone", "files", NULL};
+static const char *const tls_versions[] = {"1.3", "1.2", NULL};
+
+static const struct mesh_cfg_field identity_fields[] = {
+    {.key = "mode",
+     .type = MESH_CFG_ENUM,
+     ID(mode),
+     .choices = mesh_identity_mode_names,
+     .def = "none"},
+    {.key = "ca_cert",
+     .type = MESH_CFG_STRING,
+     ID(ca_cert),
+     .flags = MESH_CFG_PATH,
+     .def = "",
+     .expect = "a PEM file path"},
+    {.key = "ca_key",
+     .type = MESH_CFG_STRING,
+     ID(ca_key),
+     .flags = MESH_CFG_PATH,
+     .def = "",
+     .expect = "a PEM file path"},
+    {.key = "cert_dir",
+     .type = MESH_CFG_STRING,
+     ID(cert_dir),
+     .flags = MESH_CFG_PATH,
+     .def = "",
+     .expect = "a directory path"},
+    {.key = "trust_bundle",
+     .type = MESH_CFG_STRING,
+     ID(trust_bundle),
+     .flags = MESH_CFG_PATH,
+     .def = "",
+     .expect = "a PEM file path"},
+    {.key = "cert_ttl",
+     .type = MESH_CFG_DURATION,
+     ID(cert_ttl_ms),
+     .def = "24h",
+     .min = 10000,
+     .max = 90ull * 86400000},
+    {.key = "tls_min_version",
+     .type = MESH_CFG_ENUM,
+     ID(tls_min_version),
+     .choices = tls_versions,
+     .def = "1.3"},
+    {0},
+};
+
+static void check_identity(struct mesh_cfg_ctx *ctx, void *obj)
+{
+    struct mesh_agent_identity_config *id = obj;
+    if (id->mode == MESH_IDENTITY_STANDALONE && (!id->ca_cert[0] || !id->ca_key[0]))
+        mesh_cfg_error(ctx, "mode \"standalone\" needs ca_cert and ca_key");
+    if (id->mode == MESH_IDENTITY_FILES && (!id->cert_dir[0] || !id->trust_bundle[0]))
+        mesh_cfg_error(ctx, "mode \"files\" needs cert_dir and trust_bundle");
+}
+
+static const struct mesh_cfg_schema identity_schema = {
+    .size = sizeof(struct mesh_agent_identity_config),
+    .fields = identity_fields,
+    .check = check_identity,
+};
+
 /* ---- registries: shared keys plus the adapter's own, chosen by "type" ---- */
 
 #define R(member) MESH_CFG_FIELD(struct mesh_registry_config, member)
@@ -497,6 +561,7 @@ static const struct mesh_cfg_field root_fields[] = {
     {.key = "readiness", .type = MESH_CFG_OBJECT, F(readiness), .schema = &readiness_schema},
     {.key = "shutdown", .type = MESH_CFG_OBJECT, F(shutdown), .schema = &shutdown_schema},
     {.key = "proxy", .type = MESH_CFG_OBJECT, F(proxy), .schema = &proxy_schema},
+    {.key = "identity", .type = MESH_CFG_OBJECT, F(identity), .schema = &identity_schema},
     {.key = "resources_dir",
      .type = MESH_CFG_STRING,
      F(resources_dir),

@@ -77,6 +77,25 @@ struct mesh_agent_proxy_config {
     struct mesh_agent_http_config http;
 };
 
+enum mesh_identity_mode {
+    MESH_IDENTITY_NONE,       /* no mTLS: inbound listener off, endpoints called in plain */
+    MESH_IDENTITY_STANDALONE, /* the agent signs its certificates with a local CA */
+    MESH_IDENTITY_FILES,      /* certificates from an external PKI, re-read on change */
+};
+
+/* NULL-terminated names, indexed by enum mesh_identity_mode. */
+extern const char *const mesh_identity_mode_names[];
+
+struct mesh_agent_identity_config {
+    int mode;          /* enum mesh_identity_mode */
+    char *ca_cert;     /* standalone: the CA certificate (and the trust bundle) */
+    char *ca_key;      /* standalone: its private key */
+    char *cert_dir;    /* files: node.crt/node.key and <namespace>/<service>.crt/.key */
+    char *trust_bundle; /* files: PEM CA certificates */
+    uint64_t cert_ttl_ms;
+    int tls_min_version; /* 0: TLS 1.3, 1: TLS 1.2 */
+};
+
 struct mesh_agent_config {
     atomic_int refs;
     char *path; /* NULL: the embedded defaults */
@@ -90,6 +109,7 @@ struct mesh_agent_config {
     struct mesh_agent_readiness_config readiness;
     struct mesh_agent_shutdown_config shutdown;
     struct mesh_agent_proxy_config proxy;
+    struct mesh_agent_identity_config identity;
     char *resources_dir;
     /* Derived after decoding. */
     struct mesh_addr admin_addr;

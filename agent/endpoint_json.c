@@ -65,6 +65,7 @@ static const struct mesh_cfg_field endpoint_fields[] = {
      .choices = mesh_endpoint_health_choices,
      .def = "healthy"},
     {.key = "labels", .type = MESH_CFG_LABELS, E(labels)},
+    {.key = "mesh_port", .type = MESH_CFG_INT, E(mesh_port), .min = 0, .max = 65535},
     {0},
 };
 
@@ -98,6 +99,7 @@ int mesh_endpoint_from_config(const struct mesh_endpoint_config *in, struct mesh
     if (!in->address || mesh_addr_from_ip(in->address, (uint16_t)in->port, &ep.addr) < 0)
         return -EINVAL;
     ep.weight = (uint32_t)in->weight;
+    ep.mesh_port = (uint16_t)in->mesh_port;
     ep.health = mesh_endpoint_health_flags(in->health);
     if ((in->zone && !(ep.zone = mesh_strdup(in->zone))) ||
         (in->node && !(ep.node = mesh_strdup(in->node))) ||
@@ -121,6 +123,8 @@ void mesh_endpoint_write_json(struct mesh_buf *b, const struct mesh_endpoint *ep
     mesh_json_write_str(b, mesh_addr_ip(&ep->addr, ip, sizeof(ip)));
     mesh_buf_appendf(b, ",\"port\":%u,\"weight\":%u,\"health\":\"%s\"", mesh_addr_port(&ep->addr),
                      ep->weight, mesh_endpoint_health_choices[health_choice(ep->health)]);
+    if (ep->mesh_port)
+        mesh_buf_appendf(b, ",\"mesh_port\":%u", ep->mesh_port);
     if (ep->zone) {
         mesh_buf_append_str(b, ",\"zone\":");
         mesh_json_write_str(b, ep->zone);

@@ -15,13 +15,14 @@ struct mesh_endpoint_config {
     char *address;
     int port;
     int weight;
+    int mesh_port;
     char *zone;
     char *node;
     int health; /* index into mesh_endpoint_health_choices */
     struct mesh_labels labels;
 };
 
-/* {"address", "port", "weight", "zone", "node", "health", "labels"} */
+/* {"address", "port", "weight", "zone", "node", "health", "labels", "mesh_port"} */
 extern const struct mesh_cfg_schema mesh_endpoint_schema;
 /* "healthy", "unhealthy", "draining" */
 extern const char *const mesh_endpoint_health_choices[];

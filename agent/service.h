@@ -33,6 +33,7 @@ extern const char *const mesh_protocol_names[];
 struct mesh_endpoint {
     struct mesh_addr addr; /* IP and port */
     uint32_t weight;       /* 1..MESH_WEIGHT_MAX */
+    uint16_t mesh_port;    /* a mesh agent's inbound mTLS port on its host; 0: none */
     unsigned health;       /* MESH_EP_* */
     char *zone;            /* NULL when unknown */
     char *node;            /* NULL when unknown */

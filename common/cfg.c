@@ -296,7 +296,8 @@ static int decode_string(struct mesh_cfg_ctx *ctx, const struct mesh_cfg_field *
         }
     }
     char *copy;
-    if ((f->flags & MESH_CFG_PATH) && s[0] != '/') {
+    /* A path may be "" (unset) unless NONEMPTY says otherwise (checked above). */
+    if ((f->flags & MESH_CFG_PATH) && s[0] && s[0] != '/') {
         if (!ctx->base_dir || !*s) {
             char expect[256], got[64];
             mesh_cfg_describe(v, got, sizeof(got));

@@ -47,7 +47,8 @@ enum mesh_cfg_type {
 #define MESH_CFG_REQUIRED 0x1u /* the key must be present */
 #define MESH_CFG_SECRET 0x2u   /* shown as "<redacted>" by mesh_cfg_encode */
 #define MESH_CFG_NONEMPTY 0x4u /* STRING: not ""; LIST/STRINGS: at least one item */
-/* STRING: a file system path; a relative one is taken from the config file's directory. */
+/* STRING: a file system path; a relative one is taken from the config file's directory; "" is
+ * allowed (unset) unless MESH_CFG_NONEMPTY. */
 #define MESH_CFG_PATH 0x8u
 
 struct mesh_cfg_ctx;

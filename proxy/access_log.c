@@ -59,6 +59,8 @@ void mesh_access_log(struct mesh_proxy_shared *sh, const struct http_conn *c)
     mesh_buf_appendf(&b, ",\"attempts\":%d", q->tries);
     field(&b, "request_id", q->request_id[0] ? q->request_id : NULL, strlen(q->request_id));
     field(&b, "trace_id", q->trace_id[0] ? q->trace_id : NULL, strlen(q->trace_id));
+    size_t idlen = c->peer_identity ? strlen(c->peer_identity) : 0;
+    field(&b, "downstream_identity", c->peer_identity, idlen > 512 ? 512 : idlen);
     mesh_buf_append_str(&b, "}\n");
     if (b.err) {
         mesh_buf_init_fixed(&b, line, sizeof(line) - 1);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/spiffe.h"
 #include "common/strutil.h"
 
 static const char *check_dns_label(const char *s)
@@ -13,7 +14,12 @@ static const char *check_dns_label(const char *s)
 
 static const char *check_principal(const char *s)
 {
-    return strncmp(s, "spiffe://", 9) == 0 && s[9] ? NULL : "a SPIFFE ID (spiffe://...)";
+    const char *star = strchr(s, '*');
+    if (star && strchr(star + 1, '*'))
+        return "at most one '*'";
+    if (strcmp(s, "*") == 0 || (strncmp(s, "spiffe://", 9) == 0 && s[9]))
+        return NULL;
+    return "a SPIFFE ID (spiffe://...), a pattern with one '*', or \"*\"";
 }
 
 static int decode_rule_matches(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
@@ -46,6 +52,12 @@ static const struct mesh_cfg_field rule_fields[] = {
      .max = 1000,
      .expect = "a SPIFFE ID",
      .check = check_principal},
+    {.key = "namespaces",
+     .type = MESH_CFG_STRINGS,
+     R(namespaces),
+     .max = 1000,
+     .expect = "a namespace",
+     .check = check_dns_label},
     {0},
 };
 
@@ -147,18 +159,47 @@ void mesh_authz_done(struct mesh_authz *a)
     mesh_cfg_free(&mesh_authz_schema, a);
 }
 
-static bool rule_holds(const struct mesh_authz_rule *rule, const struct mesh_http_request *r,
-                       const char *identity)
+/* The namespace in "spiffe://td/ns/<ns>/...": copied into out, or false. */
+static bool id_namespace(const char *id, char *out, size_t size)
 {
+    const char *p = id ? strstr(id, "://") : NULL;
+    p = p ? strchr(p + 3, '/') : NULL;
+    if (!p || strncmp(p, "/ns/", 4) != 0)
+        return false;
+    p += 4;
+    size_t n = strcspn(p, "/");
+    if (!n || n >= size)
+        return false;
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return true;
+}
+
+static bool rule_holds(const struct mesh_authz_rule *rule, const struct mesh_http_request *r,
+                       const char *identity, bool deny)
+{
+    if (identity && !identity[0])
+        identity = NULL;
     if (rule->principals.n) {
         bool known = false;
         for (size_t i = 0; identity && i < rule->principals.n && !known; i++)
-            known = strcmp(rule->principals.v[i], identity) == 0;
+            known = mesh_spiffe_match(rule->principals.v[i], identity);
+        if (!known)
+            return false;
+    }
+    if (rule->namespaces.n) {
+        char ns[64];
+        bool known = false;
+        bool has = id_namespace(identity, ns, sizeof(ns));
+        for (size_t i = 0; has && i < rule->namespaces.n && !known; i++)
+            known = strcmp(rule->namespaces.v[i], ns) == 0;
         if (!known)
             return false;
     }
     if (!rule->n_matches)
         return true;
+    if (!r)
+        return deny; /* a connection has no request: deny more, allow less */
     for (size_t i = 0; i < rule->n_matches; i++) {
         if (mesh_route_match_holds(&rule->matches[i], r))
             return true;
@@ -170,13 +211,13 @@ bool mesh_authz_allows(const struct mesh_authz *a, const struct mesh_http_reques
                        const char *identity)
 {
     for (size_t i = 0; i < a->n_deny; i++) {
-        if (rule_holds(&a->deny[i], r, identity))
+        if (rule_holds(&a->deny[i], r, identity, true))
             return false;
     }
     if (!a->allow)
         return true;
     for (size_t i = 0; i < a->n_allow; i++) {
-        if (rule_holds(&a->allow[i], r, identity))
+        if (rule_holds(&a->allow[i], r, identity, false))
             return true;
     }
     return false;

@@ -52,7 +52,7 @@ static void on_up_written(uv_write_t *req, int status);
  * Writes bufs to a stream: at once when the socket takes it all (the usual case), the rest
  * through a queued request. Returns 0 or a libuv error.
  */
-static int write_bufs(uv_stream_t *s, uv_buf_t *bufs, unsigned n, void *owner, bool down)
+static int write_bufs(struct mesh_io *s, uv_buf_t *bufs, unsigned n, void *owner, bool down)
 {
     size_t total = 0;
     for (unsigned i = 0; i < n; i++)
@@ -60,8 +60,8 @@ static int write_bufs(uv_stream_t *s, uv_buf_t *bufs, unsigned n, void *owner, b
     if (total == 0)
         return 0;
     int done = 0;
-    if (uv_stream_get_write_queue_size(s) == 0) {
-        done = uv_try_write(s, bufs, n);
+    if (mesh_io_queue_size(s) == 0) {
+        done = mesh_io_try_write(s, bufs, n);
         if (done < 0 && done != UV_EAGAIN)
             return done;
         if (done < 0)
@@ -82,7 +82,7 @@ static int write_bufs(uv_stream_t *s, uv_buf_t *bufs, unsigned n, void *owner, b
         len += bufs[i].len - from;
     }
     uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
-    int r = uv_write(&w->req, s, &b, 1, down ? on_down_written : on_up_written);
+    int r = mesh_io_write(&w->req, s, &b, 1, down ? on_down_written : on_up_written);
     if (r < 0)
         mesh_free(w);
     return r;
@@ -96,20 +96,20 @@ static void write_down(struct http_conn *c, uv_buf_t *bufs, unsigned n)
         return;
     for (unsigned i = 0; i < n; i++)
         c->req.bytes_out += bufs[i].len;
-    if (write_bufs((uv_stream_t *)&c->tcp, bufs, n, c, true) < 0) {
+    if (write_bufs(c->io, bufs, n, c, true) < 0) {
         c->req.flags |= RF_DOWNSTREAM_RESET;
         conn_abort(c);
         return;
     }
     struct upconn *u = c->req.up;
-    if (u && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > c->w->shared->high_water)
+    if (u && mesh_io_queue_size(c->io) > c->w->shared->high_water)
         mesh_up_pause(u);
 }
 
 static void pause_down(struct http_conn *c, unsigned why)
 {
     if (!c->paused && !c->closing && !c->eof)
-        uv_read_stop((uv_stream_t *)&c->tcp);
+        mesh_io_read_stop(c->io);
     c->paused |= why;
 }
 
@@ -119,17 +119,17 @@ static void resume_down(struct http_conn *c, unsigned why)
         return;
     c->paused &= ~why;
     if (!c->paused && !c->closing && !c->eof)
-        uv_read_start((uv_stream_t *)&c->tcp, on_down_alloc, on_down_read);
+        mesh_io_read_start(c->io, on_down_alloc, on_down_read);
 }
 
 static void write_up(struct http_conn *c, uv_buf_t *bufs, unsigned n)
 {
     struct upconn *u = c->req.up;
-    if (write_bufs((uv_stream_t *)&u->tcp, bufs, n, u, false) < 0) {
+    if (write_bufs(u->io, bufs, n, u, false) < 0) {
         mesh_http_on_up_error(c, u, UV_ECONNRESET);
         return;
     }
-    if (uv_stream_get_write_queue_size((uv_stream_t *)&u->tcp) > c->w->shared->high_water)
+    if (mesh_io_queue_size(u->io) > c->w->shared->high_water)
         pause_down(c, PAUSE_UPSTREAM);
 }
 
@@ -141,7 +141,7 @@ static void on_up_written(uv_write_t *req, int status)
     if (status < 0 || u->state != UP_BUSY || !u->c)
         return; /* a failed write shows as a read error too */
     struct http_conn *c = u->c;
-    if (uv_stream_get_write_queue_size((uv_stream_t *)&u->tcp) <= c->w->shared->low_water)
+    if (mesh_io_queue_size(u->io) <= c->w->shared->low_water)
         resume_down(c, PAUSE_UPSTREAM);
 }
 
@@ -164,6 +164,7 @@ static void free_conn(struct http_conn *c)
     mesh_buf_done(&c->req.replay);
     mesh_buf_done(&c->req.head_out);
     mesh_snapshot_unref(c->snap);
+    mesh_free(c->peer_identity);
     mesh_free(c);
     mesh_worker_maybe_exit(w);
 }
@@ -202,7 +203,7 @@ static void conn_abort(struct http_conn *c)
         finish_request(c); /* logged; a request without a response shows status 0 */
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
-    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    mesh_io_close(c->io, on_handle_closed);
 }
 
 #define LINGER_MS 2000
@@ -230,7 +231,7 @@ static void conn_close_gracefully(struct http_conn *c)
     c->shutting = true;
     c->idle_deadline = now_ms(c) + opts(c)->idle_timeout_ms; /* for the writes to drain */
     arm_timer(c);
-    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
+    if (mesh_io_shutdown(&c->shutdown, c->io, on_shutdown) < 0) {
         conn_abort(c);
         return;
     }
@@ -238,7 +239,7 @@ static void conn_close_gracefully(struct http_conn *c)
     unsigned was = c->paused;
     c->paused = 0;
     if (was && !c->eof)
-        uv_read_start((uv_stream_t *)&c->tcp, on_down_alloc, on_down_read);
+        mesh_io_read_start(c->io, on_down_alloc, on_down_read);
 }
 
 /* ---- request end ---- */
@@ -488,7 +489,8 @@ static void start_try(struct http_conn *c)
         q->tried[q->n_tried++] = (uint32_t)ep;
     const struct snap_endpoint *e = &q->dest->eps[ep];
     mesh_addr_format(&e->addr, q->upstream_host, sizeof(q->upstream_host));
-    struct upconn *u = mesh_up_take_idle(w, e->state);
+    const char *as = e->mesh_port && c->listener->tls_as ? c->listener->tls_as->id : NULL;
+    struct upconn *u = mesh_up_take_idle(w, e->state, as);
     if (u) {
         u->c = c;
         u->ep = ep;
@@ -713,10 +715,10 @@ static void on_down_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     struct http_req *q = &c->req;
     if (nread == UV_EOF) {
         c->eof = true;
-        uv_read_stop(s);
+        mesh_io_read_stop(c->io);
         /* A client may half-close after its request: the response still goes out. */
         if (c->shutting) {
-            if (uv_stream_get_write_queue_size(s) == 0)
+            if (mesh_io_queue_size(c->io) == 0)
                 conn_abort(c);
         } else if (q->phase == REQ_NONE || q->phase == REQ_LOCAL) {
             conn_close_gracefully(c);
@@ -1225,23 +1227,25 @@ static void on_down_written(uv_write_t *req, int status)
         return;
     }
     struct upconn *u = c->req.up;
-    if (u && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= c->w->shared->low_water)
+    if (u && mesh_io_queue_size(c->io) <= c->w->shared->low_water)
         mesh_up_resume(u);
 }
 
 /* ---- accept, stop ---- */
 
-void mesh_http_accept(struct mesh_worker *w, uv_stream_t *listener, const struct snap_listener *l)
+void mesh_http_adopt(struct mesh_worker *w, struct mesh_io *io, const struct snap_listener *l,
+                     const char *peer_id)
 {
     struct http_conn *c = mesh_calloc(1, sizeof(*c));
-    if (!c) {
-        mesh_worker_refuse(w, listener);
+    if (!c || (peer_id && !(c->peer_identity = mesh_strdup(peer_id)))) {
+        mesh_free(c);
+        mesh_io_close(io, NULL);
         return;
     }
     c->w = w;
-    uv_tcp_init(&w->loop, &c->tcp);
+    c->io = io;
     uv_timer_init(&w->loop, &c->timer);
-    c->tcp.data = c->timer.data = c;
+    io->tcp.data = c->timer.data = c;
     c->open_handles = 2;
     mesh_buf_init(&c->in, w->shared->http.limits.max_head + w->pool.size);
     mesh_buf_init(&c->req.meta, MESH_HTTP_DEFAULT_MAX_URI * 2 + 1024);
@@ -1258,10 +1262,6 @@ void mesh_http_accept(struct mesh_worker *w, uv_stream_t *listener, const struct
     atomic_fetch_add_explicit(&w->accepted, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&w->shared->accepted_total, 1, memory_order_relaxed);
     int total = atomic_fetch_add_explicit(&w->shared->active_total, 1, memory_order_relaxed) + 1;
-    if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0) {
-        conn_abort(c);
-        return;
-    }
     c->snap = w->snap;
     mesh_snapshot_ref(c->snap);
     c->listener = l;
@@ -1272,10 +1272,10 @@ void mesh_http_accept(struct mesh_worker *w, uv_stream_t *listener, const struct
         conn_abort(c);
         return;
     }
-    uv_tcp_nodelay(&c->tcp, 1);
+    uv_tcp_nodelay(&c->io->tcp, 1);
     c->idle_deadline = uv_now(&w->loop) + w->shared->http.header_timeout_ms;
     arm_timer(c);
-    if (uv_read_start((uv_stream_t *)&c->tcp, on_down_alloc, on_down_read) < 0)
+    if (mesh_io_read_start(c->io, on_down_alloc, on_down_read) < 0)
         conn_abort(c);
 }
 

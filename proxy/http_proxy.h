@@ -122,7 +122,7 @@ struct http_conn {
     struct mesh_worker *w;
     struct mesh_proxy_snapshot *snap; /* a reference */
     const struct snap_listener *listener;
-    uv_tcp_t tcp;
+    struct mesh_io *io;
     uv_timer_t timer;
     int open_handles;
     bool closing;
@@ -136,7 +136,7 @@ struct http_conn {
     uint64_t idle_deadline; /* between requests: keep-alive or header timeout, loop ms */
     struct http_req req;
     uv_shutdown_t shutdown;
-    const char *peer_identity; /* the caller's SPIFFE ID once mTLS gives one; NULL: none */
+    char *peer_identity; /* the caller's SPIFFE ID (mTLS); NULL: a plain caller */
 };
 
 /* An upstream connection: connecting, carrying a request, or idle in its pool. */
@@ -145,8 +145,10 @@ enum up_state { UP_CONNECTING, UP_BUSY, UP_IDLE, UP_CLOSING };
 struct upconn {
     struct upconn *prev, *next; /* in the idle list of its pool entry */
     struct mesh_worker *w;
-    uv_tcp_t tcp;
+    struct mesh_io *io;
     uv_connect_t connect;
+    char *as_id; /* mTLS: the SPIFFE ID it presented (pooled per caller); NULL: plain */
+    const struct snap_dest *tls_dest; /* while its handshake runs: SNI and expected peer */
     enum up_state state;
     struct mesh_ep_state *ep_state; /* a reference: the pool key */
     int ep;                         /* index in the request's destination */
@@ -176,7 +178,10 @@ int mesh_http_worker_init(struct mesh_worker *w);
 /* Closes the pool's idle connections and its timer (the loop may then end). */
 void mesh_http_worker_close(struct mesh_worker *w);
 void mesh_http_worker_done(struct mesh_worker *w);
-void mesh_http_accept(struct mesh_worker *w, uv_stream_t *listener, const struct snap_listener *l);
+/* Serves an accepted connection (taking io) on listener l; peer_id: the caller's SPIFFE ID
+ * when it came over mTLS, else NULL. */
+void mesh_http_adopt(struct mesh_worker *w, struct mesh_io *io, const struct snap_listener *l,
+                     const char *peer_id);
 void mesh_http_close_all(struct mesh_worker *w);
 /* Stopping: idle client connections close now, busy ones after their response. */
 void mesh_http_stop(struct mesh_worker *w);
@@ -209,7 +214,8 @@ void mesh_http_local_response(struct http_conn *c, int status, const char *type,
 /* ---- http_upstream.c ---- */
 
 /* An idle pooled connection to ep of req->dest, or NULL. */
-struct upconn *mesh_up_take_idle(struct mesh_worker *w, struct mesh_ep_state *st);
+/* An idle connection to the endpoint of st made as `as` (NULL: plain), or NULL. */
+struct upconn *mesh_up_take_idle(struct mesh_worker *w, struct mesh_ep_state *st, const char *as);
 /* A new connection; on_connected runs later. Returns NULL when it cannot start. */
 struct upconn *mesh_up_connect(struct mesh_worker *w, struct http_conn *c, int ep,
                                const struct snap_endpoint *e);

@@ -497,6 +497,7 @@ int mesh_http_route(struct http_conn *c, const struct mesh_http_request *r,
     }
     /* May the caller make it? (Inbound: the service's AuthorizationPolicy.) */
     if (q->vhost->authz && !mesh_authz_allows(q->vhost->authz, r, c->peer_identity)) {
+        atomic_fetch_add_explicit(&q->vhost->dest->state->authz_denied, 1, memory_order_relaxed);
         q->flags |= RF_DENIED;
         d->status = 403;
         d->body = "RBAC: access denied\n";

@@ -127,6 +127,7 @@ static void on_up_closed(uv_handle_t *h)
     struct upconn *u = h->data;
     mesh_buf_done(&u->in);
     mesh_ep_state_unref(u->ep_state);
+    mesh_free(u->as_id);
     mesh_free(u);
 }
 
@@ -138,7 +139,7 @@ void mesh_up_close(struct upconn *u)
         unlink_idle(u->w, u);
     u->state = UP_CLOSING;
     u->c = NULL;
-    uv_close((uv_handle_t *)&u->tcp, on_up_closed);
+    mesh_io_close(u->io, on_up_closed);
 }
 
 static void on_up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -176,6 +177,38 @@ static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     mesh_http_on_up_data(u->c, u, b->data, (size_t)nread, b);
 }
 
+static void up_ready(struct upconn *u)
+{
+    u->state = UP_BUSY;
+    int r = mesh_io_read_start(u->io, on_up_alloc, on_up_read);
+    struct http_conn *c = u->c;
+    if (r < 0) {
+        mesh_up_close(u);
+        mesh_http_on_up_connected(c, u, r);
+        return;
+    }
+    mesh_http_on_up_connected(c, u, 0);
+}
+
+static void on_up_handshake(struct mesh_io *io, int status)
+{
+    struct upconn *u = io->tcp.data;
+    struct mesh_proxy_shared *sh = u->w->shared;
+    atomic_fetch_add_explicit(status == 0 ? &sh->tls_ok[1] : &sh->tls_failed[1], 1,
+                              memory_order_relaxed);
+    if (status < 0) {
+        const char *why = mesh_tls_refusal(mesh_io_ssl(io));
+        mesh_log_warn("mTLS to an agent of '%s' failed: %s", u->tls_dest->key,
+                      why ? why : mesh_io_tls_error(io));
+        struct http_conn *c = u->c;
+        mesh_up_close(u);
+        mesh_http_on_up_connected(c, u, UV_ECONNREFUSED);
+        return;
+    }
+    u->tls_dest = NULL;
+    up_ready(u);
+}
+
 static void on_up_connect(uv_connect_t *req, int status)
 {
     struct upconn *u = container_of(req, struct upconn, connect);
@@ -187,16 +220,19 @@ static void on_up_connect(uv_connect_t *req, int status)
         mesh_http_on_up_connected(c, u, status);
         return;
     }
-    u->state = UP_BUSY;
-    uv_tcp_nodelay(&u->tcp, 1);
-    int r = uv_read_start((uv_stream_t *)&u->tcp, on_up_alloc, on_up_read);
-    struct http_conn *c = u->c;
-    if (r < 0) {
-        mesh_up_close(u);
-        mesh_http_on_up_connected(c, u, r);
+    uv_tcp_nodelay(&u->io->tcp, 1);
+    if (!u->as_id) {
+        up_ready(u);
         return;
     }
-    mesh_http_on_up_connected(c, u, 0);
+    /* An agent on the far side: mTLS first (the request's connect timeout covers it). */
+    SSL *ssl =
+        mesh_tls_client_session(u->c->listener->tls_as, u->tls_dest->sni, u->tls_dest->peer_id);
+    if (!ssl || mesh_io_tls_start(u->io, ssl, on_up_handshake) < 0) {
+        struct http_conn *c = u->c;
+        mesh_up_close(u);
+        mesh_http_on_up_connected(c, u, UV_ENOMEM);
+    }
 }
 
 struct upconn *mesh_up_connect(struct mesh_worker *w, struct http_conn *c, int ep,
@@ -212,24 +248,42 @@ struct upconn *mesh_up_connect(struct mesh_worker *w, struct http_conn *c, int e
     u->ep_state = e->state;
     atomic_fetch_add_explicit(&e->state->refs, 1, memory_order_relaxed);
     mesh_buf_init(&u->in, MESH_HTTP_DEFAULT_MAX_HEAD);
-    uv_tcp_init(&w->loop, &u->tcp);
-    u->tcp.data = u;
+    u->io = mesh_io_new(&w->iol, &w->loop);
+    struct mesh_addr to = e->addr;
+    if (e->mesh_port && c->listener->tls_as) {
+        mesh_addr_set_port(&to, e->mesh_port);
+        u->tls_dest = c->req.dest;
+        u->as_id = mesh_strdup(c->listener->tls_as->id);
+    }
+    if (!u->io || (u->tls_dest && !u->as_id)) {
+        if (u->io)
+            mesh_io_close(u->io, NULL);
+        mesh_buf_done(&u->in);
+        mesh_ep_state_unref(u->ep_state);
+        mesh_free(u->as_id);
+        mesh_free(u);
+        return NULL;
+    }
+    u->io->tcp.data = u;
     int r =
-        uv_tcp_connect(&u->connect, &u->tcp, (const struct sockaddr *)&e->addr.ss, on_up_connect);
+        uv_tcp_connect(&u->connect, &u->io->tcp, (const struct sockaddr *)&to.ss, on_up_connect);
     if (r < 0) {
         u->state = UP_CLOSING;
-        uv_close((uv_handle_t *)&u->tcp, on_up_closed);
+        mesh_io_close(u->io, on_up_closed);
         return NULL;
     }
     return u;
 }
 
-struct upconn *mesh_up_take_idle(struct mesh_worker *w, struct mesh_ep_state *st)
+struct upconn *mesh_up_take_idle(struct mesh_worker *w, struct mesh_ep_state *st, const char *as)
 {
     struct pool_entry *e = find(w->http->pools, st);
-    if (!e)
+    struct upconn *u = e ? e->idle : NULL;
+    /* One made as another caller would present the wrong identity. */
+    while (u && !(as ? u->as_id && strcmp(u->as_id, as) == 0 : !u->as_id))
+        u = u->next;
+    if (!u)
         return NULL;
-    struct upconn *u = e->idle;
     unlink_idle(w, u);
     u->state = UP_BUSY;
     u->reused = true;
@@ -243,7 +297,7 @@ void mesh_up_release(struct upconn *u, bool reusable, const struct mesh_dest_pol
     u->c = NULL;
     if (u->paused) {
         u->paused = false;
-        if (uv_read_start((uv_stream_t *)&u->tcp, on_up_alloc, on_up_read) < 0)
+        if (mesh_io_read_start(u->io, on_up_alloc, on_up_read) < 0)
             reusable = false;
     }
     struct pool_entry *e = NULL;
@@ -271,7 +325,7 @@ void mesh_up_resume(struct upconn *u)
 {
     if (u->paused && u->state == UP_BUSY) {
         u->paused = false;
-        uv_read_start((uv_stream_t *)&u->tcp, on_up_alloc, on_up_read);
+        mesh_io_read_start(u->io, on_up_alloc, on_up_read);
     }
 }
 
@@ -279,7 +333,7 @@ void mesh_up_pause(struct upconn *u)
 {
     if (!u->paused) {
         u->paused = true;
-        uv_read_stop((uv_stream_t *)&u->tcp);
+        mesh_io_read_stop(u->io);
     }
 }
 
@@ -294,7 +348,7 @@ void mesh_up_shutdown(struct upconn *u)
     if (u->shut || u->state != UP_BUSY)
         return;
     u->shut = true;
-    uv_shutdown(&u->shutdown, (uv_stream_t *)&u->tcp, on_up_shutdown);
+    mesh_io_shutdown(&u->shutdown, u->io, on_up_shutdown);
 }
 
 /* ---- the pools ---- */

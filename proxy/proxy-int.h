@@ -24,6 +24,7 @@
 #include "proxy/policy.h"
 #include "proxy/proxy.h"
 #include "proxy/resource.h"
+#include "proxy/tls.h"
 
 /* ---- shared state ---- */
 
@@ -65,6 +66,7 @@ struct mesh_dest_state {
     atomic_ullong no_endpoint;
     atomic_ullong drained; /* closed at a drain deadline */
     atomic_ullong idle_timeouts;
+    atomic_ullong authz_denied; /* connections or requests refused by AuthorizationPolicy */
     struct mesh_http_stats http;
     char key[];
 };
@@ -95,6 +97,10 @@ struct mesh_proxy_shared {
     atomic_ullong health_epoch; /* bumped whenever any endpoint's eligibility changes */
     atomic_int active_total;
     atomic_ullong refused_total; /* over proxy.max_connections */
+    /* mTLS handshakes [inbound, outbound] by result, and inbound refusals by authorization. */
+    atomic_ullong tls_ok[2];
+    atomic_ullong tls_failed[2];
+    atomic_ullong authz_denied_tcp;
     atomic_ullong accepted_total;
     atomic_int max_connections;
     size_t buffer_size;
@@ -104,10 +110,17 @@ struct mesh_proxy_shared {
 
 /* ---- snapshots ---- */
 
-enum { MESH_LISTENER_OUTBOUND, MESH_LISTENER_INBOUND, MESH_LISTENER_HTTP_SHARED };
+enum {
+    MESH_LISTENER_OUTBOUND,
+    MESH_LISTENER_INBOUND,
+    MESH_LISTENER_HTTP_SHARED,
+    MESH_LISTENER_MTLS, /* the inbound mTLS port: SNI picks a local service */
+    MESH_LISTENER_SNI,  /* not bound: what the mTLS port leads to for one local service */
+};
 
 struct snap_endpoint {
     struct mesh_addr addr;
+    uint16_t mesh_port; /* its host's agent takes mTLS there: connect to it, not to addr */
     uint32_t weight;
     unsigned health; /* MESH_EP_* from the catalog */
     bool local_zone;
@@ -129,6 +142,8 @@ struct snap_dest {
     size_t n;
     bool zone_aware; /* the policy wants it, and this node's and endpoints' zones are known */
     bool http;       /* HTTP requests go to it (metrics) */
+    char *sni;       /* "<service>.<namespace>": what mTLS calls name */
+    char *peer_id;   /* the SPIFFE ID its agents must present */
     struct ring_point *ring;
     size_t n_ring;
 };
@@ -162,6 +177,10 @@ struct snap_listener {
     char *description; /* "shop/web -> shop/api" */
     struct snap_dest *dest;
     struct snap_vhost *vhost; /* http and not the shared listener */
+    /* Who calls through it over mTLS (borrowed from the snapshot's material): the local
+     * service, or the node on the shared listener; NULL without material. */
+    const struct mesh_tls_identity *tls_as;
+    const struct mesh_authz *authz; /* inbound and SNI: the service's AuthorizationPolicy */
 };
 
 struct mesh_proxy_snapshot {
@@ -179,6 +198,7 @@ struct mesh_proxy_snapshot {
     struct mesh_hmap vhost_names;      /* "name" -> the vhost in "default", or else a unique one */
     struct mesh_resource_file **files; /* references: routes and policies point into them */
     size_t n_files;
+    struct mesh_tls_material *tls; /* a reference, or NULL: no mTLS */
 };
 
 /* The shared state that outlives snapshots, by key (main loop). */
@@ -200,6 +220,7 @@ struct want_listener {
     char ns[64];
     char name[64];
     const struct mesh_local_service *local; /* inbound: its workload */
+    const struct mesh_local_service *from;  /* outbound: the service calling */
 };
 
 /* Collects the wanted listeners; the shared HTTP one first; the first claim of an address

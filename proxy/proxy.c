@@ -243,6 +243,8 @@ int mesh_proxy_update(struct mesh_proxy *p, const struct mesh_proxy_inputs *in)
     while (mesh_hmap_next(&p->listeners, &i, &he))
         ((struct lrec *)he->value)->wanted = false;
     for (size_t k = 0; k < n; k++) {
+        if (wl[k].kind == MESH_LISTENER_SNI)
+            continue; /* not a socket */
         struct lrec *rec = mesh_hmap_get(&p->listeners, wl[k].key);
         if (!rec) {
             rec = mesh_calloc(1, sizeof(*rec));
@@ -591,6 +593,8 @@ void mesh_proxy_metrics(struct mesh_proxy *p, struct mesh_buf *b)
         {"mesh_proxy_drained_total", "counter",
          "Connections closed at the drain deadline of a removed endpoint."},
         {"mesh_proxy_idle_timeouts_total", "counter", "Connections closed after idle_timeout."},
+        {"mesh_proxy_authz_denied_total", "counter",
+         "Inbound connections (TCP) or requests (HTTP) refused by an AuthorizationPolicy."},
         {"mesh_proxy_endpoints", "gauge", "Endpoints of the destination."},
         {"mesh_proxy_endpoints_healthy", "gauge",
          "Endpoints that may take new connections (ready, passing checks, not ejected)."},
@@ -612,6 +616,7 @@ void mesh_proxy_metrics(struct mesh_proxy *p, struct mesh_buf *b)
                 (double)atomic_load(&st->no_endpoint),
                 (double)atomic_load(&st->drained),
                 (double)atomic_load(&st->idle_timeouts),
+                (double)atomic_load(&st->authz_denied),
                 (double)d->n,
                 (double)eligible_count(d),
             };
@@ -644,6 +649,17 @@ void mesh_proxy_metrics(struct mesh_proxy *p, struct mesh_buf *b)
                      "Connections refused: proxy.max_connections were open.");
     mesh_prom_sample(b, "mesh_proxy_refused_total", NULL,
                      (double)atomic_load(&p->shared.refused_total));
+    mesh_prom_family(b, "mesh_proxy_tls_handshakes_total", "counter",
+                     "mTLS handshakes with other agents, by direction and result.");
+    for (int d = 0; d < 2; d++) {
+        const char *dir = d ? "outbound" : "inbound";
+        mesh_prom_sample(b, "mesh_proxy_tls_handshakes_total",
+                         (struct mesh_prom_label[]){{"direction", dir}, {"result", "ok"}, {0}},
+                         (double)atomic_load(&p->shared.tls_ok[d]));
+        mesh_prom_sample(b, "mesh_proxy_tls_handshakes_total",
+                         (struct mesh_prom_label[]){{"direction", dir}, {"result", "failed"}, {0}},
+                         (double)atomic_load(&p->shared.tls_failed[d]));
+    }
     mesh_prom_family(b, "mesh_proxy_listeners", "gauge", "Listeners by state.");
     size_t n = p->listeners.n;
     mesh_prom_sample(b, "mesh_proxy_listeners",
@@ -692,11 +708,18 @@ json_t *mesh_proxy_status(struct mesh_proxy *p)
     for (size_t i = 0; s && listeners && i < s->n_listeners; i++) {
         const struct snap_listener *l = &s->listeners[i];
         const struct lrec *rec = mesh_hmap_get(&p->listeners, l->key);
-        static const char *const kinds[] = {"outbound", "inbound", "outbound_http"};
+        static const char *const kinds[] = {"outbound", "inbound", "outbound_http", "inbound_mtls",
+                                            "mtls_service"};
         json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "address", l->key, "kind",
                               kinds[l->kind], "protocol", l->http ? "http" : "tcp", "description",
-                              l->description, "destination", l->dest ? l->dest->key : "(by Host)",
-                              "state", rec && rec->bound ? "listening" : "failed");
+                              l->description, "destination",
+                              l->dest                         ? l->dest->key
+                              : l->kind == MESH_LISTENER_MTLS ? "(by SNI)"
+                                                              : "(by Host)",
+                              "state",
+                              l->kind == MESH_LISTENER_SNI ? "via the mTLS listener"
+                              : rec && rec->bound          ? "listening"
+                                                           : "failed");
         if (o && rec && rec->error)
             json_object_set_new(o, "error", json_string(rec->error));
         json_array_append_new(listeners, o);

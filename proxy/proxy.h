@@ -46,6 +46,8 @@ struct mesh_proxy_inputs {
     const struct mesh_resource_view *resources; /* may be NULL */
     const char *node_zone;                      /* "" when unknown */
     struct mesh_addr http_listener;             /* the shared outbound HTTP one; port 0: none */
+    struct mesh_tls_material *tls;              /* NULL: no mTLS */
+    struct mesh_addr mtls_listener;             /* the inbound mTLS one (with tls) */
 };
 
 /* Creates the proxy; nothing runs until start. Returns 0 or a negative errno. */

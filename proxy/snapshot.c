@@ -48,6 +48,8 @@ void mesh_snapshot_unref(struct mesh_proxy_snapshot *s)
         mesh_dest_state_unref(d->state);
         mesh_free(d->key);
         mesh_free(d->service);
+        mesh_free(d->sni);
+        mesh_free(d->peer_id);
     }
     for (size_t i = 0; i < s->n_vhosts; i++) {
         struct snap_vhost *v = &s->vhosts[i];
@@ -63,6 +65,7 @@ void mesh_snapshot_unref(struct mesh_proxy_snapshot *s)
     }
     for (size_t i = 0; i < s->n_files; i++)
         mesh_resource_file_unref(s->files[i]);
+    mesh_tls_material_unref(s->tls);
     mesh_hmap_done(&s->listener_index);
     mesh_hmap_done(&s->dest_index);
     mesh_hmap_done(&s->vhost_index);

@@ -13,6 +13,7 @@
 #include "common/alloc.h"
 #include "common/claims.h"
 #include "common/log.h"
+#include "common/spiffe.h"
 #include "proxy/proxy-int.h"
 
 /* ---- shared state registries ---- */
@@ -111,6 +112,7 @@ int mesh_want_listeners(const struct mesh_proxy_inputs *in, struct want_listener
             } else {
                 const struct mesh_upstream *up = &ls->upstreams[u];
                 add_listener(w, MESH_LISTENER_OUTBOUND, &up->bind, up->protocol == MESH_PROTO_HTTP);
+                w->from = ls;
                 snprintf(w->ns, sizeof(w->ns), "%s", up->namespace);
                 snprintf(w->name, sizeof(w->name), "%s", up->service);
                 snprintf(w->description, sizeof(w->description), "%s/%s -> %s/%s", ls->namespace,
@@ -125,6 +127,35 @@ int mesh_want_listeners(const struct mesh_proxy_inputs *in, struct want_listener
                 continue;
             }
             n++;
+        }
+    }
+    /* The mTLS port, and what each local service's SNI leads to there. */
+    if (r == 0 && in->tls && mesh_addr_port(&in->mtls_listener)) {
+        for (size_t i = 0; i <= in->n_locals && r == 0; i++) {
+            if ((r = mesh_grow((void **)&v, &cap, n + 1, sizeof(*v))) < 0)
+                break;
+            struct want_listener *w = &v[n];
+            if (i == in->n_locals) {
+                add_listener(w, MESH_LISTENER_MTLS, &in->mtls_listener, false);
+                snprintf(w->description, sizeof(w->description), "inbound mTLS, by SNI");
+            } else {
+                const struct mesh_local_service *ls = in->locals[i];
+                memset(w, 0, sizeof(*w));
+                w->kind = MESH_LISTENER_SNI;
+                w->http = ls->protocol == MESH_PROTO_HTTP;
+                w->local = ls;
+                snprintf(w->key, sizeof(w->key), "sni:%s.%s", ls->name, ls->namespace);
+                snprintf(w->ns, sizeof(w->ns), "%s", ls->namespace);
+                snprintf(w->name, sizeof(w->name), "%s", ls->name);
+                snprintf(w->description, sizeof(w->description), "mTLS -> %s/%s", ls->namespace,
+                         ls->name);
+            }
+            const char *first = mesh_claims_take(&seen, w->key, w->description, &r);
+            if (r == 0 && !first)
+                n++;
+            else if (first && w->kind == MESH_LISTENER_MTLS)
+                mesh_log_warn("%s (%s) is already used by %s; ignoring it", w->key, w->description,
+                              first);
         }
     }
 out:
@@ -191,6 +222,7 @@ static int fill_dest(struct builder *b, struct snap_dest *d, struct mesh_dest_st
             if (!in_subset(src, subset))
                 continue;
             e->addr = src->addr;
+            e->mesh_port = b->in->tls ? src->mesh_port : 0;
             e->weight = src->weight;
             e->health = src->health;
             zones |= src->zone != NULL;
@@ -258,6 +290,14 @@ static int dest_for(struct builder *b, const char *ns, const char *name,
         mesh_hmap_put(&s->dest_index, d->key, d) < 0 || !(d->state = mesh_state_dest(b->regs, key)))
         return -ENOMEM;
     set_policy(b, d, ns, name, local != NULL);
+    if (!local && b->in->tls) {
+        char id[600];
+        mesh_spiffe_service_id(id, sizeof(id), b->in->tls->trust_domain, ns, name);
+        snprintf(service, sizeof(service), "%s.%s", name, ns);
+        if (!(d->sni = mesh_strdup(service)) || !(d->peer_id = mesh_strdup(id)))
+            return -ENOMEM;
+        snprintf(service, sizeof(service), "%s/%s", ns, name);
+    }
     if (!sub[0])
         return fill_dest(b, d, d->state, NULL, local) < 0 ? -ENOMEM : (int)d->index;
     /* The service's state owns a subset's endpoints; the registry keeps it alive. */
@@ -370,7 +410,7 @@ static int link_snapshot(struct mesh_proxy_snapshot *s)
     }
     for (size_t i = 0; i < s->n_listeners; i++) {
         struct snap_listener *l = &s->listeners[i];
-        if (l->kind != MESH_LISTENER_HTTP_SHARED)
+        if (l->kind != MESH_LISTENER_HTTP_SHARED && l->kind != MESH_LISTENER_MTLS)
             l->dest = &s->dests[(uintptr_t)l->dest];
         if (l->vhost)
             l->vhost = &s->vhosts[(uintptr_t)l->vhost - 1];
@@ -420,6 +460,7 @@ int mesh_snapshot_build(struct mesh_state_regs *regs, uint64_t version,
     s->vhosts = mesh_calloc(cap_vhosts ? cap_vhosts : 1, sizeof(*s->vhosts));
     if (!s->listeners || !s->dests || !s->vhosts || hold_files(s, in->resources) < 0)
         goto oom;
+    s->tls = mesh_tls_material_ref(in->tls);
     for (size_t i = 0; i < n_services; i++) {
         if (add_vhost(&b, services[i]->namespace, services[i]->name, NULL) < 0)
             goto oom;
@@ -432,13 +473,21 @@ int mesh_snapshot_build(struct mesh_state_regs *regs, uint64_t version,
         if (!(l->key = mesh_strdup(wl[i].key)) ||
             !(l->description = mesh_strdup(wl[i].description)))
             goto oom;
-        if (l->kind == MESH_LISTENER_HTTP_SHARED) {
+        if (in->tls && in->tls->n) {
+            const struct mesh_local_service *from = wl[i].from;
+            l->tls_as = from ? mesh_tls_find(in->tls, from->namespace, from->name) : NULL;
+            if (!l->tls_as)
+                l->tls_as = &in->tls->ids[0]; /* the node's */
+        }
+        if (l->kind == MESH_LISTENER_HTTP_SHARED || l->kind == MESH_LISTENER_MTLS) {
             l->dest = NULL;
             continue;
         }
         int di = dest_for(&b, wl[i].ns, wl[i].name, NULL, wl[i].local);
         if (di < 0)
             goto oom;
+        if (wl[i].local && in->resources)
+            l->authz = mesh_resource_view_authz(in->resources, wl[i].ns, wl[i].name);
         l->dest = (struct snap_dest *)(uintptr_t)di;
         if (l->http) {
             if (add_vhost(&b, wl[i].ns, wl[i].name, wl[i].local) < 0)

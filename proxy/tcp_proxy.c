@@ -5,6 +5,7 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
+#include "proxy/io.h"
 #include "proxy/worker.h"
 
 /*
@@ -25,7 +26,7 @@
 enum conn_state { CONN_CONNECTING, CONN_SPLICING, CONN_CLOSING };
 
 struct side {
-    uv_tcp_t tcp;
+    struct mesh_io *io;
     struct tcp_conn *c;
     uv_shutdown_t shutdown;
     bool paused;
@@ -47,6 +48,7 @@ struct tcp_conn {
     struct mesh_worker *w;
     struct mesh_proxy_snapshot *snap;
     struct snap_dest *dest;
+    const struct snap_listener *listener;
     struct snap_endpoint *ep; /* once connected */
     struct side down;
     struct attempt *up;
@@ -106,7 +108,7 @@ static void free_conn(struct tcp_conn *c)
 static void on_handle_closed(uv_handle_t *h)
 {
     struct tcp_conn *c = h->data;
-    if (c->up && h == (uv_handle_t *)&c->up->side.tcp) {
+    if (c->up && h == (uv_handle_t *)&c->up->side.io->tcp) {
         mesh_free(c->up);
         c->up = NULL;
     }
@@ -116,7 +118,7 @@ static void on_handle_closed(uv_handle_t *h)
 
 static void on_attempt_closed(uv_handle_t *h)
 {
-    mesh_free(container_of((uv_tcp_t *)h, struct attempt, side.tcp));
+    mesh_free(h->data);
 }
 
 /* Drops an attempt that did not (or will not) connect; it frees itself. */
@@ -124,17 +126,20 @@ static void abandon(struct attempt *a)
 {
     a->abandoned = true;
     a->side.c = NULL;
-    a->side.tcp.data = NULL;
-    uv_close((uv_handle_t *)&a->side.tcp, on_attempt_closed);
+    a->side.io->tcp.data = a;
+    mesh_io_close(a->side.io, on_attempt_closed);
 }
 
 static void close_side(struct tcp_conn *c, struct side *s)
 {
-    s->tcp.data = c;
+    s->io->tcp.data = c;
     /* Pass a reset on as a reset; a shutdown already sent rules it out. */
-    if (c->reset && !s->shut_sent && uv_tcp_close_reset(&s->tcp, on_handle_closed) == 0)
-        return;
-    uv_close((uv_handle_t *)&s->tcp, on_handle_closed);
+    uv_os_fd_t fd;
+    if (c->reset && !s->shut_sent && uv_fileno((uv_handle_t *)&s->io->tcp, &fd) == 0) {
+        struct linger l = {.l_onoff = 1, .l_linger = 0}; /* close sends RST */
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+    }
+    mesh_io_close(s->io, on_handle_closed);
 }
 
 static void close_conn(struct tcp_conn *c)
@@ -190,10 +195,9 @@ static void on_written(uv_write_t *req, int status)
         return;
     }
     struct side *dst = peer_of(c, src);
-    if (src->paused && !src->eof &&
-        uv_stream_get_write_queue_size((uv_stream_t *)&dst->tcp) <= c->w->shared->low_water) {
+    if (src->paused && !src->eof && mesh_io_queue_size(dst->io) <= c->w->shared->low_water) {
         src->paused = false;
-        uv_read_start((uv_stream_t *)&src->tcp, on_alloc, on_read);
+        mesh_io_read_start(src->io, on_alloc, on_read);
     }
 }
 
@@ -236,7 +240,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
          * What is left goes through the write queue, which backpressure watches.
          */
         uv_buf_t out = uv_buf_init(b->data, (unsigned)nread);
-        int n = uv_try_write((uv_stream_t *)&dst->tcp, &out, 1);
+        int n = mesh_io_try_write(dst->io, &out, 1);
         if (n == nread) {
             mesh_bufpool_put(&w->pool, b);
             return;
@@ -250,14 +254,14 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         out = uv_buf_init(b->data + (n > 0 ? n : 0), (unsigned)(nread - (n > 0 ? n : 0)));
         b->owner = c;
         b->tag = s == &c->down;
-        if (uv_write(&b->req, (uv_stream_t *)&dst->tcp, &out, 1, on_written) < 0) {
+        if (mesh_io_write(&b->req, dst->io, &out, 1, on_written) < 0) {
             mesh_bufpool_put(&w->pool, b);
             close_conn(c);
             return;
         }
-        if (uv_stream_get_write_queue_size((uv_stream_t *)&dst->tcp) > w->shared->high_water) {
+        if (mesh_io_queue_size(dst->io) > w->shared->high_water) {
             s->paused = true;
-            uv_read_stop(stream);
+            mesh_io_read_stop(s->io);
         }
         return;
     }
@@ -269,11 +273,11 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         /* Half-close: no more from this side; tell the other side once its writes are out. */
         struct side *dst = peer_of(c, s);
         s->eof = true;
-        uv_read_stop(stream);
+        mesh_io_read_stop(s->io);
         if (!dst->shut_sent) {
             dst->shut_sent = true;
             dst->c = c;
-            if (uv_shutdown(&dst->shutdown, (uv_stream_t *)&dst->tcp, on_shutdown) < 0) {
+            if (mesh_io_shutdown(&dst->shutdown, dst->io, on_shutdown) < 0) {
                 close_conn(c);
                 return;
             }
@@ -336,17 +340,49 @@ static void start_splice(struct tcp_conn *c, struct attempt *a)
     atomic_fetch_add_explicit(&c->ep->state->active, 1, memory_order_relaxed);
     mesh_outlier_success(c->ep);
     c->open_handles++; /* the upstream socket now belongs to the connection */
-    a->side.tcp.data = &a->side;
-    c->down.tcp.data = &c->down;
-    uv_tcp_nodelay(&a->side.tcp, 1);
-    uv_tcp_nodelay(&c->down.tcp, 1);
+    a->side.io->tcp.data = &a->side;
+    c->down.io->tcp.data = &c->down;
+    uv_tcp_nodelay(&a->side.io->tcp, 1);
+    uv_tcp_nodelay(&c->down.io->tcp, 1);
     c->last_activity = now_ms(c);
-    if (uv_read_start((uv_stream_t *)&c->down.tcp, on_alloc, on_read) < 0 ||
-        uv_read_start((uv_stream_t *)&a->side.tcp, on_alloc, on_read) < 0) {
+    if (mesh_io_read_start(c->down.io, on_alloc, on_read) < 0 ||
+        mesh_io_read_start(a->side.io, on_alloc, on_read) < 0) {
         close_conn(c);
         return;
     }
     arm_timer(c);
+}
+
+/* The attempt failed (connect, or the mTLS handshake): the endpoint counts it; try another. */
+static void attempt_failed(struct tcp_conn *c, struct attempt *a, const char *why)
+{
+    char addr[MESH_ADDR_STRLEN];
+    uv_timer_stop(&c->timer);
+    mesh_log_debug("connect to %s for '%s' failed: %s",
+                   mesh_addr_format(&c->dest->eps[a->ep].addr, addr, sizeof(addr)), c->dest->key,
+                   why);
+    mesh_outlier_failure(c->w->shared, c->dest, &c->dest->eps[a->ep], now_ms(c));
+    atomic_fetch_add_explicit(&c->dest->state->connect_failures, 1, memory_order_relaxed);
+    c->up = NULL;
+    abandon(a);
+    next_attempt(c);
+}
+
+static void on_up_handshake(struct mesh_io *io, int status)
+{
+    struct attempt *a = container_of((struct side *)io->tcp.data, struct attempt, side);
+    struct tcp_conn *c = a->side.c;
+    atomic_fetch_add_explicit(status == 0 ? &c->w->shared->tls_ok[1] : &c->w->shared->tls_failed[1],
+                              1, memory_order_relaxed);
+    if (status < 0) {
+        const char *why = mesh_tls_refusal(mesh_io_ssl(io));
+        mesh_log_warn("mTLS to an agent of '%s' failed: %s", c->dest->key,
+                      why ? why : mesh_io_tls_error(io));
+        attempt_failed(c, a, "mTLS handshake failed");
+        return;
+    }
+    uv_timer_stop(&c->timer);
+    start_splice(c, a);
 }
 
 static void on_connect(uv_connect_t *req, int status)
@@ -355,20 +391,20 @@ static void on_connect(uv_connect_t *req, int status)
     if (a->abandoned)
         return;
     struct tcp_conn *c = a->side.c;
-    uv_timer_stop(&c->timer);
     if (status < 0) {
-        char addr[MESH_ADDR_STRLEN];
-        mesh_log_debug("connect to %s for '%s' failed: %s",
-                       mesh_addr_format(&c->dest->eps[a->ep].addr, addr, sizeof(addr)),
-                       c->dest->key, uv_strerror(status));
-        mesh_outlier_failure(c->w->shared, c->dest, &c->dest->eps[a->ep], now_ms(c));
-        atomic_fetch_add_explicit(&c->dest->state->connect_failures, 1, memory_order_relaxed);
-        c->up = NULL;
-        abandon(a);
-        next_attempt(c);
+        attempt_failed(c, a, uv_strerror(status));
         return;
     }
-    start_splice(c, a);
+    const struct snap_endpoint *ep = &c->dest->eps[a->ep];
+    if (!ep->mesh_port || !c->listener->tls_as) {
+        uv_timer_stop(&c->timer);
+        start_splice(c, a);
+        return;
+    }
+    /* An agent on the far side: mTLS, within what is left of the connect timeout. */
+    SSL *ssl = mesh_tls_client_session(c->listener->tls_as, c->dest->sni, c->dest->peer_id);
+    if (!ssl || mesh_io_tls_start(a->side.io, ssl, on_up_handshake) < 0)
+        attempt_failed(c, a, "out of memory"); /* the io owns ssl once given */
 }
 
 /* The worker's balancer for this destination, or a one-off one for an older snapshot. */
@@ -411,10 +447,18 @@ static void next_attempt(struct tcp_conn *c)
         }
         a->ep = ep;
         a->side.c = c;
-        uv_tcp_init(&w->loop, &a->side.tcp);
-        a->side.tcp.data = &a->side;
-        int r = uv_tcp_connect(&a->req, &a->side.tcp,
-                               (const struct sockaddr *)&c->dest->eps[ep].addr.ss, on_connect);
+        a->side.io = mesh_io_new(&w->iol, &w->loop);
+        if (!a->side.io) {
+            mesh_free(a);
+            close_conn(c);
+            return;
+        }
+        a->side.io->tcp.data = &a->side;
+        struct mesh_addr to = c->dest->eps[ep].addr;
+        if (c->dest->eps[ep].mesh_port && c->listener->tls_as)
+            mesh_addr_set_port(&to, c->dest->eps[ep].mesh_port);
+        int r =
+            uv_tcp_connect(&a->req, &a->side.io->tcp, (const struct sockaddr *)&to.ss, on_connect);
         if (r == 0) {
             c->up = a;
             uv_timer_start(&c->timer, on_timer, c->dest->policy.connect_timeout_ms, 0);
@@ -444,35 +488,19 @@ static void log_refusal(struct mesh_worker *w, const char *what, const char *whe
     w->refusals_unlogged = 0;
 }
 
-static void on_refused_closed(uv_handle_t *h)
-{
-    mesh_free(h);
-}
-
-void mesh_worker_refuse(struct mesh_worker *w, uv_stream_t *listener)
-{
-    uv_tcp_t *tmp = mesh_malloc(sizeof(*tmp));
-    if (!tmp)
-        return;
-    /* Accept and close: a connection left in the backlog would stall the listener. */
-    uv_tcp_init(&w->loop, tmp);
-    uv_accept(listener, (uv_stream_t *)tmp);
-    uv_close((uv_handle_t *)tmp, on_refused_closed);
-}
-
-void mesh_tcp_accept(struct mesh_worker *w, uv_stream_t *listener, const char *key)
+void mesh_tcp_adopt(struct mesh_worker *w, struct mesh_io *io, const char *key)
 {
     struct tcp_conn *c = mesh_calloc(1, sizeof(*c));
     if (!c) {
-        mesh_worker_refuse(w, listener);
+        mesh_io_close(io, NULL);
         return;
     }
     c->w = w;
     c->state = CONN_CONNECTING;
     c->down.c = c;
-    uv_tcp_init(&w->loop, &c->down.tcp);
+    c->down.io = io;
     uv_timer_init(&w->loop, &c->timer);
-    c->down.tcp.data = c;
+    io->tcp.data = c;
     c->timer.data = c;
     c->open_handles = 2;
     c->next = w->conns;
@@ -484,10 +512,6 @@ void mesh_tcp_accept(struct mesh_worker *w, uv_stream_t *listener, const char *k
     atomic_fetch_add_explicit(&w->accepted, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&w->shared->accepted_total, 1, memory_order_relaxed);
 
-    if (uv_accept(listener, (uv_stream_t *)&c->down.tcp) < 0) {
-        close_conn(c);
-        return;
-    }
     c->counted_total = true;
     int total = atomic_fetch_add_explicit(&w->shared->active_total, 1, memory_order_relaxed) + 1;
     struct snap_listener *l = w->snap ? mesh_snapshot_listener(w->snap, key) : NULL;
@@ -498,6 +522,7 @@ void mesh_tcp_accept(struct mesh_worker *w, uv_stream_t *listener, const char *k
     c->snap = w->snap;
     mesh_snapshot_ref(c->snap);
     c->dest = l->dest;
+    c->listener = l;
     int cap = atomic_load_explicit(&w->shared->max_connections, memory_order_relaxed);
     if (cap && total > cap) {
         atomic_fetch_add_explicit(&w->shared->refused_total, 1, memory_order_relaxed);
@@ -519,7 +544,7 @@ void mesh_tcp_accept(struct mesh_worker *w, uv_stream_t *listener, const char *k
     if (c->dest->policy.lb == MESH_LB_RING_HASH) {
         struct mesh_addr peer = {0};
         int len = sizeof(peer.ss);
-        if (uv_tcp_getpeername(&c->down.tcp, (struct sockaddr *)&peer.ss, &len) == 0)
+        if (uv_tcp_getpeername(&c->down.io->tcp, (struct sockaddr *)&peer.ss, &len) == 0)
             c->client_hash = mesh_hash_client(&peer);
     }
     next_attempt(c);

@@ -55,11 +55,20 @@ static void on_accept(uv_stream_t *server, int status)
         return;
     }
     struct mesh_worker *w = l->w;
+    struct mesh_io *io = mesh_io_new(&w->iol, &w->loop);
+    if (!io)
+        return; /* out of memory: it waits in the backlog */
+    if (uv_accept(server, mesh_io_stream(io)) < 0) {
+        mesh_io_close(io, NULL);
+        return;
+    }
     const struct snap_listener *sl = w->snap ? mesh_snapshot_listener(w->snap, l->key) : NULL;
-    if (sl && sl->http && w->http)
-        mesh_http_accept(w, server, sl);
+    if (sl && sl->kind == MESH_LISTENER_MTLS)
+        mesh_mtls_accept(w, io);
+    else if (sl && sl->http && w->http)
+        mesh_http_adopt(w, io, sl, NULL);
     else
-        mesh_tcp_accept(w, server, l->key);
+        mesh_tcp_adopt(w, io, l->key);
 }
 
 static void add_listener(struct mesh_worker *w, const char *key, int fd)
@@ -108,6 +117,7 @@ void mesh_worker_maybe_exit(struct mesh_worker *w)
 {
     if (w->stopping && w->n_conns == 0 && !uv_is_closing((uv_handle_t *)&w->wake)) {
         mesh_http_worker_close(w); /* idle upstream connections would keep the loop going */
+        mesh_io_loop_close(&w->iol);
         uv_close((uv_handle_t *)&w->wake, NULL);
     }
 }
@@ -142,6 +152,7 @@ static void on_wake(uv_async_t *a)
                 mesh_http_stop(w);
             break;
         case WORKER_ABORT:
+            mesh_mtls_close_all(w);
             mesh_tcp_close_all(w);
             if (w->http)
                 mesh_http_close_all(w);
@@ -176,6 +187,7 @@ int mesh_worker_init(struct mesh_worker *w, int index, struct mesh_proxy_shared 
         return r;
     }
     uv_async_init(&w->loop, &w->wake, on_wake);
+    mesh_io_loop_init(&w->iol, &w->loop);
     w->wake.data = w;
     /* A few buffers per worker cover keep-alive traffic without touching malloc. */
     mesh_bufpool_init(&w->pool, shared->buffer_size, 256);

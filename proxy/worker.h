@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "proxy/bufpool.h"
+#include "proxy/io.h"
 #include "proxy/proxy-int.h"
 
 enum worker_cmd_type {
@@ -47,10 +48,12 @@ struct mesh_worker {
     struct mesh_lb_state *lb; /* one per destination of snap */
     struct wlistener *listeners;
     struct tcp_conn *conns;
+    struct mtls_handshake *handshakes;
     size_t n_conns; /* TCP and HTTP */
     struct mesh_http_worker *http;
     bool stopping;
     struct mesh_bufpool pool;
+    struct mesh_io_loop iol;
     uint64_t rng;
     int backlog;
     uint64_t last_refusal_log; /* loop ms; refusals are logged at most every 10 s */
@@ -78,9 +81,14 @@ void mesh_worker_maybe_exit(struct mesh_worker *w);
 void mesh_worker_done(struct mesh_worker *w);
 
 /* tcp_proxy.c */
-/* Accepts and closes at once: a connection left in the backlog would stall the listener. */
-void mesh_worker_refuse(struct mesh_worker *w, uv_stream_t *listener);
-void mesh_tcp_accept(struct mesh_worker *w, uv_stream_t *listener, const char *key);
+/* Proxies an accepted connection (taking io) to the destination of the listener at key. */
+void mesh_tcp_adopt(struct mesh_worker *w, struct mesh_io *io, const char *key);
+/* mtls_accept.c */
+/* Runs the mTLS handshake on an accepted connection, then hands it to the TCP or HTTP
+ * proxy of the local service its SNI names, if its caller may call it. */
+void mesh_mtls_accept(struct mesh_worker *w, struct mesh_io *io);
+void mesh_mtls_close_all(struct mesh_worker *w);
+
 /* A new snapshot: connections to endpoints it no longer has start draining. */
 void mesh_tcp_snapshot_changed(struct mesh_worker *w);
 void mesh_tcp_close_all(struct mesh_worker *w);

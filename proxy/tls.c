@@ -1,0 +1,344 @@
+#include "proxy/tls.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#include <uv.h>
+
+#include "common/alloc.h"
+#include "common/spiffe.h"
+
+static int idx_material = -1; /* SSL_CTX: the material */
+static int idx_expected = -1; /* SSL: the SPIFFE ID a client wants */
+static int idx_peer = -1;     /* SSL: the peer's SPIFFE ID, once verified */
+static int idx_refusal = -1;  /* SSL: why our checks refused the peer */
+static uv_once_t once = UV_ONCE_INIT;
+
+/* OpenSSL's ex_data slots take void *; what we keep there is read-only. */
+static void *unconst(const void *p)
+{
+    return (void *)(uintptr_t)p;
+}
+
+static void free_peer(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    mesh_free(ptr);
+}
+
+static void init_indexes(void)
+{
+    idx_material = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    idx_expected = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    idx_peer = SSL_get_ex_new_index(0, NULL, NULL, NULL, free_peer);
+    idx_refusal = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+static void set_err(char *err, size_t size, const char *what)
+{
+    unsigned long e = ERR_get_error();
+    if (e)
+        snprintf(err, size, "%s: %s", what, ERR_reason_error_string(e));
+    else
+        snprintf(err, size, "%s", what);
+    ERR_clear_error();
+}
+
+/* ---- verification ---- */
+
+static int verify_cb(int ok, X509_STORE_CTX *x)
+{
+    if (!ok || X509_STORE_CTX_get_error_depth(x) != 0)
+        return ok;
+    SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
+    const struct mesh_tls_material *m = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), idx_material);
+    char id[MESH_SPIFFE_ID_MAX + 1];
+    const char *why = NULL;
+    if (!mesh_spiffe_check_leaf(X509_STORE_CTX_get_current_cert(x), m->trust_domain, id, sizeof(id),
+                                &why)) {
+        SSL_set_ex_data(ssl, idx_refusal, unconst(why));
+        X509_STORE_CTX_set_error(x, X509_V_ERR_APPLICATION_VERIFICATION);
+        return 0;
+    }
+    const char *expected = SSL_get_ex_data(ssl, idx_expected);
+    if (expected && strcmp(expected, id) != 0) {
+        SSL_set_ex_data(ssl, idx_refusal, unconst("the peer is not the expected SPIFFE ID"));
+        X509_STORE_CTX_set_error(x, X509_V_ERR_APPLICATION_VERIFICATION);
+        return 0;
+    }
+    char *copy = mesh_strdup(id);
+    if (!copy)
+        return 0;
+    mesh_free(SSL_get_ex_data(ssl, idx_peer));
+    SSL_set_ex_data(ssl, idx_peer, copy);
+    return 1;
+}
+
+const char *mesh_tls_peer_id(SSL *ssl)
+{
+    const char *id = ssl ? SSL_get_ex_data(ssl, idx_peer) : NULL;
+    return id ? id : "";
+}
+
+const char *mesh_tls_refusal(SSL *ssl)
+{
+    return ssl ? SSL_get_ex_data(ssl, idx_refusal) : NULL;
+}
+
+/* SNI "<service>.<namespace>": the service's certificate. */
+static int on_servername(SSL *ssl, int *alert, void *arg)
+{
+    const struct mesh_tls_material *m = arg;
+    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    const char *dot = sni ? strchr(sni, '.') : NULL;
+    char name[64];
+    if (!dot || (size_t)(dot - sni) >= sizeof(name)) {
+        *alert = SSL_AD_UNRECOGNIZED_NAME;
+        SSL_set_ex_data(ssl, idx_refusal, unconst("no SNI naming a local service"));
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    }
+    memcpy(name, sni, (size_t)(dot - sni));
+    name[dot - sni] = '\0';
+    const struct mesh_tls_identity *id = mesh_tls_find(m, dot + 1, name);
+    if (!id) {
+        *alert = SSL_AD_UNRECOGNIZED_NAME;
+        SSL_set_ex_data(ssl, idx_refusal, unconst("the SNI names no local service"));
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    }
+    SSL_set_SSL_CTX(ssl, id->server);
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* ---- material ---- */
+
+int mesh_tls_material_new(const char *trust_domain, bool tls12, const char *bundle_pem,
+                          size_t bundle_len, struct mesh_tls_material **ret, char *err,
+                          size_t err_size)
+{
+    uv_once(&once, init_indexes);
+    struct mesh_tls_material *m = mesh_calloc(1, sizeof(*m));
+    if (!m || !(m->trust_domain = mesh_strdup(trust_domain)) || !(m->bundle = X509_STORE_new())) {
+        if (m)
+            mesh_free(m->trust_domain);
+        mesh_free(m);
+        snprintf(err, err_size, "out of memory");
+        return -ENOMEM;
+    }
+    atomic_init(&m->refs, 1);
+    m->tls12 = tls12;
+    BIO *bio = BIO_new_mem_buf(bundle_pem, (int)bundle_len);
+    int n = 0;
+    X509 *ca;
+    while (bio && (ca = PEM_read_bio_X509(bio, NULL, NULL, NULL))) {
+        if (!(X509_get_extension_flags(ca) & EXFLAG_CA)) {
+            X509_free(ca);
+            snprintf(err, err_size, "trust bundle: certificate %d is not a CA", n + 1);
+            n = -1;
+            break;
+        }
+        X509_STORE_add_cert(m->bundle, ca);
+        X509_free(ca);
+        n++;
+    }
+    BIO_free(bio);
+    ERR_clear_error();
+    if (n <= 0) {
+        if (n == 0)
+            snprintf(err, err_size, "trust bundle: no PEM certificate");
+        mesh_tls_material_unref(m);
+        return -EINVAL;
+    }
+    *ret = m;
+    return 0;
+}
+
+static SSL_CTX *make_ctx(struct mesh_tls_material *m, bool server, X509 *leaf, EVP_PKEY *key,
+                         STACK_OF(X509) * chain, char *err, size_t err_size)
+{
+    SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+    if (!ctx) {
+        set_err(err, err_size, "SSL_CTX_new");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, m->tls12 ? TLS1_2_VERSION : TLS1_3_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS); /* idle connections hold no buffers */
+    bool ok = SSL_CTX_use_certificate(ctx, leaf) == 1 && SSL_CTX_use_PrivateKey(ctx, key) == 1 &&
+              SSL_CTX_check_private_key(ctx) == 1;
+    for (int i = 0; ok && chain && i < sk_X509_num(chain); i++)
+        ok = SSL_CTX_add1_chain_cert(ctx, sk_X509_value(chain, i)) == 1;
+    if (!ok) {
+        set_err(err, err_size, "the certificate and key do not go together");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set1_cert_store(ctx, m->bundle);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
+    SSL_CTX_set_ex_data(ctx, idx_material, m);
+    if (server) {
+        SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"mesh", 4);
+        SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
+        SSL_CTX_set_tlsext_servername_arg(ctx, m);
+    }
+    return ctx;
+}
+
+/* Checks that leaf chains to the bundle (with chain) and is an SVID for id. */
+static bool check_leaf(struct mesh_tls_material *m, X509 *leaf, STACK_OF(X509) * chain,
+                       const char *id, char *err, size_t err_size)
+{
+    X509_STORE_CTX *x = X509_STORE_CTX_new();
+    if (!x || X509_STORE_CTX_init(x, m->bundle, leaf, chain) != 1) {
+        X509_STORE_CTX_free(x);
+        snprintf(err, err_size, "out of memory");
+        return false;
+    }
+    int ok = X509_verify_cert(x);
+    int e = X509_STORE_CTX_get_error(x);
+    X509_STORE_CTX_free(x);
+    ERR_clear_error();
+    if (ok != 1) {
+        snprintf(err, err_size, "does not chain to the trust bundle: %s",
+                 X509_verify_cert_error_string(e));
+        return false;
+    }
+    char got[MESH_SPIFFE_ID_MAX + 1];
+    const char *why;
+    if (!mesh_spiffe_check_leaf(leaf, m->trust_domain, got, sizeof(got), &why)) {
+        snprintf(err, err_size, "not a valid SVID: %s", why);
+        return false;
+    }
+    if (strcmp(got, id) != 0) {
+        snprintf(err, err_size, "is for %s, not %s", got, id);
+        return false;
+    }
+    return true;
+}
+
+int mesh_tls_material_add(struct mesh_tls_material *m, const char *id, const char *ns,
+                          const char *name, const char *cert_pem, size_t cert_len,
+                          const char *key_pem, size_t key_len, char *err, size_t err_size)
+{
+    BIO *cb = BIO_new_mem_buf(cert_pem, (int)cert_len);
+    BIO *kb = BIO_new_mem_buf(key_pem, (int)key_len);
+    X509 *leaf = cb ? PEM_read_bio_X509(cb, NULL, NULL, NULL) : NULL;
+    EVP_PKEY *key = kb ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL) : NULL;
+    STACK_OF(X509) *chain = sk_X509_new_null();
+    X509 *c;
+    while (cb && chain && (c = PEM_read_bio_X509(cb, NULL, NULL, NULL)))
+        sk_X509_push(chain, c);
+    BIO_free(cb);
+    BIO_free(kb);
+    ERR_clear_error();
+    int r = -EINVAL;
+    struct mesh_tls_identity idn = {0};
+    if (!leaf)
+        snprintf(err, err_size, "no PEM certificate");
+    else if (!key)
+        snprintf(err, err_size, "no PEM private key");
+    else if (!chain)
+        snprintf(err, err_size, "out of memory");
+    else if (check_leaf(m, leaf, chain, id, err, err_size) &&
+             (idn.server = make_ctx(m, true, leaf, key, chain, err, err_size)) &&
+             (idn.client = make_ctx(m, false, leaf, key, chain, err, err_size))) {
+        const ASN1_TIME *na = X509_get0_notAfter(leaf);
+        struct tm tm;
+        idn.not_after = ASN1_TIME_to_tm(na, &tm) == 1 ? timegm(&tm) : 0;
+        r = -ENOMEM;
+        struct mesh_tls_identity *v = mesh_realloc(m->ids, (m->n + 1) * sizeof(*v));
+        if (v) {
+            m->ids = v;
+            if ((idn.id = mesh_strdup(id)) && (!ns || (idn.namespace = mesh_strdup(ns))) &&
+                (!name || (idn.name = mesh_strdup(name)))) {
+                m->ids[m->n++] = idn;
+                idn = (struct mesh_tls_identity){0};
+                r = 0;
+            }
+        }
+        if (r < 0)
+            snprintf(err, err_size, "out of memory");
+    }
+    SSL_CTX_free(idn.server);
+    SSL_CTX_free(idn.client);
+    mesh_free(idn.id);
+    mesh_free(idn.namespace);
+    mesh_free(idn.name);
+    X509_free(leaf);
+    EVP_PKEY_free(key);
+    sk_X509_pop_free(chain, X509_free);
+    return r;
+}
+
+struct mesh_tls_material *mesh_tls_material_ref(struct mesh_tls_material *m)
+{
+    if (m)
+        atomic_fetch_add(&m->refs, 1);
+    return m;
+}
+
+void mesh_tls_material_unref(struct mesh_tls_material *m)
+{
+    if (!m || atomic_fetch_sub(&m->refs, 1) != 1)
+        return;
+    for (size_t i = 0; i < m->n; i++) {
+        SSL_CTX_free(m->ids[i].server);
+        SSL_CTX_free(m->ids[i].client);
+        mesh_free(m->ids[i].id);
+        mesh_free(m->ids[i].namespace);
+        mesh_free(m->ids[i].name);
+    }
+    mesh_free(m->ids);
+    X509_STORE_free(m->bundle);
+    mesh_free(m->trust_domain);
+    mesh_free(m);
+}
+
+const struct mesh_tls_identity *mesh_tls_find(const struct mesh_tls_material *m, const char *ns,
+                                              const char *name)
+{
+    for (size_t i = 0; m && i < m->n; i++) {
+        const struct mesh_tls_identity *id = &m->ids[i];
+        if (id->name && strcmp(id->name, name) == 0 && strcmp(id->namespace, ns) == 0)
+            return id;
+    }
+    return NULL;
+}
+
+time_t mesh_tls_earliest_expiry(const struct mesh_tls_material *m)
+{
+    time_t t = 0;
+    for (size_t i = 0; m && i < m->n; i++) {
+        if (!t || m->ids[i].not_after < t)
+            t = m->ids[i].not_after;
+    }
+    return t;
+}
+
+SSL *mesh_tls_server_session(const struct mesh_tls_material *m)
+{
+    if (!m->n)
+        return NULL;
+    SSL *ssl = SSL_new(m->ids[0].server);
+    if (ssl)
+        SSL_set_accept_state(ssl);
+    return ssl;
+}
+
+SSL *mesh_tls_client_session(const struct mesh_tls_identity *as, const char *sni,
+                             const char *expected_id)
+{
+    SSL *ssl = SSL_new(as->client);
+    if (!ssl)
+        return NULL;
+    if (SSL_set_tlsext_host_name(ssl, sni) != 1) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    SSL_set_ex_data(ssl, idx_expected, unconst(expected_id));
+    SSL_set_connect_state(ssl);
+    return ssl;
+}

@@ -1,0 +1,72 @@
+/*
+ * TLS material of a snapshot: the trust bundle and, per identity (the node, each local
+ * service), its certificate, key and the OpenSSL contexts made from them. Immutable and
+ * reference-counted: a rotation builds new material and a new snapshot, while connections
+ * made with the old one keep it.
+ *
+ * Every context requires the peer's certificate, verifies its chain to the bundle, then
+ * checks it as an X509-SVID of the trust domain in our own code (common/spiffe.h); a client
+ * also wants the SPIFFE ID it expects. The server picks the local service's certificate by
+ * SNI "<service>.<namespace>".
+ */
+#ifndef MESH_PROXY_TLS_H
+#define MESH_PROXY_TLS_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <time.h>
+
+#include <openssl/ssl.h>
+
+struct mesh_tls_identity {
+    char *id;        /* its SPIFFE ID */
+    char *namespace; /* a local service's; NULL for the node */
+    char *name;
+    time_t not_after;
+    SSL_CTX *server;
+    SSL_CTX *client;
+};
+
+struct mesh_tls_material {
+    atomic_int refs;
+    char *trust_domain;
+    X509_STORE *bundle;
+    bool tls12;                    /* TLS 1.2 allowed; else 1.3 only */
+    struct mesh_tls_identity *ids; /* [0]: the node */
+    size_t n;
+};
+
+/* New material with a trust bundle (PEM, one or more CA certificates). On failure returns
+ * a negative errno and writes why into err. */
+int mesh_tls_material_new(const char *trust_domain, bool tls12, const char *bundle_pem,
+                          size_t bundle_len, struct mesh_tls_material **ret, char *err,
+                          size_t err_size);
+/*
+ * Adds an identity (the node first): a certificate chain (leaf first) and its key, PEM.
+ * The leaf must chain to the bundle and be an SVID for `id`. Returns 0 or a negative errno
+ * with why in err.
+ */
+int mesh_tls_material_add(struct mesh_tls_material *m, const char *id, const char *ns,
+                          const char *name, const char *cert_pem, size_t cert_len,
+                          const char *key_pem, size_t key_len, char *err, size_t err_size);
+struct mesh_tls_material *mesh_tls_material_ref(struct mesh_tls_material *m);
+void mesh_tls_material_unref(struct mesh_tls_material *m);
+
+/* The identity of a local service, or NULL. */
+const struct mesh_tls_identity *mesh_tls_find(const struct mesh_tls_material *m, const char *ns,
+                                              const char *name);
+/* The earliest expiry of any certificate (0: none). */
+time_t mesh_tls_earliest_expiry(const struct mesh_tls_material *m);
+
+/* A server session on the inbound listener; NULL when memory is short. */
+SSL *mesh_tls_server_session(const struct mesh_tls_material *m);
+/* A client session presenting `as`, naming sni and wanting the peer to be expected_id (a
+ * string that must outlive the handshake). */
+SSL *mesh_tls_client_session(const struct mesh_tls_identity *as, const char *sni,
+                             const char *expected_id);
+/* After a handshake: the peer's SPIFFE ID ("" when none). */
+const char *mesh_tls_peer_id(SSL *ssl);
+/* After a failed handshake: why our checks refused the peer (NULL: they did not). */
+const char *mesh_tls_refusal(SSL *ssl);
+
+#endif

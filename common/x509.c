@@ -187,7 +187,8 @@ X509 *mesh_x509_sign_csr(X509 *ca, EVP_PKEY *ca_key, const char *csr_pem, size_t
         !add_ext(cert, &ctx, NID_key_usage, "critical,digitalSignature,keyAgreement") ||
         !add_ext(cert, &ctx, NID_ext_key_usage, "serverAuth,clientAuth") ||
         !add_ext(cert, &ctx, NID_subject_key_identifier, "hash") ||
-        !add_ext(cert, &ctx, NID_authority_key_identifier, "keyid:always") ||
+        (X509_get0_subject_key_id(ca) && /* an operator's CA may have none */
+         !add_ext(cert, &ctx, NID_authority_key_identifier, "keyid")) ||
         !add_ext(cert, &ctx, NID_subject_alt_name, san) ||
         X509_sign(cert, ca_key, EVP_sha256()) <= 0)
         goto fail;

@@ -334,7 +334,8 @@ SSL *mesh_tls_client_session(const struct mesh_tls_identity *as, const char *sni
     SSL *ssl = SSL_new(as->client);
     if (!ssl)
         return NULL;
-    if (SSL_set_tlsext_host_name(ssl, sni) != 1) {
+    /* SSL_set_tlsext_host_name() without its cast of a const string. */
+    if (SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name, unconst(sni)) != 1) {
         SSL_free(ssl);
         return NULL;
     }

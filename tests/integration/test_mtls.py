@@ -147,6 +147,157 @@ class MtlsTest(AgentTest):
                                          destination="inbound:shop/api"), 1)
         self.assertEqual(backend.accepted, 0)
 
+    # -- refusals at the inbound port, from a client that is not an agent --
+
+    def tls_client(self, cert=None, key=None, sni="api.shop", ca=None):
+        """Handshakes with B's mTLS port and sends a byte; returns the peer's URI SAN or
+        raises the error the server's refusal produced."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.load_verify_locations(ca or self.pki.cert)
+        if cert:
+            ctx.load_cert_chain(cert, key)
+        raw = socket.create_connection(("127.0.0.2", self.b_inbound), timeout=5 * SLOW)
+        with ctx.wrap_socket(raw, server_hostname=sni) as s:
+            uri = [v for k, v in s.getpeercert().get("subjectAltName", ()) if k == "URI"]
+            # TLS 1.3: the server judges the client's certificate after the client's side is
+            # done; its verdict arrives with the first read.
+            s.sendall(b"GET / HTTP/1.1\r\nHost: api\r\n\r\n")
+            data = s.recv(100)
+            if not data:
+                raise ConnectionError("closed without an answer")
+            return uri
+
+    def refused(self, b, what, **kw):
+        before = b.metric("mesh_proxy_tls_handshakes_total", direction="inbound",
+                          result="failed") or 0
+        with self.assertRaises((ssl.SSLError, ConnectionError, OSError), msg=what):
+            self.tls_client(**kw)
+        wait_for(lambda: b.metric("mesh_proxy_tls_handshakes_total", direction="inbound",
+                                  result="failed") == before + 1, what=f"{what}: counted")
+
+    def test_refuses_bad_clients(self):
+        a, b, _ = self.pair()
+        ok = self.pki.leaf("good", [spiffe("shop", "probe")])
+        # A correct SVID gets through, and the server presents the SNI's service identity.
+        self.assertEqual(self.tls_client(*ok), [spiffe("shop", "api")])
+        self.refused(b, "no client certificate")
+        self.assertIn("refused an mTLS connection", b.logs())
+        other = Pki(os.path.join(self.tmp, "other"), name="other")
+        self.refused(b, "untrusted CA", cert=other.leaf("o", [spiffe("shop", "x")])[0],
+                     key=os.path.join(other.dir, "o.key"))
+        self.assertIn("unable to get local issuer certificate", b.logs())
+        exp = self.pki.leaf("expired", [spiffe("shop", "probe")], expired=True)
+        time.sleep(1.5)
+        self.refused(b, "expired", cert=exp[0], key=exp[1])
+        self.assertIn("certificate has expired", b.logs())
+        two = self.pki.leaf("two", [spiffe("shop", "a"), spiffe("shop", "b")])
+        self.refused(b, "two URI SANs", cert=two[0], key=two[1])
+        self.assertIn("exactly one URI SAN", b.logs())
+        ca = self.pki.leaf("ca-leaf", [spiffe("shop", "c")], ca=True,
+                           key_usage="digitalSignature,keyCertSign")
+        self.refused(b, "a CA as a leaf", cert=ca[0], key=ca[1])
+        self.assertIn("must not be a CA", b.logs())
+        foreign = self.pki.leaf("foreign", ["spiffe://elsewhere.test/ns/shop/svc/x"])
+        self.refused(b, "another trust domain", cert=foreign[0], key=foreign[1])
+        self.assertIn("another trust domain", b.logs())
+        self.refused(b, "SNI naming no local service", cert=ok[0], key=ok[1], sni="nope.shop")
+        self.assertIn("the SNI names no local service", b.logs())
+
+    def test_refuses_an_agent_with_an_untrusted_certificate(self):
+        other = Pki(os.path.join(self.tmp, "other"), name="other")
+        a, b, backend = self.pair(identity_b={"mode": "standalone", "ca_cert": other.cert,
+                                              "ca_key": other.key})
+        status, _, _ = Client(self.port, host="api").request(path="/")
+        self.assertEqual(status, 503)
+        self.assertIn("mTLS to an agent of 'shop/api' failed", a.logs())
+        self.assertGreaterEqual(a.metric("mesh_proxy_tls_handshakes_total",
+                                         direction="outbound", result="failed"), 1)
+        self.assertEqual(backend.requests, [])  # nothing reached the workload
+
+    # -- certificates over time --
+
+    def test_rotation_under_load_fails_no_request(self):
+        ttl = "20s"
+        a, b, _ = self.pair(identity_a=self.identity(cert_ttl=ttl),
+                            identity_b=self.identity(cert_ttl=ttl), access_log=False)
+        first = a.metric("mesh_cert_issued_total")
+        errors, done = [], time.time() + 25 * SLOW
+        counts = [0, 0]
+
+        def load(k, keep_alive):
+            c = Client(self.port, host="api")
+            while time.time() < done:
+                try:
+                    status = c.echo("/r")[0]
+                    if status != 200:
+                        errors.append(status)
+                except Exception as e:  # any failure fails the test
+                    errors.append(repr(e))
+                counts[k] += 1
+                if not keep_alive:  # a new connection, a new handshake, each time
+                    c.close()
+                    c = Client(self.port, host="api")
+            c.close()
+
+        threads = [threading.Thread(target=load, args=(0, True)),
+                   threading.Thread(target=load, args=(1, False))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        # Each agent renewed its two certificates (node and service) at least twice.
+        self.assertGreaterEqual(a.metric("mesh_cert_issued_total") - first, 4)
+        self.assertGreaterEqual(b.metric("mesh_cert_issued_total"), 6)
+        self.assertGreater(counts[1], 50)
+
+    def test_restart_keeps_the_certificates_it_holds(self):
+        a, b, _ = self.pair()
+        before = {c["id"]: c["not_after"] for c in b.json("/v1/identity")["certificates"]}
+        b.stop()
+        b.start()
+        after = {c["id"]: c["not_after"] for c in b.json("/v1/identity")["certificates"]}
+        self.assertEqual(before, after)
+        self.assertEqual(b.metric("mesh_cert_issued_total"), 0)
+        wait_for(lambda: listening("127.0.0.2", self.b_inbound), what="B's mTLS listener")
+        self.assertEqual(Client(self.port, host="api").echo("/")[0], 200)
+
+    def test_files_mode_reloads_and_refuses_a_bad_set(self):
+        d = os.path.join(self.tmp, "pki-files")
+        os.makedirs(os.path.join(d, "shop"))
+
+        def put(name, uri, target):
+            crt, key = self.pki.leaf(name, [uri])
+            for src, dst in ((crt, target + ".crt"), (key, target + ".key")):
+                with open(src, "rb") as f:
+                    data = f.read()
+                with open(dst + ".tmp", "wb") as f:
+                    f.write(data)
+                os.rename(dst + ".tmp", dst)
+
+        put("bnode", f"spiffe://{TD}/node/host-b", os.path.join(d, "node"))
+        put("bapi", spiffe("shop", "api"), os.path.join(d, "shop", "api"))
+        a, b, _ = self.pair(identity_b={"mode": "files", "cert_dir": d,
+                                        "trust_bundle": self.pki.cert})
+        c = Client(self.port, host="api")
+        self.assertEqual(c.echo("/")[0], 200)
+        first = b.json("/v1/identity")["certificates"]
+        # A renewed certificate is picked up.
+        time.sleep(1.1)  # a later notAfter, to the second
+        put("bapi2", spiffe("shop", "api"), os.path.join(d, "shop", "api"))
+        wait_for(lambda: b.json("/v1/identity")["certificates"] != first, timeout=10,
+                 what="the new certificate in use")
+        self.assertEqual(Client(self.port, host="api").echo("/")[0], 200)
+        # A certificate for the wrong identity is refused; the previous set keeps serving.
+        good = b.json("/v1/identity")["certificates"]
+        put("wrong", spiffe("shop", "web"), os.path.join(d, "shop", "api"))
+        wait_for(lambda: "is for " + spiffe("shop", "web") in b.logs(), timeout=10,
+                 what="the refusal of the wrong certificate")
+        self.assertEqual(b.json("/v1/identity")["certificates"], good)
+        self.assertIn("error", b.json("/v1/identity"))
+        self.assertEqual(Client(self.port, host="api").echo("/")[0], 200)
+
 
 def listening(host, port):
     try:

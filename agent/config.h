@@ -87,10 +87,10 @@ enum mesh_identity_mode {
 extern const char *const mesh_identity_mode_names[];
 
 struct mesh_agent_identity_config {
-    int mode;          /* enum mesh_identity_mode */
-    char *ca_cert;     /* standalone: the CA certificate (and the trust bundle) */
-    char *ca_key;      /* standalone: its private key */
-    char *cert_dir;    /* files: node.crt/node.key and <namespace>/<service>.crt/.key */
+    int mode;           /* enum mesh_identity_mode */
+    char *ca_cert;      /* standalone: the CA certificate (and the trust bundle) */
+    char *ca_key;       /* standalone: its private key */
+    char *cert_dir;     /* files: node.crt/node.key and <namespace>/<service>.crt/.key */
     char *trust_bundle; /* files: PEM CA certificates */
     uint64_t cert_ttl_ms;
     int tls_min_version; /* 0: TLS 1.3, 1: TLS 1.2 */

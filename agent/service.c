@@ -46,9 +46,9 @@ void mesh_endpoint_done(struct mesh_endpoint *ep)
 
 bool mesh_endpoint_equal(const struct mesh_endpoint *a, const struct mesh_endpoint *b)
 {
-    return mesh_addr_equal(&a->addr, &b->addr) && a->weight == b->weight && a->mesh_port == b->mesh_port &&
-           a->health == b->health && str_eq(a->zone, b->zone) && str_eq(a->node, b->node) &&
-           mesh_labels_equal(&a->labels, &b->labels);
+    return mesh_addr_equal(&a->addr, &b->addr) && a->weight == b->weight &&
+           a->mesh_port == b->mesh_port && a->health == b->health && str_eq(a->zone, b->zone) &&
+           str_eq(a->node, b->node) && mesh_labels_equal(&a->labels, &b->labels);
 }
 
 int mesh_endpoint_addr_cmp(const struct mesh_endpoint *a, const struct mesh_endpoint *b)

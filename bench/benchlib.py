@@ -71,7 +71,9 @@ class Procs:
         self.procs = []
 
     def start(self, cmd, **kw):
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+        kw.setdefault("stdout", subprocess.DEVNULL)
+        kw.setdefault("stderr", subprocess.DEVNULL)
+        p = subprocess.Popen(cmd, **kw)
         self.procs.append(p)
         return p
 

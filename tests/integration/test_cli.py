@@ -101,8 +101,9 @@ class CliTest(unittest.TestCase):
 
     def test_examples_validate(self):
         root = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
-        r = run("validate", "--config", os.path.join(root, "agent.json"))
-        self.assertEqual(r.returncode, 0, r.stderr)
+        for cfg in ("agent.json", "host-b/agent.json"):
+            r = run("validate", "--config", os.path.join(root, cfg))
+            self.assertEqual(r.returncode, 0, r.stderr)
 
 
 if __name__ == "__main__":

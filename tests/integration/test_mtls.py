@@ -77,8 +77,12 @@ class MtlsTest(AgentTest):
                                                     "mesh_port": self.b_inbound}]}}})
         b.start()
         a.start()
-        wait_for(lambda: listening("127.0.0.2", self.b_inbound), what="B's mTLS listener")
-        wait_for(lambda: listening("127.0.0.1", self.port), what="A's upstream listener")
+        try:
+            wait_for(lambda: listening("127.0.0.2", self.b_inbound), what="B's mTLS listener")
+            wait_for(lambda: listening("127.0.0.1", self.port), what="A's upstream listener")
+        except AssertionError:
+            raise AssertionError(f"listeners not up; B's log:\n{b.logs()}\nA's log:\n{a.logs()}"
+                                 f"\nB's listeners: {b.json('/v1/proxy')['listeners']}")
         return a, b, backend
 
     def test_http_call_crosses_mtls_with_identities(self):

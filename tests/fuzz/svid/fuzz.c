@@ -65,8 +65,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!ca)
             make_ca();
         char err[256];
-        X509 *x = mesh_x509_sign_csr(ca, ca_key, rest, n, "spiffe://mesh.local/ns/a/svc/b", 60,
-                                     err, sizeof(err));
+        X509 *x = mesh_x509_sign_csr(ca, ca_key, rest, n, "spiffe://mesh.local/ns/a/svc/b", 60, err,
+                                     sizeof(err));
         if (x) {
             char id[MESH_SPIFFE_ID_MAX + 1];
             if (!mesh_spiffe_check_leaf(x, "mesh.local", id, sizeof(id), &why) ||

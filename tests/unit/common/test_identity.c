@@ -151,9 +151,8 @@ static void test_sign_and_check(void **state)
     assert_contains(err, "does not chain to the trust bundle");
     mesh_tls_material_unref(m);
     /* A bundle must hold CA certificates. */
-    assert_int_not_equal(mesh_tls_material_new("td", false, cert_pem, cert_len, &m, err,
-                                               sizeof(err)),
-                         0);
+    assert_int_not_equal(
+        mesh_tls_material_new("td", false, cert_pem, cert_len, &m, err, sizeof(err)), 0);
     assert_contains(err, "not a CA");
 
     mesh_free(ca_pem);

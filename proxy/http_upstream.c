@@ -205,6 +205,8 @@ static void on_up_handshake(struct mesh_io *io, int status)
         mesh_http_on_up_connected(c, u, UV_ECONNREFUSED);
         return;
     }
+    if (SSL_session_reused(mesh_io_ssl(io)))
+        atomic_fetch_add_explicit(&sh->tls_resumed[1], 1, memory_order_relaxed);
     u->tls_dest = NULL;
     up_ready(u);
 }
@@ -226,8 +228,12 @@ static void on_up_connect(uv_connect_t *req, int status)
         return;
     }
     /* An agent on the far side: mTLS first (the request's connect timeout covers it). */
-    SSL *ssl =
-        mesh_tls_client_session(u->c->listener->tls_as, u->tls_dest->sni, u->tls_dest->peer_id);
+    char peer[MESH_ADDR_STRLEN];
+    struct mesh_addr to = u->tls_dest->eps[u->ep].addr;
+    mesh_addr_set_port(&to, u->tls_dest->eps[u->ep].mesh_port);
+    mesh_addr_format(&to, peer, sizeof(peer));
+    SSL *ssl = mesh_tls_client_session(u->c->listener->tls_as, u->tls_dest->sni,
+                                       u->tls_dest->peer_id, &u->w->tls_sessions, peer);
     if (!ssl || mesh_io_tls_start(u->io, ssl, on_up_handshake) < 0) {
         struct http_conn *c = u->c;
         mesh_up_close(u);

@@ -87,6 +87,8 @@ static void on_handshake(struct mesh_io *io, int status)
         return;
     }
     atomic_fetch_add_explicit(&w->shared->tls_ok[0], 1, memory_order_relaxed);
+    if (SSL_session_reused(ssl))
+        atomic_fetch_add_explicit(&w->shared->tls_resumed[0], 1, memory_order_relaxed);
     const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
     char key[300];
     snprintf(key, sizeof(key), "sni:%s", sni ? sni : "");

@@ -100,6 +100,7 @@ struct mesh_proxy_shared {
     /* mTLS handshakes [inbound, outbound] by result, and inbound refusals by authorization. */
     atomic_ullong tls_ok[2];
     atomic_ullong tls_failed[2];
+    atomic_ullong tls_resumed[2];
     atomic_ullong authz_denied_tcp;
     atomic_ullong accepted_total;
     atomic_int max_connections;

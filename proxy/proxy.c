@@ -660,6 +660,12 @@ void mesh_proxy_metrics(struct mesh_proxy *p, struct mesh_buf *b)
                          (struct mesh_prom_label[]){{"direction", dir}, {"result", "failed"}, {0}},
                          (double)atomic_load(&p->shared.tls_failed[d]));
     }
+    mesh_prom_family(b, "mesh_proxy_tls_resumed_total", "counter",
+                     "mTLS handshakes that resumed an earlier session (no certificates sent).");
+    for (int d = 0; d < 2; d++)
+        mesh_prom_sample(b, "mesh_proxy_tls_resumed_total",
+                         (struct mesh_prom_label[]){{"direction", d ? "outbound" : "inbound"}, {0}},
+                         (double)atomic_load(&p->shared.tls_resumed[d]));
     mesh_prom_family(b, "mesh_proxy_listeners", "gauge", "Listeners by state.");
     size_t n = p->listeners.n;
     mesh_prom_sample(b, "mesh_proxy_listeners",

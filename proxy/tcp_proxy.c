@@ -381,6 +381,8 @@ static void on_up_handshake(struct mesh_io *io, int status)
         attempt_failed(c, a, "mTLS handshake failed");
         return;
     }
+    if (SSL_session_reused(mesh_io_ssl(io)))
+        atomic_fetch_add_explicit(&c->w->shared->tls_resumed[1], 1, memory_order_relaxed);
     uv_timer_stop(&c->timer);
     start_splice(c, a);
 }
@@ -402,7 +404,12 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     /* An agent on the far side: mTLS, within what is left of the connect timeout. */
-    SSL *ssl = mesh_tls_client_session(c->listener->tls_as, c->dest->sni, c->dest->peer_id);
+    char peer[MESH_ADDR_STRLEN];
+    struct mesh_addr to = ep->addr;
+    mesh_addr_set_port(&to, ep->mesh_port);
+    mesh_addr_format(&to, peer, sizeof(peer));
+    SSL *ssl = mesh_tls_client_session(c->listener->tls_as, c->dest->sni, c->dest->peer_id,
+                                       &c->w->tls_sessions, peer);
     if (!ssl || mesh_io_tls_start(a->side.io, ssl, on_up_handshake) < 0)
         attempt_failed(c, a, "out of memory"); /* the io owns ssl once given */
 }

@@ -16,6 +16,17 @@ static int idx_material = -1; /* SSL_CTX: the material */
 static int idx_expected = -1; /* SSL: the SPIFFE ID a client wants */
 static int idx_peer = -1;     /* SSL: the peer's SPIFFE ID, once verified */
 static int idx_refusal = -1;  /* SSL: why our checks refused the peer */
+static int idx_cache = -1;    /* SSL: the struct mesh_tls_sessions its tickets go to */
+static int idx_key = -1;      /* SSL: its key there (owned) */
+
+/* Sessions kept for resumption live no longer than this (server tickets say the same). */
+#define SESSION_LIFETIME_S 300
+
+struct tls_cached {
+    SSL_SESSION *session;
+    const SSL_CTX *ctx; /* the client context it was made with: other material, not offered */
+    char key[];
+};
 static uv_once_t once = UV_ONCE_INIT;
 
 /* OpenSSL's ex_data slots take void *; what we keep there is read-only. */
@@ -36,6 +47,8 @@ static void init_indexes(void)
     idx_expected = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
     idx_peer = SSL_get_ex_new_index(0, NULL, NULL, NULL, free_peer);
     idx_refusal = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    idx_cache = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    idx_key = SSL_get_ex_new_index(0, NULL, NULL, NULL, free_peer);
 }
 
 static void set_err(char *err, size_t size, const char *what)
@@ -81,7 +94,71 @@ static int verify_cb(int ok, X509_STORE_CTX *x)
 const char *mesh_tls_peer_id(SSL *ssl)
 {
     const char *id = ssl ? SSL_get_ex_data(ssl, idx_peer) : NULL;
-    return id ? id : "";
+    if (id || !ssl || !SSL_session_reused(ssl))
+        return id ? id : "";
+    /* Resumed: no certificate was exchanged; the session holds the one first verified. */
+    X509 *cert = SSL_get0_peer_certificate(ssl);
+    const struct mesh_tls_material *m = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), idx_material);
+    char buf[MESH_SPIFFE_ID_MAX + 1];
+    const char *why;
+    char *copy = NULL;
+    if (cert && m && mesh_spiffe_check_leaf(cert, m->trust_domain, buf, sizeof(buf), &why))
+        copy = mesh_strdup(buf);
+    if (!copy)
+        return "";
+    SSL_set_ex_data(ssl, idx_peer, copy);
+    return copy;
+}
+
+/* ---- client sessions ---- */
+
+void mesh_tls_sessions_init(struct mesh_tls_sessions *c)
+{
+    mesh_hmap_init(&c->map);
+    c->resumed = 0;
+}
+
+static void cached_free(struct tls_cached *t)
+{
+    SSL_SESSION_free(t->session);
+    mesh_free(t);
+}
+
+void mesh_tls_sessions_done(struct mesh_tls_sessions *c)
+{
+    size_t i = 0;
+    const struct mesh_hmap_entry *e;
+    while (mesh_hmap_next(&c->map, &i, &e))
+        cached_free(e->value);
+    mesh_hmap_done(&c->map);
+}
+
+/* A ticket arrived (after the handshake, in TLS 1.3): keep it for the next connection. */
+static int on_new_session(SSL *ssl, SSL_SESSION *session)
+{
+    struct mesh_tls_sessions *c = SSL_get_ex_data(ssl, idx_cache);
+    const char *key = SSL_get_ex_data(ssl, idx_key);
+    if (!c || !key)
+        return 0;
+    struct tls_cached *old = mesh_hmap_get(&c->map, key);
+    if (old) {
+        mesh_hmap_remove(&c->map, key);
+        cached_free(old);
+    } else if (c->map.n >= MESH_TLS_SESSIONS_MAX) {
+        return 0; /* full: endpoints already kept go on resuming */
+    }
+    size_t len = strlen(key) + 1;
+    struct tls_cached *t = mesh_malloc(sizeof(*t) + len);
+    if (!t)
+        return 0;
+    memcpy(t->key, key, len);
+    t->session = session;
+    t->ctx = SSL_get_SSL_CTX(ssl);
+    if (mesh_hmap_put(&c->map, t->key, t) < 0) {
+        mesh_free(t);
+        return 0;
+    }
+    return 1; /* the reference is ours */
 }
 
 const char *mesh_tls_refusal(SSL *ssl)
@@ -179,6 +256,11 @@ static SSL_CTX *make_ctx(struct mesh_tls_material *m, bool server, X509 *leaf, E
     SSL_CTX_set1_cert_store(ctx, m->bundle);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
     SSL_CTX_set_ex_data(ctx, idx_material, m);
+    SSL_CTX_set_timeout(ctx, SESSION_LIFETIME_S);
+    if (!server) {
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
+        SSL_CTX_sess_set_new_cb(ctx, on_new_session);
+    }
     if (server) {
         SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"mesh", 4);
         SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
@@ -329,11 +411,33 @@ SSL *mesh_tls_server_session(const struct mesh_tls_material *m)
 }
 
 SSL *mesh_tls_client_session(const struct mesh_tls_identity *as, const char *sni,
-                             const char *expected_id)
+                             const char *expected_id, struct mesh_tls_sessions *cache,
+                             const char *peer)
 {
     SSL *ssl = SSL_new(as->client);
     if (!ssl)
         return NULL;
+    if (cache) {
+        char key[1024];
+        snprintf(key, sizeof(key), "%s|%s|%s", as->id, sni, peer);
+        char *copy = mesh_strdup(key);
+        if (!copy) {
+            SSL_free(ssl);
+            return NULL;
+        }
+        SSL_set_ex_data(ssl, idx_cache, cache);
+        SSL_set_ex_data(ssl, idx_key, copy);
+        struct tls_cached *t = mesh_hmap_get(&cache->map, key);
+        if (t && (t->ctx != as->client || !SSL_SESSION_is_resumable(t->session) ||
+                  (time_t)(SSL_SESSION_get_time(t->session) +
+                           SSL_SESSION_get_timeout(t->session)) <= time(NULL))) {
+            mesh_hmap_remove(&cache->map, key); /* rotated or stale: a full handshake */
+            cached_free(t);
+            t = NULL;
+        }
+        if (t)
+            SSL_set_session(ssl, t->session);
+    }
     /* SSL_set_tlsext_host_name() without its cast of a const string. */
     if (SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name, unconst(sni)) != 1) {
         SSL_free(ssl);

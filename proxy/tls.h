@@ -18,6 +18,8 @@
 
 #include <openssl/ssl.h>
 
+#include "common/hmap.h"
+
 struct mesh_tls_identity {
     char *id;        /* its SPIFFE ID */
     char *namespace; /* a local service's; NULL for the node */
@@ -58,12 +60,28 @@ const struct mesh_tls_identity *mesh_tls_find(const struct mesh_tls_material *m,
 /* The earliest expiry of any certificate (0: none). */
 time_t mesh_tls_earliest_expiry(const struct mesh_tls_material *m);
 
+/*
+ * Client sessions to resume, per thread (a worker's): the latest TLS 1.3 ticket per peer
+ * endpoint and calling identity. A ticket made under other material (a rotation) is not
+ * offered, so a new certificate is always presented in full once.
+ */
+#define MESH_TLS_SESSIONS_MAX 4096
+struct mesh_tls_sessions {
+    struct mesh_hmap map; /* key -> struct tls_cached */
+    uint64_t resumed;     /* handshakes that resumed a session */
+};
+
+void mesh_tls_sessions_init(struct mesh_tls_sessions *c);
+void mesh_tls_sessions_done(struct mesh_tls_sessions *c);
+
 /* A server session on the inbound listener; NULL when memory is short. */
 SSL *mesh_tls_server_session(const struct mesh_tls_material *m);
 /* A client session presenting `as`, naming sni and wanting the peer to be expected_id (a
- * string that must outlive the handshake). */
+ * string that must outlive the handshake). With cache, a session kept for `peer` (the
+ * endpoint's address) is resumed, and the tickets the peer sends are kept. */
 SSL *mesh_tls_client_session(const struct mesh_tls_identity *as, const char *sni,
-                             const char *expected_id);
+                             const char *expected_id, struct mesh_tls_sessions *cache,
+                             const char *peer);
 /* After a handshake: the peer's SPIFFE ID ("" when none). */
 const char *mesh_tls_peer_id(SSL *ssl);
 /* After a failed handshake: why our checks refused the peer (NULL: they did not). */

@@ -188,6 +188,7 @@ int mesh_worker_init(struct mesh_worker *w, int index, struct mesh_proxy_shared 
     }
     uv_async_init(&w->loop, &w->wake, on_wake);
     mesh_io_loop_init(&w->iol, &w->loop);
+    mesh_tls_sessions_init(&w->tls_sessions);
     w->wake.data = w;
     /* A few buffers per worker cover keep-alive traffic without touching malloc. */
     mesh_bufpool_init(&w->pool, shared->buffer_size, 256);
@@ -247,6 +248,7 @@ void mesh_worker_done(struct mesh_worker *w)
     mesh_snapshot_unref(w->snap);
     mesh_http_worker_done(w);
     mesh_bufpool_done(&w->pool);
+    mesh_tls_sessions_done(&w->tls_sessions);
     uv_loop_close(&w->loop);
     uv_mutex_destroy(&w->lock);
 }

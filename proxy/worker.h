@@ -54,6 +54,7 @@ struct mesh_worker {
     bool stopping;
     struct mesh_bufpool pool;
     struct mesh_io_loop iol;
+    struct mesh_tls_sessions tls_sessions; /* client sessions to resume */
     uint64_t rng;
     int backlog;
     uint64_t last_refusal_log; /* loop ms; refusals are logged at most every 10 s */

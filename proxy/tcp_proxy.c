@@ -5,7 +5,7 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
-#include "proxy/io.h"
+#include "common/io.h"
 #include "proxy/worker.h"
 
 /*

@@ -11,8 +11,8 @@
  * The owner keeps its pointer in tcp.data, as with a bare handle. An io is heap-allocated
  * so that a connection can be handed from the TLS acceptor to the proxy that serves it.
  */
-#ifndef MESH_PROXY_IO_H
-#define MESH_PROXY_IO_H
+#ifndef MESH_IO_H
+#define MESH_IO_H
 
 #include <stdbool.h>
 #include <stddef.h>

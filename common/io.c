@@ -1,4 +1,4 @@
-#include "proxy/io.h"
+#include "common/io.h"
 
 #include <string.h>
 

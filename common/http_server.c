@@ -10,6 +10,7 @@
 
 #include "common/alloc.h"
 #include "common/buf.h"
+#include "common/io.h"
 #include "common/log.h"
 
 /*
@@ -41,7 +42,7 @@ struct mesh_http_exchange {
 struct conn {
     struct mesh_http_server *srv;
     struct conn *prev, *next;
-    union stream_handle h;
+    struct mesh_io *io;
     uv_timer_t timer;
     int open_handles;
     enum conn_state state;
@@ -71,6 +72,7 @@ struct mesh_http_server {
     int open_handles;
     struct conn *conns;
     struct mesh_http_server_stats stats;
+    struct mesh_io_loop iol; /* connections' sockets, plain or TLS */
     mesh_http_done_cb done_cb;
     void *done_data;
 };
@@ -114,7 +116,8 @@ int mesh_http_server_new(uv_loop_t *loop, const struct mesh_http_server_options 
     s->handler = handler;
     s->data = data;
     uv_timer_init(loop, &s->deadline);
-    s->open_handles = 1;
+    mesh_io_loop_init(&s->iol, loop);
+    s->open_handles = 2;
     *ret = s;
     return 0;
 }
@@ -126,6 +129,13 @@ static void on_server_handle_closed(uv_handle_t *h)
     server_maybe_done(s);
 }
 
+static void on_iol_closed(uv_handle_t *h)
+{
+    struct mesh_http_server *s = container_of((uv_idle_t *)h, struct mesh_http_server, iol.idle);
+    s->open_handles--;
+    server_maybe_done(s);
+}
+
 static void server_maybe_done(struct mesh_http_server *s)
 {
     if (!s->closing || s->conns)
@@ -133,6 +143,7 @@ static void server_maybe_done(struct mesh_http_server *s)
     if (!uv_is_closing((uv_handle_t *)&s->deadline)) {
         s->deadline.data = s;
         uv_close((uv_handle_t *)&s->deadline, on_server_handle_closed);
+        uv_close((uv_handle_t *)&s->iol.idle, on_iol_closed);
     }
     if (s->open_handles > 0)
         return;
@@ -189,7 +200,7 @@ static int conn_write(struct conn *c, char *data, size_t len)
     w->conn = c;
     w->data = data;
     uv_buf_t b = uv_buf_init(data, (unsigned)len);
-    int r = uv_write(&w->req, &c->h.stream, &b, 1, on_write_done);
+    int r = mesh_io_write(&w->req, c->io, &b, 1, on_write_done);
     if (r < 0) {
         mesh_free(data);
         mesh_free(w);
@@ -247,7 +258,7 @@ static void conn_refuse(struct conn *c, int status, const char *why)
     c->close_after = true;
     mesh_log_debug("refusing request from %s: %d (%s)", c->peer, status, why ? why : "");
     if (c->reading) {
-        uv_read_stop(&c->h.stream);
+        mesh_io_read_stop(c->io);
         c->reading = false;
     }
     uv_timer_stop(&c->timer);
@@ -333,7 +344,7 @@ static void conn_process(struct conn *c)
 {
     struct mesh_http_server *s = c->srv;
     if (!c->reading && (c->state == CONN_HEAD || c->state == CONN_BODY)) {
-        if (uv_read_start(&c->h.stream, on_alloc, on_read) < 0) {
+        if (mesh_io_read_start(c->io, on_alloc, on_read) < 0) {
             conn_close(c);
             return;
         }
@@ -477,8 +488,24 @@ static void conn_close(struct conn *c)
         c->ex.abort_cb = NULL;
         cb(c->ex.abort_data);
     }
-    uv_close(&c->h.handle, on_conn_handle_closed);
+    mesh_io_close(c->io, on_conn_handle_closed);
     uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+}
+
+static void on_handshake(struct mesh_io *io, int status)
+{
+    struct conn *c = io->tcp.data;
+    if (status < 0) {
+        mesh_log_debug("TLS handshake with %s failed: %s", c->peer, mesh_io_tls_error(io));
+        conn_close(c);
+        return;
+    }
+    if (mesh_io_read_start(c->io, on_alloc, on_read) < 0) {
+        conn_close(c);
+        return;
+    }
+    c->reading = true;
+    conn_process(c);
 }
 
 static void on_refused_closed(uv_handle_t *h)
@@ -517,12 +544,16 @@ static void on_connection(uv_stream_t *listener, int status)
     c->headers = headers;
     c->ex.conn = c;
     mesh_buf_init(&c->in, s->opts.limits.max_head + s->opts.max_body + 16384);
-    if (is_unix)
-        uv_pipe_init(s->loop, &c->h.pipe, 0);
-    else
-        uv_tcp_init(s->loop, &c->h.tcp);
+    c->io = is_unix ? mesh_io_new_pipe(&s->iol, s->loop) : mesh_io_new(&s->iol, s->loop);
+    if (!c->io) {
+        mesh_buf_done(&c->in);
+        mesh_free(headers);
+        mesh_free(c);
+        s->stats.connections_refused++;
+        return; /* out of memory: it waits in the backlog */
+    }
     uv_timer_init(s->loop, &c->timer);
-    c->h.handle.data = c;
+    c->io->tcp.data = c;
     c->timer.data = c;
     c->open_handles = 2;
     c->next = s->conns;
@@ -531,20 +562,32 @@ static void on_connection(uv_stream_t *listener, int status)
     s->conns = c;
     s->stats.connections_active++;
     s->stats.connections_accepted++;
-    int r = uv_accept(listener, &c->h.stream);
+    int r = uv_accept(listener, mesh_io_stream(c->io));
     if (r == 0 && !is_unix) {
         struct mesh_addr a = {0};
         int len = sizeof(a.ss);
-        if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&a.ss, &len) == 0) {
+        if (uv_tcp_getpeername(&c->io->tcp, (struct sockaddr *)&a.ss, &len) == 0) {
             a.len = (socklen_t)len;
             mesh_addr_format(&a, c->peer, sizeof(c->peer));
         }
-        uv_tcp_nodelay(&c->h.tcp, 1);
+        uv_tcp_nodelay(&c->io->tcp, 1);
     } else {
         strcpy(c->peer, "unix");
     }
-    if (r == 0)
-        r = uv_read_start(&c->h.stream, on_alloc, on_read);
+    if (r == 0 && s->opts.tls && !is_unix) {
+        /* HTTPS: requests are read once the handshake is done, within the header timeout. */
+        SSL *ssl = SSL_new(s->opts.tls);
+        if (ssl)
+            SSL_set_accept_state(ssl);
+        r = ssl ? mesh_io_tls_start(c->io, ssl, on_handshake) : UV_ENOMEM;
+        if (r == 0) {
+            c->timer_for_head = true;
+            uv_timer_start(&c->timer, on_timer, s->opts.header_timeout_ms, 0);
+            return;
+        }
+    } else if (r == 0) {
+        r = mesh_io_read_start(c->io, on_alloc, on_read);
+    }
     if (r < 0) {
         conn_close(c);
         return;
@@ -653,6 +696,11 @@ void mesh_http_server_get_stats(const struct mesh_http_server *s,
                                 struct mesh_http_server_stats *ret)
 {
     *ret = s->stats;
+}
+
+SSL *mesh_http_exchange_ssl(const struct mesh_http_exchange *ex)
+{
+    return mesh_io_ssl(ex->conn->io);
 }
 
 const struct mesh_http_request *mesh_http_exchange_request(const struct mesh_http_exchange *ex)

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/ssl.h>
 #include <uv.h>
 
 #include "common/addr.h"
@@ -33,6 +34,7 @@ struct mesh_http_server_options {
     uint64_t header_timeout_ms; /* from the first byte of a request to its last (408) */
     uint64_t idle_timeout_ms;   /* a keep-alive connection with no request is closed */
     struct mesh_http_limits limits;
+    SSL_CTX *tls; /* HTTPS on TCP listeners when set (borrowed; must outlive the server) */
 };
 
 /* A response header; arrays of them end with {NULL, NULL}. */
@@ -100,5 +102,8 @@ uv_loop_t *mesh_http_exchange_loop(const struct mesh_http_exchange *ex);
  */
 int mesh_http_respond(struct mesh_http_exchange *ex, int status, const char *content_type,
                       const struct mesh_http_field *extra, const void *body, size_t len);
+
+/* The TLS session of an HTTPS exchange (its peer's certificate), or NULL for plain. */
+SSL *mesh_http_exchange_ssl(const struct mesh_http_exchange *ex);
 
 #endif

@@ -104,6 +104,16 @@ struct mesh_io *mesh_io_new(struct mesh_io_loop *iol, uv_loop_t *loop)
     return io;
 }
 
+struct mesh_io *mesh_io_new_pipe(struct mesh_io_loop *iol, uv_loop_t *loop)
+{
+    struct mesh_io *io = mesh_calloc(1, sizeof(*io));
+    if (!io)
+        return NULL;
+    io->iol = iol;
+    uv_pipe_init(loop, &io->pipe, 0);
+    return io;
+}
+
 static void on_io_closed(uv_handle_t *h)
 {
     struct mesh_io *io = io_of(h);

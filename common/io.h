@@ -35,7 +35,10 @@ typedef void (*mesh_io_handshake_cb)(struct mesh_io *io, int status);
 struct mesh_tls_state;
 
 struct mesh_io {
-    uv_tcp_t tcp; /* first: the io from its handle */
+    union { /* first: the io from its handle */
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    };
     struct mesh_io_loop *iol;
     struct mesh_tls_state *tls; /* NULL: plain */
     uv_close_cb close_cb;
@@ -50,6 +53,8 @@ void mesh_io_loop_close(struct mesh_io_loop *l);
 
 /* A new plain io on the loop (uv_tcp_init done), or NULL when memory is short. */
 struct mesh_io *mesh_io_new(struct mesh_io_loop *iol, uv_loop_t *loop);
+/* The same on a unix socket (uv_pipe_init done); never TLS. */
+struct mesh_io *mesh_io_new_pipe(struct mesh_io_loop *iol, uv_loop_t *loop);
 /* Closes the socket: cb((uv_handle_t *)&io->tcp) runs last, then the io is freed. */
 void mesh_io_close(struct mesh_io *io, uv_close_cb cb);
 

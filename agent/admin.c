@@ -23,23 +23,7 @@ static const struct mesh_http_field no_cache[] = {{"Cache-Control", "no-store"},
 
 static void respond_json(struct mesh_http_exchange *ex, int status, json_t *doc)
 {
-    char *body = doc ? json_dumps(doc, JSON_INDENT(2)) : NULL;
-    json_decref(doc);
-    if (!body) {
-        static const char oom[] = "{\"error\": \"out of memory\"}\n";
-        mesh_http_respond(ex, 500, "application/json", no_cache, oom, sizeof(oom) - 1);
-        return;
-    }
-    size_t len = strlen(body);
-    /* Room for the trailing newline was not allocated: send it as part of the body copy. */
-    char *with_nl = mesh_realloc(body, len + 2);
-    if (with_nl) {
-        body = with_nl;
-        body[len++] = '\n';
-        body[len] = '\0';
-    }
-    mesh_http_respond(ex, status, "application/json", no_cache, body, len);
-    mesh_free(body);
+    mesh_http_respond_json(ex, status, doc);
 }
 
 static void respond_error(struct mesh_http_exchange *ex, int status, const char *msg)

@@ -698,6 +698,27 @@ void mesh_http_server_get_stats(const struct mesh_http_server *s,
     *ret = s->stats;
 }
 
+void mesh_http_respond_json(struct mesh_http_exchange *ex, int status, json_t *doc)
+{
+    static const struct mesh_http_field no_cache[] = {{"Cache-Control", "no-store"}, {0}};
+    char *body = doc ? json_dumps(doc, JSON_INDENT(2)) : NULL;
+    json_decref(doc);
+    if (!body) {
+        static const char oom[] = "{\"error\": \"out of memory\"}\n";
+        mesh_http_respond(ex, 500, "application/json", no_cache, oom, sizeof(oom) - 1);
+        return;
+    }
+    size_t len = strlen(body);
+    char *with_nl = mesh_realloc(body, len + 2); /* room for the trailing newline */
+    if (with_nl) {
+        body = with_nl;
+        body[len++] = '\n';
+        body[len] = '\0';
+    }
+    mesh_http_respond(ex, status, "application/json", no_cache, body, len);
+    mesh_free(body);
+}
+
 SSL *mesh_http_exchange_ssl(const struct mesh_http_exchange *ex)
 {
     return mesh_io_ssl(ex->conn->io);

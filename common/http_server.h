@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
 #include <openssl/ssl.h>
 #include <uv.h>
 
@@ -102,6 +103,9 @@ uv_loop_t *mesh_http_exchange_loop(const struct mesh_http_exchange *ex);
  */
 int mesh_http_respond(struct mesh_http_exchange *ex, int status, const char *content_type,
                       const struct mesh_http_field *extra, const void *body, size_t len);
+
+/* Answers with doc (taken) as indented JSON and no caching; 500 when doc is NULL. */
+void mesh_http_respond_json(struct mesh_http_exchange *ex, int status, json_t *doc);
 
 /* The TLS session of an HTTPS exchange (its peer's certificate), or NULL for plain. */
 SSL *mesh_http_exchange_ssl(const struct mesh_http_exchange *ex);

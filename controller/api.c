@@ -1,0 +1,302 @@
+#define MESH_LOG_MODULE "api"
+
+#include "controller/api.h"
+
+#include <string.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "common/alloc.h"
+#include "common/log.h"
+#include "common/spiffe.h"
+#include "controller/tokens.h"
+
+static bool path_is(const struct mesh_http_request *r, const char *p)
+{
+    return r->path_len == strlen(p) && memcmp(r->path, p, r->path_len) == 0;
+}
+
+static bool method_is(const struct mesh_http_request *r, const char *m)
+{
+    return r->method_len == strlen(m) && memcmp(r->method, m, r->method_len) == 0;
+}
+
+static void fail(struct mesh_api *api, struct mesh_http_exchange *ex, int status, const char *why)
+{
+    if (status == 401 || status == 403)
+        api->refused++;
+    mesh_log_warn("%s: %d %s", mesh_http_exchange_peer(ex), status, why);
+    mesh_http_respond_json(ex, status, json_pack("{s:s}", "error", why));
+}
+
+static bool is_admin(struct mesh_api *api, const struct mesh_http_request *r)
+{
+    const struct mesh_http_header *h =
+        mesh_http_find_header(r->headers, r->num_headers, "authorization");
+    static const char bearer[] = "Bearer ";
+    size_t n = sizeof(bearer) - 1;
+    return h && h->value_len == n + 64 && strncasecmp(h->value, bearer, n) == 0 &&
+           CRYPTO_memcmp(h->value + n, api->admin_token, 64) == 0;
+}
+
+static json_t *body_json(struct mesh_http_exchange *ex)
+{
+    size_t len = 0;
+    const char *body = mesh_http_exchange_body(ex, &len);
+    return body ? json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL) : NULL;
+}
+
+/* The name of an id in store names (identities hold ':' and '/'). */
+static void id_key(const char *id, char out[33])
+{
+    unsigned char md[32];
+    unsigned int n = 0;
+    static const char digits[] = "0123456789abcdef";
+    EVP_Digest(id, strlen(id), md, &n, EVP_sha256(), NULL);
+    for (int i = 0; i < 16; i++) {
+        out[2 * i] = digits[md[i] >> 4];
+        out[2 * i + 1] = digits[md[i] & 15];
+    }
+    out[32] = '\0';
+}
+
+/* Signs and records; answers the exchange. */
+static void issue(struct mesh_api *api, struct mesh_http_exchange *ex, const char *node,
+                  const char *id, const char *csr)
+{
+    char err[256], serial[80];
+    int64_t not_after = 0;
+    char *pem = mesh_ca_sign(api->ca, csr, strlen(csr), id, err, sizeof(err), serial,
+                             sizeof(serial), &not_after);
+    if (!pem) {
+        fail(api, ex, 400, err);
+        return;
+    }
+    char key[33];
+    id_key(id, key);
+    json_t *rec =
+        json_pack("{s:s, s:s, s:s, s:I, s:I}", "identity", id, "node", node, "serial", serial,
+                  "not_after", (json_int_t)not_after, "issued_at", (json_int_t)time(NULL));
+    if (!rec || mesh_store_put(api->store, "certs", key, rec) < 0)
+        mesh_log_error("cannot record the certificate of %s", id);
+    json_decref(rec);
+    api->issued++;
+    mesh_log_info("issued %s to node %s (serial %s)", id, node, serial);
+    mesh_http_respond_json(ex, 200,
+                           json_pack("{s:s, s:s, s:I}", "certificate", pem, "bundle",
+                                     api->ca->bundle_pem, "not_after", (json_int_t)not_after));
+    mesh_free(pem);
+}
+
+static void enroll(struct mesh_api *api, struct mesh_http_exchange *ex)
+{
+    json_t *req = body_json(ex);
+    const char *token = NULL, *node = NULL, *csr = NULL;
+    if (!req ||
+        json_unpack(req, "{s:s, s:s, s:s}", "token", &token, "node", &node, "csr", &csr) < 0) {
+        json_decref(req);
+        fail(api, ex, 400, "expected {\"token\", \"node\", \"csr\"}");
+        return;
+    }
+    char err[300];
+    if (!mesh_store_name_valid(node)) {
+        json_decref(req);
+        fail(api, ex, 400, "node: a lowercase DNS name");
+        return;
+    }
+    json_t *tok = mesh_token_use(api->store, token, node, err, sizeof(err));
+    if (!tok) {
+        json_decref(req);
+        fail(api, ex, 401, err);
+        return;
+    }
+    json_t *agent = json_pack("{s:s, s:O, s:O, s:I}", "node", node, "services",
+                              json_object_get(tok, "services"), "token", json_object_get(tok, "id"),
+                              "enrolled_at", (json_int_t)time(NULL));
+    if (!agent || mesh_store_put(api->store, "agents", node, agent) < 0) {
+        json_decref(agent);
+        json_decref(req);
+        fail(api, ex, 500, "cannot record the node");
+        return;
+    }
+    json_decref(agent);
+    char id[600];
+    mesh_spiffe_node_id(id, sizeof(id), api->ca->trust_domain, node);
+    issue(api, ex, node, id, csr);
+    json_decref(req);
+}
+
+/* The enrolled node that presented its certificate, or NULL (answered). */
+static const char *authenticated_node(struct mesh_api *api, struct mesh_http_exchange *ex,
+                                      char *buf, size_t size)
+{
+    SSL *ssl = mesh_http_exchange_ssl(ex);
+    X509 *cert = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
+    if (!cert || SSL_get_verify_result(ssl) != X509_V_OK) {
+        fail(api, ex, 401, "a node certificate is required (enroll with a join token first)");
+        return NULL;
+    }
+    const char *why = NULL;
+    char prefix[300];
+    snprintf(prefix, sizeof(prefix), "spiffe://%s/node/", api->ca->trust_domain);
+    if (!mesh_spiffe_check_leaf(cert, api->ca->trust_domain, buf, size, &why) ||
+        strncmp(buf, prefix, strlen(prefix)) != 0) {
+        fail(api, ex, 401, why ? why : "not a node certificate");
+        return NULL;
+    }
+    const char *node = buf + strlen(prefix);
+    if (!mesh_store_get(api->store, "agents", node)) {
+        fail(api, ex, 403, "this node is not enrolled (or was removed)");
+        return NULL;
+    }
+    return node;
+}
+
+static void sign(struct mesh_api *api, struct mesh_http_exchange *ex)
+{
+    char buf[MESH_SPIFFE_ID_MAX + 1];
+    const char *node = authenticated_node(api, ex, buf, sizeof(buf));
+    if (!node)
+        return;
+    json_t *req = body_json(ex);
+    const char *id = NULL, *csr = NULL;
+    if (!req || json_unpack(req, "{s:s, s:s}", "identity", &id, "csr", &csr) < 0) {
+        json_decref(req);
+        fail(api, ex, 400, "expected {\"identity\", \"csr\"}");
+        return;
+    }
+    const char *why = NULL;
+    if (!mesh_spiffe_id_valid(id, strlen(id), api->ca->trust_domain, &why)) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "identity: %s", why);
+        json_decref(req);
+        fail(api, ex, 400, msg);
+        return;
+    }
+    /* Its own node identity (a renewal), or one its join token allowed. */
+    char own[600];
+    mesh_spiffe_node_id(own, sizeof(own), api->ca->trust_domain, node);
+    bool allowed = strcmp(own, id) == 0;
+    json_t *services = json_object_get(mesh_store_get(api->store, "agents", node), "services");
+    size_t i;
+    json_t *v;
+    json_array_foreach(services, i, v)
+    {
+        if (!allowed && json_is_string(v))
+            allowed = mesh_pattern_match(json_string_value(v), id);
+    }
+    if (!allowed) {
+        char msg[800];
+        snprintf(msg, sizeof(msg),
+                 "node %s may not have identity %s: not among the services "
+                 "its join token allowed",
+                 node, id);
+        json_decref(req);
+        fail(api, ex, 403, msg);
+        return;
+    }
+    char nodename[256];
+    snprintf(nodename, sizeof(nodename), "%s", node);
+    issue(api, ex, nodename, id, csr);
+    json_decref(req);
+}
+
+static json_t *list(struct mesh_api *api, const char *kind, const char *drop)
+{
+    json_t *a = json_array();
+    size_t i = 0;
+    const struct mesh_hmap_entry *e;
+    const struct mesh_hmap *m = mesh_store_list(api->store, kind);
+    while (a && m && mesh_hmap_next(m, &i, &e)) {
+        json_t *o = json_deep_copy(mesh_store_entry_object(e));
+        if (o && drop)
+            json_object_del(o, drop);
+        json_array_append_new(a, o);
+    }
+    return a;
+}
+
+static void tokens(struct mesh_api *api, struct mesh_http_exchange *ex,
+                   const struct mesh_http_request *r)
+{
+    if (method_is(r, "GET") && path_is(r, "/v1/tokens")) {
+        mesh_http_respond_json(ex, 200, json_pack("{s:o}", "tokens", list(api, "tokens", "hash")));
+        return;
+    }
+    if (method_is(r, "POST") && path_is(r, "/v1/tokens")) {
+        json_t *req = body_json(ex);
+        char err[300], *text = NULL;
+        json_t *rec =
+            mesh_token_create(api->store, api->ca->trust_domain, req, &text, err, sizeof(err));
+        json_decref(req);
+        if (!rec) {
+            fail(api, ex, 400, err);
+            return;
+        }
+        mesh_log_info("created join token %s", json_string_value(json_object_get(rec, "id")));
+        json_object_set_new(rec, "token", json_string(text));
+        OPENSSL_cleanse(text, strlen(text));
+        mesh_free(text);
+        mesh_http_respond_json(ex, 201, rec);
+        return;
+    }
+    static const char prefix[] = "/v1/tokens/";
+    if (method_is(r, "DELETE") && r->path_len > sizeof(prefix) - 1 &&
+        memcmp(r->path, prefix, sizeof(prefix) - 1) == 0) {
+        char id[64];
+        size_t n = r->path_len - (sizeof(prefix) - 1);
+        snprintf(id, sizeof(id), "%.*s", (int)(n < 63 ? n : 63), r->path + sizeof(prefix) - 1);
+        json_t *rec = mesh_store_name_valid(id) ? mesh_store_get(api->store, "tokens", id) : NULL;
+        if (!rec) {
+            fail(api, ex, 404, "no such token");
+            return;
+        }
+        json_t *next = json_deep_copy(rec);
+        json_object_set_new(next, "revoked", json_true());
+        int err = mesh_store_put(api->store, "tokens", id, next);
+        json_decref(next);
+        if (err < 0) {
+            fail(api, ex, 500, "cannot record the revocation");
+            return;
+        }
+        mesh_log_info("revoked join token %s", id);
+        mesh_http_respond_json(ex, 200, json_pack("{s:s, s:b}", "id", id, "revoked", 1));
+        return;
+    }
+    fail(api, ex, 405, "tokens: GET, POST, or DELETE /v1/tokens/<id>");
+}
+
+void mesh_api_handle(struct mesh_http_exchange *ex, void *data)
+{
+    struct mesh_api *api = data;
+    const struct mesh_http_request *r = mesh_http_exchange_request(ex);
+    if (path_is(r, "/v1/bundle") && method_is(r, "GET")) {
+        mesh_http_respond(ex, 200, "application/x-pem-file", NULL, api->ca->bundle_pem,
+                          api->ca->bundle_len);
+    } else if (path_is(r, "/v1/enroll") && method_is(r, "POST")) {
+        enroll(api, ex);
+    } else if (path_is(r, "/v1/sign") && method_is(r, "POST")) {
+        sign(api, ex);
+    } else if (path_is(r, "/healthz")) {
+        mesh_http_respond(ex, 200, "text/plain", NULL, "ok\n", 3);
+    } else if (r->path_len >= 10 && memcmp(r->path, "/v1/tokens", 10) == 0) {
+        if (!is_admin(api, r))
+            fail(api, ex, 401, "an admin token is required (Authorization: Bearer ...)");
+        else
+            tokens(api, ex, r);
+    } else if ((path_is(r, "/v1/certs") || path_is(r, "/v1/agents")) && method_is(r, "GET")) {
+        if (!is_admin(api, r))
+            fail(api, ex, 401, "an admin token is required (Authorization: Bearer ...)");
+        else if (path_is(r, "/v1/certs"))
+            mesh_http_respond_json(ex, 200, json_pack("{s:o}", "certs", list(api, "certs", NULL)));
+        else
+            mesh_http_respond_json(ex, 200,
+                                   json_pack("{s:o}", "agents", list(api, "agents", NULL)));
+    } else {
+        fail(api, ex, 404,
+             "not found; see /v1/bundle, /v1/enroll, /v1/sign, /v1/tokens, "
+             "/v1/certs, /v1/agents");
+    }
+}

@@ -1,0 +1,123 @@
+#include "controller/config.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/log.h"
+#include "common/strutil.h"
+
+#define F(m) MESH_CFG_FIELD(struct mesh_controller_config, m)
+
+static const char *const log_levels[] = {"error", "warning", "notice", "info", "debug", NULL};
+
+static const char *check_listen(const char *s)
+{
+    struct mesh_addr a;
+    const char *why = NULL;
+    return mesh_addr_parse(s, &a, &why) == 0 ? NULL : why;
+}
+
+static const char *check_trust_domain(const char *s)
+{
+    if (!*s || strlen(s) > 255)
+        return "must be 1 to 255 characters";
+    for (const char *p = s; *p; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '.' || *p == '-' ||
+              *p == '_'))
+            return "only lowercase letters, digits, '.', '-' and '_' are allowed";
+    }
+    return NULL;
+}
+
+static const struct mesh_cfg_field fields[] = {
+    {.key = "listen",
+     .type = MESH_CFG_STRING,
+     F(listen),
+     .def = "0.0.0.0:15443",
+     .expect = "an address like \"0.0.0.0:15443\"",
+     .check = check_listen},
+    {.key = "state_dir",
+     .type = MESH_CFG_STRING,
+     F(state_dir),
+     .flags = MESH_CFG_PATH | MESH_CFG_NONEMPTY,
+     .def = "/var/lib/mesh-controller",
+     .expect = "a directory path"},
+    {.key = "trust_domain",
+     .type = MESH_CFG_STRING,
+     F(trust_domain),
+     .def = "mesh.local",
+     .expect = "a SPIFFE trust domain like \"mesh.local\"",
+     .check = check_trust_domain},
+    {.key = "ca_cert", .type = MESH_CFG_STRING, F(ca_cert), .flags = MESH_CFG_PATH, .def = ""},
+    {.key = "ca_key", .type = MESH_CFG_STRING, F(ca_key), .flags = MESH_CFG_PATH, .def = ""},
+    {.key = "cert_ttl",
+     .type = MESH_CFG_DURATION,
+     F(cert_ttl_ms),
+     .def = "24h",
+     .min = 10000,
+     .max = 90ll * 86400000},
+    {.key = "server_names",
+     .type = MESH_CFG_STRINGS,
+     F(server_names),
+     .max = 64,
+     .expect = "an IP address or DNS name"},
+    {.key = "log_level", .type = MESH_CFG_ENUM, F(log_level), .choices = log_levels, .def = "info"},
+    {0},
+};
+
+static void check(struct mesh_cfg_ctx *ctx, void *obj)
+{
+    const struct mesh_controller_config *c = obj;
+    if (!c->ca_cert[0] != !c->ca_key[0])
+        mesh_cfg_error(ctx, "ca_cert and ca_key go together (neither: a root is generated)");
+}
+
+static const struct mesh_cfg_schema schema = {sizeof(struct mesh_controller_config), fields, check};
+
+int mesh_controller_config_load(const char *path, struct mesh_cfg_errors *errors,
+                                struct mesh_controller_config **ret)
+{
+    struct mesh_cfg_ctx ctx;
+    char base[4096] = ".";
+    mesh_cfg_ctx_init(&ctx, path ? path : "defaults", errors);
+    if (path) {
+        const char *slash = strrchr(path, '/');
+        if (slash)
+            snprintf(base, sizeof(base), "%.*s", (int)(slash - path), path);
+        if (!base[0])
+            snprintf(base, sizeof(base), "/");
+        ctx.base_dir = base;
+    }
+    json_t *json = NULL;
+    if (path) {
+        int r = mesh_cfg_load_file(&ctx, path, 1024 * 1024, &json);
+        if (r < 0)
+            return r == -ENOMEM ? r : -EINVAL;
+    }
+    struct mesh_controller_config *c = mesh_calloc(1, sizeof(*c));
+    size_t before = mesh_cfg_error_count(errors);
+    if (!c || mesh_cfg_defaults(&schema, c) < 0) {
+        mesh_free(c);
+        json_decref(json);
+        return -ENOMEM;
+    }
+    if (json)
+        mesh_cfg_decode(&ctx, &schema, json, c);
+    json_decref(json);
+    if (mesh_cfg_error_count(errors) != before) {
+        mesh_controller_config_free(c);
+        return -EINVAL;
+    }
+    mesh_addr_parse(c->listen, &c->listen_addr, NULL);
+    *ret = c;
+    return 0;
+}
+
+void mesh_controller_config_free(struct mesh_controller_config *c)
+{
+    if (!c)
+        return;
+    mesh_cfg_free(&schema, c);
+    mesh_free(c);
+}

@@ -1,0 +1,388 @@
+/*
+ * meshctl: the operator's command line for mesh-controller. See meshctl(1).
+ *
+ * Talks HTTPS to the controller's API (libcurl), trusting the mesh's CA; admin calls carry
+ * the admin token. Human tables by default, JSON with -o json; errors on stderr.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "mesh-version.h"
+
+#define EXIT_FAIL 1
+#define EXIT_USAGE 2
+
+struct opts {
+    const char *server;
+    const char *ca;
+    char token[128];
+    int json;
+};
+
+static void usage(FILE *out)
+{
+    fprintf(
+        out,
+        "Usage: meshctl [OPTIONS] COMMAND\n"
+        "\n"
+        "Commands:\n"
+        "  token create --services PATTERN[,PATTERN...] [--node PATTERN] [--ttl DURATION]\n"
+        "               [--uses N] [--description TEXT]\n"
+        "                          a join token for agents to enroll with (shown once)\n"
+        "  token list              the join tokens (never their secrets)\n"
+        "  token revoke ID         revoke a join token\n"
+        "  certs                   the certificates issued, latest per identity\n"
+        "  agents                  the enrolled agents\n"
+        "\n"
+        "Options:\n"
+        "  -s, --server URL        the controller (default $MESH_CONTROLLER_ADDR or\n"
+        "                          https://127.0.0.1:15443)\n"
+        "      --ca FILE           the mesh CA to trust it with (default\n"
+        "                          $MESH_CONTROLLER_CACERT or /var/lib/mesh-controller/ca.crt)\n"
+        "      --token-file FILE   the admin token (default $MESH_CONTROLLER_TOKEN, else\n"
+        "                          $MESH_CONTROLLER_TOKEN_FILE or\n"
+        "                          /var/lib/mesh-controller/admin.token)\n"
+        "  -o, --output FMT        table (default) or json\n"
+        "  -h, --help              show this help and exit\n"
+        "  -V, --version           show the version and exit\n"
+        "\n"
+        "Exit status: 0 success, 1 refused or failed, 2 usage error.\n");
+}
+
+static int read_token(const char *path, char *out, size_t size)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -errno;
+    size_t n = fread(out, 1, size - 1, f);
+    fclose(f);
+    out[n] = '\0';
+    while (n && (out[n - 1] == '\n' || out[n - 1] == '\r' || out[n - 1] == ' '))
+        out[--n] = '\0';
+    return n ? 0 : -EINVAL;
+}
+
+struct body {
+    char *data;
+    size_t len;
+};
+
+static size_t on_data(char *p, size_t size, size_t n, void *arg)
+{
+    struct body *b = arg;
+    size_t add = size * n;
+    char *d = realloc(b->data, b->len + add + 1);
+    if (!d)
+        return 0;
+    memcpy(d + b->len, p, add);
+    b->len += add;
+    d[b->len] = '\0';
+    b->data = d;
+    return add;
+}
+
+/* One call; returns the JSON answer (or NULL, said on stderr) and the status. */
+static json_t *call(const struct opts *o, const char *method, const char *path, json_t *body,
+                    long *status)
+{
+    CURL *c = curl_easy_init();
+    if (!c) {
+        fprintf(stderr, "meshctl: out of memory\n");
+        return NULL;
+    }
+    char url[2048], auth[200];
+    snprintf(url, sizeof(url), "%s%s", o->server, path);
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", o->token);
+    struct curl_slist *h = curl_slist_append(NULL, auth);
+    h = curl_slist_append(h, "Content-Type: application/json");
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    struct body out = {0};
+    char errbuf[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_CAINFO, o->ca);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &out);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    if (text)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, text);
+    CURLcode r = curl_easy_perform(c);
+    json_t *doc = NULL;
+    if (r != CURLE_OK) {
+        fprintf(stderr, "meshctl: %s: %s\n", url, errbuf[0] ? errbuf : curl_easy_strerror(r));
+    } else {
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+        doc = out.data ? json_loads(out.data, 0, NULL) : NULL;
+        if (!doc)
+            fprintf(stderr, "meshctl: %s: HTTP %ld without a JSON answer\n", url, *status);
+        else if (*status >= 300) {
+            const char *e = json_string_value(json_object_get(doc, "error"));
+            fprintf(stderr, "meshctl: %s (HTTP %ld)\n", e ? e : "refused", *status);
+        }
+    }
+    free(out.data);
+    free(text);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    return doc;
+}
+
+static void print_json(json_t *doc)
+{
+    char *s = json_dumps(doc, JSON_INDENT(2));
+    if (s)
+        printf("%s\n", s);
+    free(s);
+}
+
+static void when(json_int_t t, char *out, size_t n)
+{
+    time_t s = (time_t)t;
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void join(json_t *a, char *out, size_t n)
+{
+    size_t off = 0;
+    size_t i;
+    json_t *v;
+    out[0] = '\0';
+    json_array_foreach(a, i, v)
+    {
+        if (off < n)
+            off += (size_t)snprintf(out + off, n - off, "%s%s", i ? "," : "",
+                                    json_string_value(v) ? json_string_value(v) : "?");
+    }
+}
+
+static int show(const struct opts *o, json_t *doc, const char *what)
+{
+    if (o->json) {
+        print_json(doc);
+        return 0;
+    }
+    json_t *list = json_object_get(doc, what);
+    size_t i;
+    json_t *v;
+    char t1[32], t2[32], services[512];
+    if (strcmp(what, "tokens") == 0) {
+        printf("%-18s %-14s %-6s %-8s %-21s %s\n", "ID", "NODE", "USES", "STATE", "EXPIRES",
+               "SERVICES");
+        json_array_foreach(list, i, v)
+        {
+            json_int_t exp = json_integer_value(json_object_get(v, "expires_at"));
+            const char *state = json_is_true(json_object_get(v, "revoked")) ? "revoked"
+                                : exp <= (json_int_t)time(NULL)             ? "expired"
+                                : json_integer_value(json_object_get(v, "uses_left")) <= 0
+                                    ? "used"
+                                    : "valid";
+            when(exp, t1, sizeof(t1));
+            join(json_object_get(v, "services"), services, sizeof(services));
+            printf("%-18s %-14s %lld/%-4lld %-8s %-21s %s\n",
+                   json_string_value(json_object_get(v, "id")),
+                   json_string_value(json_object_get(v, "node")),
+                   (long long)json_integer_value(json_object_get(v, "uses_left")),
+                   (long long)json_integer_value(json_object_get(v, "uses")), state, t1, services);
+        }
+    } else if (strcmp(what, "certs") == 0) {
+        printf("%-48s %-14s %-21s %s\n", "IDENTITY", "NODE", "EXPIRES", "SERIAL");
+        json_array_foreach(list, i, v)
+        {
+            when(json_integer_value(json_object_get(v, "not_after")), t1, sizeof(t1));
+            printf("%-48s %-14s %-21s %s\n", json_string_value(json_object_get(v, "identity")),
+                   json_string_value(json_object_get(v, "node")), t1,
+                   json_string_value(json_object_get(v, "serial")));
+        }
+    } else {
+        printf("%-20s %-21s %s\n", "NODE", "ENROLLED", "SERVICES");
+        json_array_foreach(list, i, v)
+        {
+            when(json_integer_value(json_object_get(v, "enrolled_at")), t2, sizeof(t2));
+            join(json_object_get(v, "services"), services, sizeof(services));
+            printf("%-20s %-21s %s\n", json_string_value(json_object_get(v, "node")), t2, services);
+        }
+    }
+    return 0;
+}
+
+/* Runs a call and shows its answer; the exit status. */
+static int run(const struct opts *o, const char *method, const char *path, json_t *body,
+               const char *what)
+{
+    long status = 0;
+    json_t *doc = call(o, method, path, body, &status);
+    json_decref(body);
+    if (!doc || status >= 300) {
+        json_decref(doc);
+        return EXIT_FAIL;
+    }
+    int r = 0;
+    if (what) {
+        r = show(o, doc, what);
+    } else if (o->json) {
+        print_json(doc);
+    } else if (json_object_get(doc, "token")) {
+        printf(
+            "join token %s (shown once; give it to the agents as identity.join_token_file):\n%s\n",
+            json_string_value(json_object_get(doc, "id")),
+            json_string_value(json_object_get(doc, "token")));
+    } else {
+        printf("revoked %s\n", json_string_value(json_object_get(doc, "id")));
+    }
+    json_decref(doc);
+    return r;
+}
+
+static int token_create(const struct opts *o, int argc, char **argv)
+{
+    static const struct option lo[] = {
+        {"services", required_argument, NULL, 's'},    {"node", required_argument, NULL, 'n'},
+        {"ttl", required_argument, NULL, 't'},         {"uses", required_argument, NULL, 'u'},
+        {"description", required_argument, NULL, 'd'}, {NULL, 0, NULL, 0}};
+    json_t *req = json_object(), *services = json_array();
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "s:n:t:u:d:", lo, NULL)) != -1) {
+        switch (ch) {
+        case 's': {
+            char *copy = strdup(optarg), *save = NULL;
+            for (char *p = strtok_r(copy, ",", &save); p; p = strtok_r(NULL, ",", &save))
+                json_array_append_new(services, json_string(p));
+            free(copy);
+            break;
+        }
+        case 'n':
+            json_object_set_new(req, "node", json_string(optarg));
+            break;
+        case 't':
+            json_object_set_new(req, "ttl", json_string(optarg));
+            break;
+        case 'u': {
+            char *end;
+            long n = strtol(optarg, &end, 10);
+            if (*end || n < 1) {
+                fprintf(stderr, "meshctl: --uses wants a positive number\n");
+                json_decref(req);
+                json_decref(services);
+                return EXIT_USAGE;
+            }
+            json_object_set_new(req, "uses", json_integer(n));
+            break;
+        }
+        case 'd':
+            json_object_set_new(req, "description", json_string(optarg));
+            break;
+        default:
+            json_decref(req);
+            json_decref(services);
+            return EXIT_USAGE;
+        }
+    }
+    if (json_array_size(services) == 0) {
+        fprintf(stderr, "meshctl: token create needs --services (SPIFFE ID patterns)\n");
+        json_decref(req);
+        json_decref(services);
+        return EXIT_USAGE;
+    }
+    json_object_set_new(req, "services", services);
+    return run(o, "POST", "/v1/tokens", req, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option lo[] = {{"server", required_argument, NULL, 's'},
+                                       {"ca", required_argument, NULL, 'c'},
+                                       {"token-file", required_argument, NULL, 't'},
+                                       {"output", required_argument, NULL, 'o'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {"version", no_argument, NULL, 'V'},
+                                       {NULL, 0, NULL, 0}};
+    struct opts o = {0};
+    const char *token_file = getenv("MESH_CONTROLLER_TOKEN_FILE");
+    o.server = getenv("MESH_CONTROLLER_ADDR");
+    o.ca = getenv("MESH_CONTROLLER_CACERT");
+    int ch;
+    /* "+": options end at the command; its own options are its own. */
+    while ((ch = getopt_long(argc, argv, "+s:c:t:o:hV", lo, NULL)) != -1) {
+        switch (ch) {
+        case 's':
+            o.server = optarg;
+            break;
+        case 'c':
+            o.ca = optarg;
+            break;
+        case 't':
+            token_file = optarg;
+            break;
+        case 'o':
+            if (strcmp(optarg, "json") != 0 && strcmp(optarg, "table") != 0) {
+                fprintf(stderr, "meshctl: -o wants table or json\n");
+                return EXIT_USAGE;
+            }
+            o.json = strcmp(optarg, "json") == 0;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("meshctl %s (%s)\n", MESH_VERSION, MESH_GIT_COMMIT);
+            return 0;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind >= argc) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (!o.server)
+        o.server = "https://127.0.0.1:15443";
+    if (!o.ca)
+        o.ca = "/var/lib/mesh-controller/ca.crt";
+    const char *env_token = getenv("MESH_CONTROLLER_TOKEN");
+    if (env_token && !token_file)
+        snprintf(o.token, sizeof(o.token), "%s", env_token);
+    else {
+        const char *path = token_file ? token_file : "/var/lib/mesh-controller/admin.token";
+        int r = read_token(path, o.token, sizeof(o.token));
+        if (r < 0 && token_file) {
+            fprintf(stderr, "meshctl: cannot read the admin token from '%s': %s\n", path,
+                    strerror(-r));
+            return EXIT_FAIL;
+        }
+    }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    int rest = argc - optind;
+    char **args = argv + optind;
+    int r = EXIT_USAGE;
+    if (rest >= 2 && strcmp(args[0], "token") == 0 && strcmp(args[1], "create") == 0) {
+        r = token_create(&o, rest - 1, args + 1);
+    } else if (rest == 2 && strcmp(args[0], "token") == 0 && strcmp(args[1], "list") == 0) {
+        r = run(&o, "GET", "/v1/tokens", NULL, "tokens");
+    } else if (rest == 3 && strcmp(args[0], "token") == 0 && strcmp(args[1], "revoke") == 0) {
+        char path[200];
+        snprintf(path, sizeof(path), "/v1/tokens/%s", args[2]);
+        r = run(&o, "DELETE", path, NULL, NULL);
+    } else if (rest == 1 && strcmp(args[0], "certs") == 0) {
+        r = run(&o, "GET", "/v1/certs", NULL, "certs");
+    } else if (rest == 1 && strcmp(args[0], "agents") == 0) {
+        r = run(&o, "GET", "/v1/agents", NULL, "agents");
+    } else {
+        fprintf(stderr, "meshctl: unknown command '%s' (see meshctl --help)\n", args[0]);
+    }
+    curl_global_cleanup();
+    return r;
+}

@@ -1,0 +1,35 @@
+/*
+ * Join tokens: what lets a new agent enroll. A token reads "mesh1.<id>.<secret>"; only the
+ * SHA-256 of the secret is stored, with its scope: a pattern the node name must match, the
+ * service identities the node may later ask for (SPIFFE ID patterns), an expiry and a
+ * number of uses. meshctl creates, lists and revokes them.
+ */
+#ifndef MESH_CONTROLLER_TOKENS_H
+#define MESH_CONTROLLER_TOKENS_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "controller/store.h"
+
+/*
+ * Creates a token from a request ({"node": pattern, "services": [patterns], "ttl": "1h",
+ * "uses": 1, "description": "..."}) whose service patterns must be of trust_domain.
+ * Returns the stored record (a new reference, without the secret) and the token text
+ * (*ret_token, caller frees), or NULL with why in err (a 400).
+ */
+json_t *mesh_token_create(struct mesh_store *s, const char *trust_domain, json_t *req,
+                          char **ret_token, char *err, size_t err_size);
+
+/*
+ * Checks token for node and, when it may be used, consumes one use (durably, before
+ * returning). Returns the record (borrowed), or NULL with why in err.
+ */
+json_t *mesh_token_use(struct mesh_store *s, const char *token, const char *node, char *err,
+                       size_t err_size);
+
+/* Whether the pattern (at most one '*') matches s. */
+int mesh_pattern_match(const char *pattern, const char *s);
+
+#endif

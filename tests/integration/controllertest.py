@@ -1,0 +1,109 @@
+"""A mesh-controller process for tests, and an HTTPS client for its API."""
+import http.client
+import json
+import os
+import signal
+import ssl
+import subprocess
+import tempfile
+import time
+
+from meshtest import BUILD, WRAPPER, free_port, wait_for
+
+CONTROLLER = os.path.join(BUILD, "controller", "mesh-controller")
+MESHCTL = os.path.join(BUILD, "controller", "meshctl")
+TD = "mesh.test"
+
+
+class Controller:
+    def __init__(self, config=None, state_dir=None):
+        self.tmp = tempfile.mkdtemp(prefix="mesh-controller-")
+        self.state_dir = state_dir or os.path.join(self.tmp, "state")
+        self.port = free_port()
+        self.config = {"listen": f"127.0.0.1:{self.port}", "state_dir": self.state_dir,
+                       "trust_domain": TD, "cert_ttl": "1h"}
+        self.config.update(config or {})
+        self.config_path = os.path.join(self.tmp, "controller.json")
+        self.log_path = os.path.join(self.tmp, "controller.log")
+        self.proc = None
+
+    @property
+    def ca(self):
+        return os.path.join(self.state_dir, "ca.crt")
+
+    @property
+    def admin_token(self):
+        with open(os.path.join(self.state_dir, "admin.token")) as f:
+            return f.read().strip()
+
+    def start(self):
+        with open(self.config_path, "w") as f:
+            json.dump(self.config, f)
+        self.log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(WRAPPER + [CONTROLLER, "--config", self.config_path],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self.up(), timeout=10, what="the controller's API")
+        return self
+
+    def up(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"controller exited {self.proc.returncode}:\n{self.logs()}")
+        try:
+            return self.request("GET", "/healthz")[0] == 200
+        except (OSError, ssl.SSLError):
+            return False
+
+    def logs(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            code = self.proc.wait(timeout=20)
+            assert code == 0, f"controller exited {code}:\n{self.logs()}"
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def context(self, cert=None, key=None):
+        ctx = ssl.create_default_context(cafile=self.ca)
+        if cert:
+            ctx.load_cert_chain(cert, key)
+        return ctx
+
+    def request(self, method, path, body=None, admin=False, cert=None, key=None, token=None):
+        """Returns (status, JSON answer or text)."""
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=10,
+                                           context=self.context(cert, key))
+        headers = {"Content-Type": "application/json"}
+        if admin or token:
+            headers["Authorization"] = f"Bearer {token or self.admin_token}"
+        conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                     headers=headers)
+        r = conn.getresponse()
+        data = r.read()
+        conn.close()
+        try:
+            return r.status, json.loads(data)
+        except ValueError:
+            return r.status, data.decode()
+
+    def meshctl(self, *args, env=None):
+        e = dict(os.environ)
+        e.update(env or {})
+        return subprocess.run([MESHCTL, "-s", f"https://127.0.0.1:{self.port}", "--ca", self.ca,
+                               "--token-file", os.path.join(self.state_dir, "admin.token"),
+                               *args], capture_output=True, text=True, env=e, timeout=30)
+
+
+def csr(directory, name):
+    """A key and CSR made with the openssl command line; returns (csr text, key path)."""
+    key = os.path.join(directory, f"{name}.key")
+    req = os.path.join(directory, f"{name}.csr")
+    subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", key, "-out", req, "-subj", f"/O=test/CN={name}"],
+                   check=True, capture_output=True)
+    with open(req) as f:
+        return f.read(), key

@@ -13,6 +13,7 @@
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
+#include "agent/certs-int.h"
 #include "common/alloc.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -20,47 +21,9 @@
 #include "common/spiffe.h"
 #include "common/x509.h"
 
-#define PEM_MAX (256 * 1024)
 #define FILES_POLL_MS 2000
 
-struct held {
-    char *id;
-    char *ns; /* NULL: the node */
-    char *name;
-    char *cert_pem, *key_pem;
-    size_t cert_len, key_len;
-    time_t not_before, not_after, renew_at;
-    struct stat cert_st, key_st; /* files mode: what was read */
-};
-
-struct mesh_certs {
-    uv_loop_t *loop;
-    uv_timer_t timer;
-    int mode;
-    char *dir; /* where certificates are kept (standalone) or read (files) */
-    char *trust_domain;
-    char *node;
-    char *bundle_path;
-    bool tls12;
-    uint64_t ttl_s;
-    X509 *ca;
-    EVP_PKEY *ca_key;
-    char *bundle_pem;
-    size_t bundle_len;
-    struct stat bundle_st;
-    struct held *v;
-    size_t n;
-    struct mesh_tls_material *material;
-    void (*changed)(void *data);
-    void *data;
-    uint64_t issued;
-    uint64_t errors;
-    char last_error[512];
-};
-
-static void fail(struct mesh_certs *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void fail(struct mesh_certs *c, const char *fmt, ...)
+void certs_fail(struct mesh_certs *c, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -70,7 +33,7 @@ static void fail(struct mesh_certs *c, const char *fmt, ...)
     mesh_log_error("%s", c->last_error);
 }
 
-static void held_clear_pem(struct held *h)
+void certs_held_clear_pem(struct held *h)
 {
     mesh_free(h->cert_pem);
     mesh_free(h->key_pem);
@@ -80,14 +43,14 @@ static void held_clear_pem(struct held *h)
 
 static void held_done(struct held *h)
 {
-    held_clear_pem(h);
+    certs_held_clear_pem(h);
     mesh_free(h->id);
     mesh_free(h->ns);
     mesh_free(h->name);
 }
 
-static void paths(const struct mesh_certs *c, const struct held *h, char *crt, char *key,
-                  size_t size)
+void certs_paths(const struct mesh_certs *c, const struct held *h, char *crt, char *key,
+                 size_t size)
 {
     if (!h->ns) {
         snprintf(crt, size, "%s/node.crt", c->dir);
@@ -101,7 +64,7 @@ static void paths(const struct mesh_certs *c, const struct held *h, char *crt, c
     }
 }
 
-static X509 *parse_cert(const char *pem, size_t len)
+X509 *certs_parse_cert(const char *pem, size_t len)
 {
     BIO *b = BIO_new_mem_buf(pem, (int)len);
     X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
@@ -111,7 +74,7 @@ static X509 *parse_cert(const char *pem, size_t len)
 }
 
 /* Half of the lifetime, give or take a twentieth, so that agents do not renew in step. */
-static void set_times(struct held *h, X509 *x)
+void certs_set_times(struct held *h, X509 *x)
 {
     h->not_before = mesh_x509_not_before(x);
     h->not_after = mesh_x509_not_after(x);
@@ -131,16 +94,16 @@ static int load_ca(struct mesh_certs *c, const struct mesh_agent_identity_config
     size_t len = 0, klen = 0;
     int r = mesh_fs_read_file(id->ca_cert, PEM_MAX, &pem, &len);
     if (r < 0) {
-        fail(c, "identity.ca_cert '%s': %s", id->ca_cert, strerror(-r));
+        certs_fail(c, "identity.ca_cert '%s': %s", id->ca_cert, strerror(-r));
         return r;
     }
     r = mesh_fs_read_file(id->ca_key, PEM_MAX, &kpem, &klen);
     if (r < 0) {
-        fail(c, "identity.ca_key '%s': %s", id->ca_key, strerror(-r));
+        certs_fail(c, "identity.ca_key '%s': %s", id->ca_key, strerror(-r));
         mesh_free(pem);
         return r;
     }
-    c->ca = parse_cert(pem, len);
+    c->ca = certs_parse_cert(pem, len);
     BIO *kb = BIO_new_mem_buf(kpem, (int)klen);
     c->ca_key = kb ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL) : NULL;
     BIO_free(kb);
@@ -149,34 +112,51 @@ static int load_ca(struct mesh_certs *c, const struct mesh_agent_identity_config
     c->bundle_pem = pem;
     c->bundle_len = len;
     if (!c->ca) {
-        fail(c, "identity.ca_cert '%s': no PEM certificate", id->ca_cert);
+        certs_fail(c, "identity.ca_cert '%s': no PEM certificate", id->ca_cert);
         return -EINVAL;
     }
     if (!c->ca_key) {
-        fail(c, "identity.ca_key '%s': no PEM private key", id->ca_key);
+        certs_fail(c, "identity.ca_key '%s': no PEM private key", id->ca_key);
         return -EINVAL;
     }
     if (X509_check_ca(c->ca) == 0) {
-        fail(c, "identity.ca_cert '%s': not a CA certificate", id->ca_cert);
+        certs_fail(c, "identity.ca_cert '%s': not a CA certificate", id->ca_cert);
         return -EINVAL;
     }
     if (X509_check_private_key(c->ca, c->ca_key) != 1) {
         ERR_clear_error();
-        fail(c, "identity.ca_key '%s' is not the key of identity.ca_cert", id->ca_key);
+        certs_fail(c, "identity.ca_key '%s' is not the key of identity.ca_cert", id->ca_key);
         return -EINVAL;
     }
     if (mesh_x509_not_after(c->ca) <= time(NULL)) {
-        fail(c, "identity.ca_cert '%s' has expired", id->ca_cert);
+        certs_fail(c, "identity.ca_cert '%s' has expired", id->ca_cert);
         return -EINVAL;
     }
     return 0;
 }
 
+/* Whether our CA (standalone) or one of the bundle's (controller) signed x. */
+static bool issued_by_us(struct mesh_certs *c, X509 *x)
+{
+    if (c->ca)
+        return X509_verify(x, X509_get0_pubkey(c->ca)) == 1;
+    BIO *b = c->bundle_pem ? BIO_new_mem_buf(c->bundle_pem, (int)c->bundle_len) : NULL;
+    X509 *ca;
+    bool ok = false;
+    while (!ok && b && (ca = PEM_read_bio_X509(b, NULL, NULL, NULL))) {
+        ok = X509_verify(x, X509_get0_pubkey(ca)) == 1;
+        X509_free(ca);
+    }
+    BIO_free(b);
+    ERR_clear_error();
+    return ok;
+}
+
 /* What the state dir holds for h, when our CA signed it for h's ID and it is not due. */
-static bool load_kept(struct mesh_certs *c, struct held *h)
+bool certs_load_kept(struct mesh_certs *c, struct held *h)
 {
     char crt[4200], key[4200];
-    paths(c, h, crt, key, sizeof(crt));
+    certs_paths(c, h, crt, key, sizeof(crt));
     char *cp = NULL, *kp = NULL;
     size_t cl = 0, kl = 0;
     if (mesh_fs_read_file(crt, PEM_MAX, &cp, &cl) < 0 ||
@@ -184,15 +164,15 @@ static bool load_kept(struct mesh_certs *c, struct held *h)
         mesh_free(cp);
         return false;
     }
-    X509 *x = parse_cert(cp, cl);
+    X509 *x = certs_parse_cert(cp, cl);
     char got[MESH_SPIFFE_ID_MAX + 1];
     const char *why;
-    bool ok = x && X509_verify(x, X509_get0_pubkey(c->ca)) == 1 &&
+    bool ok = x && issued_by_us(c, x) &&
               mesh_spiffe_check_leaf(x, c->trust_domain, got, sizeof(got), &why) &&
               strcmp(got, h->id) == 0;
     ERR_clear_error();
     if (ok) {
-        set_times(h, x);
+        certs_set_times(h, x);
         ok = time(NULL) < h->renew_at;
     }
     X509_free(x);
@@ -201,7 +181,7 @@ static bool load_kept(struct mesh_certs *c, struct held *h)
         mesh_free(kp);
         return false;
     }
-    held_clear_pem(h);
+    certs_held_clear_pem(h);
     h->cert_pem = cp;
     h->cert_len = cl;
     h->key_pem = kp;
@@ -226,16 +206,16 @@ static int issue(struct mesh_certs *c, struct held *h)
     int r = -ENOMEM;
     if (cp) {
         char crt[4200], kpath[4200];
-        paths(c, h, crt, kpath, sizeof(crt));
+        certs_paths(c, h, crt, kpath, sizeof(crt));
         /* The key first: a certificate on disk always has its key. */
         r = mesh_fs_write_atomic(kpath, kp, kl, 0600);
         if (r == 0)
             r = mesh_fs_write_atomic(crt, cp, cl, 0600);
         if (r < 0)
-            fail(c, "cannot keep the certificate of %s in %s: %s (serving it from memory)", h->id,
-                 c->dir, strerror(-r));
-        set_times(h, x);
-        held_clear_pem(h);
+            certs_fail(c, "cannot keep the certificate of %s in %s: %s (serving it from memory)",
+                       h->id, c->dir, strerror(-r));
+        certs_set_times(h, x);
+        certs_held_clear_pem(h);
         h->cert_pem = cp;
         h->cert_len = cl;
         h->key_pem = kp;
@@ -245,7 +225,7 @@ static int issue(struct mesh_certs *c, struct held *h)
         r = 0;
         mesh_log_info("issued %s, valid until %lld", h->id, (long long)h->not_after);
     } else {
-        fail(c, "cannot issue a certificate for %s: %s", h->id, err);
+        certs_fail(c, "cannot issue a certificate for %s: %s", h->id, err);
     }
     X509_free(x);
     mesh_free(cp);
@@ -268,7 +248,7 @@ static bool files_changed(struct mesh_certs *c)
         return true;
     for (size_t i = 0; i < c->n; i++) {
         char crt[4200], key[4200];
-        paths(c, &c->v[i], crt, key, sizeof(crt));
+        certs_paths(c, &c->v[i], crt, key, sizeof(crt));
         if (stat(crt, &st) < 0 || !same_file(&st, &c->v[i].cert_st) || stat(key, &st) < 0 ||
             !same_file(&st, &c->v[i].key_st))
             return true;
@@ -282,23 +262,24 @@ static int files_read(struct mesh_certs *c, char **bundle, size_t *bundle_len, s
 {
     int r = mesh_fs_read_file_stat(c->bundle_path, PEM_MAX, bundle, bundle_len, bst);
     if (r < 0) {
-        fail(c, "identity.trust_bundle '%s': %s", c->bundle_path, strerror(-r));
+        certs_fail(c, "identity.trust_bundle '%s': %s", c->bundle_path, strerror(-r));
         return r;
     }
     for (size_t i = 0; i < n; i++) {
         char crt[4200], key[4200];
-        paths(c, &v[i], crt, key, sizeof(crt));
-        held_clear_pem(&v[i]);
+        certs_paths(c, &v[i], crt, key, sizeof(crt));
+        certs_held_clear_pem(&v[i]);
         if ((r = mesh_fs_read_file_stat(crt, PEM_MAX, &v[i].cert_pem, &v[i].cert_len,
                                         &v[i].cert_st)) < 0 ||
             (r = mesh_fs_read_file_stat(key, PEM_MAX, &v[i].key_pem, &v[i].key_len, &v[i].key_st)) <
                 0) {
-            fail(c, "%s: %s: %s", v[i].id, r == -ENOENT ? "missing" : "unreadable", strerror(-r));
+            certs_fail(c, "%s: %s: %s", v[i].id, r == -ENOENT ? "missing" : "unreadable",
+                       strerror(-r));
             return r;
         }
-        X509 *x = parse_cert(v[i].cert_pem, v[i].cert_len);
+        X509 *x = certs_parse_cert(v[i].cert_pem, v[i].cert_len);
         if (x)
-            set_times(&v[i], x);
+            certs_set_times(&v[i], x);
         X509_free(x);
     }
     return 0;
@@ -307,19 +288,20 @@ static int files_read(struct mesh_certs *c, char **bundle, size_t *bundle_len, s
 /* ---- material ---- */
 
 /* Material from the bundle and what is held; NULL (logged) when any piece is refused. */
-static struct mesh_tls_material *build(struct mesh_certs *c, const char *bundle, size_t len,
-                                       const struct held *v, size_t n)
+struct mesh_tls_material *certs_build(struct mesh_certs *c, const char *bundle, size_t len,
+                                      const struct held *v, size_t n)
 {
     char err[512];
     struct mesh_tls_material *m = NULL;
     if (mesh_tls_material_new(c->trust_domain, c->tls12, bundle, len, &m, err, sizeof(err)) < 0) {
-        fail(c, "%s", err);
+        certs_fail(c, "%s", err);
         return NULL;
     }
     for (size_t i = 0; i < n; i++) {
         if (mesh_tls_material_add(m, v[i].id, v[i].ns, v[i].name, v[i].cert_pem, v[i].cert_len,
                                   v[i].key_pem, v[i].key_len, err, sizeof(err)) < 0) {
-            fail(c, "the certificate of %s %s; keeping the previous certificates", v[i].id, err);
+            certs_fail(c, "the certificate of %s %s; keeping the previous certificates", v[i].id,
+                       err);
             mesh_tls_material_unref(m);
             return NULL;
         }
@@ -327,7 +309,7 @@ static struct mesh_tls_material *build(struct mesh_certs *c, const char *bundle,
     return m;
 }
 
-static void swap_in(struct mesh_certs *c, struct mesh_tls_material *m)
+void certs_swap_in(struct mesh_certs *c, struct mesh_tls_material *m)
 {
     mesh_tls_material_unref(c->material);
     c->material = m;
@@ -337,8 +319,15 @@ static void swap_in(struct mesh_certs *c, struct mesh_tls_material *m)
 }
 
 static void on_timer(uv_timer_t *t);
+static void refresh(struct mesh_certs *c, bool force);
 
-static void schedule(struct mesh_certs *c)
+void certs_schedule_in(struct mesh_certs *c, uint64_t ms)
+{
+    if (!c->closing)
+        uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+void certs_schedule(struct mesh_certs *c)
 {
     uint64_t ms = FILES_POLL_MS;
     if (c->mode == MESH_IDENTITY_STANDALONE) {
@@ -353,6 +342,23 @@ static void schedule(struct mesh_certs *c)
     uv_timer_start(&c->timer, on_timer, ms, 0);
 }
 
+void certs_rebuild(struct mesh_certs *c)
+{
+    struct held *ok = mesh_calloc(c->n ? c->n : 1, sizeof(*ok));
+    size_t k = 0;
+    for (size_t i = 0; ok && i < c->n; i++) {
+        if (c->v[i].cert_pem)
+            ok[k++] = c->v[i]; /* shallow: build only reads */
+    }
+    /* The node's certificate first: material wants it at [0]. */
+    struct mesh_tls_material *m = ok && k && !ok[0].ns && c->bundle_pem
+                                      ? certs_build(c, c->bundle_pem, c->bundle_len, ok, k)
+                                      : NULL;
+    mesh_free(ok);
+    if (m)
+        certs_swap_in(c, m);
+}
+
 /* Standalone: renews what is due (or missing) and swaps in new material. */
 static void refresh_standalone(struct mesh_certs *c, bool force)
 {
@@ -362,33 +368,23 @@ static void refresh_standalone(struct mesh_certs *c, bool force)
         struct held *h = &c->v[i];
         if (h->cert_pem && now < h->renew_at)
             continue;
-        if (!h->cert_pem && load_kept(c, h)) {
+        if (!h->cert_pem && certs_load_kept(c, h)) {
             changed = true;
             continue;
         }
         if (issue(c, h) == 0)
             changed = true;
     }
-    if (changed) {
-        struct held *ok = mesh_calloc(c->n ? c->n : 1, sizeof(*ok));
-        size_t k = 0;
-        for (size_t i = 0; ok && i < c->n; i++) {
-            if (c->v[i].cert_pem)
-                ok[k++] = c->v[i]; /* shallow: build only reads */
-        }
-        struct mesh_tls_material *m = ok ? build(c, c->bundle_pem, c->bundle_len, ok, k) : NULL;
-        mesh_free(ok);
-        if (m)
-            swap_in(c, m);
-    }
-    schedule(c);
+    if (changed)
+        certs_rebuild(c);
+    certs_schedule(c);
 }
 
 /* Files: re-reads everything when anything changed; a bad set keeps the old material. */
 static void refresh_files(struct mesh_certs *c, bool force)
 {
     if (!force && !files_changed(c)) {
-        schedule(c);
+        certs_schedule(c);
         return;
     }
     char *bundle = NULL;
@@ -396,7 +392,7 @@ static void refresh_files(struct mesh_certs *c, bool force)
     struct stat bst;
     struct mesh_tls_material *m = NULL;
     if (files_read(c, &bundle, &len, &bst, c->v, c->n) == 0)
-        m = build(c, bundle, len, c->v, c->n);
+        m = certs_build(c, bundle, len, c->v, c->n);
     /* What was read is remembered either way: the same bad files are not re-reported. */
     memset(&c->bundle_st, 0, sizeof(c->bundle_st));
     if (bundle)
@@ -404,22 +400,25 @@ static void refresh_files(struct mesh_certs *c, bool force)
     mesh_free(bundle);
     if (m) {
         mesh_log_info("loaded %zu certificates from %s", c->n, c->dir);
-        swap_in(c, m);
+        certs_swap_in(c, m);
     }
-    schedule(c);
+    certs_schedule(c);
 }
 
 static void refresh(struct mesh_certs *c, bool force)
 {
     if (c->mode == MESH_IDENTITY_STANDALONE)
         refresh_standalone(c, force);
-    else
+    else if (c->mode == MESH_IDENTITY_FILES)
         refresh_files(c, force);
+    else
+        certs_controller_refresh(c);
 }
 
 static void on_timer(uv_timer_t *t)
 {
-    refresh(t->data, false);
+    struct mesh_certs *c = t->data;
+    refresh(c, false);
 }
 
 static int held_init(struct held *h, const char *td, const char *ns, const char *name,
@@ -444,7 +443,7 @@ void mesh_certs_set_locals(struct mesh_certs *c, const struct mesh_local_service
 {
     struct held *v = mesh_calloc(n + 1, sizeof(*v));
     if (!v) {
-        fail(c, "out of memory");
+        certs_fail(c, "out of memory");
         return;
     }
     size_t k = 0;
@@ -480,7 +479,8 @@ void mesh_certs_set_locals(struct mesh_certs *c, const struct mesh_local_service
     mesh_free(c->v);
     c->v = v;
     c->n = k;
-    if (differs || !c->material)
+    /* (A controller that is away is retried on its own backoff, not at every update.) */
+    if (differs || (!c->material && c->mode != MESH_IDENTITY_CONTROLLER))
         refresh(c, true);
 }
 
@@ -504,12 +504,15 @@ int mesh_certs_new(uv_loop_t *loop, const struct mesh_agent_config *cfg,
         !(c->node = mesh_strdup(cfg->node.name)) ||
         !(c->dir = mesh_strdup(c->mode == MESH_IDENTITY_FILES ? id->cert_dir : dir)))
         goto fail;
+    if (c->mode != MESH_IDENTITY_FILES && (r = mesh_fs_mkdir_private(c->dir, 0700)) < 0) {
+        certs_fail(c, "cannot create '%s': %s", c->dir, strerror(-r));
+        goto fail;
+    }
     if (c->mode == MESH_IDENTITY_STANDALONE) {
-        if ((r = mesh_fs_mkdir_private(c->dir, 0700)) < 0) {
-            fail(c, "cannot create '%s': %s", c->dir, strerror(-r));
-            goto fail;
-        }
         if ((r = load_ca(c, id)) < 0)
+            goto fail;
+    } else if (c->mode == MESH_IDENTITY_CONTROLLER) {
+        if ((r = certs_controller_open(c, id)) < 0)
             goto fail;
     } else if (!(c->bundle_path = mesh_strdup(id->trust_bundle))) {
         goto fail;
@@ -559,7 +562,7 @@ void mesh_certs_metrics(const struct mesh_certs *c, struct mesh_buf *b)
 
 json_t *mesh_certs_status(const struct mesh_certs *c)
 {
-    static const char *const modes[] = {"none", "standalone", "files"};
+    static const char *const modes[] = {"none", "standalone", "files", "controller"};
     json_t *ids = json_array();
     for (size_t i = 0; c->material && i < c->material->n; i++)
         json_array_append_new(ids,
@@ -589,6 +592,9 @@ static void on_timer_closed(uv_handle_t *h)
 
 void mesh_certs_free(struct mesh_certs *c)
 {
-    if (c)
-        uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+    if (!c || c->closing)
+        return;
+    c->closing = true;
+    certs_controller_close(c); /* a call in flight frees nothing of ours when it ends */
+    uv_close((uv_handle_t *)&c->timer, on_timer_closed);
 }

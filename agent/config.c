@@ -274,7 +274,12 @@ static const struct mesh_cfg_schema proxy_schema = {
 
 #define ID(m) MESH_CFG_FIELD(struct mesh_agent_identity_config, m)
 
-const char *const mesh_identity_mode_names[] = {"none", "standalone", "files", NULL};
+const char *const mesh_identity_mode_names[] = {"none", "standalone", "files", "controller", NULL};
+
+static const char *check_https_url(const char *s)
+{
+    return !s[0] || strncmp(s, "https://", 8) == 0 ? NULL : "an https:// URL";
+}
 static const char *const tls_versions[] = {"1.3", "1.2", NULL};
 
 static const struct mesh_cfg_field identity_fields[] = {
@@ -307,6 +312,24 @@ static const struct mesh_cfg_field identity_fields[] = {
      .flags = MESH_CFG_PATH,
      .def = "",
      .expect = "a PEM file path"},
+    {.key = "controller",
+     .type = MESH_CFG_STRING,
+     ID(controller),
+     .def = "",
+     .expect = "the controller's URL, like \"https://10.0.0.2:15443\"",
+     .check = check_https_url},
+    {.key = "controller_ca",
+     .type = MESH_CFG_STRING,
+     ID(controller_ca),
+     .flags = MESH_CFG_PATH,
+     .def = "",
+     .expect = "a PEM file path"},
+    {.key = "join_token_file",
+     .type = MESH_CFG_STRING,
+     ID(join_token_file),
+     .flags = MESH_CFG_PATH,
+     .def = "",
+     .expect = "a file path"},
     {.key = "cert_ttl",
      .type = MESH_CFG_DURATION,
      ID(cert_ttl_ms),
@@ -326,6 +349,10 @@ static void check_identity(struct mesh_cfg_ctx *ctx, void *obj)
     struct mesh_agent_identity_config *id = obj;
     if (id->mode == MESH_IDENTITY_STANDALONE && (!id->ca_cert[0] || !id->ca_key[0]))
         mesh_cfg_error(ctx, "mode \"standalone\" needs ca_cert and ca_key");
+    if (id->mode == MESH_IDENTITY_CONTROLLER &&
+        (!id->controller[0] || !id->controller_ca[0] || !id->join_token_file[0]))
+        mesh_cfg_error(ctx, "mode \"controller\" needs controller, controller_ca and "
+                            "join_token_file");
     if (id->mode == MESH_IDENTITY_FILES && (!id->cert_dir[0] || !id->trust_bundle[0]))
         mesh_cfg_error(ctx, "mode \"files\" needs cert_dir and trust_bundle");
 }

@@ -81,17 +81,21 @@ enum mesh_identity_mode {
     MESH_IDENTITY_NONE,       /* no mTLS: inbound listener off, endpoints called in plain */
     MESH_IDENTITY_STANDALONE, /* the agent signs its certificates with a local CA */
     MESH_IDENTITY_FILES,      /* certificates from an external PKI, re-read on change */
+    MESH_IDENTITY_CONTROLLER, /* a mesh-controller signs them, after enrollment */
 };
 
 /* NULL-terminated names, indexed by enum mesh_identity_mode. */
 extern const char *const mesh_identity_mode_names[];
 
 struct mesh_agent_identity_config {
-    int mode;           /* enum mesh_identity_mode */
-    char *ca_cert;      /* standalone: the CA certificate (and the trust bundle) */
-    char *ca_key;       /* standalone: its private key */
-    char *cert_dir;     /* files: node.crt/node.key and <namespace>/<service>.crt/.key */
-    char *trust_bundle; /* files: PEM CA certificates */
+    int mode;              /* enum mesh_identity_mode */
+    char *ca_cert;         /* standalone: the CA certificate (and the trust bundle) */
+    char *ca_key;          /* standalone: its private key */
+    char *cert_dir;        /* files: node.crt/node.key and <namespace>/<service>.crt/.key */
+    char *trust_bundle;    /* files: PEM CA certificates */
+    char *controller;      /* controller: its URL */
+    char *controller_ca;   /* controller: the CA to trust it with at first contact */
+    char *join_token_file; /* controller: the join token, read once to enroll */
     uint64_t cert_ttl_ms;
     int tls_min_version; /* 0: TLS 1.3, 1: TLS 1.2 */
 };

@@ -13,6 +13,7 @@ import time
 import unittest
 
 from backends import Backend
+from controllertest import Controller
 from http_backend import HttpBackend
 from httptest import Client
 from meshtest import SLOW, AgentTest, free_port, main, wait_for
@@ -227,6 +228,47 @@ class MtlsTest(AgentTest):
         self.assertGreaterEqual(a.metric("mesh_proxy_tls_handshakes_total",
                                          direction="outbound", result="failed"), 1)
         self.assertEqual(backend.requests, [])  # nothing reached the workload
+
+    # -- identities from a mesh-controller --
+
+    def test_controller_mode_enrolls_and_keeps_serving_without_it(self):
+        ctl = Controller({"trust_domain": TD}).start()
+        try:
+            r = ctl.meshctl("token", "create", "--services", spiffe("shop", "*"), "--node",
+                            "host-*", "--uses", "2")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            token = os.path.join(self.tmp, "join.token")
+            with open(token, "w") as f:
+                f.write(r.stdout.strip().splitlines()[-1] + "\n")
+            idn = {"mode": "controller", "controller": f"https://127.0.0.1:{ctl.port}",
+                   "controller_ca": ctl.ca, "join_token_file": token}
+            a, b, _ = self.pair(identity_a=dict(idn), identity_b=dict(idn))
+            wait_for(lambda: Client(self.port, host="api").echo("/")[0] == 200, timeout=15,
+                     what="a call over mTLS with controller-issued certificates")
+            out = ctl.meshctl("certs").stdout
+            for ident in (spiffe("shop", "web"), spiffe("shop", "api"),
+                          f"spiffe://{TD}/node/host-a", f"spiffe://{TD}/node/host-b"):
+                self.assertIn(ident, out)
+            self.assertEqual(json.loads(ctl.meshctl("-o", "json", "token", "list").stdout)
+                             ["tokens"][0]["uses_left"], 0)
+            # The controller goes away; traffic goes on, also across restarts of both agents.
+            ctl.stop()
+            c = Client(self.port, host="api")
+            self.assertEqual(c.echo("/while-down")[0], 200)
+            for ag in (a, b):
+                ag.stop()
+                ag.start()
+            wait_for(lambda: listening("127.0.0.2", self.b_inbound), what="B's mTLS listener")
+            wait_for(lambda: listening("127.0.0.1", self.port), what="A's listener")
+            status, _, echo = Client(self.port, host="api").echo("/after-restart")
+            self.assertEqual(status, 200)
+            self.assertGreater(a.metric("mesh_cert_seconds_left"), 3000)
+            # Back: nothing to do until renewals; the agents did not enroll again.
+            ctl.start()
+            self.assertEqual(Client(self.port, host="api").echo("/back")[0], 200)
+            self.assertNotIn("enrolling", a.logs())  # this run's log: it held its certificates
+        finally:
+            ctl.stop()
 
     # -- certificates over time --
 

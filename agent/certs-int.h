@@ -1,0 +1,83 @@
+/*
+ * Internals of the certificate manager, shared by its modes (certs.c: standalone and
+ * files; certs_controller.c: a mesh-controller).
+ */
+#ifndef MESH_AGENT_CERTS_INT_H
+#define MESH_AGENT_CERTS_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <openssl/x509.h>
+#include <uv.h>
+
+#include "agent/config.h"
+#include "proxy/tls.h"
+
+#define PEM_MAX (256 * 1024)
+
+struct held {
+    char *id;
+    char *ns; /* NULL: the node */
+    char *name;
+    char *cert_pem, *key_pem;
+    size_t cert_len, key_len;
+    time_t not_before, not_after, renew_at;
+    struct stat cert_st, key_st; /* files mode: what was read */
+};
+
+struct mesh_certs {
+    uv_loop_t *loop;
+    uv_timer_t timer;
+    int mode;
+    char *dir; /* where certificates are kept (standalone) or read (files) */
+    char *trust_domain;
+    char *node;
+    char *bundle_path;
+    bool tls12;
+    uint64_t ttl_s;
+    X509 *ca;
+    EVP_PKEY *ca_key;
+    char *bundle_pem;
+    size_t bundle_len;
+    struct stat bundle_st;
+    struct held *v;
+    size_t n;
+    struct mesh_tls_material *material;
+    void (*changed)(void *data);
+    void *data;
+    uint64_t issued;
+    uint64_t errors;
+    char last_error[512];
+    struct ctl_state *ctl; /* controller mode */
+    bool closing;
+};
+
+void certs_fail(struct mesh_certs *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void certs_held_clear_pem(struct held *h);
+/* Where h's certificate and key are kept (standalone, controller) or read (files). */
+void certs_paths(const struct mesh_certs *c, const struct held *h, char *crt, char *key,
+                 size_t size);
+X509 *certs_parse_cert(const char *pem, size_t len);
+/* Its validity and when to renew it: half of the lifetime, give or take a twentieth. */
+void certs_set_times(struct held *h, X509 *x);
+/* Takes what the state dir holds for h when the CA signed it for h's ID and it is not due. */
+bool certs_load_kept(struct mesh_certs *c, struct held *h);
+/* Material from the bundle and what is held; NULL (logged) when any piece is refused. */
+struct mesh_tls_material *certs_build(struct mesh_certs *c, const char *bundle, size_t len,
+                                      const struct held *v, size_t n);
+/* Material from the bundle and every identity that has a certificate. */
+void certs_rebuild(struct mesh_certs *c);
+void certs_swap_in(struct mesh_certs *c, struct mesh_tls_material *m);
+void certs_schedule(struct mesh_certs *c);
+/* Runs the mode's refresh in ms. */
+void certs_schedule_in(struct mesh_certs *c, uint64_t ms);
+
+/* certs_controller.c */
+int certs_controller_open(struct mesh_certs *c, const struct mesh_agent_identity_config *id);
+void certs_controller_refresh(struct mesh_certs *c);
+void certs_controller_close(struct mesh_certs *c);
+
+#endif

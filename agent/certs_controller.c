@@ -1,0 +1,283 @@
+#define MESH_LOG_MODULE "certs"
+
+/*
+ * The certificate manager's controller mode. The node enrolls once with its join token
+ * (a CSR for spiffe://<td>/node/<name>); from then on the node's certificate authenticates
+ * it: it renews itself and gets each local service's SVID the same way. One call at a
+ * time; while the controller is away the calls back off (1 s doubling to 60 s, with
+ * jitter) and what is held keeps serving. Keys never leave the host.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "agent/certs-int.h"
+#include "agent/ctl_call.h"
+#include "common/alloc.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "common/x509.h"
+
+#define BACKOFF_MAX_MS 60000
+
+struct ctl_state {
+    char *url;         /* the controller, without a trailing '/' */
+    char *first_trust; /* the CA given in the config, until the controller sends its bundle */
+    char *token_file;
+    struct ctl_call *inflight;
+    char *pending_id;  /* the identity the call is for */
+    char *pending_key; /* its new key (PEM) */
+    unsigned failures;
+};
+
+int certs_controller_open(struct mesh_certs *c, const struct mesh_agent_identity_config *id)
+{
+    struct ctl_state *s = mesh_calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    c->ctl = s;
+    size_t len = 0;
+    int r = mesh_fs_read_file(id->controller_ca, PEM_MAX, &s->first_trust, &len);
+    if (r < 0) {
+        certs_fail(c, "identity.controller_ca '%s': %s", id->controller_ca, strerror(-r));
+        return r;
+    }
+    if (!(s->url = mesh_strdup(id->controller)) ||
+        !(s->token_file = mesh_strdup(id->join_token_file)))
+        return -ENOMEM;
+    size_t n = strlen(s->url);
+    while (n && s->url[n - 1] == '/')
+        s->url[--n] = '\0';
+    /* The bundle the controller sent last time: what this node trusts while it is away. */
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/bundle.pem", c->dir);
+    if (mesh_fs_read_file(path, PEM_MAX, &c->bundle_pem, &c->bundle_len) < 0) {
+        c->bundle_pem = NULL;
+        c->bundle_len = 0;
+    }
+    return 0;
+}
+
+void certs_controller_close(struct mesh_certs *c)
+{
+    struct ctl_state *s = c->ctl;
+    if (!s)
+        return;
+    if (s->inflight)
+        s->inflight->data = NULL; /* it ends on its own */
+    if (s->pending_key)
+        OPENSSL_cleanse(s->pending_key, strlen(s->pending_key));
+    mesh_free(s->pending_key);
+    mesh_free(s->pending_id);
+    mesh_free(s->url);
+    mesh_free(s->first_trust);
+    mesh_free(s->token_file);
+    mesh_free(s);
+    c->ctl = NULL;
+}
+
+static bool valid_now(const struct held *h, time_t now)
+{
+    return h->cert_pem && h->not_after > now;
+}
+
+static void retry_later(struct mesh_certs *c)
+{
+    struct ctl_state *s = c->ctl;
+    unsigned shift = s->failures < 7 ? s->failures : 6;
+    uint64_t ms = 1000ull << shift;
+    if (ms > BACKOFF_MAX_MS)
+        ms = BACKOFF_MAX_MS;
+    unsigned r = 0;
+    RAND_bytes((unsigned char *)&r, sizeof(r));
+    ms = ms / 2 + r % (ms / 2 + 1); /* "equal jitter" */
+    s->failures++;
+    certs_schedule_in(c, ms);
+}
+
+static struct held *held_by_id(struct mesh_certs *c, const char *id)
+{
+    for (size_t i = 0; id && i < c->n; i++) {
+        if (strcmp(c->v[i].id, id) == 0)
+            return &c->v[i];
+    }
+    return NULL;
+}
+
+/* Keeps the answer: key and certificate in the state dir, the bundle when it changed. */
+static int keep(struct mesh_certs *c, struct held *h, const char *cert, const char *bundle)
+{
+    struct ctl_state *s = c->ctl;
+    X509 *x = certs_parse_cert(cert, strlen(cert));
+    if (!x) {
+        certs_fail(c, "controller: the certificate for %s is not PEM", h->id);
+        return -EINVAL;
+    }
+    if (bundle && (!c->bundle_pem || strcmp(bundle, c->bundle_pem) != 0)) {
+        char path[4200];
+        snprintf(path, sizeof(path), "%s/bundle.pem", c->dir);
+        char *copy = mesh_strdup(bundle);
+        if (!copy || mesh_fs_write_atomic(path, bundle, strlen(bundle), 0644) < 0) {
+            mesh_free(copy);
+            X509_free(x);
+            certs_fail(c, "cannot keep the trust bundle in %s", path);
+            return -EIO;
+        }
+        mesh_free(c->bundle_pem);
+        c->bundle_pem = copy;
+        c->bundle_len = strlen(copy);
+    }
+    char crt[4200], key[4200];
+    certs_paths(c, h, crt, key, sizeof(crt));
+    char *cp = mesh_strdup(cert);
+    int r = cp ? mesh_fs_write_atomic(key, s->pending_key, strlen(s->pending_key), 0600) : -ENOMEM;
+    if (r == 0)
+        r = mesh_fs_write_atomic(crt, cert, strlen(cert), 0600);
+    if (r < 0) {
+        mesh_free(cp);
+        X509_free(x);
+        certs_fail(c, "cannot keep the certificate of %s in %s: %s", h->id, c->dir, strerror(-r));
+        return r;
+    }
+    certs_held_clear_pem(h);
+    h->cert_pem = cp;
+    h->cert_len = strlen(cp);
+    h->key_pem = s->pending_key;
+    h->key_len = strlen(s->pending_key);
+    s->pending_key = NULL;
+    certs_set_times(h, x);
+    X509_free(x);
+    return 0;
+}
+
+static void on_answer(struct ctl_call *call)
+{
+    struct mesh_certs *c = call->data;
+    struct ctl_state *s = c->ctl;
+    s->inflight = NULL;
+    struct held *h = held_by_id(c, s->pending_id);
+    json_t *doc = call->answer ? json_loads(call->answer, 0, NULL) : NULL;
+    const char *cert = json_string_value(json_object_get(doc, "certificate"));
+    const char *bundle = json_string_value(json_object_get(doc, "bundle"));
+    const char *why = json_string_value(json_object_get(doc, "error"));
+    if (call->status == 200 && cert && h && keep(c, h, cert, bundle) == 0) {
+        s->failures = 0;
+        c->issued++;
+        mesh_log_info("the controller issued %s, valid until %lld", h->id, (long long)h->not_after);
+        c->last_error[0] = '\0';
+        certs_rebuild(c);
+        certs_schedule_in(c, 0); /* the next identity, if any */
+    } else if (h || call->status != 200) {
+        if (call->status)
+            certs_fail(c, "controller %s: %ld %s (for %s)", s->url, call->status,
+                       why ? why : "without a reason", s->pending_id);
+        else
+            certs_fail(c, "controller %s unreachable: %s (for %s; retrying)", s->url, call->err,
+                       s->pending_id);
+        retry_later(c);
+    } else {
+        certs_schedule_in(c, 0); /* the identity went away meanwhile */
+    }
+    json_decref(doc);
+}
+
+/* Starts the call that gets h a certificate: enrollment, or signing with the node's. */
+static void ask(struct mesh_certs *c, struct held *h, bool enroll)
+{
+    struct ctl_state *s = c->ctl;
+    char *token = NULL;
+    size_t tlen = 0;
+    if (enroll) {
+        int r = mesh_fs_read_file(s->token_file, 4096, &token, &tlen);
+        while (r == 0 && tlen && (token[tlen - 1] == '\n' || token[tlen - 1] == '\r'))
+            token[--tlen] = '\0';
+        if (r < 0 || !tlen) {
+            certs_fail(c, "cannot enroll: identity.join_token_file '%s': %s", s->token_file,
+                       r < 0 ? strerror(-r) : "empty");
+            mesh_free(token);
+            retry_later(c);
+            return;
+        }
+    }
+    EVP_PKEY *key = mesh_x509_new_key();
+    size_t klen = 0, csr_len = 0;
+    char *kp = key ? mesh_x509_key_pem(key, &klen) : NULL;
+    char *csr = key ? mesh_x509_csr_pem(key, h->id, &csr_len) : NULL;
+    EVP_PKEY_free(key);
+    json_t *body = !csr ? NULL
+                   : enroll
+                       ? json_pack("{s:s, s:s, s:s}", "token", token, "node", c->node, "csr", csr)
+                       : json_pack("{s:s, s:s}", "identity", h->id, "csr", csr);
+    struct ctl_call *call = mesh_calloc(1, sizeof(*call));
+    char url[4200];
+    snprintf(url, sizeof(url), "%s/v1/%s", s->url, enroll ? "enroll" : "sign");
+    const struct held *node = &c->v[0];
+    bool ok = body && call && (call->url = mesh_strdup(url)) &&
+              (call->body = json_dumps(body, JSON_COMPACT)) &&
+              (call->ca_pem = mesh_strdup(c->bundle_pem ? c->bundle_pem : s->first_trust)) &&
+              (enroll || ((call->cert_pem = mesh_strdup(node->cert_pem)) &&
+                          (call->key_pem = mesh_strdup(node->key_pem))));
+    if (token) {
+        OPENSSL_cleanse(token, tlen);
+        mesh_free(token);
+    }
+    json_decref(body);
+    mesh_free(csr);
+    if (!ok) {
+        ctl_call_free(call);
+        mesh_free(kp);
+        certs_fail(c, "out of memory asking for %s", h->id);
+        retry_later(c);
+        return;
+    }
+    mesh_free(s->pending_key);
+    mesh_free(s->pending_id);
+    s->pending_key = kp;
+    s->pending_id = mesh_strdup(h->id);
+    call->done = on_answer;
+    call->data = c;
+    if (ctl_call_start(c->loop, call) < 0) {
+        certs_fail(c, "cannot start a call to the controller");
+        retry_later(c);
+        return;
+    }
+    s->inflight = call;
+    mesh_log_info("%s %s from the controller", enroll ? "enrolling: asking for" : "asking for",
+                  h->id);
+}
+
+void certs_controller_refresh(struct mesh_certs *c)
+{
+    struct ctl_state *s = c->ctl;
+    if (!s || s->inflight || c->closing || c->n == 0)
+        return;
+    time_t now = time(NULL);
+    /* What the state dir holds serves first, even while the controller is away. */
+    bool loaded = false;
+    for (size_t i = 0; c->bundle_pem && i < c->n; i++) {
+        if (!c->v[i].cert_pem && certs_load_kept(c, &c->v[i]))
+            loaded = true;
+    }
+    if (loaded || !c->material)
+        certs_rebuild(c);
+    struct held *node = &c->v[0];
+    if (!node->cert_pem || now >= node->renew_at) {
+        ask(c, node, !valid_now(node, now));
+        return;
+    }
+    time_t due = node->renew_at;
+    for (size_t i = 1; i < c->n; i++) {
+        struct held *h = &c->v[i];
+        if (!h->cert_pem || now >= h->renew_at) {
+            ask(c, h, false);
+            return;
+        }
+        if (h->renew_at < due)
+            due = h->renew_at;
+    }
+    certs_schedule_in(c, due > now ? (uint64_t)(due - now) * 1000 : 0);
+}

@@ -11,6 +11,7 @@
 
 #include "agent/admin.h"
 #include "agent/certs.h"
+#include "agent/ctl_watch.h"
 #include "agent/lkg.h"
 #include "agent/notify.h"
 #include "agent/resources.h"
@@ -52,8 +53,9 @@ struct mesh_agent {
     struct mesh_lkg *lkg;
     struct mesh_proxy *proxy;
     struct mesh_resources *resources;
-    struct mesh_certs *certs; /* NULL: identity.mode "none" */
-    uv_timer_t update_timer;  /* coalesces proxy updates into one per loop iteration */
+    struct mesh_certs *certs;     /* NULL: identity.mode "none" */
+    struct mesh_ctl_watch *watch; /* resources from the controller (controller mode) */
+    uv_timer_t update_timer;      /* coalesces proxy updates into one per loop iteration */
     bool update_pending;
     struct mesh_notify notify;
     uv_signal_t sig_hup, sig_term, sig_int;
@@ -253,7 +255,20 @@ static void schedule_proxy_update(struct mesh_agent *a)
 
 static void on_certs_changed(void *data)
 {
-    schedule_proxy_update(data);
+    struct mesh_agent *a = data;
+    mesh_ctl_watch_kick(a->watch); /* the first node certificate lets it start */
+    schedule_proxy_update(a);
+}
+
+/* The controller's resources, in controller mode. Returns 0 or -errno. */
+static int make_watch(struct mesh_agent *a, const struct mesh_agent_config *cfg,
+                      struct mesh_certs *certs, struct mesh_ctl_watch **ret)
+{
+    *ret = NULL;
+    if (cfg->identity.mode != MESH_IDENTITY_CONTROLLER)
+        return 0;
+    return mesh_ctl_watch_new(a->loop, cfg->identity.controller, cfg->state_dir, certs,
+                              a->resources, ret);
 }
 
 /* The certificate manager the config asks for (NULL for none). Returns 0 or -errno. */
@@ -584,7 +599,8 @@ int mesh_agent_start(struct mesh_agent *a)
         .access_log = a->cfg->proxy.access_log,
         .http = http_options(&a->cfg->proxy.http),
     };
-    if ((r = make_certs(a, a->cfg, &a->certs)) < 0) {
+    if ((r = make_certs(a, a->cfg, &a->certs)) < 0 ||
+        (r = make_watch(a, a->cfg, a->certs, &a->watch)) < 0) {
         mesh_log_error("cannot set up identity (identity.mode \"%s\")",
                        mesh_identity_mode_names[a->cfg->identity.mode]);
         return r;
@@ -699,8 +715,11 @@ static int do_reload(struct mesh_agent *a)
         return -EINVAL;
     }
     struct mesh_certs *certs = NULL;
+    struct mesh_ctl_watch *watch = NULL;
     bool new_identity = !identity_equal(next, a->cfg);
-    if (new_identity && make_certs(a, next, &certs) < 0) {
+    if (new_identity &&
+        (make_certs(a, next, &certs) < 0 || make_watch(a, next, certs, &watch) < 0)) {
+        mesh_certs_free(certs);
         reload_failed(a, "cannot set up identity with the new identity settings (see the log)");
         mesh_agent_config_unref(next);
         return -EINVAL;
@@ -767,8 +786,10 @@ static int do_reload(struct mesh_agent *a)
         a->admin = admin;
     }
     if (new_identity) {
+        mesh_ctl_watch_free(a->watch);
         mesh_certs_free(a->certs); /* connections keep the material they were made with */
         a->certs = certs;
+        a->watch = watch;
     }
     bool resources_moved = strcmp(next->resources_dir, a->cfg->resources_dir) != 0;
     mesh_agent_config_unref(a->cfg);
@@ -801,6 +822,7 @@ fail:
     mesh_free(taken);
     if (admin)
         mesh_admin_close(admin, 0, NULL, NULL);
+    mesh_ctl_watch_free(watch);
     mesh_certs_free(certs);
     reload_failed(a, strerror(-r));
     mesh_agent_config_unref(next);
@@ -877,6 +899,8 @@ void mesh_agent_stop(struct mesh_agent *a)
         mesh_proxy_stop(a->proxy, a->cfg->shutdown.drain_timeout_ms, on_proxy_stopped, a);
     if (a->resources)
         mesh_resources_close(a->resources, on_resources_closed, a);
+    mesh_ctl_watch_free(a->watch);
+    a->watch = NULL;
     mesh_certs_free(a->certs);
     a->certs = NULL;
     uv_close((uv_handle_t *)&a->update_timer, on_handle_closed);
@@ -1007,7 +1031,10 @@ json_t *mesh_agent_identity_json(const struct mesh_agent *a)
 {
     if (!a->certs)
         return json_pack("{s:s}", "mode", "none");
-    return mesh_certs_status(a->certs);
+    json_t *st = mesh_certs_status(a->certs);
+    if (st && a->watch)
+        json_object_set_new(st, "controller", mesh_ctl_watch_status(a->watch));
+    return st;
 }
 
 json_t *mesh_agent_proxy_json(const struct mesh_agent *a)

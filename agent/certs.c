@@ -531,6 +531,17 @@ struct mesh_tls_material *mesh_certs_material(const struct mesh_certs *c)
     return c ? c->material : NULL;
 }
 
+bool mesh_certs_node_credentials(const struct mesh_certs *c, const char **cert, const char **key,
+                                 const char **bundle)
+{
+    if (!c || !c->n || c->v[0].ns || !c->v[0].cert_pem || !c->bundle_pem)
+        return false;
+    *cert = c->v[0].cert_pem;
+    *key = c->v[0].key_pem;
+    *bundle = c->bundle_pem;
+    return true;
+}
+
 bool mesh_certs_expired(const struct mesh_certs *c)
 {
     time_t t = c ? mesh_tls_earliest_expiry(c->material) : 0;

@@ -38,6 +38,11 @@ void mesh_certs_set_locals(struct mesh_certs *c, const struct mesh_local_service
                            size_t n);
 /* The current material (borrowed), or NULL when there is none yet. */
 struct mesh_tls_material *mesh_certs_material(const struct mesh_certs *c);
+/* The node's certificate and key and the trust bundle (borrowed until the next change), or
+ * false when the node has none yet. */
+bool mesh_certs_node_credentials(const struct mesh_certs *c, const char **cert, const char **key,
+                                 const char **bundle);
+
 /* Whether a certificate in use has expired (readiness turns false). */
 bool mesh_certs_expired(const struct mesh_certs *c);
 void mesh_certs_metrics(const struct mesh_certs *c, struct mesh_buf *b);

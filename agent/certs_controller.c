@@ -68,7 +68,7 @@ void certs_controller_close(struct mesh_certs *c)
     if (!s)
         return;
     if (s->inflight)
-        s->inflight->data = NULL; /* it ends on its own */
+        ctl_call_abandon(s->inflight); /* it ends on its own, within a second */
     if (s->pending_key)
         OPENSSL_cleanse(s->pending_key, strlen(s->pending_key));
     mesh_free(s->pending_key);

@@ -37,6 +37,19 @@ static size_t on_data(char *p, size_t size, size_t n, void *arg)
     return add;
 }
 
+static int on_progress(void *arg, curl_off_t dlt, curl_off_t dln, curl_off_t ult, curl_off_t uln)
+{
+    struct ctl_call *call = arg;
+    (void)dlt, (void)dln, (void)ult, (void)uln;
+    return atomic_load(&call->cancel) ? 1 : 0;
+}
+
+void ctl_call_abandon(struct ctl_call *call)
+{
+    call->data = NULL;
+    atomic_store(&call->cancel, true);
+}
+
 static void blob(CURL *c, CURLoption opt, char *pem)
 {
     struct curl_blob b = {.data = pem, .len = strlen(pem), .flags = CURL_BLOB_COPY};
@@ -55,15 +68,19 @@ static void run(uv_work_t *w)
     struct sink out = {0};
     char errbuf[CURL_ERROR_SIZE] = "";
     curl_easy_setopt(c, CURLOPT_URL, call->url);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, call->body);
+    if (call->body)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, call->body);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &out);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 15L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, call->timeout_s ? call->timeout_s : 15L);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 5L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, call);
     blob(c, CURLOPT_CAINFO_BLOB, call->ca_pem);
     if (call->cert_pem) {
         blob(c, CURLOPT_SSLCERT_BLOB, call->cert_pem);

@@ -1,11 +1,13 @@
 /*
- * One HTTPS POST to the mesh-controller, off the loop: libcurl runs it in libuv's thread
+ * One HTTPS call to the mesh-controller, off the loop: libcurl runs it in libuv's thread
  * pool and the answer comes back on the loop. For the control plane's few calls an hour
  * (enrollment, renewals); watches will want libcurl's multi interface on the loop.
  */
 #ifndef MESH_AGENT_CTL_CALL_H
 #define MESH_AGENT_CTL_CALL_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <uv.h>
@@ -14,7 +16,8 @@ struct ctl_call {
     uv_work_t work;
     /* In (owned; freed with the call). */
     char *url;
-    char *body;
+    char *body;     /* NULL: a GET */
+    long timeout_s; /* 0: 15 s */
     char *ca_pem;   /* whom to trust */
     char *cert_pem; /* who we are (NULL: nobody yet) */
     char *key_pem;
@@ -23,8 +26,12 @@ struct ctl_call {
     char *answer;
     char err[256];
     void (*done)(struct ctl_call *call);
-    void *data; /* NULL once the owner has gone: the call just frees itself */
+    void *data;         /* NULL once the owner has gone: the call just frees itself */
+    atomic_bool cancel; /* the owner went away: end the transfer (within a second) */
 };
+
+/* The owner goes away: the call ends soon and frees itself without calling back. */
+void ctl_call_abandon(struct ctl_call *call);
 
 /* Starts the call; done(call) runs on the loop, then the call is freed. Returns 0 or -errno
  * (the call freed). Takes the strings given (mesh_malloc'ed). */

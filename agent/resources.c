@@ -9,6 +9,11 @@
 #include "common/json_dir.h"
 #include "common/log.h"
 
+struct named_file {
+    char *name;
+    struct mesh_resource_file *f; /* a reference */
+};
+
 struct mesh_resources {
     uv_loop_t *loop;
     mesh_resources_changed_cb cb;
@@ -16,6 +21,12 @@ struct mesh_resources {
     struct mesh_json_dir *dir;
     struct mesh_json_dir *old_dir; /* closing once the new one has scanned */
     struct mesh_resource_view view;
+    /* What the view is made of: the controller's resources first (they win a conflict),
+     * then the directory's files in name order. */
+    char *extra_name;
+    struct mesh_resource_file *extra;
+    struct named_file *files;
+    size_t n_files;
     bool scanned;
     uint64_t errors;
     char *last_error;
@@ -57,22 +68,82 @@ static void on_old_closed(void *data)
     (void)data;
 }
 
-static void on_changed(void *data, const struct mesh_json_dir_file *files, size_t n)
+static void free_files(struct named_file *v, size_t n)
 {
-    struct mesh_resources *r = data;
+    for (size_t i = 0; i < n; i++) {
+        mesh_free(v[i].name);
+        mesh_resource_file_unref(v[i].f);
+    }
+    mesh_free(v);
+}
+
+/* A new view from the extra file and the directory's. Returns 0 or -ENOMEM (kept). */
+static int rebuild(struct mesh_resources *r)
+{
     struct mesh_resource_view next;
     mesh_resource_view_init(&next);
-    for (size_t i = 0; i < n; i++) {
-        if (files[i].obj &&
-            mesh_resource_view_add(&next, files[i].name, files[i].obj, on_conflict, r) < 0) {
-            mesh_resource_view_done(&next);
-            record(r, "out of memory indexing resources; keeping the previous ones");
-            mesh_log_error("out of memory indexing resources; keeping the previous ones");
-            return;
-        }
+    int err = r->extra ? mesh_resource_view_add(&next, r->extra_name, r->extra, on_conflict, r) : 0;
+    for (size_t i = 0; err == 0 && i < r->n_files; i++)
+        err = mesh_resource_view_add(&next, r->files[i].name, r->files[i].f, on_conflict, r);
+    if (err < 0) {
+        mesh_resource_view_done(&next);
+        record(r, "out of memory indexing resources; keeping the previous ones");
+        mesh_log_error("out of memory indexing resources; keeping the previous ones");
+        return err;
     }
     mesh_resource_view_done(&r->view);
     r->view = next;
+    return 0;
+}
+
+int mesh_resources_set_extra(struct mesh_resources *r, const char *name,
+                             struct mesh_resource_file *f)
+{
+    char *copy = f ? mesh_strdup(name) : NULL;
+    if (f && !copy)
+        return -ENOMEM;
+    mesh_free(r->extra_name);
+    mesh_resource_file_unref(r->extra);
+    r->extra_name = copy;
+    r->extra = f ? mesh_resource_file_ref(f) : NULL;
+    int err = rebuild(r);
+    if (err == 0 && r->scanned) {
+        mesh_log_info("%zu resources in effect", r->view.count);
+        r->cb(r->data);
+    }
+    return err;
+}
+
+static void on_changed(void *data, const struct mesh_json_dir_file *files, size_t n)
+{
+    struct mesh_resources *r = data;
+    struct named_file *v = mesh_calloc(n ? n : 1, sizeof(*v));
+    size_t k = 0;
+    for (size_t i = 0; v && i < n; i++) {
+        if (!files[i].obj)
+            continue;
+        if (!(v[k].name = mesh_strdup(files[i].name))) {
+            free_files(v, k);
+            v = NULL;
+            break;
+        }
+        v[k++].f = mesh_resource_file_ref(files[i].obj);
+    }
+    if (!v) {
+        record(r, "out of memory indexing resources; keeping the previous ones");
+        return;
+    }
+    struct named_file *old = r->files;
+    size_t n_old = r->n_files;
+    r->files = v;
+    r->n_files = k;
+    if (rebuild(r) < 0) {
+        r->files = old;
+        r->n_files = n_old;
+        free_files(v, k);
+        return;
+    }
+    free_files(old, n_old);
     r->scanned = true;
     if (r->old_dir) {
         mesh_json_dir_close(r->old_dir, on_old_closed, NULL);
@@ -164,6 +235,9 @@ static void on_dir_closed(void *data)
     void (*done)(void *) = r->done;
     void *done_data = r->done_data;
     mesh_resource_view_done(&r->view);
+    free_files(r->files, r->n_files);
+    mesh_resource_file_unref(r->extra);
+    mesh_free(r->extra_name);
     mesh_free(r->last_error);
     mesh_free(r);
     if (done)

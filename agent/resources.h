@@ -22,6 +22,13 @@ int mesh_resources_new(uv_loop_t *loop, mesh_resources_changed_cb cb, void *data
 /* Watches `dir` (a reload may call it again with another directory). Returns 0 or -errno. */
 int mesh_resources_watch(struct mesh_resources *r, const char *dir, uint64_t poll_ms);
 void mesh_resources_rescan(struct mesh_resources *r);
+/*
+ * Sets (f: taking a reference of its own) or clears (f NULL) the resources that come from
+ * the controller, named `name` in messages. They go before the directory's files, so they
+ * win a conflict. Returns 0 or -ENOMEM (the view in effect stays).
+ */
+int mesh_resources_set_extra(struct mesh_resources *r, const char *name,
+                             struct mesh_resource_file *f);
 /* The view in effect (empty before the first scan). */
 const struct mesh_resource_view *mesh_resources_view(const struct mesh_resources *r);
 bool mesh_resources_scanned(const struct mesh_resources *r);

@@ -23,7 +23,7 @@ static bool method_is(const struct mesh_http_request *r, const char *m)
     return r->method_len == strlen(m) && memcmp(r->method, m, r->method_len) == 0;
 }
 
-static void fail(struct mesh_api *api, struct mesh_http_exchange *ex, int status, const char *why)
+void mesh_api_fail(struct mesh_api *api, struct mesh_http_exchange *ex, int status, const char *why)
 {
     if (status == 401 || status == 403)
         api->refused++;
@@ -31,7 +31,7 @@ static void fail(struct mesh_api *api, struct mesh_http_exchange *ex, int status
     mesh_http_respond_json(ex, status, json_pack("{s:s}", "error", why));
 }
 
-static bool is_admin(struct mesh_api *api, const struct mesh_http_request *r)
+bool mesh_api_is_admin(struct mesh_api *api, const struct mesh_http_request *r)
 {
     const struct mesh_http_header *h =
         mesh_http_find_header(r->headers, r->num_headers, "authorization");
@@ -71,7 +71,7 @@ static void issue(struct mesh_api *api, struct mesh_http_exchange *ex, const cha
     char *pem = mesh_ca_sign(api->ca, csr, strlen(csr), id, err, sizeof(err), serial,
                              sizeof(serial), &not_after);
     if (!pem) {
-        fail(api, ex, 400, err);
+        mesh_api_fail(api, ex, 400, err);
         return;
     }
     char key[33];
@@ -97,19 +97,19 @@ static void enroll(struct mesh_api *api, struct mesh_http_exchange *ex)
     if (!req ||
         json_unpack(req, "{s:s, s:s, s:s}", "token", &token, "node", &node, "csr", &csr) < 0) {
         json_decref(req);
-        fail(api, ex, 400, "expected {\"token\", \"node\", \"csr\"}");
+        mesh_api_fail(api, ex, 400, "expected {\"token\", \"node\", \"csr\"}");
         return;
     }
     char err[300];
     if (!mesh_store_name_valid(node)) {
         json_decref(req);
-        fail(api, ex, 400, "node: a lowercase DNS name");
+        mesh_api_fail(api, ex, 400, "node: a lowercase DNS name");
         return;
     }
     json_t *tok = mesh_token_use(api->store, token, node, err, sizeof(err));
     if (!tok) {
         json_decref(req);
-        fail(api, ex, 401, err);
+        mesh_api_fail(api, ex, 401, err);
         return;
     }
     json_t *agent = json_pack("{s:s, s:O, s:O, s:I}", "node", node, "services",
@@ -118,7 +118,7 @@ static void enroll(struct mesh_api *api, struct mesh_http_exchange *ex)
     if (!agent || mesh_store_put(api->store, "agents", node, agent) < 0) {
         json_decref(agent);
         json_decref(req);
-        fail(api, ex, 500, "cannot record the node");
+        mesh_api_fail(api, ex, 500, "cannot record the node");
         return;
     }
     json_decref(agent);
@@ -128,14 +128,14 @@ static void enroll(struct mesh_api *api, struct mesh_http_exchange *ex)
     json_decref(req);
 }
 
-/* The enrolled node that presented its certificate, or NULL (answered). */
-static const char *authenticated_node(struct mesh_api *api, struct mesh_http_exchange *ex,
-                                      char *buf, size_t size)
+const char *mesh_api_node(struct mesh_api *api, struct mesh_http_exchange *ex, char *buf,
+                          size_t size)
 {
     SSL *ssl = mesh_http_exchange_ssl(ex);
     X509 *cert = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
     if (!cert || SSL_get_verify_result(ssl) != X509_V_OK) {
-        fail(api, ex, 401, "a node certificate is required (enroll with a join token first)");
+        mesh_api_fail(api, ex, 401,
+                      "a node certificate is required (enroll with a join token first)");
         return NULL;
     }
     const char *why = NULL;
@@ -143,12 +143,12 @@ static const char *authenticated_node(struct mesh_api *api, struct mesh_http_exc
     snprintf(prefix, sizeof(prefix), "spiffe://%s/node/", api->ca->trust_domain);
     if (!mesh_spiffe_check_leaf(cert, api->ca->trust_domain, buf, size, &why) ||
         strncmp(buf, prefix, strlen(prefix)) != 0) {
-        fail(api, ex, 401, why ? why : "not a node certificate");
+        mesh_api_fail(api, ex, 401, why ? why : "not a node certificate");
         return NULL;
     }
     const char *node = buf + strlen(prefix);
     if (!mesh_store_get(api->store, "agents", node)) {
-        fail(api, ex, 403, "this node is not enrolled (or was removed)");
+        mesh_api_fail(api, ex, 403, "this node is not enrolled (or was removed)");
         return NULL;
     }
     return node;
@@ -157,14 +157,14 @@ static const char *authenticated_node(struct mesh_api *api, struct mesh_http_exc
 static void sign(struct mesh_api *api, struct mesh_http_exchange *ex)
 {
     char buf[MESH_SPIFFE_ID_MAX + 1];
-    const char *node = authenticated_node(api, ex, buf, sizeof(buf));
+    const char *node = mesh_api_node(api, ex, buf, sizeof(buf));
     if (!node)
         return;
     json_t *req = body_json(ex);
     const char *id = NULL, *csr = NULL;
     if (!req || json_unpack(req, "{s:s, s:s}", "identity", &id, "csr", &csr) < 0) {
         json_decref(req);
-        fail(api, ex, 400, "expected {\"identity\", \"csr\"}");
+        mesh_api_fail(api, ex, 400, "expected {\"identity\", \"csr\"}");
         return;
     }
     const char *why = NULL;
@@ -172,7 +172,7 @@ static void sign(struct mesh_api *api, struct mesh_http_exchange *ex)
         char msg[300];
         snprintf(msg, sizeof(msg), "identity: %s", why);
         json_decref(req);
-        fail(api, ex, 400, msg);
+        mesh_api_fail(api, ex, 400, msg);
         return;
     }
     /* Its own node identity (a renewal), or one its join token allowed. */
@@ -194,7 +194,7 @@ static void sign(struct mesh_api *api, struct mesh_http_exchange *ex)
                  "its join token allowed",
                  node, id);
         json_decref(req);
-        fail(api, ex, 403, msg);
+        mesh_api_fail(api, ex, 403, msg);
         return;
     }
     char nodename[256];
@@ -232,7 +232,7 @@ static void tokens(struct mesh_api *api, struct mesh_http_exchange *ex,
             mesh_token_create(api->store, api->ca->trust_domain, req, &text, err, sizeof(err));
         json_decref(req);
         if (!rec) {
-            fail(api, ex, 400, err);
+            mesh_api_fail(api, ex, 400, err);
             return;
         }
         mesh_log_info("created join token %s", json_string_value(json_object_get(rec, "id")));
@@ -250,7 +250,7 @@ static void tokens(struct mesh_api *api, struct mesh_http_exchange *ex,
         snprintf(id, sizeof(id), "%.*s", (int)(n < 63 ? n : 63), r->path + sizeof(prefix) - 1);
         json_t *rec = mesh_store_name_valid(id) ? mesh_store_get(api->store, "tokens", id) : NULL;
         if (!rec) {
-            fail(api, ex, 404, "no such token");
+            mesh_api_fail(api, ex, 404, "no such token");
             return;
         }
         json_t *next = json_deep_copy(rec);
@@ -258,14 +258,14 @@ static void tokens(struct mesh_api *api, struct mesh_http_exchange *ex,
         int err = mesh_store_put(api->store, "tokens", id, next);
         json_decref(next);
         if (err < 0) {
-            fail(api, ex, 500, "cannot record the revocation");
+            mesh_api_fail(api, ex, 500, "cannot record the revocation");
             return;
         }
         mesh_log_info("revoked join token %s", id);
         mesh_http_respond_json(ex, 200, json_pack("{s:s, s:b}", "id", id, "revoked", 1));
         return;
     }
-    fail(api, ex, 405, "tokens: GET, POST, or DELETE /v1/tokens/<id>");
+    mesh_api_fail(api, ex, 405, "tokens: GET, POST, or DELETE /v1/tokens/<id>");
 }
 
 void mesh_api_handle(struct mesh_http_exchange *ex, void *data)
@@ -282,21 +282,23 @@ void mesh_api_handle(struct mesh_http_exchange *ex, void *data)
     } else if (path_is(r, "/healthz")) {
         mesh_http_respond(ex, 200, "text/plain", NULL, "ok\n", 3);
     } else if (r->path_len >= 10 && memcmp(r->path, "/v1/tokens", 10) == 0) {
-        if (!is_admin(api, r))
-            fail(api, ex, 401, "an admin token is required (Authorization: Bearer ...)");
+        if (!mesh_api_is_admin(api, r))
+            mesh_api_fail(api, ex, 401, "an admin token is required (Authorization: Bearer ...)");
         else
             tokens(api, ex, r);
+    } else if (r->path_len >= 13 && memcmp(r->path, "/v1/resources", 13) == 0) {
+        mesh_api_resources(api, ex, r);
     } else if ((path_is(r, "/v1/certs") || path_is(r, "/v1/agents")) && method_is(r, "GET")) {
-        if (!is_admin(api, r))
-            fail(api, ex, 401, "an admin token is required (Authorization: Bearer ...)");
+        if (!mesh_api_is_admin(api, r))
+            mesh_api_fail(api, ex, 401, "an admin token is required (Authorization: Bearer ...)");
         else if (path_is(r, "/v1/certs"))
             mesh_http_respond_json(ex, 200, json_pack("{s:o}", "certs", list(api, "certs", NULL)));
         else
             mesh_http_respond_json(ex, 200,
                                    json_pack("{s:o}", "agents", list(api, "agents", NULL)));
     } else {
-        fail(api, ex, 404,
-             "not found; see /v1/bundle, /v1/enroll, /v1/sign, /v1/tokens, "
-             "/v1/certs, /v1/agents");
+        mesh_api_fail(api, ex, 404,
+                      "not found; see /v1/bundle, /v1/enroll, /v1/sign, /v1/tokens, "
+                      "/v1/certs, /v1/agents");
     }
 }

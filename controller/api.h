@@ -17,18 +17,40 @@
 #ifndef MESH_CONTROLLER_API_H
 #define MESH_CONTROLLER_API_H
 
+#include <stdbool.h>
+
 #include "common/http_server.h"
 #include "controller/ca.h"
 #include "controller/store.h"
 
+struct resource_waiter;
+
 struct mesh_api {
+    uv_loop_t *loop;
     struct mesh_store *store;
     struct mesh_ca *ca;
     char admin_token[65];
     uint64_t issued;
     uint64_t refused;
+    uint64_t res_index;              /* the resources' version, for blocking queries */
+    struct resource_waiter *waiters; /* blocking queries parked until a change */
 };
 
 void mesh_api_handle(struct mesh_http_exchange *ex, void *data);
+/* Sets the resources' index from the store (at start). */
+void mesh_api_resources_init(struct mesh_api *api);
+/* Answers every parked query now (a stop). */
+void mesh_api_resources_close(struct mesh_api *api);
+
+/* api.c, for resources_api.c */
+bool mesh_api_is_admin(struct mesh_api *api, const struct mesh_http_request *r);
+/* The enrolled node that presented its certificate, or NULL (then answered). */
+const char *mesh_api_node(struct mesh_api *api, struct mesh_http_exchange *ex, char *buf,
+                          size_t size);
+void mesh_api_fail(struct mesh_api *api, struct mesh_http_exchange *ex, int status,
+                   const char *why);
+/* resources_api.c: /v1/resources... */
+void mesh_api_resources(struct mesh_api *api, struct mesh_http_exchange *ex,
+                        const struct mesh_http_request *r);
 
 #endif

@@ -48,6 +48,7 @@ static void usage(FILE *out)
 
 struct controller {
     uv_loop_t *loop;
+    struct mesh_api *api;
     struct mesh_http_server *server;
     uv_signal_t sig_term, sig_int;
 };
@@ -65,6 +66,7 @@ static void on_signal(uv_signal_t *h, int signum)
     struct controller *c = h->data;
     mesh_log_info("stopping (signal %d)", signum);
     mesh_sd_notify("STOPPING=1");
+    mesh_api_resources_close(c->api); /* parked queries answer now */
     if (c->server)
         mesh_http_server_close(c->server, 5000, on_server_closed, c);
 }
@@ -129,7 +131,7 @@ static int run(const char *config_path, int log_level)
     struct mesh_api api = {0};
     struct controller c = {.loop = uv_default_loop()};
     int r = mesh_fs_mkdir_private(cfg->state_dir, 0700);
-    static const char *const kinds[] = {"tokens", "agents", "certs", NULL};
+    static const char *const kinds[] = {"tokens", "agents", "certs", "resources", NULL};
     if (r < 0)
         mesh_log_error("cannot create the state directory '%s': %s", cfg->state_dir, strerror(-r));
     else if ((r = mesh_store_open(cfg->state_dir, kinds, &store)) < 0)
@@ -138,6 +140,8 @@ static int run(const char *config_path, int log_level)
              (r = admin_token(cfg->state_dir, api.admin_token)) == 0) {
         api.store = store;
         api.ca = &ca;
+        api.loop = c.loop;
+        mesh_api_resources_init(&api);
         struct mesh_http_server_options opts;
         mesh_http_server_options_default(&opts);
         opts.max_connections = 4096;
@@ -150,6 +154,7 @@ static int run(const char *config_path, int log_level)
         }
     }
     if (r == 0) {
+        c.api = &api;
         uv_signal_init(c.loop, &c.sig_term);
         uv_signal_init(c.loop, &c.sig_int);
         c.sig_term.data = c.sig_int.data = &c;

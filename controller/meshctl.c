@@ -6,9 +6,11 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <curl/curl.h>
@@ -33,6 +35,11 @@ static void usage(FILE *out)
         "Usage: meshctl [OPTIONS] COMMAND\n"
         "\n"
         "Commands:\n"
+        "  apply -f FILE|-         create or replace resources (one, or {\"resources\": [...]})\n"
+        "  get KIND [NAME] [-n NAMESPACE]\n"
+        "                          resources: DestinationPolicy, Route, AuthorizationPolicy\n"
+        "  delete KIND NAME [-n NAMESPACE]\n"
+        "                          delete a resource (namespace default: default)\n"
         "  token create --services PATTERN[,PATTERN...] [--node PATTERN] [--ttl DURATION]\n"
         "               [--uses N] [--description TEXT]\n"
         "                          a join token for agents to enroll with (shown once)\n"
@@ -90,7 +97,7 @@ static size_t on_data(char *p, size_t size, size_t n, void *arg)
 
 /* One call; returns the JSON answer (or NULL, said on stderr) and the status. */
 static json_t *call(const struct opts *o, const char *method, const char *path, json_t *body,
-                    long *status)
+                    const char *raw, long *status)
 {
     CURL *c = curl_easy_init();
     if (!c) {
@@ -102,7 +109,7 @@ static json_t *call(const struct opts *o, const char *method, const char *path, 
     snprintf(auth, sizeof(auth), "Authorization: Bearer %s", o->token);
     struct curl_slist *h = curl_slist_append(NULL, auth);
     h = curl_slist_append(h, "Content-Type: application/json");
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    char *text = body ? json_dumps(body, JSON_COMPACT) : raw ? strdup(raw) : NULL;
     struct body out = {0};
     char errbuf[CURL_ERROR_SIZE] = "";
     curl_easy_setopt(c, CURLOPT_URL, url);
@@ -128,6 +135,10 @@ static json_t *call(const struct opts *o, const char *method, const char *path, 
         else if (*status >= 300) {
             const char *e = json_string_value(json_object_get(doc, "error"));
             fprintf(stderr, "meshctl: %s (HTTP %ld)\n", e ? e : "refused", *status);
+            size_t i;
+            json_t *v;
+            json_array_foreach(json_object_get(doc, "errors"), i, v)
+                fprintf(stderr, "  %s\n", json_string_value(v));
         }
     }
     free(out.data);
@@ -222,7 +233,7 @@ static int run(const struct opts *o, const char *method, const char *path, json_
                const char *what)
 {
     long status = 0;
-    json_t *doc = call(o, method, path, body, &status);
+    json_t *doc = call(o, method, path, body, NULL, &status);
     json_decref(body);
     if (!doc || status >= 300) {
         json_decref(doc);
@@ -241,6 +252,134 @@ static int run(const struct opts *o, const char *method, const char *path, json_
     } else {
         printf("revoked %s\n", json_string_value(json_object_get(doc, "id")));
     }
+    json_decref(doc);
+    return r;
+}
+
+static char *read_all(const char *path)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+    if (!f)
+        return NULL;
+    size_t len = 0, cap = 65536;
+    char *data = malloc(cap + 1);
+    size_t n;
+    while (data && (n = fread(data + len, 1, cap - len, f)) > 0) {
+        len += n;
+        if (len == cap && len < 64 * 1024 * 1024) {
+            char *d = realloc(data, cap * 2 + 1);
+            if (!d) {
+                free(data);
+                data = NULL;
+                break;
+            }
+            data = d;
+            cap *= 2;
+        }
+    }
+    if (f != stdin)
+        fclose(f);
+    if (data)
+        data[len] = '\0';
+    return data;
+}
+
+static int apply(const struct opts *o, int argc, char **argv)
+{
+    if (argc != 3 || strcmp(argv[1], "-f") != 0) {
+        fprintf(stderr, "meshctl: apply -f FILE (or - for standard input)\n");
+        return EXIT_USAGE;
+    }
+    char *text = read_all(argv[2]);
+    if (!text) {
+        fprintf(stderr, "meshctl: cannot read '%s': %s\n", argv[2], strerror(errno));
+        return EXIT_FAIL;
+    }
+    long status = 0;
+    json_t *doc = call(o, "PUT", "/v1/resources", NULL, text, &status);
+    free(text);
+    if (!doc || status >= 300) {
+        json_decref(doc);
+        return EXIT_FAIL;
+    }
+    if (o->json) {
+        print_json(doc);
+    } else {
+        size_t i;
+        json_t *v;
+        json_array_foreach(json_object_get(doc, "applied"), i, v)
+            printf("applied %s\n", json_string_value(v));
+        printf("index %lld\n", (long long)json_integer_value(json_object_get(doc, "index")));
+    }
+    json_decref(doc);
+    return 0;
+}
+
+/* get KIND [NAME] [-n NS] and delete KIND NAME [-n NS]. */
+static int resources(const struct opts *o, int argc, char **argv, bool del)
+{
+    const char *ns = NULL, *kind = NULL, *name = NULL;
+    for (int i = 1; i < argc; i++) {
+        if ((strcmp(argv[i], "-n") == 0 || strcmp(argv[i], "--namespace") == 0) && i + 1 < argc)
+            ns = argv[++i];
+        else if (!kind)
+            kind = argv[i];
+        else if (!name)
+            name = argv[i];
+        else
+            kind = NULL, i = argc; /* too many */
+    }
+    if (!kind || (del && !name)) {
+        fprintf(stderr, "meshctl: %s\n",
+                del ? "delete KIND NAME [-n NAMESPACE]" : "get KIND [NAME] [-n NAMESPACE]");
+        return EXIT_USAGE;
+    }
+    if (del) {
+        char path[600];
+        snprintf(path, sizeof(path), "/v1/resources/%s/%s/%s", kind, ns ? ns : "default", name);
+        long status = 0;
+        json_t *doc = call(o, "DELETE", path, NULL, NULL, &status);
+        int r = doc && status < 300 ? 0 : EXIT_FAIL;
+        if (r == 0 && o->json)
+            print_json(doc);
+        else if (r == 0)
+            printf("deleted %s\n", json_string_value(json_object_get(doc, "deleted")));
+        json_decref(doc);
+        return r;
+    }
+    long status = 0;
+    json_t *doc = call(o, "GET", "/v1/resources", NULL, NULL, &status);
+    if (!doc || status >= 300) {
+        json_decref(doc);
+        return EXIT_FAIL;
+    }
+    json_t *out = json_array();
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(doc, "resources"), i, v)
+    {
+        const char *k = json_string_value(json_object_get(v, "kind"));
+        const char *n = json_string_value(json_object_get(v, "name"));
+        const char *s = json_string_value(json_object_get(v, "namespace"));
+        if (k && strcasecmp(k, kind) == 0 && (!name || (n && strcmp(n, name) == 0)) &&
+            (!ns || (s && strcmp(s, ns) == 0)))
+            json_array_append(out, v);
+    }
+    int r = 0;
+    if (name && json_array_size(out) == 0) {
+        fprintf(stderr, "meshctl: no %s named %s\n", kind, name);
+        r = EXIT_FAIL;
+    } else if (o->json) {
+        print_json(name ? json_array_get(out, 0) : out);
+    } else {
+        printf("%-22s %-40s\n", "KIND", "NAMESPACE/NAME");
+        json_array_foreach(out, i, v)
+            printf("%-22s %s/%s\n", json_string_value(json_object_get(v, "kind")),
+                   json_string_value(json_object_get(v, "namespace")),
+                   json_string_value(json_object_get(v, "name")));
+        printf("(index %lld)\n", (long long)json_integer_value(json_object_get(doc, "index")));
+    }
+    json_decref(out);
     json_decref(doc);
     return r;
 }
@@ -376,6 +515,12 @@ int main(int argc, char **argv)
         char path[200];
         snprintf(path, sizeof(path), "/v1/tokens/%s", args[2]);
         r = run(&o, "DELETE", path, NULL, NULL);
+    } else if (strcmp(args[0], "apply") == 0) {
+        r = apply(&o, rest, args);
+    } else if (strcmp(args[0], "get") == 0) {
+        r = resources(&o, rest, args, false);
+    } else if (strcmp(args[0], "delete") == 0) {
+        r = resources(&o, rest, args, true);
     } else if (rest == 1 && strcmp(args[0], "certs") == 0) {
         r = run(&o, "GET", "/v1/certs", NULL, "certs");
     } else if (rest == 1 && strcmp(args[0], "agents") == 0) {

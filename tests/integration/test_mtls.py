@@ -251,6 +251,32 @@ class MtlsTest(AgentTest):
                 self.assertIn(ident, out)
             self.assertEqual(json.loads(ctl.meshctl("-o", "json", "token", "list").stdout)
                              ["tokens"][0]["uses_left"], 0)
+            # A policy applied at the controller reaches the agents within a second.
+            wait_for(lambda: b.json("/v1/identity")["controller"]["watching"], timeout=10,
+                     what="B watching the controller's resources")
+            deny = os.path.join(self.tmp, "deny.json")
+            with open(deny, "w") as f:
+                json.dump({"kind": "AuthorizationPolicy", "name": "api", "namespace": "shop",
+                           "spec": {"deny": [{"principals": [spiffe("shop", "web")],
+                                              "match": [{"path": {"prefix": "/admin"}}]}]}}, f)
+            t0 = time.monotonic()
+            r = ctl.meshctl("apply", "-f", deny)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            c = Client(self.port, host="api")
+            wait_for(lambda: c.request(path="/admin/x")[0] == 403, timeout=1.0 * SLOW,
+                     interval=0.02, what="the deny rule in effect on B")
+            self.assertLess(time.monotonic() - t0, 1.0 * SLOW)
+            self.assertEqual(c.echo("/other")[0], 200)
+            r = ctl.meshctl("get", "AuthorizationPolicy")
+            self.assertIn("shop/api", r.stdout)
+            self.assertEqual(ctl.meshctl("delete", "AuthorizationPolicy", "api", "-n", "shop")
+                             .returncode, 0)
+            wait_for(lambda: c.request(path="/admin/x")[0] == 200, timeout=1.0 * SLOW,
+                     interval=0.02, what="the deny rule gone from B")
+            # Applied again: what the agents keep must still hold while the controller is away.
+            self.assertEqual(ctl.meshctl("apply", "-f", deny).returncode, 0)
+            wait_for(lambda: c.request(path="/admin/x")[0] == 403, timeout=1.0 * SLOW,
+                     interval=0.02, what="the deny rule back on B")
             # The controller goes away; traffic goes on, also across restarts of both agents.
             ctl.stop()
             c = Client(self.port, host="api")
@@ -262,6 +288,7 @@ class MtlsTest(AgentTest):
             wait_for(lambda: listening("127.0.0.1", self.port), what="A's listener")
             status, _, echo = Client(self.port, host="api").echo("/after-restart")
             self.assertEqual(status, 200)
+            self.assertEqual(Client(self.port, host="api").request(path="/admin/x")[0], 403)
             self.assertGreater(a.metric("mesh_cert_seconds_left"), 3000)
             # Back: nothing to do until renewals; the agents did not enroll again.
             ctl.start()

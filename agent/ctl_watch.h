@@ -1,0 +1,29 @@
+/*
+ * Resources from the mesh-controller: a blocking query (GET /v1/resources?index=N&wait=30s)
+ * kept open with the node's certificate, so a change reaches the agent within moments. What
+ * arrives is checked again, kept in the state dir (an agent restarted while the controller
+ * is away applies what it last had) and handed to the resources module, where it goes
+ * before the local files. The index follows Consul's rules: an index that went back (a
+ * controller restart) is taken as is; queries never loop faster than every 200 ms; errors
+ * back off from 1 s to 60 s.
+ */
+#ifndef MESH_AGENT_CTL_WATCH_H
+#define MESH_AGENT_CTL_WATCH_H
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "agent/certs.h"
+#include "agent/resources.h"
+
+struct mesh_ctl_watch;
+
+int mesh_ctl_watch_new(uv_loop_t *loop, const char *controller, const char *state_dir,
+                       struct mesh_certs *certs, struct mesh_resources *resources,
+                       struct mesh_ctl_watch **ret);
+/* The certificates changed (the first node certificate may now let it start). */
+void mesh_ctl_watch_kick(struct mesh_ctl_watch *w);
+json_t *mesh_ctl_watch_status(const struct mesh_ctl_watch *w);
+void mesh_ctl_watch_free(struct mesh_ctl_watch *w);
+
+#endif

@@ -11,6 +11,7 @@
 
 #include "agent/admin.h"
 #include "agent/certs.h"
+#include "agent/ctl_report.h"
 #include "agent/ctl_watch.h"
 #include "agent/lkg.h"
 #include "agent/notify.h"
@@ -55,7 +56,9 @@ struct mesh_agent {
     struct mesh_resources *resources;
     struct mesh_certs *certs;     /* NULL: identity.mode "none" */
     struct mesh_ctl_watch *watch; /* resources from the controller (controller mode) */
-    uv_timer_t update_timer;      /* coalesces proxy updates into one per loop iteration */
+    struct mesh_ctl_report *report;
+    struct mesh_hmap members; /* the controller's membership: IP -> mTLS port (keys owned) */
+    uv_timer_t update_timer;  /* coalesces proxy updates into one per loop iteration */
     bool update_pending;
     struct mesh_notify notify;
     uv_signal_t sig_hup, sig_term, sig_int;
@@ -223,6 +226,7 @@ static void flush_proxy_update(struct mesh_agent *a)
         .http_listener = a->cfg->outbound_http_addr,
         .tls = mesh_certs_material(a->certs),
         .mtls_listener = a->cfg->inbound_addr,
+        .members = &a->members,
     };
     mesh_proxy_update(a->proxy, &in);
     mesh_free(locals);
@@ -259,6 +263,105 @@ static void on_certs_changed(void *data)
     mesh_ctl_watch_kick(a->watch); /* the first node certificate lets it start */
     schedule_proxy_update(a);
 }
+
+static void clear_members(struct mesh_hmap *m)
+{
+    size_t i = 0;
+    const struct mesh_hmap_entry *e;
+    while (mesh_hmap_next(m, &i, &e))
+        mesh_free((char *)(uintptr_t)e->key);
+    mesh_hmap_done(m);
+    mesh_hmap_init(m);
+}
+
+static void members_path(const struct mesh_agent *a, char *out, size_t n)
+{
+    snprintf(out, n, "%s/controller-members.json", a->cfg->state_dir);
+}
+
+/* The membership answered to a report: endpoints at these addresses run an agent. Kept in
+ * the state dir: a restart while the controller is away still knows them. */
+static void on_members(void *data, json_t *members)
+{
+    struct mesh_agent *a = data;
+    struct mesh_hmap next;
+    mesh_hmap_init(&next);
+    size_t i;
+    json_t *m;
+    bool changed = false;
+    json_array_foreach(members, i, m)
+    {
+        const char *node = json_string_value(json_object_get(m, "node"));
+        const char *ip = json_string_value(json_object_get(m, "address"));
+        json_int_t port = json_integer_value(json_object_get(m, "inbound_port"));
+        struct mesh_addr tmp;
+        if (!node || !ip || port < 1 || port > 65535 || strcmp(node, a->cfg->node.name) == 0 ||
+            mesh_addr_from_ip(ip, 1, &tmp) < 0 || mesh_hmap_get(&next, ip))
+            continue;
+        char *key = mesh_strdup(ip);
+        if (!key || mesh_hmap_put(&next, key, (void *)(uintptr_t)port) < 0) {
+            mesh_free(key);
+            continue;
+        }
+        changed |= mesh_hmap_get(&a->members, ip) != (void *)(uintptr_t)port;
+    }
+    changed |= next.n != a->members.n;
+    if (!changed) {
+        clear_members(&next);
+        mesh_hmap_done(&next);
+        return;
+    }
+    clear_members(&a->members);
+    mesh_hmap_done(&a->members);
+    a->members = next;
+    mesh_log_info("mesh membership: %zu other agents", next.n);
+    schedule_proxy_update(a);
+    char path[4200], *text = json_dumps(members, JSON_COMPACT);
+    members_path(a, path, sizeof(path));
+    int r = text ? mesh_fs_write_atomic(path, text, strlen(text), 0600) : -ENOMEM;
+    if (r < 0)
+        mesh_log_warn("cannot keep the mesh membership in %s: %s", path, strerror(-r));
+    mesh_free(text);
+}
+
+static void load_members(struct mesh_agent *a)
+{
+    char path[4200], *text = NULL;
+    size_t len = 0;
+    members_path(a, path, sizeof(path));
+    if (mesh_fs_read_file(path, 16 * 1024 * 1024, &text, &len) < 0)
+        return;
+    json_t *doc = json_loadb(text, len, 0, NULL);
+    mesh_free(text);
+    if (json_is_array(doc))
+        on_members(a, doc);
+    json_decref(doc);
+}
+
+static json_t *build_report(void *data)
+{
+    struct mesh_agent *a = data;
+    json_t *services = json_array(), *certs = json_array();
+    for (size_t i = 0; i < a->n_slots; i++) {
+        for (size_t j = 0; j < a->slots[i]->n_locals; j++) {
+            const struct mesh_local_service *l = &a->slots[i]->locals[j];
+            json_array_append_new(
+                services, json_pack("{s:s, s:s}", "namespace", l->namespace, "name", l->name));
+        }
+    }
+    const struct mesh_tls_material *m = mesh_certs_material(a->certs);
+    for (size_t i = 0; m && i < m->n; i++)
+        json_array_append_new(certs, json_pack("{s:s, s:I}", "id", m->ids[i].id, "not_after",
+                                               (json_int_t)m->ids[i].not_after));
+    return json_pack("{s:s, s:s, s:i, s:o, s:I, s:o, s:{s:i}}", "version", MESH_VERSION, "address",
+                     a->cfg->node.address ? a->cfg->node.address : "", "inbound_port",
+                     (int)mesh_addr_port(&a->cfg->inbound_addr), "services", services,
+                     "config_index", (json_int_t)mesh_ctl_watch_index(a->watch), "certificates",
+                     certs, "counters", "active_connections",
+                     a->proxy ? mesh_proxy_active(a->proxy) : 0);
+}
+
+static const struct mesh_ctl_report_ops report_ops = {.build = build_report, .members = on_members};
 
 /* The controller's resources, in controller mode. Returns 0 or -errno. */
 static int make_watch(struct mesh_agent *a, const struct mesh_agent_config *cfg,
@@ -599,12 +702,17 @@ int mesh_agent_start(struct mesh_agent *a)
         .access_log = a->cfg->proxy.access_log,
         .http = http_options(&a->cfg->proxy.http),
     };
+    mesh_hmap_init(&a->members);
     if ((r = make_certs(a, a->cfg, &a->certs)) < 0 ||
-        (r = make_watch(a, a->cfg, a->certs, &a->watch)) < 0) {
+        (r = make_watch(a, a->cfg, a->certs, &a->watch)) < 0 ||
+        (a->watch && (r = mesh_ctl_report_new(a->loop, a->cfg->identity.controller, a->certs,
+                                              &report_ops, a, &a->report)) < 0)) {
         mesh_log_error("cannot set up identity (identity.mode \"%s\")",
                        mesh_identity_mode_names[a->cfg->identity.mode]);
         return r;
     }
+    if (a->watch)
+        load_members(a);
     r = mesh_proxy_new(a->loop, &popts, &a->proxy);
     if (r == 0 && (r = mesh_proxy_start(a->proxy)) < 0)
         mesh_log_error("cannot start the data plane: %s", strerror(-r));
@@ -786,6 +894,11 @@ static int do_reload(struct mesh_agent *a)
         a->admin = admin;
     }
     if (new_identity) {
+        mesh_ctl_report_free(a->report);
+        a->report = NULL;
+        if (watch && mesh_ctl_report_new(a->loop, next->identity.controller, certs, &report_ops, a,
+                                         &a->report) < 0)
+            mesh_log_error("out of memory: no reports to the controller");
         mesh_ctl_watch_free(a->watch);
         mesh_certs_free(a->certs); /* connections keep the material they were made with */
         a->certs = certs;
@@ -899,10 +1012,14 @@ void mesh_agent_stop(struct mesh_agent *a)
         mesh_proxy_stop(a->proxy, a->cfg->shutdown.drain_timeout_ms, on_proxy_stopped, a);
     if (a->resources)
         mesh_resources_close(a->resources, on_resources_closed, a);
+    mesh_ctl_report_free(a->report);
+    a->report = NULL;
     mesh_ctl_watch_free(a->watch);
     a->watch = NULL;
     mesh_certs_free(a->certs);
     a->certs = NULL;
+    clear_members(&a->members);
+    mesh_hmap_done(&a->members);
     uv_close((uv_handle_t *)&a->update_timer, on_handle_closed);
     if (a->lkg) {
         int r = mesh_lkg_flush(a->lkg);

@@ -186,6 +186,11 @@ void mesh_ctl_watch_kick(struct mesh_ctl_watch *w)
         start(w);
 }
 
+uint64_t mesh_ctl_watch_index(const struct mesh_ctl_watch *w)
+{
+    return w ? w->index : 0;
+}
+
 json_t *mesh_ctl_watch_status(const struct mesh_ctl_watch *w)
 {
     return json_pack("{s:s, s:I, s:I, s:b, s:s?}", "controller", w->url, "index",

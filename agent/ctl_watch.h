@@ -24,6 +24,8 @@ int mesh_ctl_watch_new(uv_loop_t *loop, const char *controller, const char *stat
 /* The certificates changed (the first node certificate may now let it start). */
 void mesh_ctl_watch_kick(struct mesh_ctl_watch *w);
 json_t *mesh_ctl_watch_status(const struct mesh_ctl_watch *w);
+/* The config index applied (0: none yet). */
+uint64_t mesh_ctl_watch_index(const struct mesh_ctl_watch *w);
 void mesh_ctl_watch_free(struct mesh_ctl_watch *w);
 
 #endif

@@ -279,6 +279,8 @@ void mesh_api_handle(struct mesh_http_exchange *ex, void *data)
         enroll(api, ex);
     } else if (path_is(r, "/v1/sign") && method_is(r, "POST")) {
         sign(api, ex);
+    } else if (path_is(r, "/v1/report") && method_is(r, "POST")) {
+        mesh_api_report(api, ex);
     } else if (path_is(r, "/healthz")) {
         mesh_http_respond(ex, 200, "text/plain", NULL, "ok\n", 3);
     } else if (r->path_len >= 10 && memcmp(r->path, "/v1/tokens", 10) == 0) {
@@ -294,8 +296,7 @@ void mesh_api_handle(struct mesh_http_exchange *ex, void *data)
         else if (path_is(r, "/v1/certs"))
             mesh_http_respond_json(ex, 200, json_pack("{s:o}", "certs", list(api, "certs", NULL)));
         else
-            mesh_http_respond_json(ex, 200,
-                                   json_pack("{s:o}", "agents", list(api, "agents", NULL)));
+            mesh_api_agents(api, ex);
     } else {
         mesh_api_fail(api, ex, 404,
                       "not found; see /v1/bundle, /v1/enroll, /v1/sign, /v1/tokens, "

@@ -34,6 +34,7 @@ struct mesh_api {
     uint64_t refused;
     uint64_t res_index;              /* the resources' version, for blocking queries */
     struct resource_waiter *waiters; /* blocking queries parked until a change */
+    struct mesh_hmap reports;        /* node -> its last report (memory only) */
 };
 
 void mesh_api_handle(struct mesh_http_exchange *ex, void *data);
@@ -49,6 +50,10 @@ const char *mesh_api_node(struct mesh_api *api, struct mesh_http_exchange *ex, c
                           size_t size);
 void mesh_api_fail(struct mesh_api *api, struct mesh_http_exchange *ex, int status,
                    const char *why);
+/* agents_api.c: POST /v1/report, GET /v1/agents */
+void mesh_api_report(struct mesh_api *api, struct mesh_http_exchange *ex);
+void mesh_api_agents(struct mesh_api *api, struct mesh_http_exchange *ex);
+void mesh_api_agents_close(struct mesh_api *api);
 /* resources_api.c: /v1/resources... */
 void mesh_api_resources(struct mesh_api *api, struct mesh_http_exchange *ex,
                         const struct mesh_http_request *r);

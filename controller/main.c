@@ -141,6 +141,7 @@ static int run(const char *config_path, int log_level)
         api.store = store;
         api.ca = &ca;
         api.loop = c.loop;
+        mesh_hmap_init(&api.reports);
         mesh_api_resources_init(&api);
         struct mesh_http_server_options opts;
         mesh_http_server_options_default(&opts);
@@ -167,6 +168,8 @@ static int run(const char *config_path, int log_level)
     }
     uv_run(c.loop, UV_RUN_DEFAULT); /* what a failed start left closing */
     uv_loop_close(c.loop);
+    if (api.loop)
+        mesh_api_agents_close(&api);
     mesh_store_close(store);
     mesh_ca_close(&ca);
     mesh_controller_config_free(cfg);

@@ -46,7 +46,8 @@ static void usage(FILE *out)
         "  token list              the join tokens (never their secrets)\n"
         "  token revoke ID         revoke a join token\n"
         "  certs                   the certificates issued, latest per identity\n"
-        "  agents                  the enrolled agents\n"
+        "  status                  the agents: SYNCED, STALE or OFFLINE, config index,\n"
+        "                          oldest certificate expiry (also: agents)\n"
         "\n"
         "Options:\n"
         "  -s, --server URL        the controller (default $MESH_CONTROLLER_ADDR or\n"
@@ -187,7 +188,7 @@ static int show(const struct opts *o, json_t *doc, const char *what)
     json_t *list = json_object_get(doc, what);
     size_t i;
     json_t *v;
-    char t1[32], t2[32], services[512];
+    char t1[32], services[512];
     if (strcmp(what, "tokens") == 0) {
         printf("%-18s %-14s %-6s %-8s %-21s %s\n", "ID", "NODE", "USES", "STATE", "EXPIRES",
                "SERVICES");
@@ -217,12 +218,28 @@ static int show(const struct opts *o, json_t *doc, const char *what)
                    json_string_value(json_object_get(v, "serial")));
         }
     } else {
-        printf("%-20s %-21s %s\n", "NODE", "ENROLLED", "SERVICES");
+        printf("%-16s %-8s %-8s %-7s %-16s %-21s %s\n", "NODE", "STATE", "VERSION", "CONFIG",
+               "ADDRESS", "OLDEST CERT EXPIRY", "LAST REPORT");
+        json_int_t current = json_integer_value(json_object_get(doc, "config_index"));
         json_array_foreach(list, i, v)
         {
-            when(json_integer_value(json_object_get(v, "enrolled_at")), t2, sizeof(t2));
-            join(json_object_get(v, "services"), services, sizeof(services));
-            printf("%-20s %-21s %s\n", json_string_value(json_object_get(v, "node")), t2, services);
+            json_t *exp = json_object_get(v, "oldest_cert_expiry");
+            json_t *last = json_object_get(v, "last_report_s");
+            json_t *addr = json_object_get(v, "address");
+            json_t *ver = json_object_get(v, "version");
+            char config[32], seen[32];
+            if (exp)
+                when(json_integer_value(exp), t1, sizeof(t1));
+            snprintf(config, sizeof(config), "%lld/%lld",
+                     (long long)json_integer_value(json_object_get(v, "config_index")),
+                     (long long)current);
+            snprintf(seen, sizeof(seen), last ? "%llds ago" : "never",
+                     (long long)json_integer_value(last));
+            printf("%-16s %-8s %-8s %-7s %-16s %-21s %s\n",
+                   json_string_value(json_object_get(v, "node")),
+                   json_string_value(json_object_get(v, "state")),
+                   ver ? json_string_value(ver) : "-", config, addr ? json_string_value(addr) : "-",
+                   exp ? t1 : "-", seen);
         }
     }
     return 0;
@@ -523,7 +540,7 @@ int main(int argc, char **argv)
         r = resources(&o, rest, args, true);
     } else if (rest == 1 && strcmp(args[0], "certs") == 0) {
         r = run(&o, "GET", "/v1/certs", NULL, "certs");
-    } else if (rest == 1 && strcmp(args[0], "agents") == 0) {
+    } else if (rest == 1 && (strcmp(args[0], "status") == 0 || strcmp(args[0], "agents") == 0)) {
         r = run(&o, "GET", "/v1/agents", NULL, "agents");
     } else {
         fprintf(stderr, "meshctl: unknown command '%s' (see meshctl --help)\n", args[0]);

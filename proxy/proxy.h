@@ -18,6 +18,7 @@
 #include "agent/catalog.h"
 #include "agent/service.h"
 #include "common/buf.h"
+#include "common/hmap.h"
 #include "common/http_parse.h"
 #include "proxy/resource.h"
 
@@ -48,6 +49,9 @@ struct mesh_proxy_inputs {
     struct mesh_addr http_listener;             /* the shared outbound HTTP one; port 0: none */
     struct mesh_tls_material *tls;              /* NULL: no mTLS */
     struct mesh_addr mtls_listener;             /* the inbound mTLS one (with tls) */
+    /* The controller's membership: endpoint IP (as text) -> its agent's mTLS port, for
+     * endpoints that do not say so themselves. May be NULL. */
+    const struct mesh_hmap *members;
 };
 
 /* Creates the proxy; nothing runs until start. Returns 0 or a negative errno. */

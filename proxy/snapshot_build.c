@@ -223,6 +223,11 @@ static int fill_dest(struct builder *b, struct snap_dest *d, struct mesh_dest_st
                 continue;
             e->addr = src->addr;
             e->mesh_port = b->in->tls ? src->mesh_port : 0;
+            if (b->in->tls && !e->mesh_port && b->in->members) {
+                char ip[MESH_ADDR_STRLEN];
+                mesh_addr_ip(&src->addr, ip, sizeof(ip));
+                e->mesh_port = (uint16_t)(uintptr_t)mesh_hmap_get(b->in->members, ip);
+            }
             e->weight = src->weight;
             e->health = src->health;
             zones |= src->zone != NULL;

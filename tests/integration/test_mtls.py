@@ -44,7 +44,7 @@ class MtlsTest(AgentTest):
         return idn
 
     def pair(self, protocol="http", identity_a=None, identity_b=None, authz=None,
-             access_log=True):
+             access_log=True, membership=False):
         """Agent B hosts 'api' (a real backend); agent A hosts 'web', which calls api on
         self.port. Returns (a, b, backend)."""
         if protocol == "http":
@@ -58,6 +58,7 @@ class MtlsTest(AgentTest):
                                "inbound": f"127.0.0.2:{self.b_inbound}"}}
         if access_log:
             b_cfg["proxy"] = {"workers": 2, "access_log": "stdout"}
+        b_cfg["node"] = {"name": "host-b", "zone": "zone-a", "address": "127.0.0.2"}
         b = self.agent(name="host-b", config=b_cfg, services={
             "api.json": {"service": {"name": "api", "namespace": "shop", "protocol": protocol,
                                      "port": backend.port}}})
@@ -65,7 +66,8 @@ class MtlsTest(AgentTest):
             b.write_resource("authz.json", {"kind": "AuthorizationPolicy", "name": "api",
                                             "namespace": "shop", "spec": authz})
         self.port = free_port()
-        a_cfg = {"trust_domain": TD, "identity": identity_a or self.identity(),
+        a_cfg = {"node": {"name": "host-a", "zone": "zone-a", "address": "127.0.0.1"},
+                 "trust_domain": TD, "identity": identity_a or self.identity(),
                  "listeners": {"outbound_http": f"127.0.0.1:{free_port()}",
                                "inbound": f"127.0.0.1:{free_port()}"}}
         a = self.agent(name="host-a", config=a_cfg, services={
@@ -73,9 +75,10 @@ class MtlsTest(AgentTest):
                                      "upstreams": [{"service": "api", "bind_port": self.port,
                                                     "protocol": protocol}]}},
             "api.json": {"service": {"name": "api", "namespace": "shop", "protocol": protocol,
-                                     "endpoints": [{"address": "127.0.0.2",
-                                                    "port": backend.port,
-                                                    "mesh_port": self.b_inbound}]}}})
+                                     "endpoints": [dict({"address": "127.0.0.2",
+                                                         "port": backend.port},
+                                                        **({} if membership else
+                                                           {"mesh_port": self.b_inbound}))]}}})
         b.start()
         a.start()
         try:
@@ -242,9 +245,13 @@ class MtlsTest(AgentTest):
                 f.write(r.stdout.strip().splitlines()[-1] + "\n")
             idn = {"mode": "controller", "controller": f"https://127.0.0.1:{ctl.port}",
                    "controller_ca": ctl.ca, "join_token_file": token}
-            a, b, _ = self.pair(identity_a=dict(idn), identity_b=dict(idn))
+            # B's endpoint does not say it runs an agent: the controller's membership will.
+            a, b, _ = self.pair(identity_a=dict(idn), identity_b=dict(idn), membership=True)
             wait_for(lambda: Client(self.port, host="api").echo("/")[0] == 200, timeout=15,
                      what="a call over mTLS with controller-issued certificates")
+            r = ctl.meshctl("status")
+            self.assertRegex(r.stdout, r"host-a\s+(SYNCED|STALE)")
+            self.assertRegex(r.stdout, r"host-b\s+(SYNCED|STALE)\s+\S+\s+\S+\s+127\.0\.0\.2")
             out = ctl.meshctl("certs").stdout
             for ident in (spiffe("shop", "web"), spiffe("shop", "api"),
                           f"spiffe://{TD}/node/host-a", f"spiffe://{TD}/node/host-b"):
@@ -278,6 +285,9 @@ class MtlsTest(AgentTest):
             wait_for(lambda: c.request(path="/admin/x")[0] == 403, timeout=1.0 * SLOW,
                      interval=0.02, what="the deny rule back on B")
             # The controller goes away; traffic goes on, also across restarts of both agents.
+            wait_for(lambda: all(x["state"] == "SYNCED" for x in json.loads(
+                ctl.meshctl("-o", "json", "status").stdout)["agents"]), timeout=10,
+                what="both agents SYNCED with the config index")
             ctl.stop()
             c = Client(self.port, host="api")
             self.assertEqual(c.echo("/while-down")[0], 200)

@@ -13,7 +13,6 @@
 
 #include <jansson.h>
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 
 #include "agent/certs-int.h"
 #include "agent/ctl_call.h"
@@ -21,8 +20,6 @@
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/x509.h"
-
-#define BACKOFF_MAX_MS 60000
 
 struct ctl_state {
     char *url;         /* the controller, without a trailing '/' */
@@ -87,16 +84,7 @@ static bool valid_now(const struct held *h, time_t now)
 
 static void retry_later(struct mesh_certs *c)
 {
-    struct ctl_state *s = c->ctl;
-    unsigned shift = s->failures < 7 ? s->failures : 6;
-    uint64_t ms = 1000ull << shift;
-    if (ms > BACKOFF_MAX_MS)
-        ms = BACKOFF_MAX_MS;
-    unsigned r = 0;
-    RAND_bytes((unsigned char *)&r, sizeof(r));
-    ms = ms / 2 + r % (ms / 2 + 1); /* "equal jitter" */
-    s->failures++;
-    certs_schedule_in(c, ms);
+    certs_schedule_in(c, ctl_backoff_ms(c->ctl->failures++));
 }
 
 static struct held *held_by_id(struct mesh_certs *c, const char *id)

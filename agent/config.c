@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/spiffe.h"
 #include "common/strutil.h"
 
 #define F(member) MESH_CFG_FIELD(struct mesh_agent_config, member)
@@ -46,20 +47,6 @@ static const char *check_node_name(const char *s)
     }
     if (!isalnum((unsigned char)s[0]) || !isalnum((unsigned char)s[n - 1]))
         return "must start and end with a letter or digit";
-    return NULL;
-}
-
-/* SPIFFE trust domain: lowercase letters, digits, '.', '-', '_'. */
-static const char *check_trust_domain(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > 255)
-        return "must be 1 to 255 characters";
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_'))
-            return "only lowercase letters, digits, '.', '-' and '_' are allowed";
-    }
     return NULL;
 }
 
@@ -569,7 +556,7 @@ static const struct mesh_cfg_field root_fields[] = {
      F(trust_domain),
      .def = "mesh.local",
      .expect = "a SPIFFE trust domain like \"mesh.local\"",
-     .check = check_trust_domain},
+     .check = mesh_spiffe_trust_domain_check},
     {.key = "state_dir",
      .type = MESH_CFG_STRING,
      F(state_dir),

@@ -6,6 +6,7 @@
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 
 #include "common/alloc.h"
 
@@ -98,6 +99,16 @@ static void run(uv_work_t *w)
     }
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
+}
+
+uint64_t ctl_backoff_ms(unsigned failures)
+{
+    uint64_t ms = 1000ull << (failures < 6 ? failures : 6);
+    if (ms > 60000)
+        ms = 60000;
+    unsigned r = 0;
+    RAND_bytes((unsigned char *)&r, sizeof(r));
+    return ms / 2 + r % (ms / 2 + 1);
 }
 
 void ctl_call_free(struct ctl_call *call)

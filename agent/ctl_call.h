@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <uv.h>
 
@@ -37,5 +38,9 @@ void ctl_call_abandon(struct ctl_call *call);
  * (the call freed). Takes the strings given (mesh_malloc'ed). */
 int ctl_call_start(uv_loop_t *loop, struct ctl_call *call);
 void ctl_call_free(struct ctl_call *call);
+
+/* How long to wait after `failures` failed calls in a row: 1 s doubling to 60 s, with
+ * "equal jitter" (half of it fixed, half random), so that a fleet does not retry in step. */
+uint64_t ctl_backoff_ms(unsigned failures);
 
 #endif

@@ -7,15 +7,12 @@
 #include <string.h>
 #include <time.h>
 
-#include <openssl/rand.h>
-
 #include "agent/ctl_call.h"
 #include "common/alloc.h"
 #include "common/fs.h"
 #include "common/log.h"
 
 #define MIN_INTERVAL_MS 200
-#define BACKOFF_MAX_MS 60000
 #define WAIT "30s"
 #define STATE_FILE "controller-resources.json"
 
@@ -68,14 +65,7 @@ static void later(struct mesh_ctl_watch *w, uint64_t ms)
 
 static void failed(struct mesh_ctl_watch *w)
 {
-    unsigned shift = w->failures < 7 ? w->failures : 6;
-    uint64_t ms = 1000ull << shift;
-    if (ms > BACKOFF_MAX_MS)
-        ms = BACKOFF_MAX_MS;
-    unsigned r = 0;
-    RAND_bytes((unsigned char *)&r, sizeof(r));
-    w->failures++;
-    later(w, ms / 2 + r % (ms / 2 + 1));
+    later(w, ctl_backoff_ms(w->failures++));
 }
 
 static void on_answer(struct ctl_call *call)

@@ -16,6 +16,18 @@ static bool path_char(char c)
            c == '-' || c == '_';
 }
 
+const char *mesh_spiffe_trust_domain_check(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 255)
+        return "must be 1 to 255 characters";
+    for (size_t i = 0; i < n; i++) {
+        if (!td_char(s[i]))
+            return "only lowercase letters, digits, '.', '-' and '_' are allowed";
+    }
+    return NULL;
+}
+
 bool mesh_spiffe_id_valid(const char *id, size_t len, const char *trust_domain, const char **why)
 {
     static const char scheme[] = "spiffe://";

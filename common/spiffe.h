@@ -27,6 +27,10 @@ bool mesh_spiffe_id_valid(const char *id, size_t len, const char *trust_domain, 
 bool mesh_spiffe_check_leaf(X509 *cert, const char *trust_domain, char *out, size_t size,
                             const char **why);
 
+/* Whether s is a trust domain (1 to 255 of lowercase letters, digits, '.', '-', '_');
+ * NULL when it is, else why not (for config checks). */
+const char *mesh_spiffe_trust_domain_check(const char *s);
+
 /* The ID of a service ("spiffe://td/ns/<ns>/svc/<name>") or of a node ("/node/<name>"). */
 void mesh_spiffe_service_id(char *out, size_t size, const char *td, const char *ns,
                             const char *name);

@@ -5,6 +5,7 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
+#include "common/spiffe.h"
 #include "common/strutil.h"
 
 #define F(m) MESH_CFG_FIELD(struct mesh_controller_config, m)
@@ -16,18 +17,6 @@ static const char *check_listen(const char *s)
     struct mesh_addr a;
     const char *why = NULL;
     return mesh_addr_parse(s, &a, &why) == 0 ? NULL : why;
-}
-
-static const char *check_trust_domain(const char *s)
-{
-    if (!*s || strlen(s) > 255)
-        return "must be 1 to 255 characters";
-    for (const char *p = s; *p; p++) {
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '.' || *p == '-' ||
-              *p == '_'))
-            return "only lowercase letters, digits, '.', '-' and '_' are allowed";
-    }
-    return NULL;
 }
 
 static const struct mesh_cfg_field fields[] = {
@@ -48,7 +37,7 @@ static const struct mesh_cfg_field fields[] = {
      F(trust_domain),
      .def = "mesh.local",
      .expect = "a SPIFFE trust domain like \"mesh.local\"",
-     .check = check_trust_domain},
+     .check = mesh_spiffe_trust_domain_check},
     {.key = "ca_cert", .type = MESH_CFG_STRING, F(ca_cert), .flags = MESH_CFG_PATH, .def = ""},
     {.key = "ca_key", .type = MESH_CFG_STRING, F(ca_key), .flags = MESH_CFG_PATH, .def = ""},
     {.key = "cert_ttl",

@@ -380,6 +380,32 @@ class MtlsTest(AgentTest):
         self.assertGreaterEqual(b.metric("mesh_cert_issued_total") - first_b, 4)
         self.assertGreater(counts[1], 50)
 
+    def test_expired_certificate_turns_readiness_false_until_renewed(self):
+        ctl = Controller({"trust_domain": TD, "cert_ttl": "10s"}).start()
+        try:
+            # Two uses to enroll, two more: a node certificate that expired cannot sign in,
+            # so the nodes enroll again once the controller is back.
+            r = ctl.meshctl("token", "create", "--services", spiffe("shop", "*"), "--uses", "4")
+            token = os.path.join(self.tmp, "join.token")
+            with open(token, "w") as f:
+                f.write(r.stdout.strip().splitlines()[-1])
+            idn = {"mode": "controller", "controller": f"https://127.0.0.1:{ctl.port}",
+                   "controller_ca": ctl.ca, "join_token_file": token}
+            a, b, _ = self.pair(identity_a=dict(idn), identity_b=dict(idn), access_log=False)
+            wait_for(lambda: a.get("/readyz")[0] == 200 and
+                     a.metric("mesh_cert_seconds_left") > 0, timeout=10, what="A ready")
+            ctl.stop()  # no renewals now: the 10-second certificates run out
+            wait_for(lambda: a.get("/readyz")[0] == 503, timeout=15 * SLOW,
+                     what="readiness false once a certificate in use expired")
+            self.assertIn(b"a certificate in use has expired", a.get("/readyz")[2])
+            self.assertLessEqual(a.metric("mesh_cert_seconds_left"), 0)
+            self.assertIn("unreachable", a.json("/v1/identity").get("error", ""))
+            ctl.start()  # back: renewed within the backoff, ready again
+            wait_for(lambda: a.get("/readyz")[0] == 200, timeout=40 * SLOW,
+                     what="readiness back after renewal")
+        finally:
+            ctl.stop()
+
     def test_restart_keeps_the_certificates_it_holds(self):
         a, b, _ = self.pair()
         before = {c["id"]: c["not_after"] for c in b.json("/v1/identity")["certificates"]}

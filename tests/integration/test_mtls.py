@@ -249,6 +249,8 @@ class MtlsTest(AgentTest):
             a, b, _ = self.pair(identity_a=dict(idn), identity_b=dict(idn), membership=True)
             wait_for(lambda: Client(self.port, host="api").echo("/")[0] == 200, timeout=15,
                      what="a call over mTLS with controller-issued certificates")
+            wait_for(lambda: '"downstream_identity":"%s"' % spiffe("shop", "web") in b.logs(),
+                     what="B's access log naming A's service by its SPIFFE ID")
             r = ctl.meshctl("status")
             self.assertRegex(r.stdout, r"host-a\s+(SYNCED|STALE)")
             self.assertRegex(r.stdout, r"host-b\s+(SYNCED|STALE)\s+\S+\s+\S+\s+127\.0\.0\.2")

@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 import time
 
-from meshtest import BUILD, WRAPPER, free_port, wait_for
+from meshtest import BUILD, WRAPPER, Notify, free_port, wait_for
 
 CONTROLLER = os.path.join(BUILD, "controller", "mesh-controller")
 MESHCTL = os.path.join(BUILD, "controller", "meshctl")
@@ -40,8 +40,11 @@ class Controller:
         with open(self.config_path, "w") as f:
             json.dump(self.config, f)
         self.log = open(self.log_path, "a")
+        self.notify = Notify(tempfile.mkdtemp(prefix="mesh-controller-notify-"))
+        env = dict(os.environ, NOTIFY_SOCKET=self.notify.path)
         self.proc = subprocess.Popen(WRAPPER + [CONTROLLER, "--config", self.config_path],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.notify.wait("READY", "1")  # as systemd's Type=notify waits for it
         wait_for(lambda: self.up(), timeout=10, what="the controller's API")
         return self
 

@@ -21,6 +21,7 @@ import urllib.request
 
 SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 UNIT = os.path.join(SRC, "systemd", "mesh-agent.service")
+CONTROLLER_UNIT = os.path.join(SRC, "systemd", "mesh-controller.service")
 OUT = None  # the built packages
 
 
@@ -65,13 +66,21 @@ class UnitTest(unittest.TestCase):
     def test_security_score(self):
         if not shutil.which("systemd-analyze"):
             raise unittest.SkipTest("systemd-analyze is not installed")
-        r = subprocess.run(["systemd-analyze", "security", "--offline=true", UNIT],
-                           capture_output=True, text=True)
-        m = re.search(r"Overall exposure level for \S+: ([\d.]+)", r.stdout + r.stderr)
-        self.assertIsNotNone(m, r.stdout + r.stderr)
-        score = float(m.group(1))
-        print(f"systemd-analyze security --offline=true mesh-agent.service: {score}")
-        self.assertLessEqual(score, 2.0)
+        for unit in (UNIT, CONTROLLER_UNIT):
+            r = subprocess.run(["systemd-analyze", "security", "--offline=true", unit],
+                               capture_output=True, text=True)
+            m = re.search(r"Overall exposure level for \S+: ([\d.]+)", r.stdout + r.stderr)
+            self.assertIsNotNone(m, r.stdout + r.stderr)
+            score = float(m.group(1))
+            print(f"systemd-analyze security --offline=true {os.path.basename(unit)}: {score}")
+            self.assertLessEqual(score, 2.0)
+
+    def test_controller_unit_settings(self):
+        s = unit_service_section(CONTROLLER_UNIT)
+        self.assertEqual(s["Type"], ["notify"])  # mesh-controller sends READY=1
+        self.assertEqual(s["User"], ["mesh-controller"])
+        self.assertEqual(s["Restart"], ["on-failure"])
+        self.assertEqual(s["CapabilityBoundingSet"], [""])
 
     def test_unit_settings(self):
         s = unit_service_section(UNIT)

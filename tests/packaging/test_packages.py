@@ -40,7 +40,10 @@ def build_packages():
         r = subprocess.run(["cpack"], cwd=b, capture_output=True, text=True)
         if r.returncode != 0:
             raise AssertionError(f"cpack ({family}) failed:\n{r.stdout}\n{r.stderr}")
-        out[family] = glob.glob(os.path.join(b, f"*.{family}"))[0]
+        out[family] = {os.path.basename(f).split("_" if family == "deb" else "-0")[0]: f
+                       for f in glob.glob(os.path.join(b, f"*.{family}"))}
+        if sorted(out[family]) != ["mesh-agent", "mesh-controller"]:
+            raise AssertionError(f"cpack ({family}) made {sorted(out[family])}")
     OUT = out
     return out
 
@@ -105,14 +108,56 @@ class PackageTest(unittest.TestCase):
         cls.pkgs = build_packages()
 
     def test_lintian_is_clean(self):
-        r = subprocess.run(["lintian", "--fail-on", "error,warning", "--pedantic",
-                            self.pkgs["deb"]], capture_output=True, text=True)
-        tags = [l for l in r.stdout.splitlines() if re.match(r"^[EW]: ", l)]
-        self.assertEqual(tags, [])
-        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        for deb in self.pkgs["deb"].values():
+            r = subprocess.run(["lintian", "--fail-on", "error,warning", "--pedantic", deb],
+                               capture_output=True, text=True)
+            tags = [l for l in r.stdout.splitlines() if re.match(r"^[EW]: ", l)]
+            self.assertEqual(tags, [], deb)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_controller_packages(self):
+        deb = self.pkgs["deb"]["mesh-controller"]
+        listing = subprocess.run(["dpkg-deb", "-c", deb], capture_output=True, text=True,
+                                 check=True).stdout
+        for path in ("./usr/sbin/mesh-controller", "./usr/bin/meshctl",
+                     "./lib/systemd/system/mesh-controller.service",
+                     "./usr/lib/sysusers.d/mesh-controller.conf",
+                     "./etc/mesh-controller/controller.json",
+                     "./usr/share/man/man8/mesh-controller.8.gz",
+                     "./usr/share/man/man1/meshctl.1.gz",
+                     "./usr/share/doc/mesh-controller/copyright"):
+            self.assertIn(path, listing)
+        self.assertNotIn("/mesh-agent", listing)
+        with tempfile.TemporaryDirectory() as d:
+            subprocess.run(["dpkg-deb", "-e", deb, d], check=True)
+            with open(os.path.join(d, "conffiles")) as f:
+                self.assertEqual(f.read().split(), ["/etc/mesh-controller/controller.json"])
+            with open(os.path.join(d, "postinst")) as f:
+                postinst = f.read()
+            self.assertIn("systemd-sysusers mesh-controller.conf", postinst)
+            self.assertNotRegex(postinst, r"deb-systemd-invoke (start|restart)\b")
+        rpm = self.pkgs["rpm"]["mesh-controller"]
+        files = subprocess.run(["rpm", "-qpl", rpm], capture_output=True, text=True,
+                               check=True).stdout.split()
+        for path in ("/usr/sbin/mesh-controller", "/usr/bin/meshctl",
+                     "/usr/lib/systemd/system/mesh-controller.service",
+                     "/etc/mesh-controller/controller.json"):
+            self.assertIn(path, files)
+        self.assertNotIn("/usr/bin", files)
+        flags = subprocess.run(["rpm", "-qp", "--queryformat",
+                                "[%{FILENAMES} %{FILEFLAGS:fflags}\n]", rpm],
+                               capture_output=True, text=True, check=True).stdout
+        config = {l.split()[0]: l.split()[1] for l in flags.splitlines()
+                  if len(l.split()) == 2 and "c" in l.split()[1]}
+        self.assertEqual(config, {"/etc/mesh-controller/controller.json": "cn"})
+        scripts = subprocess.run(["rpm", "-qp", "--scripts", rpm], capture_output=True,
+                                 text=True, check=True).stdout
+        self.assertIn("useradd --system --user-group --home-dir /var/lib/mesh-controller",
+                      scripts)
+        self.assertNotIn("mesh-agent", scripts)
 
     def test_deb_contents(self):
-        listing = subprocess.run(["dpkg-deb", "-c", self.pkgs["deb"]], capture_output=True,
+        listing = subprocess.run(["dpkg-deb", "-c", self.pkgs["deb"]["mesh-agent"]], capture_output=True,
                                  text=True, check=True).stdout
         for path in ("./usr/sbin/mesh-agent", "./lib/systemd/system/mesh-agent.service",
                      "./usr/lib/sysusers.d/mesh-agent.conf", "./etc/mesh-agent/agent.json",
@@ -120,11 +165,11 @@ class PackageTest(unittest.TestCase):
                      "./usr/share/doc/mesh-agent/copyright",
                      "./usr/share/doc/mesh-agent/changelog.gz"):
             self.assertIn(path, listing)
-        info = subprocess.run(["dpkg-deb", "-f", self.pkgs["deb"], "Depends"],
+        info = subprocess.run(["dpkg-deb", "-f", self.pkgs["deb"]["mesh-agent"], "Depends"],
                               capture_output=True, text=True, check=True).stdout
         self.assertIn("libuv1", info)
         with tempfile.TemporaryDirectory() as d:
-            subprocess.run(["dpkg-deb", "-e", self.pkgs["deb"], d], check=True)
+            subprocess.run(["dpkg-deb", "-e", self.pkgs["deb"]["mesh-agent"], d], check=True)
             with open(os.path.join(d, "conffiles")) as f:
                 self.assertEqual(f.read().split(), ["/etc/mesh-agent/agent.json"])
             with open(os.path.join(d, "postinst")) as f:
@@ -134,7 +179,7 @@ class PackageTest(unittest.TestCase):
             self.assertNotRegex(postinst, r"deb-systemd-invoke (start|restart)\b")
 
     def test_rpm(self):
-        rpm = self.pkgs["rpm"]
+        rpm = self.pkgs["rpm"]["mesh-agent"]
         files = subprocess.run(["rpm", "-qpl", rpm], capture_output=True, text=True,
                                check=True).stdout.split()
         for path in ("/usr/sbin/mesh-agent", "/usr/lib/systemd/system/mesh-agent.service",
@@ -170,23 +215,80 @@ class InstallTest(unittest.TestCase):
         for tool in ("dpkg", "setpriv", "cpack", "lintian"):
             if not shutil.which(tool):
                 raise unittest.SkipTest(f"{tool} is not installed")
-        st = subprocess.run(["dpkg-query", "-W", "-f=${Status}", "mesh-agent"],
-                            capture_output=True, text=True)
-        if "installed" in st.stdout:
-            raise unittest.SkipTest("mesh-agent is already installed here; not touching it")
-        cls.user_existed = True
+        for pkg in ("mesh-agent", "mesh-controller"):
+            st = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg],
+                                capture_output=True, text=True)
+            if "installed" in st.stdout:
+                raise unittest.SkipTest(f"{pkg} is already installed here; not touching it")
+        cls.user_existed = cls.controller_user_existed = True
         try:
             pwd.getpwnam("mesh-agent")
         except KeyError:
             cls.user_existed = False
+        try:
+            pwd.getpwnam("mesh-controller")
+        except KeyError:
+            cls.controller_user_existed = False
         cls.pkgs = build_packages()
 
     @classmethod
     def tearDownClass(cls):
-        subprocess.run(["dpkg", "--purge", "mesh-agent"], capture_output=True)
+        for pkg in ("mesh-agent", "mesh-controller"):
+            subprocess.run(["dpkg", "--purge", pkg], capture_output=True)
         if not cls.user_existed:
             subprocess.run(["userdel", "mesh-agent"], capture_output=True)
             subprocess.run(["groupdel", "mesh-agent"], capture_output=True)
+        if not cls.controller_user_existed:
+            subprocess.run(["userdel", "mesh-controller"], capture_output=True)
+            subprocess.run(["groupdel", "mesh-controller"], capture_output=True)
+
+    def test_controller_install_run_purge(self):
+        deb = self.pkgs["deb"]["mesh-controller"]
+        self.dpkg("-i", deb)
+        self.check_mode("/usr/sbin/mesh-controller", 0o755)
+        self.check_mode("/usr/bin/meshctl", 0o755)
+        self.check_mode("/etc/mesh-controller/controller.json", 0o644)
+        pw = pwd.getpwnam("mesh-controller")
+        self.assertEqual(pw.pw_dir, "/var/lib/mesh-controller")
+        self.assertLess(pw.pw_uid, 1000)
+        self.assertFalse(glob.glob("/etc/systemd/system/*.wants/mesh-controller.service"))
+        r = subprocess.run(["systemd-analyze", "verify",
+                            "/lib/systemd/system/mesh-controller.service"],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        proc, sock, unit, user, log = self.run_like_the_unit(
+            "/lib/systemd/system/mesh-controller.service")
+        try:
+            self.wait_notify(sock, "READY")
+            self.check_mode("/var/lib/mesh-controller/ca.key", 0o600, owner="mesh-controller")
+            self.check_mode("/var/lib/mesh-controller/admin.token", 0o600,
+                            owner="mesh-controller")
+            # meshctl, as root, with its defaults: the state dir's CA and admin token.
+            r = subprocess.run(["meshctl", "token", "create", "--services",
+                                "spiffe://mesh.local/ns/shop/*"], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr + open(log).read())
+            r = subprocess.run(["meshctl", "-o", "json", "token", "list"], capture_output=True,
+                               text=True)
+            self.assertEqual(len(json.loads(r.stdout)["tokens"]), 1)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=30)
+            sock.close()
+        self.assertEqual(code, 0, open(log).read())
+        # Upgrade keeps an edited config; purge removes everything.
+        with open("/etc/mesh-controller/controller.json") as f:
+            cfg = json.load(f)
+        cfg["log_level"] = "debug"
+        with open("/etc/mesh-controller/controller.json", "w") as f:
+            json.dump(cfg, f)
+        self.dpkg("-i", deb)
+        with open("/etc/mesh-controller/controller.json") as f:
+            self.assertEqual(json.load(f)["log_level"], "debug")
+        self.assertTrue(os.path.exists("/var/lib/mesh-controller/ca.key"))
+        self.dpkg("--purge", "mesh-controller")
+        for gone in ("/usr/sbin/mesh-controller", "/usr/bin/meshctl", "/etc/mesh-controller",
+                     "/var/lib/mesh-controller", "/lib/systemd/system/mesh-controller.service"):
+            self.assertFalse(os.path.exists(gone), f"{gone} is left after purge")
 
     def dpkg(self, *args):
         r = subprocess.run(["dpkg", *args], capture_output=True, text=True,
@@ -200,15 +302,16 @@ class InstallTest(unittest.TestCase):
         self.assertEqual(stat.S_IMODE(st.st_mode), mode, path)
         self.assertEqual(pwd.getpwuid(st.st_uid).pw_name, owner, path)
 
-    def run_like_the_unit(self):
+    def run_like_the_unit(self, unit="/lib/systemd/system/mesh-agent.service"):
         """systemd is not PID 1 here: start ExecStart as the unit's User, with its ambient
         capability, state and runtime directories and environment, and a NOTIFY_SOCKET."""
-        s = unit_service_section("/lib/systemd/system/mesh-agent.service")
+        s = unit_service_section(unit)
         user = s["User"][0]
         pw = pwd.getpwnam(user)
-        state = "/var/lib/" + s["StateDirectory"][0]
-        run = "/run/" + s["RuntimeDirectory"][0]
-        for d, mode in ((state, 0o700), (run, 0o750)):
+        dirs = [("/var/lib/" + s["StateDirectory"][0], 0o700)]
+        if "RuntimeDirectory" in s:
+            dirs.append(("/run/" + s["RuntimeDirectory"][0], 0o750))
+        for d, mode in dirs:
             os.makedirs(d, exist_ok=True)
             os.chown(d, pw.pw_uid, pw.pw_gid)
             os.chmod(d, mode)
@@ -218,12 +321,15 @@ class InstallTest(unittest.TestCase):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(path)
         os.chmod(path, 0o777)
-        watchdog = s["WatchdogSec"][0].rstrip("s")
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "NOTIFY_SOCKET": path,
-               "WATCHDOG_USEC": str(int(watchdog) * 1000000), "HOME": pw.pw_dir}
-        caps = ",".join("+" + c.lower().replace("cap_", "") for c in s["AmbientCapabilities"])
-        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups",
-               f"--inh-caps={caps}", f"--ambient-caps={caps}", "--"] + s["ExecStart"][0].split()
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "NOTIFY_SOCKET": path, "HOME": pw.pw_dir}
+        if "WatchdogSec" in s:
+            env["WATCHDOG_USEC"] = str(int(s["WatchdogSec"][0].rstrip("s")) * 1000000)
+        caps = ",".join("+" + c.lower().replace("cap_", "")
+                        for c in s.get("AmbientCapabilities", [""]) if c)
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
+        if caps:
+            cmd += [f"--inh-caps={caps}", f"--ambient-caps={caps}"]
+        cmd += ["--"] + s["ExecStart"][0].split()
         log = open(os.path.join(tmp, "agent.log"), "w")
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         return proc, sock, s, user, os.path.join(tmp, "agent.log")
@@ -239,7 +345,7 @@ class InstallTest(unittest.TestCase):
         raise AssertionError(f"no {key} from the agent")
 
     def test_install_run_upgrade_purge(self):
-        deb = self.pkgs["deb"]
+        deb = self.pkgs["deb"]["mesh-agent"]
         self.dpkg("-i", deb)
 
         # Files, owners, modes, the user; nothing enabled or started.

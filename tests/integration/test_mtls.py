@@ -38,6 +38,17 @@ class MtlsTest(AgentTest):
             b.stop()
         super().tearDown()
 
+    def controller_identity(self, ctl, uses):
+        """A join token from ctl (for every shop service) and the identity config using it."""
+        r = ctl.meshctl("token", "create", "--services", spiffe("shop", "*"), "--node",
+                        "host-*", "--uses", str(uses))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        token = os.path.join(self.tmp, "join.token")
+        with open(token, "w") as f:
+            f.write(r.stdout.strip().splitlines()[-1] + "\n")
+        return {"mode": "controller", "controller": f"https://127.0.0.1:{ctl.port}",
+                "controller_ca": ctl.ca, "join_token_file": token}
+
     def identity(self, **kw):
         idn = {"mode": "standalone", "ca_cert": self.pki.cert, "ca_key": self.pki.key}
         idn.update(kw)
@@ -237,14 +248,7 @@ class MtlsTest(AgentTest):
     def test_controller_mode_enrolls_and_keeps_serving_without_it(self):
         ctl = Controller({"trust_domain": TD}).start()
         try:
-            r = ctl.meshctl("token", "create", "--services", spiffe("shop", "*"), "--node",
-                            "host-*", "--uses", "2")
-            self.assertEqual(r.returncode, 0, r.stderr)
-            token = os.path.join(self.tmp, "join.token")
-            with open(token, "w") as f:
-                f.write(r.stdout.strip().splitlines()[-1] + "\n")
-            idn = {"mode": "controller", "controller": f"https://127.0.0.1:{ctl.port}",
-                   "controller_ca": ctl.ca, "join_token_file": token}
+            idn = self.controller_identity(ctl, uses=2)
             # B's endpoint does not say it runs an agent: the controller's membership will.
             a, b, _ = self.pair(identity_a=dict(idn), identity_b=dict(idn), membership=True)
             wait_for(lambda: Client(self.port, host="api").echo("/")[0] == 200, timeout=15,
@@ -335,12 +339,7 @@ class MtlsTest(AgentTest):
     def test_rotation_from_the_controller_under_load_fails_no_request(self):
         ctl = Controller({"trust_domain": TD, "cert_ttl": "20s"}).start()
         try:
-            r = ctl.meshctl("token", "create", "--services", spiffe("shop", "*"), "--uses", "2")
-            token = os.path.join(self.tmp, "join.token")
-            with open(token, "w") as f:
-                f.write(r.stdout.strip().splitlines()[-1])
-            idn = {"mode": "controller", "controller": f"https://127.0.0.1:{ctl.port}",
-                   "controller_ca": ctl.ca, "join_token_file": token}
+            idn = self.controller_identity(ctl, uses=2)
             a, b, _ = self.pair(identity_a=dict(idn), identity_b=dict(idn), access_log=False)
             wait_for(lambda: Client(self.port, host="api").echo("/")[0] == 200, timeout=15,
                      what="a first call with the controller's certificates")
@@ -387,12 +386,7 @@ class MtlsTest(AgentTest):
         try:
             # Two uses to enroll, two more: a node certificate that expired cannot sign in,
             # so the nodes enroll again once the controller is back.
-            r = ctl.meshctl("token", "create", "--services", spiffe("shop", "*"), "--uses", "4")
-            token = os.path.join(self.tmp, "join.token")
-            with open(token, "w") as f:
-                f.write(r.stdout.strip().splitlines()[-1])
-            idn = {"mode": "controller", "controller": f"https://127.0.0.1:{ctl.port}",
-                   "controller_ca": ctl.ca, "join_token_file": token}
+            idn = self.controller_identity(ctl, uses=4)
             a, b, _ = self.pair(identity_a=dict(idn), identity_b=dict(idn), access_log=False)
             wait_for(lambda: a.get("/readyz")[0] == 200 and
                      a.metric("mesh_cert_seconds_left") > 0, timeout=10, what="A ready")

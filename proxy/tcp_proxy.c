@@ -4,8 +4,8 @@
 #include <string.h>
 
 #include "common/alloc.h"
-#include "common/log.h"
 #include "common/io.h"
+#include "common/log.h"
 #include "proxy/worker.h"
 
 /*

@@ -11,8 +11,8 @@
 
 #include <uv.h>
 
-#include "proxy/bufpool.h"
 #include "common/io.h"
+#include "proxy/bufpool.h"
 #include "proxy/proxy-int.h"
 
 enum worker_cmd_type {

@@ -5,66 +5,20 @@ Other modes: "stream" sends `stream_bytes` as fast as the peer takes them; "echo
 echoes until the client half-closes, then sends "bye" and closes.
 """
 import socket
-import threading
 import time
 
-from meshtest import free_port
+from servers import ThreadedServer
 
 
-class Backend:
+class Backend(ThreadedServer):
+    backlog = 1024
+    reset_on_stop = True  # stop() is a crashed backend
+
     def __init__(self, name, port=None, host="127.0.0.1", mode="greet_echo", stream_bytes=0):
+        super().__init__(port, host)
         self.name = name
-        self.host = host
-        self.port = port or free_port()
         self.mode = mode
         self.stream_bytes = stream_bytes
-        self.accepted = 0
-        self.lock = threading.Lock()
-        self.conns = set()
-        self.sock = None
-        self.thread = None
-
-    def start(self):
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((self.host, self.port))
-        s.listen(1024)
-        self.sock = s
-        self.thread = threading.Thread(target=self._accept_loop, daemon=True)
-        self.thread.start()
-        return self
-
-    def stop(self):
-        """Closes the listener and every connection (a crashed backend)."""
-        if self.sock:
-            try:
-                self.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self.sock.close()
-            self.sock = None
-        with self.lock:
-            conns = list(self.conns)
-        for c in conns:
-            try:
-                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                c.close()
-            except OSError:
-                pass
-        if self.thread:
-            self.thread.join(timeout=5)
-
-    def _accept_loop(self):
-        sock = self.sock
-        while True:
-            try:
-                c, _ = sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.accepted += 1
-                self.conns.add(c)
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _serve(self, c):
         try:

@@ -20,68 +20,29 @@ headers (lower-cased names; repeated ones joined with ", "), body. A request wit
 import json
 import random
 import socket
-import threading
 import time
 import urllib.parse
 
-from meshtest import free_port
+from servers import ThreadedServer
 
 
-class HttpBackend:
+class HttpBackend(ThreadedServer):
     def __init__(self, name, port=None, seed=1):
+        super().__init__(port)
         self.name = name
-        self.port = port or free_port()
         self.requests = []      # (method, target, headers, body)
-        self.connections = 0
         self.closed = 0
         self.health_status = 200
         self.default_query = {}  # applied when the request has no query of its own
         self.rng = random.Random(seed)
-        self.lock = threading.Lock()
-        self.sock = None
-        self.conns = set()
 
-    def start(self):
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", self.port))
-        s.listen(512)
-        self.sock = s
-        threading.Thread(target=self._accept, daemon=True).start()
-        return self
-
-    def stop(self):
-        if self.sock:
-            try:
-                self.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self.sock.close()
-            self.sock = None
-        with self.lock:
-            conns = list(self.conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-                c.close()
-            except OSError:
-                pass
+    @property
+    def connections(self):
+        return self.accepted
 
     def count(self):
         with self.lock:
             return len(self.requests)
-
-    def _accept(self):
-        sock = self.sock
-        while True:
-            try:
-                c, _ = sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.connections += 1
-                self.conns.add(c)
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     # ---- reading requests ----
 

@@ -5,7 +5,7 @@ import json
 import socket
 
 from http_backend import HttpBackend
-from meshtest import SLOW, AgentTest, free_port, wait_for
+from meshtest import SLOW, BackendTest, free_port, wait_for
 
 
 class Client:
@@ -57,20 +57,8 @@ def raw(port, data, read_timeout=5.0, shut=False):
     return out
 
 
-class HttpTest(AgentTest):
-    def setUp(self):
-        super().setUp()
-        self.backends = []
-
-    def tearDown(self):
-        for b in self.backends:
-            b.stop()
-        super().tearDown()
-
-    def backend(self, name, **kw):
-        b = HttpBackend(name, **kw).start()
-        self.backends.append(b)
-        return b
+class HttpTest(BackendTest):
+    backend_class = HttpBackend
 
     def services(self, backends, labels=None, extra=None):
         eps = []

@@ -276,5 +276,26 @@ class AgentTest(unittest.TestCase):
                               f"log:\n{a.logs()}")
 
 
+class BackendTest(AgentTest):
+    """An AgentTest whose backends (self.backend(...), or appended to self.backends) are
+    stopped at its end; backend_class makes them."""
+
+    backend_class = None
+
+    def setUp(self):
+        super().setUp()
+        self.backends = []
+
+    def tearDown(self):
+        for b in self.backends:
+            b.stop()
+        super().tearDown()
+
+    def backend(self, name, **kw):
+        b = self.backend_class(name, **kw).start()
+        self.backends.append(b)
+        return b
+
+
 def main():
     unittest.main(verbosity=2)

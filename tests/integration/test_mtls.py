@@ -16,7 +16,7 @@ from backends import Backend
 from controllertest import Controller
 from http_backend import HttpBackend
 from httptest import Client
-from meshtest import SLOW, AgentTest, free_port, main, wait_for
+from meshtest import SLOW, BackendTest, free_port, main, wait_for
 from pki import Pki
 
 TD = "mesh.test"
@@ -26,17 +26,11 @@ def spiffe(ns, name):
     return f"spiffe://{TD}/ns/{ns}/svc/{name}"
 
 
-class MtlsTest(AgentTest):
+class MtlsTest(BackendTest):
     def setUp(self):
         super().setUp()
         self.tmp = tempfile.mkdtemp(prefix="mesh-pki-")
         self.pki = Pki(self.tmp)
-        self.backends = []
-
-    def tearDown(self):
-        for b in self.backends:
-            b.stop()
-        super().tearDown()
 
     def controller_identity(self, ctl, uses):
         """A join token from ctl (for every shop service) and the identity config using it."""

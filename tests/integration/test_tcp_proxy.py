@@ -7,7 +7,7 @@ import threading
 import time
 
 from backends import Backend, echo_roundtrip, greet, rss_kb, wait_closed
-from meshtest import SLOW, AgentTest, free_port, main, wait_for
+from meshtest import SLOW, BackendTest, free_port, main, wait_for
 
 
 def tcp_listeners(status):
@@ -15,20 +15,8 @@ def tcp_listeners(status):
     return [l for l in status["listeners"] if l["kind"] != "outbound_http"]
 
 
-class ProxyTest(AgentTest):
-    def setUp(self):
-        super().setUp()
-        self.backends = []
-
-    def tearDown(self):
-        for b in self.backends:
-            b.stop()
-        super().tearDown()
-
-    def backend(self, name, **kw):
-        b = Backend(name, **kw).start()
-        self.backends.append(b)
-        return b
+class ProxyTest(BackendTest):
+    backend_class = Backend
 
     def api_endpoints(self, backends, weights=None, zones=None, health=None):
         eps = []

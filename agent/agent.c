@@ -384,13 +384,14 @@ static int make_certs(struct mesh_agent *a, const struct mesh_agent_config *cfg,
     return mesh_certs_new(a->loop, cfg, on_certs_changed, a, ret);
 }
 
+/* Whether a reload leaves the certificate manager as it is (the encoded section holds
+ * every identity key, mode included). */
 static bool identity_equal(const struct mesh_agent_config *a, const struct mesh_agent_config *b)
 {
-    const struct mesh_agent_identity_config *x = &a->identity, *y = &b->identity;
     json_t *ja = mesh_agent_config_to_json(a), *jb = mesh_agent_config_to_json(b);
     bool eq = ja && jb &&
               json_equal(json_object_get(ja, "identity"), json_object_get(jb, "identity")) &&
-              strcmp(a->trust_domain, b->trust_domain) == 0 && x->mode == y->mode;
+              strcmp(a->trust_domain, b->trust_domain) == 0;
     json_decref(ja);
     json_decref(jb);
     return eq;

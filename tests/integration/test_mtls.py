@@ -245,10 +245,15 @@ class MtlsTest(BackendTest):
             idn = self.controller_identity(ctl, uses=2)
             # B's endpoint does not say it runs an agent: the controller's membership will.
             a, b, _ = self.pair(identity_a=dict(idn), identity_b=dict(idn), membership=True)
-            wait_for(lambda: Client(self.port, host="api").echo("/")[0] == 200, timeout=15,
-                     what="a call over mTLS with controller-issued certificates")
-            wait_for(lambda: '"downstream_identity":"%s"' % spiffe("shop", "web") in b.logs(),
-                     what="B's access log naming A's service by its SPIFFE ID")
+            # Until A has the membership it calls B's workload directly, so each attempt
+            # makes a new call: the first ones may not cross mTLS yet.
+            def crossed_mtls():
+                if Client(self.port, host="api").echo("/")[0] != 200:
+                    return False
+                return '"downstream_identity":"%s"' % spiffe("shop", "web") in b.logs()
+            wait_for(crossed_mtls, timeout=15, interval=0.2,
+                     what="a call over mTLS with controller-issued certificates, "
+                     "named by its SPIFFE ID in B's access log")
             r = ctl.meshctl("status")
             self.assertRegex(r.stdout, r"host-a\s+(SYNCED|STALE)")
             self.assertRegex(r.stdout, r"host-b\s+(SYNCED|STALE)\s+\S+\s+\S+\s+127\.0\.0\.2")

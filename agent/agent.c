@@ -217,6 +217,10 @@ static void flush_proxy_update(struct mesh_agent *a)
     }
     if (a->certs)
         mesh_certs_set_locals(a->certs, locals, k);
+    for (size_t i = 0; i < a->n_slots; i++) {
+        if (!a->slots[i]->stopping)
+            mesh_registry_local_services(a->slots[i]->r, locals, k);
+    }
     struct mesh_proxy_inputs in = {
         .catalog = a->catalog,
         .locals = locals,

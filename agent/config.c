@@ -637,6 +637,9 @@ static int fill_dynamic_defaults(struct mesh_cfg_ctx *ctx, struct mesh_agent_con
         .node_name = c->node.name,
         .zone = c->node.zone,
         .node_address = c->node.address,
+        .trust_domain = c->trust_domain,
+        .mesh_port =
+            c->identity.mode == MESH_IDENTITY_NONE ? 0 : mesh_addr_port(&c->inbound_addr),
     };
     return 0;
 }

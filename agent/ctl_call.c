@@ -6,9 +6,9 @@
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 
 #include "common/alloc.h"
+#include "common/backoff.h"
 
 static uv_once_t once = UV_ONCE_INIT;
 
@@ -103,12 +103,7 @@ static void run(uv_work_t *w)
 
 uint64_t ctl_backoff_ms(unsigned failures)
 {
-    uint64_t ms = 1000ull << (failures < 6 ? failures : 6);
-    if (ms > 60000)
-        ms = 60000;
-    unsigned r = 0;
-    RAND_bytes((unsigned char *)&r, sizeof(r));
-    return ms / 2 + r % (ms / 2 + 1);
+    return mesh_backoff_ms(failures, 1000, 60000);
 }
 
 void ctl_call_free(struct ctl_call *call)

@@ -3,11 +3,13 @@
 #include <string.h>
 
 #include "common/macros.h"
+#include "registry-adapters/consul/consul.h"
 #include "registry-adapters/static/static.h"
 
 /* Every adapter, one line each, in precedence order. */
 static const struct mesh_registry_ops *const adapters[] = {
     &mesh_static_registry_ops,
+    &mesh_consul_registry_ops,
 };
 
 static const char *const precedence[] = {"static", "kubernetes", "consul"};
@@ -53,6 +55,13 @@ void mesh_registry_refresh(struct mesh_registry *r)
 {
     if (r->ops->refresh)
         r->ops->refresh(r);
+}
+
+void mesh_registry_local_services(struct mesh_registry *r,
+                                  const struct mesh_local_service *const *v, size_t n)
+{
+    if (r->ops->local_services)
+        r->ops->local_services(r, v, n);
 }
 
 void mesh_registry_status(struct mesh_registry *r, json_t *out)

@@ -17,6 +17,7 @@
 #define MESH_REGISTRY_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <jansson.h>
 #include <uv.h>
@@ -32,6 +33,8 @@ struct mesh_registry_env {
     const char *node_name;
     const char *zone;         /* may be "" */
     const char *node_address; /* IP that other hosts reach; may be "" */
+    const char *trust_domain;
+    uint16_t mesh_port; /* this agent's inbound mTLS port; 0: no mTLS */
 };
 
 /* One entry of "registries" in agent.json: the shared keys plus the adapter's own. */
@@ -84,6 +87,13 @@ struct mesh_registry_ops {
     /* Stops; `done` runs on the loop once every handle is closed. */
     void (*stop)(struct mesh_registry *r, mesh_registry_stopped_cb done, void *data);
     void (*destroy)(struct mesh_registry *r);
+    /*
+     * The services whose workloads run on this host, as every registry together reports
+     * them (borrowed for the call), whenever they change; for adapters that publish them
+     * (Consul registration). Optional.
+     */
+    void (*local_services)(struct mesh_registry *r, const struct mesh_local_service *const *v,
+                           size_t n);
     /* Adds adapter-specific status fields to `out`. Optional. */
     void (*status)(struct mesh_registry *r, json_t *out);
     /*
@@ -117,6 +127,8 @@ int mesh_registry_type_rank(const char *type);
 /* Wrappers that treat missing optional ops as no-ops. */
 void mesh_registry_refresh(struct mesh_registry *r);
 void mesh_registry_status(struct mesh_registry *r, json_t *out);
+void mesh_registry_local_services(struct mesh_registry *r,
+                                  const struct mesh_local_service *const *v, size_t n);
 /* Writes the adapter metrics of every registry in `regs`, grouped by type. */
 void mesh_registry_metrics(struct mesh_registry *const *regs, size_t n, struct mesh_buf *b);
 

@@ -1,0 +1,282 @@
+#include "registry-adapters/consul/consul_decode.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "common/alloc.h"
+#include "common/strutil.h"
+
+#define MAX_SERVICES 100000
+
+static int fail(char *err, size_t errlen, const char *what, const char *name)
+{
+    if (name)
+        snprintf(err, errlen, "%s '%.64s'", what, name);
+    else
+        snprintf(err, errlen, "%s", what);
+    return -EINVAL;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool has_tag(json_t *tags, const char *tag)
+{
+    size_t i;
+    json_t *t;
+    json_array_foreach (tags, i, t) {
+        if (json_is_string(t) && strcmp(json_string_value(t), tag) == 0)
+            return true;
+    }
+    return false;
+}
+
+int mesh_consul_decode_services(const char *data, size_t len, const char *tag,
+                                struct mesh_consul_names *ret, char *err, size_t errlen)
+{
+    json_error_t je;
+    json_t *root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &je);
+    struct mesh_consul_names out = {0};
+    int r = 0;
+    if (!root)
+        return fail(err, errlen, "not JSON:", je.text);
+    if (!json_is_object(root)) {
+        r = fail(err, errlen, "expected an object of service names", NULL);
+        goto out;
+    }
+    if (json_object_size(root) > MAX_SERVICES) {
+        r = fail(err, errlen, "more than 100000 services", NULL);
+        goto out;
+    }
+    out.v = mesh_calloc(json_object_size(root) + 1, sizeof(*out.v));
+    if (!out.v) {
+        r = -ENOMEM;
+        goto out;
+    }
+    const char *name;
+    json_t *tags;
+    json_object_foreach (root, name, tags) {
+        if (!json_is_array(tags) && !json_is_null(tags)) {
+            r = fail(err, errlen, "expected a list of tags for", name);
+            goto out;
+        }
+        if (tag && !has_tag(tags, tag))
+            continue;
+        if (!mesh_is_dns_label(name)) {
+            if (!out.skipped++)
+                snprintf(out.first_skipped, sizeof(out.first_skipped), "%s", name);
+            continue;
+        }
+        if (!(out.v[out.n] = mesh_strdup(name))) {
+            r = -ENOMEM;
+            goto out;
+        }
+        out.n++;
+    }
+    qsort(out.v, out.n, sizeof(*out.v), cmp_str);
+    *ret = out;
+    out = (struct mesh_consul_names){0};
+out:
+    mesh_consul_names_done(&out);
+    json_decref(root);
+    return r;
+}
+
+void mesh_consul_names_done(struct mesh_consul_names *n)
+{
+    for (size_t i = 0; i < n->n; i++)
+        mesh_free(n->v[i]);
+    mesh_free(n->v);
+    *n = (struct mesh_consul_names){0};
+}
+
+/* ---- health ---- */
+
+enum check_state { PASSING, WARNING, CRITICAL };
+
+/* The worst state of the checks; -1 when a check is malformed. */
+static int worst_check(json_t *checks)
+{
+    int worst = PASSING;
+    size_t i;
+    json_t *c;
+    if (!checks || json_is_null(checks))
+        return PASSING;
+    if (!json_is_array(checks))
+        return -1;
+    json_array_foreach (checks, i, c) {
+        const char *st = json_string_value(json_object_get(c, "Status"));
+        if (!st)
+            return -1;
+        int s = strcmp(st, "passing") == 0   ? PASSING
+                : strcmp(st, "warning") == 0 ? WARNING
+                                             : CRITICAL; /* critical, maintenance, unknown */
+        if (s > worst)
+            worst = s;
+    }
+    return worst;
+}
+
+static const char *meta_str(json_t *obj, const char *key)
+{
+    json_t *meta = json_object_get(obj, "Meta");
+    return json_is_object(meta) ? json_string_value(json_object_get(meta, key)) : NULL;
+}
+
+static long weight_of(json_t *svc, const char *which)
+{
+    json_t *w = json_object_get(json_object_get(svc, "Weights"), which);
+    if (!w || json_is_null(w))
+        return 1;
+    return json_is_integer(w) ? (long)json_integer_value(w) : -1;
+}
+
+static int meta_labels(json_t *svc, struct mesh_labels *l)
+{
+    json_t *meta = json_object_get(svc, "Meta"), *v;
+    const char *k;
+    if (!json_is_object(meta))
+        return 0;
+    json_object_foreach (meta, k, v) {
+        const char *s = json_string_value(v);
+        if (!s || !mesh_label_key_valid(k, NULL) || !mesh_label_value_valid(s, NULL))
+            continue;
+        if (mesh_labels_set(l, k, s) < 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+/* Fills `ep` from one entry; 1 when used, 0 when left out (counted), <0 on error. */
+static int instance(json_t *e, const struct mesh_consul_health_options *o,
+                    struct mesh_consul_instances *out, struct mesh_endpoint *ep, char *err,
+                    size_t errlen)
+{
+    json_t *node = json_object_get(e, "Node"), *svc = json_object_get(e, "Service");
+    if (!json_is_object(node) || !json_is_object(svc))
+        return fail(err, errlen, "an entry without a Node and a Service object", NULL);
+    int state = worst_check(json_object_get(e, "Checks"));
+    if (state < 0)
+        return fail(err, errlen, "an entry with malformed Checks", NULL);
+    long weight = weight_of(svc, state == WARNING ? "Warning" : "Passing");
+    if (weight < 0)
+        return fail(err, errlen, "an entry with malformed Weights", NULL);
+    if (state == CRITICAL || (state == WARNING && !o->include_warning) || weight == 0) {
+        out->unhealthy++;
+        return 0;
+    }
+    const char *addr = json_string_value(json_object_get(svc, "Address"));
+    if (!addr || !addr[0])
+        addr = json_string_value(json_object_get(node, "Address"));
+    json_t *port = json_object_get(svc, "Port");
+    json_int_t p = json_is_integer(port) ? json_integer_value(port) : 0;
+    memset(ep, 0, sizeof(*ep));
+    if (!addr || p < 1 || p > 65535 || mesh_addr_from_ip(addr, (uint16_t)p, &ep->addr) < 0) {
+        out->skipped++;
+        return 0;
+    }
+    ep->weight = (uint32_t)(weight > MESH_WEIGHT_MAX ? MESH_WEIGHT_MAX : weight);
+    ep->health = MESH_EP_READY | MESH_EP_SERVING;
+    const char *mp = meta_str(svc, MESH_CONSUL_META_PORT);
+    uint64_t mport = 0;
+    if (mp && mesh_parse_u64(mp, strlen(mp), &mport) == 0 && mport >= 1 && mport <= 65535)
+        ep->mesh_port = (uint16_t)mport;
+    const char *zone = o->zone_key ? meta_str(svc, o->zone_key) : NULL;
+    if (!zone && o->zone_key)
+        zone = meta_str(node, o->zone_key);
+    const char *nname = json_string_value(json_object_get(node, "Node"));
+    if ((zone && zone[0] && !(ep->zone = mesh_strdup(zone))) ||
+        (nname && !(ep->node = mesh_strdup(nname))) || meta_labels(svc, &ep->labels) < 0) {
+        mesh_endpoint_done(ep);
+        return -ENOMEM;
+    }
+    return 1;
+}
+
+/* By address, then node name, so that duplicates resolve the same way every time. */
+static int cmp_ep(const void *a, const void *b)
+{
+    const struct mesh_endpoint *x = a, *y = b;
+    int c = mesh_endpoint_addr_cmp(x, y);
+    if (c || !x->node || !y->node)
+        return c ? c : (x->node != NULL) - (y->node != NULL);
+    return strcmp(x->node, y->node);
+}
+
+static enum mesh_protocol protocol_of(json_t *root)
+{
+    json_t *svc = json_object_get(json_array_get(root, 0), "Service");
+    const char *p = meta_str(svc, MESH_CONSUL_META_PROTOCOL);
+    for (size_t i = 0; p && mesh_protocol_names[i]; i++) {
+        if (strcmp(p, mesh_protocol_names[i]) == 0)
+            return (enum mesh_protocol)i;
+    }
+    return MESH_PROTO_TCP;
+}
+
+int mesh_consul_decode_health(const char *data, size_t len,
+                              const struct mesh_consul_health_options *opts,
+                              struct mesh_consul_instances *ret, char *err, size_t errlen)
+{
+    json_error_t je;
+    json_t *root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &je);
+    struct mesh_consul_instances out = {0};
+    int r = 0;
+    if (!root)
+        return fail(err, errlen, "not JSON:", je.text);
+    if (!json_is_array(root)) {
+        r = fail(err, errlen, "expected a list of service instances", NULL);
+        goto out;
+    }
+    if (json_array_size(root) > MESH_ENDPOINTS_MAX) {
+        r = fail(err, errlen, "more than 100000 instances", NULL);
+        goto out;
+    }
+    out.v = mesh_calloc(json_array_size(root) + 1, sizeof(*out.v));
+    if (!out.v) {
+        r = -ENOMEM;
+        goto out;
+    }
+    size_t i;
+    json_t *e;
+    json_array_foreach (root, i, e) {
+        r = instance(e, opts, &out, &out.v[out.n], err, errlen);
+        if (r < 0)
+            goto out;
+        out.n += (size_t)r;
+    }
+    r = 0;
+    qsort(out.v, out.n, sizeof(*out.v), cmp_ep);
+    /* One address:port is one endpoint: the instance on the node sorted first stays. */
+    size_t k = 0;
+    for (size_t j = 0; j < out.n; j++) {
+        if (k && mesh_endpoint_addr_cmp(&out.v[k - 1], &out.v[j]) == 0) {
+            mesh_endpoint_done(&out.v[j]);
+            out.skipped++;
+            continue;
+        }
+        out.v[k++] = out.v[j];
+    }
+    out.n = k;
+    out.protocol = protocol_of(root);
+    *ret = out;
+    out = (struct mesh_consul_instances){0};
+out:
+    mesh_consul_instances_done(&out);
+    json_decref(root);
+    return r;
+}
+
+void mesh_consul_instances_done(struct mesh_consul_instances *in)
+{
+    for (size_t i = 0; i < in->n; i++)
+        mesh_endpoint_done(&in->v[i]);
+    mesh_free(in->v);
+    *in = (struct mesh_consul_instances){0};
+}

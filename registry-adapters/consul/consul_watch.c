@@ -1,0 +1,474 @@
+/*
+ * Discovery: one blocking query on /v1/catalog/services for the names, and one per service
+ * on /v1/health/service/<name> for its healthy instances, as Consul's "Blocking Queries"
+ * page says to run them: the index from X-Consul-Index, reset when it goes backwards, never
+ * below 1, and no loop faster than min_interval.
+ *
+ * At most max_watches service queries run at once (each holds a connection for up to
+ * `wait`). With more services than that, the rest wait in a queue and the slots rotate:
+ * each query then waits at most rotation_wait before handing its slot to the next service,
+ * so every service is still read, and a change shows within about
+ * services / max_watches * rotation_wait.
+ */
+#define MESH_LOG_MODULE "consul"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/alloc.h"
+#include "common/backoff.h"
+#include "common/log.h"
+#include "common/strutil.h"
+#include "registry-adapters/consul/consul-int.h"
+
+struct consul_watch {
+    struct consul_registry *c;
+    char *name;
+    struct mesh_http_req req;
+    char *url;
+    uv_timer_t timer;
+    uint64_t index;
+    uint64_t started_ms;
+    unsigned failures;
+    bool active;   /* holds a query slot */
+    bool queued;   /* waits for one */
+    bool answered; /* its first answer came */
+    struct consul_watch *qnext;
+};
+
+static void watch_query(struct consul_watch *w);
+
+/* ---- URLs ---- */
+
+static void common_query(const struct consul_registry *c, struct mesh_buf *b)
+{
+    const struct mesh_consul_config *cfg = c->cfg;
+    const struct {
+        const char *key, *value;
+    } opt[] = {{"dc", cfg->datacenter}, {"ns", cfg->consul_namespace},
+               {"partition", cfg->partition}};
+    for (size_t i = 0; i < MESH_ARRAY_SIZE(opt); i++) {
+        if (opt[i].value && opt[i].value[0]) {
+            mesh_buf_appendf(b, "&%s=", opt[i].key);
+            mesh_http_escape(b, opt[i].value);
+        }
+    }
+    if (cfg->consistency == MESH_CONSUL_STALE)
+        mesh_buf_append_str(b, "&stale");
+    else if (cfg->consistency == MESH_CONSUL_CONSISTENT)
+        mesh_buf_append_str(b, "&consistent");
+}
+
+/* The wait of the next query, and the client's timeout for it: Consul adds up to wait/16. */
+static uint64_t wait_of(const struct consul_registry *c)
+{
+    bool rotating = c->watches.n > (size_t)c->cfg->max_watches;
+    return rotating && c->cfg->rotation_wait_ms < c->cfg->wait_ms ? c->cfg->rotation_wait_ms
+                                                                   : c->cfg->wait_ms;
+}
+
+static long timeout_for(uint64_t wait_ms)
+{
+    return (long)(wait_ms + wait_ms / 16 + 10000);
+}
+
+static char *health_url(const struct consul_registry *c, const char *name, uint64_t index,
+                        uint64_t wait_ms)
+{
+    struct mesh_buf b;
+    mesh_buf_init(&b, 4096);
+    mesh_buf_appendf(&b, "%s/v1/health/service/", c->conn.base_url);
+    mesh_http_escape(&b, name);
+    mesh_buf_appendf(&b, "?index=%" PRIu64 "&wait=%" PRIu64 "ms", index, wait_ms);
+    if (!c->cfg->include_warning)
+        mesh_buf_append_str(&b, "&passing=1");
+    if (c->cfg->tag && c->cfg->tag[0]) {
+        mesh_buf_append_str(&b, "&tag=");
+        mesh_http_escape(&b, c->cfg->tag);
+    }
+    common_query(c, &b);
+    return b.err ? (mesh_buf_done(&b), NULL) : mesh_buf_steal(&b, NULL);
+}
+
+static char *catalog_url(const struct consul_registry *c, uint64_t index)
+{
+    struct mesh_buf b;
+    mesh_buf_init(&b, 4096);
+    mesh_buf_appendf(&b, "%s/v1/catalog/services?index=%" PRIu64 "&wait=%" PRIu64 "ms",
+                     c->conn.base_url, index, c->cfg->wait_ms);
+    common_query(c, &b);
+    return b.err ? (mesh_buf_done(&b), NULL) : mesh_buf_steal(&b, NULL);
+}
+
+/* The index for the next query, from the answer's X-Consul-Index and the previous one. */
+static uint64_t next_index(struct consul_registry *c, const struct mesh_http_req *req,
+                           uint64_t prev)
+{
+    size_t len = 0;
+    const char *h = mesh_http_req_header(req, "X-Consul-Index", &len);
+    uint64_t idx = 0;
+    if (!h || mesh_parse_u64(h, len, &idx) < 0)
+        idx = 0;
+    if (idx < prev) { /* the raft index went backwards (a restored snapshot): start over */
+        c->index_resets++;
+        idx = 0;
+    }
+    return idx < 1 ? 1 : idx; /* 0 would make the next query return at once, in a loop */
+}
+
+/* An empty answer that ACLs filtered: "not authorized", never "nothing there". */
+static bool filtered_by_acls(const struct mesh_http_req *req)
+{
+    size_t len = 0;
+    const char *h = mesh_http_req_header(req, "X-Consul-Results-Filtered-By-Acls", &len);
+    return h && len == 4 && strncasecmp(h, "true", 4) == 0;
+}
+
+/* ---- the first full sync ---- */
+
+static void sync_check(struct consul_registry *c)
+{
+    if (c->synced || !c->sync_started || c->sync_pending)
+        return;
+    c->synced = true;
+    c->base.sink.sync_end(c->base.sink.data, &c->base);
+}
+
+/* ---- slots ---- */
+
+static void enqueue(struct consul_watch *w)
+{
+    struct consul_registry *c = w->c;
+    w->queued = true;
+    w->qnext = NULL;
+    if (c->queue_tail)
+        c->queue_tail->qnext = w;
+    else
+        c->queue_head = w;
+    c->queue_tail = w;
+}
+
+static void dequeue(struct consul_watch *w)
+{
+    struct consul_registry *c = w->c;
+    struct consul_watch **p = &c->queue_head, *prev = NULL;
+    while (*p && *p != w) {
+        prev = *p;
+        p = &(*p)->qnext;
+    }
+    if (!*p)
+        return;
+    *p = w->qnext;
+    if (c->queue_tail == w)
+        c->queue_tail = prev;
+    w->queued = false;
+}
+
+static void pump(struct consul_registry *c)
+{
+    while (!c->stopping && c->queue_head && c->n_active < (size_t)c->cfg->max_watches) {
+        struct consul_watch *w = c->queue_head;
+        dequeue(w);
+        w->active = true;
+        c->n_active++;
+        watch_query(w);
+    }
+}
+
+/* ---- one service ---- */
+
+static void on_watch_timer(uv_timer_t *t)
+{
+    watch_query(container_of(t, struct consul_watch, timer));
+}
+
+static void apply_answer(struct consul_watch *w)
+{
+    struct consul_registry *c = w->c;
+    struct mesh_consul_health_options o = {
+        .include_warning = c->cfg->include_warning,
+        .zone_key = c->cfg->zone_meta_key,
+    };
+    struct mesh_consul_instances in = {0};
+    char err[256];
+    int r = mesh_consul_decode_health(w->req.answer.data ? w->req.answer.data : "",
+                                      w->req.answer.len, &o, &in, err, sizeof(err));
+    if (r < 0) {
+        mesh_consul__problem(c, CONSUL_ERR_DECODE, "service '%s': cannot read Consul's answer: %s",
+                             w->name, r == -ENOMEM ? "out of memory" : err);
+        return;
+    }
+    if (in.n == 0 && filtered_by_acls(&w->req)) {
+        mesh_consul__problem(c, CONSUL_ERR_ACL,
+                             "service '%s': not authorized: the token may not read its instances "
+                             "(an empty answer filtered by ACLs); keeping the last good endpoints",
+                             w->name);
+        mesh_consul_instances_done(&in);
+        return;
+    }
+    struct mesh_service_update u = {
+        .namespace = c->base.cfg->namespace,
+        .name = w->name,
+        .protocol = in.protocol,
+        .endpoints = in.v,
+        .n_endpoints = in.n,
+    };
+    c->base.sink.set_service(c->base.sink.data, &c->base, &u);
+    mesh_consul_instances_done(&in);
+    mesh_consul__ok(c);
+    if (!w->answered) {
+        w->answered = true;
+        if (c->sync_started && !c->synced) {
+            c->sync_pending--;
+            sync_check(c);
+        }
+    }
+}
+
+static void on_watch_done(struct mesh_http_req *req)
+{
+    struct consul_watch *w = req->data;
+    struct consul_registry *c = w->c;
+    if (req->status == 200) {
+        w->failures = 0;
+        w->index = next_index(c, req, w->index);
+        apply_answer(w);
+    } else {
+        char what[160];
+        snprintf(what, sizeof(what), "watching service '%s'", w->name);
+        mesh_consul__failed(c, req, what);
+        uv_timer_start(&w->timer, on_watch_timer, mesh_backoff_ms(w->failures++, 1000, 60000), 0);
+        return;
+    }
+    if (c->queue_head && c->watches.n > (size_t)c->cfg->max_watches) {
+        /* Others are waiting: hand the slot on. */
+        w->active = false;
+        c->n_active--;
+        enqueue(w);
+        pump(c);
+        return;
+    }
+    watch_query(w);
+}
+
+static void watch_query(struct consul_watch *w)
+{
+    struct consul_registry *c = w->c;
+    if (c->stopping || mesh_http_req_active(&w->req))
+        return;
+    uint64_t now = mesh_consul__now(c);
+    if (w->started_ms && now - w->started_ms < c->cfg->min_interval_ms) {
+        uv_timer_start(&w->timer, on_watch_timer, c->cfg->min_interval_ms - (now - w->started_ms),
+                       0);
+        return;
+    }
+    uint64_t wait = wait_of(c);
+    mesh_free(w->url);
+    w->url = health_url(c, w->name, w->index, wait);
+    if (!w->url) {
+        uv_timer_start(&w->timer, on_watch_timer, 1000, 0);
+        return;
+    }
+    w->started_ms = now;
+    w->req.url = w->url;
+    w->req.headers = mesh_consul__headers(c, false);
+    w->req.timeout_ms = timeout_for(wait);
+    w->req.max_answer = 64u << 20;
+    w->req.done = on_watch_done;
+    w->req.data = w;
+    if (mesh_consul__start(c, &w->req) < 0)
+        uv_timer_start(&w->timer, on_watch_timer, 1000, 0);
+}
+
+static void on_watch_closed(uv_handle_t *h)
+{
+    struct consul_watch *w = container_of((uv_timer_t *)h, struct consul_watch, timer);
+    struct consul_registry *c = w->c;
+    mesh_http_req_done(&w->req);
+    mesh_free(w->url);
+    mesh_free(w->name);
+    mesh_free(w);
+    mesh_consul__closed_one(c);
+}
+
+/* Stops and frees a watch; `forget` also removes the service from the catalog. */
+static void watch_remove(struct consul_watch *w, bool forget)
+{
+    struct consul_registry *c = w->c;
+    mesh_hmap_remove(&c->watches, w->name);
+    mesh_http_req_cancel(&w->req);
+    uv_timer_stop(&w->timer);
+    if (w->queued)
+        dequeue(w);
+    if (w->active)
+        c->n_active--;
+    if (!w->answered && c->sync_started && !c->synced)
+        c->sync_pending--;
+    if (forget && w->answered) {
+        struct mesh_service_update u = {.namespace = c->base.cfg->namespace, .name = w->name};
+        c->base.sink.set_service(c->base.sink.data, &c->base, &u);
+    }
+    c->pending_closes++;
+    uv_close((uv_handle_t *)&w->timer, on_watch_closed);
+}
+
+static int watch_add(struct consul_registry *c, const char *name)
+{
+    struct consul_watch *w = mesh_calloc(1, sizeof(*w));
+    if (!w || !(w->name = mesh_strdup(name))) {
+        mesh_free(w);
+        return -ENOMEM;
+    }
+    w->c = c;
+    w->index = 1;
+    if (mesh_hmap_put(&c->watches, w->name, w) < 0) {
+        mesh_free(w->name);
+        mesh_free(w);
+        return -ENOMEM;
+    }
+    uv_timer_init(c->base.loop, &w->timer);
+    if (c->sync_started && !c->synced)
+        c->sync_pending++;
+    enqueue(w);
+    return 0;
+}
+
+/* ---- the catalog ---- */
+
+static void catalog_query(struct consul_registry *c);
+
+static void on_catalog_timer(uv_timer_t *t)
+{
+    catalog_query(container_of(t, struct consul_registry, catalog_timer));
+}
+
+static int cmp_name(const void *key, const void *elem)
+{
+    return strcmp(*(const char *const *)key, *(const char *const *)elem);
+}
+
+/* Makes the watches follow `names` (sorted). */
+static void follow(struct consul_registry *c, const struct mesh_consul_names *names)
+{
+    struct consul_watch **gone = mesh_calloc(c->watches.n + 1, sizeof(*gone));
+    size_t n_gone = 0;
+    const struct mesh_hmap_entry *e;
+    if (!gone) {
+        mesh_consul__problem(c, CONSUL_ERR_DECODE, "out of memory following the catalog");
+        return;
+    }
+    for (size_t i = 0; mesh_hmap_next(&c->watches, &i, &e);) {
+        if (!bsearch(&e->key, names->v, names->n, sizeof(*names->v), cmp_name))
+            gone[n_gone++] = e->value;
+    }
+    for (size_t i = 0; i < n_gone; i++) {
+        mesh_log_info("service '%s' left the Consul catalog", gone[i]->name);
+        watch_remove(gone[i], true);
+    }
+    mesh_free(gone);
+    for (size_t i = 0; i < names->n; i++) {
+        if (!mesh_hmap_get(&c->watches, names->v[i]) && watch_add(c, names->v[i]) < 0) {
+            mesh_consul__problem(c, CONSUL_ERR_DECODE, "out of memory following the catalog");
+            break;
+        }
+    }
+    pump(c);
+}
+
+static void on_catalog_done(struct mesh_http_req *req)
+{
+    struct consul_registry *c = container_of(req, struct consul_registry, catalog);
+    if (req->status != 200) {
+        mesh_consul__failed(c, req, "reading the service catalog");
+        uv_timer_start(&c->catalog_timer, on_catalog_timer,
+                       mesh_backoff_ms(c->catalog_failures++, 1000, 60000), 0);
+        return;
+    }
+    c->catalog_failures = 0;
+    c->catalog_index = next_index(c, req, c->catalog_index);
+    struct mesh_consul_names names = {0};
+    char err[256];
+    int r = mesh_consul_decode_services(req->answer.data ? req->answer.data : "", req->answer.len,
+                                        c->cfg->tag && c->cfg->tag[0] ? c->cfg->tag : NULL,
+                                        &names, err, sizeof(err));
+    if (r < 0) {
+        mesh_consul__problem(c, CONSUL_ERR_DECODE, "cannot read the service catalog: %s",
+                             r == -ENOMEM ? "out of memory" : err);
+    } else if (names.n == 0 && names.skipped == 0 && filtered_by_acls(req)) {
+        mesh_consul__problem(c, CONSUL_ERR_ACL,
+                             "not authorized: the token may not list services (an empty answer "
+                             "filtered by ACLs); keeping the last good catalog");
+    } else {
+        if (names.skipped)
+            mesh_log_debug("%zu Consul services skipped: their names are not DNS labels ('%s')",
+                           names.skipped, names.first_skipped);
+        bool first = !c->sync_started;
+        if (first) {
+            c->sync_started = true;
+            c->base.sink.sync_begin(c->base.sink.data, &c->base);
+        }
+        follow(c, &names);
+        if (first) {
+            c->sync_pending = c->watches.n;
+            sync_check(c);
+        }
+        mesh_consul__ok(c);
+    }
+    mesh_consul_names_done(&names);
+    catalog_query(c);
+}
+
+static void catalog_query(struct consul_registry *c)
+{
+    if (c->stopping || mesh_http_req_active(&c->catalog))
+        return;
+    uint64_t now = mesh_consul__now(c);
+    if (c->catalog_started_ms && now - c->catalog_started_ms < c->cfg->min_interval_ms) {
+        uv_timer_start(&c->catalog_timer, on_catalog_timer,
+                       c->cfg->min_interval_ms - (now - c->catalog_started_ms), 0);
+        return;
+    }
+    mesh_free(c->catalog_url);
+    c->catalog_url = catalog_url(c, c->catalog_index);
+    if (!c->catalog_url) {
+        uv_timer_start(&c->catalog_timer, on_catalog_timer, 1000, 0);
+        return;
+    }
+    c->catalog_started_ms = now;
+    c->catalog.url = c->catalog_url;
+    c->catalog.headers = mesh_consul__headers(c, false);
+    c->catalog.timeout_ms = timeout_for(c->cfg->wait_ms);
+    c->catalog.max_answer = 64u << 20;
+    c->catalog.done = on_catalog_done;
+    if (mesh_consul__start(c, &c->catalog) < 0)
+        uv_timer_start(&c->catalog_timer, on_catalog_timer, 1000, 0);
+}
+
+int mesh_consul__watch_start(struct consul_registry *c)
+{
+    c->catalog_index = 1;
+    catalog_query(c);
+    return 0;
+}
+
+void mesh_consul__watch_stop(struct consul_registry *c)
+{
+    mesh_http_req_cancel(&c->catalog);
+    uv_timer_stop(&c->catalog_timer);
+    const struct mesh_hmap_entry *e;
+    while (c->watches.n) {
+        size_t i = 0;
+        if (!mesh_hmap_next(&c->watches, &i, &e))
+            break;
+        watch_remove(e->value, false);
+    }
+}
+
+size_t mesh_consul__watch_count(const struct consul_registry *c)
+{
+    return c->watches.n;
+}

@@ -1,0 +1,306 @@
+"""The Consul registry adapter against the strict fake Consul API (tests/fakes/fake_consul.py):
+discovery through blocking queries, health, index resets, ACL behaviour, registration of
+this host's services, and merging with the static registry."""
+import os
+import socket
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fakes"))
+
+from fake_consul import FakeConsul  # noqa: E402
+from meshtest import AgentTest, SLOW, free_port, main, wait_for  # noqa: E402
+
+TOKEN = "8f2d8e4c-6b0a-4f7e-9a55-3a9d1c2b7e10"
+
+
+def endpoints(agent, name, ns="default"):
+    s = agent.services().get(f"{ns}/{name}")
+    return sorted((e["address"], e["port"]) for e in s["endpoints"]) if s else []
+
+
+class ConsulTest(AgentTest):
+    def setUp(self):
+        super().setUp()
+        self.fakes = []
+
+    def tearDown(self):
+        super().tearDown()
+        for f in self.fakes:
+            f.stop()
+        for f in self.fakes:
+            self.assertEqual(f.token_in_query, 0, "a token was sent in a query string")
+
+    def consul(self, **kw):
+        f = FakeConsul(**kw).start()
+        self.fakes.append(f)
+        return f
+
+    def consul_agent(self, fake, services=None, static=True, env=None, **reg):
+        entry = {"type": "consul", "name": "consul", "address": fake.address,
+                 "min_interval": "20ms", "register": False}
+        entry.update(reg)
+        a = self.agent(services=services, env=env, name="host-a")
+        a.config["registries"] = (a.config["registries"] if static else []) + [entry]
+        a.config["readiness"] = {"registry_sync_timeout": "3s"}
+        return a
+
+    # -- discovery --
+
+    def test_services_and_health_changes_reach_the_catalog_quickly(self):
+        fake = self.consul()
+        fake.add_instance("web", "10.0.0.1", 8080, node="n1", meta={"zone": "z1", "version": "v1"})
+        web2 = fake.add_instance("web", "10.0.0.2", 8080, node="n2")
+        a = self.consul_agent(fake).start()
+        wait_for(lambda: endpoints(a, "web") == [("10.0.0.1", 8080), ("10.0.0.2", 8080)],
+                 what="web's two instances")
+        e = {x["address"]: x for x in a.services()["default/web"]["endpoints"]}
+        self.assertEqual(e["10.0.0.1"]["zone"], "z1")
+        self.assertEqual(e["10.0.0.1"]["node"], "n1")
+        self.assertEqual(e["10.0.0.1"]["labels"]["version"], "v1")
+        self.assertEqual(a.json("/v1/status")["registries"][-1]["synced"], True)
+
+        # A failing check removes the endpoint, a passing one restores it: each within 200 ms.
+        for status, want in (("critical", [("10.0.0.1", 8080)]),
+                             ("passing", [("10.0.0.1", 8080), ("10.0.0.2", 8080)])):
+            t0 = time.monotonic()
+            fake.set_check(web2, status, node="n2")
+            wait_for(lambda: endpoints(a, "web") == want, interval=0.005,
+                     what=f"the check turning {status}")
+            self.assertLess(time.monotonic() - t0, 0.2 * SLOW)
+        # A new service, and one that leaves.
+        t0 = time.monotonic()
+        db = fake.add_instance("db", "10.0.1.1", 5432)
+        wait_for(lambda: endpoints(a, "db") == [("10.0.1.1", 5432)], interval=0.005,
+                 what="a new service")
+        self.assertLess(time.monotonic() - t0, 0.2 * SLOW)
+        fake.remove_instance(db)
+        wait_for(lambda: "default/db" not in a.services(), what="the service leaving")
+        self.assertEqual(a.metric("mesh_consul_watched_services", registry="consul"), 1)
+        # Blocking queries: an idle second costs no request beyond the ones waiting.
+        t0 = time.monotonic()
+        time.sleep(1)
+        self.assertLessEqual(len(fake.requests_since(t0)), 2)
+
+    def test_warning_instances_count_only_when_asked(self):
+        fake = self.consul()
+        fake.add_instance("api", "10.0.0.1", 80, node="n1")
+        fake.add_instance("api", "10.0.0.2", 80, node="n2", status="warning")
+        a = self.consul_agent(fake).start()
+        wait_for(lambda: endpoints(a, "api") == [("10.0.0.1", 80)], what="passing only")
+        b = self.consul_agent(fake, include_warning=True).start()
+        wait_for(lambda: endpoints(b, "api") == [("10.0.0.1", 80), ("10.0.0.2", 80)],
+                 what="warning instances too")
+
+    def test_index_going_backwards_is_reset(self):
+        fake = self.consul()
+        fake.add_instance("web", "10.0.0.1", 80)
+        a = self.consul_agent(fake).start()
+        wait_for(lambda: endpoints(a, "web") == [("10.0.0.1", 80)], what="web")
+        fake.rewind_index(5)  # a snapshot restore
+        fake.add_instance("web", "10.0.0.2", 80, node="n2")
+        wait_for(lambda: endpoints(a, "web") == [("10.0.0.1", 80), ("10.0.0.2", 80)],
+                 what="a change after the index went backwards")
+        self.assertGreaterEqual(a.metric("mesh_consul_index_resets_total", registry="consul"), 1)
+        # And no tight loop after it: the watches block again.
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        time.sleep(1)
+        self.assertLessEqual(len(fake.requests_since(t0)), 3)
+
+    def test_restart_keeps_the_catalog_until_consul_answers(self):
+        fake = self.consul()
+        fake.add_instance("web", "10.0.0.1", 80)
+        a = self.consul_agent(fake).start()
+        wait_for(lambda: endpoints(a, "web") == [("10.0.0.1", 80)], what="web")
+        a.stop()
+        fake.stop()  # Consul is down while the agent restarts
+        a.start()
+        # Served from the last-known-good catalog, not dropped.
+        self.assertEqual(endpoints(a, "web"), [("10.0.0.1", 80)])
+        time.sleep(1)
+        self.assertEqual(endpoints(a, "web"), [("10.0.0.1", 80)])
+        self.assertGreaterEqual(a.metric("mesh_consul_errors_total", registry="consul",
+                                         kind="connect"), 1)
+        fake.start()
+        fake.remove_instance("web-10.0.0.1-80")
+        fake.add_instance("api", "10.0.0.9", 80)
+        wait_for(lambda: endpoints(a, "api") == [("10.0.0.9", 80)], timeout=10,
+                 what="Consul back")
+        wait_for(lambda: "default/web" not in a.services(), what="the full sync reaping web")
+
+    # -- ACLs --
+
+    def test_acl_tokens_behave_as_consul_does(self):
+        fake = self.consul(acl_tokens={TOKEN: {"read", "write"}})
+        fake.add_instance("web", "10.0.0.1", 80)
+        tokfile = os.path.join(self.agents[0].tmp if self.agents else "/tmp", "x")
+        a = self.consul_agent(fake, env={"CONSUL_HTTP_TOKEN": TOKEN}).start()
+        wait_for(lambda: endpoints(a, "web") == [("10.0.0.1", 80)], what="read with the token")
+        self.assertTrue(all(r[4] for r in fake.requests), "every request carried the token")
+        # The token file in the config wins over the environment; a wrong one gets 403.
+        a.stop()
+        tokfile = os.path.join(a.tmp, "consul.token")
+        with open(tokfile, "w") as f:
+            f.write("not-a-known-token\n")
+        a.config["registries"][-1]["token_file"] = tokfile
+        a.start()
+        wait_for(lambda: "ACL not found" in a.logs(), what="the 403 in the log")
+        self.assertIn("Consul does not know the token", a.logs())
+        self.assertIn("token_file", a.logs())
+        # The last good catalog stays, and the agent backs off instead of looping.
+        self.assertEqual(endpoints(a, "web"), [("10.0.0.1", 80)])
+        t0 = time.monotonic()
+        time.sleep(3)
+        self.assertLessEqual(len(fake.requests_since(t0)), 8)
+        # A rotated token file is read again after a 403 and the next attempt succeeds.
+        with open(tokfile + ".new", "w") as f:
+            f.write(TOKEN + "\n")
+        os.rename(tokfile + ".new", tokfile)
+        fake.add_instance("db", "10.0.1.1", 5432)
+        wait_for(lambda: endpoints(a, "db") == [("10.0.1.1", 5432)], timeout=15,
+                 what="the rotated token accepted")
+
+    def test_an_answer_emptied_by_acls_keeps_the_catalog(self):
+        fake = self.consul()
+        fake.add_instance("web", "10.0.0.1", 80)
+        a = self.consul_agent(fake).start()
+        wait_for(lambda: endpoints(a, "web") == [("10.0.0.1", 80)], what="web")
+        # ACLs switched on with default deny; the agent has no token: reads come back empty
+        # with X-Consul-Results-Filtered-By-Acls. That is "not authorized", not "all gone".
+        fake.acl_tokens = {TOKEN: {"read"}}
+        fake.add_instance("web", "10.0.0.2", 80, node="n2")  # wakes the watches
+        wait_for(lambda: "not authorized" in a.logs(), what="the filtered answer reported")
+        self.assertEqual(endpoints(a, "web"), [("10.0.0.1", 80)])
+        self.assertGreaterEqual(a.metric("mesh_consul_errors_total", registry="consul",
+                                         kind="acl"), 1)
+        self.assertIn("not authorized", a.json("/v1/status")["registries"][-1]["last_error"])
+
+    # -- scale --
+
+    def test_many_services_hold_a_bounded_number_of_connections(self):
+        fake = self.consul()
+        fake.add_many(1000, 2)
+        a = self.consul_agent(fake, max_watches=40, rotation_wait="1s").start()
+        wait_for(lambda: len(a.services()) == 1000, timeout=30, what="1000 services")
+        self.assertLessEqual(fake.max_open_conns, 40 + 4)
+        self.assertLessEqual(fake.total_conns, 40 + 8, "connections are reused")
+        # A change in a service whose watch waits in the queue still arrives.
+        fake.add_instance("svc-00999", "10.9.9.9", 20000, node="n-new")
+        wait_for(lambda: ("10.9.9.9", 20000) in endpoints(a, "svc-00999"), timeout=60,
+                 what="a change to a queued service")
+
+    # -- registration --
+
+    def test_registers_local_services_with_a_ttl_check(self):
+        fake = self.consul()
+        workload = socket.socket()
+        workload.bind(("127.0.0.1", 0))
+        workload.listen(16)
+        port = workload.getsockname()[1]
+        a = self.consul_agent(fake, services={"api.json": {"service": {
+            "name": "api", "port": port, "protocol": "http"}}}, register=True, check_ttl="3s")
+        a.config["node"]["address"] = "127.0.0.1"
+        a.start()
+        wait_for(lambda: fake.check_status("mesh-default-api:workload") == "passing",
+                 what="the TTL check passing")
+        reg = fake.agent_services["mesh-default-api"]
+        self.assertEqual(reg["Name"], "api")
+        self.assertEqual(reg["Port"], port)
+        self.assertEqual(reg["Meta"]["mesh-managed-by"], "mesh-agent/host-a")
+        self.assertEqual(reg["Meta"]["protocol"], "http")
+        self.assertIn("DeregisterCriticalServiceAfter", reg["Check"])
+        # Seen from Consul and from the files: one endpoint, merged (docs/catalog.md rule 2).
+        wait_for(lambda: sorted(a.services()["default/api"]["registries"]) == ["consul", "files"],
+                 what="the service from both registries")
+        self.assertEqual(endpoints(a, "api"), [("127.0.0.1", port)])
+        # The workload goes away: the agent's own probe fails the check.
+        workload.close()
+        wait_for(lambda: fake.check_status("mesh-default-api:workload") == "critical",
+                 timeout=5, what="the check failing with the workload gone")
+        self.assertGreaterEqual(a.metric("mesh_consul_check_updates_total", registry="consul"), 2)
+        # Consul loses its state (an agent restart): the service is registered again.
+        first = a.metric("mesh_consul_registrations_total", registry="consul")
+        fake.lose_agent_state()
+        wait_for(lambda: "mesh-default-api" in fake.agent_services, timeout=5,
+                 what="re-registration after Consul forgot it")
+        self.assertGreater(a.metric("mesh_consul_registrations_total", registry="consul"), first)
+        # A service it did not register is never touched; its own go on a clean stop.
+        other = fake.add_instance("other", "127.0.0.1", 9)
+        fake.agent_services[other] = {"Name": "other", "Meta": {}}
+        a.stop()
+        self.assertNotIn("mesh-default-api", fake.agent_services)
+        self.assertIn(other, fake.agent_services)
+        deregs = [r for r in fake.requests if r[2].startswith("/v1/agent/service/deregister/")]
+        self.assertEqual([r[2] for r in deregs], ["/v1/agent/service/deregister/mesh-default-api"])
+
+    def test_stale_registrations_of_an_earlier_run_are_removed(self):
+        fake = self.consul()
+        a = self.consul_agent(fake, services={"api.json": {"service": {"name": "api", "port": free_port()}}},
+                              register=True)
+        a.start()
+        wait_for(lambda: "mesh-default-api" in fake.agent_services, what="api registered")
+        a.kill()  # no clean stop: the registration stays behind
+        a.exits.append(0)
+        a.close()
+        a.remove_service("api.json")
+        a.write_service("db.json", {"service": {"name": "db", "port": free_port()}})
+        a.start()
+        wait_for(lambda: "mesh-default-db" in fake.agent_services, what="db registered")
+        wait_for(lambda: "mesh-default-api" not in fake.agent_services, timeout=10,
+                 what="the stale api registration removed")
+
+    def test_missing_token_on_writes_is_refused_with_a_clear_error(self):
+        fake = self.consul(acl_tokens={TOKEN: {"read"}})
+        a = self.consul_agent(fake, services={"api.json": {"service": {"name": "api", "port": free_port()}}},
+                              register=True, token=TOKEN)
+        a.start()
+        wait_for(lambda: "Permission denied" in a.logs(), what="the 403 on register")
+        self.assertIn("registering service 'api' with Consul: not authorized", a.logs())
+        t0 = time.monotonic()
+        time.sleep(3)
+        regs = fake.requests_since(t0, "/v1/agent/service/register")
+        self.assertLessEqual(len(regs), 3, "backs off")
+
+    # -- configuration --
+
+    def test_environment_and_config_precedence(self):
+        fake = self.consul(acl_tokens={TOKEN: {"read"}})
+        fake.add_instance("web", "10.0.0.1", 80)
+        # CONSUL_HTTP_ADDR gives the address when the config does not; a token file from the
+        # environment wins over a token value from it.
+        tmp = self.agent().tmp
+        tokfile = os.path.join(tmp, "tok")
+        with open(tokfile, "w") as f:
+            f.write(TOKEN)
+        a = self.consul_agent(fake, env={"CONSUL_HTTP_ADDR": f"http://{fake.address}",
+                                         "CONSUL_HTTP_TOKEN": "wrong",
+                                         "CONSUL_HTTP_TOKEN_FILE": tokfile})
+        a.config["registries"][-1]["address"] = ""
+        a.start()
+        wait_for(lambda: endpoints(a, "web") == [("10.0.0.1", 80)], what="web")
+        st = a.json("/v1/status")["registries"][-1]
+        self.assertEqual(st["token_from"], "CONSUL_HTTP_TOKEN_FILE")
+        self.assertEqual(st["address"], f"http://{fake.address}")
+
+    def test_validate_names_bad_settings(self):
+        a = self.agent()
+        a.config["registries"].append({"type": "consul", "address": "unix:///x", "wait": "20m",
+                                       "token_file": "/nonexistent/token", "consistncy": "x"})
+        a.write_config()
+        import subprocess
+        from meshtest import AGENT
+        r = subprocess.run([AGENT, "validate", "--config", a.config_path],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("$.registries[1].wait", r.stderr)
+        self.assertIn("did you mean 'consistency'", r.stderr)
+        r2 = subprocess.run([AGENT, "validate", "--config", a.config_path],
+                            capture_output=True, text=True,
+                            env=dict(os.environ, CONSUL_HTTP_SSL="maybe"))
+        self.assertEqual(r2.returncode, 1)
+
+
+if __name__ == "__main__":
+    main()

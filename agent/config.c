@@ -638,8 +638,7 @@ static int fill_dynamic_defaults(struct mesh_cfg_ctx *ctx, struct mesh_agent_con
         .zone = c->node.zone,
         .node_address = c->node.address,
         .trust_domain = c->trust_domain,
-        .mesh_port =
-            c->identity.mode == MESH_IDENTITY_NONE ? 0 : mesh_addr_port(&c->inbound_addr),
+        .mesh_port = c->identity.mode == MESH_IDENTITY_NONE ? 0 : mesh_addr_port(&c->inbound_addr),
     };
     return 0;
 }

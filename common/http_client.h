@@ -44,23 +44,23 @@ typedef void (*mesh_http_done_cb)(struct mesh_http_req *req);
 
 struct mesh_http_req {
     /* In; borrowed until done (or cancel). */
-    const char *method;          /* NULL: GET, or POST when there is a body */
+    const char *method; /* NULL: GET, or POST when there is a body */
     const char *url;
-    const char *const *headers;  /* NULL-terminated "Name: value" lines, or NULL */
-    const char *body;            /* sent as is; NULL: none */
+    const char *const *headers; /* NULL-terminated "Name: value" lines, or NULL */
+    const char *body;           /* sent as is; NULL: none */
     size_t body_len;
-    long timeout_ms;             /* whole transfer; 0: none */
-    long connect_timeout_ms;     /* 0: 5 s */
+    long timeout_ms;         /* whole transfer; 0: none */
+    long connect_timeout_ms; /* 0: 5 s */
     const struct mesh_http_tls *tls;
-    size_t max_answer;           /* cap on `answer`; 0: 1 MiB. Past it the transfer fails */
-    mesh_http_data_cb on_data;   /* streaming: 2xx bodies go here instead of `answer` */
+    size_t max_answer;         /* cap on `answer`; 0: 1 MiB. Past it the transfer fails */
+    mesh_http_data_cb on_data; /* streaming: 2xx bodies go here instead of `answer` */
     mesh_http_done_cb done;
     void *data;
     /* Out; valid in done. */
-    long status;      /* the HTTP status, 0 when no answer came (`result` says why) */
-    int result;       /* 0, or -ETIMEDOUT, -ECONNREFUSED, -EMSGSIZE, -ECANCELED, -EPROTO (TLS),
-                         -EIO */
-    char error[256];  /* what went wrong, in words, when result < 0 */
+    long status;     /* the HTTP status, 0 when no answer came (`result` says why) */
+    int result;      /* 0, or -ETIMEDOUT, -ECONNREFUSED, -EMSGSIZE, -ECANCELED, -EPROTO (TLS),
+                        -EIO */
+    char error[256]; /* what went wrong, in words, when result < 0 */
     struct mesh_buf answer; /* the body (non-streamed answers) */
     struct mesh_buf head;   /* header lines of the final answer */
     /* Private. */

@@ -8,6 +8,8 @@
 #ifndef MESH_CONSUL_INT_H
 #define MESH_CONSUL_INT_H
 
+#include <sys/stat.h>
+
 #include "common/cfg.h"
 #include "common/hmap.h"
 #include "common/http_client.h"
@@ -16,9 +18,9 @@
 
 /* Where and how to reach Consul, from the config and then the environment. */
 struct mesh_consul_conn {
-    char *base_url;   /* "http://127.0.0.1:8500", no trailing slash */
-    char *token;      /* the value, when not from a file */
-    char *token_file; /* a file to (re-)read the token from */
+    char *base_url;           /* "http://127.0.0.1:8500", no trailing slash */
+    char *token;              /* the value, when not from a file */
+    char *token_file;         /* a file to (re-)read the token from */
     const char *token_source; /* for status: "token_file", "CONSUL_HTTP_TOKEN", ... */
     char *ca_file, *cert_file, *key_file;
     bool https;
@@ -64,6 +66,8 @@ struct consul_registry {
     char *token_header; /* "X-Consul-Token: ..." or NULL */
     const char *headers[2];
     uint64_t token_read_ms;
+    struct stat token_stat; /* of the token file when last read */
+    bool token_refused;     /* Consul did not know it: read the file again */
 
     /* Discovery (consul_watch.c). */
     struct mesh_http_req catalog;
@@ -75,7 +79,7 @@ struct consul_registry {
     struct mesh_hmap watches; /* service name -> struct consul_watch */
     size_t n_active;          /* watches holding a slot (querying or waiting to) */
     struct consul_watch *queue_head, *queue_tail;
-    bool synced;          /* the first full sync ended */
+    bool synced; /* the first full sync ended */
     bool sync_started;
     size_t sync_pending; /* services whose first answer the first sync waits for */
 
@@ -104,11 +108,11 @@ struct consul_registry {
 
 /* Time on the loop, in ms. */
 uint64_t mesh_consul__now(struct consul_registry *c);
-/* The token header for a request, re-reading the token file when due or `force`. */
-const char *const *mesh_consul__headers(struct consul_registry *c, bool force);
+/* The token header for a request, re-reading the token file when it changed or is due. */
+const char *const *mesh_consul__headers(struct consul_registry *c);
 /* Logs, counts and shows a problem; the last good state stays. */
-void mesh_consul__problem(struct consul_registry *c, enum consul_err_kind kind,
-                          const char *fmt, ...) MESH_PRINTF(3, 4);
+void mesh_consul__problem(struct consul_registry *c, enum consul_err_kind kind, const char *fmt,
+                          ...) MESH_PRINTF(3, 4);
 void mesh_consul__ok(struct consul_registry *c);
 /* Classifies a failed request and reports it with `what` ("watching 'web'"). */
 enum consul_err_kind mesh_consul__failed(struct consul_registry *c, struct mesh_http_req *req,
@@ -124,8 +128,8 @@ int mesh_consul__watch_start(struct consul_registry *c);
 void mesh_consul__watch_stop(struct consul_registry *c);
 size_t mesh_consul__watch_count(const struct consul_registry *c);
 
-void mesh_consul__register_set(struct consul_registry *c,
-                               const struct mesh_local_service *const *v, size_t n);
+void mesh_consul__register_set(struct consul_registry *c, const struct mesh_local_service *const *v,
+                               size_t n);
 void mesh_consul__register_stop(struct consul_registry *c);
 /* Frees what is left of the registrations, without a word to Consul. */
 void mesh_consul__register_abandon(struct consul_registry *c);

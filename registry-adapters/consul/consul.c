@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "common/alloc.h"
@@ -39,23 +40,34 @@ static void set_token(struct consul_registry *c, const char *token, size_t len)
     c->headers[1] = NULL;
 }
 
-const char *const *mesh_consul__headers(struct consul_registry *c, bool force)
+const char *const *mesh_consul__headers(struct consul_registry *c)
 {
     uint64_t now = mesh_consul__now(c);
-    if (c->conn.token_file &&
-        (force || !c->token_read_ms || now - c->token_read_ms >= TOKEN_REREAD_MS)) {
+    struct stat st;
+    /* A rotated secret is a new file (a swapped "..data" symlink): notice it by its identity,
+     * and read it again anyway every minute and after Consul refused the token. */
+    bool changed = c->conn.token_file && stat(c->conn.token_file, &st) == 0 &&
+                   (st.st_ino != c->token_stat.st_ino || st.st_size != c->token_stat.st_size ||
+                    st.st_mtim.tv_sec != c->token_stat.st_mtim.tv_sec ||
+                    st.st_mtim.tv_nsec != c->token_stat.st_mtim.tv_nsec);
+    if (changed)
+        c->token_stat = st;
+    if (c->conn.token_file && (changed || c->token_refused || !c->token_read_ms ||
+                               now - c->token_read_ms >= TOKEN_REREAD_MS)) {
+        c->token_refused = false;
         /* A small file, re-opened by path so that a rotated secret (a swapped symlink) counts. */
         char *data = NULL;
         size_t len = 0;
         int r = mesh_fs_read_file(c->conn.token_file, TOKEN_MAX, &data, &len);
         c->token_read_ms = now ? now : 1;
         if (r < 0) {
-            mesh_consul__problem(c, CONSUL_ERR_ACL, "cannot read the token file '%s': %s; "
+            mesh_consul__problem(c, CONSUL_ERR_ACL,
+                                 "cannot read the token file '%s': %s; "
                                  "keeping the token read before",
                                  c->conn.token_file, strerror(-r));
         } else {
-            while (len && (data[len - 1] == '\n' || data[len - 1] == '\r' ||
-                           data[len - 1] == ' ' || data[len - 1] == '\t'))
+            while (len && (data[len - 1] == '\n' || data[len - 1] == '\r' || data[len - 1] == ' ' ||
+                           data[len - 1] == '\t'))
                 len--;
             if (memchr(data, '\n', len) || memchr(data, '\r', len))
                 mesh_consul__problem(c, CONSUL_ERR_ACL,
@@ -124,7 +136,7 @@ enum consul_err_kind mesh_consul__failed(struct consul_registry *c, struct mesh_
     if (req->status == 403) {
         if (strstr(body, "ACL not found")) {
             /* Perhaps rotated: read the token again for the next attempt. */
-            mesh_consul__headers(c, true);
+            c->token_refused = true;
             mesh_consul__problem(c, CONSUL_ERR_ACL,
                                  "%s: Consul does not know the token (403 ACL not found; token "
                                  "from %s)",

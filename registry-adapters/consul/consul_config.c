@@ -39,7 +39,10 @@ static const char *check_meta_key(const char *v)
 }
 
 static const struct mesh_cfg_field fields[] = {
-    {.key = "address", .type = MESH_CFG_STRING, C(address), .def = "",
+    {.key = "address",
+     .type = MESH_CFG_STRING,
+     C(address),
+     .def = "",
      .expect = "host:port or http(s)://host:port"},
     {.key = "token", .type = MESH_CFG_STRING, C(token), .flags = MESH_CFG_SECRET},
     {.key = "token_file", .type = MESH_CFG_STRING, C(token_file), .flags = MESH_CFG_PATH},
@@ -58,19 +61,30 @@ static const struct mesh_cfg_field fields[] = {
     {.key = "partition", .type = MESH_CFG_STRING, C(partition)},
     {.key = "include_warning", .type = MESH_CFG_BOOL, C(include_warning)},
     /* Consul caps a blocking query's wait at 10 minutes. */
-    {.key = "wait", .type = MESH_CFG_DURATION, C(wait_ms), .def = "5m", .min = 1000,
-     .max = 600000},
-    {.key = "min_interval", .type = MESH_CFG_DURATION, C(min_interval_ms), .def = "250ms",
-     .min = 10, .max = 60000},
+    {.key = "wait", .type = MESH_CFG_DURATION, C(wait_ms), .def = "5m", .min = 1000, .max = 600000},
+    {.key = "min_interval",
+     .type = MESH_CFG_DURATION,
+     C(min_interval_ms),
+     .def = "250ms",
+     .min = 10,
+     .max = 60000},
     {.key = "consistency",
      .type = MESH_CFG_ENUM,
      C(consistency),
      .choices = consistency_names,
      .def = "default"},
-    {.key = "max_watches", .type = MESH_CFG_INT, C(max_watches), .def_int = 128, .min = 1,
+    {.key = "max_watches",
+     .type = MESH_CFG_INT,
+     C(max_watches),
+     .def_int = 128,
+     .min = 1,
      .max = 10000},
-    {.key = "rotation_wait", .type = MESH_CFG_DURATION, C(rotation_wait_ms), .def = "2s",
-     .min = 1000, .max = 600000},
+    {.key = "rotation_wait",
+     .type = MESH_CFG_DURATION,
+     C(rotation_wait_ms),
+     .def = "2s",
+     .min = 1000,
+     .max = 600000},
     {.key = "zone_meta_key",
      .type = MESH_CFG_STRING,
      C(zone_meta_key),
@@ -78,14 +92,26 @@ static const struct mesh_cfg_field fields[] = {
      .check = check_meta_key},
     {.key = "register", .type = MESH_CFG_BOOL, C(register_services), .def_int = 1},
     {.key = "check", .type = MESH_CFG_ENUM, C(check), .choices = check_names, .def = "ttl"},
-    {.key = "check_ttl", .type = MESH_CFG_DURATION, C(check_ttl_ms), .def = "30s", .min = 3000,
+    {.key = "check_ttl",
+     .type = MESH_CFG_DURATION,
+     C(check_ttl_ms),
+     .def = "30s",
+     .min = 3000,
      .max = 3600000},
-    {.key = "check_interval", .type = MESH_CFG_DURATION, C(check_interval_ms), .def = "10s",
-     .min = 1000, .max = 3600000},
+    {.key = "check_interval",
+     .type = MESH_CFG_DURATION,
+     C(check_interval_ms),
+     .def = "10s",
+     .min = 1000,
+     .max = 3600000},
     {.key = "check_http_path", .type = MESH_CFG_STRING, C(check_http_path), .def = "/"},
     /* Consul's own minimum for DeregisterCriticalServiceAfter is one minute. */
-    {.key = "deregister_after", .type = MESH_CFG_DURATION, C(deregister_after_ms), .def = "5m",
-     .min = 60000, .max = 30ull * 86400000},
+    {.key = "deregister_after",
+     .type = MESH_CFG_DURATION,
+     C(deregister_after_ms),
+     .def = "5m",
+     .min = 60000,
+     .max = 30ull * 86400000},
     {0},
 };
 
@@ -143,7 +169,8 @@ int mesh_consul__resolve(const struct mesh_consul_config *cfg, mesh_consul_geten
     if (!addr)
         addr = "127.0.0.1:8500";
     int tls = cfg->tls ? cfg->tls : env_bool(env, "CONSUL_HTTP_SSL", errors);
-    int verify = cfg->tls_verify ? cfg->tls_verify : env_bool(env, "CONSUL_HTTP_SSL_VERIFY", errors);
+    int verify =
+        cfg->tls_verify ? cfg->tls_verify : env_bool(env, "CONSUL_HTTP_SSL_VERIFY", errors);
     if (tls < 0 || verify < 0)
         r = -EINVAL;
     const char *hostport = addr;
@@ -154,8 +181,10 @@ int mesh_consul__resolve(const struct mesh_consul_config *cfg, mesh_consul_geten
         c.https = tls == MESH_CONSUL_TRUE;
         hostport = addr + 7;
     } else if (strstr(addr, "://")) {
-        snprintf(msg, sizeof(msg), "%s: consul address \"%.128s\": only http:// and https:// are "
-                 "supported", src ? src : "config", addr);
+        snprintf(msg, sizeof(msg),
+                 "%s: consul address \"%.128s\": only http:// and https:// are "
+                 "supported",
+                 src ? src : "config", addr);
         mesh_cfg_errors_add(errors, msg);
         r = -EINVAL;
     } else {

@@ -30,7 +30,8 @@ static bool has_tag(json_t *tags, const char *tag)
 {
     size_t i;
     json_t *t;
-    json_array_foreach (tags, i, t) {
+    json_array_foreach(tags, i, t)
+    {
         if (json_is_string(t) && strcmp(json_string_value(t), tag) == 0)
             return true;
     }
@@ -45,7 +46,9 @@ int mesh_consul_decode_services(const char *data, size_t len, const char *tag,
     struct mesh_consul_names out = {0};
     int r = 0;
     if (!root)
-        return fail(err, errlen, "not JSON:", je.text);
+        return json_error_code(&je) == json_error_out_of_memory
+                   ? -ENOMEM
+                   : fail(err, errlen, "not JSON:", je.text);
     if (!json_is_object(root)) {
         r = fail(err, errlen, "expected an object of service names", NULL);
         goto out;
@@ -61,7 +64,8 @@ int mesh_consul_decode_services(const char *data, size_t len, const char *tag,
     }
     const char *name;
     json_t *tags;
-    json_object_foreach (root, name, tags) {
+    json_object_foreach(root, name, tags)
+    {
         if (!json_is_array(tags) && !json_is_null(tags)) {
             r = fail(err, errlen, "expected a list of tags for", name);
             goto out;
@@ -110,7 +114,8 @@ static int worst_check(json_t *checks)
         return PASSING;
     if (!json_is_array(checks))
         return -1;
-    json_array_foreach (checks, i, c) {
+    json_array_foreach(checks, i, c)
+    {
         const char *st = json_string_value(json_object_get(c, "Status"));
         if (!st)
             return -1;
@@ -143,7 +148,8 @@ static int meta_labels(json_t *svc, struct mesh_labels *l)
     const char *k;
     if (!json_is_object(meta))
         return 0;
-    json_object_foreach (meta, k, v) {
+    json_object_foreach(meta, k, v)
+    {
         const char *s = json_string_value(v);
         if (!s || !mesh_label_key_valid(k, NULL) || !mesh_label_value_valid(s, NULL))
             continue;
@@ -229,7 +235,9 @@ int mesh_consul_decode_health(const char *data, size_t len,
     struct mesh_consul_instances out = {0};
     int r = 0;
     if (!root)
-        return fail(err, errlen, "not JSON:", je.text);
+        return json_error_code(&je) == json_error_out_of_memory
+                   ? -ENOMEM
+                   : fail(err, errlen, "not JSON:", je.text);
     if (!json_is_array(root)) {
         r = fail(err, errlen, "expected a list of service instances", NULL);
         goto out;
@@ -245,7 +253,8 @@ int mesh_consul_decode_health(const char *data, size_t len,
     }
     size_t i;
     json_t *e;
-    json_array_foreach (root, i, e) {
+    json_array_foreach(root, i, e)
+    {
         r = instance(e, opts, &out, &out.v[out.n], err, errlen);
         if (r < 0)
             goto out;

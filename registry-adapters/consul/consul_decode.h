@@ -14,10 +14,10 @@
 #include "agent/service.h"
 
 /* Service metadata keys with a meaning to the mesh (written by our registration too). */
-#define MESH_CONSUL_META_PORT "mesh-port"         /* the host agent's mTLS port */
-#define MESH_CONSUL_META_IDENTITY "mesh-identity" /* the workload's SPIFFE ID */
+#define MESH_CONSUL_META_PORT "mesh-port"          /* the host agent's mTLS port */
+#define MESH_CONSUL_META_IDENTITY "mesh-identity"  /* the workload's SPIFFE ID */
 #define MESH_CONSUL_META_MANAGER "mesh-managed-by" /* "mesh-agent/<node>" on our own */
-#define MESH_CONSUL_META_PROTOCOL "protocol"      /* tcp, http, http2, grpc */
+#define MESH_CONSUL_META_PROTOCOL "protocol"       /* tcp, http, http2, grpc */
 
 struct mesh_consul_names {
     char **v; /* sorted */

@@ -91,14 +91,14 @@ static char *build_body(const struct consul_registry *c, const struct mesh_local
     /* As the static registry publishes it: the node address, and the agent's inbound port
      * when it has one, so that both registries name the same endpoint. */
     const char *addr = env->node_address[0] ? env->node_address : ip;
-    int port = mesh_addr_port(&ls->inbound) ? mesh_addr_port(&ls->inbound)
-                                            : mesh_addr_port(&ls->addr);
+    int port =
+        mesh_addr_port(&ls->inbound) ? mesh_addr_port(&ls->inbound) : mesh_addr_port(&ls->addr);
     char *mgr = manager(c), identity[512];
     snprintf(identity, sizeof(identity), "spiffe://%s/ns/%s/svc/%s", env->trust_domain,
              ls->namespace, ls->name);
-    json_t *meta = json_pack("{s:s?, s:s, s:s}", MESH_CONSUL_META_MANAGER, mgr,
-                             MESH_CONSUL_META_IDENTITY, identity, MESH_CONSUL_META_PROTOCOL,
-                             mesh_protocol_names[ls->protocol]);
+    json_t *meta =
+        json_pack("{s:s?, s:s, s:s}", MESH_CONSUL_META_MANAGER, mgr, MESH_CONSUL_META_IDENTITY,
+                  identity, MESH_CONSUL_META_PROTOCOL, mesh_protocol_names[ls->protocol]);
     if (meta && env->mesh_port) {
         snprintf(port_s, sizeof(port_s), "%u", env->mesh_port);
         json_object_set_new(meta, MESH_CONSUL_META_PORT, json_string(port_s));
@@ -120,9 +120,9 @@ static char *build_body(const struct consul_registry *c, const struct mesh_local
             json_object_set_new(check, "HTTP", json_string(url));
         }
     }
-    json_t *root = json_pack("{s:s, s:s, s:[s], s:s, s:i, s:o, s:o}", "ID", id, "Name", ls->name,
-                             "Tags", "mesh-agent", "Address", addr, "Port", port, "Meta", meta,
-                             "Check", check);
+    json_t *root =
+        json_pack("{s:s, s:s, s:[s], s:s, s:i, s:o, s:o}", "ID", id, "Name", ls->name, "Tags",
+                  "mesh-agent", "Address", addr, "Port", port, "Meta", meta, "Check", check);
     char *out = root ? json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(root);
     mesh_free(mgr);
@@ -151,12 +151,12 @@ static int put(struct consul_reg *g, const char *path, const char *arg, const ch
     }
     mesh_free(g->url);
     g->url = mesh_buf_steal(&u, NULL);
-    g->req.method = body || strstr(path, "/deregister/") || strstr(path, "/register") ? "PUT"
-                                                                                      : NULL;
+    g->req.method =
+        body || strstr(path, "/deregister/") || strstr(path, "/register") ? "PUT" : NULL;
     g->req.url = g->url;
     g->req.body = body;
     g->req.body_len = body ? strlen(body) : 0;
-    g->req.headers = mesh_consul__headers(c, false);
+    g->req.headers = mesh_consul__headers(c);
     g->req.timeout_ms = c->stopping ? DEREGISTER_TIMEOUT_MS : 10000;
     g->req.done = done;
     g->req.data = g;
@@ -220,8 +220,8 @@ static void on_checked(struct mesh_http_req *req)
 
 static void send_update(struct consul_reg *g)
 {
-    json_t *u = json_pack("{s:s, s:s}", "Status", g->healthy ? "passing" : "critical", "Output",
-                          g->output);
+    json_t *u =
+        json_pack("{s:s, s:s}", "Status", g->healthy ? "passing" : "critical", "Output", g->output);
     mesh_free(g->update);
     g->update = u ? json_dumps(u, JSON_COMPACT) : NULL;
     json_decref(u);
@@ -285,7 +285,8 @@ static void probe_start(struct consul_reg *g)
     uv_tcp_init(g->c->base.loop, &p->tcp);
     p->reg = g;
     p->tcp.data = g->c;
-    int r = uv_tcp_connect(&p->connect, &p->tcp, (const struct sockaddr *)&g->workload.ss, on_probe);
+    int r =
+        uv_tcp_connect(&p->connect, &p->tcp, (const struct sockaddr *)&g->workload.ss, on_probe);
     if (r < 0) {
         g->healthy = false;
         snprintf(g->output, sizeof(g->output), "mesh-agent: cannot probe: %s", uv_strerror(r));
@@ -459,7 +460,7 @@ static void stale_next(struct consul_registry *c)
         c->cleanup_url = mesh_buf_steal(&u, NULL);
         c->cleanup.url = c->cleanup_url;
         c->cleanup.method = "PUT";
-        c->cleanup.headers = mesh_consul__headers(c, false);
+        c->cleanup.headers = mesh_consul__headers(c);
         c->cleanup.done = on_stale_deregistered;
         if (mesh_consul__start(c, &c->cleanup) == 0)
             return;
@@ -491,7 +492,8 @@ static void on_cleanup(struct mesh_http_req *req)
         mesh_consul__problem(c, CONSUL_ERR_DECODE, "cannot read the agent's service list");
     } else if (mgr && (c->stale = mesh_calloc(json_object_size(root) + 1, sizeof(*c->stale)))) {
         c->cleanup_done = true;
-        json_object_foreach (root, id, svc) {
+        json_object_foreach(root, id, svc)
+        {
             json_t *meta = json_object_get(svc, "Meta");
             const char *m = json_string_value(json_object_get(meta, MESH_CONSUL_META_MANAGER));
             if (m && strcmp(m, mgr) == 0 && !mesh_hmap_get(&c->regs, id) &&
@@ -515,7 +517,7 @@ static void cleanup_start(struct consul_registry *c)
     snprintf(c->cleanup_url, n, "%s/v1/agent/services", c->conn.base_url);
     c->cleanup.method = NULL;
     c->cleanup.url = c->cleanup_url;
-    c->cleanup.headers = mesh_consul__headers(c, false);
+    c->cleanup.headers = mesh_consul__headers(c);
     c->cleanup.timeout_ms = 10000;
     c->cleanup.max_answer = 16u << 20;
     c->cleanup.done = on_cleanup;
@@ -534,8 +536,8 @@ static char *make_id(const struct mesh_local_service *ls)
     return id;
 }
 
-void mesh_consul__register_set(struct consul_registry *c,
-                               const struct mesh_local_service *const *v, size_t n)
+void mesh_consul__register_set(struct consul_registry *c, const struct mesh_local_service *const *v,
+                               size_t n)
 {
     if (!c->cfg->register_services || c->stopping)
         return;

@@ -49,8 +49,8 @@ static void common_query(const struct consul_registry *c, struct mesh_buf *b)
     const struct mesh_consul_config *cfg = c->cfg;
     const struct {
         const char *key, *value;
-    } opt[] = {{"dc", cfg->datacenter}, {"ns", cfg->consul_namespace},
-               {"partition", cfg->partition}};
+    } opt[] = {
+        {"dc", cfg->datacenter}, {"ns", cfg->consul_namespace}, {"partition", cfg->partition}};
     for (size_t i = 0; i < MESH_ARRAY_SIZE(opt); i++) {
         if (opt[i].value && opt[i].value[0]) {
             mesh_buf_appendf(b, "&%s=", opt[i].key);
@@ -68,7 +68,7 @@ static uint64_t wait_of(const struct consul_registry *c)
 {
     bool rotating = c->watches.n > (size_t)c->cfg->max_watches;
     return rotating && c->cfg->rotation_wait_ms < c->cfg->wait_ms ? c->cfg->rotation_wait_ms
-                                                                   : c->cfg->wait_ms;
+                                                                  : c->cfg->wait_ms;
 }
 
 static long timeout_for(uint64_t wait_ms)
@@ -275,7 +275,7 @@ static void watch_query(struct consul_watch *w)
     }
     w->started_ms = now;
     w->req.url = w->url;
-    w->req.headers = mesh_consul__headers(c, false);
+    w->req.headers = mesh_consul__headers(c);
     w->req.timeout_ms = timeout_for(wait);
     w->req.max_answer = 64u << 20;
     w->req.done = on_watch_done;
@@ -393,8 +393,8 @@ static void on_catalog_done(struct mesh_http_req *req)
     struct mesh_consul_names names = {0};
     char err[256];
     int r = mesh_consul_decode_services(req->answer.data ? req->answer.data : "", req->answer.len,
-                                        c->cfg->tag && c->cfg->tag[0] ? c->cfg->tag : NULL,
-                                        &names, err, sizeof(err));
+                                        c->cfg->tag && c->cfg->tag[0] ? c->cfg->tag : NULL, &names,
+                                        err, sizeof(err));
     if (r < 0) {
         mesh_consul__problem(c, CONSUL_ERR_DECODE, "cannot read the service catalog: %s",
                              r == -ENOMEM ? "out of memory" : err);
@@ -440,7 +440,7 @@ static void catalog_query(struct consul_registry *c)
     }
     c->catalog_started_ms = now;
     c->catalog.url = c->catalog_url;
-    c->catalog.headers = mesh_consul__headers(c, false);
+    c->catalog.headers = mesh_consul__headers(c);
     c->catalog.timeout_ms = timeout_for(c->cfg->wait_ms);
     c->catalog.max_answer = 64u << 20;
     c->catalog.done = on_catalog_done;

@@ -71,6 +71,8 @@ class FakeConsul:
                              "Meta": {}}}
         self.instances = {}  # (node, id) -> service dict (catalog)
         self.checks = {}     # (node, check id) -> check dict
+        self.by_service = {}  # name -> {(node, id)}: the indexes Consul's state store keeps
+        self.by_instance = {}  # (node, id) -> {(node, check id)}
         self.agent_services = {}  # id -> registration (this fake's local agent)
         self.ttl_deadline = {}    # check id -> monotonic deadline
         self.requests = []        # (time, method, path, query dict, token given)
@@ -90,9 +92,7 @@ class FakeConsul:
         class Handler(_Handler):
             consul = fake
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        self.server.request_queue_size = 1024
+        self.server = _Server(("127.0.0.1", self.port), Handler)
         self.port = self.server.server_address[1]
         self._stop.clear()
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -121,6 +121,26 @@ class FakeConsul:
         self.catalog_index = self.index
         self.cond.notify_all()
 
+    def _put_instance(self, node, svc):
+        key = (node, svc["ID"])
+        self.instances[key] = svc
+        self.by_service.setdefault(svc["Service"], set()).add(key)
+        self.by_instance.setdefault(key, set())
+
+    def _put_check(self, node, check):
+        key = (node, check["CheckID"])
+        self.checks[key] = check
+        self.by_instance.setdefault((node, check["ServiceID"]), set()).add(key)
+
+    def _drop_instance(self, node, sid):
+        svc = self.instances.pop((node, sid), None)
+        for key in self.by_instance.pop((node, sid), set()):
+            self.checks.pop(key, None)
+            self.ttl_deadline.pop(key[1], None)
+        if svc:
+            self.by_service.get(svc["Service"], set()).discard((node, sid))
+        return svc
+
     def add_instance(self, name, address, port, node=None, node_address=None, id=None,
                      tags=(), meta=None, status="passing", weights=None):
         node = node or self.node
@@ -129,13 +149,13 @@ class FakeConsul:
                 self.nodes[node] = {"Node": node, "Address": node_address or address,
                                     "Datacenter": self.datacenter, "Meta": {}}
             sid = id or f"{name}-{address}-{port}"
-            self.instances[(node, sid)] = {
+            self._put_instance(node, {
                 "ID": sid, "Service": name, "Tags": list(tags), "Address": address,
                 "Port": port, "Meta": dict(meta or {}),
-                "Weights": weights or {"Passing": 1, "Warning": 1}}
-            self.checks[(node, f"service:{sid}")] = {
+                "Weights": weights or {"Passing": 1, "Warning": 1}})
+            self._put_check(node, {
                 "Node": node, "CheckID": f"service:{sid}", "Name": f"Service '{name}' check",
-                "Status": status, "ServiceID": sid, "ServiceName": name, "Output": ""}
+                "Status": status, "ServiceID": sid, "ServiceName": name, "Output": ""})
             self._bump(name)
         return sid
 
@@ -150,13 +170,13 @@ class FakeConsul:
                     self.nodes.setdefault(node, {"Node": node, "Address": addr,
                                                  "Datacenter": self.datacenter, "Meta": {}})
                     sid = f"{name}-{i}"
-                    self.instances[(node, sid)] = {
+                    self._put_instance(node, {
                         "ID": sid, "Service": name, "Tags": [], "Address": addr,
-                        "Port": start_port, "Meta": {}, "Weights": {"Passing": 1, "Warning": 1}}
-                    self.checks[(node, f"service:{sid}")] = {
+                        "Port": start_port, "Meta": {}, "Weights": {"Passing": 1, "Warning": 1}})
+                    self._put_check(node, {
                         "Node": node, "CheckID": f"service:{sid}", "Name": "check",
                         "Status": "passing", "ServiceID": sid, "ServiceName": name,
-                        "Output": ""}
+                        "Output": ""})
                 self.index += 1
                 self.service_index[name] = self.index
             self.catalog_index = self.index
@@ -165,20 +185,17 @@ class FakeConsul:
     def set_check(self, sid, status, node=None):
         node = node or self.node
         with self.cond:
-            for key, c in self.checks.items():
-                if key[0] == node and c["ServiceID"] == sid:
-                    c["Status"] = status
-                    self._bump(c["ServiceName"])
-                    return
+            for key in self.by_instance.get((node, sid), ()):
+                c = self.checks[key]
+                c["Status"] = status
+                self._bump(c["ServiceName"])
+                return
         raise KeyError(sid)
 
     def remove_instance(self, sid, node=None):
         node = node or self.node
         with self.cond:
-            svc = self.instances.pop((node, sid))
-            for key in [k for k, c in self.checks.items() if k[0] == node and
-                        c["ServiceID"] == sid]:
-                del self.checks[key]
+            svc = self._drop_instance(node, sid)
             self._bump(svc["Service"])
 
     def lose_agent_state(self):
@@ -292,11 +309,13 @@ class FakeConsul:
         tag = q.get("tag")
         out = []
         with self.cond:
-            for (node, sid), svc in sorted(self.instances.items()):
-                if svc["Service"] != name or (tag and tag not in svc["Tags"]):
+            for node, sid in sorted(self.by_service.get(name, ())):
+                svc = self.instances[(node, sid)]
+                if tag and tag not in svc["Tags"]:
                     continue
-                checks = [dict(c) for (n, _), c in sorted(self.checks.items())
-                          if n == node and c["ServiceID"] in (sid, "")]
+                keys = sorted(self.by_instance.get((node, sid), set()) |
+                              self.by_instance.get((node, ""), set()))  # node checks too
+                checks = [dict(self.checks[k]) for k in keys]
                 if passing and any(c["Status"] != "passing" for c in checks):
                     continue
                 n = self.nodes[node]
@@ -311,11 +330,7 @@ class FakeConsul:
 
     def _deregister(self, sid):
         self.agent_services.pop(sid, None)
-        svc = self.instances.pop((self.node, sid), None)
-        for key in [k for k, c in self.checks.items() if k[0] == self.node and
-                    c["ServiceID"] == sid]:
-            del self.checks[key]
-            self.ttl_deadline.pop(key[1], None)
+        svc = self._drop_instance(self.node, sid)
         if svc:
             self._bump(svc["Service"])
 
@@ -364,18 +379,18 @@ class FakeConsul:
             if "replace-existing-checks" in q:
                 self._deregister(sid)
             self.agent_services[sid] = reg
-            self.instances[(self.node, sid)] = {
+            self._put_instance(self.node, {
                 "ID": sid, "Service": name, "Tags": list(reg.get("Tags") or []),
                 "Address": reg.get("Address", ""), "Port": port, "Meta": dict(meta),
-                "Weights": reg.get("Weights") or {"Passing": 1, "Warning": 1}}
+                "Weights": reg.get("Weights") or {"Passing": 1, "Warning": 1}})
             if check:
                 ttl = check.get("TTL")
                 cid = check.get("CheckID") or f"service:{sid}"
-                self.checks[(self.node, cid)] = {
+                self._put_check(self.node, {
                     "Node": self.node, "CheckID": cid, "Name": check.get("Name", ""),
                     "Status": check.get("Status", "critical"), "ServiceID": sid,
                     "ServiceName": name, "Output": "", "TTL": ttl or "",
-                    "Definition": dict(check)}
+                    "Definition": dict(check)})
                 if ttl:
                     self.ttl_deadline[cid] = time.monotonic() + parse_duration(ttl)
             self._bump(name)
@@ -427,6 +442,12 @@ class FakeConsul:
             out = {sid: self.agent_service_view(sid, reg)
                    for sid, reg in self.agent_services.items()}
         return 200, ({} if filt else out), self.index, bool(filt)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # the listen backlog: agents open many connections at once
+    allow_reuse_address = True
 
 
 class _Handler(BaseHTTPRequestHandler):

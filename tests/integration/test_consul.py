@@ -154,7 +154,7 @@ class ConsulTest(AgentTest):
         t0 = time.monotonic()
         time.sleep(3)
         self.assertLessEqual(len(fake.requests_since(t0)), 8)
-        # A rotated token file is read again after a 403 and the next attempt succeeds.
+        # A rotated token file (a new file renamed in) counts at the next attempt.
         with open(tokfile + ".new", "w") as f:
             f.write(TOKEN + "\n")
         os.rename(tokfile + ".new", tokfile)

@@ -1,0 +1,259 @@
+/* The Consul adapter's pure parts: settings and environment, and the answer decoders. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "registry-adapters/consul/consul-int.h"
+#include "tests/unit/unit.h"
+
+/* ---- the environment, as a table ---- */
+
+static const char *const *env_table;
+
+static const char *fake_getenv(const char *name)
+{
+    for (size_t i = 0; env_table && env_table[i]; i += 2) {
+        if (strcmp(env_table[i], name) == 0)
+            return env_table[i + 1];
+    }
+    return NULL;
+}
+
+static int resolve(const char *config_json, const char *const *env, struct mesh_consul_conn *conn,
+                   char **ret_errors)
+{
+    struct mesh_cfg_errors errors = {0};
+    struct mesh_cfg_ctx ctx;
+    struct mesh_consul_config cfg;
+    json_t *j = json_loads(config_json, 0, NULL);
+    assert_non_null(j);
+    mesh_cfg_ctx_init(&ctx, "agent.json", &errors);
+    assert_int_equal(mesh_cfg_defaults(&mesh_consul__schema, &cfg), 0);
+    int r = mesh_cfg_decode(&ctx, &mesh_consul__schema, j, &cfg);
+    json_decref(j);
+    env_table = env;
+    if (r == 0)
+        r = mesh_consul__resolve(&cfg, fake_getenv, conn, &errors);
+    mesh_cfg_free(&mesh_consul__schema, &cfg);
+    *ret_errors = mesh_cfg_errors_join(&errors);
+    mesh_cfg_errors_done(&errors);
+    return r;
+}
+
+static void test_defaults_and_addresses(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *config, *env_addr, *env_ssl, *want;
+    } cases[] = {
+        {"{}", NULL, NULL, "http://127.0.0.1:8500"},
+        {"{}", "consul.service:8501", NULL, "http://consul.service:8501"},
+        {"{}", "10.0.0.1", "true", "https://10.0.0.1:8500"},
+        {"{\"address\": \"https://[::1]:8501/\"}", "10.0.0.1:1", NULL, "https://[::1]:8501"},
+        {"{\"address\": \"[::1]\"}", NULL, NULL, "http://[::1]:8500"},
+        {"{\"address\": \"127.0.0.1:1\", \"tls\": true}", NULL, "false", "https://127.0.0.1:1"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *env[] = {"CONSUL_HTTP_ADDR", cases[i].env_addr, "CONSUL_HTTP_SSL",
+                             cases[i].env_ssl, NULL};
+        if (!cases[i].env_addr)
+            env[0] = "unused";
+        if (!cases[i].env_ssl)
+            env[2] = "unused";
+        struct mesh_consul_conn c;
+        char *errors = NULL;
+        int r = resolve(cases[i].config, env, &c, &errors);
+        if (r != 0)
+            fail_msg("case %zu: %s", i, errors ? errors : "?");
+        assert_string_equal(c.base_url, cases[i].want);
+        mesh_consul__conn_done(&c);
+        mesh_free(errors);
+    }
+}
+
+static void test_token_precedence(void **state)
+{
+    (void)state;
+    char file[] = "/tmp/mesh-consul-token-XXXXXX";
+    int fd = mkstemp(file);
+    assert_true(fd >= 0);
+    close(fd);
+    const char *both_env[] = {"CONSUL_HTTP_TOKEN", "env-token", "CONSUL_HTTP_TOKEN_FILE", file,
+                              NULL};
+    const char *value_env[] = {"CONSUL_HTTP_TOKEN", "env-token", NULL};
+    char with_file[256];
+    snprintf(with_file, sizeof(with_file), "{\"token\": \"cfg\", \"token_file\": \"%s\"}", file);
+    const struct {
+        const char *config;
+        const char *const *env;
+        const char *source;
+    } cases[] = {
+        {with_file, both_env, "token_file"},
+        {"{\"token\": \"cfg\"}", both_env, "token"},
+        {"{}", both_env, "CONSUL_HTTP_TOKEN_FILE"},
+        {"{}", value_env, "CONSUL_HTTP_TOKEN"},
+        {"{}", NULL, "none"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *config = cases[i].config;
+        struct mesh_consul_conn c;
+        char *errors = NULL;
+        assert_int_equal(resolve(config, cases[i].env, &c, &errors), 0);
+        assert_string_equal(c.token_source, cases[i].source);
+        mesh_consul__conn_done(&c);
+        mesh_free(errors);
+    }
+    unlink(file);
+}
+
+static void test_bad_settings(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *config;
+        const char *env_name, *env_value;
+        const char *expect;
+    } cases[] = {
+        {"{\"address\": \"unix:///run/consul.sock\"}", NULL, NULL,
+         "only http:// and https:// are supported"},
+        {"{}", "CONSUL_HTTP_ADDR", "http://h:1/v1", "expected no path"},
+        {"{}", "CONSUL_HTTP_SSL", "yes", "CONSUL_HTTP_SSL: expected true or false"},
+        {"{\"token_file\": \"/nonexistent/x\"}", NULL, NULL, "cannot read '/nonexistent/x'"},
+        {"{\"cert_file\": \"/etc/hostname\"}", NULL, NULL, "a client certificate needs its key"},
+        {"{\"token\": \"a\\nb\"}", NULL, NULL, "must be one line"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *env[] = {cases[i].env_name ? cases[i].env_name : "unused", cases[i].env_value,
+                             NULL};
+        struct mesh_consul_conn c;
+        char *errors = NULL;
+        assert_int_equal(resolve(cases[i].config, env, &c, &errors), -EINVAL);
+        assert_non_null(errors);
+        assert_contains(errors, cases[i].expect);
+        mesh_free(errors);
+    }
+}
+
+/* ---- decoders ---- */
+
+static void test_decode_services(void **state)
+{
+    (void)state;
+    const char *json = "{\"web\": [\"v2\", \"x\"], \"db\": [], \"Bad_Name\": [\"v2\"], "
+                       "\"api\": [\"v2\"]}";
+    struct mesh_consul_names n = {0};
+    char err[256];
+    assert_int_equal(mesh_consul_decode_services(json, strlen(json), NULL, &n, err, sizeof(err)),
+                     0);
+    assert_int_equal(n.n, 3);
+    assert_string_equal(n.v[0], "api");
+    assert_string_equal(n.v[2], "web");
+    assert_int_equal(n.skipped, 1);
+    assert_string_equal(n.first_skipped, "Bad_Name");
+    mesh_consul_names_done(&n);
+    assert_int_equal(mesh_consul_decode_services(json, strlen(json), "v2", &n, err, sizeof(err)),
+                     0);
+    assert_int_equal(n.n, 2);
+    mesh_consul_names_done(&n);
+    assert_int_equal(mesh_consul_decode_services("[]", 2, NULL, &n, err, sizeof(err)), -EINVAL);
+    assert_contains(err, "expected an object");
+    const char *bad = "{\"web\": \"v1\"}";
+    assert_int_equal(mesh_consul_decode_services(bad, strlen(bad), NULL, &n, err, sizeof(err)),
+                     -EINVAL);
+    assert_contains(err, "expected a list of tags for 'web'");
+}
+
+static void test_decode_health(void **state)
+{
+    (void)state;
+    const char *json =
+        "[{\"Node\": {\"Node\": \"n1\", \"Address\": \"10.0.0.1\", \"Meta\": {\"zone\": \"z9\"}},"
+        "  \"Service\": {\"Address\": \"\", \"Port\": 80, \"Weights\": {\"Passing\": 5, "
+        "\"Warning\": 1}, \"Meta\": {\"mesh-port\": \"15008\", \"version\": \"v1\", "
+        "\"protocol\": \"http\", \"bad key!\": \"x\"}},"
+        "  \"Checks\": [{\"Status\": \"passing\"}]},"
+        " {\"Node\": {\"Node\": \"n2\", \"Address\": \"10.0.0.2\"},"
+        "  \"Service\": {\"Address\": \"10.0.0.20\", \"Port\": 80, \"Weights\": {\"Passing\": 1, "
+        "\"Warning\": 2}}, \"Checks\": [{\"Status\": \"passing\"}, {\"Status\": \"warning\"}]},"
+        " {\"Node\": {\"Node\": \"n3\", \"Address\": \"10.0.0.3\"},"
+        "  \"Service\": {\"Port\": 80}, \"Checks\": [{\"Status\": \"maintenance\"}]},"
+        " {\"Node\": {\"Node\": \"n4\", \"Address\": \"db.example\"},"
+        "  \"Service\": {\"Port\": 80}, \"Checks\": []},"
+        " {\"Node\": {\"Node\": \"n0\", \"Address\": \"10.0.0.1\"},"
+        "  \"Service\": {\"Port\": 80}, \"Checks\": []}]";
+    struct mesh_consul_health_options o = {.zone_key = "zone"};
+    struct mesh_consul_instances in = {0};
+    char err[256];
+    assert_int_equal(mesh_consul_decode_health(json, strlen(json), &o, &in, err, sizeof(err)), 0);
+    /* n1 and n0 share 10.0.0.1:80: n0's entry stays (sorted first); n2 warns; n3 is in
+     * maintenance; n4's address is a name. */
+    assert_int_equal(in.n, 1);
+    assert_string_equal(in.v[0].node, "n0");
+    assert_int_equal(in.unhealthy, 2);
+    assert_int_equal(in.skipped, 2);
+    assert_int_equal(in.protocol, MESH_PROTO_HTTP);
+    mesh_consul_instances_done(&in);
+
+    o.include_warning = true;
+    const char *one = json + 0; /* the same answer, warnings counted */
+    assert_int_equal(mesh_consul_decode_health(one, strlen(one), &o, &in, err, sizeof(err)), 0);
+    assert_int_equal(in.n, 2);
+    assert_string_equal(in.v[1].node, "n2");
+    assert_int_equal(in.v[1].weight, 2); /* Weights.Warning */
+    mesh_consul_instances_done(&in);
+
+    const char *first = "[{\"Node\": {\"Node\": \"n1\", \"Address\": \"10.0.0.1\", \"Meta\": "
+                        "{\"zone\": \"z9\"}}, \"Service\": {\"Port\": 80, \"Weights\": "
+                        "{\"Passing\": 50000}, \"Meta\": {\"mesh-port\": \"15008\", \"version\": "
+                        "\"v1\", \"bad key!\": \"x\"}}, \"Checks\": null}]";
+    assert_int_equal(mesh_consul_decode_health(first, strlen(first), &o, &in, err, sizeof(err)), 0);
+    assert_int_equal(in.n, 1);
+    assert_int_equal(in.v[0].weight, MESH_WEIGHT_MAX);
+    assert_int_equal(in.v[0].mesh_port, 15008);
+    assert_string_equal(in.v[0].zone, "z9");
+    assert_string_equal(mesh_labels_get(&in.v[0].labels, "version"), "v1");
+    assert_null(mesh_labels_get(&in.v[0].labels, "bad key!"));
+    mesh_consul_instances_done(&in);
+
+    static const char *const bad[] = {
+        "{}", "[1]", "[{\"Node\": {}, \"Service\": {}, \"Checks\": {}}]",
+        "[{\"Node\": {}, \"Service\": {\"Weights\": {\"Passing\": \"1\"}}}]", "nope"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(
+            mesh_consul_decode_health(bad[i], strlen(bad[i]), &o, &in, err, sizeof(err)), -EINVAL);
+}
+
+static void test_decode_allocation_failures(void **state)
+{
+    (void)state;
+    const char *json = "[{\"Node\": {\"Node\": \"n1\", \"Address\": \"10.0.0.1\"}, \"Service\": "
+                       "{\"Port\": 80, \"Meta\": {\"a\": \"b\", \"zone\": \"z\"}}, \"Checks\": "
+                       "[]}, {\"Node\": {\"Node\": \"n2\", \"Address\": \"10.0.0.2\"}, "
+                       "\"Service\": {\"Port\": 80}}]";
+    struct mesh_consul_health_options o = {.zone_key = "zone"};
+    char err[256];
+    for (long n = 0; n < 500; n++) {
+        struct mesh_consul_instances in = {0};
+        mesh_alloc_fail_after(n);
+        int r = mesh_consul_decode_health(json, strlen(json), &o, &in, err, sizeof(err));
+        mesh_alloc_fail_after(-1);
+        mesh_consul_instances_done(&in);
+        if (r == 0)
+            return;
+        /* jansson reports some failed allocations while parsing as bad input. */
+        assert_true(r == -ENOMEM || r == -EINVAL);
+    }
+    fail_msg("never succeeded");
+}
+
+int main(void)
+{
+    mesh_alloc_install();
+    const struct CMUnitTest tests[] = {
+        UNIT_TEST(test_defaults_and_addresses), UNIT_TEST(test_token_precedence),
+        UNIT_TEST(test_bad_settings),           UNIT_TEST(test_decode_services),
+        UNIT_TEST(test_decode_health),          UNIT_TEST(test_decode_allocation_failures),
+    };
+    return cmocka_run_group_tests_name("consul", tests, NULL, NULL);
+}

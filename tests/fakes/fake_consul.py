@@ -58,7 +58,7 @@ class HTTPError(Exception):
 
 class FakeConsul:
     def __init__(self, node="fake-node", node_address="127.0.0.1", datacenter="dc1",
-                 acl_tokens=None, port=0):
+                 acl_tokens=None, port=0, tls=None):
         self.node, self.node_address, self.datacenter = node, node_address, datacenter
         # secret -> set of rights ("read", "write"); None: ACLs off.
         self.acl_tokens = acl_tokens
@@ -81,6 +81,7 @@ class FakeConsul:
         self.max_open_conns = 0
         self.total_conns = 0
         self.port = port
+        self.tls = tls  # None, or (cert, key, client CA or None): HTTPS, as Consul's https port
         self.server = None
         self._stop = threading.Event()
 
@@ -93,6 +94,14 @@ class FakeConsul:
             consul = fake
 
         self.server = _Server(("127.0.0.1", self.port), Handler)
+        if self.tls:
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(self.tls[0], self.tls[1])
+            if self.tls[2]:  # verify_incoming: a client certificate is required
+                ctx.load_verify_locations(self.tls[2])
+                ctx.verify_mode = ssl.CERT_REQUIRED
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self._stop.clear()
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -111,6 +120,10 @@ class FakeConsul:
     @property
     def address(self):
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self):
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     # -- state changes (tests) --
 
@@ -448,6 +461,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024  # the listen backlog: agents open many connections at once
     allow_reuse_address = True
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], OSError):  # TLS refusals, resets: expected
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -19,7 +19,8 @@ class Pki:
             "-addext", "basicConstraints=critical,CA:TRUE",
             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
 
-    def leaf(self, name, uris, days=1, ca=False, expired=False, key_usage="digitalSignature"):
+    def leaf(self, name, uris, days=1, ca=False, expired=False, key_usage="digitalSignature",
+             sans=()):
         """Writes name.crt/name.key signed by this CA; returns (cert, key) paths."""
         key = os.path.join(self.dir, f"{name}.key")
         csr = os.path.join(self.dir, f"{name}.csr")
@@ -31,8 +32,9 @@ class Pki:
             f.write(f"basicConstraints=critical,CA:{'TRUE' if ca else 'FALSE'}\n")
             f.write(f"keyUsage=critical,{key_usage}\n")
             f.write("extendedKeyUsage=serverAuth,clientAuth\n")
-            if uris:
-                f.write("subjectAltName=" + ",".join(f"URI:{u}" for u in uris) + "\n")
+            alt = [f"URI:{u}" for u in uris] + list(sans)  # sans: "IP:127.0.0.1", "DNS:x"
+            if alt:
+                f.write("subjectAltName=" + ",".join(alt) + "\n")
         args = ["x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", self.key,
                 "-CAcreateserial", "-out", crt, "-extfile", ext]
         # "-days 0": valid from now until now, expired a second later (OpenSSL 3.0 has no

@@ -2,7 +2,9 @@
 discovery through blocking queries, health, index resets, ACL behaviour, registration of
 this host's services, and merging with the static registry."""
 import os
+import shutil
 import socket
+import subprocess
 import sys
 import time
 import unittest
@@ -10,7 +12,8 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fakes"))
 
 from fake_consul import FakeConsul  # noqa: E402
-from meshtest import AgentTest, SLOW, free_port, main, wait_for  # noqa: E402
+from meshtest import AGENT, AgentTest, SLOW, free_port, main, wait_for  # noqa: E402
+from pki import Pki  # noqa: E402
 
 TOKEN = "8f2d8e4c-6b0a-4f7e-9a55-3a9d1c2b7e10"
 
@@ -284,13 +287,75 @@ class ConsulTest(AgentTest):
         self.assertEqual(st["token_from"], "CONSUL_HTTP_TOKEN_FILE")
         self.assertEqual(st["address"], f"http://{fake.address}")
 
+    def test_https_with_a_ca_and_a_client_certificate(self):
+        pki = Pki(os.path.join(self.agent().tmp, "pki"), name="consul-ca")
+        srv = pki.leaf("server", [], sans=["IP:127.0.0.1"])
+        cli = pki.leaf("client", [])
+        fake = self.consul(tls=(srv[0], srv[1], pki.cert))
+        fake.add_instance("web", "10.0.0.1", 80)
+        # As a Consul user sets it: the environment gives the CA and the client certificate.
+        a = self.consul_agent(fake, env={"CONSUL_CACERT": pki.cert, "CONSUL_CLIENT_CERT": cli[0],
+                                         "CONSUL_CLIENT_KEY": cli[1]})
+        a.config["registries"][-1]["address"] = fake.url
+        a.start()
+        wait_for(lambda: endpoints(a, "web") == [("10.0.0.1", 80)], what="web over HTTPS")
+        # A CA that did not sign Consul's certificate: a clear error, nothing learned.
+        other = Pki(os.path.join(a.tmp, "other"), name="other-ca")
+        b = self.consul_agent(fake, env={"CONSUL_CLIENT_CERT": cli[0],
+                                         "CONSUL_CLIENT_KEY": cli[1]}, ca_file=other.cert)
+        b.config["registries"][-1]["address"] = "127.0.0.1:%d" % fake.port
+        b.config["registries"][-1]["tls"] = True
+        b.start()
+        wait_for(lambda: "certificate" in b.logs() and "does not answer" in b.logs(),
+                 what="the TLS failure reported")
+        self.assertEqual(endpoints(b, "web"), [])
+
+    def test_static_and_consul_merge_by_the_catalog_rules(self):
+        fake = self.consul()
+        fake.add_instance("api", "10.0.0.1", 80, node="n1", weights={"Passing": 7, "Warning": 1},
+                          meta={"zone": "consul-zone"})
+        fake.add_instance("api", "10.0.0.2", 80, node="n2")
+        a = self.consul_agent(fake, services={"api.json": {"service": {
+            "name": "api", "endpoints": [{"address": "10.0.0.1", "port": 80, "weight": 3,
+                                          "zone": "file-zone"},
+                                         {"address": "10.0.0.3", "port": 80}]}}})
+        a.start()
+        wait_for(lambda: len(endpoints(a, "api")) == 3, what="the union of both registries")
+        s = a.services()["default/api"]
+        self.assertEqual(s["registries"], ["files", "consul"])
+        e = {x["address"]: x for x in s["endpoints"]}
+        # The same address:port is one endpoint, its details from static (higher precedence).
+        self.assertEqual((e["10.0.0.1"]["weight"], e["10.0.0.1"]["zone"]), (3, "file-zone"))
+        self.assertEqual(e["10.0.0.1"]["labels"]["mesh/registry"], "files")
+        self.assertEqual(e["10.0.0.2"]["labels"]["mesh/registry"], "consul")
+        # merge: false on the Consul registry keeps the two apart: static wins the name alone.
+        a.config["registries"][-1]["merge"] = False
+        a.write_config()
+        a.reload()
+        wait_for(lambda: a.services()["default/api"]["merged"] is False, what="no merge")
+        self.assertEqual(endpoints(a, "api"), [("10.0.0.1", 80), ("10.0.0.3", 80)])
+
+    def test_metrics_pass_promtool(self):
+        fake = self.consul()
+        fake.add_instance("web", "10.0.0.1", 80)
+        a = self.consul_agent(fake).start()
+        wait_for(lambda: endpoints(a, "web"), what="web")
+        body = a.get("/metrics")[2]
+        for needle in [b'mesh_consul_watched_services{registry="consul"} 1',
+                       b'mesh_consul_errors_total{registry="consul",kind="acl"} 0',
+                       b'mesh_registry_synced{registry="consul",type="consul"} 1']:
+            self.assertIn(needle, body)
+        promtool = shutil.which("promtool")
+        if not promtool:
+            raise unittest.SkipTest("promtool is not installed (scripts/install-deps installs it)")
+        r = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)
+        self.assertEqual(r.stdout + r.stderr, b"", "promtool reported problems")
+
     def test_validate_names_bad_settings(self):
         a = self.agent()
         a.config["registries"].append({"type": "consul", "address": "unix:///x", "wait": "20m",
                                        "token_file": "/nonexistent/token", "consistncy": "x"})
         a.write_config()
-        import subprocess
-        from meshtest import AGENT
         r = subprocess.run([AGENT, "validate", "--config", a.config_path],
                            capture_output=True, text=True)
         self.assertEqual(r.returncode, 1)

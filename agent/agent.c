@@ -1137,13 +1137,14 @@ json_t *mesh_agent_local_json(const struct mesh_agent *a)
                                                 mesh_addr_format(&up->bind, addr, sizeof(addr)),
                                                 "protocol", mesh_protocol_names[up->protocol]));
             }
-            json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "name",
-                                                  ls->name, "namespace", ls->namespace, "protocol",
-                                                  mesh_protocol_names[ls->protocol], "address",
-                                                  mesh_addr_format(&ls->addr, addr, sizeof(addr)),
-                                                  "registry", s->rc->name, "source",
-                                                  ls->source ? ls->source : "", "upstreams",
-                                                  ups ? ups : json_array()));
+            json_t *o = json_pack(
+                "{s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "name", ls->name, "namespace", ls->namespace,
+                "protocol", mesh_protocol_names[ls->protocol], "address",
+                mesh_addr_format(&ls->addr, addr, sizeof(addr)), "registry", s->rc->name, "source",
+                ls->source ? ls->source : "", "upstreams", ups ? ups : json_array());
+            if (o && ls->identity)
+                json_object_set_new(o, "identity", json_string(ls->identity));
+            json_array_append_new(list, o);
         }
     }
     return list;

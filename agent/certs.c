@@ -421,14 +421,20 @@ static void on_timer(uv_timer_t *t)
     refresh(c, false);
 }
 
-static int held_init(struct held *h, const char *td, const char *ns, const char *name,
-                     const char *node)
+/* The SPIFFE ID of a local service (`given` when its registry names one), or the node's. */
+static void identity_of(char *id, size_t size, const char *td, const char *ns, const char *name,
+                        const char *given, const char *node)
 {
-    char id[MESH_SPIFFE_ID_MAX + 1];
-    if (ns)
-        mesh_spiffe_service_id(id, sizeof(id), td, ns, name);
+    if (ns && given)
+        snprintf(id, size, "%s", given);
+    else if (ns)
+        mesh_spiffe_service_id(id, size, td, ns, name);
     else
-        mesh_spiffe_node_id(id, sizeof(id), td, node);
+        mesh_spiffe_node_id(id, size, td, node);
+}
+
+static int held_init(struct held *h, const char *id, const char *ns, const char *name)
+{
     memset(h, 0, sizeof(*h));
     if (!(h->id = mesh_strdup(id)) || (ns && !(h->ns = mesh_strdup(ns))) ||
         (name && !(h->name = mesh_strdup(name)))) {
@@ -451,6 +457,9 @@ void mesh_certs_set_locals(struct mesh_certs *c, const struct mesh_local_service
     for (size_t i = 0; i <= n; i++) { /* the node first: material wants it at [0] */
         const char *ns = i ? locals[i - 1]->namespace : NULL;
         const char *name = i ? locals[i - 1]->name : NULL;
+        char id[MESH_SPIFFE_ID_MAX + 1];
+        identity_of(id, sizeof(id), c->trust_domain, ns, name, i ? locals[i - 1]->identity : NULL,
+                    c->node);
         bool dup = false;
         for (size_t j = 1; ns && j < k && !dup; j++)
             dup = strcmp(v[j].ns, ns) == 0 && strcmp(v[j].name, name) == 0;
@@ -460,14 +469,13 @@ void mesh_certs_set_locals(struct mesh_certs *c, const struct mesh_local_service
         struct held *old = NULL;
         for (size_t j = 0; j < c->n && !old; j++) {
             const struct held *h = &c->v[j];
-            if (h->id && ((!ns && !h->ns) ||
-                          (ns && h->ns && strcmp(h->ns, ns) == 0 && strcmp(h->name, name) == 0)))
+            if (h->id && strcmp(h->id, id) == 0)
                 old = &c->v[j];
         }
         if (old) {
             v[k++] = *old;
             *old = (struct held){0};
-        } else if (held_init(&v[k], c->trust_domain, ns, name, c->node) == 0) {
+        } else if (held_init(&v[k], id, ns, name) == 0) {
             k++;
             differs = true;
         }

@@ -4,11 +4,13 @@
 
 #include "common/macros.h"
 #include "registry-adapters/consul/consul.h"
+#include "registry-adapters/kubernetes/k8s.h"
 #include "registry-adapters/static/static.h"
 
 /* Every adapter, one line each, in precedence order. */
 static const struct mesh_registry_ops *const adapters[] = {
     &mesh_static_registry_ops,
+    &mesh_k8s_registry_ops,
     &mesh_consul_registry_ops,
 };
 

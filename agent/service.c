@@ -81,11 +81,11 @@ const char *mesh_endpoint_health_name(unsigned health)
 int mesh_local_service_copy(struct mesh_local_service *dst, const struct mesh_local_service *src)
 {
     struct mesh_local_service s = *src;
-    s.name = s.namespace = s.source = NULL;
+    s.name = s.namespace = s.source = s.identity = NULL;
     s.upstreams = NULL;
     s.n_upstreams = 0;
     if (dup_opt(&s.name, src->name) < 0 || dup_opt(&s.namespace, src->namespace) < 0 ||
-        dup_opt(&s.source, src->source) < 0)
+        dup_opt(&s.source, src->source) < 0 || dup_opt(&s.identity, src->identity) < 0)
         goto fail;
     if (src->n_upstreams) {
         s.upstreams = mesh_calloc(src->n_upstreams, sizeof(*s.upstreams));
@@ -118,5 +118,6 @@ void mesh_local_service_done(struct mesh_local_service *s)
     mesh_free(s->name);
     mesh_free(s->namespace);
     mesh_free(s->source);
+    mesh_free(s->identity);
     memset(s, 0, sizeof(*s));
 }

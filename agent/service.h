@@ -66,7 +66,8 @@ struct mesh_local_service {
     struct mesh_addr inbound; /* where the agent accepts for it; port 0: nowhere */
     struct mesh_upstream *upstreams;
     size_t n_upstreams;
-    char *source; /* where it was defined (a file), for messages */
+    char *source;   /* where it was defined (a file), for messages */
+    char *identity; /* its SPIFFE ID when not spiffe://<td>/ns/<ns>/svc/<name>; or NULL */
 };
 
 int mesh_endpoint_copy(struct mesh_endpoint *dst, const struct mesh_endpoint *src);

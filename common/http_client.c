@@ -142,6 +142,7 @@ static void finish(struct mesh_http_req *r, CURLcode code, const char *errbuf)
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
     r->result = map_result(r, code);
     r->status = code == CURLE_OK ? status : 0;
+    r->head_status = status;
     if (code != CURLE_OK) {
         if (r->result == -EMSGSIZE)
             snprintf(r->error, sizeof(r->error), "the answer is larger than %zu bytes",
@@ -338,7 +339,18 @@ static void set_tls(CURL *e, const struct mesh_http_tls *t)
     /* A rotated CA file must count at the next connection, not a day later. */
     curl_easy_setopt(e, CURLOPT_CA_CACHE_TIMEOUT, 0L);
 #endif
-    if (t->cert_file) {
+    if (t->cert_pem && t->key_pem) {
+        struct curl_blob c = {.data = (void *)(uintptr_t)t->cert_pem,
+                              .len = strlen(t->cert_pem),
+                              .flags = CURL_BLOB_COPY};
+        struct curl_blob k = {.data = (void *)(uintptr_t)t->key_pem,
+                              .len = strlen(t->key_pem),
+                              .flags = CURL_BLOB_COPY};
+        curl_easy_setopt(e, CURLOPT_SSLCERT_BLOB, &c);
+        curl_easy_setopt(e, CURLOPT_SSLKEY_BLOB, &k);
+        curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
+        curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
+    } else if (t->cert_file) {
         curl_easy_setopt(e, CURLOPT_SSLCERT, t->cert_file);
         curl_easy_setopt(e, CURLOPT_SSLKEY, t->key_file ? t->key_file : t->cert_file);
     }

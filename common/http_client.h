@@ -35,6 +35,8 @@ struct mesh_http_tls {
     const char *ca_pem;    /* in memory, instead of ca_file */
     const char *cert_file; /* client certificate, NULL: none */
     const char *key_file;
+    const char *cert_pem; /* in memory, instead of cert_file and key_file */
+    const char *key_pem;
     bool insecure; /* do not verify the server (an operator's explicit choice) */
 };
 
@@ -57,10 +59,11 @@ struct mesh_http_req {
     mesh_http_done_cb done;
     void *data;
     /* Out; valid in done. */
-    long status;     /* the HTTP status, 0 when no answer came (`result` says why) */
-    int result;      /* 0, or -ETIMEDOUT, -ECONNREFUSED, -EMSGSIZE, -ECANCELED, -EPROTO (TLS),
-                        -EIO */
-    char error[256]; /* what went wrong, in words, when result < 0 */
+    long status;      /* the HTTP status, 0 when no answer came (`result` says why) */
+    long head_status; /* the status of the head received, even when the body then failed */
+    int result;       /* 0, or -ETIMEDOUT, -ECONNREFUSED, -EMSGSIZE, -ECANCELED, -EPROTO (TLS),
+                         -EIO */
+    char error[256];  /* what went wrong, in words, when result < 0 */
     struct mesh_buf answer; /* the body (non-streamed answers) */
     struct mesh_buf head;   /* header lines of the final answer */
     /* Private. */

@@ -8,11 +8,10 @@
 #ifndef MESH_CONSUL_INT_H
 #define MESH_CONSUL_INT_H
 
-#include <sys/stat.h>
-
 #include "common/cfg.h"
 #include "common/hmap.h"
 #include "common/http_client.h"
+#include "common/token_file.h"
 #include "registry-adapters/consul/consul.h"
 #include "registry-adapters/consul/consul_decode.h"
 
@@ -65,9 +64,7 @@ struct consul_registry {
     /* The token and the header carrying it. */
     char *token_header; /* "X-Consul-Token: ..." or NULL */
     const char *headers[2];
-    uint64_t token_read_ms;
-    struct stat token_stat; /* of the token file when last read */
-    bool token_refused;     /* Consul did not know it: read the file again */
+    struct mesh_token_file token; /* when it comes from a file */
 
     /* Discovery (consul_watch.c). */
     struct mesh_http_req catalog;

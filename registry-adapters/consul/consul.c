@@ -9,13 +9,12 @@
 #include <time.h>
 
 #include "common/alloc.h"
-#include "common/fs.h"
 #include "common/log.h"
 #include "common/prom.h"
+#include "common/token_file.h"
 #include "registry-adapters/consul/consul-int.h"
 
 #define TOKEN_REREAD_MS 60000
-#define TOKEN_MAX 4096
 
 static const char *const err_names[CONSUL_ERR_KINDS] = {"connect", "acl", "http", "decode"};
 
@@ -42,42 +41,14 @@ static void set_token(struct consul_registry *c, const char *token, size_t len)
 
 const char *const *mesh_consul__headers(struct consul_registry *c)
 {
-    uint64_t now = mesh_consul__now(c);
-    struct stat st;
-    /* A rotated secret is a new file (a swapped "..data" symlink): notice it by its identity,
-     * and read it again anyway every minute and after Consul refused the token. */
-    bool changed = c->conn.token_file && stat(c->conn.token_file, &st) == 0 &&
-                   (st.st_ino != c->token_stat.st_ino || st.st_size != c->token_stat.st_size ||
-                    st.st_mtim.tv_sec != c->token_stat.st_mtim.tv_sec ||
-                    st.st_mtim.tv_nsec != c->token_stat.st_mtim.tv_nsec);
-    if (changed)
-        c->token_stat = st;
-    if (c->conn.token_file && (changed || c->token_refused || !c->token_read_ms ||
-                               now - c->token_read_ms >= TOKEN_REREAD_MS)) {
-        c->token_refused = false;
-        /* A small file, re-opened by path so that a rotated secret (a swapped symlink) counts. */
-        char *data = NULL;
-        size_t len = 0;
-        int r = mesh_fs_read_file(c->conn.token_file, TOKEN_MAX, &data, &len);
-        c->token_read_ms = now ? now : 1;
-        if (r < 0) {
-            mesh_consul__problem(c, CONSUL_ERR_ACL,
-                                 "cannot read the token file '%s': %s; "
-                                 "keeping the token read before",
-                                 c->conn.token_file, strerror(-r));
-        } else {
-            while (len && (data[len - 1] == '\n' || data[len - 1] == '\r' || data[len - 1] == ' ' ||
-                           data[len - 1] == '\t'))
-                len--;
-            if (memchr(data, '\n', len) || memchr(data, '\r', len))
-                mesh_consul__problem(c, CONSUL_ERR_ACL,
-                                     "the token file '%s' holds more than one line; ignoring it",
-                                     c->conn.token_file);
-            else
-                set_token(c, data, len);
-            mesh_free(data);
-        }
-    }
+    char err[512];
+    if (!c->conn.token_file)
+        return c->headers;
+    int r = mesh_token_file_refresh(&c->token, mesh_consul__now(c), err, sizeof(err));
+    if (r < 0)
+        mesh_consul__problem(c, CONSUL_ERR_ACL, "%s; keeping the token read before", err);
+    else if (r > 0)
+        set_token(c, c->token.value, strlen(c->token.value));
     return c->headers;
 }
 
@@ -136,7 +107,7 @@ enum consul_err_kind mesh_consul__failed(struct consul_registry *c, struct mesh_
     if (req->status == 403) {
         if (strstr(body, "ACL not found")) {
             /* Perhaps rotated: read the token again for the next attempt. */
-            c->token_refused = true;
+            c->token.refused = true;
             mesh_consul__problem(c, CONSUL_ERR_ACL,
                                  "%s: Consul does not know the token (403 ACL not found; token "
                                  "from %s)",
@@ -266,6 +237,7 @@ static int consul_create(uv_loop_t *loop, const struct mesh_registry_config *cfg
         set_token(c, c->conn.token, strlen(c->conn.token));
     else
         set_token(c, NULL, 0);
+    mesh_token_file_init(&c->token, c->conn.token_file, TOKEN_REREAD_MS);
     mesh_hmap_init(&c->watches);
     mesh_hmap_init(&c->regs);
     uv_timer_init(loop, &c->catalog_timer);
@@ -300,6 +272,7 @@ static void consul_destroy(struct mesh_registry *r)
     mesh_hmap_done(&c->watches);
     mesh_hmap_done(&c->regs);
     mesh_consul__stale_done(c);
+    mesh_token_file_done(&c->token);
     mesh_consul__conn_done(&c->conn);
     mesh_free(c->catalog_url);
     mesh_free(c->cleanup_url);

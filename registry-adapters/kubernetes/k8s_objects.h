@@ -1,0 +1,78 @@
+/*
+ * The Kubernetes objects the adapter keeps, decoded from API JSON into the few fields it
+ * needs: EndpointSlices (discovery.k8s.io/v1), Services and Pods (v1). Pure; fuzzed through
+ * the watch stream target. Each object is one allocation owner; _free accepts NULL.
+ */
+#ifndef MESH_K8S_OBJECTS_H
+#define MESH_K8S_OBJECTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "agent/service.h"
+
+#define MESH_K8S_SERVICE_NAME_LABEL "kubernetes.io/service-name"
+#define MESH_K8S_PROTOCOL_ANNOTATION "mesh.io/protocol"
+#define MESH_K8S_PORT_ANNOTATION "mesh.io/port"
+
+struct mesh_k8s_port {
+    char *name; /* "" when unnamed */
+    uint16_t port;
+    char *app_protocol; /* NULL when unset */
+};
+
+struct mesh_k8s_endpoint {
+    struct mesh_addr addr; /* port 0: the slice's port applies */
+    unsigned health;       /* MESH_EP_* from the conditions */
+    char *zone, *node, *pod;
+};
+
+struct mesh_k8s_slice {
+    char *key;     /* "namespace/name" */
+    uint64_t seen; /* the list generation that last saw it (the adapter's) */
+    char *namespace;
+    char *service; /* kubernetes.io/service-name; NULL: belongs to none */
+    struct mesh_k8s_port *ports;
+    size_t n_ports;
+    struct mesh_k8s_endpoint *eps;
+    size_t n_eps;
+};
+
+struct mesh_k8s_service {
+    char *key;
+    uint64_t seen; /* the list generation that last saw it (the adapter's) */
+    char *namespace, *name;
+    struct mesh_k8s_port *ports; /* spec.ports in order; port is the Service's port */
+    size_t n_ports;
+    char *protocol_hint; /* the mesh.io/protocol annotation */
+    char *port_hint;     /* the mesh.io/port annotation: which port the mesh uses */
+};
+
+struct mesh_k8s_pod {
+    char *key;
+    uint64_t seen; /* the list generation that last saw it (the adapter's) */
+    char *namespace, *name;
+    char *service_account;
+    char *node;
+    bool running;
+};
+
+/* metadata.namespace, .name, .resourceVersion of an object (NULL when absent). */
+void mesh_k8s_meta(json_t *obj, const char **ret_ns, const char **ret_name, const char **ret_rv);
+
+/* Each returns 0, -EINVAL with the reason in `err`, or -ENOMEM. */
+int mesh_k8s_slice_decode(json_t *obj, struct mesh_k8s_slice **ret, char *err, size_t errlen);
+int mesh_k8s_service_decode(json_t *obj, struct mesh_k8s_service **ret, char *err, size_t errlen);
+int mesh_k8s_pod_decode(json_t *obj, struct mesh_k8s_pod **ret, char *err, size_t errlen);
+void mesh_k8s_slice_free(struct mesh_k8s_slice *s);
+void mesh_k8s_service_free(struct mesh_k8s_service *s);
+void mesh_k8s_pod_free(struct mesh_k8s_pod *p);
+
+/* The protocol a port speaks, from appProtocol, then the port name's prefix (http-, grpc-,
+ * h2c-, http2-), then `hint`; TCP otherwise. */
+enum mesh_protocol mesh_k8s_protocol(const struct mesh_k8s_port *p, const char *hint);
+
+#endif

@@ -1,0 +1,446 @@
+/*
+ * Reflectors: for each resource kind (and each configured namespace, or all), list in
+ * pages (limit/continue), then watch from the list's resourceVersion with bookmarks, as
+ * client-go's reflector does. A watch that ends (timeoutSeconds) starts again from the last
+ * resourceVersion; a stream cut reconnects with backoff; 410 Gone (the version was
+ * compacted away, as an HTTP status or an ERROR event) lists again. A list only removes,
+ * at its end, what it did not see: the caches, and so the catalog, never empty between.
+ */
+#define MESH_LOG_MODULE "kubernetes"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/backoff.h"
+#include "common/log.h"
+#include "registry-adapters/kubernetes/k8s-int.h"
+
+#define MAX_EVENT (8u << 20)
+#define MAX_PAGE (256u << 20)
+
+struct k8s_reflector {
+    struct k8s_registry *k;
+    enum k8s_kind kind;
+    const char *ns; /* NULL: all namespaces */
+    char *rv;       /* where the watch goes on from */
+    char *cont;     /* the next list page */
+    uint64_t gen;   /* of the list in progress */
+    bool listing, listed, relist;
+    struct mesh_http_req req;
+    char *url;
+    struct mesh_k8s_stream stream;
+    uv_timer_t timer;
+    unsigned failures;
+    uint64_t watch_started_ms;
+    char stream_err[256];
+};
+
+static void list_next(struct k8s_reflector *r);
+static void watch_start(struct k8s_reflector *r);
+
+static const char *const paths[K8S_KINDS] = {"/apis/discovery.k8s.io/v1", "/api/v1", "/api/v1"};
+static const char *const plurals[K8S_KINDS] = {"endpointslices", "services", "pods"};
+
+/* The resource's URL with the selectors that keep answers to what the adapter uses. */
+static char *url_of(const struct k8s_reflector *r, const char *query)
+{
+    struct k8s_registry *k = r->k;
+    struct mesh_buf b;
+    mesh_buf_init(&b, 8192);
+    mesh_buf_appendf(&b, "%s%s/", k->conn.server, paths[r->kind]);
+    if (r->ns)
+        mesh_buf_appendf(&b, "namespaces/%s/", r->ns);
+    mesh_buf_appendf(&b, "%s?%s", plurals[r->kind], query);
+    if (r->kind == K8S_SLICES) /* only slices that belong to a Service */
+        mesh_buf_append_str(&b, "&labelSelector=kubernetes.io%2Fservice-name");
+    if (r->kind == K8S_PODS) {
+        mesh_buf_append_str(&b, "&fieldSelector=spec.nodeName%3D");
+        mesh_http_escape(&b, k->conn.node_name);
+    }
+    return b.err ? (mesh_buf_done(&b), NULL) : mesh_buf_steal(&b, NULL);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct k8s_reflector *r = container_of(t, struct k8s_reflector, timer);
+    if (r->listing)
+        list_next(r);
+    else
+        watch_start(r);
+}
+
+static void later(struct k8s_reflector *r)
+{
+    uv_timer_start(&r->timer, on_timer, mesh_backoff_ms(r->failures++, 500, 30000), 0);
+}
+
+static void set_rv(struct k8s_reflector *r, const char *rv)
+{
+    if (!rv || (r->rv && strcmp(r->rv, rv) == 0))
+        return;
+    char *copy = mesh_strdup(rv);
+    if (copy) {
+        mesh_free(r->rv);
+        r->rv = copy;
+    }
+}
+
+static int decode(struct k8s_reflector *r, json_t *obj, void **ret, char *err, size_t errlen)
+{
+    switch (r->kind) {
+    case K8S_SLICES:
+        return mesh_k8s_slice_decode(obj, (struct mesh_k8s_slice **)ret, err, errlen);
+    case K8S_SERVICES:
+        return mesh_k8s_service_decode(obj, (struct mesh_k8s_service **)ret, err, errlen);
+    default:
+        return mesh_k8s_pod_decode(obj, (struct mesh_k8s_pod **)ret, err, errlen);
+    }
+}
+
+static void stamp(struct k8s_reflector *r, void *obj)
+{
+    if (r->kind == K8S_SLICES)
+        ((struct mesh_k8s_slice *)obj)->seen = r->gen;
+    else if (r->kind == K8S_SERVICES)
+        ((struct mesh_k8s_service *)obj)->seen = r->gen;
+    else
+        ((struct mesh_k8s_pod *)obj)->seen = r->gen;
+}
+
+/* Puts one object into the cache; a bad one is reported and skipped. */
+static void take(struct k8s_reflector *r, json_t *item)
+{
+    void *obj = NULL;
+    char err[256];
+    int rc = decode(r, item, &obj, err, sizeof(err));
+    if (rc == 0) {
+        stamp(r, obj);
+        rc = mesh_k8s__upsert(r->k, r->kind, obj);
+        if (rc < 0) {
+            mesh_k8s__problem(r->k, K8S_ERR_DECODE, "out of memory caching %s", plurals[r->kind]);
+            return;
+        }
+    } else {
+        mesh_k8s__problem(r->k, K8S_ERR_DECODE, "%s: skipping an object: %s", plurals[r->kind],
+                          rc == -ENOMEM ? "out of memory" : err);
+    }
+}
+
+/* ---- requests ---- */
+
+static void http_failure(struct k8s_reflector *r, const char *what)
+{
+    struct k8s_registry *k = r->k;
+    const char *body = r->req.answer.data ? r->req.answer.data : "";
+    json_t *st = json_loads(body, 0, NULL);
+    const char *msg = json_string_value(json_object_get(st, "message"));
+    char text[300];
+    snprintf(text, sizeof(text), "%.200s", msg ? msg : body);
+    if (r->req.status == 0)
+        mesh_k8s__problem(k, K8S_ERR_CONNECT, "%s %s: the API server at %s does not answer: %s",
+                          what, plurals[r->kind], k->conn.server, r->req.error);
+    else if (r->req.status == 401) {
+        k->token.refused = true; /* read the token again at once */
+        mesh_k8s__problem(k, K8S_ERR_AUTH,
+                          "%s %s: 401 Unauthorized: the API server refused the token (%s)", what,
+                          plurals[r->kind], k->conn.source);
+    } else if (r->req.status == 403)
+        mesh_k8s__problem(k, K8S_ERR_FORBIDDEN, "%s %s: 403 Forbidden: %s", what, plurals[r->kind],
+                          text);
+    else
+        mesh_k8s__problem(k, K8S_ERR_HTTP, "%s %s: the API server answered %ld: %s", what,
+                          plurals[r->kind], r->req.status, text);
+    json_decref(st);
+}
+
+static void start_req(struct k8s_reflector *r, char *url, long timeout_ms, mesh_http_done_cb done,
+                      mesh_http_data_cb on_data)
+{
+    mesh_free(r->url);
+    r->url = url;
+    if (!url) {
+        later(r);
+        return;
+    }
+    r->req.url = url;
+    r->req.headers = mesh_k8s__headers(r->k);
+    r->req.timeout_ms = timeout_ms;
+    r->req.max_answer = MAX_PAGE;
+    r->req.done = done;
+    r->req.on_data = on_data;
+    r->req.data = r;
+    if (mesh_k8s__start(r->k, &r->req) < 0)
+        later(r);
+}
+
+/* ---- list ---- */
+
+static void list_done(struct k8s_reflector *r, json_t *list)
+{
+    struct k8s_registry *k = r->k;
+    size_t i;
+    json_t *item;
+    json_array_foreach(json_object_get(list, "items"), i, item) take(r, item);
+    json_t *meta = json_object_get(list, "metadata");
+    const char *cont = json_string_value(json_object_get(meta, "continue"));
+    mesh_free(r->cont);
+    r->cont = cont && cont[0] ? mesh_strdup(cont) : NULL;
+    if (r->cont) {
+        list_next(r);
+        return;
+    }
+    /* The last page: what this list did not see is gone. */
+    set_rv(r, json_string_value(json_object_get(meta, "resourceVersion")));
+    mesh_k8s__sweep(k, r->kind, r->ns, r->gen);
+    r->listing = false;
+    r->listed = true;
+    mesh_log_info("listed %s%s%s: %zu cached", plurals[r->kind], r->ns ? " in " : "",
+                  r->ns ? r->ns : "", k->cache[r->kind].n);
+    if (mesh_k8s__all_listed(k))
+        mesh_k8s__full_sync(k);
+    mesh_k8s__ok(k);
+    watch_start(r);
+}
+
+static void on_list(struct mesh_http_req *req)
+{
+    struct k8s_reflector *r = req->data;
+    if (req->status == 410 && r->cont) {
+        /* The continue token expired: the list starts over. */
+        mesh_free(r->cont);
+        r->cont = NULL;
+        r->gen = ++r->k->gen;
+        list_next(r);
+        return;
+    }
+    if (req->status != 200) {
+        http_failure(r, "listing");
+        later(r);
+        return;
+    }
+    json_error_t je;
+    json_t *list = json_loadb(req->answer.data ? req->answer.data : "", req->answer.len, 0, &je);
+    if (!json_is_object(list) || !json_is_array(json_object_get(list, "items"))) {
+        mesh_k8s__problem(r->k, K8S_ERR_DECODE, "listing %s: not a list: %s", plurals[r->kind],
+                          list ? "no items" : je.text);
+        json_decref(list);
+        later(r);
+        return;
+    }
+    r->failures = 0;
+    list_done(r, list);
+    json_decref(list);
+}
+
+static void list_next(struct k8s_reflector *r)
+{
+    char q[4096];
+    if (r->k->stopping)
+        return;
+    int n = snprintf(q, sizeof(q), "limit=%d", r->k->cfg->page_size);
+    if (r->cont) {
+        struct mesh_buf b;
+        mesh_buf_init(&b, sizeof(q));
+        mesh_http_escape(&b, r->cont);
+        snprintf(q + n, sizeof(q) - (size_t)n, "&continue=%s", b.data ? b.data : "");
+        mesh_buf_done(&b);
+    }
+    start_req(r, url_of(r, q), 120000, on_list, NULL);
+}
+
+static void list_start(struct k8s_reflector *r)
+{
+    r->listing = true;
+    r->gen = ++r->k->gen;
+    mesh_free(r->cont);
+    r->cont = NULL;
+    list_next(r);
+}
+
+/* ---- watch ---- */
+
+static int on_event(void *data, enum mesh_k8s_event_type type, json_t *obj)
+{
+    struct k8s_reflector *r = data;
+    struct k8s_registry *k = r->k;
+    const char *ns, *name, *rv;
+    mesh_k8s_meta(obj, &ns, &name, &rv);
+    k->events[r->kind][type]++;
+    switch (type) {
+    case MESH_K8S_ADDED:
+    case MESH_K8S_MODIFIED:
+        take(r, obj);
+        break;
+    case MESH_K8S_DELETED:
+        if (ns && name) {
+            char key[512];
+            snprintf(key, sizeof(key), "%s/%s", ns, name);
+            mesh_k8s__delete(k, r->kind, key);
+        }
+        break;
+    case MESH_K8S_BOOKMARK:
+        break;
+    case MESH_K8S_ERROR: {
+        json_int_t code = json_integer_value(json_object_get(obj, "code"));
+        const char *msg = json_string_value(json_object_get(obj, "message"));
+        if (code == 410) {
+            r->relist = true; /* too old: list again */
+        } else {
+            mesh_k8s__problem(k, K8S_ERR_HTTP, "watching %s: error event %d: %.200s",
+                              plurals[r->kind], (int)code, msg ? msg : "");
+        }
+        return 1; /* the watch is over either way */
+    }
+    }
+    set_rv(r, rv);
+    return 0;
+}
+
+static int on_watch_data(struct mesh_http_req *req, const char *data, size_t len)
+{
+    struct k8s_reflector *r = req->data;
+    int rc = mesh_k8s_stream_feed(&r->stream, data, len, on_event, r, r->stream_err,
+                                  sizeof(r->stream_err));
+    mesh_k8s__flush(r->k);
+    if (rc < 0) {
+        mesh_k8s__problem(r->k, K8S_ERR_DECODE, "watching %s: %s", plurals[r->kind],
+                          rc == -ENOMEM ? "out of memory" : r->stream_err);
+        return 1;
+    }
+    return rc; /* 1: an ERROR event ended it */
+}
+
+static void on_watch_done(struct mesh_http_req *req)
+{
+    struct k8s_reflector *r = req->data;
+    struct k8s_registry *k = r->k;
+    mesh_k8s_stream_reset(&r->stream);
+    k->watch_restarts[r->kind]++;
+    if (r->relist || req->status == 410) {
+        r->relist = false;
+        k->relists[r->kind]++;
+        mesh_log_info("%s: resource version %s is gone (410): listing again", plurals[r->kind],
+                      r->rv ? r->rv : "?");
+        list_start(r);
+        return;
+    }
+    if (req->status == 200 && req->result == 0) {
+        /* The server ended the watch at timeoutSeconds: go on from where it was (at once,
+         * unless it ended at once: a server that does that must not make a tight loop). */
+        if (mesh_k8s__now(k) - r->watch_started_ms < 1000) {
+            later(r);
+            return;
+        }
+        r->failures = 0;
+        watch_start(r);
+        return;
+    }
+    if (req->head_status == 200 && req->result != -ECANCELED)
+        mesh_k8s__problem(k, K8S_ERR_CONNECT, "watching %s: the stream broke: %s", plurals[r->kind],
+                          req->error);
+    else if (req->result != -ECANCELED)
+        http_failure(r, "watching");
+    later(r);
+}
+
+static void watch_start(struct k8s_reflector *r)
+{
+    struct k8s_registry *k = r->k;
+    if (k->stopping)
+        return;
+    if (!r->rv) {
+        list_start(r);
+        return;
+    }
+    /* Spread the watches' ends so that a fleet does not reconnect in step. */
+    uint64_t t = k->cfg->watch_timeout_ms / 1000;
+    t = t - t / 10 + (uint64_t)rand() % (t / 10 + 1);
+    char q[1024];
+    struct mesh_buf b;
+    mesh_buf_init(&b, sizeof(q));
+    mesh_http_escape(&b, r->rv);
+    snprintf(q, sizeof(q),
+             "watch=1&allowWatchBookmarks=true&timeoutSeconds=%" PRIu64 "&resourceVersion=%s", t,
+             b.data ? b.data : "");
+    mesh_buf_done(&b);
+    r->watch_started_ms = mesh_k8s__now(k);
+    start_req(r, url_of(r, q), (long)(t * 1000 + 30000), on_watch_done, on_watch_data);
+}
+
+/* ---- the set ---- */
+
+static int add(struct k8s_registry *k, enum k8s_kind kind, const char *ns)
+{
+    struct k8s_reflector *r = mesh_calloc(1, sizeof(*r));
+    if (!r)
+        return -ENOMEM;
+    r->k = k;
+    r->kind = kind;
+    r->ns = ns;
+    mesh_k8s_stream_init(&r->stream, MAX_EVENT);
+    uv_timer_init(k->base.loop, &r->timer);
+    k->refl[k->n_refl++] = r;
+    return 0;
+}
+
+int mesh_k8s__reflectors_new(struct k8s_registry *k)
+{
+    size_t per = k->cfg->namespaces.n ? k->cfg->namespaces.n : 1;
+    k->refl = mesh_calloc(per * K8S_KINDS, sizeof(*k->refl));
+    if (!k->refl)
+        return -ENOMEM;
+    for (int kind = 0; kind < K8S_KINDS; kind++) {
+        if (kind == K8S_PODS && !k->cfg->pods)
+            continue;
+        for (size_t i = 0; i < per; i++) {
+            int rc =
+                add(k, (enum k8s_kind)kind, k->cfg->namespaces.n ? k->cfg->namespaces.v[i] : NULL);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+void mesh_k8s__reflectors_start(struct k8s_registry *k)
+{
+    for (size_t i = 0; i < k->n_refl; i++)
+        list_start(k->refl[i]);
+}
+
+bool mesh_k8s__all_listed(const struct k8s_registry *k)
+{
+    for (size_t i = 0; i < k->n_refl; i++) {
+        if (!k->refl[i]->listed)
+            return false;
+    }
+    return true;
+}
+
+static void on_refl_closed(uv_handle_t *h)
+{
+    struct k8s_reflector *r = container_of((uv_timer_t *)h, struct k8s_reflector, timer);
+    struct k8s_registry *k = r->k;
+    mesh_http_req_done(&r->req);
+    mesh_k8s_stream_done(&r->stream);
+    mesh_free(r->url);
+    mesh_free(r->rv);
+    mesh_free(r->cont);
+    mesh_free(r);
+    mesh_k8s__closed_one(k);
+}
+
+void mesh_k8s__reflectors_stop(struct k8s_registry *k)
+{
+    for (size_t i = 0; i < k->n_refl; i++) {
+        struct k8s_reflector *r = k->refl[i];
+        mesh_http_req_cancel(&r->req);
+        k->pending_closes++;
+        uv_close((uv_handle_t *)&r->timer, on_refl_closed);
+    }
+    k->n_refl = 0;
+}

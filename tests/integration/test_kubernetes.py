@@ -1,0 +1,323 @@
+"""The Kubernetes registry adapter against the strict fake API server
+(tests/fakes/fake_kube.py): list then watch, pagination, 410 relists without a transient
+removal, token rotation, API server restarts, endpoint conditions, node-local workloads,
+RBAC and authentication failures, and merging with Consul."""
+import os
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fakes"))
+
+from fake_consul import FakeConsul  # noqa: E402
+from fake_kube import FakeKube, pod_obj, service_obj, slice_obj  # noqa: E402
+from meshtest import AgentTest, SLOW, main, wait_for  # noqa: E402
+from pki import Pki  # noqa: E402
+
+TD = "cluster.test"
+
+
+def endpoints(agent, name, ns="shop"):
+    s = agent.services().get(f"{ns}/{name}")
+    return sorted((e["address"], e["port"], e["health"]) for e in s["endpoints"]) if s else []
+
+
+def ready(ip, port=8080):
+    return (ip, port, "healthy")
+
+
+class KubeTest(AgentTest):
+    def setUp(self):
+        super().setUp()
+        self.tmp = self.agent(name="scratch").tmp
+        self.pki = Pki(os.path.join(self.tmp, "pki"), name="kube-ca")
+        self.srv = self.pki.leaf("apiserver", [], sans=["IP:127.0.0.1"])
+        self.kube = FakeKube(self.srv[0], self.srv[1], tokens={"token-1"}).start()
+        self.consuls = []
+        # The service account directory as the kubelet mounts it: files behind "..data".
+        self.sa = os.path.join(self.tmp, "serviceaccount")
+        os.makedirs(self.sa)
+        self.rotations = 0
+        self.write_token("token-1")
+
+    def tearDown(self):
+        super().tearDown()
+        self.kube.stop()
+        for c in self.consuls:
+            c.stop()
+
+    def write_token(self, token):
+        """Writes the token and the CA the way the kubelet does: a new timestamped directory,
+        then an atomic swap of the ..data symlink."""
+        self.rotations += 1
+        d = os.path.join(self.sa, f"..2026_{self.rotations:04d}")
+        os.makedirs(d)
+        with open(os.path.join(d, "token"), "w") as f:
+            f.write(token)
+        with open(self.pki.cert) as src, open(os.path.join(d, "ca.crt"), "w") as dst:
+            dst.write(src.read())
+        tmp_link = os.path.join(self.sa, "..data_tmp")
+        os.symlink(os.path.basename(d), tmp_link)
+        os.rename(tmp_link, os.path.join(self.sa, "..data"))
+        for name in ("token", "ca.crt"):
+            p = os.path.join(self.sa, name)
+            if not os.path.islink(p):
+                os.symlink(os.path.join("..data", name), p)
+
+    def kube_agent(self, services=None, identity=None, **reg):
+        entry = {"type": "kubernetes", "name": "k8s", "service_account_dir": self.sa,
+                 "watch_timeout": "30s"}
+        entry.update(reg)
+        a = self.agent(services=services, name="host-a",
+                       env={"KUBERNETES_SERVICE_HOST": "127.0.0.1",
+                            "KUBERNETES_SERVICE_PORT": str(self.kube.port),
+                            "NODE_NAME": "node-a"})
+        a.config["registries"] = [entry]
+        a.config["trust_domain"] = TD
+        a.config["readiness"] = {"registry_sync_timeout": "5s"}
+        if identity:
+            a.config["identity"] = identity
+        return a
+
+    def add_service(self, name, ips, ns="shop", node="node-b", slice_name=None, cond=None):
+        self.kube.put("services", service_obj(ns, name))
+        self.kube.put("endpointslices", slice_obj(
+            ns, slice_name or f"{name}-abc", name,
+            [(ip, node, "zone-1", cond, f"{name}-pod-{i}") for i, ip in enumerate(ips)]))
+
+    # -- discovery --
+
+    def test_lists_500_services_and_applies_watch_events_within_100ms(self):
+        services, slices = [], []
+        for s in range(500):
+            services.append(service_obj("shop", f"svc-{s:03d}"))
+            slices.append(slice_obj("shop", f"svc-{s:03d}-x", f"svc-{s:03d}",
+                                    [(f"10.{k + 1}.{s // 200}.{(s % 200) + 1}", "node-b",
+                                      "zone-1", None, None) for k in range(4)]))
+        self.kube.put_many("services", services)
+        self.kube.put_many("endpointslices", slices)
+        a = self.kube_agent(page_size=100).start()
+        wait_for(lambda: len(a.services()) == 500, timeout=20, what="500 services listed")
+        self.assertEqual(sum(len(s["endpoints"]) for s in a.services().values()), 2000)
+        lists = [r for r in self.kube.requests if "endpointslices" in r[1] and "watch" not in r[2]]
+        self.assertEqual(len(lists), 5, "five pages of 100")
+        self.assertTrue(all(r[2].get("labelSelector") == "kubernetes.io/service-name"
+                            for r in lists))
+        self.assertEqual(a.metric("mesh_k8s_objects", registry="k8s", resource="endpointslices"),
+                         500)
+        # A watch event reaches the catalog within 100 ms.
+        wait_for(lambda: a.metric("mesh_k8s_watch_restarts_total", registry="k8s",
+                                  resource="endpointslices") is not None, what="metrics")
+        time.sleep(0.3)  # the watches are open
+        for i in range(5):
+            t0 = time.monotonic()
+            self.kube.put("endpointslices", slice_obj("shop", "svc-007-x", "svc-007",
+                                                     [(f"10.9.9.{i + 1}", "node-b", "z", None,
+                                                       None)]))
+            wait_for(lambda: endpoints(a, "svc-007") == [ready(f"10.9.9.{i + 1}")],
+                     interval=0.002, what="the modified slice")
+            self.assertLess(time.monotonic() - t0, 0.1 * SLOW)
+        # Deleting the slice removes the service's endpoints (and so the service).
+        self.kube.delete("endpointslices", "shop", "svc-007-x")
+        wait_for(lambda: "shop/svc-007" not in a.services(), what="the deleted slice")
+
+    def test_410_mid_stream_relists_with_no_transient_removal(self):
+        for s in range(40):
+            self.add_service(f"svc-{s:02d}", [f"10.0.{s}.1", f"10.0.{s}.2"])
+        a = self.kube_agent().start()
+        wait_for(lambda: len(a.services()) == 40, what="40 services")
+        seen, stop = [], threading.Event()
+
+        def watch_catalog():
+            while not stop.is_set():
+                s = a.services()
+                seen.append((len(s), sum(len(x["endpoints"]) for x in s.values())))
+
+        t = threading.Thread(target=watch_catalog)
+        t.start()
+        try:
+            time.sleep(0.2)
+            self.kube.expire_watches()  # every watch gets ERROR 410 and ends
+            self.add_service("svc-new", ["10.9.0.1"])  # a change made meanwhile
+            wait_for(lambda: a.metric("mesh_k8s_relists_total", registry="k8s",
+                                      resource="endpointslices") >= 1, what="a relist")
+            wait_for(lambda: endpoints(a, "svc-new") == [ready("10.9.0.1")], timeout=10,
+                     what="the change made during the relist")
+            time.sleep(0.2)
+        finally:
+            stop.set()
+            t.join()
+        self.assertGreater(len(seen), 10)
+        self.assertEqual(min(n for n, _ in seen), 40, "a service went missing during the relist")
+        self.assertEqual(min(e for _, e in seen), 80, "an endpoint went missing")
+        self.assertIn("is gone (410): listing again", a.logs())
+
+    def test_stream_cut_mid_object_and_api_server_restart_are_survived(self):
+        self.add_service("web", ["10.0.0.1"])
+        a = self.kube_agent().start()
+        wait_for(lambda: endpoints(a, "web") == [ready("10.0.0.1")], what="web")
+        time.sleep(0.2)
+        self.kube.cut_streams()
+        self.add_service("web", ["10.0.0.2"])
+        wait_for(lambda: endpoints(a, "web") == [ready("10.0.0.2")], timeout=10,
+                 what="a change after the stream was cut mid-object")
+        self.assertIn("the stream broke", a.logs())
+        # The API server goes away; a change happens meanwhile; it comes back.
+        self.kube.stop()
+        self.add_service("web", ["10.0.0.3"])
+        time.sleep(1)
+        self.assertEqual(endpoints(a, "web"), [ready("10.0.0.2")], "kept while the server is away")
+        self.kube.start()
+        wait_for(lambda: endpoints(a, "web") == [ready("10.0.0.3")], timeout=20,
+                 what="the change made while the server was away")
+
+    def test_endpoint_conditions_drive_health_and_drain(self):
+        self.kube.put("services", service_obj("shop", "web"))
+        self.kube.put("endpointslices", slice_obj("shop", "web-1", "web", [
+            ("10.0.0.1", "node-b", "z", {"ready": True, "serving": True, "terminating": False},
+             None),
+            ("10.0.0.2", "node-b", "z", {"ready": False, "serving": True, "terminating": True},
+             None),
+            ("10.0.0.3", "node-b", "z", {"ready": False, "serving": False, "terminating": False},
+             None)]))
+        # A second slice of the same service merges with the first.
+        self.kube.put("endpointslices", slice_obj("shop", "web-2", "web", [
+            ("10.0.0.4", "node-c", "z2", {}, None)]))
+        a = self.kube_agent().start()
+        wait_for(lambda: len(endpoints(a, "web")) == 4, what="web's endpoints")
+        self.assertEqual(endpoints(a, "web"), [
+            ("10.0.0.1", 8080, "healthy"), ("10.0.0.2", 8080, "draining"),
+            ("10.0.0.3", 8080, "unhealthy"), ("10.0.0.4", 8080, "healthy")])
+        e = {x["address"]: x for x in a.services()["shop/web"]["endpoints"]}
+        self.assertEqual((e["10.0.0.4"]["zone"], e["10.0.0.4"]["node"]), ("z2", "node-c"))
+        self.assertEqual(a.services()["shop/web"]["protocol"], "http")  # the port's appProtocol
+
+    def test_local_workloads_get_their_service_account_identity(self):
+        self.kube.put("pods", pod_obj("shop", "web-pod-0", "node-a", sa="web-sa"))
+        self.kube.put("pods", pod_obj("shop", "other", "node-b", sa="other-sa"))
+        self.add_service("web", ["10.0.0.1"], node="node-a")
+        self.add_service("db", ["10.0.0.2"], node="node-b")
+        ca = self.pki
+        a = self.kube_agent(identity={"mode": "standalone", "ca_cert": ca.cert,
+                                      "ca_key": ca.key}).start()
+        wait_for(lambda: [s["name"] for s in a.json("/v1/local")["services"]] == ["web"],
+                 what="web as a local service")
+        local = a.json("/v1/local")["services"][0]
+        self.assertEqual(local["identity"], f"spiffe://{TD}/ns/shop/sa/web-sa")
+        self.assertEqual(local["address"], "10.0.0.1:8080")
+        wait_for(lambda: f"spiffe://{TD}/ns/shop/sa/web-sa" in
+                 [c["id"] for c in a.json("/v1/identity")["certificates"]],
+                 what="a certificate for the pod's service account")
+        pods = [r for r in self.kube.requests if "/pods" in r[1]]
+        self.assertTrue(all(r[2].get("fieldSelector") == "spec.nodeName=node-a" for r in pods))
+
+    # -- credentials --
+
+    def test_rotated_token_file_is_picked_up(self):
+        self.add_service("web", ["10.0.0.1"])
+        a = self.kube_agent().start()
+        wait_for(lambda: endpoints(a, "web") == [ready("10.0.0.1")], what="web")
+        # The kubelet rotates the token; the old one stops working at once.
+        self.write_token("token-2")
+        self.kube.tokens = {"token-2"}
+        self.kube.cut_streams()  # new connections must carry the new token
+        self.add_service("web", ["10.0.0.9"])
+        wait_for(lambda: endpoints(a, "web") == [ready("10.0.0.9")], timeout=10,
+                 what="the rotated token in use")
+        late = [r for r in self.kube.requests[-5:] if not r[3]]
+        self.assertEqual(late, [], "the last requests were all authorized")
+
+    def test_wrong_token_gives_a_clear_error_and_backs_off(self):
+        self.add_service("web", ["10.0.0.1"])
+        self.write_token("wrong-token")
+        a = self.kube_agent().start()
+        wait_for(lambda: "401 Unauthorized" in a.logs(), what="the 401 reported")
+        self.assertIn("the API server refused the token (in-cluster service account)", a.logs())
+        t0 = time.monotonic()
+        time.sleep(4)
+        n = len(self.kube.requests_since(t0))
+        # Three reflectors, each backing off from 0.5 s doubling: no tight loop.
+        self.assertLessEqual(n, 3 * 5, f"{n} requests in 4 s")
+        self.assertGreaterEqual(a.metric("mesh_k8s_errors_total", registry="k8s",
+                                         kind="unauthorized"), 3)
+        # Fixed: the next attempt reads the new token and lists.
+        self.write_token("token-1")
+        wait_for(lambda: endpoints(a, "web") == [ready("10.0.0.1")], timeout=20,
+                 what="listing once the token is right")
+
+    def test_forbidden_by_rbac_is_reported_with_the_servers_reason(self):
+        self.kube.forbidden["token-1"] = {"pods"}
+        self.add_service("web", ["10.0.0.1"])
+        a = self.kube_agent().start(wait_ready=False)
+        wait_for(lambda: "403 Forbidden" in a.logs(), what="the 403")
+        self.assertIn('cannot list resource "pods"', a.logs())
+        a.wait_ready()  # ready after the sync timeout, on what it has
+
+    def test_kubeconfig_with_embedded_ca_and_token(self):
+        import base64
+        with open(self.pki.cert, "rb") as f:
+            ca = base64.b64encode(f.read()).decode()
+        kc = os.path.join(self.tmp, "kubeconfig")
+        with open(kc, "w") as f:
+            f.write(f"""apiVersion: v1
+kind: Config
+current-context: dev
+clusters:
+- name: fake
+  cluster:
+    server: {self.kube.url}/
+    certificate-authority-data: {ca}
+contexts:
+- name: dev
+  context: {{cluster: fake, user: agent}}
+- name: other
+  context: {{cluster: nowhere, user: agent}}
+users:
+- name: agent
+  user:
+    token: token-1
+""")
+        self.add_service("web", ["10.0.0.1"])
+        a = self.kube_agent(kubeconfig=kc)
+        a.env.pop("KUBERNETES_SERVICE_HOST")
+        a.start()
+        wait_for(lambda: endpoints(a, "web") == [ready("10.0.0.1")], what="web via kubeconfig")
+        st = a.json("/v1/status")["registries"][0]
+        self.assertEqual(st["credentials"], f"kubeconfig {kc}, context dev")
+        # A context naming a cluster that is not in the file is a clear validation error.
+        a.config["registries"][0]["context"] = "other"
+        a.write_config()
+        import subprocess
+        from meshtest import AGENT
+        r = subprocess.run([AGENT, "validate", "--config", a.config_path], capture_output=True,
+                           text=True, env={k: v for k, v in a.env.items()
+                                           if k != "KUBERNETES_SERVICE_HOST"})
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("the context's cluster has no https:// server ('nowhere')", r.stderr)
+
+    # -- merging --
+
+    def test_kubernetes_and_consul_merge_by_the_catalog_rules(self):
+        consul = FakeConsul().start()
+        self.consuls.append(consul)
+        consul.add_instance("web", "10.0.0.1", 8080, node="vm1", weights={"Passing": 9,
+                                                                          "Warning": 1})
+        consul.add_instance("web", "10.5.0.1", 8080, node="vm2")
+        self.add_service("web", ["10.0.0.1", "10.0.0.2"])
+        a = self.kube_agent()
+        a.config["registries"].append({"type": "consul", "name": "consul",
+                                       "address": consul.address, "namespace": "shop",
+                                       "register": False})
+        a.start()
+        wait_for(lambda: len(endpoints(a, "web")) == 3, what="the union")
+        s = a.services()["shop/web"]
+        self.assertEqual(s["registries"], ["k8s", "consul"])
+        e = {x["address"]: x for x in s["endpoints"]}
+        # 10.0.0.1:8080 from both: one endpoint, Kubernetes' details (higher precedence).
+        self.assertEqual(e["10.0.0.1"]["weight"], 1)
+        self.assertEqual(e["10.0.0.1"]["labels"]["mesh/registry"], "k8s")
+        self.assertEqual(e["10.5.0.1"]["labels"]["mesh/registry"], "consul")
+
+
+if __name__ == "__main__":
+    main()

@@ -33,6 +33,7 @@ struct mesh_lkg {
     bool closing;
     uint64_t writes;
     uint64_t failures;
+    uint64_t encode_ns; /* what the last document took to encode, on the loop */
     void (*done)(void *data);
     void *done_data;
 };
@@ -108,8 +109,10 @@ int mesh_lkg_new(uv_loop_t *loop, const char *path, struct mesh_lkg **ret)
 static int serialize(struct mesh_lkg *l, char **ret, size_t *ret_len)
 {
     struct mesh_buf b;
+    uint64_t t0 = uv_hrtime();
     mesh_buf_init(&b, MESH_LKG_MAX);
     mesh_lkg_encode(l->catalog, &b);
+    l->encode_ns = uv_hrtime() - t0;
     if (b.err) {
         int err = b.err;
         mesh_buf_done(&b);
@@ -127,6 +130,16 @@ static void write_work(uv_work_t *req)
 
 static void on_timer(uv_timer_t *t);
 static void maybe_closed(struct mesh_lkg *l);
+
+/*
+ * The wait before a write: at least DEBOUNCE_MS, and ten times what encoding took, so that
+ * a large catalog under steady change spends at most a tenth of the loop on this file.
+ */
+static uint64_t delay_of(const struct mesh_lkg *l)
+{
+    uint64_t ms = 10 * l->encode_ns / 1000000;
+    return ms > DEBOUNCE_MS ? ms : DEBOUNCE_MS;
+}
 
 static void write_done(uv_work_t *req, int status)
 {
@@ -149,7 +162,7 @@ static void write_done(uv_work_t *req, int status)
         return;
     }
     if (l->dirty)
-        uv_timer_start(&l->timer, on_timer, DEBOUNCE_MS, 0);
+        uv_timer_start(&l->timer, on_timer, delay_of(l), 0);
 }
 
 static void start_write(struct mesh_lkg *l)
@@ -183,9 +196,10 @@ void mesh_lkg_schedule(struct mesh_lkg *l, const struct mesh_catalog *c)
 {
     l->catalog = c;
     l->dirty = true;
-    if (l->closing || l->job)
+    /* A write already due stays due: steady change must not postpone it forever. */
+    if (l->closing || l->job || uv_is_active((uv_handle_t *)&l->timer))
         return;
-    uv_timer_start(&l->timer, on_timer, DEBOUNCE_MS, 0);
+    uv_timer_start(&l->timer, on_timer, delay_of(l), 0);
 }
 
 int mesh_lkg_flush(struct mesh_lkg *l)

@@ -220,6 +220,14 @@ static void k8s_status(struct mesh_registry *r, json_t *out)
         json_object_set_new(cached, mesh_k8s__kind_names[i],
                             json_integer((json_int_t)k->cache[i].n));
     json_object_set_new(out, "cached", cached);
+    json_t *events = json_object();
+    for (int i = 0; i < K8S_KINDS; i++) {
+        uint64_t sum = 0;
+        for (int t = 0; t < 5; t++)
+            sum += k->events[i][t];
+        json_object_set_new(events, mesh_k8s__kind_names[i], json_integer((json_int_t)sum));
+    }
+    json_object_set_new(out, "events", events);
     if (k->problem)
         json_object_set_new(out, "problem", json_string(k->problem));
 }

@@ -19,6 +19,7 @@ expire_watches (410 to every open watch), cut_streams (close mid-object), stop/s
 same port (a restart), tokens, and the request log.
 """
 import base64
+import bisect
 import json
 import socket
 import ssl
@@ -149,7 +150,9 @@ class FakeKube:
             self.objects[plural].pop(key, None)
         else:
             self.objects[plural][key] = obj
-        self.log.append((self.rv, plural, typ, obj))
+        # Serialized once, when written: watchers only copy bytes.
+        line = json.dumps({"type": typ, "object": obj}).encode() + b"\n"
+        self.log.append((self.rv, plural, typ, obj, line))
         self.cond.notify_all()
 
     def put(self, plural, obj):
@@ -352,7 +355,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 expired = False
                 if not since:  # no version: the current state first, as ADDED events
-                    pending = [(k.rv, "ADDED", o) for o in k.selected(plural, ns, q)]
+                    pending = [(k.rv, "ADDED", o, None) for o in k.selected(plural, ns, q)]
                 else:
                     pending = []
                 cursor = since or k.rv
@@ -363,8 +366,8 @@ class _Handler(BaseHTTPRequestHandler):
                 ).encode() + b"\n")
                 return self._chunk(b"")
             while True:
-                lines = [json.dumps({"type": t, "object": o}).encode() + b"\n"
-                         for _, t, o in pending]
+                lines = [line or json.dumps({"type": t, "object": o}).encode() + b"\n"
+                         for _, t, o, line in pending]
                 if lines:
                     self.wfile.write(b"".join(b"%x\r\n%s\r\n" % (len(x), x) for x in lines))
                     self.wfile.flush()
@@ -374,13 +377,14 @@ class _Handler(BaseHTTPRequestHandler):
                         if gen != k.watch_generation:
                             mode = k.cut_mode
                             break
-                        news = [e for e in k.log if e[0] > cursor and e[1] == plural and
+                        first = bisect.bisect_right(k.log, cursor, key=lambda e: e[0])
+                        news = [e for e in k.log[first:] if e[1] == plural and
                                 (not ns or e[3]["metadata"]["namespace"] == ns) and
                                 ("labelSelector" not in q or label_match(e[3], q["labelSelector"]))
                                 and ("fieldSelector" not in q or field_match(e[3],
                                                                              q["fieldSelector"]))]
-                        if any(e[0] > cursor for e in k.log):
-                            cursor = max(e[0] for e in k.log)
+                        if k.log and k.log[-1][0] > cursor:
+                            cursor = k.log[-1][0]
                         if news:
                             mode = None
                             break
@@ -393,13 +397,13 @@ class _Handler(BaseHTTPRequestHandler):
                         k.cond.wait(min(deadline, next_bookmark if bookmarks else deadline) - now)
                     rv = cursor
                 if mode is None:
-                    pending = [(r, t, o) for r, _, t, o in news]
+                    pending = [(r, t, o, line) for r, _, t, o, line in news]
                     continue
                 if mode == "bookmark":
                     next_bookmark = time.monotonic() + k.bookmark_interval
                     pending = [(rv, "BOOKMARK", {"kind": KINDS[plural][1],
                                                  "apiVersion": KINDS[plural][2],
-                                                 "metadata": {"resourceVersion": str(rv)}})]
+                                                 "metadata": {"resourceVersion": str(rv)}}, None)]
                     continue
                 if mode == "expire":
                     self._chunk(json.dumps({"type": "ERROR", "object": status(

@@ -1,0 +1,57 @@
+/*
+ * Fuzzes the Kubernetes watch stream: the bytes arrive in two reads split where the first
+ * byte says, and every event's object goes through the decoder the second byte picks
+ * (EndpointSlice, Service, Pod).
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "registry-adapters/kubernetes/k8s_objects.h"
+#include "registry-adapters/kubernetes/k8s_stream.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static int on_event(void *data, enum mesh_k8s_event_type type, json_t *obj)
+{
+    char err[256];
+    unsigned which = *(const unsigned *)data % 3;
+    (void)type;
+    if (which == 0) {
+        struct mesh_k8s_slice *s = NULL;
+        if (mesh_k8s_slice_decode(obj, &s, err, sizeof(err)) == 0) {
+            for (size_t i = 0; i < s->n_ports; i++) {
+                if (s->ports[i].port == 0)
+                    abort(); /* decoded ports are 1..65535 */
+            }
+            mesh_k8s_protocol(s->n_ports ? &s->ports[0] : NULL, "http");
+        }
+        mesh_k8s_slice_free(s);
+    } else if (which == 1) {
+        struct mesh_k8s_service *s = NULL;
+        if (mesh_k8s_service_decode(obj, &s, err, sizeof(err)) == 0)
+            mesh_k8s_protocol(s->n_ports ? &s->ports[0] : NULL, s->protocol_hint);
+        mesh_k8s_service_free(s);
+    } else {
+        struct mesh_k8s_pod *p = NULL;
+        mesh_k8s_pod_decode(obj, &p, err, sizeof(err));
+        mesh_k8s_pod_free(p);
+    }
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 2)
+        return 0;
+    unsigned which = data[1];
+    const char *body = (const char *)data + 2;
+    size_t len = size - 2, cut = len ? data[0] % (len + 1) : 0;
+    struct mesh_k8s_stream s;
+    char err[256];
+    mesh_k8s_stream_init(&s, 4096);
+    if (mesh_k8s_stream_feed(&s, body, cut, on_event, &which, err, sizeof(err)) == 0)
+        mesh_k8s_stream_feed(&s, body + cut, len - cut, on_event, &which, err, sizeof(err));
+    mesh_k8s_stream_done(&s);
+    return 0;
+}

@@ -78,7 +78,8 @@ struct k8s_registry {
 
     struct k8s_reflector **refl;
     size_t n_refl;
-    uint64_t gen; /* list generations */
+    uint64_t gen;          /* list generations */
+    struct mesh_jdoc page; /* the tokens of the list page being read */
 
     /* Caches: "namespace/name" -> object. */
     struct mesh_hmap cache[K8S_KINDS];

@@ -167,6 +167,7 @@ static int k8s_create(uv_loop_t *loop, const struct mesh_registry_config *cfg,
     for (int i = 0; i < K8S_KINDS; i++)
         mesh_hmap_init(&k->cache[i]);
     mesh_hmap_init(&k->groups);
+    mesh_jdoc_init(&k->page, 64u << 20); /* a 256 MiB page at most: a value takes >= 2 bytes */
     r = mesh_k8s__reflectors_new(k);
     if (r < 0) {
         k->base.ops->destroy(&k->base);
@@ -201,6 +202,7 @@ static void k8s_destroy(struct mesh_registry *r)
         mesh_http_client_close(k->http, NULL, NULL);
     }
     mesh_k8s__caches_done(k);
+    mesh_jdoc_done(&k->page);
     mesh_token_file_done(&k->token);
     mesh_k8s__conn_done(&k->conn);
     mesh_free(k->refl);

@@ -12,19 +12,36 @@
 
 static int invalid(char *err, size_t errlen, const char *what, const char *name)
 {
-    snprintf(err, errlen, "%s '%.128s': %s", "object", name ? name : "?", what);
+    snprintf(err, errlen, "object '%.128s': %s", name && name[0] ? name : "?", what);
     return -EINVAL;
 }
 
-void mesh_k8s_meta(json_t *obj, const char **ret_ns, const char **ret_name, const char **ret_rv)
+/* The value at a path of keys ("metadata", "name", NULL). */
+static size_t at(const struct mesh_jdoc *d, size_t obj, const char *const *path)
 {
-    json_t *m = json_object_get(obj, "metadata");
+    for (; *path && obj != MESH_JDOC_NONE; path++)
+        obj = mesh_jdoc_get(d, obj, *path);
+    return obj;
+}
+
+#define AT(d, obj, ...) at(d, obj, (const char *const[]){__VA_ARGS__, NULL})
+
+static void copy_str(const struct mesh_jdoc *d, size_t tok, char *out)
+{
+    if (mesh_jdoc_str(d, tok, out, MESH_K8S_NAME_MAX) < 0)
+        out[0] = '\0';
+}
+
+void mesh_k8s_meta(const struct mesh_jdoc *d, size_t obj, char *ret_ns, char *ret_name,
+                   char *ret_rv)
+{
+    size_t m = mesh_jdoc_get(d, obj, "metadata");
     if (ret_ns)
-        *ret_ns = json_string_value(json_object_get(m, "namespace"));
+        copy_str(d, mesh_jdoc_get(d, m, "namespace"), ret_ns);
     if (ret_name)
-        *ret_name = json_string_value(json_object_get(m, "name"));
+        copy_str(d, mesh_jdoc_get(d, m, "name"), ret_name);
     if (ret_rv)
-        *ret_rv = json_string_value(json_object_get(m, "resourceVersion"));
+        copy_str(d, mesh_jdoc_get(d, m, "resourceVersion"), ret_rv);
 }
 
 static char *make_key(const char *ns, const char *name)
@@ -36,14 +53,23 @@ static char *make_key(const char *ns, const char *name)
     return k;
 }
 
-/* Both names DNS-label shaped (as the API server enforces for namespaces and services). */
-static int head(json_t *obj, const char **ret_ns, const char **ret_name, char *err, size_t errlen)
+/* Both names present, the namespace DNS-label shaped (as the API server enforces). */
+static int head(const struct mesh_jdoc *d, size_t obj, char *ns, char *name, char *err,
+                size_t errlen)
 {
-    mesh_k8s_meta(obj, ret_ns, ret_name, NULL);
-    if (!*ret_name || !*ret_ns || !**ret_name || strlen(*ret_name) > 253 ||
-        !mesh_is_dns_label(*ret_ns))
-        return invalid(err, errlen, "metadata.namespace and metadata.name are required", *ret_name);
+    mesh_k8s_meta(d, obj, ns, name, NULL);
+    if (!name[0] || !ns[0] || !mesh_is_dns_label(ns))
+        return invalid(err, errlen, "metadata.namespace and metadata.name are required", name);
     return 0;
+}
+
+/* A string field copied (NULL when absent or not a string); *oom when allocation failed. */
+static char *dup_field(const struct mesh_jdoc *d, size_t tok, bool *oom)
+{
+    bool o = false;
+    char *s = mesh_jdoc_strdup(d, tok, &o);
+    *oom |= o;
+    return s;
 }
 
 static void ports_free(struct mesh_k8s_port *p, size_t n)
@@ -55,38 +81,40 @@ static void ports_free(struct mesh_k8s_port *p, size_t n)
     mesh_free(p);
 }
 
-/* ports[]: name, port (or `port_key`), protocol (TCP only), appProtocol. */
-static int decode_ports(json_t *arr, const char *port_key, struct mesh_k8s_port **ret,
+/* ports[]: name, port, protocol (TCP only), appProtocol. */
+static int decode_ports(const struct mesh_jdoc *d, size_t arr, struct mesh_k8s_port **ret,
                         size_t *ret_n, const char *who, char *err, size_t errlen)
 {
     *ret = NULL;
     *ret_n = 0;
-    if (!arr || json_is_null(arr))
+    if (arr == MESH_JDOC_NONE || mesh_jdoc_is(d, arr, MESH_JT_NULL))
         return 0;
-    if (!json_is_array(arr) || json_array_size(arr) > MAX_PORTS)
+    if (!mesh_jdoc_is(d, arr, MESH_JT_ARRAY) || d->t[arr].size > MAX_PORTS)
         return invalid(err, errlen, "ports is not a list (of at most 1000)", who);
-    struct mesh_k8s_port *v = mesh_calloc(json_array_size(arr) + 1, sizeof(*v));
-    size_t n = 0, i;
-    json_t *p;
+    struct mesh_k8s_port *v = mesh_calloc(d->t[arr].size + 1, sizeof(*v));
+    size_t n = 0;
     if (!v)
         return -ENOMEM;
-    json_array_foreach(arr, i, p)
-    {
-        const char *proto = json_string_value(json_object_get(p, "protocol"));
-        json_t *num = json_object_get(p, port_key);
-        if (!json_is_object(p) || !json_is_integer(num)) {
+    for (size_t p = mesh_jdoc_child(d, arr), i = 0; i < d->t[arr].size;
+         i++, p = mesh_jdoc_next(d, p)) {
+        int64_t port;
+        if (!mesh_jdoc_is(d, p, MESH_JT_OBJECT) ||
+            mesh_jdoc_int(d, mesh_jdoc_get(d, p, "port"), &port) < 0) {
             ports_free(v, n);
             return invalid(err, errlen, "a port without a number", who);
         }
-        json_int_t port = json_integer_value(num);
-        if (port < 1 || port > 65535 || (proto && strcmp(proto, "TCP") != 0))
+        size_t proto = mesh_jdoc_get(d, p, "protocol");
+        if (port < 1 || port > 65535 ||
+            (proto != MESH_JDOC_NONE && !mesh_jdoc_streq(d, proto, "TCP")))
             continue; /* UDP and SCTP are not proxied */
-        const char *name = json_string_value(json_object_get(p, "name"));
-        const char *app = json_string_value(json_object_get(p, "appProtocol"));
+        bool oom = false;
         struct mesh_k8s_port *o = &v[n++];
         o->port = (uint16_t)port;
-        if (!(o->name = mesh_strdup(name ? name : "")) ||
-            (app && !(o->app_protocol = mesh_strdup(app)))) {
+        o->name = dup_field(d, mesh_jdoc_get(d, p, "name"), &oom);
+        o->app_protocol = dup_field(d, mesh_jdoc_get(d, p, "appProtocol"), &oom);
+        if (!o->name && !oom)
+            oom = !(o->name = mesh_strdup(""));
+        if (oom) {
             ports_free(v, n);
             return -ENOMEM;
         }
@@ -96,79 +124,88 @@ static int decode_ports(json_t *arr, const char *port_key, struct mesh_k8s_port 
     return 0;
 }
 
-static bool cond(json_t *conds, const char *key, bool def)
+static bool cond(const struct mesh_jdoc *d, size_t conds, const char *key, bool def)
 {
-    json_t *v = json_object_get(conds, key);
-    return json_is_boolean(v) ? json_is_true(v) : def;
+    size_t v = mesh_jdoc_get(d, conds, key);
+    if (mesh_jdoc_is(d, v, MESH_JT_TRUE))
+        return true;
+    if (mesh_jdoc_is(d, v, MESH_JT_FALSE))
+        return false;
+    return def;
 }
 
-int mesh_k8s_slice_decode(json_t *obj, struct mesh_k8s_slice **ret, char *err, size_t errlen)
+/* One endpoints[] entry; 1 when kept, 0 when it has no usable address, <0 on error. */
+static int endpoint(const struct mesh_jdoc *d, size_t e, struct mesh_k8s_endpoint *ep)
 {
-    const char *ns, *name;
-    int r = head(obj, &ns, &name, err, errlen);
+    char ip[64];
+    size_t addrs = mesh_jdoc_get(d, e, "addresses");
+    if (!mesh_jdoc_is(d, e, MESH_JT_OBJECT) ||
+        mesh_jdoc_str(d, mesh_jdoc_child(d, addrs), ip, sizeof(ip)) < 0 ||
+        !mesh_jdoc_is(d, addrs, MESH_JT_ARRAY) || mesh_addr_from_ip(ip, 0, &ep->addr) < 0)
+        return 0;
+    size_t c = mesh_jdoc_get(d, e, "conditions");
+    /* The API's reading of absent conditions: ready unknown counts as ready, serving as
+     * ready, terminating as false. */
+    bool ready = cond(d, c, "ready", true);
+    bool serving = cond(d, c, "serving", ready);
+    bool terminating = cond(d, c, "terminating", false);
+    ep->health = (ready ? MESH_EP_READY : 0) | (serving ? MESH_EP_SERVING : 0) |
+                 (terminating ? MESH_EP_TERMINATING : 0);
+    bool oom = false;
+    ep->zone = dup_field(d, mesh_jdoc_get(d, e, "zone"), &oom);
+    ep->node = dup_field(d, mesh_jdoc_get(d, e, "nodeName"), &oom);
+    size_t ref = mesh_jdoc_get(d, e, "targetRef");
+    if (mesh_jdoc_streq(d, mesh_jdoc_get(d, ref, "kind"), "Pod"))
+        ep->pod = dup_field(d, mesh_jdoc_get(d, ref, "name"), &oom);
+    return oom ? -ENOMEM : 1;
+}
+
+int mesh_k8s_slice_decode(const struct mesh_jdoc *d, size_t obj, struct mesh_k8s_slice **ret,
+                          char *err, size_t errlen)
+{
+    char ns[MESH_K8S_NAME_MAX], name[MESH_K8S_NAME_MAX], svc[MESH_K8S_NAME_MAX];
+    int r = head(d, obj, ns, name, err, errlen);
     if (r < 0)
         return r;
     struct mesh_k8s_slice *s = mesh_calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
-    json_t *labels = json_object_get(json_object_get(obj, "metadata"), "labels");
-    const char *svc = json_string_value(json_object_get(labels, MESH_K8S_SERVICE_NAME_LABEL));
+    copy_str(d, AT(d, obj, "metadata", "labels", MESH_K8S_SERVICE_NAME_LABEL), svc);
     if (!(s->key = make_key(ns, name)) || !(s->namespace = mesh_strdup(ns)) ||
-        (svc && mesh_is_dns_label(svc) && !(s->service = mesh_strdup(svc)))) {
+        (mesh_is_dns_label(svc) && !(s->service = mesh_strdup(svc)))) {
         r = -ENOMEM;
         goto fail;
     }
-    r = decode_ports(json_object_get(obj, "ports"), "port", &s->ports, &s->n_ports, name, err,
-                     errlen);
+    r = decode_ports(d, mesh_jdoc_get(d, obj, "ports"), &s->ports, &s->n_ports, name, err, errlen);
     if (r < 0)
         goto fail;
-    const char *type = json_string_value(json_object_get(obj, "addressType"));
-    json_t *eps = json_object_get(obj, "endpoints");
-    if (!type) {
+    size_t type = mesh_jdoc_get(d, obj, "addressType");
+    size_t eps = mesh_jdoc_get(d, obj, "endpoints");
+    if (!mesh_jdoc_is(d, type, MESH_JT_STRING)) {
         r = invalid(err, errlen, "addressType is required", name);
         goto fail;
     }
-    if (eps && !json_is_null(eps) &&
-        (!json_is_array(eps) || json_array_size(eps) > MAX_ENDPOINTS)) {
+    if (eps != MESH_JDOC_NONE && !mesh_jdoc_is(d, eps, MESH_JT_NULL) &&
+        (!mesh_jdoc_is(d, eps, MESH_JT_ARRAY) || d->t[eps].size > MAX_ENDPOINTS)) {
         r = invalid(err, errlen, "endpoints is not a list (of at most 10000)", name);
         goto fail;
     }
-    if (strcmp(type, "IPv4") != 0 && strcmp(type, "IPv6") != 0)
-        eps = NULL; /* FQDN slices name hosts: nothing to connect to without resolving */
-    s->eps = mesh_calloc(json_array_size(eps) + 1, sizeof(*s->eps));
+    size_t count = mesh_jdoc_is(d, eps, MESH_JT_ARRAY) ? d->t[eps].size : 0;
+    if (!mesh_jdoc_streq(d, type, "IPv4") && !mesh_jdoc_streq(d, type, "IPv6"))
+        count = 0; /* FQDN slices name hosts: nothing to connect to without resolving */
+    s->eps = mesh_calloc(count + 1, sizeof(*s->eps));
     if (!s->eps) {
         r = -ENOMEM;
         goto fail;
     }
-    size_t i;
-    json_t *e;
-    json_array_foreach(eps, i, e)
-    {
-        const char *ip = json_string_value(json_array_get(json_object_get(e, "addresses"), 0));
+    for (size_t e = mesh_jdoc_child(d, eps), i = 0; i < count; i++, e = mesh_jdoc_next(d, e)) {
         struct mesh_k8s_endpoint *ep = &s->eps[s->n_eps];
-        if (!json_is_object(e) || !ip || mesh_addr_from_ip(ip, 0, &ep->addr) < 0)
-            continue; /* an endpoint without a usable address */
-        json_t *c = json_object_get(e, "conditions");
-        /* The API's reading of absent conditions: ready unknown counts as ready, serving
-         * as ready, terminating as false. */
-        bool ready = cond(c, "ready", true);
-        bool serving = cond(c, "serving", ready);
-        bool terminating = cond(c, "terminating", false);
-        ep->health = (ready ? MESH_EP_READY : 0) | (serving ? MESH_EP_SERVING : 0) |
-                     (terminating ? MESH_EP_TERMINATING : 0);
-        const char *zone = json_string_value(json_object_get(e, "zone"));
-        const char *node = json_string_value(json_object_get(e, "nodeName"));
-        json_t *ref = json_object_get(e, "targetRef");
-        const char *kind = json_string_value(json_object_get(ref, "kind"));
-        const char *pod = kind && strcmp(kind, "Pod") == 0
-                              ? json_string_value(json_object_get(ref, "name"))
-                              : NULL;
-        s->n_eps++;
-        if ((zone && !(ep->zone = mesh_strdup(zone))) ||
-            (node && !(ep->node = mesh_strdup(node))) || (pod && !(ep->pod = mesh_strdup(pod)))) {
-            r = -ENOMEM;
+        r = endpoint(d, e, ep);
+        if (r < 0) {
+            s->n_eps++; /* freed with the slice */
             goto fail;
         }
+        s->n_eps += (size_t)r;
     }
     *ret = s;
     return 0;
@@ -194,26 +231,26 @@ void mesh_k8s_slice_free(struct mesh_k8s_slice *s)
     mesh_free(s);
 }
 
-int mesh_k8s_service_decode(json_t *obj, struct mesh_k8s_service **ret, char *err, size_t errlen)
+int mesh_k8s_service_decode(const struct mesh_jdoc *d, size_t obj, struct mesh_k8s_service **ret,
+                            char *err, size_t errlen)
 {
-    const char *ns, *name;
-    int r = head(obj, &ns, &name, err, errlen);
+    char ns[MESH_K8S_NAME_MAX], name[MESH_K8S_NAME_MAX];
+    int r = head(d, obj, ns, name, err, errlen);
     if (r < 0)
         return r;
     struct mesh_k8s_service *s = mesh_calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
-    json_t *ann = json_object_get(json_object_get(obj, "metadata"), "annotations");
-    const char *proto = json_string_value(json_object_get(ann, MESH_K8S_PROTOCOL_ANNOTATION));
-    const char *port = json_string_value(json_object_get(ann, MESH_K8S_PORT_ANNOTATION));
-    if (!(s->key = make_key(ns, name)) || !(s->namespace = mesh_strdup(ns)) ||
-        !(s->name = mesh_strdup(name)) || (proto && !(s->protocol_hint = mesh_strdup(proto))) ||
-        (port && !(s->port_hint = mesh_strdup(port)))) {
+    size_t ann = AT(d, obj, "metadata", "annotations");
+    bool oom = false;
+    s->protocol_hint = dup_field(d, mesh_jdoc_get(d, ann, MESH_K8S_PROTOCOL_ANNOTATION), &oom);
+    s->port_hint = dup_field(d, mesh_jdoc_get(d, ann, MESH_K8S_PORT_ANNOTATION), &oom);
+    if (oom || !(s->key = make_key(ns, name)) || !(s->namespace = mesh_strdup(ns)) ||
+        !(s->name = mesh_strdup(name))) {
         mesh_k8s_service_free(s);
         return -ENOMEM;
     }
-    r = decode_ports(json_object_get(json_object_get(obj, "spec"), "ports"), "port", &s->ports,
-                     &s->n_ports, name, err, errlen);
+    r = decode_ports(d, AT(d, obj, "spec", "ports"), &s->ports, &s->n_ports, name, err, errlen);
     if (r < 0) {
         mesh_k8s_service_free(s);
         return r;
@@ -235,25 +272,24 @@ void mesh_k8s_service_free(struct mesh_k8s_service *s)
     mesh_free(s);
 }
 
-int mesh_k8s_pod_decode(json_t *obj, struct mesh_k8s_pod **ret, char *err, size_t errlen)
+int mesh_k8s_pod_decode(const struct mesh_jdoc *d, size_t obj, struct mesh_k8s_pod **ret, char *err,
+                        size_t errlen)
 {
-    const char *ns, *name;
-    int r = head(obj, &ns, &name, err, errlen);
+    char ns[MESH_K8S_NAME_MAX], name[MESH_K8S_NAME_MAX], sa[MESH_K8S_NAME_MAX];
+    int r = head(d, obj, ns, name, err, errlen);
     if (r < 0)
         return r;
-    json_t *spec = json_object_get(obj, "spec");
-    const char *sa = json_string_value(json_object_get(spec, "serviceAccountName"));
-    const char *node = json_string_value(json_object_get(spec, "nodeName"));
-    const char *phase = json_string_value(json_object_get(json_object_get(obj, "status"), "phase"));
     struct mesh_k8s_pod *p = mesh_calloc(1, sizeof(*p));
     if (!p)
         return -ENOMEM;
-    p->running = phase && strcmp(phase, "Running") == 0;
+    copy_str(d, AT(d, obj, "spec", "serviceAccountName"), sa);
+    p->running = mesh_jdoc_streq(d, AT(d, obj, "status", "phase"), "Running");
+    bool oom = false;
+    p->node = dup_field(d, AT(d, obj, "spec", "nodeName"), &oom);
     /* A pod without one runs as the namespace's "default" service account. */
-    if (!(p->key = make_key(ns, name)) || !(p->namespace = mesh_strdup(ns)) ||
+    if (oom || !(p->key = make_key(ns, name)) || !(p->namespace = mesh_strdup(ns)) ||
         !(p->name = mesh_strdup(name)) ||
-        !(p->service_account = mesh_strdup(sa && mesh_is_dns_label(sa) ? sa : "default")) ||
-        (node && !(p->node = mesh_strdup(node)))) {
+        !(p->service_account = mesh_strdup(mesh_is_dns_label(sa) ? sa : "default"))) {
         mesh_k8s_pod_free(p);
         return -ENOMEM;
     }

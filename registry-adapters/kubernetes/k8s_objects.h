@@ -1,5 +1,6 @@
 /*
- * The Kubernetes objects the adapter keeps, decoded from API JSON into the few fields it
+ * The Kubernetes objects the adapter keeps, decoded from API JSON (tokenized with
+ * common/json_tok.h: watch streams and list pages are the hot path) into the few fields it
  * needs: EndpointSlices (discovery.k8s.io/v1), Services and Pods (v1). Pure; fuzzed through
  * the watch stream target. Each object is one allocation owner; _free accepts NULL.
  */
@@ -10,9 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <jansson.h>
-
 #include "agent/service.h"
+#include "common/json_tok.h"
 
 #define MESH_K8S_SERVICE_NAME_LABEL "kubernetes.io/service-name"
 #define MESH_K8S_PROTOCOL_ANNOTATION "mesh.io/protocol"
@@ -60,13 +60,19 @@ struct mesh_k8s_pod {
     bool running;
 };
 
-/* metadata.namespace, .name, .resourceVersion of an object (NULL when absent). */
-void mesh_k8s_meta(json_t *obj, const char **ret_ns, const char **ret_name, const char **ret_rv);
+/* The object's metadata.namespace, .name and .resourceVersion, each copied into its buffer
+ * of MESH_K8S_NAME_MAX bytes ("" when absent or too long). */
+#define MESH_K8S_NAME_MAX 256
+void mesh_k8s_meta(const struct mesh_jdoc *d, size_t obj, char *ret_ns, char *ret_name,
+                   char *ret_rv);
 
-/* Each returns 0, -EINVAL with the reason in `err`, or -ENOMEM. */
-int mesh_k8s_slice_decode(json_t *obj, struct mesh_k8s_slice **ret, char *err, size_t errlen);
-int mesh_k8s_service_decode(json_t *obj, struct mesh_k8s_service **ret, char *err, size_t errlen);
-int mesh_k8s_pod_decode(json_t *obj, struct mesh_k8s_pod **ret, char *err, size_t errlen);
+/* Each decodes object token `obj`; returns 0, -EINVAL with the reason in `err`, or -ENOMEM. */
+int mesh_k8s_slice_decode(const struct mesh_jdoc *d, size_t obj, struct mesh_k8s_slice **ret,
+                          char *err, size_t errlen);
+int mesh_k8s_service_decode(const struct mesh_jdoc *d, size_t obj, struct mesh_k8s_service **ret,
+                            char *err, size_t errlen);
+int mesh_k8s_pod_decode(const struct mesh_jdoc *d, size_t obj, struct mesh_k8s_pod **ret, char *err,
+                        size_t errlen);
 void mesh_k8s_slice_free(struct mesh_k8s_slice *s);
 void mesh_k8s_service_free(struct mesh_k8s_service *s);
 void mesh_k8s_pod_free(struct mesh_k8s_pod *p);

@@ -7,12 +7,15 @@
 void mesh_k8s_stream_init(struct mesh_k8s_stream *s, size_t max_event)
 {
     mesh_buf_init(&s->line, max_event);
+    /* A value takes at least two bytes ("1,"): the cap on bytes caps the tokens. */
+    mesh_jdoc_init(&s->doc, max_event / 2 + 16);
     s->events = 0;
 }
 
 void mesh_k8s_stream_done(struct mesh_k8s_stream *s)
 {
     mesh_buf_done(&s->line);
+    mesh_jdoc_done(&s->doc);
 }
 
 void mesh_k8s_stream_reset(struct mesh_k8s_stream *s)
@@ -30,30 +33,30 @@ static int one_event(struct mesh_k8s_stream *s, const char *p, size_t len, mesh_
         len--;
     if (len == 0)
         return 0; /* blank lines between events are harmless */
-    json_error_t je;
-    json_t *ev = json_loadb(p, len, 0, &je);
-    if (!ev) {
-        if (json_error_code(&je) == json_error_out_of_memory)
-            return -ENOMEM;
-        snprintf(err, errlen, "a watch event that is not JSON: %s", je.text);
+    char why[200];
+    int r = mesh_jdoc_parse(&s->doc, p, len, why, sizeof(why));
+    if (r < 0) {
+        if (r != -ENOMEM)
+            snprintf(err, errlen, "a watch event that is not JSON: %s", why);
+        return r == -E2BIG ? -EINVAL : r;
+    }
+    size_t type = mesh_jdoc_get(&s->doc, 0, "type"), obj = mesh_jdoc_get(&s->doc, 0, "object");
+    if (!mesh_jdoc_is(&s->doc, type, MESH_JT_STRING) ||
+        !mesh_jdoc_is(&s->doc, obj, MESH_JT_OBJECT)) {
+        snprintf(err, errlen, "a watch event without a \"type\" and an \"object\"");
         return -EINVAL;
     }
-    const char *type = json_string_value(json_object_get(ev, "type"));
-    json_t *obj = json_object_get(ev, "object");
-    int r = -EINVAL;
-    for (size_t i = 0; type && json_is_object(obj) && i < 5; i++) {
-        if (strcmp(type, type_names[i]) == 0) {
+    for (size_t i = 0; i < 5; i++) {
+        if (mesh_jdoc_streq(&s->doc, type, type_names[i])) {
             s->events++;
-            r = cb(cb_data, (enum mesh_k8s_event_type)i, obj);
-            break;
+            return cb(cb_data, (enum mesh_k8s_event_type)i, &s->doc, obj);
         }
     }
-    if (r == -EINVAL && !(type && json_is_object(obj)))
-        snprintf(err, errlen, "a watch event without a known \"type\" and an \"object\"");
-    else if (r == -EINVAL)
-        snprintf(err, errlen, "a watch event of unknown type \"%.32s\"", type);
-    json_decref(ev);
-    return r;
+    char name[40];
+    if (mesh_jdoc_str(&s->doc, type, name, sizeof(name)) < 0)
+        snprintf(name, sizeof(name), "?");
+    snprintf(err, errlen, "a watch event of unknown type \"%s\"", name);
+    return -EINVAL;
 }
 
 int mesh_k8s_stream_feed(struct mesh_k8s_stream *s, const char *data, size_t len,

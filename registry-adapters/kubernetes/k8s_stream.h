@@ -9,9 +9,8 @@
 
 #include <stddef.h>
 
-#include <jansson.h>
-
 #include "common/buf.h"
+#include "common/json_tok.h"
 
 enum mesh_k8s_event_type {
     MESH_K8S_ADDED,
@@ -21,11 +20,13 @@ enum mesh_k8s_event_type {
     MESH_K8S_ERROR,
 };
 
-/* One event; `object` is borrowed for the call. */
-typedef int (*mesh_k8s_event_cb)(void *data, enum mesh_k8s_event_type type, json_t *object);
+/* One event: its object is token `obj` of `doc`, both borrowed for the call. */
+typedef int (*mesh_k8s_event_cb)(void *data, enum mesh_k8s_event_type type,
+                                 const struct mesh_jdoc *doc, size_t obj);
 
 struct mesh_k8s_stream {
     struct mesh_buf line; /* an event not complete yet */
+    struct mesh_jdoc doc; /* the tokens of the event being read */
     size_t events;
 };
 

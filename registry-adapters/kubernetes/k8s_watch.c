@@ -89,15 +89,16 @@ static void set_rv(struct k8s_reflector *r, const char *rv)
     }
 }
 
-static int decode(struct k8s_reflector *r, json_t *obj, void **ret, char *err, size_t errlen)
+static int decode(struct k8s_reflector *r, const struct mesh_jdoc *d, size_t obj, void **ret,
+                  char *err, size_t errlen)
 {
     switch (r->kind) {
     case K8S_SLICES:
-        return mesh_k8s_slice_decode(obj, (struct mesh_k8s_slice **)ret, err, errlen);
+        return mesh_k8s_slice_decode(d, obj, (struct mesh_k8s_slice **)ret, err, errlen);
     case K8S_SERVICES:
-        return mesh_k8s_service_decode(obj, (struct mesh_k8s_service **)ret, err, errlen);
+        return mesh_k8s_service_decode(d, obj, (struct mesh_k8s_service **)ret, err, errlen);
     default:
-        return mesh_k8s_pod_decode(obj, (struct mesh_k8s_pod **)ret, err, errlen);
+        return mesh_k8s_pod_decode(d, obj, (struct mesh_k8s_pod **)ret, err, errlen);
     }
 }
 
@@ -112,11 +113,11 @@ static void stamp(struct k8s_reflector *r, void *obj)
 }
 
 /* Puts one object into the cache; a bad one is reported and skipped. */
-static void take(struct k8s_reflector *r, json_t *item)
+static void take(struct k8s_reflector *r, const struct mesh_jdoc *d, size_t item)
 {
     void *obj = NULL;
     char err[256];
-    int rc = decode(r, item, &obj, err, sizeof(err));
+    int rc = decode(r, d, item, &obj, err, sizeof(err));
     if (rc == 0) {
         stamp(r, obj);
         rc = mesh_k8s__upsert(r->k, r->kind, obj);
@@ -179,22 +180,27 @@ static void start_req(struct k8s_reflector *r, char *url, long timeout_ms, mesh_
 
 /* ---- list ---- */
 
-static void list_done(struct k8s_reflector *r, json_t *list)
+static void list_done(struct k8s_reflector *r, const struct mesh_jdoc *d)
 {
     struct k8s_registry *k = r->k;
-    size_t i;
-    json_t *item;
-    json_array_foreach(json_object_get(list, "items"), i, item) take(r, item);
-    json_t *meta = json_object_get(list, "metadata");
-    const char *cont = json_string_value(json_object_get(meta, "continue"));
+    size_t items = mesh_jdoc_get(d, 0, "items"), meta = mesh_jdoc_get(d, 0, "metadata");
+    for (size_t i = 0, it = mesh_jdoc_child(d, items); i < d->t[items].size;
+         i++, it = mesh_jdoc_next(d, it))
+        take(r, d, it);
+    bool oom = false;
+    char *cont = mesh_jdoc_strdup(d, mesh_jdoc_get(d, meta, "continue"), &oom);
     mesh_free(r->cont);
-    r->cont = cont && cont[0] ? mesh_strdup(cont) : NULL;
+    r->cont = cont && cont[0] ? cont : NULL;
+    if (!r->cont)
+        mesh_free(cont);
     if (r->cont) {
         list_next(r);
         return;
     }
     /* The last page: what this list did not see is gone. */
-    set_rv(r, json_string_value(json_object_get(meta, "resourceVersion")));
+    char rv[MESH_K8S_NAME_MAX];
+    if (mesh_jdoc_str(d, mesh_jdoc_get(d, meta, "resourceVersion"), rv, sizeof(rv)) > 0)
+        set_rv(r, rv);
     mesh_k8s__sweep(k, r->kind, r->ns, r->gen);
     r->listing = false;
     r->listed = true;
@@ -222,18 +228,20 @@ static void on_list(struct mesh_http_req *req)
         later(r);
         return;
     }
-    json_error_t je;
-    json_t *list = json_loadb(req->answer.data ? req->answer.data : "", req->answer.len, 0, &je);
-    if (!json_is_object(list) || !json_is_array(json_object_get(list, "items"))) {
+    char why[200];
+    struct mesh_jdoc *d = &r->k->page;
+    int rc = mesh_jdoc_parse(d, req->answer.data ? req->answer.data : "", req->answer.len, why,
+                             sizeof(why));
+    if (rc < 0 || !mesh_jdoc_is(d, mesh_jdoc_get(d, 0, "items"), MESH_JT_ARRAY)) {
         mesh_k8s__problem(r->k, K8S_ERR_DECODE, "listing %s: not a list: %s", plurals[r->kind],
-                          list ? "no items" : je.text);
-        json_decref(list);
+                          rc == -ENOMEM ? "out of memory"
+                          : rc < 0      ? why
+                                        : "no items");
         later(r);
         return;
     }
     r->failures = 0;
-    list_done(r, list);
-    json_decref(list);
+    list_done(r, d);
 }
 
 static void list_next(struct k8s_reflector *r)
@@ -263,20 +271,21 @@ static void list_start(struct k8s_reflector *r)
 
 /* ---- watch ---- */
 
-static int on_event(void *data, enum mesh_k8s_event_type type, json_t *obj)
+static int on_event(void *data, enum mesh_k8s_event_type type, const struct mesh_jdoc *d,
+                    size_t obj)
 {
     struct k8s_reflector *r = data;
     struct k8s_registry *k = r->k;
-    const char *ns, *name, *rv;
-    mesh_k8s_meta(obj, &ns, &name, &rv);
+    char ns[MESH_K8S_NAME_MAX], name[MESH_K8S_NAME_MAX], rv[MESH_K8S_NAME_MAX];
+    mesh_k8s_meta(d, obj, ns, name, rv);
     k->events[r->kind][type]++;
     switch (type) {
     case MESH_K8S_ADDED:
     case MESH_K8S_MODIFIED:
-        take(r, obj);
+        take(r, d, obj);
         break;
     case MESH_K8S_DELETED:
-        if (ns && name) {
+        if (ns[0] && name[0]) {
             char key[512];
             snprintf(key, sizeof(key), "%s/%s", ns, name);
             mesh_k8s__delete(k, r->kind, key);
@@ -285,18 +294,21 @@ static int on_event(void *data, enum mesh_k8s_event_type type, json_t *obj)
     case MESH_K8S_BOOKMARK:
         break;
     case MESH_K8S_ERROR: {
-        json_int_t code = json_integer_value(json_object_get(obj, "code"));
-        const char *msg = json_string_value(json_object_get(obj, "message"));
+        int64_t code = 0;
+        char msg[MESH_K8S_NAME_MAX] = "";
+        mesh_jdoc_int(d, mesh_jdoc_get(d, obj, "code"), &code);
+        mesh_jdoc_str(d, mesh_jdoc_get(d, obj, "message"), msg, sizeof(msg));
         if (code == 410) {
             r->relist = true; /* too old: list again */
         } else {
             mesh_k8s__problem(k, K8S_ERR_HTTP, "watching %s: error event %d: %.200s",
-                              plurals[r->kind], (int)code, msg ? msg : "");
+                              plurals[r->kind], (int)code, msg);
         }
         return 1; /* the watch is over either way */
     }
     }
-    set_rv(r, rv);
+    if (rv[0])
+        set_rv(r, rv);
     return 0;
 }
 

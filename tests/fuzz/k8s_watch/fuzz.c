@@ -12,14 +12,15 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static int on_event(void *data, enum mesh_k8s_event_type type, json_t *obj)
+static int on_event(void *data, enum mesh_k8s_event_type type, const struct mesh_jdoc *d,
+                    size_t obj)
 {
     char err[256];
     unsigned which = *(const unsigned *)data % 3;
     (void)type;
     if (which == 0) {
         struct mesh_k8s_slice *s = NULL;
-        if (mesh_k8s_slice_decode(obj, &s, err, sizeof(err)) == 0) {
+        if (mesh_k8s_slice_decode(d, obj, &s, err, sizeof(err)) == 0) {
             for (size_t i = 0; i < s->n_ports; i++) {
                 if (s->ports[i].port == 0)
                     abort(); /* decoded ports are 1..65535 */
@@ -29,13 +30,17 @@ static int on_event(void *data, enum mesh_k8s_event_type type, json_t *obj)
         mesh_k8s_slice_free(s);
     } else if (which == 1) {
         struct mesh_k8s_service *s = NULL;
-        if (mesh_k8s_service_decode(obj, &s, err, sizeof(err)) == 0)
+        if (mesh_k8s_service_decode(d, obj, &s, err, sizeof(err)) == 0)
             mesh_k8s_protocol(s->n_ports ? &s->ports[0] : NULL, s->protocol_hint);
         mesh_k8s_service_free(s);
     } else {
         struct mesh_k8s_pod *p = NULL;
-        mesh_k8s_pod_decode(obj, &p, err, sizeof(err));
+        mesh_k8s_pod_decode(d, obj, &p, err, sizeof(err));
         mesh_k8s_pod_free(p);
+        char ns[MESH_K8S_NAME_MAX], name[MESH_K8S_NAME_MAX], rv[MESH_K8S_NAME_MAX];
+        mesh_k8s_meta(d, obj, ns, name, rv);
+        if (strlen(ns) >= MESH_K8S_NAME_MAX || strlen(rv) >= MESH_K8S_NAME_MAX)
+            abort();
     }
     return 0;
 }

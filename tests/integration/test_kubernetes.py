@@ -3,15 +3,18 @@
 removal, token rotation, API server restarts, endpoint conditions, node-local workloads,
 RBAC and authentication failures, and merging with Consul."""
 import os
+import shutil
+import subprocess
 import sys
 import threading
 import time
+import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fakes"))
 
 from fake_consul import FakeConsul  # noqa: E402
 from fake_kube import FakeKube, pod_obj, service_obj, slice_obj  # noqa: E402
-from meshtest import AgentTest, SLOW, main, wait_for  # noqa: E402
+from meshtest import AGENT, AgentTest, SLOW, main, wait_for  # noqa: E402
 from pki import Pki  # noqa: E402
 
 TD = "cluster.test"
@@ -287,13 +290,27 @@ users:
         # A context naming a cluster that is not in the file is a clear validation error.
         a.config["registries"][0]["context"] = "other"
         a.write_config()
-        import subprocess
-        from meshtest import AGENT
         r = subprocess.run([AGENT, "validate", "--config", a.config_path], capture_output=True,
                            text=True, env={k: v for k, v in a.env.items()
                                            if k != "KUBERNETES_SERVICE_HOST"})
         self.assertEqual(r.returncode, 1)
         self.assertIn("the context's cluster has no https:// server ('nowhere')", r.stderr)
+
+    def test_metrics_pass_promtool(self):
+        self.add_service("web", ["10.0.0.1"])
+        a = self.kube_agent().start()
+        wait_for(lambda: endpoints(a, "web"), what="web")
+        body = a.get("/metrics")[2]
+        for needle in [b'mesh_k8s_objects{registry="k8s",resource="endpointslices"} 1',
+                       b'mesh_k8s_errors_total{registry="k8s",kind="unauthorized"} 0',
+                       b'mesh_k8s_apply_seconds_count{registry="k8s"}',
+                       b'mesh_registry_synced{registry="k8s",type="kubernetes"} 1']:
+            self.assertIn(needle, body)
+        promtool = shutil.which("promtool")
+        if not promtool:
+            raise unittest.SkipTest("promtool is not installed (scripts/install-deps installs it)")
+        r = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)
+        self.assertEqual(r.stdout + r.stderr, b"", "promtool reported problems")
 
     # -- merging --
 

@@ -1,7 +1,12 @@
+#define MESH_LOG_MODULE "registry"
+
 #include "agent/registry.h"
 
 #include <string.h>
+#include <time.h>
 
+#include "common/alloc.h"
+#include "common/log.h"
 #include "common/macros.h"
 #include "registry-adapters/consul/consul.h"
 #include "registry-adapters/kubernetes/k8s.h"
@@ -51,6 +56,28 @@ int mesh_registry_type_rank(const char *type)
             return (int)i;
     }
     return (int)MESH_ARRAY_SIZE(precedence);
+}
+
+void mesh_registry_problem(struct mesh_registry *r, char **problem, const char *msg)
+{
+    if (!*problem || strcmp(*problem, msg) != 0) {
+        mesh_log_warn("registry '%s': %s", r->cfg->name, msg);
+        mesh_free(*problem);
+        *problem = mesh_strdup(msg);
+    }
+    r->sink.error(r->sink.data, r, msg);
+}
+
+double mesh_registry_recovered(struct mesh_registry *r, char **problem, const char *what)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (*problem) {
+        mesh_log_info("registry '%s': %s again", r->cfg->name, what);
+        mesh_free(*problem);
+        *problem = NULL;
+    }
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 void mesh_registry_refresh(struct mesh_registry *r)

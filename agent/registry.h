@@ -124,6 +124,16 @@ const char *const *mesh_registry_types(void);
 /* Precedence of a type when registries disagree: static 0, kubernetes 1, consul 2. */
 int mesh_registry_type_rank(const char *type);
 
+/*
+ * For adapters of remote sources: the last problem, logged once while it lasts (a source
+ * that keeps failing the same way is news once), shown by status, and counted through the
+ * sink every time. `problem` is the adapter's (mesh_free it).
+ */
+void mesh_registry_problem(struct mesh_registry *r, char **problem, const char *msg);
+/* The source answered well: logs "`what` again" once after a problem and forgets it.
+ * Returns the time now, in seconds since the epoch (for "last success" figures). */
+double mesh_registry_recovered(struct mesh_registry *r, char **problem, const char *what);
+
 /* Wrappers that treat missing optional ops as no-ops. */
 void mesh_registry_refresh(struct mesh_registry *r);
 void mesh_registry_status(struct mesh_registry *r, json_t *out);

@@ -63,25 +63,12 @@ void mesh_consul__problem(struct consul_registry *c, enum consul_err_kind kind, 
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     c->errors[kind]++;
-    /* The same problem again is news once: log it when it changes. */
-    if (!c->problem || strcmp(c->problem, msg) != 0) {
-        mesh_log_warn("registry '%s': %s", c->base.cfg->name, msg);
-        mesh_free(c->problem);
-        c->problem = mesh_strdup(msg);
-    }
-    c->base.sink.error(c->base.sink.data, &c->base, msg);
+    mesh_registry_problem(&c->base, &c->problem, msg);
 }
 
 void mesh_consul__ok(struct consul_registry *c)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    c->last_sync = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-    if (c->problem) {
-        mesh_log_info("registry '%s': Consul answers again", c->base.cfg->name);
-        mesh_free(c->problem);
-        c->problem = NULL;
-    }
+    c->last_sync = mesh_registry_recovered(&c->base, &c->problem, "Consul answers");
 }
 
 /* The first line of an error answer, for messages. */

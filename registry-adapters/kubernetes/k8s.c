@@ -65,24 +65,12 @@ void mesh_k8s__problem(struct k8s_registry *k, enum k8s_err_kind kind, const cha
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     k->errors[kind]++;
-    if (!k->problem || strcmp(k->problem, msg) != 0) {
-        mesh_log_warn("registry '%s': %s", k->base.cfg->name, msg);
-        mesh_free(k->problem);
-        k->problem = mesh_strdup(msg);
-    }
-    k->base.sink.error(k->base.sink.data, &k->base, msg);
+    mesh_registry_problem(&k->base, &k->problem, msg);
 }
 
 void mesh_k8s__ok(struct k8s_registry *k)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    k->last_success = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-    if (k->problem) {
-        mesh_log_info("registry '%s': the API server answers again", k->base.cfg->name);
-        mesh_free(k->problem);
-        k->problem = NULL;
-    }
+    k->last_success = mesh_registry_recovered(&k->base, &k->problem, "the API server answers");
 }
 
 int mesh_k8s__start(struct k8s_registry *k, struct mesh_http_req *req)

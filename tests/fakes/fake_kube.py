@@ -325,6 +325,16 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
 
+    def _client_gone(self):
+        """True once the client closed its end (a watcher then stops at once instead of
+        filtering events for nobody until its timeout). A watch client sends nothing after
+        its request, so anything readable is its close (EOF or TLS close_notify)."""
+        import select
+        try:
+            return bool(select.select([self.connection], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
+
     def _chunk(self, data):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
@@ -374,6 +384,8 @@ class _Handler(BaseHTTPRequestHandler):
                 with k.cond:
                     while True:
                         now = time.monotonic()
+                        if self._client_gone():
+                            return
                         if gen != k.watch_generation:
                             mode = k.cut_mode
                             break

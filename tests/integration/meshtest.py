@@ -252,6 +252,17 @@ class Agent:
         return {f"{s['namespace']}/{s['name']}": s for s in self.json("/v1/services")["services"]}
 
 
+def check_promtool(test, body):
+    """Runs `promtool check metrics` over a /metrics page; skips (saying why) without it."""
+    import shutil
+    promtool = shutil.which("promtool")
+    if not promtool:
+        raise unittest.SkipTest("promtool is not installed (scripts/install-deps installs it)")
+    r = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)
+    test.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+    test.assertEqual(r.stdout + r.stderr, b"", "promtool reported problems")
+
+
 class AgentTest(unittest.TestCase):
     """Stops every agent a test started and checks that each exited cleanly."""
 

@@ -2,17 +2,16 @@
 discovery through blocking queries, health, index resets, ACL behaviour, registration of
 this host's services, and merging with the static registry."""
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
-import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fakes"))
 
 from fake_consul import FakeConsul  # noqa: E402
-from meshtest import AGENT, AgentTest, SLOW, free_port, main, wait_for  # noqa: E402
+from meshtest import (AGENT, AgentTest, SLOW, check_promtool, free_port, main,  # noqa: E402
+                      wait_for)
 from pki import Pki  # noqa: E402
 
 TOKEN = "8f2d8e4c-6b0a-4f7e-9a55-3a9d1c2b7e10"
@@ -345,11 +344,7 @@ class ConsulTest(AgentTest):
                        b'mesh_consul_errors_total{registry="consul",kind="acl"} 0',
                        b'mesh_registry_synced{registry="consul",type="consul"} 1']:
             self.assertIn(needle, body)
-        promtool = shutil.which("promtool")
-        if not promtool:
-            raise unittest.SkipTest("promtool is not installed (scripts/install-deps installs it)")
-        r = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)
-        self.assertEqual(r.stdout + r.stderr, b"", "promtool reported problems")
+        check_promtool(self, body)
 
     def test_validate_names_bad_settings(self):
         a = self.agent()

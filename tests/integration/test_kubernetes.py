@@ -3,18 +3,16 @@
 removal, token rotation, API server restarts, endpoint conditions, node-local workloads,
 RBAC and authentication failures, and merging with Consul."""
 import os
-import shutil
 import subprocess
 import sys
 import threading
 import time
-import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fakes"))
 
 from fake_consul import FakeConsul  # noqa: E402
 from fake_kube import FakeKube, pod_obj, service_obj, slice_obj  # noqa: E402
-from meshtest import AGENT, AgentTest, SLOW, main, wait_for  # noqa: E402
+from meshtest import AGENT, AgentTest, SLOW, check_promtool, main, wait_for  # noqa: E402
 from pki import Pki  # noqa: E402
 
 TD = "cluster.test"
@@ -306,11 +304,7 @@ users:
                        b'mesh_k8s_apply_seconds_count{registry="k8s"}',
                        b'mesh_registry_synced{registry="k8s",type="kubernetes"} 1']:
             self.assertIn(needle, body)
-        promtool = shutil.which("promtool")
-        if not promtool:
-            raise unittest.SkipTest("promtool is not installed (scripts/install-deps installs it)")
-        r = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)
-        self.assertEqual(r.stdout + r.stderr, b"", "promtool reported problems")
+        check_promtool(self, body)
 
     # -- merging --
 

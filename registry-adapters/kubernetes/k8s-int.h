@@ -66,6 +66,7 @@ struct k8s_registry {
     struct mesh_k8s_conn conn;
     struct mesh_http_client *http;
     struct mesh_http_tls tls;
+    bool started; /* the reflectors' timers exist */
     bool stopping;
     unsigned pending_closes;
     mesh_registry_stopped_cb stopped_cb;

@@ -185,7 +185,7 @@ static int k8s_start(struct mesh_registry *r)
 static void k8s_destroy(struct mesh_registry *r)
 {
     struct k8s_registry *k = (struct k8s_registry *)r;
-    if (k->http) { /* created but never started */
+    if (k->http) { /* created but never started (or its create failed) */
         mesh_k8s__reflectors_stop(k);
         mesh_http_client_close(k->http, NULL, NULL);
     }

@@ -394,9 +394,18 @@ static int add(struct k8s_registry *k, enum k8s_kind kind, const char *ns)
     r->kind = kind;
     r->ns = ns;
     mesh_k8s_stream_init(&r->stream, MAX_EVENT);
-    uv_timer_init(k->base.loop, &r->timer);
     k->refl[k->n_refl++] = r;
     return 0;
+}
+
+static void refl_free(struct k8s_reflector *r)
+{
+    mesh_http_req_done(&r->req);
+    mesh_k8s_stream_done(&r->stream);
+    mesh_free(r->url);
+    mesh_free(r->rv);
+    mesh_free(r->cont);
+    mesh_free(r);
 }
 
 int mesh_k8s__reflectors_new(struct k8s_registry *k)
@@ -420,6 +429,10 @@ int mesh_k8s__reflectors_new(struct k8s_registry *k)
 
 void mesh_k8s__reflectors_start(struct k8s_registry *k)
 {
+    /* Handles exist from here on: a registry created but never started frees plainly. */
+    k->started = true;
+    for (size_t i = 0; i < k->n_refl; i++)
+        uv_timer_init(k->base.loop, &k->refl[i]->timer);
     for (size_t i = 0; i < k->n_refl; i++)
         list_start(k->refl[i]);
 }
@@ -437,12 +450,7 @@ static void on_refl_closed(uv_handle_t *h)
 {
     struct k8s_reflector *r = container_of((uv_timer_t *)h, struct k8s_reflector, timer);
     struct k8s_registry *k = r->k;
-    mesh_http_req_done(&r->req);
-    mesh_k8s_stream_done(&r->stream);
-    mesh_free(r->url);
-    mesh_free(r->rv);
-    mesh_free(r->cont);
-    mesh_free(r);
+    refl_free(r);
     mesh_k8s__closed_one(k);
 }
 
@@ -450,6 +458,10 @@ void mesh_k8s__reflectors_stop(struct k8s_registry *k)
 {
     for (size_t i = 0; i < k->n_refl; i++) {
         struct k8s_reflector *r = k->refl[i];
+        if (!k->started) {
+            refl_free(r);
+            continue;
+        }
         mesh_http_req_cancel(&r->req);
         k->pending_closes++;
         uv_close((uv_handle_t *)&r->timer, on_refl_closed);

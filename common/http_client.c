@@ -27,7 +27,6 @@ struct mesh_http_client {
     struct mesh_http_req *reqs; /* in flight */
     struct sock *socks;
     size_t n_socks;
-    unsigned long connects;
     unsigned pending_closes; /* handles whose close callback has not run yet */
     bool closing;
     void (*closed_cb)(void *data);
@@ -245,16 +244,6 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
-static curl_socket_t on_open_socket(void *data, curlsocktype purpose, struct curl_sockaddr *a)
-{
-    struct mesh_http_req *r = data;
-    (void)purpose;
-    curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-    if (fd != CURL_SOCKET_BAD)
-        r->client->connects++;
-    return fd;
-}
-
 static size_t on_header(char *p, size_t size, size_t n, void *data)
 {
     struct mesh_http_req *r = data;
@@ -400,8 +389,6 @@ int mesh_http_req_start(struct mesh_http_client *c, struct mesh_http_req *r)
                      r->connect_timeout_ms ? r->connect_timeout_ms : 5000L);
     if (r->timeout_ms)
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, r);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
@@ -471,11 +458,6 @@ const char *mesh_http_req_header(const struct mesh_http_req *r, const char *name
 size_t mesh_http_client_sockets(const struct mesh_http_client *c)
 {
     return c->n_socks;
-}
-
-unsigned long mesh_http_client_connects(const struct mesh_http_client *c)
-{
-    return c->connects;
 }
 
 int mesh_http_escape(struct mesh_buf *out, const char *s)

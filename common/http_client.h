@@ -96,9 +96,8 @@ void mesh_http_req_done(struct mesh_http_req *req);
  */
 const char *mesh_http_req_header(const struct mesh_http_req *req, const char *name,
                                  size_t *ret_len);
-/* Connections open now, and how many were ever opened (for tests and metrics). */
+/* Sockets being watched now (transfers in progress), for status. */
 size_t mesh_http_client_sockets(const struct mesh_http_client *c);
-unsigned long mesh_http_client_connects(const struct mesh_http_client *c);
 
 /* Percent-encodes `s` for a URL path segment or query value into `out`. */
 int mesh_http_escape(struct mesh_buf *out, const char *s);

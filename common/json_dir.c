@@ -13,6 +13,7 @@
 #include "common/hmap.h"
 #include "common/log.h"
 #include "common/macros.h"
+#include "common/strutil.h"
 
 /* Changes arriving together (an editor's save, a config management run) make one scan. */
 #define DEBOUNCE_MS 50
@@ -100,11 +101,6 @@ static bool wanted_name(const char *name)
     return name[0] != '.' && n > 5 && strcmp(name + n - 5, ".json") == 0;
 }
 
-static int cmp_names(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 /* Thread pool: reads and parses the changed files among files[from, to). */
 static void parse_range(struct scan *sc, size_t from, size_t to)
 {
@@ -183,7 +179,7 @@ static void scan_work(uv_work_t *req)
     if (sc->dir_error < 0)
         goto out;
     if (n)
-        qsort(names, n, sizeof(*names), cmp_names);
+        qsort(names, n, sizeof(*names), mesh_str_ptr_cmp);
 
     for (size_t i = 0; i < n; i++) {
         char path[4096];

@@ -145,3 +145,8 @@ bool mesh_is_token(const char *s, size_t max)
     }
     return n > 0 && n <= max;
 }
+
+int mesh_str_ptr_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}

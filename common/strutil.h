@@ -34,5 +34,7 @@ void mesh_format_duration_ms(uint64_t ms, char *out, size_t n);
 bool mesh_is_dns_label(const char *s);
 /* Printable ASCII with no space, at most `max` characters. */
 bool mesh_is_token(const char *s, size_t max);
+/* Compares two `char *` array elements by their strings: for qsort and bsearch. */
+int mesh_str_ptr_cmp(const void *a, const void *b);
 
 #endif

@@ -123,7 +123,6 @@ int mesh_consul__start(struct consul_registry *c, struct mesh_http_req *req);
 
 int mesh_consul__watch_start(struct consul_registry *c);
 void mesh_consul__watch_stop(struct consul_registry *c);
-size_t mesh_consul__watch_count(const struct consul_registry *c);
 
 void mesh_consul__register_set(struct consul_registry *c, const struct mesh_local_service *const *v,
                                size_t n);

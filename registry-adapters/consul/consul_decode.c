@@ -21,11 +21,6 @@ static int fail(char *err, size_t errlen, const char *what, const char *name)
     return -EINVAL;
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 static bool has_tag(json_t *tags, const char *tag)
 {
     size_t i;
@@ -83,7 +78,7 @@ int mesh_consul_decode_services(const char *data, size_t len, const char *tag,
         }
         out.n++;
     }
-    qsort(out.v, out.n, sizeof(*out.v), cmp_str);
+    qsort(out.v, out.n, sizeof(*out.v), mesh_str_ptr_cmp);
     *ret = out;
     out = (struct mesh_consul_names){0};
 out:

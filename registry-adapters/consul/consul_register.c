@@ -136,8 +136,9 @@ static void on_timer(uv_timer_t *t)
     reg_tick(container_of(t, struct consul_reg, timer));
 }
 
-static int put(struct consul_reg *g, const char *path, const char *arg, const char *body,
-               mesh_http_done_cb done)
+/* Sends `method` (NULL: GET) to path + escaped arg on the registration's request. */
+static int call(struct consul_reg *g, const char *method, const char *path, const char *arg,
+                const char *body, mesh_http_done_cb done)
 {
     struct consul_registry *c = g->c;
     struct mesh_buf u;
@@ -151,8 +152,7 @@ static int put(struct consul_reg *g, const char *path, const char *arg, const ch
     }
     mesh_free(g->url);
     g->url = mesh_buf_steal(&u, NULL);
-    g->req.method =
-        body || strstr(path, "/deregister/") || strstr(path, "/register") ? "PUT" : NULL;
+    g->req.method = method;
     g->req.url = g->url;
     g->req.body = body;
     g->req.body_len = body ? strlen(body) : 0;
@@ -225,7 +225,8 @@ static void send_update(struct consul_reg *g)
     mesh_free(g->update);
     g->update = u ? json_dumps(u, JSON_COMPACT) : NULL;
     json_decref(u);
-    if (!g->update || put(g, "/v1/agent/check/update/", g->check_id, g->update, on_checked) < 0)
+    if (!g->update ||
+        call(g, "PUT", "/v1/agent/check/update/", g->check_id, g->update, on_checked) < 0)
         retry_later(g);
 }
 
@@ -309,8 +310,8 @@ static void reg_tick(struct consul_reg *g)
         return;
     if (g->state == REG_NEW) {
         g->state = REG_REGISTERING;
-        if (put(g, "/v1/agent/service/register?replace-existing-checks=true", NULL, g->body,
-                on_registered) < 0) {
+        if (call(g, "PUT", "/v1/agent/service/register?replace-existing-checks=true", NULL, g->body,
+                 on_registered) < 0) {
             g->state = REG_NEW;
             retry_later(g);
         }
@@ -321,7 +322,7 @@ static void reg_tick(struct consul_reg *g)
         return;
     }
     /* Consul runs the check: only make sure it still knows the service. */
-    if (put(g, "/v1/agent/service/", g->id, NULL, on_checked) < 0)
+    if (call(g, NULL, "/v1/agent/service/", g->id, NULL, on_checked) < 0)
         retry_later(g);
 }
 
@@ -381,7 +382,8 @@ static void deregister(struct consul_reg *g)
     uv_timer_stop(&g->timer);
     bool known = g->state != REG_NEW;
     g->state = REG_DEREGISTERING;
-    if (!known || put(g, "/v1/agent/service/deregister/", g->id, NULL, on_deregistered) < 0) {
+    if (!known ||
+        call(g, "PUT", "/v1/agent/service/deregister/", g->id, NULL, on_deregistered) < 0) {
         reg_free(g);
         return;
     }
@@ -389,28 +391,19 @@ static void deregister(struct consul_reg *g)
         c->deregistering++;
 }
 
-static int reg_new(struct consul_registry *c, const char *id, const struct mesh_local_service *ls,
-                   char *body)
+/* A new registration; takes id, check_id and body on success (the caller's on failure). */
+static int reg_new(struct consul_registry *c, char *id, char *check_id,
+                   const struct mesh_local_service *ls, char *body)
 {
     struct consul_reg *g = mesh_calloc(1, sizeof(*g));
-    size_t n = strlen(id) + 16;
-    if (!g || !(g->id = mesh_strdup(id)) || !(g->name = mesh_strdup(ls->name)) ||
-        !(g->check_id = mesh_malloc(n))) {
-        if (g) {
-            mesh_free(g->id);
+    if (!g || !(g->name = mesh_strdup(ls->name)) || mesh_hmap_put(&c->regs, id, g) < 0) {
+        if (g)
             mesh_free(g->name);
-        }
         mesh_free(g);
         return -ENOMEM;
     }
-    snprintf(g->check_id, n, "%s:workload", id);
-    if (mesh_hmap_put(&c->regs, g->id, g) < 0) {
-        mesh_free(g->check_id);
-        mesh_free(g->id);
-        mesh_free(g->name);
-        mesh_free(g);
-        return -ENOMEM;
-    }
+    g->id = id;
+    g->check_id = check_id;
     g->c = c;
     g->body = body;
     g->workload = ls->addr;
@@ -568,8 +561,8 @@ void mesh_consul__register_set(struct consul_registry *c, const struct mesh_loca
                 g->state = REG_NEW;
                 reg_tick(g);
             }
-        } else if (!g && reg_new(c, id, ls, body) == 0) {
-            body = NULL;
+        } else if (!g && reg_new(c, id, check_id, ls, body) == 0) {
+            body = check_id = id = NULL;
         }
         mesh_free(body);
         mesh_free(check_id);

@@ -346,11 +346,6 @@ static void on_catalog_timer(uv_timer_t *t)
     catalog_query(container_of(t, struct consul_registry, catalog_timer));
 }
 
-static int cmp_name(const void *key, const void *elem)
-{
-    return strcmp(*(const char *const *)key, *(const char *const *)elem);
-}
-
 /* Makes the watches follow `names` (sorted). */
 static void follow(struct consul_registry *c, const struct mesh_consul_names *names)
 {
@@ -362,7 +357,7 @@ static void follow(struct consul_registry *c, const struct mesh_consul_names *na
         return;
     }
     for (size_t i = 0; mesh_hmap_next(&c->watches, &i, &e);) {
-        if (!bsearch(&e->key, names->v, names->n, sizeof(*names->v), cmp_name))
+        if (!bsearch(&e->key, names->v, names->n, sizeof(*names->v), mesh_str_ptr_cmp))
             gone[n_gone++] = e->value;
     }
     for (size_t i = 0; i < n_gone; i++) {
@@ -466,9 +461,4 @@ void mesh_consul__watch_stop(struct consul_registry *c)
             break;
         watch_remove(e->value, false);
     }
-}
-
-size_t mesh_consul__watch_count(const struct consul_registry *c)
-{
-    return c->watches.n;
 }

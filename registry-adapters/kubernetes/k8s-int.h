@@ -89,7 +89,6 @@ struct k8s_registry {
     size_t n_dirty, cap_dirty;
     bool locals_dirty;
     bool synced; /* a full sync went to the catalog */
-    size_t n_endpoints;
 
     /* Figures. */
     uint64_t events[K8S_KINDS][5];

@@ -27,15 +27,6 @@ static void obj_free(enum k8s_kind kind, void *obj)
         mesh_k8s_pod_free(obj);
 }
 
-static const char *obj_key(enum k8s_kind kind, const void *obj)
-{
-    if (kind == K8S_SLICES)
-        return ((const struct mesh_k8s_slice *)obj)->key;
-    if (kind == K8S_SERVICES)
-        return ((const struct mesh_k8s_service *)obj)->key;
-    return ((const struct mesh_k8s_pod *)obj)->key;
-}
-
 /* ---- groups ---- */
 
 static void mark(struct k8s_registry *k, struct k8s_group *g)
@@ -116,7 +107,7 @@ static void touched(struct k8s_registry *k, enum k8s_kind kind, const void *obj)
 
 int mesh_k8s__upsert(struct k8s_registry *k, enum k8s_kind kind, void *obj)
 {
-    const char *key = obj_key(kind, obj);
+    const char *key = ((const struct mesh_k8s_head *)obj)->key;
     void *old = mesh_hmap_get(&k->cache[kind], key);
     if (kind == K8S_SLICES && old)
         group_unlink(k, old);
@@ -162,9 +153,7 @@ void mesh_k8s__sweep(struct k8s_registry *k, enum k8s_kind kind, const char *ns,
     do { /* deleting edits the map: collect, then delete */
         n = 0;
         for (size_t i = 0; n < MESH_ARRAY_SIZE(gone) && mesh_hmap_next(&k->cache[kind], &i, &e);) {
-            uint64_t seen = kind == K8S_SLICES     ? ((struct mesh_k8s_slice *)e->value)->seen
-                            : kind == K8S_SERVICES ? ((struct mesh_k8s_service *)e->value)->seen
-                                                   : ((struct mesh_k8s_pod *)e->value)->seen;
+            uint64_t seen = ((const struct mesh_k8s_head *)e->value)->seen;
             if (seen != gen && (!ns || in_namespace(e->key, ns)))
                 gone[n++] = e->key;
         }
@@ -204,9 +193,7 @@ static const struct mesh_k8s_port *slice_port(const struct mesh_k8s_slice *s,
 
 static void push(struct k8s_registry *k, struct k8s_group *g)
 {
-    char key[512];
-    snprintf(key, sizeof(key), "%s/%s", g->namespace, g->name);
-    const struct mesh_k8s_service *svc = mesh_hmap_get(&k->cache[K8S_SERVICES], key);
+    const struct mesh_k8s_service *svc = mesh_hmap_get(&k->cache[K8S_SERVICES], g->key);
     const struct mesh_k8s_port *want = service_port(svc), *proto_port = want;
     size_t total = 0;
     for (size_t i = 0; i < g->n_slices; i++)
@@ -214,7 +201,7 @@ static void push(struct k8s_registry *k, struct k8s_group *g)
     struct mesh_endpoint *eps = mesh_calloc(total + 1, sizeof(*eps));
     size_t n = 0;
     if (!eps) {
-        mesh_k8s__problem(k, K8S_ERR_DECODE, "out of memory building service '%s'", key);
+        mesh_k8s__problem(k, K8S_ERR_DECODE, "out of memory building service '%s'", g->key);
         return;
     }
     for (size_t i = 0; i < g->n_slices; i++) {

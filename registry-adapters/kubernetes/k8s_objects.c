@@ -171,7 +171,7 @@ int mesh_k8s_slice_decode(const struct mesh_jdoc *d, size_t obj, struct mesh_k8s
     if (!s)
         return -ENOMEM;
     copy_str(d, AT(d, obj, "metadata", "labels", MESH_K8S_SERVICE_NAME_LABEL), svc);
-    if (!(s->key = make_key(ns, name)) || !(s->namespace = mesh_strdup(ns)) ||
+    if (!(s->head.key = make_key(ns, name)) || !(s->namespace = mesh_strdup(ns)) ||
         (mesh_is_dns_label(svc) && !(s->service = mesh_strdup(svc)))) {
         r = -ENOMEM;
         goto fail;
@@ -225,7 +225,7 @@ void mesh_k8s_slice_free(struct mesh_k8s_slice *s)
     }
     mesh_free(s->eps);
     ports_free(s->ports, s->n_ports);
-    mesh_free(s->key);
+    mesh_free(s->head.key);
     mesh_free(s->namespace);
     mesh_free(s->service);
     mesh_free(s);
@@ -245,7 +245,7 @@ int mesh_k8s_service_decode(const struct mesh_jdoc *d, size_t obj, struct mesh_k
     bool oom = false;
     s->protocol_hint = dup_field(d, mesh_jdoc_get(d, ann, MESH_K8S_PROTOCOL_ANNOTATION), &oom);
     s->port_hint = dup_field(d, mesh_jdoc_get(d, ann, MESH_K8S_PORT_ANNOTATION), &oom);
-    if (oom || !(s->key = make_key(ns, name)) || !(s->namespace = mesh_strdup(ns)) ||
+    if (oom || !(s->head.key = make_key(ns, name)) || !(s->namespace = mesh_strdup(ns)) ||
         !(s->name = mesh_strdup(name))) {
         mesh_k8s_service_free(s);
         return -ENOMEM;
@@ -264,7 +264,7 @@ void mesh_k8s_service_free(struct mesh_k8s_service *s)
     if (!s)
         return;
     ports_free(s->ports, s->n_ports);
-    mesh_free(s->key);
+    mesh_free(s->head.key);
     mesh_free(s->namespace);
     mesh_free(s->name);
     mesh_free(s->protocol_hint);
@@ -283,11 +283,8 @@ int mesh_k8s_pod_decode(const struct mesh_jdoc *d, size_t obj, struct mesh_k8s_p
     if (!p)
         return -ENOMEM;
     copy_str(d, AT(d, obj, "spec", "serviceAccountName"), sa);
-    p->running = mesh_jdoc_streq(d, AT(d, obj, "status", "phase"), "Running");
-    bool oom = false;
-    p->node = dup_field(d, AT(d, obj, "spec", "nodeName"), &oom);
     /* A pod without one runs as the namespace's "default" service account. */
-    if (oom || !(p->key = make_key(ns, name)) || !(p->namespace = mesh_strdup(ns)) ||
+    if (!(p->head.key = make_key(ns, name)) || !(p->namespace = mesh_strdup(ns)) ||
         !(p->name = mesh_strdup(name)) ||
         !(p->service_account = mesh_strdup(mesh_is_dns_label(sa) ? sa : "default"))) {
         mesh_k8s_pod_free(p);
@@ -301,11 +298,10 @@ void mesh_k8s_pod_free(struct mesh_k8s_pod *p)
 {
     if (!p)
         return;
-    mesh_free(p->key);
+    mesh_free(p->head.key);
     mesh_free(p->namespace);
     mesh_free(p->name);
     mesh_free(p->service_account);
-    mesh_free(p->node);
     mesh_free(p);
 }
 

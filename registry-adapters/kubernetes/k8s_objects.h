@@ -30,9 +30,14 @@ struct mesh_k8s_endpoint {
     char *zone, *node, *pod;
 };
 
-struct mesh_k8s_slice {
+/* What every cached object starts with, so that the cache handles all kinds alike. */
+struct mesh_k8s_head {
     char *key;     /* "namespace/name" */
     uint64_t seen; /* the list generation that last saw it (the adapter's) */
+};
+
+struct mesh_k8s_slice {
+    struct mesh_k8s_head head;
     char *namespace;
     char *service; /* kubernetes.io/service-name; NULL: belongs to none */
     struct mesh_k8s_port *ports;
@@ -42,8 +47,7 @@ struct mesh_k8s_slice {
 };
 
 struct mesh_k8s_service {
-    char *key;
-    uint64_t seen; /* the list generation that last saw it (the adapter's) */
+    struct mesh_k8s_head head;
     char *namespace, *name;
     struct mesh_k8s_port *ports; /* spec.ports in order; port is the Service's port */
     size_t n_ports;
@@ -52,12 +56,9 @@ struct mesh_k8s_service {
 };
 
 struct mesh_k8s_pod {
-    char *key;
-    uint64_t seen; /* the list generation that last saw it (the adapter's) */
+    struct mesh_k8s_head head;
     char *namespace, *name;
     char *service_account;
-    char *node;
-    bool running;
 };
 
 /* The object's metadata.namespace, .name and .resourceVersion, each copied into its buffer

@@ -9,7 +9,6 @@ void mesh_k8s_stream_init(struct mesh_k8s_stream *s, size_t max_event)
     mesh_buf_init(&s->line, max_event);
     /* A value takes at least two bytes ("1,"): the cap on bytes caps the tokens. */
     mesh_jdoc_init(&s->doc, max_event / 2 + 16);
-    s->events = 0;
 }
 
 void mesh_k8s_stream_done(struct mesh_k8s_stream *s)
@@ -48,7 +47,6 @@ static int one_event(struct mesh_k8s_stream *s, const char *p, size_t len, mesh_
     }
     for (size_t i = 0; i < 5; i++) {
         if (mesh_jdoc_streq(&s->doc, type, type_names[i])) {
-            s->events++;
             return cb(cb_data, (enum mesh_k8s_event_type)i, &s->doc, obj);
         }
     }

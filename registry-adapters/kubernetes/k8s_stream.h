@@ -27,7 +27,6 @@ typedef int (*mesh_k8s_event_cb)(void *data, enum mesh_k8s_event_type type,
 struct mesh_k8s_stream {
     struct mesh_buf line; /* an event not complete yet */
     struct mesh_jdoc doc; /* the tokens of the event being read */
-    size_t events;
 };
 
 /* `max_event` caps one event's size (the bytes of one line). */

@@ -102,16 +102,6 @@ static int decode(struct k8s_reflector *r, const struct mesh_jdoc *d, size_t obj
     }
 }
 
-static void stamp(struct k8s_reflector *r, void *obj)
-{
-    if (r->kind == K8S_SLICES)
-        ((struct mesh_k8s_slice *)obj)->seen = r->gen;
-    else if (r->kind == K8S_SERVICES)
-        ((struct mesh_k8s_service *)obj)->seen = r->gen;
-    else
-        ((struct mesh_k8s_pod *)obj)->seen = r->gen;
-}
-
 /* Puts one object into the cache; a bad one is reported and skipped. */
 static void take(struct k8s_reflector *r, const struct mesh_jdoc *d, size_t item)
 {
@@ -119,7 +109,7 @@ static void take(struct k8s_reflector *r, const struct mesh_jdoc *d, size_t item
     char err[256];
     int rc = decode(r, d, item, &obj, err, sizeof(err));
     if (rc == 0) {
-        stamp(r, obj);
+        ((struct mesh_k8s_head *)obj)->seen = r->gen;
         rc = mesh_k8s__upsert(r->k, r->kind, obj);
         if (rc < 0) {
             mesh_k8s__problem(r->k, K8S_ERR_DECODE, "out of memory caching %s", plurals[r->kind]);

@@ -6,6 +6,7 @@ to run every agent under a checker; a non-zero exit on SIGTERM then fails the te
 """
 import json
 import os
+import random
 import shlex
 import signal
 import socket
@@ -23,11 +24,29 @@ WRAPPER = shlex.split(os.environ.get("MESH_AGENT_WRAPPER", ""))
 SLOW = 8.0 if WRAPPER else 1.0
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP port that was free a moment ago, chosen below the kernel's ephemeral
+    range: ports the kernel hands out on its own (a fake server binding port 0, the source
+    port of any outgoing connection, in this test or one running beside it) can then never
+    be the port a test is about to listen on."""
+    hi = min(_ephemeral_low(), 32768) - 1
+    for _ in range(200):
+        port = random.randint(20000, hi)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below the ephemeral range")
 
 
 def wait_for(predicate, timeout=5.0, interval=0.02, what="condition"):

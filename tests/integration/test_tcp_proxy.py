@@ -305,18 +305,20 @@ class ProxyTest(BackendTest):
         threads = [threading.Thread(target=load) for _ in range(4)]
         for t in threads:
             t.start()
-        # A long-lived connection must survive every reload too.
-        name, long_lived = greet(self.port, keep=True)
-        for i in range(5):
+        try:
+            # A long-lived connection must survive every reload too.
+            name, long_lived = greet(self.port, keep=True)
+            for i in range(5):
+                time.sleep(0.2)
+                a.config["log"] = {"level": "debug" if i % 2 else "info"}
+                a.write_config()
+                a.reload()
+                self.assertTrue(echo_roundtrip(long_lived))
             time.sleep(0.2)
-            a.config["log"] = {"level": "debug" if i % 2 else "info"}
-            a.write_config()
-            a.reload()
-            self.assertTrue(echo_roundtrip(long_lived))
-        time.sleep(0.2)
-        done.set()
-        for t in threads:
-            t.join()
+        finally:  # a failure must not leave the load running (the process would never end)
+            done.set()
+            for t in threads:
+                t.join()
         long_lived.close()
         self.assertEqual(failures, [])
         self.assertGreater(count[0], 100)

@@ -294,7 +294,7 @@ static int validate_update(const struct mesh_service_update *u)
         return -EINVAL;
     for (size_t i = 0; i < u->n_endpoints; i++) {
         const struct mesh_endpoint *ep = &u->endpoints[i];
-        int fam = ep->addr.ss.ss_family;
+        int fam = ep->addr.family;
         if ((fam != AF_INET && fam != AF_INET6) || ep->weight < 1 || ep->weight > MESH_WEIGHT_MAX)
             return -EINVAL;
     }

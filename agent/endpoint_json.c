@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/atom.h"
 #include "common/strutil.h"
 
 #define E(member) MESH_CFG_FIELD(struct mesh_endpoint_config, member)
@@ -96,13 +97,13 @@ static int health_choice(unsigned flags)
 int mesh_endpoint_from_config(const struct mesh_endpoint_config *in, struct mesh_endpoint *out)
 {
     struct mesh_endpoint ep = {0};
-    if (!in->address || mesh_addr_from_ip(in->address, (uint16_t)in->port, &ep.addr) < 0)
+    if (!in->address || mesh_ipport_from_ip(in->address, (uint16_t)in->port, &ep.addr) < 0)
         return -EINVAL;
     ep.weight = (uint32_t)in->weight;
     ep.mesh_port = (uint16_t)in->mesh_port;
     ep.health = mesh_endpoint_health_flags(in->health);
-    if ((in->zone && !(ep.zone = mesh_strdup(in->zone))) ||
-        (in->node && !(ep.node = mesh_strdup(in->node))) ||
+    if ((in->zone && !(ep.zone = mesh_atom(in->zone))) ||
+        (in->node && !(ep.node = mesh_atom(in->node))) ||
         mesh_labels_copy(&ep.labels, &in->labels) < 0) {
         mesh_endpoint_done(&ep);
         return -ENOMEM;
@@ -120,9 +121,9 @@ void mesh_endpoint_write_json(struct mesh_buf *b, const struct mesh_endpoint *ep
 {
     char ip[MESH_ADDR_STRLEN];
     mesh_buf_append_str(b, "{\"address\":");
-    mesh_json_write_str(b, mesh_addr_ip(&ep->addr, ip, sizeof(ip)));
-    mesh_buf_appendf(b, ",\"port\":%u,\"weight\":%u,\"health\":\"%s\"", mesh_addr_port(&ep->addr),
-                     ep->weight, mesh_endpoint_health_choices[health_choice(ep->health)]);
+    mesh_json_write_str(b, mesh_ipport_ip(&ep->addr, ip, sizeof(ip)));
+    mesh_buf_appendf(b, ",\"port\":%u,\"weight\":%u,\"health\":\"%s\"", ep->addr.port, ep->weight,
+                     mesh_endpoint_health_choices[health_choice(ep->health)]);
     if (ep->mesh_port)
         mesh_buf_appendf(b, ",\"mesh_port\":%u", ep->mesh_port);
     if (ep->zone) {

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/atom.h"
 
 const char *const mesh_protocol_names[] = {"tcp", "http", "http2", "grpc", NULL};
 
@@ -17,56 +18,36 @@ static int dup_opt(char **dst, const char *src)
     return *dst ? 0 : -ENOMEM;
 }
 
-static bool str_eq(const char *a, const char *b)
-{
-    return a == b || (a && b && strcmp(a, b) == 0);
-}
-
 int mesh_endpoint_copy(struct mesh_endpoint *dst, const struct mesh_endpoint *src)
 {
     struct mesh_endpoint e = *src;
-    e.zone = e.node = NULL;
     e.labels = (struct mesh_labels){0};
-    if (dup_opt(&e.zone, src->zone) < 0 || dup_opt(&e.node, src->node) < 0 ||
-        mesh_labels_copy(&e.labels, &src->labels) < 0) {
-        mesh_endpoint_done(&e);
+    if (mesh_labels_copy(&e.labels, &src->labels) < 0)
         return -ENOMEM;
-    }
+    mesh_atom_ref(e.zone);
+    mesh_atom_ref(e.node);
     *dst = e;
     return 0;
 }
 
 void mesh_endpoint_done(struct mesh_endpoint *ep)
 {
-    mesh_free(ep->zone);
-    mesh_free(ep->node);
+    mesh_atom_unref(ep->zone);
+    mesh_atom_unref(ep->node);
     mesh_labels_done(&ep->labels);
     ep->zone = ep->node = NULL;
 }
 
 bool mesh_endpoint_equal(const struct mesh_endpoint *a, const struct mesh_endpoint *b)
 {
-    return mesh_addr_equal(&a->addr, &b->addr) && a->weight == b->weight &&
-           a->mesh_port == b->mesh_port && a->health == b->health && str_eq(a->zone, b->zone) &&
-           str_eq(a->node, b->node) && mesh_labels_equal(&a->labels, &b->labels);
+    return mesh_ipport_equal(&a->addr, &b->addr) && a->weight == b->weight &&
+           a->mesh_port == b->mesh_port && a->health == b->health && a->zone == b->zone &&
+           a->node == b->node /* atoms */ && mesh_labels_equal(&a->labels, &b->labels);
 }
 
 int mesh_endpoint_addr_cmp(const struct mesh_endpoint *a, const struct mesh_endpoint *b)
 {
-    int fa = a->addr.ss.ss_family, fb = b->addr.ss.ss_family;
-    if (fa != fb)
-        return fa < fb ? -1 : 1;
-    int c;
-    if (fa == AF_INET)
-        c = memcmp(&((const struct sockaddr_in *)&a->addr.ss)->sin_addr,
-                   &((const struct sockaddr_in *)&b->addr.ss)->sin_addr, 4);
-    else
-        c = memcmp(&((const struct sockaddr_in6 *)&a->addr.ss)->sin6_addr,
-                   &((const struct sockaddr_in6 *)&b->addr.ss)->sin6_addr, 16);
-    if (c)
-        return c;
-    uint16_t pa = mesh_addr_port(&a->addr), pb = mesh_addr_port(&b->addr);
-    return pa < pb ? -1 : pa > pb;
+    return mesh_ipport_cmp(&a->addr, &b->addr);
 }
 
 const char *mesh_endpoint_health_name(unsigned health)

@@ -30,13 +30,14 @@ extern const char *const mesh_protocol_names[];
 #define MESH_WEIGHT_MAX 10000
 #define MESH_ENDPOINTS_MAX 100000 /* per service and registry */
 
+/* 64 bytes: a catalog holds one per endpoint and source (docs/kubernetes.md, "Cost"). */
 struct mesh_endpoint {
-    struct mesh_addr addr; /* IP and port */
-    uint32_t weight;       /* 1..MESH_WEIGHT_MAX */
-    uint16_t mesh_port;    /* a mesh agent's inbound mTLS port on its host; 0: none */
-    unsigned health;       /* MESH_EP_* */
-    char *zone;            /* NULL when unknown */
-    char *node;            /* NULL when unknown */
+    struct mesh_ipport addr;
+    uint16_t mesh_port; /* a mesh agent's inbound mTLS port on its host; 0: none */
+    uint8_t health;     /* MESH_EP_* */
+    uint32_t weight;    /* 1..MESH_WEIGHT_MAX */
+    const char *zone;   /* an atom (common/atom.h); NULL when unknown */
+    const char *node;   /* an atom; NULL when unknown */
     struct mesh_labels labels;
 };
 

@@ -162,3 +162,73 @@ bool mesh_addr_equal(const struct mesh_addr *a, const struct mesh_addr *b)
 {
     return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
 }
+
+int mesh_ipport_from_ip(const char *ip, uint16_t port, struct mesh_ipport *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+    ret->port = port;
+    if (inet_pton(AF_INET, ip, ret->ip) == 1)
+        ret->family = AF_INET;
+    else if (inet_pton(AF_INET6, ip, ret->ip) == 1)
+        ret->family = AF_INET6;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+int mesh_ipport_from_addr(const struct mesh_addr *a, struct mesh_ipport *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+    if (a->ss.ss_family == AF_INET)
+        memcpy(ret->ip, &((const struct sockaddr_in *)&a->ss)->sin_addr, 4);
+    else if (a->ss.ss_family == AF_INET6)
+        memcpy(ret->ip, &((const struct sockaddr_in6 *)&a->ss)->sin6_addr, 16);
+    else
+        return -EINVAL;
+    ret->family = (uint8_t)a->ss.ss_family;
+    ret->port = mesh_addr_port(a);
+    return 0;
+}
+
+void mesh_ipport_to_addr(const struct mesh_ipport *p, struct mesh_addr *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+    if (p->family == AF_INET) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&ret->ss;
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(p->port);
+        memcpy(&sin->sin_addr, p->ip, 4);
+        ret->len = sizeof(*sin);
+    } else {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ret->ss;
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(p->port);
+        memcpy(&sin6->sin6_addr, p->ip, 16);
+        ret->len = sizeof(*sin6);
+    }
+}
+
+int mesh_ipport_cmp(const struct mesh_ipport *a, const struct mesh_ipport *b)
+{
+    if (a->family != b->family)
+        return a->family < b->family ? -1 : 1;
+    int c = memcmp(a->ip, b->ip, a->family == AF_INET ? 4 : 16);
+    if (c)
+        return c;
+    return a->port < b->port ? -1 : a->port > b->port;
+}
+
+char *mesh_ipport_ip(const struct mesh_ipport *p, char *out, size_t n)
+{
+    if (!inet_ntop(p->family, p->ip, out, (socklen_t)n))
+        snprintf(out, n, "?");
+    return out;
+}
+
+char *mesh_ipport_format(const struct mesh_ipport *p, char *out, size_t n)
+{
+    char ip[INET6_ADDRSTRLEN];
+    snprintf(out, n, p->family == AF_INET6 ? "[%s]:%u" : "%s:%u", mesh_ipport_ip(p, ip, sizeof(ip)),
+             p->port);
+    return out;
+}

@@ -32,4 +32,30 @@ bool mesh_addr_equal(const struct mesh_addr *a, const struct mesh_addr *b);
 /* True when `s` is an IPv4 or IPv6 literal. */
 bool mesh_is_ip_literal(const char *s);
 
+/*
+ * An IP and port in 20 bytes, for what is held by the hundred thousand (endpoints in the
+ * catalog, the registries' caches and the proxy's snapshots); a mesh_addr is 136.
+ */
+struct mesh_ipport {
+    uint8_t ip[16]; /* network order; IPv4 in the first four bytes, the rest zero */
+    uint16_t port;  /* host order */
+    uint8_t family; /* AF_INET or AF_INET6 */
+};
+
+/* Parses an IP literal (no port). Returns 0 or -EINVAL. */
+int mesh_ipport_from_ip(const char *ip, uint16_t port, struct mesh_ipport *ret);
+/* Returns 0, or -EINVAL when `a` is not an IP address. */
+int mesh_ipport_from_addr(const struct mesh_addr *a, struct mesh_ipport *ret);
+void mesh_ipport_to_addr(const struct mesh_ipport *p, struct mesh_addr *ret);
+/* Orders by family, address, then port. */
+int mesh_ipport_cmp(const struct mesh_ipport *a, const struct mesh_ipport *b);
+static inline bool mesh_ipport_equal(const struct mesh_ipport *a, const struct mesh_ipport *b)
+{
+    return mesh_ipport_cmp(a, b) == 0;
+}
+/* "ip:port" or "[ip]:port", as mesh_addr_format. Returns `out`. */
+char *mesh_ipport_format(const struct mesh_ipport *p, char *out, size_t n);
+/* The IP part alone. Returns `out`. */
+char *mesh_ipport_ip(const struct mesh_ipport *p, char *out, size_t n);
+
 #endif

@@ -11,7 +11,7 @@
 
 struct target {
     struct mesh_ep_state *state; /* a reference */
-    struct mesh_addr addr;
+    struct mesh_ipport addr;
 };
 
 struct hc_dest {
@@ -184,7 +184,7 @@ static void start_probe(struct hc_dest *d, struct target *t)
     p->hc = hc;
     p->state = t->state;
     atomic_fetch_add(&t->state->refs, 1);
-    p->addr = t->addr;
+    mesh_ipport_to_addr(&t->addr, &p->addr);
     p->healthy_threshold = d->policy.healthy_threshold;
     p->unhealthy_threshold = d->policy.unhealthy_threshold;
     p->expected_min = d->policy.expected_min;

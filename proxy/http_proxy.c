@@ -488,7 +488,7 @@ static void start_try(struct http_conn *c)
     if (q->n_tried < MESH_HTTP_MAX_TRIES)
         q->tried[q->n_tried++] = (uint32_t)ep;
     const struct snap_endpoint *e = &q->dest->eps[ep];
-    mesh_addr_format(&e->addr, q->upstream_host, sizeof(q->upstream_host));
+    mesh_ipport_format(&e->addr, q->upstream_host, sizeof(q->upstream_host));
     const char *as = e->mesh_port && c->listener->tls_as ? c->listener->tls_as->id : NULL;
     struct upconn *u = mesh_up_take_idle(w, e->state, as);
     if (u) {

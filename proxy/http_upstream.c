@@ -229,8 +229,8 @@ static void on_up_connect(uv_connect_t *req, int status)
     }
     /* An agent on the far side: mTLS first (the request's connect timeout covers it). */
     char peer[MESH_ADDR_STRLEN];
-    struct mesh_addr to = u->tls_dest->eps[u->ep].addr;
-    mesh_addr_set_port(&to, u->tls_dest->eps[u->ep].mesh_port);
+    struct mesh_addr to;
+    mesh_ep_sockaddr(&u->tls_dest->eps[u->ep], true, &to);
     mesh_addr_format(&to, peer, sizeof(peer));
     SSL *ssl = mesh_tls_client_session(u->c->listener->tls_as, u->tls_dest->sni,
                                        u->tls_dest->peer_id, &u->w->tls_sessions, peer);
@@ -255,9 +255,9 @@ struct upconn *mesh_up_connect(struct mesh_worker *w, struct http_conn *c, int e
     atomic_fetch_add_explicit(&e->state->refs, 1, memory_order_relaxed);
     mesh_buf_init(&u->in, MESH_HTTP_DEFAULT_MAX_HEAD);
     u->io = mesh_io_new(&w->iol, &w->loop);
-    struct mesh_addr to = e->addr;
+    struct mesh_addr to;
+    mesh_ep_sockaddr(e, c->listener->tls_as != NULL, &to);
     if (e->mesh_port && c->listener->tls_as) {
-        mesh_addr_set_port(&to, e->mesh_port);
         u->tls_dest = c->req.dest;
         u->as_id = mesh_strdup(c->listener->tls_as->id);
     }

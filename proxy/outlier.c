@@ -37,7 +37,7 @@ static void eject(struct mesh_proxy_shared *sh, const struct snap_dest *d,
     atomic_fetch_add_explicit(&sh->health_epoch, 1, memory_order_release);
     char a[MESH_ADDR_STRLEN];
     mesh_log_warn("ejected %s from '%s' for %llu ms after %d %s in a row",
-                  mesh_addr_format(&ep->addr, a, sizeof(a)), d->key, (unsigned long long)t, count,
+                  mesh_ipport_format(&ep->addr, a, sizeof(a)), d->key, (unsigned long long)t, count,
                   what);
 }
 

@@ -120,11 +120,11 @@ enum {
 };
 
 struct snap_endpoint {
-    struct mesh_addr addr;
+    struct mesh_ipport addr;
     uint16_t mesh_port; /* its host's agent takes mTLS there: connect to it, not to addr */
-    uint32_t weight;
-    unsigned health; /* MESH_EP_* from the catalog */
+    uint8_t health;     /* MESH_EP_* from the catalog */
     bool local_zone;
+    uint32_t weight;
     struct mesh_ep_state *state; /* a reference */
 };
 
@@ -242,8 +242,9 @@ void mesh_snapshot_unref(struct mesh_proxy_snapshot *s);
 struct snap_listener *mesh_snapshot_listener(const struct mesh_proxy_snapshot *s, const char *key);
 struct snap_dest *mesh_snapshot_dest(const struct mesh_proxy_snapshot *s, const char *key);
 /* The endpoint of d at addr (binary search), or NULL. */
-struct snap_endpoint *mesh_snapshot_find_ep(const struct snap_dest *d, const struct mesh_addr *a);
-int mesh_addr_cmp(const struct mesh_addr *a, const struct mesh_addr *b);
+struct snap_endpoint *mesh_snapshot_find_ep(const struct snap_dest *d, const struct mesh_ipport *a);
+/* Where to connect for e: its host agent's mTLS port when `mtls` and it has one, else e. */
+void mesh_ep_sockaddr(const struct snap_endpoint *e, bool mtls, struct mesh_addr *ret);
 
 /* Builds the consistent-hash ring of d (main loop, at snapshot build). */
 int mesh_ring_build(struct snap_dest *d);

@@ -693,8 +693,8 @@ static json_t *endpoint_status(const struct snap_endpoint *ep, uint64_t now)
     char ip[MESH_ADDR_STRLEN];
     long long until = atomic_load(&ep->state->ejected_until);
     json_t *o = json_pack("{s:s, s:i, s:i, s:s, s:b, s:b, s:i, s:i}", "address",
-                          mesh_addr_ip(&ep->addr, ip, sizeof(ip)), "port",
-                          (int)mesh_addr_port(&ep->addr), "weight", (int)ep->weight, "health",
+                          mesh_ipport_ip(&ep->addr, ip, sizeof(ip)), "port", (int)ep->addr.port,
+                          "weight", (int)ep->weight, "health",
                           mesh_endpoint_health_name(ep->health), "eligible", mesh_ep_eligible(ep),
                           "health_check_passing", atomic_load(&ep->state->hc_healthy) != 0,
                           "active_connections", atomic_load(&ep->state->active),

@@ -118,30 +118,12 @@ struct snap_dest *mesh_snapshot_dest(const struct mesh_proxy_snapshot *s, const 
     return mesh_hmap_get(&s->dest_index, key);
 }
 
-int mesh_addr_cmp(const struct mesh_addr *a, const struct mesh_addr *b)
-{
-    int fa = a->ss.ss_family, fb = b->ss.ss_family;
-    if (fa != fb)
-        return fa < fb ? -1 : 1;
-    int c;
-    if (fa == AF_INET)
-        c = memcmp(&((const struct sockaddr_in *)&a->ss)->sin_addr,
-                   &((const struct sockaddr_in *)&b->ss)->sin_addr, 4);
-    else
-        c = memcmp(&((const struct sockaddr_in6 *)&a->ss)->sin6_addr,
-                   &((const struct sockaddr_in6 *)&b->ss)->sin6_addr, 16);
-    if (c)
-        return c;
-    uint16_t pa = mesh_addr_port(a), pb = mesh_addr_port(b);
-    return pa < pb ? -1 : pa > pb;
-}
-
-struct snap_endpoint *mesh_snapshot_find_ep(const struct snap_dest *d, const struct mesh_addr *a)
+struct snap_endpoint *mesh_snapshot_find_ep(const struct snap_dest *d, const struct mesh_ipport *a)
 {
     size_t lo = 0, hi = d->n;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        int c = mesh_addr_cmp(&d->eps[mid].addr, a);
+        int c = mesh_ipport_cmp(&d->eps[mid].addr, a);
         if (c == 0)
             return &d->eps[mid];
         if (c < 0)
@@ -150,6 +132,13 @@ struct snap_endpoint *mesh_snapshot_find_ep(const struct snap_dest *d, const str
             hi = mid;
     }
     return NULL;
+}
+
+void mesh_ep_sockaddr(const struct snap_endpoint *e, bool mtls, struct mesh_addr *ret)
+{
+    mesh_ipport_to_addr(&e->addr, ret);
+    if (mtls && e->mesh_port)
+        mesh_addr_set_port(ret, e->mesh_port);
 }
 
 /* The IP alone: one client keeps its endpoint whatever source port it uses. */
@@ -196,7 +185,7 @@ int mesh_ring_build(struct snap_dest *d)
     for (size_t i = 0; i < d->n; i++) {
         size_t k = (size_t)((target * d->eps[i].weight + total_weight - 1) / total_weight);
         char ip[MESH_ADDR_STRLEN], name[MESH_ADDR_STRLEN + 32];
-        mesh_addr_format(&d->eps[i].addr, ip, sizeof(ip));
+        mesh_ipport_format(&d->eps[i].addr, ip, sizeof(ip));
         for (size_t j = 0; j < (k ? k : 1); j++) {
             int len = snprintf(name, sizeof(name), "%s_%zu", ip, j);
             d->ring[d->n_ring++] = (struct ring_point){

@@ -39,10 +39,10 @@ struct mesh_dest_state *mesh_state_dest(struct mesh_state_regs *r, const char *k
 }
 
 static struct mesh_ep_state *state_ep(struct mesh_state_regs *r, struct mesh_dest_state *dest,
-                                      const struct mesh_addr *addr)
+                                      const struct mesh_ipport *addr)
 {
     char a[MESH_ADDR_STRLEN], key[512];
-    snprintf(key, sizeof(key), "%s|%s", dest->key, mesh_addr_format(addr, a, sizeof(a)));
+    snprintf(key, sizeof(key), "%s|%s", dest->key, mesh_ipport_format(addr, a, sizeof(a)));
     struct mesh_ep_state *s = mesh_hmap_get(&r->eps, key);
     if (!s) {
         size_t len = strlen(key) + 1;
@@ -177,8 +177,8 @@ struct builder {
 
 static int cmp_snap_ep(const void *a, const void *b)
 {
-    return mesh_addr_cmp(&((const struct snap_endpoint *)a)->addr,
-                         &((const struct snap_endpoint *)b)->addr);
+    return mesh_ipport_cmp(&((const struct snap_endpoint *)a)->addr,
+                           &((const struct snap_endpoint *)b)->addr);
 }
 
 static bool in_subset(const struct mesh_endpoint *e, const struct mesh_labels *subset)
@@ -214,7 +214,8 @@ static int fill_dest(struct builder *b, struct snap_dest *d, struct mesh_dest_st
     for (size_t i = 0; i < n; i++) {
         struct snap_endpoint *e = &d->eps[d->n];
         if (local) {
-            e->addr = local->addr;
+            if (mesh_ipport_from_addr(&local->addr, &e->addr) < 0)
+                continue; /* workloads listen on IPs (the registries check) */
             e->weight = 1;
             e->health = MESH_EP_READY | MESH_EP_SERVING;
         } else {
@@ -225,7 +226,7 @@ static int fill_dest(struct builder *b, struct snap_dest *d, struct mesh_dest_st
             e->mesh_port = b->in->tls ? src->mesh_port : 0;
             if (b->in->tls && !e->mesh_port && b->in->members) {
                 char ip[MESH_ADDR_STRLEN];
-                mesh_addr_ip(&src->addr, ip, sizeof(ip));
+                mesh_ipport_ip(&src->addr, ip, sizeof(ip));
                 e->mesh_port = (uint16_t)(uintptr_t)mesh_hmap_get(b->in->members, ip);
             }
             e->weight = src->weight;

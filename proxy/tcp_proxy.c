@@ -359,7 +359,7 @@ static void attempt_failed(struct tcp_conn *c, struct attempt *a, const char *wh
     char addr[MESH_ADDR_STRLEN];
     uv_timer_stop(&c->timer);
     mesh_log_debug("connect to %s for '%s' failed: %s",
-                   mesh_addr_format(&c->dest->eps[a->ep].addr, addr, sizeof(addr)), c->dest->key,
+                   mesh_ipport_format(&c->dest->eps[a->ep].addr, addr, sizeof(addr)), c->dest->key,
                    why);
     mesh_outlier_failure(c->w->shared, c->dest, &c->dest->eps[a->ep], now_ms(c));
     atomic_fetch_add_explicit(&c->dest->state->connect_failures, 1, memory_order_relaxed);
@@ -405,8 +405,8 @@ static void on_connect(uv_connect_t *req, int status)
     }
     /* An agent on the far side: mTLS, within what is left of the connect timeout. */
     char peer[MESH_ADDR_STRLEN];
-    struct mesh_addr to = ep->addr;
-    mesh_addr_set_port(&to, ep->mesh_port);
+    struct mesh_addr to;
+    mesh_ep_sockaddr(ep, true, &to);
     mesh_addr_format(&to, peer, sizeof(peer));
     SSL *ssl = mesh_tls_client_session(c->listener->tls_as, c->dest->sni, c->dest->peer_id,
                                        &c->w->tls_sessions, peer);
@@ -461,9 +461,8 @@ static void next_attempt(struct tcp_conn *c)
             return;
         }
         a->side.io->tcp.data = &a->side;
-        struct mesh_addr to = c->dest->eps[ep].addr;
-        if (c->dest->eps[ep].mesh_port && c->listener->tls_as)
-            mesh_addr_set_port(&to, c->dest->eps[ep].mesh_port);
+        struct mesh_addr to;
+        mesh_ep_sockaddr(&c->dest->eps[ep], c->listener->tls_as != NULL, &to);
         int r =
             uv_tcp_connect(&a->req, &a->side.io->tcp, (const struct sockaddr *)&to.ss, on_connect);
         if (r == 0) {

@@ -8,6 +8,7 @@
 #include <jansson.h>
 
 #include "common/alloc.h"
+#include "common/atom.h"
 #include "common/strutil.h"
 
 #define MAX_SERVICES 100000
@@ -178,7 +179,7 @@ static int instance(json_t *e, const struct mesh_consul_health_options *o,
     json_t *port = json_object_get(svc, "Port");
     json_int_t p = json_is_integer(port) ? json_integer_value(port) : 0;
     memset(ep, 0, sizeof(*ep));
-    if (!addr || p < 1 || p > 65535 || mesh_addr_from_ip(addr, (uint16_t)p, &ep->addr) < 0) {
+    if (!addr || p < 1 || p > 65535 || mesh_ipport_from_ip(addr, (uint16_t)p, &ep->addr) < 0) {
         out->skipped++;
         return 0;
     }
@@ -192,8 +193,8 @@ static int instance(json_t *e, const struct mesh_consul_health_options *o,
     if (!zone && o->zone_key)
         zone = meta_str(node, o->zone_key);
     const char *nname = json_string_value(json_object_get(node, "Node"));
-    if ((zone && zone[0] && !(ep->zone = mesh_strdup(zone))) ||
-        (nname && !(ep->node = mesh_strdup(nname))) || meta_labels(svc, &ep->labels) < 0) {
+    if ((zone && zone[0] && !(ep->zone = mesh_atom(zone))) ||
+        (nname && !(ep->node = mesh_atom(nname))) || meta_labels(svc, &ep->labels) < 0) {
         mesh_endpoint_done(ep);
         return -ENOMEM;
     }

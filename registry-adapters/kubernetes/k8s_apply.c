@@ -215,7 +215,7 @@ static void push(struct k8s_registry *k, struct k8s_group *g)
             const struct mesh_k8s_endpoint *e = &s->eps[j];
             struct mesh_endpoint *o = &eps[n++];
             o->addr = e->addr;
-            mesh_addr_set_port(&o->addr, p->port);
+            o->addr.port = p->port;
             o->weight = 1;
             o->health = e->health;
             o->zone = e->zone; /* borrowed: the catalog copies */
@@ -278,8 +278,9 @@ static void push_locals(struct k8s_registry *k)
                  pod ? pod->service_account : "default");
         struct mesh_local_service *ls = &v[n];
         memset(ls, 0, sizeof(*ls));
-        ls->addr = mine->addr;
-        mesh_addr_set_port(&ls->addr, port->port);
+        struct mesh_ipport at = mine->addr;
+        at.port = port->port;
+        mesh_ipport_to_addr(&at, &ls->addr);
         ls->protocol = mesh_k8s_protocol(port, svc ? svc->protocol_hint : NULL);
         if (!(ls->name = mesh_strdup(g->name)) || !(ls->namespace = mesh_strdup(g->namespace)) ||
             !(ls->source = mesh_strdup("kubernetes")) || !(ls->identity = mesh_strdup(id))) {

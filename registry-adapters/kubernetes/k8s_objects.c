@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/atom.h"
 #include "common/strutil.h"
 
 #define MAX_ENDPOINTS 10000 /* the API caps a slice at 1000; allow headroom, not abuse */
@@ -72,6 +73,17 @@ static char *dup_field(const struct mesh_jdoc *d, size_t tok, bool *oom)
     return s;
 }
 
+/* A string field as an atom; NULL when absent (or not a string). */
+static const char *atom_field(const struct mesh_jdoc *d, size_t tok, bool *oom)
+{
+    char buf[MESH_K8S_NAME_MAX];
+    if (!tok || mesh_jdoc_str(d, tok, buf, sizeof(buf)) < 0)
+        return NULL;
+    const char *a = mesh_atom(buf);
+    *oom |= !a;
+    return a;
+}
+
 static void ports_free(struct mesh_k8s_port *p, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -135,13 +147,14 @@ static bool cond(const struct mesh_jdoc *d, size_t conds, const char *key, bool 
 }
 
 /* One endpoints[] entry; 1 when kept, 0 when it has no usable address, <0 on error. */
-static int endpoint(const struct mesh_jdoc *d, size_t e, struct mesh_k8s_endpoint *ep)
+static int endpoint(const struct mesh_jdoc *d, size_t e, const char *node,
+                    struct mesh_k8s_endpoint *ep)
 {
     char ip[64];
     size_t addrs = mesh_jdoc_get(d, e, "addresses");
     if (!mesh_jdoc_is(d, e, MESH_JT_OBJECT) ||
         mesh_jdoc_str(d, mesh_jdoc_child(d, addrs), ip, sizeof(ip)) < 0 ||
-        !mesh_jdoc_is(d, addrs, MESH_JT_ARRAY) || mesh_addr_from_ip(ip, 0, &ep->addr) < 0)
+        !mesh_jdoc_is(d, addrs, MESH_JT_ARRAY) || mesh_ipport_from_ip(ip, 0, &ep->addr) < 0)
         return 0;
     size_t c = mesh_jdoc_get(d, e, "conditions");
     /* The API's reading of absent conditions: ready unknown counts as ready, serving as
@@ -152,16 +165,17 @@ static int endpoint(const struct mesh_jdoc *d, size_t e, struct mesh_k8s_endpoin
     ep->health = (ready ? MESH_EP_READY : 0) | (serving ? MESH_EP_SERVING : 0) |
                  (terminating ? MESH_EP_TERMINATING : 0);
     bool oom = false;
-    ep->zone = dup_field(d, mesh_jdoc_get(d, e, "zone"), &oom);
-    ep->node = dup_field(d, mesh_jdoc_get(d, e, "nodeName"), &oom);
+    ep->zone = atom_field(d, mesh_jdoc_get(d, e, "zone"), &oom);
+    ep->node = atom_field(d, mesh_jdoc_get(d, e, "nodeName"), &oom);
     size_t ref = mesh_jdoc_get(d, e, "targetRef");
-    if (mesh_jdoc_streq(d, mesh_jdoc_get(d, ref, "kind"), "Pod"))
+    if ((!node || (ep->node && strcmp(ep->node, node) == 0)) &&
+        mesh_jdoc_streq(d, mesh_jdoc_get(d, ref, "kind"), "Pod"))
         ep->pod = dup_field(d, mesh_jdoc_get(d, ref, "name"), &oom);
     return oom ? -ENOMEM : 1;
 }
 
-int mesh_k8s_slice_decode(const struct mesh_jdoc *d, size_t obj, struct mesh_k8s_slice **ret,
-                          char *err, size_t errlen)
+int mesh_k8s_slice_decode(const struct mesh_jdoc *d, size_t obj, const char *node,
+                          struct mesh_k8s_slice **ret, char *err, size_t errlen)
 {
     char ns[MESH_K8S_NAME_MAX], name[MESH_K8S_NAME_MAX], svc[MESH_K8S_NAME_MAX];
     int r = head(d, obj, ns, name, err, errlen);
@@ -200,7 +214,7 @@ int mesh_k8s_slice_decode(const struct mesh_jdoc *d, size_t obj, struct mesh_k8s
     }
     for (size_t e = mesh_jdoc_child(d, eps), i = 0; i < count; i++, e = mesh_jdoc_next(d, e)) {
         struct mesh_k8s_endpoint *ep = &s->eps[s->n_eps];
-        r = endpoint(d, e, ep);
+        r = endpoint(d, e, node, ep);
         if (r < 0) {
             s->n_eps++; /* freed with the slice */
             goto fail;
@@ -219,8 +233,8 @@ void mesh_k8s_slice_free(struct mesh_k8s_slice *s)
     if (!s)
         return;
     for (size_t i = 0; i < s->n_eps; i++) {
-        mesh_free(s->eps[i].zone);
-        mesh_free(s->eps[i].node);
+        mesh_atom_unref(s->eps[i].zone);
+        mesh_atom_unref(s->eps[i].node);
         mesh_free(s->eps[i].pod);
     }
     mesh_free(s->eps);

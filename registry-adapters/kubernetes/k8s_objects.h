@@ -24,10 +24,12 @@ struct mesh_k8s_port {
     char *app_protocol; /* NULL when unset */
 };
 
+/* What a cached endpoint keeps: a cluster's worth of them stays in memory. */
 struct mesh_k8s_endpoint {
-    struct mesh_addr addr; /* port 0: the slice's port applies */
-    unsigned health;       /* MESH_EP_* from the conditions */
-    char *zone, *node, *pod;
+    struct mesh_ipport addr; /* port 0: the slice's port applies */
+    uint8_t health;          /* MESH_EP_* from the conditions */
+    const char *zone, *node; /* atoms (common/atom.h), or NULL */
+    char *pod;               /* targetRef's name, kept for endpoints on this node only */
 };
 
 /* What every cached object starts with, so that the cache handles all kinds alike. */
@@ -67,9 +69,11 @@ struct mesh_k8s_pod {
 void mesh_k8s_meta(const struct mesh_jdoc *d, size_t obj, char *ret_ns, char *ret_name,
                    char *ret_rv);
 
-/* Each decodes object token `obj`; returns 0, -EINVAL with the reason in `err`, or -ENOMEM. */
-int mesh_k8s_slice_decode(const struct mesh_jdoc *d, size_t obj, struct mesh_k8s_slice **ret,
-                          char *err, size_t errlen);
+/* Each decodes object token `obj`; returns 0, -EINVAL with the reason in `err`, or -ENOMEM.
+ * A slice keeps its endpoints' pod names only for those on node `node` (NULL: on every
+ * node): that is all the local services need. */
+int mesh_k8s_slice_decode(const struct mesh_jdoc *d, size_t obj, const char *node,
+                          struct mesh_k8s_slice **ret, char *err, size_t errlen);
 int mesh_k8s_service_decode(const struct mesh_jdoc *d, size_t obj, struct mesh_k8s_service **ret,
                             char *err, size_t errlen);
 int mesh_k8s_pod_decode(const struct mesh_jdoc *d, size_t obj, struct mesh_k8s_pod **ret, char *err,

@@ -94,7 +94,8 @@ static int decode(struct k8s_reflector *r, const struct mesh_jdoc *d, size_t obj
 {
     switch (r->kind) {
     case K8S_SLICES:
-        return mesh_k8s_slice_decode(d, obj, (struct mesh_k8s_slice **)ret, err, errlen);
+        return mesh_k8s_slice_decode(d, obj, r->k->cfg->pods ? r->k->conn.node_name : "",
+                                     (struct mesh_k8s_slice **)ret, err, errlen);
     case K8S_SERVICES:
         return mesh_k8s_service_decode(d, obj, (struct mesh_k8s_service **)ret, err, errlen);
     default:

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/atom.h"
 #include "common/claims.h"
 #include "common/json_dir.h"
 #include "common/log.h"
@@ -59,12 +60,12 @@ static int local_endpoint(const struct static_registry *s, const struct mesh_ser
     /* With an inbound port, callers on other hosts come through this agent. */
     int port = svc->inbound_port ? svc->inbound_port : svc->port;
     memset(ep, 0, sizeof(*ep));
-    if (mesh_addr_from_ip(ip, (uint16_t)port, &ep->addr) < 0)
+    if (mesh_ipport_from_ip(ip, (uint16_t)port, &ep->addr) < 0)
         return -EINVAL;
     ep->weight = 1;
     ep->health = MESH_EP_READY | MESH_EP_SERVING;
-    if ((env->zone[0] && !(ep->zone = mesh_strdup(env->zone))) ||
-        !(ep->node = mesh_strdup(env->node_name)) ||
+    if ((env->zone[0] && !(ep->zone = mesh_atom(env->zone))) ||
+        !(ep->node = mesh_atom(env->node_name)) ||
         mesh_labels_copy(&ep->labels, &svc->labels) < 0) {
         mesh_endpoint_done(ep);
         return -ENOMEM;

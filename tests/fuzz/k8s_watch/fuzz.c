@@ -20,7 +20,7 @@ static int on_event(void *data, enum mesh_k8s_event_type type, const struct mesh
     (void)type;
     if (which == 0) {
         struct mesh_k8s_slice *s = NULL;
-        if (mesh_k8s_slice_decode(d, obj, &s, err, sizeof(err)) == 0) {
+        if (mesh_k8s_slice_decode(d, obj, NULL, &s, err, sizeof(err)) == 0) {
             for (size_t i = 0; i < s->n_ports; i++) {
                 if (s->ports[i].port == 0)
                     abort(); /* decoded ports are 1..65535 */

@@ -3,15 +3,16 @@
 #include <stdio.h>
 
 #include "agent/catalog.h"
+#include "common/atom.h"
 #include "tests/unit/unit.h"
 
 static struct mesh_endpoint ep(const char *ip, int port, unsigned weight, const char *zone)
 {
     struct mesh_endpoint e = {0};
-    assert_int_equal(mesh_addr_from_ip(ip, (uint16_t)port, &e.addr), 0);
+    assert_int_equal(mesh_ipport_from_ip(ip, (uint16_t)port, &e.addr), 0);
     e.weight = weight;
     e.health = MESH_EP_READY | MESH_EP_SERVING;
-    e.zone = (char *)(uintptr_t)zone;
+    e.zone = mesh_atom(zone); /* the caller's: mesh_endpoint_done */
     return e;
 }
 
@@ -88,6 +89,9 @@ static void test_same_address_precedence(void **state)
     assert_string_equal(s->endpoints[0].zone, "files-zone"); /* static beats both */
     assert_string_equal(mesh_labels_get(&s->endpoints[0].labels, "mesh/registry"), "files");
     mesh_catalog_free(c);
+    mesh_endpoint_done(&from_consul);
+    mesh_endpoint_done(&from_k8s);
+    mesh_endpoint_done(&from_files);
 }
 
 /* Rule 2, ties: among sources of one type the one listed first wins. */
@@ -100,6 +104,8 @@ static void test_same_type_first_listed_wins(void **state)
     update(c, "files", "api", &a, 1);
     assert_string_equal(mesh_catalog_get(c, "default", "api")->endpoints[0].zone, "first");
     mesh_catalog_free(c);
+    mesh_endpoint_done(&a);
+    mesh_endpoint_done(&b);
 }
 
 /* Rule 3: a non-merging source stops the union for the services it reports. */
@@ -209,6 +215,8 @@ static void test_duplicate_within_one_source_keeps_first(void **state)
     assert_int_equal(s->n_endpoints, 2);
     assert_string_equal(find_ep(s, "10.0.0.1", 80)->zone, "first");
     mesh_catalog_free(c);
+    for (size_t i = 0; i < 3; i++)
+        mesh_endpoint_done(&e[i]);
 }
 
 static void test_removing_a_source_drops_its_data(void **state)
@@ -279,6 +287,7 @@ static void test_allocation_failures(void **state)
         assert_true(r2 == 1 || r2 == -ENOMEM);
         mesh_catalog_free(c);
     }
+    mesh_endpoint_done(&e[0]);
 }
 
 int main(void)

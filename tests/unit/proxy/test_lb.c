@@ -30,7 +30,7 @@ static struct fixture *make(int lb, const unsigned *weights, const char *const *
     for (size_t i = 0; i < n; i++) {
         char ip[32];
         snprintf(ip, sizeof(ip), "10.0.0.%zu", i + 1);
-        mesh_addr_from_ip(ip, 80, &f->d.eps[i].addr);
+        mesh_ipport_from_ip(ip, 80, &f->d.eps[i].addr);
         f->d.eps[i].weight = weights ? weights[i] : 1;
         f->d.eps[i].health = MESH_EP_READY | MESH_EP_SERVING;
         f->d.eps[i].local_zone = zones && zones[i] && strcmp(zones[i], "a") == 0;
@@ -270,8 +270,8 @@ static void test_find_endpoint(void **state)
     struct fixture *f = make(MESH_LB_ROUND_ROBIN, NULL, NULL, 9);
     for (size_t i = 0; i < 9; i++)
         assert_ptr_equal(mesh_snapshot_find_ep(&f->d, &f->d.eps[i].addr), &f->d.eps[i]);
-    struct mesh_addr other;
-    mesh_addr_from_ip("10.0.0.1", 81, &other);
+    struct mesh_ipport other;
+    mesh_ipport_from_ip("10.0.0.1", 81, &other);
     assert_null(mesh_snapshot_find_ep(&f->d, &other));
     destroy(f);
 }

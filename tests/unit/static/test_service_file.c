@@ -146,7 +146,7 @@ static void test_remote_services_list(void **state)
     assert_int_equal(out.weight, 5);
     assert_int_equal(out.health, MESH_EP_SERVING | MESH_EP_TERMINATING);
     assert_string_equal(out.zone, "z1");
-    assert_int_equal(mesh_addr_port(&out.addr), 80);
+    assert_int_equal(out.addr.port, 80);
     mesh_endpoint_done(&out);
     mesh_service_file_free(f);
 }

@@ -19,12 +19,19 @@ struct source {
     bool synced;
 };
 
+/* An endpoint array, shared by a source's view and a merged service of that source alone
+ * (the common case), so that it is held once; freed by whichever thread drops it last. */
+struct mesh_catalog_eps {
+    atomic_int refs;
+    size_t n;
+    struct mesh_endpoint v[]; /* sorted by address, no duplicates */
+};
+
 /* One source's view of one service. */
 struct view {
     struct source *src;
     enum mesh_protocol protocol;
-    struct mesh_endpoint *endpoints; /* sorted by address, no duplicates */
-    size_t n;
+    struct mesh_catalog_eps *eps;
     bool stale;
 };
 
@@ -47,21 +54,39 @@ struct mesh_catalog {
     void *change_data;
 };
 
-static void endpoints_free(struct mesh_endpoint *v, size_t n)
+static struct mesh_catalog_eps *eps_new(size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        mesh_endpoint_done(&v[i]);
-    mesh_free(v);
+    struct mesh_catalog_eps *e = mesh_calloc(1, sizeof(*e) + n * sizeof(e->v[0]));
+    if (e)
+        atomic_init(&e->refs, 1);
+    return e;
+}
+
+static void eps_unref(struct mesh_catalog_eps *e)
+{
+    if (!e || atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (size_t i = 0; i < e->n; i++)
+        mesh_endpoint_done(&e->v[i]);
+    mesh_free(e);
 }
 
 static void service_free(struct mesh_service *s)
 {
-    endpoints_free(s->endpoints, s->n_endpoints);
+    eps_unref(s->eps);
     for (size_t i = 0; i < s->n_sources; i++)
         mesh_free(s->sources[i]);
     mesh_free(s->sources);
     mesh_free(s->key);
     mesh_free(s);
+}
+
+const char *mesh_service_ep_label(const struct mesh_service *s, const struct mesh_endpoint *ep,
+                                  const char *key)
+{
+    if (strcmp(key, MESH_CATALOG_REGISTRY_LABEL) == 0)
+        return ep->source < s->n_sources ? s->sources[ep->source] : NULL;
+    return mesh_labels_get(&ep->labels, key);
 }
 
 struct mesh_service *mesh_service_ref(struct mesh_service *s)
@@ -88,9 +113,8 @@ int mesh_catalog_new(struct mesh_catalog **ret)
 
 static void view_done(struct view *v)
 {
-    endpoints_free(v->endpoints, v->n);
-    v->endpoints = NULL;
-    v->n = 0;
+    eps_unref(v->eps);
+    v->eps = NULL;
 }
 
 static void entry_free(struct entry *e)
@@ -177,7 +201,7 @@ static int build_merged(struct entry *e, struct mesh_service **ret)
     size_t total = 0;
     for (size_t i = 0; i < nv; i++) {
         merge &= order[i]->src->merge;
-        total += order[i]->n;
+        total += order[i]->eps->n;
     }
     size_t used = merge ? nv : 1;
 
@@ -188,10 +212,16 @@ static int build_merged(struct entry *e, struct mesh_service **ret)
     s->merged = merge;
     s->protocol = order[0]->protocol;
     s->key = key_layout(e->namespace, e->name, &s->namespace, &s->name);
-    s->endpoints = total ? mesh_calloc(total, sizeof(*s->endpoints)) : NULL;
     s->sources = mesh_calloc(used, sizeof(char *));
-    if (!s->key || (total && !s->endpoints) || !s->sources)
+    if (used == 1) { /* one source: its endpoints as they are (their source index is 0) */
+        s->eps = order[0]->eps;
+        atomic_fetch_add_explicit(&s->eps->refs, 1, memory_order_relaxed);
+    } else {
+        s->eps = eps_new(total);
+    }
+    if (!s->key || !s->eps || !s->sources)
         goto oom;
+    s->endpoints = s->eps->v;
 
     for (size_t i = 0; i < used; i++) {
         const struct view *v = order[i];
@@ -199,22 +229,23 @@ static int build_merged(struct entry *e, struct mesh_service **ret)
         if (!s->sources[s->n_sources])
             goto oom;
         s->n_sources++;
-        for (size_t j = 0; j < v->n; j++) {
-            const struct mesh_endpoint *ep = &v->endpoints[j];
+        if (used == 1)
+            break;
+        for (size_t j = 0; j < v->eps->n; j++) {
+            const struct mesh_endpoint *ep = &v->eps->v[j];
             /* The first source to report an address wins: views are in precedence order. */
-            if (s->n_endpoints &&
-                bsearch(ep, s->endpoints, s->n_endpoints, sizeof(*ep), cmp_endpoint))
+            if (s->eps->n && bsearch(ep, s->eps->v, s->eps->n, sizeof(*ep), cmp_endpoint))
                 continue;
-            struct mesh_endpoint *dst = &s->endpoints[s->n_endpoints];
+            struct mesh_endpoint *dst = &s->eps->v[s->eps->n];
             if (mesh_endpoint_copy(dst, ep) < 0)
                 goto oom;
-            s->n_endpoints++;
-            if (mesh_labels_set(&dst->labels, MESH_CATALOG_REGISTRY_LABEL, v->src->name) < 0)
-                goto oom;
+            dst->source = (uint8_t)i;
+            s->eps->n++;
         }
         /* Keep the array sorted for the duplicate search of the next source. */
-        qsort(s->endpoints, s->n_endpoints, sizeof(*s->endpoints), cmp_endpoint);
+        qsort(s->eps->v, s->eps->n, sizeof(s->eps->v[0]), cmp_endpoint);
     }
+    s->n_endpoints = s->eps->n;
     *ret = s;
     return 0;
 oom:
@@ -276,12 +307,12 @@ static void remove_view(struct entry *e, struct view *v)
 }
 
 static bool view_equal(const struct view *v, enum mesh_protocol proto,
-                       const struct mesh_endpoint *eps, size_t n)
+                       const struct mesh_catalog_eps *eps)
 {
-    if (v->protocol != proto || v->n != n)
+    if (v->protocol != proto || v->eps->n != eps->n)
         return false;
-    for (size_t i = 0; i < n; i++) {
-        if (!mesh_endpoint_equal(&v->endpoints[i], &eps[i]))
+    for (size_t i = 0; i < eps->n; i++) {
+        if (!mesh_endpoint_equal(&v->eps->v[i], &eps->v[i]))
             return false;
     }
     return true;
@@ -316,34 +347,28 @@ static int cmp_ordered(const void *a, const void *b)
 }
 
 /* Copies and sorts endpoints; a repeated address within one source keeps its first entry. */
-static int copy_sorted(const struct mesh_endpoint *src, size_t n, struct mesh_endpoint **ret,
-                       size_t *ret_n)
+static struct mesh_catalog_eps *copy_sorted(const struct mesh_endpoint *src, size_t n)
 {
-    int r = -ENOMEM;
-    size_t k = 0;
-    struct mesh_endpoint *v = mesh_calloc(n, sizeof(*v));
+    struct mesh_catalog_eps *v = eps_new(n);
     struct ordered *o = mesh_calloc(n, sizeof(*o));
     if (!v || !o)
-        goto out;
+        goto fail;
     for (size_t i = 0; i < n; i++)
         o[i] = (struct ordered){&src[i], i};
     qsort(o, n, sizeof(*o), cmp_ordered);
     for (size_t i = 0; i < n; i++) {
-        if (k && mesh_endpoint_addr_cmp(&v[k - 1], o[i].ep) == 0)
+        if (v->n && mesh_endpoint_addr_cmp(&v->v[v->n - 1], o[i].ep) == 0)
             continue;
-        if (mesh_endpoint_copy(&v[k], o[i].ep) < 0)
-            goto out;
-        k++;
+        if (mesh_endpoint_copy(&v->v[v->n], o[i].ep) < 0)
+            goto fail;
+        v->v[v->n++].source = 0;
     }
-    *ret = v;
-    *ret_n = k;
-    v = NULL;
-    r = 0;
-out:
-    if (v)
-        endpoints_free(v, k);
     mesh_free(o);
-    return r;
+    return v;
+fail:
+    eps_unref(v);
+    mesh_free(o);
+    return NULL;
 }
 
 int mesh_catalog_update(struct mesh_catalog *c, const char *source,
@@ -372,14 +397,12 @@ int mesh_catalog_update(struct mesh_catalog *c, const char *source,
         return 1;
     }
 
-    struct mesh_endpoint *eps;
-    size_t n;
-    r = copy_sorted(u->endpoints, u->n_endpoints, &eps, &n);
-    if (r < 0)
-        return r;
-    if (v && view_equal(v, u->protocol, eps, n)) {
+    struct mesh_catalog_eps *eps = copy_sorted(u->endpoints, u->n_endpoints);
+    if (!eps)
+        return -ENOMEM;
+    if (v && view_equal(v, u->protocol, eps)) {
         v->stale = false;
-        endpoints_free(eps, n);
+        eps_unref(eps);
         return 0;
     }
     bool created = false;
@@ -388,7 +411,7 @@ int mesh_catalog_update(struct mesh_catalog *c, const char *source,
         if (!e || mesh_hmap_put(&c->entries, e->key, e) < 0) {
             if (e)
                 entry_free(e);
-            endpoints_free(eps, n);
+            eps_unref(eps);
             return -ENOMEM;
         }
         created = true;
@@ -396,7 +419,7 @@ int mesh_catalog_update(struct mesh_catalog *c, const char *source,
     if (!v) {
         struct view *nv = mesh_realloc(e->views, (e->n_views + 1) * sizeof(*nv));
         if (!nv) {
-            endpoints_free(eps, n);
+            eps_unref(eps);
             if (created) {
                 mesh_hmap_remove(&c->entries, e->key);
                 entry_free(e);
@@ -408,8 +431,7 @@ int mesh_catalog_update(struct mesh_catalog *c, const char *source,
         *v = (struct view){.src = src};
     }
     view_done(v);
-    v->endpoints = eps;
-    v->n = n;
+    v->eps = eps;
     v->protocol = u->protocol;
     v->stale = false;
     r = refresh_entry(c, e);
@@ -579,7 +601,7 @@ int mesh_catalog_source_stats(const struct mesh_catalog *c, const char *source,
         const struct view *v = find_view(he->value, src);
         if (v) {
             st.services++;
-            st.endpoints += v->n;
+            st.endpoints += v->eps->n;
         }
     }
     *ret = st;
@@ -626,8 +648,8 @@ void mesh_catalog_foreach_raw(const struct mesh_catalog *c, mesh_catalog_raw_cb 
                 .namespace = e->namespace,
                 .name = e->name,
                 .protocol = v->protocol,
-                .endpoints = v->endpoints,
-                .n_endpoints = v->n,
+                .endpoints = v->eps->v,
+                .n_endpoints = v->eps->n,
             };
             cb(data, v->src->name, &u);
         }

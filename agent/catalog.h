@@ -5,8 +5,9 @@
  * each source's view apart and publishes a merged, immutable, reference-counted
  * `struct mesh_service` per service. The merge rules (docs/catalog.md):
  *
- *  1. Endpoints of the same (namespace, name) from several sources are united. Each keeps
- *     the label "mesh/registry" naming the source it came from.
+ *  1. Endpoints of the same (namespace, name) from several sources are united. Each has
+ *     the label "mesh/registry" naming the source it came from (mesh_service_ep_label: it
+ *     is not stored, so that a service from one source shares that source's endpoints).
  *  2. The same address:port from several sources is one endpoint; its weight, zone, node,
  *     health and labels come from the source of highest precedence: type static, then
  *     kubernetes, then consul; among sources of one type, the one listed first.
@@ -30,6 +31,8 @@
 
 #define MESH_CATALOG_REGISTRY_LABEL "mesh/registry"
 
+struct mesh_catalog_eps;
+
 /* A merged service. Immutable once published. */
 struct mesh_service {
     atomic_int refs;
@@ -37,9 +40,10 @@ struct mesh_service {
     char *namespace;
     char *name;
     enum mesh_protocol protocol;
-    struct mesh_endpoint *endpoints; /* sorted by address */
+    struct mesh_endpoint *endpoints; /* sorted by address; each one's source indexes sources */
     size_t n_endpoints;
-    char **sources; /* reporting sources, highest precedence first */
+    struct mesh_catalog_eps *eps; /* owns endpoints; shared with the view of a lone source */
+    char **sources;               /* reporting sources, highest precedence first */
     size_t n_sources;
     bool merged; /* false when rule 3 applied */
 };
@@ -102,6 +106,10 @@ int mesh_catalog_list(const struct mesh_catalog *c, struct mesh_service ***ret, 
 size_t mesh_catalog_source_names(const struct mesh_catalog *c, const char *const **ret);
 /* Calls cb with every source's own view of every service (for the last-known-good file). */
 void mesh_catalog_foreach_raw(const struct mesh_catalog *c, mesh_catalog_raw_cb cb, void *data);
+
+/* The value of label `key` of an endpoint of s, the "mesh/registry" label included; or NULL. */
+const char *mesh_service_ep_label(const struct mesh_service *s, const struct mesh_endpoint *ep,
+                                  const char *key);
 
 struct mesh_service *mesh_service_ref(struct mesh_service *s);
 void mesh_service_unref(struct mesh_service *s);

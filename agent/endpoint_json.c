@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "agent/catalog.h"
 #include "common/alloc.h"
 #include "common/atom.h"
 #include "common/strutil.h"
@@ -117,13 +118,18 @@ void mesh_json_write_str(struct mesh_buf *b, const char *s)
     mesh_buf_append_json_str(b, s, strlen(s));
 }
 
-void mesh_endpoint_write_json(struct mesh_buf *b, const struct mesh_endpoint *ep)
+static void write_json(struct mesh_buf *b, const struct mesh_endpoint *ep, const char *registry,
+                       bool all)
 {
     char ip[MESH_ADDR_STRLEN];
     mesh_buf_append_str(b, "{\"address\":");
     mesh_json_write_str(b, mesh_ipport_ip(&ep->addr, ip, sizeof(ip)));
-    mesh_buf_appendf(b, ",\"port\":%u,\"weight\":%u,\"health\":\"%s\"", ep->addr.port, ep->weight,
-                     mesh_endpoint_health_choices[health_choice(ep->health)]);
+    mesh_buf_appendf(b, ",\"port\":%u", ep->addr.port);
+    if (all || ep->weight != 1)
+        mesh_buf_appendf(b, ",\"weight\":%u", ep->weight);
+    int health = health_choice(ep->health);
+    if (all || health != 0)
+        mesh_buf_appendf(b, ",\"health\":\"%s\"", mesh_endpoint_health_choices[health]);
     if (ep->mesh_port)
         mesh_buf_appendf(b, ",\"mesh_port\":%u", ep->mesh_port);
     if (ep->zone) {
@@ -134,13 +140,36 @@ void mesh_endpoint_write_json(struct mesh_buf *b, const struct mesh_endpoint *ep
         mesh_buf_append_str(b, ",\"node\":");
         mesh_json_write_str(b, ep->node);
     }
+    if (!all && !ep->labels.n) {
+        mesh_buf_append_str(b, "}");
+        return;
+    }
     mesh_buf_append_str(b, ",\"labels\":{");
+    const char *sep = "";
+    if (registry) {
+        mesh_buf_append_str(b, "\"" MESH_CATALOG_REGISTRY_LABEL "\":");
+        mesh_json_write_str(b, registry);
+        sep = ",";
+    }
     for (size_t i = 0; i < ep->labels.n; i++) {
-        if (i)
-            mesh_buf_append_str(b, ",");
+        if (registry && strcmp(ep->labels.v[i].key, MESH_CATALOG_REGISTRY_LABEL) == 0)
+            continue; /* the source's own value gives way, as in mesh_service_ep_label */
+        mesh_buf_append_str(b, sep);
+        sep = ",";
         mesh_json_write_str(b, ep->labels.v[i].key);
         mesh_buf_append_str(b, ":");
         mesh_json_write_str(b, ep->labels.v[i].value);
     }
     mesh_buf_append_str(b, "}}");
+}
+
+void mesh_endpoint_write_json(struct mesh_buf *b, const struct mesh_endpoint *ep)
+{
+    write_json(b, ep, NULL, false);
+}
+
+void mesh_endpoint_write_json_from(struct mesh_buf *b, const struct mesh_endpoint *ep,
+                                   const char *registry)
+{
+    write_json(b, ep, registry, true);
 }

@@ -35,6 +35,7 @@ struct mesh_endpoint {
     struct mesh_ipport addr;
     uint16_t mesh_port; /* a mesh agent's inbound mTLS port on its host; 0: none */
     uint8_t health;     /* MESH_EP_* */
+    uint8_t source;     /* in a merged service: its index in sources[] (0 elsewhere) */
     uint32_t weight;    /* 1..MESH_WEIGHT_MAX */
     const char *zone;   /* an atom (common/atom.h); NULL when unknown */
     const char *node;   /* an atom; NULL when unknown */

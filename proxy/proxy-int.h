@@ -68,6 +68,11 @@ struct mesh_dest_state {
     atomic_ullong idle_timeouts;
     atomic_ullong authz_denied; /* connections or requests refused by AuthorizationPolicy */
     struct mesh_http_stats http;
+    /* Main loop only: the states of its endpoints, sorted by address (one reference each;
+     * a service's subsets share them). */
+    struct mesh_ep_state **eps;
+    size_t n_eps;
+    bool ejections_remembered; /* one of them was ejected and that is not yet forgotten */
     char key[];
 };
 
@@ -86,7 +91,7 @@ struct mesh_ep_state {
     int hc_failures;
     bool hc_probing;
     uint64_t returned_at; /* when the last ejection ended */
-    char key[];           /* "dest key|ip:port" */
+    struct mesh_ipport addr;
 };
 
 /* The process-wide knobs and counters every thread reads. */
@@ -202,10 +207,10 @@ struct mesh_proxy_snapshot {
     struct mesh_tls_material *tls; /* a reference, or NULL: no mTLS */
 };
 
-/* The shared state that outlives snapshots, by key (main loop). */
+/* The shared state that outlives snapshots, by key (main loop). Endpoint states hang off
+ * their service's state: 100,000 endpoints cost no map of their own. */
 struct mesh_state_regs {
     struct mesh_hmap dests; /* key -> struct mesh_dest_state (one reference) */
-    struct mesh_hmap eps;   /* key -> struct mesh_ep_state (one reference) */
 };
 
 /* The state for key, made when new; returns a new reference or NULL. */

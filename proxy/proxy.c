@@ -55,28 +55,32 @@ struct mesh_proxy {
 };
 
 /*
- * Drops the registry's reference of states nothing else holds. Only the main loop creates
- * references, so a count of one cannot grow behind our back.
+ * Drops the registry's reference of states nothing else holds: endpoint states first (each
+ * holds its destination's). Only the main loop creates references, so a count of one
+ * cannot grow behind our back.
  */
-static void sweep_registry(struct mesh_hmap *m, bool ep)
+static void sweep_registry(struct mesh_hmap *m)
 {
     void **gone = NULL;
     size_t n = 0, cap = 0, i = 0;
     const struct mesh_hmap_entry *he;
     while (mesh_hmap_next(m, &i, &he)) {
-        atomic_int *refs = ep ? &((struct mesh_ep_state *)he->value)->refs
-                              : &((struct mesh_dest_state *)he->value)->refs;
-        if (atomic_load(refs) == 1 && mesh_grow((void **)&gone, &cap, n + 1, sizeof(*gone)) == 0)
-            gone[n++] = he->value;
+        struct mesh_dest_state *d = he->value;
+        size_t kept = 0;
+        for (size_t k = 0; k < d->n_eps; k++) {
+            if (atomic_load(&d->eps[k]->refs) == 1)
+                mesh_ep_state_unref(d->eps[k]);
+            else
+                d->eps[kept++] = d->eps[k];
+        }
+        d->n_eps = kept;
+        if (atomic_load(&d->refs) == 1 &&
+            mesh_grow((void **)&gone, &cap, n + 1, sizeof(*gone)) == 0)
+            gone[n++] = d;
     }
     for (size_t k = 0; k < n; k++) {
-        if (ep) {
-            mesh_hmap_remove(m, ((struct mesh_ep_state *)gone[k])->key);
-            mesh_ep_state_unref(gone[k]);
-        } else {
-            mesh_hmap_remove(m, ((struct mesh_dest_state *)gone[k])->key);
-            mesh_dest_state_unref(gone[k]);
-        }
+        mesh_hmap_remove(m, ((struct mesh_dest_state *)gone[k])->key);
+        mesh_dest_state_unref(gone[k]);
     }
     mesh_free(gone);
 }
@@ -282,14 +286,36 @@ int mesh_proxy_update(struct mesh_proxy *p, const struct mesh_proxy_inputs *in)
     p->snap = snap;
     if (mesh_health_checker_update(p->hc, snap) < 0)
         mesh_log_error("out of memory updating health checks");
-    sweep_registry(&p->regs.eps, true);
-    sweep_registry(&p->regs.dests, false);
+    sweep_registry(&p->regs.dests);
     mesh_log_debug("proxy snapshot %llu: %zu listeners, %zu destinations",
                    (unsigned long long)snap->version, snap->n_listeners, snap->n_dests);
     return 0;
 }
 
 /* ---- periodic work ---- */
+
+/* Returns an ejected endpoint whose time is up (true), or forgets old ejections. */
+static bool return_ejected(struct mesh_ep_state *s, uint64_t now)
+{
+    long long until = atomic_load(&s->ejected_until);
+    if (until && (uint64_t)until <= now) {
+        atomic_store(&s->ejected_until, 0);
+        atomic_store(&s->consecutive_failures, 0);
+        atomic_store(&s->consecutive_5xx, 0);
+        atomic_store(&s->consecutive_gateway, 0);
+        atomic_fetch_sub(&s->dest->ejected, 1);
+        s->returned_at = now;
+        char a[MESH_ADDR_STRLEN];
+        mesh_log_info("%s is back in '%s' after its ejection",
+                      mesh_ipport_format(&s->addr, a, sizeof(a)), s->dest->key);
+        return true;
+    }
+    if (!until && atomic_load(&s->ejections) && s->returned_at && now - s->returned_at > 300000) {
+        /* Five quiet minutes: the next ejection starts from the base time again. */
+        atomic_store(&s->ejections, 0);
+    }
+    return false;
+}
 
 /* Returns ejected endpoints whose time is up; retries failed listeners now and then. */
 static void on_sweep(uv_timer_t *t)
@@ -299,24 +325,16 @@ static void on_sweep(uv_timer_t *t)
     bool changed = false;
     size_t i = 0;
     const struct mesh_hmap_entry *he;
-    while (mesh_hmap_next(&p->regs.eps, &i, &he)) {
-        struct mesh_ep_state *s = he->value;
-        long long until = atomic_load(&s->ejected_until);
-        if (until && (uint64_t)until <= now) {
-            atomic_store(&s->ejected_until, 0);
-            atomic_store(&s->consecutive_failures, 0);
-            atomic_store(&s->consecutive_5xx, 0);
-            atomic_store(&s->consecutive_gateway, 0);
-            atomic_fetch_sub(&s->dest->ejected, 1);
-            s->returned_at = now;
-            changed = true;
-            mesh_log_info("%s is back in '%s' after its ejection", strchr(s->key, '|') + 1,
-                          s->dest->key);
-        } else if (!until && atomic_load(&s->ejections) && s->returned_at &&
-                   now - s->returned_at > 300000) {
-            /* Five quiet minutes: the next ejection starts from the base time again. */
-            atomic_store(&s->ejections, 0);
+    while (mesh_hmap_next(&p->regs.dests, &i, &he)) {
+        struct mesh_dest_state *d = he->value;
+        if (!atomic_load(&d->ejected) && !d->ejections_remembered)
+            continue; /* most services: nothing to look at */
+        bool remembered = false;
+        for (size_t k = 0; k < d->n_eps; k++) {
+            changed |= return_ejected(d->eps[k], now);
+            remembered |= atomic_load(&d->eps[k]->ejections) != 0;
         }
+        d->ejections_remembered = remembered;
     }
     if (changed)
         atomic_fetch_add(&p->shared.health_epoch, 1);
@@ -364,7 +382,6 @@ int mesh_proxy_new(uv_loop_t *loop, const struct mesh_proxy_options *opts, struc
         mesh_log_error("cannot open the access log '%s': %s; logging no requests", opts->access_log,
                        strerror(errno));
     mesh_hmap_init(&p->regs.dests);
-    mesh_hmap_init(&p->regs.eps);
     mesh_hmap_init(&p->listeners);
     p->workers = mesh_calloc((size_t)p->n_workers, sizeof(*p->workers));
     if (!p->workers || mesh_dest_policy_defaults(&p->default_policy) < 0 ||
@@ -419,12 +436,13 @@ static void free_proxy(struct mesh_proxy *p)
         lrec_free(he->value);
     mesh_hmap_done(&p->listeners);
     i = 0;
-    while (mesh_hmap_next(&p->regs.eps, &i, &he))
-        mesh_ep_state_unref(he->value);
-    mesh_hmap_done(&p->regs.eps);
-    i = 0;
-    while (mesh_hmap_next(&p->regs.dests, &i, &he))
-        mesh_dest_state_unref(he->value);
+    while (mesh_hmap_next(&p->regs.dests, &i, &he)) {
+        struct mesh_dest_state *d = he->value;
+        for (size_t k = 0; k < d->n_eps; k++)
+            mesh_ep_state_unref(d->eps[k]);
+        d->n_eps = 0;
+        mesh_dest_state_unref(d);
+    }
     mesh_hmap_done(&p->regs.dests);
     mesh_dest_policy_done(&p->default_policy);
     if (p->shared.access_log_fd >= 0)

@@ -13,8 +13,10 @@
 
 void mesh_dest_state_unref(struct mesh_dest_state *s)
 {
-    if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+    if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) {
+        mesh_free(s->eps); /* empty by now: each endpoint state holds a reference */
         mesh_free(s);
+    }
 }
 
 void mesh_ep_state_unref(struct mesh_ep_state *s)

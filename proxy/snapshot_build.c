@@ -38,30 +38,64 @@ struct mesh_dest_state *mesh_state_dest(struct mesh_state_regs *r, const char *k
     return s;
 }
 
-static struct mesh_ep_state *state_ep(struct mesh_state_regs *r, struct mesh_dest_state *dest,
-                                      const struct mesh_ipport *addr)
+static struct mesh_ep_state *ep_state_new(struct mesh_dest_state *dest,
+                                          const struct mesh_ipport *addr)
 {
-    char a[MESH_ADDR_STRLEN], key[512];
-    snprintf(key, sizeof(key), "%s|%s", dest->key, mesh_ipport_format(addr, a, sizeof(a)));
-    struct mesh_ep_state *s = mesh_hmap_get(&r->eps, key);
-    if (!s) {
-        size_t len = strlen(key) + 1;
-        s = mesh_calloc(1, sizeof(*s) + len);
-        if (!s)
-            return NULL;
-        memcpy(s->key, key, len);
-        atomic_init(&s->refs, 1);
-        atomic_init(&s->hc_healthy, 1);
-        s->dest = dest;
-        atomic_fetch_add(&dest->refs, 1);
-        if (mesh_hmap_put(&r->eps, s->key, s) < 0) {
-            mesh_dest_state_unref(dest);
-            mesh_free(s);
-            return NULL;
+    struct mesh_ep_state *s = mesh_calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->addr = *addr;
+    atomic_init(&s->refs, 1);
+    atomic_init(&s->hc_healthy, 1);
+    s->dest = dest;
+    atomic_fetch_add(&dest->refs, 1);
+    return s;
+}
+
+/*
+ * Gives each endpoint of d (sorted by address) a reference to its state in `owner`, made
+ * when new: one merge of two sorted lists, then one of the new states into the owner's.
+ */
+static int attach_states(struct mesh_dest_state *owner, struct snap_dest *d)
+{
+    size_t fresh = 0;
+    for (size_t i = 0, j = 0; i < d->n; i++) {
+        struct snap_endpoint *e = &d->eps[i];
+        while (j < owner->n_eps && mesh_ipport_cmp(&owner->eps[j]->addr, &e->addr) < 0)
+            j++;
+        if (j < owner->n_eps && mesh_ipport_equal(&owner->eps[j]->addr, &e->addr)) {
+            e->state = owner->eps[j];
+            atomic_fetch_add(&e->state->refs, 1);
+        } else {
+            fresh++;
         }
     }
-    atomic_fetch_add(&s->refs, 1);
-    return s;
+    if (!fresh)
+        return 0;
+    struct mesh_ep_state **all = mesh_calloc(owner->n_eps + fresh, sizeof(*all));
+    if (!all)
+        return -ENOMEM;
+    int r = 0;
+    size_t n = 0, j = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        struct snap_endpoint *e = &d->eps[i];
+        if (e->state)
+            continue;
+        while (j < owner->n_eps && mesh_ipport_cmp(&owner->eps[j]->addr, &e->addr) < 0)
+            all[n++] = owner->eps[j++];
+        if (!(e->state = ep_state_new(owner, &e->addr))) {
+            r = -ENOMEM; /* the snapshot is dropped; the owner's list stays whole */
+            break;
+        }
+        all[n++] = e->state;
+        atomic_fetch_add(&e->state->refs, 1); /* the snapshot's */
+    }
+    while (j < owner->n_eps)
+        all[n++] = owner->eps[j++];
+    mesh_free(owner->eps);
+    owner->eps = all;
+    owner->n_eps = n;
+    return r;
 }
 
 /* ---- listeners wanted ---- */
@@ -181,10 +215,11 @@ static int cmp_snap_ep(const void *a, const void *b)
                            &((const struct snap_endpoint *)b)->addr);
 }
 
-static bool in_subset(const struct mesh_endpoint *e, const struct mesh_labels *subset)
+static bool in_subset(const struct mesh_service *s, const struct mesh_endpoint *e,
+                      const struct mesh_labels *subset)
 {
     for (size_t i = 0; subset && i < subset->n; i++) {
-        const char *v = mesh_labels_get(&e->labels, subset->v[i].key);
+        const char *v = mesh_service_ep_label(s, e, subset->v[i].key);
         if (!v || strcmp(v, subset->v[i].value) != 0)
             return false;
     }
@@ -220,7 +255,7 @@ static int fill_dest(struct builder *b, struct snap_dest *d, struct mesh_dest_st
             e->health = MESH_EP_READY | MESH_EP_SERVING;
         } else {
             const struct mesh_endpoint *src = &svc->endpoints[i];
-            if (!in_subset(src, subset))
+            if (!in_subset(svc, src, subset))
                 continue;
             e->addr = src->addr;
             e->mesh_port = b->in->tls ? src->mesh_port : 0;
@@ -235,12 +270,11 @@ static int fill_dest(struct builder *b, struct snap_dest *d, struct mesh_dest_st
             e->local_zone =
                 src->zone && b->in->node_zone[0] && strcmp(src->zone, b->in->node_zone) == 0;
         }
-        e->state = state_ep(b->regs, owner, &e->addr);
-        if (!e->state)
-            return -ENOMEM;
         d->n++;
     }
     qsort(d->eps, d->n, sizeof(*d->eps), cmp_snap_ep);
+    if (attach_states(owner, d) < 0)
+        return -ENOMEM;
     d->zone_aware = d->policy.zone_aware.enabled && zones && b->in->node_zone[0];
     if (d->policy.lb == MESH_LB_RING_HASH)
         return mesh_ring_build(d);

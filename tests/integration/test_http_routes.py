@@ -110,6 +110,20 @@ class RouteTest(HttpTest):
         self.assertEqual(a.metric("mesh_http_route_requests_total", route="default/api",
                                   rule="0", code_class="2xx"), n)
 
+    def test_subset_by_registry_label(self):
+        """The catalog's mesh/registry label is not stored on endpoints, but subsets see it."""
+        b = self.backend("b1")
+        route = {"rules": [
+            {"match": [{"path": {"exact": "/elsewhere"}}],
+             "destinations": [{"service": "api", "subset": {"mesh/registry": "consul"}}]},
+            {"destinations": [{"service": "api", "subset": {"mesh/registry": "files"}}]}]}
+        self.http_agent([b], route=route)
+        c = self.client()
+        self.assertEqual(c.request("GET", "/")[0], 200)
+        self.assertEqual(c.request("GET", "/elsewhere")[0], 503)
+        c.close()
+        self.assertEqual(b.count(), 1)
+
     def test_retries_make_a_flaky_backend_reliable(self):
         flaky = self.backend("flaky", seed=7)
         flaky.default_query = {"fail": "30"}

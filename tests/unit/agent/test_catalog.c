@@ -60,9 +60,9 @@ static void test_union_with_registry_label(void **state)
     assert_non_null(s);
     assert_int_equal(s->n_endpoints, 2);
     assert_true(s->merged);
-    assert_string_equal(mesh_labels_get(&find_ep(s, "10.0.0.1", 80)->labels, "mesh/registry"),
+    assert_string_equal(mesh_service_ep_label(s, find_ep(s, "10.0.0.1", 80), "mesh/registry"),
                         "files");
-    assert_string_equal(mesh_labels_get(&find_ep(s, "10.1.0.1", 80)->labels, "mesh/registry"),
+    assert_string_equal(mesh_service_ep_label(s, find_ep(s, "10.1.0.1", 80), "mesh/registry"),
                         "k8s");
     assert_int_equal(s->n_sources, 2);
     assert_string_equal(s->sources[0], "files"); /* static before kubernetes */
@@ -87,7 +87,7 @@ static void test_same_address_precedence(void **state)
     s = mesh_catalog_get(c, "default", "api");
     assert_int_equal(s->n_endpoints, 1);
     assert_string_equal(s->endpoints[0].zone, "files-zone"); /* static beats both */
-    assert_string_equal(mesh_labels_get(&s->endpoints[0].labels, "mesh/registry"), "files");
+    assert_string_equal(mesh_service_ep_label(s, &s->endpoints[0], "mesh/registry"), "files");
     mesh_catalog_free(c);
     mesh_endpoint_done(&from_consul);
     mesh_endpoint_done(&from_k8s);
@@ -185,6 +185,34 @@ static void test_unchanged_update_is_no_change(void **state)
     assert_null(mesh_catalog_get(c, "default", "a"));
     assert_int_equal(update(c, "files", "a", NULL, 0), 0);
     assert_int_equal(mesh_catalog_count(c), 0);
+    mesh_catalog_free(c);
+}
+
+static void first_view(void *data, const char *source, const struct mesh_service_update *u)
+{
+    (void)source;
+    const struct mesh_endpoint **ret = data;
+    if (!*ret)
+        *ret = u->endpoints;
+}
+
+/* A service one source reports uses that source's endpoints, not a copy of them; they
+ * outlive the view while the service is held. */
+static void test_lone_source_shares_endpoints(void **state)
+{
+    (void)state;
+    struct mesh_catalog *c = new_catalog(true);
+    struct mesh_endpoint e = ep("10.0.0.1", 80, 1, NULL);
+    assert_int_equal(update(c, "k8s", "a", &e, 1), 1);
+    struct mesh_service *s = mesh_service_ref(mesh_catalog_get(c, "default", "a"));
+    const struct mesh_endpoint *view = NULL;
+    mesh_catalog_foreach_raw(c, first_view, &view);
+    assert_ptr_equal(view, s->endpoints);
+    assert_string_equal(mesh_service_ep_label(s, &s->endpoints[0], "mesh/registry"), "k8s");
+    assert_int_equal(update(c, "k8s", "a", NULL, 0), 1); /* the view goes */
+    assert_int_equal(s->n_endpoints, 1);
+    assert_int_equal(s->endpoints[0].addr.port, 80);
+    mesh_service_unref(s);
     mesh_catalog_free(c);
 }
 
@@ -302,6 +330,7 @@ int main(void)
         UNIT_TEST(test_sync_sweeps_at_end),
         UNIT_TEST(test_unchanged_update_is_no_change),
         UNIT_TEST(test_invalid_updates_refused),
+        UNIT_TEST(test_lone_source_shares_endpoints),
         UNIT_TEST(test_duplicate_within_one_source_keeps_first),
         UNIT_TEST(test_removing_a_source_drops_its_data),
         UNIT_TEST(test_published_service_outlives_change),

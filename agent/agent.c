@@ -58,7 +58,8 @@ struct mesh_agent {
     struct mesh_ctl_watch *watch; /* resources from the controller (controller mode) */
     struct mesh_ctl_report *report;
     struct mesh_hmap members; /* the controller's membership: IP -> mTLS port (keys owned) */
-    uv_timer_t update_timer;  /* coalesces proxy updates (see schedule_proxy_update) */
+    uint64_t members_version;
+    uv_timer_t update_timer; /* coalesces proxy updates (see schedule_proxy_update) */
     bool update_pending;
     uint64_t update_cost_ns; /* how long the last snapshot took to build */
     uint64_t update_done_ms; /* when it was built (loop time) */
@@ -233,6 +234,7 @@ static void flush_proxy_update(struct mesh_agent *a)
         .tls = mesh_certs_material(a->certs),
         .mtls_listener = a->cfg->inbound_addr,
         .members = &a->members,
+        .members_version = a->members_version,
     };
     uint64_t t0 = uv_hrtime();
     mesh_proxy_update(a->proxy, &in);
@@ -332,6 +334,7 @@ static void on_members(void *data, json_t *members)
     clear_members(&a->members);
     mesh_hmap_done(&a->members);
     a->members = next;
+    a->members_version++;
     mesh_log_info("mesh membership: %zu other agents", next.n);
     schedule_proxy_update(a);
     char path[4200], *text = json_dumps(members, JSON_COMPACT);

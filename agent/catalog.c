@@ -209,6 +209,8 @@ static int build_merged(struct entry *e, struct mesh_service **ret)
     if (!s)
         return -ENOMEM;
     atomic_init(&s->refs, 1);
+    static atomic_uint_fast64_t ids;
+    s->id = atomic_fetch_add_explicit(&ids, 1, memory_order_relaxed) + 1;
     s->merged = merge;
     s->protocol = order[0]->protocol;
     s->key = key_layout(e->namespace, e->name, &s->namespace, &s->name);
@@ -636,22 +638,67 @@ size_t mesh_catalog_source_names(const struct mesh_catalog *c, const char *const
     return c->n_sources;
 }
 
-void mesh_catalog_foreach_raw(const struct mesh_catalog *c, mesh_catalog_raw_cb cb, void *data)
+static int cmp_capture_source(const void *a, const void *b)
 {
-    size_t i = 0;
+    const struct mesh_catalog_capture_view *va = a, *vb = b;
+    if (va->source != vb->source)
+        return va->source < vb->source ? -1 : 1;
+    return strcmp(va->key, vb->key);
+}
+
+int mesh_catalog_capture(const struct mesh_catalog *c, struct mesh_catalog_capture **ret)
+{
+    struct mesh_catalog_capture *cap = mesh_calloc(1, sizeof(*cap));
+    if (!cap)
+        return -ENOMEM;
+    size_t n = 0, i = 0;
     const struct mesh_hmap_entry *he;
+    while (mesh_hmap_next(&c->entries, &i, &he))
+        n += ((const struct entry *)he->value)->n_views;
+    cap->sources = mesh_calloc(c->n_sources ? c->n_sources : 1, sizeof(*cap->sources));
+    cap->views = mesh_calloc(n ? n : 1, sizeof(*cap->views));
+    if (!cap->sources || !cap->views)
+        goto oom;
+    for (; cap->n_sources < c->n_sources; cap->n_sources++) {
+        if (!(cap->sources[cap->n_sources] = mesh_strdup(c->sources[cap->n_sources].name)))
+            goto oom;
+    }
+    i = 0;
     while (mesh_hmap_next(&c->entries, &i, &he)) {
         const struct entry *e = he->value;
         for (size_t k = 0; k < e->n_views; k++) {
             const struct view *v = &e->views[k];
-            struct mesh_service_update u = {
-                .namespace = e->namespace,
-                .name = e->name,
-                .protocol = v->protocol,
-                .endpoints = v->eps->v,
-                .n_endpoints = v->eps->n,
-            };
-            cb(data, v->src->name, &u);
+            struct mesh_catalog_capture_view *o = &cap->views[cap->n_views];
+            if (!(o->key = key_layout(e->namespace, e->name, &o->namespace, &o->name)))
+                goto oom;
+            cap->n_views++;
+            o->source = (size_t)(v->src - c->sources);
+            o->protocol = v->protocol;
+            o->eps = v->eps;
+            atomic_fetch_add_explicit(&v->eps->refs, 1, memory_order_relaxed);
+            o->endpoints = v->eps->v;
+            o->n_endpoints = v->eps->n;
         }
     }
+    qsort(cap->views, cap->n_views, sizeof(*cap->views), cmp_capture_source);
+    *ret = cap;
+    return 0;
+oom:
+    mesh_catalog_capture_free(cap);
+    return -ENOMEM;
+}
+
+void mesh_catalog_capture_free(struct mesh_catalog_capture *cap)
+{
+    if (!cap)
+        return;
+    for (size_t i = 0; i < cap->n_views; i++) {
+        mesh_free(cap->views[i].key);
+        eps_unref(cap->views[i].eps);
+    }
+    for (size_t i = 0; i < cap->n_sources; i++)
+        mesh_free(cap->sources[i]);
+    mesh_free(cap->views);
+    mesh_free(cap->sources);
+    mesh_free(cap);
 }

@@ -36,7 +36,8 @@ struct mesh_catalog_eps;
 /* A merged service. Immutable once published. */
 struct mesh_service {
     atomic_int refs;
-    char *key; /* "namespace/name" */
+    uint64_t id; /* unique in the process: a changed service is a new one */
+    char *key;   /* "namespace/name" */
     char *namespace;
     char *name;
     enum mesh_protocol protocol;
@@ -63,8 +64,6 @@ struct mesh_catalog_source_stats {
 struct mesh_catalog;
 
 typedef void (*mesh_catalog_change_cb)(void *data);
-typedef void (*mesh_catalog_raw_cb)(void *data, const char *source,
-                                    const struct mesh_service_update *u);
 
 int mesh_catalog_new(struct mesh_catalog **ret);
 void mesh_catalog_free(struct mesh_catalog *c);
@@ -104,8 +103,24 @@ int mesh_catalog_source_stats(const struct mesh_catalog *c, const char *source,
 int mesh_catalog_list(const struct mesh_catalog *c, struct mesh_service ***ret, size_t *n);
 /* The source names in precedence order; the array is borrowed until the next set_sources. */
 size_t mesh_catalog_source_names(const struct mesh_catalog *c, const char *const **ret);
-/* Calls cb with every source's own view of every service (for the last-known-good file). */
-void mesh_catalog_foreach_raw(const struct mesh_catalog *c, mesh_catalog_raw_cb cb, void *data);
+/* What every source says, held: a consistent copy that any thread may read while the
+ * catalog goes on changing (the endpoints are shared, not copied). */
+struct mesh_catalog_capture {
+    char **sources; /* in precedence order */
+    size_t n_sources;
+    struct mesh_catalog_capture_view {
+        size_t source; /* index in sources */
+        char *key;     /* "ns/name", with the two parts beside it */
+        char *namespace, *name;
+        enum mesh_protocol protocol;
+        struct mesh_catalog_eps *eps;
+        const struct mesh_endpoint *endpoints;
+        size_t n_endpoints;
+    } * views; /* by source (in order), then key */
+    size_t n_views;
+};
+int mesh_catalog_capture(const struct mesh_catalog *c, struct mesh_catalog_capture **ret);
+void mesh_catalog_capture_free(struct mesh_catalog_capture *cap);
 
 /* The value of label `key` of an endpoint of s, the "mesh/registry" label included; or NULL. */
 const char *mesh_service_ep_label(const struct mesh_service *s, const struct mesh_endpoint *ep,

@@ -15,12 +15,14 @@
 #define LKG_FORMAT 1
 #define DEBOUNCE_MS 250
 
+#define FLUSH_AT (64 * 1024) /* bytes encoded before they go to the file */
+
 struct write_job {
     uv_work_t req;
     struct mesh_lkg *lkg;
-    char *data;
-    size_t len;
+    struct mesh_catalog_capture *cap;
     int result;
+    uint64_t ns; /* what encoding and writing took, on the thread pool */
 };
 
 struct mesh_lkg {
@@ -33,63 +35,104 @@ struct mesh_lkg {
     bool closing;
     uint64_t writes;
     uint64_t failures;
-    uint64_t encode_ns; /* what the last document took to encode, on the loop */
+    uint64_t capture_ns; /* what the last capture took, on the loop */
+    uint64_t job_ns;     /* what the last write took, on the thread pool */
     void (*done)(void *data);
     void *done_data;
 };
 
 /*
  * The document: {"format": 1, "written_at": "...", "sources": {"<registry>": [services]}}.
- * Streamed source by source without a JSON tree: a large catalog costs little memory.
+ * Streamed from a capture of the catalog, without a JSON tree, in pieces of FLUSH_AT bytes
+ * when written to a file: a catalog of 100,000 endpoints costs 64 KB to write, not 8 MB.
  */
-struct encode_ctx {
+struct encoder {
     struct mesh_buf *b;
-    const char *source; /* the one being written */
-    bool first_service;
+    struct mesh_fs_atomic *file; /* NULL: all of it stays in b */
+    size_t total;
 };
 
-static void encode_one(void *data, const char *source, const struct mesh_service_update *u)
+static void maybe_flush(struct encoder *e)
 {
-    struct encode_ctx *ctx = data;
-    struct mesh_buf *b = ctx->b;
-    if (strcmp(source, ctx->source) != 0)
+    if (!e->file || e->b->len < FLUSH_AT)
         return;
-    if (!ctx->first_service)
-        mesh_buf_append_str(b, ",");
-    ctx->first_service = false;
+    e->total += e->b->len;
+    if (e->total > MESH_LKG_MAX)
+        e->b->err = -EFBIG; /* what mesh_lkg_load would refuse to read */
+    else if (!e->b->err)
+        mesh_fs_atomic_write(e->file, e->b->data, e->b->len);
+    e->b->len = 0;
+}
+
+static void encode_view(struct encoder *e, const struct mesh_catalog_capture_view *v)
+{
+    struct mesh_buf *b = e->b;
     mesh_buf_append_str(b, "{\"namespace\":");
-    mesh_json_write_str(b, u->namespace);
+    mesh_json_write_str(b, v->namespace);
     mesh_buf_append_str(b, ",\"name\":");
-    mesh_json_write_str(b, u->name);
-    mesh_buf_appendf(b, ",\"protocol\":\"%s\",\"endpoints\":[", mesh_protocol_names[u->protocol]);
-    for (size_t i = 0; i < u->n_endpoints; i++) {
+    mesh_json_write_str(b, v->name);
+    mesh_buf_appendf(b, ",\"protocol\":\"%s\",\"endpoints\":[", mesh_protocol_names[v->protocol]);
+    for (size_t i = 0; i < v->n_endpoints; i++) {
         if (i)
             mesh_buf_append_str(b, ",");
-        mesh_endpoint_write_json(b, &u->endpoints[i]);
+        mesh_endpoint_write_json(b, &v->endpoints[i]);
+        maybe_flush(e);
     }
     mesh_buf_append_str(b, "]}");
 }
 
-void mesh_lkg_encode(const struct mesh_catalog *c, struct mesh_buf *b)
+static void encode(const struct mesh_catalog_capture *cap, struct encoder *e)
 {
     char when[64];
     time_t now = time(NULL);
     struct tm tm;
     gmtime_r(&now, &tm);
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    mesh_buf_appendf(b, "{\"format\":%d,\"written_at\":\"%s\",\"sources\":{", LKG_FORMAT, when);
-    const char *const *names;
-    size_t n = mesh_catalog_source_names(c, &names);
-    for (size_t i = 0; i < n; i++) {
-        struct encode_ctx ctx = {.b = b, .source = names[i], .first_service = true};
-        if (i)
-            mesh_buf_append_str(b, ",");
-        mesh_json_write_str(b, names[i]);
-        mesh_buf_append_str(b, ":[");
-        mesh_catalog_foreach_raw(c, encode_one, &ctx);
-        mesh_buf_append_str(b, "]");
+    mesh_buf_appendf(e->b, "{\"format\":%d,\"written_at\":\"%s\",\"sources\":{", LKG_FORMAT, when);
+    size_t v = 0;
+    for (size_t s = 0; s < cap->n_sources; s++) {
+        if (s)
+            mesh_buf_append_str(e->b, ",");
+        mesh_json_write_str(e->b, cap->sources[s]);
+        mesh_buf_append_str(e->b, ":[");
+        for (size_t first = v; v < cap->n_views && cap->views[v].source == s; v++) {
+            if (v > first)
+                mesh_buf_append_str(e->b, ",");
+            encode_view(e, &cap->views[v]);
+        }
+        mesh_buf_append_str(e->b, "]");
     }
-    mesh_buf_append_str(b, "}}\n");
+    mesh_buf_append_str(e->b, "}}\n");
+}
+
+void mesh_lkg_encode(const struct mesh_catalog *c, struct mesh_buf *b)
+{
+    struct mesh_catalog_capture *cap;
+    if (mesh_catalog_capture(c, &cap) < 0) {
+        b->err = -ENOMEM;
+        return;
+    }
+    struct encoder e = {.b = b};
+    encode(cap, &e);
+    mesh_catalog_capture_free(cap);
+}
+
+/* Encodes and writes `cap` to `path` (temp file, fsync, rename): blocking. */
+static int write_capture(const char *path, const struct mesh_catalog_capture *cap)
+{
+    struct mesh_buf b;
+    mesh_buf_init(&b, MESH_LKG_MAX);
+    struct mesh_fs_atomic file;
+    if (mesh_fs_atomic_begin(&file, path, 0600) == 0) {
+        struct encoder e = {.b = &b, .file = &file};
+        encode(cap, &e);
+        if (b.err)
+            file.err = b.err;
+        else
+            mesh_fs_atomic_write(&file, b.data, b.len);
+    }
+    mesh_buf_done(&b);
+    return mesh_fs_atomic_commit(&file);
 }
 
 int mesh_lkg_new(uv_loop_t *loop, const char *path, struct mesh_lkg **ret)
@@ -106,38 +149,25 @@ int mesh_lkg_new(uv_loop_t *loop, const char *path, struct mesh_lkg **ret)
     return 0;
 }
 
-static int serialize(struct mesh_lkg *l, char **ret, size_t *ret_len)
-{
-    struct mesh_buf b;
-    uint64_t t0 = uv_hrtime();
-    mesh_buf_init(&b, MESH_LKG_MAX);
-    mesh_lkg_encode(l->catalog, &b);
-    l->encode_ns = uv_hrtime() - t0;
-    if (b.err) {
-        int err = b.err;
-        mesh_buf_done(&b);
-        return err;
-    }
-    *ret = mesh_buf_steal(&b, ret_len);
-    return 0;
-}
-
 static void write_work(uv_work_t *req)
 {
     struct write_job *j = container_of(req, struct write_job, req);
-    j->result = mesh_fs_write_atomic(j->lkg->path, j->data, j->len, 0600);
+    uint64_t t0 = uv_hrtime();
+    j->result = write_capture(j->lkg->path, j->cap);
+    j->ns = uv_hrtime() - t0;
 }
 
 static void on_timer(uv_timer_t *t);
 static void maybe_closed(struct mesh_lkg *l);
 
 /*
- * The wait before a write: at least DEBOUNCE_MS, and ten times what encoding took, so that
- * a large catalog under steady change spends at most a tenth of the loop on this file.
+ * The wait before a write: at least DEBOUNCE_MS, ten times what the capture took on the
+ * loop, and as long as the last write took: a large catalog under steady change spends at
+ * most a tenth of the loop, and half of a thread-pool thread, on this file.
  */
 static uint64_t delay_of(const struct mesh_lkg *l)
 {
-    uint64_t ms = 10 * l->encode_ns / 1000000;
+    uint64_t ms = MESH_MAX(10 * l->capture_ns, l->job_ns) / 1000000;
     return ms > DEBOUNCE_MS ? ms : DEBOUNCE_MS;
 }
 
@@ -154,7 +184,8 @@ static void write_done(uv_work_t *req, int status)
     } else {
         l->writes++;
     }
-    mesh_free(j->data);
+    l->job_ns = j->ns;
+    mesh_catalog_capture_free(j->cap);
     mesh_free(j);
     l->job = NULL;
     if (l->closing) {
@@ -170,16 +201,18 @@ static void start_write(struct mesh_lkg *l)
     if (l->job || !l->catalog || l->closing)
         return;
     struct write_job *j = mesh_calloc(1, sizeof(*j));
-    if (!j || serialize(l, &j->data, &j->len) < 0) {
+    uint64_t t0 = uv_hrtime();
+    if (!j || mesh_catalog_capture(l->catalog, &j->cap) < 0) {
         mesh_free(j);
         l->failures++;
         mesh_log_warn("out of memory writing the last-known-good catalog");
         return;
     }
+    l->capture_ns = uv_hrtime() - t0;
     j->lkg = l;
     l->dirty = false;
     if (uv_queue_work(l->loop, &j->req, write_work, write_done) < 0) {
-        mesh_free(j->data);
+        mesh_catalog_capture_free(j->cap);
         mesh_free(j);
         l->failures++;
         return;
@@ -206,13 +239,12 @@ int mesh_lkg_flush(struct mesh_lkg *l)
 {
     if (!l->catalog)
         return 0;
-    char *data = NULL;
-    size_t len = 0;
-    int r = serialize(l, &data, &len);
-    if (r < 0)
-        return r;
-    r = mesh_fs_write_atomic(l->path, data, len, 0600);
-    mesh_free(data);
+    struct mesh_catalog_capture *cap;
+    int r = mesh_catalog_capture(l->catalog, &cap);
+    if (r == 0) {
+        r = write_capture(l->path, cap);
+        mesh_catalog_capture_free(cap);
+    }
     if (r == 0) {
         l->dirty = false;
         l->writes++;

@@ -1,8 +1,9 @@
 /*
  * The last-known-good catalog: what every registry last said, written to the state dir
  * (catalog.json, mode 0600) after changes, and read at start so that the agent serves
- * its last view even when every registry is unreachable. Writes are debounced, built on
- * the loop and written (temp file, fsync, rename) on the thread pool.
+ * its last view even when every registry is unreachable. Writes are debounced; the loop
+ * captures the catalog (sharing its endpoints, not copying them), the thread pool encodes
+ * and writes it piece by piece (temp file, fsync, rename).
  */
 #ifndef MESH_LKG_H
 #define MESH_LKG_H

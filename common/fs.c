@@ -42,48 +42,53 @@ static int fsync_dir_of(const char *path)
     return r;
 }
 
+int mesh_fs_atomic_begin(struct mesh_fs_atomic *w, const char *path, mode_t mode)
+{
+    *w = (struct mesh_fs_atomic){.path = path, .fd = -1};
+    w->tmp = mesh_asprintf("%s.tmp.%ld", path, (long)getpid());
+    if (!w->tmp)
+        return w->err = -ENOMEM;
+    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (w->fd < 0)
+        return w->err = -errno;
+    /* The umask may have cut bits; an existing temp file may have had others. */
+    if (fchmod(w->fd, mode) < 0)
+        return w->err = -errno;
+    return 0;
+}
+
+int mesh_fs_atomic_write(struct mesh_fs_atomic *w, const void *data, size_t len)
+{
+    if (!w->err)
+        w->err = write_all(w->fd, data, len);
+    return w->err;
+}
+
+int mesh_fs_atomic_commit(struct mesh_fs_atomic *w)
+{
+    int r = w->err;
+    if (r == 0 && fsync(w->fd) < 0)
+        r = -errno;
+    if (w->fd >= 0 && close(w->fd) < 0 && r == 0)
+        r = -errno;
+    w->fd = -1;
+    if (r == 0 && rename(w->tmp, w->path) < 0)
+        r = -errno;
+    if (r == 0)
+        r = fsync_dir_of(w->path);
+    else if (w->tmp)
+        unlink(w->tmp);
+    mesh_free(w->tmp);
+    w->tmp = NULL;
+    return r;
+}
+
 int mesh_fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
 {
-    int r;
-    int fd = -1;
-    char *tmp = mesh_asprintf("%s.tmp.%ld", path, (long)getpid());
-    if (!tmp)
-        return -ENOMEM;
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
-    if (fd < 0) {
-        r = -errno;
-        goto out;
-    }
-    /* The umask may have cut bits; an existing temp file may have had others. */
-    if (fchmod(fd, mode) < 0) {
-        r = -errno;
-        goto out;
-    }
-    r = write_all(fd, data, len);
-    if (r < 0)
-        goto out;
-    if (fsync(fd) < 0) {
-        r = -errno;
-        goto out;
-    }
-    if (close(fd) < 0) {
-        fd = -1;
-        r = -errno;
-        goto out;
-    }
-    fd = -1;
-    if (rename(tmp, path) < 0) {
-        r = -errno;
-        goto out;
-    }
-    r = fsync_dir_of(path);
-out:
-    if (fd >= 0)
-        close(fd);
-    if (r < 0)
-        unlink(tmp);
-    mesh_free(tmp);
-    return r;
+    struct mesh_fs_atomic w;
+    if (mesh_fs_atomic_begin(&w, path, mode) == 0)
+        mesh_fs_atomic_write(&w, data, len);
+    return mesh_fs_atomic_commit(&w);
 }
 
 int mesh_fs_read_file(const char *path, size_t max, char **ret_data, size_t *ret_len)

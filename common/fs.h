@@ -16,6 +16,19 @@
  */
 int mesh_fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode);
 
+/* The same, written piece by piece: begin, write*, then commit or abort. */
+struct mesh_fs_atomic {
+    const char *path; /* borrowed */
+    char *tmp;
+    int fd;
+    int err; /* the first error; sticky */
+};
+int mesh_fs_atomic_begin(struct mesh_fs_atomic *w, const char *path, mode_t mode);
+/* Appends; an error is kept for commit (which then fails) and returned. */
+int mesh_fs_atomic_write(struct mesh_fs_atomic *w, const void *data, size_t len);
+/* Makes the file `path` (or, after an error, removes the temporary one). Returns 0 or -errno. */
+int mesh_fs_atomic_commit(struct mesh_fs_atomic *w);
+
 /*
  * Reads a whole file of at most `max` bytes into a NUL-terminated buffer owned by the
  * caller (mesh_free). Returns 0, -EFBIG when larger than max, or a negative errno.

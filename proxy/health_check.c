@@ -291,7 +291,7 @@ int mesh_health_checker_update(struct mesh_health_checker *hc,
     struct hc_dest *keep = NULL, *d;
     for (size_t i = 0; i < snap->n_dests; i++) {
         const struct snap_dest *sd = &snap->dests[i];
-        if (!sd->policy.health_check.enabled)
+        if (!sd->policy->health_check.enabled)
             continue;
         struct hc_dest **pd = &hc->dests;
         while (*pd && strcmp((*pd)->key, sd->key) != 0)
@@ -313,10 +313,10 @@ int mesh_health_checker_update(struct mesh_health_checker *hc,
         keep = d;
         if (set_targets(d, sd) < 0)
             return -ENOMEM;
-        bool restart = d->policy.interval_ms != sd->policy.health_check.interval_ms;
-        char *path = sd->policy.health_check.http_path;
+        bool restart = d->policy.interval_ms != sd->policy->health_check.interval_ms;
+        char *path = sd->policy->health_check.http_path;
         mesh_free(d->policy.http_path);
-        d->policy = sd->policy.health_check;
+        d->policy = sd->policy->health_check;
         d->policy.http_path = NULL;
         if (path && !(d->policy.http_path = mesh_strdup(path)))
             return -ENOMEM;

@@ -12,10 +12,10 @@
 struct owner {
     struct mesh_prom_label labels[4]; /* room for code_class / le / kind, then the end */
     size_t n;
-    struct mesh_http_stats *st;
+    const struct mesh_http_stats *st;
 };
 
-static double load(atomic_ullong *v)
+static double load(const atomic_ullong *v)
 {
     return (double)atomic_load_explicit(v, memory_order_relaxed);
 }
@@ -78,8 +78,9 @@ static void families(struct mesh_buf *b, const char *prefix, struct owner *v, si
         snprintf(name, sizeof(name), "%s_%s", prefix, counters[c].suffix);
         mesh_prom_family(b, name, counters[c].type, counters[c].help);
         for (size_t i = 0; i < n; i++)
-            mesh_prom_sample(b, name, with(&v[i], NULL, NULL),
-                             load((atomic_ullong *)((char *)v[i].st + counters[c].offset)));
+            mesh_prom_sample(
+                b, name, with(&v[i], NULL, NULL),
+                load((const atomic_ullong *)((const char *)v[i].st + counters[c].offset)));
     }
     snprintf(name, sizeof(name), "%s_faults_total", prefix);
     mesh_prom_family(b, name, "counter", "Faults injected, by kind.");
@@ -92,6 +93,14 @@ static void families(struct mesh_buf *b, const char *prefix, struct owner *v, si
     for (size_t i = 0; i < n; i++)
         mesh_prom_sample(b, name, with(&v[i], NULL, NULL),
                          (double)atomic_load_explicit(&v[i].st->active, memory_order_relaxed));
+}
+
+/* Zeros for a destination no request has reached yet. */
+static const struct mesh_http_stats *stats_of(const struct mesh_dest_state *s)
+{
+    static const struct mesh_http_stats none;
+    const struct mesh_http_stats *h = mesh_dest_http_if_any(s);
+    return h ? h : &none;
 }
 
 void mesh_http_metrics(const struct mesh_proxy_snapshot *s, struct mesh_buf *b)
@@ -113,7 +122,7 @@ void mesh_http_metrics(const struct mesh_proxy_snapshot *s, struct mesh_buf *b)
             continue;
         d[nd].labels[0] = (struct mesh_prom_label){"destination", s->dests[i].key};
         d[nd].n = 1;
-        d[nd++].st = &s->dests[i].state->http;
+        d[nd++].st = stats_of(s->dests[i].state);
     }
     for (size_t i = 0; s && i < s->n_vhosts; i++) {
         const struct snap_vhost *v = &s->vhosts[i];
@@ -123,7 +132,7 @@ void mesh_http_metrics(const struct mesh_proxy_snapshot *s, struct mesh_buf *b)
             r[nr].labels[0] = (struct mesh_prom_label){"route", route_key[nr]};
             r[nr].labels[1] = (struct mesh_prom_label){"rule", rule_idx[nr]};
             r[nr].n = 2;
-            r[nr++].st = &v->rules[k].state->http;
+            r[nr++].st = stats_of(v->rules[k].state);
         }
     }
     families(b, "mesh_http", d, nd);

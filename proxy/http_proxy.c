@@ -180,15 +180,17 @@ static void on_handle_closed(uv_handle_t *h)
 static void release_counts(struct http_req *q)
 {
     if (q->counted_pending) {
-        atomic_fetch_sub_explicit(&q->dest->state->http.pending, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&mesh_dest_http(q->dest->state)->pending, 1,
+                                  memory_order_relaxed);
         q->counted_pending = false;
     }
     if (q->counted_retry) {
-        atomic_fetch_sub_explicit(&q->dest->state->http.retrying, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&mesh_dest_http(q->dest->state)->retrying, 1,
+                                  memory_order_relaxed);
         q->counted_retry = false;
     }
     if (q->counted_active) {
-        atomic_fetch_sub_explicit(&q->dest->state->http.active, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&mesh_dest_http(q->dest->state)->active, 1, memory_order_relaxed);
         q->counted_active = false;
     }
 }
@@ -249,9 +251,9 @@ static void record(struct http_conn *c)
     struct http_req *q = &c->req;
     uint64_t us = (uv_hrtime() / 1000) - q->start_us;
     if (q->dest)
-        mesh_http_stats_record(&q->dest->state->http, q->status, us);
+        mesh_http_stats_record(mesh_dest_http(q->dest->state), q->status, us);
     if (q->rule)
-        mesh_http_stats_record(&q->rule->state->http, q->status, us);
+        mesh_http_stats_record(mesh_dest_http(q->rule->state), q->status, us);
     mesh_access_log(c->w->shared, c);
 }
 
@@ -353,8 +355,9 @@ static int pick(struct http_conn *c, bool exclude)
     struct mesh_worker *w = c->w;
     struct http_req *q = &c->req;
     size_t n = exclude ? q->n_tried : 0;
-    if (w->snap == c->snap && w->lb)
-        return mesh_lb_pick(&w->lb[q->dest->index], w->shared, 0, q->tried, n, &w->rng);
+    struct mesh_lb_state *lb = mesh_worker_lb(w, c->snap, q->dest);
+    if (lb)
+        return mesh_lb_pick(lb, w->shared, 0, q->tried, n, &w->rng);
     struct mesh_lb_state tmp = {.dest = q->dest};
     int ep = mesh_lb_pick(&tmp, w->shared, 0, q->tried, n, &w->rng);
     mesh_lb_state_done(&tmp);
@@ -374,7 +377,7 @@ static bool may_retry(struct http_conn *c, bool cause_allowed)
     if (!cause_allowed || q->tries > p->attempts || !q->replayable ||
         q->tries >= MESH_HTTP_MAX_TRIES || (!q->idempotent && !p->non_idempotent) || c->w->stopping)
         return false;
-    struct mesh_http_stats *st = &q->dest->state->http;
+    struct mesh_http_stats *st = mesh_dest_http(q->dest->state);
     if (!q->counted_retry) {
         /* The budget: retries in flight at most budget_percent of the active requests. */
         int active = atomic_load_explicit(&st->active, memory_order_relaxed);
@@ -413,9 +416,10 @@ static void retry_later(struct http_conn *c)
     if (cap > p->backoff_max_ms)
         cap = p->backoff_max_ms;
     uint64_t wait = cap ? mesh_rng_next(&c->w->rng) % (cap + 1) : 0;
-    atomic_fetch_add_explicit(&q->dest->state->http.retries, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&mesh_dest_http(q->dest->state)->retries, 1, memory_order_relaxed);
     if (q->rule)
-        atomic_fetch_add_explicit(&q->rule->state->http.retries, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&mesh_dest_http(q->rule->state)->retries, 1,
+                                  memory_order_relaxed);
     if (wait == 0) {
         start_try(c);
         return;
@@ -460,7 +464,8 @@ static void connect_failed(struct http_conn *c, int ep)
     /* Nothing reached the upstream: trying another endpoint is always safe. */
     const struct mesh_retry_policy *p = &q->rr->retries;
     if (q->tries <= p->attempts && q->tries < MESH_HTTP_MAX_TRIES && !c->w->stopping) {
-        atomic_fetch_add_explicit(&q->dest->state->http.retries, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&mesh_dest_http(q->dest->state)->retries, 1,
+                                  memory_order_relaxed);
         start_try(c);
         return;
     }
@@ -471,7 +476,7 @@ static void start_try(struct http_conn *c)
 {
     struct http_req *q = &c->req;
     struct mesh_worker *w = c->w;
-    struct mesh_http_stats *st = &q->dest->state->http;
+    struct mesh_http_stats *st = mesh_dest_http(q->dest->state);
     int ep = pick(c, true);
     if (ep < 0 && q->n_tried)
         ep = pick(c, false); /* every endpoint was tried: the same one may do now */
@@ -498,7 +503,7 @@ static void start_try(struct http_conn *c)
         send_head(c);
         return;
     }
-    int max_pending = q->dest->policy.max_pending_requests;
+    int max_pending = q->dest->policy->max_pending_requests;
     int pending = atomic_fetch_add_explicit(&st->pending, 1, memory_order_relaxed) + 1;
     q->counted_pending = true;
     if (max_pending && pending > max_pending) {
@@ -515,7 +520,7 @@ static void start_try(struct http_conn *c)
     }
     q->up = u;
     q->phase = REQ_CONNECTING;
-    q->try_deadline = now_ms(c) + q->dest->policy.connect_timeout_ms;
+    q->try_deadline = now_ms(c) + q->dest->policy->connect_timeout_ms;
     arm_timer(c);
 }
 
@@ -523,7 +528,8 @@ void mesh_http_on_up_connected(struct http_conn *c, struct upconn *u, int status
 {
     struct http_req *q = &c->req;
     if (q->counted_pending) {
-        atomic_fetch_sub_explicit(&q->dest->state->http.pending, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&mesh_dest_http(q->dest->state)->pending, 1,
+                                  memory_order_relaxed);
         q->counted_pending = false;
     }
     if (status < 0) {
@@ -741,25 +747,27 @@ static void admit(struct http_conn *c)
     unsigned retry_after;
     uint64_t now = now_ms(c);
     const struct mesh_rate_limit_policy *rl = &q->rr->rate_limit;
-    bool limited =
-        q->rule && rl->enabled && !mesh_bucket_take(&q->rule->state->http, rl, now, &retry_after);
-    if (!limited && q->dest->policy.rate_limit.enabled)
-        limited = !mesh_bucket_take(&q->dest->state->http, &q->dest->policy.rate_limit, now,
-                                    &retry_after);
+    bool limited = q->rule && rl->enabled &&
+                   !mesh_bucket_take(mesh_dest_http(q->rule->state), rl, now, &retry_after);
+    if (!limited && q->dest->policy->rate_limit.enabled)
+        limited = !mesh_bucket_take(mesh_dest_http(q->dest->state), &q->dest->policy->rate_limit,
+                                    now, &retry_after);
     if (limited) {
         char extra[64];
         snprintf(extra, sizeof(extra), "retry-after: %u\r\n", retry_after ? retry_after : 1);
-        atomic_fetch_add_explicit(&q->dest->state->http.rate_limited, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&mesh_dest_http(q->dest->state)->rate_limited, 1,
+                                  memory_order_relaxed);
         if (q->rule)
-            atomic_fetch_add_explicit(&q->rule->state->http.rate_limited, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&mesh_dest_http(q->rule->state)->rate_limited, 1,
+                                      memory_order_relaxed);
         q->flags |= RF_RATE_LIMITED;
         respond(c, 429, "text/plain", "local rate limit exceeded\n", extra);
         return;
     }
-    struct mesh_http_stats *st = &q->dest->state->http;
+    struct mesh_http_stats *st = mesh_dest_http(q->dest->state);
     int active = atomic_fetch_add_explicit(&st->active, 1, memory_order_relaxed) + 1;
     q->counted_active = true;
-    if (q->dest->policy.max_requests && active > q->dest->policy.max_requests) {
+    if (q->dest->policy->max_requests && active > q->dest->policy->max_requests) {
         atomic_fetch_add_explicit(&st->overflows, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&q->dest->state->breaker_refusals, 1, memory_order_relaxed);
         respond_error(c, 503, RF_OVERFLOW, "upstream overflow: max_requests reached\n");
@@ -819,19 +827,21 @@ static void start_request(struct http_conn *c, const struct mesh_http_request *r
     if (status) {
         if (q->flags & RF_FAULT_ABORT) {
             if (q->dest)
-                atomic_fetch_add_explicit(&q->dest->state->http.fault_aborts, 1,
+                atomic_fetch_add_explicit(&mesh_dest_http(q->dest->state)->fault_aborts, 1,
                                           memory_order_relaxed);
             if (q->rule)
-                atomic_fetch_add_explicit(&q->rule->state->http.fault_aborts, 1,
+                atomic_fetch_add_explicit(&mesh_dest_http(q->rule->state)->fault_aborts, 1,
                                           memory_order_relaxed);
         }
         respond(c, status, d.content_type, d.body, d.headers.len ? d.headers.data : NULL);
         return;
     }
     if (d.delay_ms) {
-        atomic_fetch_add_explicit(&q->dest->state->http.fault_delays, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&mesh_dest_http(q->dest->state)->fault_delays, 1,
+                                  memory_order_relaxed);
         if (q->rule)
-            atomic_fetch_add_explicit(&q->rule->state->http.fault_delays, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&mesh_dest_http(q->rule->state)->fault_delays, 1,
+                                      memory_order_relaxed);
         q->phase = REQ_DELAYED;
         q->wake_at = now_ms(c) + d.delay_ms;
         arm_timer(c);
@@ -851,7 +861,7 @@ static void response_complete(struct http_conn *c)
     if (!q->body.done)
         c->close_after = true;
     if (u)
-        mesh_up_release(u, q->res_keep_alive && q->body_sent_all, &q->dest->policy);
+        mesh_up_release(u, q->res_keep_alive && q->body_sent_all, q->dest->policy);
     finish_request(c);
 }
 
@@ -1124,9 +1134,10 @@ static void arm_timer(struct http_conn *c)
 
 static void count_timeout(struct http_req *q)
 {
-    atomic_fetch_add_explicit(&q->dest->state->http.timeouts, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&mesh_dest_http(q->dest->state)->timeouts, 1, memory_order_relaxed);
     if (q->rule)
-        atomic_fetch_add_explicit(&q->rule->state->http.timeouts, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&mesh_dest_http(q->rule->state)->timeouts, 1,
+                                  memory_order_relaxed);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -1186,7 +1197,8 @@ static void on_timer(uv_timer_t *t)
             q->up = NULL;
             mesh_up_close(u);
             if (q->counted_pending) {
-                atomic_fetch_sub_explicit(&q->dest->state->http.pending, 1, memory_order_relaxed);
+                atomic_fetch_sub_explicit(&mesh_dest_http(q->dest->state)->pending, 1,
+                                          memory_order_relaxed);
                 q->counted_pending = false;
             }
             connect_failed(c, ep);

@@ -63,7 +63,7 @@ static int rebuild(struct mesh_lb_state *lb, uint64_t epoch)
     }
     bool local_only =
         d->zone_aware && local_total && local_ok &&
-        local_ok * 100 >= (size_t)d->policy.zone_aware.min_healthy_percent * local_total;
+        local_ok * 100 >= (size_t)d->policy->zone_aware.min_healthy_percent * local_total;
     bool panic = ok == 0;
     lb->n_cand = 0;
     lb->total_weight = 0;
@@ -94,7 +94,7 @@ int mesh_lb_pick(struct mesh_lb_state *lb, struct mesh_proxy_shared *sh, uint64_
     if (lb->n_cand == 0)
         return -1;
     int ep;
-    switch (lb->dest->policy.lb) {
+    switch (lb->dest->policy->lb) {
     case MESH_LB_LEAST_REQUEST:
         ep = mesh_lb_least_request(lb, tried, n_tried, rng);
         break;

@@ -15,7 +15,7 @@
 static void eject(struct mesh_proxy_shared *sh, const struct snap_dest *d,
                   const struct snap_endpoint *ep, uint64_t now, int count, const char *what)
 {
-    const struct mesh_outlier_policy *o = &d->policy.outlier;
+    const struct mesh_outlier_policy *o = &d->policy->outlier;
     struct mesh_ep_state *st = ep->state;
     if (atomic_load_explicit(&st->ejected_until, memory_order_relaxed) != 0)
         return;
@@ -44,7 +44,7 @@ static void eject(struct mesh_proxy_shared *sh, const struct snap_dest *d,
 void mesh_outlier_failure(struct mesh_proxy_shared *sh, const struct snap_dest *d,
                           const struct snap_endpoint *ep, uint64_t now)
 {
-    const struct mesh_outlier_policy *o = &d->policy.outlier;
+    const struct mesh_outlier_policy *o = &d->policy->outlier;
     int fails =
         atomic_fetch_add_explicit(&ep->state->consecutive_failures, 1, memory_order_relaxed) + 1;
     if (o->enabled && fails >= o->consecutive_failures)
@@ -60,7 +60,7 @@ static void reset_counter(atomic_int *c)
 void mesh_outlier_http_status(struct mesh_proxy_shared *sh, const struct snap_dest *d,
                               const struct snap_endpoint *ep, uint64_t now, int status)
 {
-    const struct mesh_outlier_policy *o = &d->policy.outlier;
+    const struct mesh_outlier_policy *o = &d->policy->outlier;
     struct mesh_ep_state *st = ep->state;
     if (status < 500) {
         reset_counter(&st->consecutive_5xx);

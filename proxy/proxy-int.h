@@ -67,7 +67,8 @@ struct mesh_dest_state {
     atomic_ullong drained; /* closed at a drain deadline */
     atomic_ullong idle_timeouts;
     atomic_ullong authz_denied; /* connections or requests refused by AuthorizationPolicy */
-    struct mesh_http_stats http;
+    /* Made at the first request: most services of a large catalog never see one here. */
+    struct mesh_http_stats *_Atomic http;
     /* Main loop only: the states of its endpoints, sorted by address (one reference each;
      * a service's subsets share them). */
     struct mesh_ep_state **eps;
@@ -76,22 +77,23 @@ struct mesh_dest_state {
     char key[];
 };
 
+/* 72 bytes (a malloc chunk of 80): there is one per endpoint, two while all of them move. */
 struct mesh_ep_state {
+    atomic_llong ejected_until;   /* loop ms (uv_now clock); 0: not ejected */
+    struct mesh_dest_state *dest; /* a reference */
     atomic_int refs;
     atomic_int active;
     atomic_int consecutive_failures;
     atomic_int consecutive_5xx;
     atomic_int consecutive_gateway;
-    atomic_llong ejected_until;   /* loop ms (uv_now clock); 0: not ejected */
-    atomic_int ejections;         /* times ejected in a row: the ejection time doubles */
-    atomic_int hc_healthy;        /* active health check verdict; 1 until a check says no */
-    struct mesh_dest_state *dest; /* a reference */
+    atomic_int ejections;  /* times ejected in a row: the ejection time doubles */
+    atomic_int hc_healthy; /* active health check verdict; 1 until a check says no */
     /* Main loop only: */
-    int hc_successes;
-    int hc_failures;
-    bool hc_probing;
-    uint64_t returned_at; /* when the last ejection ended */
+    uint32_t returned_at_s; /* when the last ejection ended, loop seconds; 0: never */
+    uint8_t hc_successes;   /* in a row, up to the threshold (at most 100) */
+    uint8_t hc_failures;
     struct mesh_ipport addr;
+    bool hc_probing;
 };
 
 /* The process-wide knobs and counters every thread reads. */
@@ -138,13 +140,29 @@ struct ring_point {
     uint32_t ep;
 };
 
+/*
+ * A destination's endpoints, shared by consecutive snapshots while what they are built
+ * from stays the same (the catalog's service, and the inputs counted by `inputs_gen`): a
+ * change to one service rebuilds one service. Any thread may drop the last reference; it
+ * holds one on each endpoint state.
+ */
+struct snap_eps {
+    atomic_int refs;
+    uint64_t service_id; /* the mesh_service they were built from; 0: a local workload */
+    uint64_t inputs_gen;
+    bool zones; /* some endpoint's zone is known */
+    size_t n;
+    struct snap_endpoint v[];
+};
+
 struct snap_dest {
     char *key;     /* "ns/name", "ns/name{k=v,...}" for a subset, "inbound:ns/name" */
     char *service; /* "ns/name" of the service */
     size_t index;
-    struct mesh_dest_state *state; /* a reference */
-    struct mesh_dest_policy policy;
-    struct snap_endpoint *eps; /* sorted by address */
+    struct mesh_dest_state *state;         /* a reference */
+    const struct mesh_dest_policy *policy; /* in a resource file the snapshot holds, or its own */
+    struct snap_eps *block;                /* owns eps (NULL in tests that build dests by hand) */
+    struct snap_endpoint *eps;             /* sorted by address */
     size_t n;
     bool zone_aware; /* the policy wants it, and this node's and endpoints' zones are known */
     bool http;       /* HTTP requests go to it (metrics) */
@@ -204,7 +222,8 @@ struct mesh_proxy_snapshot {
     struct mesh_hmap vhost_names;      /* "name" -> the vhost in "default", or else a unique one */
     struct mesh_resource_file **files; /* references: routes and policies point into them */
     size_t n_files;
-    struct mesh_tls_material *tls; /* a reference, or NULL: no mTLS */
+    struct mesh_tls_material *tls;          /* a reference, or NULL: no mTLS */
+    struct mesh_dest_policy inbound_policy; /* the defaults as a local workload needs them */
 };
 
 /* The shared state that outlives snapshots, by key (main loop). Endpoint states hang off
@@ -237,7 +256,9 @@ int mesh_want_listeners(const struct mesh_proxy_inputs *in, struct want_listener
  * snapshot. Returns 0 or -ENOMEM. */
 int mesh_snapshot_build(struct mesh_state_regs *regs, uint64_t version,
                         const struct mesh_dest_policy *defaults, const struct mesh_proxy_inputs *in,
+                        uint64_t inputs_gen, const struct mesh_proxy_snapshot *prev,
                         const struct want_listener *wl, size_t n, struct mesh_proxy_snapshot **ret);
+void mesh_snap_eps_unref(struct snap_eps *e);
 /* The vhost for a Host header value, on the shared listener; NULL when none. */
 struct snap_vhost *mesh_snapshot_vhost_by_host(const struct mesh_proxy_snapshot *s,
                                                const char *host, size_t len);
@@ -256,6 +277,11 @@ int mesh_ring_build(struct snap_dest *d);
 uint64_t mesh_hash_client(const struct mesh_addr *client);
 
 void mesh_dest_state_unref(struct mesh_dest_state *s);
+/* s's HTTP statistics, made when first needed (any thread); never NULL: out of memory, a
+ * shared sink takes the counts. */
+struct mesh_http_stats *mesh_dest_http(struct mesh_dest_state *s);
+/* The same for reading: NULL when no request has been counted yet. */
+const struct mesh_http_stats *mesh_dest_http_if_any(const struct mesh_dest_state *s);
 void mesh_ep_state_unref(struct mesh_ep_state *s);
 
 /* ---- endpoint eligibility (any thread) ---- */

@@ -43,6 +43,12 @@ struct mesh_proxy {
     struct mesh_proxy_snapshot *snap;
     uint64_t version;
     struct mesh_state_regs regs;
+    /* What endpoints are built from besides the catalog; a change rebuilds them all. */
+    uint64_t inputs_gen;
+    bool last_tls;
+    uint64_t last_members_version;
+    char *last_zone;
+    int sweeps_due; /* ticks of on_sweep that still drop unused states after a swap */
     struct mesh_dest_policy default_policy;
     struct mesh_hmap listeners; /* key -> struct lrec */
     size_t listener_errors;
@@ -226,6 +232,24 @@ static void bind_wanted(struct mesh_proxy *p)
     p->listener_errors = errors;
 }
 
+/* Counts a change of what endpoints are built from, other than the catalog's services. */
+static int note_inputs(struct mesh_proxy *p, const struct mesh_proxy_inputs *in)
+{
+    bool tls = in->tls != NULL;
+    if (p->last_zone && tls == p->last_tls && in->members_version == p->last_members_version &&
+        strcmp(in->node_zone, p->last_zone) == 0)
+        return 0;
+    char *zone = mesh_strdup(in->node_zone);
+    if (!zone)
+        return -ENOMEM;
+    mesh_free(p->last_zone);
+    p->last_zone = zone;
+    p->last_tls = tls;
+    p->last_members_version = in->members_version;
+    p->inputs_gen++;
+    return 0;
+}
+
 int mesh_proxy_update(struct mesh_proxy *p, const struct mesh_proxy_inputs *in)
 {
     struct want_listener *wl = NULL;
@@ -233,9 +257,15 @@ int mesh_proxy_update(struct mesh_proxy *p, const struct mesh_proxy_inputs *in)
     struct mesh_proxy_snapshot *snap = NULL;
     if (p->stopping)
         return 0;
-    int r = mesh_want_listeners(in, &wl, &n);
+    /* What the workers let go of since the last swap goes before the next build: when all
+     * endpoints move, three generations of their states would otherwise meet. */
+    sweep_registry(&p->regs.dests);
+    int r = note_inputs(p, in);
     if (r == 0)
-        r = mesh_snapshot_build(&p->regs, ++p->version, &p->default_policy, in, wl, n, &snap);
+        r = mesh_want_listeners(in, &wl, &n);
+    if (r == 0)
+        r = mesh_snapshot_build(&p->regs, ++p->version, &p->default_policy, in, p->inputs_gen,
+                                p->snap, wl, n, &snap);
     if (r < 0) {
         mesh_free(wl);
         mesh_log_error("out of memory building a proxy snapshot; keeping the previous one");
@@ -287,6 +317,7 @@ int mesh_proxy_update(struct mesh_proxy *p, const struct mesh_proxy_inputs *in)
     if (mesh_health_checker_update(p->hc, snap) < 0)
         mesh_log_error("out of memory updating health checks");
     sweep_registry(&p->regs.dests);
+    p->sweeps_due = 4; /* workers still hold the old snapshot: look again for a second */
     mesh_log_debug("proxy snapshot %llu: %zu listeners, %zu destinations",
                    (unsigned long long)snap->version, snap->n_listeners, snap->n_dests);
     return 0;
@@ -304,13 +335,14 @@ static bool return_ejected(struct mesh_ep_state *s, uint64_t now)
         atomic_store(&s->consecutive_5xx, 0);
         atomic_store(&s->consecutive_gateway, 0);
         atomic_fetch_sub(&s->dest->ejected, 1);
-        s->returned_at = now;
+        s->returned_at_s = (uint32_t)(now / 1000) | 1; /* never 0 once it happened */
         char a[MESH_ADDR_STRLEN];
         mesh_log_info("%s is back in '%s' after its ejection",
                       mesh_ipport_format(&s->addr, a, sizeof(a)), s->dest->key);
         return true;
     }
-    if (!until && atomic_load(&s->ejections) && s->returned_at && now - s->returned_at > 300000) {
+    if (!until && atomic_load(&s->ejections) && s->returned_at_s &&
+        now / 1000 - s->returned_at_s > 300) {
         /* Five quiet minutes: the next ejection starts from the base time again. */
         atomic_store(&s->ejections, 0);
     }
@@ -338,6 +370,10 @@ static void on_sweep(uv_timer_t *t)
     }
     if (changed)
         atomic_fetch_add(&p->shared.health_epoch, 1);
+    if (p->sweeps_due) {
+        p->sweeps_due--;
+        sweep_registry(&p->regs.dests);
+    }
     if (p->listener_errors && now - p->last_listen_retry >= LISTEN_RETRY_MS) {
         p->last_listen_retry = now;
         bind_wanted(p);
@@ -445,6 +481,7 @@ static void free_proxy(struct mesh_proxy *p)
     }
     mesh_hmap_done(&p->regs.dests);
     mesh_dest_policy_done(&p->default_policy);
+    mesh_free(p->last_zone);
     if (p->shared.access_log_fd >= 0)
         close(p->shared.access_log_fd);
     mesh_free(p->workers);
@@ -756,10 +793,10 @@ json_t *mesh_proxy_status(struct mesh_proxy *p)
         json_array_append_new(
             dests,
             json_pack("{s:s, s:s, s:b, s:i, s:b, s:b, s:i, s:o}", "destination", d->key,
-                      "load_balancer", mesh_lb_names[d->policy.lb], "zone_aware", d->zone_aware,
-                      "max_connections", d->policy.max_connections, "health_check",
-                      d->policy.health_check.enabled, "outlier_detection",
-                      d->policy.outlier.enabled, "active_connections",
+                      "load_balancer", mesh_lb_names[d->policy->lb], "zone_aware", d->zone_aware,
+                      "max_connections", d->policy->max_connections, "health_check",
+                      d->policy->health_check.enabled, "outlier_detection",
+                      d->policy->outlier.enabled, "active_connections",
                       atomic_load(&d->state->active), "endpoints", eps ? eps : json_array()));
     }
     return json_pack("{s:i, s:i, s:I, s:o, s:o}", "workers", p->started_workers,

@@ -52,6 +52,7 @@ struct mesh_proxy_inputs {
     /* The controller's membership: endpoint IP (as text) -> its agent's mTLS port, for
      * endpoints that do not say so themselves. May be NULL. */
     const struct mesh_hmap *members;
+    uint64_t members_version; /* changes whenever members does */
 };
 
 /* Creates the proxy; nothing runs until start. Returns 0 or a negative errno. */

@@ -11,10 +11,39 @@
 #define RING_K0 0x6d6573682d72696eULL
 #define RING_K1 0x672d686173682d31ULL
 
+static struct mesh_http_stats oom_sink;
+
+struct mesh_http_stats *mesh_dest_http(struct mesh_dest_state *s)
+{
+    struct mesh_http_stats *h = atomic_load_explicit(&s->http, memory_order_acquire);
+    if (h)
+        return h;
+    struct mesh_http_stats *mine = mesh_calloc(1, sizeof(*mine));
+    if (!mine)
+        mine = &oom_sink;
+    else
+        atomic_flag_clear(&mine->bucket_lock);
+    if (atomic_compare_exchange_strong_explicit(&s->http, &h, mine, memory_order_acq_rel,
+                                                memory_order_acquire))
+        return mine;
+    if (mine != &oom_sink) /* another thread was first */
+        mesh_free(mine);
+    return h;
+}
+
+const struct mesh_http_stats *mesh_dest_http_if_any(const struct mesh_dest_state *s)
+{
+    return atomic_load_explicit(&((struct mesh_dest_state *)(uintptr_t)s)->http,
+                                memory_order_acquire);
+}
+
 void mesh_dest_state_unref(struct mesh_dest_state *s)
 {
     if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) {
         mesh_free(s->eps); /* empty by now: each endpoint state holds a reference */
+        struct mesh_http_stats *h = atomic_load(&s->http);
+        if (h != &oom_sink)
+            mesh_free(h);
         mesh_free(s);
     }
 }
@@ -25,6 +54,15 @@ void mesh_ep_state_unref(struct mesh_ep_state *s)
         mesh_dest_state_unref(s->dest);
         mesh_free(s);
     }
+}
+
+void mesh_snap_eps_unref(struct snap_eps *e)
+{
+    if (!e || atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (size_t k = 0; k < e->n; k++)
+        mesh_ep_state_unref(e->v[k].state);
+    mesh_free(e);
 }
 
 void mesh_snapshot_ref(struct mesh_proxy_snapshot *s)
@@ -43,9 +81,7 @@ void mesh_snapshot_unref(struct mesh_proxy_snapshot *s)
     }
     for (size_t i = 0; i < s->n_dests; i++) {
         struct snap_dest *d = &s->dests[i];
-        for (size_t k = 0; k < d->n; k++)
-            mesh_ep_state_unref(d->eps[k].state);
-        mesh_free(d->eps);
+        mesh_snap_eps_unref(d->block);
         mesh_free(d->ring);
         mesh_dest_state_unref(d->state);
         mesh_free(d->key);
@@ -175,7 +211,7 @@ int mesh_ring_build(struct snap_dest *d)
         total_weight += d->eps[i].weight;
     if (!total_weight)
         return 0;
-    size_t target = (size_t)d->policy.min_ring_size;
+    size_t target = (size_t)d->policy->min_ring_size;
     size_t n = 0;
     for (size_t i = 0; i < d->n; i++) {
         size_t k = (size_t)((target * d->eps[i].weight + total_weight - 1) / total_weight);

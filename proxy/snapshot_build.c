@@ -28,7 +28,6 @@ struct mesh_dest_state *mesh_state_dest(struct mesh_state_regs *r, const char *k
             return NULL;
         memcpy(s->key, key, len);
         atomic_init(&s->refs, 1);
-        atomic_flag_clear(&s->http.bucket_lock);
         if (mesh_hmap_put(&r->dests, s->key, s) < 0) {
             mesh_free(s);
             return NULL;
@@ -203,17 +202,13 @@ out:
 
 struct builder {
     struct mesh_proxy_snapshot *s;
+    const struct mesh_proxy_snapshot *prev; /* whose endpoint blocks may be reused; or NULL */
+    uint64_t inputs_gen;
     struct mesh_state_regs *regs;
     const struct mesh_proxy_inputs *in;
     const struct mesh_dest_policy *defaults;
     size_t cap_dests;
 };
-
-static int cmp_snap_ep(const void *a, const void *b)
-{
-    return mesh_ipport_cmp(&((const struct snap_endpoint *)a)->addr,
-                           &((const struct snap_endpoint *)b)->addr);
-}
 
 static bool in_subset(const struct mesh_service *s, const struct mesh_endpoint *e,
                       const struct mesh_labels *subset)
@@ -226,6 +221,27 @@ static bool in_subset(const struct mesh_service *s, const struct mesh_endpoint *
     return true;
 }
 
+/* What depends on d's policy as well as on its endpoints. */
+static int finish_dest(const struct builder *b, struct snap_dest *d)
+{
+    d->zone_aware = d->policy->zone_aware.enabled && d->block->zones && b->in->node_zone[0];
+    if (d->policy->lb == MESH_LB_RING_HASH)
+        return mesh_ring_build(d);
+    return 0;
+}
+
+/* d's endpoints as the previous snapshot had them, when nothing they come from changed. */
+static struct snap_eps *reusable(const struct builder *b, const struct snap_dest *d,
+                                 const struct mesh_service *svc)
+{
+    const struct snap_dest *old = b->prev ? mesh_hmap_get(&b->prev->dest_index, d->key) : NULL;
+    if (!svc || !old || !old->block || old->block->service_id != svc->id ||
+        old->block->inputs_gen != b->inputs_gen)
+        return NULL;
+    atomic_fetch_add_explicit(&old->block->refs, 1, memory_order_relaxed);
+    return old->block;
+}
+
 /*
  * Fills d's endpoints from the catalog (optionally a label subset) or the local workload.
  * The endpoints' shared state belongs to the service, so that a subset's endpoint is the
@@ -234,20 +250,30 @@ static bool in_subset(const struct mesh_service *s, const struct mesh_endpoint *
 static int fill_dest(struct builder *b, struct snap_dest *d, struct mesh_dest_state *owner,
                      const struct mesh_labels *subset, const struct mesh_local_service *local)
 {
-    const struct mesh_service *svc = NULL;
+    struct mesh_service *svc = NULL;
     if (!local) {
         char ns[64];
         const char *slash = strchr(d->service, '/');
         snprintf(ns, sizeof(ns), "%.*s", (int)(slash - d->service), d->service);
         svc = mesh_catalog_get(b->in->catalog, ns, slash + 1);
     }
+    struct snap_eps *block = reusable(b, d, svc);
+    d->block = block;
+    if (block) {
+        d->eps = block->v;
+        d->n = block->n;
+        return finish_dest(b, d);
+    }
     size_t n = local ? 1 : (svc ? svc->n_endpoints : 0);
-    d->eps = mesh_calloc(n ? n : 1, sizeof(*d->eps));
-    if (!d->eps)
+    if (!(block = mesh_calloc(1, sizeof(*block) + n * sizeof(block->v[0]))))
         return -ENOMEM;
-    bool zones = false;
+    atomic_init(&block->refs, 1);
+    block->service_id = svc ? svc->id : 0;
+    block->inputs_gen = b->inputs_gen;
+    d->block = block;
+    d->eps = block->v;
     for (size_t i = 0; i < n; i++) {
-        struct snap_endpoint *e = &d->eps[d->n];
+        struct snap_endpoint *e = &block->v[d->n];
         if (local) {
             if (mesh_ipport_from_addr(&local->addr, &e->addr) < 0)
                 continue; /* workloads listen on IPs (the registries check) */
@@ -266,35 +292,27 @@ static int fill_dest(struct builder *b, struct snap_dest *d, struct mesh_dest_st
             }
             e->weight = src->weight;
             e->health = src->health;
-            zones |= src->zone != NULL;
+            block->zones |= src->zone != NULL;
             e->local_zone =
                 src->zone && b->in->node_zone[0] && strcmp(src->zone, b->in->node_zone) == 0;
         }
         d->n++;
     }
-    qsort(d->eps, d->n, sizeof(*d->eps), cmp_snap_ep);
+    block->n = d->n;
+    /* The catalog's endpoints are sorted already; a local one is alone. */
     if (attach_states(owner, d) < 0)
         return -ENOMEM;
-    d->zone_aware = d->policy.zone_aware.enabled && zones && b->in->node_zone[0];
-    if (d->policy.lb == MESH_LB_RING_HASH)
-        return mesh_ring_build(d);
-    return 0;
+    return finish_dest(b, d);
 }
 
-/* A shallow copy: what the policy points to lives in a resource file the snapshot holds. */
+/* Borrowed: a resource file the snapshot holds, the defaults, or the snapshot's own. */
 static void set_policy(struct builder *b, struct snap_dest *d, const char *ns, const char *name,
                        bool inbound)
 {
     const struct mesh_dest_policy *pol = NULL;
     if (!inbound && b->in->resources)
         pol = mesh_resource_view_policy(b->in->resources, ns, name);
-    d->policy = pol ? *pol : *b->defaults;
-    d->policy.service = NULL;
-    if (inbound) {
-        /* One local workload: a retry or an ejection could only pick it again. */
-        d->policy.connect_retries = 0;
-        d->policy.outlier.enabled = false;
-    }
+    d->policy = pol ? pol : inbound ? &b->s->inbound_policy : b->defaults;
 }
 
 /* "k=v,k2=v2" of a subset; empty for none. */
@@ -474,6 +492,7 @@ static int hold_files(struct mesh_proxy_snapshot *s, const struct mesh_resource_
 
 int mesh_snapshot_build(struct mesh_state_regs *regs, uint64_t version,
                         const struct mesh_dest_policy *defaults, const struct mesh_proxy_inputs *in,
+                        uint64_t inputs_gen, const struct mesh_proxy_snapshot *prev,
                         const struct want_listener *wl, size_t n, struct mesh_proxy_snapshot **ret)
 {
     struct mesh_service **services = NULL;
@@ -492,7 +511,12 @@ int mesh_snapshot_build(struct mesh_state_regs *regs, uint64_t version,
     mesh_hmap_init(&s->dest_index);
     mesh_hmap_init(&s->vhost_index);
     mesh_hmap_init(&s->vhost_names);
-    struct builder b = {.s = s, .regs = regs, .in = in, .defaults = defaults};
+    struct builder b = {.s = s,
+                        .prev = prev,
+                        .inputs_gen = inputs_gen,
+                        .regs = regs,
+                        .in = in,
+                        .defaults = defaults};
     size_t cap_vhosts;
     count_ahead(in, wl, n, services, n_services, &b.cap_dests, &cap_vhosts);
     s->listeners = mesh_calloc(n ? n : 1, sizeof(*s->listeners));
@@ -501,6 +525,11 @@ int mesh_snapshot_build(struct mesh_state_regs *regs, uint64_t version,
     if (!s->listeners || !s->dests || !s->vhosts || hold_files(s, in->resources) < 0)
         goto oom;
     s->tls = mesh_tls_material_ref(in->tls);
+    /* A shallow copy (what it points to, the agent's defaults, outlives the snapshot). One
+     * local workload: a retry or an ejection could only pick it again. */
+    s->inbound_policy = *defaults;
+    s->inbound_policy.connect_retries = 0;
+    s->inbound_policy.outlier.enabled = false;
     for (size_t i = 0; i < n_services; i++) {
         if (add_vhost(&b, services[i]->namespace, services[i]->name, NULL) < 0)
             goto oom;

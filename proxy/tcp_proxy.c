@@ -295,7 +295,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 
 static void arm_timer(struct tcp_conn *c)
 {
-    uint64_t now = now_ms(c), idle = c->dest->policy.idle_timeout_ms;
+    uint64_t now = now_ms(c), idle = c->dest->policy->idle_timeout_ms;
     uint64_t due = c->last_activity + idle;
     if (c->drain_deadline && c->drain_deadline < due)
         due = c->drain_deadline;
@@ -323,7 +323,7 @@ static void on_timer(uv_timer_t *t)
         close_conn(c);
         return;
     }
-    if (now - c->last_activity >= c->dest->policy.idle_timeout_ms) {
+    if (now - c->last_activity >= c->dest->policy->idle_timeout_ms) {
         atomic_fetch_add_explicit(&c->dest->state->idle_timeouts, 1, memory_order_relaxed);
         close_conn(c);
         return;
@@ -418,9 +418,9 @@ static void on_connect(uv_connect_t *req, int status)
 static int pick(struct tcp_conn *c)
 {
     struct mesh_worker *w = c->w;
-    if (w->snap == c->snap && w->lb)
-        return mesh_lb_pick(&w->lb[c->dest->index], w->shared, c->client_hash, c->tried, c->n_tried,
-                            &w->rng);
+    struct mesh_lb_state *lb = mesh_worker_lb(w, c->snap, c->dest);
+    if (lb)
+        return mesh_lb_pick(lb, w->shared, c->client_hash, c->tried, c->n_tried, &w->rng);
     struct mesh_lb_state tmp = {.dest = c->dest};
     int ep = mesh_lb_pick(&tmp, w->shared, c->client_hash, c->tried, c->n_tried, &w->rng);
     mesh_lb_state_done(&tmp);
@@ -431,7 +431,7 @@ static void next_attempt(struct tcp_conn *c)
 {
     struct mesh_worker *w = c->w;
     for (;;) {
-        if (c->n_tried > (size_t)c->dest->policy.connect_retries || c->n_tried >= MAX_ATTEMPTS) {
+        if (c->n_tried > (size_t)c->dest->policy->connect_retries || c->n_tried >= MAX_ATTEMPTS) {
             close_conn(c); /* every allowed attempt failed */
             return;
         }
@@ -467,7 +467,7 @@ static void next_attempt(struct tcp_conn *c)
             uv_tcp_connect(&a->req, &a->side.io->tcp, (const struct sockaddr *)&to.ss, on_connect);
         if (r == 0) {
             c->up = a;
-            uv_timer_start(&c->timer, on_timer, c->dest->policy.connect_timeout_ms, 0);
+            uv_timer_start(&c->timer, on_timer, c->dest->policy->connect_timeout_ms, 0);
             return;
         }
         /* Refused at once (no route, no ports left): that endpoint failed; try another. */
@@ -540,14 +540,14 @@ void mesh_tcp_adopt(struct mesh_worker *w, struct mesh_io *io, const char *key)
     }
     c->counted_dest = true;
     int active = atomic_fetch_add_explicit(&c->dest->state->active, 1, memory_order_relaxed) + 1;
-    if (c->dest->policy.max_connections && active > c->dest->policy.max_connections) {
+    if (c->dest->policy->max_connections && active > c->dest->policy->max_connections) {
         atomic_fetch_add_explicit(&c->dest->state->breaker_refusals, 1, memory_order_relaxed);
         log_refusal(w, "its max_connections are open (circuit breaker)", c->dest->key);
         close_conn(c);
         return;
     }
     atomic_fetch_add_explicit(&c->dest->state->conns_total, 1, memory_order_relaxed);
-    if (c->dest->policy.lb == MESH_LB_RING_HASH) {
+    if (c->dest->policy->lb == MESH_LB_RING_HASH) {
         struct mesh_addr peer = {0};
         int len = sizeof(peer.ss);
         if (uv_tcp_getpeername(&c->down.io->tcp, (struct sockaddr *)&peer.ss, &len) == 0)
@@ -573,12 +573,12 @@ void mesh_tcp_snapshot_changed(struct mesh_worker *w)
         }
         if (c->drain_deadline)
             continue;
-        if (c->dest->policy.drain_timeout_ms == 0) {
+        if (c->dest->policy->drain_timeout_ms == 0) {
             atomic_fetch_add_explicit(&c->dest->state->drained, 1, memory_order_relaxed);
             close_conn(c);
             continue;
         }
-        c->drain_deadline = now + c->dest->policy.drain_timeout_ms;
+        c->drain_deadline = now + c->dest->policy->drain_timeout_ms;
         arm_timer(c);
     }
 }

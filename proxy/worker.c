@@ -95,18 +95,35 @@ static void add_listener(struct mesh_worker *w, const char *key, int fd)
     w->listeners = l;
 }
 
+static void free_lb(struct mesh_worker *w)
+{
+    for (size_t i = 0; w->lb && w->snap && i < w->snap->n_dests; i++) {
+        if (w->lb[i]) {
+            mesh_lb_state_done(w->lb[i]);
+            mesh_free(w->lb[i]);
+        }
+    }
+    mesh_free(w->lb);
+    w->lb = NULL;
+}
+
+struct mesh_lb_state *mesh_worker_lb(struct mesh_worker *w, const struct mesh_proxy_snapshot *snap,
+                                     const struct snap_dest *d)
+{
+    if (snap != w->snap || !w->lb)
+        return NULL;
+    struct mesh_lb_state **lb = &w->lb[d->index];
+    if (!*lb && (*lb = mesh_calloc(1, sizeof(**lb))))
+        (*lb)->dest = d;
+    return *lb;
+}
+
 static void set_snapshot(struct mesh_worker *w, struct mesh_proxy_snapshot *snap)
 {
     struct mesh_proxy_snapshot *old = w->snap;
-    if (w->lb) {
-        for (size_t i = 0; old && i < old->n_dests; i++)
-            mesh_lb_state_done(&w->lb[i]);
-        mesh_free(w->lb);
-    }
+    free_lb(w);
     w->snap = snap;
     w->lb = mesh_calloc(snap->n_dests ? snap->n_dests : 1, sizeof(*w->lb));
-    for (size_t i = 0; w->lb && i < snap->n_dests; i++)
-        w->lb[i].dest = &snap->dests[i];
     if (!w->lb)
         mesh_log_error("worker %d: out of memory taking a snapshot", w->index);
     mesh_tcp_snapshot_changed(w);
@@ -240,11 +257,7 @@ void mesh_worker_done(struct mesh_worker *w)
         mesh_free(cmd);
         cmd = next;
     }
-    if (w->lb) {
-        for (size_t i = 0; w->snap && i < w->snap->n_dests; i++)
-            mesh_lb_state_done(&w->lb[i]);
-        mesh_free(w->lb);
-    }
+    free_lb(w);
     mesh_snapshot_unref(w->snap);
     mesh_http_worker_done(w);
     mesh_bufpool_done(&w->pool);

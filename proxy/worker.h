@@ -45,7 +45,7 @@ struct mesh_worker {
     struct worker_cmd *head, *tail; /* under lock */
     /* Worker thread only: */
     struct mesh_proxy_snapshot *snap;
-    struct mesh_lb_state *lb; /* one per destination of snap */
+    struct mesh_lb_state **lb; /* by destination of snap, made at its first pick */
     struct wlistener *listeners;
     struct tcp_conn *conns;
     struct mtls_handshake *handshakes;
@@ -80,6 +80,10 @@ void mesh_worker_wake(struct mesh_worker *w);
 void mesh_worker_maybe_exit(struct mesh_worker *w);
 /* After the thread exited: frees what is left. */
 void mesh_worker_done(struct mesh_worker *w);
+/* The worker's balancer for d of `snap`, made at its first use; NULL when `snap` is not the
+ * worker's current one (or out of memory): the caller then uses a one-off one. */
+struct mesh_lb_state *mesh_worker_lb(struct mesh_worker *w, const struct mesh_proxy_snapshot *snap,
+                                     const struct snap_dest *d);
 
 /* tcp_proxy.c */
 /* Proxies an accepted connection (taking io) to the destination of the listener at key. */

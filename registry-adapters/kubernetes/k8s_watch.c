@@ -233,6 +233,7 @@ static void on_list(struct mesh_http_req *req)
     }
     r->failures = 0;
     list_done(r, d);
+    mesh_jdoc_done(d); /* a page's tokens take megabytes: not kept between lists */
 }
 
 static void list_next(struct k8s_reflector *r)

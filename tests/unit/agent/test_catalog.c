@@ -188,14 +188,6 @@ static void test_unchanged_update_is_no_change(void **state)
     mesh_catalog_free(c);
 }
 
-static void first_view(void *data, const char *source, const struct mesh_service_update *u)
-{
-    (void)source;
-    const struct mesh_endpoint **ret = data;
-    if (!*ret)
-        *ret = u->endpoints;
-}
-
 /* A service one source reports uses that source's endpoints, not a copy of them; they
  * outlive the view while the service is held. */
 static void test_lone_source_shares_endpoints(void **state)
@@ -205,13 +197,18 @@ static void test_lone_source_shares_endpoints(void **state)
     struct mesh_endpoint e = ep("10.0.0.1", 80, 1, NULL);
     assert_int_equal(update(c, "k8s", "a", &e, 1), 1);
     struct mesh_service *s = mesh_service_ref(mesh_catalog_get(c, "default", "a"));
-    const struct mesh_endpoint *view = NULL;
-    mesh_catalog_foreach_raw(c, first_view, &view);
-    assert_ptr_equal(view, s->endpoints);
+    struct mesh_catalog_capture *cap;
+    assert_int_equal(mesh_catalog_capture(c, &cap), 0);
+    assert_int_equal(cap->n_views, 1);
+    assert_string_equal(cap->sources[cap->views[0].source], "k8s");
+    assert_ptr_equal(cap->views[0].endpoints, s->endpoints);
     assert_string_equal(mesh_service_ep_label(s, &s->endpoints[0], "mesh/registry"), "k8s");
     assert_int_equal(update(c, "k8s", "a", NULL, 0), 1); /* the view goes */
     assert_int_equal(s->n_endpoints, 1);
     assert_int_equal(s->endpoints[0].addr.port, 80);
+    assert_int_equal(cap->views[0].n_endpoints, 1); /* the capture holds them too */
+    assert_int_equal(cap->views[0].endpoints[0].addr.port, 80);
+    mesh_catalog_capture_free(cap);
     mesh_service_unref(s);
     mesh_catalog_free(c);
 }

@@ -9,6 +9,7 @@
 struct fixture {
     struct mesh_proxy_shared sh;
     struct mesh_dest_state *ds;
+    struct mesh_dest_policy policy;
     struct snap_dest d;
     struct mesh_lb_state lb;
     uint64_t rng;
@@ -21,8 +22,9 @@ static struct fixture *make(int lb, const unsigned *weights, const char *const *
     f->ds = mesh_calloc(1, sizeof(*f->ds) + 8);
     atomic_init(&f->ds->refs, 1);
     strcpy(f->ds->key, "ns/svc");
-    mesh_dest_policy_defaults(&f->d.policy);
-    f->d.policy.lb = lb;
+    mesh_dest_policy_defaults(&f->policy);
+    f->d.policy = &f->policy;
+    f->policy.lb = lb;
     f->d.key = mesh_strdup("ns/svc");
     f->d.state = f->ds;
     f->d.eps = mesh_calloc(n, sizeof(*f->d.eps));
@@ -56,7 +58,7 @@ static void destroy(struct fixture *f)
     mesh_free(f->d.eps);
     mesh_free(f->d.ring);
     mesh_free(f->d.key);
-    mesh_dest_policy_done(&f->d.policy);
+    mesh_dest_policy_done(&f->policy);
     mesh_dest_state_unref(f->ds);
     mesh_free(f);
 }
@@ -201,7 +203,7 @@ static void test_zone_aware(void **state)
     (void)state;
     static const char *const zones[] = {"a", "a", "a", "b", "b"};
     struct fixture *f = make(MESH_LB_ROUND_ROBIN, NULL, zones, 5);
-    f->d.policy.zone_aware.min_healthy_percent = 60;
+    f->policy.zone_aware.min_healthy_percent = 60;
     for (int i = 0; i < 30; i++)
         assert_true(pick(f, 0) < 3);                    /* local zone only */
     atomic_store(&f->d.eps[0].state->ejected_until, 1); /* 2 of 3 healthy: 66 % >= 60 % */
@@ -226,10 +228,10 @@ static void test_outlier_ejection(void **state)
 {
     (void)state;
     struct fixture *f = make(MESH_LB_ROUND_ROBIN, NULL, NULL, 4);
-    f->d.policy.outlier.consecutive_failures = 3;
-    f->d.policy.outlier.base_ejection_ms = 1000;
-    f->d.policy.outlier.max_ejection_ms = 3000;
-    f->d.policy.outlier.max_ejection_percent = 50;
+    f->policy.outlier.consecutive_failures = 3;
+    f->policy.outlier.base_ejection_ms = 1000;
+    f->policy.outlier.max_ejection_ms = 3000;
+    f->policy.outlier.max_ejection_percent = 50;
     struct snap_endpoint *e0 = &f->d.eps[0], *e1 = &f->d.eps[1], *e2 = &f->d.eps[2];
     mesh_outlier_failure(&f->sh, &f->d, e0, 100);
     mesh_outlier_failure(&f->sh, &f->d, e0, 100);

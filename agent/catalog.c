@@ -54,6 +54,9 @@ struct mesh_catalog {
     void *change_data;
 };
 
+/* Every merged service gets the next: the proxy tells an unchanged service by its id. */
+static atomic_ullong service_ids;
+
 static struct mesh_catalog_eps *eps_new(size_t n)
 {
     struct mesh_catalog_eps *e = mesh_calloc(1, sizeof(*e) + n * sizeof(e->v[0]));
@@ -209,8 +212,7 @@ static int build_merged(struct entry *e, struct mesh_service **ret)
     if (!s)
         return -ENOMEM;
     atomic_init(&s->refs, 1);
-    static atomic_uint_fast64_t ids;
-    s->id = atomic_fetch_add_explicit(&ids, 1, memory_order_relaxed) + 1;
+    s->id = atomic_fetch_add_explicit(&service_ids, 1, memory_order_relaxed) + 1;
     s->merged = merge;
     s->protocol = order[0]->protocol;
     s->key = key_layout(e->namespace, e->name, &s->namespace, &s->name);

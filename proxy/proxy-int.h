@@ -73,6 +73,7 @@ struct mesh_dest_state {
      * a service's subsets share them). */
     struct mesh_ep_state **eps;
     size_t n_eps;
+    atomic_bool sweep;         /* one of them is left to the registry alone: eps is worth a look */
     bool ejections_remembered; /* one of them was ejected and that is not yet forgotten */
     char key[];
 };
@@ -283,6 +284,9 @@ struct mesh_http_stats *mesh_dest_http(struct mesh_dest_state *s);
 /* The same for reading: NULL when no request has been counted yet. */
 const struct mesh_http_stats *mesh_dest_http_if_any(const struct mesh_dest_state *s);
 void mesh_ep_state_unref(struct mesh_ep_state *s);
+/* How many times an endpoint state was left to the registry alone (any thread): a sweep
+ * has work when this moved. */
+uint64_t mesh_ep_states_released(void);
 
 /* ---- endpoint eligibility (any thread) ---- */
 

@@ -48,7 +48,7 @@ struct mesh_proxy {
     bool last_tls;
     uint64_t last_members_version;
     char *last_zone;
-    int sweeps_due; /* ticks of on_sweep that still drop unused states after a swap */
+    uint64_t swept_at; /* mesh_ep_states_released() at the last sweep */
     struct mesh_dest_policy default_policy;
     struct mesh_hmap listeners; /* key -> struct lrec */
     size_t listener_errors;
@@ -62,24 +62,28 @@ struct mesh_proxy {
 
 /*
  * Drops the registry's reference of states nothing else holds: endpoint states first (each
- * holds its destination's). Only the main loop creates references, so a count of one
- * cannot grow behind our back.
+ * holds its destination's), looking only at destinations flagged since the last sweep. A
+ * count of one cannot grow behind our back: a new reference comes from one already held.
  */
-static void sweep_registry(struct mesh_hmap *m)
+static void sweep_registry(struct mesh_proxy *p)
 {
+    struct mesh_hmap *m = &p->regs.dests;
+    p->swept_at = mesh_ep_states_released();
     void **gone = NULL;
     size_t n = 0, cap = 0, i = 0;
     const struct mesh_hmap_entry *he;
     while (mesh_hmap_next(m, &i, &he)) {
         struct mesh_dest_state *d = he->value;
-        size_t kept = 0;
-        for (size_t k = 0; k < d->n_eps; k++) {
-            if (atomic_load(&d->eps[k]->refs) == 1)
-                mesh_ep_state_unref(d->eps[k]);
-            else
-                d->eps[kept++] = d->eps[k];
+        if (atomic_exchange_explicit(&d->sweep, false, memory_order_acquire)) {
+            size_t kept = 0;
+            for (size_t k = 0; k < d->n_eps; k++) {
+                if (atomic_load(&d->eps[k]->refs) == 1)
+                    mesh_ep_state_unref(d->eps[k]);
+                else
+                    d->eps[kept++] = d->eps[k];
+            }
+            d->n_eps = kept;
         }
-        d->n_eps = kept;
         if (atomic_load(&d->refs) == 1 &&
             mesh_grow((void **)&gone, &cap, n + 1, sizeof(*gone)) == 0)
             gone[n++] = d;
@@ -259,7 +263,7 @@ int mesh_proxy_update(struct mesh_proxy *p, const struct mesh_proxy_inputs *in)
         return 0;
     /* What the workers let go of since the last swap goes before the next build: when all
      * endpoints move, three generations of their states would otherwise meet. */
-    sweep_registry(&p->regs.dests);
+    sweep_registry(p);
     int r = note_inputs(p, in);
     if (r == 0)
         r = mesh_want_listeners(in, &wl, &n);
@@ -316,8 +320,7 @@ int mesh_proxy_update(struct mesh_proxy *p, const struct mesh_proxy_inputs *in)
     p->snap = snap;
     if (mesh_health_checker_update(p->hc, snap) < 0)
         mesh_log_error("out of memory updating health checks");
-    sweep_registry(&p->regs.dests);
-    p->sweeps_due = 4; /* workers still hold the old snapshot: look again for a second */
+    sweep_registry(p);
     mesh_log_debug("proxy snapshot %llu: %zu listeners, %zu destinations",
                    (unsigned long long)snap->version, snap->n_listeners, snap->n_dests);
     return 0;
@@ -370,10 +373,8 @@ static void on_sweep(uv_timer_t *t)
     }
     if (changed)
         atomic_fetch_add(&p->shared.health_epoch, 1);
-    if (p->sweeps_due) {
-        p->sweeps_due--;
-        sweep_registry(&p->regs.dests);
-    }
+    if (mesh_ep_states_released() != p->swept_at)
+        sweep_registry(p); /* workers let go of older snapshots or connections since */
     if (p->listener_errors && now - p->last_listen_retry >= LISTEN_RETRY_MS) {
         p->last_listen_retry = now;
         bind_wanted(p);

@@ -48,9 +48,24 @@ void mesh_dest_state_unref(struct mesh_dest_state *s)
     }
 }
 
+static atomic_ullong states_released;
+
+uint64_t mesh_ep_states_released(void)
+{
+    return atomic_load_explicit(&states_released, memory_order_acquire);
+}
+
 void mesh_ep_state_unref(struct mesh_ep_state *s)
 {
-    if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) {
+    if (!s)
+        return;
+    if (atomic_load_explicit(&s->refs, memory_order_relaxed) == 2) {
+        /* The registry's will be the last: tell the next sweep where to look. Done before the
+         * decrement, after which the sweep may free s (a rare miss only delays a sweep). */
+        atomic_store_explicit(&s->dest->sweep, true, memory_order_relaxed);
+        atomic_fetch_add_explicit(&states_released, 1, memory_order_release);
+    }
+    if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) {
         mesh_dest_state_unref(s->dest);
         mesh_free(s);
     }

@@ -250,7 +250,7 @@ static struct snap_eps *reusable(const struct builder *b, const struct snap_dest
 static int fill_dest(struct builder *b, struct snap_dest *d, struct mesh_dest_state *owner,
                      const struct mesh_labels *subset, const struct mesh_local_service *local)
 {
-    struct mesh_service *svc = NULL;
+    const struct mesh_service *svc = NULL;
     if (!local) {
         char ns[64];
         const char *slash = strchr(d->service, '/');

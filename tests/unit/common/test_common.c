@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "common/addr.h"
+#include "common/atom.h"
 #include "common/buf.h"
 #include "common/cfg.h"
 #include "common/fs.h"
@@ -203,9 +204,93 @@ static void test_atomic_write(void **state)
     assert_int_equal(mesh_fs_read_file(path, 3, &data, &len), -EFBIG);
     assert_int_equal(mesh_fs_read_file("/nonexistent/x", 3, &data, &len), -ENOENT);
     /* Nothing but the file is left: no temporary files. */
+
+    /* Piece by piece: the old content stays until commit; an error leaves it too. */
     char cmd[512];
+    struct mesh_fs_atomic w;
+    assert_int_equal(mesh_fs_atomic_begin(&w, path, 0600), 0);
+    assert_int_equal(mesh_fs_atomic_write(&w, "th", 2), 0);
+    assert_int_equal(mesh_fs_atomic_write(&w, "ree", 3), 0);
+    assert_int_equal(mesh_fs_read_file(path, 100, &data, &len), 0);
+    assert_string_equal(data, "two!");
+    mesh_free(data);
+    assert_int_equal(mesh_fs_atomic_commit(&w), 0);
+    assert_int_equal(mesh_fs_read_file(path, 100, &data, &len), 0);
+    assert_string_equal(data, "three");
+    mesh_free(data);
+    assert_int_equal(mesh_fs_atomic_begin(&w, path, 0600), 0);
+    mesh_fs_atomic_write(&w, "four", 4);
+    w.err = -ENOSPC; /* as a failed write leaves it */
+    assert_int_equal(mesh_fs_atomic_write(&w, "more", 4), -ENOSPC);
+    assert_int_equal(mesh_fs_atomic_commit(&w), -ENOSPC);
+    assert_int_equal(mesh_fs_read_file(path, 100, &data, &len), 0);
+    assert_string_equal(data, "three");
+    mesh_free(data);
+    snprintf(cmd, sizeof(cmd), "%s/no/such/dir/file", dir);
+    assert_int_equal(mesh_fs_atomic_begin(&w, cmd, 0600), -ENOENT);
+    assert_int_equal(mesh_fs_atomic_commit(&w), -ENOENT);
+
+    /* Nothing but the file is left: no temporary files. */
     snprintf(cmd, sizeof(cmd), "test $(ls -A %s/sub/state | wc -l) -eq 1 && rm -rf %s", dir, dir);
     assert_int_equal(system(cmd), 0);
+}
+
+/* Atoms: one copy per distinct value, gone with its last reference. */
+static void test_atoms(void **state)
+{
+    (void)state;
+    size_t before = mesh_atom_count();
+    char buf[16];
+    snprintf(buf, sizeof(buf), "zone-%d", 1);
+    const char *a = mesh_atom("zone-1"), *b = mesh_atom(buf), *c = mesh_atom_n("zone-2x", 6);
+    assert_ptr_equal(a, b); /* equal strings, one atom */
+    assert_string_equal(c, "zone-2");
+    assert_ptr_not_equal(a, c);
+    assert_int_equal(mesh_atom_count(), before + 2);
+    assert_ptr_equal(mesh_atom_ref(a), a);
+    assert_null(mesh_atom(NULL));
+    assert_null(mesh_atom_ref(NULL));
+    mesh_atom_unref(NULL);
+    mesh_atom_unref(a);
+    mesh_atom_unref(b);
+    assert_int_equal(mesh_atom_count(), before + 2); /* one reference left */
+    mesh_atom_unref(a);
+    mesh_atom_unref(c);
+    assert_int_equal(mesh_atom_count(), before);
+    mesh_alloc_fail_after(0);
+    assert_null(mesh_atom("out of memory"));
+    mesh_alloc_fail_after(-1);
+}
+
+/* Compact addresses order, print and convert as mesh_addr does. */
+static void test_ipport(void **state)
+{
+    (void)state;
+    struct mesh_ipport a, b, c;
+    assert_int_equal(mesh_ipport_from_ip("10.0.0.2", 80, &a), 0);
+    assert_int_equal(mesh_ipport_from_ip("10.0.0.10", 80, &b), 0);
+    assert_int_equal(mesh_ipport_from_ip("fd00::1", 8443, &c), 0);
+    struct mesh_ipport bad;
+    assert_int_equal(mesh_ipport_from_ip("db.local", 80, &bad), -EINVAL);
+    assert_true(mesh_ipport_cmp(&a, &b) < 0); /* by address bytes, not text */
+    assert_true(mesh_ipport_cmp(&b, &c) < 0); /* IPv4 before IPv6 */
+    struct mesh_ipport a81 = a;
+    a81.port = 81;
+    assert_true(mesh_ipport_cmp(&a, &a81) < 0);
+    assert_false(mesh_ipport_equal(&a, &a81));
+    char out[MESH_ADDR_STRLEN];
+    assert_string_equal(mesh_ipport_format(&a, out, sizeof(out)), "10.0.0.2:80");
+    assert_string_equal(mesh_ipport_format(&c, out, sizeof(out)), "[fd00::1]:8443");
+    assert_string_equal(mesh_ipport_ip(&c, out, sizeof(out)), "fd00::1");
+    struct mesh_addr full, parsed;
+    mesh_ipport_to_addr(&c, &full);
+    assert_int_equal(mesh_addr_parse("[fd00::1]:8443", &parsed, NULL), 0);
+    assert_true(mesh_addr_equal(&full, &parsed));
+    struct mesh_ipport back;
+    assert_int_equal(mesh_ipport_from_addr(&parsed, &back), 0);
+    assert_true(mesh_ipport_equal(&back, &c));
+    assert_int_equal(mesh_addr_parse("unix:/run/x.sock", &parsed, NULL), 0);
+    assert_int_equal(mesh_ipport_from_addr(&parsed, &back), -EINVAL);
 }
 
 struct small {
@@ -343,7 +428,8 @@ int main(void)
         UNIT_TEST(test_durations), UNIT_TEST(test_suggest),      UNIT_TEST(test_names),
         UNIT_TEST(test_buf),       UNIT_TEST(test_hmap),         UNIT_TEST(test_addr),
         UNIT_TEST(test_labels),    UNIT_TEST(test_atomic_write), UNIT_TEST(test_cfg_engine),
-        UNIT_TEST(test_sd_notify), UNIT_TEST(test_sd_watchdog),
+        UNIT_TEST(test_sd_notify), UNIT_TEST(test_sd_watchdog),  UNIT_TEST(test_atoms),
+        UNIT_TEST(test_ipport),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }

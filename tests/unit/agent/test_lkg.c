@@ -1,0 +1,121 @@
+/* The last-known-good catalog: what is written (in 64 KB pieces) reads back the same. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "agent/catalog.h"
+#include "agent/lkg.h"
+#include "common/atom.h"
+#include "common/cfg.h"
+#include "tests/unit/unit.h"
+
+static struct mesh_catalog *new_catalog(void)
+{
+    struct mesh_catalog *c;
+    assert_int_equal(mesh_catalog_new(&c), 0);
+    struct mesh_catalog_source src[] = {{"files", "static", true}, {"k8s", "kubernetes", true}};
+    assert_int_equal(mesh_catalog_set_sources(c, src, 2), 0);
+    return c;
+}
+
+/* 40 services of 100 endpoints in each source: some 300 KB of JSON. */
+static void fill(struct mesh_catalog *c)
+{
+    static struct mesh_endpoint eps[100];
+    for (int s = 0; s < 40; s++) {
+        for (int e = 0; e < 100; e++) {
+            char ip[32], zone[16];
+            struct mesh_endpoint *ep = &eps[e];
+            *ep = (struct mesh_endpoint){.weight = (uint32_t)(e % 3 + 1),
+                                         .health = e % 7   ? MESH_EP_HEALTHY
+                                                   : e % 2 ? MESH_EP_SERVING | MESH_EP_TERMINATING
+                                                           : 0,
+                                         .mesh_port = (uint16_t)(e % 2 ? 15008 : 0)};
+            snprintf(ip, sizeof(ip), e % 5 ? "10.%d.0.%d" : "fd00::%x:%x", s, e + 1);
+            assert_int_equal(mesh_ipport_from_ip(ip, (uint16_t)(8000 + e), &ep->addr), 0);
+            snprintf(zone, sizeof(zone), "zone-%d", e % 3);
+            ep->zone = mesh_atom(zone);
+            ep->node = e % 4 ? mesh_atom("node-a") : NULL;
+            if (e % 10 == 0)
+                assert_int_equal(mesh_labels_set(&ep->labels, "version", "v2"), 0);
+        }
+        char name[32];
+        snprintf(name, sizeof(name), "svc-%d", s);
+        struct mesh_service_update u = {"shop", name, MESH_PROTO_HTTP, eps, 100};
+        assert_int_equal(mesh_catalog_update(c, s % 2 ? "k8s" : "files", &u), 1);
+        if (s % 4 == 0)
+            assert_int_equal(mesh_catalog_update(c, "k8s", &u), 1); /* both report it */
+        for (int e = 0; e < 100; e++)
+            mesh_endpoint_done(&eps[e]);
+    }
+}
+
+static void same_views(const struct mesh_catalog *a, const struct mesh_catalog *b)
+{
+    struct mesh_catalog_capture *ca, *cb;
+    assert_int_equal(mesh_catalog_capture(a, &ca), 0);
+    assert_int_equal(mesh_catalog_capture(b, &cb), 0);
+    assert_int_equal(ca->n_views, cb->n_views);
+    for (size_t i = 0; i < ca->n_views; i++) {
+        const struct mesh_catalog_capture_view *x = &ca->views[i], *y = &cb->views[i];
+        assert_string_equal(x->key, y->key);
+        assert_int_equal(x->source, y->source);
+        assert_int_equal(x->protocol, y->protocol);
+        assert_int_equal(x->n_endpoints, y->n_endpoints);
+        for (size_t k = 0; k < x->n_endpoints; k++)
+            assert_true(mesh_endpoint_equal(&x->endpoints[k], &y->endpoints[k]));
+    }
+    mesh_catalog_capture_free(ca);
+    mesh_catalog_capture_free(cb);
+}
+
+static void closed(void *data)
+{
+    *(int *)data = 1;
+}
+
+static void test_write_and_load_round_trip(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/mesh-lkg-XXXXXX", path[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/%s", dir, MESH_LKG_FILE);
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct mesh_catalog *c = new_catalog(), *back = new_catalog();
+    fill(c);
+    struct mesh_lkg *l;
+    assert_int_equal(mesh_lkg_new(&loop, path, &l), 0);
+    mesh_lkg_schedule(l, c);
+    assert_int_equal(mesh_lkg_flush(l), 0);
+    uint64_t writes, failures;
+    mesh_lkg_stats(l, &writes, &failures);
+    assert_int_equal(writes, 1);
+    assert_int_equal(failures, 0);
+    int done = 0;
+    mesh_lkg_close(l, closed, &done);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(done, 1);
+
+    struct mesh_cfg_errors errors = {0};
+    assert_true(mesh_lkg_load(path, back, &errors) > 0);
+    assert_int_equal(mesh_cfg_error_count(&errors), 0);
+    mesh_cfg_errors_done(&errors);
+    same_views(c, back);
+
+    mesh_catalog_free(c);
+    mesh_catalog_free(back);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+int main(void)
+{
+    mesh_alloc_install();
+    const struct CMUnitTest tests[] = {
+        UNIT_TEST(test_write_and_load_round_trip),
+    };
+    return cmocka_run_group_tests_name("lkg", tests, NULL, NULL);
+}

@@ -257,6 +257,7 @@ static void push_locals(struct k8s_registry *k)
         const struct mesh_k8s_service *svc = mesh_hmap_get(&k->cache[K8S_SERVICES], g->key);
         const struct mesh_k8s_port *want = service_port(svc);
         const struct mesh_k8s_endpoint *mine = NULL;
+        const char *mine_pod = NULL;
         const struct mesh_k8s_port *port = NULL;
         for (size_t s = 0; s < g->n_slices && !mine; s++) {
             const struct mesh_k8s_port *p = slice_port(g->slices[s], want);
@@ -265,6 +266,7 @@ static void push_locals(struct k8s_registry *k)
                 if (ep->node && strcmp(ep->node, k->conn.node_name) == 0 &&
                     (ep->health & MESH_EP_READY)) {
                     mine = ep;
+                    mine_pod = g->slices[s]->pods ? g->slices[s]->pods[j] : NULL;
                     port = p;
                 }
             }
@@ -272,7 +274,7 @@ static void push_locals(struct k8s_registry *k)
         if (!mine || mesh_grow((void **)&v, &cap, n + 1, sizeof(*v)) < 0)
             continue;
         char podkey[512];
-        snprintf(podkey, sizeof(podkey), "%s/%s", g->namespace, mine->pod ? mine->pod : "");
+        snprintf(podkey, sizeof(podkey), "%s/%s", g->namespace, mine_pod ? mine_pod : "");
         const struct mesh_k8s_pod *pod = mesh_hmap_get(&k->cache[K8S_PODS], podkey);
         snprintf(id, sizeof(id), "spiffe://%s/ns/%s/sa/%s", k->base.env->trust_domain, g->namespace,
                  pod ? pod->service_account : "default");

@@ -148,7 +148,7 @@ static bool cond(const struct mesh_jdoc *d, size_t conds, const char *key, bool 
 
 /* One endpoints[] entry; 1 when kept, 0 when it has no usable address, <0 on error. */
 static int endpoint(const struct mesh_jdoc *d, size_t e, const char *node,
-                    struct mesh_k8s_endpoint *ep)
+                    struct mesh_k8s_endpoint *ep, char **ret_pod)
 {
     char ip[64];
     size_t addrs = mesh_jdoc_get(d, e, "addresses");
@@ -170,7 +170,7 @@ static int endpoint(const struct mesh_jdoc *d, size_t e, const char *node,
     size_t ref = mesh_jdoc_get(d, e, "targetRef");
     if ((!node || (ep->node && strcmp(ep->node, node) == 0)) &&
         mesh_jdoc_streq(d, mesh_jdoc_get(d, ref, "kind"), "Pod"))
-        ep->pod = dup_field(d, mesh_jdoc_get(d, ref, "name"), &oom);
+        *ret_pod = dup_field(d, mesh_jdoc_get(d, ref, "name"), &oom);
     return oom ? -ENOMEM : 1;
 }
 
@@ -214,7 +214,14 @@ int mesh_k8s_slice_decode(const struct mesh_jdoc *d, size_t obj, const char *nod
     }
     for (size_t e = mesh_jdoc_child(d, eps), i = 0; i < count; i++, e = mesh_jdoc_next(d, e)) {
         struct mesh_k8s_endpoint *ep = &s->eps[s->n_eps];
-        r = endpoint(d, e, node, ep);
+        char *pod = NULL;
+        r = endpoint(d, e, node, ep, &pod);
+        if (pod && !s->pods && !(s->pods = mesh_calloc(count, sizeof(*s->pods))))
+            r = -ENOMEM;
+        if (s->pods)
+            s->pods[s->n_eps] = pod;
+        else
+            mesh_free(pod);
         if (r < 0) {
             s->n_eps++; /* freed with the slice */
             goto fail;
@@ -235,8 +242,10 @@ void mesh_k8s_slice_free(struct mesh_k8s_slice *s)
     for (size_t i = 0; i < s->n_eps; i++) {
         mesh_atom_unref(s->eps[i].zone);
         mesh_atom_unref(s->eps[i].node);
-        mesh_free(s->eps[i].pod);
+        if (s->pods)
+            mesh_free(s->pods[i]);
     }
+    mesh_free(s->pods);
     mesh_free(s->eps);
     ports_free(s->ports, s->n_ports);
     mesh_free(s->head.key);

@@ -24,12 +24,11 @@ struct mesh_k8s_port {
     char *app_protocol; /* NULL when unset */
 };
 
-/* What a cached endpoint keeps: a cluster's worth of them stays in memory. */
+/* What a cached endpoint keeps (40 bytes): a cluster's worth of them stays in memory. */
 struct mesh_k8s_endpoint {
     struct mesh_ipport addr; /* port 0: the slice's port applies */
     uint8_t health;          /* MESH_EP_* from the conditions */
     const char *zone, *node; /* atoms (common/atom.h), or NULL */
-    char *pod;               /* targetRef's name, kept for endpoints on this node only */
 };
 
 /* What every cached object starts with, so that the cache handles all kinds alike. */
@@ -46,6 +45,7 @@ struct mesh_k8s_slice {
     size_t n_ports;
     struct mesh_k8s_endpoint *eps;
     size_t n_eps;
+    char **pods; /* by endpoint: targetRef's name, for endpoints on this node; NULL: none */
 };
 
 struct mesh_k8s_service {

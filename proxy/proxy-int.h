@@ -235,6 +235,8 @@ struct mesh_state_regs {
 
 /* The state for key, made when new; returns a new reference or NULL. */
 struct mesh_dest_state *mesh_state_dest(struct mesh_state_regs *r, const char *key);
+/* Drops the registry's references (snapshots may still hold theirs). */
+void mesh_state_regs_done(struct mesh_state_regs *r);
 
 /* A listener the local services (or the agent config) ask for. */
 struct want_listener {

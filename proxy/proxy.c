@@ -472,15 +472,7 @@ static void free_proxy(struct mesh_proxy *p)
     while (mesh_hmap_next(&p->listeners, &i, &he))
         lrec_free(he->value);
     mesh_hmap_done(&p->listeners);
-    i = 0;
-    while (mesh_hmap_next(&p->regs.dests, &i, &he)) {
-        struct mesh_dest_state *d = he->value;
-        for (size_t k = 0; k < d->n_eps; k++)
-            mesh_ep_state_unref(d->eps[k]);
-        d->n_eps = 0;
-        mesh_dest_state_unref(d);
-    }
-    mesh_hmap_done(&p->regs.dests);
+    mesh_state_regs_done(&p->regs);
     mesh_dest_policy_done(&p->default_policy);
     mesh_free(p->last_zone);
     if (p->shared.access_log_fd >= 0)

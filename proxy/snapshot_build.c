@@ -37,6 +37,20 @@ struct mesh_dest_state *mesh_state_dest(struct mesh_state_regs *r, const char *k
     return s;
 }
 
+void mesh_state_regs_done(struct mesh_state_regs *r)
+{
+    size_t i = 0;
+    const struct mesh_hmap_entry *he;
+    while (mesh_hmap_next(&r->dests, &i, &he)) {
+        struct mesh_dest_state *d = he->value;
+        for (size_t k = 0; k < d->n_eps; k++)
+            mesh_ep_state_unref(d->eps[k]);
+        d->n_eps = 0;
+        mesh_dest_state_unref(d);
+    }
+    mesh_hmap_done(&r->dests);
+}
+
 static struct mesh_ep_state *ep_state_new(struct mesh_dest_state *dest,
                                           const struct mesh_ipport *addr)
 {

@@ -77,7 +77,7 @@ static char *dup_field(const struct mesh_jdoc *d, size_t tok, bool *oom)
 static const char *atom_field(const struct mesh_jdoc *d, size_t tok, bool *oom)
 {
     char buf[MESH_K8S_NAME_MAX];
-    if (!tok || mesh_jdoc_str(d, tok, buf, sizeof(buf)) < 0)
+    if (mesh_jdoc_str(d, tok, buf, sizeof(buf)) < 0)
         return NULL;
     const char *a = mesh_atom(buf);
     *oom |= !a;

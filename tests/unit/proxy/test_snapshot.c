@@ -52,16 +52,7 @@ static struct mesh_proxy_snapshot *build(struct fixture *f, uint64_t gen,
 
 static void destroy(struct fixture *f)
 {
-    size_t i = 0;
-    const struct mesh_hmap_entry *he;
-    while (mesh_hmap_next(&f->regs.dests, &i, &he)) {
-        struct mesh_dest_state *d = he->value;
-        for (size_t k = 0; k < d->n_eps; k++)
-            mesh_ep_state_unref(d->eps[k]);
-        d->n_eps = 0;
-        mesh_dest_state_unref(d);
-    }
-    mesh_hmap_done(&f->regs.dests);
+    mesh_state_regs_done(&f->regs);
     mesh_dest_policy_done(&f->defaults);
     mesh_catalog_free(f->catalog);
     mesh_free(f);

@@ -52,9 +52,10 @@ struct encoder {
     size_t total;
 };
 
-static void maybe_flush(struct encoder *e)
+/* Sends what is encoded to the file once FLUSH_AT bytes are (or at the end, `all`). */
+static void flush(struct encoder *e, bool all)
 {
-    if (!e->file || e->b->len < FLUSH_AT)
+    if (!e->file || (!all && e->b->len < FLUSH_AT))
         return;
     e->total += e->b->len;
     if (e->total > MESH_LKG_MAX)
@@ -76,7 +77,7 @@ static void encode_view(struct encoder *e, const struct mesh_catalog_capture_vie
         if (i)
             mesh_buf_append_str(b, ",");
         mesh_endpoint_write_json(b, &v->endpoints[i]);
-        maybe_flush(e);
+        flush(e, false);
     }
     mesh_buf_append_str(b, "]}");
 }
@@ -126,10 +127,9 @@ static int write_capture(const char *path, const struct mesh_catalog_capture *ca
     if (mesh_fs_atomic_begin(&file, path, 0600) == 0) {
         struct encoder e = {.b = &b, .file = &file};
         encode(cap, &e);
+        flush(&e, true);
         if (b.err)
-            file.err = b.err;
-        else
-            mesh_fs_atomic_write(&file, b.data, b.len);
+            file.err = b.err; /* commit then fails and removes the temporary file */
     }
     mesh_buf_done(&b);
     return mesh_fs_atomic_commit(&file);

@@ -17,22 +17,10 @@ bool mesh_is_ip_literal(const char *s)
 
 int mesh_addr_from_ip(const char *ip, uint16_t port, struct mesh_addr *ret)
 {
-    struct mesh_addr a;
-    memset(&a, 0, sizeof(a));
-    struct sockaddr_in *sin = (struct sockaddr_in *)&a.ss;
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a.ss;
-    if (inet_pton(AF_INET, ip, &sin->sin_addr) == 1) {
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(port);
-        a.len = sizeof(*sin);
-    } else if (inet_pton(AF_INET6, ip, &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons(port);
-        a.len = sizeof(*sin6);
-    } else {
+    struct mesh_ipport p;
+    if (mesh_ipport_from_ip(ip, port, &p) < 0)
         return -EINVAL;
-    }
-    *ret = a;
+    mesh_ipport_to_addr(&p, ret);
     return 0;
 }
 

@@ -18,6 +18,9 @@
 /* Where and how to reach Consul, from the config and then the environment. */
 struct mesh_consul_conn {
     char *base_url;           /* "http://127.0.0.1:8500", no trailing slash */
+    char *where;              /* for people: base_url, or "unix:///path" */
+    char *unix_socket;        /* connect here instead (base_url's host then only names it) */
+    char *server_name;        /* the name Consul's certificate carries, when not the host */
     char *token;              /* the value, when not from a file */
     char *token_file;         /* a file to (re-)read the token from */
     const char *token_source; /* for status: "token_file", "CONSUL_HTTP_TOKEN", ... */

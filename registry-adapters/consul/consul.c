@@ -88,7 +88,7 @@ enum consul_err_kind mesh_consul__failed(struct consul_registry *c, struct mesh_
     first_line(req, body, sizeof(body));
     if (req->status == 0) {
         mesh_consul__problem(c, CONSUL_ERR_CONNECT, "%s: Consul at %s does not answer: %s", what,
-                             c->conn.base_url, req->error);
+                             c->conn.where, req->error);
         return CONSUL_ERR_CONNECT;
     }
     if (req->status == 403) {
@@ -113,6 +113,7 @@ enum consul_err_kind mesh_consul__failed(struct consul_registry *c, struct mesh_
 int mesh_consul__start(struct consul_registry *c, struct mesh_http_req *req)
 {
     req->tls = &c->tls;
+    req->unix_socket = c->conn.unix_socket;
     int r = mesh_http_req_start(c->http, req);
     if (r == 0)
         c->requests++;
@@ -219,6 +220,7 @@ static int consul_create(uv_loop_t *loop, const struct mesh_registry_config *cfg
         .cert_file = c->conn.cert_file,
         .key_file = c->conn.key_file,
         .insecure = c->conn.insecure,
+        .server_name = c->conn.server_name,
     };
     if (c->conn.token)
         set_token(c, c->conn.token, strlen(c->conn.token));
@@ -247,7 +249,7 @@ static int consul_start(struct mesh_registry *r)
 {
     struct consul_registry *c = (struct consul_registry *)r;
     mesh_log_info("registry '%s': watching Consul at %s (token from %s)", r->cfg->name,
-                  c->conn.base_url, c->conn.token_source);
+                  c->conn.where, c->conn.token_source);
     return mesh_consul__watch_start(c);
 }
 
@@ -277,7 +279,7 @@ static void consul_local_services(struct mesh_registry *r,
 static void consul_status(struct mesh_registry *r, json_t *out)
 {
     struct consul_registry *c = (struct consul_registry *)r;
-    json_object_set_new(out, "address", json_string(c->conn.base_url));
+    json_object_set_new(out, "address", json_string(c->conn.where));
     json_object_set_new(out, "token_from", json_string(c->conn.token_source));
     json_object_set_new(out, "services", json_integer((json_int_t)c->watches.n));
     json_object_set_new(out, "queries_in_flight",

@@ -311,6 +311,61 @@ class ConsulTest(AgentTest):
                  what="the TLS failure reported")
         self.assertEqual(endpoints(b, "web"), [])
 
+    def test_tls_server_name_verifies_a_certificate_for_a_name(self):
+        # Consul reached by IP, with a certificate for its name only (as Consul's own
+        # "server.<dc>.<domain>" certificates are): CONSUL_TLS_SERVER_NAME is the name sent
+        # (SNI) and verified, as Consul's CLI uses it.
+        pki = Pki(os.path.join(self.agent().tmp, "pki"), name="consul-ca")
+        srv = pki.leaf("server", [], sans=["DNS:server.dc1.consul"])
+        fake = self.consul(tls=(srv[0], srv[1], None))
+        fake.add_instance("web", "10.0.0.1", 80)
+        a = self.consul_agent(fake, env={"CONSUL_CACERT": pki.cert,
+                                         "CONSUL_TLS_SERVER_NAME": "server.dc1.consul"})
+        a.config["registries"][-1]["address"] = fake.url
+        a.start()
+        wait_for(lambda: endpoints(a, "web") == [("10.0.0.1", 80)], timeout=10,
+                 what="web over HTTPS, verified by name")
+        self.assertIn("server.dc1.consul", fake.server_names)
+        # The config key wins over the variable; a port in it is dropped, as Consul does.
+        b = self.consul_agent(fake, env={"CONSUL_CACERT": pki.cert,
+                                         "CONSUL_TLS_SERVER_NAME": "other.dc1.consul"},
+                              tls_server_name="server.dc1.consul:8501")
+        b.config["registries"][-1]["address"] = fake.url
+        b.start()
+        wait_for(lambda: endpoints(b, "web") == [("10.0.0.1", 80)], timeout=10,
+                 what="web with the config's server name")
+        # A name the certificate does not carry is refused.
+        c = self.consul_agent(fake, env={"CONSUL_CACERT": pki.cert,
+                                         "CONSUL_TLS_SERVER_NAME": "other.dc1.consul"})
+        c.config["registries"][-1]["address"] = fake.url
+        c.start()
+        wait_for(lambda: "does not answer" in c.logs(), what="the wrong name refused")
+        self.assertEqual(endpoints(c, "web"), [])
+
+    def test_unix_socket_addresses(self):
+        tmp = self.agent().tmp
+        fake = self.consul(unix_path=os.path.join(tmp, "consul.sock"))
+        fake.add_instance("web", "10.0.0.1", 80)
+        # CONSUL_HTTP_ADDR=unix:///..., as the Consul CLI takes it; registration too.
+        a = self.consul_agent(fake, services={"api.json": {"service": {
+            "name": "api", "port": free_port()}}}, register=True,
+            env={"CONSUL_HTTP_ADDR": fake.address})
+        a.config["registries"][-1]["address"] = ""
+        a.start()
+        wait_for(lambda: endpoints(a, "web") == [("10.0.0.1", 80)], what="web over the socket")
+        wait_for(lambda: "mesh-default-api" in fake.agent_services, what="api registered")
+        self.assertEqual(a.json("/v1/status")["registries"][-1]["address"], fake.address)
+        # The same in the config's address key.
+        b = self.consul_agent(fake)
+        b.start()
+        wait_for(lambda: endpoints(b, "web") == [("10.0.0.1", 80)], what="the config's address")
+        # A socket nobody listens on is a connection error, with the path in it.
+        gone = f"unix://{tmp}/nobody.sock"
+        c = self.consul_agent(fake, address=gone)
+        c.start()
+        wait_for(lambda: f"Consul at {gone} does not answer" in c.logs(),
+                 what="the missing socket reported")
+
     def test_static_and_consul_merge_by_the_catalog_rules(self):
         fake = self.consul()
         fake.add_instance("api", "10.0.0.1", 80, node="n1", weights={"Passing": 7, "Warning": 1},
@@ -350,7 +405,7 @@ class ConsulTest(AgentTest):
 
     def test_validate_names_bad_settings(self):
         a = self.agent()
-        a.config["registries"].append({"type": "consul", "address": "unix:///x", "wait": "20m",
+        a.config["registries"].append({"type": "consul", "address": "unix://x", "wait": "20m",
                                        "token_file": "/nonexistent/token", "consistncy": "x"})
         a.write_config()
         r = subprocess.run([AGENT, "validate", "--config", a.config_path],

@@ -53,6 +53,10 @@ static void test_defaults_and_addresses(void **state)
         {"{\"address\": \"https://[::1]:8501/\"}", "10.0.0.1:1", NULL, "https://[::1]:8501"},
         {"{\"address\": \"[::1]\"}", NULL, NULL, "http://[::1]:8500"},
         {"{\"address\": \"127.0.0.1:1\", \"tls\": true}", NULL, "false", "https://127.0.0.1:1"},
+        /* unix:///path as Consul's CLI takes it: the URL's host only names the server. */
+        {"{}", "unix:///run/consul/http.sock", NULL, "http://localhost"},
+        {"{\"address\": \"unix:///run/consul/http.sock\"}", "10.0.0.1:1", NULL, "http://localhost"},
+        {"{\"address\": \"unix:///run/consul/https.sock\"}", NULL, "true", "https://localhost"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const char *env[] = {"CONSUL_HTTP_ADDR", cases[i].env_addr, "CONSUL_HTTP_SSL",
@@ -67,6 +71,47 @@ static void test_defaults_and_addresses(void **state)
         if (r != 0)
             fail_msg("case %zu: %s", i, errors ? errors : "?");
         assert_string_equal(c.base_url, cases[i].want);
+        const char *unix_addr = strstr(cases[i].config, "unix://");
+        if (!unix_addr && cases[i].env_addr && strncmp(cases[i].env_addr, "unix://", 7) == 0)
+            unix_addr = cases[i].env_addr;
+        if (unix_addr) {
+            assert_non_null(c.unix_socket);
+            assert_int_equal(strncmp(unix_addr + 7, c.unix_socket, strlen(c.unix_socket)), 0);
+            assert_int_equal(strncmp(c.where, "unix:///run/consul/", 19), 0);
+        } else {
+            assert_null(c.unix_socket);
+            assert_string_equal(c.where, c.base_url);
+        }
+        mesh_consul__conn_done(&c);
+        mesh_free(errors);
+    }
+}
+
+static void test_tls_server_name(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *config, *env, *want;
+    } cases[] = {
+        {"{}", NULL, NULL},
+        {"{}", "server.dc1.consul", "server.dc1.consul"},
+        /* As Consul's CLI: a port after the name is dropped. */
+        {"{}", "server.dc1.consul:8501", "server.dc1.consul"},
+        {"{\"tls_server_name\": \"consul.internal\"}", "other.example", "consul.internal"},
+        {"{\"tls_server_name\": \"10.0.0.1\", \"address\": \"https://127.0.0.1:8501\"}", NULL,
+         "10.0.0.1"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *env[] = {cases[i].env ? "CONSUL_TLS_SERVER_NAME" : "unused", cases[i].env,
+                             NULL};
+        struct mesh_consul_conn c;
+        char *errors = NULL;
+        if (resolve(cases[i].config, env, &c, &errors) != 0)
+            fail_msg("case %zu: %s", i, errors ? errors : "?");
+        if (cases[i].want)
+            assert_string_equal(c.server_name, cases[i].want);
+        else
+            assert_null(c.server_name);
         mesh_consul__conn_done(&c);
         mesh_free(errors);
     }
@@ -115,8 +160,19 @@ static void test_bad_settings(void **state)
         const char *env_name, *env_value;
         const char *expect;
     } cases[] = {
-        {"{\"address\": \"unix:///run/consul.sock\"}", NULL, NULL,
-         "only http:// and https:// are supported"},
+        {"{\"address\": \"ftp://consul:21\"}", NULL, NULL,
+         "only http://, https:// and unix:// are supported"},
+        {"{\"address\": \"unix://consul.sock\"}", NULL, NULL,
+         "expected an absolute path after unix://"},
+        {"{}", "CONSUL_HTTP_ADDR", "unix://", "expected an absolute path after unix://"},
+        {"{\"address\": \"unix:///run/a-socket-path-that-is-far-too-long-for-a-socket-address/"
+         "because-sun_path-holds-only-108-bytes-with-its-terminator.sock\"}",
+         NULL, NULL, "a socket path has at most 107 bytes"},
+        {"{}", "CONSUL_TLS_SERVER_NAME", "bad name",
+         "CONSUL_TLS_SERVER_NAME: consul TLS server name"},
+        {"{\"tls_server_name\": \"a..b\"}", NULL, NULL, "expected a host name"},
+        {"{\"tls_server_name\": \"-a.b\"}", NULL, NULL, "expected a host name"},
+        {"{\"tls_server_name\": \"a/b:1\"}", NULL, NULL, "expected a host name"},
         {"{}", "CONSUL_HTTP_ADDR", "http://h:1/v1", "expected no path"},
         {"{}", "CONSUL_HTTP_SSL", "yes", "CONSUL_HTTP_SSL: expected true or false"},
         {"{\"token_file\": \"/nonexistent/x\"}", NULL, NULL, "cannot read '/nonexistent/x'"},
@@ -251,9 +307,13 @@ int main(void)
 {
     mesh_alloc_install();
     const struct CMUnitTest tests[] = {
-        UNIT_TEST(test_defaults_and_addresses), UNIT_TEST(test_token_precedence),
-        UNIT_TEST(test_bad_settings),           UNIT_TEST(test_decode_services),
-        UNIT_TEST(test_decode_health),          UNIT_TEST(test_decode_allocation_failures),
+        UNIT_TEST(test_defaults_and_addresses),
+        UNIT_TEST(test_tls_server_name),
+        UNIT_TEST(test_token_precedence),
+        UNIT_TEST(test_bad_settings),
+        UNIT_TEST(test_decode_services),
+        UNIT_TEST(test_decode_health),
+        UNIT_TEST(test_decode_allocation_failures),
     };
     return cmocka_run_group_tests_name("consul", tests, NULL, NULL);
 }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -222,6 +223,12 @@ static int consul_create(uv_loop_t *loop, const struct mesh_registry_config *cfg
         .insecure = c->conn.insecure,
         .server_name = c->conn.server_name,
     };
+    /* A key Consul cannot know, so that no answer can be made to look like another. */
+    if (getrandom(c->digest_key, sizeof(c->digest_key), GRND_NONBLOCK) !=
+        (ssize_t)sizeof(c->digest_key)) {
+        c->digest_key[0] = (uint64_t)(uintptr_t)c ^ uv_hrtime();
+        c->digest_key[1] = uv_hrtime() * 0x9e3779b97f4a7c15ULL;
+    }
     if (c->conn.token)
         set_token(c, c->conn.token, strlen(c->conn.token));
     else
@@ -306,12 +313,14 @@ static double value_of(const struct consul_registry *c, size_t k)
     case 3:
         return (double)c->index_resets;
     case 4:
-        return (double)c->registrations;
+        return (double)c->rate_limited;
     case 5:
-        return (double)c->deregistrations;
+        return (double)c->registrations;
     case 6:
-        return (double)c->check_updates;
+        return (double)c->deregistrations;
     case 7:
+        return (double)c->check_updates;
+    case 8:
         return c->last_sync;
     default:
         return 0;
@@ -327,6 +336,8 @@ static void consul_metrics(struct mesh_registry *const *regs, size_t n, struct m
         {"mesh_consul_requests_total", "counter", "Requests sent to Consul."},
         {"mesh_consul_index_resets_total", "counter",
          "Blocking-query indexes that went backwards and were reset."},
+        {"mesh_consul_rate_limited_total", "counter",
+         "Blocking queries held back by the token bucket: the answer before brought nothing new."},
         {"mesh_consul_registrations_total", "counter", "Services registered with Consul."},
         {"mesh_consul_deregistrations_total", "counter", "Services deregistered from Consul."},
         {"mesh_consul_check_updates_total", "counter", "TTL check updates sent to Consul."},

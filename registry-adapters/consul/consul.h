@@ -35,7 +35,9 @@ struct mesh_consul_config {
     bool include_warning;
     uint64_t wait_ms;
     uint64_t min_interval_ms;
-    int consistency; /* enum mesh_consul_consistency */
+    int unchanged_burst;            /* the token bucket for answers that bring nothing new */
+    uint64_t unchanged_interval_ms; /* ... refilled with one token per interval */
+    int consistency;                /* enum mesh_consul_consistency */
     int max_watches;
     uint64_t rotation_wait_ms;
     char *zone_meta_key;

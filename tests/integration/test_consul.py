@@ -5,11 +5,12 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fakes"))
 
-from fake_consul import FakeConsul  # noqa: E402
+from fake_consul import MISSING, FakeConsul  # noqa: E402
 from meshtest import (AGENT, AgentTest, SLOW, check_promtool, free_port, main,  # noqa: E402
                       wait_for)
 from pki import Pki  # noqa: E402
@@ -133,6 +134,85 @@ class ConsulTest(AgentTest):
         wait_for(lambda: endpoints(a, "api") == [("10.0.0.9", 80)], timeout=10,
                  what="Consul back")
         wait_for(lambda: "default/web" not in a.services(), what="the full sync reaping web")
+
+    def health_requests(self, fake, t0, name="web"):
+        return len(fake.requests_since(t0, f"/v1/health/service/{name}"))
+
+    def test_an_index_that_does_not_advance_is_rate_limited(self):
+        # Nothing changes and each blocking query times out after `wait` with its index
+        # unchanged, as Consul answers it. The token bucket (burst 2, then one per 15 s) lets
+        # two such answers drive a new query at once, then no more than one per 15 s.
+        fake = self.consul()
+        fake.add_instance("web", "10.0.0.1", 80)
+        t0 = time.monotonic()
+        a = self.consul_agent(fake, wait="1s").start()
+        wait_for(lambda: endpoints(a, "web") == [("10.0.0.1", 80)], what="web")
+        # The first answer, then one query for each token of the burst.
+        wait_for(lambda: self.health_requests(fake, t0) >= 4, timeout=10,
+                 what="the first queries")
+        t1 = time.monotonic()
+        time.sleep(4)
+        self.assertLessEqual(self.health_requests(fake, t1), 1,
+                             "unchanged answers drove queries faster than the token bucket")
+        self.assertLessEqual(len(fake.requests_since(t1, "/v1/catalog/services")), 1)
+        self.assertGreaterEqual(a.metric("mesh_consul_rate_limited_total", registry="consul"), 1)
+
+    def test_unchanged_answers_under_churn_are_rate_limited(self):
+        # Churn that does not change what the agent reads: an instance that keeps failing is
+        # registered and deregistered again and again. Each write moves the service's and
+        # the catalog's index, so every blocking query returns, with the same passing
+        # instances and the same service names.
+        fake = self.consul()
+        fake.add_instance("web", "10.0.0.1", 80)
+        a = self.consul_agent(fake, unchanged_interval="5s").start()
+        wait_for(lambda: endpoints(a, "web") == [("10.0.0.1", 80)], what="web")
+        stop = threading.Event()
+
+        def churn():
+            while not stop.wait(0.05):
+                sid = fake.add_instance("web", "10.0.0.2", 80, node="n2", status="critical")
+                fake.remove_instance(sid, node="n2")
+
+        t = threading.Thread(target=churn, daemon=True)
+        self.addCleanup(t.join)
+        self.addCleanup(stop.set)
+        t0 = time.monotonic()
+        t.start()
+        wait_for(lambda: self.health_requests(fake, t0) >= 2, what="the burst")
+        t1 = time.monotonic()
+        time.sleep(4)
+        self.assertLessEqual(self.health_requests(fake, t1), 2,
+                             "unchanged answers drove queries faster than the token bucket")
+        self.assertLessEqual(len(fake.requests_since(t1, "/v1/catalog/services")), 2)
+        # A real change during the churn still arrives, within about unchanged_interval.
+        fake.add_instance("web", "10.0.0.3", 80, node="n3")
+        wait_for(lambda: endpoints(a, "web") == [("10.0.0.1", 80), ("10.0.0.3", 80)],
+                 timeout=15, what="a change during the churn")
+
+    def test_answers_without_a_valid_index_are_errors_with_backoff(self):
+        fake = self.consul()
+        fake.add_instance("web", "10.0.0.1", 80)
+        a = self.consul_agent(fake).start()
+        wait_for(lambda: endpoints(a, "web") == [("10.0.0.1", 80)], what="web")
+        for n, (header, words) in enumerate(((MISSING, "no X-Consul-Index"),
+                                             ("12abc", "'12abc'"))):
+            fake.index_header = header
+            fake.add_instance("web", f"10.0.0.{n + 2}", 80, node=f"n{n + 2}")  # wakes the watches
+            wait_for(lambda: words in a.logs(), what=f"the bad index reported ({words})")
+            # An error, not an answer: the last good endpoints stay, and the watch backs off
+            # (1 s, then 2 s, ...) instead of querying again with index 0 or 1 in a loop.
+            t0 = time.monotonic()
+            time.sleep(3)
+            self.assertLessEqual(self.health_requests(fake, t0), 3)
+            self.assertLessEqual(len(fake.requests_since(t0, "/v1/catalog/services")), 3)
+            self.assertEqual(endpoints(a, "web"), [("10.0.0.1", 80)] if n == 0 else
+                             [("10.0.0.1", 80), ("10.0.0.2", 80)])
+            self.assertIn("X-Consul-Index", a.json("/v1/status")["registries"][-1]["last_error"])
+            fake.index_header = None
+            wait_for(lambda: ("10.0.0.%d" % (n + 2), 80) in endpoints(a, "web"), timeout=10,
+                     what="the change once the index is back")
+        self.assertGreaterEqual(a.metric("mesh_consul_errors_total", registry="consul",
+                                         kind="decode"), 2)
 
     # -- ACLs --
 

@@ -188,6 +188,8 @@ class ConsulTest(AgentTest):
         fake.add_instance("web", "10.0.0.3", 80, node="n3")
         wait_for(lambda: endpoints(a, "web") == [("10.0.0.1", 80), ("10.0.0.3", 80)],
                  timeout=15, what="a change during the churn")
+        stop.set()
+        t.join()
 
     def test_answers_without_a_valid_index_are_errors_with_backoff(self):
         fake = self.consul()
@@ -209,7 +211,8 @@ class ConsulTest(AgentTest):
                              [("10.0.0.1", 80), ("10.0.0.2", 80)])
             self.assertIn("X-Consul-Index", a.json("/v1/status")["registries"][-1]["last_error"])
             fake.index_header = None
-            wait_for(lambda: ("10.0.0.%d" % (n + 2), 80) in endpoints(a, "web"), timeout=10,
+            # The next retry, after at most four failures' backoff, takes the change.
+            wait_for(lambda: ("10.0.0.%d" % (n + 2), 80) in endpoints(a, "web"), timeout=20,
                      what="the change once the index is back")
         self.assertGreaterEqual(a.metric("mesh_consul_errors_total", registry="consul",
                                          kind="decode"), 2)

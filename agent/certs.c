@@ -123,6 +123,14 @@ static int load_ca(struct mesh_certs *c, const struct mesh_agent_identity_config
         certs_fail(c, "identity.ca_cert '%s': not a CA certificate", id->ca_cert);
         return -EINVAL;
     }
+    int crit = -1;
+    ASN1_BIT_STRING *ku = X509_get_ext_d2i(c->ca, NID_key_usage, &crit, NULL);
+    if (!ku || crit != 1 || !(X509_get_key_usage(c->ca) & KU_KEY_CERT_SIGN))
+        mesh_log_warn("identity.ca_cert '%s' has no critical keyUsage with keyCertSign, as the "
+                      "X509-SVID specification wants of a signing certificate; peers that check "
+                      "it will refuse this mesh's certificates",
+                      id->ca_cert);
+    ASN1_BIT_STRING_free(ku);
     if (X509_check_private_key(c->ca, c->ca_key) != 1) {
         ERR_clear_error();
         certs_fail(c, "identity.ca_key '%s' is not the key of identity.ca_cert", id->ca_key);

@@ -20,7 +20,7 @@
 /* Every SSL made here carries these; no SSL_CTX points at the material. */
 static int idx_material = -1; /* SSL: a reference to its material (released with the SSL) */
 static int idx_as = -1;       /* SSL: the identity a client presents */
-static int idx_expected = -1; /* SSL: the SPIFFE ID a client wants */
+static int idx_expected = -1; /* SSL: the SPIFFE ID a client wants (owned) */
 static int idx_peer = -1;     /* SSL: the peer's SPIFFE ID, once verified */
 static int idx_refusal = -1;  /* SSL: why our checks refused the peer */
 static int idx_cache = -1;    /* SSL: the struct mesh_tls_sessions its tickets go to */
@@ -47,7 +47,7 @@ static void *unconst(const void *p)
     return (void *)(uintptr_t)p;
 }
 
-static void free_peer(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+static void free_string(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
     mesh_free(ptr);
@@ -64,11 +64,11 @@ static void init_indexes(void)
 {
     idx_material = SSL_get_ex_new_index(0, NULL, NULL, NULL, free_material);
     idx_as = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-    idx_expected = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-    idx_peer = SSL_get_ex_new_index(0, NULL, NULL, NULL, free_peer);
+    idx_expected = SSL_get_ex_new_index(0, NULL, NULL, NULL, free_string);
+    idx_peer = SSL_get_ex_new_index(0, NULL, NULL, NULL, free_string);
     idx_refusal = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
     idx_cache = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-    idx_key = SSL_get_ex_new_index(0, NULL, NULL, NULL, free_peer);
+    idx_key = SSL_get_ex_new_index(0, NULL, NULL, NULL, free_string);
 }
 
 static void set_err(char *err, size_t size, const char *what)
@@ -646,7 +646,13 @@ SSL *mesh_tls_client_session(const struct mesh_tls_identity *as, const char *sni
         SSL_free(ssl);
         return NULL;
     }
-    SSL_set_ex_data(ssl, idx_expected, unconst(expected_id));
+    /* A copy: the snapshot that names it may go before the handshake ends. */
+    char *expected = expected_id ? mesh_strdup(expected_id) : NULL;
+    if ((expected_id && !expected) || SSL_set_ex_data(ssl, idx_expected, expected) != 1) {
+        mesh_free(expected);
+        SSL_free(ssl);
+        return NULL;
+    }
     SSL_set_connect_state(ssl);
     return ssl;
 }

@@ -96,7 +96,7 @@ void mesh_tls_sessions_done(struct mesh_tls_sessions *c);
  * short. */
 SSL *mesh_tls_server_session(const struct mesh_tls_material *m);
 /* A client session presenting `as` (it holds a reference to as's material), naming sni and
- * wanting the peer to be expected_id (a string that must outlive the handshake). With
+ * wanting the peer to be expected_id (copied; NULL: any SVID of the trust domain). With
  * cache, a session kept for `peer` (the endpoint's address) is resumed, and the tickets the
  * peer sends are kept. When `as` has expired, the handshake fails before presenting it. */
 SSL *mesh_tls_client_session(const struct mesh_tls_identity *as, const char *sni,

@@ -183,6 +183,19 @@ static void split_target(struct mesh_http_request *req)
     req->query_len = q ? n - (size_t)(q + 1 - t) : 0;
 }
 
+/*
+ * Whether a Connection field names a header that frames the message (or, in a request,
+ * routes it). A proxy removes what Connection names (RFC 9110 7.6.1), so honouring it
+ * would forward a body without its framing: the next hop would read that body as another
+ * message (request smuggling). Such a message is refused instead.
+ */
+static bool names_framing(const struct mesh_http_header *h, bool request)
+{
+    return mesh_http_list_has(h->value, h->value_len, "content-length") ||
+           mesh_http_list_has(h->value, h->value_len, "transfer-encoding") ||
+           (request && mesh_http_list_has(h->value, h->value_len, "host"));
+}
+
 static int check_semantics(struct mesh_http_request *req)
 {
     int n_cl = 0, n_te = 0, n_host = 0;
@@ -214,6 +227,9 @@ static int check_semantics(struct mesh_http_request *req)
             req->host = h->value;
             req->host_len = h->value_len;
         } else if (NAME_IS(h, "connection")) {
+            if (names_framing(h, true))
+                return fail(req, -EBADMSG,
+                            "Connection names Content-Length, Transfer-Encoding or Host");
             conn_close |= mesh_http_list_has(h->value, h->value_len, "close");
             conn_keep_alive |= mesh_http_list_has(h->value, h->value_len, "keep-alive");
             conn_upgrade |= mesh_http_list_has(h->value, h->value_len, "upgrade");
@@ -418,6 +434,10 @@ int mesh_http_parse_response(const char *buf, size_t len, const struct mesh_http
             }
             res->flags |= MESH_HTTP_F_CHUNKED;
         } else if (NAME_IS(h, "connection")) {
+            if (names_framing(h, false)) {
+                res->error = "Connection names Content-Length or Transfer-Encoding";
+                return -EBADMSG;
+            }
             conn_close |= mesh_http_list_has(h->value, h->value_len, "close");
             conn_keep_alive |= mesh_http_list_has(h->value, h->value_len, "keep-alive");
         }

@@ -213,12 +213,16 @@ static bool in_connection_list(const struct mesh_http_header *conn,
     return mesh_http_list_has(conn->value, conn->value_len, name);
 }
 
-/* Hop-by-hop headers (RFC 9110 7.6.1) and those the proxy sets itself. */
+/*
+ * Hop-by-hop headers (RFC 9110 7.6.1) and the framing the proxy sets itself: the length or
+ * coding of a body is always written by us from what the parser found, never copied, so
+ * that the next hop frames the message exactly as we did.
+ */
 static bool hop_by_hop(const struct mesh_http_header *h)
 {
-    static const char *const names[] = {"connection", "keep-alive", "proxy-connection",
-                                        "te",         "trailer",    "transfer-encoding",
-                                        "upgrade",    NULL};
+    static const char *const names[] = {"connection", "keep-alive",     "proxy-connection",
+                                        "te",         "trailer",        "transfer-encoding",
+                                        "upgrade",    "content-length", NULL};
     for (int i = 0; names[i]; i++) {
         if (name_is(h, names[i]))
             return true;
@@ -316,6 +320,8 @@ static void build_request_head(struct http_conn *c, const struct mesh_http_reque
         mesh_buf_appendf(b, "host: %s\r\n", q->vhost->name);
     if (q->body.kind == BODY_CHUNKED)
         mesh_buf_append_str(b, "transfer-encoding: chunked\r\n");
+    else if (r->flags & MESH_HTTP_F_CONTENT_LENGTH)
+        mesh_buf_appendf(b, "content-length: %llu\r\n", (unsigned long long)r->content_length);
     if (q->upgrade) {
         const struct mesh_http_header *up = find(r, "upgrade");
         append_header(b, up);
@@ -342,6 +348,12 @@ static void build_request_head(struct http_conn *c, const struct mesh_http_reque
     memcpy(q->trace_id, tp + 3, 32);
     q->trace_id[32] = '\0';
     mesh_buf_appendf(b, "traceparent: %s\r\n\r\n", tp);
+}
+
+/* 1xx and 204 responses have neither body nor Content-Length (RFC 9110 8.6). */
+static bool status_has_no_content(int status)
+{
+    return status < 200 || status == 204;
 }
 
 int mesh_http_response_head(struct http_conn *c, const struct mesh_http_response *res,
@@ -374,6 +386,8 @@ int mesh_http_response_head(struct http_conn *c, const struct mesh_http_response
     }
     if (q->res_body.kind == BODY_CHUNKED && !q->res_chunked_to_raw)
         mesh_buf_append_str(out, "transfer-encoding: chunked\r\n");
+    else if ((res->flags & MESH_HTTP_F_CONTENT_LENGTH) && !status_has_no_content(res->status))
+        mesh_buf_appendf(out, "content-length: %llu\r\n", (unsigned long long)res->content_length);
     if (c->close_after)
         mesh_buf_append_str(out, "connection: close\r\n");
     else if (q->version == 10)

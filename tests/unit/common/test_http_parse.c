@@ -135,6 +135,12 @@ static const struct {
     C("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
     C("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
     C("GET / HTTP/1.1\r\nHost: h\r\nExpect: 200-ok\r\n\r\n", 417),
+    /* Connection may not remove framing or routing (request smuggling, issue #13). */
+    C("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nConnection: content-length\r\n\r\n", 400),
+    C("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: close, "
+      "Transfer-Encoding\r\n\r\n",
+      400),
+    C("GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\nConnection: host\r\n\r\n", 400),
     C("GET /0123456789012345678901234567890123456789012345678901234567890123456789 "
       "HTTP/1.1\r\nHost: h\r\n\r\n",
       414),
@@ -283,6 +289,8 @@ static void test_responses(void **state)
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
         "HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n",
         "HTTP/1.1 200 OK\r\nX : a\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: content-length\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: x, transfer-encoding\r\n\r\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         if (parse_res(bad[i], strlen(bad[i]), &res) != -EBADMSG)

@@ -1260,7 +1260,7 @@ void mesh_http_adopt(struct mesh_worker *w, struct mesh_io *io, const struct sna
     io->tcp.data = c->timer.data = c;
     c->open_handles = 2;
     mesh_buf_init(&c->in, w->shared->http.limits.max_head + w->pool.size);
-    mesh_buf_init(&c->req.meta, MESH_HTTP_DEFAULT_MAX_URI * 2 + 1024);
+    mesh_buf_init(&c->req.meta, w->shared->http.limits.max_head + w->shared->http.limits.max_uri);
     mesh_buf_init(&c->req.replay, MESH_HTTP_REPLAY_MAX);
     mesh_buf_init(&c->req.head_out, w->shared->http.limits.max_head * 2);
     c->req.replayable = true;

@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "common/alloc.h"
+#include "common/path_normalize.h"
 #include "proxy/http_proxy.h"
 
 /* ---- matching ---- */
@@ -427,18 +428,54 @@ void mesh_http_local_response(struct http_conn *c, int status, const char *type,
 
 /* ---- routing ---- */
 
-static void copy_meta(struct http_req *q, const struct mesh_http_request *r)
+/*
+ * What the request is logged, routed, authorized and forwarded as: its method, authority
+ * and normalized path (with the query) copied into q->meta, and *nr, a copy of r whose
+ * path points there. The path a policy sees is the path the upstream gets. Returns 0, or
+ * the status to refuse the request with (*why says why).
+ */
+static int copy_meta(struct http_conn *c, const struct mesh_http_request *r,
+                     struct mesh_http_request *nr, const char **why)
 {
-    mesh_buf_reset(&q->meta);
-    mesh_buf_append(&q->meta, r->method, r->method_len);
-    mesh_buf_append(&q->meta, "", 1);
+    struct http_req *q = &c->req;
+    struct mesh_buf *m = &q->meta;
+    mesh_buf_reset(m);
+    mesh_buf_append(m, r->method, r->method_len);
+    mesh_buf_append(m, "", 1);
     q->method_len = r->method_len;
-    q->authority_off = q->meta.len;
+    q->authority_off = m->len;
     if (r->host)
-        mesh_buf_append(&q->meta, r->host, r->host_len);
-    mesh_buf_append(&q->meta, "", 1);
-    q->path_off = q->meta.len;
-    mesh_buf_append(&q->meta, r->target, r->target_len);
+        mesh_buf_append(m, r->host, r->host_len);
+    mesh_buf_append(m, "", 1);
+    q->path_off = m->len;
+    *nr = *r;
+    /* The normalized path is never longer than the path, or "/" for an empty one. */
+    if (m->err || mesh_buf_reserve(m, r->path_len + 2 + r->query_len) < 0) {
+        *why = "request target too long\n";
+        return 414;
+    }
+    bool asterisk = r->path_len == 1 && r->path[0] == '*';
+    if (asterisk) {
+        mesh_buf_append(m, r->path, r->path_len);
+    } else if (r->path_len == 0) {
+        mesh_buf_append(m, "/", 1); /* "http://host" means "/" */
+    } else {
+        int n = mesh_path_normalize(r->path, r->path_len, &c->w->shared->http.path,
+                                    m->data + m->len, m->cap - m->len, why);
+        if (n < 0) {
+            mesh_buf_append(m, r->target, r->target_len); /* logged as it came */
+            return 400;
+        }
+        m->len += (size_t)n;
+        m->data[m->len] = '\0';
+    }
+    nr->path = m->data + q->path_off;
+    nr->path_len = m->len - q->path_off;
+    if (r->query_len) {
+        mesh_buf_append(m, "?", 1);
+        mesh_buf_append(m, r->query, r->query_len);
+    }
+    return 0;
 }
 
 /* Location for a redirect: scheme, host and path, each replaced or kept. */
@@ -487,7 +524,9 @@ int mesh_http_route(struct http_conn *c, const struct mesh_http_request *r,
     memset(d, 0, sizeof(*d));
     mesh_buf_init_fixed(&d->headers, d->headers_storage, sizeof(d->headers_storage));
     d->content_type = "text/plain";
-    copy_meta(q, r);
+    struct mesh_http_request normalized;
+    const char *why = NULL;
+    int refused = copy_meta(c, r, &normalized, &why);
     q->version = r->version;
     q->idempotent = is_idempotent(r);
     q->head_only = r->method_len == 4 && memcmp(r->method, "HEAD", 4) == 0;
@@ -499,6 +538,13 @@ int mesh_http_route(struct http_conn *c, const struct mesh_http_request *r,
         new_request_id(q->request_id, &w->rng);
     }
     q->rr = &w->http->default_rule;
+    if (refused) {
+        q->flags |= RF_BAD_REQUEST;
+        d->status = refused;
+        d->body = why;
+        return d->status;
+    }
+    r = &normalized; /* from here on, the path is the normalized one */
     /* Which service. */
     q->vhost = c->listener->vhost;
     if (!q->vhost && r->host)

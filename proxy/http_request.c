@@ -221,9 +221,9 @@ static bool in_connection_list(const struct mesh_http_header *conn,
  */
 static bool hop_by_hop(const struct mesh_http_header *h)
 {
-    static const char *const names[] = {"connection", "keep-alive",     "proxy-connection",
-                                        "te",         "trailer",        "transfer-encoding",
-                                        "upgrade",    "content-length", NULL};
+    static const char *const names[] = {
+        "connection", "keep-alive",     "proxy-connection", "te", "trailer", "transfer-encoding",
+        "upgrade",    "content-length", "http2-settings",   NULL};
     for (int i = 0; names[i]; i++) {
         if (name_is(h, names[i]))
             return true;
@@ -305,9 +305,10 @@ static void build_request_head(struct http_conn *c, const struct mesh_http_reque
     bool have_id = false;
     for (size_t i = 0; i < r->num_headers; i++) {
         const struct mesh_http_header *h = &r->headers[i];
+        /* An absolute-form target's authority replaces Host (RFC 9112 3.2.2). */
         if (hop_by_hop(h) || in_connection_list(conn, h) || name_is(h, "expect") ||
-            name_is(h, "traceparent") || in_list(&rule->request_headers.remove, h) ||
-            in_labels(&rule->request_headers.set, h))
+            (r->authority && name_is(h, "host")) || name_is(h, "traceparent") ||
+            in_list(&rule->request_headers.remove, h) || in_labels(&rule->request_headers.set, h))
             continue;
         if (name_is(h, "x-request-id")) {
             if (have_id || !request_id_ok(h))
@@ -317,8 +318,13 @@ static void build_request_head(struct http_conn *c, const struct mesh_http_reque
         append_header(b, h);
     }
     append_ops(b, &rule->request_headers);
-    if (!r->host)
+    if (r->authority) {
+        mesh_buf_append_str(b, "host: ");
+        mesh_buf_append(b, r->authority, r->authority_len);
+        mesh_buf_append(b, "\r\n", 2);
+    } else if (!r->host) {
         mesh_buf_appendf(b, "host: %s\r\n", q->vhost->name);
+    }
     if (q->body.kind == BODY_CHUNKED)
         mesh_buf_append_str(b, "transfer-encoding: chunked\r\n");
     else if (r->flags & MESH_HTTP_F_CONTENT_LENGTH)
@@ -403,8 +409,14 @@ void mesh_http_local_response(struct http_conn *c, int status, const char *type,
     struct http_req *q = &c->req;
     char flags[64];
     mesh_buf_reset(out);
-    mesh_buf_appendf(out, "HTTP/1.1 %d %s\r\ncontent-length: %zu\r\n", status,
-                     mesh_http_reason(status), body_len);
+    /* 1xx, 204 and 304 have no body (RFC 9110 15.3.5, 15.4.5): one sent anyway would be
+     * read as the next response on a keep-alive connection. */
+    bool no_content = status_has_no_content(status) || status == 304;
+    if (no_content)
+        body_len = 0;
+    mesh_buf_appendf(out, "HTTP/1.1 %d %s\r\n", status, mesh_http_reason(status));
+    if (!no_content)
+        mesh_buf_appendf(out, "content-length: %zu\r\n", body_len);
     if (body_len)
         mesh_buf_appendf(out, "content-type: %s\r\n", type);
     if (q->flags) {

@@ -1,5 +1,6 @@
-"""A real nginx as the workload behind the agent, for attacks whose effect depends on how a
-real server reads what the agent forwards (request smuggling, path confusion).
+"""Workloads for the attack tests: a real nginx, for attacks whose effect depends on how a
+real server reads what the agent forwards (request smuggling, path confusion), and a raw
+upstream that answers every request with bytes of the test's choosing (a hostile server).
 
 nginx runs unprivileged in the foreground from a temporary prefix, on a free loopback port,
 with keep-alive on. Every location answers with its name and the request line as nginx
@@ -15,6 +16,7 @@ import tempfile
 import time
 
 from meshtest import SLOW, free_port, wait_for
+from servers import ThreadedServer
 
 CONF = """
 worker_processes 1;
@@ -135,3 +137,33 @@ def read_response(sock, buf=b""):
 def settle(seconds=0.3):
     """A short pause for bytes that must NOT arrive (what a test asserts is absent)."""
     time.sleep(seconds * SLOW)
+
+
+class RawBackend(ThreadedServer):
+    """An upstream that answers each request head with `response` (raw bytes), whatever
+    the request was; `requests` counts the heads it read."""
+
+    def __init__(self, response):
+        super().__init__()
+        self.response = response
+        self.requests = 0
+
+    def _serve(self, c):
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                _, _, buf = buf.partition(b"\r\n\r\n")
+                with self.lock:
+                    self.requests += 1
+                c.sendall(self.response)
+        except OSError:
+            pass
+        finally:
+            with self.lock:
+                self.conns.discard(c)
+            c.close()

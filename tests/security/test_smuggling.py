@@ -13,8 +13,7 @@ import threading
 
 from httptest import HttpTest, raw
 from meshtest import SLOW, free_port, main, wait_for
-from nginx_backend import Nginx, read_response, settle
-from servers import ThreadedServer
+from nginx_backend import Nginx, RawBackend, read_response, settle
 
 SMUGGLED = b"GET /admin/secret HTTP/1.1\r\nHost: web\r\n\r\n"
 # A smuggled head left open: the next client's request on that upstream connection ends it,
@@ -142,38 +141,9 @@ class SmugglingTest(HttpTest):
         self.assertEqual(self.nginx.wait_served(2), ["POST /p 200", "POST /c 200"])
 
 
-class SmugglingBackend(ThreadedServer):
-    """An upstream that answers each request with `response` (raw bytes)."""
-
-    def __init__(self, response):
-        super().__init__()
-        self.response = response
-        self.requests = 0
-
-    def _serve(self, c):
-        buf = b""
-        try:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    d = c.recv(65536)
-                    if not d:
-                        return
-                    buf += d
-                _, _, buf = buf.partition(b"\r\n\r\n")
-                with self.lock:
-                    self.requests += 1
-                c.sendall(self.response)
-        except OSError:
-            pass
-        finally:
-            with self.lock:
-                self.conns.discard(c)
-            c.close()
-
-
 class ResponseSmugglingTest(HttpTest):
     def run_backend(self, response):
-        b = SmugglingBackend(response).start()
+        b = RawBackend(response).start()
         self.backends.append(b)
         self.http_agent([b], config={"proxy": {"workers": 1}})
         return b

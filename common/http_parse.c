@@ -228,8 +228,8 @@ static bool names_framing(const struct mesh_http_header *h, bool request)
 
 static int check_semantics(struct mesh_http_request *req)
 {
-    int n_cl = 0, n_te = 0, n_host = 0;
-    bool conn_close = false, conn_keep_alive = false, conn_upgrade = false, has_upgrade = false;
+    int n_cl = 0, n_te = 0, n_host = 0, n_upgrade = 0;
+    bool conn_close = false, conn_keep_alive = false, conn_upgrade = false, upgrade_h2c = false;
 
     for (size_t i = 0; i < req->num_headers; i++) {
         const struct mesh_http_header *h = &req->headers[i];
@@ -268,9 +268,8 @@ static int check_semantics(struct mesh_http_request *req)
                 return fail(req, -EOPNOTSUPP, "unsupported expectation");
             req->flags |= MESH_HTTP_F_EXPECT_CONTINUE;
         } else if (NAME_IS(h, "upgrade")) {
-            /* h2c would switch the connection to HTTP/2 with the upstream, past every
-             * later request's routing and authorization; it is dropped (as Envoy does). */
-            has_upgrade = !mesh_http_list_has(h->value, h->value_len, "h2c");
+            n_upgrade++;
+            upgrade_h2c |= mesh_http_list_has(h->value, h->value_len, "h2c");
         }
     }
     if (n_te && n_cl)
@@ -286,7 +285,10 @@ static int check_semantics(struct mesh_http_request *req)
     }
     if (req->version == 11 ? !conn_close : (conn_keep_alive && !conn_close))
         req->flags |= MESH_HTTP_F_KEEP_ALIVE;
-    if (has_upgrade && conn_upgrade)
+    /* h2c would switch the connection to HTTP/2 with the upstream, past every later
+     * request's routing and authorization: such an upgrade is dropped (as Envoy does), and
+     * so is one spread over several Upgrade fields. */
+    if (n_upgrade == 1 && !upgrade_h2c && conn_upgrade)
         req->flags |= MESH_HTTP_F_UPGRADE;
     return 0;
 }

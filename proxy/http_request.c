@@ -462,9 +462,10 @@ static int copy_meta(struct http_conn *c, const struct mesh_http_request *r,
     q->path_off = m->len;
     *nr = *r;
     /* The normalized path is never longer than the path, or "/" for an empty one. */
-    if (m->err || mesh_buf_reserve(m, r->path_len + 2 + r->query_len) < 0) {
-        *why = "request target too long\n";
-        return 414;
+    int err = m->err ? m->err : mesh_buf_reserve(m, r->path_len + 2 + r->query_len);
+    if (err < 0) {
+        *why = err == -ENOMEM ? "out of memory\n" : "request target too long\n";
+        return err == -ENOMEM ? 503 : 414;
     }
     bool asterisk = r->path_len == 1 && r->path[0] == '*';
     if (asterisk) {

@@ -24,10 +24,14 @@ class ConformanceTest(HttpTest):
                              b"\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
                              b"\r\n", read_timeout=2)
         self.assertTrue(out.startswith(b"HTTP/1.1 200"), out)
-        self.assertEqual(len(b.requests), 1)
-        sent = b.requests[0][2]
-        for name in ("upgrade", "http2-settings", "connection"):
-            self.assertNotIn(name, sent, f"{name} went upstream with an h2c upgrade")
+        # Split over two Upgrade fields, the first of which would have gone on.
+        out = raw(self.port, b"GET /y HTTP/1.1\r\nHost: api\r\nConnection: Upgrade\r\n"
+                             b"Upgrade: h2c\r\nUpgrade: websocket\r\n\r\n", read_timeout=2)
+        self.assertTrue(out.startswith(b"HTTP/1.1 200"), out)
+        self.assertEqual(len(b.requests), 2)
+        for _, target, sent, _ in b.requests:
+            for name in ("upgrade", "http2-settings", "connection"):
+                self.assertNotIn(name, sent, f"{name} went upstream with an h2c upgrade")
 
     def test_connect_is_refused(self):
         b = self.backend("b1")

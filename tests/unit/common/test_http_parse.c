@@ -114,6 +114,10 @@ static void test_targets_and_host(void **state)
                       "websocket, H2C\r\n\r\n",
                       &req) > 0);
     assert_false(req.flags & MESH_HTTP_F_UPGRADE);
+    assert_true(parse("GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+                      "Upgrade: websocket\r\n\r\n",
+                      &req) > 0);
+    assert_false(req.flags & MESH_HTTP_F_UPGRADE);
 }
 
 /* Malformed requests and the status each must get. */

@@ -128,6 +128,14 @@ class HostileUpstreamTest(HttpTest):
         else:
             self.assertIn(b"x-mesh-response-flags: UPE", out)
 
+    def test_upstream_204_loses_its_content_length(self):
+        self.answer_with(b"HTTP/1.1 204 No Content\r\nContent-Length: 25\r\n\r\n")
+        out = raw(self.port, b"GET / HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n")
+        head, rest = head_and_rest(out)
+        self.assertTrue(head.startswith("http/1.1 204"), out)
+        self.assertNotIn("content-length", head)
+        self.assertEqual(rest, b"")
+
     def test_chunked_http10_response_is_refused(self):
         b = self.answer_with(b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                              b"5\r\nhello\r\n0\r\n\r\n")

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 
 from meshtest import SLOW, free_port, wait_for
 from servers import ThreadedServer
@@ -92,6 +91,20 @@ class Nginx:
         except FileNotFoundError:
             return []
 
+    def sync(self, port, host="web"):
+        """What nginx served before a marker request sent now through `port` (the agent):
+        nginx serves in order, so whatever reached it earlier is logged by then."""
+        s = socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW)
+        s.sendall(b"GET /sync-marker HTTP/1.1\r\nHost: " + host.encode() +
+                  b"\r\nConnection: close\r\n\r\n")
+        status = read_response(s)[0]
+        s.close()
+        if status != 200:
+            raise AssertionError(f"the marker request got {status}")
+        served = wait_for(lambda: (lambda s: s if any("/sync-marker" in x for x in s) else None)(
+            self.served()), what="the marker request in nginx's access log")
+        return [x for x in served if "/sync-marker" not in x]
+
     def wait_served(self, n):
         """Waits until nginx logged at least n requests; returns them."""
         return wait_for(lambda: (lambda s: s if len(s) >= n else None)(self.served()),
@@ -132,11 +145,6 @@ def read_response(sock, buf=b""):
             return None, headers, buf, b""
         buf += d
     return status, headers, buf[:n], buf[n:]
-
-
-def settle(seconds=0.3):
-    """A short pause for bytes that must NOT arrive (what a test asserts is absent)."""
-    time.sleep(seconds * SLOW)
 
 
 class RawBackend(ThreadedServer):

@@ -8,7 +8,7 @@ import socket
 
 from httptest import HttpTest, raw
 from meshtest import SLOW, main
-from nginx_backend import Nginx, RawBackend, read_response, settle
+from nginx_backend import Nginx, RawBackend, read_response
 
 
 def head_and_rest(data):
@@ -168,8 +168,7 @@ class RequestTrailerTest(HttpTest):
         out = raw(self.port, b"POST /p HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n"
                              b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\nX-Sum: 1\r\n\r\n")
         self.assertTrue(out.startswith(b"HTTP/1.1 200"), out)
-        settle()
-        self.assertEqual(self.nginx.served(), ["POST /p 200"])
+        self.assertEqual(self.nginx.sync(self.port, host="api"), ["POST /p 200"])
 
 
 if __name__ == "__main__":

@@ -57,11 +57,11 @@ class PathBypassTest(HttpTest):
         got = {p: get(self.port, p) for p in BYPASSES}
         passed = {p: r for p, r in got.items() if r[0] != 403}
         self.assertEqual(passed, {}, "paths past `deny /admin`")
-        self.assertEqual(self.nginx.served(), [])
+        self.assertEqual(self.nginx.sync(self.port), [])
         # Escaped slashes are refused by default (escaped_slashes: reject).
         got = {p: get(self.port, p)[0] for p in ESCAPED}
         self.assertEqual(got, {p: 400 for p in ESCAPED})
-        self.assertEqual(self.nginx.served(), [])
+        self.assertEqual(self.nginx.sync(self.port), [])
 
     def test_the_upstream_gets_the_normalized_path(self):
         self.guarded({"prefix": "/admin"})
@@ -75,7 +75,7 @@ class PathBypassTest(HttpTest):
         for path in ("/ADMIN", "/Admin/x", "/%41DMIN", "//aDmIn"):
             self.assertEqual(get(self.port, path)[0], 403, path)
         self.assertEqual(get(self.port, "/admi")[0], 200)
-        self.assertEqual(self.nginx.served(), ["GET /admi 200"])
+        self.assertEqual(self.nginx.sync(self.port), ["GET /admi 200"])
 
     def test_decode_and_merge_action(self):
         self.guarded({"prefix": "/admin"}, http={"escaped_slashes": "decode_and_merge"})

@@ -402,15 +402,35 @@ static void conn_process(struct conn *c)
         process_body(c);
 }
 
+/*
+ * The parsed head points into `in`: when growing the buffer for a body may have moved it,
+ * parses the head again where it now is (the same bytes, so the same result). Returns 0 or
+ * -EBADMSG.
+ */
+static int conn_rebase_head(struct conn *c)
+{
+    const struct mesh_http_limits *lim = &c->srv->opts.limits;
+    struct mesh_http_request req;
+    int r = mesh_http_parse_request(c->in.data, c->head_len, lim, c->headers, &req);
+    if (r < 0 || (size_t)r != c->head_len)
+        return -EBADMSG;
+    c->ex.req = req;
+    return 0;
+}
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct conn *c = h->data;
     size_t want = MESH_MIN(suggested, (size_t)16384);
-    (void)suggested;
     if (c->state == CONN_HEAD || c->state == CONN_BODY) {
+        size_t cap = c->in.cap; /* a new capacity: the data may have moved */
         if (mesh_buf_reserve(&c->in, want) < 0) {
             /* Over the cap: a zero-length buffer makes libuv report UV_ENOBUFS. */
             *buf = uv_buf_init(NULL, 0);
+            return;
+        }
+        if (c->state == CONN_BODY && c->in.cap != cap && conn_rebase_head(c) < 0) {
+            *buf = uv_buf_init(NULL, 0); /* cannot happen: refused as too large */
             return;
         }
     }

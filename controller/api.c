@@ -45,7 +45,7 @@ void mesh_api_fail(struct mesh_api *api, struct mesh_http_exchange *ex, int stat
     mesh_http_respond_json(ex, status, json_pack("{s:s}", "error", why));
 }
 
-bool mesh_api_is_admin(struct mesh_api *api, const struct mesh_http_request *r)
+static bool is_admin(struct mesh_api *api, const struct mesh_http_request *r)
 {
     const struct mesh_http_header *h =
         mesh_http_find_header(r->headers, r->num_headers, "authorization");
@@ -55,7 +55,7 @@ bool mesh_api_is_admin(struct mesh_api *api, const struct mesh_http_request *r)
            CRYPTO_memcmp(h->value + n, api->admin_token, 64) == 0;
 }
 
-void mesh_api_fail_admin(struct mesh_api *api, struct mesh_http_exchange *ex)
+static void fail_admin(struct mesh_api *api, struct mesh_http_exchange *ex)
 {
     mesh_api_fail(api, ex, 401, "an admin token is required (Authorization: Bearer ...)");
 }
@@ -89,12 +89,12 @@ bool mesh_api_admin(struct mesh_api *api, struct mesh_http_exchange *ex)
 {
     const struct mesh_http_request *r = mesh_http_exchange_request(ex);
     if (!mesh_http_find_header(r->headers, r->num_headers, "authorization")) {
-        mesh_api_fail_admin(api, ex);
+        fail_admin(api, ex);
         return false;
     }
     if (!mesh_api_may_try(api, ex))
         return false;
-    if (!mesh_api_is_admin(api, r)) {
+    if (!is_admin(api, r)) {
         mesh_api_auth_failed(api, ex, &api->n.admin_failures);
         mesh_api_fail(api, ex, 401,
                       "an admin token is required: this one is wrong (Authorization: Bearer ...)");

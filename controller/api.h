@@ -71,13 +71,9 @@ void mesh_api_resources_init(struct mesh_api *api);
 void mesh_api_resources_close(struct mesh_api *api);
 
 /* api.c, for the other parts of the API */
-/* Whether the request carries the admin token (no counting, no answer). */
-bool mesh_api_is_admin(struct mesh_api *api, const struct mesh_http_request *r);
 /* Whether the request carries the admin token; when not, it is answered (401, or 429 for a
  * source slowed down) and a wrong token counts against its source. */
 bool mesh_api_admin(struct mesh_api *api, struct mesh_http_exchange *ex);
-/* Answers 401: an admin token is required. */
-void mesh_api_fail_admin(struct mesh_api *api, struct mesh_http_exchange *ex);
 /* Whether the source may try a credential now; when not, answers 429 with Retry-After. */
 bool mesh_api_may_try(struct mesh_api *api, struct mesh_http_exchange *ex);
 /* A failed credential: counts it in *counter and against the source. */

@@ -381,6 +381,7 @@ static void test_per_client_limit(void **state)
     }
     run_until_closed(&fx, &idle[0]);
     run_until_closed(&fx, &idle[1]);
+    run_until_active(&fx, 3); /* the server's side of the two closes too */
     struct mesh_http_server_stats st;
     mesh_http_server_get_stats(fx.srv, &st);
     assert_int_equal(st.connections_evicted, 2);

@@ -143,6 +143,18 @@ static void handle_metrics(struct mesh_admin *ad, struct mesh_http_exchange *ex)
     mesh_prom_family(&b, "mesh_admin_bad_requests_total", "counter",
                      "Requests to the admin API refused as malformed or over limits.");
     mesh_prom_sample(&b, "mesh_admin_bad_requests_total", NULL, (double)st.bad_requests);
+    mesh_prom_family(&b, "mesh_admin_connections_active", "gauge",
+                     "Connections open to the admin API.");
+    mesh_prom_sample(&b, "mesh_admin_connections_active", NULL, (double)st.connections_active);
+    mesh_prom_family(&b, "mesh_admin_connections_evicted_total", "counter",
+                     "Admin connections only waiting for a request, closed to make room for "
+                     "a new one.");
+    mesh_prom_sample(&b, "mesh_admin_connections_evicted_total", NULL,
+                     (double)st.connections_evicted);
+    mesh_prom_family(&b, "mesh_admin_connections_refused_total", "counter",
+                     "Admin connections refused: every slot busy with a request.");
+    mesh_prom_sample(&b, "mesh_admin_connections_refused_total", NULL,
+                     (double)st.connections_refused);
     if (b.err) {
         mesh_buf_done(&b);
         respond_text(ex, 500, "out of memory\n");
@@ -212,10 +224,22 @@ static void on_request(struct mesh_http_exchange *ex, void *data)
 int mesh_admin_start(uv_loop_t *loop, const struct mesh_addr *addr, struct mesh_agent *agent,
                      struct mesh_admin **ret)
 {
+    /*
+     * The data plane's deadlines and limits. Probes and scrapers all come from 127.0.0.1,
+     * so one client may use every slot; a flood of idle or slow connections cannot lock
+     * them out, as a new connection takes the slot of the oldest one only waiting.
+     */
+    const struct mesh_agent_http_config *http = &mesh_agent_config(agent)->proxy.http;
     struct mesh_http_server_options opts;
     mesh_http_server_options_default(&opts);
     opts.max_body = 0; /* read-only: no request bodies */
     opts.max_connections = 64;
+    opts.max_connections_per_client = 64;
+    opts.header_timeout_ms = http->header_timeout_ms;
+    opts.idle_timeout_ms = http->idle_timeout_ms;
+    opts.limits.max_head = (size_t)http->max_header_bytes;
+    opts.limits.max_headers = (size_t)http->max_headers;
+    opts.limits.max_uri = (size_t)http->max_uri_length;
     struct mesh_admin *ad = mesh_calloc(1, sizeof(*ad));
     if (!ad)
         return -ENOMEM;

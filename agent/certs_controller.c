@@ -245,11 +245,16 @@ static void ask(struct mesh_certs *c, struct held *h, bool enroll)
     char url[4200];
     snprintf(url, sizeof(url), "%s/v1/%s", s->url, enroll ? "enroll" : "sign");
     const struct held *node = &c->v[0];
+    /*
+     * Enrolling again, the node shows the certificate it holds, even expired: the
+     * controller enrolls a name already enrolled only for the node that proves it is it.
+     */
+    bool show = !enroll || (node->cert_pem && node->key_pem);
     bool ok = body && call && (call->url = mesh_strdup(url)) &&
               (call->body = json_dumps(body, JSON_COMPACT)) &&
               (call->ca_pem = mesh_strdup(c->bundle_pem ? c->bundle_pem : s->first_trust)) &&
-              (enroll || ((call->cert_pem = mesh_strdup(node->cert_pem)) &&
-                          (call->key_pem = mesh_strdup(node->key_pem))));
+              (!show || ((call->cert_pem = mesh_strdup(node->cert_pem)) &&
+                         (call->key_pem = mesh_strdup(node->key_pem))));
     if (token) {
         OPENSSL_cleanse(token, tlen);
         mesh_free(token);

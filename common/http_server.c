@@ -10,81 +10,19 @@
 
 #include "common/alloc.h"
 #include "common/buf.h"
+#include "common/http_clients.h"
+#include "common/http_server-int.h"
 #include "common/io.h"
 #include "common/log.h"
 
-/*
- * Connection states:
- *   HEAD      waiting for (the rest of) a request head; idle when nothing is buffered
- *   BODY      head done, waiting for the body
- *   HANDLING  the handler owns the exchange; reading only notices a dead peer
- *   WRITING   the response is queued
- *   CLOSING   handles are closing; freed in the last close callback
- */
-enum conn_state { CONN_HEAD, CONN_BODY, CONN_HANDLING, CONN_WRITING, CONN_CLOSING };
-
-union stream_handle {
-    uv_handle_t handle;
-    uv_stream_t stream;
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-};
-
-struct mesh_http_exchange {
-    struct conn *conn;
-    struct mesh_http_request req;
-    const char *body;
-    size_t body_len;
-    mesh_http_done_cb abort_cb;
-    void *abort_data;
-};
-
-struct conn {
-    struct mesh_http_server *srv;
-    struct conn *prev, *next;
-    struct mesh_io *io;
-    uv_timer_t timer;
-    int open_handles;
-    enum conn_state state;
-    bool reading;
-    bool close_after; /* close once the current response is written */
-    bool timer_for_head;
-    struct mesh_buf in;
-    size_t head_len;
-    size_t raw_end; /* end of this request's bytes (head and raw body) in `in` */
-    size_t body_len;
-    struct mesh_http_chunked chunked;
-    bool chunked_body;
-    struct mesh_http_exchange ex;
-    struct mesh_http_header *headers;
-    char peer[MESH_ADDR_STRLEN];
-};
-
-struct mesh_http_server {
-    uv_loop_t *loop;
-    struct mesh_http_server_options opts;
-    mesh_http_handler_cb handler;
-    void *data;
-    union stream_handle listener;
-    bool listening;
-    bool closing;
-    uv_timer_t deadline;
-    int open_handles;
-    struct conn *conns;
-    struct mesh_http_server_stats stats;
-    struct mesh_io_loop iol; /* connections' sockets, plain or TLS */
-    mesh_http_done_cb done_cb;
-    void *done_data;
-};
-
 struct write_req {
     uv_write_t req;
-    struct conn *conn;
+    struct mesh_http_conn *conn;
     char *data;
 };
 
-static void conn_close(struct conn *c);
-static void conn_process(struct conn *c);
+static void conn_process(struct mesh_http_conn *c);
+static void on_timer(uv_timer_t *t);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 static void server_maybe_done(struct mesh_http_server *s);
@@ -93,9 +31,11 @@ void mesh_http_server_options_default(struct mesh_http_server_options *opts)
 {
     *opts = (struct mesh_http_server_options){
         .max_connections = 128,
+        .max_connections_per_client = 64,
         .max_body = 1024 * 1024,
         .header_timeout_ms = 10000,
         .idle_timeout_ms = 60000,
+        .total_timeout_ms = 600000,
         .limits =
             {
                 .max_head = MESH_HTTP_DEFAULT_MAX_HEAD,
@@ -117,6 +57,7 @@ int mesh_http_server_new(uv_loop_t *loop, const struct mesh_http_server_options 
     s->data = data;
     uv_timer_init(loop, &s->deadline);
     mesh_io_loop_init(&s->iol, loop);
+    mesh_http_clients_init(&s->clients);
     s->open_handles = 2;
     *ret = s;
     return 0;
@@ -149,6 +90,7 @@ static void server_maybe_done(struct mesh_http_server *s)
         return;
     mesh_http_done_cb cb = s->done_cb;
     void *data = s->done_data;
+    mesh_http_clients_done(&s->clients);
     mesh_free(s);
     if (cb)
         cb(data);
@@ -169,20 +111,21 @@ static void append_date(struct mesh_buf *b)
 static void on_write_done(uv_write_t *req, int status)
 {
     struct write_req *w = container_of(req, struct write_req, req);
-    struct conn *c = w->conn;
+    struct mesh_http_conn *c = w->conn;
     mesh_free(w->data);
     mesh_free(w);
-    if (c->state == CONN_CLOSING)
+    if (c->state == MESH_HTTP_CONN_CLOSING)
         return;
     if (status < 0 || c->close_after || c->srv->closing) {
-        conn_close(c);
+        mesh_http__conn_close(c);
         return;
     }
-    if (c->state != CONN_WRITING)
+    if (c->state != MESH_HTTP_CONN_WRITING)
         return; /* an interim response (100 Continue) was written */
     /* Ready for the next request; pipelined bytes may already be buffered. */
     mesh_buf_consume(&c->in, c->raw_end);
-    c->state = CONN_HEAD;
+    c->state = MESH_HTTP_CONN_HEAD;
+    c->waiting_since = uv_now(c->srv->loop);
     c->head_len = c->raw_end = c->body_len = 0;
     c->timer_for_head = false;
     c->ex = (struct mesh_http_exchange){.conn = c};
@@ -190,7 +133,7 @@ static void on_write_done(uv_write_t *req, int status)
 }
 
 /* Queues buf (owned, freed after the write). Returns 0 or a negative errno. */
-static int conn_write(struct conn *c, char *data, size_t len)
+static int conn_write(struct mesh_http_conn *c, char *data, size_t len)
 {
     struct write_req *w = mesh_malloc(sizeof(*w));
     if (!w) {
@@ -213,7 +156,7 @@ static bool status_has_body(int status)
     return !(status < 200 || status == 204 || status == 304);
 }
 
-static int conn_respond(struct conn *c, int status, const char *content_type,
+static int conn_respond(struct mesh_http_conn *c, int status, const char *content_type,
                         const struct mesh_http_field *extra, const void *body, size_t len,
                         bool head_only)
 {
@@ -237,20 +180,22 @@ static int conn_respond(struct conn *c, int status, const char *content_type,
     if (b.err) {
         int err = b.err;
         mesh_buf_done(&b);
-        conn_close(c);
+        mesh_http__conn_close(c);
         return err;
     }
-    c->state = CONN_WRITING;
+    c->state = MESH_HTTP_CONN_WRITING;
+    /* A client that does not take its answer holds its slot no longer than an idle one. */
+    uv_timer_start(&c->timer, on_timer, c->srv->opts.idle_timeout_ms, 0);
     size_t n;
     char *data = mesh_buf_steal(&b, &n);
     int r = conn_write(c, data, n);
     if (r < 0)
-        conn_close(c);
+        mesh_http__conn_close(c);
     return r;
 }
 
 /* Answers a request the parser or the limits refused, then closes. */
-static void conn_refuse(struct conn *c, int status, const char *why)
+static void conn_refuse(struct mesh_http_conn *c, int status, const char *why)
 {
     char body[160];
     int n = snprintf(body, sizeof(body), "%s\n", why ? why : mesh_http_reason(status));
@@ -268,8 +213,8 @@ static void conn_refuse(struct conn *c, int status, const char *why)
 int mesh_http_respond(struct mesh_http_exchange *ex, int status, const char *content_type,
                       const struct mesh_http_field *extra, const void *body, size_t len)
 {
-    struct conn *c = ex->conn;
-    if (c->state != CONN_HANDLING)
+    struct mesh_http_conn *c = ex->conn;
+    if (c->state != MESH_HTTP_CONN_HANDLING)
         return -EINVAL;
     ex->abort_cb = NULL;
     if (!(ex->req.flags & MESH_HTTP_F_KEEP_ALIVE))
@@ -282,34 +227,55 @@ int mesh_http_respond(struct mesh_http_exchange *ex, int status, const char *con
 
 static void on_timer(uv_timer_t *t)
 {
-    struct conn *c = container_of(t, struct conn, timer);
-    if (c->state == CONN_HEAD && c->in.len == 0) {
-        conn_close(c); /* an idle keep-alive connection */
+    struct mesh_http_conn *c = container_of(t, struct mesh_http_conn, timer);
+    if (c->state == MESH_HTTP_CONN_WRITING || (c->state == MESH_HTTP_CONN_HEAD && c->in.len == 0)) {
+        mesh_http__conn_close(c); /* idle, or not taking its answer */
         return;
     }
-    if (c->state == CONN_HEAD || c->state == CONN_BODY)
+    if (c->state == MESH_HTTP_CONN_HEAD || c->state == MESH_HTTP_CONN_BODY)
         conn_refuse(c, 408, "request not received in time");
 }
 
-static void dispatch(struct conn *c, const char *body, size_t body_len)
+/* The total deadline: the connection ends now, or after the response being written. */
+static void on_life_over(uv_timer_t *t)
+{
+    struct mesh_http_conn *c = container_of(t, struct mesh_http_conn, life);
+    c->close_after = true;
+    if (c->state == MESH_HTTP_CONN_HEAD || c->state == MESH_HTTP_CONN_BODY) {
+        on_timer(&c->timer);
+    } else if (c->state == MESH_HTTP_CONN_HANDLING) {
+        static const char msg[] = "the request was not answered in time\n";
+        mesh_http_done_cb cb = c->ex.abort_cb;
+        c->ex.abort_cb = NULL;
+        if (cb)
+            cb(c->ex.abort_data);
+        c->srv->stats.requests_cut++;
+        mesh_log_warn("%s: cutting a request not answered in %llu ms", c->peer,
+                      (unsigned long long)c->srv->opts.total_timeout_ms);
+        bool head = c->ex.req.method_len == 4 && memcmp(c->ex.req.method, "HEAD", 4) == 0;
+        conn_respond(c, 503, "text/plain", NULL, msg, sizeof(msg) - 1, head);
+    }
+}
+
+static void dispatch(struct mesh_http_conn *c, const char *body, size_t body_len)
 {
     uv_timer_stop(&c->timer);
-    c->state = CONN_HANDLING;
+    c->state = MESH_HTTP_CONN_HANDLING;
     c->ex.body = body;
     c->ex.body_len = body_len;
     c->srv->stats.requests++;
     c->srv->handler(&c->ex, c->srv->data);
 }
 
-static void send_continue(struct conn *c)
+static void send_continue(struct mesh_http_conn *c)
 {
     static const char msg[] = "HTTP/1.1 100 Continue\r\n\r\n";
     char *d = mesh_memdup(msg, sizeof(msg) - 1);
     if (!d || conn_write(c, d, sizeof(msg) - 1) < 0)
-        conn_close(c);
+        mesh_http__conn_close(c);
 }
 
-static void process_body(struct conn *c)
+static void process_body(struct mesh_http_conn *c)
 {
     struct mesh_http_request *req = &c->ex.req;
     if (!c->chunked_body) {
@@ -340,20 +306,20 @@ static void process_body(struct conn *c)
         dispatch(c, c->in.data + c->head_len, c->body_len);
 }
 
-static void conn_process(struct conn *c)
+static void conn_process(struct mesh_http_conn *c)
 {
     struct mesh_http_server *s = c->srv;
-    if (!c->reading && (c->state == CONN_HEAD || c->state == CONN_BODY)) {
+    if (!c->reading && (c->state == MESH_HTTP_CONN_HEAD || c->state == MESH_HTTP_CONN_BODY)) {
         if (mesh_io_read_start(c->io, on_alloc, on_read) < 0) {
-            conn_close(c);
+            mesh_http__conn_close(c);
             return;
         }
         c->reading = true;
     }
-    if (c->state == CONN_HEAD) {
+    if (c->state == MESH_HTTP_CONN_HEAD) {
         if (c->in.len == 0) {
             if (s->closing) {
-                conn_close(c);
+                mesh_http__conn_close(c);
                 return;
             }
             c->timer_for_head = false;
@@ -390,7 +356,7 @@ static void conn_process(struct conn *c)
         } else {
             mesh_http_chunked_init(&c->chunked);
         }
-        c->state = CONN_BODY;
+        c->state = MESH_HTTP_CONN_BODY;
         if (!c->timer_for_head) {
             c->timer_for_head = true;
             uv_timer_start(&c->timer, on_timer, s->opts.header_timeout_ms, 0);
@@ -398,19 +364,39 @@ static void conn_process(struct conn *c)
         if ((req->flags & MESH_HTTP_F_EXPECT_CONTINUE) && c->in.len == c->head_len)
             send_continue(c);
     }
-    if (c->state == CONN_BODY)
+    if (c->state == MESH_HTTP_CONN_BODY)
         process_body(c);
+}
+
+/*
+ * The parsed head points into `in`: when growing the buffer for a body may have moved it,
+ * parses the head again where it now is (the same bytes, so the same result). Returns 0 or
+ * -EBADMSG.
+ */
+static int conn_rebase_head(struct mesh_http_conn *c)
+{
+    const struct mesh_http_limits *lim = &c->srv->opts.limits;
+    struct mesh_http_request req;
+    int r = mesh_http_parse_request(c->in.data, c->head_len, lim, c->headers, &req);
+    if (r < 0 || (size_t)r != c->head_len)
+        return -EBADMSG;
+    c->ex.req = req;
+    return 0;
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-    struct conn *c = h->data;
+    struct mesh_http_conn *c = h->data;
     size_t want = MESH_MIN(suggested, (size_t)16384);
-    (void)suggested;
-    if (c->state == CONN_HEAD || c->state == CONN_BODY) {
+    if (c->state == MESH_HTTP_CONN_HEAD || c->state == MESH_HTTP_CONN_BODY) {
+        size_t cap = c->in.cap; /* a new capacity: the data may have moved */
         if (mesh_buf_reserve(&c->in, want) < 0) {
             /* Over the cap: a zero-length buffer makes libuv report UV_ENOBUFS. */
             *buf = uv_buf_init(NULL, 0);
+            return;
+        }
+        if (c->state == MESH_HTTP_CONN_BODY && c->in.cap != cap && conn_rebase_head(c) < 0) {
+            *buf = uv_buf_init(NULL, 0); /* cannot happen: refused as too large */
             return;
         }
     }
@@ -424,14 +410,14 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
-    struct conn *c = stream->data;
+    struct mesh_http_conn *c = stream->data;
     (void)buf;
-    if (nread == 0 || c->state == CONN_CLOSING)
+    if (nread == 0 || c->state == MESH_HTTP_CONN_CLOSING)
         return;
     if (nread == UV_ENOBUFS) {
-        if (c->state == CONN_HEAD)
+        if (c->state == MESH_HTTP_CONN_HEAD)
             conn_refuse(c, 431, "request head too large");
-        else if (c->state == CONN_BODY)
+        else if (c->state == MESH_HTTP_CONN_BODY)
             conn_refuse(c, 413, "request body too large");
         else {
             uv_read_stop(stream);
@@ -440,19 +426,20 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (nread < 0) {
-        if (nread == UV_EOF && (c->state == CONN_HANDLING || c->state == CONN_WRITING)) {
+        if (nread == UV_EOF &&
+            (c->state == MESH_HTTP_CONN_HANDLING || c->state == MESH_HTTP_CONN_WRITING)) {
             /* A half-closed client still gets its answer. */
             uv_read_stop(stream);
             c->reading = false;
             c->close_after = true;
             return;
         }
-        conn_close(c);
+        mesh_http__conn_close(c);
         return;
     }
     c->in.len += (size_t)nread;
     c->in.data[c->in.len] = '\0';
-    if (c->state == CONN_HEAD || c->state == CONN_BODY)
+    if (c->state == MESH_HTTP_CONN_HEAD || c->state == MESH_HTTP_CONN_BODY)
         conn_process(c);
 }
 
@@ -460,7 +447,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 
 static void on_conn_handle_closed(uv_handle_t *h)
 {
-    struct conn *c = h->data;
+    struct mesh_http_conn *c = h->data;
     if (--c->open_handles > 0)
         return;
     struct mesh_http_server *s = c->srv;
@@ -470,6 +457,8 @@ static void on_conn_handle_closed(uv_handle_t *h)
         s->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    else
+        s->conns_tail = c->prev;
     s->stats.connections_active--;
     mesh_buf_done(&c->in);
     mesh_free(c->headers);
@@ -477,12 +466,15 @@ static void on_conn_handle_closed(uv_handle_t *h)
     server_maybe_done(s);
 }
 
-static void conn_close(struct conn *c)
+void mesh_http__conn_close(struct mesh_http_conn *c)
 {
-    if (c->state == CONN_CLOSING)
+    if (c->state == MESH_HTTP_CONN_CLOSING)
         return;
-    bool aborted = c->state == CONN_HANDLING;
-    c->state = CONN_CLOSING;
+    bool aborted = c->state == MESH_HTTP_CONN_HANDLING;
+    c->state = MESH_HTTP_CONN_CLOSING;
+    c->srv->conns_open--;
+    mesh_http_clients_unref(&c->srv->clients, c->client);
+    c->client = NULL;
     if (aborted && c->ex.abort_cb) {
         mesh_http_done_cb cb = c->ex.abort_cb;
         c->ex.abort_cb = NULL;
@@ -490,18 +482,19 @@ static void conn_close(struct conn *c)
     }
     mesh_io_close(c->io, on_conn_handle_closed);
     uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->life, on_conn_handle_closed);
 }
 
 static void on_handshake(struct mesh_io *io, int status)
 {
-    struct conn *c = io->tcp.data;
+    struct mesh_http_conn *c = io->tcp.data;
     if (status < 0) {
         mesh_log_debug("TLS handshake with %s failed: %s", c->peer, mesh_io_tls_error(io));
-        conn_close(c);
+        mesh_http__conn_close(c);
         return;
     }
     if (mesh_io_read_start(c->io, on_alloc, on_read) < 0) {
-        conn_close(c);
+        mesh_http__conn_close(c);
         return;
     }
     c->reading = true;
@@ -513,6 +506,21 @@ static void on_refused_closed(uv_handle_t *h)
     mesh_free(h);
 }
 
+/* Accepts and closes at once: left in the backlog, it would stall the listener. */
+static void refuse_unaccepted(struct mesh_http_server *s, uv_stream_t *listener)
+{
+    union mesh_http_stream *tmp = mesh_malloc(sizeof(*tmp));
+    s->stats.connections_refused++;
+    if (!tmp)
+        return;
+    if (listener->type == UV_NAMED_PIPE)
+        uv_pipe_init(s->loop, &tmp->pipe, 0);
+    else
+        uv_tcp_init(s->loop, &tmp->tcp);
+    uv_accept(listener, &tmp->stream);
+    uv_close(&tmp->handle, on_refused_closed);
+}
+
 static void on_connection(uv_stream_t *listener, int status)
 {
     struct mesh_http_server *s = listener->data;
@@ -521,60 +529,48 @@ static void on_connection(uv_stream_t *listener, int status)
         return;
     }
     bool is_unix = listener->type == UV_NAMED_PIPE;
-    struct conn *c = mesh_calloc(1, sizeof(*c));
+    struct mesh_http_conn *c = mesh_calloc(1, sizeof(*c));
     struct mesh_http_header *headers =
         c ? mesh_calloc(s->opts.limits.max_headers, sizeof(*headers)) : NULL;
-    if (!c || !headers || s->stats.connections_active >= s->opts.max_connections) {
-        /* Accept and close at once: leaving it in the backlog would stall the listener. */
-        union stream_handle *tmp = mesh_malloc(sizeof(*tmp));
+    c = headers ? c : (mesh_free(c), NULL);
+    if (c)
+        c->io = is_unix ? mesh_io_new_pipe(&s->iol, s->loop) : mesh_io_new(&s->iol, s->loop);
+    if (!c || !c->io) {
         mesh_free(headers);
         mesh_free(c);
-        s->stats.connections_refused++;
-        if (!tmp)
-            return;
-        if (is_unix)
-            uv_pipe_init(s->loop, &tmp->pipe, 0);
-        else
-            uv_tcp_init(s->loop, &tmp->tcp);
-        uv_accept(listener, &tmp->stream);
-        uv_close(&tmp->handle, on_refused_closed);
+        refuse_unaccepted(s, listener); /* out of memory */
         return;
     }
     c->srv = s;
     c->headers = headers;
     c->ex.conn = c;
+    c->waiting_since = uv_now(s->loop);
     mesh_buf_init(&c->in, s->opts.limits.max_head + s->opts.max_body + 16384);
-    c->io = is_unix ? mesh_io_new_pipe(&s->iol, s->loop) : mesh_io_new(&s->iol, s->loop);
-    if (!c->io) {
-        mesh_buf_done(&c->in);
-        mesh_free(headers);
-        mesh_free(c);
-        s->stats.connections_refused++;
-        return; /* out of memory: it waits in the backlog */
-    }
     uv_timer_init(s->loop, &c->timer);
+    uv_timer_init(s->loop, &c->life);
     c->io->tcp.data = c;
     c->timer.data = c;
-    c->open_handles = 2;
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
+    c->life.data = c;
+    c->open_handles = 3;
+    c->prev = s->conns_tail;
+    if (s->conns_tail)
+        s->conns_tail->next = c;
+    else
+        s->conns = c;
+    s->conns_tail = c;
+    s->conns_open++;
     s->stats.connections_active++;
     s->stats.connections_accepted++;
     int r = uv_accept(listener, mesh_io_stream(c->io));
-    if (r == 0 && !is_unix) {
-        struct mesh_addr a = {0};
-        int len = sizeof(a.ss);
-        if (uv_tcp_getpeername(&c->io->tcp, (struct sockaddr *)&a.ss, &len) == 0) {
-            a.len = (socklen_t)len;
-            mesh_addr_format(&a, c->peer, sizeof(c->peer));
-        }
-        uv_tcp_nodelay(&c->io->tcp, 1);
-    } else {
-        strcpy(c->peer, "unix");
+    if (r < 0) {
+        mesh_http__conn_close(c);
+        return;
     }
-    if (r == 0 && s->opts.tls && !is_unix) {
+    if (!mesh_http__admit(s, c, is_unix))
+        return; /* refused */
+    if (s->opts.total_timeout_ms)
+        uv_timer_start(&c->life, on_life_over, s->opts.total_timeout_ms, 0);
+    if (s->opts.tls && !is_unix) {
         /* HTTPS: requests are read once the handshake is done, within the header timeout. */
         SSL *ssl = SSL_new(s->opts.tls);
         if (ssl)
@@ -585,11 +581,11 @@ static void on_connection(uv_stream_t *listener, int status)
             uv_timer_start(&c->timer, on_timer, s->opts.header_timeout_ms, 0);
             return;
         }
-    } else if (r == 0) {
+    } else {
         r = mesh_io_read_start(c->io, on_alloc, on_read);
     }
     if (r < 0) {
-        conn_close(c);
+        mesh_http__conn_close(c);
         return;
     }
     c->reading = true;
@@ -660,10 +656,10 @@ static void on_deadline(uv_timer_t *t)
 
 void mesh_http_server_abort(struct mesh_http_server *s)
 {
-    struct conn *c = s->conns;
+    struct mesh_http_conn *c = s->conns;
     while (c) {
-        struct conn *next = c->next;
-        conn_close(c);
+        struct mesh_http_conn *next = c->next;
+        mesh_http__conn_close(c);
         c = next;
     }
 }
@@ -678,11 +674,11 @@ void mesh_http_server_close(struct mesh_http_server *s, uint64_t deadline_ms,
         s->listening = false;
         uv_close(&s->listener.handle, on_server_handle_closed);
     }
-    struct conn *c = s->conns;
+    struct mesh_http_conn *c = s->conns;
     while (c) {
-        struct conn *next = c->next;
-        if (c->state == CONN_HEAD || c->state == CONN_BODY)
-            conn_close(c);
+        struct mesh_http_conn *next = c->next;
+        if (c->state == MESH_HTTP_CONN_HEAD || c->state == MESH_HTTP_CONN_BODY)
+            mesh_http__conn_close(c);
         else
             c->close_after = true;
         c = next;
@@ -739,6 +735,16 @@ const char *mesh_http_exchange_body(const struct mesh_http_exchange *ex, size_t 
 const char *mesh_http_exchange_peer(const struct mesh_http_exchange *ex)
 {
     return ex->conn->peer;
+}
+
+const struct mesh_addr *mesh_http_exchange_peer_addr(const struct mesh_http_exchange *ex)
+{
+    return &ex->conn->peer_addr;
+}
+
+const char *mesh_http_exchange_client(const struct mesh_http_exchange *ex)
+{
+    return ex->conn->client ? ex->conn->client->key : "";
 }
 
 void mesh_http_exchange_on_abort(struct mesh_http_exchange *ex, mesh_http_done_cb cb, void *data)

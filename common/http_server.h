@@ -3,12 +3,23 @@
  * Requests are parsed by mesh_http_parse_request() (strict; errors answered 400/408/413/
  * 414/417/431/501/505 and the connection closed); bodies with Content-Length or chunked
  * coding are buffered up to max_body; keep-alive and pipelining work; 100-continue is sent
- * when a body is expected. A slow client gets 408 once header_timeout passes.
+ * when a body is expected.
+ *
+ * Every connection has deadlines: header_timeout for a request's head and body (408),
+ * idle_timeout between requests and for a response to be taken by the client, and
+ * total_timeout for its whole life (then it closes after the response in progress; a
+ * request still unanswered is aborted and answered 503). Connection slots are limited in
+ * all (max_connections) and per client (max_connections_per_client, a client being a
+ * source address, see common/http_clients.h). When a new connection would exceed either,
+ * the oldest connection of that client, or of all, that is only waiting for a request is
+ * closed to make room; only when none waits is the new one refused (503 on plain HTTP).
+ * So idle or slow clients cannot lock others out, and a busy client only shares its slots.
  *
  * The handler runs on the loop for each complete request and must answer it exactly once
- * with mesh_http_respond(), at once or later (long polls). If the client goes away first,
- * the abort callback set with mesh_http_exchange_on_abort() runs instead, and the exchange
- * must not be used after it returns.
+ * with mesh_http_respond(), at once or later (long polls). A handler that answers later
+ * sets an abort callback with mesh_http_exchange_on_abort(): if the client goes away first,
+ * or the connection's total deadline passes, it runs instead, and the exchange must not be
+ * used after it returns.
  */
 #ifndef MESH_HTTP_SERVER_H
 #define MESH_HTTP_SERVER_H
@@ -30,10 +41,12 @@ typedef void (*mesh_http_handler_cb)(struct mesh_http_exchange *ex, void *data);
 typedef void (*mesh_http_done_cb)(void *data);
 
 struct mesh_http_server_options {
-    size_t max_connections;     /* beyond it new connections are closed at once */
-    size_t max_body;            /* larger bodies get 413 */
-    uint64_t header_timeout_ms; /* from the first byte of a request to its last (408) */
-    uint64_t idle_timeout_ms;   /* a keep-alive connection with no request is closed */
+    size_t max_connections;            /* in all (see above) */
+    size_t max_connections_per_client; /* per source address; 0: no limit of its own */
+    size_t max_body;                   /* larger bodies get 413 */
+    uint64_t header_timeout_ms;        /* from the first byte of a request to its last (408) */
+    uint64_t idle_timeout_ms;          /* with no request, or with a response not taken: closed */
+    uint64_t total_timeout_ms;         /* a connection's whole life; 0: none */
     struct mesh_http_limits limits;
     SSL_CTX *tls; /* HTTPS on TCP listeners when set (borrowed; must outlive the server) */
 };
@@ -46,13 +59,16 @@ struct mesh_http_field {
 
 struct mesh_http_server_stats {
     uint64_t connections_accepted;
-    uint64_t connections_refused; /* over max_connections */
+    uint64_t connections_refused; /* over the limits with no connection to make room */
+    uint64_t connections_evicted; /* closed while waiting, to make room for a new one */
+    uint64_t requests_cut;        /* aborted and answered 503 at the total deadline */
     uint64_t requests;
     uint64_t bad_requests; /* refused by the parser or limits */
     size_t connections_active;
 };
 
-/* Fills `opts` with defaults: 128 connections, 1 MiB bodies, 10 s header, 60 s idle. */
+/* Fills `opts` with defaults: 128 connections, 64 per client, 1 MiB bodies, 10 s header,
+ * 60 s idle, 10 min total. */
 void mesh_http_server_options_default(struct mesh_http_server_options *opts);
 
 /*
@@ -90,6 +106,10 @@ const struct mesh_http_request *mesh_http_exchange_request(const struct mesh_htt
 const char *mesh_http_exchange_body(const struct mesh_http_exchange *ex, size_t *ret_len);
 /* The peer's address, formatted ("127.0.0.1:40312", "unix"). */
 const char *mesh_http_exchange_peer(const struct mesh_http_exchange *ex);
+/* The peer's address (AF_UNIX for a unix socket). */
+const struct mesh_addr *mesh_http_exchange_peer_addr(const struct mesh_http_exchange *ex);
+/* The client the peer counts as, for limits per source (see common/http_clients.h). */
+const char *mesh_http_exchange_client(const struct mesh_http_exchange *ex);
 /* Sets what runs if the connection dies before the response is written. */
 void mesh_http_exchange_on_abort(struct mesh_http_exchange *ex, mesh_http_done_cb cb, void *data);
 /* The exchange's loop. */

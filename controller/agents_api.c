@@ -7,6 +7,11 @@
  *                     {"version", "address", "inbound_port", "services", "config_index",
  *                      "certificates": [{"id", "not_after"}], "counters": {...}}
  *                     -> {"members": [{"node", "address", "inbound_port"}]}
+ *                     Every agent sends a member's traffic over mTLS to the address and
+ *                     port it reported, so a node reports only an address it owns: the one
+ *                     it connects from (also when it says none), or one its node record
+ *                     allows ("addresses", from its join token). Anything else is refused
+ *                     (403) and counted; joins, moves and leaves are logged and counted.
  *   GET  /v1/agents   admin: every enrolled node with its state:
  *                     SYNCED   reported within 15 s and applies the current config index
  *                     STALE    reported within 60 s, but late or behind the config
@@ -21,6 +26,7 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
+#include "controller/addresses.h"
 #include "controller/api.h"
 
 #define SYNCED_S 15
@@ -29,6 +35,7 @@
 struct report {
     json_t *doc;
     uint64_t seen_ms; /* loop time */
+    bool left;        /* its leaving was noted */
     char node[];
 };
 
@@ -54,21 +61,93 @@ static const char *state_of(struct mesh_api *api, const struct report *r, uint64
     return "STALE";
 }
 
+/* "ip:port" or "[ip]:port" of a report. */
+static void member_addr(const json_t *doc, char *out, size_t n)
+{
+    const char *ip = json_string_value(json_object_get(doc, "address"));
+    json_int_t port = json_integer_value(json_object_get(doc, "inbound_port"));
+    snprintf(out, n, strchr(ip ? ip : "", ':') ? "[%s]:%lld" : "%s:%lld", ip ? ip : "?",
+             (long long)port);
+}
+
 static json_t *members(struct mesh_api *api, uint64_t now)
 {
     json_t *a = json_array();
     size_t i = 0;
     const struct mesh_hmap_entry *e;
     while (a && mesh_hmap_next(&api->reports, &i, &e)) {
-        const struct report *r = e->value;
+        struct report *r = e->value;
         json_t *addr = json_object_get(r->doc, "address");
         json_t *port = json_object_get(r->doc, "inbound_port");
-        if (now - r->seen_ms > OFFLINE_S * 1000 || !json_is_string(addr) || !json_is_integer(port))
+        if (now - r->seen_ms > OFFLINE_S * 1000 && !r->left) {
+            r->left = true;
+            api->n.members_left++;
+            mesh_log_notice("node %s left the mesh: no report for %d s", r->node, OFFLINE_S);
+        }
+        if (r->left || !json_is_string(addr) || !json_is_integer(port))
             continue;
         json_array_append_new(a, json_pack("{s:s, s:O, s:O}", "node", r->node, "address", addr,
                                            "inbound_port", port));
     }
     return a;
+}
+
+/*
+ * Checks the address in a report (sets the one the node connects from when it says none):
+ * true, or false once answered (400 or 403) with doc freed.
+ */
+static bool own_address(struct mesh_api *api, struct mesh_http_exchange *ex, const char *node,
+                        json_t *doc)
+{
+    struct mesh_ipport peer, said;
+    char peer_ip[64], msg[600];
+    const char *addr = json_string_value(json_object_get(doc, "address"));
+    if (mesh_ctl_peer_ip(mesh_http_exchange_peer_addr(ex), &peer) < 0) {
+        json_decref(doc);
+        mesh_api_fail(api, ex, 400, "reports come over TCP");
+        return false;
+    }
+    mesh_ipport_ip(&peer, peer_ip, sizeof(peer_ip));
+    if (!addr || !addr[0]) {
+        json_object_set_new(doc, "address", json_string(peer_ip));
+        return true;
+    }
+    if (mesh_ipport_from_ip(addr, 0, &said) < 0) {
+        json_decref(doc); /* its text is not repeated: it could be anything */
+        mesh_api_fail(api, ex, 400,
+                      "address: expected an IP address (or \"\" for the one the "
+                      "node connects from)");
+        return false;
+    }
+    json_t *allowed = json_object_get(mesh_store_get(api->store, "agents", node), "addresses");
+    if (mesh_ipport_equal(&said, &peer) || mesh_ctl_addresses_allow(allowed, &said)) {
+        char canonical[64];
+        json_object_set_new(doc, "address", json_string(mesh_ipport_ip(&said, canonical, 64)));
+        return true;
+    }
+    char *list = allowed ? json_dumps(allowed, JSON_COMPACT) : NULL;
+    snprintf(msg, sizeof(msg),
+             "node %s may not report address %.64s: it connects from %s, and its node record "
+             "allows %s",
+             node, addr, peer_ip, list ? list : "no other addresses");
+    mesh_free(list);
+    json_decref(doc);
+    api->n.reports_refused++;
+    mesh_api_fail(api, ex, 403, msg);
+    return false;
+}
+
+void mesh_api_member_forget(struct mesh_api *api, const char *node)
+{
+    struct report *r = mesh_hmap_remove(&api->reports, node);
+    if (!r)
+        return;
+    if (!r->left) {
+        api->n.members_left++;
+        mesh_log_notice("node %s left the mesh: reset", node);
+    }
+    json_decref(r->doc);
+    mesh_free(r);
 }
 
 void mesh_api_report(struct mesh_api *api, struct mesh_http_exchange *ex)
@@ -90,24 +169,14 @@ void mesh_api_report(struct mesh_api *api, struct mesh_http_exchange *ex)
         mesh_api_fail(api, ex, 400, "expected a report object (inbound_port 0-65535, address)");
         return;
     }
-    /* Without an address of its own, the node is where it connects from. */
-    if (!addr || !json_string_value(addr)[0]) {
-        char ip[64];
-        snprintf(ip, sizeof(ip), "%s", mesh_http_exchange_peer(ex));
-        char *colon = strrchr(ip, ':');
-        if (colon)
-            *colon = '\0';
-        size_t n = strlen(ip);
-        const char *start = ip;
-        if (n > 2 && ip[0] == '[' && ip[n - 1] == ']') {
-            ip[n - 1] = '\0';
-            start = ip + 1;
-        }
-        json_object_set_new(doc, "address", json_string(start));
-    }
+    if (!own_address(api, ex, node, doc))
+        return; /* answered, doc freed */
     json_object_set_new(doc, "node", json_string(node));
     uint64_t now = uv_now(api->loop);
     struct report *r = mesh_hmap_get(&api->reports, node);
+    char was[80] = "", is[80];
+    if (r && !r->left && now - r->seen_ms <= OFFLINE_S * 1000)
+        member_addr(r->doc, was, sizeof(was));
     if (!r) {
         size_t n = strlen(node) + 1;
         r = mesh_calloc(1, sizeof(*r) + n);
@@ -117,11 +186,19 @@ void mesh_api_report(struct mesh_api *api, struct mesh_http_exchange *ex)
             mesh_api_fail(api, ex, 500, "out of memory");
             return;
         }
-        mesh_log_info("node %s reports", node);
     }
     json_decref(r->doc);
     r->doc = doc;
     r->seen_ms = now;
+    r->left = false;
+    member_addr(doc, is, sizeof(is));
+    if (!was[0]) {
+        api->n.members_joined++;
+        mesh_log_notice("node %s joined the mesh at %s", node, is);
+    } else if (strcmp(was, is) != 0) {
+        api->n.members_moved++;
+        mesh_log_notice("node %s moved from %s to %s", node, was, is);
+    }
     mesh_http_respond_json(ex, 200,
                            json_pack("{s:o, s:I}", "members", members(api, now), "config_index",
                                      (json_int_t)api->res_index));

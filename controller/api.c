@@ -2,7 +2,9 @@
 
 #include "controller/api.h"
 
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <openssl/crypto.h>
@@ -23,15 +25,27 @@ static bool method_is(const struct mesh_http_request *r, const char *m)
     return r->method_len == strlen(m) && memcmp(r->method, m, r->method_len) == 0;
 }
 
+void mesh_api_init(struct mesh_api *api)
+{
+    mesh_hmap_init(&api->reports);
+    mesh_auth_limit_init(&api->limit);
+}
+
+void mesh_api_done(struct mesh_api *api)
+{
+    mesh_api_agents_close(api);
+    mesh_auth_limit_done(&api->limit);
+}
+
 void mesh_api_fail(struct mesh_api *api, struct mesh_http_exchange *ex, int status, const char *why)
 {
     if (status == 401 || status == 403)
-        api->refused++;
+        api->n.refused++;
     mesh_log_warn("%s: %d %s", mesh_http_exchange_peer(ex), status, why);
     mesh_http_respond_json(ex, status, json_pack("{s:s}", "error", why));
 }
 
-bool mesh_api_is_admin(struct mesh_api *api, const struct mesh_http_request *r)
+static bool is_admin(struct mesh_api *api, const struct mesh_http_request *r)
 {
     const struct mesh_http_header *h =
         mesh_http_find_header(r->headers, r->num_headers, "authorization");
@@ -41,7 +55,56 @@ bool mesh_api_is_admin(struct mesh_api *api, const struct mesh_http_request *r)
            CRYPTO_memcmp(h->value + n, api->admin_token, 64) == 0;
 }
 
-static json_t *body_json(struct mesh_http_exchange *ex)
+static void fail_admin(struct mesh_api *api, struct mesh_http_exchange *ex)
+{
+    mesh_api_fail(api, ex, 401, "an admin token is required (Authorization: Bearer ...)");
+}
+
+bool mesh_api_may_try(struct mesh_api *api, struct mesh_http_exchange *ex)
+{
+    const char *client = mesh_http_exchange_client(ex);
+    unsigned wait = mesh_auth_limit_wait(&api->limit, client, uv_now(api->loop));
+    if (!wait)
+        return true;
+    api->n.rate_limited++;
+    char secs[16], body[200];
+    snprintf(secs, sizeof(secs), "%u", wait);
+    int n = snprintf(body, sizeof(body),
+                     "{\"error\": \"too many failed credentials from %s: try again in %u s\"}\n",
+                     client, wait);
+    const struct mesh_http_field extra[] = {
+        {"Retry-After", secs}, {"Cache-Control", "no-store"}, {NULL, NULL}};
+    mesh_log_debug("%s: 429, %u s to wait", mesh_http_exchange_peer(ex), wait);
+    mesh_http_respond(ex, 429, "application/json", extra, body, (size_t)n);
+    return false;
+}
+
+void mesh_api_auth_failed(struct mesh_api *api, struct mesh_http_exchange *ex, uint64_t *counter)
+{
+    (*counter)++;
+    mesh_auth_limit_failed(&api->limit, mesh_http_exchange_client(ex), uv_now(api->loop));
+}
+
+bool mesh_api_admin(struct mesh_api *api, struct mesh_http_exchange *ex)
+{
+    const struct mesh_http_request *r = mesh_http_exchange_request(ex);
+    if (!mesh_http_find_header(r->headers, r->num_headers, "authorization")) {
+        fail_admin(api, ex);
+        return false;
+    }
+    if (!mesh_api_may_try(api, ex))
+        return false;
+    if (!is_admin(api, r)) {
+        mesh_api_auth_failed(api, ex, &api->n.admin_failures);
+        mesh_api_fail(api, ex, 401,
+                      "an admin token is required: this one is wrong (Authorization: Bearer ...)");
+        return false;
+    }
+    mesh_auth_limit_passed(&api->limit, mesh_http_exchange_client(ex));
+    return true;
+}
+
+json_t *mesh_api_body_json(struct mesh_http_exchange *ex)
 {
     size_t len = 0;
     const char *body = mesh_http_exchange_body(ex, &len);
@@ -62,18 +125,15 @@ static void id_key(const char *id, char out[33])
     out[32] = '\0';
 }
 
-/* Signs and records; answers the exchange. */
-static void issue(struct mesh_api *api, struct mesh_http_exchange *ex, const char *node,
-                  const char *id, const char *csr)
+char *mesh_api_sign(struct mesh_api *api, const char *csr, const char *id, char *err,
+                    size_t err_size, char serial[80], int64_t *not_after)
 {
-    char err[256], serial[80];
-    int64_t not_after = 0;
-    char *pem = mesh_ca_sign(api->ca, csr, strlen(csr), id, err, sizeof(err), serial,
-                             sizeof(serial), &not_after);
-    if (!pem) {
-        mesh_api_fail(api, ex, 400, err);
-        return;
-    }
+    return mesh_ca_sign(api->ca, csr, strlen(csr), id, err, err_size, serial, 80, not_after);
+}
+
+void mesh_api_issued(struct mesh_api *api, struct mesh_http_exchange *ex, const char *node,
+                     const char *id, char *pem, const char *serial, int64_t not_after)
+{
     char key[33];
     id_key(id, key);
     json_t *rec =
@@ -82,76 +142,12 @@ static void issue(struct mesh_api *api, struct mesh_http_exchange *ex, const cha
     if (!rec || mesh_store_put(api->store, "certs", key, rec) < 0)
         mesh_log_error("cannot record the certificate of %s", id);
     json_decref(rec);
-    api->issued++;
+    api->n.issued++;
     mesh_log_info("issued %s to node %s (serial %s)", id, node, serial);
     mesh_http_respond_json(ex, 200,
                            json_pack("{s:s, s:s, s:I}", "certificate", pem, "bundle",
                                      api->ca->bundle_pem, "not_after", (json_int_t)not_after));
     mesh_free(pem);
-}
-
-static void enroll(struct mesh_api *api, struct mesh_http_exchange *ex)
-{
-    json_t *req = body_json(ex);
-    const char *token = NULL, *node = NULL, *csr = NULL;
-    if (!req ||
-        json_unpack(req, "{s:s, s:s, s:s}", "token", &token, "node", &node, "csr", &csr) < 0) {
-        json_decref(req);
-        mesh_api_fail(api, ex, 400, "expected {\"token\", \"node\", \"csr\"}");
-        return;
-    }
-    char err[300];
-    if (!mesh_store_name_valid(node)) {
-        json_decref(req);
-        mesh_api_fail(api, ex, 400, "node: a lowercase DNS name");
-        return;
-    }
-    json_t *tok = mesh_token_use(api->store, token, node, err, sizeof(err));
-    if (!tok) {
-        json_decref(req);
-        mesh_api_fail(api, ex, 401, err);
-        return;
-    }
-    json_t *agent = json_pack("{s:s, s:O, s:O, s:I}", "node", node, "services",
-                              json_object_get(tok, "services"), "token", json_object_get(tok, "id"),
-                              "enrolled_at", (json_int_t)time(NULL));
-    if (!agent || mesh_store_put(api->store, "agents", node, agent) < 0) {
-        json_decref(agent);
-        json_decref(req);
-        mesh_api_fail(api, ex, 500, "cannot record the node");
-        return;
-    }
-    json_decref(agent);
-    char id[600];
-    mesh_spiffe_node_id(id, sizeof(id), api->ca->trust_domain, node);
-    issue(api, ex, node, id, csr);
-    json_decref(req);
-}
-
-const char *mesh_api_node(struct mesh_api *api, struct mesh_http_exchange *ex, char *buf,
-                          size_t size)
-{
-    SSL *ssl = mesh_http_exchange_ssl(ex);
-    X509 *cert = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
-    if (!cert || SSL_get_verify_result(ssl) != X509_V_OK) {
-        mesh_api_fail(api, ex, 401,
-                      "a node certificate is required (enroll with a join token first)");
-        return NULL;
-    }
-    const char *why = NULL;
-    char prefix[300];
-    snprintf(prefix, sizeof(prefix), "spiffe://%s/node/", api->ca->trust_domain);
-    if (!mesh_spiffe_check_leaf(cert, api->ca->trust_domain, buf, size, &why) ||
-        strncmp(buf, prefix, strlen(prefix)) != 0) {
-        mesh_api_fail(api, ex, 401, why ? why : "not a node certificate");
-        return NULL;
-    }
-    const char *node = buf + strlen(prefix);
-    if (!mesh_store_get(api->store, "agents", node)) {
-        mesh_api_fail(api, ex, 403, "this node is not enrolled (or was removed)");
-        return NULL;
-    }
-    return node;
 }
 
 static void sign(struct mesh_api *api, struct mesh_http_exchange *ex)
@@ -160,7 +156,7 @@ static void sign(struct mesh_api *api, struct mesh_http_exchange *ex)
     const char *node = mesh_api_node(api, ex, buf, sizeof(buf));
     if (!node)
         return;
-    json_t *req = body_json(ex);
+    json_t *req = mesh_api_body_json(ex);
     const char *id = NULL, *csr = NULL;
     if (!req || json_unpack(req, "{s:s, s:s}", "identity", &id, "csr", &csr) < 0) {
         json_decref(req);
@@ -175,16 +171,22 @@ static void sign(struct mesh_api *api, struct mesh_http_exchange *ex)
         mesh_api_fail(api, ex, 400, msg);
         return;
     }
-    /* Its own node identity (a renewal), or one its join token allowed. */
-    char own[600];
+    /*
+     * Its own node identity (a renewal), or one its join token allowed; never another
+     * node's or the controller's, whatever the patterns of an older token said.
+     */
+    char own[600], nodes[300], ctl[300];
     mesh_spiffe_node_id(own, sizeof(own), api->ca->trust_domain, node);
-    bool allowed = strcmp(own, id) == 0;
+    snprintf(nodes, sizeof(nodes), "spiffe://%s/node/", api->ca->trust_domain);
+    snprintf(ctl, sizeof(ctl), "spiffe://%s/mesh-controller", api->ca->trust_domain);
+    bool renewal = strcmp(own, id) == 0, allowed = renewal;
+    bool reserved = strncmp(id, nodes, strlen(nodes)) == 0 || strcmp(id, ctl) == 0;
     json_t *services = json_object_get(mesh_store_get(api->store, "agents", node), "services");
     size_t i;
     json_t *v;
     json_array_foreach(services, i, v)
     {
-        if (!allowed && json_is_string(v))
+        if (!allowed && !reserved && json_is_string(v))
             allowed = mesh_pattern_match(json_string_value(v), id);
     }
     if (!allowed) {
@@ -197,9 +199,18 @@ static void sign(struct mesh_api *api, struct mesh_http_exchange *ex)
         mesh_api_fail(api, ex, 403, msg);
         return;
     }
-    char nodename[256];
+    char nodename[256], err[256], serial[80];
+    int64_t not_after = 0;
     snprintf(nodename, sizeof(nodename), "%s", node);
-    issue(api, ex, nodename, id, csr);
+    char *pem = mesh_api_sign(api, csr, id, err, sizeof(err), serial, &not_after);
+    if (!pem) {
+        json_decref(req);
+        mesh_api_fail(api, ex, 400, err);
+        return;
+    }
+    if (renewal)
+        mesh_api_node_renewed(api, ex, nodename, serial);
+    mesh_api_issued(api, ex, nodename, id, pem, serial, not_after);
     json_decref(req);
 }
 
@@ -226,7 +237,7 @@ static void tokens(struct mesh_api *api, struct mesh_http_exchange *ex,
         return;
     }
     if (method_is(r, "POST") && path_is(r, "/v1/tokens")) {
-        json_t *req = body_json(ex);
+        json_t *req = mesh_api_body_json(ex);
         char err[300], *text = NULL;
         json_t *rec =
             mesh_token_create(api->store, api->ca->trust_domain, req, &text, err, sizeof(err));
@@ -268,38 +279,54 @@ static void tokens(struct mesh_api *api, struct mesh_http_exchange *ex,
     mesh_api_fail(api, ex, 405, "tokens: GET, POST, or DELETE /v1/tokens/<id>");
 }
 
+/* POST /v1/agents/<node>/reset: the node's name in `node`. */
+static bool is_reset(const struct mesh_http_request *r, char *node, size_t size)
+{
+    static const char prefix[] = "/v1/agents/", suffix[] = "/reset";
+    size_t pl = sizeof(prefix) - 1, sl = sizeof(suffix) - 1;
+    if (!method_is(r, "POST") || r->path_len <= pl + sl || r->path_len - pl - sl >= size ||
+        memcmp(r->path, prefix, pl) != 0 || memcmp(r->path + r->path_len - sl, suffix, sl) != 0)
+        return false;
+    snprintf(node, size, "%.*s", (int)(r->path_len - pl - sl), r->path + pl);
+    return true;
+}
+
 void mesh_api_handle(struct mesh_http_exchange *ex, void *data)
 {
     struct mesh_api *api = data;
     const struct mesh_http_request *r = mesh_http_exchange_request(ex);
+    char node[200];
     if (path_is(r, "/v1/bundle") && method_is(r, "GET")) {
         mesh_http_respond(ex, 200, "application/x-pem-file", NULL, api->ca->bundle_pem,
                           api->ca->bundle_len);
     } else if (path_is(r, "/v1/enroll") && method_is(r, "POST")) {
-        enroll(api, ex);
+        mesh_api_enroll(api, ex);
     } else if (path_is(r, "/v1/sign") && method_is(r, "POST")) {
         sign(api, ex);
     } else if (path_is(r, "/v1/report") && method_is(r, "POST")) {
         mesh_api_report(api, ex);
     } else if (path_is(r, "/healthz")) {
         mesh_http_respond(ex, 200, "text/plain", NULL, "ok\n", 3);
+    } else if (path_is(r, "/metrics") && method_is(r, "GET")) {
+        mesh_api_metrics(api, ex);
     } else if (r->path_len >= 10 && memcmp(r->path, "/v1/tokens", 10) == 0) {
-        if (!mesh_api_is_admin(api, r))
-            mesh_api_fail(api, ex, 401, "an admin token is required (Authorization: Bearer ...)");
-        else
+        if (mesh_api_admin(api, ex))
             tokens(api, ex, r);
     } else if (r->path_len >= 13 && memcmp(r->path, "/v1/resources", 13) == 0) {
         mesh_api_resources(api, ex, r);
     } else if ((path_is(r, "/v1/certs") || path_is(r, "/v1/agents")) && method_is(r, "GET")) {
-        if (!mesh_api_is_admin(api, r))
-            mesh_api_fail(api, ex, 401, "an admin token is required (Authorization: Bearer ...)");
-        else if (path_is(r, "/v1/certs"))
+        if (!mesh_api_admin(api, ex))
+            return;
+        if (path_is(r, "/v1/certs"))
             mesh_http_respond_json(ex, 200, json_pack("{s:o}", "certs", list(api, "certs", NULL)));
         else
             mesh_api_agents(api, ex);
+    } else if (is_reset(r, node, sizeof(node))) {
+        if (mesh_api_admin(api, ex))
+            mesh_api_node_reset(api, ex, node);
     } else {
         mesh_api_fail(api, ex, 404,
                       "not found; see /v1/bundle, /v1/enroll, /v1/sign, /v1/tokens, "
-                      "/v1/certs, /v1/agents");
+                      "/v1/certs, /v1/agents, /metrics");
     }
 }

@@ -3,6 +3,8 @@
  *
  *   GET    /v1/bundle            the trust bundle (PEM), for anyone
  *   POST   /v1/enroll            {"token", "node", "csr"}: a node certificate, with a join token
+ *                                (a node already enrolled also proves it is that node, see
+ *                                enroll.c)
  *   POST   /v1/sign              {"identity", "csr"}: an SVID, for an enrolled node (its
  *                                certificate authenticates it) entitled to the identity
  *   POST   /v1/tokens            admin: create a join token (its text is shown once)
@@ -10,9 +12,13 @@
  *   DELETE /v1/tokens/<id>       admin: revoke one
  *   GET    /v1/certs             admin: the certificates issued, latest per identity
  *   GET    /v1/agents            admin: the enrolled nodes
+ *   POST   /v1/agents/<node>/reset  admin: forget a node's certificates; it may enroll anew
+ *   GET    /metrics              Prometheus counters (no names, no addresses), for anyone
  *
  * Admin calls carry "Authorization: Bearer <admin token>" (the token is in
- * <state_dir>/admin.token, made on first start, mode 0600).
+ * <state_dir>/admin.token, made on first start, mode 0600). Wrong admin tokens and join
+ * tokens count against their source, which is then slowed down (controller/auth_limit.h):
+ * its attempts are answered 429 with Retry-After, unchecked.
  */
 #ifndef MESH_CONTROLLER_API_H
 #define MESH_CONTROLLER_API_H
@@ -20,22 +26,43 @@
 #include <stdbool.h>
 
 #include "common/http_server.h"
+#include "controller/auth_limit.h"
 #include "controller/ca.h"
 #include "controller/store.h"
 
 struct resource_waiter;
 
+/* What /metrics shows besides the HTTP server's own statistics. */
+struct mesh_api_counters {
+    uint64_t issued;
+    uint64_t refused;         /* answers 401 and 403 */
+    uint64_t enrollments;     /* node certificates issued to a join token */
+    uint64_t enroll_failures; /* bad join tokens; enrollments as a node without its proof */
+    uint64_t admin_failures;  /* wrong admin tokens */
+    uint64_t rate_limited;    /* attempts answered 429 without a check */
+    uint64_t reports_refused; /* reports of an address the node does not own */
+    uint64_t members_joined;  /* a node reporting for the first time, or again after 60 s */
+    uint64_t members_moved;   /* a node reporting another address or port */
+    uint64_t members_left;    /* a node not reporting for 60 s */
+};
+
 struct mesh_api {
     uv_loop_t *loop;
     struct mesh_store *store;
     struct mesh_ca *ca;
+    struct mesh_http_server *server; /* for its statistics (NULL: none) */
     char admin_token[65];
-    uint64_t issued;
-    uint64_t refused;
+    struct mesh_api_counters n;
+    struct mesh_auth_limit limit;
     uint64_t res_index;              /* the resources' version, for blocking queries */
     struct resource_waiter *waiters; /* blocking queries parked until a change */
     struct mesh_hmap reports;        /* node -> its last report (memory only) */
 };
+
+/* Sets up what the API keeps in memory (store, ca and loop set by the caller). */
+void mesh_api_init(struct mesh_api *api);
+/* Frees it (after the server closed). */
+void mesh_api_done(struct mesh_api *api);
 
 void mesh_api_handle(struct mesh_http_exchange *ex, void *data);
 /* Sets the resources' index from the store (at start). */
@@ -43,17 +70,45 @@ void mesh_api_resources_init(struct mesh_api *api);
 /* Answers every parked query now (a stop). */
 void mesh_api_resources_close(struct mesh_api *api);
 
-/* api.c, for resources_api.c */
-bool mesh_api_is_admin(struct mesh_api *api, const struct mesh_http_request *r);
-/* The enrolled node that presented its certificate, or NULL (then answered). */
-const char *mesh_api_node(struct mesh_api *api, struct mesh_http_exchange *ex, char *buf,
-                          size_t size);
+/* api.c, for the other parts of the API */
+/* Whether the request carries the admin token; when not, it is answered (401, or 429 for a
+ * source slowed down) and a wrong token counts against its source. */
+bool mesh_api_admin(struct mesh_api *api, struct mesh_http_exchange *ex);
+/* Whether the source may try a credential now; when not, answers 429 with Retry-After. */
+bool mesh_api_may_try(struct mesh_api *api, struct mesh_http_exchange *ex);
+/* A failed credential: counts it in *counter and against the source. */
+void mesh_api_auth_failed(struct mesh_api *api, struct mesh_http_exchange *ex, uint64_t *counter);
 void mesh_api_fail(struct mesh_api *api, struct mesh_http_exchange *ex, int status,
                    const char *why);
+/* The body as JSON, or NULL. */
+json_t *mesh_api_body_json(struct mesh_http_exchange *ex);
+/* Signs a CSR for id: the PEM (caller frees) and its serial and expiry, or NULL and why. */
+char *mesh_api_sign(struct mesh_api *api, const char *csr, const char *id, char *err,
+                    size_t err_size, char serial[80], int64_t *not_after);
+/* Records a certificate issued to node for id, answers with it and the bundle; frees pem. */
+void mesh_api_issued(struct mesh_api *api, struct mesh_http_exchange *ex, const char *node,
+                     const char *id, char *pem, const char *serial, int64_t not_after);
+
+/* enroll.c: POST /v1/enroll, node authentication, POST /v1/agents/<node>/reset */
+void mesh_api_enroll(struct mesh_api *api, struct mesh_http_exchange *ex);
+/* The enrolled node that presented its current, valid certificate, or NULL (then
+ * answered). */
+const char *mesh_api_node(struct mesh_api *api, struct mesh_http_exchange *ex, char *buf,
+                          size_t size);
+/* Notes a new certificate of node's own identity, asked for on ex (a renewal), as one that
+ * speaks for it. */
+void mesh_api_node_renewed(struct mesh_api *api, struct mesh_http_exchange *ex, const char *node,
+                           const char *serial);
+void mesh_api_node_reset(struct mesh_api *api, struct mesh_http_exchange *ex, const char *node);
+
 /* agents_api.c: POST /v1/report, GET /v1/agents */
 void mesh_api_report(struct mesh_api *api, struct mesh_http_exchange *ex);
 void mesh_api_agents(struct mesh_api *api, struct mesh_http_exchange *ex);
 void mesh_api_agents_close(struct mesh_api *api);
+/* Drops a node from the membership at once (a reset), as if it had left. */
+void mesh_api_member_forget(struct mesh_api *api, const char *node);
+/* metrics.c: GET /metrics */
+void mesh_api_metrics(struct mesh_api *api, struct mesh_http_exchange *ex);
 /* resources_api.c: /v1/resources... */
 void mesh_api_resources(struct mesh_api *api, struct mesh_http_exchange *ex,
                         const struct mesh_http_request *r);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <openssl/bn.h>
+#include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -144,6 +145,19 @@ static int load_or_make(const struct mesh_controller_config *cfg, struct mesh_ca
     return 0;
 }
 
+/*
+ * Lets an expired client certificate through the handshake, and nothing else: enrollment
+ * takes a node's certificate, even expired, as the proof that it is the same node. Every
+ * other use checks SSL_get_verify_result() and refuses it (see mesh_api_node()).
+ */
+static int verify_allow_expired(int ok, X509_STORE_CTX *ctx)
+{
+    if (!ok && X509_STORE_CTX_get_error(ctx) == X509_V_ERR_CERT_HAS_EXPIRED &&
+        X509_STORE_CTX_get_error_depth(ctx) == 0)
+        return 1;
+    return ok;
+}
+
 /* The API's certificate: signed now, for the CA's lifetime or a year, whichever is less. */
 static int make_tls(const struct mesh_controller_config *cfg, struct mesh_ca *ca)
 {
@@ -194,7 +208,7 @@ static int make_tls(const struct mesh_controller_config *cfg, struct mesh_ca *ca
     SSL_CTX_set_min_proto_version(ca->tls, TLS1_2_VERSION);
     SSL_CTX_set_options(ca->tls, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     /* A node authenticates with its certificate; enrollment and meshctl come without one. */
-    SSL_CTX_set_verify(ca->tls, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_verify(ca->tls, SSL_VERIFY_PEER, verify_allow_expired);
     SSL_CTX_set_session_id_context(ca->tls, (const unsigned char *)"mesh-controller", 15);
     r = 0;
 out:
@@ -226,9 +240,50 @@ void mesh_ca_close(struct mesh_ca *ca)
     memset(ca, 0, sizeof(*ca));
 }
 
+/*
+ * Why the key of a CSR is refused, in err, or 0 when it is acceptable: EC P-256 or P-384,
+ * Ed25519, or RSA of at least 2048 bits. A CSR that does not parse is left to the signer.
+ */
+static int check_key(const char *csr, size_t csr_len, char *err, size_t err_size)
+{
+    BIO *b = BIO_new_mem_buf(csr, (int)csr_len);
+    X509_REQ *req = b ? PEM_read_bio_X509_REQ(b, NULL, NULL, NULL) : NULL;
+    BIO_free(b);
+    EVP_PKEY *pub = req ? X509_REQ_get0_pubkey(req) : NULL;
+    int r = 0;
+    if (pub) {
+        int type = EVP_PKEY_get_base_id(pub), bits = EVP_PKEY_get_bits(pub);
+        char group[80] = "";
+        size_t len = 0;
+        int nid = NID_undef;
+        if (type == EVP_PKEY_EC && EVP_PKEY_get_group_name(pub, group, sizeof(group), &len) == 1)
+            nid = OBJ_sn2nid(group) != NID_undef ? OBJ_sn2nid(group) : EC_curve_nist2nid(group);
+        if ((type == EVP_PKEY_RSA || type == EVP_PKEY_RSA_PSS) && bits < 2048) {
+            snprintf(err, err_size, "the request's key is RSA of %d bits: at least 2048", bits);
+            r = -EINVAL;
+        } else if (type == EVP_PKEY_EC && nid != NID_X9_62_prime256v1 && nid != NID_secp384r1) {
+            snprintf(err, err_size, "the request's key is on curve %s: P-256 or P-384 only",
+                     group[0] ? group : "(explicit parameters)");
+            r = -EINVAL;
+        } else if (type != EVP_PKEY_RSA && type != EVP_PKEY_RSA_PSS && type != EVP_PKEY_EC &&
+                   type != EVP_PKEY_ED25519) {
+            snprintf(err, err_size,
+                     "the request's key is of type %s: expected EC P-256 or P-384, Ed25519, or "
+                     "RSA of 2048 bits or more",
+                     OBJ_nid2sn(type));
+            r = -EINVAL;
+        }
+    }
+    X509_REQ_free(req);
+    ERR_clear_error();
+    return r;
+}
+
 char *mesh_ca_sign(struct mesh_ca *ca, const char *csr, size_t csr_len, const char *id, char *err,
                    size_t err_size, char *serial, size_t serial_size, int64_t *not_after)
 {
+    if (check_key(csr, csr_len, err, err_size) < 0)
+        return NULL;
     X509 *x = mesh_x509_sign_csr(ca->cert, ca->key, csr, csr_len, id, ca->ttl_s, err, err_size);
     if (!x)
         return NULL;

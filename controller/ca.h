@@ -27,7 +27,10 @@ struct mesh_ca {
 int mesh_ca_open(const struct mesh_controller_config *cfg, struct mesh_ca *ca);
 void mesh_ca_close(struct mesh_ca *ca);
 
-/* Signs a CSR for id; NULL with why in err. The PEM of the certificate is returned. */
+/*
+ * Signs a CSR for id; NULL with why in err. The PEM of the certificate is returned. Keys
+ * other than EC P-256 or P-384, Ed25519, or RSA of at least 2048 bits are refused.
+ */
 char *mesh_ca_sign(struct mesh_ca *ca, const char *csr, size_t csr_len, const char *id, char *err,
                    size_t err_size, char *serial, size_t serial_size, int64_t *not_after);
 

@@ -21,6 +21,12 @@ struct mesh_controller_config {
     uint64_t cert_ttl_ms;
     struct mesh_cfg_strings server_names; /* IPs and DNS names in the HTTPS certificate */
     int log_level;
+    /* The API's connections (see common/http_server.h). */
+    int max_connections;
+    int max_connections_per_client;
+    uint64_t header_timeout_ms;
+    uint64_t idle_timeout_ms;
+    uint64_t connection_timeout_ms;
     /* Derived. */
     struct mesh_addr listen_addr;
 };

@@ -57,6 +57,7 @@ static void on_server_closed(void *data)
 {
     struct controller *c = data;
     c->server = NULL;
+    c->api->server = NULL;
     uv_close((uv_handle_t *)&c->sig_term, NULL);
     uv_close((uv_handle_t *)&c->sig_int, NULL);
 }
@@ -141,17 +142,22 @@ static int run(const char *config_path, int log_level)
         api.store = store;
         api.ca = &ca;
         api.loop = c.loop;
-        mesh_hmap_init(&api.reports);
+        mesh_api_init(&api);
         mesh_api_resources_init(&api);
         struct mesh_http_server_options opts;
         mesh_http_server_options_default(&opts);
-        opts.max_connections = 4096;
+        opts.max_connections = (size_t)cfg->max_connections;
+        opts.max_connections_per_client = (size_t)cfg->max_connections_per_client;
+        opts.header_timeout_ms = cfg->header_timeout_ms;
+        opts.idle_timeout_ms = cfg->idle_timeout_ms;
+        opts.total_timeout_ms = cfg->connection_timeout_ms;
         opts.tls = ca.tls;
         r = mesh_http_server_new(c.loop, &opts, mesh_api_handle, &api, &c.server);
+        api.server = c.server;
         if (r == 0 && (r = mesh_http_server_listen(c.server, &cfg->listen_addr)) < 0) {
             mesh_log_error("cannot listen on %s: %s", cfg->listen, uv_strerror(r));
             mesh_http_server_close(c.server, 0, NULL, NULL);
-            c.server = NULL;
+            c.server = api.server = NULL;
         }
     }
     if (r == 0) {
@@ -169,7 +175,7 @@ static int run(const char *config_path, int log_level)
     uv_run(c.loop, UV_RUN_DEFAULT); /* what a failed start left closing */
     uv_loop_close(c.loop);
     if (api.loop)
-        mesh_api_agents_close(&api);
+        mesh_api_done(&api);
     mesh_store_close(store);
     mesh_ca_close(&ca);
     mesh_controller_config_free(cfg);

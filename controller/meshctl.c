@@ -40,12 +40,17 @@ static void usage(FILE *out)
         "                          resources: DestinationPolicy, Route, AuthorizationPolicy\n"
         "  delete KIND NAME [-n NAMESPACE]\n"
         "                          delete a resource (namespace default: default)\n"
-        "  token create --services PATTERN[,PATTERN...] [--node PATTERN] [--ttl DURATION]\n"
-        "               [--uses N] [--description TEXT]\n"
-        "                          a join token for agents to enroll with (shown once)\n"
+        "  token create --node PATTERN --services PATTERN[,PATTERN...] [--ttl DURATION]\n"
+        "               [--uses N] [--addresses IP|CIDR[,...]] [--description TEXT]\n"
+        "                          a join token for agents to enroll with (shown once);\n"
+        "                          --node '*' for any node name; --addresses: what its\n"
+        "                          nodes may report besides the address they connect from\n"
         "  token list              the join tokens (never their secrets)\n"
         "  token revoke ID         revoke a join token\n"
         "  certs                   the certificates issued, latest per identity\n"
+        "  node reset NAME         forget a node's certificates: they no longer speak for it,\n"
+        "                          and a join token may enroll the name anew (a reinstalled\n"
+        "                          host, a stolen one)\n"
         "  status                  the agents: SYNCED, STALE or OFFLINE, config index,\n"
         "                          oldest certificate expiry (also: agents)\n"
         "\n"
@@ -266,6 +271,9 @@ static int run(const struct opts *o, const char *method, const char *path, json_
             "join token %s (shown once; give it to the agents as identity.join_token_file):\n%s\n",
             json_string_value(json_object_get(doc, "id")),
             json_string_value(json_object_get(doc, "token")));
+    } else if (json_object_get(doc, "reset")) {
+        printf("reset node %s: enroll it again with a join token\n",
+               json_string_value(json_object_get(doc, "node")));
     } else {
         printf("revoked %s\n", json_string_value(json_object_get(doc, "id")));
     }
@@ -403,20 +411,27 @@ static int resources(const struct opts *o, int argc, char **argv, bool del)
 
 static int token_create(const struct opts *o, int argc, char **argv)
 {
-    static const struct option lo[] = {
-        {"services", required_argument, NULL, 's'},    {"node", required_argument, NULL, 'n'},
-        {"ttl", required_argument, NULL, 't'},         {"uses", required_argument, NULL, 'u'},
-        {"description", required_argument, NULL, 'd'}, {NULL, 0, NULL, 0}};
+    static const struct option lo[] = {{"services", required_argument, NULL, 's'},
+                                       {"node", required_argument, NULL, 'n'},
+                                       {"ttl", required_argument, NULL, 't'},
+                                       {"uses", required_argument, NULL, 'u'},
+                                       {"description", required_argument, NULL, 'd'},
+                                       {"addresses", required_argument, NULL, 'a'},
+                                       {NULL, 0, NULL, 0}};
     json_t *req = json_object(), *services = json_array();
     int ch;
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "s:n:t:u:d:", lo, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "s:n:t:u:d:a:", lo, NULL)) != -1) {
         switch (ch) {
-        case 's': {
+        case 's':
+        case 'a': {
+            json_t *list = ch == 's' ? services : json_array();
             char *copy = strdup(optarg), *save = NULL;
             for (char *p = strtok_r(copy, ",", &save); p; p = strtok_r(NULL, ",", &save))
-                json_array_append_new(services, json_string(p));
+                json_array_append_new(list, json_string(p));
             free(copy);
+            if (ch == 'a')
+                json_object_set_new(req, "addresses", list);
             break;
         }
         case 'n':
@@ -446,8 +461,9 @@ static int token_create(const struct opts *o, int argc, char **argv)
             return EXIT_USAGE;
         }
     }
-    if (json_array_size(services) == 0) {
-        fprintf(stderr, "meshctl: token create needs --services (SPIFFE ID patterns)\n");
+    if (json_array_size(services) == 0 || !json_object_get(req, "node")) {
+        fprintf(stderr, "meshctl: token create needs --node (a node name pattern; '*' for "
+                        "any) and --services (SPIFFE ID patterns)\n");
         json_decref(req);
         json_decref(services);
         return EXIT_USAGE;
@@ -538,6 +554,10 @@ int main(int argc, char **argv)
         r = resources(&o, rest, args, false);
     } else if (strcmp(args[0], "delete") == 0) {
         r = resources(&o, rest, args, true);
+    } else if (rest == 3 && strcmp(args[0], "node") == 0 && strcmp(args[1], "reset") == 0) {
+        char path[300];
+        snprintf(path, sizeof(path), "/v1/agents/%s/reset", args[2]);
+        r = run(&o, "POST", path, NULL, NULL);
     } else if (rest == 1 && strcmp(args[0], "certs") == 0) {
         r = run(&o, "GET", "/v1/certs", NULL, "certs");
     } else if (rest == 1 && (strcmp(args[0], "status") == 0 || strcmp(args[0], "agents") == 0)) {

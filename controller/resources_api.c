@@ -190,7 +190,7 @@ static void put(struct mesh_api *api, struct mesh_http_exchange *ex)
         for (size_t i = 0; i < errors.n; i++)
             json_array_append_new(list, json_string(errors.v[i]));
         mesh_cfg_errors_done(&errors);
-        api->refused++;
+        api->n.refused++;
         mesh_http_respond_json(ex, 400,
                                json_pack("{s:s, s:o}", "error", "invalid resources", "errors",
                                          list ? list : json_array()));
@@ -246,10 +246,11 @@ void mesh_api_resources(struct mesh_api *api, struct mesh_http_exchange *ex,
                         const struct mesh_http_request *r)
 {
     bool get = r->method_len == 3 && memcmp(r->method, "GET", 3) == 0;
-    bool admin = mesh_api_is_admin(api, r);
+    bool admin = !get || mesh_http_find_header(r->headers, r->num_headers, "authorization");
     char buf[2100];
-    if (!admin && !(get && mesh_api_node(api, ex, buf, sizeof(buf))))
-        return; /* mesh_api_node answered */
+    /* Writes are an admin's only; reads an admin's (who says so) or an enrolled node's. */
+    if (admin ? !mesh_api_admin(api, ex) : !mesh_api_node(api, ex, buf, sizeof(buf)))
+        return; /* answered */
     char path[512];
     snprintf(path, sizeof(path), "%.*s", (int)(r->path_len < 511 ? r->path_len : 511), r->path);
     if (strcmp(path, "/v1/resources") == 0) {

@@ -1,5 +1,6 @@
 #include "controller/tokens.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -9,8 +10,10 @@
 #include <openssl/rand.h>
 
 #include "common/alloc.h"
+#include "common/macros.h"
 #include "common/spiffe.h"
 #include "common/strutil.h"
+#include "controller/addresses.h"
 
 #define TOKEN_PREFIX "mesh1."
 #define TTL_MAX_S (30 * 86400)
@@ -46,23 +49,49 @@ static int pattern_valid(const char *p)
     return !star || !strchr(star + 1, '*');
 }
 
+/*
+ * Why a service pattern may not be on a token, or NULL: it must name workloads only, never
+ * a node (those come with enrollment, each to its own node), the controller, or the whole
+ * trust domain. A pattern that could match any node ID is refused: its text before the
+ * '*' and "spiffe://<td>/node/" must not be prefixes of one another.
+ */
+static const char *pattern_too_wide(const char *p, const char *td)
+{
+    char node[300], ctl[300], domain[300];
+    snprintf(node, sizeof(node), "spiffe://%s/node/", td);
+    snprintf(ctl, sizeof(ctl), "spiffe://%s/mesh-controller", td);
+    snprintf(domain, sizeof(domain), "spiffe://%s/", td);
+    const char *star = strchr(p, '*');
+    size_t lit = star ? (size_t)(star - p) : strlen(p), nl = strlen(node);
+    if (star && lit <= strlen(domain))
+        return "it covers the whole trust domain";
+    if (strncmp(p, node, MESH_MIN(lit, nl)) == 0 && (star || lit >= nl))
+        return "it covers node identities (each node gets its own when it enrolls)";
+    if (mesh_pattern_match(p, ctl))
+        return "it covers the controller's identity";
+    return NULL;
+}
+
 json_t *mesh_token_create(struct mesh_store *s, const char *trust_domain, json_t *req,
                           char **ret_token, char *err, size_t err_size)
 {
-    const char *node = "*", *ttl_text = "1h", *description = "";
-    json_t *services = NULL;
+    const char *node = NULL, *ttl_text = "1h", *description = "";
+    json_t *services = NULL, *addresses = NULL;
     json_int_t uses = 1;
     json_error_t jerr;
     if (!json_is_object(req) ||
-        json_unpack_ex(req, &jerr, JSON_STRICT, "{s?s, s:o, s?s, s?I, s?s}", "node", &node,
+        json_unpack_ex(req, &jerr, JSON_STRICT, "{s:s, s:o, s?s, s?I, s?s, s?o}", "node", &node,
                        "services", &services, "ttl", &ttl_text, "uses", &uses, "description",
-                       &description) < 0) {
+                       &description, "addresses", &addresses) < 0) {
         snprintf(err, err_size,
                  "expected {\"node\": pattern, \"services\": [patterns], \"ttl\": "
-                 "duration, \"uses\": n, \"description\": text}: %s",
+                 "duration, \"uses\": n, \"description\": text, \"addresses\": [IPs or "
+                 "CIDRs]}; \"node\" and \"services\" are required: %s",
                  jerr.text);
         return NULL;
     }
+    if (!mesh_ctl_addresses_valid(addresses, err, err_size))
+        return NULL;
     uint64_t ttl_ms = 0;
     if (mesh_parse_duration_ms(ttl_text, &ttl_ms) < 0 || ttl_ms < 1000 ||
         ttl_ms / 1000 > TTL_MAX_S) {
@@ -94,6 +123,11 @@ json_t *mesh_token_create(struct mesh_store *s, const char *trust_domain, json_t
                      prefix);
             return NULL;
         }
+        const char *why = pattern_too_wide(p, trust_domain);
+        if (why) {
+            snprintf(err, err_size, "services[%zu]: '%s' may not be on a token: %s", i, p, why);
+            return NULL;
+        }
     }
     unsigned char idb[8], secret[32];
     char id[17], secret_hex[65], hash[65];
@@ -113,6 +147,8 @@ json_t *mesh_token_create(struct mesh_store *s, const char *trust_domain, json_t
                             hash, "node", node, "services", services, "created_at", (json_int_t)now,
                             "expires_at", (json_int_t)(now + (time_t)(ttl_ms / 1000)), "uses", uses,
                             "uses_left", uses, "description", description, "revoked", 0);
+    if (rec && addresses)
+        json_object_set(rec, "addresses", addresses);
     char *token = mesh_malloc(sizeof(TOKEN_PREFIX) + 16 + 1 + 64);
     if (!rec || !token || mesh_store_put(s, "tokens", id, rec) < 0) {
         json_decref(rec);
@@ -129,8 +165,8 @@ json_t *mesh_token_create(struct mesh_store *s, const char *trust_domain, json_t
     return pub;
 }
 
-json_t *mesh_token_use(struct mesh_store *s, const char *token, const char *node, char *err,
-                       size_t err_size)
+json_t *mesh_token_check(struct mesh_store *s, const char *token, const char *node, char *err,
+                         size_t err_size)
 {
     /* "mesh1." 16 hex "." 64 hex */
     size_t plen = sizeof(TOKEN_PREFIX) - 1;
@@ -158,8 +194,7 @@ json_t *mesh_token_use(struct mesh_store *s, const char *token, const char *node
         snprintf(err, err_size, "join token %s has expired", id);
         return NULL;
     }
-    json_int_t left = json_integer_value(json_object_get(rec, "uses_left"));
-    if (left <= 0) {
+    if (json_integer_value(json_object_get(rec, "uses_left")) <= 0) {
         snprintf(err, err_size, "join token %s is used up", id);
         return NULL;
     }
@@ -169,13 +204,33 @@ json_t *mesh_token_use(struct mesh_store *s, const char *token, const char *node
                  pattern ? pattern : "?", node);
         return NULL;
     }
-    json_t *next = json_deep_copy(rec);
-    if (!next || json_object_set_new(next, "uses_left", json_integer(left - 1)) < 0 ||
-        mesh_store_put(s, "tokens", id, next) < 0) {
-        json_decref(next);
-        snprintf(err, err_size, "cannot record the use of join token %s", id);
-        return NULL;
-    }
+    return rec;
+}
+
+int mesh_token_consume(struct mesh_store *s, json_t *rec, char *err, size_t err_size)
+{
+    const char *rec_id = json_string_value(json_object_get(rec, "id"));
+    char id[17];
+    snprintf(id, sizeof(id), "%s", rec_id ? rec_id : "?");
+    json_int_t left = json_integer_value(json_object_get(rec, "uses_left"));
+    json_t *next = left > 0 ? json_deep_copy(rec) : NULL;
+    int r = next && json_object_set_new(next, "uses_left", json_integer(left - 1)) == 0
+                ? mesh_store_put(s, "tokens", id, next)
+                : -ENOMEM;
     json_decref(next);
-    return mesh_store_get(s, "tokens", id);
+    if (r < 0)
+        snprintf(err, err_size, "cannot record the use of join token %s", id);
+    return r;
+}
+
+json_t *mesh_token_use(struct mesh_store *s, const char *token, const char *node, char *err,
+                       size_t err_size)
+{
+    json_t *rec = mesh_token_check(s, token, node, err, err_size);
+    char id[17];
+    if (!rec)
+        return NULL;
+    snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(rec, "id")));
+    /* The record is replaced by the use: read back the new one. */
+    return mesh_token_consume(s, rec, err, err_size) < 0 ? NULL : mesh_store_get(s, "tokens", id);
 }

@@ -15,17 +15,27 @@
 
 /*
  * Creates a token from a request ({"node": pattern, "services": [patterns], "ttl": "1h",
- * "uses": 1, "description": "..."}) whose service patterns must be of trust_domain.
- * Returns the stored record (a new reference, without the secret) and the token text
+ * "uses": 1, "description": "...", "addresses": ["10.0.0.0/24"]}). The node pattern is
+ * required ("*" must be asked for); service patterns must be of trust_domain and name
+ * workloads only: no node identity, not the controller's, not the whole trust domain.
+ * "addresses" are what a node enrolled with it may report besides the address it connects
+ * from. Returns the stored record (a new reference, without the secret) and the token text
  * (*ret_token, caller frees), or NULL with why in err (a 400).
  */
 json_t *mesh_token_create(struct mesh_store *s, const char *trust_domain, json_t *req,
                           char **ret_token, char *err, size_t err_size);
 
 /*
- * Checks token for node and, when it may be used, consumes one use (durably, before
- * returning). Returns the record (borrowed), or NULL with why in err.
+ * Checks token for node: known, not revoked, expired or used up, and for this node name.
+ * Returns the record (borrowed, valid until the store changes), or NULL with why in err.
  */
+json_t *mesh_token_check(struct mesh_store *s, const char *token, const char *node, char *err,
+                         size_t err_size);
+/* Consumes one use of a checked token (durably). Returns 0, or a negative errno with why in
+ * err. */
+int mesh_token_consume(struct mesh_store *s, json_t *rec, char *err, size_t err_size);
+
+/* mesh_token_check, then mesh_token_consume. Returns the record after the use, or NULL. */
 json_t *mesh_token_use(struct mesh_store *s, const char *token, const char *node, char *err,
                        size_t err_size);
 

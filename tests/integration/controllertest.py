@@ -65,10 +65,18 @@ class Controller:
             self.proc.send_signal(signal.SIGTERM)
             code = self.proc.wait(timeout=20)
             assert code == 0, f"controller exited {code}:\n{self.logs()}"
+        self.close()
+
+    def close(self):
+        """Releases the log and notify socket of a controller that has exited."""
+        for f in (getattr(self, "log", None), getattr(self, "notify", None)):
+            if f:
+                f.close()
 
     def kill(self):
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
+        self.close()
 
     def context(self, cert=None, key=None):
         ctx = ssl.create_default_context(cafile=self.ca)
@@ -76,22 +84,48 @@ class Controller:
             ctx.load_cert_chain(cert, key)
         return ctx
 
-    def request(self, method, path, body=None, admin=False, cert=None, key=None, token=None):
+    def exchange(self, method, path, body=None, headers=None, cert=None, key=None,
+                 source=None, timeout=10):
+        """One HTTPS request; body is bytes, str or a JSON document. source: the local IP
+        to connect from (127.0.0.2 is another client on the same host). Returns (status,
+        headers, body bytes)."""
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout,
+                                           context=self.context(cert, key),
+                                           source_address=(source, 0) if source else None)
+        if body is not None and not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            return r.status, dict(r.getheaders()), r.read()
+        finally:
+            conn.close()
+
+    def request(self, method, path, body=None, admin=False, cert=None, key=None, token=None,
+                source=None):
         """Returns (status, JSON answer or text)."""
-        conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=10,
-                                           context=self.context(cert, key))
         headers = {"Content-Type": "application/json"}
         if admin or token:
             headers["Authorization"] = f"Bearer {token or self.admin_token}"
-        conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                     headers=headers)
-        r = conn.getresponse()
-        data = r.read()
-        conn.close()
+        status, _, data = self.exchange(method, path, body, headers, cert, key, source)
         try:
-            return r.status, json.loads(data)
+            return status, json.loads(data)
         except ValueError:
-            return r.status, data.decode()
+            return status, data.decode()
+
+    def metric(self, name, **labels):
+        """The value of one sample of the controller's /metrics, or None."""
+        want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        status, _, data = self.exchange("GET", "/metrics")
+        if status != 200:
+            raise AssertionError(f"GET /metrics: {status} {data!r}")
+        for line in data.decode().splitlines():
+            if line.startswith("#"):
+                continue
+            k, _, value = line.rpartition(" ")
+            if k == name or (want and k == f"{name}{{{want}}}"):
+                return float(value)
+        return None
 
     def meshctl(self, *args, env=None):
         e = dict(os.environ)

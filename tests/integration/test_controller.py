@@ -167,8 +167,8 @@ class ControllerTest(unittest.TestCase):
                             "--token-file", bad, "token", "list"], capture_output=True, text=True)
         self.assertEqual(r.returncode, 1)
         self.assertIn("admin token is required", r.stderr)
-        s, body = self.c.request("POST", "/v1/tokens", {"services": ["spiffe://other.td/x"]},
-                                 admin=True)
+        s, body = self.c.request("POST", "/v1/tokens", {"services": ["spiffe://other.td/x"],
+                                                        "node": "web-*"}, admin=True)
         self.assertEqual(s, 400)
         self.assertIn("under spiffe://mesh.test/", body["error"])
 
@@ -181,7 +181,8 @@ class ControllerTest(unittest.TestCase):
                 while not stop.is_set():
                     try:
                         s, body = self.c.request("POST", "/v1/tokens",
-                                                 {"services": [spiffe("shop", "*")]}, admin=True)
+                                                 {"services": [spiffe("shop", "*")],
+                                                  "node": "host-*"}, admin=True)
                         if s == 201:
                             acked.append(body["id"])
                     except (OSError, ssl.SSLError, ValueError):

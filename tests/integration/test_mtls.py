@@ -33,9 +33,10 @@ class MtlsTest(BackendTest):
         self.pki = Pki(self.tmp)
 
     def controller_identity(self, ctl, uses):
-        """A join token from ctl (for every shop service) and the identity config using it."""
+        """A join token from ctl (for every shop service) and the identity config using it.
+        Its nodes may report 127.0.0.2 too: B's address, though B calls from 127.0.0.1."""
         r = ctl.meshctl("token", "create", "--services", spiffe("shop", "*"), "--node",
-                        "host-*", "--uses", str(uses))
+                        "host-*", "--uses", str(uses), "--addresses", "127.0.0.2")
         self.assertEqual(r.returncode, 0, r.stderr)
         token = os.path.join(self.tmp, "join.token")
         with open(token, "w") as f:

@@ -203,6 +203,23 @@ static void on_answer(struct ctl_call *call)
     json_decref(doc);
 }
 
+/*
+ * Puts the node certificate and key the state dir kept on call, expired as they are, so that
+ * enrolling again proves this is the node that held the name. Nothing when they are gone.
+ */
+static void kept_proof(struct mesh_certs *c, struct ctl_call *call)
+{
+    char crt[4200], key[4200];
+    certs_paths(c, &c->v[0], crt, key, sizeof(crt));
+    size_t cl = 0, kl = 0;
+    if (mesh_fs_read_file(crt, PEM_MAX, &call->cert_pem, &cl) < 0)
+        return;
+    if (mesh_fs_read_file(key, PEM_MAX, &call->key_pem, &kl) < 0) {
+        mesh_free(call->cert_pem);
+        call->cert_pem = NULL;
+    }
+}
+
 /* Starts the call that gets h a certificate: enrollment, or signing with the node's. */
 static void ask(struct mesh_certs *c, struct held *h, bool enroll)
 {
@@ -248,13 +265,17 @@ static void ask(struct mesh_certs *c, struct held *h, bool enroll)
     /*
      * Enrolling again, the node shows the certificate it holds, even expired: the
      * controller enrolls a name already enrolled only for the node that proves it is it.
+     * One that expired while the agent was off is not held (it serves nothing), so it is
+     * read back from the state dir for this alone.
      */
-    bool show = !enroll || (node->cert_pem && node->key_pem);
     bool ok = body && call && (call->url = mesh_strdup(url)) &&
               (call->body = json_dumps(body, JSON_COMPACT)) &&
-              (call->ca_pem = mesh_strdup(c->bundle_pem ? c->bundle_pem : s->first_trust)) &&
-              (!show || ((call->cert_pem = mesh_strdup(node->cert_pem)) &&
-                         (call->key_pem = mesh_strdup(node->key_pem))));
+              (call->ca_pem = mesh_strdup(c->bundle_pem ? c->bundle_pem : s->first_trust));
+    if (ok && (!enroll || (node->cert_pem && node->key_pem)))
+        ok = (call->cert_pem = mesh_strdup(node->cert_pem)) &&
+             (call->key_pem = mesh_strdup(node->key_pem));
+    else if (ok && node->expired_at)
+        kept_proof(c, call);
     if (token) {
         OPENSSL_cleanse(token, tlen);
         mesh_free(token);

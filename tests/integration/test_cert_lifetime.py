@@ -113,6 +113,15 @@ class CertLifetimeTest(AgentTest):
         self.assertIn("used up", err)
         self.assertIn("the node certificate expired at", err)
         self.assertIn("new join token", err)
+        # The operator writes a new token: the node enrolls again under its own name, proving
+        # it is that node with the expired certificate its state dir kept (no node reset).
+        r = ctl.meshctl("token", "create", "--services", spiffe("shop", "*"), "--node",
+                        "host-a", "--uses", "1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(a.config["identity"]["join_token_file"], "w") as f:
+            f.write(r.stdout.strip().splitlines()[-1] + "\n")
+        wait_for(lambda: self.held(a).get(node, 0) > not_after, timeout=20 * SLOW,
+                 what="the node enrolled again with the new token")
 
     def test_failing_renewal_warns_at_80_percent_then_stops_presenting(self):
         ctl = self.controller("10s")

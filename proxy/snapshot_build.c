@@ -228,11 +228,34 @@ static bool in_subset(const struct mesh_service *s, const struct mesh_endpoint *
                       const struct mesh_labels *subset)
 {
     for (size_t i = 0; subset && i < subset->n; i++) {
+        /* An endpoint several registries report is in each one's subset. */
+        if (strcmp(subset->v[i].key, MESH_CATALOG_REGISTRY_LABEL) == 0) {
+            if (!mesh_service_ep_from(s, e, subset->v[i].value))
+                return false;
+            continue;
+        }
         const char *v = mesh_service_ep_label(s, e, subset->v[i].key);
         if (!v || strcmp(v, subset->v[i].value) != 0)
             return false;
     }
     return true;
+}
+
+/*
+ * When no endpoint is ready and some are terminating but still serving (a rollout where
+ * every old pod is draining before a new one is ready), the serving ones take traffic rather
+ * than none: as kube-proxy does (ProxyTerminatingEndpoints). In this snapshot only.
+ */
+static void serve_from_terminating(struct snap_endpoint *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if ((v[i].health & MESH_EP_READY) && !(v[i].health & MESH_EP_TERMINATING))
+            return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((v[i].health & MESH_EP_SERVING) && (v[i].health & MESH_EP_TERMINATING))
+            v[i].health = MESH_EP_READY | MESH_EP_SERVING;
+    }
 }
 
 /* What depends on d's policy as well as on its endpoints. */
@@ -313,6 +336,7 @@ static int fill_dest(struct builder *b, struct snap_dest *d, struct mesh_dest_st
         d->n++;
     }
     block->n = d->n;
+    serve_from_terminating(block->v, block->n);
     /* The catalog's endpoints are sorted already; a local one is alone. */
     if (attach_states(owner, d) < 0)
         return -ENOMEM;

@@ -21,7 +21,7 @@ static void set(struct fixture *f, const char *name, const char *const *ips, siz
         eps[i].weight = 1;
         eps[i].health = MESH_EP_HEALTHY;
     }
-    struct mesh_service_update u = {"default", name, MESH_PROTO_HTTP, eps, n};
+    struct mesh_service_update u = {"default", name, MESH_PROTO_HTTP, eps, n, false};
     assert_true(mesh_catalog_update(f->catalog, "files", &u) >= 0);
 }
 

@@ -502,13 +502,15 @@ users:
         consul.add_instance("web", "10.0.0.1", 8080, node="vm1", weights={"Passing": 9,
                                                                           "Warning": 1})
         consul.add_instance("web", "10.5.0.1", 8080, node="vm2")
+        consul.add_instance("web", "10.0.0.2", 9090, node="vm3")  # a port Kubernetes denies
         self.add_service("web", ["10.0.0.1", "10.0.0.2"])
         a = self.kube_agent()
         a.config["registries"].append({"type": "consul", "name": "consul",
                                        "address": consul.address, "namespace": "shop",
                                        "register": False})
         a.start()
-        wait_for(lambda: len(endpoints(a, "web")) == 3, what="the union")
+        wait_for(lambda: len(endpoints(a, "web")) == 3 and
+                 len(a.services()["shop/web"]["registries"]) == 2, what="the union")
         s = a.services()["shop/web"]
         self.assertEqual(s["registries"], ["k8s", "consul"])
         e = {x["address"]: x for x in s["endpoints"]}
@@ -516,6 +518,17 @@ users:
         self.assertEqual(e["10.0.0.1"]["weight"], 1)
         self.assertEqual(e["10.0.0.1"]["labels"]["mesh/registry"], "k8s")
         self.assertEqual(e["10.5.0.1"]["labels"]["mesh/registry"], "consul")
+        # Reported by both: tagged with both.
+        self.assertEqual(e["10.0.0.1"]["registries"], ["k8s", "consul"])
+        self.assertNotIn("registries", e["10.5.0.1"])
+        # 10.0.0.2 at 8080 in Kubernetes and 9090 in Consul: a conflict, Kubernetes' stands.
+        self.assertEqual((e["10.0.0.2"]["port"], e["10.0.0.2"]["labels"]["mesh/registry"]),
+                         (8080, "k8s"))
+        wait_for(lambda: "registries 'k8s' and 'consul' disagree on the port of endpoint "
+                 "10.0.0.2: 8080 in 'k8s', 9090 in 'consul'; using 'k8s'" in a.logs(),
+                 what="the conflict's warning")
+        self.assertEqual(a.metric("mesh_catalog_conflicts_total", kind="port"), 1)
+        self.assertEqual(a.metric("mesh_catalog_conflicts", kind="port"), 1)
 
 
 if __name__ == "__main__":

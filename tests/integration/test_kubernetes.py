@@ -126,13 +126,13 @@ class KubeTest(AgentTest):
         wait_for(lambda: "shop/svc-007" not in a.services(), what="the deleted Service")
 
     def test_steady_churn_keeps_the_loop_responsive(self):
-        # bench/k8s-churn in small: 3,000 Services of 4 endpoints, a few with a pod on this
-        # node (as a DaemonSet agent sees them), 300 slice changes a second for 8 s. The cost
+        # bench/k8s-churn in small: 4,000 Services of 4 endpoints, a few with a pod on this
+        # node (as a DaemonSet agent sees them), 400 slice changes a second for 8 s. The cost
         # of an event must not grow with the catalog: the agent keeps up, answers its admin
         # API and pings the watchdog (every 1 s here) throughout. The bounds are loose for a
         # loaded machine; before the fix each event walked the whole catalog and the agent
-        # fell minutes behind.
-        n, per, rate, seconds = 3000, 4, 300, 8
+        # fell behind, its admin API took seconds and the watchdog went unfed for as long.
+        n, per, rate, seconds = 4000, 4, 400, 8
 
         def variant(s, b):
             eps = [(f"10.{s // 250}.{s % 250}.{e + (10 if b and e == s % per else 1)}",
@@ -199,9 +199,12 @@ class KubeTest(AgentTest):
                 t.join()
         pings = [p for p in pings if p >= start]
         gaps = [b - a for a, b in zip(pings, pings[1:])] + [end - pings[-1] if pings else 99]
-        self.assertLess(max(gaps), 5 * SLOW, f"watchdog pings stopped for {max(gaps):.1f} s")
-        self.assertLess(max(probes), 3 * SLOW, f"/healthz took {max(probes):.1f} s")
-        self.assertLess(caught_up, 10 * SLOW, f"{caught_up:.1f} s behind after the churn")
+        print(f"churn: longest watchdog gap {max(gaps):.2f} s, slowest /healthz "
+              f"{max(probes):.2f} s, caught up {caught_up:.2f} s after the last event",
+              file=sys.stderr)
+        self.assertLess(max(gaps), 2.5 * SLOW, f"watchdog pings stopped for {max(gaps):.1f} s")
+        self.assertLess(max(probes), 1.0 * SLOW, f"/healthz took {max(probes):.1f} s")
+        self.assertLess(caught_up, 5 * SLOW, f"{caught_up:.1f} s behind after the churn")
         self.assertEqual(a.metric("mesh_k8s_relists_total", registry="k8s",
                                   resource="endpointslices"), 0)
         for s in (0, 1, n // 2, n - 1):

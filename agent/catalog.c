@@ -509,7 +509,7 @@ static int cmp_ordered(const void *a, const void *b)
 static struct mesh_catalog_eps *copy_sorted(const struct mesh_endpoint *src, size_t n)
 {
     struct mesh_catalog_eps *v = eps_new(n);
-    struct ordered *o = mesh_calloc(n, sizeof(*o));
+    struct ordered *o = mesh_calloc(n ? n : 1, sizeof(*o));
     if (!v || !o)
         goto fail;
     for (size_t i = 0; i < n; i++)

@@ -363,7 +363,8 @@ static void push_locals(struct k8s_registry *k)
         mesh_k8s__problem(k, K8S_ERR_DECODE, "out of memory finding local services");
         return;
     }
-    qsort(k->local_groups, n, sizeof(*k->local_groups), cmp_group_key);
+    if (n)
+        qsort(k->local_groups, n, sizeof(*k->local_groups), cmp_group_key);
     for (size_t i = 0; i < n; i++)
         v[i] = *k->local_groups[i]->local; /* borrowed for the call */
     k->base.sink.set_local(k->base.sink.data, &k->base, v, n);

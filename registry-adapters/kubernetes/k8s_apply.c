@@ -418,6 +418,21 @@ void mesh_k8s__full_sync(struct k8s_registry *k)
     for (size_t i = 0; mesh_hmap_next(&k->groups, &i, &e);)
         refresh_local(k, e->value);
     push_locals(k);
+    /* Groups left with neither slices nor a Service (a relist saw them go) are dropped:
+     * collected first, as removing edits the map. */
+    struct k8s_group **gone = NULL;
+    size_t n_gone = 0, cap = 0;
+    for (size_t i = 0; mesh_hmap_next(&k->groups, &i, &e);) {
+        struct k8s_group *g = e->value;
+        if (!g->n_slices && !mesh_hmap_get(&k->cache[K8S_SERVICES], g->key) &&
+            mesh_grow((void **)&gone, &cap, n_gone + 1, sizeof(*gone)) == 0)
+            gone[n_gone++] = g;
+    }
+    for (size_t i = 0; i < n_gone; i++) {
+        mesh_hmap_remove(&k->groups, gone[i]->key);
+        group_free(gone[i]);
+    }
+    mesh_free(gone);
 }
 
 void mesh_k8s__caches_done(struct k8s_registry *k)

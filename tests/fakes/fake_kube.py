@@ -12,7 +12,9 @@ expired continue token: 410 Expired), `labelSelector` (key, key=value, key!=valu
 (`watch=1`): chunked transfer encoding, one JSON event per line; `resourceVersion` to start
 after; `allowWatchBookmarks` (BOOKMARK events every `bookmark_interval` seconds);
 `timeoutSeconds` ends the stream cleanly; a resourceVersion older than the last compaction
-gets an ERROR event with a 410 Status, as the real server sends it.
+gets an ERROR event with a 410 Status, as the real server sends it. Throttling: 429
+TooManyRequests (API priority and fairness) or a 5xx, with a `Retry-After` header in
+seconds and `details.retryAfterSeconds`, as the real server answers.
 
 History: like the API server's watch cache, the fake keeps `history_seconds` of events
 (None: all). A watch that starts from, or falls behind to, a version older than that gets an
@@ -20,9 +22,11 @@ ERROR event with a 410 Status and ends, as a watcher too slow for the cache does
 
 Test hooks: put/delete objects (events for watchers), put_prepared (an object serialized
 ahead, for benches that must measure the agent rather than the fake's JSON encoder), compact
-(old versions gone), expire_watches (410 to every open watch), cut_streams (close
-mid-object), stop/start on the same port (a restart), tokens, the request log, and
-`delivered` (per resource, the last version written to a watcher: how far the fake keeps up).
+(old versions gone), expire_watches (410 to every open watch, or those of one resource),
+cut_streams (close mid-object), refuse_next (throttle the next requests), list_delay (a slow
+server: each list page waits), stop/start on the same port (a restart), tokens, the request
+log, and `delivered` (per resource, the last version written to a watcher: how far the
+fake keeps up).
 """
 import base64
 import bisect

@@ -520,7 +520,8 @@ static struct mesh_catalog_eps *copy_sorted(const struct mesh_endpoint *src, siz
             continue;
         if (mesh_endpoint_copy(&v->v[v->n], o[i].ep) < 0)
             goto fail;
-        v->v[v->n++].source = 0;
+        v->v[v->n].source = 0;
+        v->v[v->n++].also = 0; /* what a merge sets, never what an adapter passed */
     }
     mesh_free(o);
     return v;

@@ -54,9 +54,7 @@ static void write_service(struct mesh_buf *b, const struct mesh_service *s)
     for (size_t i = 0; i < s->n_endpoints; i++) {
         if (i)
             mesh_buf_append_str(b, ",");
-        mesh_endpoint_write_json_from(
-            b, &s->endpoints[i],
-            mesh_service_ep_label(s, &s->endpoints[i], MESH_CATALOG_REGISTRY_LABEL));
+        mesh_endpoint_write_json_from(b, s, &s->endpoints[i]);
     }
     mesh_buf_append_str(b, "]}");
 }

@@ -17,6 +17,7 @@ struct source {
     int rank; /* type rank * 1000 + position: lower wins */
     bool merge;
     bool synced;
+    size_t services, endpoints; /* what its views hold, kept as they change */
 };
 
 /* An endpoint array, shared by a source's view and a merged service of that source alone
@@ -42,17 +43,25 @@ struct entry {
     struct view *views;
     size_t n_views;
     struct mesh_service *merged;
+    char *conflict[MESH_CATALOG_CONFLICT_KINDS]; /* what the sources disagree on, or NULL */
 };
 
 struct mesh_catalog {
     struct mesh_hmap entries;
+    struct entry **sorted; /* the entries by key, kept as services come and go: listing the
+                              catalog (each snapshot does) then costs no sort */
+    size_t n_sorted, cap_sorted;
     struct source *sources;
     size_t n_sources;
     const char **source_names; /* the names of `sources`, for callers */
     uint64_t version;
     mesh_catalog_change_cb change_cb;
     void *change_data;
+    uint64_t conflicts_total[MESH_CATALOG_CONFLICT_KINDS];
+    size_t conflicts_now[MESH_CATALOG_CONFLICT_KINDS];
 };
+
+const char *const mesh_catalog_conflict_names[MESH_CATALOG_CONFLICT_KINDS] = {"port", "labels"};
 
 /* Every merged service gets the next: the proxy tells an unchanged service by its id. */
 static atomic_ullong service_ids;
@@ -92,6 +101,16 @@ const char *mesh_service_ep_label(const struct mesh_service *s, const struct mes
     return mesh_labels_get(&ep->labels, key);
 }
 
+bool mesh_service_ep_from(const struct mesh_service *s, const struct mesh_endpoint *ep,
+                          const char *source)
+{
+    for (size_t i = 0; i < s->n_sources && i < 32; i++) {
+        if (strcmp(s->sources[i], source) == 0)
+            return ep->source == i || (ep->also & (1u << i));
+    }
+    return false;
+}
+
 struct mesh_service *mesh_service_ref(struct mesh_service *s)
 {
     atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
@@ -122,6 +141,8 @@ static void view_done(struct view *v)
 
 static void entry_free(struct entry *e)
 {
+    for (int k = 0; k < MESH_CATALOG_CONFLICT_KINDS; k++)
+        mesh_free(e->conflict[k]);
     for (size_t i = 0; i < e->n_views; i++)
         view_done(&e->views[i]);
     mesh_free(e->views);
@@ -138,6 +159,7 @@ void mesh_catalog_free(struct mesh_catalog *c)
     for (size_t i = 0; mesh_hmap_next(&c->entries, &i, &he);)
         entry_free(he->value);
     mesh_hmap_done(&c->entries);
+    mesh_free(c->sorted);
     for (size_t i = 0; i < c->n_sources; i++)
         mesh_free(c->sources[i].name);
     mesh_free(c->sources);
@@ -188,8 +210,47 @@ static int cmp_view_rank(const void *a, const void *b)
     return va->src->rank - vb->src->rank;
 }
 
-/* Builds the merged service of an entry; NULL when no source reports it. */
-static int build_merged(struct entry *e, struct mesh_service **ret)
+/* Orders by IP alone, consistently with cmp_endpoint: one IP's ports are side by side. */
+static int cmp_ip(const void *a, const void *b)
+{
+    struct mesh_ipport x = ((const struct mesh_endpoint *)a)->addr;
+    struct mesh_ipport y = ((const struct mesh_endpoint *)b)->addr;
+    x.port = y.port = 0;
+    return mesh_ipport_cmp(&x, &y);
+}
+
+/* What the sources of one service disagree on: the first case of each kind, described. */
+struct conflicts {
+    char text[MESH_CATALOG_CONFLICT_KINDS][300];
+};
+
+static void note_conflict(struct conflicts *cf, enum mesh_catalog_conflict kind,
+                          const struct mesh_endpoint *kept, const char *kept_src,
+                          const struct mesh_endpoint *other, const char *other_src)
+{
+    char ip[MESH_ADDR_STRLEN];
+    if (!cf || cf->text[kind][0])
+        return;
+    mesh_ipport_ip(&kept->addr, ip, sizeof(ip));
+    if (kind == MESH_CATALOG_CONFLICT_PORT)
+        snprintf(cf->text[kind], sizeof(cf->text[kind]),
+                 "registries '%s' and '%s' disagree on the port of endpoint %s: %u in '%s', %u "
+                 "in '%s'; using '%s'",
+                 kept_src, other_src, ip, kept->addr.port, kept_src, other->addr.port, other_src,
+                 kept_src);
+    else
+        snprintf(cf->text[kind], sizeof(cf->text[kind]),
+                 "registries '%s' and '%s' disagree on the labels of endpoint %s:%u; using those "
+                 "of '%s'",
+                 kept_src, other_src, ip, kept->addr.port, kept_src);
+}
+
+/*
+ * Builds the merged service of an entry (NULL when no source reports it), and notes in `cf`
+ * (optional) what the sources disagree on. Views are taken in precedence order, so the
+ * result depends on what each source says, never on the order the updates came in.
+ */
+static int build_merged(struct entry *e, struct mesh_service **ret, struct conflicts *cf)
 {
     *ret = NULL;
     if (e->n_views == 0)
@@ -235,15 +296,32 @@ static int build_merged(struct entry *e, struct mesh_service **ret)
         s->n_sources++;
         if (used == 1)
             break;
+        /* The endpoints of higher sources, sorted: this source's own are appended after. */
+        size_t before = s->eps->n;
         for (size_t j = 0; j < v->eps->n; j++) {
             const struct mesh_endpoint *ep = &v->eps->v[j];
-            /* The first source to report an address wins: views are in precedence order. */
-            if (s->eps->n && bsearch(ep, s->eps->v, s->eps->n, sizeof(*ep), cmp_endpoint))
+            struct mesh_endpoint *same =
+                before ? bsearch(ep, s->eps->v, before, sizeof(*ep), cmp_endpoint) : NULL;
+            if (same) { /* one endpoint: the first source to report it gives its details */
+                if (i < 32)
+                    same->also |= 1u << i;
+                if (!mesh_labels_equal(&same->labels, &ep->labels))
+                    note_conflict(cf, MESH_CATALOG_CONFLICT_LABELS, same, s->sources[same->source],
+                                  ep, v->src->name);
                 continue;
+            }
+            const struct mesh_endpoint *at_ip =
+                before ? bsearch(ep, s->eps->v, before, sizeof(*ep), cmp_ip) : NULL;
+            if (at_ip) { /* the same workload at another port: the higher source's stands */
+                note_conflict(cf, MESH_CATALOG_CONFLICT_PORT, at_ip, s->sources[at_ip->source], ep,
+                              v->src->name);
+                continue;
+            }
             struct mesh_endpoint *dst = &s->eps->v[s->eps->n];
             if (mesh_endpoint_copy(dst, ep) < 0)
                 goto oom;
             dst->source = (uint8_t)i;
+            dst->also = 0;
             s->eps->n++;
         }
         /* Keep the array sorted for the duplicate search of the next source. */
@@ -257,6 +335,77 @@ oom:
     return -ENOMEM;
 }
 
+/* Logs and counts what the sources of e start or stop disagreeing on. */
+static void set_conflicts(struct mesh_catalog *c, struct entry *e, const struct conflicts *cf)
+{
+    for (int k = 0; k < MESH_CATALOG_CONFLICT_KINDS; k++) {
+        const char *now = cf && cf->text[k][0] ? cf->text[k] : NULL;
+        char *was = e->conflict[k];
+        if ((!now && !was) || (now && was && strcmp(now, was) == 0))
+            continue;
+        if (now) {
+            char *copy = mesh_strdup(now);
+            if (!copy)
+                continue; /* logged again on the next change */
+            mesh_log_warn("service '%s': %s", e->key, now);
+            c->conflicts_total[k]++;
+            c->conflicts_now[k] += was ? 0 : 1;
+            e->conflict[k] = copy;
+        } else {
+            mesh_log_info("service '%s': the registries agree on endpoint %ss again", e->key,
+                          mesh_catalog_conflict_names[k]);
+            c->conflicts_now[k]--;
+            e->conflict[k] = NULL;
+        }
+        mesh_free(was);
+    }
+}
+
+/* Where key goes in c->sorted (found or not). */
+static size_t sorted_pos(const struct mesh_catalog *c, const char *key, bool *found)
+{
+    size_t lo = 0, hi = c->n_sorted;
+    *found = false;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int r = strcmp(c->sorted[mid]->key, key);
+        if (r == 0) {
+            *found = true;
+            return mid;
+        }
+        if (r < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Adds e to the map and the sorted list. Returns 0 or -ENOMEM (then in neither). */
+static int entry_add(struct mesh_catalog *c, struct entry *e)
+{
+    bool found;
+    if (mesh_grow((void **)&c->sorted, &c->cap_sorted, c->n_sorted + 1, sizeof(*c->sorted)) < 0 ||
+        mesh_hmap_put(&c->entries, e->key, e) < 0)
+        return -ENOMEM;
+    size_t at = sorted_pos(c, e->key, &found);
+    memmove(&c->sorted[at + 1], &c->sorted[at], (c->n_sorted - at) * sizeof(*c->sorted));
+    c->sorted[at] = e;
+    c->n_sorted++;
+    return 0;
+}
+
+static void entry_remove(struct mesh_catalog *c, struct entry *e)
+{
+    bool found;
+    size_t at = sorted_pos(c, e->key, &found);
+    if (found) {
+        memmove(&c->sorted[at], &c->sorted[at + 1], (c->n_sorted - at - 1) * sizeof(*c->sorted));
+        c->n_sorted--;
+    }
+    mesh_hmap_remove(&c->entries, e->key);
+}
+
 static void notify(struct mesh_catalog *c)
 {
     c->version++;
@@ -268,13 +417,17 @@ static void notify(struct mesh_catalog *c)
 static int refresh_entry(struct mesh_catalog *c, struct entry *e)
 {
     struct mesh_service *merged;
-    int r = build_merged(e, &merged);
+    struct conflicts cf;
+    for (int k = 0; k < MESH_CATALOG_CONFLICT_KINDS; k++)
+        cf.text[k][0] = '\0';
+    int r = build_merged(e, &merged, &cf);
     if (r < 0)
         return r;
+    set_conflicts(c, e, merged ? &cf : NULL);
     mesh_service_unref(e->merged);
     e->merged = merged;
     if (!merged) {
-        mesh_hmap_remove(&c->entries, e->key);
+        entry_remove(c, e);
         entry_free(e);
     }
     return 0;
@@ -304,6 +457,8 @@ static struct view *find_view(struct entry *e, const struct source *src)
 
 static void remove_view(struct entry *e, struct view *v)
 {
+    v->src->services--;
+    v->src->endpoints -= v->eps->n;
     view_done(v);
     size_t i = (size_t)(v - e->views);
     memmove(&e->views[i], &e->views[i + 1], (e->n_views - i - 1) * sizeof(*v));
@@ -354,7 +509,7 @@ static int cmp_ordered(const void *a, const void *b)
 static struct mesh_catalog_eps *copy_sorted(const struct mesh_endpoint *src, size_t n)
 {
     struct mesh_catalog_eps *v = eps_new(n);
-    struct ordered *o = mesh_calloc(n, sizeof(*o));
+    struct ordered *o = mesh_calloc(n ? n : 1, sizeof(*o));
     if (!v || !o)
         goto fail;
     for (size_t i = 0; i < n; i++)
@@ -365,7 +520,8 @@ static struct mesh_catalog_eps *copy_sorted(const struct mesh_endpoint *src, siz
             continue;
         if (mesh_endpoint_copy(&v->v[v->n], o[i].ep) < 0)
             goto fail;
-        v->v[v->n++].source = 0;
+        v->v[v->n].source = 0;
+        v->v[v->n++].also = 0; /* what a merge sets, never what an adapter passed */
     }
     mesh_free(o);
     return v;
@@ -390,7 +546,7 @@ int mesh_catalog_update(struct mesh_catalog *c, const char *source,
     struct entry *e = mesh_hmap_get(&c->entries, key);
     struct view *v = e ? find_view(e, src) : NULL;
 
-    if (u->n_endpoints == 0) {
+    if (u->n_endpoints == 0 && !u->exists) {
         if (!v)
             return 0;
         remove_view(e, v);
@@ -412,7 +568,7 @@ int mesh_catalog_update(struct mesh_catalog *c, const char *source,
     bool created = false;
     if (!e) {
         e = entry_new(u->namespace, u->name);
-        if (!e || mesh_hmap_put(&c->entries, e->key, e) < 0) {
+        if (!e || entry_add(c, e) < 0) {
             if (e)
                 entry_free(e);
             eps_unref(eps);
@@ -425,7 +581,7 @@ int mesh_catalog_update(struct mesh_catalog *c, const char *source,
         if (!nv) {
             eps_unref(eps);
             if (created) {
-                mesh_hmap_remove(&c->entries, e->key);
+                entry_remove(c, e);
                 entry_free(e);
             }
             return -ENOMEM;
@@ -434,7 +590,13 @@ int mesh_catalog_update(struct mesh_catalog *c, const char *source,
         v = &e->views[e->n_views++];
         *v = (struct view){.src = src};
     }
-    view_done(v);
+    if (v->eps) {
+        src->endpoints -= v->eps->n;
+        view_done(v);
+    } else {
+        src->services++;
+    }
+    src->endpoints += eps->n;
     v->eps = eps;
     v->protocol = u->protocol;
     v->stale = false;
@@ -536,8 +698,11 @@ int mesh_catalog_set_sources(struct mesh_catalog *c, const struct mesh_catalog_s
         struct entry *e = he->value;
         for (size_t k = 0; k < e->n_views; k++) {
             for (size_t j = 0; j < n; j++) {
-                if (strcmp(e->views[k].src->name, next[j].name) == 0)
+                if (strcmp(e->views[k].src->name, next[j].name) == 0) {
                     e->views[k].src = &next[j];
+                    next[j].services++;
+                    next[j].endpoints += e->views[k].eps->n;
+                }
             }
         }
     }
@@ -598,39 +763,27 @@ int mesh_catalog_source_stats(const struct mesh_catalog *c, const char *source,
     const struct source *src = find_source(c, source);
     if (!src)
         return -ENOENT;
-    struct mesh_catalog_source_stats st = {.synced = src->synced};
-    size_t i = 0;
-    const struct mesh_hmap_entry *he;
-    while (mesh_hmap_next(&c->entries, &i, &he)) {
-        const struct view *v = find_view(he->value, src);
-        if (v) {
-            st.services++;
-            st.endpoints += v->eps->n;
-        }
-    }
-    *ret = st;
+    *ret = (struct mesh_catalog_source_stats){
+        .services = src->services, .endpoints = src->endpoints, .synced = src->synced};
     return 0;
 }
 
-static int cmp_service_key(const void *a, const void *b)
+void mesh_catalog_conflicts(const struct mesh_catalog *c, enum mesh_catalog_conflict kind,
+                            uint64_t *ret_total, size_t *ret_now)
 {
-    const struct mesh_service *sa = *(const struct mesh_service *const *)a;
-    const struct mesh_service *sb = *(const struct mesh_service *const *)b;
-    return strcmp(sa->key, sb->key);
+    *ret_total = c->conflicts_total[kind];
+    *ret_now = c->conflicts_now[kind];
 }
 
 int mesh_catalog_list(const struct mesh_catalog *c, struct mesh_service ***ret, size_t *n)
 {
-    struct mesh_service **v = mesh_calloc(c->entries.n ? c->entries.n : 1, sizeof(*v));
+    struct mesh_service **v = mesh_calloc(c->n_sorted ? c->n_sorted : 1, sizeof(*v));
     if (!v)
         return -ENOMEM;
-    size_t k = 0, i = 0;
-    const struct mesh_hmap_entry *he;
-    while (mesh_hmap_next(&c->entries, &i, &he))
-        v[k++] = ((const struct entry *)he->value)->merged;
-    qsort(v, k, sizeof(*v), cmp_service_key);
+    for (size_t i = 0; i < c->n_sorted; i++)
+        v[i] = c->sorted[i]->merged;
     *ret = v;
-    *n = k;
+    *n = c->n_sorted;
     return 0;
 }
 

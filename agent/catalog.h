@@ -8,14 +8,19 @@
  *  1. Endpoints of the same (namespace, name) from several sources are united. Each has
  *     the label "mesh/registry" naming the source it came from (mesh_service_ep_label: it
  *     is not stored, so that a service from one source shares that source's endpoints).
- *  2. The same address:port from several sources is one endpoint; its weight, zone, node,
- *     health and labels come from the source of highest precedence: type static, then
- *     kubernetes, then consul; among sources of one type, the one listed first.
+ *  2. The same address:port from several sources is one endpoint, tagged with every source
+ *     that reports it (mesh_service_ep_from); its weight, zone, node, health and labels come
+ *     from the source of highest precedence: type static, then kubernetes, then consul;
+ *     among sources of one type, the one listed first. Sources that disagree on its labels,
+ *     or that report the same IP at other ports (the higher source's ports stand), are a
+ *     conflict: a WARNING naming both, and a count (mesh_catalog_conflicts).
  *  3. When any source reporting a service has merge=false, nothing is united for that
  *     service: the endpoint set of the highest-precedence source reporting it is used alone.
  *  4. The protocol is the one the highest-precedence source gives.
  *  5. A full sync (sync_begin .. sync_end) removes what the source did not report in it,
  *     and nothing before it ends, so a restart or relist never empties a live service.
+ *  6. The merged catalog depends on what each source says, not on the order it came in.
+ *  7. A source may report a service with no endpoints (it exists, nothing serves it).
  *
  * Main loop only, except the published services, which any thread may ref and read.
  */
@@ -78,7 +83,8 @@ int mesh_catalog_set_sources(struct mesh_catalog *c, const struct mesh_catalog_s
                              size_t n);
 
 /*
- * Replaces what `source` says about one service (copied); no endpoints removes it.
+ * Replaces what `source` says about one service (copied); no endpoints removes it, unless
+ * u->exists (the service stays, with none).
  * Returns 1 when a merged service changed, 0 when nothing did, -ENOENT for an unknown
  * source, -EINVAL for invalid input (bad names, no address, weight out of range, too many
  * endpoints), -ENOMEM.
@@ -121,6 +127,25 @@ struct mesh_catalog_capture {
 };
 int mesh_catalog_capture(const struct mesh_catalog *c, struct mesh_catalog_capture **ret);
 void mesh_catalog_capture_free(struct mesh_catalog_capture *cap);
+
+/* What sources may disagree on about one endpoint. */
+enum mesh_catalog_conflict {
+    MESH_CATALOG_CONFLICT_PORT,
+    MESH_CATALOG_CONFLICT_LABELS,
+    MESH_CATALOG_CONFLICT_KINDS
+};
+extern const char *const mesh_catalog_conflict_names[MESH_CATALOG_CONFLICT_KINDS];
+/* Conflicts of a kind: seen since start (each new one), and services in conflict now. */
+void mesh_catalog_conflicts(const struct mesh_catalog *c, enum mesh_catalog_conflict kind,
+                            uint64_t *ret_total, size_t *ret_now);
+
+/* Appends the catalog's metric families (services, conflicts) in the text format. */
+struct mesh_buf;
+void mesh_catalog_metrics(const struct mesh_catalog *c, struct mesh_buf *b);
+
+/* Whether `source` reports endpoint ep of s (it may be one of several that do). */
+bool mesh_service_ep_from(const struct mesh_service *s, const struct mesh_endpoint *ep,
+                          const char *source);
 
 /* The value of label `key` of an endpoint of s, the "mesh/registry" label included; or NULL. */
 const char *mesh_service_ep_label(const struct mesh_service *s, const struct mesh_endpoint *ep,

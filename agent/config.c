@@ -626,6 +626,7 @@ static int fill_dynamic_defaults(struct mesh_cfg_ctx *ctx, struct mesh_agent_con
         c->node.name = mesh_strdup(host);
         if (!c->node.name)
             return -ENOMEM;
+        c->node.name_from_hostname = true;
     }
     if (!registries_given) {
         json_t *def = json_loads(default_registries, 0, NULL);
@@ -643,6 +644,7 @@ static int fill_dynamic_defaults(struct mesh_cfg_ctx *ctx, struct mesh_agent_con
     mesh_addr_parse(c->listeners.inbound, &c->inbound_addr, NULL);
     c->env = (struct mesh_registry_env){
         .node_name = c->node.name,
+        .node_name_guessed = c->node.name_from_hostname,
         .zone = c->node.zone,
         .node_address = c->node.address,
         .trust_domain = c->trust_domain,

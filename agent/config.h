@@ -37,6 +37,7 @@ struct mesh_agent_node_config {
     char *name;
     char *zone;
     char *address;
+    bool name_from_hostname; /* not configured: the hostname stands in */
 };
 
 struct mesh_agent_log_config {

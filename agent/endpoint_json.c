@@ -118,9 +118,10 @@ void mesh_json_write_str(struct mesh_buf *b, const char *s)
     mesh_buf_append_json_str(b, s, strlen(s));
 }
 
-static void write_json(struct mesh_buf *b, const struct mesh_endpoint *ep, const char *registry,
-                       bool all)
+static void write_json(struct mesh_buf *b, const struct mesh_endpoint *ep,
+                       const struct mesh_service *s, bool all)
 {
+    const char *registry = s ? mesh_service_ep_label(s, ep, MESH_CATALOG_REGISTRY_LABEL) : NULL;
     char ip[MESH_ADDR_STRLEN];
     mesh_buf_append_str(b, "{\"address\":");
     mesh_json_write_str(b, mesh_ipport_ip(&ep->addr, ip, sizeof(ip)));
@@ -139,6 +140,16 @@ static void write_json(struct mesh_buf *b, const struct mesh_endpoint *ep, const
     if (ep->node) {
         mesh_buf_append_str(b, ",\"node\":");
         mesh_json_write_str(b, ep->node);
+    }
+    if (s && ep->also) {
+        mesh_buf_append_str(b, ",\"registries\":[");
+        for (size_t i = 0, n = 0; i < s->n_sources; i++) {
+            if (!mesh_service_ep_from(s, ep, s->sources[i]))
+                continue;
+            mesh_buf_append_str(b, n++ ? "," : "");
+            mesh_json_write_str(b, s->sources[i]);
+        }
+        mesh_buf_append_str(b, "]");
     }
     if (!all && !ep->labels.n) {
         mesh_buf_append_str(b, "}");
@@ -168,8 +179,8 @@ void mesh_endpoint_write_json(struct mesh_buf *b, const struct mesh_endpoint *ep
     write_json(b, ep, NULL, false);
 }
 
-void mesh_endpoint_write_json_from(struct mesh_buf *b, const struct mesh_endpoint *ep,
-                                   const char *registry)
+void mesh_endpoint_write_json_from(struct mesh_buf *b, const struct mesh_service *s,
+                                   const struct mesh_endpoint *ep)
 {
-    write_json(b, ep, registry, true);
+    write_json(b, ep, s, true);
 }

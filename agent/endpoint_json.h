@@ -36,9 +36,11 @@ int mesh_endpoint_from_config(const struct mesh_endpoint_config *in, struct mesh
  * b->err.
  */
 void mesh_endpoint_write_json(struct mesh_buf *b, const struct mesh_endpoint *ep);
-/* Every field, for people: an endpoint of a merged service, with its "mesh/registry" label. */
-void mesh_endpoint_write_json_from(struct mesh_buf *b, const struct mesh_endpoint *ep,
-                                   const char *registry);
+/* Every field, for people: an endpoint of merged service s, with its "mesh/registry" label
+ * (the source its details come from) and, when several sources report it, "registries". */
+struct mesh_service;
+void mesh_endpoint_write_json_from(struct mesh_buf *b, const struct mesh_service *s,
+                                   const struct mesh_endpoint *ep);
 /* Appends a JSON string literal. */
 void mesh_json_write_str(struct mesh_buf *b, const char *s);
 /* Health flags for a choice index, and back. */

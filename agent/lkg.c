@@ -3,6 +3,7 @@
 #include "agent/lkg.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <string.h>
 #include <time.h>
 
@@ -14,6 +15,8 @@
 
 #define LKG_FORMAT 1
 #define DEBOUNCE_MS 250
+#define RETRY_MIN_MS 1000  /* after a failed write: 1 s, doubling ... */
+#define RETRY_MAX_MS 30000 /* ... up to 30 s */
 
 #define FLUSH_AT (64 * 1024) /* bytes encoded before they go to the file */
 
@@ -35,8 +38,9 @@ struct mesh_lkg {
     bool closing;
     uint64_t writes;
     uint64_t failures;
-    uint64_t capture_ns; /* what the last capture took, on the loop */
-    uint64_t job_ns;     /* what the last write took, on the thread pool */
+    unsigned failed_in_row; /* writes failed since the last that worked */
+    uint64_t capture_ns;    /* what the last capture took, on the loop */
+    uint64_t job_ns;        /* what the last write took, on the thread pool */
     void (*done)(void *data);
     void *done_data;
 };
@@ -157,18 +161,39 @@ static void write_work(uv_work_t *req)
     j->ns = uv_hrtime() - t0;
 }
 
-static void on_timer(uv_timer_t *t);
 static void maybe_closed(struct mesh_lkg *l);
 
 /*
  * The wait before a write: at least DEBOUNCE_MS, ten times what the capture took on the
- * loop, and as long as the last write took: a large catalog under steady change spends at
- * most a tenth of the loop, and half of a thread-pool thread, on this file.
+ * loop, and twenty times what the last write took: a large catalog under steady change
+ * spends at most a tenth of the loop and a twentieth of a thread-pool thread on this file
+ * (100,000 endpoints: a write every 2 s or so), whatever the rate of change. After a failed
+ * write, the next is tried after a backoff (1 s doubling to 30 s) even with no new change:
+ * a disk that frees up gets the file without waiting for the catalog to move.
  */
 static uint64_t delay_of(const struct mesh_lkg *l)
 {
-    uint64_t ms = MESH_MAX(10 * l->capture_ns, l->job_ns) / 1000000;
+    if (l->failed_in_row) {
+        unsigned shift = MESH_MIN(l->failed_in_row - 1, 5u);
+        return MESH_MIN((uint64_t)RETRY_MIN_MS << shift, (uint64_t)RETRY_MAX_MS);
+    }
+    uint64_t ms = MESH_MAX(10 * l->capture_ns, 20 * l->job_ns) / 1000000;
     return ms > DEBOUNCE_MS ? ms : DEBOUNCE_MS;
+}
+
+static void on_timer(uv_timer_t *t);
+
+/* Counts a failed write and schedules the retry. */
+static void write_failed(struct mesh_lkg *l, int err)
+{
+    l->failures++;
+    l->failed_in_row++;
+    l->dirty = true; /* what was captured did not land: the next write must happen */
+    uint64_t retry = delay_of(l);
+    mesh_log_warn("cannot write the last-known-good catalog '%s': %s; retrying in %" PRIu64 " ms",
+                  l->path, strerror(-err), retry);
+    if (!l->closing)
+        uv_timer_start(&l->timer, on_timer, retry, 0);
 }
 
 static void write_done(uv_work_t *req, int status)
@@ -176,23 +201,23 @@ static void write_done(uv_work_t *req, int status)
     struct write_job *j = container_of(req, struct write_job, req);
     struct mesh_lkg *l = j->lkg;
     int r = status < 0 ? status : j->result;
-    if (r < 0) {
-        l->failures++;
-        mesh_log_warn("cannot write the last-known-good catalog '%s': %s; will retry on the "
-                      "next change",
-                      l->path, strerror(-r));
-    } else {
-        l->writes++;
-    }
     l->job_ns = j->ns;
     mesh_catalog_capture_free(j->cap);
     mesh_free(j);
     l->job = NULL;
+    if (r < 0) {
+        write_failed(l, r);
+    } else {
+        if (l->failed_in_row)
+            mesh_log_info("wrote the last-known-good catalog '%s' again", l->path);
+        l->failed_in_row = 0;
+        l->writes++;
+    }
     if (l->closing) {
         maybe_closed(l);
         return;
     }
-    if (l->dirty)
+    if (l->dirty && !uv_is_active((uv_handle_t *)&l->timer))
         uv_timer_start(&l->timer, on_timer, delay_of(l), 0);
 }
 
@@ -204,17 +229,17 @@ static void start_write(struct mesh_lkg *l)
     uint64_t t0 = uv_hrtime();
     if (!j || mesh_catalog_capture(l->catalog, &j->cap) < 0) {
         mesh_free(j);
-        l->failures++;
-        mesh_log_warn("out of memory writing the last-known-good catalog");
+        write_failed(l, -ENOMEM);
         return;
     }
     l->capture_ns = uv_hrtime() - t0;
     j->lkg = l;
     l->dirty = false;
-    if (uv_queue_work(l->loop, &j->req, write_work, write_done) < 0) {
+    int r = uv_queue_work(l->loop, &j->req, write_work, write_done);
+    if (r < 0) {
         mesh_catalog_capture_free(j->cap);
         mesh_free(j);
-        l->failures++;
+        write_failed(l, r);
         return;
     }
     l->job = j;
@@ -247,6 +272,7 @@ int mesh_lkg_flush(struct mesh_lkg *l)
     }
     if (r == 0) {
         l->dirty = false;
+        l->failed_in_row = 0;
         l->writes++;
     } else {
         l->failures++;
@@ -472,6 +498,7 @@ int mesh_lkg_load_buffer(const char *name, const char *data, size_t len, struct 
             .protocol = (enum mesh_protocol)s->protocol,
             .endpoints = eps,
             .n_endpoints = k,
+            .exists = true, /* what the file lists existed, with or without endpoints */
         };
         if (k == s->endpoints.n && mesh_catalog_update(c, v[i].source, &u) >= 0)
             r++;

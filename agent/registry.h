@@ -31,6 +31,7 @@ struct mesh_registry;
 /* Facts about this host that adapters need (local services become endpoints here). */
 struct mesh_registry_env {
     const char *node_name;
+    bool node_name_guessed;   /* node_name is the hostname, not a configured name */
     const char *zone;         /* may be "" */
     const char *node_address; /* IP that other hosts reach; may be "" */
     const char *trust_domain;

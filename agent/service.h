@@ -37,6 +37,7 @@ struct mesh_endpoint {
     uint8_t health;     /* MESH_EP_* */
     uint8_t source;     /* in a merged service: its index in sources[] (0 elsewhere) */
     uint32_t weight;    /* 1..MESH_WEIGHT_MAX */
+    uint32_t also;      /* in a merged service: the other sources[] reporting it, as bits */
     const char *zone;   /* an atom (common/atom.h); NULL when unknown */
     const char *node;   /* an atom; NULL when unknown */
     struct mesh_labels labels;
@@ -49,6 +50,8 @@ struct mesh_service_update {
     enum mesh_protocol protocol;
     const struct mesh_endpoint *endpoints;
     size_t n_endpoints;
+    /* With no endpoints: the service exists and has none (true), or is gone (false). */
+    bool exists;
 };
 
 /* An upstream a local service calls: a local bind address leading to a service. */

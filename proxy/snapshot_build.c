@@ -222,17 +222,56 @@ struct builder {
     const struct mesh_proxy_inputs *in;
     const struct mesh_dest_policy *defaults;
     size_t cap_dests;
+    const struct mesh_service *listed; /* the catalog service whose vhost is being made */
 };
+
+/* "<prefix><ns>/<name>" into out (of `size` bytes, truncated): the keys of the hot path,
+ * 10,000 a snapshot for a large catalog, without snprintf's cost. */
+static void make_key(char *out, size_t size, const char *prefix, const char *ns, const char *name)
+{
+    size_t lp = strlen(prefix), ln = strlen(ns), lm = strlen(name);
+    if (lp + ln + lm + 2 > size) {
+        snprintf(out, size, "%s%s/%s", prefix, ns, name);
+        return;
+    }
+    memcpy(out, prefix, lp);
+    memcpy(out + lp, ns, ln);
+    out[lp + ln] = '/';
+    memcpy(out + lp + ln + 1, name, lm + 1);
+}
 
 static bool in_subset(const struct mesh_service *s, const struct mesh_endpoint *e,
                       const struct mesh_labels *subset)
 {
     for (size_t i = 0; subset && i < subset->n; i++) {
+        /* An endpoint several registries report is in each one's subset. */
+        if (strcmp(subset->v[i].key, MESH_CATALOG_REGISTRY_LABEL) == 0) {
+            if (!mesh_service_ep_from(s, e, subset->v[i].value))
+                return false;
+            continue;
+        }
         const char *v = mesh_service_ep_label(s, e, subset->v[i].key);
         if (!v || strcmp(v, subset->v[i].value) != 0)
             return false;
     }
     return true;
+}
+
+/*
+ * When no endpoint is ready and some are terminating but still serving (a rollout where
+ * every old pod is draining before a new one is ready), the serving ones take traffic rather
+ * than none: as kube-proxy does (ProxyTerminatingEndpoints). In this snapshot only.
+ */
+static void serve_from_terminating(struct snap_endpoint *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if ((v[i].health & MESH_EP_READY) && !(v[i].health & MESH_EP_TERMINATING))
+            return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((v[i].health & MESH_EP_SERVING) && (v[i].health & MESH_EP_TERMINATING))
+            v[i].health = MESH_EP_READY | MESH_EP_SERVING;
+    }
 }
 
 /* What depends on d's policy as well as on its endpoints. */
@@ -265,7 +304,9 @@ static int fill_dest(struct builder *b, struct snap_dest *d, struct mesh_dest_st
                      const struct mesh_labels *subset, const struct mesh_local_service *local)
 {
     const struct mesh_service *svc = NULL;
-    if (!local) {
+    if (!local && b->listed && strcmp(b->listed->key, d->service) == 0) {
+        svc = b->listed; /* the list's own: no lookup */
+    } else if (!local) {
         char ns[64];
         const char *slash = strchr(d->service, '/');
         snprintf(ns, sizeof(ns), "%.*s", (int)(slash - d->service), d->service);
@@ -313,6 +354,7 @@ static int fill_dest(struct builder *b, struct snap_dest *d, struct mesh_dest_st
         d->n++;
     }
     block->n = d->n;
+    serve_from_terminating(block->v, block->n);
     /* The catalog's endpoints are sorted already; a local one is alone. */
     if (attach_states(owner, d) < 0)
         return -ENOMEM;
@@ -347,8 +389,11 @@ static int dest_for(struct builder *b, const char *ns, const char *name,
 {
     char key[1300], service[200], sub[1024];
     subset_suffix(subset, sub, sizeof(sub));
-    snprintf(service, sizeof(service), "%s%s/%s", local ? "inbound:" : "", ns, name);
-    snprintf(key, sizeof(key), "%s%s", service, sub);
+    make_key(service, sizeof(service), local ? "inbound:" : "", ns, name);
+    if (sub[0])
+        snprintf(key, sizeof(key), "%s%s", service, sub);
+    else
+        memcpy(key, service, strlen(service) + 1);
     struct mesh_proxy_snapshot *s = b->s;
     struct snap_dest *found = mesh_hmap_get(&s->dest_index, key);
     if (found)
@@ -388,7 +433,7 @@ static int add_vhost(struct builder *b, const char *ns, const char *name,
 {
     struct mesh_proxy_snapshot *s = b->s;
     char key[200];
-    snprintf(key, sizeof(key), "%s%s/%s", local ? "inbound:" : "", ns, name);
+    make_key(key, sizeof(key), local ? "inbound:" : "", ns, name);
     if (mesh_hmap_get(&s->vhost_index, key))
         return 0;
     struct snap_vhost *v = &s->vhosts[s->n_vhosts++];
@@ -545,9 +590,11 @@ int mesh_snapshot_build(struct mesh_state_regs *regs, uint64_t version,
     s->inbound_policy.connect_retries = 0;
     s->inbound_policy.outlier.enabled = false;
     for (size_t i = 0; i < n_services; i++) {
+        b.listed = services[i];
         if (add_vhost(&b, services[i]->namespace, services[i]->name, NULL) < 0)
             goto oom;
     }
+    b.listed = NULL;
     for (size_t i = 0; i < n; i++) {
         struct snap_listener *l = &s->listeners[s->n_listeners++];
         l->addr = wl[i].addr;

@@ -32,10 +32,13 @@ typedef const char *(*mesh_k8s_getenv_fn)(const char *name);
 extern const struct mesh_cfg_schema mesh_k8s__schema;
 /*
  * In order: the "kubeconfig" key, in-cluster (KUBERNETES_SERVICE_HOST/PORT and the service
- * account directory), $KUBECONFIG (its first file). Adds problems to `errors`.
+ * account directory), $KUBECONFIG (its first file). The node name: the "node_name" key, then
+ * $NODE_NAME, then `node_default` (the agent's node.name), unless `default_guessed` (it is
+ * the hostname) in-cluster: a pod's hostname is not its node's name, so that is an error.
+ * Adds problems to `errors`.
  */
 int mesh_k8s__resolve(const struct mesh_k8s_config *cfg, mesh_k8s_getenv_fn env,
-                      const char *node_default, struct mesh_k8s_conn *ret,
+                      const char *node_default, bool default_guessed, struct mesh_k8s_conn *ret,
                       struct mesh_cfg_errors *errors);
 void mesh_k8s__conn_done(struct mesh_k8s_conn *c);
 
@@ -58,6 +61,7 @@ struct k8s_group {
     struct mesh_k8s_slice **slices;
     size_t n_slices, cap_slices;
     bool dirty;
+    struct mesh_local_service *local; /* its workload on this node, or NULL */
 };
 
 struct k8s_registry {
@@ -87,8 +91,11 @@ struct k8s_registry {
     struct mesh_hmap groups; /* "namespace/name" -> struct k8s_group */
     struct k8s_group **dirty;
     size_t n_dirty, cap_dirty;
-    bool locals_dirty;
-    bool synced; /* a full sync went to the catalog */
+    struct k8s_group **local_groups; /* the groups with a workload on this node */
+    size_t n_local_groups, cap_local_groups;
+    bool pods_dirty;     /* a pod changed: the local groups' identities may have */
+    bool locals_changed; /* the local services must go to the sink */
+    bool synced;         /* a full sync went to the catalog */
 
     /* Figures. */
     uint64_t events[K8S_KINDS][5];

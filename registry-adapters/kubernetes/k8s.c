@@ -127,7 +127,8 @@ static int k8s_create(uv_loop_t *loop, const struct mesh_registry_config *cfg,
         return -ENOMEM;
     mesh_registry_init(&k->base, &mesh_k8s_registry_ops, loop, cfg, env, sink);
     k->cfg = cfg->adapter;
-    int r = mesh_k8s__resolve(k->cfg, real_getenv, env->node_name, &k->conn, &errors);
+    int r = mesh_k8s__resolve(k->cfg, real_getenv, env->node_name, env->node_name_guessed, &k->conn,
+                              &errors);
     if (r < 0) {
         for (size_t i = 0; i < errors.n; i++)
             mesh_log_error("registry '%s': %s", cfg->name, errors.v[i]);
@@ -169,7 +170,8 @@ static void k8s_validate(const struct mesh_registry_config *cfg,
                          const struct mesh_registry_env *env, struct mesh_cfg_errors *errors)
 {
     struct mesh_k8s_conn conn;
-    if (mesh_k8s__resolve(cfg->adapter, real_getenv, env->node_name, &conn, errors) == 0)
+    if (mesh_k8s__resolve(cfg->adapter, real_getenv, env->node_name, env->node_name_guessed, &conn,
+                          errors) == 0)
         mesh_k8s__conn_done(&conn);
 }
 

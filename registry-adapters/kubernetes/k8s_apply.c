@@ -3,6 +3,7 @@
  * say (joined by the kubernetes.io/service-name label; several slices merge), on one port:
  * the one the mesh.io/port annotation names, else the Service's first port, else the
  * slice's first. Endpoint conditions become health: ready, serving, terminating (drain).
+ * A Service without slices (or whose last slice went) is in the catalog with no endpoints.
  * Services whose endpoints run on this node are local services, with the identity of their
  * pods' service account.
  */
@@ -25,6 +26,14 @@ static void obj_free(enum k8s_kind kind, void *obj)
         mesh_k8s_service_free(obj);
     else
         mesh_k8s_pod_free(obj);
+}
+
+static void local_free(struct mesh_local_service *ls)
+{
+    if (ls) {
+        mesh_local_service_done(ls);
+        mesh_free(ls);
+    }
 }
 
 /* ---- groups ---- */
@@ -101,7 +110,7 @@ static void touched(struct k8s_registry *k, enum k8s_kind kind, const void *obj)
         if (g)
             mark(k, g);
     } else if (kind == K8S_PODS) {
-        k->locals_dirty = true; /* a service account may have changed */
+        k->pods_dirty = true; /* a service account may have changed */
     }
 }
 
@@ -119,7 +128,6 @@ int mesh_k8s__upsert(struct k8s_registry *k, enum k8s_kind kind, void *obj)
     if (kind == K8S_SLICES) {
         if (group_link(k, obj) < 0)
             mesh_k8s__problem(k, K8S_ERR_DECODE, "out of memory indexing slices");
-        k->locals_dirty = true;
     }
     touched(k, kind, obj);
     obj_free(kind, old);
@@ -131,10 +139,8 @@ void mesh_k8s__delete(struct k8s_registry *k, enum k8s_kind kind, const char *ke
     void *old = mesh_hmap_remove(&k->cache[kind], key);
     if (!old)
         return;
-    if (kind == K8S_SLICES) {
+    if (kind == K8S_SLICES)
         group_unlink(k, old);
-        k->locals_dirty = true;
-    }
     touched(k, kind, old);
     obj_free(kind, old);
 }
@@ -228,6 +234,7 @@ static void push(struct k8s_registry *k, struct k8s_group *g)
         .protocol = mesh_k8s_protocol(proto_port, svc ? svc->protocol_hint : NULL),
         .endpoints = eps,
         .n_endpoints = n,
+        .exists = svc != NULL, /* a Service whose slices are all gone is still there */
     };
     k->base.sink.set_service(k->base.sink.data, &k->base, &u);
     mesh_free(eps);
@@ -235,6 +242,7 @@ static void push(struct k8s_registry *k, struct k8s_group *g)
 
 static void group_free(struct k8s_group *g)
 {
+    local_free(g->local);
     mesh_free(g->slices);
     mesh_free(g->key);
     mesh_free(g->namespace);
@@ -242,58 +250,124 @@ static void group_free(struct k8s_group *g)
     mesh_free(g);
 }
 
-/* Services whose endpoints run on this node, with their pods' service accounts. */
-static void push_locals(struct k8s_registry *k)
+/*
+ * This node's workload of group g: the first ready endpoint on this node, with its pod's
+ * service account. Returns 0 with *ret NULL when there is none, or -ENOMEM.
+ */
+static int local_of(struct k8s_registry *k, const struct k8s_group *g,
+                    struct mesh_local_service **ret)
 {
-    k->locals_dirty = false;
-    if (!k->cfg->pods)
-        return;
-    struct mesh_local_service *v = NULL;
-    size_t n = 0, cap = 0;
-    const struct mesh_hmap_entry *e;
-    char id[600];
-    for (size_t i = 0; mesh_hmap_next(&k->groups, &i, &e);) {
-        const struct k8s_group *g = e->value;
-        const struct mesh_k8s_service *svc = mesh_hmap_get(&k->cache[K8S_SERVICES], g->key);
-        const struct mesh_k8s_port *want = service_port(svc);
-        const struct mesh_k8s_endpoint *mine = NULL;
-        const char *mine_pod = NULL;
-        const struct mesh_k8s_port *port = NULL;
-        for (size_t s = 0; s < g->n_slices && !mine; s++) {
-            const struct mesh_k8s_port *p = slice_port(g->slices[s], want);
-            for (size_t j = 0; p && j < g->slices[s]->n_eps && !mine; j++) {
-                const struct mesh_k8s_endpoint *ep = &g->slices[s]->eps[j];
-                if (ep->node && strcmp(ep->node, k->conn.node_name) == 0 &&
-                    (ep->health & MESH_EP_READY)) {
-                    mine = ep;
-                    mine_pod = g->slices[s]->pods ? g->slices[s]->pods[j] : NULL;
-                    port = p;
-                }
+    *ret = NULL;
+    const struct mesh_k8s_service *svc = mesh_hmap_get(&k->cache[K8S_SERVICES], g->key);
+    const struct mesh_k8s_port *want = service_port(svc);
+    const struct mesh_k8s_endpoint *mine = NULL;
+    const char *mine_pod = NULL;
+    const struct mesh_k8s_port *port = NULL;
+    for (size_t s = 0; s < g->n_slices && !mine; s++) {
+        const struct mesh_k8s_port *p = slice_port(g->slices[s], want);
+        for (size_t j = 0; p && j < g->slices[s]->n_eps && !mine; j++) {
+            const struct mesh_k8s_endpoint *ep = &g->slices[s]->eps[j];
+            if (ep->node && strcmp(ep->node, k->conn.node_name) == 0 &&
+                (ep->health & MESH_EP_READY)) {
+                mine = ep;
+                mine_pod = g->slices[s]->pods ? g->slices[s]->pods[j] : NULL;
+                port = p;
             }
         }
-        if (!mine || mesh_grow((void **)&v, &cap, n + 1, sizeof(*v)) < 0)
-            continue;
-        char podkey[512];
-        snprintf(podkey, sizeof(podkey), "%s/%s", g->namespace, mine_pod ? mine_pod : "");
-        const struct mesh_k8s_pod *pod = mesh_hmap_get(&k->cache[K8S_PODS], podkey);
-        snprintf(id, sizeof(id), "spiffe://%s/ns/%s/sa/%s", k->base.env->trust_domain, g->namespace,
-                 pod ? pod->service_account : "default");
-        struct mesh_local_service *ls = &v[n];
-        memset(ls, 0, sizeof(*ls));
-        struct mesh_ipport at = mine->addr;
-        at.port = port->port;
-        mesh_ipport_to_addr(&at, &ls->addr);
-        ls->protocol = mesh_k8s_protocol(port, svc ? svc->protocol_hint : NULL);
-        if (!(ls->name = mesh_strdup(g->name)) || !(ls->namespace = mesh_strdup(g->namespace)) ||
-            !(ls->source = mesh_strdup("kubernetes")) || !(ls->identity = mesh_strdup(id))) {
-            mesh_local_service_done(ls);
-            continue;
-        }
-        n++;
     }
-    k->base.sink.set_local(k->base.sink.data, &k->base, v, n);
+    if (!mine)
+        return 0;
+    char podkey[512], id[600];
+    snprintf(podkey, sizeof(podkey), "%s/%s", g->namespace, mine_pod ? mine_pod : "");
+    const struct mesh_k8s_pod *pod = mesh_hmap_get(&k->cache[K8S_PODS], podkey);
+    snprintf(id, sizeof(id), "spiffe://%s/ns/%s/sa/%s", k->base.env->trust_domain, g->namespace,
+             pod ? pod->service_account : "default");
+    struct mesh_local_service *ls = mesh_calloc(1, sizeof(*ls));
+    if (!ls)
+        return -ENOMEM;
+    struct mesh_ipport at = mine->addr;
+    at.port = port->port;
+    mesh_ipport_to_addr(&at, &ls->addr);
+    ls->protocol = mesh_k8s_protocol(port, svc ? svc->protocol_hint : NULL);
+    if (!(ls->name = mesh_strdup(g->name)) || !(ls->namespace = mesh_strdup(g->namespace)) ||
+        !(ls->source = mesh_strdup("kubernetes")) || !(ls->identity = mesh_strdup(id))) {
+        mesh_local_service_done(ls);
+        mesh_free(ls);
+        return -ENOMEM;
+    }
+    *ret = ls;
+    return 0;
+}
+
+static bool local_equal(const struct mesh_local_service *a, const struct mesh_local_service *b)
+{
+    if (!a || !b)
+        return a == b;
+    return a->protocol == b->protocol && mesh_addr_equal(&a->addr, &b->addr) &&
+           strcmp(a->identity, b->identity) == 0;
+}
+
+/*
+ * Recomputes group g's workload on this node (its slices, Service or pods changed): work in
+ * proportion to the group, never to the cluster. Notes when the set of local services moved.
+ */
+static void refresh_local(struct k8s_registry *k, struct k8s_group *g)
+{
+    struct mesh_local_service *ls;
+    if (!k->cfg->pods)
+        return;
+    if (local_of(k, g, &ls) < 0) {
+        mesh_k8s__problem(k, K8S_ERR_DECODE, "out of memory finding local services");
+        return;
+    }
+    if (local_equal(ls, g->local)) {
+        local_free(ls);
+        return;
+    }
+    if (ls && !g->local) {
+        if (mesh_grow((void **)&k->local_groups, &k->cap_local_groups, k->n_local_groups + 1,
+                      sizeof(*k->local_groups)) < 0) {
+            local_free(ls);
+            mesh_k8s__problem(k, K8S_ERR_DECODE, "out of memory finding local services");
+            return;
+        }
+        k->local_groups[k->n_local_groups++] = g;
+    } else if (!ls) {
+        for (size_t i = 0; i < k->n_local_groups; i++) {
+            if (k->local_groups[i] == g) {
+                k->local_groups[i] = k->local_groups[--k->n_local_groups];
+                break;
+            }
+        }
+    }
+    local_free(g->local);
+    g->local = ls;
+    k->locals_changed = true;
+}
+
+static int cmp_group_key(const void *a, const void *b)
+{
+    return strcmp((*(struct k8s_group *const *)a)->key, (*(struct k8s_group *const *)b)->key);
+}
+
+/* Services whose endpoints run on this node, with their pods' service accounts: a copy of
+ * what the local groups hold, by key. */
+static void push_locals(struct k8s_registry *k)
+{
+    k->locals_changed = false;
+    if (!k->cfg->pods)
+        return;
+    size_t n = k->n_local_groups;
+    struct mesh_local_service *v = mesh_calloc(n ? n : 1, sizeof(*v));
+    if (!v) {
+        mesh_k8s__problem(k, K8S_ERR_DECODE, "out of memory finding local services");
+        return;
+    }
+    if (n)
+        qsort(k->local_groups, n, sizeof(*k->local_groups), cmp_group_key);
     for (size_t i = 0; i < n; i++)
-        mesh_local_service_done(&v[i]);
+        v[i] = *k->local_groups[i]->local; /* borrowed for the call */
+    k->base.sink.set_local(k->base.sink.data, &k->base, v, n);
     mesh_free(v);
 }
 
@@ -306,13 +380,20 @@ void mesh_k8s__flush(struct k8s_registry *k)
         struct k8s_group *g = k->dirty[i];
         g->dirty = false;
         push(k, g);
+        refresh_local(k, g);
         if (g->n_slices == 0 && !mesh_hmap_get(&k->cache[K8S_SERVICES], g->key)) {
             mesh_hmap_remove(&k->groups, g->key);
             group_free(g);
         }
     }
     k->n_dirty = 0;
-    if (k->locals_dirty)
+    if (k->pods_dirty) {
+        /* A pod's service account: only the groups with a workload here can use it. */
+        k->pods_dirty = false;
+        for (size_t i = k->n_local_groups; i > 0; i--)
+            refresh_local(k, k->local_groups[i - 1]);
+    }
+    if (k->locals_changed)
         push_locals(k);
     k->apply_seconds_sum += (double)(uv_hrtime() - t0) / 1e9;
     k->apply_count++;
@@ -324,16 +405,34 @@ void mesh_k8s__full_sync(struct k8s_registry *k)
     k->base.sink.sync_begin(k->base.sink.data, &k->base);
     for (size_t i = 0; mesh_hmap_next(&k->groups, &i, &e);) {
         struct k8s_group *g = e->value;
-        if (g->n_slices)
+        if (g->n_slices || mesh_hmap_get(&k->cache[K8S_SERVICES], g->key))
             push(k, g);
     }
     k->base.sink.sync_end(k->base.sink.data, &k->base);
     k->synced = true;
-    /* Everything is in: what was marked is sent already; empty groups go. */
+    /* Everything is in: what was marked is sent already. */
     for (size_t i = 0; i < k->n_dirty; i++)
         k->dirty[i]->dirty = false;
     k->n_dirty = 0;
+    k->pods_dirty = false;
+    for (size_t i = 0; mesh_hmap_next(&k->groups, &i, &e);)
+        refresh_local(k, e->value);
     push_locals(k);
+    /* Groups left with neither slices nor a Service (a relist saw them go) are dropped:
+     * collected first, as removing edits the map. */
+    struct k8s_group **gone = NULL;
+    size_t n_gone = 0, cap = 0;
+    for (size_t i = 0; mesh_hmap_next(&k->groups, &i, &e);) {
+        struct k8s_group *g = e->value;
+        if (!g->n_slices && !mesh_hmap_get(&k->cache[K8S_SERVICES], g->key) &&
+            mesh_grow((void **)&gone, &cap, n_gone + 1, sizeof(*gone)) == 0)
+            gone[n_gone++] = g;
+    }
+    for (size_t i = 0; i < n_gone; i++) {
+        mesh_hmap_remove(&k->groups, gone[i]->key);
+        group_free(gone[i]);
+    }
+    mesh_free(gone);
 }
 
 void mesh_k8s__caches_done(struct k8s_registry *k)
@@ -348,4 +447,5 @@ void mesh_k8s__caches_done(struct k8s_registry *k)
         mesh_hmap_done(&k->cache[kind]);
     }
     mesh_free(k->dirty);
+    mesh_free(k->local_groups);
 }

@@ -247,7 +247,7 @@ static int in_cluster(const struct mesh_k8s_config *cfg, const char *host, const
 }
 
 int mesh_k8s__resolve(const struct mesh_k8s_config *cfg, mesh_k8s_getenv_fn env,
-                      const char *node_default, struct mesh_k8s_conn *ret,
+                      const char *node_default, bool default_guessed, struct mesh_k8s_conn *ret,
                       struct mesh_cfg_errors *errors)
 {
     struct mesh_k8s_conn c = {0};
@@ -269,8 +269,18 @@ int mesh_k8s__resolve(const struct mesh_k8s_config *cfg, mesh_k8s_getenv_fn env,
         r = -EINVAL;
     }
     const char *node = cfg->node_name && cfg->node_name[0] ? cfg->node_name : env("NODE_NAME");
+    bool cluster = !(cfg->kubeconfig && cfg->kubeconfig[0]) && host && host[0];
+    if ((!node || !node[0]) && !(cluster && default_guessed))
+        node = node_default;
+    if (r == 0 && (!node || !node[0])) {
+        mesh_cfg_errors_add(errors, "kubernetes: in-cluster mode needs this node's name: set "
+                                    "NODE_NAME (the downward API's spec.nodeName), the "
+                                    "registry's \"node_name\" or the agent's node.name (the "
+                                    "pod's hostname is not the node's name)");
+        r = -EINVAL;
+    }
     if (r == 0)
-        r = dup_into(&c.node_name, node && node[0] ? node : node_default);
+        r = dup_into(&c.node_name, node);
     const char *files[] = {c.token_file, c.ca_file, c.cert_file, c.key_file};
     for (size_t i = 0; r == 0 && i < MESH_ARRAY_SIZE(files); i++) {
         if (files[i] && access(files[i], R_OK) < 0) {

@@ -3,8 +3,10 @@
  * pages (limit/continue), then watch from the list's resourceVersion with bookmarks, as
  * client-go's reflector does. A watch that ends (timeoutSeconds) starts again from the last
  * resourceVersion; a stream cut reconnects with backoff; 410 Gone (the version was
- * compacted away, as an HTTP status or an ERROR event) lists again. A list only removes,
- * at its end, what it did not see: the caches, and so the catalog, never empty between.
+ * compacted away, as an HTTP status or an ERROR event) lists again. A list's pages are
+ * decoded as they come and kept aside; only when the last page is in do they replace the
+ * cache, and what the list did not see goes: a partial list never reaches the catalog (an
+ * object moved between pages would otherwise be missing meanwhile).
  */
 #define MESH_LOG_MODULE "kubernetes"
 
@@ -30,6 +32,8 @@ struct k8s_reflector {
     char *cont;     /* the next list page */
     uint64_t gen;   /* of the list in progress */
     bool listing, listed, relist;
+    void **staged; /* the objects of the list in progress, applied at its last page */
+    size_t n_staged, cap_staged;
     struct mesh_http_req req;
     char *url;
     struct mesh_k8s_stream stream;
@@ -73,9 +77,23 @@ static void on_timer(uv_timer_t *t)
         watch_start(r);
 }
 
+#define RETRY_AFTER_MAX_S 600
+
 static void later(struct k8s_reflector *r)
 {
-    uv_timer_start(&r->timer, on_timer, mesh_backoff_ms(r->failures++, 500, 30000), 0);
+    uint64_t ms = mesh_backoff_ms(r->failures++, 500, 30000);
+    /* 429 Too Many Requests (API priority and fairness) and 5xx answers may say when to
+     * come back: no sooner than that (delta-seconds, as the API server sends it). */
+    long st = r->req.status;
+    size_t len = 0;
+    const char *ra =
+        st == 429 || st >= 500 ? mesh_http_req_header(&r->req, "Retry-After", &len) : NULL;
+    uint64_t secs;
+    if (ra && mesh_parse_u64(ra, len, &secs) == 0) {
+        secs = MESH_MIN(secs, (uint64_t)RETRY_AFTER_MAX_S);
+        ms = MESH_MAX(ms, secs * 1000);
+    }
+    uv_timer_start(&r->timer, on_timer, ms, 0);
 }
 
 static void set_rv(struct k8s_reflector *r, const char *rv)
@@ -103,15 +121,41 @@ static int decode(struct k8s_reflector *r, const struct mesh_jdoc *d, size_t obj
     }
 }
 
-/* Puts one object into the cache; a bad one is reported and skipped. */
-static void take(struct k8s_reflector *r, const struct mesh_jdoc *d, size_t item)
+static void obj_free(enum k8s_kind kind, void *obj)
+{
+    if (kind == K8S_SLICES)
+        mesh_k8s_slice_free(obj);
+    else if (kind == K8S_SERVICES)
+        mesh_k8s_service_free(obj);
+    else
+        mesh_k8s_pod_free(obj);
+}
+
+static void unstage(struct k8s_reflector *r)
+{
+    for (size_t i = 0; i < r->n_staged; i++)
+        obj_free(r->kind, r->staged[i]);
+    r->n_staged = 0;
+}
+
+/* Puts one object into the cache (a watch event) or aside until the list ends (a list
+ * page, `staged`); a bad one is reported and skipped. */
+static void take(struct k8s_reflector *r, const struct mesh_jdoc *d, size_t item, bool staged)
 {
     void *obj = NULL;
     char err[256];
     int rc = decode(r, d, item, &obj, err, sizeof(err));
     if (rc == 0) {
         ((struct mesh_k8s_head *)obj)->seen = r->gen;
-        rc = mesh_k8s__upsert(r->k, r->kind, obj);
+        if (staged)
+            rc =
+                mesh_grow((void **)&r->staged, &r->cap_staged, r->n_staged + 1, sizeof(*r->staged));
+        if (staged && rc == 0)
+            r->staged[r->n_staged++] = obj;
+        else if (staged)
+            obj_free(r->kind, obj);
+        else
+            rc = mesh_k8s__upsert(r->k, r->kind, obj);
         if (rc < 0) {
             mesh_k8s__problem(r->k, K8S_ERR_DECODE, "out of memory caching %s", plurals[r->kind]);
             return;
@@ -177,7 +221,7 @@ static void list_done(struct k8s_reflector *r, const struct mesh_jdoc *d)
     size_t items = mesh_jdoc_get(d, 0, "items"), meta = mesh_jdoc_get(d, 0, "metadata");
     for (size_t i = 0, it = mesh_jdoc_child(d, items); i < d->t[items].size;
          i++, it = mesh_jdoc_next(d, it))
-        take(r, d, it);
+        take(r, d, it, true);
     bool oom = false;
     char *cont = mesh_jdoc_strdup(d, mesh_jdoc_get(d, meta, "continue"), &oom);
     mesh_free(r->cont);
@@ -188,10 +232,17 @@ static void list_done(struct k8s_reflector *r, const struct mesh_jdoc *d)
         list_next(r);
         return;
     }
-    /* The last page: what this list did not see is gone. */
+    /* The last page: the list replaces the cache at once; what it did not see is gone. */
     char rv[MESH_K8S_NAME_MAX];
     if (mesh_jdoc_str(d, mesh_jdoc_get(d, meta, "resourceVersion"), rv, sizeof(rv)) > 0)
         set_rv(r, rv);
+    for (size_t i = 0; i < r->n_staged; i++) {
+        if (mesh_k8s__upsert(k, r->kind, r->staged[i]) < 0) {
+            obj_free(r->kind, r->staged[i]);
+            mesh_k8s__problem(k, K8S_ERR_DECODE, "out of memory caching %s", plurals[r->kind]);
+        }
+    }
+    r->n_staged = 0;
     mesh_k8s__sweep(k, r->kind, r->ns, r->gen);
     r->listing = false;
     r->listed = true;
@@ -210,6 +261,7 @@ static void on_list(struct mesh_http_req *req)
         /* The continue token expired: the list starts over. */
         mesh_free(r->cont);
         r->cont = NULL;
+        unstage(r);
         r->gen = ++r->k->gen;
         list_next(r);
         return;
@@ -258,6 +310,7 @@ static void list_start(struct k8s_reflector *r)
     r->gen = ++r->k->gen;
     mesh_free(r->cont);
     r->cont = NULL;
+    unstage(r);
     list_next(r);
 }
 
@@ -274,7 +327,7 @@ static int on_event(void *data, enum mesh_k8s_event_type type, const struct mesh
     switch (type) {
     case MESH_K8S_ADDED:
     case MESH_K8S_MODIFIED:
-        take(r, d, obj);
+        take(r, d, obj, false);
         break;
     case MESH_K8S_DELETED:
         if (ns[0] && name[0]) {
@@ -360,9 +413,10 @@ static void watch_start(struct k8s_reflector *r)
         list_start(r);
         return;
     }
-    /* Spread the watches' ends so that a fleet does not reconnect in step. */
+    /* Spread the watches' ends so that a fleet does not reconnect in step: a timeout drawn
+     * from [watch_timeout, 2 x watch_timeout], as client-go's reflector does (5 to 10 min). */
     uint64_t t = k->cfg->watch_timeout_ms / 1000;
-    t = t - t / 10 + (uint64_t)rand() % (t / 10 + 1);
+    t += (uint64_t)rand() % (t + 1);
     char q[1024];
     struct mesh_buf b;
     mesh_buf_init(&b, sizeof(q));
@@ -392,6 +446,8 @@ static int add(struct k8s_registry *k, enum k8s_kind kind, const char *ns)
 
 static void refl_free(struct k8s_reflector *r)
 {
+    unstage(r);
+    mesh_free(r->staged);
     mesh_http_req_done(&r->req);
     mesh_k8s_stream_done(&r->stream);
     mesh_free(r->url);

@@ -12,14 +12,25 @@ expired continue token: 410 Expired), `labelSelector` (key, key=value, key!=valu
 (`watch=1`): chunked transfer encoding, one JSON event per line; `resourceVersion` to start
 after; `allowWatchBookmarks` (BOOKMARK events every `bookmark_interval` seconds);
 `timeoutSeconds` ends the stream cleanly; a resourceVersion older than the last compaction
-gets an ERROR event with a 410 Status, as the real server sends it.
+gets an ERROR event with a 410 Status, as the real server sends it. Throttling: 429
+TooManyRequests (API priority and fairness) or a 5xx, with a `Retry-After` header in
+seconds and `details.retryAfterSeconds`, as the real server answers.
 
-Test hooks: put/delete objects (events for watchers), compact (old versions gone),
-expire_watches (410 to every open watch), cut_streams (close mid-object), stop/start on the
-same port (a restart), tokens, and the request log.
+History: like the API server's watch cache, the fake keeps `history_seconds` of events
+(None: all). A watch that starts from, or falls behind to, a version older than that gets an
+ERROR event with a 410 Status and ends, as a watcher too slow for the cache does.
+
+Test hooks: put/delete objects (events for watchers), put_prepared (an object serialized
+ahead, for benches that must measure the agent rather than the fake's JSON encoder), compact
+(old versions gone), expire_watches (410 to every open watch, or those of one resource),
+cut_streams (close mid-object), refuse_next (throttle the next requests), list_delay (a slow
+server: each list page waits), stop/start on the same port (a restart), tokens, the request
+log, and `delivered` (per resource, the last version written to a watcher: how far the
+fake keeps up).
 """
 import base64
 import bisect
+import collections
 import json
 import socket
 import ssl
@@ -88,7 +99,8 @@ def field_match(obj, selector):
 
 
 class FakeKube:
-    def __init__(self, cert, key, tokens=("good-token",), port=0, bookmark_interval=1.0):
+    def __init__(self, cert, key, tokens=("good-token",), port=0, bookmark_interval=1.0,
+                 history_seconds=None):
         self.cert, self.key = cert, key
         self.tokens = set(tokens)
         self.forbidden = {}  # token -> set of plurals it may not read
@@ -100,9 +112,16 @@ class FakeKube:
         self.objects = {k: {} for k in KINDS}  # plural -> "ns/name" -> object
         self.log = []  # (rv, plural, type, object)
         self.requests = []  # (time, path, query, authorized)
+        self.log_times = collections.deque()  # (time, rv), for history_seconds
+        self.trimmed = 0  # versions up to this one fell out of the history window
         self.watch_generation = 0  # bumped to end every watch (expire/cut)
         self.cut_mode = None
+        self.cut_plural = None  # the resource whose watches a cut ends (None: all)
         self.open_watches = 0
+        self.history_seconds = history_seconds
+        self.list_delay = 0.0  # seconds before each list page is answered (a slow server)
+        self.refusals = []  # (code, retry_after): the next requests' answers (throttling)
+        self.delivered = {k: 0 for k in KINDS}  # plural -> last version written to a watcher
         self.server = None
 
     # -- lifecycle --
@@ -126,6 +145,7 @@ class FakeKube:
         if self.server:
             with self.cond:
                 self.cut_mode = "close"
+                self.cut_plural = None
                 self.watch_generation += 1
                 self.cond.notify_all()
             self.server.shutdown()
@@ -153,7 +173,49 @@ class FakeKube:
         # Serialized once, when written: watchers only copy bytes.
         line = json.dumps({"type": typ, "object": obj}).encode() + b"\n"
         self.log.append((self.rv, plural, typ, obj, line))
+        self._trim()
         self.cond.notify_all()
+
+    def _trim(self):
+        """Drops the history older than history_seconds (the watch cache's window)."""
+        if self.history_seconds is None:
+            return
+        now = time.monotonic()
+        self.log_times.append((now, self.rv))
+        cut = 0
+        while self.log_times and self.log_times[0][0] < now - self.history_seconds:
+            cut = self.log_times.popleft()[1]
+        if cut:
+            self.trimmed = max(self.trimmed, cut)
+            first = bisect.bisect_right(self.log, cut, key=lambda e: e[0])
+            if first:
+                del self.log[:first]
+
+    def prepare(self, plural, obj):
+        """An object serialized ahead for put_prepared; its resourceVersion is set when put."""
+        obj = json.loads(json.dumps(obj))
+        obj.setdefault("metadata", {})["resourceVersion"] = "@RV@"
+        m = obj["metadata"]
+        return (plural, f"{m['namespace']}/{m['name']}", obj,
+                json.dumps({"type": "MODIFIED", "object": obj}).encode() + b"\n")
+
+    def put_prepared(self, prepared):
+        """Puts objects made by prepare() (as MODIFIED or ADDED events) without encoding them
+        again: what this costs is independent of the object's size."""
+        with self.cond:
+            for plural, key, obj, line in prepared:
+                self.rv += 1
+                rv = str(self.rv)
+                o = dict(obj)
+                o["metadata"] = dict(obj["metadata"], resourceVersion=rv)
+                typ = "MODIFIED" if key in self.objects[plural] else "ADDED"
+                self.objects[plural][key] = o
+                data = line.replace(b'"@RV@"', b'"%s"' % rv.encode())
+                if typ == "ADDED":
+                    data = data.replace(b'"MODIFIED"', b'"ADDED"', 1)
+                self.log.append((self.rv, plural, typ, o, data))
+            self._trim()
+            self.cond.notify_all()
 
     def put(self, plural, obj):
         with self.cond:
@@ -180,11 +242,13 @@ class FakeKube:
             self.compacted = self.rv
             self.log = []
 
-    def expire_watches(self):
-        """Every open watch gets an ERROR 410 (its version was compacted) and ends."""
+    def expire_watches(self, plural=None):
+        """Every open watch (of `plural` only, when given) gets an ERROR 410 (its version was
+        compacted) and ends."""
         with self.cond:
             self.compact()
             self.cut_mode = "expire"
+            self.cut_plural = plural
             self.watch_generation += 1
             self.cond.notify_all()
 
@@ -192,8 +256,15 @@ class FakeKube:
         """Every open watch is closed in the middle of an object."""
         with self.cond:
             self.cut_mode = "cut"
+            self.cut_plural = None
             self.watch_generation += 1
             self.cond.notify_all()
+
+    def refuse_next(self, n, code=429, retry_after=1):
+        """The next n requests get `code` (429 TooManyRequests as API priority and fairness
+        sends it, or a 5xx) with a Retry-After header of `retry_after` seconds (None: none)."""
+        with self.cond:
+            self.refusals.extend([(code, retry_after)] * n)
 
     def requests_since(self, t0, contains=""):
         with self.cond:
@@ -280,9 +351,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def _json(self, code, body):
+    def _json(self, code, body, retry_after=None):
         data = json.dumps(body).encode()
         self.send_response(code)
+        if retry_after is not None:
+            self.send_header("Retry-After", str(retry_after))
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -312,8 +385,21 @@ class _Handler(BaseHTTPRequestHandler):
                 with k.cond:
                     k.requests.append((time.monotonic(), url.path + "?" + url.query, q,
                                        authorized))
+            with k.cond:
+                refusal = k.refusals.pop(0) if k.refusals else None
+            if refusal:
+                code, after = refusal
+                reason = {429: "TooManyRequests", 503: "ServiceUnavailable"}.get(
+                    code, "InternalError")
+                msg = ("Too many requests, please try again later." if code == 429
+                       else "the server is currently unable to handle the request")
+                return self._json(code, dict(status(code, reason, msg),
+                                             details={"retryAfterSeconds": after or 0}),
+                                  retry_after=after)
             if q.get("watch") in ("1", "true"):
                 return self._watch(plural, ns, q)
+            if k.list_delay:
+                time.sleep(k.list_delay)
             if "watch" in q and q["watch"] not in ("0", "false", ""):
                 raise HTTPError(400, "BadRequest", f"invalid watch: {q['watch']!r}")
             return self._json(200, k.list(plural, ns, q))
@@ -360,7 +446,7 @@ class _Handler(BaseHTTPRequestHandler):
         with k.cond:
             gen = k.watch_generation
             k.open_watches += 1
-            if since and since < k.compacted:
+            if since and since < max(k.compacted, k.trimmed):
                 expired = True
             else:
                 expired = False
@@ -381,13 +467,21 @@ class _Handler(BaseHTTPRequestHandler):
                 if lines:
                     self.wfile.write(b"".join(b"%x\r\n%s\r\n" % (len(x), x) for x in lines))
                     self.wfile.flush()
+                    with k.cond:
+                        k.delivered[plural] = max(k.delivered[plural], pending[-1][0])
                 with k.cond:
                     while True:
                         now = time.monotonic()
                         if self._client_gone():
                             return
                         if gen != k.watch_generation:
+                            if k.cut_plural and k.cut_plural != plural:
+                                gen = k.watch_generation  # meant for other watches
+                                continue
                             mode = k.cut_mode
+                            break
+                        if cursor < k.trimmed:
+                            mode = "expire"  # fell behind the history window
                             break
                         first = bisect.bisect_right(k.log, cursor, key=lambda e: e[0])
                         news = [e for e in k.log[first:] if e[1] == plural and

@@ -163,11 +163,15 @@ class ProxyTest(BackendTest):
             {"address": "127.0.0.1", "port": b.port, "health": "unhealthy"}]}})
         wait_for(lambda: a.metric("mesh_proxy_endpoints_healthy", destination="default/api") == 0,
                  what="the endpoint to turn unhealthy")
-        a.write_service("api.json", {"service": {"name": "api", "endpoints": [
-            {"address": "127.0.0.1", "port": b.port, "health": "draining"}]}})
         wait_for(lambda: greet(self.port) is None and
                  a.metric("mesh_proxy_no_endpoint_total", destination="default/api") >= 1,
                  what="a refusal counted as no endpoint")
+        # Every endpoint draining (terminating, still serving): they take new connections
+        # rather than none, as kube-proxy does when no endpoint is ready.
+        b = self.backend("b0", port=b.port)
+        a.write_service("api.json", {"service": {"name": "api", "endpoints": [
+            {"address": "127.0.0.1", "port": b.port, "health": "draining"}]}})
+        wait_for(lambda: greet(self.port) == "b0", what="the draining endpoint serving")
 
     def test_active_health_checks(self):
         b1, b2 = self.backend("b1"), self.backend("b2")

@@ -1,6 +1,7 @@
 /* The catalog's merge rules (docs/catalog.md), one test each. */
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "agent/catalog.h"
 #include "common/atom.h"
@@ -19,7 +20,7 @@ static struct mesh_endpoint ep(const char *ip, int port, unsigned weight, const 
 static int update(struct mesh_catalog *c, const char *src, const char *name,
                   const struct mesh_endpoint *eps, size_t n)
 {
-    struct mesh_service_update u = {"default", name, MESH_PROTO_TCP, eps, n};
+    struct mesh_service_update u = {"default", name, MESH_PROTO_TCP, eps, n, false};
     return mesh_catalog_update(c, src, &u);
 }
 
@@ -135,8 +136,8 @@ static void test_protocol_precedence(void **state)
     (void)state;
     struct mesh_catalog *c = new_catalog(true);
     struct mesh_endpoint e = ep("10.0.0.1", 80, 1, NULL), f = ep("10.0.0.2", 80, 1, NULL);
-    struct mesh_service_update u1 = {"default", "api", MESH_PROTO_GRPC, &e, 1};
-    struct mesh_service_update u2 = {"default", "api", MESH_PROTO_HTTP, &f, 1};
+    struct mesh_service_update u1 = {"default", "api", MESH_PROTO_GRPC, &e, 1, false};
+    struct mesh_service_update u2 = {"default", "api", MESH_PROTO_HTTP, &f, 1, false};
     mesh_catalog_update(c, "consul", &u1);
     mesh_catalog_update(c, "k8s", &u2);
     assert_int_equal(mesh_catalog_get(c, "default", "api")->protocol, MESH_PROTO_HTTP);
@@ -315,6 +316,181 @@ static void test_allocation_failures(void **state)
     mesh_endpoint_done(&e[0]);
 }
 
+/* Rule 2: an endpoint two sources report is tagged with both, its details from the first. */
+static void test_endpoint_of_two_sources_is_tagged_with_both(void **state)
+{
+    (void)state;
+    struct mesh_catalog *c = new_catalog(true);
+    struct mesh_endpoint both_k = ep("10.0.0.1", 80, 1, NULL), both_c = ep("10.0.0.1", 80, 5, NULL);
+    struct mesh_endpoint only_c = ep("10.0.0.9", 80, 1, NULL);
+    struct mesh_endpoint cv[] = {both_c, only_c};
+    assert_int_equal(update(c, "k8s", "api", &both_k, 1), 1);
+    assert_int_equal(update(c, "consul", "api", cv, 2), 1);
+    const struct mesh_service *s = mesh_catalog_get(c, "default", "api");
+    const struct mesh_endpoint *b = find_ep(s, "10.0.0.1", 80), *o = find_ep(s, "10.0.0.9", 80);
+    assert_true(mesh_service_ep_from(s, b, "k8s"));
+    assert_true(mesh_service_ep_from(s, b, "consul"));
+    assert_false(mesh_service_ep_from(s, b, "files"));
+    assert_string_equal(mesh_service_ep_label(s, b, MESH_CATALOG_REGISTRY_LABEL), "k8s");
+    assert_int_equal(b->weight, 1);
+    assert_true(mesh_service_ep_from(s, o, "consul"));
+    assert_false(mesh_service_ep_from(s, o, "k8s"));
+    mesh_catalog_free(c);
+}
+
+/* Rule 2: sources that disagree on an endpoint's port or labels are a counted conflict; the
+ * higher source's view stands, and the count of services in conflict falls when it ends. */
+static void test_disagreeing_sources_are_a_conflict(void **state)
+{
+    (void)state;
+    struct mesh_catalog *c = new_catalog(true);
+    uint64_t total;
+    size_t now;
+    struct mesh_endpoint k = ep("10.0.0.1", 8080, 1, NULL), cp = ep("10.0.0.1", 9090, 1, NULL);
+    assert_int_equal(update(c, "k8s", "api", &k, 1), 1);
+    assert_int_equal(update(c, "consul", "api", &cp, 1), 1);
+    const struct mesh_service *s = mesh_catalog_get(c, "default", "api");
+    assert_int_equal(s->n_endpoints, 1); /* the port Kubernetes gives */
+    assert_int_equal(s->endpoints[0].addr.port, 8080);
+    mesh_catalog_conflicts(c, MESH_CATALOG_CONFLICT_PORT, &total, &now);
+    assert_int_equal(total, 1);
+    assert_int_equal(now, 1);
+    /* The same again: one conflict still, not a new one per update. */
+    struct mesh_endpoint cp2 = ep("10.0.0.1", 9090, 2, NULL);
+    assert_int_equal(update(c, "consul", "api", &cp2, 1), 1);
+    mesh_catalog_conflicts(c, MESH_CATALOG_CONFLICT_PORT, &total, &now);
+    assert_int_equal(total, 1);
+    /* Labels: the same address:port with other labels. */
+    struct mesh_endpoint cl = ep("10.0.0.1", 8080, 1, NULL);
+    assert_int_equal(mesh_labels_set(&cl.labels, "version", "v2"), 0);
+    assert_int_equal(update(c, "consul", "api", &cl, 1), 1);
+    mesh_catalog_conflicts(c, MESH_CATALOG_CONFLICT_PORT, &total, &now);
+    assert_int_equal(now, 0);
+    mesh_catalog_conflicts(c, MESH_CATALOG_CONFLICT_LABELS, &total, &now);
+    assert_int_equal(total, 1);
+    assert_int_equal(now, 1);
+    s = mesh_catalog_get(c, "default", "api");
+    assert_null(mesh_service_ep_label(s, &s->endpoints[0], "version")); /* Kubernetes' labels */
+    assert_int_equal(update(c, "consul", "api", NULL, 0), 1);
+    mesh_catalog_conflicts(c, MESH_CATALOG_CONFLICT_LABELS, &total, &now);
+    assert_int_equal(now, 0);
+    mesh_endpoint_done(&cl);
+    mesh_catalog_free(c);
+}
+
+/* The updates of one scenario, each (source, endpoints): applied in every order. */
+struct step {
+    const char *src;
+    const char *ips[3];
+    int ports[3];
+    const char *label; /* "version" on every endpoint, or NULL */
+};
+
+static void apply_step(struct mesh_catalog *c, const struct step *st)
+{
+    struct mesh_endpoint eps[3];
+    size_t n = 0;
+    for (; n < 3 && st->ips[n]; n++) {
+        eps[n] = ep(st->ips[n], st->ports[n], (unsigned)(n + 1), "z");
+        if (st->label)
+            assert_int_equal(mesh_labels_set(&eps[n].labels, "version", st->label), 0);
+    }
+    assert_true(update(c, st->src, "api", eps, n) >= 0);
+    for (size_t i = 0; i < n; i++)
+        mesh_endpoint_done(&eps[i]);
+}
+
+/* What a merged service resolves to, as text: compared between orders. */
+static void describe(const struct mesh_service *s, char *out, size_t size)
+{
+    size_t len = (size_t)snprintf(out, size, "%s %d %zu:", s->key, s->protocol, s->n_sources);
+    for (size_t i = 0; i < s->n_sources; i++)
+        len += (size_t)snprintf(out + len, size - len, " %s", s->sources[i]);
+    for (size_t i = 0; i < s->n_endpoints && len < size; i++) {
+        const struct mesh_endpoint *e = &s->endpoints[i];
+        char a[64];
+        const char *v = mesh_service_ep_label(s, e, "version");
+        len += (size_t)snprintf(
+            out + len, size - len, " [%s w%u %s %s", mesh_ipport_format(&e->addr, a, sizeof(a)),
+            e->weight, mesh_service_ep_label(s, e, MESH_CATALOG_REGISTRY_LABEL), v ? v : "-");
+        for (size_t k = 0; k < s->n_sources; k++)
+            len += (size_t)snprintf(out + len, size - len, "%s",
+                                    mesh_service_ep_from(s, e, s->sources[k]) ? " +" : " .");
+        len += (size_t)snprintf(out + len, size - len, "]");
+    }
+}
+
+/* Rule 6: the resolved catalog is the same whatever order the updates arrive in. */
+static void test_merge_is_independent_of_update_order(void **state)
+{
+    (void)state;
+    /* Overlapping addresses, a port conflict, a label conflict, four sources. */
+    static const struct step steps[] = {
+        {"k8s", {"10.0.0.5", "10.0.0.1", "10.0.0.9"}, {80, 80, 80}, NULL},
+        {"consul", {"10.0.0.9", "10.0.0.3", "10.0.0.5"}, {80, 80, 81}, "v2"},
+        {"files", {"10.0.0.7", "10.0.0.3", NULL}, {80, 80, 0}, "v1"},
+        {"files2", {"10.0.0.1", "10.0.0.2", "10.0.0.8"}, {80, 80, 80}, NULL},
+    };
+    enum { N = MESH_ARRAY_SIZE(steps) };
+    char first[2048] = "", now[2048];
+    int perm[N] = {0, 1, 2, 3}, orders = 0;
+    for (;;) {
+        struct mesh_catalog *c = new_catalog(true);
+        for (int i = 0; i < N; i++)
+            apply_step(c, &steps[perm[i]]);
+        describe(mesh_catalog_get(c, "default", "api"), now, sizeof(now));
+        if (!first[0])
+            memcpy(first, now, sizeof(now));
+        else
+            assert_string_equal(now, first);
+        mesh_catalog_free(c);
+        orders++;
+        /* The next permutation, in lexicographic order. */
+        int i = N - 2;
+        while (i >= 0 && perm[i] > perm[i + 1])
+            i--;
+        if (i < 0)
+            break;
+        int j = N - 1;
+        while (perm[j] < perm[i])
+            j--;
+        int t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+        for (int a = i + 1, b = N - 1; a < b; a++, b--) {
+            t = perm[a];
+            perm[a] = perm[b];
+            perm[b] = t;
+        }
+    }
+    assert_int_equal(orders, 24);
+    /* 10.0.0.3 from files (v1) and consul: one endpoint, both sources. */
+    assert_non_null(strstr(first, "[10.0.0.3:80 w2 files v1"));
+}
+
+/* Rule 7: a source may say a service exists with no endpoints; it stays until removed. */
+static void test_service_with_no_endpoints_stays(void **state)
+{
+    (void)state;
+    struct mesh_catalog *c = new_catalog(true);
+    struct mesh_endpoint e = ep("10.0.0.1", 80, 1, NULL);
+    struct mesh_catalog_source_stats st;
+    assert_int_equal(update(c, "k8s", "api", &e, 1), 1);
+    struct mesh_service_update u = {"default", "api", MESH_PROTO_TCP, NULL, 0, true};
+    assert_int_equal(mesh_catalog_update(c, "k8s", &u), 1);
+    const struct mesh_service *s = mesh_catalog_get(c, "default", "api");
+    assert_non_null(s);
+    assert_int_equal(s->n_endpoints, 0);
+    assert_int_equal(mesh_catalog_source_stats(c, "k8s", &st), 0);
+    assert_int_equal(st.services, 1);
+    assert_int_equal(st.endpoints, 0);
+    assert_int_equal(update(c, "k8s", "api", NULL, 0), 1);
+    assert_null(mesh_catalog_get(c, "default", "api"));
+    assert_int_equal(mesh_catalog_source_stats(c, "k8s", &st), 0);
+    assert_int_equal(st.services, 0);
+    mesh_catalog_free(c);
+}
+
 int main(void)
 {
     mesh_alloc_install();
@@ -333,6 +509,10 @@ int main(void)
         UNIT_TEST(test_published_service_outlives_change),
         UNIT_TEST(test_many_services_listed_sorted),
         UNIT_TEST(test_allocation_failures),
+        UNIT_TEST(test_endpoint_of_two_sources_is_tagged_with_both),
+        UNIT_TEST(test_disagreeing_sources_are_a_conflict),
+        UNIT_TEST(test_merge_is_independent_of_update_order),
+        UNIT_TEST(test_service_with_no_endpoints_stays),
     };
     return cmocka_run_group_tests_name("catalog", tests, NULL, NULL);
 }

@@ -1,6 +1,7 @@
 /* The last-known-good catalog: what is written (in 64 KB pieces) reads back the same. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "agent/catalog.h"
@@ -41,7 +42,7 @@ static void fill(struct mesh_catalog *c)
         }
         char name[32];
         snprintf(name, sizeof(name), "svc-%d", s);
-        struct mesh_service_update u = {"shop", name, MESH_PROTO_HTTP, eps, 100};
+        struct mesh_service_update u = {"shop", name, MESH_PROTO_HTTP, eps, 100, false};
         assert_int_equal(mesh_catalog_update(c, s % 2 ? "k8s" : "files", &u), 1);
         if (s % 4 == 0)
             assert_int_equal(mesh_catalog_update(c, "k8s", &u), 1); /* both report it */
@@ -111,11 +112,61 @@ static void test_write_and_load_round_trip(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/*
+ * A write that fails (the state dir cannot take the file) is tried again with backoff, with
+ * no new change to the catalog: once the dir is back, the file is written.
+ */
+static void test_failed_write_is_retried_when_the_disk_frees_up(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/mesh-lkg-XXXXXX", sub[256], path[300];
+    assert_non_null(mkdtemp(dir));
+    snprintf(sub, sizeof(sub), "%s/state", dir);
+    snprintf(path, sizeof(path), "%s/%s", sub, MESH_LKG_FILE);
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct mesh_catalog *c = new_catalog();
+    fill(c);
+    struct mesh_lkg *l;
+    assert_int_equal(mesh_lkg_new(&loop, path, &l), 0);
+    mesh_lkg_schedule(l, c); /* the state dir does not exist: the write fails */
+    uint64_t writes = 0, failures = 0;
+    while (failures == 0) {
+        uv_run(&loop, UV_RUN_ONCE);
+        mesh_lkg_stats(l, &writes, &failures);
+    }
+    assert_int_equal(writes, 0);
+    assert_int_equal(mkdir(sub, 0700), 0); /* the disk frees up; the catalog does not change */
+    uint64_t t0 = uv_now(&loop);
+    while (writes == 0 && uv_now(&loop) - t0 < 20000) {
+        uv_run(&loop, UV_RUN_ONCE);
+        mesh_lkg_stats(l, &writes, &failures);
+    }
+    assert_int_equal(writes, 1);
+    assert_int_equal(access(path, R_OK), 0);
+    int done = 0;
+    mesh_lkg_close(l, closed, &done);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(done, 1);
+    struct mesh_catalog *back = new_catalog();
+    struct mesh_cfg_errors errors = {0};
+    assert_true(mesh_lkg_load(path, back, &errors) > 0);
+    mesh_cfg_errors_done(&errors);
+    same_views(c, back);
+    mesh_catalog_free(c);
+    mesh_catalog_free(back);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     mesh_alloc_install();
     const struct CMUnitTest tests[] = {
         UNIT_TEST(test_write_and_load_round_trip),
+        UNIT_TEST(test_failed_write_is_retried_when_the_disk_frees_up),
     };
     return cmocka_run_group_tests_name("lkg", tests, NULL, NULL);
 }

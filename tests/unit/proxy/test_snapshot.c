@@ -21,7 +21,7 @@ static void set(struct fixture *f, const char *name, const char *const *ips, siz
         eps[i].weight = 1;
         eps[i].health = MESH_EP_HEALTHY;
     }
-    struct mesh_service_update u = {"default", name, MESH_PROTO_HTTP, eps, n};
+    struct mesh_service_update u = {"default", name, MESH_PROTO_HTTP, eps, n, false};
     assert_true(mesh_catalog_update(f->catalog, "files", &u) >= 0);
 }
 
@@ -99,11 +99,49 @@ static void test_unchanged_destinations_are_reused(void **state)
     destroy(f);
 }
 
+/* Every endpoint terminating but still serving (a rollout's old pods draining before a new
+ * one is ready): the serving ones take traffic rather than none; a ready one, when there is
+ * one, keeps it alone. */
+static void test_all_terminating_but_serving_take_traffic(void **state)
+{
+    (void)state;
+    struct fixture *f = make();
+    struct mesh_endpoint eps[3] = {0};
+    const char *ips[] = {"10.0.0.1", "10.0.0.2", "10.0.0.3"};
+    const unsigned health[] = {MESH_EP_SERVING | MESH_EP_TERMINATING,
+                               MESH_EP_SERVING | MESH_EP_TERMINATING, MESH_EP_TERMINATING};
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(mesh_ipport_from_ip(ips[i], 80, &eps[i].addr), 0);
+        eps[i].weight = 1;
+        eps[i].health = (uint8_t)health[i];
+    }
+    struct mesh_service_update u = {"default", "web", MESH_PROTO_HTTP, eps, 3, false};
+    assert_true(mesh_catalog_update(f->catalog, "files", &u) >= 0);
+    struct mesh_proxy_snapshot *s1 = build(f, 1, NULL);
+    const struct snap_dest *d = mesh_snapshot_dest(s1, "default/web");
+    assert_int_equal(d->n, 3);
+    assert_true(mesh_ep_eligible(&d->eps[0]));
+    assert_true(mesh_ep_eligible(&d->eps[1]));
+    assert_false(mesh_ep_eligible(&d->eps[2])); /* not serving: never */
+
+    eps[2].health = MESH_EP_HEALTHY; /* a new pod is ready: it alone takes new traffic */
+    assert_true(mesh_catalog_update(f->catalog, "files", &u) >= 0);
+    struct mesh_proxy_snapshot *s2 = build(f, 1, s1);
+    d = mesh_snapshot_dest(s2, "default/web");
+    assert_false(mesh_ep_eligible(&d->eps[0]));
+    assert_false(mesh_ep_eligible(&d->eps[1]));
+    assert_true(mesh_ep_eligible(&d->eps[2]));
+    mesh_snapshot_unref(s1);
+    mesh_snapshot_unref(s2);
+    destroy(f);
+}
+
 int main(void)
 {
     mesh_alloc_install();
     const struct CMUnitTest tests[] = {
         UNIT_TEST(test_unchanged_destinations_are_reused),
+        UNIT_TEST(test_all_terminating_but_serving_take_traffic),
     };
     return cmocka_run_group_tests_name("snapshot", tests, NULL, NULL);
 }

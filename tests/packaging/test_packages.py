@@ -1,6 +1,7 @@
 """Packages and units: build the .deb and .rpm from this tree, check them with lintian and
 rpm, check the units with systemd-analyze, then install the .deb on this machine, run the
 agent the way its unit would, upgrade over itself, and purge."""
+import atexit
 import configparser
 import glob
 import grp
@@ -30,6 +31,7 @@ def build_packages():
     if OUT:
         return OUT
     tmp = tempfile.mkdtemp(prefix="mesh-packages-")
+    atexit.register(shutil.rmtree, tmp, True)  # two build trees: nothing left in /tmp
     out = {}
     for family in ("deb", "rpm"):
         b = os.path.join(tmp, family)
@@ -316,6 +318,7 @@ class InstallTest(unittest.TestCase):
             os.chown(d, pw.pw_uid, pw.pw_gid)
             os.chmod(d, mode)
         tmp = tempfile.mkdtemp(prefix="mesh-notify-")
+        self.addCleanup(shutil.rmtree, tmp, True)
         os.chmod(tmp, 0o755)
         path = os.path.join(tmp, "notify.sock")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

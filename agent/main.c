@@ -63,6 +63,7 @@ static int validate(const char *path, bool json_out)
                 rc->ops->validate(rc, &cfg->env, &errors);
         }
         mesh_resources_validate(cfg->resources_dir, &errors);
+        mesh_agent_config_check_files(cfg, &errors);
     }
     size_t n = mesh_cfg_error_count(&errors);
     if (json_out) {

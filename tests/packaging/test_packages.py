@@ -296,6 +296,7 @@ class InstallTest(unittest.TestCase):
         r = subprocess.run(["dpkg", *args], capture_output=True, text=True,
                            env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn("warning", (r.stdout + r.stderr).lower(), f"dpkg {' '.join(args)}")
         return r
 
     def check_mode(self, path, mode, owner="root", kind=stat.S_ISREG):
@@ -408,10 +409,21 @@ class InstallTest(unittest.TestCase):
             self.assertEqual(json.load(f)["log"]["level"], "debug")
         self.assertTrue(os.path.exists(lkg))  # state survives an upgrade
 
-        # Remove keeps config and state; purge removes everything.
+        # What docs/install.md has an operator add for controller mode: the join token (a
+        # secret) and the controller's CA.
+        token = "/etc/mesh-agent/join.token"
+        with open(token, "w") as f:
+            f.write("mesh1.secret\n")
+        os.chmod(token, 0o600)
+        os.chown(token, pw.pw_uid, pw.pw_gid)
+        with open("/etc/mesh-agent/controller-ca.crt", "w") as f:
+            f.write("-----BEGIN CERTIFICATE-----\n")
+
+        # Remove keeps config and state; purge removes everything, without a warning.
         self.dpkg("--remove", "mesh-agent")
         self.assertFalse(os.path.exists("/usr/sbin/mesh-agent"))
         self.assertTrue(os.path.exists("/etc/mesh-agent/agent.json"))
+        self.assertTrue(os.path.exists(token))
         self.assertTrue(os.path.exists(lkg))
         self.dpkg("--purge", "mesh-agent")
         for gone in ("/usr/sbin/mesh-agent", "/etc/mesh-agent", "/var/lib/mesh-agent",

@@ -69,6 +69,7 @@ struct mesh_agent {
     int exit_code;
     int lkg_loaded;
     bool ready_flushed; /* the data plane was built once the registries were in */
+    char *locals_saved; /* what local-services.json holds (as written) */
 };
 
 /* Wall-clock seconds, and such a time as ISO 8601 UTC. */
@@ -77,6 +78,11 @@ void mesh_agent__format_time(double t, char *out, size_t n);
 /* Hands the data plane what the agent knows now (at once, or coalesced a little later). */
 void mesh_agent__flush(struct mesh_agent *a);
 void mesh_agent__schedule(struct mesh_agent *a);
+
+/* local_state.c: this host's services kept in the state dir (and read back at start, for
+ * registries that have not synced yet). */
+void mesh_agent__save_locals(struct mesh_agent *a);
+void mesh_agent__restore_locals(struct mesh_agent *a);
 
 /* readiness.c */
 /* The one-line summary for STATUS= and /v1/status. */

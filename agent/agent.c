@@ -338,6 +338,7 @@ static void sink_set_local(void *data, struct mesh_registry *r, const struct mes
     mesh_free(s->locals);
     s->locals = copy;
     s->n_locals = n;
+    mesh_agent__save_locals(s->agent);
     mesh_agent__schedule(s->agent);
 }
 
@@ -561,6 +562,7 @@ int mesh_agent_start(struct mesh_agent *a)
     r = mesh_lkg_new(a->loop, path, &a->lkg);
     if (r < 0)
         return r;
+    mesh_agent__restore_locals(a); /* listeners for what ran here, until the registries sync */
 
     r = mesh_resources_new(a->loop, on_resources_changed, a, &a->resources);
     if (r == 0)
@@ -965,6 +967,7 @@ void mesh_agent_free(struct mesh_agent *a)
     mesh_agent_config_unref(a->cfg);
     mesh_free(a->config_path);
     mesh_free(a->last_reload_error);
+    mesh_free(a->locals_saved);
     mesh_free(a);
 }
 

@@ -130,7 +130,7 @@ class ListenerTest(BackendTest):
         self.assertIn("last-known-good", a.logs())
         self.assertEqual(greet(port), "b0")
         self.assertIn("default/api", a.services())
-        local = a.json("/v1/local")
+        local = a.json("/v1/local")["services"]
         self.assertEqual([(l["namespace"], l["name"]) for l in local], [("default", "app")])
 
 

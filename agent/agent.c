@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -458,6 +459,25 @@ static void on_signal(uv_signal_t *h, int signum)
         mesh_agent_stop(a);
 }
 
+/*
+ * Logs why the agent cannot start (MESSAGE_ID start failed) and says it to the service
+ * manager (STATUS=, ERRNO=) so that `systemctl status` shows it. Returns r.
+ */
+static int start_failed(int r, const char *fmt, ...) MESH_PRINTF(2, 3);
+
+static int start_failed(int r, const char *fmt, ...)
+{
+    char why[512], status[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    mesh_log_id(MESH_LOG_ERROR, MESH_MSGID_START_FAILED, NULL, "%s; not starting", why);
+    snprintf(status, sizeof(status), "cannot start: %s", why);
+    mesh_notify_failed(-r, status);
+    return r;
+}
+
 int mesh_agent_new(uv_loop_t *loop, const struct mesh_agent_options *opts, struct mesh_agent **ret)
 {
     struct mesh_cfg_errors errors = {0};
@@ -467,19 +487,20 @@ int mesh_agent_new(uv_loop_t *loop, const struct mesh_agent_options *opts, struc
         path = MESH_AGENT_DEFAULT_CONFIG;
     struct mesh_agent *a = mesh_calloc(1, sizeof(*a));
     if (!a)
-        return -ENOMEM;
+        return start_failed(-ENOMEM, "out of memory");
     a->loop = loop;
     a->opts = *opts;
     a->exit_code = 0;
     if (path && !(a->config_path = mesh_strdup(path))) {
         mesh_free(a);
-        return -ENOMEM;
+        return start_failed(-ENOMEM, "out of memory");
     }
     r = mesh_agent_config_load(a->config_path, &errors, &a->cfg);
     if (r < 0) {
         log_errors(&errors);
-        mesh_log_error("%s: %zu error(s); not starting", path ? path : "embedded defaults",
-                       mesh_cfg_error_count(&errors));
+        start_failed(r, "%s: %zu error(s)%s%s", path ? path : "embedded defaults",
+                     mesh_cfg_error_count(&errors), errors.n ? ", the first: " : "",
+                     errors.n ? errors.v[0] : "");
         mesh_cfg_errors_done(&errors);
         mesh_free(a->config_path);
         mesh_free(a);
@@ -495,7 +516,7 @@ int mesh_agent_new(uv_loop_t *loop, const struct mesh_agent_options *opts, struc
         mesh_agent_config_unref(a->cfg);
         mesh_free(a->config_path);
         mesh_free(a);
-        return r;
+        return start_failed(r, "out of memory");
     }
     mesh_catalog_set_change_cb(a->catalog, on_catalog_change, a);
     *ret = a;
@@ -525,28 +546,24 @@ int mesh_agent_start(struct mesh_agent *a)
     a->update_timer.data = a;
 
     r = mesh_fs_mkdir_private(a->cfg->state_dir, 0700);
-    if (r < 0) {
-        mesh_log_error("cannot create the state directory '%s': %s", a->cfg->state_dir,
-                       strerror(-r));
-        return r;
-    }
+    if (r < 0)
+        return start_failed(r, "cannot create the state directory '%s': %s", a->cfg->state_dir,
+                            strerror(-r));
 
     /* Registries first (without starting them) so the catalog knows its sources. */
     a->slots = mesh_calloc(a->cfg->registries.n ? a->cfg->registries.n : 1, sizeof(*a->slots));
     if (!a->slots)
-        return -ENOMEM;
+        return start_failed(-ENOMEM, "out of memory");
     for (size_t i = 0; i < a->cfg->registries.n; i++) {
         r = slot_new(a, a->cfg, &a->cfg->registries.v[i], &a->slots[a->n_slots]);
-        if (r < 0) {
-            mesh_log_error("cannot create registry '%s': %s", a->cfg->registries.v[i].name,
-                           strerror(-r));
-            return r;
-        }
+        if (r < 0)
+            return start_failed(r, "cannot create registry '%s': %s", a->cfg->registries.v[i].name,
+                                strerror(-r));
         a->n_slots++;
     }
     r = set_catalog_sources(a, a->slots, a->n_slots);
     if (r < 0)
-        return r;
+        return start_failed(r, "cannot set the catalog's sources: %s", strerror(-r));
 
     snprintf(path, sizeof(path), "%s/%s", a->cfg->state_dir, MESH_LKG_FILE);
     struct mesh_cfg_errors errors = {0};
@@ -561,14 +578,15 @@ int mesh_agent_start(struct mesh_agent *a)
     mesh_cfg_errors_done(&errors);
     r = mesh_lkg_new(a->loop, path, &a->lkg);
     if (r < 0)
-        return r;
+        return start_failed(r, "out of memory");
     mesh_agent__restore_locals(a); /* listeners for what ran here, until the registries sync */
 
     r = mesh_resources_new(a->loop, on_resources_changed, a, &a->resources);
     if (r == 0)
         r = mesh_resources_watch(a->resources, a->cfg->resources_dir, 10000);
     if (r < 0)
-        return r;
+        return start_failed(r, "cannot watch the resources in '%s': %s", a->cfg->resources_dir,
+                            strerror(-r));
     struct mesh_proxy_options popts = {
         .workers = a->cfg->proxy.workers,
         .max_connections = a->cfg->proxy.max_connections,
@@ -582,25 +600,21 @@ int mesh_agent_start(struct mesh_agent *a)
     if ((r = make_certs(a, a->cfg, &a->certs)) < 0 ||
         (r = make_watch(a, a->cfg, a->certs, &a->watch)) < 0 ||
         (a->watch && (r = mesh_ctl_report_new(a->loop, a->cfg->identity.controller, a->certs,
-                                              &report_ops, a, &a->report)) < 0)) {
-        mesh_log_error("cannot set up identity (identity.mode \"%s\")",
-                       mesh_identity_mode_names[a->cfg->identity.mode]);
-        return r;
-    }
+                                              &report_ops, a, &a->report)) < 0))
+        return start_failed(r, "cannot set up identity (identity.mode \"%s\"): %s",
+                            mesh_identity_mode_names[a->cfg->identity.mode], strerror(-r));
     if (a->watch)
         load_members(a);
     r = mesh_proxy_new(a->loop, &popts, &a->proxy);
-    if (r == 0 && (r = mesh_proxy_start(a->proxy)) < 0)
-        mesh_log_error("cannot start the data plane: %s", strerror(-r));
+    if (r == 0)
+        r = mesh_proxy_start(a->proxy);
     if (r < 0)
-        return r;
+        return start_failed(r, "cannot start the data plane: %s", strerror(-r));
 
     r = mesh_admin_start(a->loop, &a->cfg->admin_addr, a, &a->admin);
-    if (r < 0) {
-        mesh_log_error("cannot listen on %s for the admin API: %s", a->cfg->admin.listen,
-                       uv_strerror(r));
-        return r;
-    }
+    if (r < 0)
+        return start_failed(r, "cannot listen on %s for the admin API: %s", a->cfg->admin.listen,
+                            uv_strerror(r));
 
     if (a->cfg->readiness.registry_sync_timeout_ms)
         uv_timer_start(&a->sync_timer, mesh_agent__on_sync_timeout,

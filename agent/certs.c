@@ -30,7 +30,7 @@ void certs_fail(struct mesh_certs *c, const char *fmt, ...)
     vsnprintf(c->last_error, sizeof(c->last_error), fmt, ap);
     va_end(ap);
     c->errors++;
-    mesh_log_error("%s", c->last_error);
+    mesh_log_id(MESH_LOG_ERROR, MESH_MSGID_CERT_FAILED, NULL, "%s", c->last_error);
 }
 
 void certs_held_clear_pem(struct held *h)
@@ -223,7 +223,11 @@ static int issue(struct mesh_certs *c, struct held *h)
         cp = kp = NULL;
         c->issued++;
         r = 0;
-        mesh_log_info("issued %s, valid until %lld", h->id, (long long)h->not_after);
+        char svc[200];
+        snprintf(svc, sizeof(svc), "%s/%s", h->ns ? h->ns : "", h->name ? h->name : "");
+        mesh_log_id(MESH_LOG_INFO, MESH_MSGID_CERT_ISSUED,
+                    h->ns ? MESH_LOG_FIELDS({"service", svc}) : NULL, "issued %s, valid until %lld",
+                    h->id, (long long)h->not_after);
     } else {
         certs_fail(c, "cannot issue a certificate for %s: %s", h->id, err);
     }

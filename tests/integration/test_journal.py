@@ -15,7 +15,7 @@ import sys
 import tempfile
 import unittest
 
-from meshtest import AGENT
+from meshtest import AGENT, free_port
 
 HELPER = r'''
 import json, os, signal, socket, subprocess, sys, time
@@ -97,9 +97,12 @@ class JournalTest(unittest.TestCase):
             f.write('{"service": {"name": "x"}}')
         config = os.path.join(tmp, "agent.json")
         with open(config, "w") as f:
+            # A Consul agent nobody runs: the registry is down (an event with a message id).
             f.write('{"node": {"name": "j1"}, "state_dir": "%s/state", "admin": {"listen": '
-                    '"127.0.0.1:0"}, "registries": [{"type": "static", "directory": "%s"}]}'
-                    % (tmp, services))
+                    '"127.0.0.1:0"}, "readiness": {"registry_sync_timeout": "1s"}, '
+                    '"registries": [{"type": "static", "directory": "%s"}, {"type": "consul", '
+                    '"name": "consul", "address": "127.0.0.1:%d"}]}'
+                    % (tmp, services, free_port()))
         helper = os.path.join(tmp, "helper.py")
         with open(helper, "w") as f:
             f.write(HELPER)
@@ -124,6 +127,12 @@ class JournalTest(unittest.TestCase):
         bad = [e for e in entries if e.get("MESH_FILE") == "bad.json"]
         self.assertTrue(bad, "the invalid file's entry carries MESH_FILE")
         self.assertEqual(bad[0]["PRIORITY"], "4")
+        # The events operators alert on carry a MESSAGE_ID (docs/systemd.md) and their fields.
+        self.assertEqual(ready[0]["MESSAGE_ID"], "892b17840525439698cf34935aaea8b5")
+        down = [e for e in entries if e.get("MESSAGE_ID") == "b2f03ba6c82244fda5d2450f394b12b6"]
+        self.assertTrue(down, "no registry-down entry")
+        self.assertEqual(down[0]["MESH_REGISTRY"], "consul")
+        self.assertEqual(down[0]["PRIORITY"], "4")
         # Nothing went to stderr: the journal got it all.
         with open(out + ".stderr") as f:
             self.assertEqual(f.read(), "")

@@ -732,6 +732,12 @@ static int do_reload(struct mesh_agent *a)
         mesh_agent_config_unref(next);
         return -EINVAL;
     }
+    char busy[512];
+    if (listeners_busy(a, next, busy, sizeof(busy))) {
+        reload_failed(a, busy);
+        mesh_agent_config_unref(next);
+        return -EADDRINUSE;
+    }
     if (strcmp(next->proxy.access_log, a->cfg->proxy.access_log) != 0 &&
         (r = mesh_proxy_set_access_log(a->proxy, next->proxy.access_log)) < 0) {
         char why[512];
@@ -740,12 +746,6 @@ static int do_reload(struct mesh_agent *a)
         reload_failed(a, why);
         mesh_agent_config_unref(next);
         return -EINVAL;
-    }
-    char busy[512];
-    if (listeners_busy(a, next, busy, sizeof(busy))) {
-        reload_failed(a, busy);
-        mesh_agent_config_unref(next);
-        return -EADDRINUSE;
     }
     struct mesh_certs *certs = NULL;
     struct mesh_ctl_watch *watch = NULL;

@@ -72,13 +72,20 @@ def free_port():
     hi = min(_ephemeral_low(), 32768) - 1
     for _ in range(200):
         port = random.randint(20000, hi)
+        if port in _handed_out:
+            continue  # this process may not have bound it yet
         with socket.socket() as s:
             try:
-                s.bind(("127.0.0.1", port))
+                # The wildcard address: free on every address (tests listen on 127.0.0.2 too).
+                s.bind(("0.0.0.0", port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
     raise AssertionError("no free port below the ephemeral range")
+
+
+_handed_out = set()
 
 
 def wait_for(predicate, timeout=5.0, interval=0.02, what="condition"):

@@ -118,6 +118,10 @@ static struct mesh_http_options http_options(const struct mesh_agent_http_config
         .limits = {.max_head = (size_t)h->max_header_bytes,
                    .max_headers = (size_t)h->max_headers,
                    .max_uri = (size_t)h->max_uri_length},
+        .path = {.normalize = h->normalize_path,
+                 .merge_slashes = h->merge_slashes,
+                 .escaped_slashes = h->escaped_slashes},
+        .path_given = true,
     };
 }
 

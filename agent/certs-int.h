@@ -25,12 +25,16 @@ struct held {
     char *cert_pem, *key_pem;
     size_t cert_len, key_len;
     time_t not_before, not_after, renew_at;
-    struct stat cert_st, key_st; /* files mode: what was read */
+    time_t expired_at; /* the notAfter of what the state dir held when it had expired (0: none) */
+    bool warned_overdue, warned_expired; /* said for this certificate: 80 % of its life, expiry */
+    struct stat cert_st, key_st;         /* files mode: what was read */
 };
 
 struct mesh_certs {
     uv_loop_t *loop;
-    uv_timer_t timer;
+    uv_timer_t timer;     /* the mode's refresh */
+    uv_timer_t age_timer; /* the next 80 % point or notAfter of a certificate held */
+    int open_handles;
     int mode;
     char *dir; /* where certificates are kept (standalone) or read (files) */
     char *trust_domain;
@@ -63,8 +67,17 @@ void certs_paths(const struct mesh_certs *c, const struct held *h, char *crt, ch
 X509 *certs_parse_cert(const char *pem, size_t len);
 /* Its validity and when to renew it: half of the lifetime, give or take a twentieth. */
 void certs_set_times(struct held *h, X509 *x);
-/* Takes what the state dir holds for h when the CA signed it for h's ID and it is not due. */
+/*
+ * Takes what the state dir holds for h when the CA signed it for h's ID and it has not
+ * expired; it may be due for renewal (the caller renews it with what it holds). An expired
+ * one is left, its notAfter noted in h->expired_at.
+ */
 bool certs_load_kept(struct mesh_certs *c, struct held *h);
+/* t as "2006-01-02T15:04:05Z". */
+void certs_format_time(time_t t, char *out, size_t size);
+/* Warns about certificates past 80 % of their life or expired, and sets the timer for the
+ * next such moment. */
+void certs_check_ages(struct mesh_certs *c);
 /* Material from the bundle and what is held; NULL (logged) when any piece is refused. */
 struct mesh_tls_material *certs_build(struct mesh_certs *c, const char *bundle, size_t len,
                                       const struct held *v, size_t n);

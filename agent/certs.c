@@ -76,8 +76,11 @@ X509 *certs_parse_cert(const char *pem, size_t len)
 /* Half of the lifetime, give or take a twentieth, so that agents do not renew in step. */
 void certs_set_times(struct held *h, X509 *x)
 {
+    time_t not_after = mesh_x509_not_after(x);
+    if (not_after != h->not_after) /* another certificate: its own warnings */
+        h->warned_overdue = h->warned_expired = false;
     h->not_before = mesh_x509_not_before(x);
-    h->not_after = mesh_x509_not_after(x);
+    h->not_after = not_after;
     time_t life = h->not_after - h->not_before;
     unsigned r = 0;
     RAND_bytes((unsigned char *)&r, sizeof(r));
@@ -123,6 +126,14 @@ static int load_ca(struct mesh_certs *c, const struct mesh_agent_identity_config
         certs_fail(c, "identity.ca_cert '%s': not a CA certificate", id->ca_cert);
         return -EINVAL;
     }
+    int crit = -1;
+    ASN1_BIT_STRING *ku = X509_get_ext_d2i(c->ca, NID_key_usage, &crit, NULL);
+    if (!ku || crit != 1 || !(X509_get_key_usage(c->ca) & KU_KEY_CERT_SIGN))
+        mesh_log_warn("identity.ca_cert '%s' has no critical keyUsage with keyCertSign, as the "
+                      "X509-SVID specification wants of a signing certificate; peers that check "
+                      "it will refuse this mesh's certificates",
+                      id->ca_cert);
+    ASN1_BIT_STRING_free(ku);
     if (X509_check_private_key(c->ca, c->ca_key) != 1) {
         ERR_clear_error();
         certs_fail(c, "identity.ca_key '%s' is not the key of identity.ca_cert", id->ca_key);
@@ -171,10 +182,15 @@ bool certs_load_kept(struct mesh_certs *c, struct held *h)
               mesh_spiffe_check_leaf(x, c->trust_domain, got, sizeof(got), &why) &&
               strcmp(got, h->id) == 0;
     ERR_clear_error();
-    if (ok) {
-        certs_set_times(h, x);
-        ok = time(NULL) < h->renew_at;
+    /* Valid, even when due: it renews itself (a node certificate signs the node in; only
+     * an expired one needs a join token again). */
+    time_t not_after = ok ? mesh_x509_not_after(x) : 0;
+    if (ok && not_after <= time(NULL)) {
+        h->expired_at = not_after;
+        ok = false;
     }
+    if (ok)
+        certs_set_times(h, x);
     X509_free(x);
     if (!ok) {
         mesh_free(cp);
@@ -318,8 +334,59 @@ void certs_swap_in(struct mesh_certs *c, struct mesh_tls_material *m)
     mesh_tls_material_unref(c->material);
     c->material = m;
     c->last_error[0] = '\0';
+    certs_check_ages(c);
     if (c->changed)
         c->changed(c->data);
+}
+
+void certs_format_time(time_t t, char *out, size_t size)
+{
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) || !strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        snprintf(out, size, "%lld", (long long)t);
+}
+
+static void on_age_timer(uv_timer_t *t)
+{
+    certs_check_ages(t->data);
+}
+
+/* When 80 % of h's lifetime has passed. */
+static time_t overdue_at(const struct held *h)
+{
+    return h->not_before + (h->not_after - h->not_before) / 10 * 8;
+}
+
+void certs_check_ages(struct mesh_certs *c)
+{
+    time_t now = time(NULL), next = 0;
+    const char *why = c->last_error[0] ? c->last_error : "no new certificate yet";
+    for (size_t i = 0; i < c->n; i++) {
+        struct held *h = &c->v[i];
+        if (!h->cert_pem)
+            continue;
+        char when[64];
+        certs_format_time(h->not_after, when, sizeof(when));
+        if (now >= h->not_after && !h->warned_expired) {
+            h->warned_expired = h->warned_overdue = true;
+            mesh_log_error("the certificate of %s expired at %s and is no longer presented; "
+                           "renewal keeps failing: %s",
+                           h->id, when, why);
+        } else if (now >= overdue_at(h) && !h->warned_overdue) {
+            h->warned_overdue = true;
+            mesh_log_warn("the certificate of %s is past 80%% of its lifetime (it expires at "
+                          "%s) and renewal keeps failing: %s",
+                          h->id, when, why);
+        }
+        time_t at = !h->warned_overdue ? overdue_at(h) : !h->warned_expired ? h->not_after : 0;
+        if (at && (!next || at < next))
+            next = at;
+    }
+    if (next && !c->closing)
+        uv_timer_start(&c->age_timer, on_age_timer, next > now ? (uint64_t)(next - now) * 1000 : 0,
+                       0);
+    else
+        uv_timer_stop(&c->age_timer);
 }
 
 static void on_timer(uv_timer_t *t);
@@ -370,12 +437,10 @@ static void refresh_standalone(struct mesh_certs *c, bool force)
     time_t now = time(NULL);
     for (size_t i = 0; i < c->n; i++) {
         struct held *h = &c->v[i];
+        if (!h->cert_pem && certs_load_kept(c, h))
+            changed = true;
         if (h->cert_pem && now < h->renew_at)
             continue;
-        if (!h->cert_pem && certs_load_kept(c, h)) {
-            changed = true;
-            continue;
-        }
         if (issue(c, h) == 0)
             changed = true;
     }
@@ -508,7 +573,9 @@ int mesh_certs_new(uv_loop_t *loop, const struct mesh_agent_config *cfg,
     c->tls12 = id->tls_min_version == 1;
     c->ttl_s = id->cert_ttl_ms / 1000;
     uv_timer_init(loop, &c->timer);
-    c->timer.data = c;
+    uv_timer_init(loop, &c->age_timer);
+    c->timer.data = c->age_timer.data = c;
+    c->open_handles = 2;
     char dir[4096];
     snprintf(dir, sizeof(dir), "%s/certs", cfg->state_dir);
     int r = -ENOMEM;
@@ -546,7 +613,9 @@ struct mesh_tls_material *mesh_certs_material(const struct mesh_certs *c)
 bool mesh_certs_node_credentials(const struct mesh_certs *c, const char **cert, const char **key,
                                  const char **bundle)
 {
-    if (!c || !c->n || c->v[0].ns || !c->v[0].cert_pem || !c->bundle_pem)
+    /* An expired certificate is not presented, to the controller either. */
+    if (!c || !c->n || c->v[0].ns || !c->v[0].cert_pem || !c->bundle_pem ||
+        c->v[0].not_after <= time(NULL))
         return false;
     *cert = c->v[0].cert_pem;
     *key = c->v[0].key_pem;
@@ -575,6 +644,19 @@ void mesh_certs_metrics(const struct mesh_certs *c, struct mesh_buf *b)
     mesh_prom_family(b, "mesh_cert_seconds_left", "gauge",
                      "Seconds before the earliest certificate in use expires.");
     mesh_prom_sample(b, "mesh_cert_seconds_left", NULL, earliest ? (double)(earliest - now) : 0);
+    double overdue = 0, expired = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        const struct held *h = &c->v[i];
+        overdue += h->cert_pem && now >= overdue_at(h);
+        expired += h->cert_pem && now >= h->not_after;
+    }
+    mesh_prom_family(b, "mesh_cert_renewal_overdue", "gauge",
+                     "Certificates held past 80 % of their lifetime (expired ones included): "
+                     "renewal keeps failing.");
+    mesh_prom_sample(b, "mesh_cert_renewal_overdue", NULL, overdue);
+    mesh_prom_family(b, "mesh_cert_expired", "gauge",
+                     "Certificates held that have expired: they are no longer presented.");
+    mesh_prom_sample(b, "mesh_cert_expired", NULL, expired);
     mesh_prom_family(b, "mesh_cert_issued_total", "counter",
                      "Certificates issued by this agent (standalone mode).");
     mesh_prom_sample(b, "mesh_cert_issued_total", NULL, (double)c->issued);
@@ -599,6 +681,8 @@ json_t *mesh_certs_status(const struct mesh_certs *c)
 static void on_timer_closed(uv_handle_t *h)
 {
     struct mesh_certs *c = h->data;
+    if (--c->open_handles > 0)
+        return;
     for (size_t i = 0; i < c->n; i++)
         held_done(&c->v[i]);
     mesh_free(c->v);
@@ -620,4 +704,5 @@ void mesh_certs_free(struct mesh_certs *c)
     c->closing = true;
     certs_controller_close(c); /* a call in flight frees nothing of ours when it ends */
     uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+    uv_close((uv_handle_t *)&c->age_timer, on_timer_closed);
 }

@@ -3,9 +3,11 @@
 /*
  * The certificate manager's controller mode. The node enrolls once with its join token
  * (a CSR for spiffe://<td>/node/<name>); from then on the node's certificate authenticates
- * it: it renews itself and gets each local service's SVID the same way. One call at a
- * time; while the controller is away the calls back off (1 s doubling to 60 s, with
- * jitter) and what is held keeps serving. Keys never leave the host.
+ * it: it renews itself and gets each local service's SVID the same way, also after a
+ * restart past half of its lifetime. Only an expired node certificate needs a join token
+ * again, and the errors say so. One call at a time; while the controller is away the calls
+ * back off (1 s doubling to 60 s, with jitter) and what is held keeps serving. Keys never
+ * leave the host.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -28,6 +30,7 @@ struct ctl_state {
     struct ctl_call *inflight;
     char *pending_id;  /* the identity the call is for */
     char *pending_key; /* its new key (PEM) */
+    bool pending_enroll;
     unsigned failures;
 };
 
@@ -80,6 +83,30 @@ void certs_controller_close(struct mesh_certs *c)
 static bool valid_now(const struct held *h, time_t now)
 {
     return h->cert_pem && h->not_after > now;
+}
+
+/* When the node's certificate expired, held or kept in the state dir (0: none did). */
+static time_t node_expired_at(const struct mesh_certs *c, time_t now)
+{
+    const struct held *node = &c->v[0];
+    if (node->cert_pem)
+        return node->not_after <= now ? node->not_after : 0;
+    return node->expired_at;
+}
+
+/* What an enrollment failure means when the node had a certificate: "" or a sentence. */
+static void expired_note(const struct mesh_certs *c, char *out, size_t size)
+{
+    time_t at = c->n ? node_expired_at(c, time(NULL)) : 0;
+    char when[64];
+    out[0] = '\0';
+    if (!at)
+        return;
+    certs_format_time(at, when, sizeof(when));
+    snprintf(out, size,
+             "; the node certificate expired at %s, so only a new join token in "
+             "identity.join_token_file lets this node back in",
+             when);
 }
 
 static void retry_later(struct mesh_certs *c)
@@ -164,9 +191,12 @@ static void on_answer(struct ctl_call *call)
         certs_rebuild(c);
         certs_schedule_in(c, 0); /* the next identity, if any */
     } else if (h || call->status != 200) {
+        char note[256] = "";
+        if (s->pending_enroll && call->status >= 400 && call->status < 500)
+            expired_note(c, note, sizeof(note));
         if (call->status)
-            certs_fail(c, "controller %s: %ld %s (for %s)", s->url, call->status,
-                       why ? why : "without a reason", s->pending_id);
+            certs_fail(c, "controller %s: %ld %s (for %s)%s", s->url, call->status,
+                       why ? why : "without a reason", s->pending_id, note);
         else
             certs_fail(c, "controller %s unreachable: %s (for %s; retrying)", s->url, call->err,
                        s->pending_id);
@@ -187,12 +217,23 @@ static void ask(struct mesh_certs *c, struct held *h, bool enroll)
         int r = mesh_fs_read_file(s->token_file, 4096, &token, &tlen);
         while (r == 0 && tlen && (token[tlen - 1] == '\n' || token[tlen - 1] == '\r'))
             token[--tlen] = '\0';
+        char note[256];
+        expired_note(c, note, sizeof(note));
         if (r < 0 || !tlen) {
-            certs_fail(c, "cannot enroll: identity.join_token_file '%s': %s", s->token_file,
-                       r < 0 ? strerror(-r) : "empty");
+            certs_fail(c, "cannot enroll: identity.join_token_file '%s': %s%s", s->token_file,
+                       r < 0 ? strerror(-r) : "empty", note);
             mesh_free(token);
             retry_later(c);
             return;
+        }
+        time_t gone = node_expired_at(c, time(NULL));
+        if (gone) {
+            char when[64];
+            certs_format_time(gone, when, sizeof(when));
+            mesh_log_warn("the node certificate expired at %s: enrolling again with the join "
+                          "token, which spends one of its uses (only an expired node "
+                          "certificate needs one)",
+                          when);
         }
     }
     EVP_PKEY *key = mesh_x509_new_key();
@@ -230,6 +271,7 @@ static void ask(struct mesh_certs *c, struct held *h, bool enroll)
     mesh_free(s->pending_id);
     s->pending_key = kp;
     s->pending_id = mesh_strdup(h->id);
+    s->pending_enroll = enroll;
     call->done = on_answer;
     call->data = c;
     if (ctl_call_start(c->loop, call) < 0) {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/path_normalize.h"
 #include "common/spiffe.h"
 #include "common/strutil.h"
 
@@ -205,6 +206,13 @@ static const struct mesh_cfg_field http_fields[] = {
      .def_int = 8192,
      .min = 256,
      .max = 1048576},
+    {.key = "normalize_path", .type = MESH_CFG_BOOL, HT(normalize_path), .def_int = 1},
+    {.key = "merge_slashes", .type = MESH_CFG_BOOL, HT(merge_slashes), .def_int = 1},
+    {.key = "escaped_slashes",
+     .type = MESH_CFG_ENUM,
+     HT(escaped_slashes),
+     .choices = mesh_path_slashes_names,
+     .def = "reject"},
     {0},
 };
 

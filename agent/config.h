@@ -67,6 +67,9 @@ struct mesh_agent_http_config {
     int max_header_bytes;
     int max_headers;
     int max_uri_length;
+    bool normalize_path;
+    bool merge_slashes;
+    int escaped_slashes; /* enum mesh_path_slashes */
 };
 
 struct mesh_agent_proxy_config {

@@ -106,8 +106,10 @@ static void req_release(struct mesh_http_req *r)
     curl_multi_remove_handle(r->client->multi, r->easy);
     curl_easy_cleanup(r->easy);
     curl_slist_free_all(r->hlist);
+    curl_slist_free_all(r->connect_to);
     r->easy = NULL;
     r->hlist = NULL;
+    r->connect_to = NULL;
     unlink_req(r);
 }
 
@@ -349,6 +351,56 @@ static void set_tls(CURL *e, const struct mesh_http_tls *t)
     }
 }
 
+/*
+ * For tls->server_name and an https URL: the URL with that name as its host (what curl sends
+ * as SNI and verifies), and a CONNECT_TO entry that still takes the connection to the URL's
+ * own host and port. Returns 0 (the entry in r->connect_to), -EINVAL for a URL curl cannot parse,
+ * or -ENOMEM.
+ */
+static int set_server_name(CURL *e, struct mesh_http_req *r)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL, *port = NULL, *url = NULL, *line = NULL;
+    int result = -ENOMEM;
+    if (!u)
+        goto out;
+    if (curl_url_set(u, CURLUPART_URL, r->url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK) {
+        result = -EINVAL;
+        goto out;
+    }
+    if (strcmp(scheme, "https") != 0) { /* no TLS: nothing to name */
+        result = 0;
+        goto out;
+    }
+    if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK ||
+        curl_url_set(u, CURLUPART_HOST, r->tls->server_name, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_URL, &url, 0) != CURLUE_OK) {
+        result = -EINVAL;
+        goto out;
+    }
+    size_t n = strlen(r->tls->server_name) + strlen(host) + 2 * strlen(port) + 4;
+    line = mesh_malloc(n);
+    if (!line)
+        goto out;
+    snprintf(line, n, "%s:%s:%s:%s", r->tls->server_name, port, host, port);
+    r->connect_to = curl_slist_append(NULL, line);
+    if (!r->connect_to)
+        goto out;
+    curl_easy_setopt(e, CURLOPT_URL, url); /* copied */
+    curl_easy_setopt(e, CURLOPT_CONNECT_TO, r->connect_to);
+    result = 0;
+out:
+    mesh_free(line);
+    curl_free(url);
+    curl_free(port);
+    curl_free(host);
+    curl_free(scheme);
+    curl_url_cleanup(u);
+    return result;
+}
+
 int mesh_http_req_start(struct mesh_http_client *c, struct mesh_http_req *r)
 {
     if (r->easy)
@@ -402,6 +454,20 @@ int mesh_http_req_start(struct mesh_http_client *c, struct mesh_http_req *r)
     if (r->method)
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
     set_tls(e, r->tls);
+    if (r->unix_socket)
+        curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, r->unix_socket);
+    if (r->tls && r->tls->server_name) {
+        int err = set_server_name(e, r);
+        if (err < 0) {
+            curl_slist_free_all(r->connect_to);
+            curl_slist_free_all(h);
+            curl_easy_cleanup(e);
+            r->connect_to = NULL;
+            r->hlist = NULL;
+            r->easy = NULL;
+            return err;
+        }
+    }
 
     r->prev = NULL;
     r->next = c->reqs;

@@ -38,6 +38,12 @@ struct mesh_http_tls {
     const char *cert_pem; /* in memory, instead of cert_file and key_file */
     const char *key_pem;
     bool insecure; /* do not verify the server (an operator's explicit choice) */
+    /*
+     * The name to send (SNI) and verify the server's certificate against, when the URL's host
+     * is not it (an IP address, say): the URL's host then only says where to connect, and the
+     * Host header carries this name. NULL: the URL's host. A host name, no port.
+     */
+    const char *server_name;
 };
 
 /* A piece of the body of a 2xx answer; return 0 to go on, non-zero to end the transfer. */
@@ -54,6 +60,7 @@ struct mesh_http_req {
     long timeout_ms;         /* whole transfer; 0: none */
     long connect_timeout_ms; /* 0: 5 s */
     const struct mesh_http_tls *tls;
+    const char *unix_socket;   /* connect to this Unix socket path instead; NULL: the URL's */
     size_t max_answer;         /* cap on `answer`; 0: 1 MiB. Past it the transfer fails */
     mesh_http_data_cb on_data; /* streaming: 2xx bodies go here instead of `answer` */
     mesh_http_done_cb done;
@@ -70,6 +77,7 @@ struct mesh_http_req {
     struct mesh_http_client *client;
     void *easy;
     void *hlist;
+    void *connect_to;
     struct mesh_http_req *next, *prev;
 };
 

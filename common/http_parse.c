@@ -4,44 +4,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/http_chars.h"
 #include "common/macros.h"
 #include "common/strutil.h"
-
-/* RFC 9110 5.6.2: tchar. */
-static const unsigned char tchar[256] = {
-    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
-    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1,  ['~'] = 1, ['0'] = 1,
-    ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1,  ['7'] = 1, ['8'] = 1,
-    ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1,  ['F'] = 1, ['G'] = 1,
-    ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1,  ['N'] = 1, ['O'] = 1,
-    ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1,  ['V'] = 1, ['W'] = 1,
-    ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1,  ['d'] = 1, ['e'] = 1,
-    ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1,  ['l'] = 1, ['m'] = 1,
-    ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1,  ['t'] = 1, ['u'] = 1,
-    ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
-};
-
-static inline bool is_tchar(unsigned char c)
-{
-    return tchar[c];
-}
-
-/* field-vchar / SP / HTAB (RFC 9110 5.5), obs-text included. */
-static inline bool is_field_char(unsigned char c)
-{
-    return c == ' ' || c == '\t' || (c > 0x20 && c != 0x7f);
-}
-
-/* A request-target byte: visible ASCII only (RFC 3986 characters and '%'). */
-static inline bool is_target_char(unsigned char c)
-{
-    return c > 0x20 && c < 0x7f;
-}
-
-static inline bool is_ows(unsigned char c)
-{
-    return c == ' ' || c == '\t';
-}
 
 static int parse_fields(const char *buf, size_t len, size_t pos, const struct mesh_http_limits *lim,
                         struct mesh_http_header *headers, size_t *n_headers, const char **why);
@@ -107,16 +72,42 @@ bool mesh_http_list_has(const char *value, size_t len, const char *token)
     return false;
 }
 
-/* Host = uri-host [ ":" port ] (RFC 9110 7.2); reg-name, IPv4 or an IP-literal in brackets. */
+/* reg-name characters (RFC 3986 3.2.2): unreserved, pct-encoded, sub-delims. */
+static bool is_reg_name_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != '\0' && strchr("-._~!$&'()*+,;=%", c) != NULL);
+}
+
+/*
+ * Host = uri-host [ ":" port ] (RFC 9110 7.2): a reg-name or IPv4 address, or an IP-literal
+ * in brackets, then at most one ':' and a port of digits. Empty is refused: a proxy has
+ * nothing to route it by.
+ */
 static bool host_valid(const char *h, size_t n)
 {
-    if (n == 0)
+    size_t i = 0;
+    if (n && h[0] == '[') {
+        const char *close = memchr(h, ']', n);
+        if (!close || close == h + 1)
+            return false;
+        for (i = 1; h + i < close; i++) {
+            if (!is_reg_name_char((unsigned char)h[i]) && h[i] != ':')
+                return false;
+        }
+        i++;
+    } else {
+        while (i < n && is_reg_name_char((unsigned char)h[i]))
+            i++;
+        if (i == 0)
+            return false;
+    }
+    if (i == n)
+        return true;
+    if (h[i++] != ':')
         return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)h[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  strchr("-._~!$&'()*+,;=:%[]", c) != NULL;
-        if (!ok || c == '\0')
+    for (; i < n; i++) {
+        if (h[i] < '0' || h[i] > '9')
             return false;
     }
     return true;
@@ -163,19 +154,17 @@ static int parse_request_line(const char *buf, size_t len, size_t pos, size_t eo
     return 0;
 }
 
-static void split_target(struct mesh_http_request *req)
+static bool method_is(const struct mesh_http_request *req, const char *m)
+{
+    size_t n = strlen(m);
+    return req->method_len == n && memcmp(req->method, m, n) == 0;
+}
+
+/* Splits target[start..n) into path and query. */
+static void split_path(struct mesh_http_request *req, size_t start)
 {
     const char *t = req->target;
     size_t n = req->target_len;
-    size_t start = 0;
-    /* absolute-form: skip scheme://authority to the path. */
-    if (t[0] != '/' && n > 3) {
-        const char *sep = memmem(t, n, "://", 3);
-        if (sep) {
-            const char *slash = memchr(sep + 3, '/', n - (size_t)(sep + 3 - t));
-            start = slash ? (size_t)(slash - t) : n;
-        }
-    }
     const char *q = memchr(t + start, '?', n - start);
     req->path = t + start;
     req->path_len = (q ? (size_t)(q - t) : n) - start;
@@ -183,10 +172,64 @@ static void split_target(struct mesh_http_request *req)
     req->query_len = q ? n - (size_t)(q + 1 - t) : 0;
 }
 
+/*
+ * The request target's form (RFC 9112 3.2): origin-form "/path?query"; absolute-form
+ * "http://authority/path?query", whose authority then names the host; asterisk-form "*"
+ * for OPTIONS only. CONNECT (authority-form) is not served: its tunnel would carry
+ * anything past routing and authorization. A fragment is never sent (RFC 9110 4.2.4).
+ */
+static int parse_target(struct mesh_http_request *req)
+{
+    const char *t = req->target;
+    size_t n = req->target_len;
+    if (method_is(req, "CONNECT"))
+        return fail(req, -ENOSYS, "CONNECT is not supported");
+    if (memchr(t, '#', n))
+        return fail(req, -EBADMSG, "fragment in the request target");
+    if (t[0] == '/') {
+        split_path(req, 0);
+        return 0;
+    }
+    if (n == 1 && t[0] == '*') {
+        if (!method_is(req, "OPTIONS"))
+            return fail(req, -EBADMSG, "asterisk-form target in a request other than OPTIONS");
+        split_path(req, 0);
+        return 0;
+    }
+    size_t scheme = n > 7 && strncasecmp(t, "http://", 7) == 0    ? 7
+                    : n > 8 && strncasecmp(t, "https://", 8) == 0 ? 8
+                                                                  : 0;
+    if (!scheme)
+        return fail(req, -EBADMSG, "invalid request target");
+    size_t end = scheme;
+    while (end < n && t[end] != '/' && t[end] != '?')
+        end++;
+    /* RFC 9110 4.2.1 and 4.2.4: a host is required, userinfo is not allowed. */
+    if (memchr(t + scheme, '@', end - scheme) || !host_valid(t + scheme, end - scheme))
+        return fail(req, -EBADMSG, "invalid authority in the request target");
+    req->authority = t + scheme;
+    req->authority_len = end - scheme;
+    split_path(req, end);
+    return 0;
+}
+
+/*
+ * Whether a Connection field names a header that frames the message (or, in a request,
+ * routes it). A proxy removes what Connection names (RFC 9110 7.6.1), so honouring it
+ * would forward a body without its framing: the next hop would read that body as another
+ * message (request smuggling). Such a message is refused instead.
+ */
+static bool names_framing(const struct mesh_http_header *h, bool request)
+{
+    return mesh_http_list_has(h->value, h->value_len, "content-length") ||
+           mesh_http_list_has(h->value, h->value_len, "transfer-encoding") ||
+           (request && mesh_http_list_has(h->value, h->value_len, "host"));
+}
+
 static int check_semantics(struct mesh_http_request *req)
 {
-    int n_cl = 0, n_te = 0, n_host = 0;
-    bool conn_close = false, conn_keep_alive = false, conn_upgrade = false, has_upgrade = false;
+    int n_cl = 0, n_te = 0, n_host = 0, n_upgrade = 0;
+    bool conn_close = false, conn_keep_alive = false, conn_upgrade = false, upgrade_h2c = false;
 
     for (size_t i = 0; i < req->num_headers; i++) {
         const struct mesh_http_header *h = &req->headers[i];
@@ -214,6 +257,9 @@ static int check_semantics(struct mesh_http_request *req)
             req->host = h->value;
             req->host_len = h->value_len;
         } else if (NAME_IS(h, "connection")) {
+            if (names_framing(h, true))
+                return fail(req, -EBADMSG,
+                            "Connection names Content-Length, Transfer-Encoding or Host");
             conn_close |= mesh_http_list_has(h->value, h->value_len, "close");
             conn_keep_alive |= mesh_http_list_has(h->value, h->value_len, "keep-alive");
             conn_upgrade |= mesh_http_list_has(h->value, h->value_len, "upgrade");
@@ -222,7 +268,8 @@ static int check_semantics(struct mesh_http_request *req)
                 return fail(req, -EOPNOTSUPP, "unsupported expectation");
             req->flags |= MESH_HTTP_F_EXPECT_CONTINUE;
         } else if (NAME_IS(h, "upgrade")) {
-            has_upgrade = true;
+            n_upgrade++;
+            upgrade_h2c |= mesh_http_list_has(h->value, h->value_len, "h2c");
         }
     }
     if (n_te && n_cl)
@@ -231,9 +278,17 @@ static int check_semantics(struct mesh_http_request *req)
         return fail(req, -EBADMSG, "Transfer-Encoding in an HTTP/1.0 request");
     if (req->version == 11 && n_host == 0)
         return fail(req, -EBADMSG, "missing Host");
+    if (req->authority) {
+        /* RFC 9112 3.2.2: the target's authority wins over Host, which a proxy replaces. */
+        req->host = req->authority;
+        req->host_len = req->authority_len;
+    }
     if (req->version == 11 ? !conn_close : (conn_keep_alive && !conn_close))
         req->flags |= MESH_HTTP_F_KEEP_ALIVE;
-    if (has_upgrade && conn_upgrade)
+    /* h2c would switch the connection to HTTP/2 with the upstream, past every later
+     * request's routing and authorization: such an upgrade is dropped (as Envoy does), and
+     * so is one spread over several Upgrade fields. */
+    if (n_upgrade == 1 && !upgrade_h2c && conn_upgrade)
         req->flags |= MESH_HTTP_F_UPGRADE;
     return 0;
 }
@@ -272,7 +327,9 @@ int mesh_http_parse_request(const char *buf, size_t len, const struct mesh_http_
     if (r < 0)
         return r;
     pos = (size_t)r;
-    split_target(req);
+    r = parse_target(req);
+    if (r < 0)
+        return r;
     r = check_semantics(req);
     if (r < 0)
         return r;
@@ -418,12 +475,21 @@ int mesh_http_parse_response(const char *buf, size_t len, const struct mesh_http
             }
             res->flags |= MESH_HTTP_F_CHUNKED;
         } else if (NAME_IS(h, "connection")) {
+            if (names_framing(h, false)) {
+                res->error = "Connection names Content-Length or Transfer-Encoding";
+                return -EBADMSG;
+            }
             conn_close |= mesh_http_list_has(h->value, h->value_len, "close");
             conn_keep_alive |= mesh_http_list_has(h->value, h->value_len, "keep-alive");
         }
     }
     if (n_te && n_cl) {
         res->error = "both Content-Length and Transfer-Encoding";
+        return -EBADMSG;
+    }
+    if (n_te && res->version == 10) {
+        /* RFC 9112 6.1: faulty framing; the connection must close. */
+        res->error = "Transfer-Encoding in an HTTP/1.0 response";
         return -EBADMSG;
     }
     if (res->version == 11 ? !conn_close : (conn_keep_alive && !conn_close))
@@ -518,17 +584,6 @@ const char *mesh_http_reason(int status)
     }
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int mesh_http_query_get(const char *query, size_t len, const char *name, char *out, size_t n)
 {
     size_t nlen = strlen(name);
@@ -569,252 +624,4 @@ int mesh_http_query_get(const char *query, size_t len, const char *name, char *o
         i++;
     }
     return -ENOENT;
-}
-
-/* Chunked decoder states. */
-enum {
-    CH_SIZE,
-    CH_EXT,
-    CH_SIZE_LF,
-    CH_DATA,
-    CH_DATA_CR,
-    CH_DATA_LF,
-    CH_TRAILER_START,
-    CH_TRAILER_NAME,
-    CH_TRAILER_VALUE,
-    CH_TRAILER_LF,
-    CH_END_LF,
-    CH_DONE,
-};
-
-/* States inside a chunk extension: *( BWS ";" BWS name [ BWS "=" BWS value ] ). */
-enum {
-    EXT_BEFORE_SEMI,
-    EXT_BEFORE_NAME,
-    EXT_NAME,
-    EXT_AFTER_NAME,
-    EXT_BEFORE_VALUE,
-    EXT_VALUE_TOKEN,
-    EXT_VALUE_QUOTED,
-    EXT_VALUE_ESCAPE,
-    EXT_AFTER_VALUE,
-};
-
-void mesh_http_chunked_init(struct mesh_http_chunked *d)
-{
-    memset(d, 0, sizeof(*d));
-    d->state = CH_SIZE;
-}
-
-/* One byte of a chunk extension; returns false when it cannot be one. */
-static bool ext_byte(struct mesh_http_chunked *d, unsigned char c)
-{
-    switch (d->ext_state) {
-    case EXT_BEFORE_SEMI:
-    case EXT_AFTER_VALUE:
-        if (is_ows(c))
-            return true;
-        if (c == ';') {
-            d->ext_state = EXT_BEFORE_NAME;
-            return true;
-        }
-        return false;
-    case EXT_BEFORE_NAME:
-        if (is_ows(c))
-            return true;
-        if (!is_tchar(c))
-            return false;
-        d->ext_state = EXT_NAME;
-        return true;
-    case EXT_NAME:
-        if (is_tchar(c))
-            return true;
-        d->ext_state = EXT_AFTER_NAME;
-        return ext_byte(d, c);
-    case EXT_AFTER_NAME:
-        if (is_ows(c))
-            return true;
-        if (c == '=') {
-            d->ext_state = EXT_BEFORE_VALUE;
-            return true;
-        }
-        d->ext_state = EXT_BEFORE_SEMI;
-        return ext_byte(d, c);
-    case EXT_BEFORE_VALUE:
-        if (is_ows(c))
-            return true;
-        if (c == '"') {
-            d->ext_state = EXT_VALUE_QUOTED;
-            return true;
-        }
-        if (!is_tchar(c))
-            return false;
-        d->ext_state = EXT_VALUE_TOKEN;
-        return true;
-    case EXT_VALUE_TOKEN:
-        if (is_tchar(c))
-            return true;
-        d->ext_state = EXT_AFTER_VALUE;
-        return ext_byte(d, c);
-    case EXT_VALUE_QUOTED:
-        if (c == '"')
-            d->ext_state = EXT_AFTER_VALUE;
-        else if (c == '\\')
-            d->ext_state = EXT_VALUE_ESCAPE;
-        else if (!(c == '\t' || c == ' ' || (c >= 0x21 && c != 0x7f)))
-            return false;
-        return true;
-    case EXT_VALUE_ESCAPE:
-        if (!(c == '\t' || c == ' ' || (c >= 0x21 && c != 0x7f)))
-            return false;
-        d->ext_state = EXT_VALUE_QUOTED;
-        return true;
-    }
-    return false;
-}
-
-/* The extension may end (CR) only where a complete one ends. */
-static bool ext_can_end(const struct mesh_http_chunked *d)
-{
-    return d->ext_state == EXT_BEFORE_SEMI || d->ext_state == EXT_NAME ||
-           d->ext_state == EXT_AFTER_NAME || d->ext_state == EXT_VALUE_TOKEN ||
-           d->ext_state == EXT_AFTER_VALUE;
-}
-
-int mesh_http_chunked_decode(struct mesh_http_chunked *d, char *buf, size_t len,
-                             size_t *ret_consumed, size_t *ret_data, const char **ret_error)
-{
-    size_t in = 0, out = 0;
-    const char *why = NULL;
-#define BAD(msg)                                                                                   \
-    do {                                                                                           \
-        why = msg;                                                                                 \
-        goto bad;                                                                                  \
-    } while (0)
-
-    while (in < len && d->state != CH_DONE) {
-        unsigned char c = (unsigned char)buf[in];
-        switch (d->state) {
-        case CH_SIZE: {
-            int h = hexval((char)c);
-            if (h >= 0) {
-                if (d->size_digits >= 16 || d->remaining > (UINT64_MAX >> 4))
-                    BAD("chunk size too large");
-                d->remaining = d->remaining * 16 + (uint64_t)h;
-                d->size_digits++;
-                in++;
-                break;
-            }
-            if (d->size_digits == 0)
-                BAD("invalid chunk size");
-            if (c == '\r') {
-                d->state = CH_SIZE_LF;
-            } else {
-                d->state = CH_EXT;
-                d->ext_state = EXT_BEFORE_SEMI;
-                if (!ext_byte(d, c))
-                    BAD("invalid chunk extension");
-            }
-            in++;
-            break;
-        }
-        case CH_EXT:
-            if (++d->line_len > MESH_HTTP_CHUNK_LINE_MAX)
-                BAD("chunk extension too long");
-            if (c == '\r') {
-                if (!ext_can_end(d))
-                    BAD("invalid chunk extension");
-                d->state = CH_SIZE_LF;
-            } else if (!ext_byte(d, c)) {
-                BAD("invalid chunk extension");
-            }
-            in++;
-            break;
-        case CH_SIZE_LF:
-            if (c != '\n')
-                BAD("bare CR in chunk size line");
-            in++;
-            d->line_len = 0;
-            d->size_digits = 0;
-            d->state = d->remaining ? CH_DATA : CH_TRAILER_START;
-            break;
-        case CH_DATA: {
-            size_t n = (size_t)MESH_MIN((uint64_t)(len - in), d->remaining);
-            if (ret_data && out != in)
-                memmove(buf + out, buf + in, n);
-            out += n;
-            in += n;
-            d->remaining -= n;
-            if (d->remaining == 0)
-                d->state = CH_DATA_CR;
-            break;
-        }
-        case CH_DATA_CR:
-            if (c != '\r')
-                BAD("chunk data not followed by CRLF");
-            d->state = CH_DATA_LF;
-            in++;
-            break;
-        case CH_DATA_LF:
-            if (c != '\n')
-                BAD("chunk data not followed by CRLF");
-            d->state = CH_SIZE;
-            in++;
-            break;
-        case CH_TRAILER_START:
-            if (c == '\r') {
-                d->state = CH_END_LF;
-            } else if (is_tchar(c)) {
-                d->state = CH_TRAILER_NAME;
-            } else {
-                BAD("invalid trailer field");
-            }
-            if (++d->trailer_len > MESH_HTTP_TRAILER_MAX)
-                BAD("trailer section too large");
-            in++;
-            break;
-        case CH_TRAILER_NAME:
-            if (c == ':')
-                d->state = CH_TRAILER_VALUE;
-            else if (!is_tchar(c))
-                BAD("invalid trailer field name");
-            if (++d->trailer_len > MESH_HTTP_TRAILER_MAX)
-                BAD("trailer section too large");
-            in++;
-            break;
-        case CH_TRAILER_VALUE:
-            if (c == '\r')
-                d->state = CH_TRAILER_LF;
-            else if (!is_field_char(c))
-                BAD("invalid trailer field value");
-            if (++d->trailer_len > MESH_HTTP_TRAILER_MAX)
-                BAD("trailer section too large");
-            in++;
-            break;
-        case CH_TRAILER_LF:
-            if (c != '\n')
-                BAD("bare CR in trailer");
-            d->state = CH_TRAILER_START;
-            in++;
-            break;
-        case CH_END_LF:
-            if (c != '\n')
-                BAD("bare CR at end of chunked body");
-            d->state = CH_DONE;
-            in++;
-            break;
-        }
-    }
-#undef BAD
-    *ret_consumed = in;
-    if (ret_data)
-        *ret_data = out;
-    return d->state == CH_DONE ? 1 : 0;
-bad:
-    if (ret_error)
-        *ret_error = why;
-    *ret_consumed = in;
-    if (ret_data)
-        *ret_data = out;
-    return -EBADMSG;
 }

@@ -55,8 +55,10 @@ struct mesh_http_request {
     int version; /* 10 or 11 */
     struct mesh_http_header *headers;
     size_t num_headers;
-    const char *host; /* NULL when absent (HTTP/1.0) */
+    const char *host; /* the Host, or an absolute-form target's authority; NULL: neither */
     size_t host_len;
+    const char *authority; /* absolute-form: the target's authority; else NULL */
+    size_t authority_len;
     uint64_t content_length;
     unsigned flags;
     const char *error; /* why the request was refused; static text */
@@ -126,6 +128,8 @@ struct mesh_http_chunked {
     unsigned size_digits;
     size_t line_len;
     size_t trailer_len;
+    char name[24]; /* the trailer field name being read, lower-cased (long ones cut) */
+    size_t name_len;
 };
 
 #define MESH_HTTP_CHUNK_LINE_MAX 4096
@@ -139,6 +143,9 @@ void mesh_http_chunked_init(struct mesh_http_chunked *d);
  * (trailers included), 0 when more input is needed, or -EBADMSG with *ret_error set.
  * With ret_data NULL the bytes are only checked, not moved: a proxy forwards them as they
  * came and learns where the body ends.
+ * Trailer fields that frame, route or authorize a message (Content-Length,
+ * Transfer-Encoding, Host, Authorization, ...: RFC 9110 6.5.1) are refused: a next hop
+ * that merges trailers into the header section would act on them.
  */
 int mesh_http_chunked_decode(struct mesh_http_chunked *d, char *buf, size_t len,
                              size_t *ret_consumed, size_t *ret_data, const char **ret_error);

@@ -95,7 +95,18 @@ bool mesh_spiffe_check_leaf(X509 *cert, const char *trust_domain, char *out, siz
         *why = "a leaf SVID must not be a CA";
         return false;
     }
-    if (ku == UINT32_MAX || !(ku & KU_DIGITAL_SIGNATURE)) {
+    /* X509-SVID 4.3: "The key usage extension MUST be set on all SVIDs, and MUST be marked
+     * critical." */
+    int at = X509_get_ext_by_NID(cert, NID_key_usage, -1);
+    if (ku == UINT32_MAX || at < 0) {
+        *why = "a leaf SVID must have the keyUsage extension";
+        return false;
+    }
+    if (!X509_EXTENSION_get_critical(X509_get_ext(cert, at))) {
+        *why = "the keyUsage extension of an SVID must be critical";
+        return false;
+    }
+    if (!(ku & KU_DIGITAL_SIGNATURE)) {
         *why = "a leaf SVID must have the digitalSignature key usage";
         return false;
     }

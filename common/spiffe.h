@@ -2,7 +2,8 @@
  * SPIFFE IDs and X.509-SVIDs, checked by the rules of the SPIFFE specifications (SPIFFE-ID
  * and X509-SVID), which OpenSSL's chain verification does not know: an ID is
  * "spiffe://<trust domain><path>" with a strict character set; a leaf SVID carries exactly
- * one URI SAN and is not a CA, may sign (digitalSignature) and may not sign certificates.
+ * one URI SAN and is not a CA, has a critical keyUsage extension, may sign
+ * (digitalSignature) and may not sign certificates.
  */
 #ifndef MESH_SPIFFE_H
 #define MESH_SPIFFE_H

@@ -871,22 +871,24 @@ static void response_body(struct http_conn *c, char *data, size_t len, const str
     struct http_req *q = &c->req;
     size_t out = 0, used = 0;
     const char *err = NULL;
+    int r;
     if (q->res_chunked_to_raw) {
-        int r = mesh_http_chunked_decode(&q->res_body.chunked, data, len, &used, &out, &err);
-        if (r < 0) {
-            q->flags |= RF_PROTOCOL_ERROR;
-            conn_abort(c);
-            return;
-        }
+        r = mesh_http_chunked_decode(&q->res_body.chunked, data, len, &used, &out, &err);
         q->res_body.done = r == 1;
     } else {
         ssize_t k = mesh_body_feed(&q->res_body, data, len, &err);
-        if (k < 0) {
-            q->flags |= RF_PROTOCOL_ERROR;
-            conn_abort(c);
+        r = k < 0 ? (int)k : 0;
+        used = out = k < 0 ? 0 : (size_t)k;
+    }
+    if (r < 0) {
+        /* Bad framing: a 502 while the head is still ours to write, else a cut. */
+        if (head) {
+            give_up(c, 502, RF_PROTOCOL_ERROR, "upstream sent an invalid response\n");
             return;
         }
-        used = out = (size_t)k;
+        q->flags |= RF_PROTOCOL_ERROR;
+        conn_abort(c);
+        return;
     }
     if (used < len)
         q->res_keep_alive = false; /* bytes after the response: the upstream is confused */
@@ -1260,7 +1262,7 @@ void mesh_http_adopt(struct mesh_worker *w, struct mesh_io *io, const struct sna
     io->tcp.data = c->timer.data = c;
     c->open_handles = 2;
     mesh_buf_init(&c->in, w->shared->http.limits.max_head + w->pool.size);
-    mesh_buf_init(&c->req.meta, MESH_HTTP_DEFAULT_MAX_URI * 2 + 1024);
+    mesh_buf_init(&c->req.meta, w->shared->http.limits.max_head + w->shared->http.limits.max_uri);
     mesh_buf_init(&c->req.replay, MESH_HTTP_REPLAY_MAX);
     mesh_buf_init(&c->req.head_out, w->shared->http.limits.max_head * 2);
     c->req.replayable = true;

@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "common/alloc.h"
+#include "common/path_normalize.h"
 #include "proxy/http_proxy.h"
 
 /* ---- matching ---- */
@@ -213,12 +214,16 @@ static bool in_connection_list(const struct mesh_http_header *conn,
     return mesh_http_list_has(conn->value, conn->value_len, name);
 }
 
-/* Hop-by-hop headers (RFC 9110 7.6.1) and those the proxy sets itself. */
+/*
+ * Hop-by-hop headers (RFC 9110 7.6.1) and the framing the proxy sets itself: the length or
+ * coding of a body is always written by us from what the parser found, never copied, so
+ * that the next hop frames the message exactly as we did.
+ */
 static bool hop_by_hop(const struct mesh_http_header *h)
 {
-    static const char *const names[] = {"connection", "keep-alive", "proxy-connection",
-                                        "te",         "trailer",    "transfer-encoding",
-                                        "upgrade",    NULL};
+    static const char *const names[] = {
+        "connection", "keep-alive",     "proxy-connection", "te", "trailer", "transfer-encoding",
+        "upgrade",    "content-length", "http2-settings",   NULL};
     for (int i = 0; names[i]; i++) {
         if (name_is(h, names[i]))
             return true;
@@ -300,9 +305,10 @@ static void build_request_head(struct http_conn *c, const struct mesh_http_reque
     bool have_id = false;
     for (size_t i = 0; i < r->num_headers; i++) {
         const struct mesh_http_header *h = &r->headers[i];
+        /* An absolute-form target's authority replaces Host (RFC 9112 3.2.2). */
         if (hop_by_hop(h) || in_connection_list(conn, h) || name_is(h, "expect") ||
-            name_is(h, "traceparent") || in_list(&rule->request_headers.remove, h) ||
-            in_labels(&rule->request_headers.set, h))
+            (r->authority && name_is(h, "host")) || name_is(h, "traceparent") ||
+            in_list(&rule->request_headers.remove, h) || in_labels(&rule->request_headers.set, h))
             continue;
         if (name_is(h, "x-request-id")) {
             if (have_id || !request_id_ok(h))
@@ -312,10 +318,17 @@ static void build_request_head(struct http_conn *c, const struct mesh_http_reque
         append_header(b, h);
     }
     append_ops(b, &rule->request_headers);
-    if (!r->host)
+    if (r->authority) {
+        mesh_buf_append_str(b, "host: ");
+        mesh_buf_append(b, r->authority, r->authority_len);
+        mesh_buf_append(b, "\r\n", 2);
+    } else if (!r->host) {
         mesh_buf_appendf(b, "host: %s\r\n", q->vhost->name);
+    }
     if (q->body.kind == BODY_CHUNKED)
         mesh_buf_append_str(b, "transfer-encoding: chunked\r\n");
+    else if (r->flags & MESH_HTTP_F_CONTENT_LENGTH)
+        mesh_buf_appendf(b, "content-length: %llu\r\n", (unsigned long long)r->content_length);
     if (q->upgrade) {
         const struct mesh_http_header *up = find(r, "upgrade");
         append_header(b, up);
@@ -342,6 +355,12 @@ static void build_request_head(struct http_conn *c, const struct mesh_http_reque
     memcpy(q->trace_id, tp + 3, 32);
     q->trace_id[32] = '\0';
     mesh_buf_appendf(b, "traceparent: %s\r\n\r\n", tp);
+}
+
+/* 1xx and 204 responses have neither body nor Content-Length (RFC 9110 8.6). */
+static bool status_has_no_content(int status)
+{
+    return status < 200 || status == 204;
 }
 
 int mesh_http_response_head(struct http_conn *c, const struct mesh_http_response *res,
@@ -374,6 +393,8 @@ int mesh_http_response_head(struct http_conn *c, const struct mesh_http_response
     }
     if (q->res_body.kind == BODY_CHUNKED && !q->res_chunked_to_raw)
         mesh_buf_append_str(out, "transfer-encoding: chunked\r\n");
+    else if ((res->flags & MESH_HTTP_F_CONTENT_LENGTH) && !status_has_no_content(res->status))
+        mesh_buf_appendf(out, "content-length: %llu\r\n", (unsigned long long)res->content_length);
     if (c->close_after)
         mesh_buf_append_str(out, "connection: close\r\n");
     else if (q->version == 10)
@@ -388,8 +409,14 @@ void mesh_http_local_response(struct http_conn *c, int status, const char *type,
     struct http_req *q = &c->req;
     char flags[64];
     mesh_buf_reset(out);
-    mesh_buf_appendf(out, "HTTP/1.1 %d %s\r\ncontent-length: %zu\r\n", status,
-                     mesh_http_reason(status), body_len);
+    /* 1xx, 204 and 304 have no body (RFC 9110 15.3.5, 15.4.5): one sent anyway would be
+     * read as the next response on a keep-alive connection. */
+    bool no_content = status_has_no_content(status) || status == 304;
+    if (no_content)
+        body_len = 0;
+    mesh_buf_appendf(out, "HTTP/1.1 %d %s\r\n", status, mesh_http_reason(status));
+    if (!no_content)
+        mesh_buf_appendf(out, "content-length: %zu\r\n", body_len);
     if (body_len)
         mesh_buf_appendf(out, "content-type: %s\r\n", type);
     if (q->flags) {
@@ -413,18 +440,55 @@ void mesh_http_local_response(struct http_conn *c, int status, const char *type,
 
 /* ---- routing ---- */
 
-static void copy_meta(struct http_req *q, const struct mesh_http_request *r)
+/*
+ * What the request is logged, routed, authorized and forwarded as: its method, authority
+ * and normalized path (with the query) copied into q->meta, and *nr, a copy of r whose
+ * path points there. The path a policy sees is the path the upstream gets. Returns 0, or
+ * the status to refuse the request with (*why says why).
+ */
+static int copy_meta(struct http_conn *c, const struct mesh_http_request *r,
+                     struct mesh_http_request *nr, const char **why)
 {
-    mesh_buf_reset(&q->meta);
-    mesh_buf_append(&q->meta, r->method, r->method_len);
-    mesh_buf_append(&q->meta, "", 1);
+    struct http_req *q = &c->req;
+    struct mesh_buf *m = &q->meta;
+    mesh_buf_reset(m);
+    mesh_buf_append(m, r->method, r->method_len);
+    mesh_buf_append(m, "", 1);
     q->method_len = r->method_len;
-    q->authority_off = q->meta.len;
+    q->authority_off = m->len;
     if (r->host)
-        mesh_buf_append(&q->meta, r->host, r->host_len);
-    mesh_buf_append(&q->meta, "", 1);
-    q->path_off = q->meta.len;
-    mesh_buf_append(&q->meta, r->target, r->target_len);
+        mesh_buf_append(m, r->host, r->host_len);
+    mesh_buf_append(m, "", 1);
+    q->path_off = m->len;
+    *nr = *r;
+    /* The normalized path is never longer than the path, or "/" for an empty one. */
+    int err = m->err ? m->err : mesh_buf_reserve(m, r->path_len + 2 + r->query_len);
+    if (err < 0) {
+        *why = err == -ENOMEM ? "out of memory\n" : "request target too long\n";
+        return err == -ENOMEM ? 503 : 414;
+    }
+    bool asterisk = r->path_len == 1 && r->path[0] == '*';
+    if (asterisk) {
+        mesh_buf_append(m, r->path, r->path_len);
+    } else if (r->path_len == 0) {
+        mesh_buf_append(m, "/", 1); /* "http://host" means "/" */
+    } else {
+        int n = mesh_path_normalize(r->path, r->path_len, &c->w->shared->http.path,
+                                    m->data + m->len, m->cap - m->len, why);
+        if (n < 0) {
+            mesh_buf_append(m, r->target, r->target_len); /* logged as it came */
+            return 400;
+        }
+        m->len += (size_t)n;
+        m->data[m->len] = '\0';
+    }
+    nr->path = m->data + q->path_off;
+    nr->path_len = m->len - q->path_off;
+    if (r->query_len) {
+        mesh_buf_append(m, "?", 1);
+        mesh_buf_append(m, r->query, r->query_len);
+    }
+    return 0;
 }
 
 /* Location for a redirect: scheme, host and path, each replaced or kept. */
@@ -473,7 +537,9 @@ int mesh_http_route(struct http_conn *c, const struct mesh_http_request *r,
     memset(d, 0, sizeof(*d));
     mesh_buf_init_fixed(&d->headers, d->headers_storage, sizeof(d->headers_storage));
     d->content_type = "text/plain";
-    copy_meta(q, r);
+    struct mesh_http_request normalized;
+    const char *why = NULL;
+    int refused = copy_meta(c, r, &normalized, &why);
     q->version = r->version;
     q->idempotent = is_idempotent(r);
     q->head_only = r->method_len == 4 && memcmp(r->method, "HEAD", 4) == 0;
@@ -485,6 +551,13 @@ int mesh_http_route(struct http_conn *c, const struct mesh_http_request *r,
         new_request_id(q->request_id, &w->rng);
     }
     q->rr = &w->http->default_rule;
+    if (refused) {
+        q->flags |= RF_BAD_REQUEST;
+        d->status = refused;
+        d->body = why;
+        return d->status;
+    }
+    r = &normalized; /* from here on, the path is the normalized one */
     /* Which service. */
     q->vhost = c->listener->vhost;
     if (!q->vhost && r->host)

@@ -271,6 +271,8 @@ int mesh_proxy_new(uv_loop_t *loop, const struct mesh_proxy_options *opts, struc
         h->limits.max_headers = MESH_HTTP_DEFAULT_MAX_HEADERS;
     if (!h->limits.max_uri)
         h->limits.max_uri = MESH_HTTP_DEFAULT_MAX_URI;
+    if (!h->path_given)
+        h->path = (struct mesh_path_options)MESH_PATH_OPTIONS_DEFAULT;
     p->shared.access_log_fd = -1;
     if (opts->access_log && opts->access_log[0] &&
         mesh_proxy_set_access_log(p, opts->access_log) < 0)

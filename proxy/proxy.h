@@ -20,6 +20,7 @@
 #include "common/buf.h"
 #include "common/hmap.h"
 #include "common/http_parse.h"
+#include "common/path_normalize.h"
 #include "proxy/resource.h"
 
 struct mesh_proxy;
@@ -28,6 +29,9 @@ struct mesh_http_options {
     uint64_t header_timeout_ms; /* a request head must be in within it (408) */
     uint64_t idle_timeout_ms;   /* a keep-alive client connection may idle that long */
     struct mesh_http_limits limits;
+    /* How request paths are normalized before routing and authorization (docs/http.md). */
+    struct mesh_path_options path;
+    bool path_given; /* false: MESH_PATH_OPTIONS_DEFAULT, whatever `path` holds */
 };
 
 struct mesh_proxy_options {

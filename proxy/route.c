@@ -49,13 +49,26 @@ static void string_match_done(struct mesh_string_match *m)
 static int decode_string_match(struct mesh_cfg_ctx *ctx, json_t *v, struct mesh_string_match *m)
 {
     static const char *const kinds[] = {"exact", "prefix", "regex", "present", NULL};
-    if (!json_is_object(v) || json_object_size(v) != 1) {
+    /* Envoy's StringMatcher: one kind, and "ignore_case" beside it. */
+    json_t *ic = json_is_object(v) ? json_object_get(v, "ignore_case") : NULL;
+    if (!json_is_object(v) || json_object_size(v) != (ic ? 2u : 1u)) {
         mesh_cfg_error(ctx, "expected one of {\"exact\": ...}, {\"prefix\": ...}, "
-                            "{\"regex\": ...}, {\"present\": true}");
+                            "{\"regex\": ...}, {\"present\": true}, with an optional "
+                            "\"ignore_case\": true");
         return -EINVAL;
     }
-    const char *key = json_object_iter_key(json_object_iter(v));
-    json_t *val = json_object_iter_value(json_object_iter(v));
+    void *it = json_object_iter(v);
+    if (strcmp(json_object_iter_key(it), "ignore_case") == 0)
+        it = json_object_iter_next(v, it);
+    const char *key = json_object_iter_key(it);
+    json_t *val = json_object_iter_value(it);
+    if (ic && !json_is_boolean(ic)) {
+        size_t at = mesh_cfg_path_push_key(ctx, "ignore_case");
+        mesh_cfg_error(ctx, "expected true or false");
+        mesh_cfg_path_pop(ctx, at);
+        return -EINVAL;
+    }
+    m->ignore_case = json_is_true(ic);
     int kind = -1;
     for (int i = 0; kinds[i]; i++) {
         if (strcmp(kinds[i], key) == 0)
@@ -83,7 +96,8 @@ static int decode_string_match(struct mesh_cfg_ctx *ctx, json_t *v, struct mesh_
     } else if (!(m->value = mesh_strdup(json_string_value(val)))) {
         r = -ENOMEM;
     } else if (kind == MESH_MATCH_REGEX) {
-        int rc = regcomp(&m->re, m->value, REG_EXTENDED | REG_NOSUB);
+        int rc =
+            regcomp(&m->re, m->value, REG_EXTENDED | REG_NOSUB | (m->ignore_case ? REG_ICASE : 0));
         if (rc != 0) {
             char why[128];
             regerror(rc, &m->re, why, sizeof(why));
@@ -1034,10 +1048,12 @@ bool mesh_string_match(const struct mesh_string_match *m, const char *s, size_t 
     switch (m->kind) {
     case MESH_MATCH_EXACT:
         vlen = strlen(m->value);
-        return vlen == len && memcmp(m->value, s, len) == 0;
+        return vlen == len &&
+               (m->ignore_case ? strncasecmp(m->value, s, len) : memcmp(m->value, s, len)) == 0;
     case MESH_MATCH_PREFIX:
         vlen = strlen(m->value);
-        return vlen <= len && memcmp(m->value, s, vlen) == 0;
+        return vlen <= len &&
+               (m->ignore_case ? strncasecmp(m->value, s, vlen) : memcmp(m->value, s, vlen)) == 0;
     case MESH_MATCH_REGEX: {
         /* regexec wants a C string; paths and values are short and bounded. */
         char tmp[8192];

@@ -25,6 +25,7 @@ enum mesh_match_kind { MESH_MATCH_EXACT, MESH_MATCH_PREFIX, MESH_MATCH_REGEX, ME
 struct mesh_string_match {
     int kind;
     char *value;
+    bool ignore_case; /* ASCII case does not matter (exact, prefix, regex) */
     bool has_regex;
     regex_t re;
 };

@@ -4,27 +4,39 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/hmac.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/x509v3.h>
 #include <uv.h>
 
 #include "common/alloc.h"
 #include "common/spiffe.h"
+#include "common/x509.h"
 
-static int idx_material = -1; /* SSL_CTX: the material */
-static int idx_expected = -1; /* SSL: the SPIFFE ID a client wants */
+/* Every SSL made here carries these; no SSL_CTX points at the material. */
+static int idx_material = -1; /* SSL: a reference to its material (released with the SSL) */
+static int idx_as = -1;       /* SSL: the identity a client presents */
+static int idx_expected = -1; /* SSL: the SPIFFE ID a client wants (owned) */
 static int idx_peer = -1;     /* SSL: the peer's SPIFFE ID, once verified */
 static int idx_refusal = -1;  /* SSL: why our checks refused the peer */
 static int idx_cache = -1;    /* SSL: the struct mesh_tls_sessions its tickets go to */
 static int idx_key = -1;      /* SSL: its key there (owned) */
 
-/* Sessions kept for resumption live no longer than this (server tickets say the same). */
+/* Sessions kept for resumption live no longer than this (server tickets say the same), and
+ * never past the notAfter of either certificate they were made with. */
 #define SESSION_LIFETIME_S 300
+/* A ticket key encrypts for this long and decrypts for as long again. */
+#define TICKET_KEY_PERIOD_S 300
+#define TICKET_APPDATA_LEN 16 /* our certificate's notAfter, the material's uid */
 
 struct tls_cached {
     SSL_SESSION *session;
-    const SSL_CTX *ctx; /* the client context it was made with: other material, not offered */
+    uint64_t material; /* the uid of the material it was made with: other material, not offered */
+    time_t expires;    /* its lifetime, capped by both certificates' notAfter */
     char key[];
 };
 static uv_once_t once = UV_ONCE_INIT;
@@ -35,20 +47,28 @@ static void *unconst(const void *p)
     return (void *)(uintptr_t)p;
 }
 
-static void free_peer(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+static void free_string(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
     mesh_free(ptr);
 }
 
+static void free_material(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                          void *argp)
+{
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    mesh_tls_material_unref(ptr);
+}
+
 static void init_indexes(void)
 {
-    idx_material = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-    idx_expected = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-    idx_peer = SSL_get_ex_new_index(0, NULL, NULL, NULL, free_peer);
+    idx_material = SSL_get_ex_new_index(0, NULL, NULL, NULL, free_material);
+    idx_as = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    idx_expected = SSL_get_ex_new_index(0, NULL, NULL, NULL, free_string);
+    idx_peer = SSL_get_ex_new_index(0, NULL, NULL, NULL, free_string);
     idx_refusal = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
     idx_cache = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-    idx_key = SSL_get_ex_new_index(0, NULL, NULL, NULL, free_peer);
+    idx_key = SSL_get_ex_new_index(0, NULL, NULL, NULL, free_string);
 }
 
 static void set_err(char *err, size_t size, const char *what)
@@ -68,11 +88,21 @@ static int verify_cb(int ok, X509_STORE_CTX *x)
     if (!ok || X509_STORE_CTX_get_error_depth(x) != 0)
         return ok;
     SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
-    const struct mesh_tls_material *m = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), idx_material);
+    const struct mesh_tls_material *m = SSL_get_ex_data(ssl, idx_material);
+    const struct mesh_tls_identity *as = SSL_get_ex_data(ssl, idx_as);
     char id[MESH_SPIFFE_ID_MAX + 1];
     const char *why = NULL;
-    if (!mesh_spiffe_check_leaf(X509_STORE_CTX_get_current_cert(x), m->trust_domain, id, sizeof(id),
-                                &why)) {
+    /* A client verifies the server before it sends its own certificate: one that expired
+     * (renewal keeps failing) is not presented. */
+    if (as && as->not_after <= time(NULL)) {
+        SSL_set_ex_data(ssl, idx_refusal,
+                        unconst("our own certificate has expired (renewal keeps failing): "
+                                "not presenting it"));
+        X509_STORE_CTX_set_error(x, X509_V_ERR_APPLICATION_VERIFICATION);
+        return 0;
+    }
+    if (!m || !mesh_spiffe_check_leaf(X509_STORE_CTX_get_current_cert(x), m->trust_domain, id,
+                                      sizeof(id), &why)) {
         SSL_set_ex_data(ssl, idx_refusal, unconst(why));
         X509_STORE_CTX_set_error(x, X509_V_ERR_APPLICATION_VERIFICATION);
         return 0;
@@ -98,7 +128,7 @@ const char *mesh_tls_peer_id(SSL *ssl)
         return id ? id : "";
     /* Resumed: no certificate was exchanged; the session holds the one first verified. */
     X509 *cert = SSL_get0_peer_certificate(ssl);
-    const struct mesh_tls_material *m = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), idx_material);
+    const struct mesh_tls_material *m = SSL_get_ex_data(ssl, idx_material);
     char buf[MESH_SPIFFE_ID_MAX + 1];
     const char *why;
     char *copy = NULL;
@@ -138,7 +168,18 @@ static int on_new_session(SSL *ssl, SSL_SESSION *session)
 {
     struct mesh_tls_sessions *c = SSL_get_ex_data(ssl, idx_cache);
     const char *key = SSL_get_ex_data(ssl, idx_key);
-    if (!c || !key)
+    const struct mesh_tls_identity *as = SSL_get_ex_data(ssl, idx_as);
+    const X509 *peer = SSL_SESSION_get0_peer(session);
+    if (!c || !key || !as || !peer)
+        return 0;
+    /* No longer than the ticket says, nor past either certificate's notAfter. */
+    time_t expires = (time_t)(SSL_SESSION_get_time(session) + SSL_SESSION_get_timeout(session));
+    time_t peer_end = mesh_x509_not_after(peer);
+    if (as->not_after < expires)
+        expires = as->not_after;
+    if (peer_end < expires)
+        expires = peer_end;
+    if (expires <= time(NULL))
         return 0;
     struct tls_cached *old = mesh_hmap_get(&c->map, key);
     if (old) {
@@ -153,7 +194,8 @@ static int on_new_session(SSL *ssl, SSL_SESSION *session)
         return 0;
     memcpy(t->key, key, len);
     t->session = session;
-    t->ctx = SSL_get_SSL_CTX(ssl);
+    t->material = as->material->uid;
+    t->expires = expires;
     if (mesh_hmap_put(&c->map, t->key, t) < 0) {
         mesh_free(t);
         return 0;
@@ -169,7 +211,8 @@ const char *mesh_tls_refusal(SSL *ssl)
 /* SNI "<service>.<namespace>": the service's certificate. */
 static int on_servername(SSL *ssl, int *alert, void *arg)
 {
-    const struct mesh_tls_material *m = arg;
+    (void)arg;
+    const struct mesh_tls_material *m = SSL_get_ex_data(ssl, idx_material);
     const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
     const char *dot = sni ? strchr(sni, '.') : NULL;
     char name[64];
@@ -186,8 +229,135 @@ static int on_servername(SSL *ssl, int *alert, void *arg)
         SSL_set_ex_data(ssl, idx_refusal, unconst("the SNI names no local service"));
         return SSL_TLSEXT_ERR_ALERT_FATAL;
     }
+    if (id->not_after <= time(NULL)) {
+        *alert = SSL_AD_HANDSHAKE_FAILURE;
+        SSL_set_ex_data(ssl, idx_refusal,
+                        unconst("our certificate for the SNI's service has expired (renewal "
+                                "keeps failing): not presenting it"));
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    }
     SSL_set_SSL_CTX(ssl, id->server);
     return SSL_TLSEXT_ERR_OK;
+}
+
+/* ---- server tickets ---- */
+
+static void put_u64(unsigned char *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (unsigned char)v;
+}
+
+static uint64_t get_u64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* A ticket key of the material for one period: HMAC-SHA256(secret, label || period). */
+static bool ticket_key(const struct mesh_tls_material *m, const char *label, uint64_t period,
+                       unsigned char out[32])
+{
+    unsigned char in[16];
+    size_t n = strlen(label);
+    memcpy(in, label, n);
+    put_u64(in + n, period);
+    unsigned int len = 0;
+    return HMAC(EVP_sha256(), m->ticket_secret, sizeof(m->ticket_secret), in, n + 8, out, &len) &&
+           len == 32;
+}
+
+/*
+ * Session ticket keys (SSL_CTX_set_tlsext_ticket_key_evp_cb(3)): derived from the material's
+ * secret per period of TICKET_KEY_PERIOD_S, so they rotate with no shared state between
+ * workers. The key name is the material's uid and the period: a ticket of other material,
+ * or two periods old, is not recognised (a full handshake follows).
+ */
+static int on_ticket_key(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
+                         EVP_MAC_CTX *hctx, int enc)
+{
+    const struct mesh_tls_material *m = SSL_get_ex_data(ssl, idx_material);
+    uint64_t now = (uint64_t)time(NULL) / TICKET_KEY_PERIOD_S, period = now;
+    if (!m)
+        return enc ? -1 : 0;
+    if (enc) {
+        put_u64(name, m->uid);
+        put_u64(name + 8, period);
+        if (RAND_bytes(iv, 16) != 1)
+            return -1;
+    } else {
+        period = get_u64(name + 8);
+        if (get_u64(name) != m->uid || (period != now && period + 1 != now))
+            return 0;
+    }
+    unsigned char aes[32], mac[32];
+    char digest[] = "SHA256";
+    OSSL_PARAM params[3];
+    params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, mac, sizeof(mac));
+    params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
+    params[2] = OSSL_PARAM_construct_end();
+    int r = -1;
+    if (ticket_key(m, "aes", period, aes) && ticket_key(m, "mac", period, mac) &&
+        EVP_MAC_CTX_set_params(hctx, params) == 1 &&
+        (enc ? EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, aes, iv)
+             : EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, aes, iv)) == 1)
+        r = enc || period == now ? 1 : 2; /* 2: valid, but renew it */
+    OPENSSL_cleanse(aes, sizeof(aes));
+    OPENSSL_cleanse(mac, sizeof(mac));
+    return r;
+}
+
+/*
+ * A ticket is about to be made: its lifetime (which OpenSSL also enforces when it comes
+ * back, from inside the ticket) ends at the earliest of SESSION_LIFETIME_S and both
+ * certificates' notAfter; our notAfter and the material go into it too.
+ */
+static int on_ticket_generate(SSL *ssl, void *arg)
+{
+    (void)arg;
+    SSL_SESSION *sess = SSL_get_session(ssl);
+    const struct mesh_tls_material *m = SSL_get_ex_data(ssl, idx_material);
+    const X509 *own = SSL_get_certificate(ssl);
+    const X509 *peer = sess ? SSL_SESSION_get0_peer(sess) : NULL;
+    if (!sess)
+        return 1;
+    time_t start = (time_t)SSL_SESSION_get_time(sess), end = start + SESSION_LIFETIME_S;
+    time_t own_end = own ? mesh_x509_not_after(own) : 0,
+           peer_end = peer ? mesh_x509_not_after(peer) : 0;
+    if (own_end < end)
+        end = own_end;
+    if (peer_end < end)
+        end = peer_end;
+    SSL_SESSION_set_timeout(sess, end > start ? (long)(end - start) : 0);
+    unsigned char data[TICKET_APPDATA_LEN];
+    put_u64(data, (uint64_t)own_end);
+    put_u64(data + 8, m ? m->uid : 0);
+    return SSL_SESSION_set1_ticket_appdata(sess, data, sizeof(data));
+}
+
+/* A ticket came back and decrypted: refused (a full handshake) when made under other
+ * material or when either certificate has expired since. */
+static SSL_TICKET_RETURN on_ticket_decrypted(SSL *ssl, SSL_SESSION *sess,
+                                             const unsigned char *keyname, size_t keyname_len,
+                                             SSL_TICKET_STATUS status, void *arg)
+{
+    (void)keyname, (void)keyname_len, (void)arg;
+    if (status == SSL_TICKET_FATAL_ERR_MALLOC || status == SSL_TICKET_FATAL_ERR_OTHER)
+        return SSL_TICKET_RETURN_ABORT;
+    if (status != SSL_TICKET_SUCCESS && status != SSL_TICKET_SUCCESS_RENEW)
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+    const struct mesh_tls_material *m = SSL_get_ex_data(ssl, idx_material);
+    const X509 *peer = SSL_SESSION_get0_peer(sess);
+    void *data = NULL;
+    size_t len = 0;
+    time_t now = time(NULL);
+    if (!m || !peer || SSL_SESSION_get0_ticket_appdata(sess, &data, &len) != 1 ||
+        len != TICKET_APPDATA_LEN || get_u64((const unsigned char *)data + 8) != m->uid ||
+        (time_t)get_u64(data) <= now || mesh_x509_not_after(peer) <= now)
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+    return status == SSL_TICKET_SUCCESS_RENEW ? SSL_TICKET_RETURN_USE_RENEW : SSL_TICKET_RETURN_USE;
 }
 
 /* ---- material ---- */
@@ -207,6 +377,14 @@ int mesh_tls_material_new(const char *trust_domain, bool tls12, const char *bund
     }
     atomic_init(&m->refs, 1);
     m->tls12 = tls12;
+    unsigned char uid[8];
+    if (RAND_bytes(uid, sizeof(uid)) != 1 ||
+        RAND_bytes(m->ticket_secret, sizeof(m->ticket_secret)) != 1) {
+        set_err(err, err_size, "no random bytes for session ticket keys");
+        mesh_tls_material_unref(m);
+        return -EIO;
+    }
+    m->uid = get_u64(uid);
     BIO *bio = BIO_new_mem_buf(bundle_pem, (int)bundle_len);
     int n = 0;
     X509 *ca;
@@ -255,16 +433,21 @@ static SSL_CTX *make_ctx(struct mesh_tls_material *m, bool server, X509 *leaf, E
     }
     SSL_CTX_set1_cert_store(ctx, m->bundle);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
-    SSL_CTX_set_ex_data(ctx, idx_material, m);
     SSL_CTX_set_timeout(ctx, SESSION_LIFETIME_S);
     if (!server) {
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
         SSL_CTX_sess_set_new_cb(ctx, on_new_session);
+        return ctx;
     }
-    if (server) {
-        SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"mesh", 4);
-        SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
-        SSL_CTX_set_tlsext_servername_arg(ctx, m);
+    /* Resumption by tickets only (no server-side cache that our checks would not see). */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"mesh", 4);
+    SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
+    if (SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket_key) != 1 ||
+        SSL_CTX_set_session_ticket_cb(ctx, on_ticket_generate, on_ticket_decrypted, NULL) != 1) {
+        set_err(err, err_size, "cannot set the session ticket callbacks");
+        SSL_CTX_free(ctx);
+        return NULL;
     }
     return ctx;
 }
@@ -336,6 +519,7 @@ int mesh_tls_material_add(struct mesh_tls_material *m, const char *id, const cha
             m->ids = v;
             if ((idn.id = mesh_strdup(id)) && (!ns || (idn.namespace = mesh_strdup(ns))) &&
                 (!name || (idn.name = mesh_strdup(name)))) {
+                idn.material = m;
                 m->ids[m->n++] = idn;
                 idn = (struct mesh_tls_identity){0};
                 r = 0;
@@ -374,6 +558,7 @@ void mesh_tls_material_unref(struct mesh_tls_material *m)
         mesh_free(m->ids[i].name);
     }
     mesh_free(m->ids);
+    OPENSSL_cleanse(m->ticket_secret, sizeof(m->ticket_secret));
     X509_STORE_free(m->bundle);
     mesh_free(m->trust_domain);
     mesh_free(m);
@@ -400,11 +585,25 @@ time_t mesh_tls_earliest_expiry(const struct mesh_tls_material *m)
     return t;
 }
 
+/* Gives ssl a reference to m, released when ssl is freed. */
+static bool hold_material(SSL *ssl, const struct mesh_tls_material *m)
+{
+    struct mesh_tls_material *ref = mesh_tls_material_ref(unconst(m));
+    if (SSL_set_ex_data(ssl, idx_material, ref) == 1)
+        return true;
+    mesh_tls_material_unref(ref);
+    return false;
+}
+
 SSL *mesh_tls_server_session(const struct mesh_tls_material *m)
 {
     if (!m->n)
         return NULL;
     SSL *ssl = SSL_new(m->ids[0].server);
+    if (ssl && !hold_material(ssl, m)) {
+        SSL_free(ssl);
+        return NULL;
+    }
     if (ssl)
         SSL_set_accept_state(ssl);
     return ssl;
@@ -417,6 +616,10 @@ SSL *mesh_tls_client_session(const struct mesh_tls_identity *as, const char *sni
     SSL *ssl = SSL_new(as->client);
     if (!ssl)
         return NULL;
+    if (!hold_material(ssl, as->material) || SSL_set_ex_data(ssl, idx_as, unconst(as)) != 1) {
+        SSL_free(ssl);
+        return NULL;
+    }
     if (cache) {
         char key[1024];
         snprintf(key, sizeof(key), "%s|%s|%s", as->id, sni, peer);
@@ -428,10 +631,10 @@ SSL *mesh_tls_client_session(const struct mesh_tls_identity *as, const char *sni
         SSL_set_ex_data(ssl, idx_cache, cache);
         SSL_set_ex_data(ssl, idx_key, copy);
         struct tls_cached *t = mesh_hmap_get(&cache->map, key);
-        if (t && (t->ctx != as->client || !SSL_SESSION_is_resumable(t->session) ||
-                  (time_t)(SSL_SESSION_get_time(t->session) +
-                           SSL_SESSION_get_timeout(t->session)) <= time(NULL))) {
-            mesh_hmap_remove(&cache->map, key); /* rotated or stale: a full handshake */
+        if (t && (t->material != as->material->uid || t->expires <= time(NULL) ||
+                  !SSL_SESSION_is_resumable(t->session))) {
+            /* Rotated, new trust bundle, or stale (a certificate expired): a full handshake. */
+            mesh_hmap_remove(&cache->map, key);
             cached_free(t);
             t = NULL;
         }
@@ -443,7 +646,13 @@ SSL *mesh_tls_client_session(const struct mesh_tls_identity *as, const char *sni
         SSL_free(ssl);
         return NULL;
     }
-    SSL_set_ex_data(ssl, idx_expected, unconst(expected_id));
+    /* A copy: the snapshot that names it may go before the handshake ends. */
+    char *expected = expected_id ? mesh_strdup(expected_id) : NULL;
+    if ((expected_id && !expected) || SSL_set_ex_data(ssl, idx_expected, expected) != 1) {
+        mesh_free(expected);
+        SSL_free(ssl);
+        return NULL;
+    }
     SSL_set_connect_state(ssl);
     return ssl;
 }

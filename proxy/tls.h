@@ -8,17 +8,31 @@
  * checks it as an X509-SVID of the trust domain in our own code (common/spiffe.h); a client
  * also wants the SPIFFE ID it expects. The server picks the local service's certificate by
  * SNI "<service>.<namespace>".
+ *
+ * Ownership: each SSL made here holds a reference to the material (released by an ex_data
+ * free callback when the SSL is freed), so a snapshot swap in the middle of a handshake
+ * frees nothing the handshake still reads; the contexts hold no pointer to the material.
+ *
+ * Lifetimes: a certificate past its notAfter is never presented (the server refuses the
+ * SNI, the client aborts before sending its certificate). A resumed session lives no
+ * longer than either certificate it was made with: tickets carry a lifetime capped by both
+ * notAfters, their keys are derived per material and rotate every TICKET_KEY_PERIOD_S,
+ * and a ticket of other material (a rotation, a new trust bundle) or with an expired peer
+ * certificate is refused, on both sides.
  */
 #ifndef MESH_PROXY_TLS_H
 #define MESH_PROXY_TLS_H
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <time.h>
 
 #include <openssl/ssl.h>
 
 #include "common/hmap.h"
+
+struct mesh_tls_material;
 
 struct mesh_tls_identity {
     char *id;        /* its SPIFFE ID */
@@ -27,15 +41,18 @@ struct mesh_tls_identity {
     time_t not_after;
     SSL_CTX *server;
     SSL_CTX *client;
+    struct mesh_tls_material *material; /* the material it belongs to (not a reference) */
 };
 
 struct mesh_tls_material {
     atomic_int refs;
+    uint64_t uid; /* random: names this material (ticket keys, kept client sessions) */
     char *trust_domain;
     X509_STORE *bundle;
     bool tls12;                    /* TLS 1.2 allowed; else 1.3 only */
     struct mesh_tls_identity *ids; /* [0]: the node */
     size_t n;
+    unsigned char ticket_secret[32]; /* session ticket keys are derived from it */
 };
 
 /* New material with a trust bundle (PEM, one or more CA certificates). On failure returns
@@ -62,8 +79,9 @@ time_t mesh_tls_earliest_expiry(const struct mesh_tls_material *m);
 
 /*
  * Client sessions to resume, per thread (a worker's): the latest TLS 1.3 ticket per peer
- * endpoint and calling identity. A ticket made under other material (a rotation) is not
- * offered, so a new certificate is always presented in full once.
+ * endpoint and calling identity. A ticket made under other material (a rotation, a new
+ * trust bundle) is not offered, so a new certificate is always presented in full once; nor
+ * is one past the notAfter of either certificate it was made with.
  */
 #define MESH_TLS_SESSIONS_MAX 4096
 struct mesh_tls_sessions {
@@ -74,11 +92,13 @@ struct mesh_tls_sessions {
 void mesh_tls_sessions_init(struct mesh_tls_sessions *c);
 void mesh_tls_sessions_done(struct mesh_tls_sessions *c);
 
-/* A server session on the inbound listener; NULL when memory is short. */
+/* A server session on the inbound listener (it holds a reference to m); NULL when memory is
+ * short. */
 SSL *mesh_tls_server_session(const struct mesh_tls_material *m);
-/* A client session presenting `as`, naming sni and wanting the peer to be expected_id (a
- * string that must outlive the handshake). With cache, a session kept for `peer` (the
- * endpoint's address) is resumed, and the tickets the peer sends are kept. */
+/* A client session presenting `as` (it holds a reference to as's material), naming sni and
+ * wanting the peer to be expected_id (copied; NULL: any SVID of the trust domain). With
+ * cache, a session kept for `peer` (the endpoint's address) is resumed, and the tickets the
+ * peer sends are kept. When `as` has expired, the handshake fails before presenting it. */
 SSL *mesh_tls_client_session(const struct mesh_tls_identity *as, const char *sni,
                              const char *expected_id, struct mesh_tls_sessions *cache,
                              const char *peer);

@@ -2,6 +2,7 @@
  * The Consul adapter's insides, shared by its files:
  *   consul_config.c   keys, environment variables, the resolved connection
  *   consul_watch.c    catalog and per-service blocking queries
+ *   consul_pace.c     the index rules and the token bucket that pace those queries
  *   consul_register.c this host's services in the local Consul agent
  *   consul.c          the adapter ops, status and metrics
  */
@@ -18,6 +19,9 @@
 /* Where and how to reach Consul, from the config and then the environment. */
 struct mesh_consul_conn {
     char *base_url;           /* "http://127.0.0.1:8500", no trailing slash */
+    char *where;              /* for people: base_url, or "unix:///path" */
+    char *unix_socket;        /* connect here instead (base_url's host then only names it) */
+    char *server_name;        /* the name Consul's certificate carries, when not the host */
     char *token;              /* the value, when not from a file */
     char *token_file;         /* a file to (re-)read the token from */
     const char *token_source; /* for status: "token_file", "CONSUL_HTTP_TOKEN", ... */
@@ -37,6 +41,32 @@ int mesh_consul__resolve(const struct mesh_consul_config *cfg, mesh_consul_geten
                          struct mesh_consul_conn *ret, struct mesh_cfg_errors *errors);
 void mesh_consul__conn_done(struct mesh_consul_conn *c);
 extern const struct mesh_cfg_schema mesh_consul__schema;
+
+/*
+ * A token bucket, as Consul's "Blocking Queries" page advises for blocking-query loops:
+ * `burst` tokens at first, then one more every `interval` ms. Counted in ms of refill.
+ */
+struct mesh_consul_bucket {
+    uint64_t level_ms; /* interval_ms per token, at most burst * interval_ms */
+    uint64_t at_ms;    /* when level_ms was last brought up to date */
+};
+
+/* A full bucket at `now_ms`. */
+void mesh_consul__bucket_init(struct mesh_consul_bucket *b, uint64_t now_ms, unsigned burst,
+                              uint64_t interval_ms);
+/* Takes a token at `now_ms` and returns 0, or returns the ms until one is there (none taken). */
+uint64_t mesh_consul__bucket_take(struct mesh_consul_bucket *b, uint64_t now_ms, unsigned burst,
+                                  uint64_t interval_ms);
+
+/*
+ * The index of the next blocking query from an answer's X-Consul-Index value (`h`, `len`; h
+ * NULL when the header is absent) and the previous index, by the rules of Consul's
+ * "Blocking Queries" page: an index lower than the previous one is reset (*ret_reset set),
+ * and the result is never below 1. Returns 0, or -EINVAL when the header is missing or not a
+ * decimal number (*ret and *ret_reset untouched).
+ */
+int mesh_consul__next_index(const char *h, size_t len, uint64_t prev, uint64_t *ret,
+                            bool *ret_reset);
 
 enum consul_err_kind {
     CONSUL_ERR_CONNECT, /* no answer */
@@ -72,6 +102,11 @@ struct consul_registry {
     uint64_t catalog_index;
     uint64_t catalog_started_ms;
     unsigned catalog_failures;
+    struct mesh_consul_bucket catalog_bucket;
+    bool catalog_need_token; /* the last answer brought nothing new */
+    bool catalog_known;      /* catalog_digest holds the last names followed */
+    uint64_t catalog_digest;
+    uint64_t digest_key[2]; /* random: what Consul sends cannot aim at a collision */
     uv_timer_t catalog_timer;
     struct mesh_hmap watches; /* service name -> struct consul_watch */
     size_t n_active;          /* watches holding a slot (querying or waiting to) */
@@ -95,6 +130,7 @@ struct consul_registry {
     /* Figures. */
     uint64_t requests;
     uint64_t index_resets;
+    uint64_t rate_limited; /* queries the token bucket held back */
     uint64_t errors[CONSUL_ERR_KINDS];
     uint64_t registrations;
     uint64_t deregistrations;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -88,7 +89,7 @@ enum consul_err_kind mesh_consul__failed(struct consul_registry *c, struct mesh_
     first_line(req, body, sizeof(body));
     if (req->status == 0) {
         mesh_consul__problem(c, CONSUL_ERR_CONNECT, "%s: Consul at %s does not answer: %s", what,
-                             c->conn.base_url, req->error);
+                             c->conn.where, req->error);
         return CONSUL_ERR_CONNECT;
     }
     if (req->status == 403) {
@@ -113,6 +114,7 @@ enum consul_err_kind mesh_consul__failed(struct consul_registry *c, struct mesh_
 int mesh_consul__start(struct consul_registry *c, struct mesh_http_req *req)
 {
     req->tls = &c->tls;
+    req->unix_socket = c->conn.unix_socket;
     int r = mesh_http_req_start(c->http, req);
     if (r == 0)
         c->requests++;
@@ -219,7 +221,14 @@ static int consul_create(uv_loop_t *loop, const struct mesh_registry_config *cfg
         .cert_file = c->conn.cert_file,
         .key_file = c->conn.key_file,
         .insecure = c->conn.insecure,
+        .server_name = c->conn.server_name,
     };
+    /* A key Consul cannot know, so that no answer can be made to look like another. */
+    if (getrandom(c->digest_key, sizeof(c->digest_key), GRND_NONBLOCK) !=
+        (ssize_t)sizeof(c->digest_key)) {
+        c->digest_key[0] = (uint64_t)(uintptr_t)c ^ uv_hrtime();
+        c->digest_key[1] = uv_hrtime() * 0x9e3779b97f4a7c15ULL;
+    }
     if (c->conn.token)
         set_token(c, c->conn.token, strlen(c->conn.token));
     else
@@ -247,7 +256,7 @@ static int consul_start(struct mesh_registry *r)
 {
     struct consul_registry *c = (struct consul_registry *)r;
     mesh_log_info("registry '%s': watching Consul at %s (token from %s)", r->cfg->name,
-                  c->conn.base_url, c->conn.token_source);
+                  c->conn.where, c->conn.token_source);
     return mesh_consul__watch_start(c);
 }
 
@@ -277,7 +286,7 @@ static void consul_local_services(struct mesh_registry *r,
 static void consul_status(struct mesh_registry *r, json_t *out)
 {
     struct consul_registry *c = (struct consul_registry *)r;
-    json_object_set_new(out, "address", json_string(c->conn.base_url));
+    json_object_set_new(out, "address", json_string(c->conn.where));
     json_object_set_new(out, "token_from", json_string(c->conn.token_source));
     json_object_set_new(out, "services", json_integer((json_int_t)c->watches.n));
     json_object_set_new(out, "queries_in_flight",
@@ -304,12 +313,14 @@ static double value_of(const struct consul_registry *c, size_t k)
     case 3:
         return (double)c->index_resets;
     case 4:
-        return (double)c->registrations;
+        return (double)c->rate_limited;
     case 5:
-        return (double)c->deregistrations;
+        return (double)c->registrations;
     case 6:
-        return (double)c->check_updates;
+        return (double)c->deregistrations;
     case 7:
+        return (double)c->check_updates;
+    case 8:
         return c->last_sync;
     default:
         return 0;
@@ -325,6 +336,8 @@ static void consul_metrics(struct mesh_registry *const *regs, size_t n, struct m
         {"mesh_consul_requests_total", "counter", "Requests sent to Consul."},
         {"mesh_consul_index_resets_total", "counter",
          "Blocking-query indexes that went backwards and were reset."},
+        {"mesh_consul_rate_limited_total", "counter",
+         "Blocking queries held back by the token bucket: the answer before brought nothing new."},
         {"mesh_consul_registrations_total", "counter", "Services registered with Consul."},
         {"mesh_consul_deregistrations_total", "counter", "Services deregistered from Consul."},
         {"mesh_consul_check_updates_total", "counter", "TTL check updates sent to Consul."},

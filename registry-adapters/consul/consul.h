@@ -19,14 +19,15 @@ enum mesh_consul_check { MESH_CONSUL_CHECK_TTL, MESH_CONSUL_CHECK_TCP, MESH_CONS
 
 /* The "consul" keys of a registries[] entry (docs/config.md). */
 struct mesh_consul_config {
-    char *address; /* "" : CONSUL_HTTP_ADDR, then 127.0.0.1:8500 */
+    char *address; /* "" : CONSUL_HTTP_ADDR, then 127.0.0.1:8500; or unix:///path */
     char *token;
     char *token_file;
     char *ca_file;
     char *cert_file;
     char *key_file;
-    int tls;        /* enum mesh_consul_opt */
-    int tls_verify; /* enum mesh_consul_opt */
+    int tls;               /* enum mesh_consul_opt */
+    int tls_verify;        /* enum mesh_consul_opt */
+    char *tls_server_name; /* "" : CONSUL_TLS_SERVER_NAME; the name Consul's certificate carries */
     char *datacenter;
     char *tag;
     char *consul_namespace; /* Enterprise */
@@ -34,7 +35,9 @@ struct mesh_consul_config {
     bool include_warning;
     uint64_t wait_ms;
     uint64_t min_interval_ms;
-    int consistency; /* enum mesh_consul_consistency */
+    int unchanged_burst;            /* the token bucket for answers that bring nothing new */
+    uint64_t unchanged_interval_ms; /* ... refilled with one token per interval */
+    int consistency;                /* enum mesh_consul_consistency */
     int max_watches;
     uint64_t rotation_wait_ms;
     char *zone_meta_key;

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
@@ -43,7 +44,7 @@ static const struct mesh_cfg_field fields[] = {
      .type = MESH_CFG_STRING,
      C(address),
      .def = "",
-     .expect = "host:port or http(s)://host:port"},
+     .expect = "host:port, http(s)://host:port or unix:///path"},
     {.key = "token", .type = MESH_CFG_STRING, C(token), .flags = MESH_CFG_SECRET},
     {.key = "token_file", .type = MESH_CFG_STRING, C(token_file), .flags = MESH_CFG_PATH},
     {.key = "ca_file", .type = MESH_CFG_STRING, C(ca_file), .flags = MESH_CFG_PATH},
@@ -55,6 +56,7 @@ static const struct mesh_cfg_field fields[] = {
      C(tls_verify),
      .decode = decode_opt,
      .encode = encode_opt},
+    {.key = "tls_server_name", .type = MESH_CFG_STRING, C(tls_server_name)},
     {.key = "datacenter", .type = MESH_CFG_STRING, C(datacenter)},
     {.key = "tag", .type = MESH_CFG_STRING, C(tag)},
     {.key = "consul_namespace", .type = MESH_CFG_STRING, C(consul_namespace)},
@@ -68,6 +70,20 @@ static const struct mesh_cfg_field fields[] = {
      .def = "250ms",
      .min = 10,
      .max = 60000},
+    /* Consul's "Blocking Queries" page: a token bucket with a burst of 2, then a poll about
+     * every 15 seconds, for answers that bring nothing new. */
+    {.key = "unchanged_burst",
+     .type = MESH_CFG_INT,
+     C(unchanged_burst),
+     .def_int = 2,
+     .min = 1,
+     .max = 100},
+    {.key = "unchanged_interval",
+     .type = MESH_CFG_DURATION,
+     C(unchanged_interval_ms),
+     .def = "15s",
+     .min = 1000,
+     .max = 600000},
     {.key = "consistency",
      .type = MESH_CFG_ENUM,
      C(consistency),
@@ -159,36 +175,104 @@ static int dup_opt(char **dst, const char *src)
     return (*dst = mesh_strdup(src)) ? 0 : -ENOMEM;
 }
 
-int mesh_consul__resolve(const struct mesh_consul_config *cfg, mesh_consul_getenv_fn env,
-                         struct mesh_consul_conn *ret, struct mesh_cfg_errors *errors)
+/* A host name as a certificate names it: dot-separated labels of [A-Za-z0-9-]. */
+static bool host_name_valid(const char *s, size_t len)
 {
-    struct mesh_consul_conn c = {0};
-    const char *src, *addr = pick(cfg->address, env, "CONSUL_HTTP_ADDR", &src);
+    if (len == 0 || len > 253)
+        return false;
+    size_t label = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (ch == '.') {
+            if (label == 0 || s[i - 1] == '-')
+                return false;
+            label = 0;
+        } else if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                   (ch >= '0' && ch <= '9') || (ch == '-' && label > 0)) {
+            if (++label > 63)
+                return false;
+        } else {
+            return false;
+        }
+    }
+    return label > 0 && s[len - 1] != '-';
+}
+
+/*
+ * The TLS server name, from the config or CONSUL_TLS_SERVER_NAME; as Consul's CLI reads it, a
+ * port after the name is dropped. Returns 0 (leaving *ret NULL when none is set), -EINVAL
+ * after adding the problem to `errors`, or -ENOMEM.
+ */
+static int resolve_server_name(const struct mesh_consul_config *cfg, mesh_consul_getenv_fn env,
+                               char **ret, struct mesh_cfg_errors *errors)
+{
+    const char *src, *v = pick(cfg->tls_server_name, env, "CONSUL_TLS_SERVER_NAME", &src);
+    if (!v)
+        return 0;
+    size_t len = strlen(v);
+    const char *colon = strrchr(v, ':');
+    if (colon && !strchr(colon, ']'))
+        len = (size_t)(colon - v);
+    if (!host_name_valid(v, len)) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "%s: consul TLS server name \"%.128s\": expected a host name",
+                 src ? src : "tls_server_name", v);
+        mesh_cfg_errors_add(errors, msg);
+        return -EINVAL;
+    }
+    *ret = mesh_strndup(v, len);
+    return *ret ? 0 : -ENOMEM;
+}
+
+/* unix:///path: an absolute path that fits a socket address. */
+static int resolve_unix(const char *addr, const char *src, struct mesh_consul_conn *c,
+                        struct mesh_cfg_errors *errors)
+{
+    const char *path = addr + strlen("unix://");
+    char msg[512];
+    if (path[0] != '/') {
+        snprintf(msg, sizeof(msg),
+                 "%s: consul address \"%.128s\": expected an absolute path after unix://",
+                 src ? src : "config", addr);
+        mesh_cfg_errors_add(errors, msg);
+        return -EINVAL;
+    }
+    if (strlen(path) >= sizeof(((struct sockaddr_un *)NULL)->sun_path)) {
+        snprintf(msg, sizeof(msg),
+                 "%s: consul address \"%.128s...\": a socket path has at most %zu bytes",
+                 src ? src : "config", addr, sizeof(((struct sockaddr_un *)NULL)->sun_path) - 1);
+        mesh_cfg_errors_add(errors, msg);
+        return -EINVAL;
+    }
+    /* The URL's host only names the server (and is what TLS over the socket verifies). */
+    c->unix_socket = mesh_strdup(path);
+    c->base_url = mesh_strdup(c->https ? "https://localhost" : "http://localhost");
+    c->where = mesh_strdup(addr);
+    return c->unix_socket && c->base_url && c->where ? 0 : -ENOMEM;
+}
+
+/* host:port, http://host:port or https://host:port into c->base_url and c->where. */
+static int resolve_hostport(const char *addr, const char *src, int tls, struct mesh_consul_conn *c,
+                            struct mesh_cfg_errors *errors)
+{
+    const char *hostport = addr;
     char msg[512];
     int r = 0;
-    if (!addr)
-        addr = "127.0.0.1:8500";
-    int tls = cfg->tls ? cfg->tls : env_bool(env, "CONSUL_HTTP_SSL", errors);
-    int verify =
-        cfg->tls_verify ? cfg->tls_verify : env_bool(env, "CONSUL_HTTP_SSL_VERIFY", errors);
-    if (tls < 0 || verify < 0)
-        r = -EINVAL;
-    const char *hostport = addr;
     if (strncmp(addr, "https://", 8) == 0) {
-        c.https = true;
+        c->https = true;
         hostport = addr + 8;
     } else if (strncmp(addr, "http://", 7) == 0) {
-        c.https = tls == MESH_CONSUL_TRUE;
+        c->https = tls == MESH_CONSUL_TRUE;
         hostport = addr + 7;
     } else if (strstr(addr, "://")) {
         snprintf(msg, sizeof(msg),
-                 "%s: consul address \"%.128s\": only http:// and https:// are "
+                 "%s: consul address \"%.128s\": only http://, https:// and unix:// are "
                  "supported",
                  src ? src : "config", addr);
         mesh_cfg_errors_add(errors, msg);
         r = -EINVAL;
     } else {
-        c.https = tls == MESH_CONSUL_TRUE;
+        c->https = tls == MESH_CONSUL_TRUE;
     }
     size_t hl = strcspn(hostport, "/");
     if (hostport[hl] && strcmp(hostport + hl, "/") != 0) {
@@ -209,11 +293,42 @@ int mesh_consul__resolve(const struct mesh_consul_config *cfg, mesh_consul_geten
     const char *colon = memchr(hostport, ':', hl), *bracket = memchr(hostport, ']', hl);
     bool has_port = colon && (!bracket || memchr(bracket, ':', hl - (size_t)(bracket - hostport)));
     size_t n = hl + 32;
-    c.base_url = mesh_malloc(n);
-    if (!c.base_url)
+    c->base_url = mesh_malloc(n);
+    if (!c->base_url)
         return -ENOMEM;
-    snprintf(c.base_url, n, "%s://%.*s%s", c.https ? "https" : "http", (int)hl, hostport,
+    snprintf(c->base_url, n, "%s://%.*s%s", c->https ? "https" : "http", (int)hl, hostport,
              has_port ? "" : ":8500");
+    c->where = mesh_strdup(c->base_url);
+    return c->where ? 0 : -ENOMEM;
+}
+
+int mesh_consul__resolve(const struct mesh_consul_config *cfg, mesh_consul_getenv_fn env,
+                         struct mesh_consul_conn *ret, struct mesh_cfg_errors *errors)
+{
+    struct mesh_consul_conn c = {0};
+    const char *src, *addr = pick(cfg->address, env, "CONSUL_HTTP_ADDR", &src);
+    char msg[512];
+    int r = 0;
+    if (!addr)
+        addr = "127.0.0.1:8500";
+    int tls = cfg->tls ? cfg->tls : env_bool(env, "CONSUL_HTTP_SSL", errors);
+    int verify =
+        cfg->tls_verify ? cfg->tls_verify : env_bool(env, "CONSUL_HTTP_SSL_VERIFY", errors);
+    if (tls < 0 || verify < 0)
+        r = -EINVAL;
+    int ra;
+    if (strncmp(addr, "unix://", 7) == 0) {
+        c.https = tls == MESH_CONSUL_TRUE;
+        ra = resolve_unix(addr, src, &c, errors);
+    } else {
+        ra = resolve_hostport(addr, src, tls, &c, errors);
+    }
+    if (r == 0)
+        r = ra;
+    if (r < 0) {
+        mesh_consul__conn_done(&c);
+        return r;
+    }
 
     /* The token: the config first, a file winning over a value; then the environment. */
     if (cfg->token_file && cfg->token_file[0]) {
@@ -237,6 +352,8 @@ int mesh_consul__resolve(const struct mesh_consul_config *cfg, mesh_consul_geten
         r = dup_opt(&c.cert_file, pick(cfg->cert_file, env, "CONSUL_CLIENT_CERT", &src));
     if (r == 0)
         r = dup_opt(&c.key_file, pick(cfg->key_file, env, "CONSUL_CLIENT_KEY", &src));
+    if (r == 0)
+        r = resolve_server_name(cfg, env, &c.server_name, errors);
     c.insecure = verify == MESH_CONSUL_FALSE;
     if (r == 0 && c.token && strpbrk(c.token, "\r\n")) {
         mesh_cfg_errors_add(errors, "consul token: must be one line");
@@ -267,6 +384,9 @@ int mesh_consul__resolve(const struct mesh_consul_config *cfg, mesh_consul_geten
 void mesh_consul__conn_done(struct mesh_consul_conn *c)
 {
     mesh_free(c->base_url);
+    mesh_free(c->where);
+    mesh_free(c->unix_socket);
+    mesh_free(c->server_name);
     mesh_free(c->token);
     mesh_free(c->token_file);
     mesh_free(c->ca_file);

@@ -9,6 +9,7 @@
 
 #include "common/alloc.h"
 #include "common/atom.h"
+#include "common/hmap.h"
 #include "common/strutil.h"
 
 #define MAX_SERVICES 100000
@@ -284,4 +285,52 @@ void mesh_consul_instances_done(struct mesh_consul_instances *in)
         mesh_endpoint_done(&in->v[i]);
     mesh_free(in->v);
     *in = (struct mesh_consul_instances){0};
+}
+
+/* ---- digests ---- */
+
+/* One more piece into a chain of keyed SipHash: each piece is hashed with the chain so far as
+ * its key, so pieces of different lengths cannot run into each other. */
+static uint64_t mix(uint64_t h, uint64_t k1, const void *p, size_t len)
+{
+    return mesh_siphash13(p, len, h, k1);
+}
+
+static uint64_t mix_str(uint64_t h, uint64_t k1, const char *s)
+{
+    /* NULL hashes as no bytes, "" as its terminator: the two differ. */
+    return s ? mix(h, k1, s, strlen(s) + 1) : mix(h, k1, "", 0);
+}
+
+uint64_t mesh_consul_names_digest(const struct mesh_consul_names *n, const uint64_t key[2])
+{
+    uint64_t h = mix(key[0], key[1], &n->n, sizeof(n->n));
+    for (size_t i = 0; i < n->n; i++)
+        h = mix_str(h, key[1], n->v[i]);
+    return h;
+}
+
+uint64_t mesh_consul_instances_digest(const struct mesh_consul_instances *in, const uint64_t key[2])
+{
+    uint64_t head[2] = {in->n, (uint64_t)in->protocol};
+    uint64_t h = mix(key[0], key[1], head, sizeof(head));
+    for (size_t i = 0; i < in->n; i++) {
+        const struct mesh_endpoint *e = &in->v[i];
+        unsigned char fixed[26];
+        memcpy(fixed, e->addr.ip, 16);
+        memcpy(fixed + 16, &e->addr.port, 2);
+        fixed[18] = e->addr.family;
+        memcpy(fixed + 19, &e->mesh_port, 2);
+        fixed[21] = e->health;
+        memcpy(fixed + 22, &e->weight, 4);
+        h = mix(h, key[1], fixed, sizeof(fixed));
+        h = mix_str(h, key[1], e->zone);
+        h = mix_str(h, key[1], e->node);
+        h = mix(h, key[1], &e->labels.n, sizeof(e->labels.n));
+        for (size_t j = 0; j < e->labels.n; j++) {
+            h = mix_str(h, key[1], e->labels.v[j].key);
+            h = mix_str(h, key[1], e->labels.v[j].value);
+        }
+    }
+    return h;
 }

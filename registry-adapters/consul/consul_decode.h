@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "agent/service.h"
 
@@ -57,5 +58,15 @@ int mesh_consul_decode_health(const char *data, size_t len,
                               const struct mesh_consul_health_options *opts,
                               struct mesh_consul_instances *ret, char *err, size_t errlen);
 void mesh_consul_instances_done(struct mesh_consul_instances *in);
+
+/*
+ * Keyed digests (SipHash-1-3 with `key`) of what an answer says, so that an answer equal to
+ * the previous one (churn elsewhere, a query that timed out) is known without keeping the
+ * previous one. Two results are equal when their digests are, except with negligible
+ * probability for a key that Consul does not know.
+ */
+uint64_t mesh_consul_names_digest(const struct mesh_consul_names *n, const uint64_t key[2]);
+uint64_t mesh_consul_instances_digest(const struct mesh_consul_instances *in,
+                                      const uint64_t key[2]);
 
 #endif

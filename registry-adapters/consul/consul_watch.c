@@ -1,8 +1,12 @@
 /*
  * Discovery: one blocking query on /v1/catalog/services for the names, and one per service
  * on /v1/health/service/<name> for its healthy instances, as Consul's "Blocking Queries"
- * page says to run them: the index from X-Consul-Index, reset when it goes backwards, never
- * below 1, and no loop faster than min_interval.
+ * page says to run them (consul_pace.c): the index from X-Consul-Index (an answer without a
+ * valid one is an error, retried with backoff), reset when it goes backwards, never below 1;
+ * an answer that brings nothing new (its index did not advance, or what it says equals the
+ * last answer) costs a token of a bucket (burst unchanged_burst, one more per
+ * unchanged_interval), and the next query waits for one; and no loop faster than
+ * min_interval.
  *
  * At most max_watches service queries run at once (each holds a connection for up to
  * `wait`). With more services than that, the rest wait in a queue and the slots rotate:
@@ -34,9 +38,12 @@ struct consul_watch {
     uint64_t index;
     uint64_t started_ms;
     unsigned failures;
-    bool active;   /* holds a query slot */
-    bool queued;   /* waits for one */
-    bool answered; /* its first answer came */
+    struct mesh_consul_bucket bucket;
+    uint64_t digest; /* of the last answer applied */
+    bool active;     /* holds a query slot */
+    bool queued;     /* waits for one */
+    bool answered;   /* its first answer came (and `digest` holds it) */
+    bool need_token; /* its last answer brought nothing new */
     struct consul_watch *qnext;
 };
 
@@ -104,20 +111,40 @@ static char *catalog_url(const struct consul_registry *c, uint64_t index)
     return b.err ? (mesh_buf_done(&b), NULL) : mesh_buf_steal(&b, NULL);
 }
 
-/* The index for the next query, from the answer's X-Consul-Index and the previous one. */
-static uint64_t next_index(struct consul_registry *c, const struct mesh_http_req *req,
-                           uint64_t prev)
+/*
+ * The index for the next query from the answer's X-Consul-Index: 0 with *ret_advanced, or
+ * -EINVAL after reporting an answer without a valid one (what: "watching service 'web'").
+ */
+static int take_index(struct consul_registry *c, const struct mesh_http_req *req, uint64_t prev,
+                      const char *what, uint64_t *ret, bool *ret_advanced)
 {
     size_t len = 0;
     const char *h = mesh_http_req_header(req, "X-Consul-Index", &len);
-    uint64_t idx = 0;
-    if (!h || mesh_parse_u64(h, len, &idx) < 0)
-        idx = 0;
-    if (idx < prev) { /* the raft index went backwards (a restored snapshot): start over */
-        c->index_resets++;
-        idx = 0;
+    uint64_t idx;
+    bool reset;
+    if (mesh_consul__next_index(h, len, prev, &idx, &reset) < 0) {
+        char shown[40];
+        size_t n = len < sizeof(shown) - 1 ? len : sizeof(shown) - 1;
+        for (size_t i = 0; h && i < n; i++)
+            shown[i] = h[i] >= 0x20 && h[i] < 0x7f ? h[i] : '?';
+        shown[h ? n : 0] = '\0';
+        if (!h)
+            mesh_consul__problem(c, CONSUL_ERR_DECODE,
+                                 "%s: Consul's answer has no X-Consul-Index header (is it "
+                                 "Consul?); retrying with backoff",
+                                 what);
+        else
+            mesh_consul__problem(c, CONSUL_ERR_DECODE,
+                                 "%s: Consul's X-Consul-Index '%s%s' is not a number; retrying "
+                                 "with backoff",
+                                 what, shown, len > n ? "..." : "");
+        return -EINVAL;
     }
-    return idx < 1 ? 1 : idx; /* 0 would make the next query return at once, in a loop */
+    if (reset)
+        c->index_resets++;
+    *ret = idx;
+    *ret_advanced = !reset && idx > prev;
+    return 0;
 }
 
 /* An empty answer that ACLs filtered: "not authorized", never "nothing there". */
@@ -183,10 +210,13 @@ static void pump(struct consul_registry *c)
 
 static void on_watch_timer(uv_timer_t *t)
 {
-    watch_query(container_of(t, struct consul_watch, timer));
+    struct consul_watch *w = container_of(t, struct consul_watch, timer);
+    watch_query(w);
+    pump(w->c);
 }
 
-static void apply_answer(struct consul_watch *w)
+/* Applies an answer; returns true when it said something new. */
+static bool apply_answer(struct consul_watch *w)
 {
     struct consul_registry *c = w->c;
     struct mesh_consul_health_options o = {
@@ -200,7 +230,7 @@ static void apply_answer(struct consul_watch *w)
     if (r < 0) {
         mesh_consul__problem(c, CONSUL_ERR_DECODE, "service '%s': cannot read Consul's answer: %s",
                              w->name, r == -ENOMEM ? "out of memory" : err);
-        return;
+        return false;
     }
     if (in.n == 0 && filtered_by_acls(&w->req)) {
         mesh_consul__problem(c, CONSUL_ERR_ACL,
@@ -208,8 +238,15 @@ static void apply_answer(struct consul_watch *w)
                              "(an empty answer filtered by ACLs); keeping the last good endpoints",
                              w->name);
         mesh_consul_instances_done(&in);
-        return;
+        return false;
     }
+    uint64_t digest = mesh_consul_instances_digest(&in, c->digest_key);
+    mesh_consul__ok(c);
+    if (w->answered && digest == w->digest) {
+        mesh_consul_instances_done(&in);
+        return false;
+    }
+    w->digest = digest;
     struct mesh_service_update u = {
         .namespace = c->base.cfg->namespace,
         .name = w->name,
@@ -219,7 +256,6 @@ static void apply_answer(struct consul_watch *w)
     };
     c->base.sink.set_service(c->base.sink.data, &c->base, &u);
     mesh_consul_instances_done(&in);
-    mesh_consul__ok(c);
     if (!w->answered) {
         w->answered = true;
         if (c->sync_started && !c->synced) {
@@ -227,23 +263,36 @@ static void apply_answer(struct consul_watch *w)
             sync_check(c);
         }
     }
+    return true;
+}
+
+static void watch_backoff(struct consul_watch *w)
+{
+    uv_timer_start(&w->timer, on_watch_timer, mesh_backoff_ms(w->failures++, 1000, 60000), 0);
 }
 
 static void on_watch_done(struct mesh_http_req *req)
 {
     struct consul_watch *w = req->data;
     struct consul_registry *c = w->c;
-    if (req->status == 200) {
-        w->failures = 0;
-        w->index = next_index(c, req, w->index);
-        apply_answer(w);
-    } else {
-        char what[160];
-        snprintf(what, sizeof(what), "watching service '%s'", w->name);
+    char what[160];
+    uint64_t index;
+    bool advanced;
+    snprintf(what, sizeof(what), "watching service '%s'", w->name);
+    if (req->status != 200) {
         mesh_consul__failed(c, req, what);
-        uv_timer_start(&w->timer, on_watch_timer, mesh_backoff_ms(w->failures++, 1000, 60000), 0);
+        watch_backoff(w);
         return;
     }
+    if (take_index(c, req, w->index, what, &index, &advanced) < 0) {
+        watch_backoff(w);
+        return;
+    }
+    w->failures = 0;
+    w->index = index;
+    bool fresh = apply_answer(w);
+    if (!advanced || !fresh)
+        w->need_token = true;
     if (c->queue_head && c->watches.n > (size_t)c->cfg->max_watches) {
         /* Others are waiting: hand the slot on. */
         w->active = false;
@@ -253,14 +302,39 @@ static void on_watch_done(struct mesh_http_req *req)
         return;
     }
     watch_query(w);
+    pump(c);
 }
 
+/* Its token came: back in the queue for a slot. */
+static void on_watch_token(uv_timer_t *t)
+{
+    struct consul_watch *w = container_of(t, struct consul_watch, timer);
+    enqueue(w);
+    pump(w->c);
+}
+
+/*
+ * Runs the next query of a watch that holds a slot; one whose last answer brought nothing
+ * new first needs a token, and gives its slot up while it waits for one (the caller pumps).
+ */
 static void watch_query(struct consul_watch *w)
 {
     struct consul_registry *c = w->c;
     if (c->stopping || mesh_http_req_active(&w->req))
         return;
     uint64_t now = mesh_consul__now(c);
+    if (w->need_token) {
+        uint64_t wait_ms = mesh_consul__bucket_take(
+            &w->bucket, now, (unsigned)c->cfg->unchanged_burst, c->cfg->unchanged_interval_ms);
+        if (wait_ms) {
+            c->rate_limited++;
+            w->active = false;
+            c->n_active--;
+            uv_timer_start(&w->timer, on_watch_token, wait_ms, 0);
+            return;
+        }
+        w->need_token = false;
+    }
     if (w->started_ms && now - w->started_ms < c->cfg->min_interval_ms) {
         uv_timer_start(&w->timer, on_watch_timer, c->cfg->min_interval_ms - (now - w->started_ms),
                        0);
@@ -325,6 +399,8 @@ static int watch_add(struct consul_registry *c, const char *name)
     }
     w->c = c;
     w->index = 1;
+    mesh_consul__bucket_init(&w->bucket, mesh_consul__now(c), (unsigned)c->cfg->unchanged_burst,
+                             c->cfg->unchanged_interval_ms);
     if (mesh_hmap_put(&c->watches, w->name, w) < 0) {
         mesh_free(w->name);
         mesh_free(w);
@@ -346,15 +422,16 @@ static void on_catalog_timer(uv_timer_t *t)
     catalog_query(container_of(t, struct consul_registry, catalog_timer));
 }
 
-/* Makes the watches follow `names` (sorted). */
-static void follow(struct consul_registry *c, const struct mesh_consul_names *names)
+/* Makes the watches follow `names` (sorted). Returns 0, or -ENOMEM after reporting it. */
+static int follow(struct consul_registry *c, const struct mesh_consul_names *names)
 {
     struct consul_watch **gone = mesh_calloc(c->watches.n + 1, sizeof(*gone));
     size_t n_gone = 0;
     const struct mesh_hmap_entry *e;
+    int r = 0;
     if (!gone) {
         mesh_consul__problem(c, CONSUL_ERR_DECODE, "out of memory following the catalog");
-        return;
+        return -ENOMEM;
     }
     for (size_t i = 0; mesh_hmap_next(&c->watches, &i, &e);) {
         if (!bsearch(&e->key, names->v, names->n, sizeof(*names->v), mesh_str_ptr_cmp))
@@ -368,25 +445,20 @@ static void follow(struct consul_registry *c, const struct mesh_consul_names *na
     for (size_t i = 0; i < names->n; i++) {
         if (!mesh_hmap_get(&c->watches, names->v[i]) && watch_add(c, names->v[i]) < 0) {
             mesh_consul__problem(c, CONSUL_ERR_DECODE, "out of memory following the catalog");
+            r = -ENOMEM;
             break;
         }
     }
     pump(c);
+    return r;
 }
 
-static void on_catalog_done(struct mesh_http_req *req)
+/* Applies a catalog answer; returns true when it said something new. */
+static bool apply_catalog(struct consul_registry *c, const struct mesh_http_req *req)
 {
-    struct consul_registry *c = container_of(req, struct consul_registry, catalog);
-    if (req->status != 200) {
-        mesh_consul__failed(c, req, "reading the service catalog");
-        uv_timer_start(&c->catalog_timer, on_catalog_timer,
-                       mesh_backoff_ms(c->catalog_failures++, 1000, 60000), 0);
-        return;
-    }
-    c->catalog_failures = 0;
-    c->catalog_index = next_index(c, req, c->catalog_index);
     struct mesh_consul_names names = {0};
     char err[256];
+    bool fresh = false;
     int r = mesh_consul_decode_services(req->answer.data ? req->answer.data : "", req->answer.len,
                                         c->cfg->tag && c->cfg->tag[0] ? c->cfg->tag : NULL, &names,
                                         err, sizeof(err));
@@ -398,30 +470,68 @@ static void on_catalog_done(struct mesh_http_req *req)
                              "not authorized: the token may not list services (an empty answer "
                              "filtered by ACLs); keeping the last good catalog");
     } else {
-        if (names.skipped)
-            mesh_log_debug("%zu Consul services skipped: their names are not DNS labels ('%s')",
-                           names.skipped, names.first_skipped);
-        bool first = !c->sync_started;
-        if (first) {
-            c->sync_started = true;
-            c->base.sink.sync_begin(c->base.sink.data, &c->base);
-        }
-        follow(c, &names);
-        if (first) {
-            c->sync_pending = c->watches.n;
-            sync_check(c);
-        }
+        uint64_t digest = mesh_consul_names_digest(&names, c->digest_key);
         mesh_consul__ok(c);
+        fresh = !c->catalog_known || digest != c->catalog_digest;
+        if (fresh) {
+            if (names.skipped)
+                mesh_log_debug("%zu Consul services skipped: their names are not DNS labels "
+                               "('%s')",
+                               names.skipped, names.first_skipped);
+            bool first = !c->sync_started;
+            if (first) {
+                c->sync_started = true;
+                c->base.sink.sync_begin(c->base.sink.data, &c->base);
+            }
+            c->catalog_known = follow(c, &names) == 0;
+            c->catalog_digest = digest;
+            if (first) {
+                c->sync_pending = c->watches.n;
+                sync_check(c);
+            }
+        }
     }
     mesh_consul_names_done(&names);
-    catalog_query(c);
+    return fresh;
 }
 
+static void on_catalog_done(struct mesh_http_req *req)
+{
+    struct consul_registry *c = container_of(req, struct consul_registry, catalog);
+    const char *what = "reading the service catalog";
+    uint64_t index;
+    bool advanced;
+    if (req->status != 200) {
+        mesh_consul__failed(c, req, what);
+    } else if (take_index(c, req, c->catalog_index, what, &index, &advanced) == 0) {
+        c->catalog_failures = 0;
+        c->catalog_index = index;
+        if (!apply_catalog(c, req) || !advanced)
+            c->catalog_need_token = true;
+        catalog_query(c);
+        return;
+    }
+    uv_timer_start(&c->catalog_timer, on_catalog_timer,
+                   mesh_backoff_ms(c->catalog_failures++, 1000, 60000), 0);
+}
+
+/* Runs the next catalog query, after a token when the last answer brought nothing new. */
 static void catalog_query(struct consul_registry *c)
 {
     if (c->stopping || mesh_http_req_active(&c->catalog))
         return;
     uint64_t now = mesh_consul__now(c);
+    if (c->catalog_need_token) {
+        uint64_t wait_ms =
+            mesh_consul__bucket_take(&c->catalog_bucket, now, (unsigned)c->cfg->unchanged_burst,
+                                     c->cfg->unchanged_interval_ms);
+        if (wait_ms) {
+            c->rate_limited++;
+            uv_timer_start(&c->catalog_timer, on_catalog_timer, wait_ms, 0);
+            return;
+        }
+        c->catalog_need_token = false;
+    }
     if (c->catalog_started_ms && now - c->catalog_started_ms < c->cfg->min_interval_ms) {
         uv_timer_start(&c->catalog_timer, on_catalog_timer,
                        c->cfg->min_interval_ms - (now - c->catalog_started_ms), 0);
@@ -446,6 +556,8 @@ static void catalog_query(struct consul_registry *c)
 int mesh_consul__watch_start(struct consul_registry *c)
 {
     c->catalog_index = 1;
+    mesh_consul__bucket_init(&c->catalog_bucket, mesh_consul__now(c),
+                             (unsigned)c->cfg->unchanged_burst, c->cfg->unchanged_interval_ms);
     catalog_query(c);
     return 0;
 }

@@ -9,8 +9,15 @@ reference (developer.hashicorp.com/consul/api-docs):
   PUT  /v1/agent/service/deregister/<id> 404 when unknown
   PUT  /v1/agent/check/update/<id>       {"Status", "Output"}; TTL checks only
 
-Blocking queries ("Blocking Queries" page): X-Consul-Index on every answer; with ?index=N
-the request waits until the index passes N or `wait` (default 5m, at most 10m) runs out.
+Blocking queries ("Blocking Queries" page, and agent/consul/rpc.go blockingQuery): X-Consul-Index
+on every answer; with ?index=N the request waits until the index passes N or `wait` (default 5m,
+at most 10m, plus up to wait/16 of random jitter) runs out; a query that times out answers with
+the index it had, not advanced. A snapshot restore ends every waiting query at once with the
+result it had before it waited (the old index); the next query with that index then waits its
+full `wait` before its answer shows the lower index. Each service has its own index (writes to
+its instances and their checks move it); the catalog's index moves only when an instance is
+registered or deregistered (a check changing leaves /v1/catalog/services asleep), as in
+Consul's state store.
 ACLs as Consul behaves with default_policy "deny": a token Consul does not know gets 403
 "ACL not found" everywhere; no token (anonymous) gets 403 "Permission denied" on writes and
 an empty 200 answer with X-Consul-Results-Filtered-By-Acls: true on reads. The token is
@@ -18,12 +25,21 @@ read from X-Consul-Token (header names compared case-insensitively) or "Authoriz
 Bearer"; a ?token= in the query string works as in Consul but is recorded, so tests can
 assert that the agent never sends one.
 
+Listeners: TCP on 127.0.0.1 (HTTP, or HTTPS with `tls` as Consul's https port, with any
+certificate the test gives, e.g. one for a DNS name only), or a Unix socket (`unix_path`, as
+Consul's `addresses { http = "unix:///..." }`).
+
 Test hooks: add_instance, set_check, remove_instance, lose_agent_state (a Consul agent
 restarted without its data dir), rewind_index (a snapshot restore: indexes go backwards),
-plus the request log and connection counts.
+index_header (what X-Consul-Index carries: MISSING, or a string sent as its value; never
+provoked unless a test sets it, as Consul always sends the index), plus the request log, the
+TLS server names (SNI) clients asked for, and connection counts.
 """
 import json
+import os
+import random
 import re
+import socketserver
 import sys
 import threading
 import time
@@ -34,6 +50,7 @@ MAX_WAIT = 600.0
 META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)$")
 UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+MISSING = object()  # index_header: answer without X-Consul-Index
 
 
 def parse_duration(s):
@@ -58,7 +75,7 @@ class HTTPError(Exception):
 
 class FakeConsul:
     def __init__(self, node="fake-node", node_address="127.0.0.1", datacenter="dc1",
-                 acl_tokens=None, port=0, tls=None):
+                 acl_tokens=None, port=0, tls=None, unix_path=None):
         self.node, self.node_address, self.datacenter = node, node_address, datacenter
         # secret -> set of rights ("read", "write"); None: ACLs off.
         self.acl_tokens = acl_tokens
@@ -82,6 +99,9 @@ class FakeConsul:
         self.total_conns = 0
         self.port = port
         self.tls = tls  # None, or (cert, key, client CA or None): HTTPS, as Consul's https port
+        self.unix_path = unix_path  # listen on this Unix socket instead of TCP
+        self.index_header = None  # None: the real index; MISSING; or a string sent instead
+        self.server_names = []  # SNI names TLS clients sent (None: none sent)
         self.server = None
         self._stop = threading.Event()
 
@@ -93,7 +113,12 @@ class FakeConsul:
         class Handler(_Handler):
             consul = fake
 
-        self.server = _Server(("127.0.0.1", self.port), Handler)
+        if self.unix_path:
+            if os.path.exists(self.unix_path):
+                os.unlink(self.unix_path)
+            self.server = _UnixServer(self.unix_path, Handler)
+        else:
+            self.server = _Server(("127.0.0.1", self.port), Handler)
         if self.tls:
             import ssl
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -101,8 +126,15 @@ class FakeConsul:
             if self.tls[2]:  # verify_incoming: a client certificate is required
                 ctx.load_verify_locations(self.tls[2])
                 ctx.verify_mode = ssl.CERT_REQUIRED
+
+            def on_sni(sock, name, context):
+                with self.cond:
+                    self.server_names.append(name)
+
+            ctx.sni_callback = on_sni
             self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-        self.port = self.server.server_address[1]
+        if not self.unix_path:
+            self.port = self.server.server_address[1]
         self._stop.clear()
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         threading.Thread(target=self._ttl_loop, daemon=True).start()
@@ -114,12 +146,14 @@ class FakeConsul:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+            if self.unix_path and os.path.exists(self.unix_path):
+                os.unlink(self.unix_path)
         with self.cond:
             self.cond.notify_all()
 
     @property
     def address(self):
-        return f"127.0.0.1:{self.port}"
+        return f"unix://{self.unix_path}" if self.unix_path else f"127.0.0.1:{self.port}"
 
     @property
     def url(self):
@@ -127,11 +161,13 @@ class FakeConsul:
 
     # -- state changes (tests) --
 
-    def _bump(self, service):
-        """A write: the raft index moves; watchers of the catalog and of `service` wake."""
+    def _bump(self, service, catalog=True):
+        """A write: the raft index moves; watchers of `service` wake, and with `catalog` (an
+        instance registered or deregistered, not a check changing) those of the catalog."""
         self.index += 1
         self.service_index[service] = self.index
-        self.catalog_index = self.index
+        if catalog:
+            self.catalog_index = self.index
         self.cond.notify_all()
 
     def _put_instance(self, node, svc):
@@ -201,7 +237,7 @@ class FakeConsul:
             for key in self.by_instance.get((node, sid), ()):
                 c = self.checks[key]
                 c["Status"] = status
-                self._bump(c["ServiceName"])
+                self._bump(c["ServiceName"], catalog=False)
                 return
         raise KeyError(sid)
 
@@ -248,7 +284,7 @@ class FakeConsul:
                     if c and now > deadline and c["Status"] != "critical":
                         c["Status"] = "critical"
                         c["Output"] = "TTL expired"
-                        self._bump(c["ServiceName"])
+                        self._bump(c["ServiceName"], catalog=False)
 
     def _auth(self, token, write, what):
         """None when allowed; 'filtered' when a read must come back empty; raises 403."""
@@ -271,8 +307,12 @@ class FakeConsul:
             return "filtered"
         return None
 
-    def _block(self, q, index_of):
-        """Waits as a blocking query does; returns the index to answer with."""
+    def _block(self, q, index_of, result_of):
+        """Runs a query as Consul's blockingQuery does; returns (index, result). Without
+        ?index, or when the index already passed it, at once. Otherwise it waits for a write
+        that moves the index past it, or for `wait` plus up to wait/16 of jitter (then the
+        answer carries the index it had), or for a snapshot restore (then the answer is the
+        one from before the wait)."""
         wait = 300.0
         if "wait" in q:
             try:
@@ -280,6 +320,7 @@ class FakeConsul:
             except ValueError:
                 raise HTTPError(400, "Invalid wait time")
             wait = min(wait, MAX_WAIT)
+        want = 0
         if "index" in q:
             try:
                 want = int(q["index"])
@@ -287,41 +328,44 @@ class FakeConsul:
                 raise HTTPError(400, "Invalid index")
             if want < 0:
                 raise HTTPError(400, "Invalid index")
-            deadline = time.monotonic() + wait
-            with self.cond:
-                gen = self.abandoned
-                while (want > 0 and index_of() <= want and gen == self.abandoned and
-                       not self._stop.is_set()):
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self.cond.wait(left)
+        deadline = time.monotonic() + wait + random.uniform(0, wait / 16)
         with self.cond:
-            return index_of()
+            gen = self.abandoned
+            while True:
+                # "we return an index > 0 otherwise the client will never block"
+                idx, out = max(index_of(), 1), result_of()
+                left = deadline - time.monotonic()
+                if want == 0 or idx > want or left <= 0 or self._stop.is_set():
+                    return idx, out
+                self.cond.wait(left)
+                if gen != self.abandoned:
+                    return idx, out
 
     def catalog_services(self, q, token):
         self._auth(token, False, "")
-        idx = self._block(q, lambda: self.catalog_index)
-        filt = self._auth(token, False, "")  # results are filtered as they are sent
-        with self.cond:
+
+        def result():
             out = {}
             for svc in self.instances.values():
                 tags = out.setdefault(svc["Service"], [])
                 for t in svc["Tags"]:
                     if t not in tags:
                         tags.append(t)
+            return out
+
+        idx, out = self._block(q, lambda: self.catalog_index, result)
+        filt = self._auth(token, False, "")  # results are filtered as they are sent
         if filt:
             return 200, {}, idx, True
         return 200, out, idx, False
 
     def health_service(self, name, q, token):
         self._auth(token, False, name)
-        idx = self._block(q, lambda: self.service_index.get(name, self.catalog_index))
-        filt = self._auth(token, False, name)
         passing = "passing" in q and q["passing"] not in ("0", "false")
         tag = q.get("tag")
-        out = []
-        with self.cond:
+
+        def result():
+            out = []
             for node, sid in sorted(self.by_service.get(name, ())):
                 svc = self.instances[(node, sid)]
                 if tag and tag not in svc["Tags"]:
@@ -337,6 +381,11 @@ class FakeConsul:
                                      "TaggedAddresses": {}},
                             "Service": dict(svc, TaggedAddresses={}, EnableTagOverride=False),
                             "Checks": checks})
+            return out
+
+        idx, out = self._block(q, lambda: self.service_index.get(name, self.catalog_index),
+                               result)
+        filt = self._auth(token, False, name)
         if filt:
             return 200, [], idx, True
         return 200, out, idx, False
@@ -440,7 +489,7 @@ class FakeConsul:
             changed = c["Status"] != status or c["Output"] != upd.get("Output", "")
             c["Status"], c["Output"] = status, upd.get("Output", "")
             if changed:
-                self._bump(c["ServiceName"])
+                self._bump(c["ServiceName"], catalog=False)
         return 200, None
 
     def agent_service_view(self, sid, reg):
@@ -464,6 +513,16 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request, client_address):
         if not isinstance(sys.exc_info()[1], OSError):  # TLS refusals, resets: expected
+            super().handle_error(request, client_address)
+
+
+class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """Consul's HTTP API on a Unix socket (`addresses { http = "unix:///..." }`)."""
+    daemon_threads = True
+    request_queue_size = 1024
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], OSError):
             super().handle_error(request, client_address)
 
 
@@ -506,8 +565,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json" if status == 200 else
                          "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
-        if index is not None:
+        if index is not None and self.consul.index_header is not None:
+            index = self.consul.index_header  # provoked by a test: never from Consul itself
+        if index is not None and index is not MISSING:
             self.send_header("X-Consul-Index", str(index))
+        if index is not None:
             self.send_header("X-Consul-KnownLeader", "true")
             self.send_header("X-Consul-LastContact", "0")
         if filtered:

@@ -5,11 +5,12 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fakes"))
 
-from fake_consul import FakeConsul  # noqa: E402
+from fake_consul import MISSING, FakeConsul  # noqa: E402
 from meshtest import (AGENT, AgentTest, SLOW, check_promtool, free_port, main,  # noqa: E402
                       wait_for)
 from pki import Pki  # noqa: E402
@@ -133,6 +134,88 @@ class ConsulTest(AgentTest):
         wait_for(lambda: endpoints(a, "api") == [("10.0.0.9", 80)], timeout=10,
                  what="Consul back")
         wait_for(lambda: "default/web" not in a.services(), what="the full sync reaping web")
+
+    def health_requests(self, fake, t0, name="web"):
+        return len(fake.requests_since(t0, f"/v1/health/service/{name}"))
+
+    def test_an_index_that_does_not_advance_is_rate_limited(self):
+        # Nothing changes and each blocking query times out after `wait` with its index
+        # unchanged, as Consul answers it. The token bucket (burst 2, then one per 15 s) lets
+        # two such answers drive a new query at once, then no more than one per 15 s.
+        fake = self.consul()
+        fake.add_instance("web", "10.0.0.1", 80)
+        t0 = time.monotonic()
+        a = self.consul_agent(fake, wait="1s").start()
+        wait_for(lambda: endpoints(a, "web") == [("10.0.0.1", 80)], what="web")
+        # The first answer, then one query for each token of the burst.
+        wait_for(lambda: self.health_requests(fake, t0) >= 4, timeout=10,
+                 what="the first queries")
+        t1 = time.monotonic()
+        time.sleep(4)
+        self.assertLessEqual(self.health_requests(fake, t1), 1,
+                             "unchanged answers drove queries faster than the token bucket")
+        self.assertLessEqual(len(fake.requests_since(t1, "/v1/catalog/services")), 1)
+        self.assertGreaterEqual(a.metric("mesh_consul_rate_limited_total", registry="consul"), 1)
+
+    def test_unchanged_answers_under_churn_are_rate_limited(self):
+        # Churn that does not change what the agent reads: an instance that keeps failing is
+        # registered and deregistered again and again. Each write moves the service's and
+        # the catalog's index, so every blocking query returns, with the same passing
+        # instances and the same service names.
+        fake = self.consul()
+        fake.add_instance("web", "10.0.0.1", 80)
+        a = self.consul_agent(fake, unchanged_interval="5s").start()
+        wait_for(lambda: endpoints(a, "web") == [("10.0.0.1", 80)], what="web")
+        stop = threading.Event()
+
+        def churn():
+            while not stop.wait(0.05):
+                sid = fake.add_instance("web", "10.0.0.2", 80, node="n2", status="critical")
+                fake.remove_instance(sid, node="n2")
+
+        t = threading.Thread(target=churn, daemon=True)
+        self.addCleanup(t.join)
+        self.addCleanup(stop.set)
+        t0 = time.monotonic()
+        t.start()
+        wait_for(lambda: self.health_requests(fake, t0) >= 2, what="the burst")
+        t1 = time.monotonic()
+        time.sleep(4)
+        self.assertLessEqual(self.health_requests(fake, t1), 2,
+                             "unchanged answers drove queries faster than the token bucket")
+        self.assertLessEqual(len(fake.requests_since(t1, "/v1/catalog/services")), 2)
+        # A real change during the churn still arrives, within about unchanged_interval.
+        fake.add_instance("web", "10.0.0.3", 80, node="n3")
+        wait_for(lambda: endpoints(a, "web") == [("10.0.0.1", 80), ("10.0.0.3", 80)],
+                 timeout=15, what="a change during the churn")
+        stop.set()
+        t.join()
+
+    def test_answers_without_a_valid_index_are_errors_with_backoff(self):
+        fake = self.consul()
+        fake.add_instance("web", "10.0.0.1", 80)
+        a = self.consul_agent(fake).start()
+        wait_for(lambda: endpoints(a, "web") == [("10.0.0.1", 80)], what="web")
+        for n, (header, words) in enumerate(((MISSING, "no X-Consul-Index"),
+                                             ("12abc", "'12abc'"))):
+            fake.index_header = header
+            fake.add_instance("web", f"10.0.0.{n + 2}", 80, node=f"n{n + 2}")  # wakes the watches
+            wait_for(lambda: words in a.logs(), what=f"the bad index reported ({words})")
+            # An error, not an answer: the last good endpoints stay, and the watch backs off
+            # (1 s, then 2 s, ...) instead of querying again with index 0 or 1 in a loop.
+            t0 = time.monotonic()
+            time.sleep(3)
+            self.assertLessEqual(self.health_requests(fake, t0), 3)
+            self.assertLessEqual(len(fake.requests_since(t0, "/v1/catalog/services")), 3)
+            self.assertEqual(endpoints(a, "web"), [("10.0.0.1", 80)] if n == 0 else
+                             [("10.0.0.1", 80), ("10.0.0.2", 80)])
+            self.assertIn("X-Consul-Index", a.json("/v1/status")["registries"][-1]["last_error"])
+            fake.index_header = None
+            # The next retry, after at most four failures' backoff, takes the change.
+            wait_for(lambda: ("10.0.0.%d" % (n + 2), 80) in endpoints(a, "web"), timeout=20,
+                     what="the change once the index is back")
+        self.assertGreaterEqual(a.metric("mesh_consul_errors_total", registry="consul",
+                                         kind="decode"), 2)
 
     # -- ACLs --
 
@@ -311,6 +394,61 @@ class ConsulTest(AgentTest):
                  what="the TLS failure reported")
         self.assertEqual(endpoints(b, "web"), [])
 
+    def test_tls_server_name_verifies_a_certificate_for_a_name(self):
+        # Consul reached by IP, with a certificate for its name only (as Consul's own
+        # "server.<dc>.<domain>" certificates are): CONSUL_TLS_SERVER_NAME is the name sent
+        # (SNI) and verified, as Consul's CLI uses it.
+        pki = Pki(os.path.join(self.agent().tmp, "pki"), name="consul-ca")
+        srv = pki.leaf("server", [], sans=["DNS:server.dc1.consul"])
+        fake = self.consul(tls=(srv[0], srv[1], None))
+        fake.add_instance("web", "10.0.0.1", 80)
+        a = self.consul_agent(fake, env={"CONSUL_CACERT": pki.cert,
+                                         "CONSUL_TLS_SERVER_NAME": "server.dc1.consul"})
+        a.config["registries"][-1]["address"] = fake.url
+        a.start()
+        wait_for(lambda: endpoints(a, "web") == [("10.0.0.1", 80)], timeout=10,
+                 what="web over HTTPS, verified by name")
+        self.assertIn("server.dc1.consul", fake.server_names)
+        # The config key wins over the variable; a port in it is dropped, as Consul does.
+        b = self.consul_agent(fake, env={"CONSUL_CACERT": pki.cert,
+                                         "CONSUL_TLS_SERVER_NAME": "other.dc1.consul"},
+                              tls_server_name="server.dc1.consul:8501")
+        b.config["registries"][-1]["address"] = fake.url
+        b.start()
+        wait_for(lambda: endpoints(b, "web") == [("10.0.0.1", 80)], timeout=10,
+                 what="web with the config's server name")
+        # A name the certificate does not carry is refused.
+        c = self.consul_agent(fake, env={"CONSUL_CACERT": pki.cert,
+                                         "CONSUL_TLS_SERVER_NAME": "other.dc1.consul"})
+        c.config["registries"][-1]["address"] = fake.url
+        c.start()
+        wait_for(lambda: "does not answer" in c.logs(), what="the wrong name refused")
+        self.assertEqual(endpoints(c, "web"), [])
+
+    def test_unix_socket_addresses(self):
+        tmp = self.agent().tmp
+        fake = self.consul(unix_path=os.path.join(tmp, "consul.sock"))
+        fake.add_instance("web", "10.0.0.1", 80)
+        # CONSUL_HTTP_ADDR=unix:///..., as the Consul CLI takes it; registration too.
+        a = self.consul_agent(fake, services={"api.json": {"service": {
+            "name": "api", "port": free_port()}}}, register=True,
+            env={"CONSUL_HTTP_ADDR": fake.address})
+        a.config["registries"][-1]["address"] = ""
+        a.start()
+        wait_for(lambda: endpoints(a, "web") == [("10.0.0.1", 80)], what="web over the socket")
+        wait_for(lambda: "mesh-default-api" in fake.agent_services, what="api registered")
+        self.assertEqual(a.json("/v1/status")["registries"][-1]["address"], fake.address)
+        # The same in the config's address key.
+        b = self.consul_agent(fake)
+        b.start()
+        wait_for(lambda: endpoints(b, "web") == [("10.0.0.1", 80)], what="the config's address")
+        # A socket nobody listens on is a connection error, with the path in it.
+        gone = f"unix://{tmp}/nobody.sock"
+        c = self.consul_agent(fake, address=gone)
+        c.start()
+        wait_for(lambda: f"Consul at {gone} does not answer" in c.logs(),
+                 what="the missing socket reported")
+
     def test_static_and_consul_merge_by_the_catalog_rules(self):
         fake = self.consul()
         fake.add_instance("api", "10.0.0.1", 80, node="n1", weights={"Passing": 7, "Warning": 1},
@@ -350,7 +488,7 @@ class ConsulTest(AgentTest):
 
     def test_validate_names_bad_settings(self):
         a = self.agent()
-        a.config["registries"].append({"type": "consul", "address": "unix:///x", "wait": "20m",
+        a.config["registries"].append({"type": "consul", "address": "unix://x", "wait": "20m",
                                        "token_file": "/nonexistent/token", "consistncy": "x"})
         a.write_config()
         r = subprocess.run([AGENT, "validate", "--config", a.config_path],

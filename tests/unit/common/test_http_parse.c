@@ -83,6 +83,43 @@ static void test_connection_semantics(void **state)
     assert_memory_equal(req.path, "/p", 2);
 }
 
+/* Request-target forms and Host (RFC 9112 3.2, RFC 9110 7.2), issue #13's review. */
+static void test_targets_and_host(void **state)
+{
+    (void)state;
+    struct mesh_http_request req;
+    /* The absolute-form's authority wins over Host (RFC 9112 3.2.2). */
+    assert_true(parse("GET HTTP://api:8080?x=1 HTTP/1.1\r\nHost: other\r\n\r\n", &req) > 0);
+    assert_int_equal(req.host_len, 8);
+    assert_memory_equal(req.host, "api:8080", 8);
+    assert_ptr_equal(req.authority, req.host);
+    assert_int_equal(req.path_len, 0);
+    assert_int_equal(req.query_len, 3);
+    assert_true(parse("GET https://[::1]:443/a HTTP/1.1\r\nHost: x\r\n\r\n", &req) > 0);
+    assert_int_equal(req.host_len, 9);
+    assert_int_equal(req.path_len, 2);
+    assert_true(parse("GET /a HTTP/1.1\r\nHost: x\r\n\r\n", &req) > 0);
+    assert_null(req.authority);
+    /* Asterisk-form, for OPTIONS only. */
+    assert_true(parse("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", &req) > 0);
+    assert_int_equal(req.path_len, 1);
+    assert_true(parse("GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", &req) > 0);
+    assert_true(parse("GET / HTTP/1.1\r\nHost: 10.0.0.1:\r\n\r\n", &req) > 0);
+    /* h2c is never offered upstream; other upgrades are. */
+    assert_true(parse("GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                      "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+                      &req) > 0);
+    assert_false(req.flags & MESH_HTTP_F_UPGRADE);
+    assert_true(parse("GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: "
+                      "websocket, H2C\r\n\r\n",
+                      &req) > 0);
+    assert_false(req.flags & MESH_HTTP_F_UPGRADE);
+    assert_true(parse("GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+                      "Upgrade: websocket\r\n\r\n",
+                      &req) > 0);
+    assert_false(req.flags & MESH_HTTP_F_UPGRADE);
+}
+
 /* Malformed requests and the status each must get. */
 #define C(raw, status)                                                                             \
     {                                                                                              \
@@ -135,6 +172,28 @@ static const struct {
     C("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
     C("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
     C("GET / HTTP/1.1\r\nHost: h\r\nExpect: 200-ok\r\n\r\n", 417),
+    /* Request targets, Host (issue #13's review of RFC 9112 3.2). */
+    C("CONNECT api:443 HTTP/1.1\r\nHost: api:443\r\n\r\n", 501),
+    C("CONNECT / HTTP/1.1\r\nHost: api\r\n\r\n", 501),
+    C("GET * HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+    C("GET api/x HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+    C("GET ftp://h/x HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+    C("GET http://u@h/x HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+    C("GET http:///x HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+    C("GET http://h:x/ HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+    C("GET /a#b HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+    C("GET /a?b#c HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+    C("GET / HTTP/1.1\r\nHost: a:1:2\r\n\r\n", 400),
+    C("GET / HTTP/1.1\r\nHost: h:8x\r\n\r\n", 400),
+    C("GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", 400),
+    C("GET / HTTP/1.1\r\nHost: []\r\n\r\n", 400),
+    C("GET / HTTP/1.1\r\nHost: :80\r\n\r\n", 400),
+    /* Connection may not remove framing or routing (request smuggling, issue #13). */
+    C("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nConnection: content-length\r\n\r\n", 400),
+    C("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: close, "
+      "Transfer-Encoding\r\n\r\n",
+      400),
+    C("GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\nConnection: host\r\n\r\n", 400),
     C("GET /0123456789012345678901234567890123456789012345678901234567890123456789 "
       "HTTP/1.1\r\nHost: h\r\n\r\n",
       414),
@@ -237,6 +296,11 @@ static void test_chunked(void **state)
         "0\r\nBad Trailer\r\n\r\n", /* invalid trailer name */
         "0\r\nT: a\x01\r\n\r\n",    /* control in a trailer */
         "0\r\n\rx",                 /* bare CR at the end */
+        /* Framing, routing and authorization in trailers (RFC 9110 6.5.1). */
+        "0\r\nContent-Length: 5\r\n\r\n",
+        "0\r\nX: 1\r\ntransfer-encoding: chunked\r\n\r\n",
+        "0\r\nHOST: x\r\n\r\n",
+        "0\r\nAuthorization: Basic eA==\r\n\r\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         r = decode(bad[i], buf, &data, &consumed);
@@ -244,6 +308,11 @@ static void test_chunked(void **state)
             fail_msg("chunked case %zu accepted: %s", i, bad[i]);
     }
     assert_int_equal(decode("5;ext = \"v\" \r\nhello\r\n0\r\n\r\n", buf, &data, &consumed), 1);
+    /* Other trailers are fine, long names included. */
+    assert_int_equal(decode("0\r\nX-Checksum: 1\r\nContent-Length-And-More-Than-24: 1\r\n"
+                            "Content-Lengt: 1\r\n\r\n",
+                            buf, &data, &consumed),
+                     1);
 }
 
 static int parse_res(const char *s, size_t len, struct mesh_http_response *res)
@@ -283,6 +352,9 @@ static void test_responses(void **state)
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
         "HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n",
         "HTTP/1.1 200 OK\r\nX : a\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: content-length\r\n\r\n",
+        "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", /* RFC 9112 6.1 */
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: x, transfer-encoding\r\n\r\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         if (parse_res(bad[i], strlen(bad[i]), &res) != -EBADMSG)
@@ -327,6 +399,7 @@ int main(void)
         UNIT_TEST(test_simple_get),
         UNIT_TEST(test_incremental),
         UNIT_TEST(test_connection_semantics),
+        UNIT_TEST(test_targets_and_host),
         UNIT_TEST(test_malformed),
         UNIT_TEST(test_head_too_large),
         UNIT_TEST(test_garbage_refused_early),

@@ -168,12 +168,68 @@ static void test_sign_and_check(void **state)
     EVP_PKEY_free(ca2_key);
 }
 
+/* The leaf without its keyUsage extension (remove) or with it not critical, re-signed by
+ * the CA. */
+static X509 *resigned(X509 *leaf, X509 *ca, EVP_PKEY *ca_key, bool remove)
+{
+    X509 *x = X509_dup(leaf);
+    int at = X509_get_ext_by_NID(x, NID_key_usage, -1);
+    assert_true(at >= 0);
+    if (remove)
+        X509_EXTENSION_free(X509_delete_ext(x, at));
+    else
+        X509_EXTENSION_set_critical(X509_get_ext(x, at), 0);
+    X509_set_issuer_name(x, X509_get_subject_name(ca));
+    assert_true(X509_sign(x, ca_key, EVP_sha256()) > 0);
+    return x;
+}
+
+/* X509-SVID 4.3: the key usage extension must be there, and critical. */
+static void test_key_usage_must_be_critical(void **state)
+{
+    (void)state;
+    X509 *ca;
+    EVP_PKEY *ca_key;
+    make_ca(&ca, &ca_key, 1);
+    const char *id = "spiffe://td/ns/shop/svc/web";
+    EVP_PKEY *key = mesh_x509_new_key();
+    size_t csr_len = 0;
+    char *csr = mesh_x509_csr_pem(key, id, &csr_len);
+    char err[256], got[MESH_SPIFFE_ID_MAX + 1];
+    X509 *leaf = mesh_x509_sign_csr(ca, ca_key, csr, csr_len, id, 600, err, sizeof(err));
+    assert_non_null(leaf);
+    const char *why = NULL;
+    /* What we issue complies: critical keyUsage with digitalSignature. */
+    int crit = -1;
+    ASN1_BIT_STRING *ku = X509_get_ext_d2i(leaf, NID_key_usage, &crit, NULL);
+    assert_non_null(ku);
+    assert_int_equal(crit, 1);
+    ASN1_BIT_STRING_free(ku);
+    assert_true(mesh_spiffe_check_leaf(leaf, "td", got, sizeof(got), &why));
+
+    X509 *none = resigned(leaf, ca, ca_key, true);
+    assert_false(mesh_spiffe_check_leaf(none, "td", got, sizeof(got), &why));
+    assert_string_equal(why, "a leaf SVID must have the keyUsage extension");
+    X509 *plain = resigned(leaf, ca, ca_key, false);
+    assert_false(mesh_spiffe_check_leaf(plain, "td", got, sizeof(got), &why));
+    assert_string_equal(why, "the keyUsage extension of an SVID must be critical");
+
+    X509_free(none);
+    X509_free(plain);
+    X509_free(leaf);
+    X509_free(ca);
+    EVP_PKEY_free(ca_key);
+    EVP_PKEY_free(key);
+    mesh_free(csr);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         UNIT_TEST(test_spiffe_ids),
         UNIT_TEST(test_spiffe_match),
         UNIT_TEST(test_sign_and_check),
+        UNIT_TEST(test_key_usage_must_be_critical),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

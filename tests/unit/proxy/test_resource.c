@@ -160,6 +160,12 @@ static const struct {
     {"{\"kind\": \"AuthorizationPolicy\", \"name\": \"a\", \"spec\": {\"deny\": "
      "[{\"match\": [{\"path\": {\"prefix\": \"x\"}}]}]}}",
      "$.spec.deny[0].match[0].path: a path starts with '/'"},
+    {"{\"kind\": \"AuthorizationPolicy\", \"name\": \"a\", \"spec\": {\"deny\": "
+     "[{\"match\": [{\"path\": {\"prefix\": \"/a\", \"ignore_case\": 1}}]}]}}",
+     "$.spec.deny[0].match[0].path.ignore_case: expected true or false"},
+    {"{\"kind\": \"AuthorizationPolicy\", \"name\": \"a\", \"spec\": {\"deny\": "
+     "[{\"match\": [{\"path\": {\"ignore_case\": true}}]}]}}",
+     "$.spec.deny[0].match[0].path: expected one of"},
     {"{\"kind\": \"AuthorizationPolicy\", \"name\": \"a\", \"spec\": {\"deny\": {}}}",
      "$.spec.deny: expected an array of at most 1000 rules"},
     {"{\"kind\": \"DestinationPolicy\", \"name\": \"a\", \"spec\": {\"health_check\": "
@@ -282,7 +288,9 @@ static void test_route_values(void **state)
         "{\"kind\": \"Route\", \"name\": \"api-canary\", \"namespace\": \"shop\", \"spec\": {"
         "\"service\": \"api\", \"rules\": ["
         "{\"match\": [{\"path\": {\"prefix\": \"/v1/\"}, \"methods\": [\"GET\", \"HEAD\"], "
-        "\"headers\": {\"X-User\": {\"regex\": \"^a.*\"}}, \"query\": {\"debug\": {\"present\": "
+        "\"headers\": {\"X-User\": {\"regex\": \"^a.*\"}, \"x-b\": {\"regex\": \"^a\", "
+        "\"ignore_case\": true}, \"x-c\": {\"ignore_case\": true, \"exact\": \"Token-1\"}}, "
+        "\"query\": {\"debug\": {\"present\": "
         "true}}}], \"rewrite\": {\"prefix\": \"/\"}, \"destinations\": [{\"service\": \"api\", "
         "\"subset\": {\"version\": \"v1\"}, \"weight\": 90}, {\"service\": \"api\", \"subset\": "
         "{\"version\": \"v2\"}, \"weight\": 10}], \"retries\": {\"retry_on\": [\"5xx\", "
@@ -305,6 +313,10 @@ static void test_route_values(void **state)
     assert_string_equal(a->matches[0].headers[0].name, "x-user");
     assert_true(mesh_string_match(&a->matches[0].headers[0].match, "abc", 3));
     assert_false(mesh_string_match(&a->matches[0].headers[0].match, "bac", 3));
+    assert_false(mesh_string_match(&a->matches[0].headers[0].match, "Abc", 3));
+    assert_true(mesh_string_match(&a->matches[0].headers[1].match, "ABC", 3));
+    assert_true(mesh_string_match(&a->matches[0].headers[2].match, "tOkEn-1", 7));
+    assert_false(mesh_string_match(&a->matches[0].headers[2].match, "token-", 6));
     assert_int_equal(a->matches[0].query[0].match.kind, MESH_MATCH_PRESENT);
     assert_string_equal(a->rewrite_prefix, "/");
     assert_int_equal(a->n_dests, 2);

@@ -330,6 +330,15 @@ class AgentTest(unittest.TestCase):
 
     def setUp(self):
         self.agents = []
+        # Cleanups run even when setUp fails (tearDown does not): no agent outlives its test.
+        self.addCleanup(self._kill_leftover_agents)
+
+    def _kill_leftover_agents(self):
+        for a in self.agents:
+            if a.proc and a.proc.poll() is None:
+                a.kill()
+                a.close()
+            a.remove_files()
 
     def agent(self, *args, **kwargs):
         a = Agent(*args, **kwargs)

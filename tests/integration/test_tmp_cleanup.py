@@ -1,5 +1,6 @@
 """Tests clean up after themselves: a test file that starts agents, a controller and keeps
-files of its own leaves nothing in the temporary directory once it has run."""
+files of its own leaves nothing in the temporary directory once it has run, and no agent
+runs on after its test, even one whose setUp failed (unittest skips tearDown then)."""
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # A small test file like the others: agents through AgentTest, a controller, a tempfile
 # directory of its own, an agent that exits on its own and one left running at the end.
 CHILD = r'''
-import os, tempfile
+import os, socket, tempfile
 from controllertest import Controller
 from meshtest import Agent, AgentTest, main
 
@@ -36,9 +37,35 @@ class T(AgentTest):
     def test_two(self):
         self.agent().start()
 
+class SetUpFails(AgentTest):
+    def setUp(self):
+        super().setUp()
+        self.busy = socket.socket()
+        self.busy.bind(("127.0.0.1", 0))
+        self.busy.listen()
+        self.addCleanup(self.busy.close)
+        self.agent(services={"app.json": {"service": {"name": "app", "port": 9, "upstreams": [
+            {"service": "api", "bind_port": self.busy.getsockname()[1]}]}}}).start()
+
+    def test_never_runs(self):
+        pass
+
 if __name__ == "__main__":
     main()
 '''
+
+
+def running_under(directory):
+    """Processes whose command line names `directory` (an agent's config under it)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if directory.encode() in f.read():
+                    found.append(int(pid))
+        except (OSError, ValueError):
+            pass
+    return found
 
 
 class TmpCleanupTest(unittest.TestCase):
@@ -54,8 +81,12 @@ class TmpCleanupTest(unittest.TestCase):
             env.pop("MESH_KEEP_TMP", None)
             r = subprocess.run([sys.executable, script], capture_output=True, text=True,
                                env=env, cwd=HERE, timeout=240)
-            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            # The one failure is the setUp that is meant to fail (the agent is never ready).
+            self.assertIn("FAILED (failures=1)", r.stderr, r.stdout + r.stderr)
+            self.assertIn("FAIL: test_never_runs", r.stderr)
+            self.assertIn("Ran 3 tests", r.stderr)
             self.assertEqual(sorted(os.listdir(child)), [], "left in the temporary directory")
+            self.assertEqual(running_under(child), [], "agents still running")
 
 
 if __name__ == "__main__":

@@ -27,10 +27,11 @@ build-asan: $(BUILD_ASAN)/CMakeCache.txt
 	cmake --build $(BUILD_ASAN) -j$(JOBS)
 
 # Every test, in the release build and again under AddressSanitizer/UBSan (leaks included;
-# the packaging test builds its own packages, so it runs once).
-test: deps build build-asan
-	cd $(BUILD) && ctest --output-on-failure -j2
-	cd $(BUILD_ASAN) && ctest --output-on-failure -j2 -LE packaging
+# the packaging test builds its own packages, so it runs once). Both suites run whatever
+# the first gives, a failed build included; both summaries come last, and the exit status
+# is non-zero when either failed (scripts/run-tests).
+test: deps
+	./scripts/run-tests $(BUILD) $(BUILD_ASAN)
 
 test-fast: build
 	cd $(BUILD) && ctest --output-on-failure -j2

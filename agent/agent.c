@@ -4,12 +4,14 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "agent/admin.h"
+#include "agent/agent-int.h"
 #include "agent/certs.h"
 #include "agent/ctl_report.h"
 #include "agent/ctl_watch.h"
@@ -23,69 +25,14 @@
 #include "mesh-version.h"
 #include "proxy/proxy.h"
 
-enum agent_state { AGENT_INIT, AGENT_STARTING, AGENT_READY, AGENT_STOPPING };
-
-/* A running registry adapter and what the agent tracks about it. */
-struct slot {
-    struct mesh_agent *agent;
-    struct mesh_registry *r;
-    struct mesh_agent_config *cfg; /* the config r->cfg points into (a reference) */
-    const struct mesh_registry_config *rc;
-    bool stopping;
-    bool synced;
-    double last_sync;
-    uint64_t syncs;
-    uint64_t errors;
-    char *last_error;
-    struct mesh_local_service *locals;
-    size_t n_locals;
-};
-
-struct mesh_agent {
-    uv_loop_t *loop;
-    enum agent_state state;
-    struct mesh_agent_options opts;
-    char *config_path; /* NULL: embedded defaults */
-    struct mesh_agent_config *cfg;
-    struct mesh_catalog *catalog;
-    struct slot **slots;
-    size_t n_slots;
-    struct mesh_admin *admin;
-    struct mesh_lkg *lkg;
-    struct mesh_proxy *proxy;
-    struct mesh_resources *resources;
-    struct mesh_certs *certs;     /* NULL: identity.mode "none" */
-    struct mesh_ctl_watch *watch; /* resources from the controller (controller mode) */
-    struct mesh_ctl_report *report;
-    struct mesh_hmap members; /* the controller's membership: IP -> mTLS port (keys owned) */
-    uint64_t members_version;
-    uv_timer_t update_timer; /* coalesces proxy updates (see schedule_proxy_update) */
-    bool update_pending;
-    uint64_t update_cost_ns; /* how long the last snapshot took to build */
-    uint64_t update_done_ms; /* when it was built (loop time) */
-    struct mesh_notify notify;
-    uv_signal_t sig_hup, sig_term, sig_int;
-    uv_timer_t sync_timer;
-    bool sync_timed_out;
-    double start_time;
-    uint64_t reloads_ok;
-    uint64_t reloads_failed;
-    bool last_reload_ok;
-    double last_reload_time;
-    double last_reload_ok_time;
-    char *last_reload_error;
-    int exit_code;
-    int lkg_loaded;
-};
-
-static double now_seconds(void)
+double mesh_agent__now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void format_time(double t, char *out, size_t n)
+void mesh_agent__format_time(double t, char *out, size_t n)
 {
     time_t s = (time_t)t;
     struct tm tm;
@@ -116,90 +63,10 @@ static void apply_log_settings(struct mesh_agent *a)
     mesh_log_set_format(format);
 }
 
-/* ---- status ---- */
-
-static size_t count_synced(const struct mesh_agent *a)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < a->n_slots; i++)
-        n += a->slots[i]->synced;
-    return n;
-}
-
-static void status_line(const struct mesh_agent *a, char *out, size_t n)
-{
-    size_t k;
-    if (a->state == AGENT_STOPPING) {
-        snprintf(out, n, "stopping");
-        return;
-    }
-    if (a->state != AGENT_READY) {
-        k = (size_t)snprintf(out, n, "starting: waiting for registries:");
-        for (size_t i = 0; i < a->n_slots && k < n; i++) {
-            if (!a->slots[i]->synced)
-                k += (size_t)snprintf(out + k, n - k, " %s", a->slots[i]->rc->name);
-        }
-        return;
-    }
-    k = (size_t)snprintf(out, n, "ready: %zu services from %zu registries (%zu synced)",
-                         mesh_catalog_count(a->catalog), a->n_slots, count_synced(a));
-    if (k < n && a->reloads_ok + a->reloads_failed > 0) {
-        char when[32];
-        format_time(a->last_reload_time, when, sizeof(when));
-        if (a->last_reload_ok)
-            snprintf(out + k, n - k, "; config reloaded at %s", when);
-        else
-            snprintf(out + k, n - k,
-                     "; reload FAILED at %s, running the previous config (see the log or "
-                     "/v1/status)",
-                     when);
-    }
-}
-
-static void update_status(struct mesh_agent *a)
-{
-    char line[512];
-    status_line(a, line, sizeof(line));
-    mesh_notify_status(line);
-}
-
-static void flush_proxy_update(struct mesh_agent *a);
-
-static void maybe_ready(struct mesh_agent *a)
-{
-    if (a->state != AGENT_STARTING)
-        return;
-    bool resources_in = !a->resources || mesh_resources_scanned(a->resources);
-    if (!a->sync_timed_out && (count_synced(a) < a->n_slots || !resources_in)) {
-        update_status(a);
-        return;
-    }
-    /* Listeners for what is known now must be up before READY=1. */
-    flush_proxy_update(a);
-    a->state = AGENT_READY;
-    uv_timer_stop(&a->sync_timer);
-    char line[512];
-    status_line(a, line, sizeof(line));
-    mesh_log_info("%s", line);
-    mesh_notify_ready(line);
-}
-
-bool mesh_agent_is_ready(const struct mesh_agent *a, char *why, size_t n)
-{
-    if (a->state == AGENT_READY && mesh_certs_expired(a->certs)) {
-        snprintf(why, n, "a certificate in use has expired");
-        return false;
-    }
-    if (a->state == AGENT_READY)
-        return true;
-    status_line(a, why, n);
-    return false;
-}
-
 /* ---- the data plane ---- */
 
 /* Hands the proxy what the agent knows now: catalog, local services, policies. */
-static void flush_proxy_update(struct mesh_agent *a)
+void mesh_agent__flush(struct mesh_agent *a)
 {
     if (!a->proxy || a->state == AGENT_STOPPING)
         return;
@@ -260,7 +127,7 @@ static struct mesh_http_options http_options(const struct mesh_agent_http_config
 
 static void on_update_timer(uv_timer_t *t)
 {
-    flush_proxy_update(t->data);
+    mesh_agent__flush(t->data);
 }
 
 /*
@@ -272,7 +139,7 @@ static void on_update_timer(uv_timer_t *t)
  * plane then follows within a second or two, as Istio's debounce does — and costs a small
  * catalog nothing (a 1 ms build: 24 ms).
  */
-static void schedule_proxy_update(struct mesh_agent *a)
+void mesh_agent__schedule(struct mesh_agent *a)
 {
     if (a->update_pending || a->state == AGENT_STOPPING)
         return;
@@ -286,7 +153,7 @@ static void on_certs_changed(void *data)
 {
     struct mesh_agent *a = data;
     mesh_ctl_watch_kick(a->watch); /* the first node certificate lets it start */
-    schedule_proxy_update(a);
+    mesh_agent__schedule(a);
 }
 
 static void clear_members(struct mesh_hmap *m)
@@ -341,7 +208,7 @@ static void on_members(void *data, json_t *members)
     a->members = next;
     a->members_version++;
     mesh_log_info("mesh membership: %zu other agents", next.n);
-    schedule_proxy_update(a);
+    mesh_agent__schedule(a);
     char path[4200], *text = json_dumps(members, JSON_COMPACT);
     members_path(a, path, sizeof(path));
     int r = text ? mesh_fs_write_atomic(path, text, strlen(text), 0600) : -ENOMEM;
@@ -426,8 +293,8 @@ static bool identity_equal(const struct mesh_agent_config *a, const struct mesh_
 static void on_resources_changed(void *data)
 {
     struct mesh_agent *a = data;
-    schedule_proxy_update(a);
-    maybe_ready(a);
+    mesh_agent__schedule(a);
+    mesh_agent__maybe_ready(a);
 }
 
 /* ---- the registry sink ---- */
@@ -477,7 +344,8 @@ static void sink_set_local(void *data, struct mesh_registry *r, const struct mes
     mesh_free(s->locals);
     s->locals = copy;
     s->n_locals = n;
-    schedule_proxy_update(s->agent);
+    mesh_agent__save_locals(s->agent);
+    mesh_agent__schedule(s->agent);
 }
 
 static void sink_sync_begin(void *data, struct mesh_registry *r)
@@ -499,8 +367,8 @@ static void sink_sync_end(void *data, struct mesh_registry *r)
         mesh_log_info("registry '%s' synced", s->rc->name);
     s->synced = true;
     s->syncs++;
-    s->last_sync = now_seconds();
-    maybe_ready(s->agent);
+    s->last_sync = mesh_agent__now();
+    mesh_agent__maybe_ready(s->agent);
 }
 
 static void sink_error(void *data, struct mesh_registry *r, const char *message)
@@ -519,7 +387,7 @@ static void on_catalog_change(void *data)
     struct mesh_agent *a = data;
     if (a->lkg && a->state != AGENT_STOPPING)
         mesh_lkg_schedule(a->lkg, a->catalog);
-    schedule_proxy_update(a);
+    mesh_agent__schedule(a);
 }
 
 /* ---- registry slots ---- */
@@ -587,22 +455,6 @@ static int set_catalog_sources(struct mesh_agent *a, struct slot **slots, size_t
 
 /* ---- lifecycle ---- */
 
-static void on_sync_timeout(uv_timer_t *t)
-{
-    struct mesh_agent *a = t->data;
-    char waiting[256] = "";
-    size_t k = 0;
-    for (size_t i = 0; i < a->n_slots && k < sizeof(waiting); i++) {
-        if (!a->slots[i]->synced)
-            k += (size_t)snprintf(waiting + k, sizeof(waiting) - k, " '%s'", a->slots[i]->rc->name);
-    }
-    mesh_log_warn("registries not synced after %" PRIu64 " ms:%s; ready with %s",
-                  a->cfg->readiness.registry_sync_timeout_ms, waiting,
-                  a->lkg_loaded > 0 ? "the last-known-good catalog" : "what is known so far");
-    a->sync_timed_out = true;
-    maybe_ready(a);
-}
-
 static void on_signal(uv_signal_t *h, int signum)
 {
     struct mesh_agent *a = h->data;
@@ -610,6 +462,25 @@ static void on_signal(uv_signal_t *h, int signum)
         mesh_agent_reload(a);
     else
         mesh_agent_stop(a);
+}
+
+/*
+ * Logs why the agent cannot start (MESSAGE_ID start failed) and says it to the service
+ * manager (STATUS=, ERRNO=) so that `systemctl status` shows it. Returns r.
+ */
+static int start_failed(int r, const char *fmt, ...) MESH_PRINTF(2, 3);
+
+static int start_failed(int r, const char *fmt, ...)
+{
+    char why[512], status[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    mesh_log_id(MESH_LOG_ERROR, MESH_MSGID_START_FAILED, NULL, "%s; not starting", why);
+    snprintf(status, sizeof(status), "cannot start: %s", why);
+    mesh_notify_failed(-r, status);
+    return r;
 }
 
 int mesh_agent_new(uv_loop_t *loop, const struct mesh_agent_options *opts, struct mesh_agent **ret)
@@ -621,19 +492,20 @@ int mesh_agent_new(uv_loop_t *loop, const struct mesh_agent_options *opts, struc
         path = MESH_AGENT_DEFAULT_CONFIG;
     struct mesh_agent *a = mesh_calloc(1, sizeof(*a));
     if (!a)
-        return -ENOMEM;
+        return start_failed(-ENOMEM, "out of memory");
     a->loop = loop;
     a->opts = *opts;
     a->exit_code = 0;
     if (path && !(a->config_path = mesh_strdup(path))) {
         mesh_free(a);
-        return -ENOMEM;
+        return start_failed(-ENOMEM, "out of memory");
     }
     r = mesh_agent_config_load(a->config_path, &errors, &a->cfg);
     if (r < 0) {
         log_errors(&errors);
-        mesh_log_error("%s: %zu error(s); not starting", path ? path : "embedded defaults",
-                       mesh_cfg_error_count(&errors));
+        start_failed(r, "%s: %zu error(s)%s%s", path ? path : "embedded defaults",
+                     mesh_cfg_error_count(&errors), errors.n ? ", the first: " : "",
+                     errors.n ? errors.v[0] : "");
         mesh_cfg_errors_done(&errors);
         mesh_free(a->config_path);
         mesh_free(a);
@@ -649,7 +521,7 @@ int mesh_agent_new(uv_loop_t *loop, const struct mesh_agent_options *opts, struc
         mesh_agent_config_unref(a->cfg);
         mesh_free(a->config_path);
         mesh_free(a);
-        return r;
+        return start_failed(r, "out of memory");
     }
     mesh_catalog_set_change_cb(a->catalog, on_catalog_change, a);
     *ret = a;
@@ -660,7 +532,7 @@ int mesh_agent_start(struct mesh_agent *a)
 {
     int r;
     char path[4096];
-    a->start_time = now_seconds();
+    a->start_time = mesh_agent__now();
     a->state = AGENT_STARTING;
 
     /* Handles first: whatever fails below, mesh_agent_stop() can close them. */
@@ -679,28 +551,24 @@ int mesh_agent_start(struct mesh_agent *a)
     a->update_timer.data = a;
 
     r = mesh_fs_mkdir_private(a->cfg->state_dir, 0700);
-    if (r < 0) {
-        mesh_log_error("cannot create the state directory '%s': %s", a->cfg->state_dir,
-                       strerror(-r));
-        return r;
-    }
+    if (r < 0)
+        return start_failed(r, "cannot create the state directory '%s': %s", a->cfg->state_dir,
+                            strerror(-r));
 
     /* Registries first (without starting them) so the catalog knows its sources. */
     a->slots = mesh_calloc(a->cfg->registries.n ? a->cfg->registries.n : 1, sizeof(*a->slots));
     if (!a->slots)
-        return -ENOMEM;
+        return start_failed(-ENOMEM, "out of memory");
     for (size_t i = 0; i < a->cfg->registries.n; i++) {
         r = slot_new(a, a->cfg, &a->cfg->registries.v[i], &a->slots[a->n_slots]);
-        if (r < 0) {
-            mesh_log_error("cannot create registry '%s': %s", a->cfg->registries.v[i].name,
-                           strerror(-r));
-            return r;
-        }
+        if (r < 0)
+            return start_failed(r, "cannot create registry '%s': %s", a->cfg->registries.v[i].name,
+                                strerror(-r));
         a->n_slots++;
     }
     r = set_catalog_sources(a, a->slots, a->n_slots);
     if (r < 0)
-        return r;
+        return start_failed(r, "cannot set the catalog's sources: %s", strerror(-r));
 
     snprintf(path, sizeof(path), "%s/%s", a->cfg->state_dir, MESH_LKG_FILE);
     struct mesh_cfg_errors errors = {0};
@@ -715,47 +583,47 @@ int mesh_agent_start(struct mesh_agent *a)
     mesh_cfg_errors_done(&errors);
     r = mesh_lkg_new(a->loop, path, &a->lkg);
     if (r < 0)
-        return r;
+        return start_failed(r, "out of memory");
+    mesh_agent__restore_locals(a); /* listeners for what ran here, until the registries sync */
 
     r = mesh_resources_new(a->loop, on_resources_changed, a, &a->resources);
     if (r == 0)
         r = mesh_resources_watch(a->resources, a->cfg->resources_dir, 10000);
     if (r < 0)
-        return r;
+        return start_failed(r, "cannot watch the resources in '%s': %s", a->cfg->resources_dir,
+                            strerror(-r));
     struct mesh_proxy_options popts = {
         .workers = a->cfg->proxy.workers,
         .max_connections = a->cfg->proxy.max_connections,
         .buffer_size = (size_t)a->cfg->proxy.buffer_size,
         .access_log = a->cfg->proxy.access_log,
         .http = http_options(&a->cfg->proxy.http),
+        .changed = mesh_agent__on_proxy_changed,
+        .changed_data = a,
     };
     mesh_hmap_init(&a->members);
     if ((r = make_certs(a, a->cfg, &a->certs)) < 0 ||
         (r = make_watch(a, a->cfg, a->certs, &a->watch)) < 0 ||
         (a->watch && (r = mesh_ctl_report_new(a->loop, a->cfg->identity.controller, a->certs,
-                                              &report_ops, a, &a->report)) < 0)) {
-        mesh_log_error("cannot set up identity (identity.mode \"%s\")",
-                       mesh_identity_mode_names[a->cfg->identity.mode]);
-        return r;
-    }
+                                              &report_ops, a, &a->report)) < 0))
+        return start_failed(r, "cannot set up identity (identity.mode \"%s\"): %s",
+                            mesh_identity_mode_names[a->cfg->identity.mode], strerror(-r));
     if (a->watch)
         load_members(a);
     r = mesh_proxy_new(a->loop, &popts, &a->proxy);
-    if (r == 0 && (r = mesh_proxy_start(a->proxy)) < 0)
-        mesh_log_error("cannot start the data plane: %s", strerror(-r));
+    if (r == 0)
+        r = mesh_proxy_start(a->proxy);
     if (r < 0)
-        return r;
+        return start_failed(r, "cannot start the data plane: %s", strerror(-r));
 
     r = mesh_admin_start(a->loop, &a->cfg->admin_addr, a, &a->admin);
-    if (r < 0) {
-        mesh_log_error("cannot listen on %s for the admin API: %s", a->cfg->admin.listen,
-                       uv_strerror(r));
-        return r;
-    }
+    if (r < 0)
+        return start_failed(r, "cannot listen on %s for the admin API: %s", a->cfg->admin.listen,
+                            uv_strerror(r));
 
     if (a->cfg->readiness.registry_sync_timeout_ms)
-        uv_timer_start(&a->sync_timer, on_sync_timeout, a->cfg->readiness.registry_sync_timeout_ms,
-                       0);
+        uv_timer_start(&a->sync_timer, mesh_agent__on_sync_timeout,
+                       a->cfg->readiness.registry_sync_timeout_ms, 0);
     else
         a->sync_timed_out = true;
 
@@ -769,7 +637,7 @@ int mesh_agent_start(struct mesh_agent *a)
     }
     mesh_log_info("mesh-agent %s (%s) starting on node '%s' with %zu registries", MESH_VERSION,
                   MESH_GIT_COMMIT, a->cfg->node.name, a->n_slots);
-    maybe_ready(a);
+    mesh_agent__maybe_ready(a);
     return 0;
 }
 
@@ -779,10 +647,11 @@ static void reload_failed(struct mesh_agent *a, const char *why)
 {
     a->reloads_failed++;
     a->last_reload_ok = false;
-    a->last_reload_time = now_seconds();
+    a->last_reload_time = mesh_agent__now();
     mesh_free(a->last_reload_error);
     a->last_reload_error = mesh_strdup(why);
-    mesh_log_error("reload failed, keeping the previous config: %s", why);
+    mesh_log_id(MESH_LOG_ERROR, MESH_MSGID_RELOAD_FAILED, NULL,
+                "reload failed, keeping the previous config: %s", why);
 }
 
 /* The running slot with rc's name, or -1. */
@@ -802,6 +671,34 @@ static int find_slot(const struct mesh_agent *a, const struct mesh_registry_conf
 static void inherit_locals(struct slot *s, const struct slot *old)
 {
     sink_set_local(s, s->r, old->locals, old->n_locals);
+}
+
+/*
+ * Whether a listener the new config moves (the shared outbound HTTP one, the inbound mTLS
+ * one) cannot be bound where it goes: the reload then fails and the old one keeps
+ * serving. (A service's upstream listener that cannot move keeps serving where it was:
+ * see proxy/listeners.h.)
+ */
+static bool listeners_busy(const struct mesh_agent *a, const struct mesh_agent_config *next,
+                           char *why, size_t n)
+{
+    static const char *const keys[] = {"listeners.outbound_http", "listeners.inbound"};
+    const struct mesh_addr *now[] = {&a->cfg->outbound_http_addr, &a->cfg->inbound_addr};
+    const struct mesh_addr *then[] = {&next->outbound_http_addr, &next->inbound_addr};
+    bool used[] = {true, next->identity.mode != MESH_IDENTITY_NONE};
+    bool bound[] = {true, a->cfg->identity.mode != MESH_IDENTITY_NONE};
+    for (size_t i = 0; i < MESH_ARRAY_SIZE(keys); i++) {
+        if (!used[i] || !mesh_addr_port(then[i]) || (bound[i] && mesh_addr_equal(now[i], then[i])))
+            continue;
+        int r = mesh_proxy_can_listen(then[i]);
+        if (r < 0) {
+            char addr[MESH_ADDR_STRLEN];
+            snprintf(why, n, "cannot listen on %s for %s: %s",
+                     mesh_addr_format(then[i], addr, sizeof(addr)), keys[i], strerror(-r));
+            return true;
+        }
+    }
+    return false;
 }
 
 static int do_reload(struct mesh_agent *a)
@@ -839,6 +736,12 @@ static int do_reload(struct mesh_agent *a)
                          "reload; restart the agent to change them");
         mesh_agent_config_unref(next);
         return -EINVAL;
+    }
+    char busy[512];
+    if (listeners_busy(a, next, busy, sizeof(busy))) {
+        reload_failed(a, busy);
+        mesh_agent_config_unref(next);
+        return -EADDRINUSE;
     }
     if (strcmp(next->proxy.access_log, a->cfg->proxy.access_log) != 0 &&
         (r = mesh_proxy_set_access_log(a->proxy, next->proxy.access_log)) < 0) {
@@ -940,10 +843,10 @@ static int do_reload(struct mesh_agent *a)
     else if (!resources_moved)
         mesh_resources_rescan(a->resources);
     mesh_proxy_set_max_connections(a->proxy, a->cfg->proxy.max_connections);
-    schedule_proxy_update(a);
+    mesh_agent__schedule(a);
     a->reloads_ok++;
     a->last_reload_ok = true;
-    a->last_reload_time = a->last_reload_ok_time = now_seconds();
+    a->last_reload_time = a->last_reload_ok_time = mesh_agent__now();
     mesh_free(a->last_reload_error);
     a->last_reload_error = NULL;
     mesh_log_info("config reloaded from %s", a->config_path ? a->config_path : "defaults");
@@ -977,7 +880,7 @@ void mesh_agent_reload(struct mesh_agent *a)
     mesh_notify_reloading();
     do_reload(a);
     char line[512];
-    status_line(a, line, sizeof(line));
+    mesh_agent__status_line(a, line, sizeof(line));
     if (a->state == AGENT_READY)
         mesh_notify_ready(line);
     else
@@ -1083,6 +986,7 @@ void mesh_agent_free(struct mesh_agent *a)
     mesh_agent_config_unref(a->cfg);
     mesh_free(a->config_path);
     mesh_free(a->last_reload_error);
+    mesh_free(a->locals_saved);
     mesh_free(a);
 }
 
@@ -1103,14 +1007,14 @@ static json_t *time_or_null(double t)
     char when[32];
     if (t <= 0)
         return json_null();
-    format_time(t, when, sizeof(when));
+    mesh_agent__format_time(t, when, sizeof(when));
     return json_string(when);
 }
 
 json_t *mesh_agent_status_json(const struct mesh_agent *a)
 {
     char line[512];
-    status_line(a, line, sizeof(line));
+    mesh_agent__status_line(a, line, sizeof(line));
     json_t *regs = json_array();
     for (size_t i = 0; regs && i < a->n_slots; i++) {
         const struct slot *s = a->slots[i];
@@ -1138,7 +1042,7 @@ json_t *mesh_agent_status_json(const struct mesh_agent *a)
                      "commit", MESH_GIT_COMMIT, "node", a->cfg->node.name, "ready",
                      a->state == AGENT_READY, "status", line, "config_file",
                      a->config_path ? json_string(a->config_path) : json_null(), "uptime_seconds",
-                     now_seconds() - a->start_time, "reload", reload, "registries", regs,
+                     mesh_agent__now() - a->start_time, "reload", reload, "registries", regs,
                      "catalog_services", (int)mesh_catalog_count(a->catalog));
 }
 
@@ -1191,7 +1095,7 @@ json_t *mesh_agent_proxy_json(const struct mesh_agent *a)
 
 void mesh_agent_metrics(const struct mesh_agent *a, struct mesh_buf *b)
 {
-    double now = now_seconds();
+    double now = mesh_agent__now();
     mesh_prom_family(b, "mesh_agent_build_info", "gauge", "Version and commit of this agent.");
     mesh_prom_sample(b, "mesh_agent_build_info",
                      (struct mesh_prom_label[]){

@@ -30,7 +30,7 @@ void certs_fail(struct mesh_certs *c, const char *fmt, ...)
     vsnprintf(c->last_error, sizeof(c->last_error), fmt, ap);
     va_end(ap);
     c->errors++;
-    mesh_log_error("%s", c->last_error);
+    mesh_log_id(MESH_LOG_ERROR, MESH_MSGID_CERT_FAILED, NULL, "%s", c->last_error);
 }
 
 void certs_held_clear_pem(struct held *h)
@@ -239,7 +239,11 @@ static int issue(struct mesh_certs *c, struct held *h)
         cp = kp = NULL;
         c->issued++;
         r = 0;
-        mesh_log_info("issued %s, valid until %lld", h->id, (long long)h->not_after);
+        char svc[200];
+        snprintf(svc, sizeof(svc), "%s/%s", h->ns ? h->ns : "", h->name ? h->name : "");
+        mesh_log_id(MESH_LOG_INFO, MESH_MSGID_CERT_ISSUED,
+                    h->ns ? MESH_LOG_FIELDS({"service", svc}) : NULL, "issued %s, valid until %lld",
+                    h->id, (long long)h->not_after);
     } else {
         certs_fail(c, "cannot issue a certificate for %s: %s", h->id, err);
     }
@@ -361,18 +365,23 @@ void certs_check_ages(struct mesh_certs *c)
         struct held *h = &c->v[i];
         if (!h->cert_pem)
             continue;
-        char when[64];
+        char when[64], svc[200];
         certs_format_time(h->not_after, when, sizeof(when));
+        snprintf(svc, sizeof(svc), "%s/%s", h->ns ? h->ns : "", h->name ? h->name : "");
         if (now >= h->not_after && !h->warned_expired) {
             h->warned_expired = h->warned_overdue = true;
-            mesh_log_error("the certificate of %s expired at %s and is no longer presented; "
-                           "renewal keeps failing: %s",
-                           h->id, when, why);
+            mesh_log_id(MESH_LOG_ERROR, MESH_MSGID_CERT_EXPIRED,
+                        h->ns ? MESH_LOG_FIELDS({"service", svc}) : NULL,
+                        "the certificate of %s expired at %s and is no longer presented; "
+                        "renewal keeps failing: %s",
+                        h->id, when, why);
         } else if (now >= overdue_at(h) && !h->warned_overdue) {
             h->warned_overdue = true;
-            mesh_log_warn("the certificate of %s is past 80%% of its lifetime (it expires at "
-                          "%s) and renewal keeps failing: %s",
-                          h->id, when, why);
+            mesh_log_id(MESH_LOG_WARNING, MESH_MSGID_CERT_EXPIRING,
+                        h->ns ? MESH_LOG_FIELDS({"service", svc}) : NULL,
+                        "the certificate of %s is past 80%% of its lifetime (it expires at "
+                        "%s) and renewal keeps failing: %s",
+                        h->id, when, why);
         }
         time_t at = !h->warned_overdue ? overdue_at(h) : !h->warned_expired ? h->not_after : 0;
         if (at && (!next || at < next))

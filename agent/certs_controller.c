@@ -182,7 +182,11 @@ static void on_answer(struct ctl_call *call)
     if (call->status == 200 && cert && h && keep(c, h, cert, bundle) == 0) {
         s->failures = 0;
         c->issued++;
-        mesh_log_info("the controller issued %s, valid until %lld", h->id, (long long)h->not_after);
+        char svc[200];
+        snprintf(svc, sizeof(svc), "%s/%s", h->ns ? h->ns : "", h->name ? h->name : "");
+        mesh_log_id(MESH_LOG_INFO, MESH_MSGID_CERT_ISSUED,
+                    h->ns ? MESH_LOG_FIELDS({"service", svc}) : NULL,
+                    "the controller issued %s, valid until %lld", h->id, (long long)h->not_after);
         c->last_error[0] = '\0';
         certs_rebuild(c);
         certs_schedule_in(c, 0); /* the next identity, if any */

@@ -143,6 +143,14 @@ void mesh_agent_config_unref(struct mesh_agent_config *c);
 json_t *mesh_agent_config_to_json(const struct mesh_agent_config *c);
 /* The log level the config asks for. */
 enum mesh_log_level mesh_agent_config_log_level(const struct mesh_agent_config *c);
+/*
+ * For `mesh-agent validate`: checks the files the identity section names (the CA and its
+ * key, the trust bundle and certificate directory, the controller's CA and the join token
+ * while the node has no certificate yet) and appends one error per problem, citing the
+ * config file and key (agent/config_files.c).
+ */
+void mesh_agent_config_check_files(const struct mesh_agent_config *cfg,
+                                   struct mesh_cfg_errors *errors);
 /* True when two registry entries would create the same adapter. */
 bool mesh_registry_config_equal(const struct mesh_registry_config *a,
                                 const struct mesh_registry_config *b);

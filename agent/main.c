@@ -15,6 +15,7 @@
 
 #include "agent/agent.h"
 #include "agent/config.h"
+#include "agent/notify.h"
 #include "agent/resources.h"
 #include "common/alloc.h"
 #include "common/log.h"
@@ -63,6 +64,7 @@ static int validate(const char *path, bool json_out)
                 rc->ops->validate(rc, &cfg->env, &errors);
         }
         mesh_resources_validate(cfg->resources_dir, &errors);
+        mesh_agent_config_check_files(cfg, &errors);
     }
     size_t n = mesh_cfg_error_count(&errors);
     if (json_out) {
@@ -121,7 +123,9 @@ static int run(const struct mesh_agent_options *opts)
     raise_fd_limit();
     int r = uv_loop_init(&loop);
     if (r < 0) {
-        mesh_log_error("cannot create the event loop: %s", uv_strerror(r));
+        mesh_log_id(MESH_LOG_ERROR, MESH_MSGID_START_FAILED, NULL,
+                    "cannot create the event loop: %s", uv_strerror(r));
+        mesh_notify_failed(-r, "cannot start: cannot create the event loop");
         return EXIT_FAILURE;
     }
     r = mesh_agent_new(&loop, opts, &agent);

@@ -2,6 +2,7 @@
 
 #include "agent/notify.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -73,6 +74,13 @@ void mesh_notify_stopping(void)
 void mesh_notify_status(const char *status)
 {
     notify_with_status("", status);
+}
+
+void mesh_notify_failed(int err, const char *status)
+{
+    char prefix[32];
+    snprintf(prefix, sizeof(prefix), "ERRNO=%d\n", err > 0 ? err : EINVAL);
+    notify_with_status(prefix, status);
 }
 
 void mesh_notify_close(struct mesh_notify *n, uv_close_cb done)

@@ -23,6 +23,9 @@ void mesh_notify_ready(const char *status);
 void mesh_notify_reloading(void);
 void mesh_notify_stopping(void);
 void mesh_notify_status(const char *status);
+/* Start-up failed: STATUS= says why, ERRNO= the error (a positive errno), as systemd
+ * shows them in `systemctl status`. */
+void mesh_notify_failed(int err, const char *status);
 /* Closes the timer; the struct may be freed once done(handle) runs. */
 void mesh_notify_close(struct mesh_notify *n, uv_close_cb done);
 

@@ -61,7 +61,9 @@ int mesh_registry_type_rank(const char *type)
 void mesh_registry_problem(struct mesh_registry *r, char **problem, const char *msg)
 {
     if (!*problem || strcmp(*problem, msg) != 0) {
-        mesh_log_warn("registry '%s': %s", r->cfg->name, msg);
+        mesh_log_id(MESH_LOG_WARNING, MESH_MSGID_REGISTRY_DOWN,
+                    MESH_LOG_FIELDS({"registry", r->cfg->name}), "registry '%s': %s", r->cfg->name,
+                    msg);
         mesh_free(*problem);
         *problem = mesh_strdup(msg);
     }
@@ -73,7 +75,9 @@ double mesh_registry_recovered(struct mesh_registry *r, char **problem, const ch
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     if (*problem) {
-        mesh_log_info("registry '%s': %s again", r->cfg->name, what);
+        mesh_log_id(MESH_LOG_INFO, MESH_MSGID_REGISTRY_UP,
+                    MESH_LOG_FIELDS({"registry", r->cfg->name}), "registry '%s': %s again",
+                    r->cfg->name, what);
         mesh_free(*problem);
         *problem = NULL;
     }

@@ -120,11 +120,42 @@ static void write_all(const char *p, size_t n)
     }
 }
 
+/*
+ * Appends `s` to a text line with control characters escaped, so that an entry never
+ * spans two lines whatever a user's string holds: \n, \r, \t, and \xNN for the others.
+ */
+static void append_escaped(struct mesh_buf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    const char *run = s;
+    for (const char *c = s;; c++) {
+        unsigned char ch = (unsigned char)*c;
+        if (ch >= 0x20 && ch != 0x7f)
+            continue;
+        mesh_buf_append(b, run, (size_t)(c - run));
+        if (!ch)
+            return;
+        char esc[4] = {'\\', 0, 0, 0};
+        size_t n = 2;
+        if (ch == '\n' || ch == '\r' || ch == '\t') {
+            esc[1] = ch == '\n' ? 'n' : ch == '\r' ? 'r' : 't';
+        } else {
+            esc[1] = 'x';
+            esc[2] = hex[ch >> 4];
+            esc[3] = hex[ch & 15];
+            n = 4;
+        }
+        mesh_buf_append(b, esc, n);
+        run = c + 1;
+    }
+}
+
 static void write_journal(int level, const char *module, const char *file, int line,
-                          const char *func, const struct mesh_log_field *fields, const char *msg)
+                          const char *func, const char *msgid, const struct mesh_log_field *fields,
+                          const char *msg)
 {
     char prio[4], lines[16], keys[LOG_FIELDS_MAX][64];
-    struct mesh_sd_field f[8 + LOG_FIELDS_MAX];
+    struct mesh_sd_field f[9 + LOG_FIELDS_MAX];
     size_t n = 0;
     snprintf(prio, sizeof(prio), "%d", level);
     snprintf(lines, sizeof(lines), "%d", line);
@@ -136,6 +167,8 @@ static void write_journal(int level, const char *module, const char *file, int l
     ADD("CODE_FILE", file);
     ADD("CODE_LINE", lines);
     ADD("CODE_FUNC", func);
+    if (msgid)
+        ADD("MESSAGE_ID", msgid);
     for (size_t i = 0; fields && fields[i].key && i < LOG_FIELDS_MAX; i++) {
         /* Our keys are lower_snake_case; journal fields are MESH_<KEY> in upper case. */
         size_t k = (size_t)snprintf(keys[i], sizeof(keys[i]), "MESH_");
@@ -148,14 +181,17 @@ static void write_journal(int level, const char *module, const char *file, int l
     if (mesh_sd_journal_send(f, n) < 0) {
         /* The journal is gone (or was never there): do not lose the entry. */
         char out[LOG_LINE_MAX + 64];
-        int k = snprintf(out, sizeof(out), "<%d>%s: %s\n", level, module, msg);
-        if (k > 0)
-            write_all(out, MESH_MIN((size_t)k, sizeof(out) - 1));
+        struct mesh_buf b;
+        mesh_buf_init_fixed(&b, out, sizeof(out) - 1);
+        mesh_buf_appendf(&b, "<%d>%s: ", level, module);
+        append_escaped(&b, msg);
+        out[b.len] = '\n';
+        write_all(out, b.len + 1);
     }
 }
 
 void mesh_log__write(int level, const char *module, const char *file, int line, const char *func,
-                     const struct mesh_log_field *fields, const char *fmt, ...)
+                     const char *msgid, const struct mesh_log_field *fields, const char *fmt, ...)
 {
     char msg[LOG_LINE_MAX];
     va_list ap;
@@ -165,7 +201,7 @@ void mesh_log__write(int level, const char *module, const char *file, int line, 
 
     int format = atomic_load_explicit(&log_format, memory_order_relaxed);
     if (format == MESH_LOG_FORMAT_JOURNAL) {
-        write_journal(level, module, file, line, func, fields, msg);
+        write_journal(level, module, file, line, func, msgid, fields, msg);
         return;
     }
 
@@ -180,6 +216,8 @@ void mesh_log__write(int level, const char *module, const char *file, int line, 
         mesh_buf_appendf(&b, "{\"time\":\"%s\",\"level\":\"%s\",\"module\":\"%s\",\"msg\":", ts,
                          lname, module);
         mesh_buf_append_json_str(&b, msg, strlen(msg));
+        if (msgid)
+            mesh_buf_appendf(&b, ",\"message_id\":\"%s\"", msgid);
         for (size_t i = 0; fields && fields[i].key; i++) {
             mesh_buf_appendf(&b, ",\"%s\":", fields[i].key);
             const char *v = fields[i].value ? fields[i].value : "";
@@ -187,9 +225,12 @@ void mesh_log__write(int level, const char *module, const char *file, int line, 
         }
         mesh_buf_append(&b, "}", 1);
     } else {
-        mesh_buf_appendf(&b, "%s %-7s [%s] %s", ts, lname, module, msg);
-        for (size_t i = 0; fields && fields[i].key; i++)
-            mesh_buf_appendf(&b, " %s=%s", fields[i].key, fields[i].value ? fields[i].value : "");
+        mesh_buf_appendf(&b, "%s %-7s [%s] ", ts, lname, module);
+        append_escaped(&b, msg);
+        for (size_t i = 0; fields && fields[i].key; i++) {
+            mesh_buf_appendf(&b, " %s=", fields[i].key);
+            append_escaped(&b, fields[i].value ? fields[i].value : "");
+        }
     }
     /* The buffer may have refused the tail (over max); a truncated line still ends. */
     out[b.len] = '\n';

@@ -3,9 +3,17 @@
  * MESH_LOG_MODULE before including this header; it names the module in every line.
  *
  * Three outputs: text lines on stderr (default), JSON lines on stderr, or native journald
- * entries (PRIORITY, MESSAGE, CODE_*, SYSLOG_IDENTIFIER, MESH_MODULE and MESH_<FIELD>)
- * when running under systemd with stderr connected to the journal (JOURNAL_STREAM).
+ * entries (PRIORITY, MESSAGE, CODE_*, SYSLOG_IDENTIFIER, MESH_MODULE, MESSAGE_ID and
+ * MESH_<FIELD>) when running under systemd with stderr connected to the journal
+ * (JOURNAL_STREAM). A text entry is always one line: control characters in the message
+ * and in field values (a newline in a user's string) are escaped as \n, \t, \xNN.
  * Safe to call from any thread: each entry is written with one system call.
+ *
+ * Events operators alert on carry a message id (common/msgid.h) and the fields that say
+ * where they happened, "registry" and "service" (journald: MESH_REGISTRY, MESH_SERVICE):
+ *
+ *   mesh_log_id(MESH_LOG_WARNING, MESH_MSGID_REGISTRY_DOWN,
+ *               MESH_LOG_FIELDS({"registry", name}), "registry '%s' is down: %s", name, why);
  */
 #ifndef MESH_LOG_H
 #define MESH_LOG_H
@@ -14,6 +22,7 @@
 #include <stdbool.h>
 
 #include "common/macros.h"
+#include "common/msgid.h"
 
 /* Values are syslog priorities, as journald's PRIORITY field wants them. */
 enum mesh_log_level {
@@ -36,6 +45,9 @@ struct mesh_log_field {
     const char *value;
 };
 
+/* A field list for one call: MESH_LOG_FIELDS({"registry", name}, {"service", svc}). */
+#define MESH_LOG_FIELDS(...) ((const struct mesh_log_field[]){__VA_ARGS__, {NULL, NULL}})
+
 extern atomic_int mesh_log__max_level;
 
 /* `ident` must outlive logging (a string literal). */
@@ -52,22 +64,27 @@ const char *mesh_log_level_name(enum mesh_log_level level);
 bool mesh_log_stderr_is_journal(void);
 
 void mesh_log__write(int level, const char *module, const char *file, int line, const char *func,
-                     const struct mesh_log_field *fields, const char *fmt, ...) MESH_PRINTF(7, 8);
+                     const char *msgid, const struct mesh_log_field *fields, const char *fmt, ...)
+    MESH_PRINTF(8, 9);
 
 static inline bool mesh_log_enabled(int level)
 {
     return level <= atomic_load_explicit(&mesh_log__max_level, memory_order_relaxed);
 }
 
-/* `fields` is NULL or an array ended by a {NULL, NULL} entry. */
-#define mesh_log_fields(level, fields, ...)                                                        \
+/*
+ * `msgid` is NULL or a MESH_MSGID_* constant; `fields` is NULL or an array ended by a
+ * {NULL, NULL} entry (MESH_LOG_FIELDS makes one).
+ */
+#define mesh_log_id(level, msgid, fields, ...)                                                     \
     do {                                                                                           \
         if (mesh_log_enabled(level))                                                               \
-            mesh_log__write(level, MESH_LOG_MODULE, __FILE__, __LINE__, __func__, fields,          \
+            mesh_log__write(level, MESH_LOG_MODULE, __FILE__, __LINE__, __func__, msgid, fields,   \
                             __VA_ARGS__);                                                          \
     } while (0)
 
-#define mesh_log(level, ...) mesh_log_fields(level, NULL, __VA_ARGS__)
+#define mesh_log_fields(level, fields, ...) mesh_log_id(level, NULL, fields, __VA_ARGS__)
+#define mesh_log(level, ...) mesh_log_id(level, NULL, NULL, __VA_ARGS__)
 #define mesh_log_error(...) mesh_log(MESH_LOG_ERROR, __VA_ARGS__)
 #define mesh_log_warn(...) mesh_log(MESH_LOG_WARNING, __VA_ARGS__)
 #define mesh_log_notice(...) mesh_log(MESH_LOG_NOTICE, __VA_ARGS__)

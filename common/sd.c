@@ -79,6 +79,12 @@ int mesh_sd_watchdog(uint64_t *ret_usec)
 
 /* One socket for the life of the process, opened on first use by whichever thread. */
 static atomic_int journal_fd = -1;
+static const char *_Atomic journal_path = MESH_SD_JOURNAL_SOCKET;
+
+void mesh_sd__set_journal_socket(const char *path)
+{
+    atomic_store(&journal_path, path);
+}
 
 static int journal_socket(void)
 {
@@ -126,5 +132,5 @@ int mesh_sd_journal_send(const struct mesh_sd_field *fields, size_t n)
     int fd = journal_socket();
     if (fd < 0)
         return fd;
-    return send_datagram(fd, MESH_SD_JOURNAL_SOCKET, b.data, b.len);
+    return send_datagram(fd, atomic_load(&journal_path), b.data, b.len);
 }

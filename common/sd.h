@@ -38,7 +38,9 @@ struct mesh_sd_field {
  */
 int mesh_sd_journal_send(const struct mesh_sd_field *fields, size_t n);
 
-/* Where journald listens; tests may point it elsewhere before the first send. */
+/* Where journald listens. */
 #define MESH_SD_JOURNAL_SOCKET "/run/systemd/journal/socket"
+/* For tests: sends journal entries to `path` instead (a string that outlives logging). */
+void mesh_sd__set_journal_socket(const char *path);
 
 #endif

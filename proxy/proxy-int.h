@@ -115,6 +115,7 @@ struct mesh_proxy_shared {
     size_t buffer_size;
     size_t high_water;
     size_t low_water;
+    uv_async_t *applied; /* a worker took a snapshot (set before the workers start) */
 };
 
 /* ---- snapshots ---- */

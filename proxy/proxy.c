@@ -15,20 +15,11 @@
 #include "common/log.h"
 #include "common/prom.h"
 #include "proxy/health_check.h"
+#include "proxy/listeners.h"
 #include "proxy/worker.h"
 
 /* How often ejected endpoints are checked for return, and failed listeners retried. */
 #define SWEEP_MS 250
-#define LISTEN_RETRY_MS 5000
-
-/* A listener the main loop keeps: bound on every worker, or failed with an error. */
-struct lrec {
-    char *key;
-    struct mesh_addr addr;
-    bool bound;
-    bool wanted; /* in the newest update */
-    char *error;
-};
 
 struct mesh_proxy {
     uv_loop_t *loop;
@@ -50,10 +41,9 @@ struct mesh_proxy {
     char *last_zone;
     uint64_t swept_at; /* mesh_ep_states_released() at the last sweep */
     struct mesh_dest_policy default_policy;
-    struct mesh_hmap listeners; /* key -> struct lrec */
-    size_t listener_errors;
+    struct mesh_listeners listeners;
     struct mesh_health_checker *hc;
-    uint64_t last_listen_retry;
+    uv_async_t applied; /* a worker took a snapshot */
     bool stopping;
     int closing;
     void (*done)(void *data);
@@ -95,74 +85,7 @@ static void sweep_registry(struct mesh_proxy *p)
     mesh_free(gone);
 }
 
-/* ---- listeners ---- */
-
-/*
- * A listening socket for one worker. SO_REUSEPORT lets every worker have its own, with the
- * kernel spreading connections; a plain bind first proves that no other process holds the
- * address (reuseport would otherwise share it with another agent of the same user).
- */
-static int listen_socket(const struct mesh_addr *a, int backlog, bool probe, int *ret_fd)
-{
-    int one = 1;
-    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return -errno;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        (!probe && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
-        (a->ss.ss_family == AF_INET6 &&
-         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
-        bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 ||
-        (!probe && listen(fd, backlog) < 0)) {
-        int err = -errno;
-        close(fd);
-        return err;
-    }
-    if (probe) {
-        close(fd);
-        return 0;
-    }
-    *ret_fd = fd;
-    return 0;
-}
-
-/* Binds rec on every worker. Returns 0 or -errno (nothing is left open then). */
-static int bind_listener(struct mesh_proxy *p, struct lrec *rec)
-{
-    int *fds = mesh_calloc((size_t)p->n_workers, sizeof(int));
-    if (!fds)
-        return -ENOMEM;
-    int r = listen_socket(&rec->addr, p->opts.backlog, true, NULL);
-    int k = 0;
-    for (; r == 0 && k < p->n_workers; k++) {
-        r = listen_socket(&rec->addr, p->opts.backlog, false, &fds[k]);
-        if (r < 0)
-            break;
-    }
-    if (r < 0) {
-        for (int i = 0; i < k; i++)
-            close(fds[i]);
-        mesh_free(fds);
-        return r;
-    }
-    for (int i = 0; i < p->n_workers; i++) {
-        struct worker_cmd *cmd = mesh_calloc(1, sizeof(*cmd));
-        char *key = mesh_strdup(rec->key);
-        if (!cmd || !key) {
-            /* The worker never sees it: the socket must not leak. */
-            close(fds[i]);
-            mesh_free(cmd);
-            mesh_free(key);
-            continue;
-        }
-        cmd->type = WORKER_ADD_LISTENER;
-        cmd->key = key;
-        cmd->fd = fds[i];
-        mesh_worker_post(&p->workers[i], cmd);
-    }
-    mesh_free(fds);
-    return 0;
-}
+/* ---- listeners and snapshots ---- */
 
 /*
  * Workers already joined have closed their loops: a wake would make libuv abort (its
@@ -201,41 +124,6 @@ static void post_all(struct mesh_proxy *p, enum worker_cmd_type type, const char
     }
 }
 
-static void lrec_free(struct lrec *r)
-{
-    mesh_free(r->key);
-    mesh_free(r->error);
-    mesh_free(r);
-}
-
-/* Binds what is wanted and not bound yet; failures are kept and retried later. */
-static void bind_wanted(struct mesh_proxy *p)
-{
-    size_t i = 0, errors = 0;
-    const struct mesh_hmap_entry *he;
-    while (mesh_hmap_next(&p->listeners, &i, &he)) {
-        struct lrec *r = he->value;
-        if (!r->wanted || r->bound)
-            continue;
-        int err = bind_listener(p, r);
-        if (err == 0) {
-            r->bound = true;
-            if (r->error)
-                mesh_log_notice("listening on %s now", r->key);
-            mesh_free(r->error);
-            r->error = NULL;
-            continue;
-        }
-        errors++;
-        if (!r->error)
-            mesh_log_error("cannot listen on %s: %s; retrying every %d s", r->key, strerror(-err),
-                           LISTEN_RETRY_MS / 1000);
-        mesh_free(r->error);
-        r->error = mesh_strdup(strerror(-err));
-    }
-    p->listener_errors = errors;
-}
-
 /* Counts a change of what endpoints are built from, other than the catalog's services. */
 static int note_inputs(struct mesh_proxy *p, const struct mesh_proxy_inputs *in)
 {
@@ -267,52 +155,22 @@ int mesh_proxy_update(struct mesh_proxy *p, const struct mesh_proxy_inputs *in)
     int r = note_inputs(p, in);
     if (r == 0)
         r = mesh_want_listeners(in, &wl, &n);
-    if (r == 0)
+    /* Listeners: bind what is new first, so that one that cannot bind where it moves to
+     * leaves its old address serving in the snapshot. */
+    if (r == 0) {
+        mesh_listeners_prepare(&p->listeners, wl, n);
         r = mesh_snapshot_build(&p->regs, ++p->version, &p->default_policy, in, p->inputs_gen,
                                 p->snap, wl, n, &snap);
+    }
     if (r < 0) {
         mesh_free(wl);
         mesh_log_error("out of memory building a proxy snapshot; keeping the previous one");
         return r;
     }
-    /* Listeners: mark what is wanted, bind what is new, then the snapshot, then removals. */
-    size_t i = 0;
-    const struct mesh_hmap_entry *he;
-    while (mesh_hmap_next(&p->listeners, &i, &he))
-        ((struct lrec *)he->value)->wanted = false;
-    for (size_t k = 0; k < n; k++) {
-        if (wl[k].kind == MESH_LISTENER_SNI)
-            continue; /* not a socket */
-        struct lrec *rec = mesh_hmap_get(&p->listeners, wl[k].key);
-        if (!rec) {
-            rec = mesh_calloc(1, sizeof(*rec));
-            if (!rec || !(rec->key = mesh_strdup(wl[k].key)) ||
-                mesh_hmap_put(&p->listeners, rec->key, rec) < 0) {
-                if (rec)
-                    lrec_free(rec);
-                continue;
-            }
-            rec->addr = wl[k].addr;
-        }
-        rec->wanted = true;
-    }
-    bind_wanted(p);
+    /* The snapshot before the sockets it routes (a worker woken in between never accepts on
+     * a listener its snapshot does not know), then removals. */
     post_all(p, WORKER_SNAPSHOT, NULL, snap);
-    struct lrec **gone = NULL;
-    size_t n_gone = 0, cap = 0;
-    i = 0;
-    while (mesh_hmap_next(&p->listeners, &i, &he)) {
-        struct lrec *rec = he->value;
-        if (!rec->wanted && mesh_grow((void **)&gone, &cap, n_gone + 1, sizeof(*gone)) == 0)
-            gone[n_gone++] = rec;
-    }
-    for (size_t k = 0; k < n_gone; k++) {
-        if (gone[k]->bound)
-            post_all(p, WORKER_REMOVE_LISTENER, gone[k]->key, NULL);
-        mesh_hmap_remove(&p->listeners, gone[k]->key);
-        lrec_free(gone[k]);
-    }
-    mesh_free(gone);
+    mesh_listeners_commit(&p->listeners);
     mesh_free(wl);
     wake_all(p);
 
@@ -375,10 +233,10 @@ static void on_sweep(uv_timer_t *t)
         atomic_fetch_add(&p->shared.health_epoch, 1);
     if (mesh_ep_states_released() != p->swept_at)
         sweep_registry(p); /* workers let go of older snapshots or connections since */
-    if (p->listener_errors && now - p->last_listen_retry >= LISTEN_RETRY_MS) {
-        p->last_listen_retry = now;
-        bind_wanted(p);
+    if (mesh_listeners_retry(&p->listeners, p->snap, now) > 0) {
         wake_all(p);
+        if (p->opts.changed)
+            p->opts.changed(p->opts.changed_data); /* readiness; a moved one needs an update */
     }
 }
 
@@ -421,7 +279,7 @@ int mesh_proxy_new(uv_loop_t *loop, const struct mesh_proxy_options *opts, struc
         mesh_log_error("cannot open the access log '%s': %s; logging no requests", opts->access_log,
                        strerror(errno));
     mesh_hmap_init(&p->regs.dests);
-    mesh_hmap_init(&p->listeners);
+    mesh_listeners_init(&p->listeners, p->opts.backlog);
     p->workers = mesh_calloc((size_t)p->n_workers, sizeof(*p->workers));
     if (!p->workers || mesh_dest_policy_defaults(&p->default_policy) < 0 ||
         mesh_health_checker_new(loop, &p->shared, &p->hc) < 0) {
@@ -437,9 +295,19 @@ int mesh_proxy_new(uv_loop_t *loop, const struct mesh_proxy_options *opts, struc
 
 static void on_worker_exited(uv_async_t *a);
 
+static void on_applied(uv_async_t *a)
+{
+    struct mesh_proxy *p = a->data;
+    if (p->opts.changed && !p->stopping)
+        p->opts.changed(p->opts.changed_data);
+}
+
 int mesh_proxy_start(struct mesh_proxy *p)
 {
     uv_async_init(p->loop, &p->exited, on_worker_exited);
+    uv_async_init(p->loop, &p->applied, on_applied);
+    p->applied.data = p;
+    p->shared.applied = &p->applied;
     uv_timer_init(p->loop, &p->sweep);
     uv_timer_init(p->loop, &p->drain);
     p->exited.data = p->sweep.data = p->drain.data = p;
@@ -460,6 +328,7 @@ int mesh_proxy_start(struct mesh_proxy *p)
     }
     if (p->started_workers == 0)
         return -EAGAIN;
+    mesh_listeners_set_workers(&p->listeners, p->workers, p->started_workers);
     mesh_log_info("data plane: %d worker threads", p->started_workers);
     return 0;
 }
@@ -469,11 +338,7 @@ static void free_proxy(struct mesh_proxy *p)
     void (*done)(void *) = p->done;
     void *data = p->done_data;
     mesh_snapshot_unref(p->snap);
-    size_t i = 0;
-    const struct mesh_hmap_entry *he;
-    while (mesh_hmap_next(&p->listeners, &i, &he))
-        lrec_free(he->value);
-    mesh_hmap_done(&p->listeners);
+    mesh_listeners_done(&p->listeners);
     mesh_state_regs_done(&p->regs);
     mesh_dest_policy_done(&p->default_policy);
     mesh_free(p->last_zone);
@@ -502,8 +367,9 @@ static void on_hc_closed(void *data)
 
 static void finish_stop(struct mesh_proxy *p)
 {
-    p->closing = 4;
+    p->closing = 5;
     uv_close((uv_handle_t *)&p->exited, on_closed);
+    uv_close((uv_handle_t *)&p->applied, on_closed);
     uv_close((uv_handle_t *)&p->sweep, on_closed);
     uv_close((uv_handle_t *)&p->drain, on_closed);
     mesh_health_checker_close(p->hc, on_hc_closed, p);
@@ -603,7 +469,33 @@ int mesh_proxy_set_access_log(struct mesh_proxy *p, const char *where)
 
 size_t mesh_proxy_listener_errors(const struct mesh_proxy *p)
 {
-    return p->listener_errors;
+    return p->listeners.errors;
+}
+
+bool mesh_proxy_listener_problem(const struct mesh_proxy *p, char *out, size_t n)
+{
+    return mesh_listeners_problem(&p->listeners, out, n);
+}
+
+bool mesh_proxy_needs_update(const struct mesh_proxy *p)
+{
+    return mesh_listeners_pending(&p->listeners);
+}
+
+bool mesh_proxy_in_effect(const struct mesh_proxy *p)
+{
+    if (!p->snap)
+        return true;
+    for (int i = 0; i < p->started_workers; i++) {
+        if (!p->workers[i].joined && atomic_load(&p->workers[i].snap_version) < p->snap->version)
+            return false;
+    }
+    return true;
+}
+
+int mesh_proxy_can_listen(const struct mesh_addr *a)
+{
+    return mesh_listeners_can_listen(a);
 }
 
 int mesh_proxy_active(const struct mesh_proxy *p)
@@ -717,13 +609,13 @@ void mesh_proxy_metrics(struct mesh_proxy *p, struct mesh_buf *b)
                          (struct mesh_prom_label[]){{"direction", d ? "outbound" : "inbound"}, {0}},
                          (double)atomic_load(&p->shared.tls_resumed[d]));
     mesh_prom_family(b, "mesh_proxy_listeners", "gauge", "Listeners by state.");
-    size_t n = p->listeners.n;
+    size_t n = p->listeners.map.n;
     mesh_prom_sample(b, "mesh_proxy_listeners",
                      (struct mesh_prom_label[]){{"state", "listening"}, {NULL, NULL}},
-                     (double)(n - p->listener_errors));
+                     (double)(n - p->listeners.errors));
     mesh_prom_sample(b, "mesh_proxy_listeners",
                      (struct mesh_prom_label[]){{"state", "failed"}, {NULL, NULL}},
-                     (double)p->listener_errors);
+                     (double)p->listeners.errors);
     mesh_prom_family(b, "mesh_proxy_health_checks_total", "counter", "Active health checks made.");
     mesh_prom_sample(b, "mesh_proxy_health_checks_total", NULL,
                      p->hc ? (double)mesh_health_checker_probes(p->hc) : 0);
@@ -763,7 +655,8 @@ json_t *mesh_proxy_status(struct mesh_proxy *p)
     json_t *listeners = json_array(), *dests = json_array();
     for (size_t i = 0; s && listeners && i < s->n_listeners; i++) {
         const struct snap_listener *l = &s->listeners[i];
-        const struct lrec *rec = mesh_hmap_get(&p->listeners, l->key);
+        const char *error = NULL;
+        bool bound = mesh_listeners_state(&p->listeners, l->key, &error);
         static const char *const kinds[] = {"outbound", "inbound", "outbound_http", "inbound_mtls",
                                             "mtls_service"};
         json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "address", l->key, "kind",
@@ -774,12 +667,15 @@ json_t *mesh_proxy_status(struct mesh_proxy *p)
                                                               : "(by Host)",
                               "state",
                               l->kind == MESH_LISTENER_SNI ? "via the mTLS listener"
-                              : rec && rec->bound          ? "listening"
+                              : bound                      ? "listening"
                                                            : "failed");
-        if (o && rec && rec->error)
-            json_object_set_new(o, "error", json_string(rec->error));
+        if (o && error)
+            json_object_set_new(o, "error", json_string(error));
         json_array_append_new(listeners, o);
     }
+    /* Listeners that cannot bind where they moved to (their old address serves above). */
+    if (listeners)
+        mesh_listeners_status(&p->listeners, s, listeners);
     for (size_t i = 0; s && dests && i < s->n_dests; i++) {
         const struct snap_dest *d = &s->dests[i];
         json_t *eps = json_array();

@@ -41,6 +41,11 @@ struct mesh_proxy_options {
     int backlog;
     struct mesh_http_options http; /* zero: the defaults */
     const char *access_log;        /* NULL or "": none; "stdout", "stderr" or a file */
+    /* Called on the loop when the workers took a new snapshot, and when a listener that
+     * had failed is bound at last (it reaches the workers with the next update if it
+     * moved): what readiness looks at may have changed. May be NULL. */
+    void (*changed)(void *data);
+    void *changed_data;
 };
 
 /* What the data plane is built from, at each update. Borrowed for the call only. */
@@ -64,10 +69,12 @@ int mesh_proxy_new(uv_loop_t *loop, const struct mesh_proxy_options *opts, struc
 /* Starts the worker threads. Returns 0 or a negative errno. */
 int mesh_proxy_start(struct mesh_proxy *p);
 /*
- * Builds a snapshot from `in` and hands it to the workers: new connections use it at once,
- * connections in progress keep theirs. Listeners that cannot be bound are reported (log,
- * status, metrics) and retried; the others run. Returns 0, or -ENOMEM (the previous
- * snapshot stays).
+ * Builds a snapshot from `in` and hands it to the workers: new connections use it at once
+ * (once each worker has taken it: mesh_proxy_in_effect), connections in progress keep
+ * theirs. Listeners that cannot be bound are reported (log, status, metrics, and
+ * mesh_proxy_listener_problem) and retried; the others run. A listener that moves to an
+ * address it cannot bind keeps serving on its old one until it can. Returns 0, or
+ * -ENOMEM (the previous snapshot stays).
  */
 int mesh_proxy_update(struct mesh_proxy *p, const struct mesh_proxy_inputs *in);
 /*
@@ -87,6 +94,14 @@ void mesh_proxy_metrics(struct mesh_proxy *p, struct mesh_buf *b);
 json_t *mesh_proxy_status(struct mesh_proxy *p);
 /* Listeners that failed to bind, for readiness and status. */
 size_t mesh_proxy_listener_errors(const struct mesh_proxy *p);
+/* The first listener that is wanted and not bound, described in `out`; false when none. */
+bool mesh_proxy_listener_problem(const struct mesh_proxy *p, char *out, size_t n);
+/* Whether a listener bound since the last update waits for one to reach the workers. */
+bool mesh_proxy_needs_update(const struct mesh_proxy *p);
+/* Whether every worker has taken the newest snapshot. */
+bool mesh_proxy_in_effect(const struct mesh_proxy *p);
+/* Whether nothing holds `a` now (it could be listened on). Returns 0 or -errno. */
+int mesh_proxy_can_listen(const struct mesh_addr *a);
 /* Open proxied connections right now. */
 int mesh_proxy_active(const struct mesh_proxy *p);
 

@@ -128,6 +128,10 @@ static void set_snapshot(struct mesh_worker *w, struct mesh_proxy_snapshot *snap
         mesh_log_error("worker %d: out of memory taking a snapshot", w->index);
     mesh_tcp_snapshot_changed(w);
     mesh_snapshot_unref(old);
+    /* The main loop waits for every worker to run a snapshot before it calls it in effect
+     * (readiness). */
+    atomic_store(&w->snap_version, snap->version);
+    uv_async_send(w->shared->applied);
 }
 
 void mesh_worker_maybe_exit(struct mesh_worker *w)

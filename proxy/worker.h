@@ -62,6 +62,7 @@ struct mesh_worker {
     /* Read by the main loop. */
     atomic_int active;
     atomic_ullong accepted;
+    atomic_ullong snap_version; /* of the snapshot new connections get */
     /* Signalled (from the worker thread) once the loop has ended and `finished` is set. */
     uv_async_t *exited;
     atomic_bool finished;

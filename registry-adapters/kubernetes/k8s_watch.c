@@ -380,8 +380,10 @@ static void on_watch_done(struct mesh_http_req *req)
     if (r->relist || req->status == 410) {
         r->relist = false;
         k->relists[r->kind]++;
-        mesh_log_info("%s: resource version %s is gone (410): listing again", plurals[r->kind],
-                      r->rv ? r->rv : "?");
+        mesh_log_id(MESH_LOG_INFO, MESH_MSGID_RELIST,
+                    MESH_LOG_FIELDS({"registry", k->base.cfg->name}),
+                    "%s: resource version %s is gone (410): listing again", plurals[r->kind],
+                    r->rv ? r->rv : "?");
         list_start(r);
         return;
     }

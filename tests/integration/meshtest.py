@@ -3,11 +3,17 @@
 Readiness comes from the agent itself (sd_notify on a NOTIFY_SOCKET the test owns), never
 from sleeps. Set MESH_AGENT_WRAPPER (e.g. "valgrind --error-exitcode=99 --leak-check=full")
 to run every agent under a checker; a non-zero exit on SIGTERM then fails the test.
+
+Every temporary file a test process makes (tempfile's, and TMPDIR for the processes it
+starts) goes under one directory that is removed when the process exits: a run leaves
+nothing behind in /tmp. MESH_KEEP_TMP=1 keeps it (its path is printed).
 """
+import atexit
 import json
 import os
 import random
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +28,29 @@ AGENT = os.environ.get("MESH_AGENT_BIN", os.path.join(BUILD, "agent", "mesh-agen
 WRAPPER = shlex.split(os.environ.get("MESH_AGENT_WRAPPER", ""))
 # Under a checker everything is slower: stretch the waits, never the assertions.
 SLOW = 8.0 if WRAPPER else 1.0
+
+
+def _session_tmp():
+    """One temporary directory for this test process and what it starts, removed at its
+    exit (by the process that made it, not by a forked child)."""
+    path = tempfile.mkdtemp(prefix="mesh-test-")
+    tempfile.tempdir = path
+    os.environ["TMPDIR"] = path
+    owner = os.getpid()
+
+    def remove():
+        if os.getpid() != owner:
+            return
+        if os.environ.get("MESH_KEEP_TMP"):
+            print(f"meshtest: kept the temporary files in {path}")
+            return
+        shutil.rmtree(path, ignore_errors=True)
+
+    atexit.register(remove)
+    return path
+
+
+SESSION_TMP = _session_tmp()
 
 
 def _ephemeral_low():
@@ -40,13 +69,20 @@ def free_port():
     hi = min(_ephemeral_low(), 32768) - 1
     for _ in range(200):
         port = random.randint(20000, hi)
+        if port in _handed_out:
+            continue  # this process may not have bound it yet
         with socket.socket() as s:
             try:
-                s.bind(("127.0.0.1", port))
+                # The wildcard address: free on every address (tests listen on 127.0.0.2 too).
+                s.bind(("0.0.0.0", port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
     raise AssertionError("no free port below the ephemeral range")
+
+
+_handed_out = set()
 
 
 def wait_for(predicate, timeout=5.0, interval=0.02, what="condition"):
@@ -236,6 +272,13 @@ class Agent:
             self.proc.kill()
             self.proc.wait()
 
+    def remove_files(self):
+        """Removes the agent's directory (config, state, logs) once it has exited."""
+        if self.proc and self.proc.poll() is None:
+            return
+        if not os.environ.get("MESH_KEEP_TMP"):
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
     # -- admin API --
     def url(self, path):
         return f"http://127.0.0.1:{self.admin_port}{path}"
@@ -287,6 +330,15 @@ class AgentTest(unittest.TestCase):
 
     def setUp(self):
         self.agents = []
+        # Cleanups run even when setUp fails (tearDown does not): no agent outlives its test.
+        self.addCleanup(self._kill_leftover_agents)
+
+    def _kill_leftover_agents(self):
+        for a in self.agents:
+            if a.proc and a.proc.poll() is None:
+                a.kill()
+                a.close()
+            a.remove_files()
 
     def agent(self, *args, **kwargs):
         a = Agent(*args, **kwargs)
@@ -294,6 +346,7 @@ class AgentTest(unittest.TestCase):
         return a
 
     def tearDown(self):
+        failures = []
         for a in self.agents:
             if a.proc and a.proc.poll() is None:
                 a.stop()
@@ -302,8 +355,11 @@ class AgentTest(unittest.TestCase):
                 a.close()
             for code in a.exits:
                 if code != a.expected_exit:
-                    self.fail(f"agent exited with {code}, expected {a.expected_exit}; "
-                              f"log:\n{a.logs()}")
+                    failures.append(f"agent exited with {code}, expected {a.expected_exit}; "
+                                    f"log:\n{a.logs()}")
+            a.remove_files()
+        if failures:
+            self.fail("\n".join(failures))
 
 
 class BackendTest(AgentTest):

@@ -3,10 +3,12 @@ import json
 import os
 import socket
 
-from meshtest import AgentTest, check_promtool, main
+from meshtest import AgentTest, check_promtool, free_port, main
 
+# Not the demo's 19001: a fixed port collides with whatever else runs on the machine.
+UPSTREAM_PORT = free_port()
 WEB = {"service": {"name": "web", "port": 8080, "protocol": "http",
-                   "upstreams": [{"service": "api", "bind_port": 19001}]}}
+                   "upstreams": [{"service": "api", "bind_port": UPSTREAM_PORT}]}}
 API = {"service": {"name": "api", "namespace": "shop", "endpoints": [
     {"address": "10.0.0.5", "port": 8080, "zone": "zone-a", "labels": {"version": "v1"}},
     {"address": "10.0.0.6", "port": 8080, "weight": 3, "health": "draining"}]}}
@@ -54,7 +56,8 @@ class AdminTest(AgentTest):
         self.assertEqual(local[0]["name"], "web")
         self.assertEqual(local[0]["address"], "127.0.0.1:8080")
         self.assertEqual(local[0]["upstreams"], [{"service": "api", "namespace": "default",
-                                                  "bind": "127.0.0.1:19001", "protocol": "tcp"}])
+                                                  "bind": f"127.0.0.1:{UPSTREAM_PORT}",
+                                                  "protocol": "tcp"}])
 
     def test_config_is_effective(self):
         cfg = self.a.json("/v1/config")

@@ -1,6 +1,7 @@
 """The mesh-agent command line: validate, help, version, exit codes."""
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import unittest
@@ -15,6 +16,7 @@ def run(*args):
 class CliTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="mesh-cli-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
         self.services = os.path.join(self.tmp, "services.d")
         os.makedirs(self.services)
 
@@ -99,10 +101,76 @@ class CliTest(unittest.TestCase):
         self.assertIn("$.admin: expected an object, got 5", r.stderr)
         self.assertIn("not starting", r.stderr)
 
+    def make_ca(self, name="ca"):
+        crt, key = os.path.join(self.tmp, name + ".crt"), os.path.join(self.tmp, name + ".key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=test CA", "-days",
+                        "1", "-keyout", key, "-out", crt], check=True, capture_output=True)
+        return crt, key
+
+    def test_validate_reports_missing_controller_files(self):
+        ca = os.path.join(self.tmp, "controller-ca.crt")
+        token = os.path.join(self.tmp, "join.token")
+        path = self.config(identity={"mode": "controller", "controller": "https://10.0.0.2:15443",
+                                     "controller_ca": ca, "join_token_file": token})
+        r = run("validate", "--config", path)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn(f"{path}: $.identity.controller_ca: cannot read '{ca}': No such file",
+                      r.stderr)
+        self.assertIn(f"{path}: $.identity.join_token_file: cannot read '{token}': No such file",
+                      r.stderr)
+        self.assertIn(f"{path}: 2 errors", r.stderr)
+        # Not a certificate, an empty token: still named.
+        with open(ca, "w") as f:
+            f.write("not a certificate\n")
+        open(token, "w").close()
+        r = run("validate", "--config", path)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(f"$.identity.controller_ca: no PEM certificate in '{ca}'", r.stderr)
+        self.assertIn(f"$.identity.join_token_file: '{token}' is empty", r.stderr)
+        # The real files: valid.
+        shutil.copy(self.make_ca()[0], ca)
+        with open(token, "w") as f:
+            f.write("mesh1.abc.def\n")
+        r = run("validate", "--config", path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # A node that holds its certificate has enrolled: the token may be gone.
+        os.unlink(token)
+        self.assertEqual(run("validate", "--config", path).returncode, 1)
+        os.makedirs(os.path.join(self.tmp, "certs"))
+        open(os.path.join(self.tmp, "certs", "node.crt"), "w").close()
+        r = run("validate", "--config", path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_validate_reports_missing_identity_files(self):
+        crt, key = self.make_ca()
+        path = self.config(identity={"mode": "standalone", "ca_cert": crt,
+                                     "ca_key": os.path.join(self.tmp, "none.key")})
+        r = run("validate", "--config", path)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("$.identity.ca_key: cannot read", r.stderr)
+        path = self.config(identity={"mode": "standalone", "ca_cert": key, "ca_key": key})
+        r = run("validate", "--config", path)
+        self.assertIn("$.identity.ca_cert: no PEM certificate in", r.stderr)
+        path = self.config(identity={"mode": "files", "cert_dir": crt, "trust_bundle": crt})
+        r = run("validate", "--config", path)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(f"$.identity.cert_dir: '{crt}' is not a directory", r.stderr)
+        path = self.config(identity={"mode": "files", "cert_dir": self.tmp, "trust_bundle": crt})
+        self.assertEqual(run("validate", "--config", path).returncode, 0)
+
     def test_examples_validate(self):
+        """The examples as `make demo` runs them: the controller's CA and a join token next
+        to them."""
         root = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
+        demo = os.path.join(self.tmp, "demo")
+        shutil.copytree(root, demo)
+        os.makedirs(os.path.join(demo, "controller"))
+        shutil.copy(self.make_ca()[0], os.path.join(demo, "controller", "ca.crt"))
+        with open(os.path.join(demo, "join.token"), "w") as f:
+            f.write("mesh1.abc.def\n")
         for cfg in ("agent.json", "host-b/agent.json"):
-            r = run("validate", "--config", os.path.join(root, cfg))
+            r = run("validate", "--config", os.path.join(demo, cfg))
             self.assertEqual(r.returncode, 0, r.stderr)
 
 

@@ -374,13 +374,16 @@ class ProxyTest(BackendTest):
         a = self.agent(services={
             "app.json": {"service": {"name": "app", "port": free_port(),
                                      "upstreams": [{"service": "api", "bind_port": self.port}]}},
-            "api.json": self.api_endpoints([b])}).start()
-        st = a.json("/v1/proxy")
+            "api.json": self.api_endpoints([b])}).start(wait_ready=False)
+        # Not ready while it cannot bind (test_listeners.py); reported all the same.
+        st = wait_for(lambda: tcp_listeners(a.json("/v1/proxy")) and a.json("/v1/proxy"),
+                      what="the listener in the status")
         self.assertEqual(tcp_listeners(st)[0]["state"], "failed")
         self.assertIn("in use", tcp_listeners(st)[0]["error"])
         self.assertEqual(a.metric("mesh_proxy_listeners", state="failed"), 1)
         self.assertIn(f"cannot listen on 127.0.0.1:{self.port}", a.logs())
         blocker.close()
+        a.wait_ready()
         wait_for(lambda: tcp_listeners(a.json("/v1/proxy"))[0]["state"] == "listening",
                  timeout=10, what="the retry to bind")
         self.assertEqual(greet(self.port), "b0")

@@ -1,6 +1,7 @@
 """Packages and units: build the .deb and .rpm from this tree, check them with lintian and
 rpm, check the units with systemd-analyze, then install the .deb on this machine, run the
 agent the way its unit would, upgrade over itself, and purge."""
+import atexit
 import configparser
 import glob
 import grp
@@ -30,6 +31,7 @@ def build_packages():
     if OUT:
         return OUT
     tmp = tempfile.mkdtemp(prefix="mesh-packages-")
+    atexit.register(shutil.rmtree, tmp, True)  # two build trees: nothing left in /tmp
     out = {}
     for family in ("deb", "rpm"):
         b = os.path.join(tmp, family)
@@ -108,9 +110,13 @@ class PackageTest(unittest.TestCase):
         cls.pkgs = build_packages()
 
     def test_lintian_is_clean(self):
+        # lintian leaves MLDBM files in its TMPDIR: give it one that goes.
+        tmp = tempfile.TemporaryDirectory(prefix="mesh-lintian-")
+        self.addCleanup(tmp.cleanup)
         for deb in self.pkgs["deb"].values():
             r = subprocess.run(["lintian", "--fail-on", "error,warning", "--pedantic", deb],
-                               capture_output=True, text=True)
+                               capture_output=True, text=True,
+                               env=dict(os.environ, TMPDIR=tmp.name))
             tags = [l for l in r.stdout.splitlines() if re.match(r"^[EW]: ", l)]
             self.assertEqual(tags, [], deb)
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
@@ -294,6 +300,7 @@ class InstallTest(unittest.TestCase):
         r = subprocess.run(["dpkg", *args], capture_output=True, text=True,
                            env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn("warning", (r.stdout + r.stderr).lower(), f"dpkg {' '.join(args)}")
         return r
 
     def check_mode(self, path, mode, owner="root", kind=stat.S_ISREG):
@@ -316,6 +323,7 @@ class InstallTest(unittest.TestCase):
             os.chown(d, pw.pw_uid, pw.pw_gid)
             os.chmod(d, mode)
         tmp = tempfile.mkdtemp(prefix="mesh-notify-")
+        self.addCleanup(shutil.rmtree, tmp, True)
         os.chmod(tmp, 0o755)
         path = os.path.join(tmp, "notify.sock")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -405,10 +413,21 @@ class InstallTest(unittest.TestCase):
             self.assertEqual(json.load(f)["log"]["level"], "debug")
         self.assertTrue(os.path.exists(lkg))  # state survives an upgrade
 
-        # Remove keeps config and state; purge removes everything.
+        # What docs/install.md has an operator add for controller mode: the join token (a
+        # secret) and the controller's CA.
+        token = "/etc/mesh-agent/join.token"
+        with open(token, "w") as f:
+            f.write("mesh1.secret\n")
+        os.chmod(token, 0o600)
+        os.chown(token, pw.pw_uid, pw.pw_gid)
+        with open("/etc/mesh-agent/controller-ca.crt", "w") as f:
+            f.write("-----BEGIN CERTIFICATE-----\n")
+
+        # Remove keeps config and state; purge removes everything, without a warning.
         self.dpkg("--remove", "mesh-agent")
         self.assertFalse(os.path.exists("/usr/sbin/mesh-agent"))
         self.assertTrue(os.path.exists("/etc/mesh-agent/agent.json"))
+        self.assertTrue(os.path.exists(token))
         self.assertTrue(os.path.exists(lkg))
         self.dpkg("--purge", "mesh-agent")
         for gone in ("/usr/sbin/mesh-agent", "/etc/mesh-agent", "/var/lib/mesh-agent",

@@ -28,6 +28,19 @@ AGENT = os.environ.get("MESH_AGENT_BIN", os.path.join(BUILD, "agent", "mesh-agen
 WRAPPER = shlex.split(os.environ.get("MESH_AGENT_WRAPPER", ""))
 # Under a checker everything is slower: stretch the waits, never the assertions.
 SLOW = 8.0 if WRAPPER else 1.0
+# An upper bound on how long something may take in a test (a change reaching the data plane,
+# a timeout firing, the event loop answering) tells one mechanism from another: a push from
+# a poll, a timer from a hang, a loop that keeps up from one that stalls. It is never a
+# performance figure (those come from bench/), so it holds on a sanitizer build (MESH_SANITIZED,
+# several times slower) and on a loaded two-core machine running the suite with -j2.
+LATITUDE = SLOW * (3.0 if os.environ.get("MESH_SANITIZED") else 1.0) * 2.0
+
+
+def within(test, t0, bound, what):
+    """Fails test when more than bound * LATITUDE seconds passed since t0 (time.monotonic())."""
+    took = time.monotonic() - t0
+    test.assertLess(took, bound * LATITUDE, f"{what} took {took:.2f} s")
+    return took
 
 
 def _session_tmp():

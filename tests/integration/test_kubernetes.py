@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fakes"))
 
 from fake_consul import FakeConsul  # noqa: E402
 from fake_kube import FakeKube, pod_obj, service_obj, slice_obj  # noqa: E402
-from meshtest import AGENT, AgentTest, SLOW, check_promtool, main, wait_for  # noqa: E402
+from meshtest import LATITUDE, within, AGENT, AgentTest, SLOW, check_promtool, main, wait_for  # noqa: E402
 from pki import Pki  # noqa: E402
 
 TD = "cluster.test"
@@ -107,8 +107,8 @@ class KubeTest(AgentTest):
                             for r in lists))
         self.assertEqual(a.metric("mesh_k8s_objects", registry="k8s", resource="endpointslices"),
                          500)
-        # A watch event reaches the catalog within 100 ms (polled on the one service: the
-        # whole listing's own cost is not what is measured).
+        # A watch event reaches the catalog at once, not at a relist (polled on the one
+        # service: the whole listing's own cost is not what is measured; bench/k8s measures).
         wait_for(lambda: self.kube.open_watches == 3, what="the watches")
 
         def svc007():
@@ -122,7 +122,7 @@ class KubeTest(AgentTest):
                                                        None)]))
             wait_for(lambda: svc007() == [ready(f"10.9.9.{i + 1}")],
                      interval=0.002, what="the modified slice")
-            self.assertLess(time.monotonic() - t0, 0.1 * SLOW)
+            within(self, t0, 0.5, "a watch event reaching the catalog")
         # Deleting the slice removes the service's endpoints; the Service stays, with none.
         self.kube.delete("endpointslices", "shop", "svc-007-x")
         wait_for(lambda: a.services()["shop/svc-007"]["endpoints"] == [], what="the deleted slice")
@@ -206,9 +206,9 @@ class KubeTest(AgentTest):
         print(f"churn: longest watchdog gap {max(gaps):.2f} s, slowest /healthz "
               f"{max(probes):.2f} s, caught up {caught_up:.2f} s after the last event",
               file=sys.stderr)
-        self.assertLess(max(gaps), 2.5 * SLOW, f"watchdog pings stopped for {max(gaps):.1f} s")
-        self.assertLess(max(probes), 1.0 * SLOW, f"/healthz took {max(probes):.1f} s")
-        self.assertLess(caught_up, 5 * SLOW, f"{caught_up:.1f} s behind after the churn")
+        self.assertLess(max(gaps), 2.5 * LATITUDE, f"watchdog pings stopped for {max(gaps):.1f} s")
+        self.assertLess(max(probes), 1.0 * LATITUDE, f"/healthz took {max(probes):.1f} s")
+        self.assertLess(caught_up, 5 * LATITUDE, f"{caught_up:.1f} s behind after the churn")
         self.assertEqual(a.metric("mesh_k8s_relists_total", registry="k8s",
                                   resource="endpointslices"), 0)
         for s in (0, 1, n // 2, n - 1):

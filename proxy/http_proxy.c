@@ -17,10 +17,12 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
+#include "proxy/http_try.h"
 
 static void process_input(struct http_conn *c);
 static void start_try(struct http_conn *c);
 static void arm_timer(struct http_conn *c);
+static uint64_t earliest(uint64_t a, uint64_t b);
 static void finish_request(struct http_conn *c);
 static void on_down_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_down_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -179,6 +181,7 @@ static void on_handle_closed(uv_handle_t *h)
 /* Releases what the request holds in shared counters. */
 static void release_counts(struct http_req *q)
 {
+    mesh_http_try_end(q);
     if (q->counted_pending) {
         atomic_fetch_sub_explicit(&mesh_dest_http(q->dest->state)->pending, 1,
                                   memory_order_relaxed);
@@ -379,11 +382,7 @@ static bool may_retry(struct http_conn *c, bool cause_allowed)
         return false;
     struct mesh_http_stats *st = mesh_dest_http(q->dest->state);
     if (!q->counted_retry) {
-        /* The budget: retries in flight at most budget_percent of the active requests. */
-        int active = atomic_load_explicit(&st->active, memory_order_relaxed);
-        int retrying = atomic_load_explicit(&st->retrying, memory_order_relaxed);
-        int cap = active * p->budget_percent / 100;
-        if (retrying >= (cap > 3 ? cap : 3))
+        if (!mesh_http_retry_budget_allows(q, st))
             return false;
         atomic_fetch_add_explicit(&st->retrying, 1, memory_order_relaxed);
         q->counted_retry = true;
@@ -416,6 +415,7 @@ static void retry_later(struct http_conn *c)
     if (cap > p->backoff_max_ms)
         cap = p->backoff_max_ms;
     uint64_t wait = cap ? mesh_rng_next(&c->w->rng) % (cap + 1) : 0;
+    mesh_http_try_end(q);
     atomic_fetch_add_explicit(&mesh_dest_http(q->dest->state)->retries, 1, memory_order_relaxed);
     if (q->rule)
         atomic_fetch_add_explicit(&mesh_dest_http(q->rule->state)->retries, 1,
@@ -446,8 +446,7 @@ static void send_head(struct http_conn *c)
     q->phase = REQ_SENT;
     q->head_sent = true;
     q->body_sent_all = q->body.done;
-    uint64_t per_try = q->rr->per_try_timeout_ms;
-    q->try_deadline = per_try ? now_ms(c) + per_try : 0;
+    q->try_deadline = mesh_http_try_deadline(q, &q->try_soft);
     write_up(c, b, q->replay.len ? 2 : 1);
     if (!c->closing && q->phase == REQ_SENT) {
         arm_timer(c);
@@ -458,6 +457,7 @@ static void send_head(struct http_conn *c)
 static void connect_failed(struct http_conn *c, int ep)
 {
     struct http_req *q = &c->req;
+    mesh_http_try_end(q);
     mesh_outlier_failure(c->w->shared, q->dest, &q->dest->eps[ep], now_ms(c));
     atomic_fetch_add_explicit(&q->dest->state->connect_failures, 1, memory_order_relaxed);
     q->flags |= RF_CONNECT_FAILURE;
@@ -493,6 +493,7 @@ static void start_try(struct http_conn *c)
     if (q->n_tried < MESH_HTTP_MAX_TRIES)
         q->tried[q->n_tried++] = (uint32_t)ep;
     const struct snap_endpoint *e = &q->dest->eps[ep];
+    mesh_http_try_begin(q, e, now_ms(c));
     mesh_ipport_format(&e->addr, q->upstream_host, sizeof(q->upstream_host));
     const char *as = e->mesh_port && c->listener->tls_as ? c->listener->tls_as->id : NULL;
     struct upconn *u = mesh_up_take_idle(w, e->state, as);
@@ -520,7 +521,9 @@ static void start_try(struct http_conn *c)
     }
     q->up = u;
     q->phase = REQ_CONNECTING;
-    q->try_deadline = now_ms(c) + q->dest->policy->connect_timeout_ms;
+    bool soft;
+    q->try_deadline = earliest(q->try_start + q->dest->policy->connect_timeout_ms,
+                               mesh_http_try_deadline(q, &soft));
     arm_timer(c);
 }
 
@@ -1203,19 +1206,26 @@ static void on_timer(uv_timer_t *t)
             }
             connect_failed(c, ep);
         } else if (q->phase == REQ_SENT) {
-            /* Per-try timeout: this endpoint is slow; another may not be. */
+            /* Per-try timeout: this endpoint is slow or a black hole; another may not be.
+             * It counts against the endpoint as a gateway error would. */
             count_timeout(q);
             struct upconn *u = q->up;
-            q->up = NULL;
             if (u)
-                mesh_up_close(u);
+                mesh_outlier_http_status(c->w->shared, q->dest, &q->dest->eps[u->ep], now, 504);
             unsigned on = retry_on(&q->rr->retries);
             if (may_retry(c, on & (MESH_RETRY_5XX | MESH_RETRY_GATEWAY_ERROR | MESH_RETRY_RESET))) {
+                q->up = NULL;
+                if (u)
+                    mesh_up_close(u);
                 retry_later(c);
-            } else {
+            } else if (!q->try_soft || !u) {
+                q->up = NULL;
+                if (u)
+                    mesh_up_close(u);
                 q->flags |= RF_UPSTREAM_TIMEOUT;
                 give_up(c, 504, 0, "upstream per-try timeout\n");
             }
+            /* Else the default per-try timeout and no retry: wait on for the route's. */
         }
         if (!c->closing)
             arm_timer(c);

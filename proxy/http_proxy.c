@@ -372,13 +372,15 @@ static unsigned retry_on(const struct mesh_retry_policy *p)
     return p->on_set ? p->on : MESH_RETRY_DEFAULT;
 }
 
-/* May the request be tried again (the cause allowing it)? Counts it when so. */
-static bool may_retry(struct http_conn *c, bool cause_allowed)
+/* May the request be tried again (the cause allowing it)? Counts it when so. `unsent`: the
+ * failed try never reached the workload, so any method may be tried again. */
+static bool may_retry_as(struct http_conn *c, bool cause_allowed, bool unsent)
 {
     struct http_req *q = &c->req;
     const struct mesh_retry_policy *p = &q->rr->retries;
     if (!cause_allowed || q->tries > p->attempts || !q->replayable ||
-        q->tries >= MESH_HTTP_MAX_TRIES || (!q->idempotent && !p->non_idempotent) || c->w->stopping)
+        q->tries >= MESH_HTTP_MAX_TRIES || (!q->idempotent && !p->non_idempotent && !unsent) ||
+        c->w->stopping)
         return false;
     struct mesh_http_stats *st = mesh_dest_http(q->dest->state);
     if (!q->counted_retry) {
@@ -388,6 +390,11 @@ static bool may_retry(struct http_conn *c, bool cause_allowed)
         q->counted_retry = true;
     }
     return true;
+}
+
+static bool may_retry(struct http_conn *c, bool cause_allowed)
+{
+    return may_retry_as(c, cause_allowed, false);
 }
 
 static bool status_retriable(const struct mesh_retry_policy *p, int status)
@@ -434,7 +441,11 @@ static void give_up(struct http_conn *c, int status, unsigned flags, const char 
 {
     if (c->req.tries > 1)
         flags |= RF_RETRIES_EXCEEDED;
-    respond_error(c, status, flags, body);
+    c->req.flags |= flags;
+    /* A call from another agent that never got a response from here: marked, so that the
+     * caller tries elsewhere (http_try.h). */
+    const char *mark = c->peer_identity && status == 503 ? mesh_http_mark_for(c->req.flags) : NULL;
+    respond(c, status, "text/plain", body, mark);
 }
 
 /* Sends the head and the body so far to the request's upstream connection. */
@@ -481,12 +492,9 @@ static void start_try(struct http_conn *c)
     if (ep < 0 && q->n_tried)
         ep = pick(c, false); /* every endpoint was tried: the same one may do now */
     if (ep < 0) {
-        if (q->tries == 0) {
+        if (q->tries == 0)
             atomic_fetch_add_explicit(&q->dest->state->no_endpoint, 1, memory_order_relaxed);
-            respond_error(c, 503, RF_NO_HEALTHY, "no healthy upstream\n");
-        } else {
-            give_up(c, 503, RF_NO_HEALTHY, "no healthy upstream\n");
-        }
+        give_up(c, 503, RF_NO_HEALTHY, "no healthy upstream\n");
         return;
     }
     q->tries++;
@@ -935,13 +943,24 @@ static void set_response_framing(struct http_conn *c, const struct mesh_http_res
 }
 
 /* A final response head from the upstream: retried, or passed on with what follows it. */
-static void response_head(struct http_conn *c, struct upconn *u,
-                          const struct mesh_http_response *res, char *rest, size_t rest_len)
+static void response_head(struct http_conn *c, struct upconn *u, struct mesh_http_response *res,
+                          char *rest, size_t rest_len)
 {
     struct http_req *q = &c->req;
     uint64_t now = now_ms(c);
-    mesh_outlier_http_status(c->w->shared, q->dest, &q->dest->eps[u->ep], now, res->status);
-    if (status_retriable(&q->rr->retries, res->status) && may_retry(c, true)) {
+    const struct mesh_retry_policy *rp = &q->rr->retries;
+    /* An agent's mark: it could not deliver the call (http_try.h). A gateway error of that
+     * endpoint; retried as a connect failure (whatever the method) or as a reset. */
+    enum mesh_http_marked mark = mesh_http_take_mark(res, u->as_id != NULL);
+    mesh_outlier_http_status(c->w->shared, q->dest, &q->dest->eps[u->ep], now,
+                             mark ? 503 : res->status);
+    if (mark)
+        q->flags |= mark == MESH_HTTP_MARK_CONNECT ? RF_CONNECT_FAILURE : RF_UPSTREAM_RESET;
+    bool again = mark == MESH_HTTP_MARK_CONNECT ? may_retry_as(c, true, true)
+                 : mark                         ? may_retry(c, (retry_on(rp) & MESH_RETRY_RESET) ||
+                                                                   status_retriable(rp, res->status))
+                        : status_retriable(rp, res->status) && may_retry(c, true);
+    if (again) {
         q->up = NULL;
         mesh_up_close(u); /* its body is not wanted: cheaper to close than to read */
         retry_later(c);

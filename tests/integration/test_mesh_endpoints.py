@@ -126,7 +126,7 @@ class MeshEndpointTest(BackendTest):
     def test_unreachable_workload_is_retried_elsewhere_and_counted(self):
         a, b = self.pair(local_endpoint=True, policy={
             "load_balancer": "round_robin",
-            "outlier_detection": {"consecutive_failures": 3, "base_ejection_time": "1h"}})
+            "outlier_detection": {"consecutive_5xx": 3, "base_ejection_time": "1h"}})
         self.workload.stop()  # B's agent is up; its workload is not
         c = Client(self.port, host="api")
         for i in range(20):

@@ -265,6 +265,7 @@ static SSL_CTX *make_ctx(struct mesh_tls_material *m, bool server, X509 *leaf, E
         SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"mesh", 4);
         SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
         SSL_CTX_set_tlsext_servername_arg(ctx, m);
+        SSL_CTX_set_alpn_select_cb(ctx, mesh_tls_alpn_select, NULL);
     }
     return ctx;
 }

@@ -10,6 +10,8 @@ as another host's workload could not be reached from outside it.
   endpoint (by default) and counts the failure against B's endpoint."""
 import os
 import shutil
+import socket
+import ssl
 import tempfile
 
 from http_backend import HttpBackend
@@ -84,42 +86,76 @@ class MeshEndpointTest(BackendTest):
         """Waits until A made n more health checks."""
         start = a.metric("mesh_proxy_health_checks_total") or 0
         wait_for(lambda: (a.metric("mesh_proxy_health_checks_total") or 0) >= start + n,
-                 timeout=10, what=f"{n} more health checks")
+                 timeout=20, what=f"{n} more health checks")
 
     # -- health through the agent --
 
     def test_tcp_check_goes_through_the_remote_agent(self):
         a, b = self.pair(policy={"health_check": {
-            "interval": "200ms", "timeout": "150ms", "unhealthy_threshold": 1,
+            "interval": "1500ms", "timeout": "1s", "unhealthy_threshold": 1,
             "healthy_threshold": 1}})
         # B's workload is up: several checks later, A still counts the endpoint healthy
         # (before: A probed 127.0.0.2:<workload port>, where nothing listens, and failed).
-        self.checks_done(a, 5)
+        self.checks_done(a, 3)
         self.assertEqual(self.healthy(a), 1)
         self.assertEqual(self.call()[0], 200)
         # The workload stops: B says so, and A marks the endpoint down.
         port = self.workload.port
         self.workload.stop()
-        wait_for(lambda: self.healthy(a) == 0, what="the endpoint marked unhealthy")
+        wait_for(lambda: self.healthy(a) == 0, timeout=20, what="the endpoint marked unhealthy")
         # Back: healthy again.
         self.workload = HttpBackend("api-b", port=port).start()
         self.backends.append(self.workload)
-        wait_for(lambda: self.healthy(a) == 1, what="the endpoint healthy again")
+        wait_for(lambda: self.healthy(a) == 1, timeout=20, what="the endpoint healthy again")
         self.assertGreaterEqual(b.metric("mesh_proxy_health_queries_total"), 5)
 
     def test_http_check_goes_through_the_remote_agent(self):
         a, b = self.pair(policy={"health_check": {
-            "interval": "200ms", "timeout": "150ms", "unhealthy_threshold": 1,
+            "interval": "1500ms", "timeout": "1s", "unhealthy_threshold": 1,
             "healthy_threshold": 1, "http_path": "/health", "expected_statuses": "200-299"}})
-        self.checks_done(a, 5)
+        self.checks_done(a, 3)
         self.assertEqual(self.healthy(a), 1)
         checks = [r for r in self.workload.requests if r[1] == "/health"]
         self.assertTrue(checks, "B's agent asked its workload")
         self.assertEqual(checks[0][2]["host"], "api")
         self.workload.health_status = 503  # the workload says it is sick
-        wait_for(lambda: self.healthy(a) == 0, what="the endpoint marked unhealthy")
+        wait_for(lambda: self.healthy(a) == 0, timeout=20, what="the endpoint marked unhealthy")
         self.workload.health_status = 200
-        wait_for(lambda: self.healthy(a) == 1, what="the endpoint healthy again")
+        wait_for(lambda: self.healthy(a) == 1, timeout=20, what="the endpoint healthy again")
+
+    def ask(self, cert, key, path="/health", tcp=False):
+        """A health query to B's mTLS port as `cert`; returns the status line."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.load_verify_locations(self.pki.cert)
+        ctx.load_cert_chain(cert, key)
+        ctx.set_alpn_protocols(["mesh-health"])
+        raw = socket.create_connection(("127.0.0.2", self.b_inbound), timeout=5)
+        with ctx.wrap_socket(raw, server_hostname="api.shop") as s:
+            self.assertEqual(s.selected_alpn_protocol(), "mesh-health")
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: api\r\n".encode() +
+                      (b"x-mesh-health-check: tcp\r\n" if tcp else b"") + b"\r\n")
+            data = b""
+            while b"\r\n" not in data:
+                d = s.recv(1000)
+                if not d:
+                    break
+                data += d
+            return data.split(b"\r\n")[0].decode()
+
+    def test_health_queries_only_from_agents_and_only_plain_paths(self):
+        a, b = self.pair()
+        node = self.pki.leaf("node-x", [f"spiffe://{TD}/node/host-x"])
+        svc = self.pki.leaf("svc-x", [f"spiffe://{TD}/ns/shop/svc/evil"])
+        self.assertTrue(self.ask(*node).startswith("HTTP/1.1 200"))
+        self.assertTrue(self.ask(*node, tcp=True).startswith("HTTP/1.1 200"))
+        # A workload's SVID may not make B's agent send GETs to its workload.
+        self.assertTrue(self.ask(*svc).startswith("HTTP/1.1 403"))
+        # Paths that normalization would change are refused, not forwarded.
+        for path in ("/x/../admin", "//admin", "/./admin", "/%61dmin", "/a/.."):
+            self.assertTrue(self.ask(*node, path=path).startswith("HTTP/1.1 400"), path)
+        health = [r[1] for r in self.workload.requests if r[1] != "/"]
+        self.assertEqual(health, ["/health"])
 
     # -- failures marked by the remote agent --
 

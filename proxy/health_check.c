@@ -209,6 +209,8 @@ static void ask(struct probe *p)
 static void on_agent_handshake(struct mesh_io *io, int status)
 {
     struct probe *p = io->tcp.data;
+    if (p->finished)
+        return;
     if (status < 0) {
         verdict(p, false); /* the agent is not there (or not one of ours) */
         return;
@@ -274,6 +276,8 @@ static void start_probe(struct hc_dest *d, struct target *t)
     if (t->state->hc_probing)
         return; /* the last one has not finished: no pile-up on a slow endpoint */
     bool via_agent = t->mesh_port && hc->tls && hc->tls->n && d->sni && d->peer_id;
+    if (t->mesh_port && !via_agent)
+        return; /* behind an agent we cannot ask (yet): never probed across hosts */
     struct probe *p = mesh_calloc(1, sizeof(*p));
     if (!p)
         return;

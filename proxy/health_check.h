@@ -27,6 +27,12 @@ uint64_t mesh_health_checker_probes(const struct mesh_health_checker *hc);
 /* "HTTP/1.1 200 ...": the status once the status line is in, -EAGAIN before, or -EINVAL. */
 int mesh_health_status_of(const char *b, size_t n);
 
+/* Whether a health query's target is in the one plain form health_serve.c sends on: a path
+ * of [A-Za-z0-9-._~/] with no dot segment and no "//", and an optional query of those and
+ * [=&%+,]: nothing for normalization to change, so that deny rules see what the workload
+ * will. */
+bool mesh_health_plain_target(const char *s, size_t n);
+
 struct mesh_worker;
 struct mesh_io;
 /*

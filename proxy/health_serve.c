@@ -204,9 +204,7 @@ static void probe(struct mesh_health_query *q)
 
 /* ---- the query ---- */
 
-/* Paths and queries in one plain form only: nothing for normalization to change, so that
- * the service's deny rules see what its workload will. */
-static bool plain_target(const char *s, size_t n)
+bool mesh_health_plain_target(const char *s, size_t n)
 {
     if (!n || s[0] != '/')
         return false;
@@ -252,7 +250,7 @@ static void on_query(struct mesh_health_query *q, const struct mesh_http_request
     const struct mesh_http_header *kind =
         mesh_http_find_header(r->headers, r->num_headers, "x-mesh-health-check");
     q->tcp_check = kind && kind->value_len == 3 && memcmp(kind->value, "tcp", 3) == 0;
-    if (!q->tcp_check && !plain_target(r->target, r->target_len)) {
+    if (!q->tcp_check && !mesh_health_plain_target(r->target, r->target_len)) {
         answer(q, 400, "the path must be plain (no dot segments, '//' or odd characters)", NULL);
         return;
     }

@@ -17,10 +17,12 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
+#include "proxy/http_try.h"
 
 static void process_input(struct http_conn *c);
 static void start_try(struct http_conn *c);
 static void arm_timer(struct http_conn *c);
+static uint64_t earliest(uint64_t a, uint64_t b);
 static void finish_request(struct http_conn *c);
 static void on_down_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_down_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -179,6 +181,7 @@ static void on_handle_closed(uv_handle_t *h)
 /* Releases what the request holds in shared counters. */
 static void release_counts(struct http_req *q)
 {
+    mesh_http_try_end(q);
     if (q->counted_pending) {
         atomic_fetch_sub_explicit(&mesh_dest_http(q->dest->state)->pending, 1,
                                   memory_order_relaxed);
@@ -369,26 +372,29 @@ static unsigned retry_on(const struct mesh_retry_policy *p)
     return p->on_set ? p->on : MESH_RETRY_DEFAULT;
 }
 
-/* May the request be tried again (the cause allowing it)? Counts it when so. */
-static bool may_retry(struct http_conn *c, bool cause_allowed)
+/* May the request be tried again (the cause allowing it)? Counts it when so. `unsent`: the
+ * failed try never reached the workload, so any method may be tried again. */
+static bool may_retry_as(struct http_conn *c, bool cause_allowed, bool unsent)
 {
     struct http_req *q = &c->req;
     const struct mesh_retry_policy *p = &q->rr->retries;
     if (!cause_allowed || q->tries > p->attempts || !q->replayable ||
-        q->tries >= MESH_HTTP_MAX_TRIES || (!q->idempotent && !p->non_idempotent) || c->w->stopping)
+        q->tries >= MESH_HTTP_MAX_TRIES || (!q->idempotent && !p->non_idempotent && !unsent) ||
+        c->w->stopping)
         return false;
     struct mesh_http_stats *st = mesh_dest_http(q->dest->state);
     if (!q->counted_retry) {
-        /* The budget: retries in flight at most budget_percent of the active requests. */
-        int active = atomic_load_explicit(&st->active, memory_order_relaxed);
-        int retrying = atomic_load_explicit(&st->retrying, memory_order_relaxed);
-        int cap = active * p->budget_percent / 100;
-        if (retrying >= (cap > 3 ? cap : 3))
+        if (!mesh_http_retry_budget_allows(q, st))
             return false;
         atomic_fetch_add_explicit(&st->retrying, 1, memory_order_relaxed);
         q->counted_retry = true;
     }
     return true;
+}
+
+static bool may_retry(struct http_conn *c, bool cause_allowed)
+{
+    return may_retry_as(c, cause_allowed, false);
 }
 
 static bool status_retriable(const struct mesh_retry_policy *p, int status)
@@ -416,6 +422,7 @@ static void retry_later(struct http_conn *c)
     if (cap > p->backoff_max_ms)
         cap = p->backoff_max_ms;
     uint64_t wait = cap ? mesh_rng_next(&c->w->rng) % (cap + 1) : 0;
+    mesh_http_try_end(q);
     atomic_fetch_add_explicit(&mesh_dest_http(q->dest->state)->retries, 1, memory_order_relaxed);
     if (q->rule)
         atomic_fetch_add_explicit(&mesh_dest_http(q->rule->state)->retries, 1,
@@ -434,7 +441,11 @@ static void give_up(struct http_conn *c, int status, unsigned flags, const char 
 {
     if (c->req.tries > 1)
         flags |= RF_RETRIES_EXCEEDED;
-    respond_error(c, status, flags, body);
+    c->req.flags |= flags;
+    /* A call from another agent that never got a response from here: marked, so that the
+     * caller tries elsewhere (http_try.h). */
+    const char *mark = c->peer_identity && status == 503 ? mesh_http_mark_for(c->req.flags) : NULL;
+    respond(c, status, "text/plain", body, mark);
 }
 
 /* Sends the head and the body so far to the request's upstream connection. */
@@ -446,8 +457,7 @@ static void send_head(struct http_conn *c)
     q->phase = REQ_SENT;
     q->head_sent = true;
     q->body_sent_all = q->body.done;
-    uint64_t per_try = q->rr->per_try_timeout_ms;
-    q->try_deadline = per_try ? now_ms(c) + per_try : 0;
+    q->try_deadline = mesh_http_try_deadline(q, &q->try_soft);
     write_up(c, b, q->replay.len ? 2 : 1);
     if (!c->closing && q->phase == REQ_SENT) {
         arm_timer(c);
@@ -458,6 +468,7 @@ static void send_head(struct http_conn *c)
 static void connect_failed(struct http_conn *c, int ep)
 {
     struct http_req *q = &c->req;
+    mesh_http_try_end(q);
     mesh_outlier_failure(c->w->shared, q->dest, &q->dest->eps[ep], now_ms(c));
     atomic_fetch_add_explicit(&q->dest->state->connect_failures, 1, memory_order_relaxed);
     q->flags |= RF_CONNECT_FAILURE;
@@ -481,18 +492,16 @@ static void start_try(struct http_conn *c)
     if (ep < 0 && q->n_tried)
         ep = pick(c, false); /* every endpoint was tried: the same one may do now */
     if (ep < 0) {
-        if (q->tries == 0) {
+        if (q->tries == 0)
             atomic_fetch_add_explicit(&q->dest->state->no_endpoint, 1, memory_order_relaxed);
-            respond_error(c, 503, RF_NO_HEALTHY, "no healthy upstream\n");
-        } else {
-            give_up(c, 503, RF_NO_HEALTHY, "no healthy upstream\n");
-        }
+        give_up(c, 503, RF_NO_HEALTHY, "no healthy upstream\n");
         return;
     }
     q->tries++;
     if (q->n_tried < MESH_HTTP_MAX_TRIES)
         q->tried[q->n_tried++] = (uint32_t)ep;
     const struct snap_endpoint *e = &q->dest->eps[ep];
+    mesh_http_try_begin(q, e, now_ms(c));
     mesh_ipport_format(&e->addr, q->upstream_host, sizeof(q->upstream_host));
     const char *as = e->mesh_port && c->listener->tls_as ? c->listener->tls_as->id : NULL;
     struct upconn *u = mesh_up_take_idle(w, e->state, as);
@@ -520,7 +529,9 @@ static void start_try(struct http_conn *c)
     }
     q->up = u;
     q->phase = REQ_CONNECTING;
-    q->try_deadline = now_ms(c) + q->dest->policy->connect_timeout_ms;
+    bool soft;
+    q->try_deadline = earliest(q->try_start + q->dest->policy->connect_timeout_ms,
+                               mesh_http_try_deadline(q, &soft));
     arm_timer(c);
 }
 
@@ -934,13 +945,24 @@ static void set_response_framing(struct http_conn *c, const struct mesh_http_res
 }
 
 /* A final response head from the upstream: retried, or passed on with what follows it. */
-static void response_head(struct http_conn *c, struct upconn *u,
-                          const struct mesh_http_response *res, char *rest, size_t rest_len)
+static void response_head(struct http_conn *c, struct upconn *u, struct mesh_http_response *res,
+                          char *rest, size_t rest_len)
 {
     struct http_req *q = &c->req;
     uint64_t now = now_ms(c);
-    mesh_outlier_http_status(c->w->shared, q->dest, &q->dest->eps[u->ep], now, res->status);
-    if (status_retriable(&q->rr->retries, res->status) && may_retry(c, true)) {
+    const struct mesh_retry_policy *rp = &q->rr->retries;
+    /* An agent's mark: it could not deliver the call (http_try.h). A gateway error of that
+     * endpoint; retried as a connect failure (whatever the method) or as a reset. */
+    enum mesh_http_marked mark = mesh_http_take_mark(res, u->as_id != NULL);
+    mesh_outlier_http_status(c->w->shared, q->dest, &q->dest->eps[u->ep], now,
+                             mark ? 503 : res->status);
+    if (mark)
+        q->flags |= mark == MESH_HTTP_MARK_CONNECT ? RF_CONNECT_FAILURE : RF_UPSTREAM_RESET;
+    bool again = mark == MESH_HTTP_MARK_CONNECT ? may_retry_as(c, true, true)
+                 : mark                         ? may_retry(c, (retry_on(rp) & MESH_RETRY_RESET) ||
+                                                                   status_retriable(rp, res->status))
+                        : status_retriable(rp, res->status) && may_retry(c, true);
+    if (again) {
         q->up = NULL;
         mesh_up_close(u); /* its body is not wanted: cheaper to close than to read */
         retry_later(c);
@@ -1205,19 +1227,26 @@ static void on_timer(uv_timer_t *t)
             }
             connect_failed(c, ep);
         } else if (q->phase == REQ_SENT) {
-            /* Per-try timeout: this endpoint is slow; another may not be. */
+            /* Per-try timeout: this endpoint is slow or a black hole; another may not be.
+             * It counts against the endpoint as a gateway error would. */
             count_timeout(q);
             struct upconn *u = q->up;
-            q->up = NULL;
             if (u)
-                mesh_up_close(u);
+                mesh_outlier_http_status(c->w->shared, q->dest, &q->dest->eps[u->ep], now, 504);
             unsigned on = retry_on(&q->rr->retries);
             if (may_retry(c, on & (MESH_RETRY_5XX | MESH_RETRY_GATEWAY_ERROR | MESH_RETRY_RESET))) {
+                q->up = NULL;
+                if (u)
+                    mesh_up_close(u);
                 retry_later(c);
-            } else {
+            } else if (!q->try_soft || !u) {
+                q->up = NULL;
+                if (u)
+                    mesh_up_close(u);
                 q->flags |= RF_UPSTREAM_TIMEOUT;
                 give_up(c, 504, 0, "upstream per-try timeout\n");
             }
+            /* Else the default per-try timeout and no retry: wait on for the route's. */
         }
         if (!c->closing)
             arm_timer(c);

@@ -100,6 +100,12 @@ struct http_req {
     bool counted_active, counted_pending, counted_retry;
     bool head_sent;     /* the head reached the upstream of the current try */
     bool body_sent_all; /* every body byte reached the upstream of the current try */
+
+    /* The current try (http_try.h): its endpoint, counted in flight there, when it began
+     * (loop ms), and whether its per-try timeout is the destination's default. */
+    struct mesh_ep_state *try_ep;
+    uint64_t try_start;
+    bool try_soft;
     /* The response. */
     int status;
     struct body_framing res_body;

@@ -32,11 +32,19 @@ void mesh_lb_state_done(struct mesh_lb_state *lb)
     memset(lb, 0, sizeof(*lb));
 }
 
+/* Ready in the catalog and not draining: may take traffic when nothing better is left. */
+static bool ep_ready(const struct snap_endpoint *ep)
+{
+    return (ep->health & MESH_EP_READY) && !(ep->health & MESH_EP_TERMINATING);
+}
+
 /*
  * Recomputes the eligible endpoints. Zone-aware: when this node's zone is known and the
  * healthy share of its zone's endpoints is at least min_healthy_percent, only those; else
- * every eligible endpoint. When none is eligible at all, every ready one (a health checker
- * that wrongly fails all would otherwise black-hole the service; connects still fail fast).
+ * every eligible endpoint. Below healthy_panic_threshold (as Envoy), and whenever none is
+ * eligible at all, every ready one: a health checker that wrongly fails most endpoints would
+ * otherwise pile the load on the last few or black-hole the service (connects still fail
+ * fast).
  */
 static int rebuild(struct mesh_lb_state *lb, uint64_t epoch)
 {
@@ -52,10 +60,11 @@ static int rebuild(struct mesh_lb_state *lb, uint64_t epoch)
             return -1;
         }
     }
-    size_t local_total = 0, local_ok = 0, ok = 0;
+    size_t local_total = 0, local_ok = 0, ok = 0, ready = 0;
     for (size_t i = 0; i < d->n; i++) {
         bool e = mesh_ep_eligible(&d->eps[i]);
         ok += e;
+        ready += ep_ready(&d->eps[i]);
         if (d->eps[i].local_zone) {
             local_total++;
             local_ok += e;
@@ -64,13 +73,12 @@ static int rebuild(struct mesh_lb_state *lb, uint64_t epoch)
     bool local_only =
         d->zone_aware && local_total && local_ok &&
         local_ok * 100 >= (size_t)d->policy->zone_aware.min_healthy_percent * local_total;
-    bool panic = ok == 0;
+    bool panic = ok == 0 || ok * 100 < (size_t)d->policy->healthy_panic_threshold * ready;
     lb->n_cand = 0;
     lb->total_weight = 0;
     for (size_t i = 0; i < d->n; i++) {
         const struct snap_endpoint *ep = &d->eps[i];
-        bool take = panic ? (ep->health & MESH_EP_READY) && !(ep->health & MESH_EP_TERMINATING)
-                          : mesh_ep_eligible(ep) && (!local_only || ep->local_zone);
+        bool take = panic ? ep_ready(ep) : mesh_ep_eligible(ep) && (!local_only || ep->local_zone);
         lb->is_cand[i] = take;
         if (!take)
             continue;
@@ -83,6 +91,29 @@ static int rebuild(struct mesh_lb_state *lb, uint64_t epoch)
     return 0;
 }
 
+/*
+ * A retry's fallback once the balancer's candidates were all tried: an endpoint not tried
+ * yet, at random, first among the eligible ones (another zone's), then among the ready ones
+ * that are ejected or failing checks. Trying one of those beats going back to an endpoint
+ * that has just failed: an ejection is a guess about the past, the failure is a fact now.
+ */
+static int fallback(const struct snap_dest *d, const uint32_t *tried, size_t n_tried, uint64_t *rng)
+{
+    if (!d->n)
+        return -1;
+    size_t start = (size_t)(mesh_rng_next(rng) % d->n);
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t k = 0; k < d->n; k++) {
+            uint32_t i = (uint32_t)((start + k) % d->n);
+            const struct snap_endpoint *ep = &d->eps[i];
+            bool fits = pass == 0 ? mesh_ep_eligible(ep) : ep_ready(ep);
+            if (fits && !mesh_lb_was_tried(i, tried, n_tried))
+                return (int)i;
+        }
+    }
+    return -1;
+}
+
 int mesh_lb_pick(struct mesh_lb_state *lb, struct mesh_proxy_shared *sh, uint64_t client_hash,
                  const uint32_t *tried, size_t n_tried, uint64_t *rng)
 {
@@ -91,22 +122,24 @@ int mesh_lb_pick(struct mesh_lb_state *lb, struct mesh_proxy_shared *sh, uint64_
         if (rebuild(lb, epoch) < 0)
             return -1;
     }
-    if (lb->n_cand == 0)
-        return -1;
-    int ep;
-    switch (lb->dest->policy->lb) {
-    case MESH_LB_LEAST_REQUEST:
-        ep = mesh_lb_least_request(lb, tried, n_tried, rng);
-        break;
-    case MESH_LB_RANDOM:
-        ep = mesh_lb_random(lb, tried, n_tried, rng);
-        break;
-    case MESH_LB_RING_HASH:
-        ep = mesh_lb_ring_hash(lb, client_hash, tried, n_tried);
-        break;
-    default:
-        ep = mesh_lb_round_robin(lb, tried, n_tried);
-        break;
+    int ep = -1;
+    if (lb->n_cand) {
+        switch (lb->dest->policy->lb) {
+        case MESH_LB_LEAST_REQUEST:
+            ep = mesh_lb_least_request(lb, tried, n_tried, rng);
+            break;
+        case MESH_LB_RANDOM:
+            ep = mesh_lb_random(lb, tried, n_tried, rng);
+            break;
+        case MESH_LB_RING_HASH:
+            ep = mesh_lb_ring_hash(lb, client_hash, tried, n_tried);
+            break;
+        default:
+            ep = mesh_lb_round_robin(lb, tried, n_tried);
+            break;
+        }
     }
+    if (ep < 0 && n_tried)
+        ep = fallback(lb->dest, tried, n_tried, rng);
     return ep;
 }

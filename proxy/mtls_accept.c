@@ -12,6 +12,7 @@
 #include "common/alloc.h"
 #include "common/log.h"
 #include "proxy/authz.h"
+#include "proxy/health_check.h"
 #include "proxy/http_proxy.h"
 #include "proxy/worker.h"
 
@@ -98,6 +99,12 @@ static void on_handshake(struct mesh_io *io, int status)
         finish(h, true); /* the service went away during the handshake */
         return;
     }
+    if (mesh_tls_alpn_is_health(ssl)) {
+        struct mesh_io *asked = h->io;
+        finish(h, false);
+        mesh_health_serve(w, asked); /* another agent asks how the service is */
+        return;
+    }
     if (!l->http && l->authz && !mesh_authz_allows(l->authz, NULL, peer)) {
         atomic_fetch_add_explicit(&w->shared->authz_denied_tcp, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&l->dest->state->authz_denied, 1, memory_order_relaxed);
@@ -157,4 +164,5 @@ void mesh_mtls_close_all(struct mesh_worker *w)
 {
     while (w->handshakes)
         finish(w->handshakes, true);
+    mesh_health_serve_close_all(w);
 }

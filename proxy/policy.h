@@ -58,9 +58,15 @@ struct mesh_dest_policy {
     int min_ring_size;
     struct mesh_zone_policy zone_aware;
     uint64_t connect_timeout_ms;
+    /* HTTP: each try's connect and response head, when the route rule sets no
+     * per_try_timeout; 0: none. */
+    uint64_t per_try_timeout_ms;
     uint64_t idle_timeout_ms;
     int connect_retries;
     int max_connections; /* 0: no limit */
+    /* Below this share of eligible endpoints (of those ready), balance over every ready one
+     * (Envoy's healthy_panic_threshold). */
+    int healthy_panic_threshold;
     uint64_t drain_timeout_ms;
     struct mesh_health_check_policy health_check;
     struct mesh_outlier_policy outlier;

@@ -110,6 +110,7 @@ struct mesh_proxy_shared {
     atomic_ullong tls_failed[2];
     atomic_ullong tls_resumed[2];
     atomic_ullong authz_denied_tcp;
+    atomic_ullong health_queries; /* other agents' health queries answered (health_serve.c) */
     atomic_ullong accepted_total;
     atomic_int max_connections;
     size_t buffer_size;

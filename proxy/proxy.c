@@ -619,6 +619,10 @@ void mesh_proxy_metrics(struct mesh_proxy *p, struct mesh_buf *b)
     mesh_prom_family(b, "mesh_proxy_health_checks_total", "counter", "Active health checks made.");
     mesh_prom_sample(b, "mesh_proxy_health_checks_total", NULL,
                      p->hc ? (double)mesh_health_checker_probes(p->hc) : 0);
+    mesh_prom_family(b, "mesh_proxy_health_queries_total", "counter",
+                     "Health queries of other agents answered (about local services).");
+    mesh_prom_sample(b, "mesh_proxy_health_queries_total", NULL,
+                     (double)atomic_load(&p->shared.health_queries));
     mesh_prom_family(b, "mesh_proxy_worker_connections_active", "gauge",
                      "Open proxied connections per worker thread.");
     for (int i = 0; i < p->started_workers; i++) {

@@ -482,6 +482,12 @@ static const struct mesh_cfg_field retry_fields[] = {
      .def_int = 20,
      .min = 0,
      .max = 100},
+    {.key = "min_retry_concurrency",
+     .type = MESH_CFG_INT,
+     R(min_retry_concurrency),
+     .def_int = 32,
+     .min = 0,
+     .max = 1000000},
     {.key = "non_idempotent", .type = MESH_CFG_BOOL, R(non_idempotent)},
     {0},
 };

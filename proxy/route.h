@@ -68,7 +68,8 @@ struct mesh_retry_policy {
     size_t n_statuses;
     uint64_t backoff_base_ms;
     uint64_t backoff_max_ms;
-    int budget_percent; /* retries in flight at most this share of active requests */
+    int budget_percent;        /* retries in flight at most this share of active requests */
+    int min_retry_concurrency; /* ... or this many, whichever is more */
     bool non_idempotent;
 };
 

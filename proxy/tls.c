@@ -443,6 +443,7 @@ static SSL_CTX *make_ctx(struct mesh_tls_material *m, bool server, X509 *leaf, E
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"mesh", 4);
     SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
+    SSL_CTX_set_alpn_select_cb(ctx, mesh_tls_alpn_select, NULL);
     if (SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket_key) != 1 ||
         SSL_CTX_set_session_ticket_cb(ctx, on_ticket_generate, on_ticket_decrypted, NULL) != 1) {
         set_err(err, err_size, "cannot set the session ticket callbacks");

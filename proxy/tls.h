@@ -102,6 +102,18 @@ SSL *mesh_tls_server_session(const struct mesh_tls_material *m);
 SSL *mesh_tls_client_session(const struct mesh_tls_identity *as, const char *sni,
                              const char *expected_id, struct mesh_tls_sessions *cache,
                              const char *peer);
+/*
+ * ALPN (tls_alpn.c): "mesh-health" is a caller's agent asking about a local service's health
+ * (health_serve.c) instead of calling it. mesh_tls_alpn_select is the servers' selection
+ * callback; a client offers it with mesh_tls_alpn_offer_health (0, or -1 when out of memory);
+ * after the handshake mesh_tls_alpn_is_health says whether both sides agreed on it.
+ */
+#define MESH_TLS_ALPN_HEALTH "mesh-health"
+int mesh_tls_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                         const unsigned char *in, unsigned int inlen, void *arg);
+int mesh_tls_alpn_offer_health(SSL *ssl);
+bool mesh_tls_alpn_is_health(SSL *ssl);
+
 /* After a handshake: the peer's SPIFFE ID ("" when none). */
 const char *mesh_tls_peer_id(SSL *ssl);
 /* After a failed handshake: why our checks refused the peer (NULL: they did not). */

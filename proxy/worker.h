@@ -34,6 +34,7 @@ struct worker_cmd {
 struct wlistener;
 struct tcp_conn;
 struct mesh_http_worker;
+struct mesh_health_query;
 
 struct mesh_worker {
     int index;
@@ -59,6 +60,7 @@ struct mesh_worker {
     int backlog;
     uint64_t last_refusal_log; /* loop ms; refusals are logged at most every 10 s */
     uint64_t refusals_unlogged;
+    struct mesh_health_query *health_queries; /* health_serve.c */
     /* Read by the main loop. */
     atomic_int active;
     atomic_ullong accepted;

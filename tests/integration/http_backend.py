@@ -173,3 +173,21 @@ class HttpBackend(ThreadedServer):
         hdrs.append(f"Content-Length: {len(payload)}")
         c.sendall(("\r\n".join(hdrs) + "\r\n\r\n").encode() + (b"" if no_body else payload))
         return True
+
+
+def serve_forever(argv):
+    """`python3 http_backend.py NAME PORT [key=value ...]`: an HttpBackend in a process of its
+    own (a test can then SIGSTOP or kill -9 it); the key=value pairs are its default query.
+    Prints "ready" once listening."""
+    import sys
+    name, port = argv[1], int(argv[2])
+    b = HttpBackend(name, port=port)
+    b.default_query = dict(kv.split("=", 1) for kv in argv[3:])
+    b.start()
+    print("ready", flush=True)
+    sys.stdin.read()  # until the test closes our stdin (or kills us)
+
+
+if __name__ == "__main__":
+    import sys
+    serve_forever(sys.argv)

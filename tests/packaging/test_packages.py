@@ -99,6 +99,8 @@ class UnitTest(unittest.TestCase):
         self.assertTrue(s["ExecReload"][-1].startswith("/bin/kill -HUP"))
         self.assertIn("validate", s["ExecReload"][0])
         self.assertGreaterEqual(int(s["LimitNOFILE"][0]), 65536)
+        # Bounds the RSS creep of glibc's per-thread caches (issue 13; bench/rss-soak).
+        self.assertIn("GLIBC_TUNABLES=glibc.malloc.tcache_count=0", s["Environment"])
 
 
 class PackageTest(unittest.TestCase):
@@ -330,6 +332,9 @@ class InstallTest(unittest.TestCase):
         sock.bind(path)
         os.chmod(path, 0o777)
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "NOTIFY_SOCKET": path, "HOME": pw.pw_dir}
+        for assignment in s.get("Environment", []):
+            key, _, value = assignment.partition("=")
+            env[key] = value
         if "WatchdogSec" in s:
             env["WATCHDOG_USEC"] = str(int(s["WatchdogSec"][0].rstrip("s")) * 1000000)
         caps = ",".join("+" + c.lower().replace("cap_", "")

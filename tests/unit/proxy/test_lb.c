@@ -198,6 +198,79 @@ static void test_eligibility_and_panic(void **state)
     destroy(f);
 }
 
+static void test_panic_threshold(void **state)
+{
+    (void)state;
+    struct fixture *f = make(MESH_LB_ROUND_ROBIN, NULL, NULL, 4);
+    /* 2 of 4 eligible: 50 % is not below the threshold; only those two. */
+    atomic_store(&f->d.eps[0].state->hc_healthy, 0);
+    atomic_store(&f->d.eps[1].state->ejected_until, 1);
+    bump(f);
+    for (int i = 0; i < 20; i++)
+        assert_true(pick(f, 0) >= 2);
+    /* 1 of 4 (25 %): every ready endpoint shares the load rather than the last one. */
+    atomic_store(&f->d.eps[2].state->ejected_until, 1);
+    bump(f);
+    int count[4] = {0};
+    for (int i = 0; i < 400; i++)
+        count[pick(f, 0)]++;
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(count[i], 100);
+    /* 0: the threshold off, the one eligible endpoint takes everything. */
+    f->policy.healthy_panic_threshold = 0;
+    bump(f);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(pick(f, 0), 3);
+    destroy(f);
+}
+
+static void test_retry_leaves_the_failed_endpoint(void **state)
+{
+    (void)state;
+    for (int lb = MESH_LB_ROUND_ROBIN; lb <= MESH_LB_RING_HASH; lb++) {
+        /* Zone-aware with one endpoint in this node's zone: its retry goes to another zone
+         * (before: back to the one that failed). */
+        static const char *const zones[] = {"a", "b", "b"};
+        struct fixture *f = make(lb, NULL, zones, 3);
+        uint32_t tried[2] = {0};
+        assert_int_equal(mesh_lb_pick(&f->lb, &f->sh, 7, NULL, 0, &f->rng), 0);
+        for (int i = 0; i < 20; i++) {
+            int ep = mesh_lb_pick(&f->lb, &f->sh, (uint64_t)i * 7919, tried, 1, &f->rng);
+            assert_true(ep == 1 || ep == 2);
+            tried[1] = (uint32_t)ep;
+            ep = mesh_lb_pick(&f->lb, &f->sh, (uint64_t)i * 7919, tried, 2, &f->rng);
+            assert_int_equal(ep, 3 - (int)tried[1]);
+        }
+        destroy(f);
+        /* Of two, one ejected and the other failed: the ejected one rather than the failed
+         * one again; and once both were tried, none is left to pick. */
+        f = make(lb, NULL, NULL, 2);
+        atomic_store(&f->d.eps[1].state->ejected_until, 1);
+        bump(f);
+        uint32_t failed[2] = {0, 1};
+        assert_int_equal(mesh_lb_pick(&f->lb, &f->sh, 3, NULL, 0, &f->rng), 0);
+        assert_int_equal(mesh_lb_pick(&f->lb, &f->sh, 3, failed, 1, &f->rng), 1);
+        assert_int_equal(mesh_lb_pick(&f->lb, &f->sh, 3, failed, 2, &f->rng), -1);
+        /* Never a draining one, nor one the registry says is not ready. */
+        f->d.eps[1].health |= MESH_EP_TERMINATING;
+        bump(f);
+        assert_int_equal(mesh_lb_pick(&f->lb, &f->sh, 3, failed, 1, &f->rng), -1);
+        destroy(f);
+    }
+}
+
+static void test_least_request_two_endpoints(void **state)
+{
+    (void)state;
+    /* Two endpoints, one holding requests that do not come back (a stopped process): the
+     * two choices are always both, so it gets no more until the other has as many. */
+    struct fixture *f = make(MESH_LB_LEAST_REQUEST, NULL, NULL, 2);
+    atomic_store(&f->d.eps[1].state->active, 3);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(pick(f, 0), 0);
+    destroy(f);
+}
+
 static void test_zone_aware(void **state)
 {
     (void)state;
@@ -282,11 +355,18 @@ int main(void)
 {
     mesh_alloc_install();
     const struct CMUnitTest tests[] = {
-        UNIT_TEST(test_smooth_round_robin), UNIT_TEST(test_random_weighted),
-        UNIT_TEST(test_least_request),      UNIT_TEST(test_ring_hash),
-        UNIT_TEST(test_tried_are_skipped),  UNIT_TEST(test_eligibility_and_panic),
-        UNIT_TEST(test_zone_aware),         UNIT_TEST(test_outlier_ejection),
+        UNIT_TEST(test_smooth_round_robin),
+        UNIT_TEST(test_random_weighted),
+        UNIT_TEST(test_least_request),
+        UNIT_TEST(test_ring_hash),
+        UNIT_TEST(test_tried_are_skipped),
+        UNIT_TEST(test_eligibility_and_panic),
+        UNIT_TEST(test_zone_aware),
+        UNIT_TEST(test_outlier_ejection),
         UNIT_TEST(test_find_endpoint),
+        UNIT_TEST(test_panic_threshold),
+        UNIT_TEST(test_retry_leaves_the_failed_endpoint),
+        UNIT_TEST(test_least_request_two_endpoints),
     };
     return cmocka_run_group_tests_name("lb", tests, NULL, NULL);
 }

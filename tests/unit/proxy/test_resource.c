@@ -241,7 +241,19 @@ static void test_defaults_and_values(void **state)
     assert_true(d.outlier.enabled);
     assert_int_equal(d.outlier.consecutive_failures, 5);
     assert_int_equal(d.drain_timeout_ms, 60000);
+    /* A black hole costs a try at most 5 s; below half the endpoints eligible, all of the
+     * ready ones take traffic (as Envoy's healthy_panic_threshold). */
+    assert_int_equal(d.per_try_timeout_ms, 5000);
+    assert_int_equal(d.healthy_panic_threshold, 50);
     mesh_dest_policy_done(&d);
+
+    /* The retry budget does not starve retries at low concurrency. */
+    struct mesh_route_rule r;
+    assert_int_equal(mesh_route_rule_defaults(&r), 0);
+    assert_int_equal(r.retries.budget_percent, 20);
+    assert_int_equal(r.retries.min_retry_concurrency, 32);
+    assert_int_equal(r.per_try_timeout_ms, 0); /* none of its own: the destination's */
+    mesh_route_rule_done(&r);
 }
 
 static int conflicts;

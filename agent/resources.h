@@ -11,7 +11,7 @@
 #include <uv.h>
 
 #include "common/cfg.h"
-#include "proxy/resource.h"
+#include "resources/resource.h"
 
 struct mesh_resources;
 

@@ -21,7 +21,7 @@
 #include "common/hmap.h"
 #include "common/http_parse.h"
 #include "common/path_normalize.h"
-#include "proxy/resource.h"
+#include "resources/resource.h"
 
 struct mesh_proxy;
 

@@ -2,7 +2,7 @@
 #include <errno.h>
 #include <stdio.h>
 
-#include "proxy/resource.h"
+#include "resources/resource.h"
 #include "tests/unit/unit.h"
 
 static const struct {

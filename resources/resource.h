@@ -13,9 +13,9 @@
 #include "common/cfg.h"
 #include "common/claims.h"
 #include "common/hmap.h"
-#include "proxy/authz.h"
-#include "proxy/policy.h"
-#include "proxy/route.h"
+#include "resources/authz.h"
+#include "resources/policy.h"
+#include "resources/route.h"
 
 enum mesh_resource_kind {
     MESH_RESOURCE_DESTINATION_POLICY,

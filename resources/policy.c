@@ -1,4 +1,4 @@
-#include "proxy/policy.h"
+#include "resources/policy.h"
 
 #include <errno.h>
 #include <stdio.h>

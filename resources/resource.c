@@ -1,4 +1,4 @@
-#include "proxy/resource.h"
+#include "resources/resource.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -1,4 +1,4 @@
-#include "proxy/authz.h"
+#include "resources/authz.h"
 
 #include <errno.h>
 #include <string.h>

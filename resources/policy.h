@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #include "common/cfg.h"
-#include "proxy/route.h"
+#include "resources/route.h"
 
 enum mesh_lb_kind {
     MESH_LB_ROUND_ROBIN,   /* smooth weighted round robin */

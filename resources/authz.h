@@ -19,7 +19,7 @@
 #include <stdbool.h>
 
 #include "common/http_parse.h"
-#include "proxy/route.h"
+#include "resources/route.h"
 
 struct mesh_authz_rule {
     struct mesh_route_match *matches;

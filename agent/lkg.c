@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "agent/endpoint_json.h"
+#include "catalog/endpoint_json.h"
 #include "common/alloc.h"
 #include "common/fs.h"
 #include "common/log.h"

@@ -17,7 +17,7 @@
 
 #include <uv.h>
 
-#include "agent/service.h"
+#include "catalog/service.h"
 #include "common/addr.h"
 #include "common/hmap.h"
 #include "common/http_parse.h"

@@ -15,8 +15,8 @@
 #include <jansson.h>
 #include <uv.h>
 
-#include "agent/catalog.h"
-#include "agent/service.h"
+#include "catalog/service.h"
+#include "catalog/view.h"
 #include "common/buf.h"
 #include "common/hmap.h"
 #include "common/http_parse.h"

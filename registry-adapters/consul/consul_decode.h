@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "agent/service.h"
+#include "catalog/service.h"
 
 /* Service metadata keys with a meaning to the mesh (written by our registration too). */
 #define MESH_CONSUL_META_PORT "mesh-port"          /* the host agent's mTLS port */

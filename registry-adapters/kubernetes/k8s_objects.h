@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "agent/service.h"
+#include "catalog/service.h"
 #include "common/json_tok.h"
 
 #define MESH_K8S_SERVICE_NAME_LABEL "kubernetes.io/service-name"

@@ -3,7 +3,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "agent/service.h"
+#include "catalog/service.h"
 #include "common/alloc.h"
 #include "common/strutil.h"
 

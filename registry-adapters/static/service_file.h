@@ -11,7 +11,7 @@
 
 #include <stddef.h>
 
-#include "agent/endpoint_json.h"
+#include "catalog/endpoint_json.h"
 #include "common/cfg.h"
 
 #define MESH_SERVICE_FILE_MAX (4 * 1024 * 1024)

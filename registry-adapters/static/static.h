@@ -9,7 +9,7 @@
 
 #include <stdint.h>
 
-#include "agent/registry.h"
+#include "catalog/registry.h"
 
 struct mesh_static_config {
     char *directory;

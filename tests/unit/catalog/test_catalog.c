@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "agent/catalog.h"
+#include "catalog/catalog.h"
 #include "common/atom.h"
 #include "tests/unit/unit.h"
 
@@ -28,12 +28,13 @@ static struct mesh_catalog *new_catalog(bool consul_merges)
 {
     struct mesh_catalog *c;
     assert_int_equal(mesh_catalog_new(&c), 0);
-    /* Listed in an order unlike the precedence, to show precedence comes from the type. */
+    /* Listed in an order unlike the precedence, to show precedence comes from the rank
+     * (the agent gives each source its type's, mesh_registries_rank). */
     struct mesh_catalog_source src[] = {
-        {"consul", "consul", consul_merges},
-        {"k8s", "kubernetes", true},
-        {"files", "static", true},
-        {"files2", "static", true},
+        {"consul", "consul", consul_merges, 2},
+        {"k8s", "kubernetes", true, 1},
+        {"files", "static", true, 0},
+        {"files2", "static", true, 0},
     };
     assert_int_equal(mesh_catalog_set_sources(c, src, 4), 0);
     return c;
@@ -253,7 +254,7 @@ static void test_removing_a_source_drops_its_data(void **state)
     update(c, "consul", "a", &e, 1);
     update(c, "files", "a", &f, 1);
     update(c, "consul", "only-consul", &e, 1);
-    struct mesh_catalog_source src[] = {{"files", "static", true}};
+    struct mesh_catalog_source src[] = {{"files", "static", true, 0}};
     assert_int_equal(mesh_catalog_set_sources(c, src, 1), 0);
     assert_null(mesh_catalog_get(c, "default", "only-consul"));
     assert_int_equal(mesh_catalog_get(c, "default", "a")->n_endpoints, 1);

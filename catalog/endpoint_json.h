@@ -7,7 +7,7 @@
 
 #include <jansson.h>
 
-#include "agent/service.h"
+#include "catalog/service.h"
 #include "common/buf.h"
 #include "common/cfg.h"
 

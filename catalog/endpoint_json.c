@@ -1,9 +1,9 @@
-#include "agent/endpoint_json.h"
+#include "catalog/endpoint_json.h"
 
 #include <errno.h>
 #include <string.h>
 
-#include "agent/catalog.h"
+#include "catalog/catalog.h"
 #include "common/alloc.h"
 #include "common/atom.h"
 #include "common/strutil.h"

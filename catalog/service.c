@@ -1,4 +1,4 @@
-#include "agent/service.h"
+#include "catalog/service.h"
 
 #include <errno.h>
 #include <netinet/in.h>

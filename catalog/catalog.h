@@ -32,32 +32,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "agent/service.h"
-
-#define MESH_CATALOG_REGISTRY_LABEL "mesh/registry"
-
-struct mesh_catalog_eps;
-
-/* A merged service. Immutable once published. */
-struct mesh_service {
-    atomic_int refs;
-    uint64_t id; /* unique in the process: a changed service is a new one */
-    char *key;   /* "namespace/name" */
-    char *namespace;
-    char *name;
-    enum mesh_protocol protocol;
-    struct mesh_endpoint *endpoints; /* sorted by address; each one's source indexes sources */
-    size_t n_endpoints;
-    struct mesh_catalog_eps *eps; /* owns endpoints; shared with the view of a lone source */
-    char **sources;               /* reporting sources, highest precedence first */
-    size_t n_sources;
-    bool merged; /* false when rule 3 applied */
-};
+#include "catalog/service.h"
+#include "catalog/view.h"
 
 struct mesh_catalog_source {
     const char *name;
     const char *type;
     bool merge;
+    int rank; /* precedence of its type when sources disagree (lower wins); ties by order */
 };
 
 struct mesh_catalog_source_stats {
@@ -96,17 +78,9 @@ void mesh_catalog_sync_begin(struct mesh_catalog *c, const char *source);
 /* Ends a full sync: removes what the source did not report since sync_begin. */
 void mesh_catalog_sync_end(struct mesh_catalog *c, const char *source);
 
-/* The merged service, or NULL; borrowed until the next change (ref it to keep it). */
-struct mesh_service *mesh_catalog_get(const struct mesh_catalog *c, const char *namespace,
-                                      const char *name);
-size_t mesh_catalog_count(const struct mesh_catalog *c);
-/* Incremented on every change of a merged service. */
-uint64_t mesh_catalog_version(const struct mesh_catalog *c);
 int mesh_catalog_source_stats(const struct mesh_catalog *c, const char *source,
                               struct mesh_catalog_source_stats *ret);
 
-/* All merged services sorted by key; the array is the caller's (mesh_free), entries borrowed. */
-int mesh_catalog_list(const struct mesh_catalog *c, struct mesh_service ***ret, size_t *n);
 /* The source names in precedence order; the array is borrowed until the next set_sources. */
 size_t mesh_catalog_source_names(const struct mesh_catalog *c, const char *const **ret);
 /* What every source says, held: a consistent copy that any thread may read while the
@@ -142,16 +116,5 @@ void mesh_catalog_conflicts(const struct mesh_catalog *c, enum mesh_catalog_conf
 /* Appends the catalog's metric families (services, conflicts) in the text format. */
 struct mesh_buf;
 void mesh_catalog_metrics(const struct mesh_catalog *c, struct mesh_buf *b);
-
-/* Whether `source` reports endpoint ep of s (it may be one of several that do). */
-bool mesh_service_ep_from(const struct mesh_service *s, const struct mesh_endpoint *ep,
-                          const char *source);
-
-/* The value of label `key` of an endpoint of s, the "mesh/registry" label included; or NULL. */
-const char *mesh_service_ep_label(const struct mesh_service *s, const struct mesh_endpoint *ep,
-                                  const char *key);
-
-struct mesh_service *mesh_service_ref(struct mesh_service *s);
-void mesh_service_unref(struct mesh_service *s);
 
 #endif

@@ -1,12 +1,12 @@
 #define MESH_LOG_MODULE "catalog"
 
-#include "agent/catalog.h"
+#include "catalog/catalog.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/registry.h"
+#include "catalog/registry.h"
 #include "common/alloc.h"
 #include "common/hmap.h"
 #include "common/log.h"
@@ -679,7 +679,7 @@ int mesh_catalog_set_sources(struct mesh_catalog *c, const struct mesh_catalog_s
             return -ENOMEM;
         }
         names[i] = next[i].name;
-        next[i].rank = mesh_registry_type_rank(in[i].type) * 1000 + (int)i;
+        next[i].rank = in[i].rank * 1000 + (int)i;
         next[i].merge = in[i].merge;
         struct source *old = find_source(c, in[i].name);
         next[i].synced = old ? old->synced : false;

@@ -8,7 +8,7 @@
  * or the catalog directly.
  *
  * Adding a registry: one folder under registry-adapters/ that defines a
- * `const struct mesh_registry_ops`, and one line in agent/registry.c.
+ * `const struct mesh_registry_ops`, and one line in agent/registries.c.
  *
  * Lifecycle: create -> start -> (refresh)* -> stop(done) -> destroy. Everything runs on
  * the agent's main loop, sink calls included.
@@ -22,7 +22,7 @@
 #include <jansson.h>
 #include <uv.h>
 
-#include "agent/service.h"
+#include "catalog/service.h"
 #include "common/buf.h"
 #include "common/cfg.h"
 
@@ -118,13 +118,6 @@ void mesh_registry_init(struct mesh_registry *r, const struct mesh_registry_ops 
                         uv_loop_t *loop, const struct mesh_registry_config *cfg,
                         const struct mesh_registry_env *env, const struct mesh_registry_sink *sink);
 
-/* The adapter for `type`, or NULL. */
-const struct mesh_registry_ops *mesh_registry_find(const char *type);
-/* NULL-terminated list of known types, for messages and did-you-mean. */
-const char *const *mesh_registry_types(void);
-/* Precedence of a type when registries disagree: static 0, kubernetes 1, consul 2. */
-int mesh_registry_type_rank(const char *type);
-
 /*
  * For adapters of remote sources: the last problem, logged once while it lasts (a source
  * that keeps failing the same way is news once), shown by status, and counted through the
@@ -140,7 +133,5 @@ void mesh_registry_refresh(struct mesh_registry *r);
 void mesh_registry_status(struct mesh_registry *r, json_t *out);
 void mesh_registry_local_services(struct mesh_registry *r,
                                   const struct mesh_local_service *const *v, size_t n);
-/* Writes the adapter metrics of every registry in `regs`, grouped by type. */
-void mesh_registry_metrics(struct mesh_registry *const *regs, size_t n, struct mesh_buf *b);
 
 #endif

@@ -1,6 +1,6 @@
 #include <stdio.h>
 
-#include "agent/catalog.h"
+#include "catalog/catalog.h"
 #include "common/prom.h"
 
 /* The catalog's own metric families: its size, and what the registries disagree on. */

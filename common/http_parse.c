@@ -4,7 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "common/http_chars.h"
+#include "common/http_chars-int.h"
 #include "common/macros.h"
 #include "common/strutil.h"
 

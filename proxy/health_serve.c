@@ -26,8 +26,8 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
-#include "proxy/health_check.h"
-#include "proxy/worker.h"
+#include "proxy/health_check-int.h"
+#include "proxy/worker-int.h"
 #include "resources/authz.h"
 
 #define QUERY_DEADLINE_MS 3000

@@ -14,7 +14,7 @@
 
 #include "common/alloc.h"
 #include "common/path_normalize.h"
-#include "proxy/http_proxy.h"
+#include "proxy/http_proxy-int.h"
 
 /* The first rule holding for r, with the match that held (NULL: the rule has none). */
 static struct snap_rule *select_rule(const struct snap_vhost *v, const struct mesh_http_request *r,

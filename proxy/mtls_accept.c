@@ -11,9 +11,9 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
-#include "proxy/health_check.h"
-#include "proxy/http_proxy.h"
-#include "proxy/worker.h"
+#include "proxy/health_check-int.h"
+#include "proxy/http_proxy-int.h"
+#include "proxy/worker-int.h"
 #include "resources/authz.h"
 
 #define HANDSHAKE_TIMEOUT_MS 10000

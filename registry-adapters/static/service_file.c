@@ -1,11 +1,10 @@
-#include "registry-adapters/static/service_file.h"
-
 #include <errno.h>
 #include <string.h>
 
 #include "catalog/service.h"
 #include "common/alloc.h"
 #include "common/strutil.h"
+#include "registry-adapters/static/service_file-int.h"
 
 static const char *check_dns_label(const char *s)
 {

@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "proxy/http_proxy.h"
+#include "proxy/http_proxy-int.h"
 
 /*
  * The response header by which an agent says that a call over mTLS failed on its side

@@ -12,7 +12,7 @@
 #include <uv.h>
 
 #include "common/io.h"
-#include "proxy/bufpool.h"
+#include "proxy/bufpool-int.h"
 #include "proxy/proxy-int.h"
 
 enum worker_cmd_type {

@@ -18,7 +18,7 @@
 
 #include "common/buf.h"
 #include "common/http_parse.h"
-#include "proxy/worker.h"
+#include "proxy/worker-int.h"
 
 #define MESH_HTTP_REPLAY_MAX (64 * 1024) /* request body kept for retries */
 #define MESH_HTTP_MAX_TRIES 11           /* the first try and 10 retries */

@@ -6,6 +6,7 @@
 #include "common/alloc.h"
 #include "common/spiffe.h"
 #include "common/strutil.h"
+#include "resources/route-int.h"
 
 static const char *check_dns_label(const char *s)
 {
@@ -22,30 +23,13 @@ static const char *check_principal(const char *s)
     return "a SPIFFE ID (spiffe://...), a pattern with one '*', or \"*\"";
 }
 
-static int decode_rule_matches(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
-{
-    struct mesh_authz_rule *r =
-        container_of((struct mesh_route_match **)field, struct mesh_authz_rule, matches);
-    return mesh_route_matches_decode(ctx, v, &r->matches, &r->n_matches);
-}
-
-static void free_rule_matches(void *field)
-{
-    struct mesh_authz_rule *r =
-        container_of((struct mesh_route_match **)field, struct mesh_authz_rule, matches);
-    mesh_route_matches_free(r->matches, r->n_matches);
-    r->matches = NULL;
-    r->n_matches = 0;
-}
-
 #define R(m) MESH_CFG_FIELD(struct mesh_authz_rule, m)
 
 static const struct mesh_cfg_field rule_fields[] = {
     {.key = "match",
-     .type = MESH_CFG_CUSTOM,
-     R(matches),
-     .decode = decode_rule_matches,
-     .free = free_rule_matches},
+     MESH_CFG_ARRAY_OF(struct mesh_authz_rule, matches, n_matches),
+     .schema = &mesh_route__match_schema,
+     .max = 64},
     {.key = "principals",
      .type = MESH_CFG_STRINGS,
      R(principals),
@@ -64,65 +48,6 @@ static const struct mesh_cfg_field rule_fields[] = {
 static const struct mesh_cfg_schema rule_schema = {sizeof(struct mesh_authz_rule), rule_fields,
                                                    NULL};
 
-static int decode_rules(struct mesh_cfg_ctx *ctx, json_t *v, struct mesh_authz_rule **ret,
-                        size_t *ret_n)
-{
-    if (!json_is_array(v) || json_array_size(v) > 1000) {
-        mesh_cfg_error(ctx, "expected an array of at most 1000 rules");
-        return -EINVAL;
-    }
-    size_t n = json_array_size(v);
-    struct mesh_authz_rule *rules = mesh_calloc(n ? n : 1, sizeof(*rules));
-    if (!rules)
-        return -ENOMEM;
-    int r = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t old = mesh_cfg_path_push_index(ctx, i);
-        if (mesh_cfg_defaults(&rule_schema, &rules[i]) < 0 ||
-            mesh_cfg_decode(ctx, &rule_schema, json_array_get(v, i), &rules[i]) < 0)
-            r = -EINVAL;
-        mesh_cfg_path_pop(ctx, old);
-    }
-    *ret = rules;
-    *ret_n = n;
-    return r;
-}
-
-static void free_rules(struct mesh_authz_rule *v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        mesh_cfg_free(&rule_schema, &v[i]);
-    mesh_free(v);
-}
-
-static int decode_allow(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
-{
-    struct mesh_authz *a = container_of((struct mesh_authz_rule **)field, struct mesh_authz, allow);
-    return decode_rules(ctx, v, &a->allow, &a->n_allow);
-}
-
-static int decode_deny(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
-{
-    struct mesh_authz *a = container_of((struct mesh_authz_rule **)field, struct mesh_authz, deny);
-    return decode_rules(ctx, v, &a->deny, &a->n_deny);
-}
-
-static void free_allow(void *field)
-{
-    struct mesh_authz *a = container_of((struct mesh_authz_rule **)field, struct mesh_authz, allow);
-    free_rules(a->allow, a->n_allow);
-    a->allow = NULL;
-    a->n_allow = 0;
-}
-
-static void free_deny(void *field)
-{
-    struct mesh_authz *a = container_of((struct mesh_authz_rule **)field, struct mesh_authz, deny);
-    free_rules(a->deny, a->n_deny);
-    a->deny = NULL;
-    a->n_deny = 0;
-}
-
 static void check_authz(struct mesh_cfg_ctx *ctx, void *obj)
 {
     const struct mesh_authz *a = obj;
@@ -138,8 +63,17 @@ static const struct mesh_cfg_field authz_fields[] = {
      A(service),
      .expect = "a service name",
      .check = check_dns_label},
-    {.key = "allow", .type = MESH_CFG_CUSTOM, A(allow), .decode = decode_allow, .free = free_allow},
-    {.key = "deny", .type = MESH_CFG_CUSTOM, A(deny), .decode = decode_deny, .free = free_deny},
+    /* Present, even empty, is not absent: "allow": [] allows nobody. */
+    {.key = "allow",
+     MESH_CFG_ARRAY_OF(struct mesh_authz, allow, n_allow),
+     .schema = &rule_schema,
+     .max = 1000,
+     .expect = "an array of at most 1000 rules"},
+    {.key = "deny",
+     MESH_CFG_ARRAY_OF(struct mesh_authz, deny, n_deny),
+     .schema = &rule_schema,
+     .max = 1000,
+     .expect = "an array of at most 1000 rules"},
     {0},
 };
 

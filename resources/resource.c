@@ -190,55 +190,52 @@ out:
     return ret;
 }
 
-int mesh_resource_file_parse(const char *name, const char *data, size_t len,
-                             struct mesh_cfg_errors *errors, struct mesh_resource_file **ret)
+/* One resource, or {"resources": [...]}, into the file (data). */
+static int file_step(struct mesh_cfg_ctx *ctx, json_t *json, void *data)
 {
-    struct mesh_cfg_ctx ctx;
-    mesh_cfg_ctx_init(&ctx, name, errors);
-    size_t before = mesh_cfg_error_count(errors);
-    json_t *json = NULL;
-    int r = mesh_cfg_load_buffer(&ctx, data, len, &json);
-    if (r < 0)
-        return r;
-    struct mesh_resource_file *f = mesh_calloc(1, sizeof(*f));
-    if (!f) {
-        json_decref(json);
-        return -ENOMEM;
-    }
-    atomic_init(&f->refs, 1);
+    struct mesh_resource_file *f = data;
+    int r = 0;
     json_t *list = json_is_object(json) ? json_object_get(json, "resources") : NULL;
     if (list && json_object_size(json) != 1) {
-        mesh_cfg_error(&ctx, "a file holds one resource or {\"resources\": [...]}, not both");
+        mesh_cfg_error(ctx, "a file holds one resource or {\"resources\": [...]}, not both");
     } else if (list) {
-        size_t old = mesh_cfg_path_push_key(&ctx, "resources");
+        size_t old = mesh_cfg_path_push_key(ctx, "resources");
         size_t n = json_is_array(list) ? json_array_size(list) : 0;
         if (!json_is_array(list)) {
-            mesh_cfg_error(&ctx, "expected an array of resources");
+            mesh_cfg_error(ctx, "expected an array of resources");
         } else if (n > MESH_RESOURCES_PER_FILE_MAX) {
-            mesh_cfg_error(&ctx, "expected at most %d resources, got %zu",
+            mesh_cfg_error(ctx, "expected at most %d resources, got %zu",
                            MESH_RESOURCES_PER_FILE_MAX, n);
         } else if (n && !(f->v = mesh_calloc(n, sizeof(*f->v)))) {
             r = -ENOMEM;
         } else {
             for (size_t i = 0; i < n; i++) {
-                size_t o2 = mesh_cfg_path_push_index(&ctx, i);
+                size_t o2 = mesh_cfg_path_push_index(ctx, i);
                 f->n = i + 1;
-                if (decode_resource(&ctx, json_array_get(list, i), &f->v[i]) == -ENOMEM)
+                if (decode_resource(ctx, json_array_get(list, i), &f->v[i]) == -ENOMEM)
                     r = -ENOMEM;
-                mesh_cfg_path_pop(&ctx, o2);
+                mesh_cfg_path_pop(ctx, o2);
             }
         }
-        mesh_cfg_path_pop(&ctx, old);
+        mesh_cfg_path_pop(ctx, old);
     } else if (!(f->v = mesh_calloc(1, sizeof(*f->v)))) {
         r = -ENOMEM;
     } else {
         f->n = 1;
-        if (decode_resource(&ctx, json, &f->v[0]) == -ENOMEM)
+        if (decode_resource(ctx, json, &f->v[0]) == -ENOMEM)
             r = -ENOMEM;
     }
-    json_decref(json);
-    if (r == 0 && mesh_cfg_error_count(errors) != before)
-        r = -EINVAL;
+    return r;
+}
+
+int mesh_resource_file_parse(const char *name, const char *data, size_t len,
+                             struct mesh_cfg_errors *errors, struct mesh_resource_file **ret)
+{
+    struct mesh_resource_file *f = mesh_calloc(1, sizeof(*f));
+    if (!f)
+        return -ENOMEM;
+    atomic_init(&f->refs, 1);
+    int r = mesh_cfg_parse_doc(name, data, len, errors, file_step, f);
     if (r < 0) {
         mesh_resource_file_unref(f);
         return r;

@@ -18,10 +18,6 @@ const char *mesh_route__check_dns_label(const char *s);
 bool mesh_route__is_token(const char *s);
 bool mesh_route__is_field_value(const char *s);
 
-/* Decodes a JSON array with a list field's schema into (items, n); 0 or -errno. */
-int mesh_route__decode_list_into(struct mesh_cfg_ctx *ctx, const struct mesh_cfg_field *lf,
-                                 json_t *v, void **items, size_t *n);
-
 /* route_match.c */
 extern const struct mesh_cfg_schema mesh_route__match_schema;
 

@@ -88,25 +88,18 @@ static void check_rule(struct mesh_cfg_ctx *ctx, void *obj)
     }
 }
 
-/* matches and destinations are decoded as lists, then their items moved into the rule. */
-static int decode_matches(struct mesh_cfg_ctx *ctx, json_t *v, void *field);
-static int decode_dests(struct mesh_cfg_ctx *ctx, json_t *v, void *field);
-static void free_matches(void *field);
-static void free_dests(void *field);
-
 #define RU(m) MESH_CFG_FIELD(struct mesh_route_rule, m)
 
 static const struct mesh_cfg_field rule_fields[] = {
     {.key = "match",
-     .type = MESH_CFG_CUSTOM,
-     RU(matches),
-     .decode = decode_matches,
-     .free = free_matches},
+     MESH_CFG_ARRAY_OF(struct mesh_route_rule, matches, n_matches),
+     .schema = &mesh_route__match_schema,
+     .max = 64},
     {.key = "destinations",
-     .type = MESH_CFG_CUSTOM,
-     RU(dests),
-     .decode = decode_dests,
-     .free = free_dests},
+     MESH_CFG_ARRAY_OF(struct mesh_route_rule, dests, n_dests),
+     .flags = MESH_CFG_NONEMPTY,
+     .schema = &dest_schema,
+     .max = 64},
     {.key = "redirect",
      .type = MESH_CFG_CUSTOM,
      RU(has_redirect),
@@ -151,101 +144,6 @@ static const struct mesh_cfg_schema rule_schema = {
     .check = check_rule,
 };
 
-static const struct mesh_cfg_field dest_list_field = {
-    .key = "destinations", .type = MESH_CFG_LIST, .schema = &dest_schema, .max = 64};
-
-/* Decodes a JSON array with a list field's schema into (items, n). */
-int mesh_route__decode_list_into(struct mesh_cfg_ctx *ctx, const struct mesh_cfg_field *lf,
-                                 json_t *v, void **items, size_t *n)
-{
-    struct {
-        struct mesh_cfg_list list;
-    } holder = {0};
-    const struct mesh_cfg_field fields[] = {
-        {.key = lf->key, .type = MESH_CFG_LIST, .offset = 0, .schema = lf->schema, .max = lf->max},
-        {0},
-    };
-    const struct mesh_cfg_schema schema = {sizeof(holder), fields, NULL};
-    json_t *wrap = json_pack("{s:O}", lf->key, v);
-    if (!wrap)
-        return -ENOMEM;
-    /* The list's own key would be pushed twice: undo the field's segment first. */
-    size_t cut = ctx->path_len - strlen(lf->key) - 1;
-    char saved[sizeof(ctx->path)];
-    memcpy(saved, ctx->path, sizeof(saved));
-    size_t saved_len = ctx->path_len;
-    mesh_cfg_path_pop(ctx, cut);
-    int r = mesh_cfg_decode(ctx, &schema, wrap, &holder);
-    memcpy(ctx->path, saved, sizeof(saved));
-    ctx->path_len = saved_len;
-    json_decref(wrap);
-    *items = holder.list.items;
-    *n = holder.list.n;
-    return r;
-}
-
-static int decode_matches(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
-{
-    struct mesh_route_rule *rule =
-        container_of((struct mesh_route_match **)field, struct mesh_route_rule, matches);
-    return mesh_route_matches_decode(ctx, v, &rule->matches, &rule->n_matches);
-}
-
-static int decode_dests(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
-{
-    struct mesh_route_rule *rule =
-        container_of((struct mesh_route_destination **)field, struct mesh_route_rule, dests);
-    int r = mesh_route__decode_list_into(ctx, &dest_list_field, v, (void **)&rule->dests,
-                                         &rule->n_dests);
-    if (r == 0 && rule->n_dests == 0) {
-        mesh_cfg_error(ctx, "expected at least one destination");
-        return -EINVAL;
-    }
-    return r;
-}
-
-static void free_matches(void *field)
-{
-    struct mesh_route_rule *rule =
-        container_of((struct mesh_route_match **)field, struct mesh_route_rule, matches);
-    mesh_route_matches_free(rule->matches, rule->n_matches);
-    rule->matches = NULL;
-    rule->n_matches = 0;
-}
-
-static void free_dests(void *field)
-{
-    struct mesh_route_rule *rule =
-        container_of((struct mesh_route_destination **)field, struct mesh_route_rule, dests);
-    for (size_t i = 0; i < rule->n_dests; i++)
-        mesh_cfg_free(&dest_schema, &rule->dests[i]);
-    mesh_free(rule->dests);
-    rule->dests = NULL;
-    rule->n_dests = 0;
-}
-
-static const struct mesh_cfg_field rules_field = {
-    .key = "rules", .type = MESH_CFG_LIST, .schema = &rule_schema, .max = 256};
-
-static int decode_rules(struct mesh_cfg_ctx *ctx, json_t *v, void *field)
-{
-    struct mesh_route *route =
-        container_of((struct mesh_route_rule **)field, struct mesh_route, rules);
-    return mesh_route__decode_list_into(ctx, &rules_field, v, (void **)&route->rules,
-                                        &route->n_rules);
-}
-
-static void free_rules(void *field)
-{
-    struct mesh_route *route =
-        container_of((struct mesh_route_rule **)field, struct mesh_route, rules);
-    for (size_t i = 0; i < route->n_rules; i++)
-        mesh_cfg_free(&rule_schema, &route->rules[i]);
-    mesh_free(route->rules);
-    route->rules = NULL;
-    route->n_rules = 0;
-}
-
 #define RT(m) MESH_CFG_FIELD(struct mesh_route, m)
 
 static const struct mesh_cfg_field route_fields[] = {
@@ -255,11 +153,10 @@ static const struct mesh_cfg_field route_fields[] = {
      .expect = "a service name",
      .check = mesh_route__check_dns_label},
     {.key = "rules",
-     .type = MESH_CFG_CUSTOM,
-     RT(rules),
+     MESH_CFG_ARRAY_OF(struct mesh_route, rules, n_rules),
      .flags = MESH_CFG_REQUIRED,
-     .decode = decode_rules,
-     .free = free_rules},
+     .schema = &rule_schema,
+     .max = 256},
     {0},
 };
 

@@ -136,11 +136,6 @@ void mesh_route_done(struct mesh_route *r);
 int mesh_route_rule_defaults(struct mesh_route_rule *r);
 void mesh_route_rule_done(struct mesh_route_rule *r);
 
-/* A list of matches ("match" of a rule), for other kinds that match requests the same way. */
-int mesh_route_matches_decode(struct mesh_cfg_ctx *ctx, json_t *v, struct mesh_route_match **ret,
-                              size_t *ret_n);
-void mesh_route_matches_free(struct mesh_route_match *v, size_t n);
-
 /* Matching (workers). `path` is the request path without its query. */
 bool mesh_string_match(const struct mesh_string_match *m, const char *s, size_t len);
 /* Whether a match (path, methods, headers, query: all of those given) holds for r. */

@@ -251,22 +251,6 @@ const struct mesh_cfg_schema mesh_route__match_schema = {
     .fields = match_fields,
 };
 
-static const struct mesh_cfg_field match_list_field = {
-    .key = "match", .type = MESH_CFG_LIST, .schema = &mesh_route__match_schema, .max = 64};
-
-int mesh_route_matches_decode(struct mesh_cfg_ctx *ctx, json_t *v, struct mesh_route_match **ret,
-                              size_t *ret_n)
-{
-    return mesh_route__decode_list_into(ctx, &match_list_field, v, (void **)ret, ret_n);
-}
-
-void mesh_route_matches_free(struct mesh_route_match *v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        mesh_cfg_free(&mesh_route__match_schema, &v[i]);
-    mesh_free(v);
-}
-
 bool mesh_string_match(const struct mesh_string_match *m, const char *s, size_t len)
 {
     size_t vlen;

@@ -9,6 +9,7 @@
 #ifndef MESH_STATIC_SERVICE_FILE_H
 #define MESH_STATIC_SERVICE_FILE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "catalog/endpoint_json.h"
@@ -44,6 +45,7 @@ struct mesh_service_file {
     /* Both forms, flattened: pointers into the two fields above. */
     struct mesh_service_config **all;
     size_t n;
+    bool has_one; /* the file used "service" */
 };
 
 /*

@@ -17,6 +17,7 @@
 #include "agent/ctl_watch.h"
 #include "agent/lkg.h"
 #include "agent/notify.h"
+#include "agent/registries.h"
 #include "agent/resources.h"
 #include "common/alloc.h"
 #include "common/fs.h"
@@ -449,7 +450,8 @@ static int set_catalog_sources(struct mesh_agent *a, struct slot **slots, size_t
     struct mesh_catalog_source src[MESH_AGENT_REGISTRIES_MAX];
     for (size_t i = 0; i < n; i++)
         src[i] = (struct mesh_catalog_source){slots[i]->rc->name, slots[i]->rc->type,
-                                              slots[i]->rc->merge};
+                                              slots[i]->rc->merge,
+                                              mesh_registries_rank(slots[i]->rc->type)};
     return mesh_catalog_set_sources(a->catalog, src, n);
 }
 
@@ -1154,7 +1156,7 @@ void mesh_agent_metrics(const struct mesh_agent *a, struct mesh_buf *b)
     struct mesh_registry *regs[MESH_AGENT_REGISTRIES_MAX];
     for (size_t i = 0; i < a->n_slots; i++)
         regs[i] = a->slots[i]->r;
-    mesh_registry_metrics(regs, a->n_slots, b);
+    mesh_registries_metrics(regs, a->n_slots, b);
 
     if (a->lkg) {
         uint64_t writes, failures;

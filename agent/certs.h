@@ -24,7 +24,7 @@
 #include <uv.h>
 
 #include "agent/config.h"
-#include "agent/service.h"
+#include "catalog/service.h"
 #include "common/buf.h"
 #include "proxy/tls.h"
 

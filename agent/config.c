@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "agent/registries.h"
 #include "common/alloc.h"
 #include "common/path_normalize.h"
 #include "common/spiffe.h"
@@ -408,7 +409,7 @@ static int decode_registry(struct mesh_cfg_ctx *ctx, json_t *json, struct mesh_r
     if (mesh_cfg_defaults(&registry_schema, rc) < 0)
         return -ENOMEM;
     json_t *type = json_is_object(json) ? json_object_get(json, "type") : NULL;
-    const char *const *types = mesh_registry_types();
+    const char *const *types = mesh_registries_types();
     char known[256];
     size_t k = 0;
     for (size_t i = 0; types[i] && k < sizeof(known); i++)
@@ -417,7 +418,7 @@ static int decode_registry(struct mesh_cfg_ctx *ctx, json_t *json, struct mesh_r
         /* Without a type the other keys cannot be checked: report only what is missing. */
         return mesh_cfg_decode(ctx, &registry_schema, json, rc);
     }
-    rc->ops = mesh_registry_find(json_string_value(type));
+    rc->ops = mesh_registries_find(json_string_value(type));
     if (!rc->ops) {
         const char *hint = mesh_str_suggest(json_string_value(type), types);
         size_t old = mesh_cfg_path_push_key(ctx, "type");

@@ -12,7 +12,7 @@
 
 #include <jansson.h>
 
-#include "agent/registry.h"
+#include "catalog/registry.h"
 #include "common/addr.h"
 #include "common/cfg.h"
 #include "common/log.h"

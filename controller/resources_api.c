@@ -22,7 +22,7 @@
 #include "common/log.h"
 #include "common/strutil.h"
 #include "controller/api.h"
-#include "proxy/resource.h"
+#include "resources/resource.h"
 
 #define WAIT_DEFAULT_MS 30000
 #define WAIT_MAX_MS 600000

@@ -14,9 +14,9 @@
 #include "common/claims.h"
 #include "common/log.h"
 #include "common/prom.h"
-#include "proxy/health_check.h"
-#include "proxy/listeners.h"
-#include "proxy/worker.h"
+#include "proxy/health_check-int.h"
+#include "proxy/listeners-int.h"
+#include "proxy/worker-int.h"
 
 /* How often ejected endpoints are checked for return, and failed listeners retried. */
 #define SWEEP_MS 250

@@ -15,13 +15,13 @@
 #include <jansson.h>
 #include <uv.h>
 
-#include "agent/catalog.h"
-#include "agent/service.h"
+#include "catalog/service.h"
+#include "catalog/view.h"
 #include "common/buf.h"
 #include "common/hmap.h"
 #include "common/http_parse.h"
 #include "common/path_normalize.h"
-#include "proxy/resource.h"
+#include "resources/resource.h"
 
 struct mesh_proxy;
 

@@ -1,5 +1,3 @@
-#include "registry-adapters/consul/consul_decode.h"
-
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +9,7 @@
 #include "common/atom.h"
 #include "common/hmap.h"
 #include "common/strutil.h"
+#include "registry-adapters/consul/consul_decode-int.h"
 
 #define MAX_SERVICES 100000
 

@@ -1,5 +1,3 @@
-#include "registry-adapters/kubernetes/k8s_objects.h"
-
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -7,6 +5,7 @@
 #include "common/alloc.h"
 #include "common/atom.h"
 #include "common/strutil.h"
+#include "registry-adapters/kubernetes/k8s_objects-int.h"
 
 #define MAX_ENDPOINTS 10000 /* the API caps a slice at 1000; allow headroom, not abuse */
 #define MAX_PORTS 1000

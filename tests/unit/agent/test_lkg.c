@@ -4,8 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "agent/catalog.h"
 #include "agent/lkg.h"
+#include "catalog/catalog.h"
 #include "common/atom.h"
 #include "common/cfg.h"
 #include "tests/unit/unit.h"
@@ -14,7 +14,7 @@ static struct mesh_catalog *new_catalog(void)
 {
     struct mesh_catalog *c;
     assert_int_equal(mesh_catalog_new(&c), 0);
-    struct mesh_catalog_source src[] = {{"files", "static", true}, {"k8s", "kubernetes", true}};
+    struct mesh_catalog_source src[] = {{"files", "static", true, 0}, {"k8s", "kubernetes", true, 1}};
     assert_int_equal(mesh_catalog_set_sources(c, src, 2), 0);
     return c;
 }

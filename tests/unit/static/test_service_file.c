@@ -2,7 +2,7 @@
 #include <errno.h>
 #include <stdio.h>
 
-#include "registry-adapters/static/service_file.h"
+#include "registry-adapters/static/service_file-int.h"
 #include "tests/unit/unit.h"
 
 static char *errors_of(const char *json)

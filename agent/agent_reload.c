@@ -21,6 +21,7 @@
 #include "agent/notify.h"
 #include "agent/resources.h"
 #include "common/alloc.h"
+#include "common/buf.h"
 #include "common/log.h"
 #include "common/macros.h"
 #include "proxy/proxy.h"
@@ -110,21 +111,17 @@ static int load_next(struct mesh_agent *a, struct reload *rl)
 /* What the new config changes that a reload cannot: only a restart applies it. */
 static int check_restart(struct mesh_agent *a, struct reload *rl)
 {
-    const struct mesh_agent_config *next = rl->next;
-    if (strcmp(next->state_dir, a->cfg->state_dir) != 0 ||
-        strcmp(next->node.name, a->cfg->node.name) != 0)
-        return failed(rl, -EINVAL,
-                      "state_dir and node.name cannot change on reload; restart the agent to "
-                      "change them");
-    if (next->proxy.workers != a->cfg->proxy.workers ||
-        next->proxy.buffer_size != a->cfg->proxy.buffer_size ||
-        memcmp(&next->proxy.http, &a->cfg->proxy.http, sizeof(next->proxy.http)) != 0)
-        return failed(rl, -EINVAL,
-                      "proxy.workers, proxy.buffer_size and proxy.http cannot change on "
-                      "reload; restart the agent to change them");
-    char busy[512];
-    if (listeners_busy(a, next, busy, sizeof(busy)))
-        return failed(rl, -EADDRINUSE, "%s", busy);
+    char text[512];
+    struct mesh_buf keys;
+    mesh_buf_init_fixed(&keys, text, sizeof(text));
+    int n = mesh_agent_config_restart_changes(a->cfg, rl->next, &keys);
+    if (n < 0)
+        return n;
+    if (n > 0)
+        return failed(rl, -EINVAL, "%s cannot change on reload; restart the agent to change %s",
+                      keys.data, n == 1 ? "it" : "them");
+    if (listeners_busy(a, rl->next, text, sizeof(text)))
+        return failed(rl, -EADDRINUSE, "%s", text);
     return 0;
 }
 

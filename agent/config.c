@@ -68,6 +68,7 @@ static const struct mesh_cfg_field node_fields[] = {
     {.key = "name",
      .type = MESH_CFG_STRING,
      MESH_CFG_FIELD(struct mesh_agent_node_config, name),
+     .flags = MESH_CFG_RESTART,
      .expect = "a node name (lowercase DNS subdomain)",
      .check = check_node_name},
     {.key = "zone",
@@ -232,6 +233,7 @@ static const struct mesh_cfg_field proxy_fields[] = {
     {.key = "workers",
      .type = MESH_CFG_INT,
      MESH_CFG_FIELD(struct mesh_agent_proxy_config, workers),
+     .flags = MESH_CFG_RESTART,
      .def_int = 0,
      .min = 0,
      .max = 256,
@@ -245,6 +247,7 @@ static const struct mesh_cfg_field proxy_fields[] = {
     {.key = "buffer_size",
      .type = MESH_CFG_INT,
      MESH_CFG_FIELD(struct mesh_agent_proxy_config, buffer_size),
+     .flags = MESH_CFG_RESTART,
      .def_int = 16384,
      .min = 1024,
      .max = 1048576,
@@ -258,6 +261,7 @@ static const struct mesh_cfg_field proxy_fields[] = {
     {.key = "http",
      .type = MESH_CFG_OBJECT,
      MESH_CFG_FIELD(struct mesh_agent_proxy_config, http),
+     .flags = MESH_CFG_RESTART,
      .schema = &http_schema},
     {0},
 };
@@ -568,7 +572,7 @@ static const struct mesh_cfg_field root_fields[] = {
     {.key = "state_dir",
      .type = MESH_CFG_STRING,
      F(state_dir),
-     .flags = MESH_CFG_PATH | MESH_CFG_NONEMPTY,
+     .flags = MESH_CFG_PATH | MESH_CFG_NONEMPTY | MESH_CFG_RESTART,
      .def = "/var/lib/mesh-agent",
      .expect = "a directory path"},
     {.key = "log", .type = MESH_CFG_OBJECT, F(log), .schema = &log_schema},
@@ -747,4 +751,15 @@ json_t *mesh_agent_config_to_json(const struct mesh_agent_config *c)
 enum mesh_log_level mesh_agent_config_log_level(const struct mesh_agent_config *c)
 {
     return (enum mesh_log_level)(c->log.level + MESH_LOG_ERROR);
+}
+
+int mesh_agent_config_restart_changes(const struct mesh_agent_config *a,
+                                      const struct mesh_agent_config *b, struct mesh_buf *ret)
+{
+    return mesh_cfg_restart_changes(&root_schema, a, b, ret);
+}
+
+int mesh_agent_config_restart_keys(struct mesh_buf *ret)
+{
+    return mesh_cfg_restart_keys(&root_schema, ret);
 }

@@ -77,10 +77,12 @@ class ReloadTest(AgentTest):
         a = self.agent().start()
         changed = dict(a.config)
         changed["state_dir"] = a.state_dir + "-other"
+        changed["proxy"] = {"workers": 2, "http": {"idle_timeout": "5s"}}
         a.write_config(changed)
         _, ready = a.reload()
         self.assertIn("reload FAILED", ready["STATUS"])
-        self.assertIn("restart the agent", a.json("/v1/status")["reload"]["last_error"])
+        self.assertIn("state_dir, proxy.http cannot change on reload; restart the agent",
+                      a.json("/v1/status")["reload"]["last_error"])
 
     def test_failed_reload_frees_what_it_prepared(self):
         # The new identity is set up before the admin address that fails: the reload gives

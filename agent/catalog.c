@@ -10,7 +10,7 @@
 #include "common/alloc.h"
 #include "common/hmap.h"
 #include "common/log.h"
-#include "common/strutil.h"
+#include "common/names.h"
 
 struct source {
     char *name;
@@ -479,8 +479,8 @@ static bool view_equal(const struct view *v, enum mesh_protocol proto,
 
 static int validate_update(const struct mesh_service_update *u)
 {
-    if (!u->namespace || !u->name || !mesh_is_dns_label(u->namespace) ||
-        !mesh_is_dns_label(u->name) || u->n_endpoints > MESH_ENDPOINTS_MAX)
+    if (!u->namespace || !u->name || !mesh_name_is_dns_label(u->namespace) ||
+        !mesh_name_is_dns_label(u->name) || u->n_endpoints > MESH_ENDPOINTS_MAX)
         return -EINVAL;
     for (size_t i = 0; i < u->n_endpoints; i++) {
         const struct mesh_endpoint *ep = &u->endpoints[i];

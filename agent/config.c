@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/names.h"
 #include "common/path_normalize.h"
 #include "common/spiffe.h"
 #include "common/strutil.h"
@@ -35,33 +36,10 @@ static const char *check_ip(const char *s)
     return !*s || mesh_is_ip_literal(s) ? NULL : "not an IPv4 or IPv6 address";
 }
 
-/* RFC 1123 subdomain, as Kubernetes node names are. */
-static const char *check_node_name(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > 253)
-        return "must be 1 to 253 characters";
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.'))
-            return "only lowercase letters, digits, '-' and '.' are allowed";
-    }
-    if (!isalnum((unsigned char)s[0]) || !isalnum((unsigned char)s[n - 1]))
-        return "must start and end with a letter or digit";
-    return NULL;
-}
-
 static const char *check_zone(const char *s)
 {
     const char *why = NULL;
     return mesh_label_value_valid(s, &why) ? NULL : why;
-}
-
-static const char *check_dns_label(const char *s)
-{
-    return mesh_is_dns_label(s) ? NULL
-                                : "must be a DNS label: lowercase letters, digits and '-', at "
-                                  "most 63";
 }
 
 static const struct mesh_cfg_field node_fields[] = {
@@ -70,7 +48,7 @@ static const struct mesh_cfg_field node_fields[] = {
      MESH_CFG_FIELD(struct mesh_agent_node_config, name),
      .flags = MESH_CFG_RESTART,
      .expect = "a node name (lowercase DNS subdomain)",
-     .check = check_node_name},
+     .check = mesh_name_check_node},
     {.key = "zone",
      .type = MESH_CFG_STRING,
      MESH_CFG_FIELD(struct mesh_agent_node_config, zone),
@@ -372,13 +350,13 @@ static const struct mesh_cfg_field registry_fields[] = {
      .type = MESH_CFG_STRING,
      R(name),
      .expect = "a registry name (DNS label)",
-     .check = check_dns_label},
+     .check = mesh_name_check_dns_label},
     {.key = "namespace",
      .type = MESH_CFG_STRING,
      R(namespace),
      .def = "default",
      .expect = "a namespace (DNS label)",
-     .check = check_dns_label},
+     .check = mesh_name_check_dns_label},
     {.key = "merge", .type = MESH_CFG_BOOL, R(merge), .def_int = 1},
     {0},
 };
@@ -620,7 +598,7 @@ static int fill_dynamic_defaults(struct mesh_cfg_ctx *ctx, struct mesh_agent_con
         for (char *p = host; *p; p++)
             *p = (char)tolower((unsigned char)*p);
         /* A hostname that is not a valid node name must be configured explicitly. */
-        const char *why = check_node_name(host);
+        const char *why = mesh_name_check_node(host);
         size_t old = mesh_cfg_path_push_key(ctx, "node");
         size_t old2 = mesh_cfg_path_push_key(ctx, "name");
         if (why)

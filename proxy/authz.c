@@ -4,13 +4,8 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/names.h"
 #include "common/spiffe.h"
-#include "common/strutil.h"
-
-static const char *check_dns_label(const char *s)
-{
-    return mesh_is_dns_label(s) ? NULL : "must be a DNS label";
-}
 
 static const char *check_principal(const char *s)
 {
@@ -57,7 +52,7 @@ static const struct mesh_cfg_field rule_fields[] = {
      R(namespaces),
      .max = 1000,
      .expect = "a namespace",
-     .check = check_dns_label},
+     .check = mesh_name_check_dns_label},
     {0},
 };
 
@@ -137,7 +132,7 @@ static const struct mesh_cfg_field authz_fields[] = {
      .type = MESH_CFG_STRING,
      A(service),
      .expect = "a service name",
-     .check = check_dns_label},
+     .check = mesh_name_check_dns_label},
     {.key = "allow", .type = MESH_CFG_CUSTOM, A(allow), .decode = decode_allow, .free = free_allow},
     {.key = "deny", .type = MESH_CFG_CUSTOM, A(deny), .decode = decode_deny, .free = free_deny},
     {0},

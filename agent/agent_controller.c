@@ -132,7 +132,7 @@ int mesh_agent__make_watch(struct mesh_agent *a, const struct mesh_agent_config 
                            struct mesh_certs *certs, struct mesh_ctl_watch **ret)
 {
     *ret = NULL;
-    if (cfg->identity.mode != MESH_IDENTITY_CONTROLLER)
+    if (!mesh_certs_mode_uses_controller(cfg->identity.mode))
         return 0;
     return mesh_ctl_watch_new(a->loop, cfg->identity.controller, cfg->state_dir, certs,
                               a->resources, ret);
@@ -142,10 +142,7 @@ int mesh_agent__make_watch(struct mesh_agent *a, const struct mesh_agent_config 
 int mesh_agent__make_certs(struct mesh_agent *a, const struct mesh_agent_config *cfg,
                            struct mesh_certs **ret)
 {
-    *ret = NULL;
-    if (cfg->identity.mode == MESH_IDENTITY_NONE)
-        return 0;
-    return mesh_certs_new(a->loop, cfg, on_certs_changed, a, ret);
+    return mesh_certs_new(a->loop, cfg, on_certs_changed, a, ret); /* "none": NULL */
 }
 
 /* Whether a reload leaves the certificate manager as it is (the encoded section holds

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "agent/certs.h"
 #include "common/alloc.h"
 #include "common/names.h"
 #include "common/path_normalize.h"
@@ -323,15 +324,7 @@ static const struct mesh_cfg_field identity_fields[] = {
 
 static void check_identity(struct mesh_cfg_ctx *ctx, void *obj)
 {
-    struct mesh_agent_identity_config *id = obj;
-    if (id->mode == MESH_IDENTITY_STANDALONE && (!id->ca_cert[0] || !id->ca_key[0]))
-        mesh_cfg_error(ctx, "mode \"standalone\" needs ca_cert and ca_key");
-    if (id->mode == MESH_IDENTITY_CONTROLLER &&
-        (!id->controller[0] || !id->controller_ca[0] || !id->join_token_file[0]))
-        mesh_cfg_error(ctx, "mode \"controller\" needs controller, controller_ca and "
-                            "join_token_file");
-    if (id->mode == MESH_IDENTITY_FILES && (!id->cert_dir[0] || !id->trust_bundle[0]))
-        mesh_cfg_error(ctx, "mode \"files\" needs cert_dir and trust_bundle");
+    mesh_certs_mode_check_config(ctx, obj); /* what each mode needs is its own */
 }
 
 static const struct mesh_cfg_schema identity_schema = {

@@ -11,7 +11,7 @@
 #include "common/alloc.h"
 #include "common/fs.h"
 #include "common/log.h"
-#include "common/strutil.h"
+#include "common/names.h"
 
 #define LKG_FORMAT 1
 #define DEBOUNCE_MS 250
@@ -322,11 +322,6 @@ struct lkg_service {
     struct mesh_cfg_list endpoints;
 };
 
-static const char *check_dns_label(const char *s)
-{
-    return mesh_is_dns_label(s) ? NULL : "not a DNS label";
-}
-
 #define L(member) MESH_CFG_FIELD(struct lkg_service, member)
 
 static const struct mesh_cfg_field service_fields[] = {
@@ -334,12 +329,12 @@ static const struct mesh_cfg_field service_fields[] = {
      .type = MESH_CFG_STRING,
      L(namespace),
      .flags = MESH_CFG_REQUIRED,
-     .check = check_dns_label},
+     .check = mesh_name_check_dns_label},
     {.key = "name",
      .type = MESH_CFG_STRING,
      L(name),
      .flags = MESH_CFG_REQUIRED,
-     .check = check_dns_label},
+     .check = mesh_name_check_dns_label},
     {.key = "protocol",
      .type = MESH_CFG_ENUM,
      L(protocol),

@@ -8,9 +8,11 @@
 
 #include "catalog/registry.h"
 #include "common/alloc.h"
+#include "common/atom.h"
 #include "common/hmap.h"
+#include "common/labels.h"
 #include "common/log.h"
-#include "common/strutil.h"
+#include "common/names.h"
 
 struct source {
     char *name;
@@ -479,8 +481,8 @@ static bool view_equal(const struct view *v, enum mesh_protocol proto,
 
 static int validate_update(const struct mesh_service_update *u)
 {
-    if (!u->namespace || !u->name || !mesh_is_dns_label(u->namespace) ||
-        !mesh_is_dns_label(u->name) || u->n_endpoints > MESH_ENDPOINTS_MAX)
+    if (!u->namespace || !u->name || !mesh_name_is_dns_label(u->namespace) ||
+        !mesh_name_is_dns_label(u->name) || u->n_endpoints > MESH_ENDPOINTS_MAX)
         return -EINVAL;
     for (size_t i = 0; i < u->n_endpoints; i++) {
         const struct mesh_endpoint *ep = &u->endpoints[i];
@@ -505,6 +507,23 @@ static int cmp_ordered(const void *a, const void *b)
     return oa->index < ob->index ? -1 : oa->index > ob->index;
 }
 
+/*
+ * A node name or zone the mesh's rules refuse is not kept (a Consul node may be "Node_1"):
+ * what the catalog holds is what the last-known-good file and service files accept, so
+ * that file always loads back (common/names.h).
+ */
+static void drop_bad_names(struct mesh_endpoint *ep)
+{
+    if (ep->node && !mesh_name_is_node(ep->node)) {
+        mesh_atom_unref(ep->node);
+        ep->node = NULL;
+    }
+    if (ep->zone && !mesh_label_value_valid(ep->zone, NULL)) {
+        mesh_atom_unref(ep->zone);
+        ep->zone = NULL;
+    }
+}
+
 /* Copies and sorts endpoints; a repeated address within one source keeps its first entry. */
 static struct mesh_catalog_eps *copy_sorted(const struct mesh_endpoint *src, size_t n)
 {
@@ -520,6 +539,7 @@ static struct mesh_catalog_eps *copy_sorted(const struct mesh_endpoint *src, siz
             continue;
         if (mesh_endpoint_copy(&v->v[v->n], o[i].ep) < 0)
             goto fail;
+        drop_bad_names(&v->v[v->n]);
         v->v[v->n].source = 0;
         v->v[v->n++].also = 0; /* what a merge sets, never what an adapter passed */
     }

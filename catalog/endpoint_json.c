@@ -6,7 +6,7 @@
 #include "catalog/catalog.h"
 #include "common/alloc.h"
 #include "common/atom.h"
-#include "common/strutil.h"
+#include "common/names.h"
 
 #define E(member) MESH_CFG_FIELD(struct mesh_endpoint_config, member)
 
@@ -21,19 +21,6 @@ static const char *check_label_value(const char *s)
 {
     const char *why = NULL;
     return mesh_label_value_valid(s, &why) ? NULL : why;
-}
-
-static const char *check_node(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > 253)
-        return "must be 1 to 253 characters";
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.'))
-            return "only lowercase letters, digits, '-' and '.' are allowed";
-    }
-    return NULL;
 }
 
 static const struct mesh_cfg_field endpoint_fields[] = {
@@ -60,7 +47,11 @@ static const struct mesh_cfg_field endpoint_fields[] = {
      E(zone),
      .expect = "a zone name",
      .check = check_label_value},
-    {.key = "node", .type = MESH_CFG_STRING, E(node), .expect = "a node name", .check = check_node},
+    {.key = "node",
+     .type = MESH_CFG_STRING,
+     E(node),
+     .expect = "a node name",
+     .check = mesh_name_check_node},
     {.key = "health",
      .type = MESH_CFG_ENUM,
      E(health),

@@ -54,6 +54,9 @@ enum mesh_cfg_type {
 /* STRING: a file system path; a relative one is taken from the config file's directory; "" is
  * allowed (unset) unless MESH_CFG_NONEMPTY. */
 #define MESH_CFG_PATH 0x8u
+/* A change takes effect only when the program restarts: a reload that changes it fails
+ * (mesh_cfg_restart_changes). On an OBJECT it covers every key inside. */
+#define MESH_CFG_RESTART 0x10u
 
 struct mesh_cfg_ctx;
 struct mesh_cfg_schema;
@@ -158,6 +161,20 @@ int mesh_cfg_decode_multi(struct mesh_cfg_ctx *ctx, const struct mesh_cfg_schema
 void mesh_cfg_free(const struct mesh_cfg_schema *schema, void *obj);
 /* Encodes `obj` as JSON; secrets redacted. Returns NULL on allocation failure. */
 json_t *mesh_cfg_encode(const struct mesh_cfg_schema *schema, const void *obj);
+
+/*
+ * Appends to `ret` the dotted path ("node.name") of every MESH_CFG_RESTART field whose
+ * value differs between `a` and `b`, two objects decoded with `schema`, each after ", "
+ * when ret is not empty. Objects without the flag are walked into; a
+ * flagged one is compared whole, secrets by their value. Returns how many differ, or
+ * -ENOMEM. (common/cfg_restart.c)
+ */
+struct mesh_buf;
+int mesh_cfg_restart_changes(const struct mesh_cfg_schema *schema, const void *a, const void *b,
+                             struct mesh_buf *ret);
+/* Appends the path of every MESH_CFG_RESTART field of `schema`, as above. Returns how
+ * many, or -ENOMEM. */
+int mesh_cfg_restart_keys(const struct mesh_cfg_schema *schema, struct mesh_buf *ret);
 
 /* Adds an error at the current path: "file: $.path: message". */
 void mesh_cfg_error(struct mesh_cfg_ctx *ctx, const char *fmt, ...) MESH_PRINTF(2, 3);

@@ -4,14 +4,10 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/names.h"
 #include "common/spiffe.h"
 #include "common/strutil.h"
 #include "resources/route-int.h"
-
-static const char *check_dns_label(const char *s)
-{
-    return mesh_is_dns_label(s) ? NULL : "must be a DNS label";
-}
 
 static const char *check_principal(const char *s)
 {
@@ -41,7 +37,7 @@ static const struct mesh_cfg_field rule_fields[] = {
      R(namespaces),
      .max = 1000,
      .expect = "a namespace",
-     .check = check_dns_label},
+     .check = mesh_name_check_dns_label},
     {0},
 };
 
@@ -62,7 +58,7 @@ static const struct mesh_cfg_field authz_fields[] = {
      .type = MESH_CFG_STRING,
      A(service),
      .expect = "a service name",
-     .check = check_dns_label},
+     .check = mesh_name_check_dns_label},
     /* Present, even empty, is not absent: "allow": [] allows nobody. */
     {.key = "allow",
      MESH_CFG_ARRAY_OF(struct mesh_authz, allow, n_allow),

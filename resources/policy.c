@@ -4,14 +4,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "common/strutil.h"
+#include "common/names.h"
 
 const char *const mesh_lb_names[] = {"round_robin", "least_request", "random", "ring_hash", NULL};
-
-static const char *check_dns_label(const char *s)
-{
-    return mesh_is_dns_label(s) ? NULL : "must be a DNS label";
-}
 
 static const char *check_path(const char *s)
 {
@@ -208,7 +203,7 @@ static const struct mesh_cfg_field policy_fields[] = {
      .type = MESH_CFG_STRING,
      P(service),
      .expect = "a service name",
-     .check = check_dns_label},
+     .check = mesh_name_check_dns_label},
     {.key = "load_balancer",
      .type = MESH_CFG_ENUM,
      P(lb),

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
-#include "common/strutil.h"
+#include "common/names.h"
 
 const char *const mesh_resource_kind_names[] = {"DestinationPolicy", "Route", "AuthorizationPolicy",
                                                 NULL};
@@ -70,11 +70,6 @@ static const struct kind_ops kinds[] = {
                                             authz_target},
 };
 
-static const char *check_dns_label(const char *s)
-{
-    return mesh_is_dns_label(s) ? NULL : "must be a DNS label: lowercase letters, digits, '-'";
-}
-
 /* The envelope; "spec" is decoded by the kind's schema once the kind is known. */
 struct envelope {
     int kind;
@@ -113,13 +108,13 @@ static const struct mesh_cfg_field envelope_fields[] = {
      E(name),
      .flags = MESH_CFG_REQUIRED,
      .expect = "a resource name",
-     .check = check_dns_label},
+     .check = mesh_name_check_dns_label},
     {.key = "namespace",
      .type = MESH_CFG_STRING,
      E(namespace),
      .def = "default",
      .expect = "a namespace",
-     .check = check_dns_label},
+     .check = mesh_name_check_dns_label},
     {.key = "spec",
      .type = MESH_CFG_CUSTOM,
      E(spec),

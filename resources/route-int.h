@@ -13,8 +13,7 @@
 #include "common/cfg.h"
 #include "resources/route.h"
 
-/* cfg checks and predicates on names and header text. */
-const char *mesh_route__check_dns_label(const char *s);
+/* Predicates on header text. */
 bool mesh_route__is_token(const char *s);
 bool mesh_route__is_field_value(const char *s);
 

@@ -8,13 +8,9 @@
 #include <strings.h>
 
 #include "common/alloc.h"
+#include "common/names.h"
 #include "common/strutil.h"
 #include "resources/route-int.h"
-
-const char *mesh_route__check_dns_label(const char *s)
-{
-    return mesh_is_dns_label(s) ? NULL : "must be a DNS label";
-}
 
 bool mesh_route__is_token(const char *s)
 {
@@ -46,12 +42,12 @@ static const struct mesh_cfg_field dest_fields[] = {
      D(service),
      .flags = MESH_CFG_REQUIRED,
      .expect = "a service name",
-     .check = mesh_route__check_dns_label},
+     .check = mesh_name_check_dns_label},
     {.key = "namespace",
      .type = MESH_CFG_STRING,
      D(namespace),
      .expect = "a namespace",
-     .check = mesh_route__check_dns_label},
+     .check = mesh_name_check_dns_label},
     {.key = "subset", .type = MESH_CFG_LABELS, D(subset)},
     {.key = "weight", .type = MESH_CFG_INT, D(weight), .def_int = 1, .min = 0, .max = 1000000},
     {0},
@@ -151,7 +147,7 @@ static const struct mesh_cfg_field route_fields[] = {
      .type = MESH_CFG_STRING,
      RT(service),
      .expect = "a service name",
-     .check = mesh_route__check_dns_label},
+     .check = mesh_name_check_dns_label},
     {.key = "rules",
      MESH_CFG_ARRAY_OF(struct mesh_route, rules, n_rules),
      .flags = MESH_CFG_REQUIRED,

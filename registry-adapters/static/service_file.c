@@ -3,15 +3,9 @@
 
 #include "catalog/service.h"
 #include "common/alloc.h"
+#include "common/names.h"
 #include "common/strutil.h"
 #include "registry-adapters/static/service_file-int.h"
-
-static const char *check_dns_label(const char *s)
-{
-    return mesh_is_dns_label(s) ? NULL
-                                : "must be a DNS label: lowercase letters, digits and '-', at "
-                                  "most 63";
-}
 
 static const char *check_ip(const char *s)
 {
@@ -26,12 +20,12 @@ static const struct mesh_cfg_field upstream_fields[] = {
      U(service),
      .flags = MESH_CFG_REQUIRED,
      .expect = "a service name",
-     .check = check_dns_label},
+     .check = mesh_name_check_dns_label},
     {.key = "namespace",
      .type = MESH_CFG_STRING,
      U(namespace),
      .expect = "a namespace",
-     .check = check_dns_label},
+     .check = mesh_name_check_dns_label},
     {.key = "bind_port",
      .type = MESH_CFG_INT,
      U(bind_port),
@@ -98,12 +92,12 @@ static const struct mesh_cfg_field service_fields[] = {
      S(name),
      .flags = MESH_CFG_REQUIRED,
      .expect = "a service name (DNS label)",
-     .check = check_dns_label},
+     .check = mesh_name_check_dns_label},
     {.key = "namespace",
      .type = MESH_CFG_STRING,
      S(namespace),
      .expect = "a namespace (DNS label)",
-     .check = check_dns_label},
+     .check = mesh_name_check_dns_label},
     {.key = "protocol",
      .type = MESH_CFG_ENUM,
      S(protocol),

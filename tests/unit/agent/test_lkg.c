@@ -14,7 +14,8 @@ static struct mesh_catalog *new_catalog(void)
 {
     struct mesh_catalog *c;
     assert_int_equal(mesh_catalog_new(&c), 0);
-    struct mesh_catalog_source src[] = {{"files", "static", true, 0}, {"k8s", "kubernetes", true, 1}};
+    struct mesh_catalog_source src[] = {{"files", "static", true, 0},
+                                        {"k8s", "kubernetes", true, 1}};
     assert_int_equal(mesh_catalog_set_sources(c, src, 2), 0);
     return c;
 }

@@ -27,6 +27,9 @@
 #include "proxy/tls.h"
 #include "tests/unit/unit.h"
 
+/* Writable: SSL_set_tlsext_host_name() casts its name to void *. */
+static char sni_api_shop[] = "api.shop";
+
 #define TD "stress.test"
 #define CLIENTS 4
 #define HANDSHAKES_PER_CLIENT 500
@@ -251,7 +254,7 @@ static void one_call(struct stress *s, unsigned *seed, SSL_SESSION **session)
     SSL *ssl = SSL_new(s->client);
     assert_non_null(ssl);
     SSL_set_fd(ssl, fd);
-    SSL_set_tlsext_host_name(ssl, "api.shop");
+    SSL_set_tlsext_host_name(ssl, sni_api_shop);
     if (session && *session)
         SSL_set_session(ssl, *session);
     char buf[16];

@@ -18,6 +18,9 @@
 #include "proxy/tls.h"
 #include "tests/unit/unit.h"
 
+/* Writable: SSL_set_tlsext_host_name() casts its name to void *. */
+static char sni_api_shop[] = "api.shop";
+
 #define TD "td"
 #define API "spiffe://" TD "/ns/shop/svc/api"
 #define WEB "spiffe://" TD "/ns/shop/svc/web"
@@ -206,7 +209,7 @@ static void test_ticket_lifetime_is_capped_by_both_certificates(void **state)
         struct mesh_tls_material *server = material(&p, &api, API, "api");
         SSL_CTX *client = raw_ctx(false, &web);
         SSL *c = SSL_new(client), *s = mesh_tls_server_session(server);
-        SSL_set_tlsext_host_name(c, "api.shop");
+        SSL_set_tlsext_host_name(c, sni_api_shop);
         assert_int_equal(handshake(c, s), 0);
         SSL_SESSION *sess = SSL_get1_session(c);
         assert_non_null(sess);
@@ -257,13 +260,13 @@ static void test_expired_certificates_end_sessions_and_are_not_presented(void **
 
     /* While everything is valid: sessions are made and resumed. */
     SSL *c = SSL_new(attacker), *s = mesh_tls_server_session(server);
-    SSL_set_tlsext_host_name(c, "api.shop");
+    SSL_set_tlsext_host_name(c, sni_api_shop);
     assert_int_equal(handshake(c, s), 0);
     SSL_SESSION *stolen = SSL_get1_session(c);
     finish(c, s);
     c = SSL_new(attacker);
     s = mesh_tls_server_session(server);
-    SSL_set_tlsext_host_name(c, "api.shop");
+    SSL_set_tlsext_host_name(c, sni_api_shop);
     SSL_set_session(c, stolen);
     assert_int_equal(handshake(c, s), 0);
     assert_true(SSL_session_reused(s)); /* the path the attack takes exists */
@@ -290,7 +293,7 @@ static void test_expired_certificates_end_sessions_and_are_not_presented(void **
     /* The server: the attacker's ticket is refused; the full handshake then fails. */
     c = SSL_new(attacker);
     s = mesh_tls_server_session(server);
-    SSL_set_tlsext_host_name(c, "api.shop");
+    SSL_set_tlsext_host_name(c, sni_api_shop);
     SSL_SESSION_set_time(stolen, (long)time(NULL)); /* so that its client offers it */
     SSL_set_session(c, stolen);
     int r = handshake(c, s);
@@ -310,7 +313,7 @@ static void test_expired_certificates_end_sessions_and_are_not_presented(void **
     /* Our own expired certificate, as a server: refused before it is sent. */
     c = SSL_new(attacker);
     s = mesh_tls_server_session(expiring_server);
-    SSL_set_tlsext_host_name(c, "api.shop");
+    SSL_set_tlsext_host_name(c, sni_api_shop);
     assert_int_not_equal(handshake(c, s), 0);
     assert_null(SSL_get0_peer_certificate(c));
     assert_contains(mesh_tls_refusal(s), "expired");
@@ -351,14 +354,14 @@ static void test_tickets_of_other_material_are_refused(void **state)
     SSL_CTX *attacker = raw_ctx(false, &probe);
     SSL *c = SSL_new(attacker), *s = mesh_tls_server_session(m1);
     mesh_tls_material_unref(m1); /* s holds it */
-    SSL_set_tlsext_host_name(c, "api.shop");
+    SSL_set_tlsext_host_name(c, sni_api_shop);
     assert_int_equal(handshake(c, s), 0);
     SSL_SESSION *sess = SSL_get1_session(c);
     finish(c, s);
     struct mesh_tls_material *m2 = material(&p, &api, API, "api");
     c = SSL_new(attacker);
     s = mesh_tls_server_session(m2);
-    SSL_set_tlsext_host_name(c, "api.shop");
+    SSL_set_tlsext_host_name(c, sni_api_shop);
     SSL_set_session(c, sess);
     assert_int_equal(handshake(c, s), 0);
     assert_false(SSL_session_reused(s));

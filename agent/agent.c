@@ -20,6 +20,7 @@
 #include "agent/resources.h"
 #include "common/alloc.h"
 #include "common/fs.h"
+#include "common/http_client.h"
 #include "common/log.h"
 #include "common/prom.h"
 #include "mesh-version.h"
@@ -263,7 +264,7 @@ static int make_watch(struct mesh_agent *a, const struct mesh_agent_config *cfg,
     *ret = NULL;
     if (cfg->identity.mode != MESH_IDENTITY_CONTROLLER)
         return 0;
-    return mesh_ctl_watch_new(a->loop, cfg->identity.controller, cfg->state_dir, certs,
+    return mesh_ctl_watch_new(a->loop, a->ctl, cfg->identity.controller, cfg->state_dir, certs,
                               a->resources, ret);
 }
 
@@ -274,7 +275,11 @@ static int make_certs(struct mesh_agent *a, const struct mesh_agent_config *cfg,
     *ret = NULL;
     if (cfg->identity.mode == MESH_IDENTITY_NONE)
         return 0;
-    return mesh_certs_new(a->loop, cfg, on_certs_changed, a, ret);
+    int r;
+    if (cfg->identity.mode == MESH_IDENTITY_CONTROLLER && !a->ctl &&
+        (r = mesh_http_client_new(a->loop, NULL, &a->ctl)) < 0)
+        return r;
+    return mesh_certs_new(a->loop, a->ctl, cfg, on_certs_changed, a, ret);
 }
 
 /* Whether a reload leaves the certificate manager as it is (the encoded section holds
@@ -604,8 +609,8 @@ int mesh_agent_start(struct mesh_agent *a)
     mesh_hmap_init(&a->members);
     if ((r = make_certs(a, a->cfg, &a->certs)) < 0 ||
         (r = make_watch(a, a->cfg, a->certs, &a->watch)) < 0 ||
-        (a->watch && (r = mesh_ctl_report_new(a->loop, a->cfg->identity.controller, a->certs,
-                                              &report_ops, a, &a->report)) < 0))
+        (a->watch && (r = mesh_ctl_report_new(a->loop, a->ctl, a->cfg->identity.controller,
+                                              a->certs, &report_ops, a, &a->report)) < 0))
         return start_failed(r, "cannot set up identity (identity.mode \"%s\"): %s",
                             mesh_identity_mode_names[a->cfg->identity.mode], strerror(-r));
     if (a->watch)
@@ -826,8 +831,8 @@ static int do_reload(struct mesh_agent *a)
     if (new_identity) {
         mesh_ctl_report_free(a->report);
         a->report = NULL;
-        if (watch && mesh_ctl_report_new(a->loop, next->identity.controller, certs, &report_ops, a,
-                                         &a->report) < 0)
+        if (watch && mesh_ctl_report_new(a->loop, a->ctl, next->identity.controller, certs,
+                                         &report_ops, a, &a->report) < 0)
             mesh_log_error("out of memory: no reports to the controller");
         mesh_ctl_watch_free(a->watch);
         mesh_certs_free(a->certs); /* connections keep the material they were made with */
@@ -948,6 +953,9 @@ void mesh_agent_stop(struct mesh_agent *a)
     a->watch = NULL;
     mesh_certs_free(a->certs);
     a->certs = NULL;
+    if (a->ctl) /* after its users, which ended their calls; the loop runs until it closed */
+        mesh_http_client_close(a->ctl, NULL, NULL);
+    a->ctl = NULL;
     clear_members(&a->members);
     mesh_hmap_done(&a->members);
     uv_close((uv_handle_t *)&a->update_timer, on_handle_closed);

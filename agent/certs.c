@@ -566,14 +566,16 @@ void mesh_certs_set_locals(struct mesh_certs *c, const struct mesh_local_service
         refresh(c, true);
 }
 
-int mesh_certs_new(uv_loop_t *loop, const struct mesh_agent_config *cfg,
-                   void (*changed)(void *data), void *data, struct mesh_certs **ret)
+int mesh_certs_new(uv_loop_t *loop, struct mesh_http_client *ctl,
+                   const struct mesh_agent_config *cfg, void (*changed)(void *data), void *data,
+                   struct mesh_certs **ret)
 {
     const struct mesh_agent_identity_config *id = &cfg->identity;
     struct mesh_certs *c = mesh_calloc(1, sizeof(*c));
     if (!c)
         return -ENOMEM;
     c->loop = loop;
+    c->ctl_client = ctl;
     c->mode = id->mode;
     c->tls12 = id->tls_min_version == 1;
     c->ttl_s = id->cert_ttl_ms / 1000;

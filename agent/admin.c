@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "agent/agent.h"
-#include "agent/endpoint_json.h"
+#include "catalog/endpoint_json.h"
 #include "common/alloc.h"
 #include "common/http_server.h"
 #include "common/log.h"

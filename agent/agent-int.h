@@ -1,6 +1,9 @@
 /*
- * The agent's private parts, shared by agent.c (lifecycle, registries, reload,
- * introspection) and readiness.c (what READY=1 and /readyz wait for, the status line).
+ * The agent's private parts, shared by the files that each do one of its jobs: agent.c
+ * (lifecycle), agent_registries.c (the registry sink and slots), agent_dataplane.c (proxy
+ * updates), agent_controller.c (identity, controller watch, reports and membership),
+ * agent_reload.c, agent_status.c (introspection), local_state.c and readiness.c (what
+ * READY=1 and /readyz wait for, the status line).
  */
 #ifndef MESH_AGENT_INT_H
 #define MESH_AGENT_INT_H
@@ -73,12 +76,59 @@ struct mesh_agent {
     char *locals_saved; /* what local-services.json holds (as written) */
 };
 
+struct mesh_certs;
+struct mesh_ctl_report_ops;
+struct mesh_ctl_watch;
+struct mesh_http_options;
+
+/* agent.c */
 /* Wall-clock seconds, and such a time as ISO 8601 UTC. */
 double mesh_agent__now(void);
 void mesh_agent__format_time(double t, char *out, size_t n);
+/* Logs every config error (and how many more were not kept). */
+void mesh_agent__log_errors(const struct mesh_cfg_errors *e);
+/* Log level and format: the command line's, else the config's. */
+void mesh_agent__apply_log_settings(struct mesh_agent *a);
+
+/* agent_dataplane.c */
 /* Hands the data plane what the agent knows now (at once, or coalesced a little later). */
 void mesh_agent__flush(struct mesh_agent *a);
 void mesh_agent__schedule(struct mesh_agent *a);
+/* The proxy's HTTP options from the config's proxy.http. */
+struct mesh_http_options mesh_agent__http_options(const struct mesh_agent_http_config *h);
+
+/* agent_registries.c */
+/* The catalog changed: keep it (last-known-good) and update the data plane. */
+void mesh_agent__on_catalog_change(void *data);
+/* A slot running rc's adapter (created, not started), with a reference on cfg. Returns 0
+ * or -errno. */
+int mesh_agent__slot_new(struct mesh_agent *a, struct mesh_agent_config *cfg,
+                         const struct mesh_registry_config *rc, struct slot **ret);
+/* Stops the adapter; the slot frees itself once it has stopped. */
+void mesh_agent__slot_stop(struct slot *s);
+void mesh_agent__slot_free(struct slot *s);
+/* Tells the catalog its sources, in the slots' order. Returns 0 or -errno. */
+int mesh_agent__set_catalog_sources(struct mesh_agent *a, struct slot **slots, size_t n);
+/* The running slot with rc's name, or -1. */
+int mesh_agent__find_slot(const struct mesh_agent *a, const struct mesh_registry_config *rc);
+/* s starts with the local services old knew of (see agent_registries.c). */
+void mesh_agent__inherit_locals(struct slot *s, const struct slot *old);
+
+/* agent_controller.c */
+extern const struct mesh_ctl_report_ops mesh_agent__report_ops;
+/* The certificate manager the config asks for (NULL for none). Returns 0 or -errno. */
+int mesh_agent__make_certs(struct mesh_agent *a, const struct mesh_agent_config *cfg,
+                           struct mesh_certs **ret);
+/* The controller's resources, in controller mode (else NULL). Returns 0 or -errno. */
+int mesh_agent__make_watch(struct mesh_agent *a, const struct mesh_agent_config *cfg,
+                           struct mesh_certs *certs, struct mesh_ctl_watch **ret);
+/* Whether a reload leaves the certificate manager as it is. */
+bool mesh_agent__identity_equal(const struct mesh_agent_config *a,
+                                const struct mesh_agent_config *b);
+/* The membership kept in the state dir, read back at start. */
+void mesh_agent__load_members(struct mesh_agent *a);
+/* Frees the keys of a membership map and empties it. */
+void mesh_agent__clear_members(struct mesh_hmap *m);
 
 /* local_state.c: this host's services kept in the state dir (and read back at start, for
  * registries that have not synced yet). */

@@ -14,8 +14,8 @@
 #include <jansson.h>
 #include <uv.h>
 
-#include "agent/catalog.h"
 #include "agent/config.h"
+#include "catalog/catalog.h"
 #include "common/buf.h"
 
 struct mesh_agent_options {

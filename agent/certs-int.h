@@ -1,6 +1,8 @@
 /*
- * Internals of the certificate manager, shared by its modes (certs.c: standalone and
- * files; certs_controller.c: a mesh-controller).
+ * Internals of the certificate manager. certs.c holds what every identity mode shares
+ * (the identities wanted, the material, ages, status); each mode is one table of
+ * operations in its own file: certs_local_ca.c ("standalone"), certs_files.c ("files"),
+ * certs_controller.c ("controller"). "none" has a table too, and no manager.
  */
 #ifndef MESH_AGENT_CERTS_INT_H
 #define MESH_AGENT_CERTS_INT_H
@@ -14,9 +16,48 @@
 #include <uv.h>
 
 #include "agent/config.h"
+#include "common/macros.h"
 #include "proxy/tls.h"
 
 #define PEM_MAX (256 * 1024)
+
+struct held;
+struct mesh_certs;
+
+/*
+ * An identity mode. Every entry is set (the certs_default_* functions where a mode has
+ * nothing of its own), so callers never check for NULL.
+ */
+struct certs_mode {
+    bool mtls;            /* certificates, and the inbound mTLS listener ("none": false) */
+    bool uses_controller; /* the agent also watches and reports to the controller */
+    bool keeps_certs;     /* made here and kept in <state_dir>/certs; else read from cert_dir */
+    bool own_backoff;     /* retries on its own: not refreshed at each change of local services */
+    /* Adds an error for each key the mode needs and the identity section lacks. */
+    void (*check_config)(struct mesh_cfg_ctx *ctx, const struct mesh_agent_identity_config *id);
+    /* `mesh-agent validate`: adds an error for each file the mode reads that is not right. */
+    void (*check_files)(const struct mesh_agent_config *cfg, struct mesh_cfg_errors *errors);
+    /* Sets up the mode's state in c (c->dir is set). Returns 0 or -errno (logged). */
+    int (*open)(struct mesh_certs *c, const struct mesh_agent_identity_config *id);
+    /* Gets what is due or missing and swaps in new material; schedules the next refresh.
+     * `force`: the identities wanted changed. */
+    void (*refresh)(struct mesh_certs *c, bool force);
+    /* Where h's certificate and key are kept or read. */
+    void (*paths)(const struct mesh_certs *c, const struct held *h, char *crt, char *key,
+                  size_t size);
+    /* Stops what is in flight (the manager is being freed). */
+    void (*close)(struct mesh_certs *c);
+};
+
+extern const struct certs_mode certs_mode_local_ca;
+extern const struct certs_mode certs_mode_files;
+extern const struct certs_mode certs_mode_controller;
+/* The table of an identity.mode (enum mesh_identity_mode); never NULL. */
+const struct certs_mode *certs_mode_of(int mode);
+/* <dir>/node.crt|key and <dir>/svc.<namespace>.<name>.crt|key. */
+void certs_default_paths(const struct mesh_certs *c, const struct held *h, char *crt, char *key,
+                         size_t size);
+void certs_default_close(struct mesh_certs *c);
 
 struct held {
     char *id;
@@ -35,18 +76,19 @@ struct mesh_certs {
     uv_timer_t timer;     /* the mode's refresh */
     uv_timer_t age_timer; /* the next 80 % point or notAfter of a certificate held */
     int open_handles;
-    int mode;
+    int mode; /* enum mesh_identity_mode */
+    const struct certs_mode *ops;
     char *dir; /* where certificates are kept (standalone) or read (files) */
     char *trust_domain;
     char *node;
-    char *bundle_path;
+    char *bundle_path; /* files */
     bool tls12;
     uint64_t ttl_s;
-    X509 *ca;
-    EVP_PKEY *ca_key;
+    X509 *ca;         /* standalone */
+    EVP_PKEY *ca_key; /* standalone */
     char *bundle_pem;
     size_t bundle_len;
-    struct stat bundle_st;
+    struct stat bundle_st; /* files: what was read */
     struct held *v;
     size_t n;
     struct mesh_tls_material *material;
@@ -85,7 +127,6 @@ struct mesh_tls_material *certs_build(struct mesh_certs *c, const char *bundle, 
 /* Material from the bundle and every identity that has a certificate. */
 void certs_rebuild(struct mesh_certs *c);
 void certs_swap_in(struct mesh_certs *c, struct mesh_tls_material *m);
-void certs_schedule(struct mesh_certs *c);
 /* Runs the mode's refresh in ms. */
 void certs_schedule_in(struct mesh_certs *c, uint64_t ms);
 
@@ -93,5 +134,15 @@ void certs_schedule_in(struct mesh_certs *c, uint64_t ms);
 int certs_controller_open(struct mesh_certs *c, const struct mesh_agent_identity_config *id);
 void certs_controller_refresh(struct mesh_certs *c);
 void certs_controller_close(struct mesh_certs *c);
+
+/* config_files.c: for the modes' check_files. */
+enum mesh_agent_pem_kind { MESH_AGENT_PEM_CERT, MESH_AGENT_PEM_KEY, MESH_AGENT_PEM_TOKEN };
+/* Adds an error unless identity.<key> names a readable file holding `kind`. */
+void mesh_agent__check_identity_file(struct mesh_cfg_errors *errors,
+                                     const struct mesh_agent_config *cfg, const char *key,
+                                     const char *path, enum mesh_agent_pem_kind kind);
+/* Adds "<file>: $.identity.<key>: <message>". */
+void mesh_agent__identity_error(struct mesh_cfg_errors *errors, const struct mesh_agent_config *cfg,
+                                const char *key, const char *fmt, ...) MESH_PRINTF(4, 5);
 
 #endif

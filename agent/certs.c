@@ -6,12 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
-#include <openssl/x509v3.h>
 
 #include "agent/certs-int.h"
 #include "common/alloc.h"
@@ -20,8 +18,6 @@
 #include "common/prom.h"
 #include "common/spiffe.h"
 #include "common/x509.h"
-
-#define FILES_POLL_MS 2000
 
 void certs_fail(struct mesh_certs *c, const char *fmt, ...)
 {
@@ -52,17 +48,69 @@ static void held_done(struct held *h)
 void certs_paths(const struct mesh_certs *c, const struct held *h, char *crt, char *key,
                  size_t size)
 {
+    c->ops->paths(c, h, crt, key, size);
+}
+
+/* ---- the modes' defaults and table ---- */
+
+void certs_default_paths(const struct mesh_certs *c, const struct held *h, char *crt, char *key,
+                         size_t size)
+{
     if (!h->ns) {
         snprintf(crt, size, "%s/node.crt", c->dir);
         snprintf(key, size, "%s/node.key", c->dir);
-    } else if (c->mode == MESH_IDENTITY_FILES) {
-        snprintf(crt, size, "%s/%s/%s.crt", c->dir, h->ns, h->name);
-        snprintf(key, size, "%s/%s/%s.key", c->dir, h->ns, h->name);
     } else {
         snprintf(crt, size, "%s/svc.%s.%s.crt", c->dir, h->ns, h->name);
         snprintf(key, size, "%s/svc.%s.%s.key", c->dir, h->ns, h->name);
     }
 }
+
+void certs_default_close(struct mesh_certs *c)
+{
+    (void)c;
+}
+
+static void check_nothing(struct mesh_cfg_ctx *ctx, const struct mesh_agent_identity_config *id)
+{
+    (void)ctx;
+    (void)id;
+}
+
+static void check_no_files(const struct mesh_agent_config *cfg, struct mesh_cfg_errors *errors)
+{
+    (void)cfg;
+    (void)errors;
+}
+
+/* "none": no certificate manager (mesh_certs_new makes none), nothing to check. */
+static const struct certs_mode certs_mode_none = {
+    .check_config = check_nothing,
+    .check_files = check_no_files,
+};
+
+const struct certs_mode *certs_mode_of(int mode)
+{
+    static const struct certs_mode *const modes[] = {
+        [MESH_IDENTITY_NONE] = &certs_mode_none,
+        [MESH_IDENTITY_STANDALONE] = &certs_mode_local_ca,
+        [MESH_IDENTITY_FILES] = &certs_mode_files,
+        [MESH_IDENTITY_CONTROLLER] = &certs_mode_controller,
+    };
+    return mode >= 0 && (size_t)mode < MESH_ARRAY_SIZE(modes) ? modes[mode] : &certs_mode_none;
+}
+
+bool mesh_certs_mode_uses_controller(int mode)
+{
+    return certs_mode_of(mode)->uses_controller;
+}
+
+void mesh_certs_mode_check_config(struct mesh_cfg_ctx *ctx,
+                                  const struct mesh_agent_identity_config *id)
+{
+    certs_mode_of(id->mode)->check_config(ctx, id);
+}
+
+/* ---- what the modes share ---- */
 
 X509 *certs_parse_cert(const char *pem, size_t len)
 {
@@ -87,63 +135,6 @@ void certs_set_times(struct held *h, X509 *x)
     time_t spread = life / 10;
     time_t jitter = spread ? (time_t)(r % (unsigned)(spread + 1)) - spread / 2 : 0;
     h->renew_at = h->not_before + life / 2 + jitter;
-}
-
-/* ---- standalone: a local CA ---- */
-
-static int load_ca(struct mesh_certs *c, const struct mesh_agent_identity_config *id)
-{
-    char *pem = NULL, *kpem = NULL;
-    size_t len = 0, klen = 0;
-    int r = mesh_fs_read_file(id->ca_cert, PEM_MAX, &pem, &len);
-    if (r < 0) {
-        certs_fail(c, "identity.ca_cert '%s': %s", id->ca_cert, strerror(-r));
-        return r;
-    }
-    r = mesh_fs_read_file(id->ca_key, PEM_MAX, &kpem, &klen);
-    if (r < 0) {
-        certs_fail(c, "identity.ca_key '%s': %s", id->ca_key, strerror(-r));
-        mesh_free(pem);
-        return r;
-    }
-    c->ca = certs_parse_cert(pem, len);
-    BIO *kb = BIO_new_mem_buf(kpem, (int)klen);
-    c->ca_key = kb ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL) : NULL;
-    BIO_free(kb);
-    ERR_clear_error();
-    mesh_free(kpem);
-    c->bundle_pem = pem;
-    c->bundle_len = len;
-    if (!c->ca) {
-        certs_fail(c, "identity.ca_cert '%s': no PEM certificate", id->ca_cert);
-        return -EINVAL;
-    }
-    if (!c->ca_key) {
-        certs_fail(c, "identity.ca_key '%s': no PEM private key", id->ca_key);
-        return -EINVAL;
-    }
-    if (X509_check_ca(c->ca) == 0) {
-        certs_fail(c, "identity.ca_cert '%s': not a CA certificate", id->ca_cert);
-        return -EINVAL;
-    }
-    int crit = -1;
-    ASN1_BIT_STRING *ku = X509_get_ext_d2i(c->ca, NID_key_usage, &crit, NULL);
-    if (!ku || crit != 1 || !(X509_get_key_usage(c->ca) & KU_KEY_CERT_SIGN))
-        mesh_log_warn("identity.ca_cert '%s' has no critical keyUsage with keyCertSign, as the "
-                      "X509-SVID specification wants of a signing certificate; peers that check "
-                      "it will refuse this mesh's certificates",
-                      id->ca_cert);
-    ASN1_BIT_STRING_free(ku);
-    if (X509_check_private_key(c->ca, c->ca_key) != 1) {
-        ERR_clear_error();
-        certs_fail(c, "identity.ca_key '%s' is not the key of identity.ca_cert", id->ca_key);
-        return -EINVAL;
-    }
-    if (mesh_x509_not_after(c->ca) <= time(NULL)) {
-        certs_fail(c, "identity.ca_cert '%s' has expired", id->ca_cert);
-        return -EINVAL;
-    }
-    return 0;
 }
 
 /* Whether our CA (standalone) or one of the bundle's (controller) signed x. */
@@ -203,106 +194,6 @@ bool certs_load_kept(struct mesh_certs *c, struct held *h)
     h->key_pem = kp;
     h->key_len = kl;
     return true;
-}
-
-/* A new key and certificate for h, signed by the local CA and kept in the state dir. */
-static int issue(struct mesh_certs *c, struct held *h)
-{
-    EVP_PKEY *key = mesh_x509_new_key();
-    size_t kl = 0, csr_len = 0, cl = 0;
-    char *kp = key ? mesh_x509_key_pem(key, &kl) : NULL;
-    char *csr = key ? mesh_x509_csr_pem(key, h->id, &csr_len) : NULL;
-    char err[256] = "out of memory";
-    X509 *x =
-        csr ? mesh_x509_sign_csr(c->ca, c->ca_key, csr, csr_len, h->id, c->ttl_s, err, sizeof(err))
-            : NULL;
-    char *cp = x ? mesh_x509_cert_pem(x, &cl) : NULL;
-    EVP_PKEY_free(key);
-    mesh_free(csr);
-    int r = -ENOMEM;
-    if (cp) {
-        char crt[4200], kpath[4200];
-        certs_paths(c, h, crt, kpath, sizeof(crt));
-        /* The key first: a certificate on disk always has its key. */
-        r = mesh_fs_write_atomic(kpath, kp, kl, 0600);
-        if (r == 0)
-            r = mesh_fs_write_atomic(crt, cp, cl, 0600);
-        if (r < 0)
-            certs_fail(c, "cannot keep the certificate of %s in %s: %s (serving it from memory)",
-                       h->id, c->dir, strerror(-r));
-        certs_set_times(h, x);
-        certs_held_clear_pem(h);
-        h->cert_pem = cp;
-        h->cert_len = cl;
-        h->key_pem = kp;
-        h->key_len = kl;
-        cp = kp = NULL;
-        c->issued++;
-        r = 0;
-        char svc[200];
-        snprintf(svc, sizeof(svc), "%s/%s", h->ns ? h->ns : "", h->name ? h->name : "");
-        mesh_log_id(MESH_LOG_INFO, MESH_MSGID_CERT_ISSUED,
-                    h->ns ? MESH_LOG_FIELDS({"service", svc}) : NULL, "issued %s, valid until %lld",
-                    h->id, (long long)h->not_after);
-    } else {
-        certs_fail(c, "cannot issue a certificate for %s: %s", h->id, err);
-    }
-    X509_free(x);
-    mesh_free(cp);
-    mesh_free(kp);
-    return r;
-}
-
-/* ---- files: an external PKI ---- */
-
-static bool same_file(const struct stat *a, const struct stat *b)
-{
-    return a->st_ino == b->st_ino && a->st_dev == b->st_dev && a->st_size == b->st_size &&
-           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
-}
-
-static bool files_changed(struct mesh_certs *c)
-{
-    struct stat st;
-    if (stat(c->bundle_path, &st) < 0 || !same_file(&st, &c->bundle_st))
-        return true;
-    for (size_t i = 0; i < c->n; i++) {
-        char crt[4200], key[4200];
-        certs_paths(c, &c->v[i], crt, key, sizeof(crt));
-        if (stat(crt, &st) < 0 || !same_file(&st, &c->v[i].cert_st) || stat(key, &st) < 0 ||
-            !same_file(&st, &c->v[i].key_st))
-            return true;
-    }
-    return false;
-}
-
-/* Reads the bundle and every identity's files. Returns 0 or a negative errno (logged). */
-static int files_read(struct mesh_certs *c, char **bundle, size_t *bundle_len, struct stat *bst,
-                      struct held *v, size_t n)
-{
-    int r = mesh_fs_read_file_stat(c->bundle_path, PEM_MAX, bundle, bundle_len, bst);
-    if (r < 0) {
-        certs_fail(c, "identity.trust_bundle '%s': %s", c->bundle_path, strerror(-r));
-        return r;
-    }
-    for (size_t i = 0; i < n; i++) {
-        char crt[4200], key[4200];
-        certs_paths(c, &v[i], crt, key, sizeof(crt));
-        certs_held_clear_pem(&v[i]);
-        if ((r = mesh_fs_read_file_stat(crt, PEM_MAX, &v[i].cert_pem, &v[i].cert_len,
-                                        &v[i].cert_st)) < 0 ||
-            (r = mesh_fs_read_file_stat(key, PEM_MAX, &v[i].key_pem, &v[i].key_len, &v[i].key_st)) <
-                0) {
-            certs_fail(c, "%s: %s: %s", v[i].id, r == -ENOENT ? "missing" : "unreadable",
-                       strerror(-r));
-            return r;
-        }
-        X509 *x = certs_parse_cert(v[i].cert_pem, v[i].cert_len);
-        if (x)
-            certs_set_times(&v[i], x);
-        X509_free(x);
-    }
-    return 0;
 }
 
 /* ---- material ---- */
@@ -395,27 +286,11 @@ void certs_check_ages(struct mesh_certs *c)
 }
 
 static void on_timer(uv_timer_t *t);
-static void refresh(struct mesh_certs *c, bool force);
 
 void certs_schedule_in(struct mesh_certs *c, uint64_t ms)
 {
     if (!c->closing)
         uv_timer_start(&c->timer, on_timer, ms, 0);
-}
-
-void certs_schedule(struct mesh_certs *c)
-{
-    uint64_t ms = FILES_POLL_MS;
-    if (c->mode == MESH_IDENTITY_STANDALONE) {
-        time_t now = time(NULL), due = 0;
-        for (size_t i = 0; i < c->n; i++) {
-            if (!due || c->v[i].renew_at < due)
-                due = c->v[i].renew_at;
-        }
-        /* A failed issue is retried in a few seconds, however far the renewal was. */
-        ms = !due || c->last_error[0] ? 5000 : due > now ? (uint64_t)(due - now) * 1000 : 0;
-    }
-    uv_timer_start(&c->timer, on_timer, ms, 0);
 }
 
 void certs_rebuild(struct mesh_certs *c)
@@ -435,64 +310,10 @@ void certs_rebuild(struct mesh_certs *c)
         certs_swap_in(c, m);
 }
 
-/* Standalone: renews what is due (or missing) and swaps in new material. */
-static void refresh_standalone(struct mesh_certs *c, bool force)
-{
-    bool changed = force;
-    time_t now = time(NULL);
-    for (size_t i = 0; i < c->n; i++) {
-        struct held *h = &c->v[i];
-        if (!h->cert_pem && certs_load_kept(c, h))
-            changed = true;
-        if (h->cert_pem && now < h->renew_at)
-            continue;
-        if (issue(c, h) == 0)
-            changed = true;
-    }
-    if (changed)
-        certs_rebuild(c);
-    certs_schedule(c);
-}
-
-/* Files: re-reads everything when anything changed; a bad set keeps the old material. */
-static void refresh_files(struct mesh_certs *c, bool force)
-{
-    if (!force && !files_changed(c)) {
-        certs_schedule(c);
-        return;
-    }
-    char *bundle = NULL;
-    size_t len = 0;
-    struct stat bst;
-    struct mesh_tls_material *m = NULL;
-    if (files_read(c, &bundle, &len, &bst, c->v, c->n) == 0)
-        m = certs_build(c, bundle, len, c->v, c->n);
-    /* What was read is remembered either way: the same bad files are not re-reported. */
-    memset(&c->bundle_st, 0, sizeof(c->bundle_st));
-    if (bundle)
-        c->bundle_st = bst;
-    mesh_free(bundle);
-    if (m) {
-        mesh_log_info("loaded %zu certificates from %s", c->n, c->dir);
-        certs_swap_in(c, m);
-    }
-    certs_schedule(c);
-}
-
-static void refresh(struct mesh_certs *c, bool force)
-{
-    if (c->mode == MESH_IDENTITY_STANDALONE)
-        refresh_standalone(c, force);
-    else if (c->mode == MESH_IDENTITY_FILES)
-        refresh_files(c, force);
-    else
-        certs_controller_refresh(c);
-}
-
 static void on_timer(uv_timer_t *t)
 {
     struct mesh_certs *c = t->data;
-    refresh(c, false);
+    c->ops->refresh(c, false);
 }
 
 /* The SPIFFE ID of a local service (`given` when its registry names one), or the node's. */
@@ -562,8 +383,8 @@ void mesh_certs_set_locals(struct mesh_certs *c, const struct mesh_local_service
     c->v = v;
     c->n = k;
     /* (A controller that is away is retried on its own backoff, not at every update.) */
-    if (differs || (!c->material && c->mode != MESH_IDENTITY_CONTROLLER))
-        refresh(c, true);
+    if (differs || (!c->material && !c->ops->own_backoff))
+        c->ops->refresh(c, true);
 }
 
 int mesh_certs_new(uv_loop_t *loop, struct mesh_http_client *ctl,
@@ -571,12 +392,17 @@ int mesh_certs_new(uv_loop_t *loop, struct mesh_http_client *ctl,
                    struct mesh_certs **ret)
 {
     const struct mesh_agent_identity_config *id = &cfg->identity;
+    const struct certs_mode *ops = certs_mode_of(id->mode);
+    *ret = NULL;
+    if (!ops->mtls)
+        return 0;
     struct mesh_certs *c = mesh_calloc(1, sizeof(*c));
     if (!c)
         return -ENOMEM;
     c->loop = loop;
     c->ctl_client = ctl;
     c->mode = id->mode;
+    c->ops = ops;
     c->tls12 = id->tls_min_version == 1;
     c->ttl_s = id->cert_ttl_ms / 1000;
     uv_timer_init(loop, &c->timer);
@@ -588,21 +414,14 @@ int mesh_certs_new(uv_loop_t *loop, struct mesh_http_client *ctl,
     int r = -ENOMEM;
     if (!(c->trust_domain = mesh_strdup(cfg->trust_domain)) ||
         !(c->node = mesh_strdup(cfg->node.name)) ||
-        !(c->dir = mesh_strdup(c->mode == MESH_IDENTITY_FILES ? id->cert_dir : dir)))
+        !(c->dir = mesh_strdup(ops->keeps_certs ? dir : id->cert_dir)))
         goto fail;
-    if (c->mode != MESH_IDENTITY_FILES && (r = mesh_fs_mkdir_private(c->dir, 0700)) < 0) {
+    if (ops->keeps_certs && (r = mesh_fs_mkdir_private(c->dir, 0700)) < 0) {
         certs_fail(c, "cannot create '%s': %s", c->dir, strerror(-r));
         goto fail;
     }
-    if (c->mode == MESH_IDENTITY_STANDALONE) {
-        if ((r = load_ca(c, id)) < 0)
-            goto fail;
-    } else if (c->mode == MESH_IDENTITY_CONTROLLER) {
-        if ((r = certs_controller_open(c, id)) < 0)
-            goto fail;
-    } else if (!(c->bundle_path = mesh_strdup(id->trust_bundle))) {
+    if ((r = ops->open(c, id)) < 0)
         goto fail;
-    }
     c->changed = changed;
     c->data = data;
     *ret = c;
@@ -674,14 +493,13 @@ void mesh_certs_metrics(const struct mesh_certs *c, struct mesh_buf *b)
 
 json_t *mesh_certs_status(const struct mesh_certs *c)
 {
-    static const char *const modes[] = {"none", "standalone", "files", "controller"};
     json_t *ids = json_array();
     for (size_t i = 0; c->material && i < c->material->n; i++)
         json_array_append_new(ids,
                               json_pack("{s:s, s:I}", "id", c->material->ids[i].id, "not_after",
                                         (json_int_t)c->material->ids[i].not_after));
-    return json_pack("{s:s, s:s, s:o, s:s?}", "mode", modes[c->mode], "trust_domain",
-                     c->trust_domain, "certificates", ids, "error",
+    return json_pack("{s:s, s:s, s:o, s:s?}", "mode", mesh_identity_mode_names[c->mode],
+                     "trust_domain", c->trust_domain, "certificates", ids, "error",
                      c->last_error[0] ? c->last_error : NULL);
 }
 
@@ -709,7 +527,7 @@ void mesh_certs_free(struct mesh_certs *c)
     if (!c || c->closing)
         return;
     c->closing = true;
-    certs_controller_close(c); /* a call in flight frees nothing of ours when it ends */
+    c->ops->close(c); /* a call in flight frees nothing of ours when it ends */
     uv_close((uv_handle_t *)&c->timer, on_timer_closed);
     uv_close((uv_handle_t *)&c->age_timer, on_timer_closed);
 }

@@ -1,15 +1,16 @@
 /*
  * The certificate manager: holds an X509-SVID for the node and for every local service,
- * and turns them into TLS material for the data plane.
+ * and turns them into TLS material for the data plane. Each identity.mode is one table of
+ * operations (certs-int.h) in its own file:
  *
- *   standalone  keys are made here (EC P-256, 0600 in <state_dir>/certs), CSRs carry the
- *               SPIFFE ID, and the local CA (identity.ca_cert/ca_key) signs them; each is
- *               renewed at half of its lifetime, with jitter; the old one serves until the
- *               new one is in place
- *   files       an external PKI writes <cert_dir>/node.crt|key and
+ *   standalone  (certs_local_ca.c) keys are made here (EC P-256, 0600 in <state_dir>/certs), CSRs
+ * carry the SPIFFE ID, and the local CA (identity.ca_cert/ca_key) signs them; each is renewed at
+ * half of its lifetime, with jitter; the old one serves until the new one is in place files
+ * (certs_files.c) an external PKI writes <cert_dir>/node.crt|key and
  *               <cert_dir>/<namespace>/<service>.crt|key and the trust bundle; they are
  *               re-read when they change (checked every few seconds), and a bad set is
  *               refused with the old one kept
+ *   controller  (certs_controller.c) a mesh-controller signs them, after enrollment
  *
  * Certificates persist in the state dir: an agent restarted while its CA or PKI is away
  * serves with what it holds while it is valid.
@@ -24,16 +25,19 @@
 #include <uv.h>
 
 #include "agent/config.h"
-#include "agent/service.h"
+#include "catalog/service.h"
 #include "common/buf.h"
 #include "proxy/tls.h"
 
 struct mesh_certs;
 struct mesh_http_client;
 
-/* Calls changed(data) on the loop whenever the material changes. In controller mode it calls
- * the controller through `ctl` (borrowed; it must outlive the manager; NULL in other modes).
- * Returns 0 or -errno. */
+/*
+ * A manager for cfg's identity section; *ret is NULL for identity.mode "none". Calls
+ * changed(data) on the loop whenever the material changes. A mode that talks to the
+ * controller calls it through `ctl` (borrowed; it must outlive the manager; NULL in other
+ * modes). Returns 0 or -errno.
+ */
 int mesh_certs_new(uv_loop_t *loop, struct mesh_http_client *ctl,
                    const struct mesh_agent_config *cfg, void (*changed)(void *data), void *data,
                    struct mesh_certs **ret);
@@ -54,5 +58,12 @@ json_t *mesh_certs_status(const struct mesh_certs *c);
 /* Stops the timers and ends a call to the controller in flight (no callback after it); the
  * manager is freed once the timers are closed. */
 void mesh_certs_free(struct mesh_certs *c);
+
+/* What the agent and its config need of an identity mode (each mode's table decides). */
+/* Whether identity.mode `mode` also talks to the controller (watch and reports). */
+bool mesh_certs_mode_uses_controller(int mode);
+/* Adds an error for each key the mode of `id` needs and lacks (a config check). */
+void mesh_certs_mode_check_config(struct mesh_cfg_ctx *ctx,
+                                  const struct mesh_agent_identity_config *id);
 
 #endif

@@ -359,3 +359,45 @@ void certs_controller_refresh(struct mesh_certs *c)
     }
     certs_schedule_in(c, due > now ? (uint64_t)(due - now) * 1000 : 0);
 }
+
+/* ---- the mode's table ---- */
+
+static void refresh(struct mesh_certs *c, bool force)
+{
+    (void)force; /* what is wanted changed: the next call asks for it */
+    certs_controller_refresh(c);
+}
+
+static void check_config(struct mesh_cfg_ctx *ctx, const struct mesh_agent_identity_config *id)
+{
+    if (!id->controller[0] || !id->controller_ca[0] || !id->join_token_file[0])
+        mesh_cfg_error(ctx, "mode \"controller\" needs controller, controller_ca and "
+                            "join_token_file");
+}
+
+static void check_files(const struct mesh_agent_config *cfg, struct mesh_cfg_errors *errors)
+{
+    const struct mesh_agent_identity_config *id = &cfg->identity;
+    mesh_agent__check_identity_file(errors, cfg, "controller_ca", id->controller_ca,
+                                    MESH_AGENT_PEM_CERT);
+    /* The token is read once, to enroll: a node that holds its certificate is past it. */
+    char node_crt[4200];
+    struct stat st;
+    snprintf(node_crt, sizeof(node_crt), "%s/certs/node.crt", cfg->state_dir);
+    if (stat(node_crt, &st) < 0)
+        mesh_agent__check_identity_file(errors, cfg, "join_token_file", id->join_token_file,
+                                        MESH_AGENT_PEM_TOKEN);
+}
+
+const struct certs_mode certs_mode_controller = {
+    .mtls = true,
+    .uses_controller = true,
+    .keeps_certs = true,
+    .own_backoff = true,
+    .check_config = check_config,
+    .check_files = check_files,
+    .open = certs_controller_open,
+    .refresh = refresh,
+    .paths = certs_default_paths,
+    .close = certs_controller_close,
+};

@@ -5,7 +5,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "agent/certs.h"
+#include "agent/registries.h"
 #include "common/alloc.h"
+#include "common/names.h"
 #include "common/path_normalize.h"
 #include "common/spiffe.h"
 #include "common/strutil.h"
@@ -35,41 +38,19 @@ static const char *check_ip(const char *s)
     return !*s || mesh_is_ip_literal(s) ? NULL : "not an IPv4 or IPv6 address";
 }
 
-/* RFC 1123 subdomain, as Kubernetes node names are. */
-static const char *check_node_name(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > 253)
-        return "must be 1 to 253 characters";
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.'))
-            return "only lowercase letters, digits, '-' and '.' are allowed";
-    }
-    if (!isalnum((unsigned char)s[0]) || !isalnum((unsigned char)s[n - 1]))
-        return "must start and end with a letter or digit";
-    return NULL;
-}
-
 static const char *check_zone(const char *s)
 {
     const char *why = NULL;
     return mesh_label_value_valid(s, &why) ? NULL : why;
 }
 
-static const char *check_dns_label(const char *s)
-{
-    return mesh_is_dns_label(s) ? NULL
-                                : "must be a DNS label: lowercase letters, digits and '-', at "
-                                  "most 63";
-}
-
 static const struct mesh_cfg_field node_fields[] = {
     {.key = "name",
      .type = MESH_CFG_STRING,
      MESH_CFG_FIELD(struct mesh_agent_node_config, name),
+     .flags = MESH_CFG_RESTART,
      .expect = "a node name (lowercase DNS subdomain)",
-     .check = check_node_name},
+     .check = mesh_name_check_node},
     {.key = "zone",
      .type = MESH_CFG_STRING,
      MESH_CFG_FIELD(struct mesh_agent_node_config, zone),
@@ -232,6 +213,7 @@ static const struct mesh_cfg_field proxy_fields[] = {
     {.key = "workers",
      .type = MESH_CFG_INT,
      MESH_CFG_FIELD(struct mesh_agent_proxy_config, workers),
+     .flags = MESH_CFG_RESTART,
      .def_int = 0,
      .min = 0,
      .max = 256,
@@ -245,6 +227,7 @@ static const struct mesh_cfg_field proxy_fields[] = {
     {.key = "buffer_size",
      .type = MESH_CFG_INT,
      MESH_CFG_FIELD(struct mesh_agent_proxy_config, buffer_size),
+     .flags = MESH_CFG_RESTART,
      .def_int = 16384,
      .min = 1024,
      .max = 1048576,
@@ -258,6 +241,7 @@ static const struct mesh_cfg_field proxy_fields[] = {
     {.key = "http",
      .type = MESH_CFG_OBJECT,
      MESH_CFG_FIELD(struct mesh_agent_proxy_config, http),
+     .flags = MESH_CFG_RESTART,
      .schema = &http_schema},
     {0},
 };
@@ -341,15 +325,7 @@ static const struct mesh_cfg_field identity_fields[] = {
 
 static void check_identity(struct mesh_cfg_ctx *ctx, void *obj)
 {
-    struct mesh_agent_identity_config *id = obj;
-    if (id->mode == MESH_IDENTITY_STANDALONE && (!id->ca_cert[0] || !id->ca_key[0]))
-        mesh_cfg_error(ctx, "mode \"standalone\" needs ca_cert and ca_key");
-    if (id->mode == MESH_IDENTITY_CONTROLLER &&
-        (!id->controller[0] || !id->controller_ca[0] || !id->join_token_file[0]))
-        mesh_cfg_error(ctx, "mode \"controller\" needs controller, controller_ca and "
-                            "join_token_file");
-    if (id->mode == MESH_IDENTITY_FILES && (!id->cert_dir[0] || !id->trust_bundle[0]))
-        mesh_cfg_error(ctx, "mode \"files\" needs cert_dir and trust_bundle");
+    mesh_certs_mode_check_config(ctx, obj); /* what each mode needs is its own */
 }
 
 static const struct mesh_cfg_schema identity_schema = {
@@ -368,13 +344,13 @@ static const struct mesh_cfg_field registry_fields[] = {
      .type = MESH_CFG_STRING,
      R(name),
      .expect = "a registry name (DNS label)",
-     .check = check_dns_label},
+     .check = mesh_name_check_dns_label},
     {.key = "namespace",
      .type = MESH_CFG_STRING,
      R(namespace),
      .def = "default",
      .expect = "a namespace (DNS label)",
-     .check = check_dns_label},
+     .check = mesh_name_check_dns_label},
     {.key = "merge", .type = MESH_CFG_BOOL, R(merge), .def_int = 1},
     {0},
 };
@@ -408,7 +384,7 @@ static int decode_registry(struct mesh_cfg_ctx *ctx, json_t *json, struct mesh_r
     if (mesh_cfg_defaults(&registry_schema, rc) < 0)
         return -ENOMEM;
     json_t *type = json_is_object(json) ? json_object_get(json, "type") : NULL;
-    const char *const *types = mesh_registry_types();
+    const char *const *types = mesh_registries_types();
     char known[256];
     size_t k = 0;
     for (size_t i = 0; types[i] && k < sizeof(known); i++)
@@ -417,7 +393,7 @@ static int decode_registry(struct mesh_cfg_ctx *ctx, json_t *json, struct mesh_r
         /* Without a type the other keys cannot be checked: report only what is missing. */
         return mesh_cfg_decode(ctx, &registry_schema, json, rc);
     }
-    rc->ops = mesh_registry_find(json_string_value(type));
+    rc->ops = mesh_registries_find(json_string_value(type));
     if (!rc->ops) {
         const char *hint = mesh_str_suggest(json_string_value(type), types);
         size_t old = mesh_cfg_path_push_key(ctx, "type");
@@ -568,7 +544,7 @@ static const struct mesh_cfg_field root_fields[] = {
     {.key = "state_dir",
      .type = MESH_CFG_STRING,
      F(state_dir),
-     .flags = MESH_CFG_PATH | MESH_CFG_NONEMPTY,
+     .flags = MESH_CFG_PATH | MESH_CFG_NONEMPTY | MESH_CFG_RESTART,
      .def = "/var/lib/mesh-agent",
      .expect = "a directory path"},
     {.key = "log", .type = MESH_CFG_OBJECT, F(log), .schema = &log_schema},
@@ -616,7 +592,7 @@ static int fill_dynamic_defaults(struct mesh_cfg_ctx *ctx, struct mesh_agent_con
         for (char *p = host; *p; p++)
             *p = (char)tolower((unsigned char)*p);
         /* A hostname that is not a valid node name must be configured explicitly. */
-        const char *why = check_node_name(host);
+        const char *why = mesh_name_check_node(host);
         size_t old = mesh_cfg_path_push_key(ctx, "node");
         size_t old2 = mesh_cfg_path_push_key(ctx, "name");
         if (why)
@@ -747,4 +723,15 @@ json_t *mesh_agent_config_to_json(const struct mesh_agent_config *c)
 enum mesh_log_level mesh_agent_config_log_level(const struct mesh_agent_config *c)
 {
     return (enum mesh_log_level)(c->log.level + MESH_LOG_ERROR);
+}
+
+int mesh_agent_config_restart_changes(const struct mesh_agent_config *a,
+                                      const struct mesh_agent_config *b, struct mesh_buf *ret)
+{
+    return mesh_cfg_restart_changes(&root_schema, a, b, ret);
+}
+
+int mesh_agent_config_restart_keys(struct mesh_buf *ret)
+{
+    return mesh_cfg_restart_keys(&root_schema, ret);
 }

@@ -12,7 +12,7 @@
 
 #include <jansson.h>
 
-#include "agent/registry.h"
+#include "catalog/registry.h"
 #include "common/addr.h"
 #include "common/cfg.h"
 #include "common/log.h"
@@ -141,6 +141,14 @@ void mesh_agent_config_unref(struct mesh_agent_config *c);
 
 /* The effective config as JSON, defaults filled in and secrets redacted. */
 json_t *mesh_agent_config_to_json(const struct mesh_agent_config *c);
+/*
+ * The keys only a restart applies (MESH_CFG_RESTART in the schema) that b sets otherwise
+ * than a: appended to ret as "state_dir, node.name". Returns how many, or -ENOMEM.
+ */
+int mesh_agent_config_restart_changes(const struct mesh_agent_config *a,
+                                      const struct mesh_agent_config *b, struct mesh_buf *ret);
+/* Every key only a restart applies, appended to ret the same way. */
+int mesh_agent_config_restart_keys(struct mesh_buf *ret);
 /* The log level the config asks for. */
 enum mesh_log_level mesh_agent_config_log_level(const struct mesh_agent_config *c);
 /*

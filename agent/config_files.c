@@ -2,9 +2,9 @@
 
 /*
  * What `mesh-agent validate` checks beyond the config itself: the files its identity
- * section names. A config that parses but points at a CA or a join token that is not
- * there would otherwise be called valid, and the agent would then fail at start or retry
- * its enrollment for ever.
+ * section names (each identity mode says which: its check_files in certs_*.c). A config
+ * that parses but points at a CA or a join token that is not there would otherwise be
+ * called valid, and the agent would then fail at start or retry its enrollment for ever.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -18,6 +18,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "agent/certs-int.h"
 #include "agent/config.h"
 #include "common/alloc.h"
 #include "common/fs.h"
@@ -25,13 +26,8 @@
 
 #define PEM_FILE_MAX (1024 * 1024)
 
-enum pem_kind { PEM_CERT, PEM_KEY, PEM_TOKEN };
-
-static void add(struct mesh_cfg_errors *errors, const struct mesh_agent_config *cfg,
-                const char *key, const char *fmt, ...) MESH_PRINTF(4, 5);
-
-static void add(struct mesh_cfg_errors *errors, const struct mesh_agent_config *cfg,
-                const char *key, const char *fmt, ...)
+void mesh_agent__identity_error(struct mesh_cfg_errors *errors, const struct mesh_agent_config *cfg,
+                                const char *key, const char *fmt, ...)
 {
     char msg[1024];
     int n = snprintf(msg, sizeof(msg), "%s%s$.identity.%s: ", cfg->path ? cfg->path : "",
@@ -46,9 +42,9 @@ static void add(struct mesh_cfg_errors *errors, const struct mesh_agent_config *
 }
 
 /* Whether `pem` holds what `kind` wants: a certificate, a private key, a non-blank token. */
-static bool holds(const char *pem, size_t len, enum pem_kind kind)
+static bool holds(const char *pem, size_t len, enum mesh_agent_pem_kind kind)
 {
-    if (kind == PEM_TOKEN) {
+    if (kind == MESH_AGENT_PEM_TOKEN) {
         for (size_t i = 0; i < len; i++) {
             if (pem[i] != ' ' && pem[i] != '\n' && pem[i] != '\r' && pem[i] != '\t')
                 return true;
@@ -57,7 +53,7 @@ static bool holds(const char *pem, size_t len, enum pem_kind kind)
     }
     BIO *b = BIO_new_mem_buf(pem, (int)len);
     bool ok = false;
-    if (b && kind == PEM_CERT) {
+    if (b && kind == MESH_AGENT_PEM_CERT) {
         X509 *x = PEM_read_bio_X509(b, NULL, NULL, NULL);
         ok = x != NULL;
         X509_free(x);
@@ -70,23 +66,24 @@ static bool holds(const char *pem, size_t len, enum pem_kind kind)
     return ok;
 }
 
-/* Checks that identity.<key> names a readable file holding `kind`. */
-static void check_file(struct mesh_cfg_errors *errors, const struct mesh_agent_config *cfg,
-                       const char *key, const char *path, enum pem_kind kind)
+void mesh_agent__check_identity_file(struct mesh_cfg_errors *errors,
+                                     const struct mesh_agent_config *cfg, const char *key,
+                                     const char *path, enum mesh_agent_pem_kind kind)
 {
     char *data = NULL;
     size_t len = 0;
     int r = mesh_fs_read_file(path, PEM_FILE_MAX, &data, &len);
     if (r < 0)
-        add(errors, cfg, key, "cannot read '%s': %s", path, strerror(-r));
+        mesh_agent__identity_error(errors, cfg, key, "cannot read '%s': %s", path, strerror(-r));
     else if (holds(data, len, kind))
         ; /* what it should be */
-    else if (kind == PEM_TOKEN)
-        add(errors, cfg, key, "'%s' is empty", path);
+    else if (kind == MESH_AGENT_PEM_TOKEN)
+        mesh_agent__identity_error(errors, cfg, key, "'%s' is empty", path);
     else
-        add(errors, cfg, key, "no PEM %s in '%s'", kind == PEM_CERT ? "certificate" : "private key",
-            path);
-    if (data && kind != PEM_CERT)
+        mesh_agent__identity_error(errors, cfg, key, "no PEM %s in '%s'",
+                                   kind == MESH_AGENT_PEM_CERT ? "certificate" : "private key",
+                                   path);
+    if (data && kind != MESH_AGENT_PEM_CERT)
         OPENSSL_cleanse(data, len); /* a key or a token: secrets */
     mesh_free(data);
 }
@@ -94,30 +91,5 @@ static void check_file(struct mesh_cfg_errors *errors, const struct mesh_agent_c
 void mesh_agent_config_check_files(const struct mesh_agent_config *cfg,
                                    struct mesh_cfg_errors *errors)
 {
-    const struct mesh_agent_identity_config *id = &cfg->identity;
-    struct stat st;
-    switch (id->mode) {
-    case MESH_IDENTITY_STANDALONE:
-        check_file(errors, cfg, "ca_cert", id->ca_cert, PEM_CERT);
-        check_file(errors, cfg, "ca_key", id->ca_key, PEM_KEY);
-        break;
-    case MESH_IDENTITY_FILES:
-        check_file(errors, cfg, "trust_bundle", id->trust_bundle, PEM_CERT);
-        if (stat(id->cert_dir, &st) < 0)
-            add(errors, cfg, "cert_dir", "cannot read '%s': %s", id->cert_dir, strerror(errno));
-        else if (!S_ISDIR(st.st_mode))
-            add(errors, cfg, "cert_dir", "'%s' is not a directory", id->cert_dir);
-        break;
-    case MESH_IDENTITY_CONTROLLER: {
-        check_file(errors, cfg, "controller_ca", id->controller_ca, PEM_CERT);
-        /* The token is read once, to enroll: a node that holds its certificate is past it. */
-        char node_crt[4200];
-        snprintf(node_crt, sizeof(node_crt), "%s/certs/node.crt", cfg->state_dir);
-        if (stat(node_crt, &st) < 0)
-            check_file(errors, cfg, "join_token_file", id->join_token_file, PEM_TOKEN);
-        break;
-    }
-    default:
-        break;
-    }
+    certs_mode_of(cfg->identity.mode)->check_files(cfg, errors);
 }

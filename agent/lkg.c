@@ -7,11 +7,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "agent/endpoint_json.h"
+#include "catalog/endpoint_json.h"
 #include "common/alloc.h"
 #include "common/fs.h"
 #include "common/log.h"
-#include "common/strutil.h"
+#include "common/names.h"
 
 #define LKG_FORMAT 1
 #define DEBOUNCE_MS 250
@@ -322,11 +322,6 @@ struct lkg_service {
     struct mesh_cfg_list endpoints;
 };
 
-static const char *check_dns_label(const char *s)
-{
-    return mesh_is_dns_label(s) ? NULL : "not a DNS label";
-}
-
 #define L(member) MESH_CFG_FIELD(struct lkg_service, member)
 
 static const struct mesh_cfg_field service_fields[] = {
@@ -334,12 +329,12 @@ static const struct mesh_cfg_field service_fields[] = {
      .type = MESH_CFG_STRING,
      L(namespace),
      .flags = MESH_CFG_REQUIRED,
-     .check = check_dns_label},
+     .check = mesh_name_check_dns_label},
     {.key = "name",
      .type = MESH_CFG_STRING,
      L(name),
      .flags = MESH_CFG_REQUIRED,
-     .check = check_dns_label},
+     .check = mesh_name_check_dns_label},
     {.key = "protocol",
      .type = MESH_CFG_ENUM,
      L(protocol),
@@ -426,91 +421,89 @@ int mesh_lkg_load(const char *path, struct mesh_catalog *c, struct mesh_cfg_erro
     return r;
 }
 
+/* What a last-known-good file holds, decoded: every service of every known source. */
+struct lkg_load {
+    struct mesh_catalog *catalog;
+    struct lkg_root root;
+    struct loaded *v;
+    size_t n, cap;
+};
+
+static int load_step(struct mesh_cfg_ctx *ctx, json_t *json, void *data)
+{
+    struct lkg_load *l = data;
+    if (mesh_cfg_decode(ctx, &root_schema, json, &l->root) < 0)
+        return -EINVAL;
+    const char *source;
+    json_t *list;
+    json_object_foreach(l->root.sources, source, list)
+    {
+        struct mesh_catalog_source_stats st;
+        if (mesh_catalog_source_stats(l->catalog, source, &st) < 0)
+            continue; /* a registry that is no longer configured */
+        size_t o1 = mesh_cfg_path_push_key(ctx, "sources");
+        size_t o2 = mesh_cfg_path_push_key(ctx, source);
+        if (!json_is_array(list))
+            mesh_cfg_error(ctx, "expected an array of services");
+        for (size_t i = 0; json_is_array(list) && i < json_array_size(list); i++) {
+            if (mesh_grow((void **)&l->v, &l->cap, l->n + 1, sizeof(*l->v)) < 0 ||
+                mesh_cfg_defaults(&service_schema, &l->v[l->n].svc) < 0)
+                return -ENOMEM;
+            l->v[l->n].source = source; /* a key of root.sources, held by the root */
+            size_t o3 = mesh_cfg_path_push_index(ctx, i);
+            mesh_cfg_decode(ctx, &service_schema, json_array_get(list, i), &l->v[l->n++].svc);
+            mesh_cfg_path_pop(ctx, o3);
+        }
+        mesh_cfg_path_pop(ctx, o2);
+        mesh_cfg_path_pop(ctx, o1);
+    }
+    return 0;
+}
+
+/* Applies one decoded service to the catalog: 1 when applied, 0 when not, -ENOMEM. */
+static int apply(struct mesh_catalog *c, const struct loaded *ld)
+{
+    const struct lkg_service *s = &ld->svc;
+    struct mesh_endpoint *eps = mesh_calloc(s->endpoints.n ? s->endpoints.n : 1, sizeof(*eps));
+    size_t k = 0;
+    if (!eps)
+        return -ENOMEM;
+    for (; k < s->endpoints.n; k++) {
+        const struct mesh_endpoint_config *ec =
+            (const struct mesh_endpoint_config *)s->endpoints.items + k;
+        if (mesh_endpoint_from_config(ec, &eps[k]) < 0)
+            break;
+    }
+    struct mesh_service_update u = {
+        .namespace = s->namespace,
+        .name = s->name,
+        .protocol = (enum mesh_protocol)s->protocol,
+        .endpoints = eps,
+        .n_endpoints = k,
+        .exists = true, /* what the file lists existed, with or without endpoints */
+    };
+    int r = k == s->endpoints.n && mesh_catalog_update(c, ld->source, &u) >= 0;
+    for (size_t e = 0; e < k; e++)
+        mesh_endpoint_done(&eps[e]);
+    mesh_free(eps);
+    return r;
+}
+
 /* Decodes every service of every known source first; applies only if all are valid. */
 int mesh_lkg_load_buffer(const char *name, const char *data, size_t len, struct mesh_catalog *c,
                          struct mesh_cfg_errors *errors)
 {
-    struct mesh_cfg_ctx ctx;
-    mesh_cfg_ctx_init(&ctx, name, errors);
-    size_t before = mesh_cfg_error_count(errors);
-    json_t *json = NULL;
-    struct lkg_root root;
-    struct loaded *v = NULL;
-    size_t n = 0, cap = 0;
-    int r;
-
-    if (mesh_cfg_defaults(&root_schema, &root) < 0)
+    struct lkg_load l = {.catalog = c};
+    if (mesh_cfg_defaults(&root_schema, &l.root) < 0)
         return -ENOMEM;
-    r = mesh_cfg_load_buffer(&ctx, data, len, &json);
-    if (r < 0)
-        goto out;
-    if (mesh_cfg_decode(&ctx, &root_schema, json, &root) < 0) {
-        r = -EINVAL;
-        goto out;
+    int r = mesh_cfg_parse_doc(name, data, len, errors, load_step, &l);
+    for (size_t i = 0; r >= 0 && i < l.n; i++) {
+        int a = apply(c, &l.v[i]);
+        r = a < 0 ? a : r + a;
     }
-    const char *source;
-    json_t *list;
-    json_object_foreach(root.sources, source, list)
-    {
-        struct mesh_catalog_source_stats st;
-        if (mesh_catalog_source_stats(c, source, &st) < 0)
-            continue; /* a registry that is no longer configured */
-        size_t o1 = mesh_cfg_path_push_key(&ctx, "sources");
-        size_t o2 = mesh_cfg_path_push_key(&ctx, source);
-        if (!json_is_array(list))
-            mesh_cfg_error(&ctx, "expected an array of services");
-        for (size_t i = 0; json_is_array(list) && i < json_array_size(list); i++) {
-            if (mesh_grow((void **)&v, &cap, n + 1, sizeof(*v)) < 0 ||
-                mesh_cfg_defaults(&service_schema, &v[n].svc) < 0) {
-                r = -ENOMEM;
-                goto out;
-            }
-            v[n].source = source;
-            size_t o3 = mesh_cfg_path_push_index(&ctx, i);
-            mesh_cfg_decode(&ctx, &service_schema, json_array_get(list, i), &v[n++].svc);
-            mesh_cfg_path_pop(&ctx, o3);
-        }
-        mesh_cfg_path_pop(&ctx, o2);
-        mesh_cfg_path_pop(&ctx, o1);
-    }
-    if (mesh_cfg_error_count(errors) != before) {
-        r = -EINVAL;
-        goto out;
-    }
-    r = 0;
-    for (size_t i = 0; i < n; i++) {
-        const struct lkg_service *s = &v[i].svc;
-        struct mesh_endpoint *eps = mesh_calloc(s->endpoints.n ? s->endpoints.n : 1, sizeof(*eps));
-        size_t k = 0;
-        if (!eps) {
-            r = -ENOMEM;
-            goto out;
-        }
-        for (; k < s->endpoints.n; k++) {
-            const struct mesh_endpoint_config *ec =
-                (const struct mesh_endpoint_config *)s->endpoints.items + k;
-            if (mesh_endpoint_from_config(ec, &eps[k]) < 0)
-                break;
-        }
-        struct mesh_service_update u = {
-            .namespace = s->namespace,
-            .name = s->name,
-            .protocol = (enum mesh_protocol)s->protocol,
-            .endpoints = eps,
-            .n_endpoints = k,
-            .exists = true, /* what the file lists existed, with or without endpoints */
-        };
-        if (k == s->endpoints.n && mesh_catalog_update(c, v[i].source, &u) >= 0)
-            r++;
-        for (size_t e = 0; e < k; e++)
-            mesh_endpoint_done(&eps[e]);
-        mesh_free(eps);
-    }
-out:
-    for (size_t i = 0; i < n; i++)
-        mesh_cfg_free(&service_schema, &v[i].svc);
-    mesh_free(v);
-    mesh_cfg_free(&root_schema, &root);
-    json_decref(json);
+    for (size_t i = 0; i < l.n; i++)
+        mesh_cfg_free(&service_schema, &l.v[i].svc);
+    mesh_free(l.v);
+    mesh_cfg_free(&root_schema, &l.root);
     return r;
 }

@@ -10,7 +10,7 @@
 
 #include <uv.h>
 
-#include "agent/catalog.h"
+#include "catalog/catalog.h"
 #include "common/buf.h"
 #include "common/cfg.h"
 

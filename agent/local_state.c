@@ -13,8 +13,8 @@
 #include "common/alloc.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/names.h"
 #include "common/spiffe.h"
-#include "common/strutil.h"
 
 /* ---- encoding ---- */
 
@@ -91,11 +91,6 @@ struct state_doc {
     struct mesh_cfg_list registries; /* struct registry_doc */
 };
 
-static const char *check_name(const char *s)
-{
-    return mesh_is_dns_label(s) ? NULL : "must be a DNS label";
-}
-
 static const char *check_addr(const char *s)
 {
     struct mesh_addr a;
@@ -119,12 +114,12 @@ static const struct mesh_cfg_field upstream_fields[] = {
      .type = MESH_CFG_STRING,
      U(service),
      .flags = MESH_CFG_REQUIRED,
-     .check = check_name},
+     .check = mesh_name_check_dns_label},
     {.key = "namespace",
      .type = MESH_CFG_STRING,
      U(namespace),
      .flags = MESH_CFG_REQUIRED,
-     .check = check_name},
+     .check = mesh_name_check_dns_label},
     {.key = "bind",
      .type = MESH_CFG_STRING,
      U(bind),
@@ -146,12 +141,12 @@ static const struct mesh_cfg_field local_fields[] = {
      .type = MESH_CFG_STRING,
      L(name),
      .flags = MESH_CFG_REQUIRED,
-     .check = check_name},
+     .check = mesh_name_check_dns_label},
     {.key = "namespace",
      .type = MESH_CFG_STRING,
      L(namespace),
      .flags = MESH_CFG_REQUIRED,
-     .check = check_name},
+     .check = mesh_name_check_dns_label},
     {.key = "protocol",
      .type = MESH_CFG_ENUM,
      L(protocol),

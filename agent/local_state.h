@@ -13,7 +13,7 @@
 
 #include <stddef.h>
 
-#include "agent/service.h"
+#include "catalog/service.h"
 #include "common/buf.h"
 #include "common/cfg.h"
 

@@ -1,6 +1,6 @@
 /*
  * Policy resources from files (standalone mode): a watched directory of resource files
- * (see proxy/resource.h), turned into a resource view each time it changes. The view in
+ * (see resources/resource.h), turned into a resource view each time it changes. The view in
  * effect stays valid until the next change callback; a new directory (reload) replaces it
  * only once its first scan is in.
  */
@@ -11,7 +11,7 @@
 #include <uv.h>
 
 #include "common/cfg.h"
-#include "proxy/resource.h"
+#include "resources/resource.h"
 
 struct mesh_resources;
 

@@ -162,6 +162,22 @@ int mesh_cfg_load_buffer(struct mesh_cfg_ctx *ctx, const char *data, size_t len,
     return 0;
 }
 
+int mesh_cfg_parse_doc(const char *name, const char *data, size_t len,
+                       struct mesh_cfg_errors *errors, mesh_cfg_doc_step step, void *step_data)
+{
+    struct mesh_cfg_ctx ctx;
+    mesh_cfg_ctx_init(&ctx, name, errors);
+    size_t before = mesh_cfg_error_count(errors);
+    json_t *json = NULL;
+    int r = mesh_cfg_load_buffer(&ctx, data, len, &json);
+    if (r == 0)
+        r = step(&ctx, json, step_data);
+    json_decref(json);
+    if (r == 0 && mesh_cfg_error_count(errors) != before)
+        r = -EINVAL;
+    return r == -ENOMEM ? r : r < 0 ? -EINVAL : 0;
+}
+
 int mesh_cfg_load_file(struct mesh_cfg_ctx *ctx, const char *path, size_t max, json_t **ret)
 {
     char *data = NULL;
@@ -206,6 +222,7 @@ static const char *default_expect(const struct mesh_cfg_field *f, char *buf, siz
     case MESH_CFG_OBJECT:
         return "an object";
     case MESH_CFG_LIST:
+    case MESH_CFG_ARRAY:
         return "an array of objects";
     case MESH_CFG_STRINGS:
         return "an array of strings";
@@ -355,6 +372,24 @@ static int decode_list(struct mesh_cfg_ctx *ctx, const struct mesh_cfg_field *f,
     return r;
 }
 
+/* An ARRAY is a LIST kept as a typed pointer and a count apart; present means not NULL. */
+static int decode_array(struct mesh_cfg_ctx *ctx, const struct mesh_cfg_field *f, json_t *v,
+                        void *obj)
+{
+    struct mesh_cfg_list l = {0};
+    int r = decode_list(ctx, f, v, &l);
+    if (r == 0 && !l.items) {
+        l.items = mesh_calloc(1, f->schema->size);
+        if (!l.items) {
+            mesh_cfg_error(ctx, "out of memory");
+            r = -ENOMEM;
+        }
+    }
+    *(void **)FIELD_PTR(obj, f) = l.items;
+    *(size_t *)((char *)obj + f->count_offset) = l.n;
+    return r;
+}
+
 static int decode_strings(struct mesh_cfg_ctx *ctx, const struct mesh_cfg_field *f, json_t *v,
                           struct mesh_cfg_strings *out)
 {
@@ -492,6 +527,8 @@ static int decode_field(struct mesh_cfg_ctx *ctx, const struct mesh_cfg_field *f
         return mesh_cfg_decode(ctx, f->schema, v, p);
     case MESH_CFG_LIST:
         return decode_list(ctx, f, v, p);
+    case MESH_CFG_ARRAY:
+        return decode_array(ctx, f, v, obj);
     case MESH_CFG_STRINGS:
         return decode_strings(ctx, f, v, p);
     case MESH_CFG_LABELS:
@@ -576,6 +613,15 @@ int mesh_cfg_decode(struct mesh_cfg_ctx *ctx, const struct mesh_cfg_schema *sche
     return mesh_cfg_decode_multi(ctx, &schema, objs, 1, json);
 }
 
+static void free_items(const struct mesh_cfg_field *f, void **items, size_t *n)
+{
+    for (size_t i = 0; i < *n; i++)
+        mesh_cfg_free(f->schema, (char *)*items + i * f->schema->size);
+    mesh_free(*items);
+    *items = NULL;
+    *n = 0;
+}
+
 void mesh_cfg_free(const struct mesh_cfg_schema *schema, void *obj)
 {
     for (const struct mesh_cfg_field *f = schema->fields; f->key; f++) {
@@ -588,15 +634,12 @@ void mesh_cfg_free(const struct mesh_cfg_schema *schema, void *obj)
         case MESH_CFG_OBJECT:
             mesh_cfg_free(f->schema, p);
             break;
-        case MESH_CFG_LIST: {
-            struct mesh_cfg_list *l = p;
-            for (size_t i = 0; i < l->n; i++)
-                mesh_cfg_free(f->schema, (char *)l->items + i * f->schema->size);
-            mesh_free(l->items);
-            l->items = NULL;
-            l->n = 0;
+        case MESH_CFG_LIST:
+            free_items(f, &((struct mesh_cfg_list *)p)->items, &((struct mesh_cfg_list *)p)->n);
             break;
-        }
+        case MESH_CFG_ARRAY:
+            free_items(f, p, (size_t *)((char *)obj + f->count_offset));
+            break;
         case MESH_CFG_STRINGS: {
             struct mesh_cfg_strings *s = p;
             for (size_t i = 0; i < s->n; i++)
@@ -617,6 +660,19 @@ void mesh_cfg_free(const struct mesh_cfg_schema *schema, void *obj)
             break;
         }
     }
+}
+
+static json_t *encode_items(const struct mesh_cfg_field *f, const void *items, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < n; i++) {
+        if (json_array_append_new(
+                a, mesh_cfg_encode(f->schema, (const char *)items + i * f->schema->size)) < 0) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
 }
 
 static json_t *encode_field(const struct mesh_cfg_field *f, const void *obj)
@@ -644,16 +700,11 @@ static json_t *encode_field(const struct mesh_cfg_field *f, const void *obj)
         return mesh_cfg_encode(f->schema, p);
     case MESH_CFG_LIST: {
         const struct mesh_cfg_list *l = p;
-        json_t *a = json_array();
-        for (size_t i = 0; a && i < l->n; i++) {
-            if (json_array_append_new(a, mesh_cfg_encode(f->schema, (const char *)l->items +
-                                                                        i * f->schema->size)) < 0) {
-                json_decref(a);
-                return NULL;
-            }
-        }
-        return a;
+        return encode_items(f, l->items, l->n);
     }
+    case MESH_CFG_ARRAY:
+        return encode_items(f, *(void *const *)p,
+                            *(const size_t *)((const char *)obj + f->count_offset));
     case MESH_CFG_STRINGS: {
         const struct mesh_cfg_strings *s = p;
         json_t *a = json_array();

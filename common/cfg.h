@@ -16,6 +16,9 @@
  *   ENUM     int                 index into the NULL-terminated `choices`
  *   OBJECT   embedded struct     decoded with `schema`
  *   LIST     struct mesh_cfg_list of `schema` structs; max items in `max` (0: no limit)
+ *   ARRAY    a typed `T *` of `schema` structs with its `size_t` count at `count_offset`
+ *            (MESH_CFG_ARRAY_OF); as LIST otherwise. A present array is never NULL, even
+ *            empty, so that "[]" can be told from an absent key.
  *   STRINGS  struct mesh_cfg_strings
  *   LABELS   struct mesh_labels  (syntax-checked keys and values)
  *   CUSTOM   anything            `decode`, `free`, `encode` callbacks
@@ -39,6 +42,7 @@ enum mesh_cfg_type {
     MESH_CFG_ENUM,
     MESH_CFG_OBJECT,
     MESH_CFG_LIST,
+    MESH_CFG_ARRAY,
     MESH_CFG_STRINGS,
     MESH_CFG_LABELS,
     MESH_CFG_CUSTOM,
@@ -50,6 +54,9 @@ enum mesh_cfg_type {
 /* STRING: a file system path; a relative one is taken from the config file's directory; "" is
  * allowed (unset) unless MESH_CFG_NONEMPTY. */
 #define MESH_CFG_PATH 0x8u
+/* A change takes effect only when the program restarts: a reload that changes it fails
+ * (mesh_cfg_restart_changes). On an OBJECT it covers every key inside. */
+#define MESH_CFG_RESTART 0x10u
 
 struct mesh_cfg_ctx;
 struct mesh_cfg_schema;
@@ -58,6 +65,7 @@ struct mesh_cfg_field {
     const char *key;
     enum mesh_cfg_type type;
     size_t offset;
+    size_t count_offset; /* ARRAY: where its item count is */
     unsigned flags;
     /* What is expected, in words, for error messages (a default exists for every type). */
     const char *expect;
@@ -110,6 +118,10 @@ struct mesh_cfg_ctx {
 };
 
 #define MESH_CFG_FIELD(type_, member) .offset = offsetof(type_, member)
+/* An ARRAY field: `member` is a `T *` of items, `count` their `size_t` number. */
+#define MESH_CFG_ARRAY_OF(type_, member, count)                                                    \
+    .type = MESH_CFG_ARRAY, .offset = offsetof(type_, member),                                     \
+    .count_offset = offsetof(type_, count)
 
 /*
  * Starts a context for `file`; errors are appended to `errors`. base_dir is NULL; set it
@@ -123,6 +135,16 @@ void mesh_cfg_ctx_init(struct mesh_cfg_ctx *ctx, const char *file, struct mesh_c
  */
 int mesh_cfg_load_file(struct mesh_cfg_ctx *ctx, const char *path, size_t max, json_t **ret);
 int mesh_cfg_load_buffer(struct mesh_cfg_ctx *ctx, const char *data, size_t len, json_t **ret);
+
+/*
+ * The skeleton every config document shares (resources, service files, the last-known-good
+ * file): a context naming it, the JSON read strictly, one step that decodes the document
+ * (adding its errors to ctx), and -EINVAL when any error was added, whatever step returned.
+ * step returns 0, -EINVAL or -ENOMEM. Returns 0, -EINVAL, -ENOMEM.
+ */
+typedef int (*mesh_cfg_doc_step)(struct mesh_cfg_ctx *ctx, json_t *doc, void *data);
+int mesh_cfg_parse_doc(const char *name, const char *data, size_t len,
+                       struct mesh_cfg_errors *errors, mesh_cfg_doc_step step, void *step_data);
 
 /* Fills `obj` (schema->size bytes, zeroed here) with the defaults. Returns 0 or -ENOMEM. */
 int mesh_cfg_defaults(const struct mesh_cfg_schema *schema, void *obj);
@@ -139,6 +161,20 @@ int mesh_cfg_decode_multi(struct mesh_cfg_ctx *ctx, const struct mesh_cfg_schema
 void mesh_cfg_free(const struct mesh_cfg_schema *schema, void *obj);
 /* Encodes `obj` as JSON; secrets redacted. Returns NULL on allocation failure. */
 json_t *mesh_cfg_encode(const struct mesh_cfg_schema *schema, const void *obj);
+
+/*
+ * Appends to `ret` the dotted path ("node.name") of every MESH_CFG_RESTART field whose
+ * value differs between `a` and `b`, two objects decoded with `schema`, each after ", "
+ * when ret is not empty. Objects without the flag are walked into; a
+ * flagged one is compared whole, secrets by their value. Returns how many differ, or
+ * -ENOMEM. (common/cfg_restart.c)
+ */
+struct mesh_buf;
+int mesh_cfg_restart_changes(const struct mesh_cfg_schema *schema, const void *a, const void *b,
+                             struct mesh_buf *ret);
+/* Appends the path of every MESH_CFG_RESTART field of `schema`, as above. Returns how
+ * many, or -ENOMEM. */
+int mesh_cfg_restart_keys(const struct mesh_cfg_schema *schema, struct mesh_buf *ret);
 
 /* Adds an error at the current path: "file: $.path: message". */
 void mesh_cfg_error(struct mesh_cfg_ctx *ctx, const char *fmt, ...) MESH_PRINTF(2, 3);

@@ -2,7 +2,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "common/http_chars.h"
+#include "common/http_chars-int.h"
 #include "common/http_parse.h"
 #include "common/macros.h"
 

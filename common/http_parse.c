@@ -4,7 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "common/http_chars.h"
+#include "common/http_chars-int.h"
 #include "common/macros.h"
 #include "common/strutil.h"
 
@@ -41,6 +41,11 @@ static bool name_is(const struct mesh_http_header *h, const char *name, size_t n
 }
 
 #define NAME_IS(h, lit) name_is(h, lit, sizeof(lit) - 1)
+
+bool mesh_http_header_is(const struct mesh_http_header *h, const char *name)
+{
+    return name_is(h, name, strlen(name));
+}
 
 const struct mesh_http_header *mesh_http_find_header(const struct mesh_http_header *h, size_t n,
                                                      const char *name)

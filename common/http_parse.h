@@ -27,6 +27,9 @@ struct mesh_http_header {
     size_t value_len;
 };
 
+/* Whether h's name is name (a C string), compared as field names are: ignoring case. */
+bool mesh_http_header_is(const struct mesh_http_header *h, const char *name);
+
 struct mesh_http_limits {
     size_t max_head;    /* request line + headers + final CRLF (431) */
     size_t max_headers; /* header count (431); at most the caller's array size */

@@ -122,20 +122,6 @@ void mesh_format_duration_ms(uint64_t ms, char *out, size_t n)
         snprintf(out + k, n - k, "%llus", (unsigned long long)(s % 60));
 }
 
-bool mesh_is_dns_label(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > 63)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-        if (!alnum && !(c == '-' && i > 0 && i < n - 1))
-            return false;
-    }
-    return true;
-}
-
 bool mesh_is_token(const char *s, size_t max)
 {
     size_t n = 0;

@@ -30,8 +30,6 @@ int mesh_parse_duration_ms(const char *s, uint64_t *ret_ms);
 /* Formats milliseconds back in the shortest of those forms ("1m30s", "250ms"). */
 void mesh_format_duration_ms(uint64_t ms, char *out, size_t n);
 
-/* A DNS-1123 label: [a-z0-9]([-a-z0-9]*[a-z0-9])?, at most 63 characters. */
-bool mesh_is_dns_label(const char *s);
 /* Printable ASCII with no space, at most `max` characters. */
 bool mesh_is_token(const char *s, size_t max);
 /* Compares two `char *` array elements by their strings: for qsort and bsearch. */

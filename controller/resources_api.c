@@ -20,9 +20,10 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
+#include "common/names.h"
 #include "common/strutil.h"
 #include "controller/api.h"
-#include "proxy/resource.h"
+#include "resources/resource.h"
 
 #define WAIT_DEFAULT_MS 30000
 #define WAIT_MAX_MS 600000
@@ -43,7 +44,7 @@ static int store_name(const char *kind, const char *ns, const char *name, char *
         if (strcasecmp(kind, mesh_resource_kind_names[i]) == 0)
             k = i;
     }
-    if (k < 0 || !mesh_is_dns_label(ns) || !mesh_is_dns_label(name))
+    if (k < 0 || !mesh_name_is_dns_label(ns) || !mesh_name_is_dns_label(name))
         return -1;
     snprintf(out, n, "%s.%s.%s", mesh_resource_kind_names[k], ns, name);
     for (char *p = out; *p; p++)

@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "common/buf.h"
-#include "proxy/http_proxy.h"
+#include "proxy/http_proxy-int.h"
 
 static void field(struct mesh_buf *b, const char *name, const char *v, size_t len)
 {

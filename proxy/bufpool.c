@@ -1,6 +1,5 @@
-#include "proxy/bufpool.h"
-
 #include "common/alloc.h"
+#include "proxy/bufpool-int.h"
 
 void mesh_bufpool_init(struct mesh_bufpool *p, size_t size, size_t max_free)
 {

@@ -1,7 +1,5 @@
 #define MESH_LOG_MODULE "health"
 
-#include "proxy/health_check.h"
-
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -9,6 +7,7 @@
 #include "common/alloc.h"
 #include "common/io.h"
 #include "common/log.h"
+#include "proxy/health_check-int.h"
 
 struct target {
     struct mesh_ep_state *state; /* a reference */

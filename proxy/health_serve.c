@@ -26,9 +26,9 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
-#include "proxy/authz.h"
-#include "proxy/health_check.h"
-#include "proxy/worker.h"
+#include "proxy/health_check-int.h"
+#include "proxy/worker-int.h"
+#include "resources/authz.h"
 
 #define QUERY_DEADLINE_MS 3000
 #define QUERY_MAX_HEADERS 16

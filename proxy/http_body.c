@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "proxy/http_proxy.h"
+#include "proxy/http_proxy-int.h"
 
 ssize_t mesh_body_feed(struct body_framing *f, char *data, size_t len, const char **error)
 {

@@ -9,15 +9,14 @@
  * SENT, then STREAMING its response; or LOCAL when answered here. Between tries it may
  * wait in BACKOFF. Everything times off one timer per connection.
  */
-#include "proxy/http_proxy.h"
-
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "common/alloc.h"
 #include "common/log.h"
-#include "proxy/http_try.h"
+#include "proxy/http_proxy-int.h"
+#include "proxy/http_try-int.h"
 
 static void process_input(struct http_conn *c);
 static void start_try(struct http_conn *c);

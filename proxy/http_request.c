@@ -14,76 +14,7 @@
 
 #include "common/alloc.h"
 #include "common/path_normalize.h"
-#include "proxy/http_proxy.h"
-
-/* ---- matching ---- */
-
-static bool name_is(const struct mesh_http_header *h, const char *name)
-{
-    return strlen(name) == h->name_len && strncasecmp(h->name, name, h->name_len) == 0;
-}
-
-static bool header_matches(const struct mesh_named_match *m, const struct mesh_http_request *r)
-{
-    for (size_t i = 0; i < r->num_headers; i++) {
-        const struct mesh_http_header *h = &r->headers[i];
-        if (name_is(h, m->name) && mesh_string_match(&m->match, h->value, h->value_len))
-            return true;
-    }
-    return false;
-}
-
-static bool query_matches(const struct mesh_named_match *m, const struct mesh_http_request *r)
-{
-    char v[1024];
-    int n = mesh_http_query_get(r->query, r->query_len, m->name, v, sizeof(v));
-    return n >= 0 && mesh_string_match(&m->match, v, (size_t)n);
-}
-
-/* The Host without its port, lower-cased into buf; false when too long. */
-static bool host_of(const struct mesh_http_request *r, char *buf, size_t size, size_t *ret_len)
-{
-    size_t n = r->host ? r->host_len : 0;
-    if (n >= size)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        buf[i] = (char)tolower((unsigned char)r->host[i]);
-    buf[n] = '\0';
-    char *colon = strrchr(buf, ':');
-    if (colon && !strchr(colon, ']'))
-        n = (size_t)(colon - buf);
-    *ret_len = n;
-    return true;
-}
-
-bool mesh_route_match_holds(const struct mesh_route_match *m, const struct mesh_http_request *r)
-{
-    if (m->has_host) {
-        char host[256];
-        size_t len;
-        if (!host_of(r, host, sizeof(host), &len) || !mesh_string_match(&m->host, host, len))
-            return false;
-    }
-    if (m->has_path && !mesh_string_match(&m->path, r->path, r->path_len))
-        return false;
-    if (m->methods.n) {
-        bool any = false;
-        for (size_t i = 0; i < m->methods.n && !any; i++)
-            any = strlen(m->methods.v[i]) == r->method_len &&
-                  memcmp(m->methods.v[i], r->method, r->method_len) == 0;
-        if (!any)
-            return false;
-    }
-    for (size_t i = 0; i < m->n_headers; i++) {
-        if (!header_matches(&m->headers[i], r))
-            return false;
-    }
-    for (size_t i = 0; i < m->n_query; i++) {
-        if (!query_matches(&m->query[i], r))
-            return false;
-    }
-    return true;
-}
+#include "proxy/http_proxy-int.h"
 
 /* The first rule holding for r, with the match that held (NULL: the rule has none). */
 static struct snap_rule *select_rule(const struct snap_vhost *v, const struct mesh_http_request *r,
@@ -225,7 +156,7 @@ static bool hop_by_hop(const struct mesh_http_header *h)
         "connection", "keep-alive",     "proxy-connection", "te", "trailer", "transfer-encoding",
         "upgrade",    "content-length", "http2-settings",   NULL};
     for (int i = 0; names[i]; i++) {
-        if (name_is(h, names[i]))
+        if (mesh_http_header_is(h, names[i]))
             return true;
     }
     return false;
@@ -234,7 +165,7 @@ static bool hop_by_hop(const struct mesh_http_header *h)
 static bool in_list(const struct mesh_cfg_strings *l, const struct mesh_http_header *h)
 {
     for (size_t i = 0; i < l->n; i++) {
-        if (name_is(h, l->v[i]))
+        if (mesh_http_header_is(h, l->v[i]))
             return true;
     }
     return false;
@@ -243,7 +174,7 @@ static bool in_list(const struct mesh_cfg_strings *l, const struct mesh_http_hea
 static bool in_labels(const struct mesh_labels *l, const struct mesh_http_header *h)
 {
     for (size_t i = 0; i < l->n; i++) {
-        if (name_is(h, l->v[i].key))
+        if (mesh_http_header_is(h, l->v[i].key))
             return true;
     }
     return false;
@@ -306,11 +237,12 @@ static void build_request_head(struct http_conn *c, const struct mesh_http_reque
     for (size_t i = 0; i < r->num_headers; i++) {
         const struct mesh_http_header *h = &r->headers[i];
         /* An absolute-form target's authority replaces Host (RFC 9112 3.2.2). */
-        if (hop_by_hop(h) || in_connection_list(conn, h) || name_is(h, "expect") ||
-            (r->authority && name_is(h, "host")) || name_is(h, "traceparent") ||
-            in_list(&rule->request_headers.remove, h) || in_labels(&rule->request_headers.set, h))
+        if (hop_by_hop(h) || in_connection_list(conn, h) || mesh_http_header_is(h, "expect") ||
+            (r->authority && mesh_http_header_is(h, "host")) ||
+            mesh_http_header_is(h, "traceparent") || in_list(&rule->request_headers.remove, h) ||
+            in_labels(&rule->request_headers.set, h))
             continue;
-        if (name_is(h, "x-request-id")) {
+        if (mesh_http_header_is(h, "x-request-id")) {
             if (have_id || !request_id_ok(h))
                 continue;
             have_id = true;
@@ -377,7 +309,7 @@ int mesh_http_response_head(struct http_conn *c, const struct mesh_http_response
     bool switching = res->status == 101;
     for (size_t i = 0; i < res->num_headers; i++) {
         const struct mesh_http_header *h = &res->headers[i];
-        if (switching && name_is(h, "upgrade")) {
+        if (switching && mesh_http_header_is(h, "upgrade")) {
             append_header(out, h);
             continue;
         }

@@ -1,7 +1,7 @@
-#include "proxy/http_try.h"
-
 #include <string.h>
 #include <strings.h>
+
+#include "proxy/http_try-int.h"
 
 void mesh_http_try_begin(struct http_req *q, const struct snap_endpoint *e, uint64_t now)
 {

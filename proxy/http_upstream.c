@@ -11,7 +11,7 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
-#include "proxy/http_proxy.h"
+#include "proxy/http_proxy-int.h"
 
 #define SWEEP_MS 1000
 

@@ -1,7 +1,5 @@
 #define MESH_LOG_MODULE "proxy"
 
-#include "proxy/listeners.h"
-
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -11,7 +9,8 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
-#include "proxy/worker.h"
+#include "proxy/listeners-int.h"
+#include "proxy/worker-int.h"
 
 #define LISTEN_RETRY_MS 5000
 

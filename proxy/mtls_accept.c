@@ -11,10 +11,10 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
-#include "proxy/authz.h"
-#include "proxy/health_check.h"
-#include "proxy/http_proxy.h"
-#include "proxy/worker.h"
+#include "proxy/health_check-int.h"
+#include "proxy/http_proxy-int.h"
+#include "proxy/worker-int.h"
+#include "resources/authz.h"
 
 #define HANDSHAKE_TIMEOUT_MS 10000
 

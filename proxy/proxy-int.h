@@ -17,14 +17,14 @@
 
 #include <uv.h>
 
-#include "agent/service.h"
+#include "catalog/service.h"
 #include "common/addr.h"
 #include "common/hmap.h"
 #include "common/http_parse.h"
-#include "proxy/policy.h"
 #include "proxy/proxy.h"
-#include "proxy/resource.h"
 #include "proxy/tls.h"
+#include "resources/policy.h"
+#include "resources/resource.h"
 
 /* ---- shared state ---- */
 

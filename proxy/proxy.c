@@ -14,9 +14,9 @@
 #include "common/claims.h"
 #include "common/log.h"
 #include "common/prom.h"
-#include "proxy/health_check.h"
-#include "proxy/listeners.h"
-#include "proxy/worker.h"
+#include "proxy/health_check-int.h"
+#include "proxy/listeners-int.h"
+#include "proxy/worker-int.h"
 
 /* How often ejected endpoints are checked for return, and failed listeners retried. */
 #define SWEEP_MS 250
@@ -434,18 +434,13 @@ void mesh_proxy_set_max_connections(struct mesh_proxy *p, int max)
     atomic_store(&p->shared.max_connections, max);
 }
 
-/*
- * Workers write to access_log_fd without a lock; it is never closed while they run, only
- * replaced with dup2() (atomic), so a line goes to the old file or the new one.
- */
-int mesh_proxy_set_access_log(struct mesh_proxy *p, const char *where)
+int mesh_proxy_access_log_open(const char *where, int *ret_fd)
 {
-    struct mesh_proxy_shared *sh = &p->shared;
+    int fd;
     if (!where || !where[0]) {
-        atomic_store(&sh->access_log_on, false);
+        *ret_fd = -1;
         return 0;
     }
-    int fd;
     if (strcmp(where, "stdout") == 0)
         fd = dup(STDOUT_FILENO);
     else if (strcmp(where, "stderr") == 0)
@@ -454,16 +449,42 @@ int mesh_proxy_set_access_log(struct mesh_proxy *p, const char *where)
         fd = open(where, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     if (fd < 0)
         return -errno;
+    *ret_fd = fd;
+    return 0;
+}
+
+/*
+ * Workers write to access_log_fd without a lock; it is never closed while they run, only
+ * replaced with dup3() (atomic), so a line goes to the old file or the new one.
+ */
+void mesh_proxy_access_log_use(struct mesh_proxy *p, int fd)
+{
+    struct mesh_proxy_shared *sh = &p->shared;
+    if (fd < 0) {
+        atomic_store(&sh->access_log_on, false);
+        return;
+    }
     if (sh->access_log_fd < 0) {
         sh->access_log_fd = fd;
     } else {
-        int r = dup3(fd, sh->access_log_fd, O_CLOEXEC);
-        int err = errno;
+        /* Onto a descriptor of ours that is open, dup3() fails only on EINTR or EBUSY
+         * (a race with open() in another thread), which a retry ends. */
+        int r;
+        do
+            r = dup3(fd, sh->access_log_fd, O_CLOEXEC);
+        while (r < 0 && (errno == EINTR || errno == EBUSY));
         close(fd);
-        if (r < 0)
-            return -err;
     }
     atomic_store(&sh->access_log_on, true);
+}
+
+int mesh_proxy_set_access_log(struct mesh_proxy *p, const char *where)
+{
+    int fd = -1;
+    int r = mesh_proxy_access_log_open(where, &fd);
+    if (r < 0)
+        return r;
+    mesh_proxy_access_log_use(p, fd);
     return 0;
 }
 

@@ -15,13 +15,13 @@
 #include <jansson.h>
 #include <uv.h>
 
-#include "agent/catalog.h"
-#include "agent/service.h"
+#include "catalog/service.h"
+#include "catalog/view.h"
 #include "common/buf.h"
 #include "common/hmap.h"
 #include "common/http_parse.h"
 #include "common/path_normalize.h"
-#include "proxy/resource.h"
+#include "resources/resource.h"
 
 struct mesh_proxy;
 
@@ -87,8 +87,16 @@ void mesh_proxy_abort(struct mesh_proxy *p);
 
 /* Changes the cap on open connections (a reload). */
 void mesh_proxy_set_max_connections(struct mesh_proxy *p, int max);
-/* Points the access log somewhere else (a reload). Returns 0 or a negative errno. */
+/* Points the access log somewhere else: _open then _use. Returns 0 or a negative errno. */
 int mesh_proxy_set_access_log(struct mesh_proxy *p, const char *where);
+/*
+ * A reload in two steps: opens where the access log is to go ("" or NULL: nowhere, then
+ * *ret_fd is -1; "stdout", "stderr" or a file, opened for appending). Returns 0 or a
+ * negative errno. Close an fd that is not used with close().
+ */
+int mesh_proxy_access_log_open(const char *where, int *ret_fd);
+/* Takes fd (from _open; -1 turns the access log off) and sends the next lines there. */
+void mesh_proxy_access_log_use(struct mesh_proxy *p, int fd);
 
 void mesh_proxy_metrics(struct mesh_proxy *p, struct mesh_buf *b);
 json_t *mesh_proxy_status(struct mesh_proxy *p);

@@ -6,7 +6,7 @@
 #include "common/alloc.h"
 #include "common/io.h"
 #include "common/log.h"
-#include "proxy/worker.h"
+#include "proxy/worker-int.h"
 
 /*
  * One proxied TCP connection: the client ("down") side accepted by a worker, and the

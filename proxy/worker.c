@@ -1,7 +1,5 @@
 #define MESH_LOG_MODULE "worker"
 
-#include "proxy/worker.h"
-
 #include <errno.h>
 #include <string.h>
 #include <time.h>
@@ -9,7 +7,8 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
-#include "proxy/http_proxy.h"
+#include "proxy/http_proxy-int.h"
+#include "proxy/worker-int.h"
 
 struct wlistener {
     struct wlistener *next;

@@ -14,7 +14,7 @@
 #include "common/http_client.h"
 #include "common/token_file.h"
 #include "registry-adapters/consul/consul.h"
-#include "registry-adapters/consul/consul_decode.h"
+#include "registry-adapters/consul/consul_decode-int.h"
 
 /* Where and how to reach Consul, from the config and then the environment. */
 struct mesh_consul_conn {

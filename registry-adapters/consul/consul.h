@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "agent/registry.h"
+#include "catalog/registry.h"
 
 /* A tri-state boolean for settings an environment variable may also give. */
 enum mesh_consul_opt { MESH_CONSUL_UNSET, MESH_CONSUL_FALSE, MESH_CONSUL_TRUE };

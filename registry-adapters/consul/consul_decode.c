@@ -1,5 +1,3 @@
-#include "registry-adapters/consul/consul_decode.h"
-
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +8,9 @@
 #include "common/alloc.h"
 #include "common/atom.h"
 #include "common/hmap.h"
+#include "common/names.h"
 #include "common/strutil.h"
+#include "registry-adapters/consul/consul_decode-int.h"
 
 #define MAX_SERVICES 100000
 
@@ -69,7 +69,7 @@ int mesh_consul_decode_services(const char *data, size_t len, const char *tag,
         }
         if (tag && !has_tag(tags, tag))
             continue;
-        if (!mesh_is_dns_label(name)) {
+        if (!mesh_name_is_dns_label(name)) {
             if (!out.skipped++)
                 snprintf(out.first_skipped, sizeof(out.first_skipped), "%s", name);
             continue;

@@ -14,8 +14,8 @@
 #include "common/strutil.h"
 #include "common/token_file.h"
 #include "registry-adapters/kubernetes/k8s.h"
-#include "registry-adapters/kubernetes/k8s_objects.h"
-#include "registry-adapters/kubernetes/k8s_stream.h"
+#include "registry-adapters/kubernetes/k8s_objects-int.h"
+#include "registry-adapters/kubernetes/k8s_stream-int.h"
 
 struct mesh_k8s_conn {
     char *server; /* "https://host:port" */

@@ -8,7 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "agent/registry.h"
+#include "catalog/registry.h"
 #include "common/cfg.h"
 
 /* The "kubernetes" keys of a registries[] entry (docs/kubernetes.md). */

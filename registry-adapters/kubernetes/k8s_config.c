@@ -9,16 +9,12 @@
 
 #include "common/alloc.h"
 #include "common/fs.h"
+#include "common/names.h"
 #include "common/yaml.h"
 #include "registry-adapters/kubernetes/k8s-int.h"
 
 #define C(member) MESH_CFG_FIELD(struct mesh_k8s_config, member)
 #define KUBECONFIG_MAX (1024 * 1024)
-
-static const char *check_namespace(const char *v)
-{
-    return mesh_is_dns_label(v) ? NULL : "a namespace (DNS label)";
-}
 
 static const struct mesh_cfg_field fields[] = {
     {.key = "kubeconfig",
@@ -54,11 +50,12 @@ static void check_config(struct mesh_cfg_ctx *ctx, void *obj)
 {
     const struct mesh_k8s_config *c = obj;
     for (size_t i = 0; i < c->namespaces.n; i++) {
-        const char *why = check_namespace(c->namespaces.v[i]);
+        const char *why = mesh_name_check_dns_label(c->namespaces.v[i]);
         if (why) {
             size_t old = mesh_cfg_path_push_key(ctx, "namespaces");
             mesh_cfg_path_push_index(ctx, i);
-            mesh_cfg_error(ctx, "expected %s, got \"%s\"", why, c->namespaces.v[i]);
+            mesh_cfg_error(ctx, "expected a namespace (DNS label), got \"%s\": %s",
+                           c->namespaces.v[i], why);
             mesh_cfg_path_pop(ctx, old);
         }
     }

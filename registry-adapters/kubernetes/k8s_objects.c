@@ -1,12 +1,12 @@
-#include "registry-adapters/kubernetes/k8s_objects.h"
-
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "common/alloc.h"
 #include "common/atom.h"
+#include "common/names.h"
 #include "common/strutil.h"
+#include "registry-adapters/kubernetes/k8s_objects-int.h"
 
 #define MAX_ENDPOINTS 10000 /* the API caps a slice at 1000; allow headroom, not abuse */
 #define MAX_PORTS 1000
@@ -59,7 +59,7 @@ static int head(const struct mesh_jdoc *d, size_t obj, char *ns, char *name, cha
                 size_t errlen)
 {
     mesh_k8s_meta(d, obj, ns, name, NULL);
-    if (!name[0] || !ns[0] || !mesh_is_dns_label(ns))
+    if (!name[0] || !ns[0] || !mesh_name_is_dns_label(ns))
         return invalid(err, errlen, "metadata.namespace and metadata.name are required", name);
     return 0;
 }
@@ -186,7 +186,7 @@ int mesh_k8s_slice_decode(const struct mesh_jdoc *d, size_t obj, const char *nod
         return -ENOMEM;
     copy_str(d, AT(d, obj, "metadata", "labels", MESH_K8S_SERVICE_NAME_LABEL), svc);
     if (!(s->head.key = make_key(ns, name)) || !(s->namespace = mesh_strdup(ns)) ||
-        (mesh_is_dns_label(svc) && !(s->service = mesh_strdup(svc)))) {
+        (mesh_name_is_dns_label(svc) && !(s->service = mesh_strdup(svc)))) {
         r = -ENOMEM;
         goto fail;
     }
@@ -309,7 +309,7 @@ int mesh_k8s_pod_decode(const struct mesh_jdoc *d, size_t obj, struct mesh_k8s_p
     /* A pod without one runs as the namespace's "default" service account. */
     if (!(p->head.key = make_key(ns, name)) || !(p->namespace = mesh_strdup(ns)) ||
         !(p->name = mesh_strdup(name)) ||
-        !(p->service_account = mesh_strdup(mesh_is_dns_label(sa) ? sa : "default"))) {
+        !(p->service_account = mesh_strdup(mesh_name_is_dns_label(sa) ? sa : "default"))) {
         mesh_k8s_pod_free(p);
         return -ENOMEM;
     }

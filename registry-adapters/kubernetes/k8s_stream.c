@@ -1,8 +1,8 @@
-#include "registry-adapters/kubernetes/k8s_stream.h"
-
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "registry-adapters/kubernetes/k8s_stream-int.h"
 
 void mesh_k8s_stream_init(struct mesh_k8s_stream *s, size_t max_event)
 {

@@ -1,18 +1,11 @@
-#include "registry-adapters/static/service_file.h"
-
 #include <errno.h>
 #include <string.h>
 
-#include "agent/service.h"
+#include "catalog/service.h"
 #include "common/alloc.h"
+#include "common/names.h"
 #include "common/strutil.h"
-
-static const char *check_dns_label(const char *s)
-{
-    return mesh_is_dns_label(s) ? NULL
-                                : "must be a DNS label: lowercase letters, digits and '-', at "
-                                  "most 63";
-}
+#include "registry-adapters/static/service_file-int.h"
 
 static const char *check_ip(const char *s)
 {
@@ -27,12 +20,12 @@ static const struct mesh_cfg_field upstream_fields[] = {
      U(service),
      .flags = MESH_CFG_REQUIRED,
      .expect = "a service name",
-     .check = check_dns_label},
+     .check = mesh_name_check_dns_label},
     {.key = "namespace",
      .type = MESH_CFG_STRING,
      U(namespace),
      .expect = "a namespace",
-     .check = check_dns_label},
+     .check = mesh_name_check_dns_label},
     {.key = "bind_port",
      .type = MESH_CFG_INT,
      U(bind_port),
@@ -99,12 +92,12 @@ static const struct mesh_cfg_field service_fields[] = {
      S(name),
      .flags = MESH_CFG_REQUIRED,
      .expect = "a service name (DNS label)",
-     .check = check_dns_label},
+     .check = mesh_name_check_dns_label},
     {.key = "namespace",
      .type = MESH_CFG_STRING,
      S(namespace),
      .expect = "a namespace (DNS label)",
-     .check = check_dns_label},
+     .check = mesh_name_check_dns_label},
     {.key = "protocol",
      .type = MESH_CFG_ENUM,
      S(protocol),
@@ -170,17 +163,10 @@ void mesh_service_file_free(struct mesh_service_file *f)
     mesh_free(f);
 }
 
-int mesh_service_file_parse(const char *name, const char *data, size_t len,
-                            struct mesh_cfg_errors *errors, struct mesh_service_file **ret)
+/* {"service": {...}} or {"services": [...]} into the file (data). */
+static int file_step(struct mesh_cfg_ctx *ctx, json_t *json, void *data)
 {
-    struct mesh_cfg_ctx ctx;
-    mesh_cfg_ctx_init(&ctx, name, errors);
-    size_t before = mesh_cfg_error_count(errors);
-    json_t *json = NULL;
-    int r = mesh_cfg_load_buffer(&ctx, data, len, &json);
-    if (r < 0)
-        return r;
-    struct mesh_service_file *f = mesh_calloc(1, sizeof(*f));
+    struct mesh_service_file *f = data;
     /*
      * The "service" object is decoded only when present: its required keys must not be
      * reported for files that use "services".
@@ -189,45 +175,44 @@ int mesh_service_file_parse(const char *name, const char *data, size_t len,
         .size = sizeof(struct mesh_service_file),
         .fields = file_fields + 1,
     };
-    if (!f || mesh_cfg_defaults(&file_schema, f) < 0) {
-        mesh_free(f);
-        f = NULL;
-        r = -ENOMEM;
-        goto out;
-    }
     json_t *one = json_is_object(json) ? json_object_get(json, "service") : NULL;
     json_t *many = json_is_object(json) ? json_object_get(json, "services") : NULL;
     if (json_is_object(json) && !one && !many) {
-        mesh_cfg_error(&ctx, "expected a \"service\" object or a \"services\" array");
+        mesh_cfg_error(ctx, "expected a \"service\" object or a \"services\" array");
     } else if (one && many) {
-        mesh_cfg_error(&ctx, "use either \"service\" or \"services\", not both");
+        mesh_cfg_error(ctx, "use either \"service\" or \"services\", not both");
     }
     if (one) {
-        mesh_cfg_decode(&ctx, &file_schema, json, f);
+        mesh_cfg_decode(ctx, &file_schema, json, f);
     } else {
-        mesh_cfg_decode_multi(&ctx, (const struct mesh_cfg_schema *const[]){&list_only},
+        mesh_cfg_decode_multi(ctx, (const struct mesh_cfg_schema *const[]){&list_only},
                               (void *const[]){f}, 1, json);
         /* "service" is a known key even when absent: nothing else to report. */
     }
-    if (mesh_cfg_error_count(errors) != before) {
-        r = -EINVAL;
-        goto out;
+    f->has_one = one != NULL;
+    return 0;
+}
+
+int mesh_service_file_parse(const char *name, const char *data, size_t len,
+                            struct mesh_cfg_errors *errors, struct mesh_service_file **ret)
+{
+    struct mesh_service_file *f = mesh_calloc(1, sizeof(*f));
+    if (!f || mesh_cfg_defaults(&file_schema, f) < 0) {
+        mesh_free(f);
+        return -ENOMEM;
     }
-    size_t n = (one ? 1 : 0) + f->services.n;
-    f->all = mesh_calloc(n ? n : 1, sizeof(*f->all));
-    if (!f->all) {
+    int r = mesh_cfg_parse_doc(name, data, len, errors, file_step, f);
+    size_t n = (f->has_one ? 1 : 0) + f->services.n;
+    if (r == 0 && !(f->all = mesh_calloc(n ? n : 1, sizeof(*f->all))))
         r = -ENOMEM;
-        goto out;
+    if (r < 0) {
+        mesh_service_file_free(f);
+        return r;
     }
-    if (one)
+    if (f->has_one)
         f->all[f->n++] = &f->service;
     for (size_t i = 0; i < f->services.n; i++)
         f->all[f->n++] = (struct mesh_service_config *)f->services.items + i;
     *ret = f;
-    f = NULL;
-    r = 0;
-out:
-    mesh_service_file_free(f);
-    json_decref(json);
-    return r;
+    return 0;
 }

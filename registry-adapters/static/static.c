@@ -12,7 +12,7 @@
 #include "common/json_dir.h"
 #include "common/log.h"
 #include "common/prom.h"
-#include "registry-adapters/static/service_file.h"
+#include "registry-adapters/static/service_file-int.h"
 
 #define C(member) MESH_CFG_FIELD(struct mesh_static_config, member)
 

@@ -1,5 +1,5 @@
 /*
- * The static registry: a directory of service files (see service_file.h), watched with
+ * The static registry: a directory of service files (see service_file-int.h), watched with
  * inotify through libuv and re-read within a moment of a change, plus a periodic re-scan
  * as a safety net. Files are read and parsed on the thread pool. A file that becomes
  * invalid is reported and its last good version kept; a deleted file's services go away.
@@ -9,7 +9,7 @@
 
 #include <stdint.h>
 
-#include "agent/registry.h"
+#include "catalog/registry.h"
 
 struct mesh_static_config {
     char *directory;

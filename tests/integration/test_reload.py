@@ -1,9 +1,13 @@
 """SIGHUP with a good and a bad config; live file changes."""
 import json
 import os
+import socket
+import tempfile
 import time
 
+from httptest import HttpTest
 from meshtest import LATITUDE, within, AgentTest, main, wait_for
+from pki import Pki
 
 API = {"service": {"name": "api", "endpoints": [{"address": "10.0.0.5", "port": 80}]}}
 
@@ -73,10 +77,30 @@ class ReloadTest(AgentTest):
         a = self.agent().start()
         changed = dict(a.config)
         changed["state_dir"] = a.state_dir + "-other"
+        changed["proxy"] = {"workers": 2, "http": {"idle_timeout": "5s"}}
         a.write_config(changed)
         _, ready = a.reload()
         self.assertIn("reload FAILED", ready["STATUS"])
-        self.assertIn("restart the agent", a.json("/v1/status")["reload"]["last_error"])
+        self.assertIn("state_dir, proxy.http cannot change on reload; restart the agent",
+                      a.json("/v1/status")["reload"]["last_error"])
+
+    def test_failed_reload_frees_what_it_prepared(self):
+        # The new identity is set up before the admin address that fails: the reload gives
+        # it back (under ASan a leak fails the agent's exit), and the old config runs on.
+        a = self.agent().start()
+        pki = Pki(tempfile.mkdtemp(prefix="mesh-pki-"))
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        self.addCleanup(taken.close)
+        bad = json.loads(json.dumps(a.config))
+        bad["identity"] = {"mode": "standalone", "ca_cert": pki.cert, "ca_key": pki.key}
+        bad["admin"] = {"listen": "127.0.0.1:%d" % taken.getsockname()[1]}
+        a.write_config(bad)
+        _, ready = a.reload()
+        self.assertIn("reload FAILED", ready["STATUS"])
+        self.assertEqual(a.json("/v1/identity")["mode"], "none")
+        self.assertEqual(a.stop(), 0)
 
     def test_admin_address_change_rebinds(self):
         a = self.agent().start()
@@ -98,6 +122,48 @@ class ReloadTest(AgentTest):
             return False
         except OSError:
             return True
+
+
+class ReloadAccessLogTest(HttpTest):
+    def test_failed_reload_keeps_the_access_log(self):
+        # A reload whose later step fails (the new admin address is taken) leaves the
+        # access log where it was: it is a part of the config that did not take effect.
+        b = self.backend("b1")
+        a = self.agent(services=self.services([b]))
+        log, log2 = os.path.join(a.tmp, "access.log"), os.path.join(a.tmp, "access2.log")
+        a.config["proxy"]["access_log"] = log
+        a.start()
+        wait_for(lambda: self.listening(self.port), what="the HTTP listener")
+        c = self.client()
+        self.assertEqual(c.echo("/before")[0], 200)
+        c.close()
+        wait_for(lambda: "/before" in self._read(log), what="the first request in the access log")
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        self.addCleanup(taken.close)
+        bad = json.loads(json.dumps(a.config))
+        bad["proxy"]["access_log"] = log2
+        bad["admin"] = {"listen": "127.0.0.1:%d" % taken.getsockname()[1]}
+        a.write_config(bad)
+        _, ready = a.reload()
+        self.assertIn("reload FAILED", ready["STATUS"])
+        self.assertIn("admin API", a.json("/v1/status")["reload"]["last_error"])
+        c = self.client()
+        self.assertEqual(c.echo("/after")[0], 200)
+        c.close()
+
+        def written():
+            return [p for p in (log, log2) if "/after" in self._read(p)]
+        self.assertEqual(wait_for(written, what="the second request logged"), [log])
+
+    @staticmethod
+    def _read(path):
+        try:
+            with open(path) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
 
 
 class FileWatchTest(AgentTest):

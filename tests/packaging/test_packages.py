@@ -272,7 +272,7 @@ class InstallTest(unittest.TestCase):
             self.check_mode("/var/lib/mesh-controller/admin.token", 0o600,
                             owner="mesh-controller")
             # meshctl, as root, with its defaults: the state dir's CA and admin token.
-            r = subprocess.run(["meshctl", "token", "create", "--services",
+            r = subprocess.run(["meshctl", "token", "create", "--node", "web-*", "--services",
                                 "spiffe://mesh.local/ns/shop/*"], capture_output=True, text=True)
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr + open(log).read())
             r = subprocess.run(["meshctl", "-o", "json", "token", "list"], capture_output=True,

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "registry-adapters/consul/consul_decode.h"
+#include "registry-adapters/consul/consul_decode-int.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

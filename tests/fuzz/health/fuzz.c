@@ -8,8 +8,8 @@
 #include <string.h>
 
 #include "common/http_parse.h"
-#include "proxy/health_check.h"
-#include "proxy/http_try.h"
+#include "proxy/health_check-int.h"
+#include "proxy/http_try-int.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "registry-adapters/kubernetes/k8s_objects.h"
-#include "registry-adapters/kubernetes/k8s_stream.h"
+#include "registry-adapters/kubernetes/k8s_objects-int.h"
+#include "registry-adapters/kubernetes/k8s_stream-int.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -8,8 +8,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const struct mesh_catalog_source sources[] = {{"files", "static", true},
-                                                     {"k8s", "kubernetes", true}};
+static const struct mesh_catalog_source sources[] = {{"files", "static", true, 0},
+                                                     {"k8s", "kubernetes", true, 1}};
 
 static struct mesh_catalog *new_catalog(void)
 {

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 
 #include "common/alloc.h"
-#include "proxy/resource.h"
+#include "resources/resource.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 
 #include "common/alloc.h"
-#include "registry-adapters/static/service_file.h"
+#include "registry-adapters/static/service_file-int.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -4,8 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "agent/catalog.h"
 #include "agent/lkg.h"
+#include "catalog/catalog.h"
 #include "common/atom.h"
 #include "common/cfg.h"
 #include "tests/unit/unit.h"
@@ -14,7 +14,7 @@ static struct mesh_catalog *new_catalog(void)
 {
     struct mesh_catalog *c;
     assert_int_equal(mesh_catalog_new(&c), 0);
-    struct mesh_catalog_source src[] = {{"files", "static", true}, {"k8s", "kubernetes", true}};
+    struct mesh_catalog_source src[] = {{"files", "static", true, 0}, {"k8s", "kubernetes", true, 1}};
     assert_int_equal(mesh_catalog_set_sources(c, src, 2), 0);
     return c;
 }
@@ -113,6 +113,53 @@ static void test_write_and_load_round_trip(void **state)
 }
 
 /*
+ * A registry may hand the catalog names the mesh's rules refuse (Consul node names may
+ * have upper case or '_'): the last-known-good file written from it must load back whole,
+ * so such a name is not kept (common/names.h).
+ */
+static void test_names_a_registry_gives_load_back(void **state)
+{
+    (void)state;
+    struct mesh_catalog *c = new_catalog(), *back = new_catalog();
+    const char *nodes[] = {"Node-1", "node_2", "node-3", "-x"};
+    const char *zones[] = {"zone a", "zone-b", "", "z"};
+    struct mesh_endpoint eps[4];
+    for (int i = 0; i < 4; i++) {
+        char ip[32];
+        eps[i] = (struct mesh_endpoint){.weight = 1, .health = MESH_EP_HEALTHY};
+        snprintf(ip, sizeof(ip), "10.0.0.%d", i + 1);
+        assert_int_equal(mesh_ipport_from_ip(ip, 80, &eps[i].addr), 0);
+        eps[i].node = mesh_atom(nodes[i]);
+        eps[i].zone = zones[i][0] ? mesh_atom(zones[i]) : NULL;
+    }
+    struct mesh_service_update u = {"shop", "api", MESH_PROTO_HTTP, eps, 4, false};
+    assert_int_equal(mesh_catalog_update(c, "files", &u), 1);
+    for (int i = 0; i < 4; i++)
+        mesh_endpoint_done(&eps[i]);
+    struct mesh_buf b;
+    mesh_buf_init(&b, MESH_BUF_UNLIMITED);
+    mesh_lkg_encode(c, &b);
+    assert_int_equal(b.err, 0);
+    struct mesh_cfg_errors errors = {0};
+    int r = mesh_lkg_load_buffer("catalog.json", b.data, b.len, back, &errors);
+    if (errors.n)
+        fail_msg("%s", errors.v[0]);
+    assert_int_equal(r, 1);
+    mesh_cfg_errors_done(&errors);
+    same_views(c, back);
+    const struct mesh_service *svc = mesh_catalog_get(back, "shop", "api");
+    assert_non_null(svc);
+    assert_int_equal(svc->n_endpoints, 4);
+    assert_null(svc->endpoints[0].node); /* "Node-1" */
+    assert_null(svc->endpoints[1].node); /* "node_2" */
+    assert_string_equal(svc->endpoints[2].node, "node-3");
+    assert_null(svc->endpoints[3].node); /* "-x" */
+    mesh_buf_done(&b);
+    mesh_catalog_free(c);
+    mesh_catalog_free(back);
+}
+
+/*
  * A write that fails (the state dir cannot take the file) is tried again with backoff, with
  * no new change to the catalog: once the dir is back, the file is written.
  */
@@ -166,6 +213,7 @@ int main(void)
     mesh_alloc_install();
     const struct CMUnitTest tests[] = {
         UNIT_TEST(test_write_and_load_round_trip),
+        UNIT_TEST(test_names_a_registry_gives_load_back),
         UNIT_TEST(test_failed_write_is_retried_when_the_disk_frees_up),
     };
     return cmocka_run_group_tests_name("lkg", tests, NULL, NULL);

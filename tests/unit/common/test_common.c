@@ -57,16 +57,10 @@ static void test_suggest(void **state)
     assert_int_equal(mesh_str_distance("a", "abcdef", 2), 3); /* capped */
 }
 
-static void test_names(void **state)
+/* (The name rules are in test_names.c.) */
+static void test_parse_u64(void **state)
 {
     (void)state;
-    assert_true(mesh_is_dns_label("a-1"));
-    assert_false(mesh_is_dns_label("-a"));
-    assert_false(mesh_is_dns_label("a-"));
-    assert_false(mesh_is_dns_label("A"));
-    assert_false(mesh_is_dns_label(""));
-    assert_false(
-        mesh_is_dns_label("0123456789012345678901234567890123456789012345678901234567890123"));
     uint64_t v;
     assert_int_equal(mesh_parse_u64("18446744073709551615", 20, &v), 0);
     assert_int_equal(mesh_parse_u64("18446744073709551616", 20, &v), -ERANGE);
@@ -348,6 +342,94 @@ static void test_cfg_engine(void **state)
     mesh_cfg_errors_done(&errors);
 }
 
+/* A typed array of objects, as resources hold their rules: items and count apart. */
+struct holder {
+    struct small *items;
+    size_t n_items;
+    struct small *other; /* absent in the documents below */
+    size_t n_other;
+};
+
+static const struct mesh_cfg_field holder_fields[] = {
+    {.key = "items",
+     MESH_CFG_ARRAY_OF(struct holder, items, n_items),
+     .schema = &small_schema,
+     .max = 3},
+    {.key = "other", MESH_CFG_ARRAY_OF(struct holder, other, n_other), .schema = &small_schema},
+    {0},
+};
+
+static const struct mesh_cfg_schema holder_schema = {sizeof(struct holder), holder_fields, NULL};
+
+static int holder_step(struct mesh_cfg_ctx *ctx, json_t *doc, void *data)
+{
+    return mesh_cfg_decode(ctx, &holder_schema, doc, data);
+}
+
+static int parse_holder(const char *text, struct mesh_cfg_errors *errors, struct holder *h)
+{
+    assert_int_equal(mesh_cfg_defaults(&holder_schema, h), 0);
+    return mesh_cfg_parse_doc("h.json", text, strlen(text), errors, holder_step, h);
+}
+
+static void test_cfg_arrays(void **state)
+{
+    (void)state;
+    struct mesh_cfg_errors errors = {0};
+    struct holder h;
+    assert_int_equal(parse_holder("{\"items\": [{\"name\": \"a\", \"n\": 1}, "
+                                  "{\"name\": \"b\"}]}",
+                                  &errors, &h),
+                     0);
+    assert_int_equal(h.n_items, 2);
+    assert_string_equal(h.items[1].name, "b");
+    assert_int_equal(h.items[0].n, 1);
+    assert_null(h.other); /* absent */
+    json_t *enc = mesh_cfg_encode(&holder_schema, &h);
+    assert_int_equal(json_array_size(json_object_get(enc, "items")), 2);
+    json_decref(enc);
+    mesh_cfg_free(&holder_schema, &h);
+    assert_null(h.items);
+    assert_int_equal(h.n_items, 0);
+
+    /* Present and empty is not absent: the array is there, with no item. */
+    assert_int_equal(parse_holder("{\"items\": []}", &errors, &h), 0);
+    assert_non_null(h.items);
+    assert_int_equal(h.n_items, 0);
+    mesh_cfg_free(&holder_schema, &h);
+
+    /* Errors name the item; what decoded before stays freeable. */
+    assert_int_equal(parse_holder("{\"items\": [{\"name\": \"a\"}, {\"n\": 9}]}", &errors, &h),
+                     -EINVAL);
+    char *all = mesh_cfg_errors_join(&errors);
+    assert_contains(all, "h.json: $.items[1].name: required key is missing");
+    assert_contains(all, "h.json: $.items[1].n: expected an integer from -5 to 5, got 9");
+    mesh_free(all);
+    mesh_cfg_free(&holder_schema, &h);
+    mesh_cfg_errors_done(&errors);
+    assert_int_equal(parse_holder("{\"items\": [{}, {}, {}, {}]}", &errors, &h), -EINVAL);
+    assert_contains(errors.v[0], "$.items: expected at most 3 items, got 4");
+    mesh_cfg_free(&holder_schema, &h);
+    mesh_cfg_errors_done(&errors);
+    assert_int_equal(parse_holder("{\"items\": [", &errors, &h), -EINVAL);
+    assert_int_equal(errors.n, 1);
+    mesh_cfg_free(&holder_schema, &h);
+    mesh_cfg_errors_done(&errors);
+
+    /* Every allocation failing in turn: -ENOMEM or success, never a leak or a crash. */
+    const char *doc = "{\"items\": [{\"name\": \"a\", \"tags\": [\"x\"]}, {\"name\": \"b\"}]}";
+    for (long n = 0;; n++) {
+        mesh_alloc_fail_after(n);
+        int r = parse_holder(doc, &errors, &h);
+        mesh_alloc_fail_after(-1);
+        mesh_cfg_free(&holder_schema, &h);
+        mesh_cfg_errors_done(&errors);
+        if (r == 0)
+            break;
+        assert_true(r == -ENOMEM || r == -EINVAL);
+    }
+}
+
 static int bind_dgram(const char *name, struct sockaddr_un *sun)
 {
     int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
@@ -425,11 +507,11 @@ int main(void)
 {
     mesh_alloc_install();
     const struct CMUnitTest tests[] = {
-        UNIT_TEST(test_durations), UNIT_TEST(test_suggest),      UNIT_TEST(test_names),
-        UNIT_TEST(test_buf),       UNIT_TEST(test_hmap),         UNIT_TEST(test_addr),
-        UNIT_TEST(test_labels),    UNIT_TEST(test_atomic_write), UNIT_TEST(test_cfg_engine),
-        UNIT_TEST(test_sd_notify), UNIT_TEST(test_sd_watchdog),  UNIT_TEST(test_atoms),
-        UNIT_TEST(test_ipport),
+        UNIT_TEST(test_durations),  UNIT_TEST(test_suggest),      UNIT_TEST(test_parse_u64),
+        UNIT_TEST(test_buf),        UNIT_TEST(test_hmap),         UNIT_TEST(test_addr),
+        UNIT_TEST(test_labels),     UNIT_TEST(test_atomic_write), UNIT_TEST(test_cfg_engine),
+        UNIT_TEST(test_cfg_arrays), UNIT_TEST(test_sd_notify),    UNIT_TEST(test_sd_watchdog),
+        UNIT_TEST(test_atoms),      UNIT_TEST(test_ipport),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }

@@ -3,7 +3,7 @@
 #include <stdio.h>
 
 #include "common/http_parse.h"
-#include "proxy/http_try.h"
+#include "proxy/http_try-int.h"
 #include "tests/unit/unit.h"
 
 static int parse(const char *text, struct mesh_http_header *h, struct mesh_http_response *res)

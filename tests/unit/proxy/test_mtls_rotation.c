@@ -21,7 +21,7 @@
 #include <openssl/x509v3.h>
 #include <uv.h>
 
-#include "agent/catalog.h"
+#include "catalog/catalog.h"
 #include "common/x509.h"
 #include "proxy/proxy.h"
 #include "proxy/tls.h"

@@ -1,7 +1,7 @@
 /* Snapshots reuse what did not change: a change to one service rebuilds one service. */
 #include <stdio.h>
 
-#include "agent/catalog.h"
+#include "catalog/catalog.h"
 #include "proxy/proxy-int.h"
 #include "tests/unit/unit.h"
 
@@ -29,7 +29,7 @@ static struct fixture *make(void)
 {
     struct fixture *f = mesh_calloc(1, sizeof(*f));
     assert_int_equal(mesh_catalog_new(&f->catalog), 0);
-    struct mesh_catalog_source src = {"files", "static", true};
+    struct mesh_catalog_source src = {"files", "static", true, 0};
     assert_int_equal(mesh_catalog_set_sources(f->catalog, &src, 1), 0);
     mesh_hmap_init(&f->regs.dests);
     assert_int_equal(mesh_dest_policy_defaults(&f->defaults), 0);

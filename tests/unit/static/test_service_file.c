@@ -2,7 +2,7 @@
 #include <errno.h>
 #include <stdio.h>
 
-#include "registry-adapters/static/service_file.h"
+#include "registry-adapters/static/service_file-int.h"
 #include "tests/unit/unit.h"
 
 static char *errors_of(const char *json)
@@ -54,6 +54,11 @@ static const struct {
      "$.service.endpoints[0].address: expected an IPv4 or IPv6 address, got \"db.local\""},
     {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": \"10.0.0.1\"}]}}",
      "$.service.endpoints[0].port: required key is missing"},
+    /* The node rule is the agent's node.name rule (common/names.h). */
+    {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": \"10.0.0.1\", \"port\": 80, "
+     "\"node\": \"node-\"}]}}",
+     "$.service.endpoints[0].node: expected a node name, got \"node-\": must start and end with a "
+     "letter or digit"},
     {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": \"10.0.0.1\", \"port\": 80, "
      "\"weight\": 0}]}}",
      "$.service.endpoints[0].weight: expected an integer from 1 to 10000, got 0"},

@@ -1,0 +1,72 @@
+/*
+ * Decoders for the Consul HTTP API answers the adapter reads. Pure functions over bytes
+ * from the network: strict, bounded, fuzzed (tests/fuzz/consul_health).
+ *
+ *   GET /v1/catalog/services       {"name": ["tag", ...], ...}
+ *   GET /v1/health/service/<name>  [{"Node": {...}, "Service": {...}, "Checks": [...]}, ...]
+ */
+#ifndef MESH_CONSUL_DECODE_H
+#define MESH_CONSUL_DECODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "catalog/service.h"
+
+/* Service metadata keys with a meaning to the mesh (written by our registration too). */
+#define MESH_CONSUL_META_PORT "mesh-port"          /* the host agent's mTLS port */
+#define MESH_CONSUL_META_IDENTITY "mesh-identity"  /* the workload's SPIFFE ID */
+#define MESH_CONSUL_META_MANAGER "mesh-managed-by" /* "mesh-agent/<node>" on our own */
+#define MESH_CONSUL_META_PROTOCOL "protocol"       /* tcp, http, http2, grpc */
+
+struct mesh_consul_names {
+    char **v; /* sorted */
+    size_t n;
+    size_t skipped; /* names that are not DNS labels */
+    char first_skipped[64];
+};
+
+/*
+ * Decodes a catalog services answer: the names carrying `tag` (NULL: all), sorted. Names the
+ * catalog cannot hold (not DNS labels) are counted in `skipped`. Returns 0, -EINVAL with the
+ * reason in `err`, or -ENOMEM.
+ */
+int mesh_consul_decode_services(const char *data, size_t len, const char *tag,
+                                struct mesh_consul_names *ret, char *err, size_t errlen);
+void mesh_consul_names_done(struct mesh_consul_names *n);
+
+struct mesh_consul_health_options {
+    bool include_warning; /* instances with a warning check count (at their warning weight) */
+    const char *zone_key; /* Service.Meta, then Node.Meta key naming the zone */
+};
+
+struct mesh_consul_instances {
+    struct mesh_endpoint *v; /* sorted by address, unique */
+    size_t n;
+    enum mesh_protocol protocol;
+    size_t unhealthy; /* left out for a failing check */
+    size_t skipped;   /* left out for an unusable address or port */
+};
+
+/*
+ * Decodes a health service answer into endpoints: the address is Service.Address or, when
+ * empty, Node.Address (an IP literal); the weight Weights.Passing; health from every check
+ * of the instance and its node. Returns 0, -EINVAL with the reason in `err`, or -ENOMEM.
+ */
+int mesh_consul_decode_health(const char *data, size_t len,
+                              const struct mesh_consul_health_options *opts,
+                              struct mesh_consul_instances *ret, char *err, size_t errlen);
+void mesh_consul_instances_done(struct mesh_consul_instances *in);
+
+/*
+ * Keyed digests (SipHash-1-3 with `key`) of what an answer says, so that an answer equal to
+ * the previous one (churn elsewhere, a query that timed out) is known without keeping the
+ * previous one. Two results are equal when their digests are, except with negligible
+ * probability for a key that Consul does not know.
+ */
+uint64_t mesh_consul_names_digest(const struct mesh_consul_names *n, const uint64_t key[2]);
+uint64_t mesh_consul_instances_digest(const struct mesh_consul_instances *in,
+                                      const uint64_t key[2]);
+
+#endif

@@ -1,0 +1,89 @@
+/*
+ * The Kubernetes objects the adapter keeps, decoded from API JSON (tokenized with
+ * common/json_tok.h: watch streams and list pages are the hot path) into the few fields it
+ * needs: EndpointSlices (discovery.k8s.io/v1), Services and Pods (v1). Pure; fuzzed through
+ * the watch stream target. Each object is one allocation owner; _free accepts NULL.
+ */
+#ifndef MESH_K8S_OBJECTS_H
+#define MESH_K8S_OBJECTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "catalog/service.h"
+#include "common/json_tok.h"
+
+#define MESH_K8S_SERVICE_NAME_LABEL "kubernetes.io/service-name"
+#define MESH_K8S_PROTOCOL_ANNOTATION "mesh.io/protocol"
+#define MESH_K8S_PORT_ANNOTATION "mesh.io/port"
+
+struct mesh_k8s_port {
+    char *name; /* "" when unnamed */
+    uint16_t port;
+    char *app_protocol; /* NULL when unset */
+};
+
+/* What a cached endpoint keeps (40 bytes): a cluster's worth of them stays in memory. */
+struct mesh_k8s_endpoint {
+    struct mesh_ipport addr; /* port 0: the slice's port applies */
+    uint8_t health;          /* MESH_EP_* from the conditions */
+    const char *zone, *node; /* atoms (common/atom.h), or NULL */
+};
+
+/* What every cached object starts with, so that the cache handles all kinds alike. */
+struct mesh_k8s_head {
+    char *key;     /* "namespace/name" */
+    uint64_t seen; /* the list generation that last saw it (the adapter's) */
+};
+
+struct mesh_k8s_slice {
+    struct mesh_k8s_head head;
+    char *namespace;
+    char *service; /* kubernetes.io/service-name; NULL: belongs to none */
+    struct mesh_k8s_port *ports;
+    size_t n_ports;
+    struct mesh_k8s_endpoint *eps;
+    size_t n_eps;
+    char **pods; /* by endpoint: targetRef's name, for endpoints on this node; NULL: none */
+};
+
+struct mesh_k8s_service {
+    struct mesh_k8s_head head;
+    char *namespace, *name;
+    struct mesh_k8s_port *ports; /* spec.ports in order; port is the Service's port */
+    size_t n_ports;
+    char *protocol_hint; /* the mesh.io/protocol annotation */
+    char *port_hint;     /* the mesh.io/port annotation: which port the mesh uses */
+};
+
+struct mesh_k8s_pod {
+    struct mesh_k8s_head head;
+    char *namespace, *name;
+    char *service_account;
+};
+
+/* The object's metadata.namespace, .name and .resourceVersion, each copied into its buffer
+ * of MESH_K8S_NAME_MAX bytes ("" when absent or too long). */
+#define MESH_K8S_NAME_MAX 256
+void mesh_k8s_meta(const struct mesh_jdoc *d, size_t obj, char *ret_ns, char *ret_name,
+                   char *ret_rv);
+
+/* Each decodes object token `obj`; returns 0, -EINVAL with the reason in `err`, or -ENOMEM.
+ * A slice keeps its endpoints' pod names only for those on node `node` (NULL: on every
+ * node): that is all the local services need. */
+int mesh_k8s_slice_decode(const struct mesh_jdoc *d, size_t obj, const char *node,
+                          struct mesh_k8s_slice **ret, char *err, size_t errlen);
+int mesh_k8s_service_decode(const struct mesh_jdoc *d, size_t obj, struct mesh_k8s_service **ret,
+                            char *err, size_t errlen);
+int mesh_k8s_pod_decode(const struct mesh_jdoc *d, size_t obj, struct mesh_k8s_pod **ret, char *err,
+                        size_t errlen);
+void mesh_k8s_slice_free(struct mesh_k8s_slice *s);
+void mesh_k8s_service_free(struct mesh_k8s_service *s);
+void mesh_k8s_pod_free(struct mesh_k8s_pod *p);
+
+/* The protocol a port speaks, from appProtocol, then the port name's prefix (http-, grpc-,
+ * h2c-, http2-), then `hint`; TCP otherwise. */
+enum mesh_protocol mesh_k8s_protocol(const struct mesh_k8s_port *p, const char *hint);
+
+#endif

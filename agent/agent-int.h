@@ -52,7 +52,8 @@ struct mesh_agent {
     struct mesh_certs *certs;     /* NULL: identity.mode "none" */
     struct mesh_ctl_watch *watch; /* resources from the controller (controller mode) */
     struct mesh_ctl_report *report;
-    struct mesh_hmap members; /* the controller's membership: IP -> mTLS port (keys owned) */
+    struct mesh_http_client *ctl; /* calls to the controller (made for the first that needs it) */
+    struct mesh_hmap members;     /* the controller's membership: IP -> mTLS port (keys owned) */
     uint64_t members_version;
     uv_timer_t update_timer; /* coalesces proxy updates (see mesh_agent__schedule) */
     bool update_pending;

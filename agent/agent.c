@@ -26,6 +26,7 @@
 #include "agent/resources.h"
 #include "common/alloc.h"
 #include "common/fs.h"
+#include "common/http_client.h"
 #include "common/log.h"
 #include "mesh-version.h"
 #include "proxy/proxy.h"
@@ -226,8 +227,9 @@ int mesh_agent_start(struct mesh_agent *a)
     mesh_hmap_init(&a->members);
     if ((r = mesh_agent__make_certs(a, a->cfg, &a->certs)) < 0 ||
         (r = mesh_agent__make_watch(a, a->cfg, a->certs, &a->watch)) < 0 ||
-        (a->watch && (r = mesh_ctl_report_new(a->loop, a->cfg->identity.controller, a->certs,
-                                              &mesh_agent__report_ops, a, &a->report)) < 0))
+        (a->watch &&
+         (r = mesh_ctl_report_new(a->loop, a->ctl, a->cfg->identity.controller, a->certs,
+                                  &mesh_agent__report_ops, a, &a->report)) < 0))
         return start_failed(r, "cannot set up identity (identity.mode \"%s\"): %s",
                             mesh_identity_mode_names[a->cfg->identity.mode], strerror(-r));
     if (a->watch)
@@ -324,6 +326,9 @@ void mesh_agent_stop(struct mesh_agent *a)
     a->watch = NULL;
     mesh_certs_free(a->certs);
     a->certs = NULL;
+    if (a->ctl) /* after its users, which ended their calls; the loop runs until it closed */
+        mesh_http_client_close(a->ctl, NULL, NULL);
+    a->ctl = NULL;
     mesh_agent__clear_members(&a->members);
     mesh_hmap_done(&a->members);
     uv_close((uv_handle_t *)&a->update_timer, on_handle_closed);

@@ -15,6 +15,7 @@
 #include "agent/ctl_watch.h"
 #include "common/alloc.h"
 #include "common/fs.h"
+#include "common/http_client.h"
 #include "common/log.h"
 #include "mesh-version.h"
 #include "proxy/proxy.h"
@@ -134,7 +135,7 @@ int mesh_agent__make_watch(struct mesh_agent *a, const struct mesh_agent_config 
     *ret = NULL;
     if (!mesh_certs_mode_uses_controller(cfg->identity.mode))
         return 0;
-    return mesh_ctl_watch_new(a->loop, cfg->identity.controller, cfg->state_dir, certs,
+    return mesh_ctl_watch_new(a->loop, a->ctl, cfg->identity.controller, cfg->state_dir, certs,
                               a->resources, ret);
 }
 
@@ -142,7 +143,13 @@ int mesh_agent__make_watch(struct mesh_agent *a, const struct mesh_agent_config 
 int mesh_agent__make_certs(struct mesh_agent *a, const struct mesh_agent_config *cfg,
                            struct mesh_certs **ret)
 {
-    return mesh_certs_new(a->loop, cfg, on_certs_changed, a, ret); /* "none": NULL */
+    int r;
+    if (mesh_certs_mode_uses_controller(cfg->identity.mode) && !a->ctl &&
+        (r = mesh_http_client_new(a->loop, NULL, &a->ctl)) < 0) {
+        *ret = NULL;
+        return r;
+    }
+    return mesh_certs_new(a->loop, a->ctl, cfg, on_certs_changed, a, ret); /* "none": NULL */
 }
 
 /* Whether a reload leaves the certificate manager as it is (the encoded section holds

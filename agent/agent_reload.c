@@ -231,8 +231,8 @@ static void commit(struct mesh_agent *a, struct reload *rl)
     if (rl->new_identity) {
         mesh_ctl_report_free(a->report);
         a->report = NULL;
-        if (rl->watch && mesh_ctl_report_new(a->loop, rl->next->identity.controller, rl->certs,
-                                             &mesh_agent__report_ops, a, &a->report) < 0)
+        if (rl->watch && mesh_ctl_report_new(a->loop, a->ctl, rl->next->identity.controller,
+                                             rl->certs, &mesh_agent__report_ops, a, &a->report) < 0)
             mesh_log_error("out of memory: no reports to the controller");
         mesh_ctl_watch_free(a->watch);
         mesh_certs_free(a->certs); /* connections keep the material they were made with */

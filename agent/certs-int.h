@@ -97,7 +97,8 @@ struct mesh_certs {
     uint64_t issued;
     uint64_t errors;
     char last_error[512];
-    struct ctl_state *ctl; /* controller mode */
+    struct ctl_state *ctl;               /* controller mode */
+    struct mesh_http_client *ctl_client; /* how to call the controller (borrowed) */
     bool closing;
 };
 

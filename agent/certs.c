@@ -387,8 +387,9 @@ void mesh_certs_set_locals(struct mesh_certs *c, const struct mesh_local_service
         c->ops->refresh(c, true);
 }
 
-int mesh_certs_new(uv_loop_t *loop, const struct mesh_agent_config *cfg,
-                   void (*changed)(void *data), void *data, struct mesh_certs **ret)
+int mesh_certs_new(uv_loop_t *loop, struct mesh_http_client *ctl,
+                   const struct mesh_agent_config *cfg, void (*changed)(void *data), void *data,
+                   struct mesh_certs **ret)
 {
     const struct mesh_agent_identity_config *id = &cfg->identity;
     const struct certs_mode *ops = certs_mode_of(id->mode);
@@ -399,6 +400,7 @@ int mesh_certs_new(uv_loop_t *loop, const struct mesh_agent_config *cfg,
     if (!c)
         return -ENOMEM;
     c->loop = loop;
+    c->ctl_client = ctl;
     c->mode = id->mode;
     c->ops = ops;
     c->tls12 = id->tls_min_version == 1;

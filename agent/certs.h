@@ -30,13 +30,17 @@
 #include "proxy/tls.h"
 
 struct mesh_certs;
+struct mesh_http_client;
 
 /*
  * A manager for cfg's identity section; *ret is NULL for identity.mode "none". Calls
- * changed(data) on the loop whenever the material changes. Returns 0 or -errno.
+ * changed(data) on the loop whenever the material changes. A mode that talks to the
+ * controller calls it through `ctl` (borrowed; it must outlive the manager; NULL in other
+ * modes). Returns 0 or -errno.
  */
-int mesh_certs_new(uv_loop_t *loop, const struct mesh_agent_config *cfg,
-                   void (*changed)(void *data), void *data, struct mesh_certs **ret);
+int mesh_certs_new(uv_loop_t *loop, struct mesh_http_client *ctl,
+                   const struct mesh_agent_config *cfg, void (*changed)(void *data), void *data,
+                   struct mesh_certs **ret);
 /* The identities wanted: the node's and these services'. Issues or loads what is missing. */
 void mesh_certs_set_locals(struct mesh_certs *c, const struct mesh_local_service *const *locals,
                            size_t n);
@@ -51,7 +55,8 @@ bool mesh_certs_node_credentials(const struct mesh_certs *c, const char **cert, 
 bool mesh_certs_expired(const struct mesh_certs *c);
 void mesh_certs_metrics(const struct mesh_certs *c, struct mesh_buf *b);
 json_t *mesh_certs_status(const struct mesh_certs *c);
-/* Stops the timers; the manager is freed once they are closed. */
+/* Stops the timers and ends a call to the controller in flight (no callback after it); the
+ * manager is freed once the timers are closed. */
 void mesh_certs_free(struct mesh_certs *c);
 
 /* What the agent and its config need of an identity mode (each mode's table decides). */

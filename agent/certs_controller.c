@@ -17,7 +17,7 @@
 #include <openssl/crypto.h>
 
 #include "agent/certs-int.h"
-#include "agent/ctl_call.h"
+#include "agent/ctl_client.h"
 #include "common/alloc.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -27,12 +27,23 @@ struct ctl_state {
     char *url;         /* the controller, without a trailing '/' */
     char *first_trust; /* the CA given in the config, until the controller sends its bundle */
     char *token_file;
-    struct ctl_call *inflight;
-    char *pending_id;  /* the identity the call is for */
-    char *pending_key; /* its new key (PEM) */
+    struct mesh_ctl_req req; /* one call at a time */
+    char *pending_id;        /* the identity the call is for */
+    char *pending_key;       /* its new key (PEM) */
     bool pending_enroll;
     unsigned failures;
 };
+
+static void on_answer(struct mesh_ctl_req *req);
+
+/* Cleanses and frees a secret (a key, a join token) and forgets it. */
+static void drop_secret(char **p)
+{
+    if (*p)
+        OPENSSL_cleanse(*p, strlen(*p));
+    mesh_free(*p);
+    *p = NULL;
+}
 
 int certs_controller_open(struct mesh_certs *c, const struct mesh_agent_identity_config *id)
 {
@@ -40,6 +51,9 @@ int certs_controller_open(struct mesh_certs *c, const struct mesh_agent_identity
     if (!s)
         return -ENOMEM;
     c->ctl = s;
+    mesh_ctl_req_init(&s->req, on_answer, c);
+    if (!c->ctl_client)
+        return -EINVAL;
     size_t len = 0;
     int r = mesh_fs_read_file(id->controller_ca, PEM_MAX, &s->first_trust, &len);
     if (r < 0) {
@@ -67,11 +81,8 @@ void certs_controller_close(struct mesh_certs *c)
     struct ctl_state *s = c->ctl;
     if (!s)
         return;
-    if (s->inflight)
-        ctl_call_abandon(s->inflight); /* it ends on its own, within a second */
-    if (s->pending_key)
-        OPENSSL_cleanse(s->pending_key, strlen(s->pending_key));
-    mesh_free(s->pending_key);
+    mesh_ctl_req_done(&s->req); /* a call in flight ends now, without calling back */
+    drop_secret(&s->pending_key);
     mesh_free(s->pending_id);
     mesh_free(s->url);
     mesh_free(s->first_trust);
@@ -111,7 +122,7 @@ static void expired_note(const struct mesh_certs *c, char *out, size_t size)
 
 static void retry_later(struct mesh_certs *c)
 {
-    certs_schedule_in(c, ctl_backoff_ms(c->ctl->failures++));
+    certs_schedule_in(c, mesh_ctl_backoff_ms(c->ctl->failures++));
 }
 
 static struct held *held_by_id(struct mesh_certs *c, const char *id)
@@ -169,17 +180,17 @@ static int keep(struct mesh_certs *c, struct held *h, const char *cert, const ch
     return 0;
 }
 
-static void on_answer(struct ctl_call *call)
+static void on_answer(struct mesh_ctl_req *req)
 {
-    struct mesh_certs *c = call->data;
+    struct mesh_certs *c = req->data;
     struct ctl_state *s = c->ctl;
-    s->inflight = NULL;
+    long status = req->http.status;
     struct held *h = held_by_id(c, s->pending_id);
-    json_t *doc = call->answer ? json_loads(call->answer, 0, NULL) : NULL;
+    json_t *doc = mesh_ctl_req_json(req);
     const char *cert = json_string_value(json_object_get(doc, "certificate"));
     const char *bundle = json_string_value(json_object_get(doc, "bundle"));
     const char *why = json_string_value(json_object_get(doc, "error"));
-    if (call->status == 200 && cert && h && keep(c, h, cert, bundle) == 0) {
+    if (status == 200 && cert && h && keep(c, h, cert, bundle) == 0) {
         s->failures = 0;
         c->issued++;
         char svc[200];
@@ -190,16 +201,16 @@ static void on_answer(struct ctl_call *call)
         c->last_error[0] = '\0';
         certs_rebuild(c);
         certs_schedule_in(c, 0); /* the next identity, if any */
-    } else if (h || call->status != 200) {
+    } else if (h || status != 200) {
         char note[256] = "";
-        if (s->pending_enroll && call->status >= 400 && call->status < 500)
+        if (s->pending_enroll && status >= 400 && status < 500)
             expired_note(c, note, sizeof(note));
-        if (call->status)
-            certs_fail(c, "controller %s: %ld %s (for %s)%s", s->url, call->status,
+        if (status)
+            certs_fail(c, "controller %s: %ld %s (for %s)%s", s->url, status,
                        why ? why : "without a reason", s->pending_id, note);
         else
-            certs_fail(c, "controller %s unreachable: %s (for %s; retrying)", s->url, call->err,
-                       s->pending_id);
+            certs_fail(c, "controller %s unreachable: %s (for %s; retrying)", s->url,
+                       req->http.error, s->pending_id);
         retry_later(c);
     } else {
         certs_schedule_in(c, 0); /* the identity went away meanwhile */
@@ -208,19 +219,23 @@ static void on_answer(struct ctl_call *call)
 }
 
 /*
- * Puts the node certificate and key the state dir kept on call, expired as they are, so that
- * enrolling again proves this is the node that held the name. Nothing when they are gone.
+ * Reads the node certificate and key the state dir kept into *ret_cert and *ret_key (both or
+ * neither), expired as they are, so that enrolling again proves this is the node that held
+ * the name. Nothing when they are gone.
  */
-static void kept_proof(struct mesh_certs *c, struct ctl_call *call)
+static void kept_proof(struct mesh_certs *c, char **ret_cert, char **ret_key)
 {
     char crt[4200], key[4200];
     certs_paths(c, &c->v[0], crt, key, sizeof(crt));
     size_t cl = 0, kl = 0;
-    if (mesh_fs_read_file(crt, PEM_MAX, &call->cert_pem, &cl) < 0)
+    if (mesh_fs_read_file(crt, PEM_MAX, ret_cert, &cl) < 0) {
+        *ret_cert = NULL;
         return;
-    if (mesh_fs_read_file(key, PEM_MAX, &call->key_pem, &kl) < 0) {
-        mesh_free(call->cert_pem);
-        call->cert_pem = NULL;
+    }
+    if (mesh_fs_read_file(key, PEM_MAX, ret_key, &kl) < 0) {
+        *ret_key = NULL;
+        mesh_free(*ret_cert);
+        *ret_cert = NULL;
     }
 }
 
@@ -262,50 +277,53 @@ static void ask(struct mesh_certs *c, struct held *h, bool enroll)
                    : enroll
                        ? json_pack("{s:s, s:s, s:s}", "token", token, "node", c->node, "csr", csr)
                        : json_pack("{s:s, s:s}", "identity", h->id, "csr", csr);
-    struct ctl_call *call = mesh_calloc(1, sizeof(*call));
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     char url[4200];
     snprintf(url, sizeof(url), "%s/v1/%s", s->url, enroll ? "enroll" : "sign");
     const struct held *node = &c->v[0];
+    struct mesh_ctl_call call = {
+        .url = url,
+        .body = text,
+        .ca_pem = c->bundle_pem ? c->bundle_pem : s->first_trust,
+        /* Nobody yet, or a certificate that expired: on a connection no other call shares. */
+        .fresh_connection = enroll,
+    };
     /*
      * Enrolling again, the node shows the certificate it holds, even expired: the
      * controller enrolls a name already enrolled only for the node that proves it is it.
      * One that expired while the agent was off is not held (it serves nothing), so it is
      * read back from the state dir for this alone.
      */
-    bool ok = body && call && (call->url = mesh_strdup(url)) &&
-              (call->body = json_dumps(body, JSON_COMPACT)) &&
-              (call->ca_pem = mesh_strdup(c->bundle_pem ? c->bundle_pem : s->first_trust));
-    if (ok && (!enroll || (node->cert_pem && node->key_pem)))
-        ok = (call->cert_pem = mesh_strdup(node->cert_pem)) &&
-             (call->key_pem = mesh_strdup(node->key_pem));
-    else if (ok && node->expired_at)
-        kept_proof(c, call);
-    if (token) {
-        OPENSSL_cleanse(token, tlen);
-        mesh_free(token);
+    char *proof_cert = NULL, *proof_key = NULL;
+    if (!enroll || (node->cert_pem && node->key_pem)) {
+        call.cert_pem = node->cert_pem;
+        call.key_pem = node->key_pem;
+    } else if (node->expired_at) {
+        kept_proof(c, &proof_cert, &proof_key);
+        call.cert_pem = proof_cert;
+        call.key_pem = proof_key;
     }
+    int r = kp && text ? mesh_ctl_req_start(c->ctl_client, &s->req, &call) : -ENOMEM;
+    drop_secret(&token);
+    drop_secret(&proof_key);
+    mesh_free(proof_cert);
     json_decref(body);
+    drop_secret(&text); /* it holds the join token */
     mesh_free(csr);
-    if (!ok) {
-        ctl_call_free(call);
-        mesh_free(kp);
-        certs_fail(c, "out of memory asking for %s", h->id);
+    if (r < 0) {
+        drop_secret(&kp);
+        if (r == -ENOMEM)
+            certs_fail(c, "out of memory asking for %s", h->id);
+        else
+            certs_fail(c, "cannot start a call to the controller: %s", strerror(-r));
         retry_later(c);
         return;
     }
-    mesh_free(s->pending_key);
+    drop_secret(&s->pending_key);
     mesh_free(s->pending_id);
     s->pending_key = kp;
     s->pending_id = mesh_strdup(h->id);
     s->pending_enroll = enroll;
-    call->done = on_answer;
-    call->data = c;
-    if (ctl_call_start(c->loop, call) < 0) {
-        certs_fail(c, "cannot start a call to the controller");
-        retry_later(c);
-        return;
-    }
-    s->inflight = call;
     mesh_log_info("%s %s from the controller", enroll ? "enrolling: asking for" : "asking for",
                   h->id);
 }
@@ -313,7 +331,7 @@ static void ask(struct mesh_certs *c, struct held *h, bool enroll)
 void certs_controller_refresh(struct mesh_certs *c)
 {
     struct ctl_state *s = c->ctl;
-    if (!s || s->inflight || c->closing || c->n == 0)
+    if (!s || mesh_ctl_req_active(&s->req) || c->closing || c->n == 0)
         return;
     time_t now = time(NULL);
     /* What the state dir holds serves first, even while the controller is away. */

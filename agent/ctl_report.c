@@ -6,27 +6,28 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "agent/ctl_call.h"
+#include "agent/ctl_client.h"
 #include "common/alloc.h"
 #include "common/log.h"
 
 struct mesh_ctl_report {
     uv_loop_t *loop;
     uv_timer_t timer;
+    struct mesh_http_client *client;
+    struct mesh_ctl_req req;
     char *url;
     struct mesh_certs *certs;
     const struct mesh_ctl_report_ops *ops;
     void *data;
-    struct ctl_call *inflight;
     bool failing; /* logged once per outage */
     bool closing;
 };
 
-static void on_answer(struct ctl_call *call)
+static void on_answer(struct mesh_ctl_req *req)
 {
-    struct mesh_ctl_report *r = call->data;
-    r->inflight = NULL;
-    json_t *doc = call->status == 200 && call->answer ? json_loads(call->answer, 0, NULL) : NULL;
+    struct mesh_ctl_report *r = req->data;
+    long status = req->http.status;
+    json_t *doc = status == 200 ? mesh_ctl_req_json(req) : NULL;
     json_t *members = json_object_get(doc, "members");
     if (json_is_array(members)) {
         if (r->failing)
@@ -35,12 +36,12 @@ static void on_answer(struct ctl_call *call)
         r->ops->members(r->data, members);
     } else if (!r->failing) {
         r->failing = true;
-        if (call->status)
-            mesh_log_warn("controller: report refused (%ld); retrying every %d s", call->status,
+        if (status)
+            mesh_log_warn("controller: report refused (%ld); retrying every %d s", status,
                           MESH_REPORT_INTERVAL_MS / 1000);
         else
-            mesh_log_warn("controller unreachable for reports: %s; retrying every %d s", call->err,
-                          MESH_REPORT_INTERVAL_MS / 1000);
+            mesh_log_warn("controller unreachable for reports: %s; retrying every %d s",
+                          req->http.error, MESH_REPORT_INTERVAL_MS / 1000);
     }
     json_decref(doc);
 }
@@ -49,29 +50,28 @@ static void on_timer(uv_timer_t *t)
 {
     struct mesh_ctl_report *r = t->data;
     const char *cert, *key, *bundle;
-    if (r->inflight || !mesh_certs_node_credentials(r->certs, &cert, &key, &bundle))
+    if (mesh_ctl_req_active(&r->req) ||
+        !mesh_certs_node_credentials(r->certs, &cert, &key, &bundle))
         return;
     json_t *body = r->ops->build(r->data);
-    struct ctl_call *call = mesh_calloc(1, sizeof(*call));
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
     char url[4300];
     snprintf(url, sizeof(url), "%s/v1/report", r->url);
-    if (!body || !call || !(call->url = mesh_strdup(url)) ||
-        !(call->body = json_dumps(body, JSON_COMPACT)) || !(call->ca_pem = mesh_strdup(bundle)) ||
-        !(call->cert_pem = mesh_strdup(cert)) || !(call->key_pem = mesh_strdup(key))) {
-        json_decref(body);
-        ctl_call_free(call);
-        return;
-    }
-    json_decref(body);
-    call->timeout_s = 5;
-    call->done = on_answer;
-    call->data = r;
-    if (ctl_call_start(r->loop, call) == 0)
-        r->inflight = call;
+    struct mesh_ctl_call call = {.url = url,
+                                 .body = text,
+                                 .ca_pem = bundle,
+                                 .cert_pem = cert,
+                                 .key_pem = key,
+                                 .timeout_ms = MESH_REPORT_INTERVAL_MS};
+    /* Short of memory, or not started: the next report is in a few seconds. */
+    if (text)
+        mesh_ctl_req_start(r->client, &r->req, &call);
+    mesh_free(text);
 }
 
-int mesh_ctl_report_new(uv_loop_t *loop, const char *controller, struct mesh_certs *certs,
-                        const struct mesh_ctl_report_ops *ops, void *data,
+int mesh_ctl_report_new(uv_loop_t *loop, struct mesh_http_client *client, const char *controller,
+                        struct mesh_certs *certs, const struct mesh_ctl_report_ops *ops, void *data,
                         struct mesh_ctl_report **ret)
 {
     struct mesh_ctl_report *r = mesh_calloc(1, sizeof(*r));
@@ -83,6 +83,8 @@ int mesh_ctl_report_new(uv_loop_t *loop, const char *controller, struct mesh_cer
     while (n && r->url[n - 1] == '/')
         r->url[--n] = '\0';
     r->loop = loop;
+    r->client = client;
+    mesh_ctl_req_init(&r->req, on_answer, r);
     r->certs = certs;
     r->ops = ops;
     r->data = data;
@@ -105,7 +107,6 @@ void mesh_ctl_report_free(struct mesh_ctl_report *r)
     if (!r || r->closing)
         return;
     r->closing = true;
-    if (r->inflight)
-        ctl_call_abandon(r->inflight);
+    mesh_ctl_req_done(&r->req); /* a report in flight ends now, without calling back */
     uv_close((uv_handle_t *)&r->timer, on_closed);
 }

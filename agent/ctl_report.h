@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "agent/certs.h"
+#include "common/http_client.h"
 
 #define MESH_REPORT_INTERVAL_MS 5000
 
@@ -21,9 +22,12 @@ struct mesh_ctl_report_ops {
     void (*members)(void *data, json_t *members); /* the membership answered (borrowed) */
 };
 
-int mesh_ctl_report_new(uv_loop_t *loop, const char *controller, struct mesh_certs *certs,
-                        const struct mesh_ctl_report_ops *ops, void *data,
+/* Reports to `controller` through `client` (borrowed: it must outlive the reporter). Returns
+ * 0 or -ENOMEM. */
+int mesh_ctl_report_new(uv_loop_t *loop, struct mesh_http_client *client, const char *controller,
+                        struct mesh_certs *certs, const struct mesh_ctl_report_ops *ops, void *data,
                         struct mesh_ctl_report **ret);
+/* Ends the report in flight at once (no callback after it); freed once its timer closed. */
 void mesh_ctl_report_free(struct mesh_ctl_report *r);
 
 #endif

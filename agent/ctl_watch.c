@@ -7,27 +7,30 @@
 #include <string.h>
 #include <time.h>
 
-#include "agent/ctl_call.h"
+#include "agent/ctl_client.h"
 #include "common/alloc.h"
 #include "common/fs.h"
 #include "common/log.h"
 
 #define MIN_INTERVAL_MS 200
 #define WAIT "30s"
+#define TIMEOUT_MS 45000 /* the wait and some */
 #define STATE_FILE "controller-resources.json"
 
 struct mesh_ctl_watch {
     uv_loop_t *loop;
     uv_timer_t timer;
+    struct mesh_http_client *client;
+    struct mesh_ctl_req req; /* the blocking query */
     char *url;
     char *path; /* the copy in the state dir */
     struct mesh_certs *certs;
     struct mesh_resources *resources;
-    struct ctl_call *inflight;
     uint64_t index;
     uint64_t started_ms;
     unsigned failures;
     uint64_t changes;
+    uint64_t queries; /* started */
     char last_error[300];
     bool closing;
 };
@@ -65,21 +68,21 @@ static void later(struct mesh_ctl_watch *w, uint64_t ms)
 
 static void failed(struct mesh_ctl_watch *w)
 {
-    later(w, ctl_backoff_ms(w->failures++));
+    later(w, mesh_ctl_backoff_ms(w->failures++));
 }
 
-static void on_answer(struct ctl_call *call)
+static void on_answer(struct mesh_ctl_req *req)
 {
-    struct mesh_ctl_watch *w = call->data;
-    w->inflight = NULL;
-    json_t *doc = call->status == 200 && call->answer ? json_loads(call->answer, 0, NULL) : NULL;
+    struct mesh_ctl_watch *w = req->data;
+    long status = req->http.status;
+    json_t *doc = status == 200 ? mesh_ctl_req_json(req) : NULL;
     json_t *index = json_object_get(doc, "index");
     json_t *list = json_object_get(doc, "resources");
     if (!json_is_integer(index) || json_integer_value(index) < 1 || !json_is_array(list)) {
-        if (call->status)
-            snprintf(w->last_error, sizeof(w->last_error), "GET /v1/resources: %ld", call->status);
+        if (status)
+            snprintf(w->last_error, sizeof(w->last_error), "GET /v1/resources: %ld", status);
         else
-            snprintf(w->last_error, sizeof(w->last_error), "unreachable: %s", call->err);
+            snprintf(w->last_error, sizeof(w->last_error), "unreachable: %s", req->http.error);
         mesh_log_warn("controller %s", w->last_error);
         json_decref(doc);
         failed(w);
@@ -113,32 +116,27 @@ static void on_answer(struct ctl_call *call)
 static void start(struct mesh_ctl_watch *w)
 {
     const char *cert, *key, *bundle;
-    if (w->inflight || w->closing || !mesh_certs_node_credentials(w->certs, &cert, &key, &bundle))
+    if (mesh_ctl_req_active(&w->req) || w->closing ||
+        !mesh_certs_node_credentials(w->certs, &cert, &key, &bundle))
         return; /* kicked again once the node has a certificate */
-    struct ctl_call *call = mesh_calloc(1, sizeof(*call));
     char url[4300];
     snprintf(url, sizeof(url), "%s/v1/resources?index=%llu&wait=" WAIT, w->url,
              (unsigned long long)w->index);
-    if (!call || !(call->url = mesh_strdup(url)) || !(call->ca_pem = mesh_strdup(bundle)) ||
-        !(call->cert_pem = mesh_strdup(cert)) || !(call->key_pem = mesh_strdup(key))) {
-        ctl_call_free(call);
-        failed(w);
-        return;
-    }
-    call->timeout_s = 45; /* the wait and some */
-    call->done = on_answer;
-    call->data = w;
+    struct mesh_ctl_call call = {
+        .url = url, .ca_pem = bundle, .cert_pem = cert, .key_pem = key, .timeout_ms = TIMEOUT_MS};
     w->started_ms = uv_now(w->loop);
-    if (ctl_call_start(w->loop, call) < 0) {
+    int r = mesh_ctl_req_start(w->client, &w->req, &call);
+    if (r < 0) {
+        snprintf(w->last_error, sizeof(w->last_error), "cannot start a query: %s", strerror(-r));
         failed(w);
         return;
     }
-    w->inflight = call;
+    w->queries++;
 }
 
-int mesh_ctl_watch_new(uv_loop_t *loop, const char *controller, const char *state_dir,
-                       struct mesh_certs *certs, struct mesh_resources *resources,
-                       struct mesh_ctl_watch **ret)
+int mesh_ctl_watch_new(uv_loop_t *loop, struct mesh_http_client *client, const char *controller,
+                       const char *state_dir, struct mesh_certs *certs,
+                       struct mesh_resources *resources, struct mesh_ctl_watch **ret)
 {
     struct mesh_ctl_watch *w = mesh_calloc(1, sizeof(*w));
     char path[4200];
@@ -153,6 +151,8 @@ int mesh_ctl_watch_new(uv_loop_t *loop, const char *controller, const char *stat
     while (n && w->url[n - 1] == '/')
         w->url[--n] = '\0';
     w->loop = loop;
+    w->client = client;
+    mesh_ctl_req_init(&w->req, on_answer, w);
     w->certs = certs;
     w->resources = resources;
     uv_timer_init(loop, &w->timer);
@@ -172,7 +172,7 @@ int mesh_ctl_watch_new(uv_loop_t *loop, const char *controller, const char *stat
 
 void mesh_ctl_watch_kick(struct mesh_ctl_watch *w)
 {
-    if (w && !w->inflight && !uv_is_active((uv_handle_t *)&w->timer))
+    if (w && !mesh_ctl_req_active(&w->req) && !uv_is_active((uv_handle_t *)&w->timer))
         start(w);
 }
 
@@ -183,9 +183,10 @@ uint64_t mesh_ctl_watch_index(const struct mesh_ctl_watch *w)
 
 json_t *mesh_ctl_watch_status(const struct mesh_ctl_watch *w)
 {
-    return json_pack("{s:s, s:I, s:I, s:b, s:s?}", "controller", w->url, "index",
-                     (json_int_t)w->index, "changes", (json_int_t)w->changes, "watching",
-                     w->inflight != NULL, "error", w->last_error[0] ? w->last_error : NULL);
+    return json_pack("{s:s, s:I, s:I, s:I, s:b, s:s?}", "controller", w->url, "index",
+                     (json_int_t)w->index, "changes", (json_int_t)w->changes, "queries",
+                     (json_int_t)w->queries, "watching", mesh_ctl_req_active(&w->req), "error",
+                     w->last_error[0] ? w->last_error : NULL);
 }
 
 static void on_closed(uv_handle_t *h)
@@ -201,7 +202,6 @@ void mesh_ctl_watch_free(struct mesh_ctl_watch *w)
     if (!w || w->closing)
         return;
     w->closing = true;
-    if (w->inflight)
-        ctl_call_abandon(w->inflight); /* it ends on its own, within a second */
+    mesh_ctl_req_done(&w->req); /* a query in flight ends now, without calling back */
     uv_close((uv_handle_t *)&w->timer, on_closed);
 }

@@ -336,7 +336,7 @@ static void set_tls(CURL *e, const struct mesh_http_tls *t)
                               .flags = CURL_BLOB_COPY};
         struct curl_blob k = {.data = (void *)(uintptr_t)t->key_pem,
                               .len = strlen(t->key_pem),
-                              .flags = CURL_BLOB_COPY};
+                              .flags = CURL_BLOB_NOCOPY};
         curl_easy_setopt(e, CURLOPT_SSLCERT_BLOB, &c);
         curl_easy_setopt(e, CURLOPT_SSLKEY_BLOB, &k);
         curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
@@ -435,7 +435,13 @@ int mesh_http_req_start(struct mesh_http_client *c, struct mesh_http_req *r)
     curl_easy_setopt(e, CURLOPT_PRIVATE, r);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->error);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* A list curl refuses would leave every protocol allowed: refuse the request instead. */
+    CURLcode pc =
+        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, r->protocols ? r->protocols : "http,https");
+    if (r->fresh_connection) {
+        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+        curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+    }
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
                      r->connect_timeout_ms ? r->connect_timeout_ms : 5000L);
@@ -456,8 +462,8 @@ int mesh_http_req_start(struct mesh_http_client *c, struct mesh_http_req *r)
     set_tls(e, r->tls);
     if (r->unix_socket)
         curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, r->unix_socket);
-    if (r->tls && r->tls->server_name) {
-        int err = set_server_name(e, r);
+    if (pc != CURLE_OK || (r->tls && r->tls->server_name)) {
+        int err = pc != CURLE_OK ? -EINVAL : set_server_name(e, r);
         if (err < 0) {
             curl_slist_free_all(r->connect_to);
             curl_slist_free_all(h);

@@ -29,7 +29,13 @@ struct mesh_http_client_options {
     long max_total_connections; /* 0: no cap */
 };
 
-/* Whom to trust and who we are; files are re-read by path for every new connection. */
+/*
+ * Whom to trust and who we are; files are re-read by path for every new connection. PEMs in
+ * memory are copied, except the private key, which is read where it is (so that no copy of
+ * it outlives the request uncleansed): it must stay until done or cancel, like the rest.
+ * libcurl reuses a kept connection only for a request whose CA and client certificate equal
+ * the ones it was made with (libcurl's Curl_ssl_config_matches compares them byte for byte).
+ */
 struct mesh_http_tls {
     const char *ca_file;   /* NULL: the system's bundle */
     const char *ca_pem;    /* in memory, instead of ca_file */
@@ -61,6 +67,8 @@ struct mesh_http_req {
     long connect_timeout_ms; /* 0: 5 s */
     const struct mesh_http_tls *tls;
     const char *unix_socket;   /* connect to this Unix socket path instead; NULL: the URL's */
+    const char *protocols;     /* the schemes allowed, like "https"; NULL: "http,https" */
+    bool fresh_connection;     /* a new connection, closed after: shared with no other request */
     size_t max_answer;         /* cap on `answer`; 0: 1 MiB. Past it the transfer fails */
     mesh_http_data_cb on_data; /* streaming: 2xx bodies go here instead of `answer` */
     mesh_http_done_cb done;

@@ -1,7 +1,8 @@
 /*
- * The HTTP/1.1 data plane, inside a worker: downstream connections (http_proxy.c), the
- * requests they carry and how those are routed and rewritten (http_request.c), and the
- * upstream connections with their keep-alive pools (http_upstream.c).
+ * The HTTP/1.1 data plane, inside a worker: downstream connections (http_proxy.c; reading
+ * them in http_read.c, forwarding their requests in http_forward.c), the requests they carry
+ * and how those are routed and rewritten (http_request.c), and the upstream connections with
+ * their keep-alive pools (http_upstream.c).
  *
  * One request at a time per downstream connection: pipelined requests wait in the input
  * buffer until the response before them is done. Bodies stream in both directions and are
@@ -238,12 +239,49 @@ void mesh_up_pools_close(struct mesh_worker *w);
 void mesh_up_pools_done(struct mesh_worker *w);
 size_t mesh_up_idle_count(const struct mesh_worker *w);
 
-/* Events the upstream side reports to its request (http_proxy.c). */
+/* Events the upstream side reports to its request (http_forward.c). */
 void mesh_http_on_up_connected(struct http_conn *c, struct upconn *u, int status);
 void mesh_http_on_up_data(struct http_conn *c, struct upconn *u, char *data, size_t len,
                           struct mesh_pbuf *pb);
 void mesh_http_on_up_error(struct http_conn *c, struct upconn *u, int err);
 void mesh_http_on_up_drained(struct http_conn *c, struct upconn *u);
+
+/* ---- one connection's path, across http_proxy.c, http_read.c and http_forward.c ---- */
+
+static inline uint64_t mesh_http_proxy__now_ms(const struct http_conn *c)
+{
+    return uv_now(&c->w->loop);
+}
+
+static inline const struct mesh_http_options *mesh_http_proxy__opts(const struct http_conn *c)
+{
+    return &c->w->shared->http;
+}
+
+/* http_proxy.c: writes (backpressure pauses reading by PAUSE_* reasons), teardown, the end
+ * of a request, local answers. */
+void mesh_http_proxy__write_down(struct http_conn *c, uv_buf_t *bufs, unsigned n);
+void mesh_http_proxy__write_up(struct http_conn *c, uv_buf_t *bufs, unsigned n);
+void mesh_http_proxy__pause_down(struct http_conn *c, unsigned why);
+void mesh_http_proxy__resume_down(struct http_conn *c, unsigned why);
+void mesh_http_proxy__conn_abort(struct http_conn *c);
+void mesh_http_proxy__conn_close_gracefully(struct http_conn *c);
+void mesh_http_proxy__finish_request(struct http_conn *c);
+void mesh_http_proxy__respond(struct http_conn *c, int status, const char *type, const char *body,
+                              const char *extra);
+void mesh_http_proxy__respond_error(struct http_conn *c, int status, unsigned flags,
+                                    const char *body);
+
+/* http_read.c: the client's bytes, and a routed request let through. */
+void mesh_http_proxy__on_down_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+void mesh_http_proxy__on_down_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+void mesh_http_proxy__process_input(struct http_conn *c);
+void mesh_http_proxy__admit(struct http_conn *c);
+
+/* http_forward.c: tries, the request body on its way, the connection's timer. */
+void mesh_http_proxy__start_try(struct http_conn *c);
+void mesh_http_proxy__body_bytes(struct http_conn *c, char *data, size_t len);
+void mesh_http_proxy__arm_timer(struct http_conn *c);
 
 /* ---- access_log.c ---- */
 

@@ -1,5 +1,5 @@
 /*
- * One try of an HTTP request (http_proxy.c): its per-try deadline, its place in the
+ * One try of an HTTP request (http_forward.c): its per-try deadline, its place in the
  * in-flight count of its endpoint (what least_request compares), the retry budget, and the
  * mark a remote agent puts on a failure that never reached its workload.
  */

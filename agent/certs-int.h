@@ -49,15 +49,15 @@ struct certs_mode {
     void (*close)(struct mesh_certs *c);
 };
 
-extern const struct certs_mode certs_mode_local_ca;
-extern const struct certs_mode certs_mode_files;
-extern const struct certs_mode certs_mode_controller;
+extern const struct certs_mode mesh_certs_mode_local_ca;
+extern const struct certs_mode mesh_certs_mode_files;
+extern const struct certs_mode mesh_certs_mode_controller;
 /* The table of an identity.mode (enum mesh_identity_mode); never NULL. */
-const struct certs_mode *certs_mode_of(int mode);
+const struct certs_mode *mesh_certs_mode_of(int mode);
 /* <dir>/node.crt|key and <dir>/svc.<namespace>.<name>.crt|key. */
-void certs_default_paths(const struct mesh_certs *c, const struct held *h, char *crt, char *key,
-                         size_t size);
-void certs_default_close(struct mesh_certs *c);
+void mesh_certs_default_paths(const struct mesh_certs *c, const struct held *h, char *crt,
+                              char *key, size_t size);
+void mesh_certs_default_close(struct mesh_certs *c);
 
 struct held {
     char *id;
@@ -102,38 +102,39 @@ struct mesh_certs {
     bool closing;
 };
 
-void certs_fail(struct mesh_certs *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void certs_held_clear_pem(struct held *h);
+void mesh_certs_fail(struct mesh_certs *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void mesh_certs_held_clear_pem(struct held *h);
 /* Where h's certificate and key are kept (standalone, controller) or read (files). */
-void certs_paths(const struct mesh_certs *c, const struct held *h, char *crt, char *key,
-                 size_t size);
-X509 *certs_parse_cert(const char *pem, size_t len);
+void mesh_certs_paths(const struct mesh_certs *c, const struct held *h, char *crt, char *key,
+                      size_t size);
+X509 *mesh_certs_parse_cert(const char *pem, size_t len);
 /* Its validity and when to renew it: half of the lifetime, give or take a twentieth. */
-void certs_set_times(struct held *h, X509 *x);
+void mesh_certs_set_times(struct held *h, X509 *x);
 /*
  * Takes what the state dir holds for h when the CA signed it for h's ID and it has not
  * expired; it may be due for renewal (the caller renews it with what it holds). An expired
  * one is left, its notAfter noted in h->expired_at.
  */
-bool certs_load_kept(struct mesh_certs *c, struct held *h);
+bool mesh_certs_load_kept(struct mesh_certs *c, struct held *h);
 /* t as "2006-01-02T15:04:05Z". */
-void certs_format_time(time_t t, char *out, size_t size);
+void mesh_certs_format_time(time_t t, char *out, size_t size);
 /* Warns about certificates past 80 % of their life or expired, and sets the timer for the
  * next such moment. */
-void certs_check_ages(struct mesh_certs *c);
+void mesh_certs_check_ages(struct mesh_certs *c);
 /* Material from the bundle and what is held; NULL (logged) when any piece is refused. */
-struct mesh_tls_material *certs_build(struct mesh_certs *c, const char *bundle, size_t len,
-                                      const struct held *v, size_t n);
+struct mesh_tls_material *mesh_certs_build(struct mesh_certs *c, const char *bundle, size_t len,
+                                           const struct held *v, size_t n);
 /* Material from the bundle and every identity that has a certificate. */
-void certs_rebuild(struct mesh_certs *c);
-void certs_swap_in(struct mesh_certs *c, struct mesh_tls_material *m);
+void mesh_certs_rebuild(struct mesh_certs *c);
+void mesh_certs_swap_in(struct mesh_certs *c, struct mesh_tls_material *m);
 /* Runs the mode's refresh in ms. */
-void certs_schedule_in(struct mesh_certs *c, uint64_t ms);
+void mesh_certs_schedule_in(struct mesh_certs *c, uint64_t ms);
 
 /* certs_controller.c */
-int certs_controller_open(struct mesh_certs *c, const struct mesh_agent_identity_config *id);
-void certs_controller_refresh(struct mesh_certs *c);
-void certs_controller_close(struct mesh_certs *c);
+int mesh_certs_controller_open(struct mesh_certs *c, const struct mesh_agent_identity_config *id);
+void mesh_certs_controller_refresh(struct mesh_certs *c);
+void mesh_certs_controller_close(struct mesh_certs *c);
 
 /* config_files.c: for the modes' check_files. */
 enum mesh_agent_pem_kind { MESH_AGENT_PEM_CERT, MESH_AGENT_PEM_KEY, MESH_AGENT_PEM_TOKEN };

@@ -19,7 +19,7 @@
 #include "common/spiffe.h"
 #include "common/x509.h"
 
-void certs_fail(struct mesh_certs *c, const char *fmt, ...)
+void mesh_certs_fail(struct mesh_certs *c, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -29,7 +29,7 @@ void certs_fail(struct mesh_certs *c, const char *fmt, ...)
     mesh_log_id(MESH_LOG_ERROR, MESH_MSGID_CERT_FAILED, NULL, "%s", c->last_error);
 }
 
-void certs_held_clear_pem(struct held *h)
+void mesh_certs_held_clear_pem(struct held *h)
 {
     mesh_free(h->cert_pem);
     mesh_free(h->key_pem);
@@ -39,22 +39,22 @@ void certs_held_clear_pem(struct held *h)
 
 static void held_done(struct held *h)
 {
-    certs_held_clear_pem(h);
+    mesh_certs_held_clear_pem(h);
     mesh_free(h->id);
     mesh_free(h->ns);
     mesh_free(h->name);
 }
 
-void certs_paths(const struct mesh_certs *c, const struct held *h, char *crt, char *key,
-                 size_t size)
+void mesh_certs_paths(const struct mesh_certs *c, const struct held *h, char *crt, char *key,
+                      size_t size)
 {
     c->ops->paths(c, h, crt, key, size);
 }
 
 /* ---- the modes' defaults and table ---- */
 
-void certs_default_paths(const struct mesh_certs *c, const struct held *h, char *crt, char *key,
-                         size_t size)
+void mesh_certs_default_paths(const struct mesh_certs *c, const struct held *h, char *crt,
+                              char *key, size_t size)
 {
     if (!h->ns) {
         snprintf(crt, size, "%s/node.crt", c->dir);
@@ -65,7 +65,7 @@ void certs_default_paths(const struct mesh_certs *c, const struct held *h, char 
     }
 }
 
-void certs_default_close(struct mesh_certs *c)
+void mesh_certs_default_close(struct mesh_certs *c)
 {
     (void)c;
 }
@@ -88,31 +88,31 @@ static const struct certs_mode certs_mode_none = {
     .check_files = check_no_files,
 };
 
-const struct certs_mode *certs_mode_of(int mode)
+const struct certs_mode *mesh_certs_mode_of(int mode)
 {
     static const struct certs_mode *const modes[] = {
         [MESH_IDENTITY_NONE] = &certs_mode_none,
-        [MESH_IDENTITY_STANDALONE] = &certs_mode_local_ca,
-        [MESH_IDENTITY_FILES] = &certs_mode_files,
-        [MESH_IDENTITY_CONTROLLER] = &certs_mode_controller,
+        [MESH_IDENTITY_STANDALONE] = &mesh_certs_mode_local_ca,
+        [MESH_IDENTITY_FILES] = &mesh_certs_mode_files,
+        [MESH_IDENTITY_CONTROLLER] = &mesh_certs_mode_controller,
     };
     return mode >= 0 && (size_t)mode < MESH_ARRAY_SIZE(modes) ? modes[mode] : &certs_mode_none;
 }
 
 bool mesh_certs_mode_uses_controller(int mode)
 {
-    return certs_mode_of(mode)->uses_controller;
+    return mesh_certs_mode_of(mode)->uses_controller;
 }
 
 void mesh_certs_mode_check_config(struct mesh_cfg_ctx *ctx,
                                   const struct mesh_agent_identity_config *id)
 {
-    certs_mode_of(id->mode)->check_config(ctx, id);
+    mesh_certs_mode_of(id->mode)->check_config(ctx, id);
 }
 
 /* ---- what the modes share ---- */
 
-X509 *certs_parse_cert(const char *pem, size_t len)
+X509 *mesh_certs_parse_cert(const char *pem, size_t len)
 {
     BIO *b = BIO_new_mem_buf(pem, (int)len);
     X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
@@ -122,7 +122,7 @@ X509 *certs_parse_cert(const char *pem, size_t len)
 }
 
 /* Half of the lifetime, give or take a twentieth, so that agents do not renew in step. */
-void certs_set_times(struct held *h, X509 *x)
+void mesh_certs_set_times(struct held *h, X509 *x)
 {
     time_t not_after = mesh_x509_not_after(x);
     if (not_after != h->not_after) /* another certificate: its own warnings */
@@ -155,10 +155,10 @@ static bool issued_by_us(struct mesh_certs *c, X509 *x)
 }
 
 /* What the state dir holds for h, when our CA signed it for h's ID and it is not due. */
-bool certs_load_kept(struct mesh_certs *c, struct held *h)
+bool mesh_certs_load_kept(struct mesh_certs *c, struct held *h)
 {
     char crt[4200], key[4200];
-    certs_paths(c, h, crt, key, sizeof(crt));
+    mesh_certs_paths(c, h, crt, key, sizeof(crt));
     char *cp = NULL, *kp = NULL;
     size_t cl = 0, kl = 0;
     if (mesh_fs_read_file(crt, PEM_MAX, &cp, &cl) < 0 ||
@@ -166,7 +166,7 @@ bool certs_load_kept(struct mesh_certs *c, struct held *h)
         mesh_free(cp);
         return false;
     }
-    X509 *x = certs_parse_cert(cp, cl);
+    X509 *x = mesh_certs_parse_cert(cp, cl);
     char got[MESH_SPIFFE_ID_MAX + 1];
     const char *why;
     bool ok = x && issued_by_us(c, x) &&
@@ -181,14 +181,14 @@ bool certs_load_kept(struct mesh_certs *c, struct held *h)
         ok = false;
     }
     if (ok)
-        certs_set_times(h, x);
+        mesh_certs_set_times(h, x);
     X509_free(x);
     if (!ok) {
         mesh_free(cp);
         mesh_free(kp);
         return false;
     }
-    certs_held_clear_pem(h);
+    mesh_certs_held_clear_pem(h);
     h->cert_pem = cp;
     h->cert_len = cl;
     h->key_pem = kp;
@@ -199,20 +199,20 @@ bool certs_load_kept(struct mesh_certs *c, struct held *h)
 /* ---- material ---- */
 
 /* Material from the bundle and what is held; NULL (logged) when any piece is refused. */
-struct mesh_tls_material *certs_build(struct mesh_certs *c, const char *bundle, size_t len,
-                                      const struct held *v, size_t n)
+struct mesh_tls_material *mesh_certs_build(struct mesh_certs *c, const char *bundle, size_t len,
+                                           const struct held *v, size_t n)
 {
     char err[512];
     struct mesh_tls_material *m = NULL;
     if (mesh_tls_material_new(c->trust_domain, c->tls12, bundle, len, &m, err, sizeof(err)) < 0) {
-        certs_fail(c, "%s", err);
+        mesh_certs_fail(c, "%s", err);
         return NULL;
     }
     for (size_t i = 0; i < n; i++) {
         if (mesh_tls_material_add(m, v[i].id, v[i].ns, v[i].name, v[i].cert_pem, v[i].cert_len,
                                   v[i].key_pem, v[i].key_len, err, sizeof(err)) < 0) {
-            certs_fail(c, "the certificate of %s %s; keeping the previous certificates", v[i].id,
-                       err);
+            mesh_certs_fail(c, "the certificate of %s %s; keeping the previous certificates",
+                            v[i].id, err);
             mesh_tls_material_unref(m);
             return NULL;
         }
@@ -220,17 +220,17 @@ struct mesh_tls_material *certs_build(struct mesh_certs *c, const char *bundle, 
     return m;
 }
 
-void certs_swap_in(struct mesh_certs *c, struct mesh_tls_material *m)
+void mesh_certs_swap_in(struct mesh_certs *c, struct mesh_tls_material *m)
 {
     mesh_tls_material_unref(c->material);
     c->material = m;
     c->last_error[0] = '\0';
-    certs_check_ages(c);
+    mesh_certs_check_ages(c);
     if (c->changed)
         c->changed(c->data);
 }
 
-void certs_format_time(time_t t, char *out, size_t size)
+void mesh_certs_format_time(time_t t, char *out, size_t size)
 {
     struct tm tm;
     if (!gmtime_r(&t, &tm) || !strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &tm))
@@ -239,7 +239,7 @@ void certs_format_time(time_t t, char *out, size_t size)
 
 static void on_age_timer(uv_timer_t *t)
 {
-    certs_check_ages(t->data);
+    mesh_certs_check_ages(t->data);
 }
 
 /* When 80 % of h's lifetime has passed. */
@@ -248,7 +248,7 @@ static time_t overdue_at(const struct held *h)
     return h->not_before + (h->not_after - h->not_before) / 10 * 8;
 }
 
-void certs_check_ages(struct mesh_certs *c)
+void mesh_certs_check_ages(struct mesh_certs *c)
 {
     time_t now = time(NULL), next = 0;
     const char *why = c->last_error[0] ? c->last_error : "no new certificate yet";
@@ -257,7 +257,7 @@ void certs_check_ages(struct mesh_certs *c)
         if (!h->cert_pem)
             continue;
         char when[64], svc[200];
-        certs_format_time(h->not_after, when, sizeof(when));
+        mesh_certs_format_time(h->not_after, when, sizeof(when));
         snprintf(svc, sizeof(svc), "%s/%s", h->ns ? h->ns : "", h->name ? h->name : "");
         if (now >= h->not_after && !h->warned_expired) {
             h->warned_expired = h->warned_overdue = true;
@@ -287,13 +287,13 @@ void certs_check_ages(struct mesh_certs *c)
 
 static void on_timer(uv_timer_t *t);
 
-void certs_schedule_in(struct mesh_certs *c, uint64_t ms)
+void mesh_certs_schedule_in(struct mesh_certs *c, uint64_t ms)
 {
     if (!c->closing)
         uv_timer_start(&c->timer, on_timer, ms, 0);
 }
 
-void certs_rebuild(struct mesh_certs *c)
+void mesh_certs_rebuild(struct mesh_certs *c)
 {
     struct held *ok = mesh_calloc(c->n ? c->n : 1, sizeof(*ok));
     size_t k = 0;
@@ -303,11 +303,11 @@ void certs_rebuild(struct mesh_certs *c)
     }
     /* The node's certificate first: material wants it at [0]. */
     struct mesh_tls_material *m = ok && k && !ok[0].ns && c->bundle_pem
-                                      ? certs_build(c, c->bundle_pem, c->bundle_len, ok, k)
+                                      ? mesh_certs_build(c, c->bundle_pem, c->bundle_len, ok, k)
                                       : NULL;
     mesh_free(ok);
     if (m)
-        certs_swap_in(c, m);
+        mesh_certs_swap_in(c, m);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -344,7 +344,7 @@ void mesh_certs_set_locals(struct mesh_certs *c, const struct mesh_local_service
 {
     struct held *v = mesh_calloc(n + 1, sizeof(*v));
     if (!v) {
-        certs_fail(c, "out of memory");
+        mesh_certs_fail(c, "out of memory");
         return;
     }
     size_t k = 0;
@@ -392,7 +392,7 @@ int mesh_certs_new(uv_loop_t *loop, struct mesh_http_client *ctl,
                    struct mesh_certs **ret)
 {
     const struct mesh_agent_identity_config *id = &cfg->identity;
-    const struct certs_mode *ops = certs_mode_of(id->mode);
+    const struct certs_mode *ops = mesh_certs_mode_of(id->mode);
     *ret = NULL;
     if (!ops->mtls)
         return 0;
@@ -417,7 +417,7 @@ int mesh_certs_new(uv_loop_t *loop, struct mesh_http_client *ctl,
         !(c->dir = mesh_strdup(ops->keeps_certs ? dir : id->cert_dir)))
         goto fail;
     if (ops->keeps_certs && (r = mesh_fs_mkdir_private(c->dir, 0700)) < 0) {
-        certs_fail(c, "cannot create '%s': %s", c->dir, strerror(-r));
+        mesh_certs_fail(c, "cannot create '%s': %s", c->dir, strerror(-r));
         goto fail;
     }
     if ((r = ops->open(c, id)) < 0)

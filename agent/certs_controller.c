@@ -45,7 +45,7 @@ static void drop_secret(char **p)
     *p = NULL;
 }
 
-int certs_controller_open(struct mesh_certs *c, const struct mesh_agent_identity_config *id)
+int mesh_certs_controller_open(struct mesh_certs *c, const struct mesh_agent_identity_config *id)
 {
     struct ctl_state *s = mesh_calloc(1, sizeof(*s));
     if (!s)
@@ -57,7 +57,7 @@ int certs_controller_open(struct mesh_certs *c, const struct mesh_agent_identity
     size_t len = 0;
     int r = mesh_fs_read_file(id->controller_ca, PEM_MAX, &s->first_trust, &len);
     if (r < 0) {
-        certs_fail(c, "identity.controller_ca '%s': %s", id->controller_ca, strerror(-r));
+        mesh_certs_fail(c, "identity.controller_ca '%s': %s", id->controller_ca, strerror(-r));
         return r;
     }
     if (!(s->url = mesh_strdup(id->controller)) ||
@@ -76,7 +76,7 @@ int certs_controller_open(struct mesh_certs *c, const struct mesh_agent_identity
     return 0;
 }
 
-void certs_controller_close(struct mesh_certs *c)
+void mesh_certs_controller_close(struct mesh_certs *c)
 {
     struct ctl_state *s = c->ctl;
     if (!s)
@@ -113,7 +113,7 @@ static void expired_note(const struct mesh_certs *c, char *out, size_t size)
     out[0] = '\0';
     if (!at)
         return;
-    certs_format_time(at, when, sizeof(when));
+    mesh_certs_format_time(at, when, sizeof(when));
     snprintf(out, size,
              "; the node certificate expired at %s, so only a new join token in "
              "identity.join_token_file lets this node back in",
@@ -122,7 +122,7 @@ static void expired_note(const struct mesh_certs *c, char *out, size_t size)
 
 static void retry_later(struct mesh_certs *c)
 {
-    certs_schedule_in(c, mesh_ctl_backoff_ms(c->ctl->failures++));
+    mesh_certs_schedule_in(c, mesh_ctl_backoff_ms(c->ctl->failures++));
 }
 
 static struct held *held_by_id(struct mesh_certs *c, const char *id)
@@ -138,9 +138,9 @@ static struct held *held_by_id(struct mesh_certs *c, const char *id)
 static int keep(struct mesh_certs *c, struct held *h, const char *cert, const char *bundle)
 {
     struct ctl_state *s = c->ctl;
-    X509 *x = certs_parse_cert(cert, strlen(cert));
+    X509 *x = mesh_certs_parse_cert(cert, strlen(cert));
     if (!x) {
-        certs_fail(c, "controller: the certificate for %s is not PEM", h->id);
+        mesh_certs_fail(c, "controller: the certificate for %s is not PEM", h->id);
         return -EINVAL;
     }
     if (bundle && (!c->bundle_pem || strcmp(bundle, c->bundle_pem) != 0)) {
@@ -150,7 +150,7 @@ static int keep(struct mesh_certs *c, struct held *h, const char *cert, const ch
         if (!copy || mesh_fs_write_atomic(path, bundle, strlen(bundle), 0644) < 0) {
             mesh_free(copy);
             X509_free(x);
-            certs_fail(c, "cannot keep the trust bundle in %s", path);
+            mesh_certs_fail(c, "cannot keep the trust bundle in %s", path);
             return -EIO;
         }
         mesh_free(c->bundle_pem);
@@ -158,7 +158,7 @@ static int keep(struct mesh_certs *c, struct held *h, const char *cert, const ch
         c->bundle_len = strlen(copy);
     }
     char crt[4200], key[4200];
-    certs_paths(c, h, crt, key, sizeof(crt));
+    mesh_certs_paths(c, h, crt, key, sizeof(crt));
     char *cp = mesh_strdup(cert);
     int r = cp ? mesh_fs_write_atomic(key, s->pending_key, strlen(s->pending_key), 0600) : -ENOMEM;
     if (r == 0)
@@ -166,16 +166,17 @@ static int keep(struct mesh_certs *c, struct held *h, const char *cert, const ch
     if (r < 0) {
         mesh_free(cp);
         X509_free(x);
-        certs_fail(c, "cannot keep the certificate of %s in %s: %s", h->id, c->dir, strerror(-r));
+        mesh_certs_fail(c, "cannot keep the certificate of %s in %s: %s", h->id, c->dir,
+                        strerror(-r));
         return r;
     }
-    certs_held_clear_pem(h);
+    mesh_certs_held_clear_pem(h);
     h->cert_pem = cp;
     h->cert_len = strlen(cp);
     h->key_pem = s->pending_key;
     h->key_len = strlen(s->pending_key);
     s->pending_key = NULL;
-    certs_set_times(h, x);
+    mesh_certs_set_times(h, x);
     X509_free(x);
     return 0;
 }
@@ -199,21 +200,21 @@ static void on_answer(struct mesh_ctl_req *req)
                     h->ns ? MESH_LOG_FIELDS({"service", svc}) : NULL,
                     "the controller issued %s, valid until %lld", h->id, (long long)h->not_after);
         c->last_error[0] = '\0';
-        certs_rebuild(c);
-        certs_schedule_in(c, 0); /* the next identity, if any */
+        mesh_certs_rebuild(c);
+        mesh_certs_schedule_in(c, 0); /* the next identity, if any */
     } else if (h || status != 200) {
         char note[256] = "";
         if (s->pending_enroll && status >= 400 && status < 500)
             expired_note(c, note, sizeof(note));
         if (status)
-            certs_fail(c, "controller %s: %ld %s (for %s)%s", s->url, status,
-                       why ? why : "without a reason", s->pending_id, note);
+            mesh_certs_fail(c, "controller %s: %ld %s (for %s)%s", s->url, status,
+                            why ? why : "without a reason", s->pending_id, note);
         else
-            certs_fail(c, "controller %s unreachable: %s (for %s; retrying)", s->url,
-                       req->http.error, s->pending_id);
+            mesh_certs_fail(c, "controller %s unreachable: %s (for %s; retrying)", s->url,
+                            req->http.error, s->pending_id);
         retry_later(c);
     } else {
-        certs_schedule_in(c, 0); /* the identity went away meanwhile */
+        mesh_certs_schedule_in(c, 0); /* the identity went away meanwhile */
     }
     json_decref(doc);
 }
@@ -226,7 +227,7 @@ static void on_answer(struct mesh_ctl_req *req)
 static void kept_proof(struct mesh_certs *c, char **ret_cert, char **ret_key)
 {
     char crt[4200], key[4200];
-    certs_paths(c, &c->v[0], crt, key, sizeof(crt));
+    mesh_certs_paths(c, &c->v[0], crt, key, sizeof(crt));
     size_t cl = 0, kl = 0;
     if (mesh_fs_read_file(crt, PEM_MAX, ret_cert, &cl) < 0) {
         *ret_cert = NULL;
@@ -252,8 +253,8 @@ static void ask(struct mesh_certs *c, struct held *h, bool enroll)
         char note[256];
         expired_note(c, note, sizeof(note));
         if (r < 0 || !tlen) {
-            certs_fail(c, "cannot enroll: identity.join_token_file '%s': %s%s", s->token_file,
-                       r < 0 ? strerror(-r) : "empty", note);
+            mesh_certs_fail(c, "cannot enroll: identity.join_token_file '%s': %s%s", s->token_file,
+                            r < 0 ? strerror(-r) : "empty", note);
             mesh_free(token);
             retry_later(c);
             return;
@@ -261,7 +262,7 @@ static void ask(struct mesh_certs *c, struct held *h, bool enroll)
         time_t gone = node_expired_at(c, time(NULL));
         if (gone) {
             char when[64];
-            certs_format_time(gone, when, sizeof(when));
+            mesh_certs_format_time(gone, when, sizeof(when));
             mesh_log_warn("the node certificate expired at %s: enrolling again with the join "
                           "token, which spends one of its uses (only an expired node "
                           "certificate needs one)",
@@ -313,9 +314,9 @@ static void ask(struct mesh_certs *c, struct held *h, bool enroll)
     if (r < 0) {
         drop_secret(&kp);
         if (r == -ENOMEM)
-            certs_fail(c, "out of memory asking for %s", h->id);
+            mesh_certs_fail(c, "out of memory asking for %s", h->id);
         else
-            certs_fail(c, "cannot start a call to the controller: %s", strerror(-r));
+            mesh_certs_fail(c, "cannot start a call to the controller: %s", strerror(-r));
         retry_later(c);
         return;
     }
@@ -328,7 +329,7 @@ static void ask(struct mesh_certs *c, struct held *h, bool enroll)
                   h->id);
 }
 
-void certs_controller_refresh(struct mesh_certs *c)
+void mesh_certs_controller_refresh(struct mesh_certs *c)
 {
     struct ctl_state *s = c->ctl;
     if (!s || mesh_ctl_req_active(&s->req) || c->closing || c->n == 0)
@@ -337,11 +338,11 @@ void certs_controller_refresh(struct mesh_certs *c)
     /* What the state dir holds serves first, even while the controller is away. */
     bool loaded = false;
     for (size_t i = 0; c->bundle_pem && i < c->n; i++) {
-        if (!c->v[i].cert_pem && certs_load_kept(c, &c->v[i]))
+        if (!c->v[i].cert_pem && mesh_certs_load_kept(c, &c->v[i]))
             loaded = true;
     }
     if (loaded || !c->material)
-        certs_rebuild(c);
+        mesh_certs_rebuild(c);
     struct held *node = &c->v[0];
     if (!node->cert_pem || now >= node->renew_at) {
         ask(c, node, !valid_now(node, now));
@@ -357,7 +358,7 @@ void certs_controller_refresh(struct mesh_certs *c)
         if (h->renew_at < due)
             due = h->renew_at;
     }
-    certs_schedule_in(c, due > now ? (uint64_t)(due - now) * 1000 : 0);
+    mesh_certs_schedule_in(c, due > now ? (uint64_t)(due - now) * 1000 : 0);
 }
 
 /* ---- the mode's table ---- */
@@ -365,7 +366,7 @@ void certs_controller_refresh(struct mesh_certs *c)
 static void refresh(struct mesh_certs *c, bool force)
 {
     (void)force; /* what is wanted changed: the next call asks for it */
-    certs_controller_refresh(c);
+    mesh_certs_controller_refresh(c);
 }
 
 static void check_config(struct mesh_cfg_ctx *ctx, const struct mesh_agent_identity_config *id)
@@ -389,15 +390,15 @@ static void check_files(const struct mesh_agent_config *cfg, struct mesh_cfg_err
                                         MESH_AGENT_PEM_TOKEN);
 }
 
-const struct certs_mode certs_mode_controller = {
+const struct certs_mode mesh_certs_mode_controller = {
     .mtls = true,
     .uses_controller = true,
     .keeps_certs = true,
     .own_backoff = true,
     .check_config = check_config,
     .check_files = check_files,
-    .open = certs_controller_open,
+    .open = mesh_certs_controller_open,
     .refresh = refresh,
-    .paths = certs_default_paths,
-    .close = certs_controller_close,
+    .paths = mesh_certs_default_paths,
+    .close = mesh_certs_controller_close,
 };

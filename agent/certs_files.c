@@ -27,7 +27,7 @@ static void paths(const struct mesh_certs *c, const struct held *h, char *crt, c
                   size_t size)
 {
     if (!h->ns) {
-        certs_default_paths(c, h, crt, key, size);
+        mesh_certs_default_paths(c, h, crt, key, size);
         return;
     }
     snprintf(crt, size, "%s/%s/%s.crt", c->dir, h->ns, h->name);
@@ -47,7 +47,7 @@ static bool files_changed(struct mesh_certs *c)
         return true;
     for (size_t i = 0; i < c->n; i++) {
         char crt[4200], key[4200];
-        certs_paths(c, &c->v[i], crt, key, sizeof(crt));
+        mesh_certs_paths(c, &c->v[i], crt, key, sizeof(crt));
         if (stat(crt, &st) < 0 || !same_file(&st, &c->v[i].cert_st) || stat(key, &st) < 0 ||
             !same_file(&st, &c->v[i].key_st))
             return true;
@@ -61,24 +61,24 @@ static int files_read(struct mesh_certs *c, char **bundle, size_t *bundle_len, s
 {
     int r = mesh_fs_read_file_stat(c->bundle_path, PEM_MAX, bundle, bundle_len, bst);
     if (r < 0) {
-        certs_fail(c, "identity.trust_bundle '%s': %s", c->bundle_path, strerror(-r));
+        mesh_certs_fail(c, "identity.trust_bundle '%s': %s", c->bundle_path, strerror(-r));
         return r;
     }
     for (size_t i = 0; i < n; i++) {
         char crt[4200], key[4200];
-        certs_paths(c, &v[i], crt, key, sizeof(crt));
-        certs_held_clear_pem(&v[i]);
+        mesh_certs_paths(c, &v[i], crt, key, sizeof(crt));
+        mesh_certs_held_clear_pem(&v[i]);
         if ((r = mesh_fs_read_file_stat(crt, PEM_MAX, &v[i].cert_pem, &v[i].cert_len,
                                         &v[i].cert_st)) < 0 ||
             (r = mesh_fs_read_file_stat(key, PEM_MAX, &v[i].key_pem, &v[i].key_len, &v[i].key_st)) <
                 0) {
-            certs_fail(c, "%s: %s: %s", v[i].id, r == -ENOENT ? "missing" : "unreadable",
-                       strerror(-r));
+            mesh_certs_fail(c, "%s: %s: %s", v[i].id, r == -ENOENT ? "missing" : "unreadable",
+                            strerror(-r));
             return r;
         }
-        X509 *x = certs_parse_cert(v[i].cert_pem, v[i].cert_len);
+        X509 *x = mesh_certs_parse_cert(v[i].cert_pem, v[i].cert_len);
         if (x)
-            certs_set_times(&v[i], x);
+            mesh_certs_set_times(&v[i], x);
         X509_free(x);
     }
     return 0;
@@ -88,7 +88,7 @@ static int files_read(struct mesh_certs *c, char **bundle, size_t *bundle_len, s
 static void refresh(struct mesh_certs *c, bool force)
 {
     if (!force && !files_changed(c)) {
-        certs_schedule_in(c, FILES_POLL_MS);
+        mesh_certs_schedule_in(c, FILES_POLL_MS);
         return;
     }
     char *bundle = NULL;
@@ -96,7 +96,7 @@ static void refresh(struct mesh_certs *c, bool force)
     struct stat bst;
     struct mesh_tls_material *m = NULL;
     if (files_read(c, &bundle, &len, &bst, c->v, c->n) == 0)
-        m = certs_build(c, bundle, len, c->v, c->n);
+        m = mesh_certs_build(c, bundle, len, c->v, c->n);
     /* What was read is remembered either way: the same bad files are not re-reported. */
     memset(&c->bundle_st, 0, sizeof(c->bundle_st));
     if (bundle)
@@ -104,9 +104,9 @@ static void refresh(struct mesh_certs *c, bool force)
     mesh_free(bundle);
     if (m) {
         mesh_log_info("loaded %zu certificates from %s", c->n, c->dir);
-        certs_swap_in(c, m);
+        mesh_certs_swap_in(c, m);
     }
-    certs_schedule_in(c, FILES_POLL_MS);
+    mesh_certs_schedule_in(c, FILES_POLL_MS);
 }
 
 static void check_config(struct mesh_cfg_ctx *ctx, const struct mesh_agent_identity_config *id)
@@ -130,7 +130,7 @@ static void check_files(const struct mesh_agent_config *cfg, struct mesh_cfg_err
 }
 
 /* Certificates are read from identity.cert_dir, never written. */
-const struct certs_mode certs_mode_files = {
+const struct certs_mode mesh_certs_mode_files = {
     .mtls = true,
     .keeps_certs = false,
     .check_config = check_config,
@@ -138,5 +138,5 @@ const struct certs_mode certs_mode_files = {
     .open = open_files,
     .refresh = refresh,
     .paths = paths,
-    .close = certs_default_close,
+    .close = mesh_certs_default_close,
 };

@@ -25,16 +25,16 @@ static int open_local_ca(struct mesh_certs *c, const struct mesh_agent_identity_
     size_t len = 0, klen = 0;
     int r = mesh_fs_read_file(id->ca_cert, PEM_MAX, &pem, &len);
     if (r < 0) {
-        certs_fail(c, "identity.ca_cert '%s': %s", id->ca_cert, strerror(-r));
+        mesh_certs_fail(c, "identity.ca_cert '%s': %s", id->ca_cert, strerror(-r));
         return r;
     }
     r = mesh_fs_read_file(id->ca_key, PEM_MAX, &kpem, &klen);
     if (r < 0) {
-        certs_fail(c, "identity.ca_key '%s': %s", id->ca_key, strerror(-r));
+        mesh_certs_fail(c, "identity.ca_key '%s': %s", id->ca_key, strerror(-r));
         mesh_free(pem);
         return r;
     }
-    c->ca = certs_parse_cert(pem, len);
+    c->ca = mesh_certs_parse_cert(pem, len);
     BIO *kb = BIO_new_mem_buf(kpem, (int)klen);
     c->ca_key = kb ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL) : NULL;
     BIO_free(kb);
@@ -43,15 +43,15 @@ static int open_local_ca(struct mesh_certs *c, const struct mesh_agent_identity_
     c->bundle_pem = pem;
     c->bundle_len = len;
     if (!c->ca) {
-        certs_fail(c, "identity.ca_cert '%s': no PEM certificate", id->ca_cert);
+        mesh_certs_fail(c, "identity.ca_cert '%s': no PEM certificate", id->ca_cert);
         return -EINVAL;
     }
     if (!c->ca_key) {
-        certs_fail(c, "identity.ca_key '%s': no PEM private key", id->ca_key);
+        mesh_certs_fail(c, "identity.ca_key '%s': no PEM private key", id->ca_key);
         return -EINVAL;
     }
     if (X509_check_ca(c->ca) == 0) {
-        certs_fail(c, "identity.ca_cert '%s': not a CA certificate", id->ca_cert);
+        mesh_certs_fail(c, "identity.ca_cert '%s': not a CA certificate", id->ca_cert);
         return -EINVAL;
     }
     int crit = -1;
@@ -64,11 +64,11 @@ static int open_local_ca(struct mesh_certs *c, const struct mesh_agent_identity_
     ASN1_BIT_STRING_free(ku);
     if (X509_check_private_key(c->ca, c->ca_key) != 1) {
         ERR_clear_error();
-        certs_fail(c, "identity.ca_key '%s' is not the key of identity.ca_cert", id->ca_key);
+        mesh_certs_fail(c, "identity.ca_key '%s' is not the key of identity.ca_cert", id->ca_key);
         return -EINVAL;
     }
     if (mesh_x509_not_after(c->ca) <= time(NULL)) {
-        certs_fail(c, "identity.ca_cert '%s' has expired", id->ca_cert);
+        mesh_certs_fail(c, "identity.ca_cert '%s' has expired", id->ca_cert);
         return -EINVAL;
     }
     return 0;
@@ -91,16 +91,17 @@ static int issue(struct mesh_certs *c, struct held *h)
     int r = -ENOMEM;
     if (cp) {
         char crt[4200], kpath[4200];
-        certs_paths(c, h, crt, kpath, sizeof(crt));
+        mesh_certs_paths(c, h, crt, kpath, sizeof(crt));
         /* The key first: a certificate on disk always has its key. */
         r = mesh_fs_write_atomic(kpath, kp, kl, 0600);
         if (r == 0)
             r = mesh_fs_write_atomic(crt, cp, cl, 0600);
         if (r < 0)
-            certs_fail(c, "cannot keep the certificate of %s in %s: %s (serving it from memory)",
-                       h->id, c->dir, strerror(-r));
-        certs_set_times(h, x);
-        certs_held_clear_pem(h);
+            mesh_certs_fail(c,
+                            "cannot keep the certificate of %s in %s: %s (serving it from memory)",
+                            h->id, c->dir, strerror(-r));
+        mesh_certs_set_times(h, x);
+        mesh_certs_held_clear_pem(h);
         h->cert_pem = cp;
         h->cert_len = cl;
         h->key_pem = kp;
@@ -114,7 +115,7 @@ static int issue(struct mesh_certs *c, struct held *h)
                     h->ns ? MESH_LOG_FIELDS({"service", svc}) : NULL, "issued %s, valid until %lld",
                     h->id, (long long)h->not_after);
     } else {
-        certs_fail(c, "cannot issue a certificate for %s: %s", h->id, err);
+        mesh_certs_fail(c, "cannot issue a certificate for %s: %s", h->id, err);
     }
     X509_free(x);
     mesh_free(cp);
@@ -131,9 +132,9 @@ static void schedule(struct mesh_certs *c)
             due = c->v[i].renew_at;
     }
     /* A failed issue is retried in a few seconds, however far the renewal was. */
-    certs_schedule_in(c, !due || c->last_error[0] ? 5000
-                         : due > now              ? (uint64_t)(due - now) * 1000
-                                                  : 0);
+    mesh_certs_schedule_in(c, !due || c->last_error[0] ? 5000
+                              : due > now              ? (uint64_t)(due - now) * 1000
+                                                       : 0);
 }
 
 /* Renews what is due (or missing) and swaps in new material. */
@@ -143,7 +144,7 @@ static void refresh(struct mesh_certs *c, bool force)
     time_t now = time(NULL);
     for (size_t i = 0; i < c->n; i++) {
         struct held *h = &c->v[i];
-        if (!h->cert_pem && certs_load_kept(c, h))
+        if (!h->cert_pem && mesh_certs_load_kept(c, h))
             changed = true;
         if (h->cert_pem && now < h->renew_at)
             continue;
@@ -151,7 +152,7 @@ static void refresh(struct mesh_certs *c, bool force)
             changed = true;
     }
     if (changed)
-        certs_rebuild(c);
+        mesh_certs_rebuild(c);
     schedule(c);
 }
 
@@ -169,13 +170,13 @@ static void check_files(const struct mesh_agent_config *cfg, struct mesh_cfg_err
                                     MESH_AGENT_PEM_KEY);
 }
 
-const struct certs_mode certs_mode_local_ca = {
+const struct certs_mode mesh_certs_mode_local_ca = {
     .mtls = true,
     .keeps_certs = true,
     .check_config = check_config,
     .check_files = check_files,
     .open = open_local_ca,
     .refresh = refresh,
-    .paths = certs_default_paths,
-    .close = certs_default_close,
+    .paths = mesh_certs_default_paths,
+    .close = mesh_certs_default_close,
 };

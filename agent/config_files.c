@@ -91,5 +91,5 @@ void mesh_agent__check_identity_file(struct mesh_cfg_errors *errors,
 void mesh_agent_config_check_files(const struct mesh_agent_config *cfg,
                                    struct mesh_cfg_errors *errors)
 {
-    certs_mode_of(cfg->identity.mode)->check_files(cfg, errors);
+    mesh_certs_mode_of(cfg->identity.mode)->check_files(cfg, errors);
 }

@@ -65,8 +65,10 @@ int mesh_local_service_copy(struct mesh_local_service *dst, const struct mesh_lo
     s.name = s.namespace = s.source = s.identity = NULL;
     s.upstreams = NULL;
     s.n_upstreams = 0;
+    s.labels = (struct mesh_labels){0};
     if (dup_opt(&s.name, src->name) < 0 || dup_opt(&s.namespace, src->namespace) < 0 ||
-        dup_opt(&s.source, src->source) < 0 || dup_opt(&s.identity, src->identity) < 0)
+        dup_opt(&s.source, src->source) < 0 || dup_opt(&s.identity, src->identity) < 0 ||
+        mesh_labels_copy(&s.labels, &src->labels) < 0)
         goto fail;
     if (src->n_upstreams) {
         s.upstreams = mesh_calloc(src->n_upstreams, sizeof(*s.upstreams));
@@ -100,5 +102,6 @@ void mesh_local_service_done(struct mesh_local_service *s)
     mesh_free(s->namespace);
     mesh_free(s->source);
     mesh_free(s->identity);
+    mesh_labels_done(&s->labels);
     memset(s, 0, sizeof(*s));
 }

@@ -73,6 +73,7 @@ struct mesh_local_service {
     size_t n_upstreams;
     char *source;   /* where it was defined (a file), for messages */
     char *identity; /* its SPIFFE ID when not spiffe://<td>/ns/<ns>/svc/<name>; or NULL */
+    struct mesh_labels labels; /* on the endpoint this host publishes for it */
 };
 
 int mesh_endpoint_copy(struct mesh_endpoint *dst, const struct mesh_endpoint *src);

@@ -3,6 +3,7 @@
  *   consul_config.c   keys, environment variables, the resolved connection
  *   consul_watch.c    catalog and per-service blocking queries
  *   consul_pace.c     the index rules and the token bucket that pace those queries
+ *   consul_meta.c     Service.Meta: a service's namespace and labels, written and read back
  *   consul_register.c this host's services in the local Consul agent
  *   consul.c          the adapter ops, status and metrics
  */

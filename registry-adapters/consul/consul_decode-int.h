@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "catalog/service.h"
+#include "registry-adapters/consul/consul_meta-int.h"
 
 /* Service metadata keys with a meaning to the mesh (written by our registration too). */
 #define MESH_CONSUL_META_PORT "mesh-port"          /* the host agent's mTLS port */
@@ -37,22 +38,36 @@ int mesh_consul_decode_services(const char *data, size_t len, const char *tag,
 void mesh_consul_names_done(struct mesh_consul_names *n);
 
 struct mesh_consul_health_options {
-    bool include_warning; /* instances with a warning check count (at their warning weight) */
-    const char *zone_key; /* Service.Meta, then Node.Meta key naming the zone */
+    bool include_warning;  /* instances with a warning check count (at their warning weight) */
+    const char *zone_key;  /* Service.Meta, then Node.Meta key naming the zone */
+    const char *namespace; /* of instances whose Meta names none (the registry's) */
+};
+
+/* The instances of one mesh namespace: one service of the catalog. */
+struct mesh_consul_group {
+    char *namespace;
+    enum mesh_protocol protocol; /* from the first of its instances in the answer */
+    size_t first, n;             /* its endpoints: v[first .. first + n) */
 };
 
 struct mesh_consul_instances {
-    struct mesh_endpoint *v; /* sorted by address, unique */
+    struct mesh_endpoint *v; /* by namespace, then sorted by address, unique in each */
     size_t n;
-    enum mesh_protocol protocol;
-    size_t unhealthy; /* left out for a failing check */
-    size_t skipped;   /* left out for an unusable address or port */
+    struct mesh_consul_group *groups; /* sorted by namespace */
+    size_t n_groups;
+    enum mesh_protocol protocol; /* of the first group (TCP without one) */
+    size_t unhealthy;            /* left out for a failing check */
+    size_t skipped;              /* left out for an unusable address or port */
+    size_t bad_namespace;        /* left out: their mesh-namespace is not a DNS label */
+    char first_bad_namespace[64];
 };
 
 /*
  * Decodes a health service answer into endpoints: the address is Service.Address or, when
  * empty, Node.Address (an IP literal); the weight Weights.Passing; health from every check
- * of the instance and its node. Returns 0, -EINVAL with the reason in `err`, or -ENOMEM.
+ * of the instance and its node; the namespace Service.Meta's "mesh-namespace" (a DNS label,
+ * else the instance is left out), or opts->namespace without one; labels from the rest of
+ * Service.Meta (consul_meta-int.h). Returns 0, -EINVAL with the reason in `err`, or -ENOMEM.
  */
 int mesh_consul_decode_health(const char *data, size_t len,
                               const struct mesh_consul_health_options *opts,

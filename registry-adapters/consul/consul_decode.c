@@ -139,28 +139,29 @@ static long weight_of(json_t *svc, const char *which)
     return json_is_integer(w) ? (long)json_integer_value(w) : -1;
 }
 
-static int meta_labels(json_t *svc, struct mesh_labels *l)
+static enum mesh_protocol protocol_of(json_t *svc)
 {
-    json_t *meta = json_object_get(svc, "Meta"), *v;
-    const char *k;
-    if (!json_is_object(meta))
-        return 0;
-    json_object_foreach(meta, k, v)
-    {
-        const char *s = json_string_value(v);
-        if (!s || !mesh_label_key_valid(k, NULL) || !mesh_label_value_valid(s, NULL))
-            continue;
-        if (mesh_labels_set(l, k, s) < 0)
-            return -ENOMEM;
+    const char *p = meta_str(svc, MESH_CONSUL_META_PROTOCOL);
+    for (size_t i = 0; p && mesh_protocol_names[i]; i++) {
+        if (strcmp(p, mesh_protocol_names[i]) == 0)
+            return (enum mesh_protocol)i;
     }
-    return 0;
+    return MESH_PROTO_TCP;
 }
 
-/* Fills `ep` from one entry; 1 when used, 0 when left out (counted), <0 on error. */
+/* One instance while an answer is decoded. */
+struct item {
+    struct mesh_endpoint ep;
+    const char *ns; /* borrowed: from the answer, or the options */
+    size_t pos;     /* in the answer */
+    enum mesh_protocol protocol;
+};
+
+/* Fills `it` from one entry; 1 when used, 0 when left out (counted), <0 on error. */
 static int instance(json_t *e, const struct mesh_consul_health_options *o,
-                    struct mesh_consul_instances *out, struct mesh_endpoint *ep, char *err,
-                    size_t errlen)
+                    struct mesh_consul_instances *out, struct item *it, char *err, size_t errlen)
 {
+    struct mesh_endpoint *ep = &it->ep;
     json_t *node = json_object_get(e, "Node"), *svc = json_object_get(e, "Service");
     if (!json_is_object(node) || !json_is_object(svc))
         return fail(err, errlen, "an entry without a Node and a Service object", NULL);
@@ -174,6 +175,17 @@ static int instance(json_t *e, const struct mesh_consul_health_options *o,
         out->unhealthy++;
         return 0;
     }
+    json_t *meta = json_object_get(svc, "Meta");
+    const char *ns = NULL;
+    if (mesh_consul_meta_namespace(meta, &ns) < 0) {
+        /* Never moved to the default namespace: that would be another service. */
+        if (!out->bad_namespace++)
+            snprintf(out->first_bad_namespace, sizeof(out->first_bad_namespace), "%s",
+                     ns ? ns : "(not a string)");
+        return 0;
+    }
+    it->ns = ns ? ns : (o->namespace ? o->namespace : "default");
+    it->protocol = protocol_of(svc);
     const char *addr = json_string_value(json_object_get(svc, "Address"));
     if (!addr || !addr[0])
         addr = json_string_value(json_object_get(node, "Address"));
@@ -195,32 +207,77 @@ static int instance(json_t *e, const struct mesh_consul_health_options *o,
         zone = meta_str(node, o->zone_key);
     const char *nname = json_string_value(json_object_get(node, "Node"));
     if ((zone && zone[0] && !(ep->zone = mesh_atom(zone))) ||
-        (nname && !(ep->node = mesh_atom(nname))) || meta_labels(svc, &ep->labels) < 0) {
+        (nname && !(ep->node = mesh_atom(nname))) ||
+        mesh_consul_meta_labels(meta, &ep->labels) < 0) {
         mesh_endpoint_done(ep);
         return -ENOMEM;
     }
     return 1;
 }
 
-/* By address, then node name, so that duplicates resolve the same way every time. */
-static int cmp_ep(const void *a, const void *b)
+/* By namespace, address, then node name, so that duplicates resolve the same way every time. */
+static int cmp_item(const void *a, const void *b)
 {
-    const struct mesh_endpoint *x = a, *y = b;
-    int c = mesh_endpoint_addr_cmp(x, y);
+    const struct item *p = a, *q = b;
+    int c = strcmp(p->ns, q->ns);
+    if (c)
+        return c;
+    const struct mesh_endpoint *x = &p->ep, *y = &q->ep;
+    c = mesh_endpoint_addr_cmp(x, y);
     if (c || !x->node || !y->node)
         return c ? c : (x->node != NULL) - (y->node != NULL);
     return strcmp(x->node, y->node);
 }
 
-static enum mesh_protocol protocol_of(json_t *root)
+/* Moves the sorted items into `out`: one endpoint per address:port in each namespace (the
+ * instance on the node sorted first), one group per namespace. */
+static int gather(struct item *items, size_t n, struct mesh_consul_instances *out)
 {
-    json_t *svc = json_object_get(json_array_get(root, 0), "Service");
-    const char *p = meta_str(svc, MESH_CONSUL_META_PROTOCOL);
-    for (size_t i = 0; p && mesh_protocol_names[i]; i++) {
-        if (strcmp(p, mesh_protocol_names[i]) == 0)
-            return (enum mesh_protocol)i;
+    /* A namespace's protocol is that of its first instance in the answer, even one that
+     * shares its address with another and is dropped below. */
+    for (size_t j = 0, end; j < n; j = end) {
+        size_t best = j;
+        for (end = j + 1; end < n && strcmp(items[end].ns, items[j].ns) == 0; end++) {
+            if (items[end].pos < items[best].pos)
+                best = end;
+        }
+        for (size_t i = j; i < end; i++)
+            items[i].protocol = items[best].protocol;
     }
-    return MESH_PROTO_TCP;
+    size_t k = 0;
+    for (size_t j = 0; j < n; j++) {
+        if (k && strcmp(items[k - 1].ns, items[j].ns) == 0 &&
+            mesh_endpoint_addr_cmp(&items[k - 1].ep, &items[j].ep) == 0) {
+            mesh_endpoint_done(&items[j].ep);
+            out->skipped++;
+            continue;
+        }
+        items[k++] = items[j];
+    }
+    out->groups = mesh_calloc(k + 1, sizeof(*out->groups));
+    if (!out->groups) {
+        for (size_t j = 0; j < k; j++)
+            mesh_endpoint_done(&items[j].ep);
+        return -ENOMEM;
+    }
+    for (size_t j = 0; j < k; j++) {
+        struct mesh_consul_group *g = out->n_groups ? &out->groups[out->n_groups - 1] : NULL;
+        if (!g || strcmp(g->namespace, items[j].ns) != 0) {
+            g = &out->groups[out->n_groups];
+            if (!(g->namespace = mesh_strdup(items[j].ns))) {
+                for (size_t i = j; i < k; i++)
+                    mesh_endpoint_done(&items[i].ep);
+                return -ENOMEM;
+            }
+            out->n_groups++;
+            g->first = out->n;
+            g->protocol = items[j].protocol;
+        }
+        g->n++;
+        out->v[out->n++] = items[j].ep;
+    }
+    out->protocol = out->n_groups ? out->groups[0].protocol : MESH_PROTO_TCP;
+    return 0;
 }
 
 int mesh_consul_decode_health(const char *data, size_t len,
@@ -230,6 +287,8 @@ int mesh_consul_decode_health(const char *data, size_t len,
     json_error_t je;
     json_t *root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &je);
     struct mesh_consul_instances out = {0};
+    struct item *items = NULL;
+    size_t n_items = 0;
     int r = 0;
     if (!root)
         return json_error_code(&je) == json_error_out_of_memory
@@ -244,7 +303,8 @@ int mesh_consul_decode_health(const char *data, size_t len,
         goto out;
     }
     out.v = mesh_calloc(json_array_size(root) + 1, sizeof(*out.v));
-    if (!out.v) {
+    items = mesh_calloc(json_array_size(root) + 1, sizeof(*items));
+    if (!out.v || !items) {
         r = -ENOMEM;
         goto out;
     }
@@ -252,28 +312,23 @@ int mesh_consul_decode_health(const char *data, size_t len,
     json_t *e;
     json_array_foreach(root, i, e)
     {
-        r = instance(e, opts, &out, &out.v[out.n], err, errlen);
+        items[n_items].pos = i;
+        r = instance(e, opts, &out, &items[n_items], err, errlen);
         if (r < 0)
             goto out;
-        out.n += (size_t)r;
+        n_items += (size_t)r;
     }
-    r = 0;
-    qsort(out.v, out.n, sizeof(*out.v), cmp_ep);
-    /* One address:port is one endpoint: the instance on the node sorted first stays. */
-    size_t k = 0;
-    for (size_t j = 0; j < out.n; j++) {
-        if (k && mesh_endpoint_addr_cmp(&out.v[k - 1], &out.v[j]) == 0) {
-            mesh_endpoint_done(&out.v[j]);
-            out.skipped++;
-            continue;
-        }
-        out.v[k++] = out.v[j];
-    }
-    out.n = k;
-    out.protocol = protocol_of(root);
+    qsort(items, n_items, sizeof(*items), cmp_item);
+    r = gather(items, n_items, &out);
+    n_items = 0; /* gather took (or freed) every endpoint */
+    if (r < 0)
+        goto out;
     *ret = out;
     out = (struct mesh_consul_instances){0};
 out:
+    for (size_t j = 0; j < n_items; j++)
+        mesh_endpoint_done(&items[j].ep);
+    mesh_free(items);
     mesh_consul_instances_done(&out);
     json_decref(root);
     return r;
@@ -284,6 +339,9 @@ void mesh_consul_instances_done(struct mesh_consul_instances *in)
     for (size_t i = 0; i < in->n; i++)
         mesh_endpoint_done(&in->v[i]);
     mesh_free(in->v);
+    for (size_t i = 0; i < in->n_groups; i++)
+        mesh_free(in->groups[i].namespace);
+    mesh_free(in->groups);
     *in = (struct mesh_consul_instances){0};
 }
 
@@ -312,8 +370,14 @@ uint64_t mesh_consul_names_digest(const struct mesh_consul_names *n, const uint6
 
 uint64_t mesh_consul_instances_digest(const struct mesh_consul_instances *in, const uint64_t key[2])
 {
-    uint64_t head[2] = {in->n, (uint64_t)in->protocol};
+    uint64_t head[2] = {in->n, in->n_groups};
     uint64_t h = mix(key[0], key[1], head, sizeof(head));
+    for (size_t i = 0; i < in->n_groups; i++) {
+        const struct mesh_consul_group *g = &in->groups[i];
+        uint64_t gh[3] = {g->first, g->n, (uint64_t)g->protocol};
+        h = mix(h, key[1], gh, sizeof(gh));
+        h = mix_str(h, key[1], g->namespace);
+    }
     for (size_t i = 0; i < in->n; i++) {
         const struct mesh_endpoint *e = &in->v[i];
         unsigned char fixed[26];

@@ -82,8 +82,19 @@ static char *ms_str(uint64_t ms, char *out, size_t n)
     return out;
 }
 
+/* Collects the labels Meta cannot carry, for one warning per registration. */
+static void on_label_skipped(void *data, const char *key, const char *why)
+{
+    struct mesh_buf *b = data;
+    mesh_buf_appendf(b, "%s'%s' (%s)", b->len ? ", " : "", key, why);
+}
+
+/*
+ * The registration of `ls`, JSON; the labels Meta cannot carry are listed in `skipped`.
+ * NULL when out of memory.
+ */
 static char *build_body(const struct consul_registry *c, const struct mesh_local_service *ls,
-                        const char *id, const char *check_id)
+                        const char *id, const char *check_id, struct mesh_buf *skipped)
 {
     const struct mesh_registry_env *env = c->base.env;
     char ip[MESH_ADDR_STRLEN], a[32], b[32], port_s[8], target[MESH_ADDR_STRLEN + 128];
@@ -96,12 +107,19 @@ static char *build_body(const struct consul_registry *c, const struct mesh_local
     char *mgr = manager(c), identity[512];
     snprintf(identity, sizeof(identity), "spiffe://%s/ns/%s/svc/%s", env->trust_domain,
              ls->namespace, ls->name);
+    /* The namespace travels in Meta: Consul's own namespaces are an Enterprise feature, and
+     * the mesh's need not match them (docs/consul.md). */
     json_t *meta =
-        json_pack("{s:s?, s:s, s:s}", MESH_CONSUL_META_MANAGER, mgr, MESH_CONSUL_META_IDENTITY,
-                  identity, MESH_CONSUL_META_PROTOCOL, mesh_protocol_names[ls->protocol]);
+        json_pack("{s:s?, s:s, s:s, s:s}", MESH_CONSUL_META_MANAGER, mgr, MESH_CONSUL_META_IDENTITY,
+                  identity, MESH_CONSUL_META_PROTOCOL, mesh_protocol_names[ls->protocol],
+                  MESH_CONSUL_META_NAMESPACE, ls->namespace);
     if (meta && env->mesh_port) {
         snprintf(port_s, sizeof(port_s), "%u", env->mesh_port);
         json_object_set_new(meta, MESH_CONSUL_META_PORT, json_string(port_s));
+    }
+    if (meta && mesh_consul_meta_add_labels(meta, &ls->labels, on_label_skipped, skipped) < 0) {
+        json_decref(meta);
+        meta = NULL;
     }
     json_t *check = json_pack("{s:s, s:s, s:s}", "CheckID", check_id, "Name",
                               "mesh-agent: workload reachable", "DeregisterCriticalServiceAfter",
@@ -136,6 +154,25 @@ static void on_timer(uv_timer_t *t)
     reg_tick(container_of(t, struct consul_reg, timer));
 }
 
+/*
+ * Appends the Consul Enterprise namespace and partition the operator configured as query
+ * parameters, so that registrations land where discovery reads (open-source Consul refuses
+ * both, so without them nothing is sent).
+ */
+static void ent_query(const struct consul_registry *c, struct mesh_buf *u)
+{
+    const struct {
+        const char *key, *value;
+    } opt[] = {{"ns", c->cfg->consul_namespace}, {"partition", c->cfg->partition}};
+    for (size_t i = 0; i < MESH_ARRAY_SIZE(opt); i++) {
+        if (opt[i].value && opt[i].value[0]) {
+            mesh_buf_appendf(u, "%c%s=", u->data && memchr(u->data, '?', u->len) ? '&' : '?',
+                             opt[i].key);
+            mesh_http_escape(u, opt[i].value);
+        }
+    }
+}
+
 /* Sends `method` (NULL: GET) to path + escaped arg on the registration's request. */
 static int call(struct consul_reg *g, const char *method, const char *path, const char *arg,
                 const char *body, mesh_http_done_cb done)
@@ -146,6 +183,7 @@ static int call(struct consul_reg *g, const char *method, const char *path, cons
     mesh_buf_appendf(&u, "%s%s", c->conn.base_url, path);
     if (arg)
         mesh_http_escape(&u, arg);
+    ent_query(c, &u);
     if (u.err) {
         mesh_buf_done(&u);
         return -ENOMEM;
@@ -441,6 +479,7 @@ static void stale_next(struct consul_registry *c)
         mesh_buf_init(&u, 4096);
         mesh_buf_appendf(&u, "%s/v1/agent/service/deregister/", c->conn.base_url);
         mesh_http_escape(&u, id);
+        ent_query(c, &u);
         mesh_log_info("deregistering '%s' from Consul: an earlier run of this agent registered "
                       "it",
                       id);
@@ -503,11 +542,17 @@ static void cleanup_start(struct consul_registry *c)
 {
     if (c->stopping || c->cleanup_done || mesh_http_req_active(&c->cleanup))
         return;
-    size_t n = strlen(c->conn.base_url) + 32;
+    struct mesh_buf u;
+    mesh_buf_init(&u, 4096);
+    mesh_buf_appendf(&u, "%s/v1/agent/services", c->conn.base_url);
+    ent_query(c, &u);
     mesh_free(c->cleanup_url);
-    if (!(c->cleanup_url = mesh_malloc(n)))
+    if (u.err) {
+        mesh_buf_done(&u);
+        c->cleanup_url = NULL;
         return;
-    snprintf(c->cleanup_url, n, "%s/v1/agent/services", c->conn.base_url);
+    }
+    c->cleanup_url = mesh_buf_steal(&u, NULL);
     c->cleanup.method = NULL;
     c->cleanup.url = c->cleanup_url;
     c->cleanup.headers = mesh_consul__headers(c);
@@ -545,8 +590,16 @@ void mesh_consul__register_set(struct consul_registry *c, const struct mesh_loca
         char *check_id = id ? mesh_malloc(strlen(id) + 16) : NULL;
         if (check_id)
             snprintf(check_id, strlen(id) + 16, "%s:workload", id);
-        char *body = check_id ? build_body(c, ls, id, check_id) : NULL;
+        struct mesh_buf skipped;
+        mesh_buf_init(&skipped, 4096);
+        char *body = check_id ? build_body(c, ls, id, check_id, &skipped) : NULL;
         struct consul_reg *g = id ? mesh_hmap_get(&c->regs, id) : NULL;
+        bool fresh = body && (!g || (g->state != REG_DEREGISTERING && strcmp(g->body, body) != 0));
+        if (fresh && skipped.len)
+            mesh_log_warn("service '%s/%s': label(s) %.*s not carried in Consul's Meta: hosts "
+                          "that find it through Consul do not see them",
+                          ls->namespace, ls->name, (int)skipped.len, skipped.data);
+        mesh_buf_done(&skipped);
         if (!body) {
             mesh_consul__problem(c, CONSUL_ERR_DECODE, "out of memory registering services");
         } else if (g && g->state != REG_DEREGISTERING) {

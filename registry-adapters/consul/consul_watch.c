@@ -45,6 +45,8 @@ struct consul_watch {
     bool answered;   /* its first answer came (and `digest` holds it) */
     bool need_token; /* its last answer brought nothing new */
     struct consul_watch *qnext;
+    char **reported; /* the namespaces its last applied answer gave endpoints in */
+    size_t n_reported;
 };
 
 static void watch_query(struct consul_watch *w);
@@ -215,6 +217,69 @@ static void on_watch_timer(uv_timer_t *t)
     pump(w->c);
 }
 
+static bool has_ns(char *const *v, size_t n, const char *ns)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(v[i], ns) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void reported_done(struct consul_watch *w)
+{
+    for (size_t i = 0; i < w->n_reported; i++)
+        mesh_free(w->reported[i]);
+    mesh_free(w->reported);
+    w->reported = NULL;
+    w->n_reported = 0;
+}
+
+/* Tells the catalog that the service is gone from each namespace it was reported in (and
+ * from the registry's own), except those in `keep` (NULL: none). */
+static void forget_namespaces(struct consul_watch *w, const struct mesh_consul_instances *keep)
+{
+    struct consul_registry *c = w->c;
+    const char *own = c->base.cfg->namespace;
+    for (size_t i = 0; i <= w->n_reported; i++) {
+        const char *ns = i < w->n_reported ? w->reported[i] : own;
+        if (i == w->n_reported && has_ns(w->reported, w->n_reported, own))
+            break; /* already done */
+        bool kept = false;
+        for (size_t g = 0; keep && g < keep->n_groups && !kept; g++)
+            kept = strcmp(keep->groups[g].namespace, ns) == 0;
+        if (!kept) {
+            struct mesh_service_update u = {.namespace = ns, .name = w->name};
+            c->base.sink.set_service(c->base.sink.data, &c->base, &u);
+        }
+    }
+}
+
+/* Passes a decoded answer on: one service per namespace its instances name; a namespace the
+ * last answer had and this one has not loses the service. */
+static void report(struct consul_watch *w, const struct mesh_consul_instances *in)
+{
+    struct consul_registry *c = w->c;
+    for (size_t g = 0; g < in->n_groups; g++) {
+        const struct mesh_consul_group *gr = &in->groups[g];
+        struct mesh_service_update u = {
+            .namespace = gr->namespace,
+            .name = w->name,
+            .protocol = gr->protocol,
+            .endpoints = in->v + gr->first,
+            .n_endpoints = gr->n,
+        };
+        c->base.sink.set_service(c->base.sink.data, &c->base, &u);
+    }
+    forget_namespaces(w, in);
+    reported_done(w);
+    w->reported = mesh_calloc(in->n_groups + 1, sizeof(*w->reported));
+    for (size_t g = 0; w->reported && g < in->n_groups; g++) {
+        if ((w->reported[w->n_reported] = mesh_strdup(in->groups[g].namespace)))
+            w->n_reported++;
+    }
+}
+
 /* Applies an answer; returns true when it said something new. */
 static bool apply_answer(struct consul_watch *w)
 {
@@ -222,6 +287,7 @@ static bool apply_answer(struct consul_watch *w)
     struct mesh_consul_health_options o = {
         .include_warning = c->cfg->include_warning,
         .zone_key = c->cfg->zone_meta_key,
+        .namespace = c->base.cfg->namespace,
     };
     struct mesh_consul_instances in = {0};
     char err[256];
@@ -247,14 +313,12 @@ static bool apply_answer(struct consul_watch *w)
         return false;
     }
     w->digest = digest;
-    struct mesh_service_update u = {
-        .namespace = c->base.cfg->namespace,
-        .name = w->name,
-        .protocol = in.protocol,
-        .endpoints = in.v,
-        .n_endpoints = in.n,
-    };
-    c->base.sink.set_service(c->base.sink.data, &c->base, &u);
+    if (in.bad_namespace)
+        mesh_log_warn("service '%s': %zu Consul instance(s) left out: their '%s' meta '%s' is not "
+                      "a namespace (a DNS label: lowercase letters, digits and '-')",
+                      w->name, in.bad_namespace, MESH_CONSUL_META_NAMESPACE,
+                      in.first_bad_namespace);
+    report(w, &in);
     mesh_consul_instances_done(&in);
     if (!w->answered) {
         w->answered = true;
@@ -363,6 +427,7 @@ static void on_watch_closed(uv_handle_t *h)
     struct consul_watch *w = container_of((uv_timer_t *)h, struct consul_watch, timer);
     struct consul_registry *c = w->c;
     mesh_http_req_done(&w->req);
+    reported_done(w);
     mesh_free(w->url);
     mesh_free(w->name);
     mesh_free(w);
@@ -382,10 +447,8 @@ static void watch_remove(struct consul_watch *w, bool forget)
         c->n_active--;
     if (!w->answered && c->sync_started && !c->synced)
         c->sync_pending--;
-    if (forget && w->answered) {
-        struct mesh_service_update u = {.namespace = c->base.cfg->namespace, .name = w->name};
-        c->base.sink.set_service(c->base.sink.data, &c->base, &u);
-    }
+    if (forget && w->answered)
+        forget_namespaces(w, NULL);
     c->pending_closes++;
     uv_close((uv_handle_t *)&w->timer, on_watch_closed);
 }

@@ -118,7 +118,7 @@ static int local_service(const struct mesh_service_config *svc, const char *ns, 
     if (svc->inbound_port)
         mesh_addr_from_ip(svc->inbound_address, (uint16_t)svc->inbound_port, &out->inbound);
     if (!(out->name = mesh_strdup(svc->name)) || !(out->namespace = mesh_strdup(ns)) ||
-        !(out->source = mesh_strdup(file)))
+        !(out->source = mesh_strdup(file)) || mesh_labels_copy(&out->labels, &svc->labels) < 0)
         goto oom;
     if (svc->upstreams.n &&
         !(out->upstreams = mesh_calloc(svc->upstreams.n, sizeof(*out->upstreams))))

@@ -27,7 +27,20 @@ assert that the agent never sends one.
 
 Listeners: TCP on 127.0.0.1 (HTTP, or HTTPS with `tls` as Consul's https port, with any
 certificate the test gives, e.g. one for a DNS name only), or a Unix socket (`unix_path`, as
-Consul's `addresses { http = "unix:///..." }`).
+Consul's `addresses { http = "unix:///..." }`). `add_agent(node)` starts another client agent
+on its own node that shares the catalog, as every host runs its own Consul agent: the
+/v1/agent/ endpoints act on the node of the listener they came in on.
+
+Service Meta is validated as Consul's structs.ValidateServiceMetadata does (agent/structs/
+structs.go): at most 64 pairs; keys 1 to 128 of [A-Za-z0-9_-], not starting with the
+reserved "consul-"; values at most 512 characters; a refused registration is a 400 "Invalid
+Service Meta: ...". Meta comes back as registered in /v1/health/service (Service.Meta) and
+/v1/agent/services.
+
+Namespaces and admin partitions are Consul Enterprise features: without `enterprise=True`
+a request carrying ?ns= or ?partition= is refused with 400, as Consul's open-source
+parseEntMeta does. With it, registrations land in the ?ns= namespace ("default" without one),
+answers carry "Namespace", and reads see only the namespace they ask for.
 
 Test hooks: add_instance, set_check, remove_instance, lose_agent_state (a Consul agent
 restarted without its data dir), rewind_index (a snapshot restore: indexes go backwards),
@@ -47,7 +60,8 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MAX_WAIT = 600.0
-META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+META_KEY = re.compile(r"^[a-zA-Z0-9_-]+$")
+META_MAX_PAIRS, META_KEY_MAX, META_VALUE_MAX = 64, 128, 512
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)$")
 UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 MISSING = object()  # index_header: answer without X-Consul-Index
@@ -75,7 +89,7 @@ class HTTPError(Exception):
 
 class FakeConsul:
     def __init__(self, node="fake-node", node_address="127.0.0.1", datacenter="dc1",
-                 acl_tokens=None, port=0, tls=None, unix_path=None):
+                 acl_tokens=None, port=0, tls=None, unix_path=None, enterprise=False):
         self.node, self.node_address, self.datacenter = node, node_address, datacenter
         # secret -> set of rights ("read", "write"); None: ACLs off.
         self.acl_tokens = acl_tokens
@@ -90,8 +104,10 @@ class FakeConsul:
         self.checks = {}     # (node, check id) -> check dict
         self.by_service = {}  # name -> {(node, id)}: the indexes Consul's state store keeps
         self.by_instance = {}  # (node, id) -> {(node, check id)}
-        self.agent_services = {}  # id -> registration (this fake's local agent)
-        self.ttl_deadline = {}    # check id -> monotonic deadline
+        self.enterprise = enterprise
+        self.agents = {node: {}}  # node -> {id: registration}: each node's client agent
+        self.agent_services = self.agents[node]  # this fake's own (first) agent
+        self.ttl_deadline = {}    # (node, check id) -> monotonic deadline
         self.requests = []        # (time, method, path, query dict, token given)
         self.token_in_query = 0
         self.open_conns = 0
@@ -103,15 +119,22 @@ class FakeConsul:
         self.index_header = None  # None: the real index; MISSING; or a string sent instead
         self.server_names = []  # SNI names TLS clients sent (None: none sent)
         self.server = None
+        self.more_servers = []  # (node, server) of the agents add_agent started
         self._stop = threading.Event()
 
     # -- lifecycle --
 
-    def start(self):
+    def _handler(self, node):
         fake = self
 
         class Handler(_Handler):
             consul = fake
+            agent_node = node
+
+        return Handler
+
+    def start(self):
+        Handler = self._handler(self.node)
 
         if self.unix_path:
             if os.path.exists(self.unix_path):
@@ -140,8 +163,24 @@ class FakeConsul:
         threading.Thread(target=self._ttl_loop, daemon=True).start()
         return self
 
+    def add_agent(self, node, node_address="127.0.0.1"):
+        """Another Consul client agent, on its own node, sharing this catalog (plain HTTP on
+        127.0.0.1). Returns its address for a mesh-agent's `address`."""
+        with self.cond:
+            self.nodes[node] = {"Node": node, "Address": node_address,
+                                "Datacenter": self.datacenter, "Meta": {}}
+            self.agents.setdefault(node, {})
+        server = _Server(("127.0.0.1", 0), self._handler(node))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.more_servers.append((node, server))
+        return f"127.0.0.1:{server.server_address[1]}"
+
     def stop(self):
         self._stop.set()
+        for _, server in self.more_servers:
+            server.shutdown()
+            server.server_close()
+        self.more_servers = []
         if self.server:
             self.server.shutdown()
             self.server.server_close()
@@ -185,7 +224,7 @@ class FakeConsul:
         svc = self.instances.pop((node, sid), None)
         for key in self.by_instance.pop((node, sid), set()):
             self.checks.pop(key, None)
-            self.ttl_deadline.pop(key[1], None)
+            self.ttl_deadline.pop(key, None)
         if svc:
             self.by_service.get(svc["Service"], set()).discard((node, sid))
         return svc
@@ -247,11 +286,12 @@ class FakeConsul:
             svc = self._drop_instance(node, sid)
             self._bump(svc["Service"])
 
-    def lose_agent_state(self):
+    def lose_agent_state(self, node=None):
         """The local Consul agent restarted without its data: what it registered is gone."""
+        node = node or self.node
         with self.cond:
-            for sid in list(self.agent_services):
-                self._deregister(sid)
+            for sid in list(self.agents[node]):
+                self._deregister(sid, node)
 
     def rewind_index(self, to):
         """A snapshot restore: every index goes back to `to` (and moves on from there). As in
@@ -264,9 +304,9 @@ class FakeConsul:
                 self.service_index[k] = to
             self.cond.notify_all()
 
-    def check_status(self, check_id):
+    def check_status(self, check_id, node=None):
         with self.cond:
-            c = self.checks.get((self.node, check_id))
+            c = self.checks.get((node or self.node, check_id))
             return c and c["Status"]
 
     def requests_since(self, t0, path_prefix=""):
@@ -279,8 +319,8 @@ class FakeConsul:
         while not self._stop.wait(0.1):
             now = time.monotonic()
             with self.cond:
-                for cid, deadline in list(self.ttl_deadline.items()):
-                    c = self.checks.get((self.node, cid))
+                for key, deadline in list(self.ttl_deadline.items()):
+                    c = self.checks.get(key)
                     if c and now > deadline and c["Status"] != "critical":
                         c["Status"] = "critical"
                         c["Output"] = "TTL expired"
@@ -341,12 +381,27 @@ class FakeConsul:
                 if gen != self.abandoned:
                     return idx, out
 
+    def _namespace(self, q):
+        """The namespace a request names, as Consul's parseEntMeta reads ?ns= and ?partition=:
+        refused by open-source Consul, "default" when an Enterprise request names none."""
+        for key, what in (("ns", "Namespaces"), ("partition", "Partitions")):
+            if q.get(key) and not self.enterprise:
+                raise HTTPError(400, f"Invalid query parameter: \"{key}\" - {what} are a "
+                                "Consul Enterprise feature")
+        return q.get("ns") or "default"
+
+    def _in_ns(self, svc, ns):
+        return not self.enterprise or svc.get("Namespace", "default") == ns
+
     def catalog_services(self, q, token):
         self._auth(token, False, "")
+        ns = self._namespace(q)
 
         def result():
             out = {}
             for svc in self.instances.values():
+                if not self._in_ns(svc, ns):
+                    continue
                 tags = out.setdefault(svc["Service"], [])
                 for t in svc["Tags"]:
                     if t not in tags:
@@ -363,12 +418,13 @@ class FakeConsul:
         self._auth(token, False, name)
         passing = "passing" in q and q["passing"] not in ("0", "false")
         tag = q.get("tag")
+        ns = self._namespace(q)
 
         def result():
             out = []
             for node, sid in sorted(self.by_service.get(name, ())):
                 svc = self.instances[(node, sid)]
-                if tag and tag not in svc["Tags"]:
+                if (tag and tag not in svc["Tags"]) or not self._in_ns(svc, ns):
                     continue
                 keys = sorted(self.by_instance.get((node, sid), set()) |
                               self.by_instance.get((node, ""), set()))  # node checks too
@@ -390,13 +446,36 @@ class FakeConsul:
             return 200, [], idx, True
         return 200, out, idx, False
 
-    def _deregister(self, sid):
-        self.agent_services.pop(sid, None)
-        svc = self._drop_instance(self.node, sid)
+    def _deregister(self, sid, node):
+        self.agents[node].pop(sid, None)
+        svc = self._drop_instance(node, sid)
         if svc:
             self._bump(svc["Service"])
 
-    def register(self, body, q, token):
+    @staticmethod
+    def validate_service_meta(meta):
+        """Consul's structs.ValidateServiceMetadata for a typical service (allowConsulPrefix
+        false): None when valid, else the reason Consul gives."""
+        if len(meta) > META_MAX_PAIRS:
+            return f"Node metadata cannot contain more than {META_MAX_PAIRS} key/value pairs"
+        for k, v in meta.items():
+            why = None
+            if k == "":
+                why = "Key cannot be blank"
+            elif not META_KEY.match(k):
+                why = "Key contains invalid characters"
+            elif len(k) > META_KEY_MAX:
+                why = f"Key is too long (limit: {META_KEY_MAX} characters)"
+            elif k.startswith("consul-"):
+                why = "Key prefix 'consul-' is reserved for internal use"
+            elif len(v) > META_VALUE_MAX:
+                why = f"Value is too long (limit: {META_VALUE_MAX} characters)"
+            if why:
+                return f"Couldn't load metadata pair ('{k}', '{v}'): {why}"
+        return None
+
+    def register(self, body, q, token, node=None):
+        node = node or self.node
         try:
             reg = json.loads(body or b"null")
         except ValueError:
@@ -416,13 +495,13 @@ class FakeConsul:
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise HTTPError(400, "Request decode failed: invalid Port")
         meta = reg.get("Meta") or {}
-        for k, v in meta.items():
-            if not META_KEY.match(k):
-                raise HTTPError(400, f"Invalid Service Meta: Key contains invalid characters")
-            if k.startswith("consul-"):
-                raise HTTPError(400, "Invalid Service Meta: Key prefix 'consul-' is reserved")
-            if not isinstance(v, str) or len(v) > 512:
-                raise HTTPError(400, "Invalid Service Meta: Value is too long")
+        if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+            raise HTTPError(400, "Request decode failed: json: cannot unmarshal into Go struct "
+                            "field of type map[string]string")
+        why = self.validate_service_meta(meta)
+        if why:
+            raise HTTPError(400, f"Invalid Service Meta: {why}")
+        ns = self._namespace(q)
         check = reg.get("Check")
         if check:
             kinds = [k for k in ("TTL", "TCP", "HTTP") if check.get(k)]
@@ -439,42 +518,48 @@ class FakeConsul:
         sid = reg.get("ID") or name
         with self.cond:
             if "replace-existing-checks" in q:
-                self._deregister(sid)
-            self.agent_services[sid] = reg
-            self._put_instance(self.node, {
-                "ID": sid, "Service": name, "Tags": list(reg.get("Tags") or []),
-                "Address": reg.get("Address", ""), "Port": port, "Meta": dict(meta),
-                "Weights": reg.get("Weights") or {"Passing": 1, "Warning": 1}})
+                self._deregister(sid, node)
+            self.agents[node][sid] = reg
+            inst = {"ID": sid, "Service": name, "Tags": list(reg.get("Tags") or []),
+                    "Address": reg.get("Address", ""), "Port": port, "Meta": dict(meta),
+                    "Weights": reg.get("Weights") or {"Passing": 1, "Warning": 1}}
+            if self.enterprise:
+                inst["Namespace"] = ns
+            self._put_instance(node, inst)
             if check:
                 ttl = check.get("TTL")
                 cid = check.get("CheckID") or f"service:{sid}"
-                self._put_check(self.node, {
-                    "Node": self.node, "CheckID": cid, "Name": check.get("Name", ""),
+                self._put_check(node, {
+                    "Node": node, "CheckID": cid, "Name": check.get("Name", ""),
                     "Status": check.get("Status", "critical"), "ServiceID": sid,
                     "ServiceName": name, "Output": "", "TTL": ttl or "",
                     "Definition": dict(check)})
                 if ttl:
-                    self.ttl_deadline[cid] = time.monotonic() + parse_duration(ttl)
+                    self.ttl_deadline[(node, cid)] = time.monotonic() + parse_duration(ttl)
             self._bump(name)
         return 200, None
 
-    def deregister(self, sid, token):
+    def deregister(self, sid, q, token, node=None):
+        node = node or self.node
+        self._namespace(q)
         with self.cond:
-            reg = self.agent_services.get(sid)
+            reg = self.agents[node].get(sid)
             self._auth(token, True, reg["Name"] if reg else sid)
             if not reg:
                 raise HTTPError(404, f"Unknown service ID \"{sid}\". Ensure that the service "
                                 "ID is passed, not the service name.")
-            self._deregister(sid)
+            self._deregister(sid, node)
         return 200, None
 
-    def check_update(self, cid, body, token):
+    def check_update(self, cid, body, q, token, node=None):
+        node = node or self.node
+        self._namespace(q)
         try:
             upd = json.loads(body or b"{}")
         except ValueError:
             raise HTTPError(400, "Request decode failed")
         with self.cond:
-            c = self.checks.get((self.node, cid))
+            c = self.checks.get((node, cid))
             self._auth(token, True, c["ServiceName"] if c else cid)
             if not c:
                 raise HTTPError(404, f"Unknown check ID \"{cid}\". Ensure that the check ID "
@@ -485,7 +570,7 @@ class FakeConsul:
             if status not in ("passing", "warning", "critical"):
                 raise HTTPError(400, "Invalid 'Status' specified. Must be one of \"passing\", "
                                 "\"warning\", or \"critical\".")
-            self.ttl_deadline[cid] = time.monotonic() + parse_duration(c["TTL"])
+            self.ttl_deadline[(node, cid)] = time.monotonic() + parse_duration(c["TTL"])
             changed = c["Status"] != status or c["Output"] != upd.get("Output", "")
             c["Status"], c["Output"] = status, upd.get("Output", "")
             if changed:
@@ -498,11 +583,13 @@ class FakeConsul:
                 "Address": reg.get("Address", ""), "Weights": {"Passing": 1, "Warning": 1},
                 "EnableTagOverride": False, "Datacenter": self.datacenter}
 
-    def agent_services_list(self, token):
+    def agent_services_list(self, q, token, node=None):
+        node = node or self.node
+        self._namespace(q)
         filt = self._auth(token, False, "")
         with self.cond:
             out = {sid: self.agent_service_view(sid, reg)
-                   for sid, reg in self.agent_services.items()}
+                   for sid, reg in self.agents[node].items()}
         return 200, ({} if filt else out), self.index, bool(filt)
 
 
@@ -529,6 +616,7 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     consul = None
+    agent_node = None  # the node whose client agent this listener is
 
     def log_message(self, *args):
         pass
@@ -598,14 +686,16 @@ class _Handler(BaseHTTPRequestHandler):
                 name = urllib.parse.unquote(path[len("/v1/health/service/"):])
                 status, out, idx, filt = c.health_service(name, q, token)
                 return self._send(status, out, idx, filt)
+            node = self.agent_node
             if method == "GET" and path == "/v1/agent/services":
-                status, out, idx, filt = c.agent_services_list(token)
+                status, out, idx, filt = c.agent_services_list(q, token, node)
                 return self._send(status, out, idx, filt)
             if method == "GET" and path.startswith("/v1/agent/service/"):
                 sid = urllib.parse.unquote(path[len("/v1/agent/service/"):])
+                c._namespace(q)
                 c._auth(token, False, sid)
                 with c.cond:
-                    reg = c.agent_services.get(sid)
+                    reg = c.agents[node].get(sid)
                     if not reg:
                         raise HTTPError(404, f"unknown service ID: {sid}")
                     return self._send(200, c.agent_service_view(sid, reg), c.index)
@@ -614,13 +704,13 @@ class _Handler(BaseHTTPRequestHandler):
             if any(path.startswith(p) for p in writes) and method != "PUT":
                 raise HTTPError(405, f"method {method} not allowed")
             if path == "/v1/agent/service/register":
-                return self._send(*c.register(body, q, token))
+                return self._send(*c.register(body, q, token, node))
             if path.startswith("/v1/agent/service/deregister/"):
                 sid = urllib.parse.unquote(path[len("/v1/agent/service/deregister/"):])
-                return self._send(*c.deregister(sid, token))
+                return self._send(*c.deregister(sid, q, token, node))
             if path.startswith("/v1/agent/check/update/"):
                 cid = urllib.parse.unquote(path[len("/v1/agent/check/update/"):])
-                return self._send(*c.check_update(cid, body, token))
+                return self._send(*c.check_update(cid, body, q, token, node))
             raise HTTPError(404, "")
         except HTTPError as e:
             self._send(e.status, e.text.encode())

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/names.h"
 #include "registry-adapters/consul/consul_decode-int.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -29,15 +30,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         return 0;
     }
-    struct mesh_consul_health_options o = {.include_warning = data[0] & 2, .zone_key = "zone"};
+    struct mesh_consul_health_options o = {
+        .include_warning = data[0] & 2, .zone_key = "zone", .namespace = "default"};
     struct mesh_consul_instances in = {0};
     if (mesh_consul_decode_health(body, len, &o, &in, err, sizeof(err)) == 0) {
-        for (size_t i = 0; i < in.n; i++) {
-            if (in.v[i].weight < 1 || in.v[i].weight > MESH_WEIGHT_MAX)
-                abort();
-            if (i && mesh_endpoint_addr_cmp(&in.v[i - 1], &in.v[i]) >= 0)
-                abort(); /* one endpoint per address */
+        size_t next = 0;
+        for (size_t g = 0; g < in.n_groups; g++) {
+            const struct mesh_consul_group *gr = &in.groups[g];
+            if (!mesh_name_is_dns_label(gr->namespace) || gr->first != next || gr->n == 0 ||
+                (g && strcmp(in.groups[g - 1].namespace, gr->namespace) >= 0))
+                abort(); /* valid namespaces, sorted, unique, covering v in order */
+            next += gr->n;
+            for (size_t i = gr->first; i < gr->first + gr->n; i++) {
+                if (in.v[i].weight < 1 || in.v[i].weight > MESH_WEIGHT_MAX)
+                    abort();
+                if (i > gr->first && mesh_endpoint_addr_cmp(&in.v[i - 1], &in.v[i]) >= 0)
+                    abort(); /* one endpoint per address in a namespace */
+                for (size_t k = 0; k < in.v[i].labels.n; k++) {
+                    if (mesh_consul_meta_key_reserved(in.v[i].labels.v[k].key))
+                        abort(); /* the mesh's own keys are never labels */
+                }
+            }
         }
+        if (next != in.n)
+            abort();
         mesh_consul_instances_done(&in);
     }
     return 0;

@@ -7,12 +7,15 @@
 - when the server fails (SERVFAIL, then no answer at all) the last answer keeps serving and
   the failure shows in a warning, in mesh_dns_resolutions_total and in /v1/status;
 - a name that never resolved gives no endpoints and is reported; a malformed name is
-  refused where the file is read."""
+  refused where the file is read;
+- Consul instances whose Service.Address or Node.Address is a name resolve the same way,
+  labels (Meta) kept."""
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fakes"))
 
+from fake_consul import FakeConsul  # noqa: E402
 from fake_dns import FakeDns  # noqa: E402
 from http_backend import HttpBackend  # noqa: E402
 from httptest import HttpTest  # noqa: E402
@@ -141,6 +144,43 @@ class HostnameTest(HttpTest):
         self.assertIn("api.json", log)
         self.assertIn("not an IPv4 or IPv6 address nor a host name", log)
         self.assertEqual(self.dns.queries(), 0)
+
+    def test_consul_addresses_may_be_names(self):
+        port = free_port()
+        self.backend_on("b5", "127.0.0.5", port)
+        self.backend_on("b6", "127.0.0.6", port)
+        self.dns.set("web.consul.test", ["127.0.0.5"], ttl=1)
+        self.dns.set("node-b.consul.test", ["127.0.0.6", "::1"], ttl=1)
+        fake = FakeConsul().start()
+        self.addCleanup(fake.stop)
+        fake.add_instance("api", "web.consul.test", port, node="n1", meta={"version": "v2"})
+        # No Service.Address: the node's, a name too.
+        fake.add_instance("api", "", port, node="n2", node_address="node-b.consul.test")
+        self.port = free_port()
+        a = self.agent(config={"dns": {"servers": [self.dns.server], "timeout": "300ms"}},
+                       services={"app.json": {"service": {
+                           "name": "app", "port": free_port(), "upstreams": [
+                               {"service": "api", "bind_port": self.port,
+                                "protocol": "http"}]}}})
+        a.config["registries"].append({"type": "consul", "name": "consul",
+                                       "address": fake.address, "register": False,
+                                       "min_interval": "20ms"})
+        a.start()
+
+        def addrs():
+            svc = a.services().get("default/api") or {"endpoints": []}
+            return sorted((e["address"], e.get("host")) for e in svc["endpoints"])
+        wait_for(lambda: addrs() == [("127.0.0.5", "web.consul.test"),
+                                     ("127.0.0.6", "node-b.consul.test"),
+                                     ("::1", "node-b.consul.test")],
+                 timeout=10, what="Consul's names resolved")
+        eps = a.services()["default/api"]["endpoints"]
+        self.assertEqual([e["labels"].get("version") for e in eps
+                          if e["address"] == "127.0.0.5"], ["v2"])
+        wait_for(lambda: self.listening(self.port), what="the upstream listener")
+        # ::1 has no backend (a failed try moves on): both named hosts take traffic.
+        wait_for(lambda: {"b5", "b6"} <= self.reached(), timeout=10,
+                 what="traffic to both Consul instances")
 
 
 if __name__ == "__main__":

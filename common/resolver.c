@@ -362,11 +362,12 @@ void mesh_resolver_close(struct mesh_resolver *r, void (*done)(void *data), void
 {
     if (!r || r->state != RES_RUNNING)
         return;
-    /* Queries end with ARES_EDESTRUCTION and sockets close through on_sock_state. */
+    /* Queries end with ARES_EDESTRUCTION and sockets close through on_sock_state; a
+     * callback that asks again meanwhile is refused (-ECANCELED). */
+    r->state = RES_CLOSING;
     ares_destroy(r->channel);
     r->channel_up = false;
     on_deliver(&r->deliver);
-    r->state = RES_CLOSING;
     r->closed = done;
     r->closed_data = data;
     while (r->watches)

@@ -122,6 +122,24 @@ class HostnameTest(HttpTest):
         wait_for(lambda: self.reached() == {"b2", "b4"}, timeout=10, what="the new answer")
         self.assertIn("host name 'api.svc.test' resolves again", a.logs())
 
+    def test_reload_keeps_the_answers(self):
+        """A reload that restarts the registry (its old slot stops before the new one reports)
+        finds the names' answers: no endpoint is lost while the DNS server is unreachable."""
+        port = free_port()
+        self.backend_on("b2", "127.0.0.2", port)
+        self.dns.set(NAME, ["127.0.0.2"], ttl=300)
+        a = self.start([{"address": NAME, "port": port}])
+        wait_for(lambda: self.reached(5) == {"b2"}, timeout=10, what="traffic on the name")
+        asked = self.dns.queries(NAME)
+        self.dns.fail("timeout")
+        a.config["registries"][0]["poll_interval"] = "1h"  # a new registry slot
+        a.write_config()
+        a.reload()
+        wait_for(lambda: a.json("/v1/status")["registries"][0]["synced"], what="the new registry")
+        self.assertEqual(self.reached(5), {"b2"})
+        self.assertEqual(self.dns_name(a)["state"], "ok")
+        self.assertEqual(self.dns.queries(NAME), asked)  # the TTL has not run out
+
     def test_unresolved_name_gives_no_endpoints(self):
         port = free_port()
         self.backend_on("b1", "127.0.0.1", port)

@@ -151,8 +151,11 @@ static struct host *host_acquire(struct mesh_hosts *h, const char *name)
             t->due_ms = uv_now(h->loop); /* unused and never answered: ask now */
         return t;
     }
-    if (h->names.n >= MESH_HOSTS_NAMES_MAX)
+    if (h->names.n >= MESH_HOSTS_NAMES_MAX) {
+        mesh_log_warn("more than %d host names in endpoint addresses: '%s' is not resolved",
+                      MESH_HOSTS_NAMES_MAX, name);
         return NULL;
+    }
     t = mesh_calloc(1, sizeof(*t));
     if (!t)
         return NULL;

@@ -209,6 +209,9 @@ int mesh_agent_start(struct mesh_agent *a)
                       path);
     }
     mesh_cfg_errors_done(&errors);
+    if (a->lkg_loaded > 0 && mesh_agent__hosts_remember(a) < 0)
+        mesh_log_warn("out of memory remembering the host names of the last-known-good "
+                      "catalog; they are resolved afresh");
     r = mesh_lkg_new(a->loop, path, &a->lkg);
     if (r < 0)
         return start_failed(r, "out of memory");

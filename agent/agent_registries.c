@@ -131,6 +131,22 @@ int mesh_agent__hosts_new(struct mesh_agent *a)
     return r;
 }
 
+int mesh_agent__hosts_remember(struct mesh_agent *a)
+{
+    struct mesh_service **list = NULL;
+    size_t n = 0;
+    int r = a->hosts ? mesh_catalog_list(a->catalog, &list, &n) : 0;
+    for (size_t i = 0; r >= 0 && i < n; i++) {
+        for (size_t j = 0; r >= 0 && j < list[i]->n_endpoints; j++) {
+            const struct mesh_endpoint *ep = &list[i]->endpoints[j];
+            if (ep->host && ep->addr.family)
+                r = mesh_hosts_remember(a->hosts, ep->host, &ep->addr);
+        }
+    }
+    mesh_free(list);
+    return r;
+}
+
 void mesh_agent__on_catalog_change(void *data)
 {
     struct mesh_agent *a = data;

@@ -24,8 +24,9 @@ struct host {
     const char *name; /* an atom; the map's key */
     unsigned refs;    /* kept services naming it */
     struct mesh_resolver_query *query;
-    bool resolved; /* has had a good answer */
-    bool failing;  /* the last attempt failed */
+    bool resolved;   /* has had a good answer */
+    bool failing;    /* the last attempt failed */
+    bool remembered; /* the answer is the last-known-good file's, not asked yet */
     struct mesh_ipport *addrs;
     size_t n_addrs;
     uint32_t ttl;
@@ -77,6 +78,11 @@ static void kept_free(struct kept *k)
     mesh_free(k->namespace);
     mesh_free(k->name);
     mesh_free(k);
+}
+
+static int cmp_ipport(const void *a, const void *b)
+{
+    return mesh_ipport_cmp(a, b);
 }
 
 static int cmp_addr(const void *a, const void *b)
@@ -147,8 +153,8 @@ static struct host *host_acquire(struct mesh_hosts *h, const char *name)
 {
     struct host *t = mesh_hmap_get(&h->names, name);
     if (t) {
-        if (t->refs++ == 0 && !t->query && !t->resolved)
-            t->due_ms = uv_now(h->loop); /* unused and never answered: ask now */
+        if (t->refs++ == 0 && !t->query && (!t->resolved || t->remembered))
+            t->due_ms = uv_now(h->loop); /* unused and not asked yet: ask now */
         return t;
     }
     if (h->names.n >= MESH_HOSTS_NAMES_MAX) {
@@ -186,6 +192,43 @@ static void host_drop(struct mesh_hosts *h, struct host *t)
 {
     mesh_hmap_remove(&h->names, t->name);
     host_free(t);
+}
+
+int mesh_hosts_remember(struct mesh_hosts *h, const char *name, const struct mesh_ipport *addr)
+{
+    struct host *t = mesh_hmap_get(&h->names, name);
+    if (!t) {
+        if (h->names.n >= MESH_HOSTS_NAMES_MAX || !(t = mesh_calloc(1, sizeof(*t))))
+            return -ENOMEM;
+        t->h = h;
+        t->name = name;
+        mesh_atom_ref(name);
+        t->resolved = t->remembered = true;
+        /* Unused until a registry names it; then asked at once (host_acquire). */
+        t->due_ms = uv_now(h->loop) + MESH_HOSTS_REMEMBER_S * 1000;
+        if (mesh_hmap_put(&h->names, t->name, t) < 0) {
+            host_free(t);
+            return -ENOMEM;
+        }
+        rearm(h);
+    }
+    if (!t->remembered)
+        return 0;
+    struct mesh_ipport a = *addr;
+    a.port = 0;
+    for (size_t i = 0; i < t->n_addrs; i++) {
+        if (mesh_ipport_equal(&t->addrs[i], &a))
+            return 0;
+    }
+    if (t->n_addrs >= MESH_RESOLVER_ADDRS_MAX)
+        return 0;
+    struct mesh_ipport *v = mesh_realloc(t->addrs, (t->n_addrs + 1) * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    v[t->n_addrs++] = a;
+    t->addrs = v;
+    qsort(t->addrs, t->n_addrs, sizeof(*t->addrs), cmp_ipport);
+    return 0;
 }
 
 /* Each unresolved endpoint's name, once per endpoint. */
@@ -257,6 +300,7 @@ static void on_answer(const struct mesh_resolver_answer *a, void *data)
         if (t->failing)
             mesh_log_info("host name '%s' resolves again (%zu addresses)", t->name, a->n);
         t->resolved = true;
+        t->remembered = false;
         t->failing = false;
         t->failures = 0;
         t->ttl = a->ttl;
@@ -553,7 +597,9 @@ json_t *mesh_hosts_status(const struct mesh_hosts *h)
         json_object_set_new(n, "ttl", json_integer(t->ttl));
         json_object_set_new(n, "failures", json_integer(t->failures));
         json_object_set_new(n, "error", t->failing ? json_string(t->error) : json_null());
-        json_object_set_new(n, "last_success", t->resolved ? json_real(t->last_ok) : json_null());
+        json_object_set_new(n, "last_success",
+                            t->last_ok > 0 ? json_real(t->last_ok) : json_null());
+        json_object_set_new(n, "from_last_known_good", json_boolean(t->remembered));
         json_array_append_new(names, n);
     }
     json_object_set_new(o, "names", names);

@@ -32,6 +32,7 @@
 #define MESH_HOSTS_TTL_MAX_S 300   /* ask again at least every 5 minutes */
 #define MESH_HOSTS_RETRY_MAX_S 30  /* the longest wait after failures */
 #define MESH_HOSTS_NAMES_MAX 10000 /* names in use at once */
+#define MESH_HOSTS_REMEMBER_S 60   /* how long a remembered answer waits for a registry */
 
 struct mesh_hosts;
 
@@ -53,6 +54,13 @@ int mesh_hosts_set_service(struct mesh_hosts *h, const void *owner, const char *
 /* A full sync of `owner` starts / ends: services it did not set in between are forgotten. */
 void mesh_hosts_sync_begin(struct mesh_hosts *h, const void *owner);
 void mesh_hosts_sync_end(struct mesh_hosts *h, const void *owner);
+/*
+ * Remembers address `addr` (its port ignored) of host `name` (an atom), as the last-known-
+ * good file has it, before the registries report: a name given again is expanded with what
+ * it resolved to before the restart until it is answered anew (and kept if that fails). A
+ * name no registry gives within MESH_HOSTS_REMEMBER_S is forgotten. Returns 0 or -ENOMEM.
+ */
+int mesh_hosts_remember(struct mesh_hosts *h, const char *name, const struct mesh_ipport *addr);
 /* Forgets everything `owner` set (it stops). */
 void mesh_hosts_forget(struct mesh_hosts *h, const void *owner);
 

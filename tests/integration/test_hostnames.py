@@ -140,6 +140,26 @@ class HostnameTest(HttpTest):
         self.assertEqual(self.dns_name(a)["state"], "ok")
         self.assertEqual(self.dns.queries(NAME), asked)  # the TTL has not run out
 
+    def test_restart_serves_the_last_answer(self):
+        """After a restart with the DNS server unreachable, the last-known-good file's
+        addresses of the name keep serving (and the name is reported failing)."""
+        port = free_port()
+        self.backend_on("b2", "127.0.0.2", port)
+        self.backend_on("b3", "127.0.0.3", port)
+        self.dns.set(NAME, ["127.0.0.2", "127.0.0.3"], ttl=300)
+        a = self.start([{"address": NAME, "port": port}])
+        wait_for(lambda: self.reached() == {"b2", "b3"}, timeout=10, what="traffic on the name")
+        a.stop()
+        self.dns.fail("timeout")
+        a.start()
+        self.assertEqual(self.reached(), {"b2", "b3"})
+        wait_for(lambda: self.dns_name(a)["state"] == "failing", timeout=20,
+                 what="the name reported failing")
+        st = self.dns_name(a)
+        self.assertEqual(st["addresses"], ["127.0.0.2", "127.0.0.3"])
+        self.assertTrue(st["from_last_known_good"])
+        self.assertEqual(self.reached(), {"b2", "b3"})
+
     def test_unresolved_name_gives_no_endpoints(self):
         port = free_port()
         self.backend_on("b1", "127.0.0.1", port)

@@ -47,6 +47,7 @@ struct mesh_agent {
     size_t n_slots;
     struct mesh_admin *admin;
     struct mesh_lkg *lkg;
+    struct mesh_hosts *hosts; /* host-name endpoints (agent/hosts.h) */
     struct mesh_proxy *proxy;
     struct mesh_resources *resources;
     struct mesh_certs *certs;     /* NULL: identity.mode "none" */
@@ -106,6 +107,10 @@ int mesh_agent__slot_new(struct mesh_agent *a, struct mesh_agent_config *cfg,
                          const struct mesh_registry_config *rc, struct slot **ret);
 /* Stops the adapter; the slot frees itself once it has stopped. */
 void mesh_agent__slot_stop(struct slot *s);
+/* Creates a->hosts from the config's "dns" section (agent_registries.c). */
+int mesh_agent__hosts_new(struct mesh_agent *a);
+/* Hands a->hosts the host names' addresses the catalog holds (loaded from the LKG file). */
+int mesh_agent__hosts_remember(struct mesh_agent *a);
 void mesh_agent__slot_free(struct slot *s);
 /* Tells the catalog its sources, in the slots' order. Returns 0 or -errno. */
 int mesh_agent__set_catalog_sources(struct mesh_agent *a, struct slot **slots, size_t n);

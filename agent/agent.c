@@ -21,6 +21,7 @@
 #include "agent/certs.h"
 #include "agent/ctl_report.h"
 #include "agent/ctl_watch.h"
+#include "agent/hosts.h"
 #include "agent/lkg.h"
 #include "agent/notify.h"
 #include "agent/resources.h"
@@ -173,6 +174,10 @@ int mesh_agent_start(struct mesh_agent *a)
     uv_timer_init(a->loop, &a->update_timer);
     a->update_timer.data = a;
 
+    r = mesh_agent__hosts_new(a);
+    if (r < 0)
+        return start_failed(r, "cannot set up the DNS resolver: %s", strerror(-r));
+
     r = mesh_fs_mkdir_private(a->cfg->state_dir, 0700);
     if (r < 0)
         return start_failed(r, "cannot create the state directory '%s': %s", a->cfg->state_dir,
@@ -204,6 +209,9 @@ int mesh_agent_start(struct mesh_agent *a)
                       path);
     }
     mesh_cfg_errors_done(&errors);
+    if (a->lkg_loaded > 0 && mesh_agent__hosts_remember(a) < 0)
+        mesh_log_warn("out of memory remembering the host names of the last-known-good "
+                      "catalog; they are resolved afresh");
     r = mesh_lkg_new(a->loop, path, &a->lkg);
     if (r < 0)
         return start_failed(r, "out of memory");
@@ -314,6 +322,8 @@ void mesh_agent_stop(struct mesh_agent *a)
     mesh_free(a->slots);
     a->slots = NULL;
     a->n_slots = 0;
+    mesh_hosts_close(a->hosts, NULL, NULL);
+    a->hosts = NULL;
     if (a->admin)
         mesh_admin_close(a->admin, a->cfg->shutdown.drain_timeout_ms, on_admin_closed, a);
     if (a->proxy)

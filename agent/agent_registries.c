@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "agent/agent-int.h"
+#include "agent/hosts.h"
 #include "agent/lkg.h"
 #include "agent/registries.h"
 #include "common/alloc.h"
@@ -20,7 +21,9 @@ static void sink_set_service(void *data, struct mesh_registry *r,
     (void)r;
     if (s->stopping)
         return;
-    int ret = mesh_catalog_update(s->agent->catalog, s->rc->name, u);
+    /* Host names in endpoint addresses are expanded on the way (agent/hosts.h). */
+    int ret = s->agent->hosts ? mesh_hosts_set_service(s->agent->hosts, s, s->rc->name, u)
+                              : mesh_catalog_update(s->agent->catalog, s->rc->name, u);
     if (ret < 0) {
         char msg[256];
         snprintf(msg, sizeof(msg), "service '%s/%s' refused by the catalog: %s", u->namespace,
@@ -66,8 +69,11 @@ static void sink_sync_begin(void *data, struct mesh_registry *r)
 {
     struct slot *s = data;
     (void)r;
-    if (!s->stopping)
-        mesh_catalog_sync_begin(s->agent->catalog, s->rc->name);
+    if (s->stopping)
+        return;
+    mesh_catalog_sync_begin(s->agent->catalog, s->rc->name);
+    if (s->agent->hosts)
+        mesh_hosts_sync_begin(s->agent->hosts, s);
 }
 
 static void sink_sync_end(void *data, struct mesh_registry *r)
@@ -77,6 +83,8 @@ static void sink_sync_end(void *data, struct mesh_registry *r)
     if (s->stopping)
         return;
     mesh_catalog_sync_end(s->agent->catalog, s->rc->name);
+    if (s->agent->hosts)
+        mesh_hosts_sync_end(s->agent->hosts, s);
     if (!s->synced)
         mesh_log_info("registry '%s' synced", s->rc->name);
     s->synced = true;
@@ -94,6 +102,49 @@ static void sink_error(void *data, struct mesh_registry *r, const char *message)
     s->errors++;
     mesh_free(s->last_error);
     s->last_error = mesh_strdup(message);
+}
+
+/* ---- host-name endpoints ---- */
+
+static int hosts_apply(void *data, const char *source, const struct mesh_service_update *u)
+{
+    struct mesh_agent *a = data;
+    return mesh_catalog_update(a->catalog, source, u);
+}
+
+int mesh_agent__hosts_new(struct mesh_agent *a)
+{
+    struct mesh_buf servers;
+    const struct mesh_agent_dns_config *d = &a->cfg->dns;
+    mesh_buf_init(&servers, MESH_BUF_UNLIMITED);
+    for (size_t i = 0; i < d->servers.n; i++)
+        mesh_buf_appendf(&servers, "%s%s", i ? "," : "", d->servers.v[i]);
+    int r = servers.err;
+    if (r >= 0) {
+        struct mesh_resolver_options o = {
+            .servers = d->servers.n ? servers.data : NULL,
+            .timeout_ms = (int)d->timeout_ms,
+        };
+        r = mesh_hosts_new(a->loop, &o, hosts_apply, a, &a->hosts);
+    }
+    mesh_buf_done(&servers);
+    return r;
+}
+
+int mesh_agent__hosts_remember(struct mesh_agent *a)
+{
+    struct mesh_service **list = NULL;
+    size_t n = 0;
+    int r = a->hosts ? mesh_catalog_list(a->catalog, &list, &n) : 0;
+    for (size_t i = 0; r >= 0 && i < n; i++) {
+        for (size_t j = 0; r >= 0 && j < list[i]->n_endpoints; j++) {
+            const struct mesh_endpoint *ep = &list[i]->endpoints[j];
+            if (ep->host && ep->addr.family)
+                r = mesh_hosts_remember(a->hosts, ep->host, &ep->addr);
+        }
+    }
+    mesh_free(list);
+    return r;
 }
 
 void mesh_agent__on_catalog_change(void *data)
@@ -155,6 +206,8 @@ static void on_slot_stopped(struct mesh_registry *r, void *data)
 void mesh_agent__slot_stop(struct slot *s)
 {
     s->stopping = true;
+    if (s->agent->hosts)
+        mesh_hosts_forget(s->agent->hosts, s);
     s->r->ops->stop(s->r, on_slot_stopped, s);
 }
 

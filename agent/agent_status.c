@@ -4,6 +4,7 @@
 #include "agent/agent-int.h"
 #include "agent/certs.h"
 #include "agent/ctl_watch.h"
+#include "agent/hosts.h"
 #include "agent/lkg.h"
 #include "agent/registries.h"
 #include "common/macros.h"
@@ -57,12 +58,15 @@ json_t *mesh_agent_status_json(const struct mesh_agent *a)
                                                : json_string(a->last_reload_ok ? "ok" : "failed"),
         "last_time", time_or_null(a->last_reload_time), "last_error",
         a->last_reload_error ? json_string(a->last_reload_error) : json_null());
-    return json_pack("{s:s, s:s, s:s, s:b, s:s, s:o, s:f, s:o, s:o, s:i}", "version", MESH_VERSION,
-                     "commit", MESH_GIT_COMMIT, "node", a->cfg->node.name, "ready",
-                     a->state == AGENT_READY, "status", line, "config_file",
-                     a->config_path ? json_string(a->config_path) : json_null(), "uptime_seconds",
-                     mesh_agent__now() - a->start_time, "reload", reload, "registries", regs,
-                     "catalog_services", (int)mesh_catalog_count(a->catalog));
+    json_t *st = json_pack(
+        "{s:s, s:s, s:s, s:b, s:s, s:o, s:f, s:o, s:o, s:i}", "version", MESH_VERSION, "commit",
+        MESH_GIT_COMMIT, "node", a->cfg->node.name, "ready", a->state == AGENT_READY, "status",
+        line, "config_file", a->config_path ? json_string(a->config_path) : json_null(),
+        "uptime_seconds", mesh_agent__now() - a->start_time, "reload", reload, "registries", regs,
+        "catalog_services", (int)mesh_catalog_count(a->catalog));
+    if (st && a->hosts)
+        json_object_set_new(st, "dns", mesh_hosts_status(a->hosts));
+    return st;
 }
 
 json_t *mesh_agent_local_json(const struct mesh_agent *a)
@@ -187,6 +191,8 @@ void mesh_agent_metrics(const struct mesh_agent *a, struct mesh_buf *b)
                          (struct mesh_prom_label[]){{"result", "failure"}, {NULL, NULL}},
                          (double)failures);
     }
+    if (a->hosts)
+        mesh_hosts_metrics(a->hosts, b);
     if (a->proxy)
         mesh_proxy_metrics(a->proxy, b);
     mesh_certs_metrics(a->certs, b);

@@ -10,6 +10,7 @@
 #include "common/alloc.h"
 #include "common/names.h"
 #include "common/path_normalize.h"
+#include "common/resolver.h"
 #include "common/spiffe.h"
 #include "common/strutil.h"
 
@@ -152,6 +153,42 @@ static const struct mesh_cfg_field shutdown_fields[] = {
 static const struct mesh_cfg_schema shutdown_schema = {
     .size = sizeof(struct mesh_agent_shutdown_config),
     .fields = shutdown_fields,
+};
+
+/* Each server as c-ares' ares_set_servers_ports_csv reads it. */
+static void check_dns(struct mesh_cfg_ctx *ctx, void *obj)
+{
+    const struct mesh_agent_dns_config *d = obj;
+    size_t o1 = mesh_cfg_path_push_key(ctx, "servers");
+    for (size_t i = 0; i < d->servers.n; i++) {
+        const char *why = mesh_resolver_check_server(d->servers.v[i]);
+        if (!why)
+            continue;
+        size_t o2 = mesh_cfg_path_push_index(ctx, i);
+        mesh_cfg_error(ctx, "'%s' %s", d->servers.v[i], why);
+        mesh_cfg_path_pop(ctx, o2);
+    }
+    mesh_cfg_path_pop(ctx, o1);
+}
+
+static const struct mesh_cfg_field dns_fields[] = {
+    {.key = "servers",
+     .type = MESH_CFG_STRINGS,
+     MESH_CFG_FIELD(struct mesh_agent_dns_config, servers),
+     .expect = "a list of name servers, \"ip\" or \"ip:port\""},
+    {.key = "timeout",
+     .type = MESH_CFG_DURATION,
+     MESH_CFG_FIELD(struct mesh_agent_dns_config, timeout_ms),
+     .def = "2s",
+     .min = 100,
+     .max = 30000},
+    {0},
+};
+
+static const struct mesh_cfg_schema dns_schema = {
+    .size = sizeof(struct mesh_agent_dns_config),
+    .fields = dns_fields,
+    .check = check_dns,
 };
 
 #define HT(m) MESH_CFG_FIELD(struct mesh_agent_http_config, m)
@@ -560,6 +597,11 @@ static const struct mesh_cfg_field root_fields[] = {
     {.key = "shutdown", .type = MESH_CFG_OBJECT, F(shutdown), .schema = &shutdown_schema},
     {.key = "proxy", .type = MESH_CFG_OBJECT, F(proxy), .schema = &proxy_schema},
     {.key = "identity", .type = MESH_CFG_OBJECT, F(identity), .schema = &identity_schema},
+    {.key = "dns",
+     .type = MESH_CFG_OBJECT,
+     F(dns),
+     .flags = MESH_CFG_RESTART,
+     .schema = &dns_schema},
     {.key = "resources_dir",
      .type = MESH_CFG_STRING,
      F(resources_dir),

@@ -62,6 +62,12 @@ struct mesh_agent_shutdown_config {
     uint64_t drain_timeout_ms;
 };
 
+/* How host names in endpoint addresses are resolved (docs/config.md, "dns"). */
+struct mesh_agent_dns_config {
+    struct mesh_cfg_strings servers; /* "ip[:port]"; none: /etc/resolv.conf */
+    uint64_t timeout_ms;             /* per try */
+};
+
 struct mesh_agent_http_config {
     uint64_t header_timeout_ms;
     uint64_t idle_timeout_ms;
@@ -118,6 +124,7 @@ struct mesh_agent_config {
     struct mesh_agent_shutdown_config shutdown;
     struct mesh_agent_proxy_config proxy;
     struct mesh_agent_identity_config identity;
+    struct mesh_agent_dns_config dns;
     char *resources_dir;
     /* Derived after decoding. */
     struct mesh_addr admin_addr;

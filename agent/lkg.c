@@ -465,14 +465,19 @@ static int apply(struct mesh_catalog *c, const struct loaded *ld)
 {
     const struct lkg_service *s = &ld->svc;
     struct mesh_endpoint *eps = mesh_calloc(s->endpoints.n ? s->endpoints.n : 1, sizeof(*eps));
-    size_t k = 0;
+    size_t k = 0, i = 0;
     if (!eps)
         return -ENOMEM;
-    for (; k < s->endpoints.n; k++) {
+    for (; i < s->endpoints.n; i++) {
         const struct mesh_endpoint_config *ec =
-            (const struct mesh_endpoint_config *)s->endpoints.items + k;
+            (const struct mesh_endpoint_config *)s->endpoints.items + i;
         if (mesh_endpoint_from_config(ec, &eps[k]) < 0)
             break;
+        /* The agent writes resolved addresses; a bare host name here has none to offer. */
+        if (mesh_endpoint_unresolved(&eps[k]))
+            mesh_endpoint_done(&eps[k]);
+        else
+            k++;
     }
     struct mesh_service_update u = {
         .namespace = s->namespace,
@@ -482,7 +487,7 @@ static int apply(struct mesh_catalog *c, const struct loaded *ld)
         .n_endpoints = k,
         .exists = true, /* what the file lists existed, with or without endpoints */
     };
-    int r = k == s->endpoints.n && mesh_catalog_update(c, ld->source, &u) >= 0;
+    int r = i == s->endpoints.n && mesh_catalog_update(c, ld->source, &u) >= 0;
     for (size_t e = 0; e < k; e++)
         mesh_endpoint_done(&eps[e]);
     mesh_free(eps);

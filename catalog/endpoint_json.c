@@ -12,9 +12,15 @@
 
 const char *const mesh_endpoint_health_choices[] = {"healthy", "unhealthy", "draining", NULL};
 
-static const char *check_ip(const char *s)
+/* An IP literal, or a host name the agent resolves (docs/catalog.md, "Host names"). */
+static const char *check_address(const char *s)
 {
-    return mesh_is_ip_literal(s) ? NULL : "not an IPv4 or IPv6 address (names are not resolved)";
+    if (mesh_is_ip_literal(s))
+        return NULL;
+    const char *why = mesh_name_check_host(s);
+    return why ? "not an IPv4 or IPv6 address nor a host name (RFC 1123: labels of letters, "
+                 "digits and '-', the last one not all digits)"
+               : NULL;
 }
 
 static const char *check_label_value(const char *s)
@@ -28,8 +34,8 @@ static const struct mesh_cfg_field endpoint_fields[] = {
      .type = MESH_CFG_STRING,
      E(address),
      .flags = MESH_CFG_REQUIRED,
-     .expect = "an IPv4 or IPv6 address",
-     .check = check_ip},
+     .expect = "an IPv4 or IPv6 address or a host name",
+     .check = check_address},
     {.key = "port",
      .type = MESH_CFG_INT,
      E(port),
@@ -57,14 +63,27 @@ static const struct mesh_cfg_field endpoint_fields[] = {
      E(health),
      .choices = mesh_endpoint_health_choices,
      .def = "healthy"},
+    {.key = "host",
+     .type = MESH_CFG_STRING,
+     E(host),
+     .expect = "the host name the address was resolved from",
+     .check = mesh_name_check_host},
     {.key = "labels", .type = MESH_CFG_LABELS, E(labels)},
     {.key = "mesh_port", .type = MESH_CFG_INT, E(mesh_port), .min = 0, .max = 65535},
     {0},
 };
 
+static void check_endpoint(struct mesh_cfg_ctx *ctx, void *obj)
+{
+    const struct mesh_endpoint_config *e = obj;
+    if (e->host && e->address && !mesh_is_ip_literal(e->address))
+        mesh_cfg_error(ctx, "'host' goes with an IP address; a host name goes in 'address'");
+}
+
 const struct mesh_cfg_schema mesh_endpoint_schema = {
     .size = sizeof(struct mesh_endpoint_config),
     .fields = endpoint_fields,
+    .check = check_endpoint,
 };
 
 unsigned mesh_endpoint_health_flags(int choice)
@@ -89,8 +108,19 @@ static int health_choice(unsigned flags)
 int mesh_endpoint_from_config(const struct mesh_endpoint_config *in, struct mesh_endpoint *out)
 {
     struct mesh_endpoint ep = {0};
-    if (!in->address || mesh_ipport_from_ip(in->address, (uint16_t)in->port, &ep.addr) < 0)
+    const char *host = in->host;
+    if (!in->address)
         return -EINVAL;
+    if (mesh_ipport_from_ip(in->address, (uint16_t)in->port, &ep.addr) < 0) {
+        /* A name: no address until the agent resolves it. */
+        if (in->host)
+            return -EINVAL;
+        host = in->address;
+        ep.addr.port = (uint16_t)in->port;
+    }
+    int r = host ? mesh_endpoint_set_host(&ep, host) : 0;
+    if (r < 0)
+        return r;
     ep.weight = (uint32_t)in->weight;
     ep.mesh_port = (uint16_t)in->mesh_port;
     ep.health = mesh_endpoint_health_flags(in->health);
@@ -115,7 +145,15 @@ static void write_json(struct mesh_buf *b, const struct mesh_endpoint *ep,
     const char *registry = s ? mesh_service_ep_label(s, ep, MESH_CATALOG_REGISTRY_LABEL) : NULL;
     char ip[MESH_ADDR_STRLEN];
     mesh_buf_append_str(b, "{\"address\":");
-    mesh_json_write_str(b, mesh_ipport_ip(&ep->addr, ip, sizeof(ip)));
+    if (mesh_endpoint_unresolved(ep)) {
+        mesh_json_write_str(b, ep->host);
+    } else {
+        mesh_json_write_str(b, mesh_ipport_ip(&ep->addr, ip, sizeof(ip)));
+        if (ep->host) {
+            mesh_buf_append_str(b, ",\"host\":");
+            mesh_json_write_str(b, ep->host);
+        }
+    }
     mesh_buf_appendf(b, ",\"port\":%u", ep->addr.port);
     if (all || ep->weight != 1)
         mesh_buf_appendf(b, ",\"weight\":%u", ep->weight);

@@ -12,22 +12,26 @@
 #include "common/cfg.h"
 
 struct mesh_endpoint_config {
-    char *address;
+    char *address; /* an IP literal or a host name */
     int port;
     int weight;
     int mesh_port;
     char *zone;
     char *node;
+    char *host; /* with an IP address: the host name it was resolved from */
     int health; /* index into mesh_endpoint_health_choices */
     struct mesh_labels labels;
 };
 
-/* {"address", "port", "weight", "zone", "node", "health", "labels", "mesh_port"} */
+/* {"address", "port", "weight", "zone", "node", "health", "host", "labels", "mesh_port"} */
 extern const struct mesh_cfg_schema mesh_endpoint_schema;
 /* "healthy", "unhealthy", "draining" */
 extern const char *const mesh_endpoint_health_choices[];
 
-/* Converts a decoded (valid) endpoint. Returns 0 or -ENOMEM; -EINVAL if not valid. */
+/*
+ * Converts a decoded (valid) endpoint: an address that is a host name gives an unresolved
+ * endpoint (host set, no address). Returns 0 or -ENOMEM; -EINVAL if not valid.
+ */
 int mesh_endpoint_from_config(const struct mesh_endpoint_config *in, struct mesh_endpoint *out);
 /*
  * Appends an endpoint as a JSON object in the same shape, streamed (no tree is built, so

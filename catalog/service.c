@@ -6,6 +6,7 @@
 
 #include "common/alloc.h"
 #include "common/atom.h"
+#include "common/names.h"
 
 const char *const mesh_protocol_names[] = {"tcp", "http", "http2", "grpc", NULL};
 
@@ -18,6 +19,25 @@ static int dup_opt(char **dst, const char *src)
     return *dst ? 0 : -ENOMEM;
 }
 
+int mesh_endpoint_set_host(struct mesh_endpoint *ep, const char *name)
+{
+    char low[MESH_NAME_NODE_MAX + 2];
+    size_t n = strlen(name);
+    if (!mesh_name_is_host(name) || n >= sizeof(low))
+        return -EINVAL;
+    if (name[n - 1] == '.')
+        n--;
+    for (size_t i = 0; i < n; i++)
+        low[i] = (name[i] >= 'A' && name[i] <= 'Z') ? (char)(name[i] - 'A' + 'a') : name[i];
+    low[n] = '\0';
+    const char *atom = mesh_atom(low);
+    if (!atom)
+        return -ENOMEM;
+    mesh_atom_unref(ep->host);
+    ep->host = atom;
+    return 0;
+}
+
 int mesh_endpoint_copy(struct mesh_endpoint *dst, const struct mesh_endpoint *src)
 {
     struct mesh_endpoint e = *src;
@@ -26,6 +46,7 @@ int mesh_endpoint_copy(struct mesh_endpoint *dst, const struct mesh_endpoint *sr
         return -ENOMEM;
     mesh_atom_ref(e.zone);
     mesh_atom_ref(e.node);
+    mesh_atom_ref(e.host);
     *dst = e;
     return 0;
 }
@@ -34,20 +55,28 @@ void mesh_endpoint_done(struct mesh_endpoint *ep)
 {
     mesh_atom_unref(ep->zone);
     mesh_atom_unref(ep->node);
+    mesh_atom_unref(ep->host);
     mesh_labels_done(&ep->labels);
-    ep->zone = ep->node = NULL;
+    ep->zone = ep->node = ep->host = NULL;
 }
 
 bool mesh_endpoint_equal(const struct mesh_endpoint *a, const struct mesh_endpoint *b)
 {
     return mesh_ipport_equal(&a->addr, &b->addr) && a->weight == b->weight &&
            a->mesh_port == b->mesh_port && a->health == b->health && a->zone == b->zone &&
-           a->node == b->node /* atoms */ && mesh_labels_equal(&a->labels, &b->labels);
+           a->node == b->node && a->host == b->host /* atoms */ &&
+           mesh_labels_equal(&a->labels, &b->labels);
 }
 
 int mesh_endpoint_addr_cmp(const struct mesh_endpoint *a, const struct mesh_endpoint *b)
 {
-    return mesh_ipport_cmp(&a->addr, &b->addr);
+    int c = mesh_ipport_cmp(&a->addr, &b->addr);
+    /* Resolved endpoints are one per address whatever name led there. */
+    if (c || a->addr.family != 0 || a->host == b->host)
+        return c;
+    if (!a->host || !b->host)
+        return a->host ? 1 : -1;
+    return strcmp(a->host, b->host);
 }
 
 const char *mesh_endpoint_health_name(unsigned health)

@@ -30,7 +30,14 @@ extern const char *const mesh_protocol_names[];
 #define MESH_WEIGHT_MAX 10000
 #define MESH_ENDPOINTS_MAX 100000 /* per service and registry */
 
-/* 64 bytes: a catalog holds one per endpoint and source (docs/kubernetes.md, "Cost"). */
+/*
+ * 72 bytes: a catalog holds one per endpoint and source (docs/kubernetes.md, "Cost").
+ *
+ * An endpoint a registry gives by host name has `host` set and, as the registry reports it,
+ * no address yet (addr.family 0, addr.port set). The agent resolves it and hands the catalog
+ * one endpoint per address of the answer, each keeping `host`; the catalog and the proxy
+ * see addresses only (docs/catalog.md, "Host names").
+ */
 struct mesh_endpoint {
     struct mesh_ipport addr;
     uint16_t mesh_port; /* a mesh agent's inbound mTLS port on its host; 0: none */
@@ -40,8 +47,15 @@ struct mesh_endpoint {
     uint32_t also;      /* in a merged service: the other sources[] reporting it, as bits */
     const char *zone;   /* an atom (common/atom.h); NULL when unknown */
     const char *node;   /* an atom; NULL when unknown */
+    const char *host;   /* an atom: the host name the registry gave; NULL for an IP address */
     struct mesh_labels labels;
 };
+
+/* A host name still to be resolved into addresses. */
+static inline bool mesh_endpoint_unresolved(const struct mesh_endpoint *ep)
+{
+    return ep->host && ep->addr.family == 0;
+}
 
 /* What one registry says about one service: the full endpoint set. */
 struct mesh_service_update {
@@ -76,10 +90,13 @@ struct mesh_local_service {
     struct mesh_labels labels; /* on the endpoint this host publishes for it */
 };
 
+/* Sets ep->host to host name `name` (common/names.h), lowercased and without a trailing dot,
+ * so that one host is one atom. Returns 0, -EINVAL (not a host name) or -ENOMEM. */
+int mesh_endpoint_set_host(struct mesh_endpoint *ep, const char *name);
 int mesh_endpoint_copy(struct mesh_endpoint *dst, const struct mesh_endpoint *src);
 void mesh_endpoint_done(struct mesh_endpoint *ep);
 bool mesh_endpoint_equal(const struct mesh_endpoint *a, const struct mesh_endpoint *b);
-/* Orders endpoints by address family, address, then port. */
+/* Orders endpoints by address family, address, port; unresolved ones then by host name. */
 int mesh_endpoint_addr_cmp(const struct mesh_endpoint *a, const struct mesh_endpoint *b);
 const char *mesh_endpoint_health_name(unsigned health);
 

@@ -192,9 +192,20 @@ static int instance(json_t *e, const struct mesh_consul_health_options *o,
     json_t *port = json_object_get(svc, "Port");
     json_int_t p = json_is_integer(port) ? json_integer_value(port) : 0;
     memset(ep, 0, sizeof(*ep));
-    if (!addr || p < 1 || p > 65535 || mesh_ipport_from_ip(addr, (uint16_t)p, &ep->addr) < 0) {
+    if (!addr || p < 1 || p > 65535) {
         out->skipped++;
         return 0;
+    }
+    if (mesh_ipport_from_ip(addr, (uint16_t)p, &ep->addr) < 0) {
+        /* Consul allows names in Service.Address and Node.Address: the agent resolves them. */
+        int h = mesh_endpoint_set_host(ep, addr);
+        if (h == -ENOMEM)
+            return h;
+        if (h < 0) {
+            out->skipped++;
+            return 0;
+        }
+        ep->addr.port = (uint16_t)p;
     }
     ep->weight = (uint32_t)(weight > MESH_WEIGHT_MAX ? MESH_WEIGHT_MAX : weight);
     ep->health = MESH_EP_READY | MESH_EP_SERVING;
@@ -390,6 +401,7 @@ uint64_t mesh_consul_instances_digest(const struct mesh_consul_instances *in, co
         h = mix(h, key[1], fixed, sizeof(fixed));
         h = mix_str(h, key[1], e->zone);
         h = mix_str(h, key[1], e->node);
+        h = mix_str(h, key[1], e->host);
         h = mix(h, key[1], &e->labels.n, sizeof(e->labels.n));
         for (size_t j = 0; j < e->labels.n; j++) {
             h = mix_str(h, key[1], e->labels.v[j].key);

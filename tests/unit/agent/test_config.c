@@ -91,6 +91,13 @@ static const struct bad_case bad_cases[] = {
      "$.shutdown.drain_timeout: expected a duration such as \"5s\", \"250ms\" or \"1m30s\", got "
      "true"},
     {"{\"shutdown\": {\"drain\": \"5s\"}}", "unknown key 'drain' (did you mean 'drain_timeout'?)"},
+    {"{\"dns\": {\"servers\": [\"127.0.0.1:5353\", \"ns1.example\"]}}",
+     "$.dns.servers[1]: 'ns1.example' must be an IP address, \"ip:port\" or \"[ipv6]:port\""},
+    {"{\"dns\": {\"servers\": [\"127.0.0.1:0\"]}}", "$.dns.servers[0]: '127.0.0.1:0' must be"},
+    {"{\"dns\": {\"servers\": \"127.0.0.1\"}}",
+     "$.dns.servers: expected a list of name servers, \"ip\" or \"ip:port\", got \"127.0.0.1\""},
+    {"{\"dns\": {\"timeout\": \"1m\"}}", "$.dns.timeout: expected a duration from 100ms to 30s"},
+    {"{\"dns\": {\"server\": []}}", "$.dns.server: unknown key 'server' (did you mean 'servers'?)"},
     {"{\"node\": {\"name\": \"a\"}, \"node\": {}}", "<test>:1:"},
     {"{\"node\": ", "<test>:1:9: invalid JSON"},
     {"", "invalid JSON"},
@@ -174,6 +181,16 @@ static void test_defaults(void **state)
     assert_string_equal(cfg->registries.v[0].name, "files");
     assert_true(cfg->registries.v[0].merge);
     assert_int_equal(mesh_addr_port(&cfg->admin_addr), 15000);
+    /* Host names in endpoints: the system's resolver setup, 2 s per try. */
+    assert_int_equal(cfg->dns.servers.n, 0);
+    assert_int_equal(cfg->dns.timeout_ms, 2000);
+    mesh_agent_config_unref(cfg);
+    json = "{\"dns\": {\"servers\": [\"127.0.0.1:5353\", \"[::1]:53\", \"10.0.0.2\"], "
+           "\"timeout\": \"500ms\"}}";
+    assert_int_equal(mesh_agent_config_parse("x", json, strlen(json), &errors, &cfg), 0);
+    assert_int_equal(cfg->dns.servers.n, 3);
+    assert_string_equal(cfg->dns.servers.v[1], "[::1]:53");
+    assert_int_equal(cfg->dns.timeout_ms, 500);
     mesh_agent_config_unref(cfg);
 }
 

@@ -12,14 +12,14 @@
 #include "common/fs.h"
 #include "tests/unit/unit.h"
 
-#define RESTART_KEYS "node.name, state_dir, proxy.workers, proxy.buffer_size, proxy.http"
+#define RESTART_KEYS "node.name, state_dir, proxy.workers, proxy.buffer_size, proxy.http, dns"
 
 static void test_restart_keys(void **state)
 {
     (void)state;
     struct mesh_buf keys;
     mesh_buf_init(&keys, 4096);
-    assert_int_equal(mesh_agent_config_restart_keys(&keys), 5);
+    assert_int_equal(mesh_agent_config_restart_keys(&keys), 6);
     assert_string_equal(keys.data, RESTART_KEYS);
     mesh_buf_done(&keys);
 }
@@ -106,8 +106,8 @@ static void test_docs_list_the_restart_keys(void **state)
     assert_non_null(end);
     backticked(p, end, &listed);
     /* The docs' order need not be the schema's: compare as sets. */
-    const char *keys[] = {"node.name", "state_dir", "proxy.workers", "proxy.buffer_size",
-                          "proxy.http"};
+    const char *keys[] = {"node.name",         "state_dir",  "proxy.workers",
+                          "proxy.buffer_size", "proxy.http", "dns"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         assert_true(is_restart_key(keys[i], flagged.data));
         if (!is_restart_key(keys[i], listed.data))

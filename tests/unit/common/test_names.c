@@ -104,12 +104,63 @@ static void test_as_cfg_checks(void **state)
     mesh_cfg_errors_done(&errors);
 }
 
+/* Host names where an endpoint address may be one (service files, Consul, the LKG file). */
+static void test_host(void **state)
+{
+    (void)state;
+    const char *good[] = {"a",      "api.svc.test", "API.Example.com", "api.example.com.",
+                          "x-1.y2", "1a.example",   "db.10.internal",  "a.b1",
+                          label63};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        assert_true(mesh_name_is_host(good[i]));
+        assert_null(mesh_name_check_host(good[i]));
+    }
+    static const char *const bad[] = {
+        "",           /* empty */
+        ".",          /* the root alone */
+        "a..b",       /* an empty label */
+        ".a",         /* an empty first label */
+        "a.b..",      /* two trailing dots */
+        "-a.test",    /* a label starting with '-' */
+        "a-.test",    /* ending with '-' */
+        "a_b.test",   /* '_' */
+        "a b",        /* a space */
+        "1.2.3.4",    /* an IPv4 address is not a name */
+        "1.2.3",      /* nor what reads like one */
+        "api.123",    /* a last label of digits */
+        "::1",        /* an IPv6 address */
+        "api.test\n", /* a control character */
+        "\xc3\xa9.test",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_false(mesh_name_is_host(bad[i]));
+        assert_non_null(mesh_name_check_host(bad[i]));
+    }
+    assert_string_equal(mesh_name_check_host("1.2.3.4"),
+                        "must be a host name or an IP address: the last label is all digits");
+    char label64[80];
+    memset(label64, 'a', 64);
+    strcpy(label64 + 64, ".test");
+    assert_false(mesh_name_is_host(label64));
+    /* 253 characters is the most, a trailing dot not counted. */
+    char n[260];
+    for (size_t i = 0; i < 253; i++)
+        n[i] = (i % 2) ? '.' : 'a';
+    n[253] = '\0';
+    assert_true(mesh_name_is_host(n));
+    strcpy(n + 253, ".");
+    assert_true(mesh_name_is_host(n));
+    strcpy(n + 253, ".a");
+    assert_false(mesh_name_is_host(n));
+}
+
 int main(void)
 {
     mesh_alloc_install();
     const struct CMUnitTest tests[] = {
         UNIT_TEST(test_dns_label),
         UNIT_TEST(test_node),
+        UNIT_TEST(test_host),
         UNIT_TEST(test_as_cfg_checks),
     };
     return cmocka_run_group_tests_name("names", tests, NULL, NULL);

@@ -304,6 +304,8 @@ static void test_decode_health(void **state)
         "  \"Service\": {\"Port\": 80}, \"Checks\": [{\"Status\": \"maintenance\"}]},"
         " {\"Node\": {\"Node\": \"n4\", \"Address\": \"db.example\"},"
         "  \"Service\": {\"Port\": 80}, \"Checks\": []},"
+        " {\"Node\": {\"Node\": \"n5\", \"Address\": \"10.0.0.300\"},"
+        "  \"Service\": {\"Port\": 80}, \"Checks\": []},"
         " {\"Node\": {\"Node\": \"n0\", \"Address\": \"10.0.0.1\"},"
         "  \"Service\": {\"Port\": 80}, \"Checks\": []}]";
     struct mesh_consul_health_options o = {.zone_key = "zone"};
@@ -311,9 +313,14 @@ static void test_decode_health(void **state)
     char err[256];
     assert_int_equal(mesh_consul_decode_health(json, strlen(json), &o, &in, err, sizeof(err)), 0);
     /* n1 and n0 share 10.0.0.1:80: n0's entry stays (sorted first); n2 warns; n3 is in
-     * maintenance; n4's address is a name. */
-    assert_int_equal(in.n, 1);
-    assert_string_equal(in.v[0].node, "n0");
+     * maintenance; n4's address is a name, which the agent resolves; n5's is no name. */
+    assert_int_equal(in.n, 2);
+    assert_string_equal(in.v[0].node, "n4"); /* names (no address yet) sort first */
+    assert_true(mesh_endpoint_unresolved(&in.v[0]));
+    assert_string_equal(in.v[0].host, "db.example");
+    assert_int_equal(in.v[0].addr.port, 80);
+    assert_null(in.v[1].host);
+    assert_string_equal(in.v[1].node, "n0");
     assert_int_equal(in.unhealthy, 2);
     assert_int_equal(in.skipped, 2);
     assert_int_equal(in.protocol, MESH_PROTO_HTTP);
@@ -322,9 +329,9 @@ static void test_decode_health(void **state)
     o.include_warning = true;
     const char *one = json + 0; /* the same answer, warnings counted */
     assert_int_equal(mesh_consul_decode_health(one, strlen(one), &o, &in, err, sizeof(err)), 0);
-    assert_int_equal(in.n, 2);
-    assert_string_equal(in.v[1].node, "n2");
-    assert_int_equal(in.v[1].weight, 2); /* Weights.Warning */
+    assert_int_equal(in.n, 3);
+    assert_string_equal(in.v[2].node, "n2");
+    assert_int_equal(in.v[2].weight, 2); /* Weights.Warning */
     mesh_consul_instances_done(&in);
 
     const char *first = "[{\"Node\": {\"Node\": \"n1\", \"Address\": \"10.0.0.1\", \"Meta\": "

@@ -23,6 +23,7 @@ USES = {
     ("libssl-dev", "openssl-devel"): (BUILD, r"OpenSSL|openssl"),
     ("libcmocka-dev", "libcmocka-devel"): (BUILD, r"\bcmocka\b"),
     ("libyaml-dev", "libyaml-devel"): (BUILD, r"yaml-0\.1"),
+    ("libc-ares-dev", "c-ares-devel"): (BUILD, r"\blibcares\b"),
     ("python3",): (BUILD, r"Python3_EXECUTABLE"),
     ("python3-yaml", "python3-pyyaml"): (TESTS, r"^import yaml"),
     ("curl",): (TESTS, r"\bcurl -"),

@@ -50,8 +50,17 @@ static const struct {
      "$.service.address: expected the IP address the workload listens on"},
     {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"port\": 80}]}}",
      "$.service.endpoints[0].address: required key is missing"},
-    {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": \"db.local\", \"port\": 80}]}}",
-     "$.service.endpoints[0].address: expected an IPv4 or IPv6 address, got \"db.local\""},
+    {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": \"db_1.local\", \"port\": "
+     "80}]}}",
+     "$.service.endpoints[0].address: expected an IPv4 or IPv6 address or a host name, got "
+     "\"db_1.local\": not an IPv4 or IPv6 address nor a host name"},
+    {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": \"10.1.2.300\", \"port\": "
+     "80}]}}",
+     "$.service.endpoints[0].address: expected an IPv4 or IPv6 address or a host name, got "
+     "\"10.1.2.300\": not an IPv4 or IPv6 address nor a host name"},
+    {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": \"db.local\", \"host\": "
+     "\"db.local\", \"port\": 80}]}}",
+     "$.service.endpoints[0]: 'host' goes with an IP address; a host name goes in 'address'"},
     {"{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": \"10.0.0.1\"}]}}",
      "$.service.endpoints[0].port: required key is missing"},
     /* The node rule is the agent's node.name rule (common/names.h). */
@@ -104,6 +113,40 @@ static void test_bad_files(void **state)
             fail_msg("case %zu: %s\n  expected: %s\n  got: %s", i, bad[i].json, bad[i].expect, msg);
         mesh_free(msg);
     }
+}
+
+/* A name as an endpoint's address: kept as the name (lowercased), resolved by the agent. */
+static void test_host_name_endpoint(void **state)
+{
+    (void)state;
+    const char *json = "{\"service\": {\"name\": \"a\", \"endpoints\": [{\"address\": "
+                       "\"DB.Example.COM.\", \"port\": 5432, \"labels\": {\"v\": \"1\"}}, "
+                       "{\"address\": \"10.0.0.1\", \"host\": \"db.example.com\", \"port\": 1}]}}";
+    struct mesh_cfg_errors errors = {0};
+    struct mesh_service_file *f = NULL;
+    assert_int_equal(mesh_service_file_parse("x", json, strlen(json), &errors, &f), 0);
+    const struct mesh_endpoint_config *e = f->all[0]->endpoints.items;
+    struct mesh_endpoint out, ip;
+    assert_int_equal(mesh_endpoint_from_config(&e[0], &out), 0);
+    assert_true(mesh_endpoint_unresolved(&out));
+    assert_string_equal(out.host, "db.example.com");
+    assert_int_equal(out.addr.port, 5432);
+    assert_string_equal(mesh_labels_get(&out.labels, "v"), "1");
+    /* An address with the name it came from (as the last-known-good file has it). */
+    assert_int_equal(mesh_endpoint_from_config(&e[1], &ip), 0);
+    assert_false(mesh_endpoint_unresolved(&ip));
+    assert_ptr_equal(ip.host, out.host); /* one atom per name */
+    struct mesh_buf b;
+    mesh_buf_init(&b, 4096);
+    mesh_endpoint_write_json(&b, &out);
+    mesh_endpoint_write_json(&b, &ip);
+    assert_string_equal(b.data, "{\"address\":\"db.example.com\",\"port\":5432,\"labels\":{\"v\":"
+                                "\"1\"}}{\"address\":\"10.0.0.1\",\"host\":\"db.example.com\","
+                                "\"port\":1}");
+    mesh_buf_done(&b);
+    mesh_endpoint_done(&out);
+    mesh_endpoint_done(&ip);
+    mesh_service_file_free(f);
 }
 
 static void test_local_service(void **state)
@@ -181,9 +224,8 @@ int main(void)
 {
     mesh_alloc_install();
     const struct CMUnitTest tests[] = {
-        UNIT_TEST(test_bad_files),
-        UNIT_TEST(test_local_service),
-        UNIT_TEST(test_remote_services_list),
+        UNIT_TEST(test_bad_files),           UNIT_TEST(test_host_name_endpoint),
+        UNIT_TEST(test_local_service),       UNIT_TEST(test_remote_services_list),
         UNIT_TEST(test_allocation_failures),
     };
     return cmocka_run_group_tests_name("service_file", tests, NULL, NULL);

@@ -144,6 +144,7 @@ struct http_conn {
     struct http_req req;
     uv_shutdown_t shutdown;
     char *peer_identity; /* the caller's SPIFFE ID (mTLS); NULL: a plain caller */
+    char *xfcc;          /* mTLS: the X-Forwarded-Client-Cert value its requests carry */
 };
 
 /* An upstream connection: connecting, carrying a request, or idle in its pool. */
@@ -189,6 +190,10 @@ void mesh_http_worker_done(struct mesh_worker *w);
  * when it came over mTLS, else NULL. */
 void mesh_http_adopt(struct mesh_worker *w, struct mesh_io *io, const struct snap_listener *l,
                      const char *peer_id);
+/* xfcc.c: the X-Forwarded-Client-Cert value for a connection whose handshake verified the
+ * caller's certificate (peer_id, its SPIFFE ID): malloc'd, or NULL (out of memory, no
+ * certificate). */
+char *mesh_http_proxy__xfcc(SSL *ssl, const char *peer_id);
 void mesh_http_close_all(struct mesh_worker *w);
 /* Stopping: idle client connections close now, busy ones after their response. */
 void mesh_http_stop(struct mesh_worker *w);

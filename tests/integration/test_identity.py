@@ -100,6 +100,13 @@ class ControllerIdentityTest(BackendTest):
         return self.c.request("POST", "/v1/sign", {"identity": identity, "csr": text},
                               cert=node_cert[0], key=node_cert[1])
 
+    def test_older_form_patterns_allow_the_current_form(self):
+        # A token written for .../ns/shop/svc/* (before the scheme changed) lets its node
+        # get .../ns/shop/sa/<name>, and nothing outside shop.
+        node = self.enroll([f"spiffe://{TD}/ns/shop/svc/*"])
+        self.assertEqual(self.sign(node, sa("shop", "api"))[0], 200)
+        self.assertEqual(self.sign(node, sa("billing", "api"))[0], 403)
+
     def test_operator_changes_a_nodes_allowed_identities(self):
         node = self.enroll([sa("shop", "web")])
         self.assertEqual(self.sign(node, sa("shop", "web"))[0], 200)

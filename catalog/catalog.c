@@ -35,6 +35,7 @@ struct view {
     struct source *src;
     enum mesh_protocol protocol;
     struct mesh_catalog_eps *eps;
+    char *identity; /* the SPIFFE ID its workloads present, when the source says; or NULL */
     bool stale;
 };
 
@@ -88,6 +89,7 @@ static void eps_unref(struct mesh_catalog_eps *e)
 static void service_free(struct mesh_service *s)
 {
     eps_unref(s->eps);
+    mesh_free(s->identity);
     for (size_t i = 0; i < s->n_sources; i++)
         mesh_free(s->sources[i]);
     mesh_free(s->sources);
@@ -139,6 +141,8 @@ static void view_done(struct view *v)
 {
     eps_unref(v->eps);
     v->eps = NULL;
+    mesh_free(v->identity);
+    v->identity = NULL;
 }
 
 static void entry_free(struct entry *e)
@@ -278,6 +282,8 @@ static int build_merged(struct entry *e, struct mesh_service **ret, struct confl
     s->id = atomic_fetch_add_explicit(&service_ids, 1, memory_order_relaxed) + 1;
     s->merged = merge;
     s->protocol = order[0]->protocol;
+    if (order[0]->identity && !(s->identity = mesh_strdup(order[0]->identity)))
+        goto oom;
     s->key = key_layout(e->namespace, e->name, &s->namespace, &s->name);
     s->sources = mesh_calloc(used, sizeof(char *));
     if (used == 1) { /* one source: its endpoints as they are (their source index is 0) */
@@ -467,10 +473,11 @@ static void remove_view(struct entry *e, struct view *v)
     e->n_views--;
 }
 
-static bool view_equal(const struct view *v, enum mesh_protocol proto,
+static bool view_equal(const struct view *v, enum mesh_protocol proto, const char *identity,
                        const struct mesh_catalog_eps *eps)
 {
-    if (v->protocol != proto || v->eps->n != eps->n)
+    if (v->protocol != proto || v->eps->n != eps->n || !v->identity != !identity ||
+        (identity && strcmp(v->identity, identity) != 0))
         return false;
     for (size_t i = 0; i < eps->n; i++) {
         if (!mesh_endpoint_equal(&v->eps->v[i], &eps->v[i]))
@@ -578,10 +585,14 @@ int mesh_catalog_update(struct mesh_catalog *c, const char *source,
     }
 
     struct mesh_catalog_eps *eps = copy_sorted(u->endpoints, u->n_endpoints);
-    if (!eps)
+    char *identity = u->identity ? mesh_strdup(u->identity) : NULL;
+    if (!eps || (u->identity && !identity)) {
+        eps_unref(eps);
         return -ENOMEM;
-    if (v && view_equal(v, u->protocol, eps)) {
+    }
+    if (v && view_equal(v, u->protocol, u->identity, eps)) {
         v->stale = false;
+        mesh_free(identity);
         eps_unref(eps);
         return 0;
     }
@@ -592,6 +603,7 @@ int mesh_catalog_update(struct mesh_catalog *c, const char *source,
             if (e)
                 entry_free(e);
             eps_unref(eps);
+            mesh_free(identity);
             return -ENOMEM;
         }
         created = true;
@@ -600,6 +612,7 @@ int mesh_catalog_update(struct mesh_catalog *c, const char *source,
         struct view *nv = mesh_realloc(e->views, (e->n_views + 1) * sizeof(*nv));
         if (!nv) {
             eps_unref(eps);
+            mesh_free(identity);
             if (created) {
                 entry_remove(c, e);
                 entry_free(e);
@@ -618,6 +631,7 @@ int mesh_catalog_update(struct mesh_catalog *c, const char *source,
     }
     src->endpoints += eps->n;
     v->eps = eps;
+    v->identity = identity;
     v->protocol = u->protocol;
     v->stale = false;
     r = refresh_entry(c, e);

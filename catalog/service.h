@@ -66,6 +66,9 @@ struct mesh_service_update {
     size_t n_endpoints;
     /* With no endpoints: the service exists and has none (true), or is gone (false). */
     bool exists;
+    /* The SPIFFE ID its workloads present, when the registry knows it (a service file's
+     * service_account); NULL: the default, spiffe://<td>/ns/<namespace>/sa/<name>. */
+    const char *identity;
 };
 
 /* An upstream a local service calls: a local bind address leading to a service. */
@@ -85,8 +88,8 @@ struct mesh_local_service {
     struct mesh_addr inbound; /* where the agent accepts for it; port 0: nowhere */
     struct mesh_upstream *upstreams;
     size_t n_upstreams;
-    char *source;   /* where it was defined (a file), for messages */
-    char *identity; /* its SPIFFE ID when not spiffe://<td>/ns/<ns>/svc/<name>; or NULL */
+    char *source;              /* where it was defined (a file), for messages */
+    char *identity;            /* its SPIFFE ID when not spiffe://<td>/ns/<ns>/sa/<name>; or NULL */
     struct mesh_labels labels; /* on the endpoint this host publishes for it */
 };
 

@@ -28,6 +28,8 @@ struct mesh_service {
     char *namespace;
     char *name;
     enum mesh_protocol protocol;
+    char *identity; /* the SPIFFE ID its workloads present, from its first source; or NULL:
+                       the default, spiffe://<td>/ns/<namespace>/sa/<name> */
     struct mesh_endpoint *endpoints; /* sorted by address; each one's source indexes sources */
     size_t n_endpoints;
     struct mesh_catalog_eps *eps; /* owns endpoints; shared with the view of a lone source */

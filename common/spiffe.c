@@ -142,9 +142,33 @@ bool mesh_spiffe_check_leaf(X509 *cert, const char *trust_domain, char *out, siz
 }
 
 void mesh_spiffe_service_id(char *out, size_t size, const char *td, const char *ns,
-                            const char *name)
+                            const char *account)
+{
+    snprintf(out, size, "spiffe://%s/ns/%s/sa/%s", td, ns, account);
+}
+
+void mesh_spiffe_legacy_service_id(char *out, size_t size, const char *td, const char *ns,
+                                   const char *name)
 {
     snprintf(out, size, "spiffe://%s/ns/%s/svc/%s", td, ns, name);
+}
+
+bool mesh_spiffe_canonical(const char *id, char *out, size_t size)
+{
+    /* spiffe://<td>/ns/<ns>/svc/<name>: exactly five segments after the scheme. */
+    const char *p = strncmp(id, "spiffe://", 9) == 0 ? strchr(id + 9, '/') : NULL;
+    const char *ns = p && strncmp(p, "/ns/", 4) == 0 ? p + 4 : NULL;
+    const char *slash = ns ? strchr(ns, '/') : NULL;
+    bool legacy = slash && slash > ns && strncmp(slash, "/svc/", 5) == 0 && slash[5] &&
+                  !strchr(slash + 5, '/') && strlen(id) + 1 < size;
+    if (!legacy) {
+        snprintf(out, size, "%s", id);
+        return false;
+    }
+    size_t head = (size_t)(slash - id);
+    memcpy(out, id, head);
+    snprintf(out + head, size - head, "/sa/%s", slash + 5);
+    return true;
 }
 
 void mesh_spiffe_node_id(char *out, size_t size, const char *td, const char *node)

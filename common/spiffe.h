@@ -32,14 +32,27 @@ bool mesh_spiffe_check_leaf(X509 *cert, const char *trust_domain, char *out, siz
  * NULL when it is, else why not (for config checks). */
 const char *mesh_spiffe_trust_domain_check(const char *s);
 
-/* The ID of a service ("spiffe://td/ns/<ns>/svc/<name>") or of a node ("/node/<name>"). */
+/*
+ * The ID of a workload, on a VM as on Kubernetes: "spiffe://td/ns/<ns>/sa/<account>" (a VM
+ * service's account defaults to its name); or of a node ("/node/<name>").
+ */
 void mesh_spiffe_service_id(char *out, size_t size, const char *td, const char *ns,
-                            const char *name);
+                            const char *account);
 void mesh_spiffe_node_id(char *out, size_t size, const char *td, const char *node);
 
 /*
+ * The transition from the older form of a VM service's ID, "spiffe://td/ns/<ns>/svc/<name>"
+ * (docs/identity.md): mesh_spiffe_legacy_service_id writes it; mesh_spiffe_canonical copies
+ * id into out (size bytes) with an older-form ID read as "/ns/<ns>/sa/<name>", and says
+ * whether it was one.
+ */
+void mesh_spiffe_legacy_service_id(char *out, size_t size, const char *td, const char *ns,
+                                   const char *name);
+bool mesh_spiffe_canonical(const char *id, char *out, size_t size);
+
+/*
  * Whether id matches a principal pattern: the exact ID, "*" for any, or a pattern with
- * one "*" standing for any run of characters (spiffe://td/ns/shop/svc/ then "*").
+ * one "*" standing for any run of characters (spiffe://td/ns/shop/sa/ then "*").
  */
 bool mesh_spiffe_match(const char *pattern, const char *id);
 

@@ -13,6 +13,7 @@
  *   GET    /v1/certs             admin: the certificates issued, latest per identity
  *   GET    /v1/agents            admin: the enrolled nodes
  *   POST   /v1/agents/<node>/reset  admin: forget a node's certificates; it may enroll anew
+ *   PUT    /v1/agents/<node>/services  admin: the service identities the node may get
  *   GET    /metrics              Prometheus counters (no names, no addresses), for anyone
  *
  * Admin calls carry "Authorization: Bearer <admin token>" (the token is in
@@ -100,6 +101,8 @@ const char *mesh_api_node(struct mesh_api *api, struct mesh_http_exchange *ex, c
 void mesh_api_node_renewed(struct mesh_api *api, struct mesh_http_exchange *ex, const char *node,
                            const char *serial);
 void mesh_api_node_reset(struct mesh_api *api, struct mesh_http_exchange *ex, const char *node);
+/* node_services.c: PUT /v1/agents/<node>/services, the identities a node may get */
+void mesh_api_node_services(struct mesh_api *api, struct mesh_http_exchange *ex, const char *node);
 
 /* agents_api.c: POST /v1/report, GET /v1/agents */
 void mesh_api_report(struct mesh_api *api, struct mesh_http_exchange *ex);

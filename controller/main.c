@@ -132,7 +132,7 @@ static int run(const char *config_path, int log_level)
     struct mesh_api api = {0};
     struct controller c = {.loop = uv_default_loop()};
     int r = mesh_fs_mkdir_private(cfg->state_dir, 0700);
-    static const char *const kinds[] = {"tokens", "agents", "certs", "resources", NULL};
+    static const char *const kinds[] = {"tokens", "agents", "certs", "resources", "state", NULL};
     if (r < 0)
         mesh_log_error("cannot create the state directory '%s': %s", cfg->state_dir, strerror(-r));
     else if ((r = mesh_store_open(cfg->state_dir, kinds, &store)) < 0)

@@ -51,6 +51,10 @@ static void usage(FILE *out)
         "  node reset NAME         forget a node's certificates: they no longer speak for it,\n"
         "                          and a join token may enroll the name anew (a reinstalled\n"
         "                          host, a stolen one)\n"
+        "  node set-services NAME PATTERN...\n"
+        "                          the service identities (SPIFFE ID patterns) an enrolled\n"
+        "                          node may get from its next signing request on, replacing\n"
+        "                          what its join token allowed\n"
         "  status                  the agents: SYNCED, STALE or OFFLINE, config index,\n"
         "                          oldest certificate expiry (also: agents)\n"
         "\n"
@@ -472,6 +476,55 @@ static int token_create(const struct opts *o, int argc, char **argv)
     return run(o, "POST", "/v1/tokens", req, NULL);
 }
 
+/* node set-services NAME PATTERN... (argv[0] is "set-services"). */
+static int node_set_services(const struct opts *o, int argc, char **argv)
+{
+    static const char help[] =
+        "Usage: meshctl node set-services NAME PATTERN [PATTERN...]\n"
+        "\n"
+        "Replaces the service identities node NAME may get: SPIFFE ID patterns of the trust\n"
+        "domain with at most one '*' each (spiffe://<td>/ns/shop/sa/web,\n"
+        "'spiffe://<td>/ns/shop/*'), as on a join token's --services; a PATTERN may also be\n"
+        "a comma-separated list. Patterns covering node identities, the controller's or the\n"
+        "whole trust domain are refused. The controller checks the next signing request\n"
+        "against the new list; certificates already issued stay valid until they expire.\n";
+    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        fputs(help, stdout);
+        return 0;
+    }
+    if (argc < 3 || argv[1][0] == '-') {
+        fprintf(stderr,
+                "meshctl: node set-services wants a node name and at least one "
+                "pattern\n%s",
+                help);
+        return EXIT_USAGE;
+    }
+    json_t *services = json_array();
+    for (int i = 2; i < argc; i++) {
+        char *copy = strdup(argv[i]), *save = NULL;
+        for (char *p = copy ? strtok_r(copy, ",", &save) : NULL; p; p = strtok_r(NULL, ",", &save))
+            json_array_append_new(services, json_string(p));
+        free(copy);
+    }
+    char path[400];
+    snprintf(path, sizeof(path), "/v1/agents/%s/services", argv[1]);
+    long status = 0;
+    json_t *body = json_pack("{s:o}", "services", services);
+    json_t *doc = call(o, "PUT", path, body, NULL, &status);
+    json_decref(body);
+    int r = doc && status < 300 ? 0 : EXIT_FAIL;
+    if (r == 0 && o->json) {
+        print_json(doc);
+    } else if (r == 0) {
+        char list[2048];
+        join(json_object_get(doc, "services"), list, sizeof(list));
+        printf("node %s may now have: %s (from its next signing request)\n",
+               json_string_value(json_object_get(doc, "node")), list);
+    }
+    json_decref(doc);
+    return r;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option lo[] = {{"server", required_argument, NULL, 's'},
@@ -558,6 +611,8 @@ int main(int argc, char **argv)
         char path[300];
         snprintf(path, sizeof(path), "/v1/agents/%s/reset", args[2]);
         r = run(&o, "POST", path, NULL, NULL);
+    } else if (rest >= 2 && strcmp(args[0], "node") == 0 && strcmp(args[1], "set-services") == 0) {
+        r = node_set_services(&o, rest - 1, args + 1);
     } else if (rest == 1 && strcmp(args[0], "certs") == 0) {
         r = run(&o, "GET", "/v1/certs", NULL, "certs");
     } else if (rest == 1 && (strcmp(args[0], "status") == 0 || strcmp(args[0], "agents") == 0)) {

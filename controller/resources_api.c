@@ -13,6 +13,7 @@
  *
  * Reads are for admins and enrolled nodes.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,9 +53,18 @@ static int store_name(const char *kind, const char *ns, const char *name, char *
     return 0;
 }
 
+/*
+ * The index never goes backwards, across restarts too: a deletion leaves no resource
+ * carrying its index, so the highest index handed out is also kept on its own (store kind
+ * "state", object "index"), written before the change it covers is answered.
+ */
 void mesh_api_resources_init(struct mesh_api *api)
 {
     api->res_index = 1;
+    json_int_t mark = json_integer_value(
+        json_object_get(mesh_store_get(api->store, "state", "index"), "resources"));
+    if (mark > 0)
+        api->res_index = (uint64_t)mark;
     size_t i = 0;
     const struct mesh_hmap_entry *e;
     const struct mesh_hmap *m = mesh_store_list(api->store, "resources");
@@ -63,6 +73,15 @@ void mesh_api_resources_init(struct mesh_api *api)
         if (v > 0 && (uint64_t)v > api->res_index)
             api->res_index = (uint64_t)v;
     }
+}
+
+/* Records that indexes up to `to` are handed out. Returns 0 or a negative errno. */
+static int index_mark(struct mesh_api *api, uint64_t to)
+{
+    json_t *rec = json_pack("{s:I}", "resources", (json_int_t)to);
+    int r = rec ? mesh_store_put(api->store, "state", "index", rec) : -ENOMEM;
+    json_decref(rec);
+    return r;
 }
 
 /* {"index", "resources": [...]} with each resource as it was applied. */
@@ -206,7 +225,7 @@ static void put(struct mesh_api *api, struct mesh_http_exchange *ex)
         json_incref(items);
     }
     json_t *applied = json_array();
-    int err = 0;
+    int err = index_mark(api, api->res_index + f->n) < 0 ? -1 : 0;
     for (size_t i = 0; i < f->n && err == 0; i++) {
         const struct mesh_resource *res = &f->v[i];
         char key[300];
@@ -280,7 +299,8 @@ void mesh_api_resources(struct mesh_api *api, struct mesh_http_exchange *ex,
             mesh_api_fail(api, ex, 404, "no such resource");
             return;
         }
-        if (mesh_store_delete(api->store, "resources", key) < 0) {
+        if (index_mark(api, api->res_index + 1) < 0 ||
+            mesh_store_delete(api->store, "resources", key) < 0) {
             mesh_api_fail(api, ex, 500, "cannot delete it");
             return;
         }

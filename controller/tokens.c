@@ -72,6 +72,35 @@ static const char *pattern_too_wide(const char *p, const char *td)
     return NULL;
 }
 
+int mesh_token_services_check(json_t *services, const char *trust_domain, const char *where,
+                              char *err, size_t err_size)
+{
+    if (!json_is_array(services) || json_array_size(services) > 100) {
+        snprintf(err, err_size, "services: expected an array of at most 100 SPIFFE ID patterns");
+        return -EINVAL;
+    }
+    char prefix[300];
+    snprintf(prefix, sizeof(prefix), "spiffe://%s/", trust_domain);
+    size_t i;
+    json_t *v;
+    json_array_foreach(services, i, v)
+    {
+        const char *p = json_string_value(v);
+        if (!p || strncmp(p, prefix, strlen(prefix)) != 0 || !pattern_valid(p) ||
+            strlen(p) > MESH_SPIFFE_ID_MAX) {
+            snprintf(err, err_size, "services[%zu]: expected a SPIFFE ID or pattern under %s", i,
+                     prefix);
+            return -EINVAL;
+        }
+        const char *why = pattern_too_wide(p, trust_domain);
+        if (why) {
+            snprintf(err, err_size, "services[%zu]: '%s' may not be %s: %s", i, p, where, why);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
 json_t *mesh_token_create(struct mesh_store *s, const char *trust_domain, json_t *req,
                           char **ret_token, char *err, size_t err_size)
 {
@@ -106,29 +135,8 @@ json_t *mesh_token_create(struct mesh_store *s, const char *trust_domain, json_t
         snprintf(err, err_size, "node: a node name pattern with at most one '*'");
         return NULL;
     }
-    if (!json_is_array(services) || json_array_size(services) > 100) {
-        snprintf(err, err_size, "services: expected an array of at most 100 SPIFFE ID patterns");
+    if (mesh_token_services_check(services, trust_domain, "on a token", err, err_size) < 0)
         return NULL;
-    }
-    char prefix[300];
-    snprintf(prefix, sizeof(prefix), "spiffe://%s/", trust_domain);
-    size_t i;
-    json_t *v;
-    json_array_foreach(services, i, v)
-    {
-        const char *p = json_string_value(v);
-        if (!p || strncmp(p, prefix, strlen(prefix)) != 0 || !pattern_valid(p) ||
-            strlen(p) > MESH_SPIFFE_ID_MAX) {
-            snprintf(err, err_size, "services[%zu]: expected a SPIFFE ID or pattern under %s", i,
-                     prefix);
-            return NULL;
-        }
-        const char *why = pattern_too_wide(p, trust_domain);
-        if (why) {
-            snprintf(err, err_size, "services[%zu]: '%s' may not be on a token: %s", i, p, why);
-            return NULL;
-        }
-    }
     unsigned char idb[8], secret[32];
     char id[17], secret_hex[65], hash[65];
     if (RAND_bytes(idb, sizeof(idb)) != 1 || RAND_bytes(secret, sizeof(secret)) != 1) {

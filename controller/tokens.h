@@ -26,6 +26,15 @@ json_t *mesh_token_create(struct mesh_store *s, const char *trust_domain, json_t
                           char **ret_token, char *err, size_t err_size);
 
 /*
+ * Checks a list of service identity patterns (a token's, or a node's set by an operator):
+ * an array of at most 100 SPIFFE ID patterns of trust_domain, one '*' each, naming
+ * workloads only: no node identity, not the controller's, not the whole trust domain.
+ * Returns 0, or -EINVAL with why in err (naming the entry and `where`, e.g. "on a token").
+ */
+int mesh_token_services_check(json_t *services, const char *trust_domain, const char *where,
+                              char *err, size_t err_size);
+
+/*
  * Checks token for node: known, not revoked, expired or used up, and for this node name.
  * Returns the record (borrowed, valid until the store changes), or NULL with why in err.
  */

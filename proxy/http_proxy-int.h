@@ -144,6 +144,7 @@ struct http_conn {
     struct http_req req;
     uv_shutdown_t shutdown;
     char *peer_identity; /* the caller's SPIFFE ID (mTLS); NULL: a plain caller */
+    char *xfcc;          /* mTLS: the X-Forwarded-Client-Cert value its requests carry */
 };
 
 /* An upstream connection: connecting, carrying a request, or idle in its pool. */
@@ -154,7 +155,8 @@ struct upconn {
     struct mesh_worker *w;
     struct mesh_io *io;
     uv_connect_t connect;
-    char *as_id; /* mTLS: the SPIFFE ID it presented (pooled per caller); NULL: plain */
+    char *as_id;   /* mTLS: the SPIFFE ID it presented (pooled per caller); NULL: plain */
+    char *peer_id; /* mTLS: the ID the peer was checked against (pooled per it too) */
     const struct snap_dest *tls_dest; /* while its handshake runs: SNI and expected peer */
     enum up_state state;
     struct mesh_ep_state *ep_state; /* a reference: the pool key */
@@ -189,6 +191,10 @@ void mesh_http_worker_done(struct mesh_worker *w);
  * when it came over mTLS, else NULL. */
 void mesh_http_adopt(struct mesh_worker *w, struct mesh_io *io, const struct snap_listener *l,
                      const char *peer_id);
+/* xfcc.c: the X-Forwarded-Client-Cert value for a connection whose handshake verified the
+ * caller's certificate (peer_id, its SPIFFE ID): malloc'd, or NULL (out of memory, no
+ * certificate). */
+char *mesh_http_proxy__xfcc(SSL *ssl, const char *peer_id);
 void mesh_http_close_all(struct mesh_worker *w);
 /* Stopping: idle client connections close now, busy ones after their response. */
 void mesh_http_stop(struct mesh_worker *w);
@@ -221,8 +227,10 @@ void mesh_http_local_response(struct http_conn *c, int status, const char *type,
 /* ---- http_upstream.c ---- */
 
 /* An idle pooled connection to ep of req->dest, or NULL. */
-/* An idle connection to the endpoint of st made as `as` (NULL: plain), or NULL. */
-struct upconn *mesh_up_take_idle(struct mesh_worker *w, struct mesh_ep_state *st, const char *as);
+/* An idle connection to the endpoint of st made as `as` (NULL: plain) to a peer checked to be
+ * `peer`, or NULL. */
+struct upconn *mesh_up_take_idle(struct mesh_worker *w, struct mesh_ep_state *st, const char *as,
+                                 const char *peer);
 /* A new connection; on_connected runs later. Returns NULL when it cannot start. */
 struct upconn *mesh_up_connect(struct mesh_worker *w, struct http_conn *c, int ep,
                                const struct snap_endpoint *e);

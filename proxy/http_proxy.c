@@ -144,6 +144,7 @@ static void free_conn(struct http_conn *c)
     mesh_buf_done(&c->req.head_out);
     mesh_snapshot_unref(c->snap);
     mesh_free(c->peer_identity);
+    mesh_free(c->xfcc);
     mesh_free(c);
     mesh_worker_maybe_exit(w);
 }

@@ -239,8 +239,9 @@ static void build_request_head(struct http_conn *c, const struct mesh_http_reque
         /* An absolute-form target's authority replaces Host (RFC 9112 3.2.2). */
         if (hop_by_hop(h) || in_connection_list(conn, h) || mesh_http_header_is(h, "expect") ||
             (r->authority && mesh_http_header_is(h, "host")) ||
-            mesh_http_header_is(h, "traceparent") || in_list(&rule->request_headers.remove, h) ||
-            in_labels(&rule->request_headers.set, h))
+            mesh_http_header_is(h, "traceparent") ||
+            mesh_http_header_is(h, "x-forwarded-client-cert") ||
+            in_list(&rule->request_headers.remove, h) || in_labels(&rule->request_headers.set, h))
             continue;
         if (mesh_http_header_is(h, "x-request-id")) {
             if (have_id || !request_id_ok(h))
@@ -268,6 +269,10 @@ static void build_request_head(struct http_conn *c, const struct mesh_http_reque
     }
     if (!have_id)
         mesh_buf_appendf(b, "x-request-id: %s\r\n", q->request_id);
+    /* A caller's XFCC is never passed on: only the one made from our own handshake
+     * (Envoy's SANITIZE_SET on mTLS, plain SANITIZE otherwise). */
+    if (c->xfcc)
+        mesh_buf_appendf(b, "x-forwarded-client-cert: %s\r\n", c->xfcc);
     /* Continue the caller's trace with a span of our own, or start one. */
     char tp[56];
     const struct mesh_http_header *in = find(r, "traceparent");

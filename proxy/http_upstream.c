@@ -128,6 +128,7 @@ static void on_up_closed(uv_handle_t *h)
     mesh_buf_done(&u->in);
     mesh_ep_state_unref(u->ep_state);
     mesh_free(u->as_id);
+    mesh_free(u->peer_id);
     mesh_free(u);
 }
 
@@ -260,13 +261,15 @@ struct upconn *mesh_up_connect(struct mesh_worker *w, struct http_conn *c, int e
     if (e->mesh_port && c->listener->tls_as) {
         u->tls_dest = c->req.dest;
         u->as_id = mesh_strdup(c->listener->tls_as->id);
+        u->peer_id = u->tls_dest->peer_id ? mesh_strdup(u->tls_dest->peer_id) : NULL;
     }
-    if (!u->io || (u->tls_dest && !u->as_id)) {
+    if (!u->io || (u->tls_dest && (!u->as_id || (u->tls_dest->peer_id && !u->peer_id)))) {
         if (u->io)
             mesh_io_close(u->io, NULL);
         mesh_buf_done(&u->in);
         mesh_ep_state_unref(u->ep_state);
         mesh_free(u->as_id);
+        mesh_free(u->peer_id);
         mesh_free(u);
         return NULL;
     }
@@ -281,12 +284,19 @@ struct upconn *mesh_up_connect(struct mesh_worker *w, struct http_conn *c, int e
     return u;
 }
 
-struct upconn *mesh_up_take_idle(struct mesh_worker *w, struct mesh_ep_state *st, const char *as)
+static bool same_id(const char *a, const char *b)
+{
+    return a && b ? strcmp(a, b) == 0 : a == b;
+}
+
+struct upconn *mesh_up_take_idle(struct mesh_worker *w, struct mesh_ep_state *st, const char *as,
+                                 const char *peer)
 {
     struct pool_entry *e = find(w->http->pools, st);
     struct upconn *u = e ? e->idle : NULL;
-    /* One made as another caller would present the wrong identity. */
-    while (u && !(as ? u->as_id && strcmp(u->as_id, as) == 0 : !u->as_id))
+    /* One made as another caller would present the wrong identity; one whose peer was
+     * checked against another ID (the destination's identity changed) proves nothing now. */
+    while (u && !(as ? same_id(u->as_id, as) && same_id(u->peer_id, peer) : !u->as_id))
         u = u->next;
     if (!u)
         return NULL;

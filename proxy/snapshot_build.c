@@ -408,8 +408,13 @@ static int dest_for(struct builder *b, const char *ns, const char *name,
         return -ENOMEM;
     set_policy(b, d, ns, name, local != NULL);
     if (!local && b->in->tls) {
-        char id[600];
-        mesh_spiffe_service_id(id, sizeof(id), b->in->tls->trust_domain, ns, name);
+        /* The ID its registry gives, else the default: its service account is its name. */
+        char id[MESH_SPIFFE_ID_MAX + 1];
+        const struct mesh_service *svc = mesh_catalog_get(b->in->catalog, ns, name);
+        if (svc && svc->identity)
+            snprintf(id, sizeof(id), "%s", svc->identity);
+        else
+            mesh_spiffe_service_id(id, sizeof(id), b->in->tls->trust_domain, ns, name);
         snprintf(service, sizeof(service), "%s.%s", name, ns);
         if (!(d->sni = mesh_strdup(service)) || !(d->peer_id = mesh_strdup(id)))
             return -ENOMEM;

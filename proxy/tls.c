@@ -83,6 +83,24 @@ static void set_err(char *err, size_t size, const char *what)
 
 /* ---- verification ---- */
 
+/*
+ * Whether id is the older form of the ID of the service a client's SNI
+ * ("<service>.<namespace>") names, spiffe://<td>/ns/<namespace>/svc/<service>: an agent
+ * not yet upgraded still presents it (the transition in docs/identity.md).
+ */
+static bool legacy_of_sni(SSL *ssl, const char *td, const char *id)
+{
+    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    const char *dot = sni ? strchr(sni, '.') : NULL;
+    char name[256], legacy[MESH_SPIFFE_ID_MAX + 1];
+    if (!dot || dot == sni || (size_t)(dot - sni) >= sizeof(name) || !td)
+        return false;
+    memcpy(name, sni, (size_t)(dot - sni));
+    name[dot - sni] = '\0';
+    mesh_spiffe_legacy_service_id(legacy, sizeof(legacy), td, dot + 1, name);
+    return strcmp(legacy, id) == 0;
+}
+
 static int verify_cb(int ok, X509_STORE_CTX *x)
 {
     if (!ok || X509_STORE_CTX_get_error_depth(x) != 0)
@@ -108,7 +126,7 @@ static int verify_cb(int ok, X509_STORE_CTX *x)
         return 0;
     }
     const char *expected = SSL_get_ex_data(ssl, idx_expected);
-    if (expected && strcmp(expected, id) != 0) {
+    if (expected && strcmp(expected, id) != 0 && !legacy_of_sni(ssl, m->trust_domain, id)) {
         SSL_set_ex_data(ssl, idx_refusal, unconst("the peer is not the expected SPIFFE ID"));
         X509_STORE_CTX_set_error(x, X509_V_ERR_APPLICATION_VERIFICATION);
         return 0;
@@ -453,9 +471,10 @@ static SSL_CTX *make_ctx(struct mesh_tls_material *m, bool server, X509 *leaf, E
     return ctx;
 }
 
-/* Checks that leaf chains to the bundle (with chain) and is an SVID for id. */
+/* Checks that leaf chains to the bundle (with chain) and is an SVID for id (or, for the
+ * service ns/name, the older form of its ID: the transition in docs/identity.md). */
 static bool check_leaf(struct mesh_tls_material *m, X509 *leaf, STACK_OF(X509) * chain,
-                       const char *id, char *err, size_t err_size)
+                       const char *id, const char *ns, const char *name, char *err, size_t err_size)
 {
     X509_STORE_CTX *x = X509_STORE_CTX_new();
     if (!x || X509_STORE_CTX_init(x, m->bundle, leaf, chain) != 1) {
@@ -478,7 +497,10 @@ static bool check_leaf(struct mesh_tls_material *m, X509 *leaf, STACK_OF(X509) *
         snprintf(err, err_size, "not a valid SVID: %s", why);
         return false;
     }
-    if (strcmp(got, id) != 0) {
+    char legacy[MESH_SPIFFE_ID_MAX + 1] = "";
+    if (ns && name)
+        mesh_spiffe_legacy_service_id(legacy, sizeof(legacy), m->trust_domain, ns, name);
+    if (strcmp(got, id) != 0 && strcmp(got, legacy) != 0) {
         snprintf(err, err_size, "is for %s, not %s", got, id);
         return false;
     }
@@ -508,7 +530,7 @@ int mesh_tls_material_add(struct mesh_tls_material *m, const char *id, const cha
         snprintf(err, err_size, "no PEM private key");
     else if (!chain)
         snprintf(err, err_size, "out of memory");
-    else if (check_leaf(m, leaf, chain, id, err, err_size) &&
+    else if (check_leaf(m, leaf, chain, id, ns, name, err, err_size) &&
              (idn.server = make_ctx(m, true, leaf, key, chain, err, err_size)) &&
              (idn.client = make_ctx(m, false, leaf, key, chain, err, err_size))) {
         const ASN1_TIME *na = X509_get0_notAfter(leaf);
@@ -622,8 +644,11 @@ SSL *mesh_tls_client_session(const struct mesh_tls_identity *as, const char *sni
         return NULL;
     }
     if (cache) {
-        char key[1024];
-        snprintf(key, sizeof(key), "%s|%s|%s", as->id, sni, peer);
+        /* The expected ID is part of the key: a resumed session skips the peer's checks, so
+         * a session verified against one ID never stands for another. */
+        char key[3 * MESH_SPIFFE_ID_MAX + 600];
+        snprintf(key, sizeof(key), "%s|%s|%s|%s", as->id, sni, expected_id ? expected_id : "",
+                 peer);
         char *copy = mesh_strdup(key);
         if (!copy) {
             SSL_free(ssl);

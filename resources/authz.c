@@ -105,6 +105,21 @@ static bool id_namespace(const char *id, char *out, size_t size)
     return true;
 }
 
+/*
+ * Whether a principal pattern names the caller (its ID already read in the current form).
+ * A pattern in the older form of a VM service's ID (.../ns/<ns>/svc/<name>) is read in the
+ * current form too, so policies written before the change keep their meaning through the
+ * transition (docs/identity.md).
+ */
+static bool principal_matches(const char *pattern, const char *identity)
+{
+    char now[MESH_SPIFFE_ID_MAX + 1];
+    if (mesh_spiffe_match(pattern, identity))
+        return true;
+    return strstr(pattern, "/svc/") && mesh_spiffe_canonical(pattern, now, sizeof(now)) &&
+           mesh_spiffe_match(now, identity);
+}
+
 static bool rule_holds(const struct mesh_authz_rule *rule, const struct mesh_http_request *r,
                        const char *identity, bool deny)
 {
@@ -113,7 +128,7 @@ static bool rule_holds(const struct mesh_authz_rule *rule, const struct mesh_htt
     if (rule->principals.n) {
         bool known = false;
         for (size_t i = 0; identity && i < rule->principals.n && !known; i++)
-            known = mesh_spiffe_match(rule->principals.v[i], identity);
+            known = principal_matches(rule->principals.v[i], identity);
         if (!known)
             return false;
     }
@@ -140,6 +155,10 @@ static bool rule_holds(const struct mesh_authz_rule *rule, const struct mesh_htt
 bool mesh_authz_allows(const struct mesh_authz *a, const struct mesh_http_request *r,
                        const char *identity)
 {
+    /* A caller still presenting the older form of its ID is judged by the current one. */
+    char now[MESH_SPIFFE_ID_MAX + 1];
+    if (identity && strstr(identity, "/svc/") && mesh_spiffe_canonical(identity, now, sizeof(now)))
+        identity = now;
     for (size_t i = 0; i < a->n_deny; i++) {
         if (rule_holds(&a->deny[i], r, identity, true))
             return false;

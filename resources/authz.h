@@ -3,7 +3,7 @@
  * request for HTTP, per connection for TCP.
  *
  *   {"kind": "AuthorizationPolicy", "name": "api", "spec": {"service": "api",
- *    "deny":  [{"match": [...], "principals": ["spiffe://td/ns/x/svc/web"]}],
+ *    "deny":  [{"match": [...], "principals": ["spiffe://td/ns/x/sa/web"]}],
  *    "allow": [{"namespaces": ["shop"]}]}}
  *
  * A request matching a deny rule is refused; when allow rules exist, a request must match
@@ -11,7 +11,8 @@
  * headers, query; none: every request), when it names principals the caller's SPIFFE ID
  * matches one, and when it names namespaces the caller's is one. The identity comes from
  * mutual TLS; a plain caller has none, and rules naming principals or namespaces never
- * hold for it.
+ * hold for it. The older form of a VM service's ID (.../ns/<ns>/svc/<name>), in a policy or
+ * presented by a caller, is read as .../ns/<ns>/sa/<name> (docs/identity.md).
  */
 #ifndef MESH_AUTHZ_H
 #define MESH_AUTHZ_H

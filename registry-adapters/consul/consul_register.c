@@ -21,6 +21,7 @@
 #include "common/alloc.h"
 #include "common/backoff.h"
 #include "common/log.h"
+#include "common/spiffe.h"
 #include "registry-adapters/consul/consul-int.h"
 
 #define CLEANUP_DELAY_MS 5000 /* let the local services settle before removing stale ones */
@@ -105,8 +106,11 @@ static char *build_body(const struct consul_registry *c, const struct mesh_local
     int port =
         mesh_addr_port(&ls->inbound) ? mesh_addr_port(&ls->inbound) : mesh_addr_port(&ls->addr);
     char *mgr = manager(c), identity[512];
-    snprintf(identity, sizeof(identity), "spiffe://%s/ns/%s/svc/%s", env->trust_domain,
-             ls->namespace, ls->name);
+    if (ls->identity)
+        snprintf(identity, sizeof(identity), "%s", ls->identity);
+    else
+        mesh_spiffe_service_id(identity, sizeof(identity), env->trust_domain, ls->namespace,
+                               ls->name);
     /* The namespace travels in Meta: Consul's own namespaces are an Enterprise feature, and
      * the mesh's need not match them (docs/consul.md). */
     json_t *meta =

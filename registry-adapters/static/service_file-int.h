@@ -37,6 +37,7 @@ struct mesh_service_config {
     struct mesh_cfg_list upstreams; /* struct mesh_upstream_config */
     struct mesh_cfg_list endpoints; /* struct mesh_endpoint_config */
     struct mesh_labels labels;      /* added to the local endpoint */
+    char *service_account;          /* NULL: the name (docs/services.md) */
 };
 
 struct mesh_service_file {

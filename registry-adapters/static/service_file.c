@@ -128,6 +128,11 @@ static const struct mesh_cfg_field service_fields[] = {
      .schema = &mesh_endpoint_schema,
      .max = 10000},
     {.key = "labels", .type = MESH_CFG_LABELS, S(labels)},
+    {.key = "service_account",
+     .type = MESH_CFG_STRING,
+     S(service_account),
+     .expect = "a service account (DNS label)",
+     .check = mesh_name_check_dns_label},
     {0},
 };
 

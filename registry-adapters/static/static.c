@@ -12,6 +12,7 @@
 #include "common/json_dir.h"
 #include "common/log.h"
 #include "common/prom.h"
+#include "common/spiffe.h"
 #include "registry-adapters/static/service_file-int.h"
 
 #define C(member) MESH_CFG_FIELD(struct mesh_static_config, member)
@@ -109,8 +110,20 @@ static void endpoints_free(struct mesh_endpoint *eps, size_t n)
     mesh_free(eps);
 }
 
+/* The SPIFFE ID of a service whose service file names its account; else NULL (the default:
+ * the account is the service's name). */
+static const char *identity_of(const struct static_registry *s,
+                               const struct mesh_service_config *svc, const char *ns, char *out,
+                               size_t size)
+{
+    if (!svc->service_account)
+        return NULL;
+    mesh_spiffe_service_id(out, size, s->base.env->trust_domain, ns, svc->service_account);
+    return out;
+}
+
 static int local_service(const struct mesh_service_config *svc, const char *ns, const char *file,
-                         struct mesh_local_service *out)
+                         const char *identity, struct mesh_local_service *out)
 {
     memset(out, 0, sizeof(*out));
     out->protocol = (enum mesh_protocol)svc->protocol;
@@ -118,7 +131,8 @@ static int local_service(const struct mesh_service_config *svc, const char *ns, 
     if (svc->inbound_port)
         mesh_addr_from_ip(svc->inbound_address, (uint16_t)svc->inbound_port, &out->inbound);
     if (!(out->name = mesh_strdup(svc->name)) || !(out->namespace = mesh_strdup(ns)) ||
-        !(out->source = mesh_strdup(file)) || mesh_labels_copy(&out->labels, &svc->labels) < 0)
+        !(out->source = mesh_strdup(file)) || mesh_labels_copy(&out->labels, &svc->labels) < 0 ||
+        (identity && !(out->identity = mesh_strdup(identity))))
         goto oom;
     if (svc->upstreams.n &&
         !(out->upstreams = mesh_calloc(svc->upstreams.n, sizeof(*out->upstreams))))
@@ -227,12 +241,15 @@ static void apply(struct static_registry *s, const struct mesh_json_dir_file *fi
             err = build_endpoints(s, svc, &eps, &n_eps);
             if (err < 0)
                 break;
+            char id[MESH_SPIFFE_ID_MAX + 1];
+            const char *identity = identity_of(s, svc, ns, id, sizeof(id));
             struct mesh_service_update u = {
                 .namespace = ns,
                 .name = svc->name,
                 .protocol = (enum mesh_protocol)svc->protocol,
                 .endpoints = eps,
                 .n_endpoints = n_eps,
+                .identity = identity,
             };
             sink->set_service(sink->data, &s->base, &u);
             s->n_services++;
@@ -241,7 +258,7 @@ static void apply(struct static_registry *s, const struct mesh_json_dir_file *fi
                 continue;
             err = mesh_grow((void **)&locals, &locals_cap, n_locals + 1, sizeof(*locals));
             if (err == 0)
-                err = local_service(svc, ns, file, &locals[n_locals]);
+                err = local_service(svc, ns, file, identity, &locals[n_locals]);
             if (err == 0)
                 err = claim_binds(s, &binds, file, &locals[n_locals++]);
         }

@@ -18,7 +18,7 @@ from meshtest import SLOW, AgentTest, free_port, main, wait_for
 
 
 def spiffe(ns, name):
-    return f"spiffe://{TD}/ns/{ns}/svc/{name}"
+    return f"spiffe://{TD}/ns/{ns}/sa/{name}"
 
 
 def cert_dates(path):

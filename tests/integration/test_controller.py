@@ -16,7 +16,7 @@ from pki import Pki
 
 
 def spiffe(ns, name):
-    return f"spiffe://{TD}/ns/{ns}/svc/{name}"
+    return f"spiffe://{TD}/ns/{ns}/sa/{name}"
 
 
 class ControllerTest(unittest.TestCase):

@@ -13,7 +13,7 @@ from meshtest import AgentTest, free_port, main, wait_for, within
 
 
 def spiffe(ns, name):
-    return f"spiffe://{TD}/ns/{ns}/svc/{name}"
+    return f"spiffe://{TD}/ns/{ns}/sa/{name}"
 
 
 class ControllerClientTest(AgentTest):

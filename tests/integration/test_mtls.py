@@ -23,7 +23,7 @@ TD = "mesh.test"
 
 
 def spiffe(ns, name):
-    return f"spiffe://{TD}/ns/{ns}/svc/{name}"
+    return f"spiffe://{TD}/ns/{ns}/sa/{name}"
 
 
 class MtlsTest(BackendTest):

@@ -41,7 +41,7 @@ class CertificateReadinessTest(AgentTest):
             a.wait_ready()
             ids = [c["id"] for c in a.json("/v1/identity")["certificates"]]
             self.assertIn(f"spiffe://{TD}/node/host-a", ids)
-            self.assertIn(f"spiffe://{TD}/ns/shop/svc/api", ids)
+            self.assertIn(f"spiffe://{TD}/ns/shop/sa/api", ids)
             self.assertEqual(a.get("/readyz")[0], 200)
             kinds = {l["kind"]: l["state"] for l in a.json("/v1/proxy")["listeners"]}
             self.assertEqual(kinds.get("inbound_mtls"), "listening")

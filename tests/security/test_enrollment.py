@@ -17,7 +17,7 @@ ATTACKER = "127.0.0.2"
 
 
 def spiffe(ns, name):
-    return f"spiffe://{TD}/ns/{ns}/svc/{name}"
+    return f"spiffe://{TD}/ns/{ns}/sa/{name}"
 
 
 def keyed_csr(directory, name, *newkey):

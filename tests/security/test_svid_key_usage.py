@@ -59,7 +59,7 @@ class KeyUsageTest(BackendTest):
                                                "protocol": "tcp", "port": backend.port}}})
         b.start()
         wait_for(lambda: listening(inbound), what="B's mTLS port")
-        uri = [f"spiffe://{TD}/ns/shop/svc/probe"]
+        uri = [f"spiffe://{TD}/ns/shop/sa/probe"]
         good = self.pki.leaf("good", uri)
         self.assertEqual(self.greeting(inbound, *good), "api-b")  # the control
         plain = self.pki.leaf("plain-ku", uri, key_usage_critical=False)

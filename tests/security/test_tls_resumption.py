@@ -28,7 +28,7 @@ LIFE = 10 * SLOW  # seconds the short-lived certificates are valid for
 
 
 def spiffe(ns, name):
-    return f"spiffe://{TD}/ns/{ns}/svc/{name}"
+    return f"spiffe://{TD}/ns/{ns}/sa/{name}"
 
 
 def listening(port, host="127.0.0.1"):

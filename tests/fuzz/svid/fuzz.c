@@ -47,6 +47,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort(); /* a trust domain only narrows */
         if (a && (n < 11 || memcmp(rest, "spiffe://", 9) != 0 || memchr(rest, '\0', n)))
             abort();
+        if (a) { /* the current form of a valid ID (a transition from .../svc/...) is valid */
+            char id[MESH_SPIFFE_ID_MAX + 1], now[MESH_SPIFFE_ID_MAX + 1];
+            memcpy(id, rest, n);
+            id[n] = '\0';
+            mesh_spiffe_canonical(id, now, sizeof(now));
+            if (!mesh_spiffe_id_valid(now, strlen(now), NULL, &why))
+                abort();
+        }
         break;
     }
     case 1: {

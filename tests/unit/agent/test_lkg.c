@@ -43,7 +43,7 @@ static void fill(struct mesh_catalog *c)
         }
         char name[32];
         snprintf(name, sizeof(name), "svc-%d", s);
-        struct mesh_service_update u = {"shop", name, MESH_PROTO_HTTP, eps, 100, false};
+        struct mesh_service_update u = {"shop", name, MESH_PROTO_HTTP, eps, 100, false, NULL};
         assert_int_equal(mesh_catalog_update(c, s % 2 ? "k8s" : "files", &u), 1);
         if (s % 4 == 0)
             assert_int_equal(mesh_catalog_update(c, "k8s", &u), 1); /* both report it */
@@ -133,7 +133,7 @@ static void test_names_a_registry_gives_load_back(void **state)
         eps[i].node = mesh_atom(nodes[i]);
         eps[i].zone = zones[i][0] ? mesh_atom(zones[i]) : NULL;
     }
-    struct mesh_service_update u = {"shop", "api", MESH_PROTO_HTTP, eps, 4, false};
+    struct mesh_service_update u = {"shop", "api", MESH_PROTO_HTTP, eps, 4, false, NULL};
     assert_int_equal(mesh_catalog_update(c, "files", &u), 1);
     for (int i = 0; i < 4; i++)
         mesh_endpoint_done(&eps[i]);

@@ -20,7 +20,7 @@ static struct mesh_endpoint ep(const char *ip, int port, unsigned weight, const 
 static int update(struct mesh_catalog *c, const char *src, const char *name,
                   const struct mesh_endpoint *eps, size_t n)
 {
-    struct mesh_service_update u = {"default", name, MESH_PROTO_TCP, eps, n, false};
+    struct mesh_service_update u = {"default", name, MESH_PROTO_TCP, eps, n, false, NULL};
     return mesh_catalog_update(c, src, &u);
 }
 
@@ -137,8 +137,8 @@ static void test_protocol_precedence(void **state)
     (void)state;
     struct mesh_catalog *c = new_catalog(true);
     struct mesh_endpoint e = ep("10.0.0.1", 80, 1, NULL), f = ep("10.0.0.2", 80, 1, NULL);
-    struct mesh_service_update u1 = {"default", "api", MESH_PROTO_GRPC, &e, 1, false};
-    struct mesh_service_update u2 = {"default", "api", MESH_PROTO_HTTP, &f, 1, false};
+    struct mesh_service_update u1 = {"default", "api", MESH_PROTO_GRPC, &e, 1, false, NULL};
+    struct mesh_service_update u2 = {"default", "api", MESH_PROTO_HTTP, &f, 1, false, NULL};
     mesh_catalog_update(c, "consul", &u1);
     mesh_catalog_update(c, "k8s", &u2);
     assert_int_equal(mesh_catalog_get(c, "default", "api")->protocol, MESH_PROTO_HTTP);
@@ -477,7 +477,7 @@ static void test_service_with_no_endpoints_stays(void **state)
     struct mesh_endpoint e = ep("10.0.0.1", 80, 1, NULL);
     struct mesh_catalog_source_stats st;
     assert_int_equal(update(c, "k8s", "api", &e, 1), 1);
-    struct mesh_service_update u = {"default", "api", MESH_PROTO_TCP, NULL, 0, true};
+    struct mesh_service_update u = {"default", "api", MESH_PROTO_TCP, NULL, 0, true, NULL};
     assert_int_equal(mesh_catalog_update(c, "k8s", &u), 1);
     const struct mesh_service *s = mesh_catalog_get(c, "default", "api");
     assert_non_null(s);
@@ -489,6 +489,26 @@ static void test_service_with_no_endpoints_stays(void **state)
     assert_null(mesh_catalog_get(c, "default", "api"));
     assert_int_equal(mesh_catalog_source_stats(c, "k8s", &st), 0);
     assert_int_equal(st.services, 0);
+    mesh_catalog_free(c);
+}
+
+/* A source may name the identity a service's workloads present; a change of it is a change. */
+static void test_identity_is_carried_and_compared(void **state)
+{
+    (void)state;
+    struct mesh_catalog *c = new_catalog(true);
+    struct mesh_endpoint e = ep("10.0.0.1", 80, 1, NULL);
+    const char *id = "spiffe://td/ns/default/sa/payments";
+    struct mesh_service_update u = {"default", "api", MESH_PROTO_HTTP, &e, 1, false, id};
+    assert_int_equal(mesh_catalog_update(c, "files", &u), 1);
+    assert_string_equal(mesh_catalog_get(c, "default", "api")->identity, id);
+    assert_int_equal(mesh_catalog_update(c, "files", &u), 0);
+    u.identity = NULL;
+    assert_int_equal(mesh_catalog_update(c, "files", &u), 1);
+    assert_null(mesh_catalog_get(c, "default", "api")->identity);
+    u.identity = id;
+    assert_int_equal(mesh_catalog_update(c, "files", &u), 1);
+    assert_string_equal(mesh_catalog_get(c, "default", "api")->identity, id);
     mesh_catalog_free(c);
 }
 
@@ -514,6 +534,7 @@ int main(void)
         UNIT_TEST(test_disagreeing_sources_are_a_conflict),
         UNIT_TEST(test_merge_is_independent_of_update_order),
         UNIT_TEST(test_service_with_no_endpoints_stays),
+        UNIT_TEST(test_identity_is_carried_and_compared),
     };
     return cmocka_run_group_tests_name("catalog", tests, NULL, NULL);
 }

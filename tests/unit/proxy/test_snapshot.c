@@ -21,7 +21,7 @@ static void set(struct fixture *f, const char *name, const char *const *ips, siz
         eps[i].weight = 1;
         eps[i].health = MESH_EP_HEALTHY;
     }
-    struct mesh_service_update u = {"default", name, MESH_PROTO_HTTP, eps, n, false};
+    struct mesh_service_update u = {"default", name, MESH_PROTO_HTTP, eps, n, false, NULL};
     assert_true(mesh_catalog_update(f->catalog, "files", &u) >= 0);
 }
 
@@ -115,7 +115,7 @@ static void test_all_terminating_but_serving_take_traffic(void **state)
         eps[i].weight = 1;
         eps[i].health = (uint8_t)health[i];
     }
-    struct mesh_service_update u = {"default", "web", MESH_PROTO_HTTP, eps, 3, false};
+    struct mesh_service_update u = {"default", "web", MESH_PROTO_HTTP, eps, 3, false, NULL};
     assert_true(mesh_catalog_update(f->catalog, "files", &u) >= 0);
     struct mesh_proxy_snapshot *s1 = build(f, 1, NULL);
     const struct snap_dest *d = mesh_snapshot_dest(s1, "default/web");

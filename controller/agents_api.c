@@ -12,6 +12,10 @@
  *                     it connects from (also when it says none), or one its node record
  *                     allows ("addresses", from its join token). Anything else is refused
  *                     (403) and counted; joins, moves and leaves are logged and counted.
+ *                     Its "services" (namespace, name, protocol, port, labels, identity,
+ *                     health) are checked and go to the mesh's registry (catalog.c).
+ *   POST /v1/leave    the node stops cleanly: its services leave the registry at once.
+ *   GET  /v1/catalog  admin or node: the registry, a blocking query (catalog.h).
  *   GET  /v1/agents   admin: every enrolled node with its state:
  *                     SYNCED   reported within 15 s and applies the current config index
  *                     STALE    reported within 60 s, but late or behind the config
@@ -25,6 +29,7 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/labels.h"
 #include "common/log.h"
 #include "controller/addresses.h"
 #include "controller/api.h"
@@ -139,6 +144,8 @@ static bool own_address(struct mesh_api *api, struct mesh_http_exchange *ex, con
 
 void mesh_api_member_forget(struct mesh_api *api, const char *node)
 {
+    if (api->catalog)
+        mesh_ctl_catalog_leave(api->catalog, node);
     struct report *r = mesh_hmap_remove(&api->reports, node);
     if (!r)
         return;
@@ -171,6 +178,28 @@ void mesh_api_report(struct mesh_api *api, struct mesh_http_exchange *ex)
     }
     if (!own_address(api, ex, node, doc))
         return; /* answered, doc freed */
+    char why[600] = "";
+    json_t *patterns = json_object_get(mesh_store_get(api->store, "agents", node), "services");
+    json_t *zone = json_object_get(doc, "zone");
+    const char *bad = NULL;
+    if (zone && !json_is_string(zone))
+        snprintf(why, sizeof(why), "zone: expected a string");
+    else if (json_string_length(zone) && !mesh_label_value_valid(json_string_value(zone), &bad))
+        snprintf(why, sizeof(why), "zone: %s", bad ? bad : "expected a label value");
+    if (why[0] || !mesh_ctl_catalog_check(api->catalog, node, patterns,
+                                          json_object_get(doc, "services"), why, sizeof(why))) {
+        json_decref(doc);
+        mesh_api_fail(api, ex, 400, why);
+        return;
+    }
+    if (mesh_ctl_catalog_report(api->catalog, node,
+                                json_string_value(json_object_get(doc, "address")),
+                                (int)json_integer_value(json_object_get(doc, "inbound_port")),
+                                json_string_value(zone), json_object_get(doc, "services")) < 0) {
+        json_decref(doc);
+        mesh_api_fail(api, ex, 500, "out of memory");
+        return;
+    }
     json_object_set_new(doc, "node", json_string(node));
     uint64_t now = uv_now(api->loop);
     struct report *r = mesh_hmap_get(&api->reports, node);
@@ -200,8 +229,37 @@ void mesh_api_report(struct mesh_api *api, struct mesh_http_exchange *ex)
         mesh_log_notice("node %s moved from %s to %s", node, was, is);
     }
     mesh_http_respond_json(ex, 200,
-                           json_pack("{s:o, s:I}", "members", members(api, now), "config_index",
-                                     (json_int_t)api->res_index));
+                           json_pack("{s:o, s:I, s:I, s:I}", "members", members(api, now),
+                                     "config_index", (json_int_t)api->res_index, "catalog_index",
+                                     (json_int_t)mesh_ctl_catalog_index(api->catalog),
+                                     "report_interval_ms",
+                                     (json_int_t)mesh_ctl_catalog_report_interval(api->catalog)));
+}
+
+void mesh_api_leave(struct mesh_api *api, struct mesh_http_exchange *ex)
+{
+    char buf[2100];
+    const char *node = mesh_api_node(api, ex, buf, sizeof(buf));
+    if (!node)
+        return;
+    mesh_ctl_catalog_leave(api->catalog, node);
+    struct report *r = mesh_hmap_get(&api->reports, node);
+    if (r && !r->left) {
+        r->left = true;
+        api->n.members_left++;
+        mesh_log_notice("node %s left the mesh: it stopped", node);
+    }
+    mesh_http_respond_json(ex, 200, json_pack("{s:b}", "left", 1));
+}
+
+void mesh_api_catalog(struct mesh_api *api, struct mesh_http_exchange *ex,
+                      const struct mesh_http_request *r)
+{
+    char buf[2100];
+    bool admin = mesh_http_find_header(r->headers, r->num_headers, "authorization");
+    if (admin ? !mesh_api_admin(api, ex) : !mesh_api_node(api, ex, buf, sizeof(buf)))
+        return; /* answered */
+    mesh_ctl_catalog_get(api->catalog, ex, r->query, r->query_len);
 }
 
 void mesh_api_agents(struct mesh_api *api, struct mesh_http_exchange *ex)

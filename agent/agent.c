@@ -290,6 +290,12 @@ static void on_proxy_stopped(void *data)
     mesh_log_info("data plane stopped");
 }
 
+static void on_left(void *data)
+{
+    if (data)
+        mesh_http_client_close(data, NULL, NULL);
+}
+
 static void on_resources_closed(void *data)
 {
     struct mesh_agent *a = data;
@@ -320,14 +326,17 @@ void mesh_agent_stop(struct mesh_agent *a)
         mesh_proxy_stop(a->proxy, a->cfg->shutdown.drain_timeout_ms, on_proxy_stopped, a);
     if (a->resources)
         mesh_resources_close(a->resources, on_resources_closed, a);
-    mesh_ctl_report_free(a->report);
-    a->report = NULL;
     mesh_ctl_watch_free(a->watch);
     a->watch = NULL;
-    mesh_certs_free(a->certs);
-    a->certs = NULL;
-    if (a->ctl) /* after its users, which ended their calls; the loop runs until it closed */
+    /* This node leaves the mesh's registry; the client closes once the controller knows
+     * (the loop runs until it closed), after its other users ended their calls. */
+    if (a->report)
+        mesh_ctl_report_leave(a->report, on_left, a->ctl);
+    else if (a->ctl)
         mesh_http_client_close(a->ctl, NULL, NULL);
+    a->report = NULL;
+    mesh_certs_free(a->certs); /* the call in flight holds copies of the credentials */
+    a->certs = NULL;
     a->ctl = NULL;
     mesh_agent__clear_members(&a->members);
     mesh_hmap_done(&a->members);

@@ -222,6 +222,35 @@ class MeshCatalogTest(BackendTest):
         wait_for(lambda: self.remote_endpoints(a) == 1, timeout=5, what="host-a forgetting it")
         self.assertEqual(self.backends_answering(), {"api-b"})
 
+    # -- several instances and versions of a service on one host --
+
+    def test_instances_and_versions_on_one_host_are_each_reachable_through_mtls(self):
+        a = self.caller()
+        v1, v2a, v2b = self.workload("v1"), self.workload("v2a"), self.workload("v2b")
+        b = self.host("host-b", "127.0.0.3", services={
+            "api-v1.json": self.api(v1.port, "v1"),
+            "api-v2a.json": self.api(v2a.port, "v2"),
+            "api-v2b.json": self.api(v2b.port, "v2")})
+        for h in (b, a):
+            h.start()
+        wait_for(lambda: self.remote_endpoints(a) >= 3, timeout=10, what="three 'api's at host-a")
+        self.assertEqual(sorted(e["port"] for e in self.api_endpoints()),
+                         sorted([v1.port, v2a.port, v2b.port]))
+
+        def route(version):
+            a.write_resource("route.json", {"kind": "Route", "name": "api", "namespace": "shop",
+                                            "spec": {"rules": [{"destinations": [
+                                                {"service": "api",
+                                                 "subset": {"version": version}}]}]}})
+        # All to v1: host-b's agent hands every call to the v1 instance, not its first one.
+        route("v1")
+        wait_for(lambda: self.backends_answering(6) == {"v1"}, timeout=10, what="only v1")
+        self.assertEqual(self.backends_answering(40), {"v1"})
+        # All to v2: both v2 instances, each reached by its port.
+        route("v2")
+        wait_for(lambda: "v1" not in self.backends_answering(6), timeout=10, what="only v2")
+        self.assertEqual(self.backends_answering(40), {"v2a", "v2b"})
+
     # -- what a report may say --
 
     def test_reports_are_checked(self):

@@ -59,6 +59,8 @@ struct mesh_api {
     struct resource_waiter *waiters;  /* blocking queries parked until a change */
     struct mesh_hmap reports;         /* node -> its last report (memory only) */
     struct mesh_ctl_catalog *catalog; /* the nodes' services (controller/catalog.h) */
+    char *members_text;               /* the membership answered to reports, built once */
+    bool members_dirty;               /* ... per change of it */
 };
 
 /* Sets up what the API keeps in memory (store, ca and loop set by the caller). */

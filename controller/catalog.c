@@ -27,7 +27,7 @@
 
 #define WAIT_DEFAULT_MS 30000
 #define WAIT_MAX_MS 600000
-#define WAKE_DELAY_MS 10
+#define WAKE_DELAY_MS 25
 #define LABELS_MAX 64
 
 struct entry {
@@ -55,6 +55,7 @@ struct mesh_ctl_catalog {
     uint64_t index;
     uint64_t changes;
     uint64_t warm_until; /* loop time: until then, queries of agents that knew one wait */
+    uint64_t tick_ms, last_tick, judge_after; /* leases are judged after a stall again */
     uv_timer_t lease_timer, wake_timer;
     struct waiter *waiters;
     uint64_t parked;
@@ -495,6 +496,17 @@ static void on_lease_timer(uv_timer_t *t)
 {
     struct mesh_ctl_catalog *c = t->data;
     uint64_t now = uv_now(c->loop);
+    /* A loop that stalled (an overloaded host) has reports waiting in its sockets: nodes are
+     * not its fault. Their leases are judged again once a report interval went by. */
+    if (c->last_tick && now - c->last_tick > 2 * c->tick_ms + 1000) {
+        mesh_log_warn("the event loop stalled for %llu ms: leases are judged again in %llu ms",
+                      (unsigned long long)(now - c->last_tick),
+                      (unsigned long long)c->o.report_interval_ms);
+        c->judge_after = now + c->o.report_interval_ms;
+    }
+    c->last_tick = now;
+    if (now < c->judge_after)
+        return;
     size_t i = 0;
     const struct mesh_hmap_entry *he;
     char gone[64][256];
@@ -570,8 +582,8 @@ int mesh_ctl_catalog_new(uv_loop_t *loop, const struct mesh_ctl_catalog_options 
     uv_timer_init(loop, &c->wake_timer);
     c->lease_timer.data = c->wake_timer.data = c;
     uint64_t tick = o->grace_ms / 4 ? o->grace_ms / 4 : 1;
-    uv_timer_start(&c->lease_timer, on_lease_timer, tick > 1000 ? 1000 : tick,
-                   tick > 1000 ? 1000 : tick);
+    c->tick_ms = tick > 1000 ? 1000 : tick;
+    uv_timer_start(&c->lease_timer, on_lease_timer, c->tick_ms, c->tick_ms);
     c->open_handles = 2;
     *ret = c;
     return 0;

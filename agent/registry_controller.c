@@ -11,10 +11,12 @@
  * It reaches them through its sink, whose data is the agent's slot (agent-int.h): the
  * registry interface stays as it is, and no registry module depends on the agent.
  *
- * Each answer is the whole catalog: a full sync (sync_begin, set_service..., sync_end), so
- * a service gone from it goes here too. An answer that does not decode is refused whole and
- * the last good catalog stays (so does the last-known-good file across restarts). Errors
- * back off from 1 s to 60 s; queries never loop faster than every 200 ms.
+ * The first answer (and any after the controller lost track of our index: a restart) is the
+ * whole catalog, applied as a full sync (sync_begin, set_service..., sync_end), so a service
+ * gone from it goes here too; the others hold only what changed since our index: the
+ * services changed, whole, and the names of those removed. An answer that does not decode is
+ * refused whole and the last good catalog stays (so does the last-known-good file across restarts).
+ * Errors back off from 1 s to 60 s; queries never loop faster than every 200 ms.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -25,6 +27,7 @@
 #include "agent/config.h"
 #include "agent/ctl_client.h"
 #include "agent/registries.h"
+#include "catalog/catalog.h"
 #include "catalog/endpoint_json.h"
 #include "common/alloc.h"
 #include "common/log.h"
@@ -98,10 +101,17 @@ static const struct mesh_cfg_schema service_schema = {
 };
 
 struct ctl_catalog {
+    bool full;
     struct mesh_cfg_list services;
+    struct mesh_cfg_strings removed;
 };
 
 static const struct mesh_cfg_field catalog_fields[] = {
+    {.key = "full", .type = MESH_CFG_BOOL, MESH_CFG_FIELD(struct ctl_catalog, full), .def_int = 1},
+    {.key = "removed",
+     .type = MESH_CFG_STRINGS,
+     MESH_CFG_FIELD(struct ctl_catalog, removed),
+     .max = 1000000},
     {.key = "services",
      .type = MESH_CFG_LIST,
      MESH_CFG_FIELD(struct ctl_catalog, services),
@@ -126,7 +136,6 @@ struct ctlreg {
     uint64_t started_ms;
     unsigned failures;
     uint64_t queries, changes;
-    size_t n_services, n_endpoints;
     double last_success;
     char *problem;
     bool stopping;
@@ -169,14 +178,15 @@ static int apply_service(struct ctlreg *g, const struct ctl_service *s)
         r = mesh_endpoint_from_config(ec, &eps[k]);
         k += r == 0;
     }
-    if (r == 0 && k) {
+    if (r == 0) {
+        /* With no endpoint but ours: not a remote service (gone from this source). */
         struct mesh_service_update u = {
             .namespace = s->namespace,
             .name = s->name,
             .protocol = (enum mesh_protocol)s->protocol,
             .endpoints = eps,
             .n_endpoints = k,
-            .exists = true,
+            .exists = k > 0,
         };
         g->base.sink.set_service(g->base.sink.data, &g->base, &u);
     }
@@ -204,21 +214,29 @@ static int apply(struct ctlreg *g, json_t *doc, char *msg, size_t n)
         mesh_cfg_free(&catalog_schema, &cat);
         return -EINVAL;
     }
-    size_t services = 0, endpoints = 0;
-    g->base.sink.sync_begin(g->base.sink.data, &g->base);
-    for (size_t i = 0; r >= 0 && i < cat.services.n; i++) {
+    /* The whole catalog is a full sync; changes since our index touch what they name. */
+    if (cat.full)
+        g->base.sink.sync_begin(g->base.sink.data, &g->base);
+    for (size_t i = 0; r >= 0 && i < cat.services.n; i++)
         r = apply_service(g, (const struct ctl_service *)cat.services.items + i);
-        services += r > 0;
-        endpoints += r > 0 ? (size_t)r : 0;
+    for (size_t i = 0; r >= 0 && !cat.full && i < cat.removed.n; i++) {
+        char ns[128];
+        const char *slash = strchr(cat.removed.v[i], '/');
+        if (!slash || (size_t)(slash - cat.removed.v[i]) >= sizeof(ns))
+            continue;
+        snprintf(ns, sizeof(ns), "%.*s", (int)(slash - cat.removed.v[i]), cat.removed.v[i]);
+        if (!mesh_name_is_dns_label(ns) || !mesh_name_is_dns_label(slash + 1))
+            continue;
+        struct mesh_service_update u = {.namespace = ns, .name = slash + 1};
+        g->base.sink.set_service(g->base.sink.data, &g->base, &u);
     }
-    g->base.sink.sync_end(g->base.sink.data, &g->base);
+    if (cat.full)
+        g->base.sink.sync_end(g->base.sink.data, &g->base);
     mesh_cfg_free(&catalog_schema, &cat);
     if (r < 0) {
         snprintf(msg, n, "out of memory applying the controller's catalog");
         return r;
     }
-    g->n_services = services;
-    g->n_endpoints = endpoints;
     return 0;
 }
 
@@ -250,8 +268,8 @@ static void on_answer(struct mesh_ctl_req *req)
         }
         g->index = next; /* also when it went back: a controller with another history */
         g->changes++;
-        mesh_log_debug("registry '%s': catalog index %llu, %zu remote services", g->base.cfg->name,
-                       (unsigned long long)next, g->n_services);
+        mesh_log_debug("registry '%s': catalog index %llu", g->base.cfg->name,
+                       (unsigned long long)next);
     }
     json_decref(doc);
     g->failures = 0;
@@ -366,8 +384,10 @@ static void ctlreg_status(struct mesh_registry *r, json_t *out)
     json_object_set_new(out, "queries", json_integer((json_int_t)g->queries));
     json_object_set_new(out, "changes", json_integer((json_int_t)g->changes));
     json_object_set_new(out, "watching", json_boolean(mesh_ctl_req_active(&g->req)));
-    json_object_set_new(out, "remote_services", json_integer((json_int_t)g->n_services));
-    json_object_set_new(out, "remote_endpoints", json_integer((json_int_t)g->n_endpoints));
+    struct mesh_catalog_source_stats st = {0};
+    mesh_catalog_source_stats(g->slot->agent->catalog, r->cfg->name, &st);
+    json_object_set_new(out, "remote_services", json_integer((json_int_t)st.services));
+    json_object_set_new(out, "remote_endpoints", json_integer((json_int_t)st.endpoints));
     if (g->problem)
         json_object_set_new(out, "problem", json_string(g->problem));
 }

@@ -59,9 +59,15 @@ struct mesh_ctl_catalog {
     uv_timer_t lease_timer, wake_timer;
     struct waiter *waiters;
     uint64_t parked;
-    char *text; /* the document of text_index */
+    /* The catalog as of built_index, and for each service the index of its last change,
+     * or of its removal: what an answer "since N" holds. Deltas reach back to `floor`. */
+    json_t *current;  /* "ns/name" -> service object */
+    json_t *modified; /* "ns/name" -> index */
+    json_t *removed;  /* "ns/name" -> index */
+    uint64_t built_index, floor;
+    char *text; /* the answer of text_index since text_since (0: the whole catalog) */
     size_t text_len;
-    uint64_t text_index;
+    uint64_t text_index, text_since;
     int open_handles;
     bool closing;
 };
@@ -275,42 +281,103 @@ static int add_node(json_t *by_name, const struct entry *e)
     return 0;
 }
 
-/* The document of the current index (built once per index). Returns 0 or -ENOMEM. */
-static int document(struct mesh_ctl_catalog *c)
+#define REMOVED_MAX 100000 /* removals remembered; past it, older agents get everything */
+
+/* Brings `current` up to the index: rebuilt from the nodes, compared service by service.
+ * Returns 0 or -ENOMEM. */
+static int settle(struct mesh_ctl_catalog *c)
 {
-    if (c->text && c->text_index == c->index)
+    if (c->current && c->built_index == c->index)
         return 0;
-    json_t *by_name = json_object(), *list = json_array();
+    json_t *next = json_object();
     size_t i = 0;
     const struct mesh_hmap_entry *he;
-    int r = by_name && list ? 0 : -ENOMEM;
+    int r = next ? 0 : -ENOMEM;
     while (r == 0 && mesh_hmap_next(&c->nodes, &i, &he))
-        r = add_node(by_name, he->value);
+        r = add_node(next, he->value);
     const char *key;
     json_t *svc;
-    json_object_foreach(by_name, key, svc)
+    json_object_foreach(next, key, svc)
     {
-        if (r == 0 && json_array_append(list, svc) < 0)
+        if (r == 0 && !json_equal(svc, json_object_get(c->current, key)) &&
+            (json_object_set_new(c->modified, key, json_integer((json_int_t)c->index)) < 0 ||
+             (json_object_get(c->removed, key) && json_object_del(c->removed, key) < 0)))
             r = -ENOMEM;
     }
-    json_t *doc =
-        r == 0 ? json_pack("{s:I, s:O}", "index", (json_int_t)c->index, "services", list) : NULL;
+    json_object_foreach(c->current, key, svc)
+    {
+        if (r == 0 && !json_object_get(next, key)) {
+            json_object_del(c->modified, key);
+            if (json_object_set_new(c->removed, key, json_integer((json_int_t)c->index)) < 0)
+                r = -ENOMEM;
+        }
+    }
+    if (r < 0) {
+        json_decref(next);
+        return r;
+    }
+    if (json_object_size(c->removed) > REMOVED_MAX) {
+        json_object_clear(c->removed);
+        c->floor = c->index; /* older agents get the whole catalog */
+    }
+    json_decref(c->current);
+    c->current = next;
+    c->built_index = c->index;
+    return 0;
+}
+
+/*
+ * The answer for an agent that has `since`: {"index", "full": false, "services": [changed
+ * since], "removed": ["ns/name", ...]}, or the whole catalog ("full": true) when it has none,
+ * one from before `floor` or from another history. Built once per index and since (agents
+ * watching together ask the same). Returns 0 or -ENOMEM.
+ */
+static int document(struct mesh_ctl_catalog *c, uint64_t since)
+{
+    int r = settle(c);
+    if (r < 0)
+        return r;
+    bool full = since < c->floor || since > c->index;
+    if (full)
+        since = 0;
+    if (c->text && c->text_index == c->index && c->text_since == since)
+        return 0;
+    json_t *list = json_array(), *gone = json_array();
+    const char *key;
+    json_t *v;
+    r = list && gone ? 0 : -ENOMEM;
+    json_object_foreach(c->current, key, v)
+    {
+        uint64_t at = (uint64_t)json_integer_value(json_object_get(c->modified, key));
+        if (r == 0 && (full || at > since) && json_array_append(list, v) < 0)
+            r = -ENOMEM;
+    }
+    json_object_foreach(c->removed, key, v)
+    {
+        if (r == 0 && !full && (uint64_t)json_integer_value(v) > since &&
+            json_array_append_new(gone, json_string(key)) < 0)
+            r = -ENOMEM;
+    }
+    json_t *doc = r == 0 ? json_pack("{s:I, s:b, s:O, s:O}", "index", (json_int_t)c->index, "full",
+                                     full, "services", list, "removed", gone)
+                         : NULL;
     char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
     json_decref(list);
-    json_decref(by_name);
+    json_decref(gone);
     if (!text)
         return -ENOMEM;
     mesh_free(c->text);
     c->text = text;
     c->text_len = strlen(text);
     c->text_index = c->index;
+    c->text_since = since;
     return 0;
 }
 
-static void answer(struct mesh_ctl_catalog *c, struct mesh_http_exchange *ex)
+static void answer(struct mesh_ctl_catalog *c, struct mesh_http_exchange *ex, uint64_t since)
 {
-    if (document(c) < 0) {
+    if (document(c, since) < 0) {
         mesh_http_respond_json(ex, 500, json_pack("{s:s}", "error", "out of memory"));
         return;
     }
@@ -345,8 +412,9 @@ static void on_wait_over(uv_timer_t *t)
     struct waiter *w = t->data;
     struct mesh_http_exchange *ex = w->ex;
     struct mesh_ctl_catalog *c = w->c;
+    uint64_t w_index = w->index;
     waiter_done(w);
-    answer(c, ex); /* no change: the same index */
+    answer(c, ex, w_index); /* no change: the same index */
 }
 
 static void on_client_gone(void *data)
@@ -362,8 +430,9 @@ static void wake(struct mesh_ctl_catalog *c, bool all)
         struct waiter *next = w->next;
         if (all || w->index != c->index) {
             struct mesh_http_exchange *ex = w->ex;
+            uint64_t since = w->index;
             waiter_done(w);
-            answer(c, ex);
+            answer(c, ex, since);
         }
         w = next;
     }
@@ -411,7 +480,7 @@ void mesh_ctl_catalog_get(struct mesh_ctl_catalog *c, struct mesh_http_exchange 
     /* Right after a start, an agent that knew a catalog waits for the nodes' reports. */
     bool warming = now < c->warm_until && index != 0;
     if (c->closing || wait_ms == 0 || (index != c->index && !warming)) {
-        answer(c, ex);
+        answer(c, ex, index);
         return;
     }
     struct waiter *w = mesh_calloc(1, sizeof(*w));
@@ -577,6 +646,12 @@ int mesh_ctl_catalog_new(uv_loop_t *loop, const struct mesh_ctl_catalog_options 
     /* Never back across restarts: agents compare indexes for equality only, but an index
      * that comes back to a value they hold would hide a change. */
     c->index = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+    c->floor = c->index;
+    if (!(c->modified = json_object()) || !(c->removed = json_object())) {
+        json_decref(c->modified);
+        mesh_free(c);
+        return -ENOMEM;
+    }
     c->warm_until = uv_now(loop) + o->report_interval_ms + o->report_interval_ms / 2;
     uv_timer_init(loop, &c->lease_timer);
     uv_timer_init(loop, &c->wake_timer);
@@ -599,6 +674,9 @@ static void on_closed(uv_handle_t *h)
     while (mesh_hmap_next(&c->nodes, &i, &he))
         entry_free(he->value);
     mesh_hmap_done(&c->nodes);
+    json_decref(c->current);
+    json_decref(c->modified);
+    json_decref(c->removed);
     mesh_free(c->text);
     mesh_free(c);
 }

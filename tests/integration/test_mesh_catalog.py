@@ -251,6 +251,35 @@ class MeshCatalogTest(BackendTest):
         wait_for(lambda: "v1" not in self.backends_answering(6), timeout=10, what="only v2")
         self.assertEqual(self.backends_answering(40), {"v2a", "v2b"})
 
+    # -- the watch answers changes only --
+
+    def test_watch_answers_changes_only(self):
+        b = self.host("host-b", "127.0.0.3", services={"api.json": self.api(free_port())})
+        b.start()
+        wait_for(lambda: self.api_endpoints(), timeout=10, what="host-b's report")
+        whole = self.catalog()
+        self.assertTrue(whole["full"])
+        index = whole["index"]
+        t0 = time.monotonic()
+        b.write_service("db.json", {"service": {"name": "db", "namespace": "shop",
+                                                "port": free_port()}})
+        status, delta = self.ctl.request("GET", f"/v1/catalog?index={index}&wait=20s",
+                                         admin=True)
+        within(self, t0, 1.0, "a blocking query answered on a change")
+        self.assertEqual(status, 200, delta)
+        self.assertFalse(delta["full"])
+        self.assertGreater(delta["index"], index)
+        self.assertEqual([s["name"] for s in delta["services"]], ["db"])
+        self.assertEqual(delta["removed"], [])
+        b.remove_service("db.json")
+        status, delta2 = self.ctl.request("GET", f"/v1/catalog?index={delta['index']}&wait=20s",
+                                          admin=True)
+        self.assertEqual((delta2["services"], delta2["removed"]), ([], ["shop/db"]))
+        # An index from before this controller's start gets the whole catalog.
+        status, old = self.ctl.request("GET", "/v1/catalog?index=5&wait=20s", admin=True)
+        self.assertTrue(old["full"])
+        self.assertEqual([s["name"] for s in old["services"]], ["api"])
+
     # -- what a report may say --
 
     def test_reports_are_checked(self):

@@ -239,7 +239,7 @@ static struct local_group *claim_instance(struct static_registry *s, struct mesh
     }
     snprintf(key, sizeof(key), "%s/%s:%d", ns, svc->name, port);
     if ((owner = mesh_claims_take(services, key, file, err)) || *err) {
-        snprintf(what, sizeof(what), "instance '%s' (an instance per port)", key);
+        snprintf(what, sizeof(what), "service '%s/%s' at port %d", ns, svc->name, port);
         if (owner)
             report_conflict(s, file, what, owner);
         return NULL;

@@ -208,6 +208,8 @@ class MeshCatalogTest(BackendTest):
             return eps.get("host-c", {}).get("health") == "unhealthy"
         wait_for(unhealthy, timeout=GRACE + 10, what="host-c's endpoint marked unhealthy")
         within(self, t0, GRACE + 1.5, "a killed host's endpoints marked unhealthy")
+        self.assertEqual(self.ctl.metric("mesh_controller_catalog_nodes_lapsed"), 1)
+        self.assertEqual(self.ctl.metric("mesh_controller_catalog_endpoints"), 3)
         # Callers stop using it: every call lands on host-b, none fails.
         wait_for(lambda: a.metric("mesh_proxy_endpoints_healthy", destination="shop/api") == 1,
                  timeout=5, what="host-a counting one healthy endpoint")

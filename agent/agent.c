@@ -22,6 +22,7 @@
 #include "agent/ctl_report.h"
 #include "agent/ctl_watch.h"
 #include "agent/lkg.h"
+#include "agent/local_health.h"
 #include "agent/notify.h"
 #include "agent/resources.h"
 #include "common/alloc.h"
@@ -151,6 +152,12 @@ int mesh_agent_new(uv_loop_t *loop, const struct mesh_agent_options *opts, struc
     return 0;
 }
 
+static void on_local_health(void *data)
+{
+    struct mesh_agent *a = data;
+    mesh_ctl_report_kick(a->report);
+}
+
 int mesh_agent_start(struct mesh_agent *a)
 {
     int r;
@@ -234,6 +241,9 @@ int mesh_agent_start(struct mesh_agent *a)
                             mesh_identity_mode_names[a->cfg->identity.mode], strerror(-r));
     if (a->watch)
         mesh_agent__load_members(a);
+    /* What this node reports of its workloads' health comes from its own checks. */
+    if (a->report && (r = mesh_local_health_new(a->loop, on_local_health, a, &a->local_health)) < 0)
+        return start_failed(r, "cannot check the local workloads: %s", strerror(-r));
     r = mesh_proxy_new(a->loop, &popts, &a->proxy);
     if (r == 0)
         r = mesh_proxy_start(a->proxy);
@@ -328,6 +338,8 @@ void mesh_agent_stop(struct mesh_agent *a)
         mesh_resources_close(a->resources, on_resources_closed, a);
     mesh_ctl_watch_free(a->watch);
     a->watch = NULL;
+    mesh_local_health_free(a->local_health);
+    a->local_health = NULL;
     /* This node leaves the mesh's registry; the client closes once the controller knows
      * (the loop runs until it closed), after its other users ended their calls. */
     if (a->report)

@@ -13,6 +13,7 @@
 #include "agent/certs.h"
 #include "agent/ctl_report.h"
 #include "agent/ctl_watch.h"
+#include "agent/local_health.h"
 #include "catalog/view.h"
 #include "common/alloc.h"
 #include "common/fs.h"
@@ -132,6 +133,9 @@ static json_t *local_service_json(const struct mesh_agent *a, const struct mesh_
             health = ep->health & MESH_EP_SERVING ? "draining" : "unhealthy";
         break;
     }
+    /* The agent's own check: a workload that refuses connections is down. */
+    if (mesh_local_health_get(a->local_health, &l->addr) == 0)
+        health = "unhealthy";
     return json_pack("{s:s, s:s, s:s, s:i, s:o, s:s, s:s}", "namespace", l->namespace, "name",
                      l->name, "protocol", mesh_protocol_names[l->protocol], "port", (int)port,
                      "labels", labels ? labels : json_object(), "identity", id, "health", health);

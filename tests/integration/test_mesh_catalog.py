@@ -178,7 +178,8 @@ class MeshCatalogTest(BackendTest):
 
     def two_hosts_serving(self):
         a = self.caller()
-        w1, w2 = self.workload("api-b"), self.workload("api-c")
+        self.w1 = w1 = self.workload("api-b")
+        self.w2 = w2 = self.workload("api-c")
         b = self.host("host-b", "127.0.0.3", services={"api.json": self.api(w1.port)})
         c = self.host("host-c", "127.0.0.4", services={"api.json": self.api(w2.port)})
         for h in (b, c, a):
@@ -214,6 +215,25 @@ class MeshCatalogTest(BackendTest):
         wait_for(lambda: a.metric("mesh_proxy_endpoints_healthy", destination="shop/api") == 1,
                  timeout=5, what="host-a counting one healthy endpoint")
         self.assertEqual(self.backends_answering(), {"api-b"})
+
+    def test_a_workload_down_is_reported_unhealthy_by_its_agents_own_check(self):
+        a, b, c = self.two_hosts_serving()
+
+        def health():
+            return {e["node"]: e.get("health", "healthy") for e in self.api_endpoints()}
+        port = self.w2.port
+        self.w2.stop()  # host-c's agent runs; its workload does not
+        t0 = time.monotonic()
+        wait_for(lambda: health().get("host-c") == "unhealthy", timeout=15,
+                 what="host-c's workload reported down")
+        within(self, t0, 3.0, "a workload down reaching the registry")
+        wait_for(lambda: a.metric("mesh_proxy_endpoints_healthy", destination="shop/api") == 1,
+                 timeout=5, what="host-a counting one healthy endpoint")
+        self.assertEqual(self.backends_answering(), {"api-b"})
+        self.w2 = HttpBackend("api-c", port=port).start()
+        self.backends.append(self.w2)
+        wait_for(lambda: health().get("host-c") == "healthy", timeout=15,
+                 what="host-c's workload healthy again")
 
     def test_clean_stop_removes_the_hosts_services_at_once(self):
         a, b, c = self.two_hosts_serving()

@@ -53,6 +53,7 @@ struct mesh_agent {
     struct mesh_certs *certs;     /* NULL: identity.mode "none" */
     struct mesh_ctl_watch *watch; /* resources from the controller (controller mode) */
     struct mesh_ctl_report *report;
+    struct mesh_local_health *local_health; /* the workloads' health, for the reports */
     struct mesh_http_client *ctl; /* calls to the controller (made for the first that needs it) */
     struct mesh_hmap members;     /* the controller's membership: IP -> mTLS port (keys owned) */
     uint64_t members_version;

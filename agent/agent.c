@@ -23,6 +23,7 @@
 #include "agent/ctl_watch.h"
 #include "agent/hosts.h"
 #include "agent/lkg.h"
+#include "agent/local_health.h"
 #include "agent/notify.h"
 #include "agent/resources.h"
 #include "common/alloc.h"
@@ -152,6 +153,12 @@ int mesh_agent_new(uv_loop_t *loop, const struct mesh_agent_options *opts, struc
     return 0;
 }
 
+static void on_local_health(void *data)
+{
+    struct mesh_agent *a = data;
+    mesh_ctl_report_kick(a->report);
+}
+
 int mesh_agent_start(struct mesh_agent *a)
 {
     int r;
@@ -242,6 +249,9 @@ int mesh_agent_start(struct mesh_agent *a)
                             mesh_identity_mode_names[a->cfg->identity.mode], strerror(-r));
     if (a->watch)
         mesh_agent__load_members(a);
+    /* What this node reports of its workloads' health comes from its own checks. */
+    if (a->report && (r = mesh_local_health_new(a->loop, on_local_health, a, &a->local_health)) < 0)
+        return start_failed(r, "cannot check the local workloads: %s", strerror(-r));
     r = mesh_proxy_new(a->loop, &popts, &a->proxy);
     if (r == 0)
         r = mesh_proxy_start(a->proxy);
@@ -298,6 +308,12 @@ static void on_proxy_stopped(void *data)
     mesh_log_info("data plane stopped");
 }
 
+static void on_left(void *data)
+{
+    if (data)
+        mesh_http_client_close(data, NULL, NULL);
+}
+
 static void on_resources_closed(void *data)
 {
     struct mesh_agent *a = data;
@@ -330,14 +346,19 @@ void mesh_agent_stop(struct mesh_agent *a)
         mesh_proxy_stop(a->proxy, a->cfg->shutdown.drain_timeout_ms, on_proxy_stopped, a);
     if (a->resources)
         mesh_resources_close(a->resources, on_resources_closed, a);
-    mesh_ctl_report_free(a->report);
-    a->report = NULL;
     mesh_ctl_watch_free(a->watch);
     a->watch = NULL;
-    mesh_certs_free(a->certs);
-    a->certs = NULL;
-    if (a->ctl) /* after its users, which ended their calls; the loop runs until it closed */
+    mesh_local_health_free(a->local_health);
+    a->local_health = NULL;
+    /* This node leaves the mesh's registry; the client closes once the controller knows
+     * (the loop runs until it closed), after its other users ended their calls. */
+    if (a->report)
+        mesh_ctl_report_leave(a->report, on_left, a->ctl);
+    else if (a->ctl)
         mesh_http_client_close(a->ctl, NULL, NULL);
+    a->report = NULL;
+    mesh_certs_free(a->certs); /* the call in flight holds copies of the credentials */
+    a->certs = NULL;
     a->ctl = NULL;
     mesh_agent__clear_members(&a->members);
     mesh_hmap_done(&a->members);

@@ -13,10 +13,13 @@
 #include "agent/certs.h"
 #include "agent/ctl_report.h"
 #include "agent/ctl_watch.h"
+#include "agent/local_health.h"
+#include "catalog/view.h"
 #include "common/alloc.h"
 #include "common/fs.h"
 #include "common/http_client.h"
 #include "common/log.h"
+#include "common/spiffe.h"
 #include "mesh-version.h"
 #include "proxy/proxy.h"
 
@@ -102,23 +105,57 @@ void mesh_agent__load_members(struct mesh_agent *a)
     json_decref(doc);
 }
 
+/*
+ * A local service as the mesh's registry keeps it: what a caller on another host needs.
+ * Its labels and health are those of the endpoint this host's registries publish for it
+ * (the port callers use: its inbound port, else the workload's).
+ */
+static json_t *local_service_json(const struct mesh_agent *a, const struct mesh_local_service *l)
+{
+    uint16_t port = mesh_addr_port(&l->inbound);
+    if (!port)
+        port = mesh_addr_port(&l->addr);
+    char id[600];
+    if (l->identity)
+        snprintf(id, sizeof(id), "%s", l->identity);
+    else
+        mesh_spiffe_service_id(id, sizeof(id), a->cfg->trust_domain, l->namespace, l->name);
+    json_t *labels = json_object();
+    const char *health = "healthy";
+    const struct mesh_service *s = mesh_catalog_get(a->catalog, l->namespace, l->name);
+    for (size_t i = 0; s && i < s->n_endpoints; i++) {
+        const struct mesh_endpoint *ep = &s->endpoints[i];
+        if (!ep->node || strcmp(ep->node, a->cfg->node.name) != 0 || ep->addr.port != port)
+            continue;
+        for (size_t k = 0; k < ep->labels.n; k++)
+            json_object_set_new(labels, ep->labels.v[k].key, json_string(ep->labels.v[k].value));
+        if (!(ep->health & MESH_EP_READY))
+            health = ep->health & MESH_EP_SERVING ? "draining" : "unhealthy";
+        break;
+    }
+    /* The agent's own check: a workload that refuses connections is down. */
+    if (mesh_local_health_get(a->local_health, &l->addr) == 0)
+        health = "unhealthy";
+    return json_pack("{s:s, s:s, s:s, s:i, s:o, s:s, s:s}", "namespace", l->namespace, "name",
+                     l->name, "protocol", mesh_protocol_names[l->protocol], "port", (int)port,
+                     "labels", labels ? labels : json_object(), "identity", id, "health", health);
+}
+
 static json_t *build_report(void *data)
 {
     struct mesh_agent *a = data;
     json_t *services = json_array(), *certs = json_array();
     for (size_t i = 0; i < a->n_slots; i++) {
-        for (size_t j = 0; j < a->slots[i]->n_locals; j++) {
-            const struct mesh_local_service *l = &a->slots[i]->locals[j];
-            json_array_append_new(
-                services, json_pack("{s:s, s:s}", "namespace", l->namespace, "name", l->name));
-        }
+        for (size_t j = 0; j < a->slots[i]->n_locals; j++)
+            json_array_append_new(services, local_service_json(a, &a->slots[i]->locals[j]));
     }
     const struct mesh_tls_material *m = mesh_certs_material(a->certs);
     for (size_t i = 0; m && i < m->n; i++)
         json_array_append_new(certs, json_pack("{s:s, s:I}", "id", m->ids[i].id, "not_after",
                                                (json_int_t)m->ids[i].not_after));
-    return json_pack("{s:s, s:s, s:i, s:o, s:I, s:o, s:{s:i}}", "version", MESH_VERSION, "address",
-                     a->cfg->node.address ? a->cfg->node.address : "", "inbound_port",
+    return json_pack("{s:s, s:s, s:s, s:i, s:o, s:I, s:o, s:{s:i}}", "version", MESH_VERSION,
+                     "address", a->cfg->node.address ? a->cfg->node.address : "", "zone",
+                     a->cfg->node.zone ? a->cfg->node.zone : "", "inbound_port",
                      (int)mesh_addr_port(&a->cfg->inbound_addr), "services", services,
                      "config_index", (json_int_t)mesh_ctl_watch_index(a->watch), "certificates",
                      certs, "counters", "active_connections",

@@ -5,6 +5,8 @@
 
 #include "agent/agent-int.h"
 #include "agent/certs.h"
+#include "agent/ctl_report.h"
+#include "agent/local_health.h"
 #include "agent/resources.h"
 #include "common/alloc.h"
 #include "common/log.h"
@@ -53,7 +55,9 @@ void mesh_agent__flush(struct mesh_agent *a)
     mesh_proxy_update(a->proxy, &in);
     a->update_cost_ns = uv_hrtime() - t0;
     a->update_done_ms = uv_now(a->loop);
+    mesh_local_health_set(a->local_health, locals, k);
     mesh_free(locals);
+    mesh_ctl_report_kick(a->report); /* the mesh's registry hears of a change at once */
 }
 
 struct mesh_http_options mesh_agent__http_options(const struct mesh_agent_http_config *h)

@@ -76,7 +76,7 @@ int mesh_ctl_req_start(struct mesh_http_client *client, struct mesh_ctl_req *req
     h->tls = &req->tls;
     h->protocols = "https"; /* never a plain-text call, even if a URL says so */
     h->fresh_connection = call->fresh_connection;
-    h->max_answer = MESH_CTL_MAX_ANSWER;
+    h->max_answer = call->max_answer ? call->max_answer : MESH_CTL_MAX_ANSWER;
     h->done = on_http_done;
     int r = mesh_http_req_start(client, h);
     if (r < 0)

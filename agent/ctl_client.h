@@ -32,7 +32,8 @@ struct mesh_ctl_call {
     const char *ca_pem;   /* whom to trust */
     const char *cert_pem; /* who we are; NULL: nobody yet */
     const char *key_pem;
-    long timeout_ms; /* the whole call; 0: MESH_CTL_TIMEOUT_MS */
+    long timeout_ms;   /* the whole call; 0: MESH_CTL_TIMEOUT_MS */
+    size_t max_answer; /* the largest answer taken; 0: MESH_CTL_MAX_ANSWER */
     /* A connection of its own, closed after it (enrollment: it is nobody yet, or shows a
      * certificate that expired). */
     bool fresh_connection;

@@ -13,11 +13,12 @@
 #include "registry-adapters/kubernetes/k8s.h"
 #include "registry-adapters/static/static.h"
 
-/* Every adapter, one line each, in precedence order. */
+/* Every adapter, one line each, in precedence order (the controller's is in agent/). */
 static const struct mesh_registry_ops *const adapters[] = {
     &mesh_static_registry_ops,
     &mesh_k8s_registry_ops,
     &mesh_consul_registry_ops,
+    &mesh_agent_controller_registry_ops,
 };
 
 const struct mesh_registry_ops *mesh_registries_find(const char *type)

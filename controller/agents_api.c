@@ -12,6 +12,10 @@
  *                     it connects from (also when it says none), or one its node record
  *                     allows ("addresses", from its join token). Anything else is refused
  *                     (403) and counted; joins, moves and leaves are logged and counted.
+ *                     Its "services" (namespace, name, protocol, port, labels, identity,
+ *                     health) are checked and go to the mesh's registry (catalog.c).
+ *   POST /v1/leave    the node stops cleanly: its services leave the registry at once.
+ *   GET  /v1/catalog  admin or node: the registry, a blocking query (catalog.h).
  *   GET  /v1/agents   admin: every enrolled node with its state:
  *                     SYNCED   reported within 15 s and applies the current config index
  *                     STALE    reported within 60 s, but late or behind the config
@@ -25,6 +29,7 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/labels.h"
 #include "common/log.h"
 #include "controller/addresses.h"
 #include "controller/api.h"
@@ -49,6 +54,8 @@ void mesh_api_agents_close(struct mesh_api *api)
         mesh_free(r);
     }
     mesh_hmap_done(&api->reports);
+    mesh_free(api->members_text);
+    api->members_text = NULL;
 }
 
 static const char *state_of(struct mesh_api *api, const struct report *r, uint64_t now)
@@ -70,8 +77,30 @@ static void member_addr(const json_t *doc, char *out, size_t n)
              (long long)port);
 }
 
-static json_t *members(struct mesh_api *api, uint64_t now)
+/* Nodes not heard of for OFFLINE_S leave the membership (noted once each). */
+static void note_leavers(struct mesh_api *api, uint64_t now)
 {
+    size_t i = 0;
+    const struct mesh_hmap_entry *e;
+    while (mesh_hmap_next(&api->reports, &i, &e)) {
+        struct report *r = e->value;
+        if (now - r->seen_ms > OFFLINE_S * 1000 && !r->left) {
+            r->left = true;
+            api->n.members_left++;
+            api->members_dirty = true;
+            mesh_log_notice("node %s left the mesh: no report for %d s", r->node, OFFLINE_S);
+        }
+    }
+}
+
+/*
+ * The membership as JSON text, built once per change of it: every node's report is answered
+ * with it, so a mesh of N nodes would otherwise build N members N times per interval.
+ */
+static const char *members_text(struct mesh_api *api)
+{
+    if (api->members_text && !api->members_dirty)
+        return api->members_text;
     json_t *a = json_array();
     size_t i = 0;
     const struct mesh_hmap_entry *e;
@@ -79,17 +108,19 @@ static json_t *members(struct mesh_api *api, uint64_t now)
         struct report *r = e->value;
         json_t *addr = json_object_get(r->doc, "address");
         json_t *port = json_object_get(r->doc, "inbound_port");
-        if (now - r->seen_ms > OFFLINE_S * 1000 && !r->left) {
-            r->left = true;
-            api->n.members_left++;
-            mesh_log_notice("node %s left the mesh: no report for %d s", r->node, OFFLINE_S);
-        }
         if (r->left || !json_is_string(addr) || !json_is_integer(port))
             continue;
         json_array_append_new(a, json_pack("{s:s, s:O, s:O}", "node", r->node, "address", addr,
                                            "inbound_port", port));
     }
-    return a;
+    char *text = a ? json_dumps(a, JSON_COMPACT) : NULL;
+    json_decref(a);
+    if (!text)
+        return NULL;
+    mesh_free(api->members_text);
+    api->members_text = text;
+    api->members_dirty = false;
+    return text;
 }
 
 /*
@@ -139,6 +170,8 @@ static bool own_address(struct mesh_api *api, struct mesh_http_exchange *ex, con
 
 void mesh_api_member_forget(struct mesh_api *api, const char *node)
 {
+    if (api->catalog)
+        mesh_ctl_catalog_leave(api->catalog, node);
     struct report *r = mesh_hmap_remove(&api->reports, node);
     if (!r)
         return;
@@ -148,6 +181,7 @@ void mesh_api_member_forget(struct mesh_api *api, const char *node)
     }
     json_decref(r->doc);
     mesh_free(r);
+    api->members_dirty = true;
 }
 
 void mesh_api_report(struct mesh_api *api, struct mesh_http_exchange *ex)
@@ -171,6 +205,28 @@ void mesh_api_report(struct mesh_api *api, struct mesh_http_exchange *ex)
     }
     if (!own_address(api, ex, node, doc))
         return; /* answered, doc freed */
+    char why[600] = "";
+    json_t *patterns = json_object_get(mesh_store_get(api->store, "agents", node), "services");
+    json_t *zone = json_object_get(doc, "zone");
+    const char *bad = NULL;
+    if (zone && !json_is_string(zone))
+        snprintf(why, sizeof(why), "zone: expected a string");
+    else if (json_string_length(zone) && !mesh_label_value_valid(json_string_value(zone), &bad))
+        snprintf(why, sizeof(why), "zone: %s", bad ? bad : "expected a label value");
+    if (why[0] || !mesh_ctl_catalog_check(api->catalog, node, patterns,
+                                          json_object_get(doc, "services"), why, sizeof(why))) {
+        json_decref(doc);
+        mesh_api_fail(api, ex, 400, why);
+        return;
+    }
+    if (mesh_ctl_catalog_report(api->catalog, node,
+                                json_string_value(json_object_get(doc, "address")),
+                                (int)json_integer_value(json_object_get(doc, "inbound_port")),
+                                json_string_value(zone), json_object_get(doc, "services")) < 0) {
+        json_decref(doc);
+        mesh_api_fail(api, ex, 500, "out of memory");
+        return;
+    }
     json_object_set_new(doc, "node", json_string(node));
     uint64_t now = uv_now(api->loop);
     struct report *r = mesh_hmap_get(&api->reports, node);
@@ -190,8 +246,11 @@ void mesh_api_report(struct mesh_api *api, struct mesh_http_exchange *ex)
     json_decref(r->doc);
     r->doc = doc;
     r->seen_ms = now;
+    api->members_dirty |= r->left;
     r->left = false;
     member_addr(doc, is, sizeof(is));
+    if (strcmp(was, is) != 0)
+        api->members_dirty = true;
     if (!was[0]) {
         api->n.members_joined++;
         mesh_log_notice("node %s joined the mesh at %s", node, is);
@@ -199,9 +258,53 @@ void mesh_api_report(struct mesh_api *api, struct mesh_http_exchange *ex)
         api->n.members_moved++;
         mesh_log_notice("node %s moved from %s to %s", node, was, is);
     }
-    mesh_http_respond_json(ex, 200,
-                           json_pack("{s:o, s:I}", "members", members(api, now), "config_index",
-                                     (json_int_t)api->res_index));
+    note_leavers(api, now);
+    const char *list = members_text(api);
+    char tail[200];
+    int n = snprintf(tail, sizeof(tail),
+                     ",\"config_index\":%llu,\"catalog_index\":%llu,\"report_interval_ms\":%llu}",
+                     (unsigned long long)api->res_index,
+                     (unsigned long long)mesh_ctl_catalog_index(api->catalog),
+                     (unsigned long long)mesh_ctl_catalog_report_interval(api->catalog));
+    size_t list_len = list ? strlen(list) : 0;
+    char *answer = list ? mesh_malloc(list_len + (size_t)n + 16) : NULL;
+    if (!answer) {
+        mesh_api_fail(api, ex, 500, "out of memory");
+        return;
+    }
+    memcpy(answer, "{\"members\":", 11);
+    memcpy(answer + 11, list, list_len);
+    memcpy(answer + 11 + list_len, tail, (size_t)n + 1);
+    const struct mesh_http_field extra[] = {{"Cache-Control", "no-store"}, {NULL, NULL}};
+    mesh_http_respond(ex, 200, "application/json", extra, answer, 11 + list_len + (size_t)n);
+    mesh_free(answer);
+}
+
+void mesh_api_leave(struct mesh_api *api, struct mesh_http_exchange *ex)
+{
+    char buf[2100];
+    const char *node = mesh_api_node(api, ex, buf, sizeof(buf));
+    if (!node)
+        return;
+    mesh_ctl_catalog_leave(api->catalog, node);
+    struct report *r = mesh_hmap_get(&api->reports, node);
+    if (r && !r->left) {
+        r->left = true;
+        api->members_dirty = true;
+        api->n.members_left++;
+        mesh_log_notice("node %s left the mesh: it stopped", node);
+    }
+    mesh_http_respond_json(ex, 200, json_pack("{s:b}", "left", 1));
+}
+
+void mesh_api_catalog(struct mesh_api *api, struct mesh_http_exchange *ex,
+                      const struct mesh_http_request *r)
+{
+    char buf[2100];
+    bool admin = mesh_http_find_header(r->headers, r->num_headers, "authorization");
+    if (admin ? !mesh_api_admin(api, ex) : !mesh_api_node(api, ex, buf, sizeof(buf)))
+        return; /* answered */
+    mesh_ctl_catalog_get(api->catalog, ex, r->query, r->query_len);
 }
 
 void mesh_api_agents(struct mesh_api *api, struct mesh_http_exchange *ex)

@@ -312,6 +312,10 @@ void mesh_api_handle(struct mesh_http_exchange *ex, void *data)
         sign(api, ex);
     } else if (path_is(r, "/v1/report") && method_is(r, "POST")) {
         mesh_api_report(api, ex);
+    } else if (path_is(r, "/v1/leave") && method_is(r, "POST")) {
+        mesh_api_leave(api, ex);
+    } else if (path_is(r, "/v1/catalog") && method_is(r, "GET")) {
+        mesh_api_catalog(api, ex, r);
     } else if (path_is(r, "/healthz")) {
         mesh_http_respond(ex, 200, "text/plain", NULL, "ok\n", 3);
     } else if (path_is(r, "/metrics") && method_is(r, "GET")) {

@@ -29,6 +29,7 @@
 #include "common/http_server.h"
 #include "controller/auth_limit.h"
 #include "controller/ca.h"
+#include "controller/catalog.h"
 #include "controller/store.h"
 
 struct resource_waiter;
@@ -55,9 +56,12 @@ struct mesh_api {
     char admin_token[65];
     struct mesh_api_counters n;
     struct mesh_auth_limit limit;
-    uint64_t res_index;              /* the resources' version, for blocking queries */
-    struct resource_waiter *waiters; /* blocking queries parked until a change */
-    struct mesh_hmap reports;        /* node -> its last report (memory only) */
+    uint64_t res_index;               /* the resources' version, for blocking queries */
+    struct resource_waiter *waiters;  /* blocking queries parked until a change */
+    struct mesh_hmap reports;         /* node -> its last report (memory only) */
+    struct mesh_ctl_catalog *catalog; /* the nodes' services (controller/catalog.h) */
+    char *members_text;               /* the membership answered to reports, built once */
+    bool members_dirty;               /* ... per change of it */
 };
 
 /* Sets up what the API keeps in memory (store, ca and loop set by the caller). */
@@ -104,8 +108,11 @@ void mesh_api_node_reset(struct mesh_api *api, struct mesh_http_exchange *ex, co
 /* node_services.c: PUT /v1/agents/<node>/services, the identities a node may get */
 void mesh_api_node_services(struct mesh_api *api, struct mesh_http_exchange *ex, const char *node);
 
-/* agents_api.c: POST /v1/report, GET /v1/agents */
+/* agents_api.c: POST /v1/report, POST /v1/leave, GET /v1/agents */
 void mesh_api_report(struct mesh_api *api, struct mesh_http_exchange *ex);
+void mesh_api_leave(struct mesh_api *api, struct mesh_http_exchange *ex);
+void mesh_api_catalog(struct mesh_api *api, struct mesh_http_exchange *ex,
+                      const struct mesh_http_request *r);
 void mesh_api_agents(struct mesh_api *api, struct mesh_http_exchange *ex);
 void mesh_api_agents_close(struct mesh_api *api);
 /* Drops a node from the membership at once (a reset), as if it had left. */

@@ -82,6 +82,22 @@ static const struct mesh_cfg_field fields[] = {
      .def = "15m",
      .min = 1000,
      .max = 86400000},
+    {.key = "report_interval",
+     .type = MESH_CFG_DURATION,
+     F(report_interval_ms),
+     .def = "5s",
+     .min = 200,
+     .max = 300000},
+    {.key = "catalog_grace",
+     .type = MESH_CFG_DURATION,
+     F(catalog_grace_ms),
+     .min = 1000,
+     .max = 3600000},
+    {.key = "catalog_expiry",
+     .type = MESH_CFG_DURATION,
+     F(catalog_expiry_ms),
+     .min = 1000,
+     .max = 30ll * 86400000},
     {0},
 };
 
@@ -90,6 +106,12 @@ static void check(struct mesh_cfg_ctx *ctx, void *obj)
     const struct mesh_controller_config *c = obj;
     if (!c->ca_cert[0] != !c->ca_key[0])
         mesh_cfg_error(ctx, "ca_cert and ca_key go together (neither: a root is generated)");
+    if (c->catalog_grace_ms && c->catalog_grace_ms <= c->report_interval_ms)
+        mesh_cfg_error(ctx,
+                       "catalog_grace must be longer than report_interval (default: 3 of them)");
+    uint64_t grace = c->catalog_grace_ms ? c->catalog_grace_ms : 3 * c->report_interval_ms;
+    if (c->catalog_expiry_ms && c->catalog_expiry_ms <= grace)
+        mesh_cfg_error(ctx, "catalog_expiry must be longer than catalog_grace");
 }
 
 static const struct mesh_cfg_schema schema = {sizeof(struct mesh_controller_config), fields, check};
@@ -129,6 +151,10 @@ int mesh_controller_config_load(const char *path, struct mesh_cfg_errors *errors
         return -EINVAL;
     }
     mesh_addr_parse(c->listen, &c->listen_addr, NULL);
+    if (!c->catalog_grace_ms)
+        c->catalog_grace_ms = 3 * c->report_interval_ms;
+    if (!c->catalog_expiry_ms)
+        c->catalog_expiry_ms = c->catalog_grace_ms > 30000 ? 2 * c->catalog_grace_ms : 60000;
     *ret = c;
     return 0;
 }

@@ -27,6 +27,12 @@ struct mesh_controller_config {
     uint64_t header_timeout_ms;
     uint64_t idle_timeout_ms;
     uint64_t connection_timeout_ms;
+    /* The mesh's registry (controller/catalog.h): how often agents report, and how long a
+     * silent node's services stay healthy (default 3 reports), then stay at all (default
+     * 60 s, or twice the grace when that is longer). */
+    uint64_t report_interval_ms;
+    uint64_t catalog_grace_ms;
+    uint64_t catalog_expiry_ms;
     /* Derived. */
     struct mesh_addr listen_addr;
 };

@@ -68,6 +68,8 @@ static void on_signal(uv_signal_t *h, int signum)
     mesh_log_info("stopping (signal %d)", signum);
     mesh_sd_notify("STOPPING=1");
     mesh_api_resources_close(c->api); /* parked queries answer now */
+    mesh_ctl_catalog_free(c->api->catalog);
+    c->api->catalog = NULL;
     if (c->server)
         mesh_http_server_close(c->server, 5000, on_server_closed, c);
 }
@@ -144,6 +146,13 @@ static int run(const char *config_path, int log_level)
         api.loop = c.loop;
         mesh_api_init(&api);
         mesh_api_resources_init(&api);
+        struct mesh_ctl_catalog_options co = {.trust_domain = cfg->trust_domain,
+                                              .report_interval_ms = cfg->report_interval_ms,
+                                              .grace_ms = cfg->catalog_grace_ms,
+                                              .expiry_ms = cfg->catalog_expiry_ms};
+        r = mesh_ctl_catalog_new(c.loop, &co, &api.catalog);
+    }
+    if (r == 0) {
         struct mesh_http_server_options opts;
         mesh_http_server_options_default(&opts);
         opts.max_connections = (size_t)cfg->max_connections;
@@ -172,6 +181,8 @@ static int run(const char *config_path, int log_level)
         mesh_sd_notify("READY=1\nSTATUS=serving");
         uv_run(c.loop, UV_RUN_DEFAULT);
     }
+    mesh_ctl_catalog_free(api.catalog); /* a failed start (a stop freed it already) */
+    api.catalog = NULL;
     uv_run(c.loop, UV_RUN_DEFAULT); /* what a failed start left closing */
     uv_loop_close(c.loop);
     if (api.loop)

@@ -83,6 +83,18 @@ void mesh_api_metrics(struct mesh_api *api, struct mesh_http_exchange *ex)
     sample(&b, "mesh_controller_http_requests_cut_total", "counter",
            "Requests not answered by the connection's total deadline, answered 503.",
            (double)st.requests_cut);
+    uint64_t endpoints = 0, lapsed = 0, parked = 0, changes = 0;
+    if (api->catalog)
+        mesh_ctl_catalog_stats(api->catalog, &endpoints, &lapsed, &parked, &changes);
+    sample(&b, "mesh_controller_catalog_endpoints", "gauge",
+           "Endpoints in the mesh's registry (the nodes' local services).", (double)endpoints);
+    sample(&b, "mesh_controller_catalog_nodes_lapsed", "gauge",
+           "Nodes past their grace without a report: their endpoints are unhealthy.",
+           (double)lapsed);
+    sample(&b, "mesh_controller_catalog_watches", "gauge",
+           "Blocking queries on the registry waiting for a change.", (double)parked);
+    sample(&b, "mesh_controller_catalog_changes_total", "counter",
+           "Changes of the mesh's registry (each a new index).", (double)changes);
     if (b.err)
         mesh_http_respond(ex, 500, "text/plain", no_cache, "out of memory\n", 14);
     else

@@ -290,7 +290,9 @@ static void start_probe(struct hc_dest *d, struct target *t)
     if (via_agent) {
         mesh_addr_set_port(&p->addr, t->mesh_port);
         p->tls = mesh_tls_material_ref(hc->tls);
-        p->sni = mesh_strdup(d->sni);
+        char sni[200]; /* the instance: its agent may run several */
+        mesh_tls_instance_sni(sni, sizeof(sni), d->sni, t->addr.port);
+        p->sni = mesh_strdup(sni);
         p->peer_id = mesh_strdup(d->peer_id);
     }
     p->io = mesh_io_new(&hc->iol, hc->loop);

@@ -316,9 +316,7 @@ static void on_query_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     /* Our snapshot may be newer than the handshake's: the listener is looked up again. */
     SSL *ssl = mesh_io_ssl(q->io);
     const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    char key[300];
-    snprintf(key, sizeof(key), "sni:%s", sni ? sni : "");
-    const struct snap_listener *l = q->w->snap ? mesh_snapshot_listener(q->w->snap, key) : NULL;
+    const struct snap_listener *l = q->w->snap ? mesh_snapshot_sni_listener(q->w->snap, sni) : NULL;
     if (!l || !l->dest) {
         answer(q, 404, "no such local service", NULL);
         return;

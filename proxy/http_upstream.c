@@ -233,8 +233,10 @@ static void on_up_connect(uv_connect_t *req, int status)
     struct mesh_addr to;
     mesh_ep_sockaddr(&u->tls_dest->eps[u->ep], true, &to);
     mesh_addr_format(&to, peer, sizeof(peer));
-    SSL *ssl = mesh_tls_client_session(u->c->listener->tls_as, u->tls_dest->sni,
-                                       u->tls_dest->peer_id, &u->w->tls_sessions, peer);
+    char sni[200]; /* the instance picked: its agent may run several */
+    mesh_tls_instance_sni(sni, sizeof(sni), u->tls_dest->sni, u->tls_dest->eps[u->ep].addr.port);
+    SSL *ssl = mesh_tls_client_session(u->c->listener->tls_as, sni, u->tls_dest->peer_id,
+                                       &u->w->tls_sessions, peer);
     if (!ssl || mesh_io_tls_start(u->io, ssl, on_up_handshake) < 0) {
         struct http_conn *c = u->c;
         mesh_up_close(u);

@@ -91,9 +91,7 @@ static void on_handshake(struct mesh_io *io, int status)
     if (SSL_session_reused(ssl))
         atomic_fetch_add_explicit(&w->shared->tls_resumed[0], 1, memory_order_relaxed);
     const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    char key[300];
-    snprintf(key, sizeof(key), "sni:%s", sni ? sni : "");
-    const struct snap_listener *l = w->snap ? mesh_snapshot_listener(w->snap, key) : NULL;
+    const struct snap_listener *l = w->snap ? mesh_snapshot_sni_listener(w->snap, sni) : NULL;
     const char *peer = mesh_tls_peer_id(ssl);
     if (!l || w->stopping) {
         finish(h, true); /* the service went away during the handshake */
@@ -119,7 +117,7 @@ static void on_handshake(struct mesh_io *io, int status)
     if (l->http && w->http)
         mesh_http_adopt(w, handed, l, peer);
     else
-        mesh_tcp_adopt(w, handed, key);
+        mesh_tcp_adopt(w, handed, l->key);
 }
 
 static void on_timeout(uv_timer_t *t)

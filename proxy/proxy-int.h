@@ -271,6 +271,10 @@ struct snap_vhost *mesh_snapshot_vhost_by_host(const struct mesh_proxy_snapshot 
 void mesh_snapshot_ref(struct mesh_proxy_snapshot *s);
 void mesh_snapshot_unref(struct mesh_proxy_snapshot *s);
 struct snap_listener *mesh_snapshot_listener(const struct mesh_proxy_snapshot *s, const char *key);
+/* The local service an inbound mTLS SNI names: the instance "<port>.<service>.<namespace>",
+ * else the service "<service>.<namespace>" (its first instance); or NULL. */
+struct snap_listener *mesh_snapshot_sni_listener(const struct mesh_proxy_snapshot *s,
+                                                 const char *sni);
 struct snap_dest *mesh_snapshot_dest(const struct mesh_proxy_snapshot *s, const char *key);
 /* The endpoint of d at addr (binary search), or NULL. */
 struct snap_endpoint *mesh_snapshot_find_ep(const struct snap_dest *d, const struct mesh_ipport *a);

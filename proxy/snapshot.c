@@ -135,6 +135,19 @@ struct snap_listener *mesh_snapshot_listener(const struct mesh_proxy_snapshot *s
     return mesh_hmap_get(&s->listener_index, key);
 }
 
+struct snap_listener *mesh_snapshot_sni_listener(const struct mesh_proxy_snapshot *s,
+                                                 const char *sni)
+{
+    char key[300];
+    snprintf(key, sizeof(key), "sni:%s", sni ? sni : "");
+    struct snap_listener *l = mesh_hmap_get(&s->listener_index, key);
+    if (!l && sni && mesh_tls_sni_service(sni) != sni) {
+        snprintf(key, sizeof(key), "sni:%s", mesh_tls_sni_service(sni));
+        l = mesh_hmap_get(&s->listener_index, key);
+    }
+    return l;
+}
+
 /*
  * Host is "name", "name.namespace", "name.namespace.svc[.cluster.local]", each with an
  * optional ":port"; case does not matter.

@@ -122,6 +122,38 @@ static void add_listener(struct want_listener *w, int kind, const struct mesh_ad
     mesh_addr_format(&w->addr, w->key, sizeof(w->key));
 }
 
+/*
+ * The SNI of one instance of a local service on the mTLS port, "<port>.<name>.<namespace>",
+ * where port is that of its endpoint (its inbound port, else the workload's): a caller names
+ * the instance it picked. Returns 0 or -ENOMEM.
+ */
+static int add_instance_sni(struct want_listener **v, size_t *cap, size_t *n,
+                            struct mesh_claims *seen, const struct mesh_local_service *ls)
+{
+    uint16_t port = mesh_addr_port(&ls->inbound);
+    char sni[200];
+    int r = 0;
+    if (!port)
+        port = mesh_addr_port(&ls->addr);
+    if (!port || (r = mesh_grow((void **)v, cap, *n + 1, sizeof(**v))) < 0)
+        return r;
+    struct want_listener *w = &(*v)[*n];
+    memset(w, 0, sizeof(*w));
+    w->kind = MESH_LISTENER_SNI;
+    w->http = ls->protocol == MESH_PROTO_HTTP;
+    w->local = ls;
+    snprintf(sni, sizeof(sni), "%s.%s", ls->name, ls->namespace);
+    memcpy(w->key, "sni:", 4);
+    mesh_tls_instance_sni(w->key + 4, sizeof(w->key) - 4, sni, port);
+    snprintf(w->ns, sizeof(w->ns), "%s", ls->namespace);
+    snprintf(w->name, sizeof(w->name), "%s", ls->name);
+    snprintf(w->description, sizeof(w->description), "mTLS -> %s/%s port %u", ls->namespace,
+             ls->name, (unsigned)port);
+    if (!mesh_claims_take(seen, w->key, w->description, &r) && r == 0)
+        (*n)++;
+    return r;
+}
+
 int mesh_want_listeners(const struct mesh_proxy_inputs *in, struct want_listener **ret,
                         size_t *ret_n)
 {
@@ -203,6 +235,8 @@ int mesh_want_listeners(const struct mesh_proxy_inputs *in, struct want_listener
             else if (first && w->kind == MESH_LISTENER_MTLS)
                 mesh_log_warn("%s (%s) is already used by %s; ignoring it", w->key, w->description,
                               first);
+            if (r == 0 && i < in->n_locals)
+                r = add_instance_sni(&v, &cap, &n, &seen, in->locals[i]);
         }
     }
 out:
@@ -227,6 +261,29 @@ struct builder {
 
 /* "<prefix><ns>/<name>" into out (of `size` bytes, truncated): the keys of the hot path,
  * 10,000 a snapshot for a large catalog, without snprintf's cost. */
+static void make_key(char *out, size_t size, const char *prefix, const char *ns, const char *name);
+
+/*
+ * The key of a local workload's destination and virtual host: "inbound:<ns>/<name>", and
+ * "inbound:<ns>/<name>:<port>" for a further instance of the same service on this host (its
+ * workload's port), so that each instance leads to its own workload.
+ */
+static void local_key(const struct mesh_proxy_inputs *in, const struct mesh_local_service *local,
+                      char *out, size_t size)
+{
+    make_key(out, size, "inbound:", local->namespace, local->name);
+    for (size_t i = 0; i < in->n_locals; i++) {
+        const struct mesh_local_service *l = in->locals[i];
+        if (strcmp(l->name, local->name) != 0 || strcmp(l->namespace, local->namespace) != 0)
+            continue;
+        if (l != local) {
+            size_t len = strlen(out);
+            snprintf(out + len, size - len, ":%u", (unsigned)mesh_addr_port(&local->addr));
+        }
+        return; /* the first instance keeps the plain key */
+    }
+}
+
 static void make_key(char *out, size_t size, const char *prefix, const char *ns, const char *name)
 {
     size_t lp = strlen(prefix), ln = strlen(ns), lm = strlen(name);
@@ -389,7 +446,10 @@ static int dest_for(struct builder *b, const char *ns, const char *name,
 {
     char key[1300], service[200], sub[1024];
     subset_suffix(subset, sub, sizeof(sub));
-    make_key(service, sizeof(service), local ? "inbound:" : "", ns, name);
+    if (local)
+        local_key(b->in, local, service, sizeof(service));
+    else
+        make_key(service, sizeof(service), "", ns, name);
     if (sub[0])
         snprintf(key, sizeof(key), "%s%s", service, sub);
     else
@@ -438,7 +498,10 @@ static int add_vhost(struct builder *b, const char *ns, const char *name,
 {
     struct mesh_proxy_snapshot *s = b->s;
     char key[200];
-    make_key(key, sizeof(key), local ? "inbound:" : "", ns, name);
+    if (local)
+        local_key(b->in, local, key, sizeof(key));
+    else
+        make_key(key, sizeof(key), "", ns, name);
     if (mesh_hmap_get(&s->vhost_index, key))
         return 0;
     struct snap_vhost *v = &s->vhosts[s->n_vhosts++];
@@ -628,8 +691,10 @@ int mesh_snapshot_build(struct mesh_state_regs *regs, uint64_t version,
             if (add_vhost(&b, wl[i].ns, wl[i].name, wl[i].local) < 0)
                 goto oom;
             char key[200];
-            snprintf(key, sizeof(key), "%s%s/%s", wl[i].local ? "inbound:" : "", wl[i].ns,
-                     wl[i].name);
+            if (wl[i].local)
+                local_key(in, wl[i].local, key, sizeof(key));
+            else
+                snprintf(key, sizeof(key), "%s/%s", wl[i].ns, wl[i].name);
             struct snap_vhost *v = mesh_hmap_get(&s->vhost_index, key);
             l->vhost = (struct snap_vhost *)(uintptr_t)(v - s->vhosts + 1);
         }

@@ -408,7 +408,9 @@ static void on_connect(uv_connect_t *req, int status)
     struct mesh_addr to;
     mesh_ep_sockaddr(ep, true, &to);
     mesh_addr_format(&to, peer, sizeof(peer));
-    SSL *ssl = mesh_tls_client_session(c->listener->tls_as, c->dest->sni, c->dest->peer_id,
+    char sni[200]; /* the instance picked: its agent may run several */
+    mesh_tls_instance_sni(sni, sizeof(sni), c->dest->sni, ep->addr.port);
+    SSL *ssl = mesh_tls_client_session(c->listener->tls_as, sni, c->dest->peer_id,
                                        &c->w->tls_sessions, peer);
     if (!ssl || mesh_io_tls_start(a->side.io, ssl, on_up_handshake) < 0)
         attempt_failed(c, a, "out of memory"); /* the io owns ssl once given */

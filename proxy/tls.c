@@ -226,12 +226,28 @@ const char *mesh_tls_refusal(SSL *ssl)
     return ssl ? SSL_get_ex_data(ssl, idx_refusal) : NULL;
 }
 
-/* SNI "<service>.<namespace>": the service's certificate. */
+const char *mesh_tls_sni_service(const char *sni)
+{
+    size_t digits = 0;
+    while (sni && sni[digits] >= '0' && sni[digits] <= '9')
+        digits++;
+    return digits && digits <= 5 && sni[digits] == '.' ? sni + digits + 1 : sni;
+}
+
+void mesh_tls_instance_sni(char *out, size_t size, const char *service_sni, uint16_t port)
+{
+    if (port)
+        snprintf(out, size, "%u.%s", (unsigned)port, service_sni);
+    else
+        snprintf(out, size, "%s", service_sni);
+}
+
+/* SNI "[<port>.]<service>.<namespace>": the service's certificate. */
 static int on_servername(SSL *ssl, int *alert, void *arg)
 {
     (void)arg;
     const struct mesh_tls_material *m = SSL_get_ex_data(ssl, idx_material);
-    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    const char *sni = mesh_tls_sni_service(SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name));
     const char *dot = sni ? strchr(sni, '.') : NULL;
     char name[64];
     if (!dot || (size_t)(dot - sni) >= sizeof(name)) {

@@ -92,6 +92,17 @@ struct mesh_tls_sessions {
 void mesh_tls_sessions_init(struct mesh_tls_sessions *c);
 void mesh_tls_sessions_done(struct mesh_tls_sessions *c);
 
+/*
+ * SNI on the inbound mTLS port: "<service>.<namespace>" names a local service, and
+ * "<port>.<service>.<namespace>" one instance of it, the one whose endpoint has that port
+ * (several instances of a service, or several versions, on one host). A caller's agent
+ * names the instance of the endpoint it picked; a name without a port reaches the first.
+ */
+/* The "<service>.<namespace>" of an SNI: past a leading "<port>." label, if any. */
+const char *mesh_tls_sni_service(const char *sni);
+/* "<port>.<service_sni>" into out (service_sni alone when port is 0). */
+void mesh_tls_instance_sni(char *out, size_t size, const char *service_sni, uint16_t port);
+
 /* A server session on the inbound listener (it holds a reference to m); NULL when memory is
  * short. */
 SSL *mesh_tls_server_session(const struct mesh_tls_material *m);

@@ -206,6 +206,70 @@ static int claim_binds(struct static_registry *s, struct mesh_claims *binds, con
 }
 
 /*
+ * The instances of one service that run here: definitions of the same namespace/name with
+ * a `port`, told apart by the port their endpoint has (several instances, or versions, on
+ * one host). They make one service with one endpoint each.
+ */
+struct local_group {
+    const char *ns, *name;                   /* borrowed from the files */
+    const struct mesh_service_config *first; /* its identity's (service_account) */
+    int protocol;
+    struct mesh_endpoint *eps;
+    size_t n, cap;
+};
+
+static struct local_group *find_group(struct local_group *g, size_t n, const char *ns,
+                                      const char *name)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(g[i].ns, ns) == 0 && strcmp(g[i].name, name) == 0)
+            return &g[i];
+    }
+    return NULL;
+}
+
+/*
+ * Takes a local definition's place: the service's name for its first instance (none may
+ * define it otherwise), and "<namespace>/<name>:<port>" for each. Returns the group to add
+ * its endpoint to, NULL when another definition holds the place (reported), or NULL with
+ * *err set.
+ */
+static struct local_group *claim_instance(struct static_registry *s, struct mesh_claims *services,
+                                          struct local_group **groups, size_t *n, size_t *cap,
+                                          const struct mesh_service_config *svc, const char *ns,
+                                          const char *file, int *err)
+{
+    char key[200], what[240];
+    int port = svc->inbound_port ? svc->inbound_port : svc->port;
+    struct local_group *g = find_group(*groups, *n, ns, svc->name);
+    const char *owner = NULL;
+    if (!g) {
+        snprintf(key, sizeof(key), "%s/%s", ns, svc->name);
+        if ((owner = mesh_claims_take(services, key, file, err)) || *err) {
+            snprintf(what, sizeof(what), "service '%s'", key);
+            if (owner)
+                report_conflict(s, file, what, owner);
+            return NULL;
+        }
+    }
+    snprintf(key, sizeof(key), "%s/%s:%d", ns, svc->name, port);
+    if ((owner = mesh_claims_take(services, key, file, err)) || *err) {
+        snprintf(what, sizeof(what), "service '%s/%s' at port %d", ns, svc->name, port);
+        if (owner)
+            report_conflict(s, file, what, owner);
+        return NULL;
+    }
+    if (!g) {
+        if ((*err = mesh_grow((void **)groups, cap, *n + 1, sizeof(**groups))) < 0)
+            return NULL;
+        g = &(*groups)[(*n)++];
+        *g = (struct local_group){
+            .ns = ns, .name = svc->name, .first = svc, .protocol = svc->protocol};
+    }
+    return g;
+}
+
+/*
  * Hands the good content of every file (sorted by name) to the sink as one full sync. A
  * directory that cannot be read never gets here: nothing is removed for it.
  */
@@ -215,6 +279,8 @@ static void apply(struct static_registry *s, const struct mesh_json_dir_file *fi
     const char *default_ns = s->base.cfg->namespace;
     struct mesh_local_service *locals = NULL;
     size_t n_locals = 0, locals_cap = 0;
+    struct local_group *groups = NULL;
+    size_t n_groups = 0, groups_cap = 0;
     struct mesh_claims services, binds;
     int err = 0;
     mesh_claims_init(&services);
@@ -229,6 +295,25 @@ static void apply(struct static_registry *s, const struct mesh_json_dir_file *fi
             const struct mesh_service_config *svc = content->all[j];
             const char *ns = svc->namespace ? svc->namespace : default_ns;
             char key[160], what[200];
+            if (svc->port) {
+                struct local_group *g = claim_instance(s, &services, &groups, &n_groups,
+                                                       &groups_cap, svc, ns, file, &err);
+                if (!g)
+                    continue;
+                err = mesh_grow((void **)&g->eps, &g->cap, g->n + 1, sizeof(*g->eps));
+                if (err == 0)
+                    err = local_endpoint(s, svc, &g->eps[g->n]);
+                g->n += err == 0;
+                if (err == 0)
+                    err = mesh_grow((void **)&locals, &locals_cap, n_locals + 1, sizeof(*locals));
+                char id[MESH_SPIFFE_ID_MAX + 1];
+                const char *identity = identity_of(s, svc, ns, id, sizeof(id));
+                if (err == 0)
+                    err = local_service(svc, ns, file, identity, &locals[n_locals]);
+                if (err == 0)
+                    err = claim_binds(s, &binds, file, &locals[n_locals++]);
+                continue;
+            }
             snprintf(key, sizeof(key), "%s/%s", ns, svc->name);
             const char *owner = mesh_claims_take(&services, key, file, &err);
             if (owner) {
@@ -254,15 +339,24 @@ static void apply(struct static_registry *s, const struct mesh_json_dir_file *fi
             sink->set_service(sink->data, &s->base, &u);
             s->n_services++;
             endpoints_free(eps, n_eps);
-            if (!svc->port)
-                continue;
-            err = mesh_grow((void **)&locals, &locals_cap, n_locals + 1, sizeof(*locals));
-            if (err == 0)
-                err = local_service(svc, ns, file, identity, &locals[n_locals]);
-            if (err == 0)
-                err = claim_binds(s, &binds, file, &locals[n_locals++]);
         }
     }
+    for (size_t k = 0; k < n_groups && err == 0; k++) {
+        char id[MESH_SPIFFE_ID_MAX + 1];
+        struct mesh_service_update u = {
+            .namespace = groups[k].ns,
+            .name = groups[k].name,
+            .protocol = (enum mesh_protocol)groups[k].protocol,
+            .endpoints = groups[k].eps,
+            .n_endpoints = groups[k].n,
+            .identity = identity_of(s, groups[k].first, groups[k].ns, id, sizeof(id)),
+        };
+        sink->set_service(sink->data, &s->base, &u);
+        s->n_services++;
+    }
+    for (size_t k = 0; k < n_groups; k++)
+        endpoints_free(groups[k].eps, groups[k].n);
+    mesh_free(groups);
     if (err < 0) {
         /* Without sync_end nothing is removed: the catalog keeps its previous view. */
         report(s, "out of memory applying service files");

@@ -83,11 +83,18 @@ class CliTest(unittest.TestCase):
         with open(os.path.join(self.services, "b.json"), "w") as f:
             f.write('{"service": {"name": "b", "port": 80}}')
         with open(os.path.join(self.services, "c.json"), "w") as f:
-            f.write('{"service": {"name": "b", "port": 81}}')
+            f.write('{"service": {"name": "b", "port": 80}}')
+        with open(os.path.join(self.services, "d.json"), "w") as f:
+            f.write('{"service": {"name": "b", "port": 81}}')  # another instance: fine
+        with open(os.path.join(self.services, "e.json"), "w") as f:
+            f.write('{"service": {"name": "b", "endpoints": [{"address": "10.0.0.1", "port": 1}]}}')
         r = run("validate", "--config", path)
         self.assertEqual(r.returncode, 1)
         self.assertIn("a.json: $.service.port: expected an integer from 1 to 65535, got 0", r.stderr)
-        self.assertIn("c.json: service 'default/b' is already defined in 'b.json'", r.stderr)
+        self.assertIn("c.json: service 'default/b' at port 80 is already defined in 'b.json'",
+                      r.stderr)
+        self.assertNotIn("d.json", r.stderr)
+        self.assertIn("e.json: service 'default/b' is already defined in 'b.json'", r.stderr)
 
     def test_validate_missing_file(self):
         r = run("validate", "--config", os.path.join(self.tmp, "none.json"))

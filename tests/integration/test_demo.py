@@ -80,6 +80,12 @@ class DemoTest(unittest.TestCase):
                                     "the demo ended:\n" + out.decode(errors="replace"))
                     out += chunk
                 self.assertIsNone(proc.poll(), out.decode(errors="replace"))
+            # Host B's payments reached this host through the controller's catalog, with no
+            # file here naming it, and answered over mTLS.
+            self.assertIn(b"shop/payments, from the controller: 127.0.0.2 port 18083", out)
+            self.assertIn(b"hello from payments", out)
+            self.assertFalse(os.path.exists(os.path.join(ROOT, "examples", "services.d",
+                                                         "payments.json")))
             # The whole mesh keeps running while it waits (checked twice, a moment apart).
             for _ in range(2):
                 for host, port in RUNNING:

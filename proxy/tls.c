@@ -85,12 +85,12 @@ static void set_err(char *err, size_t size, const char *what)
 
 /*
  * Whether id is the older form of the ID of the service a client's SNI
- * ("<service>.<namespace>") names, spiffe://<td>/ns/<namespace>/svc/<service>: an agent
- * not yet upgraded still presents it (the transition in docs/identity.md).
+ * ("[<port>.]<service>.<namespace>") names, spiffe://<td>/ns/<namespace>/svc/<service>: an
+ * agent not yet upgraded still presents it (the transition in docs/identity.md).
  */
 static bool legacy_of_sni(SSL *ssl, const char *td, const char *id)
 {
-    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    const char *sni = mesh_tls_sni_service(SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name));
     const char *dot = sni ? strchr(sni, '.') : NULL;
     char name[256], legacy[MESH_SPIFFE_ID_MAX + 1];
     if (!dot || dot == sni || (size_t)(dot - sni) >= sizeof(name) || !td)

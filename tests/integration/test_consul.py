@@ -312,7 +312,9 @@ class ConsulTest(AgentTest):
         fake.lose_agent_state()
         wait_for(lambda: "mesh-default-api" in fake.agent_services, timeout=5,
                  what="re-registration after Consul forgot it")
-        self.assertGreater(a.metric("mesh_consul_registrations_total", registry="consul"), first)
+        # Counted when Consul's answer comes back, a moment after the fake has stored it.
+        wait_for(lambda: a.metric("mesh_consul_registrations_total", registry="consul") > first,
+                 what="the registration counted")
         # A service it did not register is never touched; its own go on a clean stop.
         other = fake.add_instance("other", "127.0.0.1", 9)
         fake.agent_services[other] = {"Name": "other", "Meta": {}}

@@ -125,6 +125,9 @@ void mesh_k8s__reflectors_start(struct k8s_registry *k);
 void mesh_k8s__reflectors_stop(struct k8s_registry *k);
 bool mesh_k8s__all_listed(const struct k8s_registry *k);
 
+/* Frees a decoded object of `kind` (k8s_watch.c). */
+void mesh_k8s__obj_free(enum k8s_kind kind, void *obj);
+
 /* k8s_apply.c: the caches change through these, and flush pushes what changed. */
 int mesh_k8s__upsert(struct k8s_registry *k, enum k8s_kind kind, void *obj);
 void mesh_k8s__delete(struct k8s_registry *k, enum k8s_kind kind, const char *key);

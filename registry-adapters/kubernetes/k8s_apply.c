@@ -18,16 +18,6 @@
 #include "common/log.h"
 #include "registry-adapters/kubernetes/k8s-int.h"
 
-static void obj_free(enum k8s_kind kind, void *obj)
-{
-    if (kind == K8S_SLICES)
-        mesh_k8s_slice_free(obj);
-    else if (kind == K8S_SERVICES)
-        mesh_k8s_service_free(obj);
-    else
-        mesh_k8s_pod_free(obj);
-}
-
 static void local_free(struct mesh_local_service *ls)
 {
     if (ls) {
@@ -130,7 +120,7 @@ int mesh_k8s__upsert(struct k8s_registry *k, enum k8s_kind kind, void *obj)
             mesh_k8s__problem(k, K8S_ERR_DECODE, "out of memory indexing slices");
     }
     touched(k, kind, obj);
-    obj_free(kind, old);
+    mesh_k8s__obj_free(kind, old);
     return 0;
 }
 
@@ -142,7 +132,7 @@ void mesh_k8s__delete(struct k8s_registry *k, enum k8s_kind kind, const char *ke
     if (kind == K8S_SLICES)
         group_unlink(k, old);
     touched(k, kind, old);
-    obj_free(kind, old);
+    mesh_k8s__obj_free(kind, old);
 }
 
 static bool in_namespace(const char *key, const char *ns)
@@ -443,7 +433,7 @@ void mesh_k8s__caches_done(struct k8s_registry *k)
     mesh_hmap_done(&k->groups);
     for (int kind = 0; kind < K8S_KINDS; kind++) {
         for (size_t i = 0; mesh_hmap_next(&k->cache[kind], &i, &e);)
-            obj_free((enum k8s_kind)kind, e->value);
+            mesh_k8s__obj_free((enum k8s_kind)kind, e->value);
         mesh_hmap_done(&k->cache[kind]);
     }
     mesh_free(k->dirty);

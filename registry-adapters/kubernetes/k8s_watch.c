@@ -121,7 +121,7 @@ static int decode(struct k8s_reflector *r, const struct mesh_jdoc *d, size_t obj
     }
 }
 
-static void obj_free(enum k8s_kind kind, void *obj)
+void mesh_k8s__obj_free(enum k8s_kind kind, void *obj)
 {
     if (kind == K8S_SLICES)
         mesh_k8s_slice_free(obj);
@@ -134,7 +134,7 @@ static void obj_free(enum k8s_kind kind, void *obj)
 static void unstage(struct k8s_reflector *r)
 {
     for (size_t i = 0; i < r->n_staged; i++)
-        obj_free(r->kind, r->staged[i]);
+        mesh_k8s__obj_free(r->kind, r->staged[i]);
     r->n_staged = 0;
 }
 
@@ -153,7 +153,7 @@ static void take(struct k8s_reflector *r, const struct mesh_jdoc *d, size_t item
         if (staged && rc == 0)
             r->staged[r->n_staged++] = obj;
         else if (staged)
-            obj_free(r->kind, obj);
+            mesh_k8s__obj_free(r->kind, obj);
         else
             rc = mesh_k8s__upsert(r->k, r->kind, obj);
         if (rc < 0) {
@@ -238,7 +238,7 @@ static void list_done(struct k8s_reflector *r, const struct mesh_jdoc *d)
         set_rv(r, rv);
     for (size_t i = 0; i < r->n_staged; i++) {
         if (mesh_k8s__upsert(k, r->kind, r->staged[i]) < 0) {
-            obj_free(r->kind, r->staged[i]);
+            mesh_k8s__obj_free(r->kind, r->staged[i]);
             mesh_k8s__problem(k, K8S_ERR_DECODE, "out of memory caching %s", plurals[r->kind]);
         }
     }

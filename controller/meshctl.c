@@ -16,6 +16,7 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "controller/meshctl-int.h"
 #include "mesh-version.h"
 
 #define EXIT_FAIL 1
@@ -57,6 +58,9 @@ static void usage(FILE *out)
         "                          what its join token allowed\n"
         "  status                  the agents: SYNCED, STALE or OFFLINE, config index,\n"
         "                          oldest certificate expiry (also: agents)\n"
+        "  vm bootstrap --node NAME [--services PATTERN,...] (--out DIR | --tarball FILE)\n"
+        "                          what a new VM needs to join: a join token, the trust\n"
+        "                          bundle, agent.json (see meshctl vm bootstrap --help)\n"
         "\n"
         "Options:\n"
         "  -s, --server URL        the controller (default $MESH_CONTROLLER_ADDR or\n"
@@ -613,6 +617,9 @@ int main(int argc, char **argv)
         r = run(&o, "POST", path, NULL, NULL);
     } else if (rest >= 2 && strcmp(args[0], "node") == 0 && strcmp(args[1], "set-services") == 0) {
         r = node_set_services(&o, rest - 1, args + 1);
+    } else if (rest >= 2 && strcmp(args[0], "vm") == 0 && strcmp(args[1], "bootstrap") == 0) {
+        struct mesh_ctl_conn c = {o.server, o.ca, o.token, o.json};
+        r = mesh_ctl__vm_bootstrap(&c, rest - 1, args + 1);
     } else if (rest == 1 && strcmp(args[0], "certs") == 0) {
         r = run(&o, "GET", "/v1/certs", NULL, "certs");
     } else if (rest == 1 && (strcmp(args[0], "status") == 0 || strcmp(args[0], "agents") == 0)) {

@@ -24,6 +24,7 @@ USES = {
     ("libcmocka-dev", "libcmocka-devel"): (BUILD, r"\bcmocka\b"),
     ("libyaml-dev", "libyaml-devel"): (BUILD, r"yaml-0\.1"),
     ("libc-ares-dev", "c-ares-devel"): (BUILD, r"\blibcares\b"),
+    ("zlib1g-dev", "zlib-devel"): (BUILD, r"IMPORTED_TARGET zlib\b"),
     ("python3",): (BUILD, r"Python3_EXECUTABLE"),
     ("python3-yaml", "python3-pyyaml"): (TESTS, r"^import yaml"),
     ("curl",): (TESTS, r"\bcurl -"),

@@ -489,8 +489,8 @@ static int parse(struct vm *v, struct mesh_ctl_conn *c, int argc, char **argv)
         case 'h':
             fputs(help, stdout);
             return -1;
-        default:
-            return MESH_CTL_EXIT_USAGE;
+        default: /* getopt said which option */
+            return usage_error("bad option");
         }
     }
     if (optind < argc) {

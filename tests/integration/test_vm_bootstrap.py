@@ -168,6 +168,7 @@ class VmBootstrapTest(BackendTest):
             (["--node", "vm-d", "--controller-url", "http://x:1", "--out", out], 2, "https://"),
             (["--node", "vm-d", "--uses", "0", "--out", out], 2, "--uses"),
             (["--node", "vm-d", "--out", out, "stray"], 2, "unexpected 'stray'"),
+            (["--node", "vm-d", "--out", out, "--bogus"], 2, "see meshctl vm bootstrap --help"),
             # The controller's own checks, as for `token create`: nothing is written.
             (["--node", "vm-d", "--services", f"spiffe://{TD}/*", "--out", out], 1,
              "refused the join token"),

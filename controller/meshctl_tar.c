@@ -2,6 +2,10 @@
  * A gzip'd ustar archive of a few small members, for meshctl vm bootstrap: the files a VM
  * needs, laid out so that `tar -C / -xzf` installs them. Members carry their mode and an
  * owner name (tar maps names to ids when root extracts), uid/gid 0, no links.
+ *
+ * Written here rather than with libarchive: a ustar header for a handful of regular files
+ * is forty lines, and zlib (already on every host) does the compression; libarchive would
+ * add a build and run-time dependency for this one command.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -294,6 +294,17 @@ class MeshCatalogTest(BackendTest):
         self.assertEqual([s["name"] for s in delta["services"]], ["db"])
         self.assertEqual(delta["removed"], [])
         b.remove_service("db.json")
+        # Another change to db (its health, say) may come first: follow the changes until
+        # the removal, then the answer since the first delta holds the removal only.
+        since = delta["index"]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            status, step = self.ctl.request("GET", f"/v1/catalog?index={since}&wait=20s",
+                                            admin=True)
+            self.assertEqual(status, 200, step)
+            if "shop/db" in step["removed"]:
+                break
+            since = step["index"]
         status, delta2 = self.ctl.request("GET", f"/v1/catalog?index={delta['index']}&wait=20s",
                                           admin=True)
         self.assertEqual((delta2["services"], delta2["removed"]), ([], ["shop/db"]))

@@ -429,6 +429,9 @@ int mesh_vip_load(struct mesh_vip_table *t, const char *name, const char *data, 
     struct mesh_cfg_ctx ctx;
     mesh_cfg_ctx_init(&ctx, name, errors);
     size_t before = mesh_cfg_error_count(errors);
+    pthread_rwlock_wrlock(&t->lock);
+    clear(t);
+    pthread_rwlock_unlock(&t->lock);
     json_t *doc = NULL;
     int r = mesh_cfg_load_buffer(&ctx, data, len, &doc);
     if (r < 0)
@@ -447,7 +450,6 @@ int mesh_vip_load(struct mesh_vip_table *t, const char *name, const char *data, 
         return -EINVAL;
     }
     pthread_rwlock_wrlock(&t->lock);
-    clear(t);
     size_t o1 = mesh_cfg_path_push_key(&ctx, "services");
     for (size_t i = 0; i < json_array_size(services); i++) {
         size_t o2 = mesh_cfg_path_push_index(&ctx, i);

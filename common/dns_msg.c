@@ -76,6 +76,11 @@ static int read_name(const uint8_t *p, size_t len, size_t off, char *text, size_
             size_t to = (size_t)(c & 0x3f) << 8 | p[off + 1];
             if (!jumped)
                 next = off + 2;
+            if (to < MESH_DNS_HEADER_LEN) {
+                /* Nothing there is a name; a header rewritten (a cut) would change it. */
+                *why = "a compression pointer into the header";
+                return -EBADMSG;
+            }
             if (to >= limit) {
                 *why = "a compression pointer does not point backwards";
                 return -EBADMSG;

@@ -90,6 +90,8 @@ static void test_refusals(void **state)
         {"short", "\x12\x34\x01", 3, "shorter than a DNS header"},
         {"pointer to itself", "\0\1\0\0\0\1\0\0\0\0\0\0\xc0\x0c\0\1\0\1", 18, "backwards"},
         {"pointer forward", "\0\1\0\0\0\1\0\0\0\0\0\0\xc0\x10\0\1\0\1\0", 19, "backwards"},
+        {"pointer into the header", "\0\1\0\0\0\1\0\0\0\0\0\0\xc0\x0b\0\1\0\1", 18,
+         "into the header"},
         {"reserved label",
          "\0\1\0\0\0\1\0\0\0\0\0\0\x41"
          "a\0\0\1\0\1",

@@ -150,6 +150,23 @@ class DnsTest(AgentTest):
         self.assertEqual(a.metric("mesh_dns_responder_vips"), 3)
         check_promtool(self, a.get("/metrics")[2])
 
+    def test_reload(self):
+        """Services that come and go on a reload get and lose names at once; a change of
+        dns_responder is for a restart: the reload fails, naming it, and the old responder
+        keeps answering."""
+        a = self.start()
+        vip = self.short("api.shop")
+        a.write_service("new.json", service("new", "shop"))
+        a.reload()
+        wait_for(lambda: len(self.short("new.shop")) == 1, what="a new service's name")
+        a.config["dns_responder"]["ttl"] = "9s"
+        a.write_config()
+        a.reload()
+        wait_for(lambda: "dns_responder cannot change on reload" in a.logs(),
+                 what="the reload refused")
+        self.assertEqual(self.short("api.shop"), vip)
+        self.assertRegex(self.dig("api.shop"), r"api\.shop\.\s+5\s+IN\s+A")
+
     def test_forwarding_keeps_the_client_id(self):
         self.start()
         self.upstream.set("www.example.test", ["192.0.2.7", "2001:db8::7"])

@@ -209,6 +209,21 @@ enum mesh_dns__action mesh_dns__handle(const struct mesh_dns__names *names,
     if (m->qclass != MESH_DNS_CLASS_IN || !mesh_dns__match(names, m->qname, ns, name) ||
         lookup(data, ns, name, &vip) < 0)
         return MESH_DNS__FORWARD;
+    if (m->has_opt && m->edns_version != 0) {
+        /* RFC 6891 section 6.1.3: BADVERS (16) is 1 in the OPT's extended RCODE, 0 in the
+         * header, with our version (0) in the OPT. */
+        *ret_why = "an EDNS version other than 0";
+        *ret_len = mesh_dns__error_reply(q, len, m, true, MESH_DNS_RCODE_NOERROR, out, cap);
+        struct mesh_dns_builder b = {.p = out, .cap = cap, .len = *ret_len};
+        uint8_t root = 0;
+        mesh_dns_put_bytes(&b, &root, 1);
+        mesh_dns_put_rr_tail(&b, MESH_DNS_TYPE_OPT, 1232, 1u << 24, NULL, 0);
+        if (b.err || *ret_len < MESH_DNS_HEADER_LEN)
+            return MESH_DNS__DROP;
+        out[11] = 1; /* arcount */
+        *ret_len = b.len;
+        return MESH_DNS__ERROR;
+    }
     *ret_len = mesh_answer(names, q, m, &vip, out, cap);
     if (!*ret_len) {
         *ret_why = "the answer does not fit";

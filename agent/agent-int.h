@@ -74,8 +74,9 @@ struct mesh_agent {
     char *last_reload_error;
     int exit_code;
     int lkg_loaded;
-    bool ready_flushed; /* the data plane was built once the registries were in */
-    char *locals_saved; /* what local-services.json holds (as written) */
+    bool ready_flushed;         /* the data plane was built once the registries were in */
+    char *locals_saved;         /* what local-services.json holds (as written) */
+    struct mesh_agent_dns *dns; /* the DNS responder and virtual IPs; NULL: off */
 };
 
 struct mesh_certs;
@@ -91,6 +92,21 @@ void mesh_agent__format_time(double t, char *out, size_t n);
 void mesh_agent__log_errors(const struct mesh_cfg_errors *e);
 /* Log level and format: the command line's, else the config's. */
 void mesh_agent__apply_log_settings(struct mesh_agent *a);
+
+/* agent_dns.c */
+struct mesh_agent_dns;
+struct mesh_buf;
+struct mesh_vip_table;
+/* Loads the virtual IPs and starts the DNS responder when dns_responder.enabled. Returns 0
+ * or a negative errno / libuv error. */
+int mesh_agent__dns_start(struct mesh_agent *a);
+/* The catalog changed: services get or lose their virtual IPs. */
+void mesh_agent__dns_on_catalog_change(struct mesh_agent *a);
+/* Saves the virtual IPs and closes the responder. */
+void mesh_agent__dns_stop(struct mesh_agent *a);
+void mesh_agent__dns_metrics(const struct mesh_agent *a, struct mesh_buf *b);
+/* The virtual-IP table, or NULL when the responder is off. */
+struct mesh_vip_table *mesh_agent__vips(const struct mesh_agent *a);
 
 /* agent_dataplane.c */
 /* Hands the data plane what the agent knows now (at once, or coalesced a little later). */

@@ -258,6 +258,11 @@ int mesh_agent_start(struct mesh_agent *a)
     if (r < 0)
         return start_failed(r, "cannot start the data plane: %s", strerror(-r));
 
+    r = mesh_agent__dns_start(a);
+    if (r < 0)
+        return start_failed(r, "cannot start the DNS responder on %s: %s",
+                            a->cfg->dns_responder.listen, strerror(-r));
+
     r = mesh_admin_start(a->loop, &a->cfg->admin_addr, a, &a->admin);
     if (r < 0)
         return start_failed(r, "cannot listen on %s for the admin API: %s", a->cfg->admin.listen,
@@ -340,6 +345,7 @@ void mesh_agent_stop(struct mesh_agent *a)
     a->n_slots = 0;
     mesh_hosts_close(a->hosts, NULL, NULL);
     a->hosts = NULL;
+    mesh_agent__dns_stop(a);
     if (a->admin)
         mesh_admin_close(a->admin, a->cfg->shutdown.drain_timeout_ms, on_admin_closed, a);
     if (a->proxy)

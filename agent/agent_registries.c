@@ -152,6 +152,7 @@ void mesh_agent__on_catalog_change(void *data)
     struct mesh_agent *a = data;
     if (a->lkg && a->state != AGENT_STOPPING)
         mesh_lkg_schedule(a->lkg, a->catalog);
+    mesh_agent__dns_on_catalog_change(a);
     mesh_agent__schedule(a);
 }
 

@@ -146,6 +146,7 @@ void mesh_agent_metrics(const struct mesh_agent *a, struct mesh_buf *b)
                      a->reloads_ok + a->reloads_failed == 0 || a->last_reload_ok);
 
     mesh_catalog_metrics(a->catalog, b);
+    mesh_agent__dns_metrics(a, b);
     mesh_prom_family(b, "mesh_agent_snapshot_build_seconds", "gauge",
                      "What building the last proxy snapshot took on the main loop.");
     mesh_prom_sample(b, "mesh_agent_snapshot_build_seconds", NULL, (double)a->update_cost_ns / 1e9);

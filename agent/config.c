@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "agent/certs.h"
+#include "agent/config_dns-int.h"
 #include "agent/registries.h"
 #include "common/alloc.h"
 #include "common/names.h"
@@ -602,6 +603,11 @@ static const struct mesh_cfg_field root_fields[] = {
      F(dns),
      .flags = MESH_CFG_RESTART,
      .schema = &dns_schema},
+    {.key = "dns_responder",
+     .type = MESH_CFG_OBJECT,
+     F(dns_responder),
+     .flags = MESH_CFG_RESTART,
+     .schema = &mesh_agent__dns_responder_schema},
     {.key = "resources_dir",
      .type = MESH_CFG_STRING,
      F(resources_dir),

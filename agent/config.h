@@ -68,6 +68,25 @@ struct mesh_agent_dns_config {
     uint64_t timeout_ms;             /* per try */
 };
 
+/* The agent's DNS responder (docs/dns.md; agent/config_dns.c). */
+struct mesh_agent_dns_responder_config {
+    bool enabled;
+    char *listen;
+    struct mesh_cfg_strings domains; /* none: "cluster.local" */
+    char *consul_domain;             /* "": no Consul-style names */
+    char *consul_datacenter;
+    char *consul_namespace;
+    char *ipv4_range;
+    char *ipv6_range;
+    uint64_t keep_ms; /* how long a vanished service keeps its virtual IPs */
+    struct mesh_cfg_strings upstreams;
+    uint64_t upstream_timeout_ms;
+    uint64_t ttl_ms;
+    int max_tcp_connections;
+    uint64_t tcp_idle_timeout_ms;
+    int max_forwarded;
+};
+
 struct mesh_agent_http_config {
     uint64_t header_timeout_ms;
     uint64_t idle_timeout_ms;
@@ -125,6 +144,7 @@ struct mesh_agent_config {
     struct mesh_agent_proxy_config proxy;
     struct mesh_agent_identity_config identity;
     struct mesh_agent_dns_config dns;
+    struct mesh_agent_dns_responder_config dns_responder;
     char *resources_dir;
     /* Derived after decoding. */
     struct mesh_addr admin_addr;

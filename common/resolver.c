@@ -36,6 +36,9 @@ struct mesh_resolver_query {
     bool in_flight; /* c-ares holds it */
     struct mesh_resolver_answer answer;
     struct mesh_ipport addrs[MESH_RESOLVER_ADDRS_MAX];
+    mesh_resolver_raw_cb raw_cb; /* a raw query (mesh_resolver_send); NULL: cancelled */
+    uint8_t *raw;                /* its answer */
+    size_t raw_len;
     struct mesh_resolver_query *next_done;
 };
 
@@ -227,6 +230,9 @@ static void deliver(struct mesh_resolver_query *q)
 {
     if (q->cb)
         q->cb(&q->answer, q->data);
+    else if (q->raw_cb)
+        q->raw_cb(q->answer.status, q->raw, q->raw_len, q->data);
+    mesh_free(q->raw);
     mesh_free(q);
 }
 
@@ -307,10 +313,59 @@ int mesh_resolver_query(struct mesh_resolver *r, const char *name, mesh_resolver
     return 0;
 }
 
+static void on_send(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+    struct mesh_resolver_query *q = arg;
+    (void)timeouts;
+    q->answer.status = errno_of(status);
+    q->answer.why = ares_strerror(status);
+    if (status == ARES_SUCCESS && abuf && alen > 0) {
+        q->raw = mesh_memdup(abuf, (size_t)alen);
+        q->raw_len = q->raw ? (size_t)alen : 0;
+        if (!q->raw)
+            q->answer.status = -ENOMEM;
+    } else if (q->answer.status == 0) {
+        q->answer.status = -EIO;
+    }
+    if (q->in_flight) {
+        q->in_flight = false;
+        deliver(q);
+        return;
+    }
+    queue_done(q);
+}
+
+int mesh_resolver_send(struct mesh_resolver *r, const uint8_t *msg, size_t len,
+                       mesh_resolver_raw_cb cb, void *data, struct mesh_resolver_query **ret)
+{
+    if (r->state != RES_RUNNING)
+        return -ECANCELED;
+    if (len < 12 || len > 65535)
+        return -EINVAL;
+    struct mesh_resolver_query *q = mesh_calloc(1, sizeof(*q));
+    if (!q)
+        return -ENOMEM;
+    q->r = r;
+    q->raw_cb = cb;
+    q->data = data;
+    ares_send(r->channel, msg, (int)len, on_send, q);
+    bool pending = true;
+    for (struct mesh_resolver_query *d = r->done_head; d; d = d->next_done)
+        pending = pending && d != q;
+    if (pending)
+        q->in_flight = true;
+    if (ret)
+        *ret = q;
+    rearm(r);
+    return 0;
+}
+
 void mesh_resolver_cancel(struct mesh_resolver_query *q)
 {
-    if (q)
+    if (q) {
         q->cb = NULL;
+        q->raw_cb = NULL;
+    }
 }
 
 int mesh_resolver_new(uv_loop_t *loop, const struct mesh_resolver_options *o,

@@ -58,6 +58,17 @@ int mesh_resolver_new(uv_loop_t *loop, const struct mesh_resolver_options *o,
  */
 int mesh_resolver_query(struct mesh_resolver *r, const char *name, mesh_resolver_cb cb, void *data,
                         struct mesh_resolver_query **ret);
+/*
+ * Sends a DNS message as it is (`len` bytes, copied) to the name servers, by UDP and, when
+ * the answer comes back truncated, again by TCP, as c-ares does. `cb` runs once, later, on
+ * the loop, unless the query is cancelled first: with status 0 and the whole answer (its ID
+ * is c-ares' own, not the message's; borrowed for the call), or a negative errno as for
+ * mesh_resolver_query (-EAGAIN when every server failed or refused) and no message.
+ * Returns 0, -EINVAL (not a message's size) or -ENOMEM.
+ */
+typedef void (*mesh_resolver_raw_cb)(int status, const uint8_t *msg, size_t len, void *data);
+int mesh_resolver_send(struct mesh_resolver *r, const uint8_t *msg, size_t len,
+                       mesh_resolver_raw_cb cb, void *data, struct mesh_resolver_query **ret);
 /* Its callback will not run. The query's memory goes when c-ares lets go of it. */
 void mesh_resolver_cancel(struct mesh_resolver_query *q);
 /*

@@ -12,14 +12,16 @@
 #include "common/fs.h"
 #include "tests/unit/unit.h"
 
-#define RESTART_KEYS "node.name, state_dir, proxy.workers, proxy.buffer_size, proxy.http, dns"
+#define RESTART_KEYS                                                                               \
+    "node.name, state_dir, proxy.workers, proxy.buffer_size, proxy.http, dns, "                    \
+    "dns_responder"
 
 static void test_restart_keys(void **state)
 {
     (void)state;
     struct mesh_buf keys;
     mesh_buf_init(&keys, 4096);
-    assert_int_equal(mesh_agent_config_restart_keys(&keys), 6);
+    assert_int_equal(mesh_agent_config_restart_keys(&keys), 7);
     assert_string_equal(keys.data, RESTART_KEYS);
     mesh_buf_done(&keys);
 }

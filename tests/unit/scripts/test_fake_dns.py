@@ -81,6 +81,36 @@ class FakeDnsTest(unittest.TestCase):
         self.assertEqual(header(self.dns.answer(query("api.svc.test")))["rcode"], 0)
         self.assertEqual(self.dns.queries("api.svc.test", 1), 4)
 
+    def test_big_answers_truncated_over_udp_whole_over_tcp(self):
+        self.dns.set_txt("big.svc.test", ["x" * 200] * 10, ttl=9)
+        r = self.dns.answer(query("big.svc.test", qtype=16))
+        h = header(r)
+        self.assertEqual((h["rcode"], h["an"], h["qd"]), (0, 0, 1))
+        self.assertTrue(struct.unpack("!H", r[2:4])[0] & 0x0200, "TC set")
+        r = self.dns.answer(query("big.svc.test", qtype=16), tcp=True)
+        h = header(r)
+        self.assertEqual((h["rcode"], h["an"]), (0, 10))
+        self.assertFalse(struct.unpack("!H", r[2:4])[0] & 0x0200)
+        self.assertGreater(len(r), 2000)
+        # A TXT name has no address: NODATA for A.
+        h = header(self.dns.answer(query("big.svc.test")))
+        self.assertEqual((h["rcode"], h["an"], h["ns"]), (0, 0, 1))
+        # Over TCP for real: length-prefixed, two queries on one connection.
+        self.dns.start()
+        try:
+            with socket.create_connection(("127.0.0.1", self.dns.port), timeout=5) as c:
+                for qid in (1, 2):
+                    q = query("big.svc.test", qtype=16, qid=qid)
+                    c.sendall(struct.pack("!H", len(q)) + q)
+                for qid in (1, 2):
+                    n = struct.unpack("!H", c.recv(2, socket.MSG_WAITALL))[0]
+                    r = c.recv(n, socket.MSG_WAITALL)
+                    self.assertEqual(header(r)["id"], qid)
+                    self.assertEqual(header(r)["an"], 10)
+            self.assertEqual(self.dns.tcp_queries(), 2)
+        finally:
+            self.dns.stop()
+
     def test_over_udp(self):
         self.dns.start()
         try:

@@ -34,6 +34,8 @@ USES = {
     ("haproxy",): (TESTS, r'"haproxy"'),
     ("wrk",): (TESTS, r'"wrk"'),
     ("prometheus", "golang-github-prometheus-promtool"): (TESTS, r"promtool"),
+    ("bind9-dnsutils", "bind-utils"): (TESTS, r'which\("dig"\)'),
+    ("dnsperf",): (TESTS, r'"dnsperf"'),
     ("systemd",): (TESTS, r'"systemd-analyze"'),
     ("valgrind",): (TESTS, r"valgrind"),
     ("strace",): (TESTS, r'"strace"'),

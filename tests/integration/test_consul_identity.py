@@ -4,7 +4,9 @@ in Service.Meta "mesh-identity" is the one another host, which knows the service
 Consul, wants from it over mTLS; a value the mesh would never write (another trust domain,
 another namespace, not a service account) leaves the instance out, named in a warning and
 counted, and is never trusted."""
+import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -36,7 +38,7 @@ class ConsulIdentityTest(BackendTest):
         self.pki = Pki(tempfile.mkdtemp(prefix="mesh-pki-"))
         self.idn = {"mode": "standalone", "ca_cert": self.pki.cert, "ca_key": self.pki.key}
 
-    def hosts(self, service_account):
+    def hosts(self, service_account, labels=None):
         """Host B runs shop/api as `service_account` and registers it with its Consul agent;
         host A calls api, which it knows only from Consul."""
         backend = HttpBackend("api-b").start()
@@ -50,7 +52,7 @@ class ConsulIdentityTest(BackendTest):
                           "inbound": f"127.0.0.2:{self.b_inbound}"}},
             services={"api.json": {"service": {
                 "name": "api", "namespace": "shop", "protocol": "http", "port": backend.port,
-                "service_account": service_account}}})
+                "service_account": service_account, "labels": labels or {}}}})
         b.config["registries"].append(consul_registry(address, True))
         self.port = free_port()
         a = self.agent(name="host-a", config={
@@ -121,6 +123,45 @@ class ConsulIdentityTest(BackendTest):
                                   registry="consul") >= len(bad), what="the refusals counted")
         self.assertEqual(self.endpoints(a), ["127.0.0.2"])
         self.assertNotIn("identity", a.json("/v1/services/shop/api"))
+        self.assertEqual(self.call(), 200)
+
+
+    def test_identity_and_labels_survive_a_restart_with_the_registries_down(self):
+        a, b, _ = self.hosts("payments", labels={"version": "v1"})
+        wait_for(lambda: self.call() == 200, timeout=10, what="A's call to api as 'payments'")
+        lkg = os.path.join(a.state_dir, "catalog.json")
+
+        def kept():
+            try:
+                with open(lkg) as f:
+                    doc = json.load(f)
+            except (OSError, ValueError):
+                return False
+            return any(s["name"] == "api" and s.get("identity") == sa("shop", "payments")
+                       for s in doc["sources"].get("consul", []))
+
+        wait_for(kept, what="api's identity in A's last-known-good catalog")
+        # B's local services file is gone while B is down, and so is Consul for A. (A stops
+        # first: B's clean stop deregisters api, which A would learn.)
+        self.assertEqual(a.stop(), 0)
+        self.assertEqual(b.stop(), 0)
+        shutil.rmtree(b.services_dir)
+        b.config["readiness"] = {"registry_sync_timeout": "500ms"}
+        b.start()
+        # B restored shop/api from its last-known-good local services: registered again
+        # with its labels, which a Route's subsets pick, and its identity.
+        wait_for(lambda: "mesh-shop-api" in self.fake.agents["host-b"], timeout=10,
+                 what="B's api registered again")
+        meta = self.fake.agents["host-b"]["mesh-shop-api"]["Meta"]
+        self.assertEqual(meta.get("version"), "v1")
+        self.assertEqual(meta["mesh-identity"], sa("shop", "payments"))
+        self.fake.stop()
+        a.config["readiness"] = {"registry_sync_timeout": "500ms"}
+        a.start()
+        svc = a.json("/v1/services/shop/api")
+        self.assertEqual(svc["identity"], sa("shop", "payments"))
+        self.assertEqual([e["labels"].get("version") for e in svc["endpoints"]], ["v1"])
+        wait_for(lambda: self.listening("127.0.0.1", self.port), what="A's upstream listener")
         self.assertEqual(self.call(), 200)
 
 

@@ -43,6 +43,11 @@ static void write_service(struct mesh_buf *b, const struct mesh_service *s)
     mesh_json_write_str(b, s->namespace);
     mesh_buf_append_str(b, ",\"name\":");
     mesh_json_write_str(b, s->name);
+    if (s->identity) {
+        /* The ID callers want from its endpoints; without it, the default sa/<name>. */
+        mesh_buf_append_str(b, ",\"identity\":");
+        mesh_json_write_str(b, s->identity);
+    }
     mesh_buf_appendf(b, ",\"protocol\":\"%s\",\"merged\":%s,\"registries\":[",
                      mesh_protocol_names[s->protocol], s->merged ? "true" : "false");
     for (size_t i = 0; i < s->n_sources; i++) {

@@ -12,6 +12,7 @@
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/names.h"
+#include "common/spiffe.h"
 
 #define LKG_FORMAT 1
 #define DEBOUNCE_MS 250
@@ -76,6 +77,11 @@ static void encode_view(struct encoder *e, const struct mesh_catalog_capture_vie
     mesh_json_write_str(b, v->namespace);
     mesh_buf_append_str(b, ",\"name\":");
     mesh_json_write_str(b, v->name);
+    if (v->identity) {
+        /* What callers want from its endpoints: lost, they would want the default ID. */
+        mesh_buf_append_str(b, ",\"identity\":");
+        mesh_json_write_str(b, v->identity);
+    }
     mesh_buf_appendf(b, ",\"protocol\":\"%s\",\"endpoints\":[", mesh_protocol_names[v->protocol]);
     for (size_t i = 0; i < v->n_endpoints; i++) {
         if (i)
@@ -319,8 +325,15 @@ struct lkg_service {
     char *namespace;
     char *name;
     int protocol;
+    char *identity;
     struct mesh_cfg_list endpoints;
 };
+
+static const char *check_identity(const char *s)
+{
+    const char *why = "not a SPIFFE ID";
+    return mesh_spiffe_id_valid(s, strlen(s), NULL, &why) ? NULL : why;
+}
 
 #define L(member) MESH_CFG_FIELD(struct lkg_service, member)
 
@@ -340,6 +353,7 @@ static const struct mesh_cfg_field service_fields[] = {
      L(protocol),
      .choices = mesh_protocol_names,
      .def = "tcp"},
+    {.key = "identity", .type = MESH_CFG_STRING, L(identity), .check = check_identity},
     {.key = "endpoints",
      .type = MESH_CFG_LIST,
      L(endpoints),
@@ -486,6 +500,7 @@ static int apply(struct mesh_catalog *c, const struct loaded *ld)
         .endpoints = eps,
         .n_endpoints = k,
         .exists = true, /* what the file lists existed, with or without endpoints */
+        .identity = s->identity,
     };
     int r = i == s->endpoints.n && mesh_catalog_update(c, ld->source, &u) >= 0;
     for (size_t e = 0; e < k; e++)

@@ -34,11 +34,16 @@ static json_t *local_json(const struct mesh_local_service *l)
                                         up->namespace, "bind", addr_json(&up->bind), "protocol",
                                         mesh_protocol_names[up->protocol]));
     }
-    return json_pack("{s:s, s:s, s:s, s:o, s:o, s:s, s:s*, s:o}", "name", l->name, "namespace",
+    /* Its labels too: they are on the endpoint this host publishes (a Consul registration's
+     * Meta), which a Route's subsets pick. */
+    json_t *labels = json_object();
+    for (size_t i = 0; labels && i < l->labels.n; i++)
+        json_object_set_new(labels, l->labels.v[i].key, json_string(l->labels.v[i].value));
+    return json_pack("{s:s, s:s, s:s, s:o, s:o, s:s, s:s*, s:o, s:o}", "name", l->name, "namespace",
                      l->namespace, "protocol", mesh_protocol_names[l->protocol], "address",
                      addr_json(&l->addr), "inbound", addr_json(&l->inbound), "source",
-                     l->source ? l->source : "", "identity", l->identity, "upstreams",
-                     ups ? ups : json_array());
+                     l->source ? l->source : "", "identity", l->identity, "labels",
+                     labels ? labels : json_object(), "upstreams", ups ? ups : json_array());
 }
 
 void mesh_local_state_encode(const struct mesh_local_state_entry *v, size_t n, struct mesh_buf *b)
@@ -78,6 +83,7 @@ struct local_doc {
     char *inbound;
     char *source;
     char *identity;
+    struct mesh_labels labels;
     struct mesh_cfg_list upstreams; /* struct upstream_doc */
 };
 
@@ -160,6 +166,7 @@ static const struct mesh_cfg_field local_fields[] = {
     {.key = "inbound", .type = MESH_CFG_STRING, L(inbound), .def = "", .check = check_addr},
     {.key = "source", .type = MESH_CFG_STRING, L(source), .def = ""},
     {.key = "identity", .type = MESH_CFG_STRING, L(identity), .check = check_identity},
+    {.key = "labels", .type = MESH_CFG_LABELS, L(labels)},
     {.key = "upstreams",
      .type = MESH_CFG_LIST,
      L(upstreams),
@@ -224,7 +231,8 @@ static int convert(const struct local_doc *d, struct mesh_local_service *out)
         mesh_addr_parse(d->inbound, &out->inbound, &why);
     if (!(out->name = mesh_strdup(d->name)) || !(out->namespace = mesh_strdup(d->namespace)) ||
         !(out->source = mesh_strdup(d->source)) ||
-        (d->identity && !(out->identity = mesh_strdup(d->identity))))
+        (d->identity && !(out->identity = mesh_strdup(d->identity))) ||
+        mesh_labels_copy(&out->labels, &d->labels) < 0)
         goto oom;
     if (d->upstreams.n && !(out->upstreams = mesh_calloc(d->upstreams.n, sizeof(*out->upstreams))))
         goto oom;

@@ -867,6 +867,8 @@ int mesh_catalog_capture(const struct mesh_catalog *c, struct mesh_catalog_captu
             atomic_fetch_add_explicit(&v->eps->refs, 1, memory_order_relaxed);
             o->endpoints = v->eps->v;
             o->n_endpoints = v->eps->n;
+            if (v->identity && !(o->identity = mesh_strdup(v->identity)))
+                goto oom;
         }
     }
     qsort(cap->views, cap->n_views, sizeof(*cap->views), cmp_capture_source);
@@ -883,6 +885,7 @@ void mesh_catalog_capture_free(struct mesh_catalog_capture *cap)
         return;
     for (size_t i = 0; i < cap->n_views; i++) {
         mesh_free(cap->views[i].key);
+        mesh_free(cap->views[i].identity);
         eps_unref(cap->views[i].eps);
     }
     for (size_t i = 0; i < cap->n_sources; i++)

@@ -93,6 +93,7 @@ struct mesh_catalog_capture {
         char *key;     /* "ns/name", with the two parts beside it */
         char *namespace, *name;
         enum mesh_protocol protocol;
+        char *identity; /* the source's (owned), or NULL */
         struct mesh_catalog_eps *eps;
         const struct mesh_endpoint *endpoints;
         size_t n_endpoints;

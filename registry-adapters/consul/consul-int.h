@@ -136,6 +136,7 @@ struct consul_registry {
     uint64_t registrations;
     uint64_t deregistrations;
     uint64_t check_updates;
+    uint64_t bad_identities; /* instances left out for their mesh-identity */
     double last_sync;
     char *problem; /* the last problem, shown in status until the next success */
 };

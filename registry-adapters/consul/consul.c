@@ -322,6 +322,8 @@ static double value_of(const struct consul_registry *c, size_t k)
         return (double)c->check_updates;
     case 8:
         return c->last_sync;
+    case 9:
+        return (double)c->bad_identities;
     default:
         return 0;
     }
@@ -343,6 +345,9 @@ static void consul_metrics(struct mesh_registry *const *regs, size_t n, struct m
         {"mesh_consul_check_updates_total", "counter", "TTL check updates sent to Consul."},
         {"mesh_consul_last_success_timestamp_seconds", "gauge",
          "When Consul last gave a good answer to a discovery query."},
+        {"mesh_consul_refused_identities_total", "counter",
+         "Instances left out because their mesh-identity meta is not a valid identity of their "
+         "service."},
     };
     for (size_t k = 0; k < MESH_ARRAY_SIZE(fam); k++) {
         mesh_prom_family(b, fam[k].name, fam[k].type, fam[k].help);

@@ -17,7 +17,6 @@
 
 /* Service metadata keys with a meaning to the mesh (written by our registration too). */
 #define MESH_CONSUL_META_PORT "mesh-port"          /* the host agent's mTLS port */
-#define MESH_CONSUL_META_IDENTITY "mesh-identity"  /* the workload's SPIFFE ID */
 #define MESH_CONSUL_META_MANAGER "mesh-managed-by" /* "mesh-agent/<node>" on our own */
 #define MESH_CONSUL_META_PROTOCOL "protocol"       /* tcp, http, http2, grpc */
 
@@ -38,15 +37,18 @@ int mesh_consul_decode_services(const char *data, size_t len, const char *tag,
 void mesh_consul_names_done(struct mesh_consul_names *n);
 
 struct mesh_consul_health_options {
-    bool include_warning;  /* instances with a warning check count (at their warning weight) */
-    const char *zone_key;  /* Service.Meta, then Node.Meta key naming the zone */
-    const char *namespace; /* of instances whose Meta names none (the registry's) */
+    bool include_warning;     /* instances with a warning check count (at their warning weight) */
+    const char *zone_key;     /* Service.Meta, then Node.Meta key naming the zone */
+    const char *namespace;    /* of instances whose Meta names none (the registry's) */
+    const char *trust_domain; /* of the "mesh-identity" IDs taken (NULL: none is) */
+    const char *service;      /* the name asked for: its default ID is no news */
 };
 
 /* The instances of one mesh namespace: one service of the catalog. */
 struct mesh_consul_group {
     char *namespace;
     enum mesh_protocol protocol; /* from the first of its instances in the answer */
+    char *identity;              /* the same way; NULL: the default ID, sa/<service> */
     size_t first, n;             /* its endpoints: v[first .. first + n) */
 };
 
@@ -60,6 +62,10 @@ struct mesh_consul_instances {
     size_t skipped;              /* left out for an unusable address or port */
     size_t bad_namespace;        /* left out: their mesh-namespace is not a DNS label */
     char first_bad_namespace[64];
+    size_t bad_identity; /* left out: their mesh-identity is not one the mesh gives */
+    char first_bad_identity[160];
+    size_t identity_conflicts; /* left out: their mesh-identity is not their service's */
+    char first_conflict[160];
 };
 
 /*
@@ -67,7 +73,11 @@ struct mesh_consul_instances {
  * empty, Node.Address (an IP literal); the weight Weights.Passing; health from every check
  * of the instance and its node; the namespace Service.Meta's "mesh-namespace" (a DNS label,
  * else the instance is left out), or opts->namespace without one; labels from the rest of
- * Service.Meta (consul_meta-int.h). Returns 0, -EINVAL with the reason in `err`, or -ENOMEM.
+ * Service.Meta (consul_meta-int.h). A namespace's protocol and identity are those of its
+ * first instance in the answer; an instance whose "mesh-identity" is not valid
+ * (mesh_consul_meta_identity), or names another ID than that first one, is left out: a
+ * caller must never expect an ID the registry did not give. Returns 0, -EINVAL with the reason in
+ * `err`, or -ENOMEM.
  */
 int mesh_consul_decode_health(const char *data, size_t len,
                               const struct mesh_consul_health_options *opts,

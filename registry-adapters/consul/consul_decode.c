@@ -9,6 +9,7 @@
 #include "common/atom.h"
 #include "common/hmap.h"
 #include "common/names.h"
+#include "common/spiffe.h"
 #include "common/strutil.h"
 #include "registry-adapters/consul/consul_decode-int.h"
 
@@ -155,7 +156,20 @@ struct item {
     const char *ns; /* borrowed: from the answer, or the options */
     size_t pos;     /* in the answer */
     enum mesh_protocol protocol;
+    char *identity; /* owned; NULL: the default */
 };
+
+static bool same_identity(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+static void item_done(struct item *it)
+{
+    mesh_endpoint_done(&it->ep);
+    mesh_free(it->identity);
+    it->identity = NULL;
+}
 
 /* Fills `it` from one entry; 1 when used, 0 when left out (counted), <0 on error. */
 static int instance(json_t *e, const struct mesh_consul_health_options *o,
@@ -185,6 +199,16 @@ static int instance(json_t *e, const struct mesh_consul_health_options *o,
         return 0;
     }
     it->ns = ns ? ns : (o->namespace ? o->namespace : "default");
+    char id[MESH_SPIFFE_ID_MAX + 1];
+    const char *bad = NULL;
+    int idr = mesh_consul_meta_identity(meta, o->trust_domain, it->ns, o->service ? o->service : "",
+                                        id, sizeof(id), &bad);
+    if (idr < 0) {
+        /* Neither the default ID nor another: the registry vouched for none. */
+        if (!out->bad_identity++)
+            snprintf(out->first_bad_identity, sizeof(out->first_bad_identity), "%s", bad);
+        return 0;
+    }
     it->protocol = protocol_of(svc);
     const char *addr = json_string_value(json_object_get(svc, "Address"));
     if (!addr || !addr[0])
@@ -219,7 +243,8 @@ static int instance(json_t *e, const struct mesh_consul_health_options *o,
     const char *nname = json_string_value(json_object_get(node, "Node"));
     if ((zone && zone[0] && !(ep->zone = mesh_atom(zone))) ||
         (nname && !(ep->node = mesh_atom(nname))) ||
-        mesh_consul_meta_labels(meta, &ep->labels) < 0) {
+        mesh_consul_meta_labels(meta, &ep->labels) < 0 ||
+        (idr > 0 && !(it->identity = mesh_strdup(id)))) {
         mesh_endpoint_done(ep);
         return -ENOMEM;
     }
@@ -246,21 +271,30 @@ static int gather(struct item *items, size_t n, struct mesh_consul_instances *ou
 {
     /* A namespace's protocol is that of its first instance in the answer, even one that
      * shares its address with another and is dropped below. */
+    /* Its identity too: an instance claiming another is left out, before duplicates are. */
+    size_t k = 0;
     for (size_t j = 0, end; j < n; j = end) {
         size_t best = j;
         for (end = j + 1; end < n && strcmp(items[end].ns, items[j].ns) == 0; end++) {
             if (items[end].pos < items[best].pos)
                 best = end;
         }
-        for (size_t i = j; i < end; i++)
+        for (size_t i = j; i < end; i++) {
             items[i].protocol = items[best].protocol;
+            if (i != best && !same_identity(items[i].identity, items[best].identity)) {
+                if (!out->identity_conflicts++)
+                    snprintf(out->first_conflict, sizeof(out->first_conflict), "%s",
+                             items[i].identity ? items[i].identity : "(the default ID)");
+                items[i].pos = SIZE_MAX; /* marked: left out below */
+            }
+        }
     }
-    size_t k = 0;
     for (size_t j = 0; j < n; j++) {
-        if (k && strcmp(items[k - 1].ns, items[j].ns) == 0 &&
-            mesh_endpoint_addr_cmp(&items[k - 1].ep, &items[j].ep) == 0) {
-            mesh_endpoint_done(&items[j].ep);
-            out->skipped++;
+        if (items[j].pos == SIZE_MAX ||
+            (k && strcmp(items[k - 1].ns, items[j].ns) == 0 &&
+             mesh_endpoint_addr_cmp(&items[k - 1].ep, &items[j].ep) == 0)) {
+            out->skipped += items[j].pos != SIZE_MAX;
+            item_done(&items[j]);
             continue;
         }
         items[k++] = items[j];
@@ -268,7 +302,7 @@ static int gather(struct item *items, size_t n, struct mesh_consul_instances *ou
     out->groups = mesh_calloc(k + 1, sizeof(*out->groups));
     if (!out->groups) {
         for (size_t j = 0; j < k; j++)
-            mesh_endpoint_done(&items[j].ep);
+            item_done(&items[j]);
         return -ENOMEM;
     }
     for (size_t j = 0; j < k; j++) {
@@ -277,15 +311,18 @@ static int gather(struct item *items, size_t n, struct mesh_consul_instances *ou
             g = &out->groups[out->n_groups];
             if (!(g->namespace = mesh_strdup(items[j].ns))) {
                 for (size_t i = j; i < k; i++)
-                    mesh_endpoint_done(&items[i].ep);
+                    item_done(&items[i]);
                 return -ENOMEM;
             }
             out->n_groups++;
             g->first = out->n;
             g->protocol = items[j].protocol;
+            g->identity = items[j].identity; /* every item of the group names the same */
+            items[j].identity = NULL;
         }
         g->n++;
         out->v[out->n++] = items[j].ep;
+        mesh_free(items[j].identity);
     }
     out->protocol = out->n_groups ? out->groups[0].protocol : MESH_PROTO_TCP;
     return 0;
@@ -338,7 +375,7 @@ int mesh_consul_decode_health(const char *data, size_t len,
     out = (struct mesh_consul_instances){0};
 out:
     for (size_t j = 0; j < n_items; j++)
-        mesh_endpoint_done(&items[j].ep);
+        item_done(&items[j]);
     mesh_free(items);
     mesh_consul_instances_done(&out);
     json_decref(root);
@@ -350,8 +387,10 @@ void mesh_consul_instances_done(struct mesh_consul_instances *in)
     for (size_t i = 0; i < in->n; i++)
         mesh_endpoint_done(&in->v[i]);
     mesh_free(in->v);
-    for (size_t i = 0; i < in->n_groups; i++)
+    for (size_t i = 0; i < in->n_groups; i++) {
         mesh_free(in->groups[i].namespace);
+        mesh_free(in->groups[i].identity);
+    }
     mesh_free(in->groups);
     *in = (struct mesh_consul_instances){0};
 }
@@ -381,13 +420,17 @@ uint64_t mesh_consul_names_digest(const struct mesh_consul_names *n, const uint6
 
 uint64_t mesh_consul_instances_digest(const struct mesh_consul_instances *in, const uint64_t key[2])
 {
-    uint64_t head[2] = {in->n, in->n_groups};
+    /* What was refused too: a new refusal is news to log and count. */
+    uint64_t head[4] = {in->n, in->n_groups, in->bad_identity, in->identity_conflicts};
     uint64_t h = mix(key[0], key[1], head, sizeof(head));
+    h = mix_str(h, key[1], in->first_bad_identity);
+    h = mix_str(h, key[1], in->first_conflict);
     for (size_t i = 0; i < in->n_groups; i++) {
         const struct mesh_consul_group *g = &in->groups[i];
         uint64_t gh[3] = {g->first, g->n, (uint64_t)g->protocol};
         h = mix(h, key[1], gh, sizeof(gh));
         h = mix_str(h, key[1], g->namespace);
+        h = mix_str(h, key[1], g->identity);
     }
     for (size_t i = 0; i < in->n; i++) {
         const struct mesh_endpoint *e = &in->v[i];

@@ -19,6 +19,7 @@
 #include "common/labels.h"
 
 #define MESH_CONSUL_META_NAMESPACE "mesh-namespace" /* the service's mesh namespace */
+#define MESH_CONSUL_META_IDENTITY "mesh-identity"   /* the workload's SPIFFE ID */
 #define MESH_CONSUL_META_MAX_PAIRS 64
 #define MESH_CONSUL_META_KEY_MAX 128
 #define MESH_CONSUL_META_VALUE_MAX 512
@@ -54,5 +55,18 @@ int mesh_consul_meta_labels(json_t *meta, struct mesh_labels *l);
  * one (*ret then points to it, for messages, or is NULL when it is not a string).
  */
 int mesh_consul_meta_namespace(json_t *meta, const char **ret);
+
+/*
+ * The SPIFFE ID an instance's Service.Meta "mesh-identity" names for the workloads of service
+ * `service` in namespace `ns`. Only what the mesh itself writes is taken: a valid SPIFFE ID
+ * of `trust_domain` (NULL: none is taken) of the form /ns/<ns>/sa/<account>, with `ns` the
+ * instance's own namespace and the account a DNS label, or the older form /ns/<ns>/svc/<name>
+ * (docs/identity.md), read as /sa/<name>. Returns 0 when Meta names none or the default ID
+ * (/sa/<service>), 1 with the ID in `out` (size bytes, at least MESH_SPIFFE_ID_MAX + 1), or
+ * -EINVAL when the value is not such an ID (*ret_bad then points to it, for messages, or to
+ * "(not a string)").
+ */
+int mesh_consul_meta_identity(json_t *meta, const char *trust_domain, const char *ns,
+                              const char *service, char *out, size_t size, const char **ret_bad);
 
 #endif

@@ -1,7 +1,9 @@
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/names.h"
+#include "common/spiffe.h"
 #include "registry-adapters/consul/consul_meta-int.h"
 
 const char *mesh_consul_meta_key_check(const char *key)
@@ -77,4 +79,32 @@ int mesh_consul_meta_namespace(json_t *meta, const char **ret)
     if (!v)
         return 0;
     return *ret && mesh_name_is_dns_label(*ret) ? 0 : -EINVAL;
+}
+
+int mesh_consul_meta_identity(json_t *meta, const char *trust_domain, const char *ns,
+                              const char *service, char *out, size_t size, const char **ret_bad)
+{
+    json_t *v = json_is_object(meta) ? json_object_get(meta, MESH_CONSUL_META_IDENTITY) : NULL;
+    const char *id = json_string_value(v), *why;
+    char want[MESH_SPIFFE_ID_MAX + 1];
+    out[0] = '\0';
+    if (!v)
+        return 0;
+    *ret_bad = id ? id : "(not a string)";
+    if (!id || !trust_domain || size <= MESH_SPIFFE_ID_MAX ||
+        !mesh_spiffe_id_valid(id, strlen(id), trust_domain, &why))
+        return -EINVAL;
+    mesh_spiffe_canonical(id, out, size);
+    /* The path: exactly /ns/<ns>/sa/<account>, the instance's own namespace. */
+    mesh_spiffe_service_id(want, sizeof(want), trust_domain, ns, "");
+    size_t head = strlen(want);
+    if (strncmp(out, want, head) != 0 || !mesh_name_is_dns_label(out + head)) {
+        out[0] = '\0';
+        return -EINVAL;
+    }
+    if (strcmp(out + head, service) == 0) {
+        out[0] = '\0';
+        return 0;
+    }
+    return 1;
 }

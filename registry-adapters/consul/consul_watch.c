@@ -268,6 +268,7 @@ static void report(struct consul_watch *w, const struct mesh_consul_instances *i
             .protocol = gr->protocol,
             .endpoints = in->v + gr->first,
             .n_endpoints = gr->n,
+            .identity = gr->identity,
         };
         c->base.sink.set_service(c->base.sink.data, &c->base, &u);
     }
@@ -288,6 +289,8 @@ static bool apply_answer(struct consul_watch *w)
         .include_warning = c->cfg->include_warning,
         .zone_key = c->cfg->zone_meta_key,
         .namespace = c->base.cfg->namespace,
+        .trust_domain = c->base.env->trust_domain,
+        .service = w->name,
     };
     struct mesh_consul_instances in = {0};
     char err[256];
@@ -318,6 +321,19 @@ static bool apply_answer(struct consul_watch *w)
                       "a namespace (a DNS label: lowercase letters, digits and '-')",
                       w->name, in.bad_namespace, MESH_CONSUL_META_NAMESPACE,
                       in.first_bad_namespace);
+    /* Counted once per answer that says something new, as the instances are left out again
+     * in each. */
+    c->bad_identities += in.bad_identity + in.identity_conflicts;
+    if (in.bad_identity)
+        mesh_log_warn("service '%s': %zu Consul instance(s) left out: their '%s' meta '%s' is not "
+                      "a SPIFFE ID of trust domain '%s' naming a service account of their "
+                      "namespace",
+                      w->name, in.bad_identity, MESH_CONSUL_META_IDENTITY, in.first_bad_identity,
+                      c->base.env->trust_domain ? c->base.env->trust_domain : "");
+    if (in.identity_conflicts)
+        mesh_log_warn("service '%s': %zu Consul instance(s) left out: their '%s' meta '%s' is not "
+                      "the identity the service's first instance gives",
+                      w->name, in.identity_conflicts, MESH_CONSUL_META_IDENTITY, in.first_conflict);
     report(w, &in);
     mesh_consul_instances_done(&in);
     if (!w->answered) {

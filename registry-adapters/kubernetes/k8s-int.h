@@ -62,6 +62,8 @@ struct k8s_group {
     size_t n_slices, cap_slices;
     bool dirty;
     struct mesh_local_service *local; /* its workload on this node, or NULL */
+    bool here;                        /* it has a workload here (in local_groups) */
+    char said[768];                   /* the last problem reported about that workload */
 };
 
 struct k8s_registry {
@@ -88,7 +90,8 @@ struct k8s_registry {
 
     /* Caches: "namespace/name" -> object. */
     struct mesh_hmap cache[K8S_KINDS];
-    struct mesh_hmap groups; /* "namespace/name" -> struct k8s_group */
+    struct mesh_hmap groups;     /* "namespace/name" -> struct k8s_group */
+    struct mesh_hmap pods_by_ip; /* this node's pods: IP -> struct mesh_k8s_pod (k8s_pods.c) */
     struct k8s_group **dirty;
     size_t n_dirty, cap_dirty;
     struct k8s_group **local_groups; /* the groups with a workload on this node */
@@ -103,6 +106,8 @@ struct k8s_registry {
     uint64_t relists[K8S_KINDS];
     uint64_t errors[K8S_ERR_KINDS];
     uint64_t requests;
+    uint64_t identity_mismatches;  /* a local pod's service account is not its Service's */
+    uint64_t bad_service_accounts; /* a Service's annotation that is no service account */
     double apply_seconds_sum;
     uint64_t apply_count;
     double last_success;
@@ -124,6 +129,10 @@ int mesh_k8s__reflectors_new(struct k8s_registry *k);
 void mesh_k8s__reflectors_start(struct k8s_registry *k);
 void mesh_k8s__reflectors_stop(struct k8s_registry *k);
 bool mesh_k8s__all_listed(const struct k8s_registry *k);
+
+/* k8s_pods.c: the pods-by-IP index follows the Pod cache (old replaced by pod; either NULL). */
+void mesh_k8s__pods_index(struct k8s_registry *k, const struct mesh_k8s_pod *old,
+                          struct mesh_k8s_pod *pod);
 
 /* Frees a decoded object of `kind` (k8s_watch.c). */
 void mesh_k8s__obj_free(enum k8s_kind kind, void *obj);

@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/prom.h"
 #include "registry-adapters/kubernetes/k8s-int.h"
+#include "registry-adapters/kubernetes/k8s_pods.h"
 
 #define TOKEN_REREAD_MS 60000 /* the kubelet rotates projected tokens well before this */
 
@@ -156,6 +157,7 @@ static int k8s_create(uv_loop_t *loop, const struct mesh_registry_config *cfg,
     for (int i = 0; i < K8S_KINDS; i++)
         mesh_hmap_init(&k->cache[i]);
     mesh_hmap_init(&k->groups);
+    mesh_hmap_init(&k->pods_by_ip);
     mesh_jdoc_init(&k->page, 64u << 20); /* a 256 MiB page at most: a value takes >= 2 bytes */
     r = mesh_k8s__reflectors_new(k);
     if (r < 0) {
@@ -220,6 +222,24 @@ static void k8s_status(struct mesh_registry *r, json_t *out)
         json_object_set_new(events, mesh_k8s__kind_names[i], json_integer((json_int_t)sum));
     }
     json_object_set_new(out, "events", events);
+    /* This node's pods by IP (a node runs some 100 at most), through the lookups a caller's
+     * address is named with (k8s_pods.h). */
+    json_t *pods = json_object();
+    const struct mesh_hmap_entry *e;
+    for (size_t i = 0; pods && mesh_hmap_next(&k->pods_by_ip, &i, &e);) {
+        struct mesh_k8s_pod_ref p;
+        char id[600];
+        if (!mesh_k8s_pod_by_ip(r, e->key, &p))
+            continue;
+        bool has_id = mesh_k8s_pod_identity(r, e->key, id, sizeof(id)) == 0;
+        json_object_set_new(pods, e->key,
+                            json_pack("{s:s, s:s, s:s?, s:s?}", "namespace", p.namespace, "name",
+                                      p.name, "service_account", p.service_account, "identity",
+                                      has_id ? id : NULL));
+    }
+    json_object_set_new(out, "pods_by_ip", pods ? pods : json_null());
+    json_object_set_new(out, "identity_mismatches",
+                        json_integer((json_int_t)k->identity_mismatches));
     if (k->problem)
         json_object_set_new(out, "problem", json_string(k->problem));
 }
@@ -282,6 +302,23 @@ static void k8s_metrics(struct mesh_registry *const *regs, size_t n, struct mesh
             struct mesh_prom_label l[] = {
                 {"registry", regs[i]->cfg->name}, {"kind", err_names[e]}, {NULL, NULL}};
             mesh_prom_sample(b, "mesh_k8s_errors_total", l, (double)k->errors[e]);
+        }
+    }
+    static const struct {
+        const char *name, *help;
+    } counters[] = {
+        {"mesh_k8s_identity_mismatches_total",
+         "Local endpoints whose pod's service account is not the one its Service declares."},
+        {"mesh_k8s_bad_service_accounts_total",
+         "Services whose mesh-agent.io/service-account annotation is not a service account."},
+    };
+    for (size_t c = 0; c < MESH_ARRAY_SIZE(counters); c++) {
+        mesh_prom_family(b, counters[c].name, "counter", counters[c].help);
+        for (size_t i = 0; i < n; i++) {
+            const struct k8s_registry *k = (const struct k8s_registry *)regs[i];
+            struct mesh_prom_label l[] = {{"registry", regs[i]->cfg->name}, {NULL, NULL}};
+            mesh_prom_sample(b, counters[c].name, l,
+                             (double)(c ? k->bad_service_accounts : k->identity_mismatches));
         }
     }
     mesh_prom_family(b, "mesh_k8s_apply_seconds", "summary",

@@ -16,6 +16,7 @@
 
 #include "common/alloc.h"
 #include "common/log.h"
+#include "common/names.h"
 #include "registry-adapters/kubernetes/k8s-int.h"
 
 static void local_free(struct mesh_local_service *ls)
@@ -119,6 +120,8 @@ int mesh_k8s__upsert(struct k8s_registry *k, enum k8s_kind kind, void *obj)
         if (group_link(k, obj) < 0)
             mesh_k8s__problem(k, K8S_ERR_DECODE, "out of memory indexing slices");
     }
+    if (kind == K8S_PODS)
+        mesh_k8s__pods_index(k, old, obj);
     touched(k, kind, obj);
     mesh_k8s__obj_free(kind, old);
     return 0;
@@ -131,6 +134,8 @@ void mesh_k8s__delete(struct k8s_registry *k, enum k8s_kind kind, const char *ke
         return;
     if (kind == K8S_SLICES)
         group_unlink(k, old);
+    if (kind == K8S_PODS)
+        mesh_k8s__pods_index(k, old, NULL);
     touched(k, kind, old);
     mesh_k8s__obj_free(kind, old);
 }
@@ -187,9 +192,39 @@ static const struct mesh_k8s_port *slice_port(const struct mesh_k8s_slice *s,
     return !want && s->n_ports ? &s->ports[0] : NULL;
 }
 
+/*
+ * The service account group g's Service declares for its endpoints: its
+ * mesh-agent.io/service-account annotation, else the Service's name (as for a VM's service).
+ * An annotation that is no service account (a DNS label) is reported and counted once per
+ * value, and the name stands: callers then want an ID no pod has unless its account is the
+ * Service's name, never one nobody declared.
+ */
+static const char *declared_account(struct k8s_registry *k, const struct k8s_group *g,
+                                    struct mesh_k8s_service *svc)
+{
+    const char *sa = svc ? svc->service_account : NULL;
+    if (!sa)
+        return g->name;
+    if (mesh_name_is_dns_label(sa))
+        return sa;
+    if (!svc->reported) {
+        svc->reported = true;
+        k->bad_service_accounts++;
+        mesh_log_warn("registry '%s': Service '%s': annotation '%s' value '%.128s' is not a "
+                      "service account (a DNS label); callers want the default identity, "
+                      "service account '%s'",
+                      k->base.cfg->name, g->key, MESH_K8S_SERVICE_ACCOUNT_ANNOTATION, sa, g->name);
+    }
+    return g->name;
+}
+
 static void push(struct k8s_registry *k, struct k8s_group *g)
 {
-    const struct mesh_k8s_service *svc = mesh_hmap_get(&k->cache[K8S_SERVICES], g->key);
+    struct mesh_k8s_service *svc = mesh_hmap_get(&k->cache[K8S_SERVICES], g->key);
+    const char *account = declared_account(k, g, svc);
+    char id[600];
+    snprintf(id, sizeof(id), "spiffe://%s/ns/%s/sa/%s", k->base.env->trust_domain, g->namespace,
+             account);
     const struct mesh_k8s_port *want = service_port(svc), *proto_port = want;
     size_t total = 0;
     for (size_t i = 0; i < g->n_slices; i++)
@@ -225,6 +260,7 @@ static void push(struct k8s_registry *k, struct k8s_group *g)
         .endpoints = eps,
         .n_endpoints = n,
         .exists = svc != NULL, /* a Service whose slices are all gone is still there */
+        .identity = strcmp(account, g->name) != 0 ? id : NULL,
     };
     k->base.sink.set_service(k->base.sink.data, &k->base, &u);
     mesh_free(eps);
@@ -242,12 +278,15 @@ static void group_free(struct k8s_group *g)
 
 /*
  * This node's workload of group g: the first ready endpoint on this node, with its pod's
- * service account. Returns 0 with *ret NULL when there is none, or -ENOMEM.
+ * service account. Returns 0 with *ret NULL when there is none, or -ENOMEM. *ret_why says
+ * what is wrong with it ("mismatch": its pod's account is not the declared one; else why
+ * it has none), with the pod's key in ret_pod (2 * MESH_K8S_NAME_MAX bytes); NULL: nothing.
  */
 static int local_of(struct k8s_registry *k, const struct k8s_group *g,
-                    struct mesh_local_service **ret)
+                    struct mesh_local_service **ret, const char **ret_why, char *ret_pod)
 {
     *ret = NULL;
+    *ret_why = NULL;
     const struct mesh_k8s_service *svc = mesh_hmap_get(&k->cache[K8S_SERVICES], g->key);
     const struct mesh_k8s_port *want = service_port(svc);
     const struct mesh_k8s_endpoint *mine = NULL;
@@ -270,8 +309,22 @@ static int local_of(struct k8s_registry *k, const struct k8s_group *g,
     char podkey[512], id[600];
     snprintf(podkey, sizeof(podkey), "%s/%s", g->namespace, mine_pod ? mine_pod : "");
     const struct mesh_k8s_pod *pod = mesh_hmap_get(&k->cache[K8S_PODS], podkey);
+    /* Fail closed: a pod not seen yet, or whose account the mesh cannot name, has no
+     * identity the agent could issue for it; it is a local service once it has one. */
+    if (!pod || !pod->service_account) {
+        *ret_why = pod ? "its service account is not a DNS label" : "its Pod is not known yet";
+        snprintf(ret_pod, MESH_K8S_NAME_MAX * 2, "%s", podkey);
+        return 0;
+    }
+    /* The identity is the pod's own account, never the one its Service declares: a pod of
+     * another account is reported, and callers wanting the declared one refuse it. */
+    const char *declared = declared_account(k, g, mesh_hmap_get(&k->cache[K8S_SERVICES], g->key));
+    if (strcmp(declared, pod->service_account) != 0) {
+        *ret_why = "mismatch";
+        snprintf(ret_pod, MESH_K8S_NAME_MAX * 2, "%s", podkey);
+    }
     snprintf(id, sizeof(id), "spiffe://%s/ns/%s/sa/%s", k->base.env->trust_domain, g->namespace,
-             pod ? pod->service_account : "default");
+             pod->service_account);
     struct mesh_local_service *ls = mesh_calloc(1, sizeof(*ls));
     if (!ls)
         return -ENOMEM;
@@ -298,23 +351,56 @@ static bool local_equal(const struct mesh_local_service *a, const struct mesh_lo
 }
 
 /*
+ * Says, once per change, what keeps a local endpoint from the identity its Service declares:
+ * a pod of another service account (counted), or no identity to issue at all.
+ */
+static void report_local(struct k8s_registry *k, struct k8s_group *g,
+                         const struct mesh_local_service *ls, const char *why, const char *pod)
+{
+    char said[MESH_K8S_NAME_MAX * 3];
+    snprintf(said, sizeof(said), "%s %s %s", why ? why : "", pod, ls ? ls->identity : "");
+    if (!why) {
+        g->said[0] = '\0';
+        return;
+    }
+    if (strcmp(said, g->said) == 0)
+        return;
+    snprintf(g->said, sizeof(g->said), "%s", said);
+    struct mesh_k8s_service *svc = mesh_hmap_get(&k->cache[K8S_SERVICES], g->key);
+    if (strcmp(why, "mismatch") == 0) {
+        k->identity_mismatches++;
+        mesh_log_warn("registry '%s': Service '%s' declares service account '%s' but its "
+                      "endpoint on this node, Pod '%s', runs as '%s': the agent presents only "
+                      "the pod's own identity '%s', which callers of '%s' refuse",
+                      k->base.cfg->name, g->key, declared_account(k, g, svc), pod,
+                      strrchr(ls->identity, '/') + 1, ls->identity, g->key);
+    } else {
+        mesh_log_warn("registry '%s': Service '%s': its endpoint on this node, Pod '%s', gets no "
+                      "identity: %s; not a local service until it has one",
+                      k->base.cfg->name, g->key, pod, why);
+    }
+}
+
+/*
  * Recomputes group g's workload on this node (its slices, Service or pods changed): work in
  * proportion to the group, never to the cluster. Notes when the set of local services moved.
  */
 static void refresh_local(struct k8s_registry *k, struct k8s_group *g)
 {
     struct mesh_local_service *ls;
+    const char *why;
+    char pod[MESH_K8S_NAME_MAX * 2];
     if (!k->cfg->pods)
         return;
-    if (local_of(k, g, &ls) < 0) {
+    if (local_of(k, g, &ls, &why, pod) < 0) {
         mesh_k8s__problem(k, K8S_ERR_DECODE, "out of memory finding local services");
         return;
     }
-    if (local_equal(ls, g->local)) {
-        local_free(ls);
-        return;
-    }
-    if (ls && !g->local) {
+    report_local(k, g, ls, why, pod);
+    /* A workload here without an identity yet stays among the local groups, so that a pod
+     * change (its Pod arriving) looks at it again. */
+    bool here = ls || (why && strcmp(why, "mismatch") != 0);
+    if (here && !g->here) {
         if (mesh_grow((void **)&k->local_groups, &k->cap_local_groups, k->n_local_groups + 1,
                       sizeof(*k->local_groups)) < 0) {
             local_free(ls);
@@ -322,13 +408,18 @@ static void refresh_local(struct k8s_registry *k, struct k8s_group *g)
             return;
         }
         k->local_groups[k->n_local_groups++] = g;
-    } else if (!ls) {
+    } else if (!here && g->here) {
         for (size_t i = 0; i < k->n_local_groups; i++) {
             if (k->local_groups[i] == g) {
                 k->local_groups[i] = k->local_groups[--k->n_local_groups];
                 break;
             }
         }
+    }
+    g->here = here;
+    if (local_equal(ls, g->local)) {
+        local_free(ls);
+        return;
     }
     local_free(g->local);
     g->local = ls;
@@ -355,9 +446,12 @@ static void push_locals(struct k8s_registry *k)
     }
     if (n)
         qsort(k->local_groups, n, sizeof(*k->local_groups), cmp_group_key);
-    for (size_t i = 0; i < n; i++)
-        v[i] = *k->local_groups[i]->local; /* borrowed for the call */
-    k->base.sink.set_local(k->base.sink.data, &k->base, v, n);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (k->local_groups[i]->local)
+            v[m++] = *k->local_groups[i]->local; /* borrowed for the call */
+    }
+    k->base.sink.set_local(k->base.sink.data, &k->base, v, m);
     mesh_free(v);
 }
 
@@ -431,6 +525,7 @@ void mesh_k8s__caches_done(struct k8s_registry *k)
     for (size_t i = 0; mesh_hmap_next(&k->groups, &i, &e);)
         group_free(e->value);
     mesh_hmap_done(&k->groups);
+    mesh_hmap_done(&k->pods_by_ip); /* borrows from the Pod cache, freed below */
     for (int kind = 0; kind < K8S_KINDS; kind++) {
         for (size_t i = 0; mesh_hmap_next(&k->cache[kind], &i, &e);)
             mesh_k8s__obj_free((enum k8s_kind)kind, e->value);

@@ -17,6 +17,9 @@
 #define MESH_K8S_SERVICE_NAME_LABEL "kubernetes.io/service-name"
 #define MESH_K8S_PROTOCOL_ANNOTATION "mesh.io/protocol"
 #define MESH_K8S_PORT_ANNOTATION "mesh.io/port"
+/* The service account of a Service's endpoints, as callers are to verify it (default: the
+ * Service's name, as for a VM's service). */
+#define MESH_K8S_SERVICE_ACCOUNT_ANNOTATION "mesh-agent.io/service-account"
 
 struct mesh_k8s_port {
     char *name; /* "" when unnamed */
@@ -53,14 +56,20 @@ struct mesh_k8s_service {
     char *namespace, *name;
     struct mesh_k8s_port *ports; /* spec.ports in order; port is the Service's port */
     size_t n_ports;
-    char *protocol_hint; /* the mesh.io/protocol annotation */
-    char *port_hint;     /* the mesh.io/port annotation: which port the mesh uses */
+    char *protocol_hint;   /* the mesh.io/protocol annotation */
+    char *port_hint;       /* the mesh.io/port annotation: which port the mesh uses */
+    char *service_account; /* the mesh-agent.io/service-account annotation, as given */
+    bool reported;         /* a bad service_account was reported (k8s_apply.c) */
 };
 
 struct mesh_k8s_pod {
     struct mesh_k8s_head head;
     char *namespace, *name;
+    /* spec.serviceAccountName, "default" when unset; NULL when it is one the mesh cannot
+     * name (not a DNS label): such a pod gets no identity. */
     char *service_account;
+    char *ip; /* status.podIP, normalized ("10.0.0.1", "fd00::1"); NULL: none yet, or the pod
+                 ended (phase Succeeded or Failed), so its IP may be another pod's now */
 };
 
 /* The object's metadata.namespace, .name and .resourceVersion, each copied into its buffer

@@ -268,6 +268,8 @@ int mesh_k8s_service_decode(const struct mesh_jdoc *d, size_t obj, struct mesh_k
     bool oom = false;
     s->protocol_hint = dup_field(d, mesh_jdoc_get(d, ann, MESH_K8S_PROTOCOL_ANNOTATION), &oom);
     s->port_hint = dup_field(d, mesh_jdoc_get(d, ann, MESH_K8S_PORT_ANNOTATION), &oom);
+    s->service_account =
+        dup_field(d, mesh_jdoc_get(d, ann, MESH_K8S_SERVICE_ACCOUNT_ANNOTATION), &oom);
     if (oom || !(s->head.key = make_key(ns, name)) || !(s->namespace = mesh_strdup(ns)) ||
         !(s->name = mesh_strdup(name))) {
         mesh_k8s_service_free(s);
@@ -292,24 +294,48 @@ void mesh_k8s_service_free(struct mesh_k8s_service *s)
     mesh_free(s->name);
     mesh_free(s->protocol_hint);
     mesh_free(s->port_hint);
+    mesh_free(s->service_account);
     mesh_free(s);
+}
+
+/* The pod's IP while it may hold it, normalized; "" when none. */
+static void pod_ip(const struct mesh_jdoc *d, size_t obj, char *out, size_t size)
+{
+    char ip[MESH_K8S_NAME_MAX], phase[MESH_K8S_NAME_MAX];
+    struct mesh_ipport a;
+    out[0] = '\0';
+    copy_str(d, AT(d, obj, "status", "phase"), phase);
+    copy_str(d, AT(d, obj, "status", "podIP"), ip);
+    if (strcmp(phase, "Succeeded") == 0 || strcmp(phase, "Failed") == 0 ||
+        mesh_ipport_from_ip(ip, 0, &a) < 0)
+        return;
+    mesh_ipport_ip(&a, out, size);
 }
 
 int mesh_k8s_pod_decode(const struct mesh_jdoc *d, size_t obj, struct mesh_k8s_pod **ret, char *err,
                         size_t errlen)
 {
     char ns[MESH_K8S_NAME_MAX], name[MESH_K8S_NAME_MAX], sa[MESH_K8S_NAME_MAX];
+    char ip[MESH_ADDR_STRLEN];
     int r = head(d, obj, ns, name, err, errlen);
     if (r < 0)
         return r;
     struct mesh_k8s_pod *p = mesh_calloc(1, sizeof(*p));
     if (!p)
         return -ENOMEM;
-    copy_str(d, AT(d, obj, "spec", "serviceAccountName"), sa);
-    /* A pod without one runs as the namespace's "default" service account. */
+    size_t t = AT(d, obj, "spec", "serviceAccountName");
+    /* A pod without one runs as the namespace's "default" service account; one the mesh
+     * cannot name is never taken for another. */
+    sa[0] = '\0';
+    if (t != MESH_JDOC_NONE && mesh_jdoc_str(d, t, sa, sizeof(sa)) < 0)
+        snprintf(sa, sizeof(sa), "!"); /* not a string, or too long: no DNS label */
+    if (!sa[0])
+        snprintf(sa, sizeof(sa), "default");
+    pod_ip(d, obj, ip, sizeof(ip));
     if (!(p->head.key = make_key(ns, name)) || !(p->namespace = mesh_strdup(ns)) ||
         !(p->name = mesh_strdup(name)) ||
-        !(p->service_account = mesh_strdup(mesh_name_is_dns_label(sa) ? sa : "default"))) {
+        (mesh_name_is_dns_label(sa) && !(p->service_account = mesh_strdup(sa))) ||
+        (ip[0] && !(p->ip = mesh_strdup(ip)))) {
         mesh_k8s_pod_free(p);
         return -ENOMEM;
     }
@@ -325,6 +351,7 @@ void mesh_k8s_pod_free(struct mesh_k8s_pod *p)
     mesh_free(p->namespace);
     mesh_free(p->name);
     mesh_free(p->service_account);
+    mesh_free(p->ip);
     mesh_free(p);
 }
 

@@ -8,7 +8,10 @@ API reference (kubernetes.io/docs/reference/using-api/api-concepts/):
 HTTPS only, bearer-token authentication (a wrong or missing token: 401 with a Status
 object), optional RBAC per token (403). Lists: `limit` and `continue` pagination (an
 expired continue token: 410 Expired), `labelSelector` (key, key=value, key!=value) and
-`fieldSelector` (spec.nodeName=, metadata.namespace=, metadata.name=). Watches
+`fieldSelector` (=, ==, != on the fields each kind registers: metadata.name and
+metadata.namespace for all, and for Pods spec.nodeName, spec.serviceAccountName,
+status.phase, status.podIP and the rest of PodToSelectableFields; any other field, e.g.
+spec.nodeName on Services, is a 400 "field label not supported", as the real server answers). Watches
 (`watch=1`): chunked transfer encoding, one JSON event per line; `resourceVersion` to start
 after; `allowWatchBookmarks` (BOOKMARK events every `bookmark_interval` seconds);
 `timeoutSeconds` ends the stream cleanly; a resourceVersion older than the last compaction
@@ -83,17 +86,43 @@ def label_match(obj, selector):
     return True
 
 
-def field_match(obj, selector):
+# The fields each kind can be selected by, as the API server registers them: every kind has
+# metadata.name and metadata.namespace (the generic registry's DefaultClusterScopedAttr /
+# DefaultNamespaceScopedAttr); Pods add those of PodToSelectableFields
+# (pkg/registry/core/pod/strategy.go). Any other field is refused with 400 "field label not
+# supported: <field>", as the server's conversion funcs answer.
+SELECTABLE = {
+    "endpointslices": {"metadata.name", "metadata.namespace"},
+    "services": {"metadata.name", "metadata.namespace"},
+    "pods": {"metadata.name", "metadata.namespace", "spec.nodeName", "spec.restartPolicy",
+             "spec.schedulerName", "spec.serviceAccountName", "spec.hostNetwork",
+             "status.phase", "status.podIP", "status.nominatedNodeName"},
+}
+
+
+def parse_field_selector(plural, selector):
+    """fields.ParseSelector: comma-separated terms key=value, key==value or key!=value;
+    returns [(key, equal, value)], or raises the 400 the server answers."""
+    terms = []
     for term in filter(None, selector.split(",")):
-        if "=" not in term:
-            raise HTTPError(400, "BadRequest", f"invalid field selector: {term!r}")
-        k, v = term.split("=", 1)
-        k = k.rstrip("=")
-        if k not in ("spec.nodeName", "metadata.namespace", "metadata.name"):
+        for op, equal in (("!=", False), ("==", True), ("=", True)):
+            if op in term:
+                k, v = term.split(op, 1)
+                break
+        else:
             raise HTTPError(400, "BadRequest",
-                            f'"{k}" is not a known field selector: only "metadata.name", '
-                            '"metadata.namespace", "spec.nodeName"')
-        if (get_path(obj, k) or "") != v:
+                            f"invalid selector: '{selector}'; can't understand '{term}'")
+        if k not in SELECTABLE[plural]:
+            raise HTTPError(400, "BadRequest", f"field label not supported: {k}")
+        terms.append((k, equal, v))
+    return terms
+
+
+def field_match(obj, terms):
+    for k, equal, v in terms:
+        got = get_path(obj, k)
+        got = ("true" if got else "false") if isinstance(got, bool) else (got or "")
+        if (got == v) != equal:
             return False
     return True
 
@@ -292,7 +321,8 @@ class FakeKube:
                 continue
             if "labelSelector" in q and not label_match(obj, q["labelSelector"]):
                 continue
-            if "fieldSelector" in q and not field_match(obj, q["fieldSelector"]):
+            if "fieldSelector" in q and not field_match(
+                    obj, parse_field_selector(plural, q["fieldSelector"])):
                 continue
             out.append(obj)
         return out
@@ -396,6 +426,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._json(code, dict(status(code, reason, msg),
                                              details={"retryAfterSeconds": after or 0}),
                                   retry_after=after)
+            if "fieldSelector" in q:  # refused up front, list or watch alike
+                parse_field_selector(plural, q["fieldSelector"])
             if q.get("watch") in ("1", "true"):
                 return self._watch(plural, ns, q)
             if k.list_delay:
@@ -487,8 +519,8 @@ class _Handler(BaseHTTPRequestHandler):
                         news = [e for e in k.log[first:] if e[1] == plural and
                                 (not ns or e[3]["metadata"]["namespace"] == ns) and
                                 ("labelSelector" not in q or label_match(e[3], q["labelSelector"]))
-                                and ("fieldSelector" not in q or field_match(e[3],
-                                                                             q["fieldSelector"]))]
+                                and ("fieldSelector" not in q or field_match(
+                                    e[3], parse_field_selector(plural, q["fieldSelector"])))]
                         if k.log and k.log[-1][0] > cursor:
                             cursor = k.log[-1][0]
                         if news:
@@ -557,8 +589,8 @@ def service_obj(ns, name, ports=(("http", 80, 8080),), annotations=None):
                                for n, p, t in ports]}}
 
 
-def pod_obj(ns, name, node, sa="default", ip="10.0.0.1"):
+def pod_obj(ns, name, node, sa="default", ip="10.0.0.1", phase="Running"):
     return {"kind": "Pod", "apiVersion": "v1",
             "metadata": {"name": name, "namespace": ns},
             "spec": {"nodeName": node, "serviceAccountName": sa},
-            "status": {"phase": "Running", "podIP": ip}}
+            "status": {"phase": phase, "podIP": ip, "podIPs": [{"ip": ip}]}}

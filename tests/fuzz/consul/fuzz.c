@@ -3,6 +3,7 @@
  * services or health service), the rest is the answer body.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,7 +32,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     struct mesh_consul_health_options o = {
-        .include_warning = data[0] & 2, .zone_key = "zone", .namespace = "default"};
+        .include_warning = data[0] & 2,
+        .zone_key = "zone",
+        .namespace = "default",
+        .trust_domain = "mesh.local",
+        .service = "api",
+    };
     struct mesh_consul_instances in = {0};
     if (mesh_consul_decode_health(body, len, &o, &in, err, sizeof(err)) == 0) {
         size_t next = 0;
@@ -41,6 +47,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 (g && strcmp(in.groups[g - 1].namespace, gr->namespace) >= 0))
                 abort(); /* valid namespaces, sorted, unique, covering v in order */
             next += gr->n;
+            char want[160];
+            snprintf(want, sizeof(want), "spiffe://mesh.local/ns/%s/sa/", gr->namespace);
+            if (gr->identity && (strncmp(gr->identity, want, strlen(want)) != 0 ||
+                                 strcmp(gr->identity + strlen(want), "api") == 0 ||
+                                 !mesh_name_is_dns_label(gr->identity + strlen(want))))
+                abort(); /* only an account of its own namespace, never the default spelled */
             for (size_t i = gr->first; i < gr->first + gr->n; i++) {
                 if (in.v[i].weight < 1 || in.v[i].weight > MESH_WEIGHT_MAX)
                     abort();

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/addr.h"
+#include "common/names.h"
 #include "registry-adapters/kubernetes/k8s_objects-int.h"
 #include "registry-adapters/kubernetes/k8s_stream-int.h"
 
@@ -35,7 +37,10 @@ static int on_event(void *data, enum mesh_k8s_event_type type, const struct mesh
         mesh_k8s_service_free(s);
     } else {
         struct mesh_k8s_pod *p = NULL;
-        mesh_k8s_pod_decode(d, obj, &p, err, sizeof(err));
+        if (mesh_k8s_pod_decode(d, obj, &p, err, sizeof(err)) == 0 &&
+            ((p->service_account && !mesh_name_is_dns_label(p->service_account)) ||
+             (p->ip && mesh_ipport_from_ip(p->ip, 0, &(struct mesh_ipport){0}) < 0)))
+            abort(); /* an account the mesh can name, or none; an IP literal, or none */
         mesh_k8s_pod_free(p);
         char ns[MESH_K8S_NAME_MAX], name[MESH_K8S_NAME_MAX], rv[MESH_K8S_NAME_MAX];
         mesh_k8s_meta(d, obj, ns, name, rv);

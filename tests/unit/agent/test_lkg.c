@@ -43,7 +43,14 @@ static void fill(struct mesh_catalog *c)
         }
         char name[32];
         snprintf(name, sizeof(name), "svc-%d", s);
-        struct mesh_service_update u = {"shop", name, MESH_PROTO_HTTP, eps, 100, false, NULL};
+        /* Some services run as another service account than their name. */
+        struct mesh_service_update u = {"shop",
+                                        name,
+                                        MESH_PROTO_HTTP,
+                                        eps,
+                                        100,
+                                        false,
+                                        s % 3 ? NULL : "spiffe://mesh.local/ns/shop/sa/payments"};
         assert_int_equal(mesh_catalog_update(c, s % 2 ? "k8s" : "files", &u), 1);
         if (s % 4 == 0)
             assert_int_equal(mesh_catalog_update(c, "k8s", &u), 1); /* both report it */
@@ -63,6 +70,9 @@ static void same_views(const struct mesh_catalog *a, const struct mesh_catalog *
         assert_string_equal(x->key, y->key);
         assert_int_equal(x->source, y->source);
         assert_int_equal(x->protocol, y->protocol);
+        assert_true(!x->identity == !y->identity);
+        if (x->identity)
+            assert_string_equal(x->identity, y->identity);
         assert_int_equal(x->n_endpoints, y->n_endpoints);
         for (size_t k = 0; k < x->n_endpoints; k++)
             assert_true(mesh_endpoint_equal(&x->endpoints[k], &y->endpoints[k]));

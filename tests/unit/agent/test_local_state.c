@@ -10,7 +10,8 @@ static const char GOOD[] =
     "{\"version\":1,\"registries\":[{\"registry\":\"k8s\",\"services\":[]},{\"registry\":"
     "\"files\",\"services\":[{\"name\":\"web\",\"namespace\":\"shop\",\"protocol\":\"http\","
     "\"address\":\"[::1]:8080\",\"inbound\":\"0.0.0.0:15006\",\"source\":\"web.json\","
-    "\"identity\":\"spiffe://mesh.local/ns/shop/sa/web\",\"upstreams\":[{\"service\":\"api\","
+    "\"identity\":\"spiffe://mesh.local/ns/shop/sa/web\",\"labels\":{\"version\":\"v2\","
+    "\"app.kubernetes.io/part-of\":\"shop\"},\"upstreams\":[{\"service\":\"api\","
     "\"namespace\":\"shop\",\"bind\":\"127.0.0.1:19001\",\"protocol\":\"tcp\"}]}]}]}";
 
 static void test_round_trip(void **state)
@@ -38,6 +39,9 @@ static void test_round_trip(void **state)
     assert_int_equal(mesh_local_state_parse("y", b.data, b.len, "files", &errors, &w, &m), 0);
     assert_int_equal(m, 1);
     assert_string_equal(w[0].upstreams[0].service, "api");
+    assert_string_equal(mesh_labels_get(&w[0].labels, "version"), "v2");
+    assert_string_equal(mesh_labels_get(&w[0].labels, "app.kubernetes.io/part-of"), "shop");
+    assert_int_equal(w[0].labels.n, 2);
     assert_true(mesh_addr_equal(&w[0].addr, &v[0].addr));
     mesh_buf_done(&b);
     mesh_local_state_free(v, n);
@@ -57,6 +61,8 @@ static void test_rotten_file_restores_nothing(void **state)
         "\"namespace\":\"b\",\"bind\":\"nowhere\"}]}]}]}",
         "{\"version\":1,\"registries\":[{\"registry\":\"files\",\"services\":[{\"name\":\"a\","
         "\"namespace\":\"b\",\"address\":\"10.0.0.1:1\",\"identity\":\"http://x\"}]}]}",
+        "{\"version\":1,\"registries\":[{\"registry\":\"files\",\"services\":[{\"name\":\"a\","
+        "\"namespace\":\"b\",\"address\":\"10.0.0.1:1\",\"labels\":{\"bad key!\":\"x\"}}]}]}",
         "{\"version\":1",
     };
     for (size_t i = 0; i < MESH_ARRAY_SIZE(bad); i++) {

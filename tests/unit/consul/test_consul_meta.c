@@ -183,6 +183,65 @@ static void test_decode_splits_namespaces(void **state)
     free(moved);
 }
 
+/* Service.Meta "mesh-identity" read back strictly: a SPIFFE ID of our trust domain naming a
+ * service account of the instance's own namespace (the older /svc/ form read as /sa/), one
+ * per service; anything else leaves the instance out, never moved to the default ID. */
+static void test_decode_identity(void **state)
+{
+    (void)state;
+    static const char *const inst[][3] = {
+        {"10.0.0.1", "shop", "\"spiffe://mesh.local/ns/shop/sa/payments\""},
+        {"10.0.0.2", "shop", "\"spiffe://mesh.local/ns/shop/svc/payments\""},
+        {"10.0.0.3", "shop", "\"spiffe://evil.example/ns/shop/sa/payments\""},
+        {"10.0.0.4", "shop", "\"spiffe://mesh.local/ns/bank/sa/payments\""},
+        {"10.0.0.5", "shop", "\"spiffe://mesh.local/ns/shop/sa/other\""},
+        {"10.0.0.6", "shop", "42"},
+        {"10.0.0.7", "shop", "\"spiffe://mesh.local/ns/shop/sa/Bad_Acct\""},
+        {"10.0.0.8", "team", "\"spiffe://mesh.local/ns/team/sa/api\""},
+        {"10.0.0.9", "shop", "\"spiffe://mesh.local/node/host-a\""},
+        {"10.0.0.10", "shop", "\"spiffe://mesh.local/ns/shop/sa/payments/x\""},
+    };
+    char json[4096];
+    size_t len = 0;
+    for (size_t i = 0; i < MESH_ARRAY_SIZE(inst); i++)
+        len += (size_t)snprintf(json + len, sizeof(json) - len,
+                                "%s{\"Node\": {\"Node\": \"n%zu\", \"Address\": \"%s\"}, "
+                                "\"Service\": {\"Port\": 80, \"Meta\": {\"mesh-namespace\": "
+                                "\"%s\", \"mesh-identity\": %s}}}",
+                                i ? "," : "[", i + 1, inst[i][0], inst[i][1], inst[i][2]);
+    snprintf(json + len, sizeof(json) - len, "]");
+    struct mesh_consul_health_options o = {
+        .namespace = "default", .trust_domain = "mesh.local", .service = "api"};
+    struct mesh_consul_instances in = {0};
+    char err[256];
+    assert_int_equal(mesh_consul_decode_health(json, strlen(json), &o, &in, err, sizeof(err)), 0);
+    assert_int_equal(in.n_groups, 2);
+    assert_string_equal(in.groups[0].namespace, "shop");
+    assert_int_equal(in.groups[0].n, 2); /* n1, and n2 in the older form of the same ID */
+    assert_string_equal(in.groups[0].identity, "spiffe://mesh.local/ns/shop/sa/payments");
+    assert_string_equal(in.groups[1].namespace, "team");
+    assert_null(in.groups[1].identity); /* the default ID: sa/<service name> */
+    assert_int_equal(in.bad_identity, 6);
+    assert_string_equal(in.first_bad_identity, "spiffe://evil.example/ns/shop/sa/payments");
+    assert_int_equal(in.identity_conflicts, 1);
+    assert_string_equal(in.first_conflict, "spiffe://mesh.local/ns/shop/sa/other");
+
+    /* The digest tells identities apart. */
+    uint64_t key[2] = {1, 2};
+    uint64_t d1 = mesh_consul_instances_digest(&in, key);
+    mesh_consul_instances_done(&in);
+    char *moved = strdup(json);
+    char *p = strstr(moved, "sa/payments\"");
+    memcpy(p, "sa/paymentz\"", 12);
+    p = strstr(moved, "svc/payments\"");
+    memcpy(p, "svc/paymentz\"", 13);
+    assert_int_equal(mesh_consul_decode_health(moved, strlen(moved), &o, &in, err, sizeof(err)), 0);
+    assert_string_equal(in.groups[0].identity, "spiffe://mesh.local/ns/shop/sa/paymentz");
+    assert_int_not_equal(mesh_consul_instances_digest(&in, key), d1);
+    mesh_consul_instances_done(&in);
+    free(moved);
+}
+
 int main(void)
 {
     mesh_alloc_install();
@@ -192,6 +251,7 @@ int main(void)
         UNIT_TEST(test_meta_pair_limit),
         UNIT_TEST(test_meta_read_back),
         UNIT_TEST(test_decode_splits_namespaces),
+        UNIT_TEST(test_decode_identity),
     };
     return cmocka_run_group_tests_name("consul_meta", tests, NULL, NULL);
 }

@@ -602,6 +602,7 @@ static const struct mesh_cfg_field root_fields[] = {
      F(dns),
      .flags = MESH_CFG_RESTART,
      .schema = &dns_schema},
+    {.key = "capture", .type = MESH_CFG_OBJECT, F(capture), .schema = &mesh_agent__capture_schema},
     {.key = "resources_dir",
      .type = MESH_CFG_STRING,
      F(resources_dir),

@@ -48,6 +48,26 @@ struct mesh_proxy_options {
     void *changed_data;
 };
 
+/*
+ * Transparent capture (docs/capture.md): the listeners nftables redirects to, and what
+ * they do with what arrives there.
+ */
+struct mesh_proxy_capture {
+    struct mesh_addr outbound;  /* 127.0.0.1:<port>; port 0: no outbound capture */
+    struct mesh_addr outbound6; /* [::1]:<port> when IPv6 is captured; port 0: none */
+    struct mesh_addr inbound;   /* 0.0.0.0:<port>; port 0: no inbound capture */
+    struct mesh_addr inbound6;  /* [::]:<port> when IPv6 is captured; port 0: none */
+    bool refuse_unknown;        /* a destination that is no mesh service: refuse, else pass through */
+    bool permissive;            /* inbound: plaintext from the network reaches the workload */
+    /*
+     * MESH_CAPTURE_VIP_HOOK: the virtual IP of a service (catalog/vip.h, which the DNS work
+     * adds; the agent connects it), so that a call to <vip>:<any port> reaches the service.
+     * NULL: none. Returns 0 and sets *ret (its port unused), or -ENOENT. Main loop.
+     */
+    int (*vip_of)(void *data, const char *ns, const char *name, struct mesh_ipport *ret);
+    void *vip_data;
+};
+
 /* What the data plane is built from, at each update. Borrowed for the call only. */
 struct mesh_proxy_inputs {
     const struct mesh_catalog *catalog;
@@ -62,6 +82,7 @@ struct mesh_proxy_inputs {
      * endpoints that do not say so themselves. May be NULL. */
     const struct mesh_hmap *members;
     uint64_t members_version; /* changes whenever members does */
+    const struct mesh_proxy_capture *capture; /* NULL: no transparent capture */
 };
 
 /* Creates the proxy; nothing runs until start. Returns 0 or a negative errno. */

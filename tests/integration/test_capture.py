@@ -167,12 +167,12 @@ class CaptureTest(AgentTest):
             b.start(wait_ready=expect_exit == 0)
         return b
 
-    def agent_a(self, start=True):
+    def agent_a(self, start=True, capture=None):
         a = NsAgent(self.ns_a, name="host-a", config={
             "trust_domain": TD, "identity": self.identity(),
             "node": {"name": "host-a", "zone": "zone-a", "address": A_IP},
             "listeners": {"outbound_http": "127.0.0.1:15080", "inbound": f"{A_IP}:{MTLS_PORT}"},
-            "capture": {"enabled": True}},
+            "capture": dict({"enabled": True}, **(capture or {}))},
             services={"api.json": {"service": {
                 "name": "api", "namespace": "shop", "protocol": "http",
                 "endpoints": [{"address": B_IP, "port": APP_PORT, "mesh_port": MTLS_PORT}]}}})
@@ -210,17 +210,36 @@ class CaptureTest(AgentTest):
                 if l.startswith("{") and '"downstream_identity"' in l][-1]
         self.assertEqual(line["downstream_identity"], f"spiffe://{TD}/node/host-a")
         self.assertEqual(a.metric("mesh_capture_outbound_connections_total", result="mesh"), 1)
-        # A destination that is no mesh service is passed through in plain TCP (it is not
-        # captured at all in "services" mode; "all" mode sends it through the agent).
+        # Another port of that host is no mesh endpoint: not captured in "services" mode.
         code, body = self.curl(self.ns_a, f"http://{B_IP}:{PLAIN_PORT}/plain")
         self.assertEqual(code, 0)
         self.assertEqual(json.loads(body)["backend"], "plain-b")
+        self.assertEqual(a.metric("mesh_capture_outbound_connections_total",
+                                  result="passthrough"), 0)
         st = a.cli("status", "-o", "json")
         self.assertEqual(st.returncode, 0, st.stderr)
         status = json.loads(st.stdout)
         self.assertTrue(status["installed"])
         self.assertEqual([c["name"] for c in status["chains"]], ["outbound"])
         self.assertEqual(status["sets"]["dests4"], 1)
+
+    def test_unknown_destination_passed_through_or_refused(self):
+        # The server host's whole address is captured: its port 8081 is no mesh service.
+        a = self.agent_a(capture={"outbound": {"include_cidrs": [f"{B_IP}/32"]}})
+        self.wait_listening(a, "capture_outbound")
+        code, body = self.curl(self.ns_a, f"http://{B_IP}:{PLAIN_PORT}/plain")
+        self.assertEqual(code, 0, a.logs())
+        self.assertEqual(json.loads(body)["backend"], "plain-b")
+        self.assertEqual(a.metric("mesh_capture_outbound_connections_total",
+                                  result="passthrough"), 1)
+        self.assertEqual(a.stop(), 0)
+        a = self.agent_a(capture={"outbound": {"include_cidrs": [f"{B_IP}/32"],
+                                               "unknown_destination": "refuse"}})
+        self.wait_listening(a, "capture_outbound")
+        code, _ = self.curl(self.ns_a, f"http://{B_IP}:{PLAIN_PORT}/plain")
+        self.assertNotEqual(code, 0)
+        self.assertEqual(a.metric("mesh_capture_outbound_connections_total", result="refused"), 1)
+        wait_for(lambda: "no mesh service there" in a.logs(), what="the refusal logged")
 
     def test_outsider_refused_under_strict(self):
         b = self.agent_b("strict")

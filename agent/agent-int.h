@@ -74,8 +74,8 @@ struct mesh_agent {
     char *last_reload_error;
     int exit_code;
     int lkg_loaded;
-    bool ready_flushed; /* the data plane was built once the registries were in */
-    char *locals_saved; /* what local-services.json holds (as written) */
+    bool ready_flushed;       /* the data plane was built once the registries were in */
+    char *locals_saved;       /* what local-services.json holds (as written) */
     char *capture_applied;    /* the capture section whose rules are installed; NULL: none */
     uint64_t capture_version; /* the catalog version whose endpoints they capture */
 };

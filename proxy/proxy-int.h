@@ -129,15 +129,16 @@ enum {
     MESH_LISTENER_OUTBOUND,
     MESH_LISTENER_INBOUND,
     MESH_LISTENER_HTTP_SHARED,
-    MESH_LISTENER_MTLS, /* the inbound mTLS port: SNI picks a local service */
-    MESH_LISTENER_SNI,  /* not bound: what the mTLS port leads to for one local service */
+    MESH_LISTENER_MTLS,        /* the inbound mTLS port: SNI picks a local service */
+    MESH_LISTENER_SNI,         /* not bound: what the mTLS port leads to for one local service */
     MESH_LISTENER_CAPTURE_OUT, /* outbound capture: the original destination picks (capture.c) */
     MESH_LISTENER_CAPTURE_IN,  /* inbound capture: the original port picks a local workload */
     MESH_LISTENER_CAPTURED,    /* not bound: what a captured connection leads to */
 };
 
 /* Listeners that are routes, not sockets. */
-#define MESH_LISTENER_UNBOUND(kind) ((kind) == MESH_LISTENER_SNI || (kind) == MESH_LISTENER_CAPTURED)
+#define MESH_LISTENER_UNBOUND(kind)                                                                \
+    ((kind) == MESH_LISTENER_SNI || (kind) == MESH_LISTENER_CAPTURED)
 
 struct snap_endpoint {
     struct mesh_ipport addr;

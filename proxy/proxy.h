@@ -57,8 +57,8 @@ struct mesh_proxy_capture {
     struct mesh_addr outbound6; /* [::1]:<port> when IPv6 is captured; port 0: none */
     struct mesh_addr inbound;   /* 0.0.0.0:<port>; port 0: no inbound capture */
     struct mesh_addr inbound6;  /* [::]:<port> when IPv6 is captured; port 0: none */
-    bool refuse_unknown;        /* a destination that is no mesh service: refuse, else pass through */
-    bool permissive;            /* inbound: plaintext from the network reaches the workload */
+    bool refuse_unknown; /* a destination that is no mesh service: refuse, else pass through */
+    bool permissive;     /* inbound: plaintext from the network reaches the workload */
     /*
      * MESH_CAPTURE_VIP_HOOK: the virtual IP of a service (catalog/vip.h, which the DNS work
      * adds; the agent connects it), so that a call to <vip>:<any port> reaches the service.
@@ -81,7 +81,7 @@ struct mesh_proxy_inputs {
     /* The controller's membership: endpoint IP (as text) -> its agent's mTLS port, for
      * endpoints that do not say so themselves. May be NULL. */
     const struct mesh_hmap *members;
-    uint64_t members_version; /* changes whenever members does */
+    uint64_t members_version;                 /* changes whenever members does */
     const struct mesh_proxy_capture *capture; /* NULL: no transparent capture */
 };
 

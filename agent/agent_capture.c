@@ -27,7 +27,8 @@ int mesh_agent_capture_spec(const struct mesh_agent_capture_config *c, uint32_t 
 {
     const struct mesh_agent_capture_outbound_config *o = &c->outbound;
     uids[0] = agent_uid;
-    memcpy(uids + 1, o->exclude_uids.v, o->exclude_uids.n * sizeof(*uids));
+    if (o->exclude_uids.n) /* v is NULL when none are listed */
+        memcpy(uids + 1, o->exclude_uids.v, o->exclude_uids.n * sizeof(*uids));
     *ret = (struct mesh_capture_spec){
         .table = c->table,
         .ipv6 = c->ipv6,

@@ -5,23 +5,48 @@
  * applies whole or not at all (one transaction), and lists rulesets as JSON.
  */
 #include <errno.h>
+#include <linux/netlink.h>
 #include <nftables/libnftables.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "capture/capture.h"
 #include "common/alloc.h"
 
-/* A context whose output and errors go to buffers; json: list in JSON. */
+/* nft_ctx_free does not take NULL. */
+static void ctx_free(struct nft_ctx *nft)
+{
+    if (nft)
+        nft_ctx_free(nft);
+}
+
+/*
+ * A context whose output and errors go to buffers; json: list in JSON.
+ *
+ * libnftables ends the whole process (exit(3), "Unable to initialize Netlink socket") when
+ * it cannot open its netlink socket, as under systemd's RestrictAddressFamilies= without
+ * AF_NETLINK: the socket is tried here first, and its failure is an error like any other.
+ */
 static struct nft_ctx *ctx_new(bool json, char *err, size_t n)
 {
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+    if (fd < 0) {
+        snprintf(err, n,
+                 "cannot open a netlink socket for nftables: %s (the agent needs AF_NETLINK "
+                 "and CAP_NET_ADMIN for capture, docs/capture.md)",
+                 strerror(errno));
+        return NULL;
+    }
+    close(fd);
     struct nft_ctx *nft = nft_ctx_new(NFT_CTX_DEFAULT);
     if (!nft) {
         snprintf(err, n, "cannot create a libnftables context");
         return NULL;
     }
     if (nft_ctx_buffer_output(nft) < 0 || nft_ctx_buffer_error(nft) < 0) {
-        nft_ctx_free(nft);
+        ctx_free(nft);
         snprintf(err, n, "cannot buffer libnftables output");
         return NULL;
     }
@@ -73,7 +98,7 @@ int mesh_capture_install(const struct mesh_capture_spec *s, char *err, size_t n)
         goto out;
     struct nft_ctx *nft = ctx_new(true, err, n);
     if (!nft) {
-        r = -ENOMEM;
+        r = -EIO;
         goto out;
     }
     json_t *rules = list_json(nft, "list ruleset", err, n);
@@ -86,7 +111,7 @@ int mesh_capture_install(const struct mesh_capture_spec *s, char *err, size_t n)
         r = run(nft, script.data, "installing the capture rules", err, n);
     }
     json_decref(rules);
-    nft_ctx_free(nft);
+    ctx_free(nft);
 out:
     mesh_buf_done(&script);
     return r;
@@ -99,8 +124,8 @@ int mesh_capture_update_dests(const struct mesh_capture_spec *s, char *err, size
     int r = mesh_capture_dests_script(s, &script, err, n);
     if (r == 0) {
         struct nft_ctx *nft = ctx_new(false, err, n);
-        r = nft ? run(nft, script.data, "updating the captured endpoints", err, n) : -ENOMEM;
-        nft_ctx_free(nft);
+        r = nft ? run(nft, script.data, "updating the captured endpoints", err, n) : -EIO;
+        ctx_free(nft);
     }
     mesh_buf_done(&script);
     return r;
@@ -133,18 +158,18 @@ int mesh_capture_remove(const char *table, unsigned parts, char *err, size_t n)
         /* "add" first: deleting what is not there would fail the transaction. */
         snprintf(cmd, sizeof(cmd), "add table inet %s\ndelete table inet %s\n", table, table);
         struct nft_ctx *nft = ctx_new(false, err, n);
-        int r = nft ? run(nft, cmd, "removing the capture rules", err, n) : -ENOMEM;
-        nft_ctx_free(nft);
+        int r = nft ? run(nft, cmd, "removing the capture rules", err, n) : -EIO;
+        ctx_free(nft);
         return r;
     }
     struct nft_ctx *nft = ctx_new(true, err, n);
     if (!nft)
-        return -ENOMEM;
+        return -EIO;
     snprintf(cmd, sizeof(cmd), "list table inet %s", table);
     int r = 0;
     json_t *t = list_json(nft, cmd, err, n);
     if (!t) {
-        nft_ctx_free(nft);
+        ctx_free(nft);
         return 0; /* no table: nothing to remove */
     }
     bool out = has_chain(t, MESH_CAPTURE_CHAIN_OUT), in = has_chain(t, MESH_CAPTURE_CHAIN_IN);
@@ -168,7 +193,7 @@ int mesh_capture_remove(const char *table, unsigned parts, char *err, size_t n)
     }
     mesh_buf_done(&script);
     json_decref(t);
-    nft_ctx_free(nft);
+    ctx_free(nft);
     return r;
 }
 
@@ -223,7 +248,7 @@ int mesh_capture_status(const char *table, json_t **ret, struct mesh_buf *text, 
     }
     struct nft_ctx *nft = ctx_new(true, err, n);
     if (!nft)
-        return -ENOMEM;
+        return -EIO;
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "list table inet %s", table);
     json_t *t = list_json(nft, "list ruleset", err, n);
@@ -259,6 +284,6 @@ int mesh_capture_status(const char *table, json_t **ret, struct mesh_buf *text, 
     json_decref(mine);
 out:
     json_decref(t);
-    nft_ctx_free(nft);
+    ctx_free(nft);
     return r;
 }

@@ -322,5 +322,62 @@ class CaptureTest(AgentTest):
         self.assertEqual(mesh_items(self.ns_a)["table"], [])
 
 
+NONL_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <sys/socket.h>
+/* As systemd's RestrictAddressFamilies= without AF_NETLINK: socket() fails. */
+int socket(int domain, int type, int protocol)
+{
+    static int (*real)(int, int, int);
+    if (domain == AF_NETLINK) {
+        errno = EAFNOSUPPORT;
+        return -1;
+    }
+    if (!real)
+        real = (int (*)(int, int, int))dlsym(RTLD_NEXT, "socket");
+    return real(domain, type, protocol);
+}
+"""
+
+
+class NoNetlinkTest(AgentTest):
+    """libnftables ends the process (exit 3) when it cannot open its netlink socket; the
+    shipped unit allows no AF_NETLINK. The agent must never let it."""
+
+    def setUp(self):
+        super().setUp()
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if not cc:
+            self.skipTest("no C compiler to build the socket() shim")
+        self.tmp = tempfile.mkdtemp(prefix="mesh-nonl-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        src = os.path.join(self.tmp, "nonl.c")
+        with open(src, "w") as f:
+            f.write(NONL_C)
+        self.so = os.path.join(self.tmp, "nonl.so")
+        run(cc, "-shared", "-fPIC", "-o", self.so, src, "-ldl")
+        asan = os.environ.get("ASAN_OPTIONS", "")
+        self.env = {"LD_PRELOAD": self.so,
+                    "ASAN_OPTIONS": (asan + ":" if asan else "") + "verify_asan_link_order=0"}
+
+    def test_capture_off_starts_without_netlink(self):
+        a = self.agent(env=self.env)
+        a.start()  # READY=1: the leftover check did not end it
+        self.assertFalse(a.json("/v1/config")["capture"]["enabled"])
+
+    def test_capture_on_fails_clearly_without_netlink(self):
+        a = self.agent(env=self.env, config={"capture": {"enabled": True}})
+        a.expected_exit = 1
+        a.start(wait_ready=False)
+        self.assertEqual(a.proc.wait(timeout=20 * SLOW), 1)
+        self.assertIn("cannot open a netlink socket", a.logs())
+        r = subprocess.run([AGENT, "capture", "status", "--config", a.config_path],
+                           capture_output=True, text=True, env=dict(os.environ, **self.env))
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("cannot open a netlink socket", r.stderr)
+
+
 if __name__ == "__main__":
     main()

@@ -146,6 +146,36 @@ static bool has_chain(const json_t *table, const char *name)
     return false;
 }
 
+/*
+ * The items of our table in the ruleset ({"nftables": [...]}, empty when there is no such
+ * table); NULL with err set when the ruleset cannot be listed. The whole ruleset is listed
+ * so that "no such table" is not an error and a refusal (no privileges) is one.
+ */
+static json_t *own_items(struct nft_ctx *nft, const char *table, char *err, size_t n)
+{
+    json_t *all = list_json(nft, "list ruleset", err, n);
+    if (!all)
+        return NULL;
+    json_t *mine = json_pack("{s:[]}", "nftables");
+    size_t i;
+    json_t *item;
+    json_array_foreach(json_object_get(all, "nftables"), i, item)
+    {
+        static const char *const keys[] = {"table", "chain", "rule", "set"};
+        for (size_t k = 0; mine && k < 4; k++) {
+            const json_t *o = json_object_get(item, keys[k]);
+            const char *tn = json_string_value(json_object_get(o, k == 0 ? "name" : "table"));
+            const char *fam = json_string_value(json_object_get(o, "family"));
+            if (o && tn && fam && !strcmp(tn, table) && !strcmp(fam, "inet"))
+                json_array_append(json_object_get(mine, "nftables"), item);
+        }
+    }
+    json_decref(all);
+    if (!mine)
+        snprintf(err, n, "out of memory");
+    return mine;
+}
+
 int mesh_capture_remove(const char *table, unsigned parts, char *err, size_t n)
 {
     const char *why = mesh_capture_check_table(table);
@@ -153,31 +183,22 @@ int mesh_capture_remove(const char *table, unsigned parts, char *err, size_t n)
         snprintf(err, n, "table name '%s' %s", table ? table : "", why);
         return -EINVAL;
     }
-    char cmd[128];
-    if (parts == MESH_CAPTURE_ALL) {
-        /* "add" first: deleting what is not there would fail the transaction. */
-        snprintf(cmd, sizeof(cmd), "add table inet %s\ndelete table inet %s\n", table, table);
-        struct nft_ctx *nft = ctx_new(false, err, n);
-        int r = nft ? run(nft, cmd, "removing the capture rules", err, n) : -EIO;
-        ctx_free(nft);
-        return r;
-    }
     struct nft_ctx *nft = ctx_new(true, err, n);
     if (!nft)
         return -EIO;
-    snprintf(cmd, sizeof(cmd), "list table inet %s", table);
     int r = 0;
-    json_t *t = list_json(nft, cmd, err, n);
+    json_t *t = own_items(nft, table, err, n);
     if (!t) {
         ctx_free(nft);
-        return 0; /* no table: nothing to remove */
+        return -EIO;
     }
+    bool exists = json_array_size(json_object_get(t, "nftables")) > 0;
     bool out = has_chain(t, MESH_CAPTURE_CHAIN_OUT), in = has_chain(t, MESH_CAPTURE_CHAIN_IN);
     bool rm_out = out && (parts & MESH_CAPTURE_OUTBOUND),
          rm_in = in && (parts & MESH_CAPTURE_INBOUND);
     struct mesh_buf script;
     mesh_buf_init(&script, MESH_BUF_UNLIMITED);
-    if (out == rm_out && in == rm_in) {
+    if (exists && (parts == MESH_CAPTURE_ALL || (out == rm_out && in == rm_in))) {
         mesh_buf_appendf(&script, "delete table inet %s\n", table);
     } else {
         if (rm_out)
@@ -251,27 +272,11 @@ int mesh_capture_status(const char *table, json_t **ret, struct mesh_buf *text, 
         return -EIO;
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "list table inet %s", table);
-    json_t *t = list_json(nft, "list ruleset", err, n);
+    json_t *mine = own_items(nft, table, err, n);
     int r = 0;
-    if (!t) {
-        r = -EIO;
-        goto out;
-    }
-    /* Only the table's own items: the whole ruleset was listed so that "no such table" is
-     * not an error. */
-    json_t *mine = json_pack("{s:[]}", "nftables");
-    size_t i;
-    json_t *item;
-    json_array_foreach(json_object_get(t, "nftables"), i, item)
-    {
-        const char *keys[] = {"table", "chain", "rule", "set"};
-        for (size_t k = 0; k < 4; k++) {
-            const json_t *o = json_object_get(item, keys[k]);
-            const char *tn = json_string_value(json_object_get(o, k == 0 ? "name" : "table"));
-            const char *fam = json_string_value(json_object_get(o, "family"));
-            if (o && tn && fam && !strcmp(tn, table) && !strcmp(fam, "inet"))
-                json_array_append(json_object_get(mine, "nftables"), item);
-        }
+    if (!mine) {
+        ctx_free(nft);
+        return -EIO;
     }
     *ret = summarize(table, mine);
     if (!*ret)
@@ -282,8 +287,6 @@ int mesh_capture_status(const char *table, json_t **ret, struct mesh_buf *text, 
             mesh_buf_append_str(text, nft_ctx_get_output_buffer(nft));
     }
     json_decref(mine);
-out:
-    json_decref(t);
     ctx_free(nft);
     return r;
 }

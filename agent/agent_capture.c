@@ -67,6 +67,14 @@ unsigned mesh_agent_capture_open_parts(const struct mesh_agent_capture_config *c
     return parts;
 }
 
+const char *mesh_agent_capture_parts_name(unsigned parts)
+{
+    return parts == MESH_CAPTURE_ALL        ? "outbound and inbound"
+           : parts == MESH_CAPTURE_INBOUND  ? "inbound"
+           : parts == MESH_CAPTURE_OUTBOUND ? "outbound"
+                                            : "no";
+}
+
 /* The endpoints of every mesh service, to capture in "services" mode (the caller's). */
 static int catalog_dests(const struct mesh_catalog *cat, struct mesh_ipport **ret, size_t *ret_n)
 {
@@ -202,7 +210,7 @@ void mesh_agent__capture_stop(struct mesh_agent *a)
         mesh_log_error("cannot remove the capture rules: %s", err);
     else if (parts != MESH_CAPTURE_ALL)
         mesh_log_notice("capture: the %s rules stay while the agent is stopped (fail: closed)",
-                        parts ? "inbound" : "outbound and inbound");
+                        mesh_agent_capture_parts_name(MESH_CAPTURE_ALL & ~parts));
     mesh_free(a->capture_applied);
     a->capture_applied = NULL;
 }

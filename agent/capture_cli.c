@@ -96,7 +96,7 @@ static int remove_rules(const struct mesh_agent_config *cfg, bool stopping)
     else
         printf("capture: removed the parts that fail open from table inet %s; the %s rules "
                "stay (fail: closed)\n",
-               cfg->capture.table, parts ? "inbound" : "outbound and inbound");
+               cfg->capture.table, mesh_agent_capture_parts_name(MESH_CAPTURE_ALL & ~parts));
     return EXIT_SUCCESS;
 }
 

@@ -23,6 +23,8 @@ int mesh_agent_capture_spec(const struct mesh_agent_capture_config *c, uint32_t 
 /* The parts (MESH_CAPTURE_*) that go when the agent stops: those failing open (all of them
  * when capture is off). */
 unsigned mesh_agent_capture_open_parts(const struct mesh_agent_capture_config *c);
+/* "outbound", "inbound", "outbound and inbound" or "no", for messages. */
+const char *mesh_agent_capture_parts_name(unsigned parts);
 /* The user whose traffic `capture install` leaves out: mesh-agent's when run as root and it
  * exists, else the caller's. */
 uint32_t mesh_agent_capture_cli_uid(void);

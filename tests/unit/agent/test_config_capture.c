@@ -57,6 +57,8 @@ static void test_fail_modes(void **state)
               &err);
     assert_non_null(c);
     assert_int_equal(mesh_agent_capture_open_parts(&c->capture), MESH_CAPTURE_INBOUND);
+    assert_string_equal(mesh_agent_capture_parts_name(MESH_CAPTURE_ALL & ~MESH_CAPTURE_INBOUND),
+                        "outbound");
     mesh_agent_config_unref(c);
 }
 

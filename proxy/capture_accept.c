@@ -58,7 +58,11 @@ static int original_dst(struct mesh_io *io, struct mesh_addr *ret)
     if (r < 0)
         return -errno;
     ret->len = len;
-    return mesh_addr_equal(ret, &local) ? -ENOENT : 0;
+    /* By address and port: the kernel's sockaddr may differ in its padding. */
+    struct mesh_ipport o, l;
+    if (mesh_ipport_from_addr(ret, &o) < 0 || mesh_ipport_from_addr(&local, &l) < 0)
+        return -EAFNOSUPPORT;
+    return mesh_ipport_equal(&o, &l) ? -ENOENT : 0;
 }
 
 /* Closes with a reset: the caller sees "connection refused" at its first read or write. */

@@ -98,8 +98,10 @@ class NsAgent(Agent):
                    self.config_path, check=False)
 
 
-@unittest.skipIf(SKIP, SKIP or "")
-class CaptureTest(AgentTest):
+class CaptureNet(AgentTest):
+    """The three hosts, the server and the agents' configs; no tests of its own (shared with
+    tests/security/test_capture_bypass.py)."""
+
     def setUp(self):
         super().setUp()
         tag = f"{os.getpid() % 100000}"
@@ -195,6 +197,9 @@ class CaptureTest(AgentTest):
             return any(l["kind"] == kind and l["state"] == "listening" for l in ls)
         wait_for(bound, timeout=10 * SLOW, what=f"the {kind} listener")
 
+
+@unittest.skipIf(SKIP, SKIP or "")
+class CaptureTest(CaptureNet):
     def test_unmodified_client_reaches_the_server_over_mtls(self):
         b = self.agent_b()
         a = self.agent_a()

@@ -228,6 +228,26 @@ class CaptureTest(CaptureNet):
         self.assertEqual([c["name"] for c in status["chains"]], ["outbound"])
         self.assertEqual(status["sets"]["dests4"], 1)
 
+    def test_captured_http_follows_routes(self):
+        # A Route on the calling host applies to captured calls as to explicit ones.
+        self.agent_b()
+        a = self.agent_a(start=False)
+        a.write_resource("route.json", {"kind": "Route", "name": "api", "namespace": "shop",
+                                        "spec": {"service": "api", "rules": [
+                                            {"match": [{"path": {"exact": "/old"}}],
+                                             "direct_response": {"status": 418,
+                                                                 "body": "teapot\n"}},
+                                            {"match": [{"path": {"prefix": "/v1/"}}],
+                                             "rewrite": {"prefix": "/"},
+                                             "destinations": [{"service": "api"}]}]}})
+        a.start()
+        self.wait_listening(a, "capture_outbound")
+        code, body = self.curl(self.ns_a, f"http://{B_IP}:{APP_PORT}/old")
+        self.assertEqual((code, body), (0, "teapot\n"), a.logs())
+        code, body = self.curl(self.ns_a, f"http://{B_IP}:{APP_PORT}/v1/items")
+        self.assertEqual(code, 0, a.logs())
+        self.assertEqual(json.loads(body)["target"], "/items")
+
     def test_unknown_destination_passed_through_or_refused(self):
         # The server host's whole address is captured: its port 8081 is no mesh service.
         a = self.agent_a(capture={"outbound": {"include_cidrs": [f"{B_IP}/32"]}})

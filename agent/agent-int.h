@@ -77,6 +77,8 @@ struct mesh_agent {
     bool ready_flushed;         /* the data plane was built once the registries were in */
     char *locals_saved;         /* what local-services.json holds (as written) */
     struct mesh_agent_dns *dns; /* the DNS responder and virtual IPs; NULL: off */
+    char *capture_applied;      /* the capture section whose rules are installed; NULL: none */
+    uint64_t capture_version;   /* the catalog version whose endpoints they capture */
 };
 
 struct mesh_certs;
@@ -114,6 +116,18 @@ void mesh_agent__flush(struct mesh_agent *a);
 void mesh_agent__schedule(struct mesh_agent *a);
 /* The proxy's HTTP options from the config's proxy.http. */
 struct mesh_http_options mesh_agent__http_options(const struct mesh_agent_http_config *h);
+
+/* agent_capture.c: transparent capture (docs/capture.md) */
+struct mesh_proxy_capture;
+/* Installs the rules at start (replacing a crashed run's); with capture off, removes any
+ * left behind. Returns 0 or -errno (a conflict: -EEXIST), logged. */
+int mesh_agent__capture_start(struct mesh_agent *a);
+/* After a data-plane update: the endpoints captured follow the catalog, the rules the config. */
+void mesh_agent__capture_update(struct mesh_agent *a);
+/* Removes the rules that fail open. */
+void mesh_agent__capture_stop(struct mesh_agent *a);
+/* What the proxy is told of the capture listeners. */
+void mesh_agent__capture_inputs(const struct mesh_agent *a, struct mesh_proxy_capture *ret);
 
 /* agent_registries.c */
 /* The catalog changed: keep it (last-known-good) and update the data plane. */

@@ -252,16 +252,19 @@ int mesh_agent_start(struct mesh_agent *a)
     /* What this node reports of its workloads' health comes from its own checks. */
     if (a->report && (r = mesh_local_health_new(a->loop, on_local_health, a, &a->local_health)) < 0)
         return start_failed(r, "cannot check the local workloads: %s", strerror(-r));
+    /* Before the data plane: captured calls to virtual IPs find their service from the start. */
+    r = mesh_agent__dns_start(a);
+    if (r < 0)
+        return start_failed(r, "cannot start the DNS responder on %s: %s",
+                            a->cfg->dns_responder.listen, strerror(-r));
+
     r = mesh_proxy_new(a->loop, &popts, &a->proxy);
     if (r == 0)
         r = mesh_proxy_start(a->proxy);
     if (r < 0)
         return start_failed(r, "cannot start the data plane: %s", strerror(-r));
-
-    r = mesh_agent__dns_start(a);
-    if (r < 0)
-        return start_failed(r, "cannot start the DNS responder on %s: %s",
-                            a->cfg->dns_responder.listen, strerror(-r));
+    if ((r = mesh_agent__capture_start(a)) < 0)
+        return start_failed(r, "cannot install the capture rules (docs/capture.md)");
 
     r = mesh_admin_start(a->loop, &a->cfg->admin_addr, a, &a->admin);
     if (r < 0)
@@ -337,6 +340,7 @@ void mesh_agent_stop(struct mesh_agent *a)
     }
     a->state = AGENT_STOPPING;
     mesh_notify_stopping();
+    mesh_agent__capture_stop(a);
     mesh_log_info("stopping: draining for up to %" PRIu64 " ms", a->cfg->shutdown.drain_timeout_ms);
     for (size_t i = 0; i < a->n_slots; i++)
         mesh_agent__slot_stop(a->slots[i]);
@@ -405,5 +409,6 @@ void mesh_agent_free(struct mesh_agent *a)
     mesh_free(a->config_path);
     mesh_free(a->last_reload_error);
     mesh_free(a->locals_saved);
+    mesh_free(a->capture_applied);
     mesh_free(a);
 }

@@ -51,12 +51,18 @@ void mesh_agent__flush(struct mesh_agent *a)
         .members = &a->members,
         .members_version = a->members_version,
     };
+    struct mesh_proxy_capture capture;
+    if (a->cfg->capture.enabled) {
+        mesh_agent__capture_inputs(a, &capture);
+        in.capture = &capture;
+    }
     uint64_t t0 = uv_hrtime();
     mesh_proxy_update(a->proxy, &in);
     a->update_cost_ns = uv_hrtime() - t0;
     a->update_done_ms = uv_now(a->loop);
     mesh_local_health_set(a->local_health, locals, k);
     mesh_free(locals);
+    mesh_agent__capture_update(a);
     mesh_ctl_report_kick(a->report); /* the mesh's registry hears of a change at once */
 }
 

@@ -559,6 +559,8 @@ static void check_root(struct mesh_cfg_ctx *ctx, void *obj)
         {"listeners.outbound_http", c->listeners.outbound_http},
         {"listeners.inbound", c->listeners.inbound},
     };
+    mesh_agent__capture_dns_port(ctx, &c->capture, c->dns_responder.enabled,
+                                 c->dns_responder.listen);
     for (size_t i = 0; i < MESH_ARRAY_SIZE(addrs); i++) {
         for (size_t j = 0; j < i; j++) {
             struct mesh_addr a, b;
@@ -608,6 +610,7 @@ static const struct mesh_cfg_field root_fields[] = {
      F(dns_responder),
      .flags = MESH_CFG_RESTART,
      .schema = &mesh_agent__dns_responder_schema},
+    {.key = "capture", .type = MESH_CFG_OBJECT, F(capture), .schema = &mesh_agent__capture_schema},
     {.key = "resources_dir",
      .type = MESH_CFG_STRING,
      F(resources_dir),

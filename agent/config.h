@@ -12,6 +12,7 @@
 
 #include <jansson.h>
 
+#include "agent/config_capture.h"
 #include "catalog/registry.h"
 #include "common/addr.h"
 #include "common/cfg.h"
@@ -145,6 +146,7 @@ struct mesh_agent_config {
     struct mesh_agent_identity_config identity;
     struct mesh_agent_dns_config dns;
     struct mesh_agent_dns_responder_config dns_responder;
+    struct mesh_agent_capture_config capture; /* agent/config_capture.c */
     char *resources_dir;
     /* Derived after decoding. */
     struct mesh_addr admin_addr;

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "agent/agent.h"
+#include "agent/capture_cli.h"
 #include "agent/config.h"
 #include "agent/notify.h"
 #include "agent/resources.h"
@@ -28,6 +29,8 @@ static void usage(FILE *out)
     fprintf(out,
             "Usage: mesh-agent [OPTIONS]\n"
             "       mesh-agent validate [--config FILE] [-o text|json]\n"
+            "       mesh-agent capture status|install|remove [--stopping] [--config FILE]\n"
+            "                          [-o text|json]\n"
             "\n"
             "Runs the per-host service mesh agent.\n"
             "\n"
@@ -37,7 +40,9 @@ static void usage(FILE *out)
             "  -l, --log-level LEVEL   error, warning, notice, info or debug\n"
             "  -f, --log-format FMT    text, json or journal (default: journal when stderr\n"
             "                          is the journal, else text)\n"
-            "  -o, --output FMT        validate only: text (default) or json\n"
+            "  -o, --output FMT        validate and capture status: text (default) or json\n"
+            "      --stopping          capture remove: only the parts that fail open\n"
+            "                          (systemd's ExecStopPost)\n"
             "  -h, --help              show this help and exit\n"
             "  -V, --version           show the version and exit\n"
             "\n"
@@ -166,10 +171,11 @@ int main(int argc, char **argv)
         {"output", required_argument, NULL, 'o'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
+        {"stopping", no_argument, NULL, 'S'},
         {NULL, 0, NULL, 0},
     };
     struct mesh_agent_options opts = {.log_level = -1, .log_format = -1};
-    bool json_out = false;
+    bool json_out = false, stopping = false;
     int c;
 
     mesh_alloc_install();
@@ -213,6 +219,9 @@ int main(int argc, char **argv)
             }
             json_out = strcmp(optarg, "json") == 0;
             break;
+        case 'S':
+            stopping = true;
+            break;
         case 'h':
             usage(stdout);
             return EXIT_SUCCESS;
@@ -225,10 +234,17 @@ int main(int argc, char **argv)
         }
     }
     if (optind < argc) {
-        if (strcmp(argv[optind], "validate") == 0 && optind + 1 == argc)
+        if (strcmp(argv[optind], "validate") == 0 && optind + 1 == argc && !stopping)
             return validate(opts.config_path, json_out);
+        if (strcmp(argv[optind], "capture") == 0 && optind + 2 == argc)
+            return mesh_agent_capture_command(opts.config_path, argv[optind + 1], stopping,
+                                              json_out);
         fprintf(stderr, "mesh-agent: unexpected argument '%s'\n", argv[optind]);
         usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (stopping) {
+        fprintf(stderr, "mesh-agent: --stopping goes with 'capture remove' only\n");
         return EXIT_USAGE;
     }
     if (opts.log_level >= 0 || opts.log_format >= 0)

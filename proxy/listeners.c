@@ -186,7 +186,7 @@ static void mark_wanted(struct mesh_listeners *ls, const struct want_listener *w
         rec->wanted = rec->standing_in = false;
     }
     for (size_t k = 0; k < n; k++) {
-        if (wl[k].kind == MESH_LISTENER_SNI)
+        if (MESH_LISTENER_UNBOUND(wl[k].kind))
             continue; /* not a socket */
         struct lrec *rec = mesh_hmap_get(&ls->map, wl[k].key);
         if (!rec) {
@@ -216,7 +216,7 @@ static void mark_wanted(struct mesh_listeners *ls, const struct want_listener *w
 static bool claimed(const struct want_listener *wl, size_t n, const char *key)
 {
     for (size_t k = 0; k < n; k++) {
-        if (wl[k].kind != MESH_LISTENER_SNI && strcmp(wl[k].key, key) == 0)
+        if (!MESH_LISTENER_UNBOUND(wl[k].kind) && strcmp(wl[k].key, key) == 0)
             return true;
     }
     return false;
@@ -227,7 +227,7 @@ static void stand_in(struct mesh_listeners *ls, struct want_listener *wl, size_t
 {
     for (size_t k = 0; k < n; k++) {
         struct lrec *rec =
-            wl[k].kind == MESH_LISTENER_SNI ? NULL : mesh_hmap_get(&ls->map, wl[k].key);
+            MESH_LISTENER_UNBOUND(wl[k].kind) ? NULL : mesh_hmap_get(&ls->map, wl[k].key);
         if (!rec || rec->bound)
             continue;
         size_t i = 0;

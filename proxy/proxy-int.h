@@ -112,6 +112,10 @@ struct mesh_proxy_shared {
     atomic_ullong authz_denied_tcp;
     atomic_ullong health_queries; /* other agents' health queries answered (health_serve.c) */
     atomic_ullong accepted_total;
+    /* Transparent capture: outbound [to a mesh service, passed through, refused], inbound
+     * plaintext [accepted (permissive), refused (strict)]. */
+    atomic_ullong capture_out[3];
+    atomic_ullong capture_in_plain[2];
     atomic_int max_connections;
     size_t buffer_size;
     size_t high_water;
@@ -125,9 +129,16 @@ enum {
     MESH_LISTENER_OUTBOUND,
     MESH_LISTENER_INBOUND,
     MESH_LISTENER_HTTP_SHARED,
-    MESH_LISTENER_MTLS, /* the inbound mTLS port: SNI picks a local service */
-    MESH_LISTENER_SNI,  /* not bound: what the mTLS port leads to for one local service */
+    MESH_LISTENER_MTLS,        /* the inbound mTLS port: SNI picks a local service */
+    MESH_LISTENER_SNI,         /* not bound: what the mTLS port leads to for one local service */
+    MESH_LISTENER_CAPTURE_OUT, /* outbound capture: the original destination picks (capture.c) */
+    MESH_LISTENER_CAPTURE_IN,  /* inbound capture: the original port picks a local workload */
+    MESH_LISTENER_CAPTURED,    /* not bound: what a captured connection leads to */
 };
+
+/* Listeners that are routes, not sockets. */
+#define MESH_LISTENER_UNBOUND(kind)                                                                \
+    ((kind) == MESH_LISTENER_SNI || (kind) == MESH_LISTENER_CAPTURED)
 
 struct snap_endpoint {
     struct mesh_ipport addr;
@@ -227,6 +238,12 @@ struct mesh_proxy_snapshot {
     size_t n_files;
     struct mesh_tls_material *tls;          /* a reference, or NULL: no mTLS */
     struct mesh_dest_policy inbound_policy; /* the defaults as a local workload needs them */
+    /* Transparent capture (capture_build.c): original destination "ip:port", or "vip:ip",
+     * -> the CAPTURED listener of its service (keys owned). */
+    struct mesh_hmap capture_index;
+    bool capture_refuse_unknown;
+    bool capture_permissive;
+    struct mesh_dest_state *passthrough; /* counters of passed-through connections (a reference) */
 };
 
 /* The shared state that outlives snapshots, by key (main loop). Endpoint states hang off
@@ -257,6 +274,17 @@ struct want_listener {
  * wins. Returns 0 or -ENOMEM (*ret is the caller's either way). */
 int mesh_want_listeners(const struct mesh_proxy_inputs *in, struct want_listener **ret,
                         size_t *ret_n);
+/* capture_build.c: appends the capture listeners `in` asks for (bound ones, and a CAPTURED
+ * route per catalog service and local workload port). Returns 0 or -ENOMEM. */
+int mesh_capture_want(const struct mesh_proxy_inputs *in, struct want_listener **v, size_t *cap,
+                      size_t *n);
+/* Fills s->capture_index once its listeners are linked. Returns 0 or -ENOMEM. */
+int mesh_capture_index(struct mesh_proxy_snapshot *s, struct mesh_state_regs *regs,
+                       const struct mesh_proxy_inputs *in);
+void mesh_capture_index_done(struct mesh_proxy_snapshot *s);
+/* capture_accept.c: the capture counters of /metrics. */
+void mesh_capture_metrics(struct mesh_proxy_shared *sh, struct mesh_buf *b);
+
 /* Builds a snapshot. `defaults` is the policy of services without one; it must outlive the
  * snapshot. Returns 0 or -ENOMEM. */
 int mesh_snapshot_build(struct mesh_state_regs *regs, uint64_t version,

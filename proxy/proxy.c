@@ -653,6 +653,7 @@ void mesh_proxy_metrics(struct mesh_proxy *p, struct mesh_buf *b)
                          (struct mesh_prom_label[]){{"worker", idx}, {NULL, NULL}},
                          (double)atomic_load(&p->workers[i].active));
     }
+    mesh_capture_metrics(&p->shared, b);
 }
 
 static json_t *endpoint_status(const struct snap_endpoint *ep, uint64_t now)
@@ -682,18 +683,21 @@ json_t *mesh_proxy_status(struct mesh_proxy *p)
         const struct snap_listener *l = &s->listeners[i];
         const char *error = NULL;
         bool bound = mesh_listeners_state(&p->listeners, l->key, &error);
-        static const char *const kinds[] = {"outbound", "inbound", "outbound_http", "inbound_mtls",
-                                            "mtls_service"};
+        static const char *const kinds[] = {"outbound",        "inbound",      "outbound_http",
+                                            "inbound_mtls",    "mtls_service", "capture_outbound",
+                                            "capture_inbound", "captured"};
         json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "address", l->key, "kind",
                               kinds[l->kind], "protocol", l->http ? "http" : "tcp", "description",
                               l->description, "destination",
-                              l->dest                         ? l->dest->key
-                              : l->kind == MESH_LISTENER_MTLS ? "(by SNI)"
-                                                              : "(by Host)",
+                              l->dest                                ? l->dest->key
+                              : l->kind == MESH_LISTENER_MTLS        ? "(by SNI)"
+                              : l->kind == MESH_LISTENER_HTTP_SHARED ? "(by Host)"
+                                                                     : "(by original destination)",
                               "state",
-                              l->kind == MESH_LISTENER_SNI ? "via the mTLS listener"
-                              : bound                      ? "listening"
-                                                           : "failed");
+                              l->kind == MESH_LISTENER_SNI        ? "via the mTLS listener"
+                              : l->kind == MESH_LISTENER_CAPTURED ? "via the capture listeners"
+                              : bound                             ? "listening"
+                                                                  : "failed");
         if (o && error)
             json_object_set_new(o, "error", json_string(error));
         json_array_append_new(listeners, o);

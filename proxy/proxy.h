@@ -48,6 +48,24 @@ struct mesh_proxy_options {
     void *changed_data;
 };
 
+/*
+ * Transparent capture (docs/capture.md): the listeners nftables redirects to, and what
+ * they do with what arrives there.
+ */
+struct mesh_vip_table;
+
+struct mesh_proxy_capture {
+    struct mesh_addr outbound;  /* 127.0.0.1:<port>; port 0: no outbound capture */
+    struct mesh_addr outbound6; /* [::1]:<port> when IPv6 is captured; port 0: none */
+    struct mesh_addr inbound;   /* 0.0.0.0:<port>; port 0: no inbound capture */
+    struct mesh_addr inbound6;  /* [::]:<port> when IPv6 is captured; port 0: none */
+    bool refuse_unknown; /* a destination that is no mesh service: refuse, else pass through */
+    bool permissive;     /* inbound: plaintext from the network reaches the workload */
+    /* The services' virtual IPs (catalog/vip.h), so that a call to <vip>:<port> reaches the
+     * service; NULL: none (the DNS responder is off). Borrowed. */
+    struct mesh_vip_table *vips;
+};
+
 /* What the data plane is built from, at each update. Borrowed for the call only. */
 struct mesh_proxy_inputs {
     const struct mesh_catalog *catalog;
@@ -61,7 +79,8 @@ struct mesh_proxy_inputs {
     /* The controller's membership: endpoint IP (as text) -> its agent's mTLS port, for
      * endpoints that do not say so themselves. May be NULL. */
     const struct mesh_hmap *members;
-    uint64_t members_version; /* changes whenever members does */
+    uint64_t members_version;                 /* changes whenever members does */
+    const struct mesh_proxy_capture *capture; /* NULL: no transparent capture */
 };
 
 /* Creates the proxy; nothing runs until start. Returns 0 or a negative errno. */

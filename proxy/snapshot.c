@@ -123,6 +123,7 @@ void mesh_snapshot_unref(struct mesh_proxy_snapshot *s)
     mesh_hmap_done(&s->dest_index);
     mesh_hmap_done(&s->vhost_index);
     mesh_hmap_done(&s->vhost_names);
+    mesh_capture_index_done(s);
     mesh_free(s->listeners);
     mesh_free(s->dests);
     mesh_free(s->vhosts);

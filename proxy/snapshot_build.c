@@ -239,6 +239,8 @@ int mesh_want_listeners(const struct mesh_proxy_inputs *in, struct want_listener
                 r = add_instance_sni(&v, &cap, &n, &seen, in->locals[i]);
         }
     }
+    if (r == 0 && in->capture)
+        r = mesh_capture_want(in, &v, &cap, &n);
 out:
     mesh_claims_done(&seen);
     *ret = v;
@@ -595,7 +597,8 @@ static int link_snapshot(struct mesh_proxy_snapshot *s)
     }
     for (size_t i = 0; i < s->n_listeners; i++) {
         struct snap_listener *l = &s->listeners[i];
-        if (l->kind != MESH_LISTENER_HTTP_SHARED && l->kind != MESH_LISTENER_MTLS)
+        if (l->kind != MESH_LISTENER_HTTP_SHARED && l->kind != MESH_LISTENER_MTLS &&
+            l->kind != MESH_LISTENER_CAPTURE_OUT && l->kind != MESH_LISTENER_CAPTURE_IN)
             l->dest = &s->dests[(uintptr_t)l->dest];
         if (l->vhost)
             l->vhost = &s->vhosts[(uintptr_t)l->vhost - 1];
@@ -638,6 +641,7 @@ int mesh_snapshot_build(struct mesh_state_regs *regs, uint64_t version,
     mesh_hmap_init(&s->dest_index);
     mesh_hmap_init(&s->vhost_index);
     mesh_hmap_init(&s->vhost_names);
+    mesh_hmap_init(&s->capture_index);
     struct builder b = {.s = s,
                         .prev = prev,
                         .inputs_gen = inputs_gen,
@@ -677,7 +681,8 @@ int mesh_snapshot_build(struct mesh_state_regs *regs, uint64_t version,
             if (!l->tls_as)
                 l->tls_as = &in->tls->ids[0]; /* the node's */
         }
-        if (l->kind == MESH_LISTENER_HTTP_SHARED || l->kind == MESH_LISTENER_MTLS) {
+        if (l->kind == MESH_LISTENER_HTTP_SHARED || l->kind == MESH_LISTENER_MTLS ||
+            l->kind == MESH_LISTENER_CAPTURE_OUT || l->kind == MESH_LISTENER_CAPTURE_IN) {
             l->dest = NULL;
             continue;
         }
@@ -699,7 +704,7 @@ int mesh_snapshot_build(struct mesh_state_regs *regs, uint64_t version,
             l->vhost = (struct snap_vhost *)(uintptr_t)(v - s->vhosts + 1);
         }
     }
-    if (link_snapshot(s) < 0)
+    if (link_snapshot(s) < 0 || (in->capture && mesh_capture_index(s, regs, in) < 0))
         goto oom;
     mesh_free(services);
     *ret = s;

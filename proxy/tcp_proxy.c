@@ -43,6 +43,14 @@ struct attempt {
     bool abandoned; /* closing; its connect result is ignored and it frees itself */
 };
 
+/* A captured connection passed through to its original destination: a destination of
+ * one endpoint, the connection's own. */
+struct direct {
+    struct snap_dest dest;
+    struct snap_endpoint ep;
+    struct mesh_ep_state state;
+};
+
 struct tcp_conn {
     struct tcp_conn *prev, *next;
     struct mesh_worker *w;
@@ -50,6 +58,7 @@ struct tcp_conn {
     struct snap_dest *dest;
     const struct snap_listener *listener;
     struct snap_endpoint *ep; /* once connected */
+    struct direct *direct;    /* passed through; NULL: a listener's destination */
     struct side down;
     struct attempt *up;
     uv_timer_t timer;
@@ -101,6 +110,7 @@ static void free_conn(struct tcp_conn *c)
     if (c->ep)
         atomic_fetch_sub_explicit(&c->ep->state->active, 1, memory_order_relaxed);
     mesh_snapshot_unref(c->snap);
+    mesh_free(c->direct);
     mesh_free(c);
     mesh_worker_maybe_exit(w);
 }
@@ -420,6 +430,8 @@ static void on_connect(uv_connect_t *req, int status)
 static int pick(struct tcp_conn *c)
 {
     struct mesh_worker *w = c->w;
+    if (c->direct)
+        return c->n_tried == 0 ? 0 : -1;
     struct mesh_lb_state *lb = mesh_worker_lb(w, c->snap, c->dest);
     if (lb)
         return mesh_lb_pick(lb, w->shared, c->client_hash, c->tried, c->n_tried, &w->rng);
@@ -496,7 +508,13 @@ static void log_refusal(struct mesh_worker *w, const char *what, const char *whe
     w->refusals_unlogged = 0;
 }
 
-void mesh_tcp_adopt(struct mesh_worker *w, struct mesh_io *io, const char *key)
+void mesh_tcp_log_refusal(struct mesh_worker *w, const char *what, const char *where)
+{
+    log_refusal(w, what, where);
+}
+
+/* Proxies io to the destination of listener `key`, or to `direct`'s (taking it). */
+static void adopt(struct mesh_worker *w, struct mesh_io *io, const char *key, struct direct *direct)
 {
     struct tcp_conn *c = mesh_calloc(1, sizeof(*c));
     if (!c) {
@@ -504,6 +522,7 @@ void mesh_tcp_adopt(struct mesh_worker *w, struct mesh_io *io, const char *key)
         return;
     }
     c->w = w;
+    c->direct = direct;
     c->state = CONN_CONNECTING;
     c->down.c = c;
     c->down.io = io;
@@ -523,13 +542,29 @@ void mesh_tcp_adopt(struct mesh_worker *w, struct mesh_io *io, const char *key)
     c->counted_total = true;
     int total = atomic_fetch_add_explicit(&w->shared->active_total, 1, memory_order_relaxed) + 1;
     struct snap_listener *l = w->snap ? mesh_snapshot_listener(w->snap, key) : NULL;
-    if (!l || w->stopping) {
+    if (!l || w->stopping || (direct && !w->snap->passthrough)) {
         close_conn(c);
         return;
     }
     c->snap = w->snap;
     mesh_snapshot_ref(c->snap);
     c->dest = l->dest;
+    if (direct) {
+        /* The snapshot's passthrough counters, and the workload defaults: one endpoint,
+         * no retry, no ejection. */
+        static char passthrough_key[] = "capture:passthrough";
+        direct->dest.key = direct->dest.service = passthrough_key;
+        direct->dest.state = w->snap->passthrough;
+        direct->dest.policy = &w->snap->inbound_policy;
+        direct->dest.eps = &direct->ep;
+        direct->dest.n = 1;
+        direct->ep.state = &direct->state;
+        direct->ep.health = MESH_EP_HEALTHY;
+        direct->ep.weight = 1;
+        atomic_init(&direct->state.hc_healthy, 1);
+        direct->state.dest = w->snap->passthrough;
+        c->dest = &direct->dest;
+    }
     c->listener = l;
     int cap = atomic_load_explicit(&w->shared->max_connections, memory_order_relaxed);
     if (cap && total > cap) {
@@ -558,13 +593,31 @@ void mesh_tcp_adopt(struct mesh_worker *w, struct mesh_io *io, const char *key)
     next_attempt(c);
 }
 
+void mesh_tcp_adopt(struct mesh_worker *w, struct mesh_io *io, const char *key)
+{
+    adopt(w, io, key, NULL);
+}
+
+void mesh_tcp_adopt_direct(struct mesh_worker *w, struct mesh_io *io, const char *key,
+                           const struct mesh_addr *to)
+{
+    struct direct *d = mesh_calloc(1, sizeof(*d));
+    if (!d || mesh_ipport_from_addr(to, &d->ep.addr) < 0) {
+        mesh_free(d);
+        mesh_io_close(io, NULL);
+        return;
+    }
+    d->state.addr = d->ep.addr;
+    adopt(w, io, key, d);
+}
+
 /* ---- snapshots and shutdown ---- */
 
 void mesh_tcp_snapshot_changed(struct mesh_worker *w)
 {
     uint64_t now = uv_now(&w->loop);
     for (struct tcp_conn *c = w->conns; c; c = c->next) {
-        if (c->state != CONN_SPLICING)
+        if (c->state != CONN_SPLICING || c->direct)
             continue;
         const struct snap_dest *nd = mesh_snapshot_dest(w->snap, c->dest->key);
         const struct snap_endpoint *e = nd ? mesh_snapshot_find_ep(nd, &c->ep->addr) : NULL;

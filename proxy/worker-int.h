@@ -91,6 +91,16 @@ struct mesh_lb_state *mesh_worker_lb(struct mesh_worker *w, const struct mesh_pr
 /* tcp_proxy.c */
 /* Proxies an accepted connection (taking io) to the destination of the listener at key. */
 void mesh_tcp_adopt(struct mesh_worker *w, struct mesh_io *io, const char *key);
+/* Proxies a captured connection (taking io) straight to `to`, its original destination, in
+ * plain TCP; the listener at key counts it. */
+void mesh_tcp_adopt_direct(struct mesh_worker *w, struct mesh_io *io, const char *key,
+                           const struct mesh_addr *to);
+/* Logs a refused connection, at most one warning every 10 s per worker. */
+void mesh_tcp_log_refusal(struct mesh_worker *w, const char *what, const char *where);
+/* capture_accept.c */
+/* A connection accepted on a capture listener l: to the mesh service or local workload its
+ * original destination names, passed through, or refused (docs/capture.md). */
+void mesh_capture_accept(struct mesh_worker *w, struct mesh_io *io, const struct snap_listener *l);
 /* mtls_accept.c */
 /* Runs the mTLS handshake on an accepted connection, then hands it to the TCP or HTTP
  * proxy of the local service its SNI names, if its caller may call it. */

@@ -64,6 +64,8 @@ static void on_accept(uv_stream_t *server, int status)
     const struct snap_listener *sl = w->snap ? mesh_snapshot_listener(w->snap, l->key) : NULL;
     if (sl && sl->kind == MESH_LISTENER_MTLS)
         mesh_mtls_accept(w, io);
+    else if (sl && (sl->kind == MESH_LISTENER_CAPTURE_OUT || sl->kind == MESH_LISTENER_CAPTURE_IN))
+        mesh_capture_accept(w, io, sl);
     else if (sl && sl->http && w->http)
         mesh_http_adopt(w, io, sl, NULL);
     else

@@ -98,6 +98,10 @@ class UnitTest(unittest.TestCase):
         self.assertEqual(s["StateDirectoryMode"], ["0700"])
         self.assertTrue(s["ExecReload"][-1].startswith("/bin/kill -HUP"))
         self.assertIn("validate", s["ExecReload"][0])
+        # Capture rules that fail open come out however the agent ended, SIGKILL included,
+        # with the privileges nftables needs (docs/capture.md).
+        self.assertEqual(s["ExecStopPost"], ["-+/usr/sbin/mesh-agent capture remove --stopping "
+                                             "--config /etc/mesh-agent/agent.json"])
         self.assertGreaterEqual(int(s["LimitNOFILE"][0]), 65536)
         # Bounds the RSS creep of glibc's per-thread caches (issue 13; bench/rss-soak).
         self.assertIn("GLIBC_TUNABLES=glibc.malloc.tcache_count=0", s["Environment"])

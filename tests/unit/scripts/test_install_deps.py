@@ -25,6 +25,8 @@ USES = {
     ("libyaml-dev", "libyaml-devel"): (BUILD, r"yaml-0\.1"),
     ("libc-ares-dev", "c-ares-devel"): (BUILD, r"\blibcares\b"),
     ("zlib1g-dev", "zlib-devel"): (BUILD, r"IMPORTED_TARGET zlib\b"),
+    ("libnftables-dev", "nftables-devel"): (BUILD, r"IMPORTED_TARGET libnftables\b"),
+    ("nftables",): (TESTS, r'"nft", "-j"'),
     ("python3",): (BUILD, r"Python3_EXECUTABLE"),
     ("python3-yaml", "python3-pyyaml"): (TESTS, r"^import yaml"),
     ("curl",): (TESTS, r"\bcurl -"),

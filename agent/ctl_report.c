@@ -23,10 +23,11 @@ struct mesh_ctl_report {
     const struct mesh_ctl_report_ops *ops;
     void *data;
     uint64_t interval_ms;
-    json_t *sent; /* the services of the last report answered 200 (or in flight) */
-    bool again;   /* the services changed while a report was in flight */
-    bool failing; /* logged once per outage */
-    bool leaving; /* POST /v1/leave in flight */
+    json_t *sent;         /* the services of the last report answered 200 (or in flight) */
+    bool again;           /* the services changed while a report was in flight */
+    bool failing;         /* logged once per outage */
+    bool leaving;         /* POST /v1/leave in flight */
+    char members_tag[48]; /* names the membership last answered ("": none) */
     void (*done)(void *data);
     void *done_data;
     bool closing;
@@ -51,12 +52,19 @@ static void on_answer(struct mesh_ctl_req *req)
     long status = req->http.status;
     json_t *doc = status == 200 ? mesh_ctl_req_json(req) : NULL;
     json_t *members = json_object_get(doc, "members");
-    if (json_is_array(members)) {
+    const char *tag = json_string_value(json_object_get(doc, "members_tag"));
+    /* A controller leaves the membership out when the tag this agent sent names it. */
+    bool unchanged = !members && tag && r->members_tag[0] && strcmp(tag, r->members_tag) == 0;
+    if (json_is_array(members) || unchanged) {
         if (r->failing)
             mesh_log_info("reporting to the controller again");
         r->failing = false;
         adopt_interval(r, doc);
-        r->ops->members(r->data, members);
+        if (members)
+            r->ops->members(r->data, members);
+        /* A tag that would not fit is not kept: the next answer carries the members. */
+        snprintf(r->members_tag, sizeof(r->members_tag), "%s",
+                 tag && strlen(tag) < sizeof(r->members_tag) ? tag : "");
     } else {
         json_decref(r->sent); /* not taken: the next kick sends it again */
         r->sent = NULL;
@@ -84,6 +92,12 @@ static void send_body(struct mesh_ctl_report *r, json_t *body)
 {
     const char *cert, *key, *bundle;
     if (!mesh_certs_node_credentials(r->certs, &cert, &key, &bundle)) {
+        json_decref(body);
+        return;
+    }
+    /* The membership it holds: an unchanged one is not sent again. */
+    if (body && r->members_tag[0] &&
+        json_object_set_new(body, "members_tag", json_string(r->members_tag)) < 0) {
         json_decref(body);
         return;
     }

@@ -159,6 +159,8 @@ size_t mesh_io_queue_size(const struct mesh_io *io)
 
 /* ---- sealed records out ---- */
 
+#define SEAL_PIECE 16384 /* a queued write larger than this is sealed a piece at a time */
+
 static void on_tls_written(uv_write_t *req, int status)
 {
     struct tls_wreq *w = container_of(req, struct tls_wreq, req);
@@ -249,6 +251,35 @@ static int seal(struct mesh_io *io, const uv_buf_t bufs[], unsigned n)
     return 0;
 }
 
+/*
+ * Seals a large write (an answer of megabytes) SEAL_PIECE at a time, queueing the records
+ * of each piece: the write BIO keeps the largest size it ever held for the connection's life,
+ * and clears all of it on every reset, so one large answer would cost its size per
+ * connection from then on. What is left in the BIO is queued by the caller, last. Returns 0
+ * or a libuv error.
+ */
+static int seal_pieces(struct mesh_io *io, const uv_buf_t bufs[], unsigned n)
+{
+    struct mesh_tls_state *t = io->tls;
+    for (unsigned i = 0; i < n; i++) {
+        for (size_t off = 0; off < bufs[i].len;) {
+            size_t piece = bufs[i].len - off < SEAL_PIECE ? bufs[i].len - off : SEAL_PIECE, w;
+            if (SSL_write_ex(t->ssl, bufs[i].base + off, piece, &w) != 1)
+                return UV_EPROTO;
+            off += piece;
+            char *data;
+            long len = BIO_get_mem_data(t->wbio, &data);
+            if (len >= (long)SEAL_PIECE) {
+                int r = queue_records(io, data, (size_t)len, NULL, NULL);
+                (void)BIO_reset(t->wbio);
+                if (r < 0)
+                    return r;
+            }
+        }
+    }
+    return 0;
+}
+
 int mesh_io_try_write(struct mesh_io *io, const uv_buf_t bufs[], unsigned n)
 {
     struct mesh_tls_state *t = io->tls;
@@ -282,7 +313,10 @@ int mesh_io_write(uv_write_t *req, struct mesh_io *io, const uv_buf_t bufs[], un
         t->stash_len = 0;
         return r;
     }
-    int r = seal(io, bufs, n);
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    int r = total > SEAL_PIECE ? seal_pieces(io, bufs, n) : seal(io, bufs, n);
     if (r < 0)
         return r;
     char *data;

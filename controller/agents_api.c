@@ -5,8 +5,13 @@
  *
  *   POST /v1/report   an enrolled node, with its certificate, every few seconds:
  *                     {"version", "address", "inbound_port", "services", "config_index",
- *                      "certificates": [{"id", "not_after"}], "counters": {...}}
- *                     -> {"members": [{"node", "address", "inbound_port"}]}
+ *                      "certificates": [{"id", "not_after"}], "counters": {...},
+ *                      "members_tag"}
+ *                     -> {"members": [{"node", "address", "inbound_port"}], "members_tag",
+ *                         "config_index", "catalog_index", "report_interval_ms"}
+ *                     "members" is left out when the report's "members_tag" names the
+ *                     current membership: a mesh of N nodes would otherwise send N
+ *                     members to each of them every interval, changed or not.
  *                     Every agent sends a member's traffic over mTLS to the address and
  *                     port it reported, so a node reports only an address it owns: the one
  *                     it connects from (also when it says none), or one its node record
@@ -120,6 +125,14 @@ static const char *members_text(struct mesh_api *api)
     mesh_free(api->members_text);
     api->members_text = text;
     api->members_dirty = false;
+    /* A new tag per version, and per start: the tag of an earlier run never names this one. */
+    if (!api->members_start) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        api->members_start = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    }
+    snprintf(api->members_tag, sizeof(api->members_tag), "%llx-%llu",
+             (unsigned long long)api->members_start, (unsigned long long)++api->members_version);
     return text;
 }
 
@@ -205,6 +218,10 @@ void mesh_api_report(struct mesh_api *api, struct mesh_http_exchange *ex)
     }
     if (!own_address(api, ex, node, doc))
         return; /* answered, doc freed */
+    char held[48];
+    const char *tag = json_string_value(json_object_get(doc, "members_tag"));
+    snprintf(held, sizeof(held), "%s", tag ? tag : "");
+    json_object_del(doc, "members_tag");
     char why[600] = "";
     json_t *patterns = json_object_get(mesh_store_get(api->store, "agents", node), "services");
     json_t *zone = json_object_get(doc, "zone");
@@ -260,23 +277,30 @@ void mesh_api_report(struct mesh_api *api, struct mesh_http_exchange *ex)
     }
     note_leavers(api, now);
     const char *list = members_text(api);
-    char tail[200];
+    bool same = list && strcmp(held, api->members_tag) == 0; /* it has them */
+    if (same)
+        api->n.reports_members_unchanged++;
+    else if (list)
+        api->n.reports_members_sent++;
+    char tail[300];
     int n = snprintf(tail, sizeof(tail),
-                     ",\"config_index\":%llu,\"catalog_index\":%llu,\"report_interval_ms\":%llu}",
-                     (unsigned long long)api->res_index,
+                     "%s\"members_tag\":\"%s\",\"config_index\":%llu,\"catalog_index\":%llu,"
+                     "\"report_interval_ms\":%llu}",
+                     same ? "" : ",", api->members_tag, (unsigned long long)api->res_index,
                      (unsigned long long)mesh_ctl_catalog_index(api->catalog),
                      (unsigned long long)mesh_ctl_catalog_report_interval(api->catalog));
-    size_t list_len = list ? strlen(list) : 0;
-    char *answer = list ? mesh_malloc(list_len + (size_t)n + 16) : NULL;
+    const char *head = same ? "{" : "{\"members\":";
+    size_t head_len = strlen(head), list_len = list && !same ? strlen(list) : 0;
+    char *answer = list ? mesh_malloc(head_len + list_len + (size_t)n + 1) : NULL;
     if (!answer) {
         mesh_api_fail(api, ex, 500, "out of memory");
         return;
     }
-    memcpy(answer, "{\"members\":", 11);
-    memcpy(answer + 11, list, list_len);
-    memcpy(answer + 11 + list_len, tail, (size_t)n + 1);
+    memcpy(answer, head, head_len);
+    memcpy(answer + head_len, list, list_len);
+    memcpy(answer + head_len + list_len, tail, (size_t)n + 1);
     const struct mesh_http_field extra[] = {{"Cache-Control", "no-store"}, {NULL, NULL}};
-    mesh_http_respond(ex, 200, "application/json", extra, answer, 11 + list_len + (size_t)n);
+    mesh_http_respond(ex, 200, "application/json", extra, answer, head_len + list_len + (size_t)n);
     mesh_free(answer);
 }
 

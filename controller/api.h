@@ -37,15 +37,17 @@ struct resource_waiter;
 /* What /metrics shows besides the HTTP server's own statistics. */
 struct mesh_api_counters {
     uint64_t issued;
-    uint64_t refused;         /* answers 401 and 403 */
-    uint64_t enrollments;     /* node certificates issued to a join token */
-    uint64_t enroll_failures; /* bad join tokens; enrollments as a node without its proof */
-    uint64_t admin_failures;  /* wrong admin tokens */
-    uint64_t rate_limited;    /* attempts answered 429 without a check */
-    uint64_t reports_refused; /* reports of an address the node does not own */
-    uint64_t members_joined;  /* a node reporting for the first time, or again after 60 s */
-    uint64_t members_moved;   /* a node reporting another address or port */
-    uint64_t members_left;    /* a node not reporting for 60 s */
+    uint64_t refused;              /* answers 401 and 403 */
+    uint64_t enrollments;          /* node certificates issued to a join token */
+    uint64_t enroll_failures;      /* bad join tokens; enrollments as a node without its proof */
+    uint64_t admin_failures;       /* wrong admin tokens */
+    uint64_t rate_limited;         /* attempts answered 429 without a check */
+    uint64_t reports_refused;      /* reports of an address the node does not own */
+    uint64_t members_joined;       /* a node reporting for the first time, or again after 60 s */
+    uint64_t members_moved;        /* a node reporting another address or port */
+    uint64_t members_left;         /* a node not reporting for 60 s */
+    uint64_t reports_members_sent; /* reports answered with the membership */
+    uint64_t reports_members_unchanged; /* ... without it: the node holds the current one */
 };
 
 struct mesh_api {
@@ -62,6 +64,8 @@ struct mesh_api {
     struct mesh_ctl_catalog *catalog; /* the nodes' services (controller/catalog.h) */
     char *members_text;               /* the membership answered to reports, built once */
     bool members_dirty;               /* ... per change of it */
+    char members_tag[48];             /* names members_text: "<start>-<version>" */
+    uint64_t members_start, members_version;
 };
 
 /* Sets up what the API keeps in memory (store, ca and loop set by the caller). */

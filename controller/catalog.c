@@ -1,10 +1,10 @@
 #define MESH_LOG_MODULE "catalog"
 
 /*
- * The mesh's registry (controller/catalog.h): nodes' services under a lease, one catalog
- * document per index (built once, shared by every answer), blocking queries parked until a
- * change. Changes close together are answered together (WAKE_DELAY_MS), so a burst of
- * reports costs one document, not one per report.
+ * The mesh's registry (controller/catalog.h): nodes' services under a lease, checked here,
+ * and blocking queries parked until a change; the catalog and its answers are kept in
+ * catalog_doc.c. Changes close together are answered together (WAKE_DELAY_MS), so a burst
+ * of reports costs one answer per "since", not one per report.
  */
 #include "controller/catalog.h"
 
@@ -23,54 +23,13 @@
 #include "common/names.h"
 #include "common/spiffe.h"
 #include "common/strutil.h"
+#include "controller/catalog-int.h"
 #include "controller/tokens.h"
 
 #define WAIT_DEFAULT_MS 30000
 #define WAIT_MAX_MS 600000
 #define WAKE_DELAY_MS 25
 #define LABELS_MAX 64
-
-struct entry {
-    char address[64];
-    int inbound_port;
-    char *zone; /* NULL: none */
-    json_t *services;
-    uint64_t seen_ms;
-    bool lapsed; /* past its grace: its endpoints are unhealthy */
-    char node[];
-};
-
-struct waiter {
-    struct waiter *prev, *next;
-    struct mesh_ctl_catalog *c;
-    struct mesh_http_exchange *ex;
-    uint64_t index; /* what the agent has */
-    uv_timer_t timer;
-};
-
-struct mesh_ctl_catalog {
-    uv_loop_t *loop;
-    struct mesh_ctl_catalog_options o;
-    struct mesh_hmap nodes; /* name -> struct entry */
-    uint64_t index;
-    uint64_t changes;
-    uint64_t warm_until; /* loop time: until then, queries of agents that knew one wait */
-    uint64_t tick_ms, last_tick, judge_after; /* leases are judged after a stall again */
-    uv_timer_t lease_timer, wake_timer;
-    struct waiter *waiters;
-    uint64_t parked;
-    /* The catalog as of built_index, and for each service the index of its last change,
-     * or of its removal: what an answer "since N" holds. Deltas reach back to `floor`. */
-    json_t *current;  /* "ns/name" -> service object */
-    json_t *modified; /* "ns/name" -> index */
-    json_t *removed;  /* "ns/name" -> index */
-    uint64_t built_index, floor;
-    char *text; /* the answer of text_index since text_since (0: the whole catalog) */
-    size_t text_len;
-    uint64_t text_index, text_since;
-    int open_handles;
-    bool closing;
-};
 
 static const char *const protocols[] = {"tcp", "http", "http2", "grpc", NULL};
 static const char *const healths[] = {"healthy", "unhealthy", "draining", NULL};
@@ -84,7 +43,7 @@ static bool one_of(const char *s, const char *const *list)
     return false;
 }
 
-static void entry_free(struct entry *e)
+static void entry_free(struct mesh_ctl_catalog_entry *e)
 {
     if (!e)
         return;
@@ -219,6 +178,14 @@ bool mesh_ctl_catalog_check(const struct mesh_ctl_catalog *c, const char *node,
 
 static void on_wake(uv_timer_t *t);
 
+/* Notes a node's services in (or out of) the catalog; if that fails, the next answer
+ * indexes every node again rather than miss a change. */
+static void index_node(struct mesh_ctl_catalog *c, const struct mesh_ctl_catalog_entry *e, bool in)
+{
+    if (mesh_ctl__catalog_node_index(c, e, in) < 0)
+        c->reindex = true;
+}
+
 static void changed(struct mesh_ctl_catalog *c)
 {
     c->index++;
@@ -227,157 +194,11 @@ static void changed(struct mesh_ctl_catalog *c)
         uv_timer_start(&c->wake_timer, on_wake, WAKE_DELAY_MS, 0);
 }
 
-static json_t *endpoint(const struct entry *e, const json_t *s)
-{
-    json_t *ep = json_pack("{s:s, s:O, s:s}", "address", e->address, "port",
-                           json_object_get(s, "port"), "node", e->node);
-    const char *health = json_string_value(json_object_get(s, "health"));
-    json_t *labels = json_object_get(s, "labels");
-    if (!ep)
-        return NULL;
-    if (e->inbound_port > 0)
-        json_object_set_new(ep, "mesh_port", json_integer(e->inbound_port));
-    if (e->zone)
-        json_object_set_new(ep, "zone", json_string(e->zone));
-    if (e->lapsed)
-        health = "unhealthy";
-    if (health && strcmp(health, "healthy") != 0)
-        json_object_set_new(ep, "health", json_string(health));
-    if (json_object_size(labels))
-        json_object_set(ep, "labels", labels);
-    return ep;
-}
-
-/* Adds a node's services to `by_name` ("ns/name" -> service object). */
-static int add_node(json_t *by_name, const struct entry *e)
-{
-    size_t i;
-    json_t *s;
-    json_array_foreach(e->services, i, s)
-    {
-        char key[200];
-        const char *ns = json_string_value(json_object_get(s, "namespace"));
-        const char *name = json_string_value(json_object_get(s, "name"));
-        const char *proto = json_string_value(json_object_get(s, "protocol"));
-        snprintf(key, sizeof(key), "%s/%s", ns, name);
-        json_t *svc = json_object_get(by_name, key);
-        if (!svc) {
-            svc = json_pack("{s:s, s:s, s:s, s:[], s:[]}", "namespace", ns, "name", name,
-                            "protocol", proto ? proto : "tcp", "endpoints", "identities");
-            if (!svc || json_object_set_new(by_name, key, svc) < 0)
-                return -ENOMEM;
-        }
-        json_t *ep = endpoint(e, s), *ids = json_object_get(svc, "identities");
-        if (!ep || json_array_append_new(json_object_get(svc, "endpoints"), ep) < 0)
-            return -ENOMEM;
-        json_t *id = json_object_get(s, "identity");
-        bool known = false;
-        size_t j;
-        json_t *v;
-        json_array_foreach(ids, j, v) known |= json_equal(v, id);
-        if (!known && json_array_append(ids, id) < 0)
-            return -ENOMEM;
-    }
-    return 0;
-}
-
-#define REMOVED_MAX 100000 /* removals remembered; past it, older agents get everything */
-
-/* Brings `current` up to the index: rebuilt from the nodes, compared service by service.
- * Returns 0 or -ENOMEM. */
-static int settle(struct mesh_ctl_catalog *c)
-{
-    if (c->current && c->built_index == c->index)
-        return 0;
-    json_t *next = json_object();
-    size_t i = 0;
-    const struct mesh_hmap_entry *he;
-    int r = next ? 0 : -ENOMEM;
-    while (r == 0 && mesh_hmap_next(&c->nodes, &i, &he))
-        r = add_node(next, he->value);
-    const char *key;
-    json_t *svc;
-    json_object_foreach(next, key, svc)
-    {
-        if (r == 0 && !json_equal(svc, json_object_get(c->current, key)) &&
-            (json_object_set_new(c->modified, key, json_integer((json_int_t)c->index)) < 0 ||
-             (json_object_get(c->removed, key) && json_object_del(c->removed, key) < 0)))
-            r = -ENOMEM;
-    }
-    json_object_foreach(c->current, key, svc)
-    {
-        if (r == 0 && !json_object_get(next, key)) {
-            json_object_del(c->modified, key);
-            if (json_object_set_new(c->removed, key, json_integer((json_int_t)c->index)) < 0)
-                r = -ENOMEM;
-        }
-    }
-    if (r < 0) {
-        json_decref(next);
-        return r;
-    }
-    if (json_object_size(c->removed) > REMOVED_MAX) {
-        json_object_clear(c->removed);
-        c->floor = c->index; /* older agents get the whole catalog */
-    }
-    json_decref(c->current);
-    c->current = next;
-    c->built_index = c->index;
-    return 0;
-}
-
-/*
- * The answer for an agent that has `since`: {"index", "full": false, "services": [changed
- * since], "removed": ["ns/name", ...]}, or the whole catalog ("full": true) when it has none,
- * one from before `floor` or from another history. Built once per index and since (agents
- * watching together ask the same). Returns 0 or -ENOMEM.
- */
-static int document(struct mesh_ctl_catalog *c, uint64_t since)
-{
-    int r = settle(c);
-    if (r < 0)
-        return r;
-    bool full = since < c->floor || since > c->index;
-    if (full)
-        since = 0;
-    if (c->text && c->text_index == c->index && c->text_since == since)
-        return 0;
-    json_t *list = json_array(), *gone = json_array();
-    const char *key;
-    json_t *v;
-    r = list && gone ? 0 : -ENOMEM;
-    json_object_foreach(c->current, key, v)
-    {
-        uint64_t at = (uint64_t)json_integer_value(json_object_get(c->modified, key));
-        if (r == 0 && (full || at > since) && json_array_append(list, v) < 0)
-            r = -ENOMEM;
-    }
-    json_object_foreach(c->removed, key, v)
-    {
-        if (r == 0 && !full && (uint64_t)json_integer_value(v) > since &&
-            json_array_append_new(gone, json_string(key)) < 0)
-            r = -ENOMEM;
-    }
-    json_t *doc = r == 0 ? json_pack("{s:I, s:b, s:O, s:O}", "index", (json_int_t)c->index, "full",
-                                     full, "services", list, "removed", gone)
-                         : NULL;
-    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-    json_decref(doc);
-    json_decref(list);
-    json_decref(gone);
-    if (!text)
-        return -ENOMEM;
-    mesh_free(c->text);
-    c->text = text;
-    c->text_len = strlen(text);
-    c->text_index = c->index;
-    c->text_since = since;
-    return 0;
-}
-
 static void answer(struct mesh_ctl_catalog *c, struct mesh_http_exchange *ex, uint64_t since)
 {
-    if (document(c, since) < 0) {
+    const char *text = NULL;
+    size_t len = 0;
+    if (mesh_ctl__catalog_text(c, since, &text, &len) < 0) {
         mesh_http_respond_json(ex, 500, json_pack("{s:s}", "error", "out of memory"));
         return;
     }
@@ -385,7 +206,7 @@ static void answer(struct mesh_ctl_catalog *c, struct mesh_http_exchange *ex, ui
     snprintf(index, sizeof(index), "%llu", (unsigned long long)c->index);
     const struct mesh_http_field extra[] = {
         {"X-Mesh-Index", index}, {"Cache-Control", "no-store"}, {NULL, NULL}};
-    mesh_http_respond(ex, 200, "application/json", extra, c->text, c->text_len);
+    mesh_http_respond(ex, 200, "application/json", extra, text, len);
 }
 
 static void on_waiter_closed(uv_handle_t *h)
@@ -393,7 +214,7 @@ static void on_waiter_closed(uv_handle_t *h)
     mesh_free(h->data);
 }
 
-static void waiter_done(struct waiter *w)
+static void waiter_done(struct mesh_ctl_catalog_waiter *w)
 {
     struct mesh_ctl_catalog *c = w->c;
     if (w->prev)
@@ -409,7 +230,7 @@ static void waiter_done(struct waiter *w)
 
 static void on_wait_over(uv_timer_t *t)
 {
-    struct waiter *w = t->data;
+    struct mesh_ctl_catalog_waiter *w = t->data;
     struct mesh_http_exchange *ex = w->ex;
     struct mesh_ctl_catalog *c = w->c;
     uint64_t w_index = w->index;
@@ -425,9 +246,9 @@ static void on_client_gone(void *data)
 /* Answers the parked queries whose index is no longer the current one. */
 static void wake(struct mesh_ctl_catalog *c, bool all)
 {
-    struct waiter *w = c->waiters;
+    struct mesh_ctl_catalog_waiter *w = c->waiters;
     while (w) {
-        struct waiter *next = w->next;
+        struct mesh_ctl_catalog_waiter *next = w->next;
         if (all || w->index != c->index) {
             struct mesh_http_exchange *ex = w->ex;
             uint64_t since = w->index;
@@ -483,7 +304,7 @@ void mesh_ctl_catalog_get(struct mesh_ctl_catalog *c, struct mesh_http_exchange 
         answer(c, ex, index);
         return;
     }
-    struct waiter *w = mesh_calloc(1, sizeof(*w));
+    struct mesh_ctl_catalog_waiter *w = mesh_calloc(1, sizeof(*w));
     if (!w) {
         mesh_http_respond_json(ex, 500, json_pack("{s:s}", "error", "out of memory"));
         return;
@@ -509,7 +330,7 @@ void mesh_ctl_catalog_get(struct mesh_ctl_catalog *c, struct mesh_http_exchange 
 int mesh_ctl_catalog_report(struct mesh_ctl_catalog *c, const char *node, const char *address,
                             int inbound_port, const char *zone, const json_t *services)
 {
-    struct entry *e = mesh_hmap_get(&c->nodes, node);
+    struct mesh_ctl_catalog_entry *e = mesh_hmap_get(&c->nodes, node);
     json_t *copy = services ? json_deep_copy(services) : json_array();
     if (!copy)
         return -ENOMEM;
@@ -537,6 +358,8 @@ int mesh_ctl_catalog_report(struct mesh_ctl_catalog *c, const char *node, const 
     }
     if (e->lapsed)
         mesh_log_notice("node %s reports again: its endpoints are healthy", node);
+    if (e->services)
+        index_node(c, e, false);
     mesh_free(e->zone);
     e->zone = z;
     json_decref(e->services);
@@ -545,18 +368,20 @@ int mesh_ctl_catalog_report(struct mesh_ctl_catalog *c, const char *node, const 
     e->inbound_port = inbound_port;
     e->seen_ms = uv_now(c->loop);
     e->lapsed = false;
+    index_node(c, e, true);
     changed(c);
     return 0;
 }
 
 void mesh_ctl_catalog_leave(struct mesh_ctl_catalog *c, const char *node)
 {
-    struct entry *e = mesh_hmap_remove(&c->nodes, node);
+    struct mesh_ctl_catalog_entry *e = mesh_hmap_remove(&c->nodes, node);
     if (!e)
         return;
     if (json_array_size(e->services))
         mesh_log_info("node %s left: its %zu services are removed", node,
                       json_array_size(e->services));
+    index_node(c, e, false);
     entry_free(e);
     changed(c);
 }
@@ -581,7 +406,7 @@ static void on_lease_timer(uv_timer_t *t)
     char gone[64][256];
     size_t n_gone = 0;
     while (mesh_hmap_next(&c->nodes, &i, &he)) {
-        struct entry *e = he->value;
+        struct mesh_ctl_catalog_entry *e = he->value;
         uint64_t age = now - e->seen_ms;
         if (age > c->o.expiry_ms && n_gone < 64) {
             snprintf(gone[n_gone++], sizeof(gone[0]), "%s", e->node);
@@ -590,15 +415,17 @@ static void on_lease_timer(uv_timer_t *t)
             if (json_array_size(e->services)) {
                 mesh_log_warn("node %s: no report for %llu ms, its %zu endpoints are unhealthy",
                               e->node, (unsigned long long)age, json_array_size(e->services));
+                index_node(c, e, true);
                 changed(c);
             }
         }
     }
     for (size_t k = 0; k < n_gone; k++) {
-        struct entry *e = mesh_hmap_remove(&c->nodes, gone[k]);
+        struct mesh_ctl_catalog_entry *e = mesh_hmap_remove(&c->nodes, gone[k]);
         if (json_array_size(e->services)) {
             mesh_log_notice("node %s: no report for %llu s, its services are removed", gone[k],
                             (unsigned long long)(c->o.expiry_ms / 1000));
+            index_node(c, e, false);
             changed(c);
         }
         entry_free(e);
@@ -622,7 +449,7 @@ void mesh_ctl_catalog_stats(const struct mesh_ctl_catalog *c, uint64_t *ret_endp
     size_t i = 0;
     const struct mesh_hmap_entry *he;
     while (mesh_hmap_next(&c->nodes, &i, &he)) {
-        const struct entry *e = he->value;
+        const struct mesh_ctl_catalog_entry *e = he->value;
         eps += json_array_size(e->services);
         lapsed += e->lapsed;
     }
@@ -647,8 +474,7 @@ int mesh_ctl_catalog_new(uv_loop_t *loop, const struct mesh_ctl_catalog_options 
      * that comes back to a value they hold would hide a change. */
     c->index = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
     c->floor = c->index;
-    if (!(c->modified = json_object()) || !(c->removed = json_object())) {
-        json_decref(c->modified);
+    if (mesh_ctl__catalog_doc_init(c) < 0) {
         mesh_free(c);
         return -ENOMEM;
     }
@@ -674,10 +500,7 @@ static void on_closed(uv_handle_t *h)
     while (mesh_hmap_next(&c->nodes, &i, &he))
         entry_free(he->value);
     mesh_hmap_done(&c->nodes);
-    json_decref(c->current);
-    json_decref(c->modified);
-    json_decref(c->removed);
-    mesh_free(c->text);
+    mesh_ctl__catalog_doc_done(c);
     mesh_free(c);
 }
 

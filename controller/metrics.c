@@ -41,6 +41,12 @@ static const struct counter counters[] = {
      "change", "joined", C(members_joined)},
     {"mesh_controller_membership_changes_total", NULL, "change", "moved", C(members_moved)},
     {"mesh_controller_membership_changes_total", NULL, "change", "left", C(members_left)},
+    {"mesh_controller_report_answers_total",
+     "Reports answered: with the membership (sent), or without it, the node holding the "
+     "current one (unchanged).",
+     "members", "sent", C(reports_members_sent)},
+    {"mesh_controller_report_answers_total", NULL, "members", "unchanged",
+     C(reports_members_unchanged)},
 };
 
 static void sample(struct mesh_buf *b, const char *name, const char *type, const char *help,

@@ -64,6 +64,39 @@ class MembershipTest(unittest.TestCase):
                                               reason="address"), 3)
         self.assertIn("may not report address 10.1.2.3", self.c.logs())
 
+    def test_an_unchanged_membership_is_not_sent_again(self):
+        """Every node's report was answered with every member: with 1,000 nodes, 70 KB per
+        report, 14 MB/s for the controller to encrypt. A node that names the membership it
+        holds gets it only when it changed; any other tag gets all of it."""
+        a = self.node("host-a", addresses=["127.0.0.0/8"])
+        b = self.node("host-b", addresses=["127.0.0.0/8"])
+        cert, key = a
+        s, doc = self.report(a, "127.0.0.1")
+        self.assertEqual(s, 200, doc)
+        tag = doc["members_tag"]
+        body = {"address": "127.0.0.1", "inbound_port": 15008, "members_tag": tag}
+        s, doc = self.c.request("POST", "/v1/report", body, cert=cert, key=key)
+        self.assertEqual(s, 200, doc)
+        self.assertNotIn("members", doc)
+        self.assertEqual(doc["members_tag"], tag)
+        self.assertIn("report_interval_ms", doc)
+        for other in ("", "0-1", tag + "0", "x" * 300, 7):
+            s, doc = self.c.request("POST", "/v1/report", dict(body, members_tag=other),
+                                    cert=cert, key=key)
+            self.assertEqual(s, 200, doc)
+            self.assertEqual(set(doc["members"][0]), {"node", "address", "inbound_port"}, other)
+        self.assertEqual(self.report(b, "127.0.0.2")[0], 200)  # a join: a new membership
+        s, doc = self.c.request("POST", "/v1/report", body, cert=cert, key=key)
+        self.assertEqual(s, 200, doc)
+        self.assertEqual({m["node"] for m in doc["members"]}, {"host-a", "host-b"})
+        self.assertNotEqual(doc["members_tag"], tag)
+        self.assertEqual(self.c.metric("mesh_controller_report_answers_total",
+                                       members="unchanged"), 1)
+        # The tag is not kept in the node's report.
+        r = self.c.meshctl("-o", "json", "agents")
+        agents = {x["node"]: x for x in json.loads(r.stdout)["agents"]}
+        self.assertNotIn("members_tag", json.dumps(agents["host-a"]))
+
     def test_the_operator_allows_addresses_on_the_token(self):
         s, body = self.c.request("POST", "/v1/tokens", {
             "services": [f"spiffe://{TD}/ns/shop/*"], "node": "x", "addresses": ["nope"]},

@@ -29,6 +29,15 @@ struct mesh_ctl_conn {
  */
 int mesh_ctl__vm_bootstrap(const struct mesh_ctl_conn *conn, int argc, char **argv);
 
+/*
+ * One HTTPS call to the controller at c->server + path, with the admin token, trusting
+ * c->ca; `body` (may be NULL) is sent as JSON. Returns the answer's body ("" when empty;
+ * the caller frees) and sets *status, or NULL with why in err (the controller could not be
+ * reached, or the answer was over 64 MiB).
+ */
+char *mesh_ctl__fetch(const struct mesh_ctl_conn *c, const char *method, const char *path,
+                      const char *body, long *status, char *err, size_t err_size);
+
 /* A member of an archive: data NULL for a directory. */
 struct mesh_ctl_member {
     const char *name;  /* relative, without "..", under 100 bytes; a directory ends in '/' */

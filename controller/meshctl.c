@@ -90,62 +90,26 @@ static int read_token(const char *path, char *out, size_t size)
     return n ? 0 : -EINVAL;
 }
 
-struct body {
-    char *data;
-    size_t len;
-};
-
-static size_t on_data(char *p, size_t size, size_t n, void *arg)
-{
-    struct body *b = arg;
-    size_t add = size * n;
-    char *d = realloc(b->data, b->len + add + 1);
-    if (!d)
-        return 0;
-    memcpy(d + b->len, p, add);
-    b->len += add;
-    d[b->len] = '\0';
-    b->data = d;
-    return add;
-}
-
 /* One call; returns the JSON answer (or NULL, said on stderr) and the status. */
 static json_t *call(const struct opts *o, const char *method, const char *path, json_t *body,
                     const char *raw, long *status)
 {
-    CURL *c = curl_easy_init();
-    if (!c) {
+    struct mesh_ctl_conn c = {o->server, o->ca, o->token, o->json};
+    char *text = body ? json_dumps(body, JSON_COMPACT) : raw ? strdup(raw) : NULL;
+    if ((body || raw) && !text) {
         fprintf(stderr, "meshctl: out of memory\n");
         return NULL;
     }
-    char url[2048], auth[200];
-    snprintf(url, sizeof(url), "%s%s", o->server, path);
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", o->token);
-    struct curl_slist *h = curl_slist_append(NULL, auth);
-    h = curl_slist_append(h, "Content-Type: application/json");
-    char *text = body ? json_dumps(body, JSON_COMPACT) : raw ? strdup(raw) : NULL;
-    struct body out = {0};
-    char errbuf[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_CAINFO, o->ca);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &out);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    if (text)
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, text);
-    CURLcode r = curl_easy_perform(c);
+    char err[CURL_ERROR_SIZE + 32];
+    char *out = mesh_ctl__fetch(&c, method, path, text, status, err, sizeof(err));
     json_t *doc = NULL;
-    if (r != CURLE_OK) {
-        fprintf(stderr, "meshctl: %s: %s\n", url, errbuf[0] ? errbuf : curl_easy_strerror(r));
+    if (!out) {
+        fprintf(stderr, "meshctl: %s%s: %s\n", o->server, path, err);
     } else {
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-        doc = out.data ? json_loads(out.data, 0, NULL) : NULL;
+        doc = json_loads(out, 0, NULL);
         if (!doc)
-            fprintf(stderr, "meshctl: %s: HTTP %ld without a JSON answer\n", url, *status);
+            fprintf(stderr, "meshctl: %s%s: HTTP %ld without a JSON answer\n", o->server, path,
+                    *status);
         else if (*status >= 300) {
             const char *e = json_string_value(json_object_get(doc, "error"));
             fprintf(stderr, "meshctl: %s (HTTP %ld)\n", e ? e : "refused", *status);
@@ -155,10 +119,8 @@ static json_t *call(const struct opts *o, const char *method, const char *path, 
                 fprintf(stderr, "  %s\n", json_string_value(v));
         }
     }
-    free(out.data);
+    free(out);
     free(text);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
     return doc;
 }
 

@@ -48,15 +48,25 @@ static void list_remove(struct mesh_dns__pending *p)
     p->prev = p->next = NULL;
 }
 
+/* Takes p off its list and the counts: what happens to its connection after this (closed by
+ * the answer's own write) no longer reaches p. */
+static void pending_detach(struct mesh_dns__pending *p)
+{
+    if (!p->list)
+        return;
+    list_remove(p);
+    p->list = NULL;
+    if (p->conn)
+        p->conn->n_pending--;
+    p->d->n_forwarded--;
+}
+
 void mesh_dns__pending_free(struct mesh_dns__pending *p)
 {
     if (!p)
         return;
-    list_remove(p);
-    if (p->conn)
-        p->conn->n_pending--;
+    pending_detach(p);
     mesh_resolver_cancel(p->q);
-    p->d->n_forwarded--;
     mesh_free(p->query);
     mesh_free(p);
 }
@@ -87,6 +97,8 @@ static void on_upstream(int status, const uint8_t *msg, size_t len, void *data)
     struct mesh_dns__pending *p = data;
     struct mesh_dns *d = p->d;
     p->q = NULL;
+    /* reply() may close the connection, which frees the queries still on its list. */
+    pending_detach(p);
     struct mesh_dns_msg m, qm;
     const char *why = NULL;
     size_t n = 0;
@@ -379,7 +391,18 @@ void mesh_dns_metrics(const struct mesh_dns *d, struct mesh_buf *b)
     mesh_prom_family(b, "mesh_dns_responder_tcp_refused_total", "counter",
                      "DNS-over-TCP connections closed at once: the connection limit was reached.");
     mesh_prom_sample(b, "mesh_dns_responder_tcp_refused_total", NULL, (double)d->stats.tcp_refused);
+    mesh_prom_family(b, "mesh_dns_responder_forwarded_inflight", "gauge",
+                     "Queries sent upstream and not yet answered.");
+    mesh_prom_sample(b, "mesh_dns_responder_forwarded_inflight", NULL, (double)d->n_forwarded);
     mesh_prom_family(b, "mesh_dns_responder_vips", "gauge",
                      "Services with virtual IPs, those kept after they left the catalog included.");
     mesh_prom_sample(b, "mesh_dns_responder_vips", NULL, (double)mesh_vip_count(d->vips));
+    struct mesh_vip_stats st;
+    mesh_vip_get_stats(d->vips, &st);
+    mesh_prom_family(b, "mesh_dns_responder_vips_unassigned", "gauge",
+                     "Services without a virtual IP of a family: its range is full.");
+    for (int f = 0; f < 2; f++) {
+        struct mesh_prom_label l[] = {{"family", f ? "ipv6" : "ipv4"}, {NULL, NULL}};
+        mesh_prom_sample(b, "mesh_dns_responder_vips_unassigned", l, (double)st.unassigned[f]);
+    }
 }

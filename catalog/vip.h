@@ -73,6 +73,12 @@ int mesh_vip_lookup_addr(struct mesh_vip_table *t, const struct mesh_ipport *ip,
 bool mesh_vip_in_range(const struct mesh_vip_table *t, const struct mesh_ipport *ip);
 /* Services with addresses, those kept after they vanished included. */
 size_t mesh_vip_count(struct mesh_vip_table *t);
+/* What the last sync could not do: a full range leaves services without an address. */
+struct mesh_vip_stats {
+    size_t unassigned[2]; /* services in the catalog without an IPv4 [0] / IPv6 [1] address */
+    uint64_t probes;      /* addresses tried since the table was made (a measure of work) */
+};
+void mesh_vip_get_stats(struct mesh_vip_table *t, struct mesh_vip_stats *ret);
 
 /*
  * Appends the table as the JSON document mesh_vip_load reads; errors sticky in b->err.

@@ -121,6 +121,47 @@ static void test_small_range_fills(void **state)
     mesh_vip_table_free(t);
 }
 
+static void test_full_range_fails_fast(void **state)
+{
+    (void)state;
+    /* A /30 (two addresses) taken by two services; 300 more get no IPv4 address, and each
+     * sync refuses them at once instead of probing the range again for every one. */
+    struct mesh_vip_table *t = table("10.9.0.0/30", NULL, 0);
+    const char *keys[302];
+    char names[302][16];
+    for (int i = 0; i < 302; i++) {
+        snprintf(names[i], sizeof(names[i]), "a/s%d", i);
+        keys[i] = names[i];
+    }
+    assert_int_equal(mesh_vip_sync(t, keys, 2, 1), 1);
+    struct mesh_vip_stats st;
+    mesh_vip_get_stats(t, &st);
+    assert_int_equal(st.unassigned[0], 0);
+    assert_int_equal(st.unassigned[1], 0);
+    assert_int_equal(mesh_vip_sync(t, keys, 302, 2), 1);
+    mesh_vip_get_stats(t, &st);
+    assert_int_equal(st.unassigned[0], 300);
+    assert_int_equal(st.unassigned[1], 0);
+    uint64_t probes = st.probes;
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(mesh_vip_sync(t, keys, 302, 3 + (uint64_t)k), 0);
+    mesh_vip_get_stats(t, &st);
+    assert_true(st.probes == probes);
+    /* A release (s0 leaves) lets one more in at the next sync; then the range is full again. */
+    assert_int_equal(mesh_vip_sync(t, keys + 1, 301, 10), 1);
+    struct mesh_vip_pair p;
+    assert_int_equal(mesh_vip_lookup_service(t, keys[0], &p), -ENOENT);
+    assert_int_equal(mesh_vip_sync(t, keys + 1, 301, 11), 1);
+    mesh_vip_get_stats(t, &st);
+    assert_int_equal(st.unassigned[0], 299);
+    assert_true(st.probes > probes);
+    probes = st.probes;
+    assert_int_equal(mesh_vip_sync(t, keys + 1, 301, 12), 0);
+    mesh_vip_get_stats(t, &st);
+    assert_true(st.probes == probes);
+    mesh_vip_table_free(t);
+}
+
 static void test_save_and_load(void **state)
 {
     (void)state;
@@ -202,6 +243,7 @@ int main(void)
         UNIT_TEST(test_ranges),
         UNIT_TEST(test_sync_and_lookups),
         UNIT_TEST(test_small_range_fills),
+        UNIT_TEST(test_full_range_fails_fast),
         UNIT_TEST(test_save_and_load),
         UNIT_TEST(test_bad_files),
     };

@@ -76,10 +76,13 @@ static void check_responder(struct mesh_cfg_ctx *ctx, void *obj)
             snprintf(buf, sizeof(buf), strchr(s, ':') ? "[%s]:53" : "%s:53", s);
             s = buf;
         }
-        if (mesh_addr_parse(s, &u, NULL) == 0 && mesh_addr_equal(&l, &u)) {
+        if (mesh_addr_parse(s, &u, NULL) == 0 && mesh_addr_reaches(&l, &u)) {
             size_t o1 = mesh_cfg_path_push_key(ctx, "upstreams");
             size_t o2 = mesh_cfg_path_push_index(ctx, i);
-            mesh_cfg_error(ctx, "'%s' is the responder's own listen address", c->upstreams.v[i]);
+            mesh_cfg_error(ctx,
+                           "'%s' reaches the responder's own listen address %s: every forwarded "
+                           "query would come back to it",
+                           c->upstreams.v[i], c->listen);
             mesh_cfg_path_pop(ctx, o2);
             mesh_cfg_path_pop(ctx, o1);
         }

@@ -295,6 +295,33 @@ static void on_closed(uv_handle_t *h)
     mesh_dns__handle_closed(h->data);
 }
 
+/*
+ * Refuses an upstream that is the responder itself, as c-ares holds them (so those read from
+ * /etc/resolv.conf too, e.g. "nameserver 127.0.0.1" with the responder on port 53): every
+ * forwarded query would come back and go out again until the timeouts. Returns 0 or -ELOOP.
+ */
+static int check_upstreams(struct mesh_dns *d)
+{
+    struct mesh_addr s[16];
+    int n = mesh_resolver_servers(d->resolver, s, sizeof(s) / sizeof(s[0]));
+    if (n < 0)
+        return n;
+    for (int i = 0; i < n && i < (int)(sizeof(s) / sizeof(s[0])); i++) {
+        if (!mesh_addr_reaches(&d->listen, &s[i]))
+            continue;
+        char a[128], l[128];
+        mesh_log_error("upstream name server %s (%s) reaches the DNS responder's own address %s: "
+                       "every forwarded query would come back to it; set "
+                       "dns_responder.upstreams to the real name servers",
+                       mesh_addr_format(&s[i], a, sizeof(a)),
+                       d->o.upstreams && d->o.upstreams[0] ? "dns_responder.upstreams"
+                                                           : "from /etc/resolv.conf",
+                       mesh_addr_format(&d->listen, l, sizeof(l)));
+        return -ELOOP;
+    }
+    return 0;
+}
+
 int mesh_dns_start(struct mesh_dns *d)
 {
     if (d->state != DNS_INIT)
@@ -314,8 +341,10 @@ int mesh_dns_start(struct mesh_dns *d)
         int len = sizeof(ss);
         if (uv_udp_getsockname(&d->udp, (struct sockaddr *)&ss, &len) == 0)
             memcpy(&d->listen.ss, &ss, (size_t)len);
-        r = mesh_dns__tcp_start(d);
+        r = check_upstreams(d);
     }
+    if (r == 0)
+        r = mesh_dns__tcp_start(d);
     return r;
 }
 

@@ -299,8 +299,8 @@ class DnsTest(AgentTest):
         self.assertIn("host bits", out)
         self.assertIn("$.dns_responder.ipv6_range", out)
         out = validate({"upstreams": ["127.0.0.1:" + str(self.port), "not an ip"]})
-        self.assertIn("$.dns_responder.upstreams[0]: '127.0.0.1:%d' is the responder's own "
-                      "listen address" % self.port, out)
+        self.assertIn("$.dns_responder.upstreams[0]: '127.0.0.1:%d' reaches the responder's "
+                      "own listen address" % self.port, out)
         self.assertIn("$.dns_responder.upstreams[1]", out)
         out = validate({"listen": "unix:/tmp/x.sock", "domains": ["Bad_Domain"]})
         self.assertIn("$.dns_responder.listen", out)

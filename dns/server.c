@@ -418,7 +418,8 @@ void mesh_dns_metrics(const struct mesh_dns *d, struct mesh_buf *b)
                      "Open DNS-over-TCP connections.");
     mesh_prom_sample(b, "mesh_dns_responder_tcp_connections", NULL, (double)d->n_conns);
     mesh_prom_family(b, "mesh_dns_responder_tcp_refused_total", "counter",
-                     "DNS-over-TCP connections closed at once: the connection limit was reached.");
+                     "DNS-over-TCP connections closed at the connection limit: the least "
+                     "recently active idle one, or a new one when all have queries in flight.");
     mesh_prom_sample(b, "mesh_dns_responder_tcp_refused_total", NULL, (double)d->stats.tcp_refused);
     mesh_prom_family(b, "mesh_dns_responder_forwarded_inflight", "gauge",
                      "Queries sent upstream and not yet answered.");

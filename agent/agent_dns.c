@@ -187,6 +187,12 @@ static void load_table(struct mesh_agent_dns *ad)
         mesh_agent__log_errors(&errors);
         mesh_log_warn("ignoring the virtual IPs '%s'; giving addresses afresh", ad->path);
         ad->dirty = true; /* the rebuilt table replaces the bad file */
+    } else if (errors.n) {
+        mesh_agent__log_errors(&errors);
+        mesh_log_warn("loaded the virtual IPs of %d services from '%s', dropping the bad entries "
+                      "above; those services get new addresses",
+                      r, ad->path);
+        ad->dirty = true;
     } else {
         mesh_log_info("loaded the virtual IPs of %d services from '%s'", r, ad->path);
     }

@@ -455,30 +455,31 @@ int mesh_vip_load(struct mesh_vip_table *t, const char *name, const char *data, 
 {
     struct mesh_cfg_ctx ctx;
     mesh_cfg_ctx_init(&ctx, name, errors);
-    size_t before = mesh_cfg_error_count(errors);
-    pthread_rwlock_wrlock(&t->lock);
-    clear(t);
-    pthread_rwlock_unlock(&t->lock);
     json_t *doc = NULL;
     int r = mesh_cfg_load_buffer(&ctx, data, len, &doc);
-    if (r < 0)
+    if (r < 0) {
+        pthread_rwlock_wrlock(&t->lock);
+        clear(t);
+        pthread_rwlock_unlock(&t->lock);
         return r == -ENOMEM ? r : -EINVAL;
+    }
     json_t *services = json_object_get(doc, "services");
     json_t *version = json_object_get(doc, "version");
+    r = 0;
     if (!json_is_object(doc) || !json_is_integer(version) || json_integer_value(version) != 1 ||
         !json_is_array(services) || json_object_size(doc) != 2) {
         mesh_cfg_error(&ctx, "expected {\"version\": 1, \"services\": [...]}");
-        json_decref(doc);
-        return -EINVAL;
-    }
-    if (json_array_size(services) > MESH_VIP_SERVICES_MAX) {
+        r = -EINVAL;
+    } else if (json_array_size(services) > MESH_VIP_SERVICES_MAX) {
         mesh_cfg_error(&ctx, "more than %d services", MESH_VIP_SERVICES_MAX);
-        json_decref(doc);
-        return -EINVAL;
+        r = -EINVAL;
     }
+    /* One critical section: other threads see the old table or the new one, never none. */
     pthread_rwlock_wrlock(&t->lock);
+    clear(t);
     size_t o1 = mesh_cfg_path_push_key(&ctx, "services");
-    for (size_t i = 0; i < json_array_size(services); i++) {
+    for (size_t i = 0; r == 0 && i < json_array_size(services); i++) {
+        size_t before = mesh_cfg_error_count(errors);
         size_t o2 = mesh_cfg_path_push_index(&ctx, i);
         json_t *item = json_array_get(services, i);
         struct entry *e = mesh_calloc(1, sizeof(*e));
@@ -491,6 +492,8 @@ int mesh_vip_load(struct mesh_vip_table *t, const char *name, const char *data, 
             mesh_cfg_error(&ctx, "expected an object");
         else
             load_entry(t, &ctx, item, e);
+        /* A bad entry is dropped alone (its service gets a new address); the others keep
+         * theirs. Of two entries that collide, the first stays. */
         bool bad = mesh_cfg_error_count(errors) != before || !e->key;
         if (!bad && mesh_hmap_get(&t->by_key, e->key)) {
             mesh_cfg_error(&ctx, "service '%s' is listed twice", e->key);
@@ -518,8 +521,6 @@ int mesh_vip_load(struct mesh_vip_table *t, const char *name, const char *data, 
         }
     }
     mesh_cfg_path_pop(&ctx, o1);
-    if (r == 0 && mesh_cfg_error_count(errors) != before)
-        r = -EINVAL;
     if (r < 0)
         clear(t);
     size_t n = t->by_key.n;

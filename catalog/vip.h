@@ -86,11 +86,12 @@ void mesh_vip_get_stats(struct mesh_vip_table *t, struct mesh_vip_stats *ret);
  */
 void mesh_vip_encode(struct mesh_vip_table *t, struct mesh_buf *b);
 /*
- * Replaces the table's entries with those of a document (`name` in messages). Entries
- * outside the ranges, duplicated, or for bad keys are errors. On any error nothing is
- * loaded, every problem is in `errors`, and -EINVAL is returned; the caller starts empty
- * and the next sync allocates afresh. Returns the number of services loaded, -EINVAL or
- * -ENOMEM.
+ * Replaces the table's entries with those of a document (`name` in messages), in one
+ * critical section. Entries outside the ranges, duplicated, or for bad keys are errors
+ * (in `errors`) and are dropped alone: the other services keep their addresses, and the next
+ * sync gives the dropped ones new addresses. Returns the number of services loaded (errors
+ * may have been added), -EINVAL when the document cannot be read at all (nothing loaded),
+ * or -ENOMEM (nothing loaded).
  */
 int mesh_vip_load(struct mesh_vip_table *t, const char *name, const char *data, size_t len,
                   struct mesh_cfg_errors *errors);

@@ -270,6 +270,30 @@ static void test_live_udp(void **state)
     mesh_catalog_free(l.catalog);
 }
 
+static void test_error_reply_keeps_edns_and_cd(void **state)
+{
+    (void)state;
+    /* RFC 6891 7: a query with OPT gets OPT back, errors included; CD is copied (RFC 4035
+     * 3.2.2). */
+    uint8_t q[512], out[512];
+    size_t n = query(q, MESH_DNS_FLAG_RD | MESH_DNS_FLAG_CD, "x.example", MESH_DNS_TYPE_A, true);
+    struct mesh_dns_msg m, r;
+    assert_int_equal(mesh_dns_parse(q, n, &m, NULL), 0);
+    size_t len = mesh_dns__error_reply(q, n, &m, true, MESH_DNS_RCODE_SERVFAIL, out, sizeof(out));
+    assert_int_equal(mesh_dns_parse(out, len, &r, NULL), 0);
+    assert_true(r.h.flags & MESH_DNS_FLAG_CD);
+    assert_int_equal(r.h.flags & 0xf, MESH_DNS_RCODE_SERVFAIL);
+    assert_true(r.has_opt);
+    assert_int_equal(r.h.arcount, 1);
+    /* Without OPT in the query, none in the reply. */
+    n = query(q, MESH_DNS_FLAG_RD, "x.example", MESH_DNS_TYPE_A, false);
+    assert_int_equal(mesh_dns_parse(q, n, &m, NULL), 0);
+    len = mesh_dns__error_reply(q, n, &m, true, MESH_DNS_RCODE_SERVFAIL, out, sizeof(out));
+    assert_int_equal(mesh_dns_parse(out, len, &r, NULL), 0);
+    assert_false(r.has_opt);
+    assert_false(r.h.flags & MESH_DNS_FLAG_CD);
+}
+
 /* A port free for UDP and TCP on 127.0.0.1 now (bound, read back, closed). */
 static uint16_t free_port(void)
 {
@@ -330,6 +354,7 @@ int main(void)
         UNIT_TEST(test_refusals),
         UNIT_TEST(test_live_udp),
         UNIT_TEST(test_refuses_itself_as_upstream),
+        UNIT_TEST(test_error_reply_keeps_edns_and_cd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -38,6 +38,7 @@ struct mesh_agent_dns {
     bool writing, dirty, stopping;
     unsigned open; /* timers, the responder and a write in flight */
     uint64_t writes, failures;
+    size_t unassigned[2]; /* services without an address, as last logged */
 };
 
 static void maybe_free(struct mesh_agent_dns *ad)
@@ -116,6 +117,25 @@ static void on_save_timer(uv_timer_t *t)
     save_now(container_of(t, struct mesh_agent_dns, save_timer));
 }
 
+/* Says once when a range runs full (and when it has room again), not at every sync. */
+static void log_exhaustion(struct mesh_agent_dns *ad)
+{
+    struct mesh_vip_stats st;
+    mesh_vip_get_stats(ad->vips, &st);
+    const struct mesh_agent_dns_responder_config *c = &ad->a->cfg->dns_responder;
+    for (int f = 0; f < 2; f++) {
+        const char *range = f ? c->ipv6_range : c->ipv4_range;
+        if (st.unassigned[f] && !ad->unassigned[f])
+            mesh_log_warn("the virtual %s range %s is full: %zu services have no %s address "
+                          "(their names get NODATA); widen the range or lower \"keep\"",
+                          f ? "IPv6" : "IPv4", range, st.unassigned[f], f ? "IPv6" : "IPv4");
+        else if (!st.unassigned[f] && ad->unassigned[f])
+            mesh_log_info("the virtual %s range %s has room again: every service has an address",
+                          f ? "IPv6" : "IPv4", range);
+        ad->unassigned[f] = st.unassigned[f];
+    }
+}
+
 /* Brings the table in step with the catalog; schedules a save when it changed. */
 static void sync_table(struct mesh_agent_dns *ad)
 {
@@ -136,6 +156,7 @@ static void sync_table(struct mesh_agent_dns *ad)
     mesh_free(list);
     if (r < 0)
         mesh_log_warn("out of memory giving services virtual IPs; trying again at the next change");
+    log_exhaustion(ad);
     if (r > 0 && !ad->stopping) {
         ad->dirty = true;
         uv_timer_start(&ad->save_timer, on_save_timer, SAVE_DELAY_MS, 0);
@@ -166,6 +187,12 @@ static void load_table(struct mesh_agent_dns *ad)
         mesh_agent__log_errors(&errors);
         mesh_log_warn("ignoring the virtual IPs '%s'; giving addresses afresh", ad->path);
         ad->dirty = true; /* the rebuilt table replaces the bad file */
+    } else if (errors.n) {
+        mesh_agent__log_errors(&errors);
+        mesh_log_warn("loaded the virtual IPs of %d services from '%s', dropping the bad entries "
+                      "above; those services get new addresses",
+                      r, ad->path);
+        ad->dirty = true;
     } else {
         mesh_log_info("loaded the virtual IPs of %d services from '%s'", r, ad->path);
     }

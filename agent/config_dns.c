@@ -7,6 +7,8 @@
 #include "common/names.h"
 #include "common/resolver.h"
 
+#define KEEP_MARGIN_MS 60000
+
 #define D(m) MESH_CFG_FIELD(struct mesh_agent_dns_responder_config, m)
 
 static const char *check_listen(const char *s)
@@ -65,6 +67,16 @@ static void check_responder(struct mesh_cfg_ctx *ctx, void *obj)
     const struct mesh_agent_dns_responder_config *c = obj;
     check_strings(ctx, "upstreams", &c->upstreams, mesh_resolver_check_server);
     check_strings(ctx, "domains", &c->domains, check_domain_item);
+    /* An address is given to another service only after every answer that named it has
+     * left the clients' caches: the TTL, and a minute for clocks and late lookups. */
+    if (c->keep_ms < c->ttl_ms + KEEP_MARGIN_MS) {
+        size_t o1 = mesh_cfg_path_push_key(ctx, "keep");
+        mesh_cfg_error(ctx,
+                       "must be at least the ttl (%llus) plus 1m: a client may still connect "
+                       "to an address from a cached answer after its service left",
+                       (unsigned long long)(c->ttl_ms / 1000));
+        mesh_cfg_path_pop(ctx, o1);
+    }
     /* The responder must not be its own upstream: every forwarded query would loop. */
     struct mesh_addr l, u;
     if (mesh_addr_parse(c->listen, &l, NULL) < 0)
@@ -76,10 +88,13 @@ static void check_responder(struct mesh_cfg_ctx *ctx, void *obj)
             snprintf(buf, sizeof(buf), strchr(s, ':') ? "[%s]:53" : "%s:53", s);
             s = buf;
         }
-        if (mesh_addr_parse(s, &u, NULL) == 0 && mesh_addr_equal(&l, &u)) {
+        if (mesh_addr_parse(s, &u, NULL) == 0 && mesh_addr_reaches(&l, &u)) {
             size_t o1 = mesh_cfg_path_push_key(ctx, "upstreams");
             size_t o2 = mesh_cfg_path_push_index(ctx, i);
-            mesh_cfg_error(ctx, "'%s' is the responder's own listen address", c->upstreams.v[i]);
+            mesh_cfg_error(ctx,
+                           "'%s' reaches the responder's own listen address %s: every forwarded "
+                           "query would come back to it",
+                           c->upstreams.v[i], c->listen);
             mesh_cfg_path_pop(ctx, o2);
             mesh_cfg_path_pop(ctx, o1);
         }

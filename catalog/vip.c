@@ -25,6 +25,7 @@ struct range {
     unsigned bits;         /* prefix length */
     uint64_t size;         /* usable indexes 1..size */
     struct mesh_hmap used; /* ip text -> entry */
+    bool full;             /* no free address found since the last release */
 };
 
 struct entry {
@@ -39,6 +40,8 @@ struct mesh_vip_table {
     struct range r[2];
     uint64_t keep_ms;
     struct mesh_hmap by_key; /* key -> entry */
+    size_t unassigned[2];    /* after the last sync */
+    uint64_t probes;
 };
 
 static int parse_range(const char *s, int family, struct range *ret, const char **why)
@@ -173,6 +176,7 @@ static void clear(struct mesh_vip_table *t)
     mesh_hmap_init(&t->by_key);
     mesh_hmap_init(&t->r[0].used);
     mesh_hmap_init(&t->r[1].used);
+    t->r[0].full = t->r[1].full = false;
 }
 
 void mesh_vip_table_free(struct mesh_vip_table *t)
@@ -193,12 +197,19 @@ static int assign(struct mesh_vip_table *t, struct entry *e, int f)
     struct range *r = &t->r[f];
     if (e->ip[f].family)
         return 0;
+    /* Full: refused at once, until a release frees an address (the loop must not stall on
+     * probing a full range for every service at every sync). */
+    if (r->full || r->used.n >= r->size) {
+        r->full = true;
+        return -ENOSPC;
+    }
     uint64_t h = mesh_siphash13(e->key, strlen(e->key), VIP_K0 + (uint64_t)f, VIP_K1);
     uint64_t first = 1 + h % r->size;
     /* A range fuller than this is mostly probing; give up rather than stall the loop. */
     uint64_t tries = r->size < 65536 ? r->size : 65536;
     for (uint64_t k = 0; k < tries; k++) {
         uint64_t idx = 1 + (first - 1 + k) % r->size;
+        t->probes++;
         struct mesh_ipport ip;
         char text[INET6_ADDRSTRLEN];
         range_addr(r, idx, &ip);
@@ -211,14 +222,17 @@ static int assign(struct mesh_vip_table *t, struct entry *e, int f)
         e->ip[f] = ip;
         return 0;
     }
+    r->full = true;
     return -ENOSPC;
 }
 
 static void release(struct mesh_vip_table *t, struct entry *e)
 {
     for (int f = 0; f < 2; f++) {
-        if (e->ip[f].family)
+        if (e->ip[f].family) {
             mesh_hmap_remove(&t->r[f].used, e->text[f]);
+            t->r[f].full = false;
+        }
     }
     mesh_hmap_remove(&t->by_key, e->key);
     entry_free(e);
@@ -230,6 +244,7 @@ int mesh_vip_sync(struct mesh_vip_table *t, const char *const *keys, size_t n, u
     struct mesh_hmap seen;
     mesh_hmap_init(&seen);
     pthread_rwlock_wrlock(&t->lock);
+    size_t unassigned[2] = {0, 0};
     for (size_t i = 0; i < n; i++) {
         if (mesh_hmap_put(&seen, keys[i], (void *)(uintptr_t)1) < 0) {
             err = -ENOMEM;
@@ -258,6 +273,7 @@ int mesh_vip_sync(struct mesh_vip_table *t, const char *const *keys, size_t n, u
                 goto out;
             }
             changed |= !had && e->ip[f].family;
+            unassigned[f] += !e->ip[f].family;
         }
     }
     /* Vanished services: mark, and free those gone for longer than keep_ms. */
@@ -284,6 +300,8 @@ int mesh_vip_sync(struct mesh_vip_table *t, const char *const *keys, size_t n, u
         release(t, drop[i]);
     changed |= n_drop > 0;
     mesh_free(drop);
+    t->unassigned[0] = unassigned[0];
+    t->unassigned[1] = unassigned[1];
 out:
     pthread_rwlock_unlock(&t->lock);
     mesh_hmap_done(&seen);
@@ -335,6 +353,15 @@ size_t mesh_vip_count(struct mesh_vip_table *t)
     size_t n = t->by_key.n;
     pthread_rwlock_unlock(&t->lock);
     return n;
+}
+
+void mesh_vip_get_stats(struct mesh_vip_table *t, struct mesh_vip_stats *ret)
+{
+    pthread_rwlock_rdlock(&t->lock);
+    ret->unassigned[0] = t->unassigned[0];
+    ret->unassigned[1] = t->unassigned[1];
+    ret->probes = t->probes;
+    pthread_rwlock_unlock(&t->lock);
 }
 
 static int cmp_entry(const void *a, const void *b)
@@ -428,30 +455,31 @@ int mesh_vip_load(struct mesh_vip_table *t, const char *name, const char *data, 
 {
     struct mesh_cfg_ctx ctx;
     mesh_cfg_ctx_init(&ctx, name, errors);
-    size_t before = mesh_cfg_error_count(errors);
-    pthread_rwlock_wrlock(&t->lock);
-    clear(t);
-    pthread_rwlock_unlock(&t->lock);
     json_t *doc = NULL;
     int r = mesh_cfg_load_buffer(&ctx, data, len, &doc);
-    if (r < 0)
+    if (r < 0) {
+        pthread_rwlock_wrlock(&t->lock);
+        clear(t);
+        pthread_rwlock_unlock(&t->lock);
         return r == -ENOMEM ? r : -EINVAL;
+    }
     json_t *services = json_object_get(doc, "services");
     json_t *version = json_object_get(doc, "version");
+    r = 0;
     if (!json_is_object(doc) || !json_is_integer(version) || json_integer_value(version) != 1 ||
         !json_is_array(services) || json_object_size(doc) != 2) {
         mesh_cfg_error(&ctx, "expected {\"version\": 1, \"services\": [...]}");
-        json_decref(doc);
-        return -EINVAL;
-    }
-    if (json_array_size(services) > MESH_VIP_SERVICES_MAX) {
+        r = -EINVAL;
+    } else if (json_array_size(services) > MESH_VIP_SERVICES_MAX) {
         mesh_cfg_error(&ctx, "more than %d services", MESH_VIP_SERVICES_MAX);
-        json_decref(doc);
-        return -EINVAL;
+        r = -EINVAL;
     }
+    /* One critical section: other threads see the old table or the new one, never none. */
     pthread_rwlock_wrlock(&t->lock);
+    clear(t);
     size_t o1 = mesh_cfg_path_push_key(&ctx, "services");
-    for (size_t i = 0; i < json_array_size(services); i++) {
+    for (size_t i = 0; r == 0 && i < json_array_size(services); i++) {
+        size_t before = mesh_cfg_error_count(errors);
         size_t o2 = mesh_cfg_path_push_index(&ctx, i);
         json_t *item = json_array_get(services, i);
         struct entry *e = mesh_calloc(1, sizeof(*e));
@@ -464,6 +492,8 @@ int mesh_vip_load(struct mesh_vip_table *t, const char *name, const char *data, 
             mesh_cfg_error(&ctx, "expected an object");
         else
             load_entry(t, &ctx, item, e);
+        /* A bad entry is dropped alone (its service gets a new address); the others keep
+         * theirs. Of two entries that collide, the first stays. */
         bool bad = mesh_cfg_error_count(errors) != before || !e->key;
         if (!bad && mesh_hmap_get(&t->by_key, e->key)) {
             mesh_cfg_error(&ctx, "service '%s' is listed twice", e->key);
@@ -491,8 +521,6 @@ int mesh_vip_load(struct mesh_vip_table *t, const char *name, const char *data, 
         }
     }
     mesh_cfg_path_pop(&ctx, o1);
-    if (r == 0 && mesh_cfg_error_count(errors) != before)
-        r = -EINVAL;
     if (r < 0)
         clear(t);
     size_t n = t->by_key.n;

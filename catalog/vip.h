@@ -73,6 +73,12 @@ int mesh_vip_lookup_addr(struct mesh_vip_table *t, const struct mesh_ipport *ip,
 bool mesh_vip_in_range(const struct mesh_vip_table *t, const struct mesh_ipport *ip);
 /* Services with addresses, those kept after they vanished included. */
 size_t mesh_vip_count(struct mesh_vip_table *t);
+/* What the last sync could not do: a full range leaves services without an address. */
+struct mesh_vip_stats {
+    size_t unassigned[2]; /* services in the catalog without an IPv4 [0] / IPv6 [1] address */
+    uint64_t probes;      /* addresses tried since the table was made (a measure of work) */
+};
+void mesh_vip_get_stats(struct mesh_vip_table *t, struct mesh_vip_stats *ret);
 
 /*
  * Appends the table as the JSON document mesh_vip_load reads; errors sticky in b->err.
@@ -80,11 +86,12 @@ size_t mesh_vip_count(struct mesh_vip_table *t);
  */
 void mesh_vip_encode(struct mesh_vip_table *t, struct mesh_buf *b);
 /*
- * Replaces the table's entries with those of a document (`name` in messages). Entries
- * outside the ranges, duplicated, or for bad keys are errors. On any error nothing is
- * loaded, every problem is in `errors`, and -EINVAL is returned; the caller starts empty
- * and the next sync allocates afresh. Returns the number of services loaded, -EINVAL or
- * -ENOMEM.
+ * Replaces the table's entries with those of a document (`name` in messages), in one
+ * critical section. Entries outside the ranges, duplicated, or for bad keys are errors
+ * (in `errors`) and are dropped alone: the other services keep their addresses, and the next
+ * sync gives the dropped ones new addresses. Returns the number of services loaded (errors
+ * may have been added), -EINVAL when the document cannot be read at all (nothing loaded),
+ * or -ENOMEM (nothing loaded).
  */
 int mesh_vip_load(struct mesh_vip_table *t, const char *name, const char *data, size_t len,
                   struct mesh_cfg_errors *errors);

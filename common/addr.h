@@ -29,6 +29,12 @@ uint16_t mesh_addr_port(const struct mesh_addr *a);
 void mesh_addr_set_port(struct mesh_addr *a, uint16_t port);
 bool mesh_addr_is_unix(const struct mesh_addr *a);
 bool mesh_addr_equal(const struct mesh_addr *a, const struct mesh_addr *b);
+/*
+ * True when what is sent to `to` arrives at a socket bound to `listen`: the same port and
+ * the same address, or `listen` the wildcard and `to` loopback, unspecified or one of this
+ * host's addresses (addr_self.c).
+ */
+bool mesh_addr_reaches(const struct mesh_addr *listen, const struct mesh_addr *to);
 /* True when `s` is an IPv4 or IPv6 literal. */
 bool mesh_is_ip_literal(const char *s);
 

@@ -168,6 +168,7 @@ static int read_rr(const uint8_t *p, size_t len, size_t *off, bool additional,
         m->has_opt = true;
         m->udp_size = rclass < MESH_DNS_UDP_MIN ? MESH_DNS_UDP_MIN : rclass;
         m->edns_version = (uint8_t)(ttl >> 16);
+        m->opt_ttl = ttl;
     }
     *off = next + 10 + rdlen;
     return 0;
@@ -184,6 +185,7 @@ int mesh_dns_parse(const uint8_t *p, size_t len, struct mesh_dns_msg *ret, const
     m->has_opt = false;
     m->udp_size = MESH_DNS_UDP_MIN;
     m->edns_version = 0;
+    m->opt_ttl = 0;
     if (mesh_dns_header_read(p, len, &m->h) < 0) {
         *why = "shorter than a DNS header (12 bytes)";
         return -EBADMSG;
@@ -246,15 +248,35 @@ int mesh_dns_truncate(uint8_t *p, size_t len, const struct mesh_dns_msg *m, size
         off = keep = o;
         kept++;
     }
+    /* The authority section whole, after a whole answer section, when it fits. */
+    unsigned kept_ns = 0;
+    if (kept == m->h.ancount && m->h.nscount) {
+        size_t o = off;
+        unsigned i = 0;
+        for (; i < m->h.nscount; i++) {
+            struct mesh_dns_msg scratch = {0};
+            const char *why;
+            if (read_rr(p, len, &o, false, &scratch, &why) < 0 || o + opt_len > max)
+                break;
+        }
+        if (i == m->h.nscount) {
+            keep = o;
+            kept_ns = i;
+        }
+    }
     struct mesh_dns_header h = m->h;
-    h.flags |= MESH_DNS_FLAG_TC;
+    /* RFC 2181 9: TC says the answer is incomplete, not that optional records were left out. */
+    if (kept < m->h.ancount || (m->h.ancount == 0 && kept_ns < m->h.nscount))
+        h.flags |= MESH_DNS_FLAG_TC;
     h.ancount = (uint16_t)kept;
-    h.nscount = 0;
+    h.nscount = (uint16_t)kept_ns;
     h.arcount = 0;
     size_t n = keep;
     if (opt_len) {
         struct mesh_dns_builder b = {.p = p, .cap = max, .len = n};
-        mesh_dns_put_opt(&b, opt_size);
+        uint8_t root = 0;
+        mesh_dns_put_bytes(&b, &root, 1);
+        mesh_dns_put_rr_tail(&b, MESH_DNS_TYPE_OPT, opt_size, m->has_opt ? m->opt_ttl : 0, NULL, 0);
         if (b.err == 0) {
             n = b.len;
             h.arcount = 1;

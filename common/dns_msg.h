@@ -77,6 +77,7 @@ struct mesh_dns_msg {
     bool has_opt;
     uint16_t udp_size; /* the OPT record's payload size (at least 512), or 512 without one */
     uint8_t edns_version;
+    uint32_t opt_ttl; /* the OPT record's TTL: extended RCODE, version, flags (DO) */
 };
 
 /*
@@ -95,8 +96,11 @@ void mesh_dns_header_write(uint8_t *p, const struct mesh_dns_header *h);
 /*
  * Cuts a parsed message (`m` from mesh_dns_parse of p[0..len)) so that it fits `max` bytes,
  * as a UDP answer must: keeps the header and question, as many whole answer records as fit,
- * drops the authority and additional sections, and sets TC when something was dropped. An
- * OPT record of `opt_size` is added back when opt_size is not 0 and it fits. Writes into p;
+ * then the authority section if it fits whole, and drops the additional section. TC is set
+ * only when answer records were dropped, or the authority of an answer without any (a
+ * negative answer's SOA), as RFC 2181 9 says. An OPT record of `opt_size` is added back when
+ * opt_size is not 0 and it fits, with the message's own OPT TTL (extended RCODE, DO) if it
+ * had one. Writes into p;
  * returns the new length, or -EMSGSIZE when even the question does not fit.
  */
 int mesh_dns_truncate(uint8_t *p, size_t len, const struct mesh_dns_msg *m, size_t max,

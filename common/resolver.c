@@ -413,6 +413,28 @@ fail:
     return err;
 }
 
+int mesh_resolver_servers(struct mesh_resolver *r, struct mesh_addr *ret, size_t cap)
+{
+    struct ares_addr_port_node *list = NULL;
+    int st = ares_get_servers_ports(r->channel, &list);
+    if (st != ARES_SUCCESS)
+        return st == ARES_ENOMEM ? -ENOMEM : 0;
+    size_t n = 0;
+    for (struct ares_addr_port_node *s = list; s; s = s->next, n++) {
+        if (n >= cap)
+            continue;
+        char ip[INET6_ADDRSTRLEN] = "";
+        inet_ntop(s->family,
+                  s->family == AF_INET ? (const void *)&s->addr.addr4
+                                       : (const void *)&s->addr.addr6,
+                  ip, sizeof(ip));
+        if (mesh_addr_from_ip(ip, (uint16_t)(s->udp_port ? s->udp_port : 53), &ret[n]) < 0)
+            memset(&ret[n], 0, sizeof(ret[n]));
+    }
+    ares_free_data(list);
+    return (int)n;
+}
+
 void mesh_resolver_close(struct mesh_resolver *r, void (*done)(void *data), void *data)
 {
     if (!r || r->state != RES_RUNNING)

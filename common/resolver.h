@@ -72,6 +72,12 @@ int mesh_resolver_send(struct mesh_resolver *r, const uint8_t *msg, size_t len,
 /* Its callback will not run. The query's memory goes when c-ares lets go of it. */
 void mesh_resolver_cancel(struct mesh_resolver_query *q);
 /*
+ * The name servers queries go to, as c-ares holds them (the configured ones, or those of
+ * /etc/resolv.conf): up to `cap` into ret (port 53 where none was given). Returns how many
+ * there are (may exceed cap) or -ENOMEM.
+ */
+int mesh_resolver_servers(struct mesh_resolver *r, struct mesh_addr *ret, size_t cap);
+/*
  * Cancels every query (their callbacks run with -ECANCELED unless cancelled) and closes the
  * handles; `done` runs on the loop once all are closed, and the resolver is then freed.
  */

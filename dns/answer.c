@@ -103,17 +103,22 @@ size_t mesh_dns__error_reply(const uint8_t *q, size_t len, const struct mesh_dns
     struct mesh_dns_header r = {
         .id = h.id,
         .flags = (uint16_t)(MESH_DNS_FLAG_QR | (h.flags & 0x7800u) | (h.flags & MESH_DNS_FLAG_RD) |
-                            MESH_DNS_FLAG_RA | (rcode & 0xfu)),
+                            (h.flags & MESH_DNS_FLAG_CD) | MESH_DNS_FLAG_RA | (rcode & 0xfu)),
         .qdcount = with_q ? 1 : 0,
+        /* RFC 6891 7: a query with OPT gets one back, errors included. */
+        .arcount = with_q && m->has_opt ? 1 : 0,
     };
     uint8_t hdr[MESH_DNS_HEADER_LEN];
     mesh_dns_header_write(hdr, &r);
     mesh_dns_put_bytes(&b, hdr, sizeof(hdr));
     if (with_q)
         mesh_dns_put_bytes(&b, q + MESH_DNS_HEADER_LEN, m->question_end - MESH_DNS_HEADER_LEN);
+    if (r.arcount)
+        mesh_dns_put_opt(&b, 1232);
     if (b.err) {
         /* The question does not fit: the header alone. */
         r.qdcount = 0;
+        r.arcount = 0;
         mesh_dns_header_write(out, &r);
         return MESH_DNS_HEADER_LEN;
     }
@@ -214,14 +219,11 @@ enum mesh_dns__action mesh_dns__handle(const struct mesh_dns__names *names,
          * header, with our version (0) in the OPT. */
         *ret_why = "an EDNS version other than 0";
         *ret_len = mesh_dns__error_reply(q, len, m, true, MESH_DNS_RCODE_NOERROR, out, cap);
-        struct mesh_dns_builder b = {.p = out, .cap = cap, .len = *ret_len};
-        uint8_t root = 0;
-        mesh_dns_put_bytes(&b, &root, 1);
-        mesh_dns_put_rr_tail(&b, MESH_DNS_TYPE_OPT, 1232, 1u << 24, NULL, 0);
-        if (b.err || *ret_len < MESH_DNS_HEADER_LEN)
+        /* The reply ends with its OPT record (11 bytes); the TTL's first byte is the
+         * extended RCODE. */
+        if (*ret_len < MESH_DNS_HEADER_LEN + 11 || out[11] != 1)
             return MESH_DNS__DROP;
-        out[11] = 1; /* arcount */
-        *ret_len = b.len;
+        out[*ret_len - 6] = 1;
         return MESH_DNS__ERROR;
     }
     *ret_len = mesh_answer(names, q, m, &vip, out, cap);

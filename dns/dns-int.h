@@ -111,7 +111,8 @@ struct mesh_dns {
     uv_tcp_t tcp;
     unsigned handles;                      /* open handles, the resolver counted as one */
     struct mesh_dns__pending *udp_pending; /* UDP queries upstream */
-    struct mesh_dns_conn *conns;
+    struct mesh_dns_conn *conns;           /* the most recently active first */
+    struct mesh_dns_conn *conns_tail;
     int n_conns;
     int n_forwarded; /* in flight */
     struct mesh_dns_stats stats;

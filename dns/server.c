@@ -48,15 +48,25 @@ static void list_remove(struct mesh_dns__pending *p)
     p->prev = p->next = NULL;
 }
 
+/* Takes p off its list and the counts: what happens to its connection after this (closed by
+ * the answer's own write) no longer reaches p. */
+static void pending_detach(struct mesh_dns__pending *p)
+{
+    if (!p->list)
+        return;
+    list_remove(p);
+    p->list = NULL;
+    if (p->conn)
+        p->conn->n_pending--;
+    p->d->n_forwarded--;
+}
+
 void mesh_dns__pending_free(struct mesh_dns__pending *p)
 {
     if (!p)
         return;
-    list_remove(p);
-    if (p->conn)
-        p->conn->n_pending--;
+    pending_detach(p);
     mesh_resolver_cancel(p->q);
-    p->d->n_forwarded--;
     mesh_free(p->query);
     mesh_free(p);
 }
@@ -87,6 +97,8 @@ static void on_upstream(int status, const uint8_t *msg, size_t len, void *data)
     struct mesh_dns__pending *p = data;
     struct mesh_dns *d = p->d;
     p->q = NULL;
+    /* reply() may close the connection, which frees the queries still on its list. */
+    pending_detach(p);
     struct mesh_dns_msg m, qm;
     const char *why = NULL;
     size_t n = 0;
@@ -283,6 +295,33 @@ static void on_closed(uv_handle_t *h)
     mesh_dns__handle_closed(h->data);
 }
 
+/*
+ * Refuses an upstream that is the responder itself, as c-ares holds them (so those read from
+ * /etc/resolv.conf too, e.g. "nameserver 127.0.0.1" with the responder on port 53): every
+ * forwarded query would come back and go out again until the timeouts. Returns 0 or -ELOOP.
+ */
+static int check_upstreams(struct mesh_dns *d)
+{
+    struct mesh_addr s[16];
+    int n = mesh_resolver_servers(d->resolver, s, sizeof(s) / sizeof(s[0]));
+    if (n < 0)
+        return n;
+    for (int i = 0; i < n && i < (int)(sizeof(s) / sizeof(s[0])); i++) {
+        if (!mesh_addr_reaches(&d->listen, &s[i]))
+            continue;
+        char a[128], l[128];
+        mesh_log_error("upstream name server %s (%s) reaches the DNS responder's own address %s: "
+                       "every forwarded query would come back to it; set "
+                       "dns_responder.upstreams to the real name servers",
+                       mesh_addr_format(&s[i], a, sizeof(a)),
+                       d->o.upstreams && d->o.upstreams[0] ? "dns_responder.upstreams"
+                                                           : "from /etc/resolv.conf",
+                       mesh_addr_format(&d->listen, l, sizeof(l)));
+        return -ELOOP;
+    }
+    return 0;
+}
+
 int mesh_dns_start(struct mesh_dns *d)
 {
     if (d->state != DNS_INIT)
@@ -302,8 +341,10 @@ int mesh_dns_start(struct mesh_dns *d)
         int len = sizeof(ss);
         if (uv_udp_getsockname(&d->udp, (struct sockaddr *)&ss, &len) == 0)
             memcpy(&d->listen.ss, &ss, (size_t)len);
-        r = mesh_dns__tcp_start(d);
+        r = check_upstreams(d);
     }
+    if (r == 0)
+        r = mesh_dns__tcp_start(d);
     return r;
 }
 
@@ -377,9 +418,21 @@ void mesh_dns_metrics(const struct mesh_dns *d, struct mesh_buf *b)
                      "Open DNS-over-TCP connections.");
     mesh_prom_sample(b, "mesh_dns_responder_tcp_connections", NULL, (double)d->n_conns);
     mesh_prom_family(b, "mesh_dns_responder_tcp_refused_total", "counter",
-                     "DNS-over-TCP connections closed at once: the connection limit was reached.");
+                     "DNS-over-TCP connections closed at the connection limit: the least "
+                     "recently active idle one, or a new one when all have queries in flight.");
     mesh_prom_sample(b, "mesh_dns_responder_tcp_refused_total", NULL, (double)d->stats.tcp_refused);
+    mesh_prom_family(b, "mesh_dns_responder_forwarded_inflight", "gauge",
+                     "Queries sent upstream and not yet answered.");
+    mesh_prom_sample(b, "mesh_dns_responder_forwarded_inflight", NULL, (double)d->n_forwarded);
     mesh_prom_family(b, "mesh_dns_responder_vips", "gauge",
                      "Services with virtual IPs, those kept after they left the catalog included.");
     mesh_prom_sample(b, "mesh_dns_responder_vips", NULL, (double)mesh_vip_count(d->vips));
+    struct mesh_vip_stats st;
+    mesh_vip_get_stats(d->vips, &st);
+    mesh_prom_family(b, "mesh_dns_responder_vips_unassigned", "gauge",
+                     "Services without a virtual IP of a family: its range is full.");
+    for (int f = 0; f < 2; f++) {
+        struct mesh_prom_label l[] = {{"family", f ? "ipv6" : "ipv4"}, {NULL, NULL}};
+        mesh_prom_sample(b, "mesh_dns_responder_vips_unassigned", l, (double)st.unassigned[f]);
+    }
 }

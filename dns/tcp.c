@@ -3,8 +3,10 @@
 /*
  * DNS over TCP (RFC 7766): each message has a two-byte length prefix; a client may send
  * several queries on one connection without waiting, and answers may come back in any
- * order. A connection quiet for the idle timeout with nothing in flight is closed; past the
- * connection limit a new one is closed at once.
+ * order. A connection with nothing in flight that has not sent or received a whole message
+ * for the idle timeout is closed (bytes that never make a message do not keep it open, RFC
+ * 7766 6.2.3); at the connection limit the least recently active idle connection is closed
+ * to make room, and a new one is refused only when every connection has queries in flight.
  */
 #include <errno.h>
 #include <string.h>
@@ -20,6 +22,43 @@ struct write_req {
 };
 
 static void conn_close(struct mesh_dns_conn *c);
+
+static void conn_unlink(struct mesh_dns_conn *c)
+{
+    struct mesh_dns *d = c->d;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        d->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        d->conns_tail = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void conn_push_front(struct mesh_dns_conn *c)
+{
+    struct mesh_dns *d = c->d;
+    c->prev = NULL;
+    c->next = d->conns;
+    if (d->conns)
+        d->conns->prev = c;
+    else
+        d->conns_tail = c;
+    d->conns = c;
+}
+
+/* A whole message came in or went out: the idle timeout starts again, and c goes to the
+ * front of the list (the last to be closed to make room). */
+static void conn_active(struct mesh_dns_conn *c)
+{
+    uv_timer_again(&c->idle);
+    if (c->d->conns != c) {
+        conn_unlink(c);
+        conn_push_front(c);
+    }
+}
 
 static void on_conn_closed(uv_handle_t *h)
 {
@@ -39,12 +78,7 @@ static void conn_close(struct mesh_dns_conn *c)
     struct mesh_dns *d = c->d;
     while (c->pending)
         mesh_dns__pending_free(c->pending);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        d->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    conn_unlink(c);
     d->n_conns--;
     /* d counts the connection as one handle until both of its own have closed. */
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
@@ -95,7 +129,7 @@ void mesh_dns__tcp_send(struct mesh_dns_conn *c, const uint8_t *msg, size_t len)
         conn_close(c);
         return;
     }
-    uv_timer_again(&c->idle);
+    conn_active(c);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -114,7 +148,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     c->in_len += (size_t)nread;
-    uv_timer_again(&c->idle);
     size_t off = 0;
     while (!c->closing && c->in_len - off >= 2) {
         size_t len = (size_t)c->in[off] << 8 | c->in[off + 1];
@@ -126,6 +159,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
         if (c->in_len - off - 2 < len)
             break;
+        conn_active(c);
         mesh_dns__query(c->d, c, NULL, c->in + off + 2, len);
         off += 2 + len;
     }
@@ -151,20 +185,28 @@ static void on_connection(uv_stream_t *server, int status)
     uv_timer_init(d->loop, &c->idle);
     c->handles = 2;
     d->handles++;
-    c->next = d->conns;
-    if (d->conns)
-        d->conns->prev = c;
-    d->conns = c;
+    conn_push_front(c);
     d->n_conns++;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
         conn_close(c);
         return;
     }
     if (d->n_conns > d->o.max_tcp_connections) {
+        /* Room is made by closing the least recently active connection with nothing in
+         * flight: clients that hold a slot without finishing a message cannot lock out
+         * others. Only when every one has queries in flight is the new one refused. */
+        struct mesh_dns_conn *old = d->conns_tail;
+        while (old && (old == c || old->n_pending))
+            old = old->prev;
         d->stats.tcp_refused++;
-        mesh_log_debug("DNS over TCP: %d connections, closing a new one", d->n_conns - 1);
-        conn_close(c);
-        return;
+        if (!old) {
+            mesh_log_debug("DNS over TCP: %d busy connections, closing a new one", d->n_conns - 1);
+            conn_close(c);
+            return;
+        }
+        mesh_log_debug("DNS over TCP: %d connections, closing the least recently active",
+                       d->n_conns - 1);
+        conn_close(old);
     }
     uv_timer_start(&c->idle, on_idle, d->o.tcp_idle_timeout_ms, d->o.tcp_idle_timeout_ms);
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0)

@@ -10,7 +10,8 @@ sockets, forwarding to the fake DNS server (tests/fakes/fake_dns.py):
 - a big upstream answer is cut with TC over UDP and whole over TCP;
 - an upstream that is down or silent gives SERVFAIL, quickly;
 - malformed queries get FORMERR or nothing, and the agent keeps answering;
-- a corrupt vips.json is reported and rebuilt; a bad config is refused with its reason."""
+- a bad entry in vips.json is reported and that service alone gets a new address, the
+  others keep theirs; a bad config is refused with its reason."""
 import ipaddress
 import json
 import os
@@ -129,6 +130,17 @@ class DnsTest(AgentTest):
         self.assertEqual(saved["shop/api"]["ipv4"], v4[0])
         self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
         self.assertEqual(a.stop(), 0)
+        # Moved in the file to an address the hash would not pick: what comes back after the
+        # restart (and after the service leaves and returns) can only come from the file.
+        moved = "240.240.200.200" if v4[0] != "240.240.200.200" else "240.240.200.201"
+        with open(path) as f:
+            doc = json.load(f)
+        for s in doc["services"]:
+            if s["service"] == "shop/api":
+                s["ipv4"] = moved
+        with open(path, "w") as f:
+            json.dump(doc, f)
+        v4 = [moved]
         # A new service first, so that allocation order differs from the first run.
         a.write_service("aaa.json", service("aaa", "shop"))
         a.start()
@@ -271,16 +283,23 @@ class DnsTest(AgentTest):
                        services={"api.json": service("api", "shop")})
         os.makedirs(a.state_dir, mode=0o700)
         path = os.path.join(a.state_dir, "vips.json")
+        # A bad entry next to a good one at an address the hash would not pick.
         with open(path, "w") as f:
-            f.write('{"version": 1, "services": [{"service": "shop/api", "ipv4": "10.0.0.1"}]}')
+            f.write('{"version": 1, "services": [{"service": "shop/api", "ipv4": "10.0.0.1"}, '
+                    '{"service": "default/web", "ipv4": "240.240.77.77"}]}')
+        a.write_service("web.json", service("web"))
         a.start()
         self.assertEqual(len(self.short("api.shop")), 1)
+        self.assertEqual(self.short("web.default"), ["240.240.77.77"])
+        self.assertIn("$.services[0]", a.logs())
         self.assertIn("configured IPv4 range", a.logs())
-        self.assertIn("ignoring the virtual IPs", a.logs())
+        self.assertIn("dropping the bad entries", a.logs())
 
         def rewritten():
             with open(path) as f:
-                return json.load(f)["services"][0]["ipv4"].startswith("240.240.")
+                saved = {s["service"]: s for s in json.load(f)["services"]}
+            return (saved["shop/api"]["ipv4"].startswith("240.240.")
+                    and saved["default/web"]["ipv4"] == "240.240.77.77")
         wait_for(rewritten, what="vips.json rebuilt")
 
     def test_bad_config_is_refused(self):
@@ -299,8 +318,8 @@ class DnsTest(AgentTest):
         self.assertIn("host bits", out)
         self.assertIn("$.dns_responder.ipv6_range", out)
         out = validate({"upstreams": ["127.0.0.1:" + str(self.port), "not an ip"]})
-        self.assertIn("$.dns_responder.upstreams[0]: '127.0.0.1:%d' is the responder's own "
-                      "listen address" % self.port, out)
+        self.assertIn("$.dns_responder.upstreams[0]: '127.0.0.1:%d' reaches the responder's "
+                      "own listen address" % self.port, out)
         self.assertIn("$.dns_responder.upstreams[1]", out)
         out = validate({"listen": "unix:/tmp/x.sock", "domains": ["Bad_Domain"]})
         self.assertIn("$.dns_responder.listen", out)

@@ -91,6 +91,18 @@ static const struct bad_case bad_cases[] = {
      "$.shutdown.drain_timeout: expected a duration such as \"5s\", \"250ms\" or \"1m30s\", got "
      "true"},
     {"{\"shutdown\": {\"drain\": \"5s\"}}", "unknown key 'drain' (did you mean 'drain_timeout'?)"},
+    /* The responder as its own upstream: through the wildcard, loopback or the same address. */
+    {"{\"dns_responder\": {\"listen\": \"0.0.0.0:5300\", \"upstreams\": [\"127.0.0.1:5300\"]}}",
+     "$.dns_responder.upstreams[0]: '127.0.0.1:5300' reaches the responder's own listen address"},
+    {"{\"dns_responder\": {\"listen\": \"[::]:53\", \"upstreams\": [\"10.1.1.1\", \"::1\"]}}",
+     "$.dns_responder.upstreams[1]: '::1' reaches the responder's own listen address"},
+    {"{\"dns_responder\": {\"listen\": \"127.0.0.1:53\", \"upstreams\": [\"0.0.0.0\"]}}",
+     "$.dns_responder.upstreams[0]: '0.0.0.0' reaches the responder's own listen address"},
+    /* An address must outlive the answers clients cache before another service gets it. */
+    {"{\"dns_responder\": {\"keep\": \"0s\"}}",
+     "$.dns_responder.keep: must be at least the ttl (30s) plus 1m"},
+    {"{\"dns_responder\": {\"keep\": \"1h\", \"ttl\": \"1h\"}}",
+     "$.dns_responder.keep: must be at least the ttl (3600s) plus 1m"},
     {"{\"dns\": {\"servers\": [\"127.0.0.1:5353\", \"ns1.example\"]}}",
      "$.dns.servers[1]: 'ns1.example' must be an IP address, \"ip:port\" or \"[ipv6]:port\""},
     {"{\"dns\": {\"servers\": [\"127.0.0.1:0\"]}}", "$.dns.servers[0]: '127.0.0.1:0' must be"},

@@ -121,6 +121,47 @@ static void test_small_range_fills(void **state)
     mesh_vip_table_free(t);
 }
 
+static void test_full_range_fails_fast(void **state)
+{
+    (void)state;
+    /* A /30 (two addresses) taken by two services; 300 more get no IPv4 address, and each
+     * sync refuses them at once instead of probing the range again for every one. */
+    struct mesh_vip_table *t = table("10.9.0.0/30", NULL, 0);
+    const char *keys[302];
+    char names[302][16];
+    for (int i = 0; i < 302; i++) {
+        snprintf(names[i], sizeof(names[i]), "a/s%d", i);
+        keys[i] = names[i];
+    }
+    assert_int_equal(mesh_vip_sync(t, keys, 2, 1), 1);
+    struct mesh_vip_stats st;
+    mesh_vip_get_stats(t, &st);
+    assert_int_equal(st.unassigned[0], 0);
+    assert_int_equal(st.unassigned[1], 0);
+    assert_int_equal(mesh_vip_sync(t, keys, 302, 2), 1);
+    mesh_vip_get_stats(t, &st);
+    assert_int_equal(st.unassigned[0], 300);
+    assert_int_equal(st.unassigned[1], 0);
+    uint64_t probes = st.probes;
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(mesh_vip_sync(t, keys, 302, 3 + (uint64_t)k), 0);
+    mesh_vip_get_stats(t, &st);
+    assert_true(st.probes == probes);
+    /* A release (s0 leaves) lets one more in at the next sync; then the range is full again. */
+    assert_int_equal(mesh_vip_sync(t, keys + 1, 301, 10), 1);
+    struct mesh_vip_pair p;
+    assert_int_equal(mesh_vip_lookup_service(t, keys[0], &p), -ENOENT);
+    assert_int_equal(mesh_vip_sync(t, keys + 1, 301, 11), 1);
+    mesh_vip_get_stats(t, &st);
+    assert_int_equal(st.unassigned[0], 299);
+    assert_true(st.probes > probes);
+    probes = st.probes;
+    assert_int_equal(mesh_vip_sync(t, keys + 1, 301, 12), 0);
+    mesh_vip_get_stats(t, &st);
+    assert_true(st.probes == probes);
+    mesh_vip_table_free(t);
+}
+
 static void test_save_and_load(void **state)
 {
     (void)state;
@@ -155,29 +196,36 @@ static void test_save_and_load(void **state)
 static void test_bad_files(void **state)
 {
     (void)state;
+    /* A document that cannot be read loads nothing (-EINVAL); a bad entry is dropped with
+     * its reason and the good ones are kept (`kept`), so no service moves to another
+     * address because of another's bad entry. */
     static const struct {
         const char *doc;
         const char *error;
+        int kept; /* -1: the whole document refused */
     } cases[] = {
-        {"{\"version\": 1, \"services\": [", "vips.json"},
-        {"[]", "expected {\"version\": 1"},
-        {"{\"version\": 2, \"services\": []}", "expected {\"version\": 1"},
-        {"{\"version\": 1, \"services\": [{\"service\": \"noslash\"}]}", "$.services[0]"},
+        {"{\"version\": 1, \"services\": [", "vips.json", -1},
+        {"[]", "expected {\"version\": 1", -1},
+        {"{\"version\": 2, \"services\": []}", "expected {\"version\": 1", -1},
+        {"{\"version\": 1, \"services\": [{\"service\": \"noslash\"}]}", "$.services[0]", 0},
         {"{\"version\": 1, \"services\": [{\"service\": \"a/b\", \"ipv4\": \"10.0.0.1\"}]}",
-         "configured IPv4 range"},
+         "configured IPv4 range", 0},
         {"{\"version\": 1, \"services\": [{\"service\": \"a/b\", \"ipv4\": \"240.240.0.0\"}]}",
-         "configured IPv4 range"},
+         "configured IPv4 range", 0},
         {"{\"version\": 1, \"services\": [{\"service\": \"a/b\", \"ipv6\": \"2001:3::1\"}]}",
-         "configured IPv6 range"},
+         "configured IPv6 range", 0},
         {"{\"version\": 1, \"services\": [{\"service\": \"a/b\"}, {\"service\": \"a/b\"}]}",
-         "listed twice"},
+         "listed twice", 1},
         {"{\"version\": 1, \"services\": [{\"service\": \"a/b\", \"ipv4\": \"240.240.0.9\"}, "
          "{\"service\": \"a/c\", \"ipv4\": \"240.240.0.9\"}]}",
-         "given to two services"},
+         "given to two services", 1},
         {"{\"version\": 1, \"services\": [{\"service\": \"a/b\", \"color\": 1}]}",
-         "unknown key 'color'"},
+         "unknown key 'color'", 0},
         {"{\"version\": 1, \"services\": [{\"service\": \"a/b\", \"gone_since_ms\": -1}]}",
-         "positive integer"},
+         "positive integer", 0},
+        {"{\"version\": 1, \"services\": [{\"service\": \"a/c\", \"ipv4\": \"10.0.0.1\"}, "
+         "{\"service\": \"a/b\", \"ipv4\": \"240.240.0.9\"}]}",
+         "$.services[0]", 1},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct mesh_vip_table *t = table(NULL, NULL, 1000);
@@ -186,10 +234,21 @@ static void test_bad_files(void **state)
         struct mesh_cfg_errors errors = {0};
         int r = mesh_vip_load(t, "vips.json", cases[i].doc, strlen(cases[i].doc), &errors);
         char *all = mesh_cfg_errors_join(&errors);
-        if (r != -EINVAL || !all || !strstr(all, cases[i].error))
-            fail_msg("case %zu: %d '%s', expected '%s'", i, r, all ? all : "", cases[i].error);
-        /* Nothing of a bad file is loaded. */
-        assert_int_equal(mesh_vip_count(t), 0);
+        int want = cases[i].kept < 0 ? -EINVAL : cases[i].kept;
+        if (r != want || !all || !strstr(all, cases[i].error))
+            fail_msg("case %zu: %d '%s', expected %d '%s'", i, r, all ? all : "", want,
+                     cases[i].error);
+        assert_int_equal(mesh_vip_count(t), cases[i].kept < 0 ? 0 : (size_t)cases[i].kept);
+        struct mesh_vip_pair p;
+        if (cases[i].kept > 0) {
+            /* The first a/b kept, with its address. */
+            assert_int_equal(mesh_vip_lookup_service(t, "a/b", &p), 0);
+            if (strstr(cases[i].doc, "240.240.0.9")) {
+                char a[INET6_ADDRSTRLEN];
+                text(&p.v4, a);
+                assert_string_equal(a, "240.240.0.9");
+            }
+        }
         mesh_free(all);
         mesh_cfg_errors_done(&errors);
         mesh_vip_table_free(t);
@@ -202,6 +261,7 @@ int main(void)
         UNIT_TEST(test_ranges),
         UNIT_TEST(test_sync_and_lookups),
         UNIT_TEST(test_small_range_fills),
+        UNIT_TEST(test_full_range_fails_fast),
         UNIT_TEST(test_save_and_load),
         UNIT_TEST(test_bad_files),
     };

@@ -212,6 +212,81 @@ static void test_truncate(void **state)
     assert_int_equal(mesh_dns_truncate(p, (size_t)n, &m, 20, 0), -EMSGSIZE);
 }
 
+/* An answer of `an` A records, `ns` 63-byte authority records, 20 big additional records
+ * and an OPT record whose TTL says DO (RFC 3225). */
+static size_t big_tail(uint8_t *p, size_t cap, unsigned an, unsigned ns, unsigned rcode)
+{
+    struct mesh_dns_builder b;
+    mesh_dns_builder_init(&b, p, cap);
+    struct mesh_dns_header h = {.id = 9,
+                                .flags = (uint16_t)(MESH_DNS_FLAG_QR | MESH_DNS_FLAG_RD | rcode),
+                                .qdcount = 1,
+                                .ancount = (uint16_t)an,
+                                .nscount = (uint16_t)ns,
+                                .arcount = 21};
+    uint8_t hdr[12];
+    mesh_dns_header_write(hdr, &h);
+    mesh_dns_put_bytes(&b, hdr, 12);
+    mesh_dns_put_name(&b, "x.example");
+    mesh_dns_put_u16(&b, 1);
+    mesh_dns_put_u16(&b, 1);
+    for (unsigned i = 0; i < an; i++) {
+        mesh_dns_put_pointer(&b, 12);
+        mesh_dns_put_rr_tail(&b, 1, 1, 60, "\xc0\0\2\1", 4);
+    }
+    uint8_t txt[51];
+    txt[0] = 50;
+    memset(txt + 1, 't', 50);
+    for (unsigned i = 0; i < ns; i++) {
+        mesh_dns_put_pointer(&b, 12);
+        mesh_dns_put_rr_tail(&b, 16, 1, 60, txt, sizeof(txt));
+    }
+    for (int i = 0; i < 20; i++) {
+        mesh_dns_put_pointer(&b, 12);
+        mesh_dns_put_rr_tail(&b, 16, 1, 60, txt, sizeof(txt));
+    }
+    uint8_t root = 0;
+    mesh_dns_put_bytes(&b, &root, 1);
+    mesh_dns_put_rr_tail(&b, MESH_DNS_TYPE_OPT, 4096, 0x8000, NULL, 0);
+    assert_int_equal(b.err, 0);
+    return b.len;
+}
+
+static void test_truncate_sets_tc_only_for_answers(void **state)
+{
+    (void)state;
+    /* RFC 2181 9: TC only when the answer itself was cut. Dropping the additional section
+     * of a whole answer is no truncation; the upstream's OPT (DO, extended RCODE) stays. */
+    uint8_t p[4096];
+    struct mesh_dns_msg m, t;
+    size_t len = big_tail(p, sizeof(p), 2, 0, 0);
+    assert_int_equal(mesh_dns_parse(p, len, &m, NULL), 0);
+    int n = mesh_dns_truncate(p, len, &m, 512, 1232);
+    assert_true(n > 0 && n <= 512);
+    assert_int_equal(mesh_dns_parse(p, (size_t)n, &t, NULL), 0);
+    assert_false(t.h.flags & MESH_DNS_FLAG_TC);
+    assert_int_equal(t.h.ancount, 2);
+    assert_int_equal(t.h.arcount, 1);
+    assert_true(t.has_opt);
+    /* The OPT record ends the message: its TTL (extended RCODE, version, DO) as upstream's. */
+    assert_memory_equal(p + n - 6, "\0\0\x80\0", 4);
+    /* A negative answer keeps its SOA (authority) when it fits: no TC either. */
+    len = big_tail(p, sizeof(p), 0, 1, 3);
+    assert_int_equal(mesh_dns_parse(p, len, &m, NULL), 0);
+    n = mesh_dns_truncate(p, len, &m, 512, 1232);
+    assert_int_equal(mesh_dns_parse(p, (size_t)n, &t, NULL), 0);
+    assert_false(t.h.flags & MESH_DNS_FLAG_TC);
+    assert_int_equal(t.h.nscount, 1);
+    /* One that loses it is cut: TC. */
+    len = big_tail(p, sizeof(p), 0, 1, 3);
+    assert_int_equal(mesh_dns_parse(p, len, &m, NULL), 0);
+    n = mesh_dns_truncate(p, len, &m, 60, 1232);
+    assert_true(n > 0);
+    assert_int_equal(mesh_dns_parse(p, (size_t)n, &t, NULL), 0);
+    assert_true(t.h.flags & MESH_DNS_FLAG_TC);
+    assert_int_equal(t.h.nscount, 0);
+}
+
 static void test_builder(void **state)
 {
     (void)state;
@@ -235,8 +310,10 @@ static void test_builder(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        UNIT_TEST(test_query_parses), UNIT_TEST(test_root_and_escapes), UNIT_TEST(test_refusals),
-        UNIT_TEST(test_name_limits),  UNIT_TEST(test_truncate),         UNIT_TEST(test_builder),
+        UNIT_TEST(test_query_parses), UNIT_TEST(test_root_and_escapes),
+        UNIT_TEST(test_refusals),     UNIT_TEST(test_name_limits),
+        UNIT_TEST(test_truncate),     UNIT_TEST(test_truncate_sets_tc_only_for_answers),
+        UNIT_TEST(test_builder),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

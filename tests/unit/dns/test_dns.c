@@ -4,6 +4,7 @@
  * responder's life on a loop: started on an ephemeral port, answering a mesh name over
  * UDP, closed with no handle or allocation left.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -269,6 +270,82 @@ static void test_live_udp(void **state)
     mesh_catalog_free(l.catalog);
 }
 
+static void test_error_reply_keeps_edns_and_cd(void **state)
+{
+    (void)state;
+    /* RFC 6891 7: a query with OPT gets OPT back, errors included; CD is copied (RFC 4035
+     * 3.2.2). */
+    uint8_t q[512], out[512];
+    size_t n = query(q, MESH_DNS_FLAG_RD | MESH_DNS_FLAG_CD, "x.example", MESH_DNS_TYPE_A, true);
+    struct mesh_dns_msg m, r;
+    assert_int_equal(mesh_dns_parse(q, n, &m, NULL), 0);
+    size_t len = mesh_dns__error_reply(q, n, &m, true, MESH_DNS_RCODE_SERVFAIL, out, sizeof(out));
+    assert_int_equal(mesh_dns_parse(out, len, &r, NULL), 0);
+    assert_true(r.h.flags & MESH_DNS_FLAG_CD);
+    assert_int_equal(r.h.flags & 0xf, MESH_DNS_RCODE_SERVFAIL);
+    assert_true(r.has_opt);
+    assert_int_equal(r.h.arcount, 1);
+    /* Without OPT in the query, none in the reply. */
+    n = query(q, MESH_DNS_FLAG_RD, "x.example", MESH_DNS_TYPE_A, false);
+    assert_int_equal(mesh_dns_parse(q, n, &m, NULL), 0);
+    len = mesh_dns__error_reply(q, n, &m, true, MESH_DNS_RCODE_SERVFAIL, out, sizeof(out));
+    assert_int_equal(mesh_dns_parse(out, len, &r, NULL), 0);
+    assert_false(r.has_opt);
+    assert_false(r.h.flags & MESH_DNS_FLAG_CD);
+}
+
+/* A port free for UDP and TCP on 127.0.0.1 now (bound, read back, closed). */
+static uint16_t free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* Starts a responder listening on `host`:lport forwarding to `upstream`:uport; returns
+ * what mesh_dns_start said. */
+static int start_with(const char *host, uint16_t lport, const char *upstream, uint16_t uport)
+{
+    char l[64], u[64];
+    snprintf(l, sizeof(l), "%s:%u", host, lport);
+    snprintf(u, sizeof(u), "%s:%u", upstream, uport);
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct mesh_vip_table *vips;
+    assert_int_equal(mesh_vip_table_new(NULL, &vips), 0);
+    struct mesh_dns_options o = {
+        .listen = l, .domains = domains, .n_domains = 1, .upstreams = u, .ttl = 5};
+    struct mesh_dns *d;
+    assert_int_equal(mesh_dns_new(&loop, &o, NULL, vips, &d), 0);
+    int r = mesh_dns_start(d);
+    mesh_dns_close(d, NULL, NULL);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    mesh_vip_table_free(vips);
+    return r;
+}
+
+static void test_refuses_itself_as_upstream(void **state)
+{
+    (void)state;
+    /* Upstreams as c-ares holds them (from the config or resolv.conf) that reach the listen
+     * address: every forwarded query would come back to the responder. */
+    uint16_t p = free_port();
+    assert_int_equal(start_with("0.0.0.0", p, "127.0.0.1", p), -ELOOP);
+    assert_int_equal(start_with("0.0.0.0", p, "127.0.0.53", p), -ELOOP);
+    assert_int_equal(start_with("127.0.0.1", p, "127.0.0.1", p), -ELOOP);
+    assert_int_equal(start_with("127.0.0.1", p, "192.0.2.1:53,0.0.0.0", p), -ELOOP);
+    assert_int_equal(start_with("[::]", p, "127.0.0.1", p), -ELOOP);
+    /* Another port, or another loopback address than the one listened on: no loop. */
+    assert_int_equal(start_with("127.0.0.1", p, "127.0.0.1", 9), 0);
+    assert_int_equal(start_with("127.0.0.1", p, "127.0.0.2", p), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -276,6 +353,8 @@ int main(void)
         UNIT_TEST(test_answers),
         UNIT_TEST(test_refusals),
         UNIT_TEST(test_live_udp),
+        UNIT_TEST(test_refuses_itself_as_upstream),
+        UNIT_TEST(test_error_reply_keeps_edns_and_cd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

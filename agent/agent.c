@@ -255,8 +255,9 @@ int mesh_agent_start(struct mesh_agent *a)
     /* Before the data plane: captured calls to virtual IPs find their service from the start. */
     r = mesh_agent__dns_start(a);
     if (r < 0)
-        return start_failed(r, "cannot start the DNS responder on %s: %s",
-                            a->cfg->dns_responder.listen, strerror(-r));
+        return start_failed(
+            r, "cannot start the DNS responder on %s: %s", a->cfg->dns_responder.listen,
+            r == -ELOOP ? "an upstream is the responder itself (see above)" : strerror(-r));
 
     r = mesh_proxy_new(a->loop, &popts, &a->proxy);
     if (r == 0)

@@ -64,6 +64,11 @@ int mesh_agent_capture_spec(const struct mesh_agent_config *cfg, uint32_t agent_
         .inbound_port = (uint16_t)c->inbound.listen_port,
         .inbound_ports = c->inbound.ports.v,
         .n_inbound_ports = c->inbound.ports.n,
+        .pod_cidrs = (const char *const *)c->pods.cidrs.v,
+        .n_pod_cidrs = c->pods.cidrs.n,
+        .pod_interfaces = (const char *const *)c->pods.interfaces.v,
+        .n_pod_interfaces = c->pods.interfaces.n,
+        .pods_exclude_port = mesh_addr_port(&cfg->inbound_addr),
     };
     return 0;
 }

@@ -128,6 +128,8 @@ void mesh_agent__capture_update(struct mesh_agent *a);
 void mesh_agent__capture_stop(struct mesh_agent *a);
 /* What the proxy is told of the capture listeners. */
 void mesh_agent__capture_inputs(const struct mesh_agent *a, struct mesh_proxy_capture *ret);
+/* Frees what capture_inputs allocated, after the proxy's update. */
+void mesh_agent__capture_inputs_done(struct mesh_proxy_capture *c);
 
 /* agent_registries.c */
 /* The catalog changed: keep it (last-known-good) and update the data plane. */

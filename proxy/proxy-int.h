@@ -241,6 +241,7 @@ struct mesh_proxy_snapshot {
     /* Transparent capture (capture_build.c): original destination "ip:port", or "vip:ip",
      * -> the CAPTURED listener of its service (keys owned). */
     struct mesh_hmap capture_index;
+    struct mesh_hmap capture_sources; /* caller IP -> its SPIFFE ID (keys and values owned) */
     bool capture_refuse_unknown;
     bool capture_permissive;
     struct mesh_dest_state *passthrough; /* counters of passed-through connections (a reference) */

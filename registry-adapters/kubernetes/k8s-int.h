@@ -134,6 +134,10 @@ bool mesh_k8s__all_listed(const struct k8s_registry *k);
 void mesh_k8s__pods_index(struct k8s_registry *k, const struct mesh_k8s_pod *old,
                           struct mesh_k8s_pod *pod);
 
+/* k8s_apply.c: the port of a Service the mesh uses (its mesh.io/port annotation, else the
+ * first); NULL when it has none. */
+const struct mesh_k8s_port *mesh_k8s__service_port(const struct mesh_k8s_service *svc);
+
 /* Frees a decoded object of `kind` (k8s_watch.c). */
 void mesh_k8s__obj_free(enum k8s_kind kind, void *obj);
 

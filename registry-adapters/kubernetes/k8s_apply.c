@@ -169,7 +169,7 @@ void mesh_k8s__sweep(struct k8s_registry *k, enum k8s_kind kind, const char *ns,
 /* ---- to the catalog ---- */
 
 /* The port of the service the mesh uses: a name to find in each slice, or NULL (first). */
-static const struct mesh_k8s_port *service_port(const struct mesh_k8s_service *svc)
+const struct mesh_k8s_port *mesh_k8s__service_port(const struct mesh_k8s_service *svc)
 {
     if (!svc || !svc->n_ports)
         return NULL;
@@ -225,7 +225,7 @@ static void push(struct k8s_registry *k, struct k8s_group *g)
     char id[600];
     snprintf(id, sizeof(id), "spiffe://%s/ns/%s/sa/%s", k->base.env->trust_domain, g->namespace,
              account);
-    const struct mesh_k8s_port *want = service_port(svc), *proto_port = want;
+    const struct mesh_k8s_port *want = mesh_k8s__service_port(svc), *proto_port = want;
     size_t total = 0;
     for (size_t i = 0; i < g->n_slices; i++)
         total += g->slices[i]->n_eps;
@@ -288,7 +288,7 @@ static int local_of(struct k8s_registry *k, const struct k8s_group *g,
     *ret = NULL;
     *ret_why = NULL;
     const struct mesh_k8s_service *svc = mesh_hmap_get(&k->cache[K8S_SERVICES], g->key);
-    const struct mesh_k8s_port *want = service_port(svc);
+    const struct mesh_k8s_port *want = mesh_k8s__service_port(svc);
     const struct mesh_k8s_endpoint *mine = NULL;
     const char *mine_pod = NULL;
     const struct mesh_k8s_port *port = NULL;

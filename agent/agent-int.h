@@ -79,6 +79,7 @@ struct mesh_agent {
     struct mesh_agent_dns *dns; /* the DNS responder and virtual IPs; NULL: off */
     char *capture_applied;      /* the capture section whose rules are installed; NULL: none */
     uint64_t capture_version;   /* the catalog version whose endpoints they capture */
+    uint64_t capture_addrs_sum; /* and a checksum of the ClusterIPs they capture */
 };
 
 struct mesh_certs;

@@ -113,6 +113,31 @@ static int service_addrs(const struct mesh_agent *a, struct mesh_service_addr **
     return 0;
 }
 
+/* A checksum of the services' other addresses (FNV-1a): a Service's ClusterIP can come
+ * without a change of the catalog (its slices came first). */
+static uint64_t addrs_sum(const struct mesh_agent *a)
+{
+    struct mesh_service_addr *v = NULL;
+    size_t n = 0;
+    uint64_t h = 14695981039346656037ULL;
+    if (service_addrs(a, &v, &n) < 0)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct mesh_ipport *x = &v[i].addr;
+        unsigned char b[19];
+        memcpy(b, x->ip, 16);
+        b[16] = (unsigned char)(x->port >> 8);
+        b[17] = (unsigned char)x->port;
+        b[18] = x->family;
+        for (size_t k = 0; k < sizeof(b); k++)
+            h = (h ^ b[k]) * 1099511628211ULL;
+        for (const char *q = v[i].service; *q; q++)
+            h = (h ^ (unsigned char)*q) * 1099511628211ULL;
+    }
+    mesh_free(v);
+    return h;
+}
+
 /* The endpoints of every mesh service, and its other addresses (ClusterIPs), to capture in
  * "services" mode and from pods (the caller's). */
 static int catalog_dests(const struct mesh_agent *a, struct mesh_ipport **ret, size_t *ret_n)
@@ -183,6 +208,7 @@ static int install(struct mesh_agent *a, char *err, size_t n)
     mesh_free(dests);
     if (r == 0) {
         a->capture_version = mesh_catalog_version(a->catalog);
+        a->capture_addrs_sum = addrs_sum(a);
         mesh_free(a->capture_applied);
         a->capture_applied = encode(c);
         mesh_log_info("capture rules installed in table inet %s (%zu endpoints%s%s)", c->table,
@@ -235,8 +261,10 @@ void mesh_agent__capture_update(struct mesh_agent *a)
         return;
     }
     bool pods = c->pods.cidrs.n || c->pods.interfaces.n;
-    if (!c->outbound.enabled || (c->outbound.mode == MESH_CAPTURE_MODE_ALL && !pods) ||
-        a->capture_version == mesh_catalog_version(a->catalog))
+    if (!c->outbound.enabled || (c->outbound.mode == MESH_CAPTURE_MODE_ALL && !pods))
+        return;
+    uint64_t sum = addrs_sum(a);
+    if (a->capture_version == mesh_catalog_version(a->catalog) && a->capture_addrs_sum == sum)
         return;
     struct mesh_ipport *dests = NULL;
     size_t n_dests = 0;
@@ -247,10 +275,12 @@ void mesh_agent__capture_update(struct mesh_agent *a)
     struct mesh_agent_capture_scratch scratch;
     struct mesh_capture_spec spec;
     mesh_agent_capture_spec(a->cfg, (uint32_t)geteuid(), dests, n_dests, &spec, &scratch);
-    if (mesh_capture_update_dests(&spec, err, sizeof(err)) < 0)
+    if (mesh_capture_update_dests(&spec, err, sizeof(err)) < 0) {
         mesh_log_error("cannot update the captured endpoints: %s; the previous ones stay", err);
-    else
+    } else {
         a->capture_version = mesh_catalog_version(a->catalog);
+        a->capture_addrs_sum = sum;
+    }
     mesh_free(dests);
 }
 

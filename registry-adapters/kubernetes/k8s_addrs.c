@@ -2,6 +2,7 @@
 #include "registry-adapters/kubernetes/k8s_addrs.h"
 
 #include <errno.h>
+#include <string.h>
 
 #include "common/alloc.h"
 #include "registry-adapters/kubernetes/k8s-int.h"
@@ -48,4 +49,28 @@ int mesh_k8s_pod_identities(const struct mesh_registry *r, struct mesh_workload_
         (*v)[(*n)++] = (struct mesh_workload_identity){e->key, copy};
     }
     return 0;
+}
+
+static bool same_str(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+bool mesh_k8s__addrs_differ(enum k8s_kind kind, const void *old, const void *obj)
+{
+    if (kind == K8S_PODS) {
+        const struct mesh_k8s_pod *a = old, *b = obj;
+        return !same_str(a->ip, b->ip) || !same_str(a->service_account, b->service_account);
+    }
+    if (kind != K8S_SERVICES)
+        return false;
+    const struct mesh_k8s_service *a = old, *b = obj;
+    const struct mesh_k8s_port *pa = mesh_k8s__service_port(a), *pb = mesh_k8s__service_port(b);
+    if (a->n_cluster_ips != b->n_cluster_ips || !pa != !pb || (pa && pa->port != pb->port))
+        return true;
+    for (size_t i = 0; i < a->n_cluster_ips; i++) {
+        if (!mesh_ipport_equal(&a->cluster_ips[i], &b->cluster_ips[i]))
+            return true;
+    }
+    return false;
 }

@@ -122,6 +122,8 @@ int mesh_k8s__upsert(struct k8s_registry *k, enum k8s_kind kind, void *obj)
     }
     if (kind == K8S_PODS)
         mesh_k8s__pods_index(k, old, obj);
+    if (kind != K8S_SLICES && (!old || mesh_k8s__addrs_differ(kind, old, obj)))
+        k->addrs_changed = true;
     touched(k, kind, obj);
     mesh_k8s__obj_free(kind, old);
     return 0;
@@ -136,6 +138,8 @@ void mesh_k8s__delete(struct k8s_registry *k, enum k8s_kind kind, const char *ke
         group_unlink(k, old);
     if (kind == K8S_PODS)
         mesh_k8s__pods_index(k, old, NULL);
+    if (kind != K8S_SLICES)
+        k->addrs_changed = true;
     touched(k, kind, old);
     mesh_k8s__obj_free(kind, old);
 }
@@ -479,6 +483,9 @@ void mesh_k8s__flush(struct k8s_registry *k)
     }
     if (k->locals_changed)
         push_locals(k);
+    if (k->addrs_changed && k->base.sink.addresses)
+        k->base.sink.addresses(k->base.sink.data, &k->base);
+    k->addrs_changed = false;
     k->apply_seconds_sum += (double)(uv_hrtime() - t0) / 1e9;
     k->apply_count++;
 }

@@ -47,7 +47,10 @@ k = FakeKube(sys.argv[2], sys.argv[3], tokens={"token-1"}).start()
 for kind, obj in json.loads(sys.argv[4]):
     k.put(kind, obj)
 print("port", k.port, flush=True)
-sys.stdin.read()
+for line in sys.stdin:  # more objects, one [kind, object] per line
+    kind, obj = json.loads(line)
+    k.put(kind, obj)
+    print("put", flush=True)
 k.stop()
 """
 
@@ -108,12 +111,24 @@ class CapturePodsTest(AgentTest):
                     pass
             tc.run("ip", "netns", "del", ns, check=False)
 
-    def start_kube(self):
+    def api_service(self):
+        from fake_kube import service_obj
+        return ("services", service_obj("shop", "api", ports=(("http", SVC_PORT, APP_PORT),),
+                                        annotations={"mesh.io/protocol": "http"},
+                                        cluster_ip=CLUSTER_IP))
+
+    def client_pod(self):
+        from fake_kube import pod_obj
+        return ("pods", pod_obj("shop", "client-0", "node-a", sa="client", ip=POD_IP))
+
+    def put(self, kind, obj):
+        self.kube.stdin.write(json.dumps([kind, obj]) + "\n")
+        self.kube.stdin.flush()
+        self.assertEqual(self.kube.stdout.readline().strip(), "put")
+
+    def start_kube(self, with_api_service=True):
         from fake_kube import pod_obj, service_obj, slice_obj
-        objects = [
-            ("services", service_obj("shop", "api", ports=(("http", SVC_PORT, APP_PORT),),
-                                     annotations={"mesh.io/protocol": "http"},
-                                     cluster_ip=CLUSTER_IP)),
+        objects = ([self.api_service()] if with_api_service else []) + [
             ("endpointslices", slice_obj("shop", "api-abc", "api",
                                          [(SERVER_IP, "node-b", "zone-1", None, "api-0")])),
             # A headless Service: no ClusterIP to capture.
@@ -121,20 +136,20 @@ class CapturePodsTest(AgentTest):
             ("endpointslices", slice_obj("shop", "db-abc", "db",
                                          [(SERVER_IP, "node-b", "zone-1", None, "db-0")],
                                          ports=(("http", OTHER_PORT, "http"),))),
-            ("pods", pod_obj("shop", "client-0", "node-a", sa="client", ip=POD_IP)),
-        ]
+        ] + ([self.client_pod()] if with_api_service else [])
         p = subprocess.Popen(
             ["ip", "netns", "exec", self.ns_node, sys.executable, "-c", KUBE,
              os.path.join(HERE, "..", "fakes"), self.srv_cert[0], self.srv_cert[1],
              json.dumps(objects)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.addCleanup(self.stop_proc, p)
+        self.kube = p
         word, port = p.stdout.readline().split()
         self.assertEqual(word, "port")
         return int(port)
 
-    def node_agent(self, pods):
-        port = self.start_kube()
+    def node_agent(self, pods, with_api_service=True):
+        port = self.start_kube(with_api_service)
         a = tc.NsAgent(self.ns_node, name="node-a", config={
             "trust_domain": TD,
             "node": {"name": "node-a", "zone": "zone-1", "address": NODE_IP},
@@ -162,9 +177,6 @@ class CapturePodsTest(AgentTest):
             names = {s["name"] for s in json.loads(body or b"{}").get("services", [])}
             return code == 200 and {"api", "db"} <= names
         wait_for(known, timeout=10 * SLOW, what="the Kubernetes services")
-
-    def dests(self):
-        return tc.mesh_items(self.ns_node)["set"]
 
     def set_elements(self):
         """The dests4 set's elements as "ip . port" strings."""
@@ -215,6 +227,19 @@ class CapturePodsTest(AgentTest):
         # A clean stop removes the table (outbound fails open).
         a.stop()
         self.assertEqual(tc.mesh_items(self.ns_node)["table"], [])
+
+    def test_a_service_after_its_slices_and_a_new_pod_are_followed(self):
+        # The slices come first: the service is in the catalog, with no ClusterIP yet; the
+        # calling pod is not there yet either.
+        a = self.node_agent({"cidrs": [POD_CIDR]}, with_api_service=False)
+        wait_for(lambda: f"{SERVER_IP} . {APP_PORT}" in self.set_elements(),
+                 timeout=10 * SLOW, what="the endpoint in the captured set")
+        self.assertNotIn(f"{CLUSTER_IP} . {SVC_PORT}", self.set_elements())
+        # Its Service arrives, changing nothing of the service but its ClusterIP; the pod
+        # starts (no service of this node changes with it).
+        self.put(*self.api_service())
+        self.put(*self.client_pod())
+        self.check_call(a)
 
 
 if __name__ == "__main__":

@@ -344,6 +344,7 @@ void mesh_agent__capture_inputs(const struct mesh_agent *a, struct mesh_proxy_ca
     }
     ret->sources = ids;
     ret->n_sources = n;
+    ret->pods = pods;
 }
 
 void mesh_agent__capture_inputs_done(struct mesh_proxy_capture *c)

@@ -117,7 +117,11 @@ static void outbound(struct mesh_worker *w, struct mesh_io *io, const struct sna
     }
     if (t) {
         atomic_fetch_add_explicit(&w->shared->capture_out[OUT_MESH], 1, memory_order_relaxed);
-        serve(w, io, t, source_identity(s, io));
+        const char *src = source_identity(s, io);
+        if (s->capture_pods)
+            atomic_fetch_add_explicit(&w->shared->capture_pod_callers[src ? 0 : 1], 1,
+                                      memory_order_relaxed);
+        serve(w, io, t, src);
         return;
     }
     if (r < 0 || s->capture_refuse_unknown) {
@@ -192,4 +196,12 @@ void mesh_capture_metrics(struct mesh_proxy_shared *sh, struct mesh_buf *b)
         mesh_prom_sample(b, "mesh_capture_inbound_plaintext_total",
                          (struct mesh_prom_label[]){{"result", i ? "refused" : "accepted"}, {0}},
                          (double)atomic_load(&sh->capture_in_plain[i]));
+    mesh_prom_family(b, "mesh_capture_pod_callers_total", "counter",
+                     "Captured calls to mesh services with pods captured (capture.pods): the "
+                     "caller named by its pod's identity (access log), or unknown. Upstream "
+                     "mTLS presents the node's identity either way.");
+    for (int i = 0; i < 2; i++)
+        mesh_prom_sample(b, "mesh_capture_pod_callers_total",
+                         (struct mesh_prom_label[]){{"caller", i ? "unknown" : "named"}, {0}},
+                         (double)atomic_load(&sh->capture_pod_callers[i]));
 }

@@ -131,6 +131,7 @@ int mesh_capture_index(struct mesh_proxy_snapshot *s, struct mesh_state_regs *re
     const struct mesh_proxy_capture *c = in->capture;
     s->capture_refuse_unknown = c->refuse_unknown;
     s->capture_permissive = c->permissive;
+    s->capture_pods = c->pods;
     if (!(s->passthrough = mesh_state_dest(regs, "capture:passthrough")))
         return -ENOMEM;
     for (size_t i = 0; i < s->n_listeners; i++) {

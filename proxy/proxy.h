@@ -74,6 +74,7 @@ struct mesh_proxy_capture {
      * downstream_identity). Borrowed. */
     const struct mesh_workload_identity *sources;
     size_t n_sources;
+    bool pods; /* the node's pods are captured (Kubernetes node mode) */
 };
 
 /* What the data plane is built from, at each update. Borrowed for the call only. */

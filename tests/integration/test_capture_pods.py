@@ -213,6 +213,9 @@ class CapturePodsTest(AgentTest):
         self.assertEqual(a.metric("mesh_capture_outbound_connections_total", result="mesh"), 2)
         self.assertEqual(a.metric("mesh_capture_outbound_connections_total",
                                   result="passthrough"), 0)
+        # Both callers were named; the upstream side presents the node's identity.
+        self.assertEqual(a.metric("mesh_capture_pod_callers_total", caller="named"), 2)
+        self.assertEqual(a.metric("mesh_capture_pod_callers_total", caller="unknown"), 0)
 
     def test_pod_calls_a_cluster_ip_by_pod_cidr(self):
         a = self.node_agent({"cidrs": [POD_CIDR]})

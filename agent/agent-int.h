@@ -79,6 +79,7 @@ struct mesh_agent {
     struct mesh_agent_dns *dns; /* the DNS responder and virtual IPs; NULL: off */
     char *capture_applied;      /* the capture section whose rules are installed; NULL: none */
     uint64_t capture_version;   /* the catalog version whose endpoints they capture */
+    uint64_t capture_addrs_sum; /* and a checksum of the ClusterIPs they capture */
 };
 
 struct mesh_certs;
@@ -128,6 +129,8 @@ void mesh_agent__capture_update(struct mesh_agent *a);
 void mesh_agent__capture_stop(struct mesh_agent *a);
 /* What the proxy is told of the capture listeners. */
 void mesh_agent__capture_inputs(const struct mesh_agent *a, struct mesh_proxy_capture *ret);
+/* Frees what capture_inputs allocated, after the proxy's update. */
+void mesh_agent__capture_inputs_done(struct mesh_proxy_capture *c);
 
 /* agent_registries.c */
 /* The catalog changed: keep it (last-known-good) and update the data plane. */

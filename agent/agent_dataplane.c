@@ -58,6 +58,8 @@ void mesh_agent__flush(struct mesh_agent *a)
     }
     uint64_t t0 = uv_hrtime();
     mesh_proxy_update(a->proxy, &in);
+    if (in.capture)
+        mesh_agent__capture_inputs_done(&capture);
     a->update_cost_ns = uv_hrtime() - t0;
     a->update_done_ms = uv_now(a->loop);
     mesh_local_health_set(a->local_health, locals, k);

@@ -65,6 +65,15 @@ static void sink_set_local(void *data, struct mesh_registry *r, const struct mes
     mesh_agent__schedule(s->agent);
 }
 
+/* A registry's ClusterIPs or pods changed: the capture rules and the proxy follow. */
+static void sink_addresses(void *data, struct mesh_registry *r)
+{
+    struct slot *s = data;
+    (void)r;
+    if (!s->stopping)
+        mesh_agent__schedule(s->agent);
+}
+
 static void sink_sync_begin(void *data, struct mesh_registry *r)
 {
     struct slot *s = data;
@@ -186,6 +195,7 @@ int mesh_agent__slot_new(struct mesh_agent *a, struct mesh_agent_config *cfg,
         .sync_begin = sink_sync_begin,
         .sync_end = sink_sync_end,
         .error = sink_error,
+        .addresses = sink_addresses,
     };
     int r = rc->ops->create(a->loop, rc, &cfg->env, &sink, &s->r);
     if (r < 0) {

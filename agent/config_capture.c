@@ -119,6 +119,9 @@ static json_t *encode_uids(const void *field)
 static void check_cidrs(struct mesh_cfg_ctx *ctx, const char *key, const struct mesh_cfg_strings *s)
 {
     size_t o1 = mesh_cfg_path_push_key(ctx, key);
+    /* The spec puts them in an array of this size (agent/capture_cli.h). */
+    if (s->n > MESH_AGENT_CAPTURE_LIST_MAX)
+        mesh_cfg_error(ctx, "at most %d CIDRs, got %zu", MESH_AGENT_CAPTURE_LIST_MAX, s->n);
     for (size_t i = 0; i < s->n; i++) {
         const char *why = mesh_capture_check_cidr(s->v[i]);
         if (!why)
@@ -199,6 +202,45 @@ static const struct mesh_cfg_schema inbound_schema = {
     .fields = inbound_fields,
 };
 
+static void check_pods(struct mesh_cfg_ctx *ctx, void *obj)
+{
+    const struct mesh_agent_capture_pods_config *p = obj;
+    check_cidrs(ctx, "cidrs", &p->cidrs);
+    size_t o1 = mesh_cfg_path_push_key(ctx, "interfaces");
+    if (p->interfaces.n > MESH_AGENT_CAPTURE_LIST_MAX)
+        mesh_cfg_error(ctx, "at most %d interfaces, got %zu", MESH_AGENT_CAPTURE_LIST_MAX,
+                       p->interfaces.n);
+    for (size_t i = 0; i < p->interfaces.n; i++) {
+        const char *why = mesh_capture_check_ifname(p->interfaces.v[i]);
+        if (!why)
+            continue;
+        size_t o2 = mesh_cfg_path_push_index(ctx, i);
+        mesh_cfg_error(ctx, "'%s' %s", p->interfaces.v[i], why);
+        mesh_cfg_path_pop(ctx, o2);
+    }
+    mesh_cfg_path_pop(ctx, o1);
+}
+
+#define P(m) MESH_CFG_FIELD(struct mesh_agent_capture_pods_config, m)
+
+static const struct mesh_cfg_field pods_fields[] = {
+    {.key = "cidrs",
+     .type = MESH_CFG_STRINGS,
+     P(cidrs),
+     .expect = "a list of CIDRs like \"10.244.1.0/24\""},
+    {.key = "interfaces",
+     .type = MESH_CFG_STRINGS,
+     P(interfaces),
+     .expect = "a list of interface names or patterns like \"cali*\""},
+    {0},
+};
+
+static const struct mesh_cfg_schema pods_schema = {
+    .size = sizeof(struct mesh_agent_capture_pods_config),
+    .fields = pods_fields,
+    .check = check_pods,
+};
+
 static void check_capture(struct mesh_cfg_ctx *ctx, void *obj)
 {
     const struct mesh_agent_capture_config *c = obj;
@@ -206,6 +248,12 @@ static void check_capture(struct mesh_cfg_ctx *ctx, void *obj)
         return;
     if (!c->outbound.enabled && !c->inbound.ports.n)
         mesh_cfg_error(ctx, "enabled, but captures nothing: set outbound.enabled or inbound.ports");
+    if (!c->outbound.enabled && (c->pods.cidrs.n || c->pods.interfaces.n)) {
+        size_t o1 = mesh_cfg_path_push_key(ctx, "pods");
+        mesh_cfg_error(ctx, "pods' traffic goes to the outbound capture listener, but "
+                            "outbound.enabled is false");
+        mesh_cfg_path_pop(ctx, o1);
+    }
     if (c->outbound.enabled && c->inbound.ports.n &&
         c->outbound.listen_port == c->inbound.listen_port)
         mesh_cfg_error(ctx, "outbound.listen_port and inbound.listen_port are both %d",
@@ -234,6 +282,7 @@ static const struct mesh_cfg_field capture_fields[] = {
     {.key = "dns", .type = MESH_CFG_BOOL, C(dns), .def_int = 0},
     {.key = "outbound", .type = MESH_CFG_OBJECT, C(outbound), .schema = &outbound_schema},
     {.key = "inbound", .type = MESH_CFG_OBJECT, C(inbound), .schema = &inbound_schema},
+    {.key = "pods", .type = MESH_CFG_OBJECT, C(pods), .schema = &pods_schema},
     {0},
 };
 

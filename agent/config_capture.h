@@ -50,6 +50,12 @@ struct mesh_agent_capture_inbound_config {
     int fail; /* enum mesh_capture_fail; auto: closed when strict, else open */
 };
 
+/* Kubernetes node mode: the node's pods, by source CIDR and/or host-side interface. */
+struct mesh_agent_capture_pods_config {
+    struct mesh_cfg_strings cidrs;      /* the node's pod CIDR(s), "10.244.1.0/24" */
+    struct mesh_cfg_strings interfaces; /* "cali*", "veth*", "cni0" */
+};
+
 struct mesh_agent_capture_config {
     bool enabled;
     char *table;
@@ -57,6 +63,7 @@ struct mesh_agent_capture_config {
     bool dns; /* local processes' DNS to the DNS responder */
     struct mesh_agent_capture_outbound_config outbound;
     struct mesh_agent_capture_inbound_config inbound;
+    struct mesh_agent_capture_pods_config pods;
 };
 
 extern const struct mesh_cfg_schema mesh_agent__capture_schema;

@@ -25,6 +25,14 @@
 /* The chains of the table, one per direction. */
 #define MESH_CAPTURE_CHAIN_OUT "outbound"
 #define MESH_CAPTURE_CHAIN_IN "inbound"
+/* Kubernetes node mode: the node's pods' TCP, which crosses prerouting (outbound part). */
+#define MESH_CAPTURE_CHAIN_PODS "pods"
+/* The pods chain's priority: before kube-proxy's DNAT (iptables-nft's nat PREROUTING and
+ * nftables mode's dstnat, both -100), so that a connection to a ClusterIP is redirected
+ * while its destination is still the ClusterIP (what SO_ORIGINAL_DST then reports); once a
+ * nat chain has rewritten the destination, later nat chains of the hook are not run for it. */
+#define MESH_CAPTURE_PODS_PRIORITY (-110)
+#define MESH_CAPTURE_IFNAME_MAX 15 /* IFNAMSIZ - 1 */
 
 /* Which parts: bits for mesh_capture_remove. */
 #define MESH_CAPTURE_OUTBOUND 0x1u
@@ -58,12 +66,23 @@ struct mesh_capture_spec {
     uint16_t inbound_port;         /* the inbound capture listener */
     const uint16_t *inbound_ports; /* the workloads' ports */
     size_t n_inbound_ports;
+    /* Kubernetes node mode (with outbound): TCP of the node's pods, from these source CIDRs
+     * or arriving on these interfaces ("cali*", "cni0"), to `dests` (endpoints and
+     * ClusterIPs of mesh services) goes to the outbound capture port. None: no pods chain. */
+    const char *const *pod_cidrs;
+    size_t n_pod_cidrs;
+    const char *const *pod_interfaces;
+    size_t n_pod_interfaces;
+    uint16_t pods_exclude_port; /* the node's own mTLS port: never redirected; 0: none */
 };
 
 /* Checks a table name, a CIDR ("10.0.0.0/8", "fd00::/8", or an address alone): NULL when
  * valid, else why not. What reaches the rule text is checked by these first. */
 const char *mesh_capture_check_table(const char *name);
 const char *mesh_capture_check_cidr(const char *cidr);
+/* An interface name or pattern: at most 15 of letters, digits, '-', '_', '.', with one '*'
+ * at the end only ("cali*", "veth*", "cni0"). NULL when valid, else why not. */
+const char *mesh_capture_check_ifname(const char *name);
 
 /*
  * Appends to `out` the nft script that replaces the table with the one `s` describes, in

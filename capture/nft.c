@@ -194,17 +194,22 @@ int mesh_capture_remove(const char *table, unsigned parts, char *err, size_t n)
     }
     bool exists = json_array_size(json_object_get(t, "nftables")) > 0;
     bool out = has_chain(t, MESH_CAPTURE_CHAIN_OUT), in = has_chain(t, MESH_CAPTURE_CHAIN_IN);
+    bool pods = has_chain(t, MESH_CAPTURE_CHAIN_PODS);
     bool rm_out = out && (parts & MESH_CAPTURE_OUTBOUND),
-         rm_in = in && (parts & MESH_CAPTURE_INBOUND);
+         rm_in = in && (parts & MESH_CAPTURE_INBOUND),
+         rm_pods = pods && (parts & MESH_CAPTURE_OUTBOUND);
     struct mesh_buf script;
     mesh_buf_init(&script, MESH_BUF_UNLIMITED);
-    if (exists && (parts == MESH_CAPTURE_ALL || (out == rm_out && in == rm_in))) {
+    if (exists &&
+        (parts == MESH_CAPTURE_ALL || (out == rm_out && in == rm_in && pods == rm_pods))) {
         mesh_buf_appendf(&script, "delete table inet %s\n", table);
     } else {
         if (rm_out)
             mesh_buf_appendf(&script, "delete chain inet %s %s\n", table, MESH_CAPTURE_CHAIN_OUT);
         if (rm_in)
             mesh_buf_appendf(&script, "delete chain inet %s %s\n", table, MESH_CAPTURE_CHAIN_IN);
+        if (rm_pods)
+            mesh_buf_appendf(&script, "delete chain inet %s %s\n", table, MESH_CAPTURE_CHAIN_PODS);
     }
     if (script.err)
         r = -ENOMEM;

@@ -51,6 +51,26 @@ const char *mesh_capture_check_cidr(const char *cidr)
     return NULL;
 }
 
+const char *mesh_capture_check_ifname(const char *name)
+{
+    if (!name || !name[0])
+        return "is empty";
+    size_t len = strlen(name);
+    if (len > MESH_CAPTURE_IFNAME_MAX)
+        return "is longer than 15 characters (an interface name)";
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (c == '*' && i == len - 1 && i > 0)
+            continue;
+        if (c == '*')
+            return "may have one '*' only, at the end after a prefix (\"cali*\")";
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.'))
+            return "may hold only letters, digits, '-', '_', '.' and a final '*'";
+    }
+    return NULL;
+}
+
 static int cmp_u16(const void *a, const void *b)
 {
     return (int)*(const uint16_t *)a - (int)*(const uint16_t *)b;
@@ -122,14 +142,20 @@ static int check_spec(const struct mesh_capture_spec *s, char *err, size_t n)
         snprintf(err, n, "table name '%s' %s", s->table ? s->table : "", why);
         return -EINVAL;
     }
-    const char *const *lists[] = {s->include_cidrs, s->exclude_cidrs};
-    size_t counts[] = {s->n_include_cidrs, s->n_exclude_cidrs};
-    for (size_t l = 0; l < 2; l++) {
+    const char *const *lists[] = {s->include_cidrs, s->exclude_cidrs, s->pod_cidrs};
+    size_t counts[] = {s->n_include_cidrs, s->n_exclude_cidrs, s->n_pod_cidrs};
+    for (size_t l = 0; l < 3; l++) {
         for (size_t i = 0; i < counts[l]; i++) {
             if ((why = mesh_capture_check_cidr(lists[l][i]))) {
                 snprintf(err, n, "'%s' %s", lists[l][i], why);
                 return -EINVAL;
             }
+        }
+    }
+    for (size_t i = 0; i < s->n_pod_interfaces; i++) {
+        if ((why = mesh_capture_check_ifname(s->pod_interfaces[i]))) {
+            snprintf(err, n, "interface '%s' %s", s->pod_interfaces[i], why);
+            return -EINVAL;
         }
     }
     if ((s->outbound && !s->outbound_port) || (s->inbound && !s->inbound_port)) {
@@ -222,6 +248,64 @@ static void outbound_chain(struct mesh_buf *b, const struct mesh_capture_spec *s
     mesh_buf_append_str(b, "\t}\n");
 }
 
+static bool pods_on(const struct mesh_capture_spec *s)
+{
+    return s->outbound && (s->n_pod_cidrs || s->n_pod_interfaces);
+}
+
+/* Kubernetes node mode: the pods' TCP arrives from their network namespaces, through
+ * prerouting; what they send to a mesh service's endpoint or ClusterIP goes to the outbound
+ * capture listener (bound to the wildcard: a prerouting redirect lands on the address of
+ * the interface the packet came in on). The agent's own traffic never crosses prerouting. */
+static void pods_chain(struct mesh_buf *b, const struct mesh_capture_spec *s)
+{
+    char to[32];
+    snprintf(to, sizeof(to), "redirect to :%u", (unsigned)s->outbound_port);
+    mesh_buf_appendf(b, "\tchain %s {\n", MESH_CAPTURE_CHAIN_PODS);
+    mesh_buf_appendf(b, "\t\ttype nat hook prerouting priority %d; policy accept;\n",
+                     MESH_CAPTURE_PODS_PRIORITY);
+    if (!s->ipv6)
+        mesh_buf_append_str(b, "\t\tmeta nfproto ipv6 return\n");
+    mesh_buf_append_str(b, "\t\tmeta l4proto != tcp return\n");
+    cidr_rule(b, s->exclude_cidrs, s->n_exclude_cidrs, false, "", "return");
+    cidr_rule(b, s->exclude_cidrs, s->n_exclude_cidrs, true, "", "return");
+    uint16_t *ports = mesh_calloc(s->n_exclude_ports + 1, sizeof(*ports));
+    if (!ports) {
+        b->err = -ENOMEM;
+        return;
+    }
+    if (s->n_exclude_ports)
+        memcpy(ports, s->exclude_ports, s->n_exclude_ports * sizeof(*ports));
+    ports[s->n_exclude_ports] = s->pods_exclude_port; /* 0 is left out */
+    struct mesh_buf set;
+    mesh_buf_init(&set, MESH_BUF_UNLIMITED);
+    if (port_set(&set, ports, s->n_exclude_ports + 1))
+        mesh_buf_appendf(b, "\t\ttcp dport %.*s return\n", (int)set.len, set.data);
+    mesh_buf_done(&set);
+    mesh_free(ports);
+    for (int v6 = 0; v6 <= (int)s->ipv6; v6++) {
+        const char *ip = v6 ? "ip6" : "ip";
+        bool any = false;
+        for (size_t i = 0; i < s->n_pod_cidrs; i++) {
+            if ((strchr(s->pod_cidrs[i], ':') != NULL) != (bool)v6)
+                continue;
+            mesh_buf_appendf(b, "%s%s",
+                             any  ? ", "
+                             : v6 ? "\t\tip6 saddr { "
+                                  : "\t\tip saddr { ",
+                             s->pod_cidrs[i]);
+            any = true;
+        }
+        if (any)
+            mesh_buf_appendf(b, " } %s daddr . tcp dport @dests%d %s\n", ip, v6 ? 6 : 4, to);
+        /* One rule per name: a wildcard in an anonymous set needs a recent kernel. */
+        for (size_t i = 0; i < s->n_pod_interfaces; i++)
+            mesh_buf_appendf(b, "\t\tiifname \"%s\" %s daddr . tcp dport @dests%d %s\n",
+                             s->pod_interfaces[i], ip, v6 ? 6 : 4, to);
+    }
+    mesh_buf_append_str(b, "\t}\n");
+}
+
 static void inbound_chain(struct mesh_buf *b, const struct mesh_capture_spec *s)
 {
     mesh_buf_appendf(b, "\tchain %s {\n", MESH_CAPTURE_CHAIN_IN);
@@ -250,7 +334,7 @@ int mesh_capture_script(const struct mesh_capture_spec *s, struct mesh_buf *out,
     size_t before = out->len;
     mesh_buf_appendf(out, "add table inet %s\ndelete table inet %s\ntable inet %s {\n", s->table,
                      s->table, s->table);
-    if (s->outbound && !s->outbound_all) {
+    if (s->outbound && (!s->outbound_all || pods_on(s))) {
         for (int v6 = 0; v6 <= (int)s->ipv6; v6++) {
             mesh_buf_appendf(out, "\tset dests%d {\n\t\ttype %s . inet_service\n", v6 ? 6 : 4,
                              v6 ? "ipv6_addr" : "ipv4_addr");
@@ -264,6 +348,8 @@ int mesh_capture_script(const struct mesh_capture_spec *s, struct mesh_buf *out,
     }
     if (s->outbound)
         outbound_chain(out, s);
+    if (pods_on(s))
+        pods_chain(out, s);
     if (s->inbound)
         inbound_chain(out, s);
     mesh_buf_append_str(out, "}\n");

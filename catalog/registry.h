@@ -60,6 +60,10 @@ struct mesh_registry_sink {
     void (*sync_end)(void *data, struct mesh_registry *r);
     /* A problem worth counting and showing (the adapter keeps its last good state). */
     void (*error)(void *data, struct mesh_registry *r, const char *message);
+    /* Optional: what the adapter's own address lookups answer changed (the kubernetes one:
+     * its Services' ClusterIPs, this node's pods' identities, k8s_addrs.h), with no change
+     * of a service the catalog would see. */
+    void (*addresses)(void *data, struct mesh_registry *r);
 };
 
 typedef void (*mesh_registry_stopped_cb)(struct mesh_registry *r, void *data);

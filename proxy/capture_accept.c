@@ -76,11 +76,27 @@ static void refuse(struct mesh_io *io)
     mesh_io_close(io, NULL);
 }
 
-/* Serves io on a route as its listener would. */
-static void serve(struct mesh_worker *w, struct mesh_io *io, const struct snap_listener *t)
+/* The identity of the workload of this host the connection comes from (a pod of this node,
+ * by its address), or NULL. */
+static const char *source_identity(const struct mesh_proxy_snapshot *s, struct mesh_io *io)
+{
+    uv_os_fd_t fd;
+    struct mesh_addr peer = {0};
+    socklen_t len = sizeof(peer.ss);
+    char ip[MESH_ADDR_STRLEN];
+    if (!s->capture_sources.n || uv_fileno((uv_handle_t *)&io->tcp, &fd) < 0 ||
+        getpeername(fd, (struct sockaddr *)&peer.ss, &len) < 0)
+        return NULL;
+    peer.len = len;
+    return mesh_hmap_get(&s->capture_sources, mesh_addr_ip(&peer, ip, sizeof(ip)));
+}
+
+/* Serves io on a route as its listener would; src: the caller's identity, or NULL. */
+static void serve(struct mesh_worker *w, struct mesh_io *io, const struct snap_listener *t,
+                  const char *src)
 {
     if (t->http && w->http)
-        mesh_http_adopt(w, io, t, NULL);
+        mesh_http_adopt(w, io, t, src);
     else
         mesh_tcp_adopt(w, io, t->key);
 }
@@ -101,7 +117,11 @@ static void outbound(struct mesh_worker *w, struct mesh_io *io, const struct sna
     }
     if (t) {
         atomic_fetch_add_explicit(&w->shared->capture_out[OUT_MESH], 1, memory_order_relaxed);
-        serve(w, io, t);
+        const char *src = source_identity(s, io);
+        if (s->capture_pods)
+            atomic_fetch_add_explicit(&w->shared->capture_pod_callers[src ? 0 : 1], 1,
+                                      memory_order_relaxed);
+        serve(w, io, t, src);
         return;
     }
     if (r < 0 || s->capture_refuse_unknown) {
@@ -141,7 +161,7 @@ static void inbound(struct mesh_worker *w, struct mesh_io *io, const struct snap
         return;
     }
     atomic_fetch_add_explicit(&w->shared->capture_in_plain[IN_ACCEPTED], 1, memory_order_relaxed);
-    serve(w, io, t);
+    serve(w, io, t, NULL);
 }
 
 void mesh_capture_accept(struct mesh_worker *w, struct mesh_io *io, const struct snap_listener *l)
@@ -176,4 +196,12 @@ void mesh_capture_metrics(struct mesh_proxy_shared *sh, struct mesh_buf *b)
         mesh_prom_sample(b, "mesh_capture_inbound_plaintext_total",
                          (struct mesh_prom_label[]){{"result", i ? "refused" : "accepted"}, {0}},
                          (double)atomic_load(&sh->capture_in_plain[i]));
+    mesh_prom_family(b, "mesh_capture_pod_callers_total", "counter",
+                     "Captured calls to mesh services with pods captured (capture.pods): the "
+                     "caller named by its pod's identity (access log), or unknown. Upstream "
+                     "mTLS presents the node's identity either way.");
+    for (int i = 0; i < 2; i++)
+        mesh_prom_sample(b, "mesh_capture_pod_callers_total",
+                         (struct mesh_prom_label[]){{"caller", i ? "unknown" : "named"}, {0}},
+                         (double)atomic_load(&sh->capture_pod_callers[i]));
 }

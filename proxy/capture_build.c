@@ -131,6 +131,7 @@ int mesh_capture_index(struct mesh_proxy_snapshot *s, struct mesh_state_regs *re
     const struct mesh_proxy_capture *c = in->capture;
     s->capture_refuse_unknown = c->refuse_unknown;
     s->capture_permissive = c->permissive;
+    s->capture_pods = c->pods;
     if (!(s->passthrough = mesh_state_dest(regs, "capture:passthrough")))
         return -ENOMEM;
     for (size_t i = 0; i < s->n_listeners; i++) {
@@ -162,6 +163,29 @@ int mesh_capture_index(struct mesh_proxy_snapshot *s, struct mesh_state_regs *re
                 return -ENOMEM;
         }
     }
+    for (size_t i = 0; i < c->n_sources; i++) {
+        const struct mesh_workload_identity *src = &c->sources[i];
+        if (mesh_hmap_get(&s->capture_sources, src->ip))
+            continue;
+        char *k = mesh_strdup(src->ip), *v = mesh_strdup(src->identity);
+        if (!k || !v || mesh_hmap_put(&s->capture_sources, k, v) < 0) {
+            mesh_free(k);
+            mesh_free(v);
+            return -ENOMEM;
+        }
+    }
+    /* ClusterIP:port -> the service, as an endpoint is (after the endpoints: an address that
+     * is both is the endpoint's). */
+    for (size_t i = 0; i < c->n_service_addrs; i++) {
+        char key[MESH_ADDR_STRLEN + 16];
+        snprintf(key, sizeof(key), "capture:%s", c->service_addrs[i].service);
+        struct snap_listener *l = mesh_snapshot_listener(s, key);
+        if (!l || l->kind != MESH_LISTENER_CAPTURED)
+            continue; /* not a mesh service (or no outbound capture) */
+        mesh_ipport_format(&c->service_addrs[i].addr, key, sizeof(key));
+        if (index_put(s, key, l) < 0)
+            return -ENOMEM;
+    }
     return 0;
 }
 
@@ -172,5 +196,11 @@ void mesh_capture_index_done(struct mesh_proxy_snapshot *s)
     while (mesh_hmap_next(&s->capture_index, &i, &he))
         mesh_free((void *)(uintptr_t)he->key);
     mesh_hmap_done(&s->capture_index);
+    i = 0;
+    while (mesh_hmap_next(&s->capture_sources, &i, &he)) {
+        mesh_free((void *)(uintptr_t)he->key);
+        mesh_free(he->value);
+    }
+    mesh_hmap_done(&s->capture_sources);
     mesh_dest_state_unref(s->passthrough);
 }

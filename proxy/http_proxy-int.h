@@ -188,7 +188,8 @@ int mesh_http_worker_init(struct mesh_worker *w);
 void mesh_http_worker_close(struct mesh_worker *w);
 void mesh_http_worker_done(struct mesh_worker *w);
 /* Serves an accepted connection (taking io) on listener l; peer_id: the caller's SPIFFE ID
- * when it came over mTLS, else NULL. */
+ * when it came over mTLS (XFCC then names its certificate), or a captured pod's by its
+ * address (no XFCC: no certificate), else NULL. */
 void mesh_http_adopt(struct mesh_worker *w, struct mesh_io *io, const struct snap_listener *l,
                      const char *peer_id);
 /* xfcc.c: the X-Forwarded-Client-Cert value for a connection whose handshake verified the

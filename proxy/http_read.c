@@ -318,7 +318,8 @@ void mesh_http_adopt(struct mesh_worker *w, struct mesh_io *io, const struct sna
     struct http_conn *c = mesh_calloc(1, sizeof(*c));
     /* The caller's certificate is hashed now, at the handshake, for every request. */
     if (!c || (peer_id && (!(c->peer_identity = mesh_strdup(peer_id)) ||
-                           !(c->xfcc = mesh_http_proxy__xfcc(mesh_io_ssl(io), peer_id))))) {
+                           (mesh_io_ssl(io) &&
+                            !(c->xfcc = mesh_http_proxy__xfcc(mesh_io_ssl(io), peer_id)))))) {
         if (c) {
             mesh_free(c->peer_identity);
             mesh_free(c->xfcc);

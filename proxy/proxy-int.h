@@ -116,6 +116,9 @@ struct mesh_proxy_shared {
      * plaintext [accepted (permissive), refused (strict)]. */
     atomic_ullong capture_out[3];
     atomic_ullong capture_in_plain[2];
+    /* Captured calls to a mesh service from a pod of this node (capture.pods): its caller
+     * named by its identity, or not known (no pod of this node at that address). */
+    atomic_ullong capture_pod_callers[2];
     atomic_int max_connections;
     size_t buffer_size;
     size_t high_water;
@@ -241,7 +244,9 @@ struct mesh_proxy_snapshot {
     /* Transparent capture (capture_build.c): original destination "ip:port", or "vip:ip",
      * -> the CAPTURED listener of its service (keys owned). */
     struct mesh_hmap capture_index;
+    struct mesh_hmap capture_sources; /* caller IP -> its SPIFFE ID (keys and values owned) */
     bool capture_refuse_unknown;
+    bool capture_pods; /* pods are captured: callers are named by capture_sources */
     bool capture_permissive;
     struct mesh_dest_state *passthrough; /* counters of passed-through connections (a reference) */
 };

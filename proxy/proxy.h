@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "catalog/service.h"
+#include "catalog/service_addr.h"
 #include "catalog/view.h"
 #include "common/buf.h"
 #include "common/hmap.h"
@@ -64,6 +65,16 @@ struct mesh_proxy_capture {
     /* The services' virtual IPs (catalog/vip.h), so that a call to <vip>:<port> reaches the
      * service; NULL: none (the DNS responder is off). Borrowed. */
     struct mesh_vip_table *vips;
+    /* Other addresses of services (Kubernetes ClusterIP:port, catalog/service_addr.h): a
+     * call to one reaches its service as a call to an endpoint does. Borrowed. */
+    const struct mesh_service_addr *service_addrs;
+    size_t n_service_addrs;
+    /* This host's workloads by the address they call from (Kubernetes node mode: its pods),
+     * so that a connection captured from one names its caller (the access log's
+     * downstream_identity). Borrowed. */
+    const struct mesh_workload_identity *sources;
+    size_t n_sources;
+    bool pods; /* the node's pods are captured (Kubernetes node mode) */
 };
 
 /* What the data plane is built from, at each update. Borrowed for the call only. */

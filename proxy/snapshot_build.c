@@ -642,6 +642,7 @@ int mesh_snapshot_build(struct mesh_state_regs *regs, uint64_t version,
     mesh_hmap_init(&s->vhost_index);
     mesh_hmap_init(&s->vhost_names);
     mesh_hmap_init(&s->capture_index);
+    mesh_hmap_init(&s->capture_sources);
     struct builder b = {.s = s,
                         .prev = prev,
                         .inputs_gen = inputs_gen,

@@ -98,6 +98,7 @@ struct k8s_registry {
     size_t n_local_groups, cap_local_groups;
     bool pods_dirty;     /* a pod changed: the local groups' identities may have */
     bool locals_changed; /* the local services must go to the sink */
+    bool addrs_changed;  /* a ClusterIP or a pod's IP or account: tell the sink (k8s_addrs.h) */
     bool synced;         /* a full sync went to the catalog */
 
     /* Figures. */
@@ -133,6 +134,14 @@ bool mesh_k8s__all_listed(const struct k8s_registry *k);
 /* k8s_pods.c: the pods-by-IP index follows the Pod cache (old replaced by pod; either NULL). */
 void mesh_k8s__pods_index(struct k8s_registry *k, const struct mesh_k8s_pod *old,
                           struct mesh_k8s_pod *pod);
+
+/* k8s_apply.c: the port of a Service the mesh uses (its mesh.io/port annotation, else the
+ * first); NULL when it has none. */
+const struct mesh_k8s_port *mesh_k8s__service_port(const struct mesh_k8s_service *svc);
+
+/* k8s_addrs.c: whether replacing `old` by `obj` (of `kind`) changes what k8s_addrs.h
+ * answers: a Service's ClusterIPs or mesh port, a pod's IP or service account. */
+bool mesh_k8s__addrs_differ(enum k8s_kind kind, const void *old, const void *obj);
 
 /* Frees a decoded object of `kind` (k8s_watch.c). */
 void mesh_k8s__obj_free(enum k8s_kind kind, void *obj);

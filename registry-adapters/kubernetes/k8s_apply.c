@@ -122,6 +122,8 @@ int mesh_k8s__upsert(struct k8s_registry *k, enum k8s_kind kind, void *obj)
     }
     if (kind == K8S_PODS)
         mesh_k8s__pods_index(k, old, obj);
+    if (kind != K8S_SLICES && (!old || mesh_k8s__addrs_differ(kind, old, obj)))
+        k->addrs_changed = true;
     touched(k, kind, obj);
     mesh_k8s__obj_free(kind, old);
     return 0;
@@ -136,6 +138,8 @@ void mesh_k8s__delete(struct k8s_registry *k, enum k8s_kind kind, const char *ke
         group_unlink(k, old);
     if (kind == K8S_PODS)
         mesh_k8s__pods_index(k, old, NULL);
+    if (kind != K8S_SLICES)
+        k->addrs_changed = true;
     touched(k, kind, old);
     mesh_k8s__obj_free(kind, old);
 }
@@ -169,7 +173,7 @@ void mesh_k8s__sweep(struct k8s_registry *k, enum k8s_kind kind, const char *ns,
 /* ---- to the catalog ---- */
 
 /* The port of the service the mesh uses: a name to find in each slice, or NULL (first). */
-static const struct mesh_k8s_port *service_port(const struct mesh_k8s_service *svc)
+const struct mesh_k8s_port *mesh_k8s__service_port(const struct mesh_k8s_service *svc)
 {
     if (!svc || !svc->n_ports)
         return NULL;
@@ -225,7 +229,7 @@ static void push(struct k8s_registry *k, struct k8s_group *g)
     char id[600];
     snprintf(id, sizeof(id), "spiffe://%s/ns/%s/sa/%s", k->base.env->trust_domain, g->namespace,
              account);
-    const struct mesh_k8s_port *want = service_port(svc), *proto_port = want;
+    const struct mesh_k8s_port *want = mesh_k8s__service_port(svc), *proto_port = want;
     size_t total = 0;
     for (size_t i = 0; i < g->n_slices; i++)
         total += g->slices[i]->n_eps;
@@ -288,7 +292,7 @@ static int local_of(struct k8s_registry *k, const struct k8s_group *g,
     *ret = NULL;
     *ret_why = NULL;
     const struct mesh_k8s_service *svc = mesh_hmap_get(&k->cache[K8S_SERVICES], g->key);
-    const struct mesh_k8s_port *want = service_port(svc);
+    const struct mesh_k8s_port *want = mesh_k8s__service_port(svc);
     const struct mesh_k8s_endpoint *mine = NULL;
     const char *mine_pod = NULL;
     const struct mesh_k8s_port *port = NULL;
@@ -479,6 +483,9 @@ void mesh_k8s__flush(struct k8s_registry *k)
     }
     if (k->locals_changed)
         push_locals(k);
+    if (k->addrs_changed && k->base.sink.addresses)
+        k->base.sink.addresses(k->base.sink.data, &k->base);
+    k->addrs_changed = false;
     k->apply_seconds_sum += (double)(uv_hrtime() - t0) / 1e9;
     k->apply_count++;
 }

@@ -60,6 +60,10 @@ struct mesh_k8s_service {
     char *port_hint;       /* the mesh.io/port annotation: which port the mesh uses */
     char *service_account; /* the mesh-agent.io/service-account annotation, as given */
     bool reported;         /* a bad service_account was reported (k8s_apply.c) */
+    /* spec.clusterIPs (else spec.clusterIP), port 0; none for a headless Service ("None")
+     * or one without (ExternalName). At most two: one per family. */
+    struct mesh_ipport cluster_ips[2];
+    size_t n_cluster_ips;
 };
 
 struct mesh_k8s_pod {

@@ -254,6 +254,35 @@ void mesh_k8s_slice_free(struct mesh_k8s_slice *s)
     mesh_free(s);
 }
 
+/* spec.clusterIPs, else spec.clusterIP: "None" (headless) and "" are no address; anything
+ * else must be an IP literal (the API server validates it; a bad one is refused here). */
+static int decode_cluster_ips(const struct mesh_jdoc *d, size_t obj, struct mesh_k8s_service *s,
+                              const char *who, char *err, size_t errlen)
+{
+    size_t arr = AT(d, obj, "spec", "clusterIPs");
+    size_t one = AT(d, obj, "spec", "clusterIP");
+    bool list = arr != MESH_JDOC_NONE && mesh_jdoc_is(d, arr, MESH_JT_ARRAY);
+    if (arr != MESH_JDOC_NONE && !list && !mesh_jdoc_is(d, arr, MESH_JT_NULL))
+        return invalid(err, errlen, "spec.clusterIPs is not a list", who);
+    size_t n = list ? d->t[arr].size : (one != MESH_JDOC_NONE);
+    if (n > 2)
+        return invalid(err, errlen, "spec.clusterIPs has more than two addresses", who);
+    size_t tok = list && n ? mesh_jdoc_child(d, arr) : one;
+    for (size_t i = 0; i < n; i++, tok = mesh_jdoc_next(d, tok)) {
+        char ip[64];
+        if (mesh_jdoc_is(d, tok, MESH_JT_NULL))
+            continue;
+        if (!mesh_jdoc_is(d, tok, MESH_JT_STRING) || mesh_jdoc_str(d, tok, ip, sizeof(ip)) < 0)
+            return invalid(err, errlen, "a cluster IP that is not a string", who);
+        if (!ip[0] || strcmp(ip, "None") == 0)
+            continue;
+        if (mesh_ipport_from_ip(ip, 0, &s->cluster_ips[s->n_cluster_ips]) < 0)
+            return invalid(err, errlen, "a cluster IP that is not an IP address", who);
+        s->n_cluster_ips++;
+    }
+    return 0;
+}
+
 int mesh_k8s_service_decode(const struct mesh_jdoc *d, size_t obj, struct mesh_k8s_service **ret,
                             char *err, size_t errlen)
 {
@@ -276,6 +305,8 @@ int mesh_k8s_service_decode(const struct mesh_jdoc *d, size_t obj, struct mesh_k
         return -ENOMEM;
     }
     r = decode_ports(d, AT(d, obj, "spec", "ports"), &s->ports, &s->n_ports, name, err, errlen);
+    if (r == 0)
+        r = decode_cluster_ips(d, obj, s, name, err, errlen);
     if (r < 0) {
         mesh_k8s_service_free(s);
         return r;

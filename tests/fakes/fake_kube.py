@@ -582,11 +582,16 @@ def slice_obj(ns, name, service, endpoints, ports=(("http", 8080, "http"),)):
     }
 
 
-def service_obj(ns, name, ports=(("http", 80, 8080),), annotations=None):
+def service_obj(ns, name, ports=(("http", 80, 8080),), annotations=None, cluster_ip=None):
+    """cluster_ip: the Service's ClusterIP ("None": headless), set in spec.clusterIP and
+    spec.clusterIPs as the API server does; None leaves both out."""
+    spec = {"ports": [{"name": n, "port": p, "targetPort": t, "protocol": "TCP"}
+                      for n, p, t in ports]}
+    if cluster_ip is not None:
+        spec.update({"type": "ClusterIP", "clusterIP": cluster_ip, "clusterIPs": [cluster_ip]})
     return {"kind": "Service", "apiVersion": "v1",
             "metadata": {"name": name, "namespace": ns, "annotations": annotations or {}},
-            "spec": {"ports": [{"name": n, "port": p, "targetPort": t, "protocol": "TCP"}
-                               for n, p, t in ports]}}
+            "spec": spec}
 
 
 def pod_obj(ns, name, node, sa="default", ip="10.0.0.1", phase="Running"):

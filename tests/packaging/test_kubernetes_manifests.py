@@ -136,6 +136,14 @@ class ManifestTest(unittest.TestCase):
         self.assertIn("memory", c["resources"]["limits"])
         self.assertTrue(pod["securityContext"]["runAsNonRoot"])
         self.assertFalse(c["securityContext"]["allowPrivilegeEscalation"])
+        # Capture (Kubernetes node mode) needs NET_ADMIN for nftables, and nothing else: no
+        # DNS responder on port 53, so no NET_BIND_SERVICE.
+        caps = c["securityContext"]["capabilities"]
+        self.assertEqual((caps["drop"], caps["add"]), (["ALL"], ["NET_ADMIN"]))
+        agent_cfg = json.loads(self.d["ConfigMap"]["data"]["agent.json"])
+        self.assertTrue(agent_cfg["capture"]["enabled"])
+        self.assertTrue(agent_cfg["capture"]["pods"])
+        self.assertFalse(agent_cfg.get("dns_responder", {}).get("enabled", False))
         # The probes ask the admin API where agent.json puts it.
         cfg = json.loads(self.d["ConfigMap"]["data"]["agent.json"])
         host, port = cfg["admin"]["listen"].rsplit(":", 1)

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "common/addr.h"
 #include "common/names.h"
@@ -32,8 +33,15 @@ static int on_event(void *data, enum mesh_k8s_event_type type, const struct mesh
         mesh_k8s_slice_free(s);
     } else if (which == 1) {
         struct mesh_k8s_service *s = NULL;
-        if (mesh_k8s_service_decode(d, obj, &s, err, sizeof(err)) == 0)
+        if (mesh_k8s_service_decode(d, obj, &s, err, sizeof(err)) == 0) {
             mesh_k8s_protocol(s->n_ports ? &s->ports[0] : NULL, s->protocol_hint);
+            if (s->n_cluster_ips > 2)
+                abort(); /* one per family at most */
+            for (size_t i = 0; i < s->n_cluster_ips; i++) {
+                if (s->cluster_ips[i].family != AF_INET && s->cluster_ips[i].family != AF_INET6)
+                    abort(); /* an IP address, nothing else */
+            }
+        }
         mesh_k8s_service_free(s);
     } else {
         struct mesh_k8s_pod *p = NULL;

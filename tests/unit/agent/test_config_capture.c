@@ -92,10 +92,61 @@ static const struct {
     {"{\"capture\": {\"enabled\": true, \"inbound\": {\"ports\": [80], \"listen_port\": 15001}}}",
      "outbound.listen_port and inbound.listen_port are both 15001"},
     {"{\"capture\": {\"inbound\": {\"mode\": \"loose\"}}}", "$.capture.inbound.mode:"},
+    {"{\"capture\": {\"pods\": {\"cidrs\": [\"10.244.0.0/16 } accept\"]}}}",
+     "$.capture.pods.cidrs[0]: '10.244.0.0/16 } accept' has a prefix length out of range"},
+    {"{\"capture\": {\"pods\": {\"interfaces\": [\"eth0\\\" accept\"]}}}",
+     "$.capture.pods.interfaces[0]: 'eth0\" accept' may hold only letters"},
+    {"{\"capture\": {\"pods\": {\"interfaces\": [\"*\"]}}}",
+     "$.capture.pods.interfaces[0]: '*' may have one '*' only"},
+    {"{\"capture\": {\"enabled\": true, \"inbound\": {\"ports\": [80]}, \"outbound\": "
+     "{\"enabled\": false}, \"pods\": {\"cidrs\": [\"10.244.1.0/24\"]}}}",
+     "$.capture.pods: pods' traffic goes to the outbound capture listener, but "
+     "outbound.enabled is false"},
     {"{\"capture\": {\"outbound\": {\"mode\": \"some\"}}}", "$.capture.outbound.mode:"},
     {"{\"capture\": {\"outbound\": {\"unknown_destination\": \"drop\"}}}",
      "$.capture.outbound.unknown_destination:"},
 };
+
+/* More than MESH_AGENT_CAPTURE_LIST_MAX CIDRs would overflow the spec's scratch array. */
+static void test_too_many_cidrs(void **state)
+{
+    (void)state;
+    struct mesh_buf b;
+    mesh_buf_init(&b, MESH_BUF_UNLIMITED);
+    mesh_buf_append_str(&b,
+                        "{\"capture\": {\"enabled\": true, \"outbound\": {\"include_cidrs\": [");
+    for (int i = 0; i <= MESH_AGENT_CAPTURE_LIST_MAX; i++)
+        mesh_buf_appendf(&b, "%s\"10.%d.0.0/16\"", i ? ", " : "", i);
+    mesh_buf_append_str(&b, "]}}}");
+    char *err = NULL;
+    struct mesh_agent_config *c = parse(b.data, &err);
+    assert_null(c);
+    assert_non_null(err);
+    assert_contains(err, "$.capture.outbound.include_cidrs: at most 64");
+    mesh_free(err);
+    mesh_buf_done(&b);
+}
+
+/* Kubernetes node mode: the pods' CIDRs and interfaces reach the spec. */
+static void test_pods(void **state)
+{
+    (void)state;
+    char *err;
+    struct mesh_agent_config *c =
+        parse("{\"capture\": {\"enabled\": true, \"pods\": {\"cidrs\": [\"10.244.1.0/24\"], "
+              "\"interfaces\": [\"cali*\", \"cni0\"]}}}",
+              &err);
+    assert_non_null(c);
+    struct mesh_agent_capture_scratch scratch;
+    struct mesh_capture_spec s;
+    mesh_agent_capture_spec(c, 995, NULL, 0, &s, &scratch);
+    assert_int_equal(s.n_pod_cidrs, 1);
+    assert_string_equal(s.pod_cidrs[0], "10.244.1.0/24");
+    assert_int_equal(s.n_pod_interfaces, 2);
+    assert_string_equal(s.pod_interfaces[1], "cni0");
+    assert_int_equal(s.pods_exclude_port, mesh_addr_port(&c->inbound_addr));
+    mesh_agent_config_unref(c);
+}
 
 static void test_bad_values(void **state)
 {
@@ -115,9 +166,8 @@ static void test_bad_values(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        UNIT_TEST(test_defaults_off),
-        UNIT_TEST(test_fail_modes),
-        UNIT_TEST(test_bad_values),
+        UNIT_TEST(test_defaults_off),   UNIT_TEST(test_fail_modes), UNIT_TEST(test_bad_values),
+        UNIT_TEST(test_too_many_cidrs), UNIT_TEST(test_pods),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -158,6 +158,96 @@ static void test_script_refuses_injection(void **state)
     mesh_buf_done(&b);
 }
 
+/* Kubernetes node mode: the pods chain in prerouting, before kube-proxy's DNAT (-100). */
+static void test_script_pods(void **state)
+{
+    (void)state;
+    static const char *const pod_cidrs[] = {"10.244.1.0/24", "fd00:244:1::/64"};
+    static const char *const ifaces[] = {"cali*", "cni0"};
+    struct mesh_ipport d[2];
+    assert_int_equal(mesh_ipport_from_ip("10.96.0.10", 8080, &d[0]), 0); /* a ClusterIP */
+    assert_int_equal(mesh_ipport_from_ip("10.244.2.7", 8080, &d[1]), 0); /* a pod */
+    struct mesh_capture_spec s = spec(d, 2);
+    s.inbound = false;
+    s.n_include_cidrs = 0;
+    s.n_exclude_cidrs = 0;
+    s.pod_cidrs = pod_cidrs;
+    s.n_pod_cidrs = 2;
+    s.pod_interfaces = ifaces;
+    s.n_pod_interfaces = 2;
+    s.pods_exclude_port = 15443;
+    struct mesh_buf b;
+    char err[256] = "";
+    mesh_buf_init(&b, MESH_BUF_UNLIMITED);
+    assert_int_equal(mesh_capture_script(&s, &b, err, sizeof(err)), 0);
+    assert_contains(b.data, "\t\telements = { 10.96.0.10 . 8080, 10.244.2.7 . 8080 }\n");
+    assert_contains(b.data,
+                    "\tchain pods {\n"
+                    "\t\ttype nat hook prerouting priority -110; policy accept;\n"
+                    "\t\tmeta nfproto ipv6 return\n"
+                    "\t\tmeta l4proto != tcp return\n"
+                    "\t\ttcp dport { 22, 15443 } return\n"
+                    "\t\tip saddr { 10.244.1.0/24 } ip daddr . tcp dport @dests4 "
+                    "redirect to :15001\n"
+                    "\t\tiifname \"cali*\" ip daddr . tcp dport @dests4 redirect to :15001\n"
+                    "\t\tiifname \"cni0\" ip daddr . tcp dport @dests4 redirect to :15001\n"
+                    "\t}\n"
+                    "}\n");
+    /* With IPv6: the IPv6 pod CIDR and set too. */
+    mesh_buf_reset(&b);
+    s.ipv6 = true;
+    s.n_pod_interfaces = 0;
+    assert_int_equal(mesh_capture_script(&s, &b, err, sizeof(err)), 0);
+    assert_contains(b.data, "\t\tip6 saddr { fd00:244:1::/64 } ip6 daddr . tcp dport @dests6 "
+                            "redirect to :15001\n");
+    /* All outbound TCP of local processes still gives the pods chain its sets. */
+    mesh_buf_reset(&b);
+    s.ipv6 = false;
+    s.outbound_all = true;
+    assert_int_equal(mesh_capture_script(&s, &b, err, sizeof(err)), 0);
+    assert_contains(b.data, "\tset dests4 {\n");
+    assert_contains(b.data, "\tchain pods {\n");
+    /* No pod CIDR or interface, or no outbound: no pods chain. */
+    mesh_buf_reset(&b);
+    s.outbound_all = false;
+    s.n_pod_cidrs = 0;
+    assert_int_equal(mesh_capture_script(&s, &b, err, sizeof(err)), 0);
+    assert_null(strstr(b.data, "chain pods"));
+    mesh_buf_done(&b);
+}
+
+/* An interface pattern that would add a command to the script is refused. */
+static void test_script_refuses_bad_interface(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {"cali*\" accept; flush ruleset; \""};
+    struct mesh_capture_spec s = spec(NULL, 0);
+    s.pod_interfaces = bad;
+    s.n_pod_interfaces = 1;
+    struct mesh_buf b;
+    char err[256] = "";
+    mesh_buf_init(&b, MESH_BUF_UNLIMITED);
+    assert_int_equal(mesh_capture_script(&s, &b, err, sizeof(err)), -EINVAL);
+    assert_contains(err, "interface 'cali*\" accept");
+    assert_int_equal(b.len, 0);
+    static const char *const bad_cidr[] = {"10.244.0.0/16 } accept"};
+    s.n_pod_interfaces = 0;
+    s.pod_cidrs = bad_cidr;
+    s.n_pod_cidrs = 1;
+    assert_int_equal(mesh_capture_script(&s, &b, err, sizeof(err)), -EINVAL);
+    assert_contains(err, "'10.244.0.0/16 } accept'");
+    assert_null(mesh_capture_check_ifname("cali*"));
+    assert_null(mesh_capture_check_ifname("veth.1_a-b"));
+    assert_null(mesh_capture_check_ifname("cni0"));
+    assert_non_null(mesh_capture_check_ifname("*"));
+    assert_non_null(mesh_capture_check_ifname("ca*li"));
+    assert_non_null(mesh_capture_check_ifname("cali**"));
+    assert_non_null(mesh_capture_check_ifname(""));
+    assert_non_null(mesh_capture_check_ifname("abcdefghijklmnop"));
+    assert_non_null(mesh_capture_check_ifname("eth 0"));
+    mesh_buf_done(&b);
+}
+
 static json_t *load(const char *name)
 {
     char path[512];
@@ -230,6 +320,8 @@ int main(void)
         UNIT_TEST(test_script_all_mode_ipv6),
         UNIT_TEST(test_dests_script),
         UNIT_TEST(test_script_refuses_injection),
+        UNIT_TEST(test_script_pods),
+        UNIT_TEST(test_script_refuses_bad_interface),
         UNIT_TEST(test_conflicts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""Kubernetes node mode of transparent capture (docs/capture.md, "Kubernetes node mode"), in
+network namespaces the test makes: a "node" running the agent on its host network with the
+fake Kubernetes API (tests/fakes/fake_kube.py) on its loopback, a "pod" of that node behind a
+veth pair (its IP in the node's pod CIDR, its default route via the node), and a server
+"host" the node reaches:
+
+    pod 10.77.5.2 ---- 10.77.5.1  node  10.77.6.1 ---- 10.77.6.2 server (:8080)
+
+The API serves Service shop/api with ClusterIP 10.96.0.10 port 80 (targetPort 8080, its
+endpoint the server) and the pod, shop/client-0 of service account "client", on this node.
+An unmodified client in the pod calls http://10.96.0.10/: nothing but the agent knows that
+address (there is no kube-proxy), so reaching the server shows the pods chain redirected it
+and the agent mapped the ClusterIP to the service. Needs root, `ip netns`, nft and curl;
+skips with the reason otherwise."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import shutil
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "fakes"))
+
+import test_capture as tc  # noqa: E402
+from meshtest import AgentTest, SLOW, main, wait_for  # noqa: E402
+from pki import Pki  # noqa: E402
+
+TD = "cluster.test"
+POD_GW, POD_IP, POD_CIDR = "10.77.5.1", "10.77.5.2", "10.77.5.0/24"
+NODE_IP, SERVER_IP = "10.77.6.1", "10.77.6.2"
+CLUSTER_IP, SVC_PORT, APP_PORT, OTHER_PORT = "10.96.0.10", 80, 8080, 8081
+MTLS_PORT = 15443
+
+SKIP = tc.SKIP
+if SKIP:
+    print(f"test_capture_pods: skipped: {SKIP}", file=sys.stderr)
+
+# The fake API server in the node's namespace: the objects, then "port N" once listening.
+KUBE = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from fake_kube import FakeKube, pod_obj, service_obj, slice_obj
+k = FakeKube(sys.argv[2], sys.argv[3], tokens={"token-1"}).start()
+for kind, obj in json.loads(sys.argv[4]):
+    k.put(kind, obj)
+print("port", k.port, flush=True)
+for line in sys.stdin:  # more objects, one [kind, object] per line
+    kind, obj = json.loads(line)
+    k.put(kind, obj)
+    print("put", flush=True)
+k.stop()
+"""
+
+
+@unittest.skipIf(SKIP, SKIP or "")
+class CapturePodsTest(AgentTest):
+    def setUp(self):
+        super().setUp()
+        tag = f"{os.getpid() % 100000}"
+        self.ns_node, self.ns_pod, self.ns_srv = f"capN{tag}", f"capP{tag}", f"capS{tag}"
+        self.addCleanup(self.delete_namespaces)
+        for ns in (self.ns_node, self.ns_pod, self.ns_srv):
+            tc.run("ip", "netns", "add", ns)
+            tc.run("ip", "-n", ns, "link", "set", "lo", "up")
+        # The pod's side is named as a CNI names it ("cali..."), for capture.pods.interfaces.
+        self.link(self.ns_pod, POD_IP, self.ns_node, POD_GW, f"pe{tag}", f"cali{tag}")
+        self.link(self.ns_srv, SERVER_IP, self.ns_node, NODE_IP, f"se{tag}", f"sn{tag}")
+        tc.run("ip", "-n", self.ns_pod, "route", "add", "default", "via", POD_GW)
+        self.tmp = tempfile.mkdtemp(prefix="mesh-capture-pods-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.pki = Pki(os.path.join(self.tmp, "pki"), name="kube-ca")
+        self.srv_cert = self.pki.leaf("apiserver", [], sans=["IP:127.0.0.1"])
+        self.sa = os.path.join(self.tmp, "serviceaccount")
+        os.makedirs(self.sa)
+        with open(os.path.join(self.sa, "token"), "w") as f:
+            f.write("token-1")
+        shutil.copy(self.pki.cert, os.path.join(self.sa, "ca.crt"))
+        self.server = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns_srv, sys.executable, "-c",
+             "import sys; sys.path.insert(0, sys.argv[1]); from http_backend import HttpBackend\n"
+             "for name, port in (('api', sys.argv[2]), ('other', sys.argv[3])):\n"
+             "    b = HttpBackend(name, port=int(port)); b.host = '0.0.0.0'; b.start()\n"
+             "print('ready', flush=True); sys.stdin.read()", HERE, str(APP_PORT),
+             str(OTHER_PORT)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.addCleanup(self.stop_proc, self.server)
+        self.assertEqual(self.server.stdout.readline().strip(), "ready")
+
+    def link(self, ns1, ip1, ns2, ip2, v1, v2):
+        tc.run("ip", "link", "add", v1, "netns", ns1, "type", "veth", "peer", v2, "netns", ns2)
+        tc.run("ip", "-n", ns1, "addr", "add", f"{ip1}/24", "dev", v1)
+        tc.run("ip", "-n", ns2, "addr", "add", f"{ip2}/24", "dev", v2)
+        tc.run("ip", "-n", ns1, "link", "set", v1, "up")
+        tc.run("ip", "-n", ns2, "link", "set", v2, "up")
+
+    def stop_proc(self, p):
+        p.stdin.close()
+        p.kill()
+        p.wait()
+        p.stdout.close()
+
+    def delete_namespaces(self):
+        for ns in (self.ns_node, self.ns_pod, self.ns_srv):
+            for pid in tc.run("ip", "netns", "pids", ns, check=False).stdout.split():
+                try:
+                    os.kill(int(pid), 9)
+                except (ProcessLookupError, ValueError):
+                    pass
+            tc.run("ip", "netns", "del", ns, check=False)
+
+    def api_service(self):
+        from fake_kube import service_obj
+        return ("services", service_obj("shop", "api", ports=(("http", SVC_PORT, APP_PORT),),
+                                        annotations={"mesh.io/protocol": "http"},
+                                        cluster_ip=CLUSTER_IP))
+
+    def client_pod(self):
+        from fake_kube import pod_obj
+        return ("pods", pod_obj("shop", "client-0", "node-a", sa="client", ip=POD_IP))
+
+    def put(self, kind, obj):
+        self.kube.stdin.write(json.dumps([kind, obj]) + "\n")
+        self.kube.stdin.flush()
+        self.assertEqual(self.kube.stdout.readline().strip(), "put")
+
+    def start_kube(self, with_api_service=True):
+        from fake_kube import pod_obj, service_obj, slice_obj
+        objects = ([self.api_service()] if with_api_service else []) + [
+            ("endpointslices", slice_obj("shop", "api-abc", "api",
+                                         [(SERVER_IP, "node-b", "zone-1", None, "api-0")])),
+            # A headless Service: no ClusterIP to capture.
+            ("services", service_obj("shop", "db", cluster_ip="None")),
+            ("endpointslices", slice_obj("shop", "db-abc", "db",
+                                         [(SERVER_IP, "node-b", "zone-1", None, "db-0")],
+                                         ports=(("http", OTHER_PORT, "http"),))),
+        ] + ([self.client_pod()] if with_api_service else [])
+        p = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns_node, sys.executable, "-c", KUBE,
+             os.path.join(HERE, "..", "fakes"), self.srv_cert[0], self.srv_cert[1],
+             json.dumps(objects)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.addCleanup(self.stop_proc, p)
+        self.kube = p
+        word, port = p.stdout.readline().split()
+        self.assertEqual(word, "port")
+        return int(port)
+
+    def node_agent(self, pods, with_api_service=True):
+        port = self.start_kube(with_api_service)
+        a = tc.NsAgent(self.ns_node, name="node-a", config={
+            "trust_domain": TD,
+            "node": {"name": "node-a", "zone": "zone-1", "address": NODE_IP},
+            "listeners": {"outbound_http": "127.0.0.1:15080",
+                          "inbound": f"{NODE_IP}:{MTLS_PORT}"},
+            "registries": [{"type": "kubernetes", "name": "k8s", "service_account_dir": self.sa,
+                            "watch_timeout": "30s"}],
+            "readiness": {"registry_sync_timeout": "5s"},
+            "proxy": {"workers": 2, "access_log": "stdout"},
+            "capture": {"enabled": True, "pods": pods}},
+            env={"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(port),
+                 "NODE_NAME": "node-a"})
+        self.agents.append(a)
+        a.start()
+        return a
+
+    def curl(self, url):
+        r = tc.run("ip", "netns", "exec", self.ns_pod, "curl", "-s", "-m", str(int(10 * SLOW)),
+                   url, check=False)
+        return r.returncode, r.stdout
+
+    def k8s_ready(self, a):
+        def known():
+            code, _, body = a.get("/v1/services")
+            names = {s["name"] for s in json.loads(body or b"{}").get("services", [])}
+            return code == 200 and {"api", "db"} <= names
+        wait_for(known, timeout=10 * SLOW, what="the Kubernetes services")
+
+    def set_elements(self):
+        """The dests4 set's elements as "ip . port" strings."""
+        out = json.loads(tc.run("ip", "netns", "exec", self.ns_node, "nft", "-j", "list", "set",
+                                "inet", "mesh_agent", "dests4").stdout)
+        elems = next(i["set"] for i in out["nftables"] if "set" in i).get("elem", [])
+        return {f"{e['concat'][0]} . {e['concat'][1]}" for e in elems}
+
+    def check_call(self, a):
+        self.k8s_ready(a)
+        want = {f"{CLUSTER_IP} . {SVC_PORT}", f"{SERVER_IP} . {APP_PORT}"}
+        wait_for(lambda: want <= self.set_elements(), timeout=10 * SLOW,
+                 what="the ClusterIP and the endpoint in the captured set")
+        # The headless Service has no ClusterIP: only its endpoint is captured.
+        self.assertEqual(self.set_elements(), want | {f"{SERVER_IP} . {OTHER_PORT}"})
+        code, body = self.curl(f"http://{CLUSTER_IP}:{SVC_PORT}/from-pod")
+        self.assertEqual(code, 0, a.logs())
+        echo = json.loads(body)
+        self.assertEqual((echo["backend"], echo["target"]), ("api", "/from-pod"))
+        self.assertEqual(a.metric("mesh_capture_outbound_connections_total", result="mesh"), 1)
+        # The access log names the calling pod by the identity of its service account.
+        wait_for(lambda: "/from-pod" in a.logs(), what="the access log line")
+        line = [json.loads(x) for x in a.logs().splitlines()
+                if x.startswith("{") and "/from-pod" in x][-1]
+        self.assertEqual(line["downstream_identity"], f"spiffe://{TD}/ns/shop/sa/client")
+        self.assertEqual(line["destination"], "shop/api")
+        # The pod calling the server's own address (a mesh endpoint) is captured too.
+        code, body = self.curl(f"http://{SERVER_IP}:{APP_PORT}/direct")
+        self.assertEqual(code, 0, a.logs())
+        self.assertEqual(a.metric("mesh_capture_outbound_connections_total", result="mesh"), 2)
+        # Another port of that host is no mesh destination: not captured.
+        code, body = self.curl(f"http://{SERVER_IP}:9/")
+        self.assertNotEqual(code, 0)
+        self.assertEqual(a.metric("mesh_capture_outbound_connections_total", result="mesh"), 2)
+        self.assertEqual(a.metric("mesh_capture_outbound_connections_total",
+                                  result="passthrough"), 0)
+        # Both callers were named; the upstream side presents the node's identity.
+        self.assertEqual(a.metric("mesh_capture_pod_callers_total", caller="named"), 2)
+        self.assertEqual(a.metric("mesh_capture_pod_callers_total", caller="unknown"), 0)
+
+    def test_pod_calls_a_cluster_ip_by_pod_cidr(self):
+        a = self.node_agent({"cidrs": [POD_CIDR]})
+        chains = {c["name"]: c for c in tc.mesh_items(self.ns_node)["chain"]}
+        self.assertEqual(chains["pods"]["hook"], "prerouting")
+        self.assertEqual(chains["pods"]["prio"], -110)
+        self.check_call(a)
+
+    def test_pod_calls_a_cluster_ip_by_interface(self):
+        a = self.node_agent({"interfaces": ["cali*"]})
+        self.check_call(a)
+        # A clean stop removes the table (outbound fails open).
+        a.stop()
+        self.assertEqual(tc.mesh_items(self.ns_node)["table"], [])
+
+    def test_a_service_after_its_slices_and_a_new_pod_are_followed(self):
+        # The slices come first: the service is in the catalog, with no ClusterIP yet; the
+        # calling pod is not there yet either.
+        a = self.node_agent({"cidrs": [POD_CIDR]}, with_api_service=False)
+        wait_for(lambda: f"{SERVER_IP} . {APP_PORT}" in self.set_elements(),
+                 timeout=10 * SLOW, what="the endpoint in the captured set")
+        self.assertNotIn(f"{CLUSTER_IP} . {SVC_PORT}", self.set_elements())
+        # Its Service arrives, changing nothing of the service but its ClusterIP; the pod
+        # starts (no service of this node changes with it).
+        self.put(*self.api_service())
+        self.put(*self.client_pod())
+        self.check_call(a)
+
+
+if __name__ == "__main__":
+    main()

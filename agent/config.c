@@ -559,6 +559,17 @@ static void check_root(struct mesh_cfg_ctx *ctx, void *obj)
         {"listeners.outbound_http", c->listeners.outbound_http},
         {"listeners.inbound", c->listeners.inbound},
     };
+    const char *keys[MESH_ARRAY_SIZE(addrs) + 1], *values[MESH_ARRAY_SIZE(addrs) + 1];
+    size_t n = 0;
+    for (size_t i = 0; i < MESH_ARRAY_SIZE(addrs); i++, n++) {
+        keys[n] = addrs[i].key;
+        values[n] = addrs[i].value;
+    }
+    if (c->dns_responder.enabled) {
+        keys[n] = "dns_responder.listen";
+        values[n++] = c->dns_responder.listen;
+    }
+    mesh_agent__capture_check_ports(ctx, &c->capture, keys, values, n);
     mesh_agent__capture_dns_port(ctx, &c->capture, c->dns_responder.enabled,
                                  c->dns_responder.listen);
     for (size_t i = 0; i < MESH_ARRAY_SIZE(addrs); i++) {

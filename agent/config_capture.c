@@ -12,6 +12,7 @@
 #include "capture/capture.h"
 #include "common/addr.h"
 #include "common/alloc.h"
+#include "common/macros.h"
 
 static const char *const modes[] = {"services", "all", NULL};
 static const char *const inbound_modes[] = {"strict", "permissive", NULL};
@@ -150,7 +151,7 @@ static const struct mesh_cfg_field outbound_fields[] = {
      O(listen_port),
      .min = 1,
      .max = 65535,
-     .def_int = 15001},
+     .def_int = 15002},
     {.key = "include_cidrs",
      .type = MESH_CFG_STRINGS,
      O(include_cidrs),
@@ -291,6 +292,38 @@ const struct mesh_cfg_schema mesh_agent__capture_schema = {
     .fields = capture_fields,
     .check = check_capture,
 };
+
+void mesh_agent__capture_check_ports(struct mesh_cfg_ctx *ctx,
+                                     const struct mesh_agent_capture_config *c,
+                                     const char *const *keys, const char *const *values, size_t n)
+{
+    if (!c->enabled)
+        return;
+    const struct {
+        const char *key;
+        int port;
+        bool on;
+    } ours[] = {
+        {"outbound", c->outbound.listen_port, c->outbound.enabled},
+        {"inbound", c->inbound.listen_port, c->inbound.ports.n > 0},
+    };
+    for (size_t i = 0; i < MESH_ARRAY_SIZE(ours); i++) {
+        for (size_t j = 0; ours[i].on && j < n; j++) {
+            struct mesh_addr a;
+            if (!values[j] || mesh_addr_parse(values[j], &a, NULL) < 0 || mesh_addr_is_unix(&a) ||
+                mesh_addr_port(&a) != ours[i].port)
+                continue;
+            size_t o1 = mesh_cfg_path_push_key(ctx, "capture");
+            size_t o2 = mesh_cfg_path_push_key(ctx, ours[i].key);
+            size_t o3 = mesh_cfg_path_push_key(ctx, "listen_port");
+            mesh_cfg_error(ctx, "%d is also the port of %s ('%s'): choose another", ours[i].port,
+                           keys[j], values[j]);
+            mesh_cfg_path_pop(ctx, o3);
+            mesh_cfg_path_pop(ctx, o2);
+            mesh_cfg_path_pop(ctx, o1);
+        }
+    }
+}
 
 uint16_t mesh_agent__capture_dns_port(struct mesh_cfg_ctx *ctx,
                                       const struct mesh_agent_capture_config *c, bool responder_on,

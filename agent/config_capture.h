@@ -69,6 +69,15 @@ struct mesh_agent_capture_config {
 extern const struct mesh_cfg_schema mesh_agent__capture_schema;
 
 /*
+ * Refuses a capture listener port that is also the port of one of the agent's other
+ * listeners (`keys` name them in messages, `values` are their "ip:port"): the capture
+ * listeners bind loopback or the wildcard, which overlap them.
+ */
+void mesh_agent__capture_check_ports(struct mesh_cfg_ctx *ctx,
+                                     const struct mesh_agent_capture_config *c,
+                                     const char *const *keys, const char *const *values, size_t n);
+
+/*
  * What "capture.dns" needs of the DNS responder (checked with the whole config): it runs,
  * on IPv4 loopback or the wildcard, where a redirect in the output hook lands. Returns the
  * responder's port to redirect DNS to, 0 when DNS is not captured (errors go to ctx, which

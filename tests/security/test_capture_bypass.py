@@ -28,7 +28,7 @@ class CaptureBypassTest(CaptureNet):
         a = self.agent_a()
         self.wait_listening(a, "capture_outbound")
         for _ in range(3):
-            code, _ = self.curl(self.ns_a, "http://127.0.0.1:15001/")
+            code, _ = self.curl(self.ns_a, "http://127.0.0.1:15002/")
             self.assertNotEqual(code, 0)
         wait_for(lambda: a.metric("mesh_capture_outbound_connections_total",
                                   result="refused") == 3, what="three refusals counted")

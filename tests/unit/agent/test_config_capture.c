@@ -25,7 +25,7 @@ static void test_defaults_off(void **state)
     assert_non_null(c);
     assert_false(c->capture.enabled);
     assert_string_equal(c->capture.table, "mesh_agent");
-    assert_int_equal(c->capture.outbound.listen_port, 15001);
+    assert_int_equal(c->capture.outbound.listen_port, 15002);
     assert_int_equal(c->capture.inbound.listen_port, 15006);
     assert_int_equal(c->capture.inbound.mode, MESH_CAPTURE_STRICT);
     assert_int_equal(c->capture.outbound.unknown, MESH_CAPTURE_PASSTHROUGH);
@@ -70,6 +70,9 @@ static const struct {
     {"{\"capture\": {\"enabled\": true, \"outbound\": {\"enabled\": false}}}",
      "$.capture: enabled, but captures nothing"},
     {"{\"capture\": {\"table\": \"a b\"}}", "$.capture.table:"},
+    {"{\"capture\": {\"enabled\": true, \"outbound\": {\"listen_port\": 15001}}}",
+     "$.capture.outbound.listen_port: 15001 is also the port of listeners.outbound_http "
+     "('127.0.0.1:15001')"},
     {"{\"capture\": {\"enabled\": true, \"dns\": true}}",
      "$.capture.dns: captures DNS, but dns_responder.enabled is false"},
     {"{\"capture\": {\"enabled\": true, \"dns\": true}, \"dns_responder\": {\"enabled\": true, "
@@ -87,10 +90,10 @@ static const struct {
      "$.capture.inbound.ports: expected a list"},
     {"{\"capture\": {\"outbound\": {\"exclude_uids\": [-1]}}}",
      "$.capture.outbound.exclude_uids[0]: expected user IDs"},
-    {"{\"capture\": {\"enabled\": true, \"inbound\": {\"ports\": [15001]}}}",
-     "inbound.ports[0] is 15001, a capture listener's own port"},
-    {"{\"capture\": {\"enabled\": true, \"inbound\": {\"ports\": [80], \"listen_port\": 15001}}}",
-     "outbound.listen_port and inbound.listen_port are both 15001"},
+    {"{\"capture\": {\"enabled\": true, \"inbound\": {\"ports\": [15002]}}}",
+     "inbound.ports[0] is 15002, a capture listener's own port"},
+    {"{\"capture\": {\"enabled\": true, \"inbound\": {\"ports\": [80], \"listen_port\": 15002}}}",
+     "outbound.listen_port and inbound.listen_port are both 15002"},
     {"{\"capture\": {\"inbound\": {\"mode\": \"loose\"}}}", "$.capture.inbound.mode:"},
     {"{\"capture\": {\"pods\": {\"cidrs\": [\"10.244.0.0/16 } accept\"]}}}",
      "$.capture.pods.cidrs[0]: '10.244.0.0/16 } accept' has a prefix length out of range"},

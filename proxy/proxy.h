@@ -41,6 +41,7 @@ struct mesh_proxy_options {
     int backlog;
     struct mesh_http_options http; /* zero: the defaults */
     const char *access_log;        /* NULL or "": none; "stdout", "stderr" or a file */
+    size_t max_series; /* series of the istio_* metrics at most (telemetry.max_series); 0: 10000 */
     /* Called on the loop when the workers took a new snapshot, and when a listener that
      * had failed is bound at last (it reaches the workers with the next update if it
      * moved): what readiness looks at may have changed. May be NULL. */

@@ -704,7 +704,8 @@ int mesh_snapshot_build(struct mesh_state_regs *regs, uint64_t version,
             l->vhost = (struct snap_vhost *)(uintptr_t)(v - s->vhosts + 1);
         }
     }
-    if (link_snapshot(s) < 0 || (in->capture && mesh_capture_index(s, regs, in) < 0))
+    if (link_snapshot(s) < 0 || (in->capture && mesh_capture_index(s, regs, in) < 0) ||
+        mesh_istio_snapshot_labels(s, in, wl, n) < 0)
         goto oom;
     mesh_free(services);
     *ret = s;

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Istio's standard metrics (docs/metrics.md) from two agents over mTLS with a real HTTP
+backend: exact label sets on both reporters for a routed call, a denied call, a fault
+injected, a call with no route, and a TCP connection; promtool accepts the page."""
+import re
+import socket
+import tempfile
+
+import test_mtls
+from httptest import Client
+from meshtest import SLOW, BackendTest, check_promtool, main, wait_for
+from pki import Pki
+
+WEB = test_mtls.spiffe("shop", "web")
+API = test_mtls.spiffe("shop", "api")
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\} (\S+)$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def samples(agent, name):
+    """[(labels dict, value)] of one family on agent's /metrics."""
+    out = []
+    for line in agent.get("/metrics")[2].decode().splitlines():
+        m = SAMPLE.match(line)
+        if m and m.group(1) == name:
+            out.append((dict(LABEL.findall(m.group(2))), float(m.group(3))))
+    return out
+
+
+def promtool_clean(test, body):
+    """promtool's lint wants seconds; Istio's name says milliseconds, and dashboards query
+    that name: that one finding is expected, nothing else."""
+    families = body.decode().split("# HELP ")
+    kept = [f for f in families if not f.startswith("istio_request_duration_milliseconds ")]
+    check_promtool(test, "# HELP ".join(kept).encode())
+
+
+def value(agent, name, **want):
+    """The one sample of name whose labels include want (0 when none)."""
+    got = [v for labels, v in samples(agent, name)
+           if all(labels.get(k) == v for k, v in want.items())]
+    assert len(got) <= 1, (name, want, got)
+    return got[0] if got else 0
+
+
+def dest(version="unknown", principal=API):
+    return {"destination_workload": "api", "destination_workload_namespace": "shop",
+            "destination_principal": principal, "destination_version": version,
+            "destination_service": "api.shop", "destination_service_name": "api",
+            "destination_service_namespace": "shop"}
+
+
+SOURCE = {"source_workload": "web", "source_workload_namespace": "shop",
+          "source_principal": WEB}
+
+
+class IstioMetricsTest(BackendTest):
+    def setUp(self):
+        super().setUp()
+        self.tmp = tempfile.mkdtemp(prefix="mesh-pki-")
+        self.pki = Pki(self.tmp)
+
+    identity = test_mtls.MtlsTest.identity
+    pair = test_mtls.MtlsTest.pair
+
+    def http(self, **want):
+        return dict(want, request_protocol="http", grpc_response_status="")
+
+    def test_http_calls_on_both_reporters(self):
+        a, b, _ = self.pair(authz={"deny": [{"principals": [WEB],
+                                             "match": [{"path": {"prefix": "/admin"}}]}]})
+        a.write_resource("route.json", {"kind": "Route", "name": "api", "namespace": "shop",
+                                        "spec": {"rules": [
+            {"match": [{"path": {"prefix": "/fault"}}], "destinations": [{"service": "api"}],
+             "fault": {"abort": {"status": 418}}},
+            {"destinations": [{"service": "api"}]}]}})
+        c = Client(self.port, host="api")
+        wait_for(lambda: c.request(path="/fault")[0] == 418, what="the route with the fault")
+        routed_before = value(a, "istio_requests_total", reporter="source", response_code="200")
+        self.assertEqual(c.echo("/hello")[0], 200)
+        self.assertEqual(c.request(path="/admin/x")[0], 403)
+        # Routed: counted by both, with both identities and mTLS on the destination side.
+        src = self.http(reporter="source", response_code="200", response_flags="-",
+                        connection_security_policy="unknown", **SOURCE, **dest())
+        self.assertEqual(value(a, "istio_requests_total", **src), routed_before + 1)
+        dst = self.http(reporter="destination", response_code="200", response_flags="-",
+                        connection_security_policy="mutual_tls", **SOURCE, **dest())
+        self.assertGreaterEqual(value(b, "istio_requests_total", **dst), 1)
+        # Every label of the standard set is there, and nothing else.
+        labels = [l for l, _ in samples(b, "istio_requests_total")][0]
+        self.assertEqual(set(labels), set(dst))
+        # Denied by B's AuthorizationPolicy: 403 on both sides, no flag (as Envoy's RBAC).
+        self.assertEqual(value(b, "istio_requests_total", **dict(dst, response_code="403")), 1)
+        self.assertEqual(value(a, "istio_requests_total", **dict(src, response_code="403")), 1)
+        # The fault: A answered it (FI); B never saw it.
+        fi = value(a, "istio_requests_total", **dict(src, response_code="418",
+                                                     response_flags="FI"))
+        self.assertGreaterEqual(fi, 1)
+        self.assertEqual(value(b, "istio_requests_total", response_code="418"), 0)
+        # No route: an unknown Host on A's shared listener.
+        shared = a.json("/v1/proxy")["listeners"]
+        port = [l for l in shared if "by Host" in l.get("description", "")]
+        if port:
+            p = int(port[0]["address"].rsplit(":", 1)[1])
+            self.assertEqual(Client(p, host="nowhere").request(path="/")[0], 404)
+            nr = value(a, "istio_requests_total", reporter="source", response_code="404",
+                       response_flags="NR", destination_service_name="unknown",
+                       source_workload="unknown")
+            self.assertEqual(nr, 1)
+        # The duration and size histograms count the same requests.
+        self.assertEqual(value(b, "istio_request_duration_milliseconds_count", **dst),
+                         value(b, "istio_requests_total", **dst))
+        self.assertEqual(value(b, "istio_response_bytes_count", **dst),
+                         value(b, "istio_requests_total", **dst))
+        self.assertEqual(value(b, "istio_request_duration_milliseconds_bucket",
+                               **dict(dst, le="3.6e+06")),
+                         value(b, "istio_requests_total", **dst))
+        for agent in (a, b):
+            promtool_clean(self, agent.get("/metrics")[2])
+        self.assertEqual(value(b, "mesh_metrics_series_dropped_total"), 0)
+
+    def test_tcp_connection_on_both_reporters(self):
+        a, b, _ = self.pair(protocol="tcp")
+        opened_a = value(a, "istio_tcp_connections_opened_total", reporter="source")
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=5 * SLOW)
+        f = s.makefile("rb")
+        self.assertEqual(f.readline(), b"api-b\n")
+        s.sendall(b"ping\n")
+        self.assertEqual(f.readline(), b"ping\n")
+        s.shutdown(socket.SHUT_WR)
+        self.assertEqual(f.read(), b"")  # the close came back through both agents
+        f.close()
+        s.close()
+        tcp = {"request_protocol": "tcp", "response_flags": "-"}
+        src = dict(tcp, reporter="source", connection_security_policy="unknown", **SOURCE,
+                   **dest())
+        dst = dict(tcp, reporter="destination", connection_security_policy="mutual_tls",
+                   **SOURCE, **dest())
+        self.assertEqual(value(a, "istio_tcp_connections_opened_total", **src), opened_a + 1)
+        try:
+            wait_for(lambda: value(b, "istio_tcp_connections_closed_total", **dst) >= 1 and
+                     value(a, "istio_tcp_connections_closed_total", **src) >= opened_a + 1,
+                     what="the closes counted")
+        except AssertionError:
+            raise AssertionError(f"{samples(a, 'istio_tcp_connections_closed_total')} "
+                                 f"{samples(b, 'istio_tcp_connections_closed_total')}")
+        self.assertGreaterEqual(value(b, "istio_tcp_received_bytes_total", **dst), 5)
+        self.assertGreaterEqual(value(b, "istio_tcp_sent_bytes_total", **dst), 11)
+        self.assertGreaterEqual(value(a, "istio_tcp_received_bytes_total", **src), 5)
+        self.assertEqual(set(samples(b, "istio_tcp_connections_opened_total")[0][0]), set(dst))
+        for agent in (a, b):
+            promtool_clean(self, agent.get("/metrics")[2])
+
+
+if __name__ == "__main__":
+    main()

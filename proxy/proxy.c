@@ -432,6 +432,11 @@ void mesh_proxy_abort(struct mesh_proxy *p)
 
 /* ---- introspection ---- */
 
+void mesh_proxy_set_max_series(struct mesh_proxy *p, size_t max)
+{
+    mesh_istio_table_set_max(&p->shared.istio, max);
+}
+
 void mesh_proxy_set_max_connections(struct mesh_proxy *p, int max)
 {
     atomic_store(&p->shared.max_connections, max);

@@ -105,6 +105,8 @@ void mesh_proxy_stop(struct mesh_proxy *p, uint64_t drain_ms, void (*done)(void 
 /* During a stop: closes every connection now. */
 void mesh_proxy_abort(struct mesh_proxy *p);
 
+/* Changes the cap on series of the istio_* metrics (a reload; series past a lower cap stay). */
+void mesh_proxy_set_max_series(struct mesh_proxy *p, size_t max);
 /* Changes the cap on open connections (a reload). */
 void mesh_proxy_set_max_connections(struct mesh_proxy *p, int max);
 /* Points the access log somewhere else: _open then _use. Returns 0 or a negative errno. */

@@ -7,13 +7,13 @@ import socket
 import tempfile
 
 import test_mtls
-from httptest import Client
+from httptest import Client, HttpTest
 from meshtest import SLOW, BackendTest, check_promtool, main, wait_for
 from pki import Pki
 
 WEB = test_mtls.spiffe("shop", "web")
 API = test_mtls.spiffe("shop", "api")
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\} (\S+)$')
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
@@ -23,7 +23,7 @@ def samples(agent, name):
     for line in agent.get("/metrics")[2].decode().splitlines():
         m = SAMPLE.match(line)
         if m and m.group(1) == name:
-            out.append((dict(LABEL.findall(m.group(2))), float(m.group(3))))
+            out.append((dict(LABEL.findall(m.group(2) or "")), float(m.group(3))))
     return out
 
 
@@ -98,15 +98,15 @@ class IstioMetricsTest(BackendTest):
         self.assertGreaterEqual(fi, 1)
         self.assertEqual(value(b, "istio_requests_total", response_code="418"), 0)
         # No route: an unknown Host on A's shared listener.
-        shared = a.json("/v1/proxy")["listeners"]
-        port = [l for l in shared if "by Host" in l.get("description", "")]
-        if port:
-            p = int(port[0]["address"].rsplit(":", 1)[1])
-            self.assertEqual(Client(p, host="nowhere").request(path="/")[0], 404)
-            nr = value(a, "istio_requests_total", reporter="source", response_code="404",
-                       response_flags="NR", destination_service_name="unknown",
-                       source_workload="unknown")
-            self.assertEqual(nr, 1)
+        p = int(a.config["listeners"]["outbound_http"].rsplit(":", 1)[1])
+        nowhere = Client(p, host="nowhere")
+        self.assertEqual(nowhere.request(path="/")[0], 404)
+        nowhere.close()
+        nr = value(a, "istio_requests_total", reporter="source", response_code="404",
+                   response_flags="NR", destination_service_name="unknown",
+                   destination_workload="unknown", source_workload="unknown",
+                   source_principal=f"spiffe://{test_mtls.TD}/node/host-a")
+        self.assertEqual(nr, 1)
         # The duration and size histograms count the same requests.
         self.assertEqual(value(b, "istio_request_duration_milliseconds_count", **dst),
                          value(b, "istio_requests_total", **dst))
@@ -150,6 +150,32 @@ class IstioMetricsTest(BackendTest):
         self.assertEqual(set(samples(b, "istio_tcp_connections_opened_total")[0][0]), set(dst))
         for agent in (a, b):
             promtool_clean(self, agent.get("/metrics")[2])
+
+
+class IstioCardinalityTest(HttpTest):
+    def test_series_past_the_cap_are_counted_as_dropped(self):
+        b = self.backend("b1")
+        a = self.http_agent([b], config={"telemetry": {"max_series": 2}})
+        c = self.client()
+        for status in (200, 201, 202, 203, 202):
+            self.assertEqual(c.request(path=f"/?status={status}")[0], status)
+        got = {l["response_code"]: v for l, v in samples(a, "istio_requests_total")}
+        self.assertEqual(got, {"200": 1, "201": 1})
+        self.assertEqual(value(a, "mesh_metrics_series_dropped_total"), 3)
+        self.assertEqual(value(a, "mesh_metrics_series_max"), 2)
+        # A reload raises the cap: new label sets are counted again.
+        a.config["telemetry"] = {"max_series": 10}
+        a.write_config()
+        a.reload()
+        wait_for(lambda: value(a, "mesh_metrics_series_max") == 10, what="the new cap")
+        self.assertEqual(c.request(path="/?status=203")[0], 203)
+        self.assertEqual(value(a, "istio_requests_total", response_code="203"), 1)
+        # A bad value is refused with the key named; the agent keeps its last good one.
+        a.config["telemetry"] = {"max_series": 0}
+        a.write_config()
+        a.reload()
+        wait_for(lambda: "telemetry.max_series" in a.logs(), what="the refusal")
+        self.assertEqual(value(a, "mesh_metrics_series_max"), 10)
 
 
 if __name__ == "__main__":

@@ -533,7 +533,11 @@ static int add_vhost(struct builder *b, const char *ns, const char *name,
         const struct mesh_route_rule *rule = &route->rules[i];
         sr->rule = rule;
         char skey[300];
-        snprintf(skey, sizeof(skey), "route:%s/%s#%zu", ns, v->route_name, i);
+        /* A named rule keeps its counters when rules are inserted before it. */
+        if (rule->name)
+            snprintf(skey, sizeof(skey), "route:%s/%s#%s", ns, v->route_name, rule->name);
+        else
+            snprintf(skey, sizeof(skey), "route:%s/%s#%zu", ns, v->route_name, i);
         if (!(sr->state = mesh_state_dest(b->regs, skey)))
             return -ENOMEM;
         sr->dests = mesh_calloc(rule->n_dests ? rule->n_dests : 1, sizeof(*sr->dests));

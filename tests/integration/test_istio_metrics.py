@@ -113,6 +113,11 @@ class IstioMetricsTest(BackendTest):
 
     def test_tcp_connection_on_both_reporters(self):
         a, b, _ = self.pair(protocol="tcp")
+        # pair() probed A's port: wait until A has counted that connection's whole life, so
+        # that the count below moves by ours only.
+        wait_for(lambda: value(a, "istio_tcp_connections_opened_total", reporter="source") ==
+                 value(a, "istio_tcp_connections_closed_total", reporter="source") >= 1,
+                 what="the probe's connection counted")
         opened_a = value(a, "istio_tcp_connections_opened_total", reporter="source")
         s = socket.create_connection(("127.0.0.1", self.port), timeout=5 * SLOW)
         f = s.makefile("rb")
@@ -168,6 +173,32 @@ class IstioCardinalityTest(HttpTest):
         a.reload()
         wait_for(lambda: "telemetry.max_series" in a.logs(), what="the refusal")
         self.assertEqual(value(a, "mesh_metrics_series_max"), 10)
+
+
+class RouteRuleNameTest(HttpTest):
+    def test_named_rule_keeps_its_metrics_when_rules_are_inserted(self):
+        b = self.backend("b1")
+        main_rule = {"name": "main", "destinations": [{"service": "api"}]}
+        a = self.http_agent([b], route={"rules": [main_rule]})
+        c = self.client()
+        for _ in range(3):
+            self.assertEqual(c.request(path="/")[0], 200)
+        def count(rule, code_class="2xx"):
+            return a.metric("mesh_http_route_requests_total", route="default/api", rule=rule,
+                            code_class=code_class)
+        self.assertEqual(count("main"), 3)
+        # A rule inserted before it: "main" keeps its name, its counters and their history.
+        a.write_resource("route.json", {"kind": "Route", "name": "api", "spec": {"rules": [
+            {"name": "admin", "match": [{"path": {"prefix": "/admin"}}],
+             "direct_response": {"status": 403, "body": "no"}}, main_rule]}})
+        wait_for(lambda: c.request(path="/admin")[0] == 403, timeout=30, what="the new rule")
+        before = count("main")  # the 3, and /admin polls the old rules sent there
+        self.assertGreaterEqual(before, 3)
+        self.assertEqual(c.request(path="/")[0], 200)
+        self.assertEqual(count("main"), before + 1)
+        self.assertGreaterEqual(count("admin", "4xx"), 1)
+        self.assertIsNone(count("0"))  # no series by position for named rules
+        c.close()
 
 
 if __name__ == "__main__":

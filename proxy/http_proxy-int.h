@@ -146,6 +146,15 @@ struct http_conn {
     char *peer_identity; /* the caller's SPIFFE ID (mTLS); NULL: a plain caller */
     char *xfcc;          /* mTLS: the X-Forwarded-Client-Cert value its requests carry */
     char *istio_peer;    /* inbound: the caller's source_* labels, made at its first request */
+    /* The series of its last request and what chose it: the next request with the same
+     * snapshot version, destination, status and flags takes it without a lookup. */
+    struct {
+        struct mesh_istio_series *series;
+        uint64_t version;
+        const struct snap_dest *dest;
+        int status;
+        unsigned flags;
+    } istio_last;
 };
 
 /* An upstream connection: connecting, carrying a request, or idle in its pool. */

@@ -18,6 +18,13 @@ void mesh_istio_http_request(struct http_conn *c, uint64_t duration_us)
     const struct http_req *q = &c->req;
     if (!l || !l->istio)
         return;
+    unsigned rf = q->flags & ~RF_DENIED;
+    uint64_t version = c->snap ? c->snap->version : 0;
+    if (c->istio_last.series && c->istio_last.version == version && c->istio_last.dest == q->dest &&
+        c->istio_last.status == q->status && c->istio_last.flags == rf) {
+        mesh_istio_record_http(c->istio_last.series, duration_us, q->bytes_in, q->bytes_out);
+        return;
+    }
     bool inbound = l->istio_inbound;
     if (inbound && !c->istio_peer && !(c->istio_peer = mesh_istio_peer_part(c->peer_identity)))
         return;
@@ -30,7 +37,7 @@ void mesh_istio_http_request(struct http_conn *c, uint64_t duration_us)
         mesh_buf_appendf(&b, "reporter=\"source\",%s,%s", l->istio,
                          q->dest && q->dest->istio ? q->dest->istio : unknown_dest);
     /* Envoy's HTTP RBAC filter answers 403 and sets no flag: a denial shows as 403 "-". */
-    mesh_http_flags_format(q->flags & ~RF_DENIED, flags, sizeof(flags));
+    mesh_http_flags_format(rf, flags, sizeof(flags));
     mesh_buf_appendf(&b,
                      ",request_protocol=\"http\",response_code=\"%d\",grpc_response_status=\"\","
                      "response_flags=\"%s\",connection_security_policy=\"%s\"",
@@ -41,6 +48,12 @@ void mesh_istio_http_request(struct http_conn *c, uint64_t duration_us)
     if (b.err)
         return;
     struct mesh_istio_series *s = mesh_istio_series(&c->w->shared->istio, false, b.data, b.len);
-    if (s)
-        mesh_istio_record_http(s, duration_us, q->bytes_in, q->bytes_out);
+    if (!s)
+        return;
+    mesh_istio_record_http(s, duration_us, q->bytes_in, q->bytes_out);
+    c->istio_last.series = s;
+    c->istio_last.version = version;
+    c->istio_last.dest = q->dest;
+    c->istio_last.status = q->status;
+    c->istio_last.flags = rf;
 }

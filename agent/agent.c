@@ -235,6 +235,7 @@ int mesh_agent_start(struct mesh_agent *a)
         .max_connections = a->cfg->proxy.max_connections,
         .buffer_size = (size_t)a->cfg->proxy.buffer_size,
         .access_log = a->cfg->proxy.access_log,
+        .max_series = (size_t)a->cfg->telemetry.max_series,
         .http = mesh_agent__http_options(&a->cfg->proxy.http),
         .changed = mesh_agent__on_proxy_changed,
         .changed_data = a,

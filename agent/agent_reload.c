@@ -251,6 +251,7 @@ static void commit(struct mesh_agent *a, struct reload *rl)
     else if (!resources_moved)
         mesh_resources_rescan(a->resources);
     mesh_proxy_set_max_connections(a->proxy, a->cfg->proxy.max_connections);
+    mesh_proxy_set_max_series(a->proxy, (size_t)a->cfg->telemetry.max_series);
     mesh_agent__schedule(a);
     a->reloads_ok++;
     a->last_reload_ok = true;

@@ -289,6 +289,22 @@ static const struct mesh_cfg_schema proxy_schema = {
     .fields = proxy_fields,
 };
 
+static const struct mesh_cfg_field telemetry_fields[] = {
+    {.key = "max_series",
+     .type = MESH_CFG_INT,
+     MESH_CFG_FIELD(struct mesh_agent_telemetry_config, max_series),
+     .def_int = 10000,
+     .min = 1,
+     .max = 10000000,
+     .expect = "a number of metric series from 1 to 10000000"},
+    {0},
+};
+
+static const struct mesh_cfg_schema telemetry_schema = {
+    .size = sizeof(struct mesh_agent_telemetry_config),
+    .fields = telemetry_fields,
+};
+
 #define ID(m) MESH_CFG_FIELD(struct mesh_agent_identity_config, m)
 
 const char *const mesh_identity_mode_names[] = {"none", "standalone", "files", "controller", NULL};
@@ -610,6 +626,7 @@ static const struct mesh_cfg_field root_fields[] = {
     {.key = "readiness", .type = MESH_CFG_OBJECT, F(readiness), .schema = &readiness_schema},
     {.key = "shutdown", .type = MESH_CFG_OBJECT, F(shutdown), .schema = &shutdown_schema},
     {.key = "proxy", .type = MESH_CFG_OBJECT, F(proxy), .schema = &proxy_schema},
+    {.key = "telemetry", .type = MESH_CFG_OBJECT, F(telemetry), .schema = &telemetry_schema},
     {.key = "identity", .type = MESH_CFG_OBJECT, F(identity), .schema = &identity_schema},
     {.key = "dns",
      .type = MESH_CFG_OBJECT,

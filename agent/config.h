@@ -107,6 +107,10 @@ struct mesh_agent_proxy_config {
     struct mesh_agent_http_config http;
 };
 
+struct mesh_agent_telemetry_config {
+    int max_series; /* series of the istio_* metrics at most (docs/metrics.md) */
+};
+
 enum mesh_identity_mode {
     MESH_IDENTITY_NONE,       /* no mTLS: inbound listener off, endpoints called in plain */
     MESH_IDENTITY_STANDALONE, /* the agent signs its certificates with a local CA */
@@ -143,6 +147,7 @@ struct mesh_agent_config {
     struct mesh_agent_readiness_config readiness;
     struct mesh_agent_shutdown_config shutdown;
     struct mesh_agent_proxy_config proxy;
+    struct mesh_agent_telemetry_config telemetry;
     struct mesh_agent_identity_config identity;
     struct mesh_agent_dns_config dns;
     struct mesh_agent_dns_responder_config dns_responder;

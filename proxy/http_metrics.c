@@ -129,8 +129,9 @@ void mesh_http_metrics(const struct mesh_proxy_snapshot *s, struct mesh_buf *b)
         for (size_t k = 0; k < v->n_rules; k++) {
             snprintf(route_key[nr], sizeof(route_key[nr]), "%s/%s", v->namespace, v->route_name);
             snprintf(rule_idx[nr], sizeof(rule_idx[nr]), "%zu", k);
+            const char *rname = v->rules[k].rule->name; /* its name, else its position */
             r[nr].labels[0] = (struct mesh_prom_label){"route", route_key[nr]};
-            r[nr].labels[1] = (struct mesh_prom_label){"rule", rule_idx[nr]};
+            r[nr].labels[1] = (struct mesh_prom_label){"rule", rname ? rname : rule_idx[nr]};
             r[nr].n = 2;
             r[nr++].st = stats_of(v->rules[k].state);
         }

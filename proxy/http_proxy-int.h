@@ -145,6 +145,16 @@ struct http_conn {
     uv_shutdown_t shutdown;
     char *peer_identity; /* the caller's SPIFFE ID (mTLS); NULL: a plain caller */
     char *xfcc;          /* mTLS: the X-Forwarded-Client-Cert value its requests carry */
+    char *istio_peer;    /* inbound: the caller's source_* labels, made at its first request */
+    /* The series of its last request and what chose it: the next request with the same
+     * snapshot version, destination, status and flags takes it without a lookup. */
+    struct {
+        struct mesh_istio_series *series;
+        uint64_t version;
+        const struct snap_dest *dest;
+        int status;
+        unsigned flags;
+    } istio_last;
 };
 
 /* An upstream connection: connecting, carrying a request, or idle in its pool. */
@@ -291,6 +301,11 @@ void mesh_http_proxy__admit(struct http_conn *c);
 void mesh_http_proxy__start_try(struct http_conn *c);
 void mesh_http_proxy__body_bytes(struct http_conn *c, char *data, size_t len);
 void mesh_http_proxy__arm_timer(struct http_conn *c);
+
+/* ---- istio_http.c ---- */
+
+/* Counts c's finished request in Istio's metrics; duration_us: from its head to its end. */
+void mesh_istio_http_request(struct http_conn *c, uint64_t duration_us);
 
 /* ---- access_log.c ---- */
 

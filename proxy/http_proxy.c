@@ -145,6 +145,7 @@ static void free_conn(struct http_conn *c)
     mesh_snapshot_unref(c->snap);
     mesh_free(c->peer_identity);
     mesh_free(c->xfcc);
+    mesh_free(c->istio_peer);
     mesh_free(c);
     mesh_worker_maybe_exit(w);
 }
@@ -237,6 +238,7 @@ static void record(struct http_conn *c)
         mesh_http_stats_record(mesh_dest_http(q->dest->state), q->status, us);
     if (q->rule)
         mesh_http_stats_record(mesh_dest_http(q->rule->state), q->status, us);
+    mesh_istio_http_request(c, us);
     mesh_access_log(c->w->shared, c);
 }
 

@@ -117,7 +117,7 @@ static void on_handshake(struct mesh_io *io, int status)
     if (l->http && w->http)
         mesh_http_adopt(w, handed, l, peer);
     else
-        mesh_tcp_adopt(w, handed, l->key);
+        mesh_tcp_adopt_peer(w, handed, l->key, peer);
 }
 
 static void on_timeout(uv_timer_t *t)

@@ -21,6 +21,7 @@
 #include "common/addr.h"
 #include "common/hmap.h"
 #include "common/http_parse.h"
+#include "proxy/istio-int.h"
 #include "proxy/proxy.h"
 #include "proxy/tls.h"
 #include "resources/policy.h"
@@ -123,7 +124,8 @@ struct mesh_proxy_shared {
     size_t buffer_size;
     size_t high_water;
     size_t low_water;
-    uv_async_t *applied; /* a worker took a snapshot (set before the workers start) */
+    uv_async_t *applied;           /* a worker took a snapshot (set before the workers start) */
+    struct mesh_istio_table istio; /* Istio's standard metrics (istio_stats.c) */
 };
 
 /* ---- snapshots ---- */
@@ -187,6 +189,7 @@ struct snap_dest {
     char *peer_id;   /* the SPIFFE ID its agents must present */
     struct ring_point *ring;
     size_t n_ring;
+    char *istio; /* its destination_* labels (istio_snapshot.c) */
 };
 
 /* A route rule as the workers use it: its destinations resolved. */
@@ -222,6 +225,10 @@ struct snap_listener {
      * service, or the node on the shared listener; NULL without material. */
     const struct mesh_tls_identity *tls_as;
     const struct mesh_authz *authz; /* inbound and SNI: the service's AuthorizationPolicy */
+    /* Istio labels of the local side: inbound, the destination_* of its workload; else the
+     * source_* of the service (or node) calling through it. */
+    char *istio;
+    bool istio_inbound;
 };
 
 struct mesh_proxy_snapshot {
@@ -289,6 +296,17 @@ int mesh_capture_index(struct mesh_proxy_snapshot *s, struct mesh_state_regs *re
 void mesh_capture_index_done(struct mesh_proxy_snapshot *s);
 /* capture_accept.c: the capture counters of /metrics. */
 void mesh_capture_metrics(struct mesh_proxy_shared *sh, struct mesh_buf *b);
+
+/* istio_snapshot.c: the Istio label parts of s's listeners (wl[i] made listener i) and
+ * destinations. Returns 0 or -ENOMEM. */
+int mesh_istio_snapshot_labels(struct mesh_proxy_snapshot *s, const struct mesh_proxy_inputs *in,
+                               const struct want_listener *wl, size_t n);
+
+/* istio_tcp.c: the series of a TCP connection through l to d; peer_id: the caller's SPIFFE
+ * ID over mTLS, else NULL. NULL: none (no labels, the cap, out of memory). */
+struct mesh_istio_series *mesh_istio_tcp_series(struct mesh_proxy_shared *sh,
+                                                const struct snap_listener *l,
+                                                const struct snap_dest *d, const char *peer_id);
 
 /* Builds a snapshot. `defaults` is the policy of services without one; it must outlive the
  * snapshot. Returns 0 or -ENOMEM. */

@@ -282,7 +282,9 @@ int mesh_proxy_new(uv_loop_t *loop, const struct mesh_proxy_options *opts, struc
     mesh_listeners_init(&p->listeners, p->opts.backlog);
     p->workers = mesh_calloc((size_t)p->n_workers, sizeof(*p->workers));
     if (!p->workers || mesh_dest_policy_defaults(&p->default_policy) < 0 ||
+        mesh_istio_table_init(&p->shared.istio, opts->max_series) < 0 ||
         mesh_health_checker_new(loop, &p->shared, &p->hc) < 0) {
+        mesh_istio_table_done(&p->shared.istio);
         mesh_dest_policy_done(&p->default_policy);
         mesh_free(p->workers);
         mesh_free(p->hc);
@@ -341,6 +343,7 @@ static void free_proxy(struct mesh_proxy *p)
     mesh_listeners_done(&p->listeners);
     mesh_state_regs_done(&p->regs);
     mesh_dest_policy_done(&p->default_policy);
+    mesh_istio_table_done(&p->shared.istio);
     mesh_free(p->last_zone);
     if (p->shared.access_log_fd >= 0)
         close(p->shared.access_log_fd);
@@ -428,6 +431,11 @@ void mesh_proxy_abort(struct mesh_proxy *p)
 }
 
 /* ---- introspection ---- */
+
+void mesh_proxy_set_max_series(struct mesh_proxy *p, size_t max)
+{
+    mesh_istio_table_set_max(&p->shared.istio, max);
+}
 
 void mesh_proxy_set_max_connections(struct mesh_proxy *p, int max)
 {
@@ -588,6 +596,7 @@ void mesh_proxy_metrics(struct mesh_proxy *p, struct mesh_buf *b)
         }
     }
     mesh_http_metrics(s, b);
+    mesh_istio_metrics(&p->shared.istio, b);
     mesh_prom_family(b, "mesh_proxy_bytes_total", "counter",
                      "Bytes proxied, by direction: to the upstream endpoint or back to the "
                      "client.");

@@ -42,6 +42,7 @@ struct mesh_proxy_options {
     int backlog;
     struct mesh_http_options http; /* zero: the defaults */
     const char *access_log;        /* NULL or "": none; "stdout", "stderr" or a file */
+    size_t max_series; /* series of the istio_* metrics at most (telemetry.max_series); 0: 10000 */
     /* Called on the loop when the workers took a new snapshot, and when a listener that
      * had failed is bound at last (it reaches the workers with the next update if it
      * moved): what readiness looks at may have changed. May be NULL. */
@@ -115,6 +116,8 @@ void mesh_proxy_stop(struct mesh_proxy *p, uint64_t drain_ms, void (*done)(void 
 /* During a stop: closes every connection now. */
 void mesh_proxy_abort(struct mesh_proxy *p);
 
+/* Changes the cap on series of the istio_* metrics (a reload; series past a lower cap stay). */
+void mesh_proxy_set_max_series(struct mesh_proxy *p, size_t max);
 /* Changes the cap on open connections (a reload). */
 void mesh_proxy_set_max_connections(struct mesh_proxy *p, int max);
 /* Points the access log somewhere else: _open then _use. Returns 0 or a negative errno. */

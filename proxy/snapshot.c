@@ -93,6 +93,7 @@ void mesh_snapshot_unref(struct mesh_proxy_snapshot *s)
     for (size_t i = 0; i < s->n_listeners; i++) {
         mesh_free(s->listeners[i].key);
         mesh_free(s->listeners[i].description);
+        mesh_free(s->listeners[i].istio);
     }
     for (size_t i = 0; i < s->n_dests; i++) {
         struct snap_dest *d = &s->dests[i];
@@ -103,6 +104,7 @@ void mesh_snapshot_unref(struct mesh_proxy_snapshot *s)
         mesh_free(d->service);
         mesh_free(d->sni);
         mesh_free(d->peer_id);
+        mesh_free(d->istio);
     }
     for (size_t i = 0; i < s->n_vhosts; i++) {
         struct snap_vhost *v = &s->vhosts[i];

@@ -533,7 +533,11 @@ static int add_vhost(struct builder *b, const char *ns, const char *name,
         const struct mesh_route_rule *rule = &route->rules[i];
         sr->rule = rule;
         char skey[300];
-        snprintf(skey, sizeof(skey), "route:%s/%s#%zu", ns, v->route_name, i);
+        /* A named rule keeps its counters when rules are inserted before it. */
+        if (rule->name)
+            snprintf(skey, sizeof(skey), "route:%s/%s#%s", ns, v->route_name, rule->name);
+        else
+            snprintf(skey, sizeof(skey), "route:%s/%s#%zu", ns, v->route_name, i);
         if (!(sr->state = mesh_state_dest(b->regs, skey)))
             return -ENOMEM;
         sr->dests = mesh_calloc(rule->n_dests ? rule->n_dests : 1, sizeof(*sr->dests));
@@ -705,7 +709,8 @@ int mesh_snapshot_build(struct mesh_state_regs *regs, uint64_t version,
             l->vhost = (struct snap_vhost *)(uintptr_t)(v - s->vhosts + 1);
         }
     }
-    if (link_snapshot(s) < 0 || (in->capture && mesh_capture_index(s, regs, in) < 0))
+    if (link_snapshot(s) < 0 || (in->capture && mesh_capture_index(s, regs, in) < 0) ||
+        mesh_istio_snapshot_labels(s, in, wl, n) < 0)
         goto oom;
     mesh_free(services);
     *ret = s;

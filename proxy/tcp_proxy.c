@@ -57,8 +57,9 @@ struct tcp_conn {
     struct mesh_proxy_snapshot *snap;
     struct snap_dest *dest;
     const struct snap_listener *listener;
-    struct snap_endpoint *ep; /* once connected */
-    struct direct *direct;    /* passed through; NULL: a listener's destination */
+    struct snap_endpoint *ep;        /* once connected */
+    struct direct *direct;           /* passed through; NULL: a listener's destination */
+    struct mesh_istio_series *istio; /* counted opened there; closed when freed */
     struct side down;
     struct attempt *up;
     uv_timer_t timer;
@@ -109,6 +110,8 @@ static void free_conn(struct tcp_conn *c)
         atomic_fetch_sub_explicit(&c->dest->state->active, 1, memory_order_relaxed);
     if (c->ep)
         atomic_fetch_sub_explicit(&c->ep->state->active, 1, memory_order_relaxed);
+    if (c->istio)
+        atomic_fetch_add_explicit(&c->istio->closed, 1, memory_order_relaxed);
     mesh_snapshot_unref(c->snap);
     mesh_free(c->direct);
     mesh_free(c);
@@ -244,6 +247,9 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         atomic_fetch_add_explicit(s == &c->down ? &c->dest->state->bytes_to_upstream
                                                 : &c->dest->state->bytes_to_downstream,
                                   (unsigned long long)nread, memory_order_relaxed);
+        if (c->istio)
+            atomic_fetch_add_explicit(s == &c->down ? &c->istio->received : &c->istio->sent,
+                                      (unsigned long long)nread, memory_order_relaxed);
         /*
          * Write at once without a request when the socket takes it all (the usual case):
          * a queued uv_write costs an epoll_ctl on completion in libuv 1.44 (uv__drain).
@@ -514,7 +520,8 @@ void mesh_tcp_log_refusal(struct mesh_worker *w, const char *what, const char *w
 }
 
 /* Proxies io to the destination of listener `key`, or to `direct`'s (taking it). */
-static void adopt(struct mesh_worker *w, struct mesh_io *io, const char *key, struct direct *direct)
+static void adopt(struct mesh_worker *w, struct mesh_io *io, const char *key, struct direct *direct,
+                  const char *peer_id)
 {
     struct tcp_conn *c = mesh_calloc(1, sizeof(*c));
     if (!c) {
@@ -584,6 +591,8 @@ static void adopt(struct mesh_worker *w, struct mesh_io *io, const char *key, st
         return;
     }
     atomic_fetch_add_explicit(&c->dest->state->conns_total, 1, memory_order_relaxed);
+    if ((c->istio = mesh_istio_tcp_series(w->shared, l, c->dest, peer_id)))
+        atomic_fetch_add_explicit(&c->istio->opened, 1, memory_order_relaxed);
     if (c->dest->policy->lb == MESH_LB_RING_HASH) {
         struct mesh_addr peer = {0};
         int len = sizeof(peer.ss);
@@ -595,7 +604,13 @@ static void adopt(struct mesh_worker *w, struct mesh_io *io, const char *key, st
 
 void mesh_tcp_adopt(struct mesh_worker *w, struct mesh_io *io, const char *key)
 {
-    adopt(w, io, key, NULL);
+    adopt(w, io, key, NULL, NULL);
+}
+
+void mesh_tcp_adopt_peer(struct mesh_worker *w, struct mesh_io *io, const char *key,
+                         const char *peer_id)
+{
+    adopt(w, io, key, NULL, peer_id);
 }
 
 void mesh_tcp_adopt_direct(struct mesh_worker *w, struct mesh_io *io, const char *key,
@@ -608,7 +623,7 @@ void mesh_tcp_adopt_direct(struct mesh_worker *w, struct mesh_io *io, const char
         return;
     }
     d->state.addr = d->ep.addr;
-    adopt(w, io, key, d);
+    adopt(w, io, key, d, NULL);
 }
 
 /* ---- snapshots and shutdown ---- */

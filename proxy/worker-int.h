@@ -91,6 +91,9 @@ struct mesh_lb_state *mesh_worker_lb(struct mesh_worker *w, const struct mesh_pr
 /* tcp_proxy.c */
 /* Proxies an accepted connection (taking io) to the destination of the listener at key. */
 void mesh_tcp_adopt(struct mesh_worker *w, struct mesh_io *io, const char *key);
+/* The same for a caller whose mTLS certificate said it is peer_id (its SPIFFE ID). */
+void mesh_tcp_adopt_peer(struct mesh_worker *w, struct mesh_io *io, const char *key,
+                         const char *peer_id);
 /* Proxies a captured connection (taking io) straight to `to`, its original destination, in
  * plain TCP; the listener at key counts it. */
 void mesh_tcp_adopt_direct(struct mesh_worker *w, struct mesh_io *io, const char *key,

@@ -87,6 +87,11 @@ static void check_rule(struct mesh_cfg_ctx *ctx, void *obj)
 #define RU(m) MESH_CFG_FIELD(struct mesh_route_rule, m)
 
 static const struct mesh_cfg_field rule_fields[] = {
+    {.key = "name",
+     .type = MESH_CFG_STRING,
+     RU(name),
+     .expect = "a rule name",
+     .check = mesh_name_check_dns_label},
     {.key = "match",
      MESH_CFG_ARRAY_OF(struct mesh_route_rule, matches, n_matches),
      .schema = &mesh_route__match_schema,
@@ -156,9 +161,23 @@ static const struct mesh_cfg_field route_fields[] = {
     {0},
 };
 
+/* Rule names are unique within a route: they key its rules' metrics. */
+static void check_route(struct mesh_cfg_ctx *ctx, void *obj)
+{
+    const struct mesh_route *r = obj;
+    for (size_t i = 0; i < r->n_rules; i++) {
+        for (size_t k = 0; r->rules[i].name && k < i; k++) {
+            if (r->rules[k].name && strcmp(r->rules[k].name, r->rules[i].name) == 0)
+                mesh_cfg_error(ctx, "rules[%zu] and rules[%zu] are both named '%s'", k, i,
+                               r->rules[i].name);
+        }
+    }
+}
+
 const struct mesh_cfg_schema mesh_route_schema = {
     .size = sizeof(struct mesh_route),
     .fields = route_fields,
+    .check = check_route,
 };
 
 int mesh_route_defaults(struct mesh_route *r)

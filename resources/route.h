@@ -98,6 +98,7 @@ struct mesh_rate_limit_policy {
 };
 
 struct mesh_route_rule {
+    char *name;                       /* names its metrics and counters; NULL: its position does */
     struct mesh_route_match *matches; /* any of them; none: every request */
     size_t n_matches;
     struct mesh_route_destination *dests;

@@ -12,7 +12,7 @@ import threading
 import time
 
 from httptest import HttpTest, raw
-from meshtest import SLOW, main, wait_for
+from meshtest import SLOW, main, promtool_input, wait_for
 
 
 class HttpProxyTest(HttpTest):
@@ -238,7 +238,8 @@ class HttpProxyTest(HttpTest):
         self.assertEqual(a.metric("mesh_http_request_duration_seconds_count", **labels), 3)
         if shutil.which("promtool"):
             text = a.get("/metrics")[2]
-            r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True)
+            r = subprocess.run(["promtool", "check", "metrics"], input=promtool_input(text),
+                               capture_output=True)
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         else:
             print("skipped promtool: not installed")

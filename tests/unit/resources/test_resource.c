@@ -89,6 +89,10 @@ static const struct {
     {ROUTE("{}"), "$.spec.rules: required key is missing"},
     {ROUTE("{\"rules\": {}}"), "$.spec.rules: expected an array"},
     {RULE("{}"), "$.spec.rules[0]: a rule needs exactly one of"},
+    {RULE("{\"name\": \"Main_1\", " TO_API "}"), "$.spec.rules[0].name: expected a rule name"},
+    {RULE("{\"name\": 3, " TO_API "}"), "$.spec.rules[0].name: expected a rule name, got 3"},
+    {RULE("{\"name\": \"a\", " TO_API "}, {" TO_API "}, {\"name\": \"a\", " TO_API "}"),
+     "$.spec: rules[0] and rules[2] are both named 'a'"},
     {RULE("{" TO_API ", \"direct_response\": {}}"), "a rule needs exactly one of"},
     {RULE("{\"destinations\": []}"), "$.spec.rules[0].destinations: expected at least one"},
     {RULE("{\"destinations\": [{\"service\": \"api\", \"weight\": 0}]}"),
@@ -299,7 +303,8 @@ static void test_route_values(void **state)
     struct mesh_resource_file *f = parse_ok(
         "{\"kind\": \"Route\", \"name\": \"api-canary\", \"namespace\": \"shop\", \"spec\": {"
         "\"service\": \"api\", \"rules\": ["
-        "{\"match\": [{\"path\": {\"prefix\": \"/v1/\"}, \"methods\": [\"GET\", \"HEAD\"], "
+        "{\"name\": \"v1-api\", \"match\": [{\"path\": {\"prefix\": \"/v1/\"}, \"methods\": "
+        "[\"GET\", \"HEAD\"], "
         "\"headers\": {\"X-User\": {\"regex\": \"^a.*\"}, \"x-b\": {\"regex\": \"^a\", "
         "\"ignore_case\": true}, \"x-c\": {\"ignore_case\": true, \"exact\": \"Token-1\"}}, "
         "\"query\": {\"debug\": {\"present\": "
@@ -317,6 +322,8 @@ static void test_route_values(void **state)
     assert_string_equal(r->service, "api");
     assert_int_equal(r->n_rules, 3);
     const struct mesh_route_rule *a = &r->rules[0];
+    assert_string_equal(a->name, "v1-api");
+    assert_null(r->rules[1].name); /* unnamed: its position names it */
     assert_int_equal(a->n_matches, 1);
     assert_int_equal(a->matches[0].path.kind, MESH_MATCH_PREFIX);
     assert_true(mesh_string_match(&a->matches[0].path, "/v1/x", 5));

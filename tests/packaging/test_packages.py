@@ -271,7 +271,7 @@ class InstallTest(unittest.TestCase):
         proc, sock, unit, user, log = self.run_like_the_unit(
             "/lib/systemd/system/mesh-controller.service")
         try:
-            self.wait_notify(sock, "READY")
+            self.wait_notify(sock, "READY", log=log)
             self.check_mode("/var/lib/mesh-controller/ca.key", 0o600, owner="mesh-controller")
             self.check_mode("/var/lib/mesh-controller/admin.token", 0o600,
                             owner="mesh-controller")
@@ -351,15 +351,23 @@ class InstallTest(unittest.TestCase):
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         return proc, sock, s, user, os.path.join(tmp, "agent.log")
 
-    def wait_notify(self, sock, key, timeout=15):
+    def wait_notify(self, sock, key, timeout=15, log=None):
+        """The next notification naming key; fails with the daemon's log (log: its path)."""
         sock.settimeout(timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            msg = sock.recv(4096).decode()
+            try:
+                msg = sock.recv(4096).decode()
+            except TimeoutError:
+                break
             fields = dict(l.split("=", 1) for l in msg.splitlines() if "=" in l)
             if key in fields:
                 return fields
-        raise AssertionError(f"no {key} from the agent")
+        said = ""
+        if log:
+            with open(log) as f:
+                said = f.read()
+        raise AssertionError(f"no {key} from the daemon within {timeout} s; its log:\n{said}")
 
     def test_install_run_upgrade_purge(self):
         deb = self.pkgs["deb"]["mesh-agent"]
@@ -387,7 +395,7 @@ class InstallTest(unittest.TestCase):
                 {"address": "10.0.0.5", "port": 80}]}}, f)
         proc, sock, unit, user, log = self.run_like_the_unit()
         try:
-            ready = self.wait_notify(sock, "READY")
+            ready = self.wait_notify(sock, "READY", log=log)
             self.assertIn("ready: 1 services", ready["STATUS"])
             self.wait_notify(sock, "WATCHDOG")
             with urllib.request.urlopen("http://127.0.0.1:15000/v1/services", timeout=5) as r:

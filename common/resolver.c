@@ -274,6 +274,22 @@ static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinf
     queue_done(q);
 }
 
+/* After c-ares took q: a query it answered at once (from its cache, or an error) is queued
+ * for delivery already; otherwise c-ares holds q until its callback. Returns 0. */
+static int issued(struct mesh_resolver *r, struct mesh_resolver_query *q,
+                  struct mesh_resolver_query **ret)
+{
+    bool pending = true;
+    for (struct mesh_resolver_query *d = r->done_head; d; d = d->next_done)
+        pending = pending && d != q;
+    if (pending)
+        q->in_flight = true;
+    if (ret)
+        *ret = q;
+    rearm(r);
+    return 0;
+}
+
 int mesh_resolver_query(struct mesh_resolver *r, const char *name, mesh_resolver_cb cb, void *data,
                         struct mesh_resolver_query **ret)
 {
@@ -301,16 +317,7 @@ int mesh_resolver_query(struct mesh_resolver *r, const char *name, mesh_resolver
         .ai_flags = ARES_AI_NOSORT,
     };
     ares_getaddrinfo(r->channel, name, NULL, &hints, on_addrinfo, q);
-    /* Not answered yet: c-ares holds q until its callback. */
-    bool pending = true;
-    for (struct mesh_resolver_query *d = r->done_head; d; d = d->next_done)
-        pending = pending && d != q;
-    if (pending)
-        q->in_flight = true;
-    if (ret)
-        *ret = q;
-    rearm(r);
-    return 0;
+    return issued(r, q, ret);
 }
 
 static void on_send(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
@@ -349,15 +356,7 @@ int mesh_resolver_send(struct mesh_resolver *r, const uint8_t *msg, size_t len,
     q->raw_cb = cb;
     q->data = data;
     ares_send(r->channel, msg, (int)len, on_send, q);
-    bool pending = true;
-    for (struct mesh_resolver_query *d = r->done_head; d; d = d->next_done)
-        pending = pending && d != q;
-    if (pending)
-        q->in_flight = true;
-    if (ret)
-        *ret = q;
-    rearm(r);
-    return 0;
+    return issued(r, q, ret);
 }
 
 void mesh_resolver_cancel(struct mesh_resolver_query *q)

@@ -326,7 +326,13 @@ int mesh_dns_start(struct mesh_dns *d)
 {
     if (d->state != DNS_INIT)
         return UV_EINVAL;
-    int r = uv_udp_init(d->loop, &d->udp);
+    /* A loop is a config error whoever holds the port: a fixed port is checked before
+     * binding, port 0 once UDP has picked it. */
+    bool fixed = mesh_addr_port(&d->listen) != 0;
+    int r = fixed ? check_upstreams(d) : 0;
+    if (r < 0)
+        return r;
+    r = uv_udp_init(d->loop, &d->udp);
     if (r < 0)
         return r;
     d->udp.data = d;
@@ -341,7 +347,8 @@ int mesh_dns_start(struct mesh_dns *d)
         int len = sizeof(ss);
         if (uv_udp_getsockname(&d->udp, (struct sockaddr *)&ss, &len) == 0)
             memcpy(&d->listen.ss, &ss, (size_t)len);
-        r = check_upstreams(d);
+        if (!fixed)
+            r = check_upstreams(d);
     }
     if (r == 0)
         r = mesh_dns__tcp_start(d);

@@ -105,7 +105,10 @@ static const char *check_addr(const char *s)
         return NULL; /* none */
     if (mesh_addr_parse(s, &a, &why) < 0)
         return why;
-    return mesh_addr_is_unix(&a) ? "not an IP address and port" : NULL;
+    if (mesh_addr_is_unix(&a))
+        return "not an IP address and port";
+    /* What this file holds as "none" is "", never port 0 (addr_json). */
+    return mesh_addr_port(&a) ? NULL : "port 0 (an address without one is \"\")";
 }
 
 static const char *check_identity(const char *s)

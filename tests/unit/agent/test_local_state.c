@@ -63,6 +63,9 @@ static void test_rotten_file_restores_nothing(void **state)
         "\"namespace\":\"b\",\"address\":\"10.0.0.1:1\",\"identity\":\"http://x\"}]}]}",
         "{\"version\":1,\"registries\":[{\"registry\":\"files\",\"services\":[{\"name\":\"a\","
         "\"namespace\":\"b\",\"address\":\"10.0.0.1:1\",\"labels\":{\"bad key!\":\"x\"}}]}]}",
+        /* Port 0 is no address: this file says "" for none (the fuzzer found it). */
+        "{\"version\":1,\"registries\":[{\"registry\":\"files\",\"services\":[{\"name\":\"a\","
+        "\"namespace\":\"b\",\"address\":\"127.0.0.1:0\"}]}]}",
         "{\"version\":1",
     };
     for (size_t i = 0; i < MESH_ARRAY_SIZE(bad); i++) {

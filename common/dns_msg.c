@@ -61,15 +61,20 @@ static int read_name(const uint8_t *p, size_t len, size_t off, char *text, size_
 {
     size_t wire = 0, t = 0, next = 0, hops = 0;
     size_t limit = off; /* a pointer must lead before the name it belongs to started */
+    /* Where what is read must end: past a pointer, before the name that pointed there began
+     * (a compressor only points at names written whole before), so a message cut after any
+     * record still holds every name its records point at. */
+    size_t end = len;
     bool jumped = false;
     for (;;) {
-        if (off >= len) {
-            *why = "a name runs past the end of the message";
+        if (off >= end) {
+            *why = jumped ? "a compressed name runs into the name pointing at it"
+                          : "a name runs past the end of the message";
             return -EBADMSG;
         }
         uint8_t c = p[off];
         if ((c & 0xc0) == 0xc0) {
-            if (off + 1 >= len) {
+            if (off + 1 >= end) {
                 *why = "a compression pointer runs past the end of the message";
                 return -EBADMSG;
             }
@@ -90,6 +95,7 @@ static int read_name(const uint8_t *p, size_t len, size_t off, char *text, size_
                 return -EBADMSG;
             }
             jumped = true;
+            end = limit;
             limit = to;
             off = to;
             continue;
@@ -108,8 +114,9 @@ static int read_name(const uint8_t *p, size_t len, size_t off, char *text, size_
                 next = off + 1;
             break;
         }
-        if (off + 1 + c > len) {
-            *why = "a label runs past the end of the message";
+        if (off + 1 + c > end) {
+            *why = jumped ? "a compressed name runs into the name pointing at it"
+                          : "a label runs past the end of the message";
             return -EBADMSG;
         }
         if (text) {

@@ -92,6 +92,12 @@ static void test_refusals(void **state)
         {"pointer forward", "\0\1\0\0\0\1\0\0\0\0\0\0\xc0\x10\0\1\0\1\0", 19, "backwards"},
         {"pointer into the header", "\0\1\0\0\0\1\0\0\0\0\0\0\xc0\x0b\0\1\0\1", 18,
          "into the header"},
+        /* An answer's name points at the question's type field, whose bytes read on as
+         * labels into the answer itself: cut after it, the name would change (the fuzzer
+         * found it). */
+        {"name running into its pointer",
+         "\x12\x34\0\0\0\1\0\1\0\0\0\0\0\0\1\0\1\xc0\x0e\0\1\0\1\0\0\0\x3c\0\2\3\4", 31,
+         "runs into the name pointing at it"},
         {"reserved label",
          "\0\1\0\0\0\1\0\0\0\0\0\0\x41"
          "a\0\0\1\0\1",

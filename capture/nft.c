@@ -176,13 +176,19 @@ static json_t *own_items(struct nft_ctx *nft, const char *table, char *err, size
     return mine;
 }
 
-int mesh_capture_remove(const char *table, unsigned parts, char *err, size_t n)
+/* Whether `table` is no table name (err says why). */
+static bool bad_table(const char *table, char *err, size_t n)
 {
     const char *why = mesh_capture_check_table(table);
-    if (why) {
+    if (why)
         snprintf(err, n, "table name '%s' %s", table ? table : "", why);
+    return why != NULL;
+}
+
+int mesh_capture_remove(const char *table, unsigned parts, char *err, size_t n)
+{
+    if (bad_table(table, err, n))
         return -EINVAL;
-    }
     struct nft_ctx *nft = ctx_new(true, err, n);
     if (!nft)
         return -EIO;
@@ -267,11 +273,8 @@ static json_t *summarize(const char *table, const json_t *listing)
 
 int mesh_capture_status(const char *table, json_t **ret, struct mesh_buf *text, char *err, size_t n)
 {
-    const char *why = mesh_capture_check_table(table);
-    if (why) {
-        snprintf(err, n, "table name '%s' %s", table ? table : "", why);
+    if (bad_table(table, err, n))
         return -EINVAL;
-    }
     struct nft_ctx *nft = ctx_new(true, err, n);
     if (!nft)
         return -EIO;

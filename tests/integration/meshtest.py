@@ -113,6 +113,16 @@ def wait_for(predicate, timeout=5.0, interval=0.02, what="condition"):
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
+def settled(test, read, want):
+    """Asserts read() reaches want. A request is counted on its worker thread just after the
+    response's last byte is written, while /metrics is served by the main thread: a client
+    can ask before the count moves, so wait for it (a count past want still fails)."""
+    try:
+        wait_for(lambda: read() == want, what=f"the count {want}")
+    except AssertionError:
+        test.assertEqual(read(), want)
+
+
 class Notify:
     """A NOTIFY_SOCKET the agent reports to, as systemd would provide."""
 

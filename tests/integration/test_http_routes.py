@@ -7,7 +7,7 @@ import threading
 import time
 
 from httptest import HttpTest
-from meshtest import LATITUDE, free_port, main, wait_for, within
+from meshtest import LATITUDE, free_port, main, settled, wait_for, within
 
 V1, V2 = {"version": "v1"}, {"version": "v2"}
 
@@ -106,10 +106,10 @@ class RouteTest(HttpTest):
         self.assertEqual(v1.count() + v2.count(), n)
         self.assertLess(abs(share - 0.10), 0.03)
         # Subsets have their own metrics.
+        settled(self, lambda: a.metric("mesh_http_route_requests_total", route="default/api",
+                                       rule="0", code_class="2xx"), n)
         self.assertEqual(a.metric("mesh_http_requests_total", destination="default/api{version=v2}",
                                   code_class="2xx"), v2.count())
-        self.assertEqual(a.metric("mesh_http_route_requests_total", route="default/api",
-                                  rule="0", code_class="2xx"), n)
 
     def test_subset_by_registry_label(self):
         """The catalog's mesh/registry label is not stored on endpoints, but subsets see it."""

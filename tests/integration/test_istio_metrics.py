@@ -8,7 +8,7 @@ import tempfile
 
 import test_mtls
 from httptest import Client, HttpTest
-from meshtest import SLOW, BackendTest, check_promtool, main, wait_for
+from meshtest import SLOW, BackendTest, check_promtool, main, settled, wait_for
 from pki import Pki
 
 WEB = test_mtls.spiffe("shop", "web")
@@ -74,7 +74,7 @@ class IstioMetricsTest(BackendTest):
         # Routed: counted by both, with both identities and mTLS on the destination side.
         src = self.http(reporter="source", response_code="200", response_flags="-",
                         connection_security_policy="unknown", **SOURCE, **dest())
-        self.assertEqual(value(a, "istio_requests_total", **src), routed_before + 1)
+        settled(self, lambda: value(a, "istio_requests_total", **src), routed_before + 1)
         dst = self.http(reporter="destination", response_code="200", response_flags="-",
                         connection_security_policy="mutual_tls", **SOURCE, **dest())
         self.assertGreaterEqual(value(b, "istio_requests_total", **dst), 1)
@@ -82,8 +82,8 @@ class IstioMetricsTest(BackendTest):
         labels = [l for l, _ in samples(b, "istio_requests_total")][0]
         self.assertEqual(set(labels), set(dst))
         # Denied by B's AuthorizationPolicy: 403 on both sides, no flag (as Envoy's RBAC).
-        self.assertEqual(value(b, "istio_requests_total", **dict(dst, response_code="403")), 1)
-        self.assertEqual(value(a, "istio_requests_total", **dict(src, response_code="403")), 1)
+        settled(self, lambda: value(b, "istio_requests_total", **dict(dst, response_code="403")), 1)
+        settled(self, lambda: value(a, "istio_requests_total", **dict(src, response_code="403")), 1)
         # The fault: A answered it (FI); B never saw it.
         fi = value(a, "istio_requests_total", **dict(src, response_code="418",
                                                      response_flags="FI"))
@@ -94,11 +94,11 @@ class IstioMetricsTest(BackendTest):
         nowhere = Client(p, host="nowhere")
         self.assertEqual(nowhere.request(path="/")[0], 404)
         nowhere.close()
-        nr = value(a, "istio_requests_total", reporter="source", response_code="404",
-                   response_flags="NR", destination_service_name="unknown",
-                   destination_workload="unknown", source_workload="unknown",
-                   source_principal=f"spiffe://{test_mtls.TD}/node/host-a")
-        self.assertEqual(nr, 1)
+        settled(self, lambda: value(
+            a, "istio_requests_total", reporter="source", response_code="404",
+            response_flags="NR", destination_service_name="unknown",
+            destination_workload="unknown", source_workload="unknown",
+            source_principal=f"spiffe://{test_mtls.TD}/node/host-a"), 1)
         # The duration and size histograms count the same requests.
         self.assertEqual(value(b, "istio_request_duration_milliseconds_count", **dst),
                          value(b, "istio_requests_total", **dst))
@@ -156,9 +156,9 @@ class IstioCardinalityTest(HttpTest):
         c = self.client()
         for status in (200, 201, 202, 203, 202):
             self.assertEqual(c.request(path=f"/?status={status}")[0], status)
+        settled(self, lambda: value(a, "mesh_metrics_series_dropped_total"), 3)
         got = {l["response_code"]: v for l, v in samples(a, "istio_requests_total")}
         self.assertEqual(got, {"200": 1, "201": 1})
-        self.assertEqual(value(a, "mesh_metrics_series_dropped_total"), 3)
         self.assertEqual(value(a, "mesh_metrics_series_max"), 2)
         # A reload raises the cap: new label sets are counted again.
         a.config["telemetry"] = {"max_series": 10}
@@ -166,7 +166,7 @@ class IstioCardinalityTest(HttpTest):
         a.reload()
         wait_for(lambda: value(a, "mesh_metrics_series_max") == 10, what="the new cap")
         self.assertEqual(c.request(path="/?status=203")[0], 203)
-        self.assertEqual(value(a, "istio_requests_total", response_code="203"), 1)
+        settled(self, lambda: value(a, "istio_requests_total", response_code="203"), 1)
         # A bad value is refused with the key named; the agent keeps its last good one.
         a.config["telemetry"] = {"max_series": 0}
         a.write_config()
@@ -186,7 +186,7 @@ class RouteRuleNameTest(HttpTest):
         def count(rule, code_class="2xx"):
             return a.metric("mesh_http_route_requests_total", route="default/api", rule=rule,
                             code_class=code_class)
-        self.assertEqual(count("main"), 3)
+        settled(self, lambda: count("main"), 3)
         # A rule inserted before it: "main" keeps its name, its counters and their history.
         a.write_resource("route.json", {"kind": "Route", "name": "api", "spec": {"rules": [
             {"name": "admin", "match": [{"path": {"prefix": "/admin"}}],
@@ -195,7 +195,7 @@ class RouteRuleNameTest(HttpTest):
         before = count("main")  # the 3, and /admin polls the old rules sent there
         self.assertGreaterEqual(before, 3)
         self.assertEqual(c.request(path="/")[0], 200)
-        self.assertEqual(count("main"), before + 1)
+        settled(self, lambda: count("main"), before + 1)
         self.assertGreaterEqual(count("admin", "4xx"), 1)
         self.assertIsNone(count("0"))  # no series by position for named rules
         c.close()

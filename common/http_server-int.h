@@ -43,6 +43,7 @@ struct mesh_http_exchange {
     size_t body_len;
     mesh_http_done_cb abort_cb;
     void *abort_data;
+    uint64_t start_ns; /* uv_hrtime() when the request was complete */
 };
 
 struct mesh_http_conn {

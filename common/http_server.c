@@ -210,6 +210,13 @@ static void conn_refuse(struct mesh_http_conn *c, int status, const char *why)
     conn_respond(c, status, "text/plain", NULL, body, (size_t)n, false);
 }
 
+static void answered(const struct mesh_http_exchange *ex, int status)
+{
+    const struct mesh_http_server *s = ex->conn->srv;
+    if (s->opts.on_answered)
+        s->opts.on_answered(ex, status, uv_hrtime() - ex->start_ns, s->data);
+}
+
 int mesh_http_respond(struct mesh_http_exchange *ex, int status, const char *content_type,
                       const struct mesh_http_field *extra, const void *body, size_t len)
 {
@@ -217,6 +224,7 @@ int mesh_http_respond(struct mesh_http_exchange *ex, int status, const char *con
     if (c->state != MESH_HTTP_CONN_HANDLING)
         return -EINVAL;
     ex->abort_cb = NULL;
+    answered(ex, status);
     if (!(ex->req.flags & MESH_HTTP_F_KEEP_ALIVE))
         c->close_after = true;
     bool head = ex->req.method_len == 4 && memcmp(ex->req.method, "HEAD", 4) == 0;
@@ -253,6 +261,7 @@ static void on_life_over(uv_timer_t *t)
         mesh_log_warn("%s: cutting a request not answered in %llu ms", c->peer,
                       (unsigned long long)c->srv->opts.total_timeout_ms);
         bool head = c->ex.req.method_len == 4 && memcmp(c->ex.req.method, "HEAD", 4) == 0;
+        answered(&c->ex, 503);
         conn_respond(c, 503, "text/plain", NULL, msg, sizeof(msg) - 1, head);
     }
 }
@@ -263,6 +272,7 @@ static void dispatch(struct mesh_http_conn *c, const char *body, size_t body_len
     c->state = MESH_HTTP_CONN_HANDLING;
     c->ex.body = body;
     c->ex.body_len = body_len;
+    c->ex.start_ns = uv_hrtime();
     c->srv->stats.requests++;
     c->srv->handler(&c->ex, c->srv->data);
 }

@@ -39,6 +39,10 @@ struct mesh_http_exchange;
 
 typedef void (*mesh_http_handler_cb)(struct mesh_http_exchange *ex, void *data);
 typedef void (*mesh_http_done_cb)(void *data);
+/* An exchange answered with `status`, `elapsed_ns` after its request was complete (for
+ * latency metrics); the request is still readable. `data` is the handler's. */
+typedef void (*mesh_http_answered_cb)(const struct mesh_http_exchange *ex, int status,
+                                      uint64_t elapsed_ns, void *data);
 
 struct mesh_http_server_options {
     size_t max_connections;            /* in all (see above) */
@@ -49,6 +53,9 @@ struct mesh_http_server_options {
     uint64_t total_timeout_ms;         /* a connection's whole life; 0: none */
     struct mesh_http_limits limits;
     SSL_CTX *tls; /* HTTPS on TCP listeners when set (borrowed; must outlive the server) */
+    /* Called on the loop for every request answered by the handler, or cut at the total
+     * deadline (503); not for requests the parser refused. NULL: none. */
+    mesh_http_answered_cb on_answered;
 };
 
 /* A response header; arrays of them end with {NULL, NULL}. */

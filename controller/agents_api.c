@@ -331,6 +331,22 @@ void mesh_api_catalog(struct mesh_api *api, struct mesh_http_exchange *ex,
     mesh_ctl_catalog_get(api->catalog, ex, r->query, r->query_len);
 }
 
+void mesh_api_agent_states(struct mesh_api *api, uint64_t ret[3])
+{
+    uint64_t now = uv_now(api->loop);
+    size_t i = 0;
+    const struct mesh_hmap_entry *e;
+    const struct mesh_hmap *m = mesh_store_list(api->store, "agents");
+    ret[0] = ret[1] = ret[2] = 0;
+    while (m && mesh_hmap_next(m, &i, &e)) {
+        const char *node = json_string_value(json_object_get(mesh_store_entry_object(e), "node"));
+        const char *state = state_of(api, node ? mesh_hmap_get(&api->reports, node) : NULL, now);
+        static const char *const states[] = {"SYNCED", "STALE", "OFFLINE"};
+        for (size_t k = 0; k < 3; k++)
+            ret[k] += strcmp(state, states[k]) == 0;
+    }
+}
+
 void mesh_api_agents(struct mesh_api *api, struct mesh_http_exchange *ex)
 {
     uint64_t now = uv_now(api->loop);

@@ -45,6 +45,13 @@ void mesh_api_fail(struct mesh_api *api, struct mesh_http_exchange *ex, int stat
     mesh_http_respond_json(ex, status, json_pack("{s:s}", "error", why));
 }
 
+void mesh_api_cert_failed(struct mesh_api *api, struct mesh_http_exchange *ex,
+                          enum mesh_api_cert_failure reason, int status, const char *why)
+{
+    api->n.cert_failures[reason]++;
+    mesh_api_fail(api, ex, status, why);
+}
+
 static bool is_admin(struct mesh_api *api, const struct mesh_http_request *r)
 {
     const struct mesh_http_header *h =
@@ -154,13 +161,16 @@ static void sign(struct mesh_api *api, struct mesh_http_exchange *ex)
 {
     char buf[MESH_SPIFFE_ID_MAX + 1];
     const char *node = mesh_api_node(api, ex, buf, sizeof(buf));
-    if (!node)
+    if (!node) {
+        api->n.cert_failures[MESH_API_CERT_UNAUTHENTICATED]++; /* answered */
         return;
+    }
     json_t *req = mesh_api_body_json(ex);
     const char *id = NULL, *csr = NULL;
     if (!req || json_unpack(req, "{s:s, s:s}", "identity", &id, "csr", &csr) < 0) {
         json_decref(req);
-        mesh_api_fail(api, ex, 400, "expected {\"identity\", \"csr\"}");
+        mesh_api_cert_failed(api, ex, MESH_API_CERT_INVALID_REQUEST, 400,
+                             "expected {\"identity\", \"csr\"}");
         return;
     }
     const char *why = NULL;
@@ -168,7 +178,7 @@ static void sign(struct mesh_api *api, struct mesh_http_exchange *ex)
         char msg[300];
         snprintf(msg, sizeof(msg), "identity: %s", why);
         json_decref(req);
-        mesh_api_fail(api, ex, 400, msg);
+        mesh_api_cert_failed(api, ex, MESH_API_CERT_INVALID_REQUEST, 400, msg);
         return;
     }
     /*
@@ -202,7 +212,7 @@ static void sign(struct mesh_api *api, struct mesh_http_exchange *ex)
                  "allowed to it (its join token's, or meshctl node set-services)",
                  node, id);
         json_decref(req);
-        mesh_api_fail(api, ex, 403, msg);
+        mesh_api_cert_failed(api, ex, MESH_API_CERT_NOT_ALLOWED, 403, msg);
         return;
     }
     char nodename[256], err[256], serial[80];
@@ -211,7 +221,7 @@ static void sign(struct mesh_api *api, struct mesh_http_exchange *ex)
     char *pem = mesh_api_sign(api, csr, id, err, sizeof(err), serial, &not_after);
     if (!pem) {
         json_decref(req);
-        mesh_api_fail(api, ex, 400, err);
+        mesh_api_cert_failed(api, ex, MESH_API_CERT_INVALID_CSR, 400, err);
         return;
     }
     if (renewal)
@@ -252,6 +262,7 @@ static void tokens(struct mesh_api *api, struct mesh_http_exchange *ex,
             mesh_api_fail(api, ex, 400, err);
             return;
         }
+        api->n.tokens_created++;
         mesh_log_info("created join token %s", json_string_value(json_object_get(rec, "id")));
         json_object_set_new(rec, "token", json_string(text));
         OPENSSL_cleanse(text, strlen(text));
@@ -278,6 +289,7 @@ static void tokens(struct mesh_api *api, struct mesh_http_exchange *ex,
             mesh_api_fail(api, ex, 500, "cannot record the revocation");
             return;
         }
+        api->n.tokens_revoked++;
         mesh_log_info("revoked join token %s", id);
         mesh_http_respond_json(ex, 200, json_pack("{s:s, s:b}", "id", id, "revoked", 1));
         return;

@@ -27,12 +27,24 @@
 #include <stdbool.h>
 
 #include "common/http_server.h"
+#include "controller/api_latency.h"
 #include "controller/auth_limit.h"
 #include "controller/ca.h"
 #include "controller/catalog.h"
 #include "controller/store.h"
+#include "resources/resource.h"
 
 struct resource_waiter;
+
+/* Why a certificate was not issued (POST /v1/sign and /v1/enroll), for /metrics. */
+enum mesh_api_cert_failure {
+    MESH_API_CERT_INVALID_REQUEST, /* a body or identity that does not parse */
+    MESH_API_CERT_UNAUTHENTICATED, /* no valid node certificate, or join token, or its proof */
+    MESH_API_CERT_NOT_ALLOWED,     /* an identity the node may not have */
+    MESH_API_CERT_INVALID_CSR,     /* a CSR the CA does not sign */
+    MESH_API_CERT_INTERNAL,        /* the store could not record it */
+    MESH_API_CERT_FAILURES
+};
 
 /* What /metrics shows besides the HTTP server's own statistics. */
 struct mesh_api_counters {
@@ -48,6 +60,13 @@ struct mesh_api_counters {
     uint64_t members_left;         /* a node not reporting for 60 s */
     uint64_t reports_members_sent; /* reports answered with the membership */
     uint64_t reports_members_unchanged; /* ... without it: the node holds the current one */
+    uint64_t cert_failures[MESH_API_CERT_FAILURES];
+    uint64_t token_uses;     /* join token uses spent (enrollments) */
+    uint64_t tokens_created; /* join tokens made */
+    uint64_t tokens_revoked; /* join tokens revoked */
+    /* Resources written, by kind (enum mesh_resource_kind): applied (PUT) and deleted. */
+    uint64_t resources_applied[MESH_RESOURCE_KINDS];
+    uint64_t resources_deleted[MESH_RESOURCE_KINDS];
 };
 
 struct mesh_api {
@@ -57,6 +76,7 @@ struct mesh_api {
     struct mesh_http_server *server; /* for its statistics (NULL: none) */
     char admin_token[65];
     struct mesh_api_counters n;
+    struct mesh_api_latency latency; /* by route, from the server's on_answered */
     struct mesh_auth_limit limit;
     uint64_t res_index;               /* the resources' version, for blocking queries */
     struct resource_waiter *waiters;  /* blocking queries parked until a change */
@@ -89,6 +109,9 @@ bool mesh_api_may_try(struct mesh_api *api, struct mesh_http_exchange *ex);
 void mesh_api_auth_failed(struct mesh_api *api, struct mesh_http_exchange *ex, uint64_t *counter);
 void mesh_api_fail(struct mesh_api *api, struct mesh_http_exchange *ex, int status,
                    const char *why);
+/* mesh_api_fail for a certificate not issued, counted under `reason`. */
+void mesh_api_cert_failed(struct mesh_api *api, struct mesh_http_exchange *ex,
+                          enum mesh_api_cert_failure reason, int status, const char *why);
 /* The body as JSON, or NULL. */
 json_t *mesh_api_body_json(struct mesh_http_exchange *ex);
 /* Signs a CSR for id: the PEM (caller frees) and its serial and expiry, or NULL and why. */
@@ -119,10 +142,15 @@ void mesh_api_catalog(struct mesh_api *api, struct mesh_http_exchange *ex,
                       const struct mesh_http_request *r);
 void mesh_api_agents(struct mesh_api *api, struct mesh_http_exchange *ex);
 void mesh_api_agents_close(struct mesh_api *api);
+/* The enrolled nodes by the state GET /v1/agents shows: SYNCED, STALE, OFFLINE. */
+void mesh_api_agent_states(struct mesh_api *api, uint64_t ret[3]);
 /* Drops a node from the membership at once (a reset), as if it had left. */
 void mesh_api_member_forget(struct mesh_api *api, const char *node);
 /* metrics.c: GET /metrics */
 void mesh_api_metrics(struct mesh_api *api, struct mesh_http_exchange *ex);
+/* The server's on_answered (data: the api): counts the answer's latency by route. */
+void mesh_api_answered(const struct mesh_http_exchange *ex, int status, uint64_t elapsed_ns,
+                       void *data);
 /* resources_api.c: /v1/resources... */
 void mesh_api_resources(struct mesh_api *api, struct mesh_http_exchange *ex,
                         const struct mesh_http_request *r);

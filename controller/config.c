@@ -11,6 +11,8 @@
 #define F(m) MESH_CFG_FIELD(struct mesh_controller_config, m)
 
 static const char *const log_levels[] = {"error", "warning", "notice", "info", "debug", NULL};
+/* As the agent's log.format: "auto" is the journal when stderr is the journal, else text. */
+static const char *const log_formats[] = {"auto", "text", "json", "journal", NULL};
 
 static const char *check_listen(const char *s)
 {
@@ -52,6 +54,11 @@ static const struct mesh_cfg_field fields[] = {
      .max = 64,
      .expect = "an IP address or DNS name"},
     {.key = "log_level", .type = MESH_CFG_ENUM, F(log_level), .choices = log_levels, .def = "info"},
+    {.key = "log_format",
+     .type = MESH_CFG_ENUM,
+     F(log_format),
+     .choices = log_formats,
+     .def = "auto"},
     {.key = "max_connections",
      .type = MESH_CFG_INT,
      F(max_connections),

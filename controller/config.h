@@ -21,6 +21,7 @@ struct mesh_controller_config {
     uint64_t cert_ttl_ms;
     struct mesh_cfg_strings server_names; /* IPs and DNS names in the HTTPS certificate */
     int log_level;
+    int log_format; /* 0 auto, 1 text, 2 json, 3 journal (enum mesh_log_format + 1) */
     /* The API's connections (see common/http_server.h). */
     int max_connections;
     int max_connections_per_client;

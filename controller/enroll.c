@@ -197,17 +197,19 @@ void mesh_api_enroll(struct mesh_api *api, struct mesh_http_exchange *ex)
     char err[600], id[600], serial[80];
     if (!req ||
         json_unpack(req, "{s:s, s:s, s:s}", "token", &token, "node", &node, "csr", &csr) < 0) {
-        mesh_api_fail(api, ex, 400, "expected {\"token\", \"node\", \"csr\"}");
+        mesh_api_cert_failed(api, ex, MESH_API_CERT_INVALID_REQUEST, 400,
+                             "expected {\"token\", \"node\", \"csr\"}");
         goto out;
     }
     if (!mesh_store_name_valid(node)) {
-        mesh_api_fail(api, ex, 400, "node: a lowercase DNS name");
+        mesh_api_cert_failed(api, ex, MESH_API_CERT_INVALID_REQUEST, 400,
+                             "node: a lowercase DNS name");
         goto out;
     }
     json_t *tok = mesh_token_check(api->store, token, node, err, sizeof(err));
     if (!tok) {
         mesh_api_auth_failed(api, ex, &api->n.enroll_failures);
-        mesh_api_fail(api, ex, 401, err);
+        mesh_api_cert_failed(api, ex, MESH_API_CERT_UNAUTHENTICATED, 401, err);
         goto out;
     }
     json_t *existing = mesh_store_get(api->store, "agents", node); /* replaced below */
@@ -219,7 +221,7 @@ void mesh_api_enroll(struct mesh_api *api, struct mesh_http_exchange *ex)
                  "node %s is already enrolled: enrolling it again takes its current certificate "
                  "(even expired), or an operator's reset first (meshctl node reset %s)",
                  node, node);
-        mesh_api_fail(api, ex, 409, err);
+        mesh_api_cert_failed(api, ex, MESH_API_CERT_UNAUTHENTICATED, 409, err);
         goto out;
     }
     /* Signed before the token use is spent: a request that cannot be signed costs none. */
@@ -227,16 +229,17 @@ void mesh_api_enroll(struct mesh_api *api, struct mesh_http_exchange *ex)
     mesh_spiffe_node_id(id, sizeof(id), api->ca->trust_domain, node);
     char *pem = mesh_api_sign(api, csr, id, err, sizeof(err), serial, &not_after);
     if (!pem) {
-        mesh_api_fail(api, ex, 400, err);
+        mesh_api_cert_failed(api, ex, MESH_API_CERT_INVALID_CSR, 400, err);
         goto out;
     }
     if (record_node(api, tok, node, serial, err, sizeof(err)) < 0) {
         mesh_free(pem);
-        mesh_api_fail(api, ex, 500, err);
+        mesh_api_cert_failed(api, ex, MESH_API_CERT_INTERNAL, 500, err);
         goto out;
     }
     mesh_auth_limit_passed(&api->limit, mesh_http_exchange_client(ex));
     api->n.enrollments++;
+    api->n.token_uses++;
     mesh_log_info("enrolled node %s from %s%s", node, mesh_http_exchange_peer(ex),
                   again         ? " again, proved by its certificate"
                   : after_reset ? " again, after a reset"

@@ -39,6 +39,8 @@ static void usage(FILE *out)
             "  -c, --config FILE       controller config (default %s; the embedded\n"
             "                          defaults when that file does not exist)\n"
             "  -l, --log-level LEVEL   error, warning, notice, info or debug\n"
+            "  -f, --log-format FMT    text, json or journal (default: journal when stderr\n"
+            "                          is the journal, else text)\n"
             "  -h, --help              show this help and exit\n"
             "  -V, --version           show the version and exit\n"
             "\n"
@@ -113,7 +115,18 @@ static int admin_token(const char *dir, char out[65])
     return r;
 }
 
-static int run(const char *config_path, int log_level)
+/* The log format: the command line's (>= 0), else the config's, "auto" choosing the journal
+ * when stderr is the journal, as the agent does. */
+static enum mesh_log_format log_format(int arg, int config)
+{
+    if (arg >= 0)
+        return (enum mesh_log_format)arg;
+    if (config == 0)
+        return mesh_log_stderr_is_journal() ? MESH_LOG_FORMAT_JOURNAL : MESH_LOG_FORMAT_TEXT;
+    return (enum mesh_log_format)(config - 1);
+}
+
+static int run(const char *config_path, int log_level, int format)
 {
     struct mesh_cfg_errors errors = {0};
     struct mesh_controller_config *cfg = NULL;
@@ -129,6 +142,7 @@ static int run(const char *config_path, int log_level)
     }
     mesh_log_set_level(log_level ? (enum mesh_log_level)log_level
                                  : (enum mesh_log_level)(MESH_LOG_ERROR + cfg->log_level));
+    mesh_log_set_format(log_format(format, cfg->log_format));
     struct mesh_store *store = NULL;
     struct mesh_ca ca = {0};
     struct mesh_api api = {0};
@@ -161,6 +175,7 @@ static int run(const char *config_path, int log_level)
         opts.idle_timeout_ms = cfg->idle_timeout_ms;
         opts.total_timeout_ms = cfg->connection_timeout_ms;
         opts.tls = ca.tls;
+        opts.on_answered = mesh_api_answered;
         r = mesh_http_server_new(c.loop, &opts, mesh_api_handle, &api, &c.server);
         api.server = c.server;
         if (r == 0 && (r = mesh_http_server_listen(c.server, &cfg->listen_addr)) < 0) {
@@ -197,19 +212,17 @@ static int run(const char *config_path, int log_level)
 int main(int argc, char **argv)
 {
     static const struct option long_opts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"log-level", required_argument, NULL, 'l'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},     {"log-level", required_argument, NULL, 'l'},
+        {"log-format", required_argument, NULL, 'f'}, {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},          {NULL, 0, NULL, 0},
     };
     const char *config = NULL;
-    int level = 0, ch;
+    int level = 0, format = -1, ch;
     mesh_alloc_install();
     signal(SIGPIPE, SIG_IGN);
     mesh_log_setup("mesh-controller", MESH_LOG_INFO,
                    mesh_log_stderr_is_journal() ? MESH_LOG_FORMAT_JOURNAL : MESH_LOG_FORMAT_TEXT);
-    while ((ch = getopt_long(argc, argv, "c:l:hV", long_opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "c:l:f:hV", long_opts, NULL)) != -1) {
         switch (ch) {
         case 'c':
             config = optarg;
@@ -221,6 +234,19 @@ int main(int argc, char **argv)
                 return EXIT_USAGE;
             }
             level = (int)l;
+            break;
+        }
+        case 'f': {
+            enum mesh_log_format f;
+            if (mesh_log_format_parse(optarg, &f) < 0) {
+                fprintf(stderr,
+                        "mesh-controller: invalid --log-format '%s' (expected text, json or "
+                        "journal)\n",
+                        optarg);
+                return EXIT_USAGE;
+            }
+            format = (int)f;
+            mesh_log_set_format(f); /* from here on, config errors included */
             break;
         }
         case 'h':
@@ -239,5 +265,5 @@ int main(int argc, char **argv)
         usage(stderr);
         return EXIT_USAGE;
     }
-    return run(config, level);
+    return run(config, level, format);
 }

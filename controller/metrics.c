@@ -6,6 +6,9 @@
  * learn the mesh from.
  */
 #include <stddef.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #include "common/prom.h"
 #include "controller/api.h"
@@ -47,7 +50,113 @@ static const struct counter counters[] = {
      "members", "sent", C(reports_members_sent)},
     {"mesh_controller_report_answers_total", NULL, "members", "unchanged",
      C(reports_members_unchanged)},
+    {"mesh_controller_certificates_failed_total",
+     "Certificates asked for (enroll, sign) and not issued, by reason.", "reason",
+     "invalid_request", C(cert_failures[MESH_API_CERT_INVALID_REQUEST])},
+    {"mesh_controller_certificates_failed_total", NULL, "reason", "unauthenticated",
+     C(cert_failures[MESH_API_CERT_UNAUTHENTICATED])},
+    {"mesh_controller_certificates_failed_total", NULL, "reason", "not_allowed",
+     C(cert_failures[MESH_API_CERT_NOT_ALLOWED])},
+    {"mesh_controller_certificates_failed_total", NULL, "reason", "invalid_csr",
+     C(cert_failures[MESH_API_CERT_INVALID_CSR])},
+    {"mesh_controller_certificates_failed_total", NULL, "reason", "internal",
+     C(cert_failures[MESH_API_CERT_INTERNAL])},
+    {"mesh_controller_join_token_uses_total", "Join token uses spent: nodes enrolled.", NULL, NULL,
+     C(token_uses)},
+    {"mesh_controller_join_tokens_created_total", "Join tokens created.", NULL, NULL,
+     C(tokens_created)},
+    {"mesh_controller_join_tokens_revoked_total", "Join tokens revoked.", NULL, NULL,
+     C(tokens_revoked)},
 };
+
+/* mesh_controller_agents{state}: the enrolled nodes by the state GET /v1/agents shows. */
+static void agents(struct mesh_api *api, struct mesh_buf *b)
+{
+    static const char name[] = "mesh_controller_agents";
+    static const char *const states[] = {"synced", "stale", "offline"};
+    uint64_t n[3];
+    mesh_api_agent_states(api, n);
+    mesh_prom_family(b, name, "gauge",
+                     "Enrolled nodes by state: synced (reported lately, current config), stale "
+                     "(late or behind), offline (no report for 60 s).");
+    for (size_t i = 0; i < 3; i++) {
+        const struct mesh_prom_label labels[] = {{"state", states[i]}, {NULL, NULL}};
+        mesh_prom_sample(b, name, labels, (double)n[i]);
+    }
+}
+
+/* mesh_controller_join_tokens{state}: the stored tokens by what a use of them would meet. */
+static void tokens(struct mesh_api *api, struct mesh_buf *b)
+{
+    static const char name[] = "mesh_controller_join_tokens";
+    static const char *const states[] = {"usable", "used_up", "expired", "revoked"};
+    uint64_t n[4] = {0};
+    json_int_t now = (json_int_t)time(NULL);
+    size_t i = 0;
+    const struct mesh_hmap_entry *e;
+    const struct mesh_hmap *m = mesh_store_list(api->store, "tokens");
+    while (m && mesh_hmap_next(m, &i, &e)) {
+        const json_t *t = mesh_store_entry_object(e);
+        if (json_is_true(json_object_get(t, "revoked")))
+            n[3]++;
+        else if (json_integer_value(json_object_get(t, "expires_at")) <= now)
+            n[2]++;
+        else if (json_integer_value(json_object_get(t, "uses_left")) <= 0)
+            n[1]++;
+        else
+            n[0]++;
+    }
+    mesh_prom_family(b, name, "gauge", "Join tokens stored, by state.");
+    for (i = 0; i < 4; i++) {
+        const struct mesh_prom_label labels[] = {{"state", states[i]}, {NULL, NULL}};
+        mesh_prom_sample(b, name, labels, (double)n[i]);
+    }
+}
+
+/* Resources: changes by kind and operation, and those stored by kind. */
+static void resources(struct mesh_api *api, struct mesh_buf *b)
+{
+    static const char changes[] = "mesh_controller_resource_changes_total";
+    static const char stored[] = "mesh_controller_resources";
+    uint64_t n[MESH_RESOURCE_KINDS] = {0};
+    size_t i = 0;
+    const struct mesh_hmap_entry *e;
+    const struct mesh_hmap *m = mesh_store_list(api->store, "resources");
+    while (m && mesh_hmap_next(m, &i, &e)) {
+        /* Store names are "<kind lower-cased>.<namespace>.<name>". */
+        for (int k = 0; k < MESH_RESOURCE_KINDS; k++) {
+            size_t len = strlen(mesh_resource_kind_names[k]);
+            if (strncasecmp(e->key, mesh_resource_kind_names[k], len) == 0 && e->key[len] == '.')
+                n[k]++;
+        }
+    }
+    mesh_prom_family(b, changes, "counter",
+                     "Resources written through the API: applied (PUT) or deleted, by kind.");
+    for (int k = 0; k < MESH_RESOURCE_KINDS; k++) {
+        const struct mesh_prom_label applied[] = {
+            {"kind", mesh_resource_kind_names[k]}, {"operation", "apply"}, {NULL, NULL}};
+        const struct mesh_prom_label deleted[] = {
+            {"kind", mesh_resource_kind_names[k]}, {"operation", "delete"}, {NULL, NULL}};
+        mesh_prom_sample(b, changes, applied, (double)api->n.resources_applied[k]);
+        mesh_prom_sample(b, changes, deleted, (double)api->n.resources_deleted[k]);
+    }
+    mesh_prom_family(b, stored, "gauge", "Resources stored, by kind.");
+    for (int k = 0; k < MESH_RESOURCE_KINDS; k++) {
+        const struct mesh_prom_label labels[] = {{"kind", mesh_resource_kind_names[k]},
+                                                 {NULL, NULL}};
+        mesh_prom_sample(b, stored, labels, (double)n[k]);
+    }
+    mesh_prom_family(b, "mesh_controller_resources_index", "gauge",
+                     "The resources' index: it grows with each change.");
+    mesh_prom_sample(b, "mesh_controller_resources_index", NULL, (double)api->res_index);
+}
+
+void mesh_api_answered(const struct mesh_http_exchange *ex, int status, uint64_t elapsed_ns,
+                       void *data)
+{
+    struct mesh_api *api = data;
+    mesh_api_latency_observe(&api->latency, mesh_http_exchange_request(ex), status, elapsed_ns);
+}
 
 static void sample(struct mesh_buf *b, const char *name, const char *type, const char *help,
                    double v)
@@ -101,6 +210,10 @@ void mesh_api_metrics(struct mesh_api *api, struct mesh_http_exchange *ex)
            "Blocking queries on the registry waiting for a change.", (double)parked);
     sample(&b, "mesh_controller_catalog_changes_total", "counter",
            "Changes of the mesh's registry (each a new index).", (double)changes);
+    agents(api, &b);
+    tokens(api, &b);
+    resources(api, &b);
+    mesh_api_latency_write(&api->latency, &b);
     if (b.err)
         mesh_http_respond(ex, 500, "text/plain", no_cache, "out of memory\n", 14);
     else

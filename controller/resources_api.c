@@ -244,6 +244,7 @@ static void put(struct mesh_api *api, struct mesh_http_exchange *ex)
         json_decref(rec);
         if (err == 0) {
             api->res_index++;
+            api->n.resources_applied[res->kind]++;
             json_array_append_new(applied, json_string(key));
         }
     }
@@ -305,6 +306,9 @@ void mesh_api_resources(struct mesh_api *api, struct mesh_http_exchange *ex,
             return;
         }
         api->res_index++;
+        for (int k = 0; k < MESH_RESOURCE_KINDS; k++)
+            if (strcasecmp(kind, mesh_resource_kind_names[k]) == 0)
+                api->n.resources_deleted[k]++;
         mesh_log_info("deleted %s (index %llu)", key, (unsigned long long)api->res_index);
         mesh_http_respond_json(
             ex, 200, json_pack("{s:s, s:I}", "deleted", key, "index", (json_int_t)api->res_index));

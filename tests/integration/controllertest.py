@@ -26,6 +26,7 @@ class Controller:
         self.config_path = os.path.join(self.tmp, "controller.json")
         self.log_path = os.path.join(self.tmp, "controller.log")
         self.proc = None
+        self.args = []  # more command-line arguments
 
     @property
     def ca(self):
@@ -42,7 +43,8 @@ class Controller:
         self.log = open(self.log_path, "a")
         self.notify = Notify(tempfile.mkdtemp(prefix="mesh-controller-notify-"))
         env = dict(os.environ, NOTIFY_SOCKET=self.notify.path)
-        self.proc = subprocess.Popen(WRAPPER + [CONTROLLER, "--config", self.config_path],
+        self.proc = subprocess.Popen(WRAPPER + [CONTROLLER, "--config", self.config_path,
+                                                *self.args],
                                      stdout=self.log, stderr=subprocess.STDOUT, env=env)
         self.notify.wait("READY", "1")  # as systemd's Type=notify waits for it
         wait_for(lambda: self.up(), timeout=10, what="the controller's API")

@@ -18,6 +18,9 @@ struct fixture {
     int handled;
     bool server_done;
     char last_body[256];
+    int answered; /* on_answered calls */
+    int answered_status;
+    char answered_path[32];
 };
 
 struct client {
@@ -461,6 +464,65 @@ static void test_total_deadline(void **state)
     finish(&fx);
 }
 
+static void on_answered(const struct mesh_http_exchange *ex, int status, uint64_t elapsed_ns,
+                        void *data)
+{
+    struct fixture *fx = data;
+    const struct mesh_http_request *req = mesh_http_exchange_request(ex);
+    assert_true(elapsed_ns < 60ull * 1000000000);
+    fx->answered++;
+    fx->answered_status = status;
+    snprintf(fx->answered_path, sizeof(fx->answered_path), "%.*s", (int)req->path_len, req->path);
+}
+
+/* Every answer is reported once, with its request still readable: a handler's, a held one
+ * answered later, and one cut at the total deadline; never a request the parser refused. */
+static void test_answered_hook(void **state)
+{
+    (void)state;
+    struct mesh_http_server_options o;
+    mesh_http_server_options_default(&o);
+    o.on_answered = on_answered;
+    struct fixture fx;
+    struct client c;
+    start(&fx, &o, on_request_abortable);
+    static const char two[] = "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+                              "POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n"
+                              "Connection: close\r\n\r\n";
+    client_start(&fx, &c, two, sizeof(two) - 1);
+    run_until_closed(&fx, &c);
+    assert_int_equal(fx.answered, 2);
+    assert_int_equal(fx.answered_status, 200);
+    assert_string_equal(fx.answered_path, "/b");
+    mesh_buf_done(&c.in);
+    static const char bad[] = "GET / HTTP/9.9\r\nHost: h\r\n\r\n";
+    client_start(&fx, &c, bad, sizeof(bad) - 1);
+    run_until_closed(&fx, &c);
+    assert_int_equal(fx.answered, 2);
+    mesh_buf_done(&c.in);
+    static const char hold[] = "GET /hold HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
+    client_start(&fx, &c, hold, sizeof(hold) - 1);
+    while (!fx.held)
+        uv_run(&fx.loop, UV_RUN_ONCE);
+    assert_int_equal(fx.answered, 2);
+    mesh_http_respond(fx.held, 202, "text/plain", NULL, "late", 4);
+    run_until_closed(&fx, &c);
+    assert_int_equal(fx.answered, 3);
+    assert_int_equal(fx.answered_status, 202);
+    assert_string_equal(fx.answered_path, "/hold");
+    mesh_buf_done(&c.in);
+    finish(&fx);
+    /* Cut at the total deadline: reported as the 503 it is. */
+    o.total_timeout_ms = 100;
+    start(&fx, &o, on_request_abortable);
+    client_start(&fx, &c, hold, sizeof(hold) - 1);
+    run_until_closed(&fx, &c);
+    assert_int_equal(fx.answered, 1);
+    assert_int_equal(fx.answered_status, 503);
+    mesh_buf_done(&c.in);
+    finish(&fx);
+}
+
 /* The body's bytes for a size: a pattern that shows shifted or stale bytes. */
 static char body_byte(size_t i)
 {
@@ -567,6 +629,7 @@ int main(void)
         UNIT_TEST(test_connection_cap_refuses_when_all_are_busy),
         UNIT_TEST(test_total_deadline),
         UNIT_TEST(test_bodies_across_buffer_growth),
+        UNIT_TEST(test_answered_hook),
     };
     return cmocka_run_group_tests_name("http_server", tests, NULL, NULL);
 }

@@ -190,6 +190,28 @@ class PackageTest(unittest.TestCase):
             self.assertNotIn("deb-systemd-helper enable", postinst)
             self.assertNotRegex(postinst, r"deb-systemd-invoke (start|restart)\b")
 
+    def test_dashboards_are_shipped(self):
+        """The Grafana dashboards as packaging/dashboards/ has them, in both families: the
+        data plane's with mesh-agent, the controller's with mesh-controller."""
+        where = {"mesh-agent": ["mesh-overview.json", "mesh-service.json",
+                                "mesh-workload.json", "mesh-agent.json"],
+                 "mesh-controller": ["mesh-controller.json"]}
+        for pkg, names in where.items():
+            with tempfile.TemporaryDirectory() as d:
+                subprocess.run(["dpkg-deb", "-x", self.pkgs["deb"][pkg], d], check=True)
+                got = os.path.join(d, "usr", "share", pkg, "dashboards")
+                self.assertEqual(sorted(os.listdir(got)), sorted(names), pkg)
+                for name in names:
+                    self.assertEqual(stat.S_IMODE(os.stat(os.path.join(got, name)).st_mode),
+                                     0o644, name)
+                    with open(os.path.join(got, name), "rb") as f, \
+                            open(os.path.join(SRC, "packaging", "dashboards", name), "rb") as g:
+                        self.assertEqual(f.read(), g.read(), f"{pkg}: {name}")
+            files = subprocess.run(["rpm", "-qpl", self.pkgs["rpm"][pkg]], capture_output=True,
+                                   text=True, check=True).stdout.split()
+            self.assertEqual(sorted(f for f in files if "/dashboards/" in f),
+                             sorted(f"/usr/share/{pkg}/dashboards/{n}" for n in names), pkg)
+
     def test_rpm(self):
         rpm = self.pkgs["rpm"]["mesh-agent"]
         files = subprocess.run(["rpm", "-qpl", rpm], capture_output=True, text=True,

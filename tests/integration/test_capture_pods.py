@@ -33,6 +33,9 @@ POD_GW, POD_IP, POD_CIDR = "10.77.5.1", "10.77.5.2", "10.77.5.0/24"
 NODE_IP, SERVER_IP = "10.77.6.1", "10.77.6.2"
 CLUSTER_IP, SVC_PORT, APP_PORT, OTHER_PORT = "10.96.0.10", 80, 8080, 8081
 LONELY_IP = "10.77.5.3"  # a second pod's address in the pod namespace
+# IPv6 beside IPv4 (test_pod_calls_over_ipv6_as_itself): the pod is dual-stack.
+POD_GW6, POD_IP6, POD_CIDR6 = "fd77:5::1", "fd77:5::2", "fd77:5::/64"
+NODE_IP6, SERVER_IP6 = "fd77:6::1", "fd77:6::2"
 MTLS_PORT = 15443
 
 SKIP = tc.SKIP
@@ -149,9 +152,10 @@ class CapturePodsTest(AgentTest):
         self.assertEqual(word, "port")
         return int(port)
 
-    def node_agent(self, pods, with_api_service=True, objects=None, mtls=None):
+    def node_agent(self, pods, with_api_service=True, objects=None, mtls=None, ipv6=False,
+                   server_ip=SERVER_IP):
         """mtls: the mesh CA (a Pki): standalone identity, and shop/api called over mTLS at
-        the server host's agent (a static file gives its endpoint's mesh_port)."""
+        the server host's agent (a static file gives its endpoint, server_ip, a mesh_port)."""
         port = self.start_kube(with_api_service, objects)
         a = tc.NsAgent(self.ns_node, name="node-a", config={
             "trust_domain": TD,
@@ -162,7 +166,7 @@ class CapturePodsTest(AgentTest):
                             "watch_timeout": "30s"}],
             "readiness": {"registry_sync_timeout": "5s"},
             "proxy": {"workers": 2, "access_log": "stdout"},
-            "capture": {"enabled": True, "pods": pods}},
+            "capture": {"enabled": True, "pods": pods, "ipv6": ipv6}},
             env={"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(port),
                  "NODE_NAME": "node-a"})
         if mtls:
@@ -172,20 +176,19 @@ class CapturePodsTest(AgentTest):
                                            "directory": a.services_dir, "poll_interval": "0"})
             a.write_service("api.json", {"service": {
                 "name": "api", "namespace": "shop", "protocol": "http",
-                "endpoints": [{"address": SERVER_IP, "port": APP_PORT,
+                "endpoints": [{"address": server_ip, "port": APP_PORT,
                                "mesh_port": MTLS_PORT}]}})
         self.agents.append(a)
         a.start()
         return a
 
-    def server_agent(self, ca):
+    def server_agent(self, ca, inbound=f"{SERVER_IP}:{MTLS_PORT}"):
         """The server host's agent: shop/api's workload behind its inbound mTLS port."""
         b = tc.NsAgent(self.ns_srv, name="node-b", config={
             "trust_domain": TD, "identity": {"mode": "standalone", "ca_cert": ca.cert,
                                              "ca_key": ca.key},
             "node": {"name": "node-b", "zone": "zone-1", "address": SERVER_IP},
-            "listeners": {"outbound_http": "127.0.0.1:15080",
-                          "inbound": f"{SERVER_IP}:{MTLS_PORT}"},
+            "listeners": {"outbound_http": "127.0.0.1:15080", "inbound": inbound},
             "proxy": {"workers": 2, "access_log": "stdout"}},
             services={"api.json": {"service": {"name": "api", "namespace": "shop",
                                                "protocol": "http", "port": APP_PORT}}})
@@ -271,43 +274,52 @@ class CapturePodsTest(AgentTest):
         self.put(*self.client_pod())
         self.check_call(a)
 
+    def client_objects(self, pod=None):
+        """Pod client-0 (account "client") as the endpoint on this node of Service
+        shop/client: a local service, whose identity the agent holds a certificate for."""
+        from fake_kube import service_obj, slice_obj
+        return [self.api_service(),
+                ("services", service_obj("shop", "client", ports=(("http", 80, APP_PORT),))),
+                ("endpointslices", slice_obj("shop", "client-abc", "client",
+                                             [(POD_IP, "node-a", "zone-1", None, "client-0")])),
+                pod or self.client_pod()]
+
+    def wait_held(self, a, spiffe_id):
+        def held():
+            return {c["id"] for c in a.json("/v1/identity").get("certificates", [])}
+        wait_for(lambda: spiffe_id in held(), timeout=10 * SLOW,
+                 what="the certificate of the calling pod's account")
+
+    def call(self, a, server, url, path, source=None):
+        """The pod calls url+path: the caller the server's agent names, and the XFCC the
+        server saw."""
+        code, body = self.curl(url + path, source)
+        self.assertEqual(code, 0, a.logs() + server.logs())
+        echo = json.loads(body)
+        self.assertEqual((echo["backend"], echo["target"]), ("api", path))
+        wait_for(lambda: path in server.logs(), what="the server agent's access log line")
+        line = [json.loads(x) for x in server.logs().splitlines()
+                if x.startswith("{") and path in x][-1]
+        return line["downstream_identity"], echo["headers"].get("x-forwarded-client-cert", "")
+
     def test_pod_presents_its_own_identity_upstream(self):
-        # Pod client-0 (account "client") is the endpoint on this node of Service shop/client:
-        # a local service, whose identity the agent holds a certificate for. Pod lonely-0
-        # (account "lonely", at a second address of the pod namespace) backs no service: the
-        # agent holds no certificate for it.
-        from fake_kube import pod_obj, service_obj, slice_obj
+        # Besides client-0, pod lonely-0 (account "lonely", at a second address of the pod
+        # namespace) backs no service: the agent holds no certificate for it.
+        from fake_kube import pod_obj
         tc.run("ip", "-n", self.ns_pod, "addr", "add", f"{LONELY_IP}/24", "dev",
                f"pe{os.getpid() % 100000}")
         ca = Pki(os.path.join(self.tmp, "mesh"), name="mesh-ca")
         server = self.server_agent(ca)
-        a = self.node_agent({"cidrs": [POD_CIDR]}, mtls=ca, objects=[
-            self.api_service(),
-            ("services", service_obj("shop", "client", ports=(("http", 80, APP_PORT),))),
-            ("endpointslices", slice_obj("shop", "client-abc", "client",
-                                         [(POD_IP, "node-a", "zone-1", None, "client-0")])),
-            self.client_pod(),
+        a = self.node_agent({"cidrs": [POD_CIDR]}, mtls=ca, objects=self.client_objects() + [
             ("pods", pod_obj("shop", "lonely-0", "node-a", sa="lonely", ip=LONELY_IP))])
         client_id, lonely_id = (f"spiffe://{TD}/ns/shop/sa/{sa}" for sa in ("client", "lonely"))
         node_id = f"spiffe://{TD}/node/node-a"
-
-        def held():
-            return {c["id"] for c in a.json("/v1/identity").get("certificates", [])}
-        wait_for(lambda: client_id in held(), timeout=10 * SLOW,
-                 what="the certificate of the calling pod's account")
+        self.wait_held(a, client_id)
         wait_for(lambda: f"{CLUSTER_IP} . {SVC_PORT}" in self.set_elements(),
                  timeout=10 * SLOW, what="the ClusterIP in the captured set")
 
         def call(path, source=None):
-            code, body = self.curl(f"http://{CLUSTER_IP}:{SVC_PORT}{path}", source)
-            self.assertEqual(code, 0, a.logs() + server.logs())
-            echo = json.loads(body)
-            self.assertEqual((echo["backend"], echo["target"]), ("api", path))
-            wait_for(lambda: path in server.logs(), what="the server agent's access log line")
-            line = [json.loads(x) for x in server.logs().splitlines()
-                    if x.startswith("{") and path in x][-1]
-            xfcc = echo["headers"].get("x-forwarded-client-cert", "")
-            return line["downstream_identity"], xfcc
+            return self.call(a, server, f"http://{CLUSTER_IP}:{SVC_PORT}", path, source)
 
         # The server side sees the pod's own identity, in its access log and in XFCC.
         caller, xfcc = call("/as-client")
@@ -329,6 +341,36 @@ class CapturePodsTest(AgentTest):
         line = [json.loads(x) for x in a.logs().splitlines()
                 if x.startswith("{") and "/as-lonely" in x][-1]
         self.assertEqual(line["downstream_identity"], lonely_id)
+
+    def test_pod_calls_over_ipv6_as_itself(self):
+        # A dual-stack pod (status.podIPs holds both) calls the server's IPv6 address, a mesh
+        # endpoint: the pods chain redirects it (capture.ipv6), and the agent names the pod
+        # by its IPv6 address as by its IPv4 one.
+        tag = f"{os.getpid() % 100000}"
+        for ns, ip, dev in ((self.ns_pod, POD_IP6, f"pe{tag}"), (self.ns_node, POD_GW6,
+                                                                  f"cali{tag}"),
+                            (self.ns_srv, SERVER_IP6, f"se{tag}"),
+                            (self.ns_node, NODE_IP6, f"sn{tag}")):
+            tc.run("ip", "-n", ns, "addr", "add", f"{ip}/64", "dev", dev, "nodad")
+        tc.run("ip", "-n", self.ns_pod, "-6", "route", "add", "default", "via", POD_GW6)
+        pod = self.client_pod()
+        pod[1]["status"]["podIPs"] = [{"ip": POD_IP}, {"ip": POD_IP6}]
+        ca = Pki(os.path.join(self.tmp, "mesh"), name="mesh-ca")
+        server = self.server_agent(ca, inbound=f"[{SERVER_IP6}]:{MTLS_PORT}")
+        a = self.node_agent({"cidrs": [POD_CIDR, POD_CIDR6]}, mtls=ca, ipv6=True,
+                            server_ip=SERVER_IP6, objects=self.client_objects(pod))
+        client_id = f"spiffe://{TD}/ns/shop/sa/client"
+        self.wait_held(a, client_id)
+        pods = {}
+        for r in a.json("/v1/status").get("registries", []):
+            pods.update(r.get("pods_by_ip") or {})
+        self.assertEqual({ip: p["identity"] for ip, p in pods.items()},
+                         {POD_IP: client_id, POD_IP6: client_id})
+        caller, xfcc = self.call(a, server, f"http://[{SERVER_IP6}]:{APP_PORT}", "/v6")
+        self.assertEqual(caller, client_id, a.logs())
+        self.assertIn(f"URI={client_id}", xfcc)
+        self.assertEqual(a.metric("mesh_capture_pod_callers_total", caller="named"), 1)
+        self.assertEqual(a.metric("mesh_capture_pod_identity_total", presented="pod"), 1)
 
 
 if __name__ == "__main__":

@@ -182,8 +182,10 @@ class CapturePodsTest(AgentTest):
         a.start()
         return a
 
-    def server_agent(self, ca, inbound=f"{SERVER_IP}:{MTLS_PORT}"):
-        """The server host's agent: shop/api's workload behind its inbound mTLS port."""
+    def server_agent(self, ca, inbound=f"{SERVER_IP}:{MTLS_PORT}", tcp_allow=None):
+        """The server host's agent: shop/api's workload behind its inbound mTLS port; with
+        tcp_allow (SPIFFE IDs), also TCP service shop/db (the "other" backend), which only
+        those callers may reach."""
         b = tc.NsAgent(self.ns_srv, name="node-b", config={
             "trust_domain": TD, "identity": {"mode": "standalone", "ca_cert": ca.cert,
                                              "ca_key": ca.key},
@@ -192,6 +194,12 @@ class CapturePodsTest(AgentTest):
             "proxy": {"workers": 2, "access_log": "stdout"}},
             services={"api.json": {"service": {"name": "api", "namespace": "shop",
                                                "protocol": "http", "port": APP_PORT}}})
+        if tcp_allow:
+            b.write_service("db.json", {"service": {"name": "db", "namespace": "shop",
+                                                    "protocol": "tcp", "port": OTHER_PORT}})
+            b.write_resource("db.json", {"kind": "AuthorizationPolicy", "name": "db",
+                                         "namespace": "shop",
+                                         "spec": {"allow": [{"principals": tcp_allow}]}})
         self.agents.append(b)
         b.start()
         return b
@@ -341,6 +349,34 @@ class CapturePodsTest(AgentTest):
         line = [json.loads(x) for x in a.logs().splitlines()
                 if x.startswith("{") and "/as-lonely" in x][-1]
         self.assertEqual(line["downstream_identity"], lonely_id)
+
+    def test_pod_presents_its_own_identity_over_tcp(self):
+        # Captured TCP (shop/db) presents the pod's identity too: the server side's
+        # AuthorizationPolicy lets only client-0's account in; lonely-0 calls as the node.
+        from fake_kube import pod_obj
+        tc.run("ip", "-n", self.ns_pod, "addr", "add", f"{LONELY_IP}/24", "dev",
+               f"pe{os.getpid() % 100000}")
+        ca = Pki(os.path.join(self.tmp, "mesh"), name="mesh-ca")
+        client_id = f"spiffe://{TD}/ns/shop/sa/client"
+        server = self.server_agent(ca, tcp_allow=[client_id])
+        a = self.node_agent({"cidrs": [POD_CIDR]}, mtls=ca, objects=self.client_objects() + [
+            ("pods", pod_obj("shop", "lonely-0", "node-a", sa="lonely", ip=LONELY_IP))])
+        a.write_service("db.json", {"service": {
+            "name": "db", "namespace": "shop", "protocol": "tcp",
+            "endpoints": [{"address": SERVER_IP, "port": OTHER_PORT, "mesh_port": MTLS_PORT}]}})
+        self.wait_held(a, client_id)
+        wait_for(lambda: f"{SERVER_IP} . {OTHER_PORT}" in self.set_elements(),
+                 timeout=10 * SLOW, what="shop/db's endpoint in the captured set")
+        code, body = self.curl(f"http://{SERVER_IP}:{OTHER_PORT}/tcp")
+        self.assertEqual(code, 0, a.logs() + server.logs())
+        self.assertEqual(json.loads(body)["backend"], "other")
+        code, body = self.curl(f"http://{SERVER_IP}:{OTHER_PORT}/tcp-lonely", LONELY_IP)
+        self.assertNotEqual(code, 0, f"the node's identity was let in: {body}")
+        wait_for(lambda: f"denied spiffe://{TD}/node/node-a" in server.logs(),
+                 what="the server agent's refusal of the node's identity")
+        self.assertNotIn(f"denied {client_id}", server.logs())
+        self.assertEqual(a.metric("mesh_capture_pod_identity_total", presented="pod"), 1)
+        self.assertEqual(a.metric("mesh_capture_pod_identity_total", presented="node"), 1)
 
     def test_pod_calls_over_ipv6_as_itself(self):
         # A dual-stack pod (status.podIPs holds both) calls the server's IPv6 address, a mesh

@@ -49,8 +49,8 @@ static int on_event(void *data, enum mesh_k8s_event_type type, const struct mesh
         if (mesh_k8s_pod_decode(d, obj, &p, err, sizeof(err)) == 0 &&
             ((p->service_account && !mesh_name_is_dns_label(p->service_account)) ||
              (p->ip && mesh_ipport_from_ip(p->ip, 0, &a) < 0) ||
-             (p->ip2 && (!p->ip || mesh_ipport_from_ip(p->ip2, 0, &b) < 0 ||
-                         a.family == b.family))))
+             (p->ip2 &&
+              (!p->ip || mesh_ipport_from_ip(p->ip2, 0, &b) < 0 || a.family == b.family))))
             abort(); /* an account the mesh can name, or none; IP literals, or none; a
                       * second one only beside the first, and of the other family */
         mesh_k8s_pod_free(p);

@@ -76,9 +76,10 @@ static void refuse(struct mesh_io *io)
     mesh_io_close(io, NULL);
 }
 
-/* The identity of the workload of this host the connection comes from (a pod of this node,
- * by its address), or NULL. */
-static const char *source_identity(const struct mesh_proxy_snapshot *s, struct mesh_io *io)
+/* The workload of this host the connection comes from (a pod of this node, by its address):
+ * its identity and the certificate its calls present; or NULL. */
+static const struct snap_capture_source *source_of(const struct mesh_proxy_snapshot *s,
+                                                   struct mesh_io *io)
 {
     uv_os_fd_t fd;
     struct mesh_addr peer = {0};
@@ -91,14 +92,16 @@ static const char *source_identity(const struct mesh_proxy_snapshot *s, struct m
     return mesh_hmap_get(&s->capture_sources, mesh_addr_ip(&peer, ip, sizeof(ip)));
 }
 
-/* Serves io on a route as its listener would; src: the caller's identity, or NULL. */
+/* Serves io on a route as its listener would; src: the caller, or NULL (upstream mTLS then
+ * presents the listener's identity, the node's). */
 static void serve(struct mesh_worker *w, struct mesh_io *io, const struct snap_listener *t,
-                  const char *src)
+                  const struct snap_capture_source *src)
 {
+    const struct mesh_tls_identity *as = src ? src->as : NULL;
     if (t->http && w->http)
-        mesh_http_adopt(w, io, t, src);
+        mesh_http_adopt_as(w, io, t, src ? src->id : NULL, as);
     else
-        mesh_tcp_adopt(w, io, t->key);
+        mesh_tcp_adopt_as(w, io, t->key, as);
 }
 
 static void outbound(struct mesh_worker *w, struct mesh_io *io, const struct snap_listener *l,
@@ -117,9 +120,12 @@ static void outbound(struct mesh_worker *w, struct mesh_io *io, const struct sna
     }
     if (t) {
         atomic_fetch_add_explicit(&w->shared->capture_out[OUT_MESH], 1, memory_order_relaxed);
-        const char *src = source_identity(s, io);
+        const struct snap_capture_source *src = source_of(s, io);
         if (s->capture_pods)
             atomic_fetch_add_explicit(&w->shared->capture_pod_callers[src ? 0 : 1], 1,
+                                      memory_order_relaxed);
+        if (src && s->tls)
+            atomic_fetch_add_explicit(&w->shared->capture_pod_identity[src->as ? 0 : 1], 1,
                                       memory_order_relaxed);
         serve(w, io, t, src);
         return;
@@ -198,10 +204,16 @@ void mesh_capture_metrics(struct mesh_proxy_shared *sh, struct mesh_buf *b)
                          (double)atomic_load(&sh->capture_in_plain[i]));
     mesh_prom_family(b, "mesh_capture_pod_callers_total", "counter",
                      "Captured calls to mesh services with pods captured (capture.pods): the "
-                     "caller named by its pod's identity (access log), or unknown. Upstream "
-                     "mTLS presents the node's identity either way.");
+                     "caller named by its pod's identity (access log), or unknown.");
     for (int i = 0; i < 2; i++)
         mesh_prom_sample(b, "mesh_capture_pod_callers_total",
                          (struct mesh_prom_label[]){{"caller", i ? "unknown" : "named"}, {0}},
                          (double)atomic_load(&sh->capture_pod_callers[i]));
+    mesh_prom_family(b, "mesh_capture_pod_identity_total", "counter",
+                     "Captured calls of named pods, with mTLS on: upstream mTLS presents the "
+                     "pod's identity, or the node's (no certificate held for its account).");
+    for (int i = 0; i < 2; i++)
+        mesh_prom_sample(b, "mesh_capture_pod_identity_total",
+                         (struct mesh_prom_label[]){{"presented", i ? "node" : "pod"}, {0}},
+                         (double)atomic_load(&sh->capture_pod_identity[i]));
 }

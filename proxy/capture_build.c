@@ -113,6 +113,13 @@ int mesh_capture_want(const struct mesh_proxy_inputs *in, struct want_listener *
     return r;
 }
 
+const struct mesh_tls_identity *mesh_capture_source_as(const struct mesh_proxy_snapshot *s,
+                                                       const char *id)
+{
+    const struct mesh_tls_identity *as = s->tls ? mesh_tls_find_id(s->tls, id) : NULL;
+    return as && as->namespace ? as : NULL;
+}
+
 static int index_put(struct mesh_proxy_snapshot *s, const char *key, struct snap_listener *l)
 {
     if (mesh_hmap_get(&s->capture_index, key))
@@ -167,7 +174,15 @@ int mesh_capture_index(struct mesh_proxy_snapshot *s, struct mesh_state_regs *re
         const struct mesh_workload_identity *src = &c->sources[i];
         if (mesh_hmap_get(&s->capture_sources, src->ip))
             continue;
-        char *k = mesh_strdup(src->ip), *v = mesh_strdup(src->identity);
+        size_t len = strlen(src->identity) + 1;
+        char *k = mesh_strdup(src->ip);
+        struct snap_capture_source *v = mesh_malloc(sizeof(*v) + len);
+        if (v) {
+            /* The pod calls as itself when the agent holds its account's certificate (a
+             * local service of that account); never the node's under the pod's name. */
+            v->as = mesh_capture_source_as(s, src->identity);
+            memcpy(v->id, src->identity, len);
+        }
         if (!k || !v || mesh_hmap_put(&s->capture_sources, k, v) < 0) {
             mesh_free(k);
             mesh_free(v);

@@ -166,7 +166,7 @@ void mesh_http_proxy__start_try(struct http_conn *c)
     const struct snap_endpoint *e = &q->dest->eps[ep];
     mesh_http_try_begin(q, e, mesh_http_proxy__now_ms(c));
     mesh_ipport_format(&e->addr, q->upstream_host, sizeof(q->upstream_host));
-    const char *as = e->mesh_port && c->listener->tls_as ? c->listener->tls_as->id : NULL;
+    const char *as = e->mesh_port && c->tls_as ? c->tls_as->id : NULL;
     struct upconn *u = mesh_up_take_idle(w, e->state, as, q->dest->peer_id);
     if (u) {
         u->c = c;

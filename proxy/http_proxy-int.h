@@ -144,8 +144,12 @@ struct http_conn {
     struct http_req req;
     uv_shutdown_t shutdown;
     char *peer_identity; /* the caller's SPIFFE ID (mTLS); NULL: a plain caller */
-    char *xfcc;          /* mTLS: the X-Forwarded-Client-Cert value its requests carry */
-    char *istio_peer;    /* inbound: the caller's source_* labels, made at its first request */
+    /* Who its upstream mTLS presents (in snap's material): the listener's identity, or a
+     * captured pod's own (as_caller: peer_identity's, found again in each new snapshot). */
+    const struct mesh_tls_identity *tls_as;
+    bool as_caller;
+    char *xfcc;       /* mTLS: the X-Forwarded-Client-Cert value its requests carry */
+    char *istio_peer; /* inbound: the caller's source_* labels, made at its first request */
     /* The series of its last request and what chose it: the next request with the same
      * snapshot version, destination, status and flags takes it without a lookup. */
     struct {
@@ -202,6 +206,10 @@ void mesh_http_worker_done(struct mesh_worker *w);
  * address (no XFCC: no certificate), else NULL. */
 void mesh_http_adopt(struct mesh_worker *w, struct mesh_io *io, const struct snap_listener *l,
                      const char *peer_id);
+/* The same for a captured caller that calls upstream as itself: `as`, its identity in the
+ * worker's snapshot (NULL: the listener's); peer_id is then the caller's SPIFFE ID. */
+void mesh_http_adopt_as(struct mesh_worker *w, struct mesh_io *io, const struct snap_listener *l,
+                        const char *peer_id, const struct mesh_tls_identity *as);
 /* xfcc.c: the X-Forwarded-Client-Cert value for a connection whose handshake verified the
  * caller's certificate (peer_id, its SPIFFE ID): malloc'd, or NULL (out of memory, no
  * certificate). */

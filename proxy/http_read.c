@@ -258,6 +258,9 @@ static void refresh_snapshot(struct http_conn *c)
     c->snap = w->snap;
     mesh_snapshot_ref(c->snap);
     c->listener = l;
+    const struct mesh_tls_identity *as =
+        c->as_caller ? mesh_capture_source_as(c->snap, c->peer_identity) : NULL;
+    c->tls_as = as ? as : l->tls_as;
 }
 
 static void start_request(struct http_conn *c, const struct mesh_http_request *r)
@@ -315,6 +318,12 @@ static void start_request(struct http_conn *c, const struct mesh_http_request *r
 void mesh_http_adopt(struct mesh_worker *w, struct mesh_io *io, const struct snap_listener *l,
                      const char *peer_id)
 {
+    mesh_http_adopt_as(w, io, l, peer_id, NULL);
+}
+
+void mesh_http_adopt_as(struct mesh_worker *w, struct mesh_io *io, const struct snap_listener *l,
+                        const char *peer_id, const struct mesh_tls_identity *as)
+{
     struct http_conn *c = mesh_calloc(1, sizeof(*c));
     /* The caller's certificate is hashed now, at the handshake, for every request. */
     if (!c || (peer_id && (!(c->peer_identity = mesh_strdup(peer_id)) ||
@@ -351,6 +360,8 @@ void mesh_http_adopt(struct mesh_worker *w, struct mesh_io *io, const struct sna
     c->snap = w->snap;
     mesh_snapshot_ref(c->snap);
     c->listener = l;
+    c->as_caller = as != NULL;
+    c->tls_as = as ? as : l->tls_as;
     int cap = atomic_load_explicit(&w->shared->max_connections, memory_order_relaxed);
     if (w->stopping || (cap && total > cap)) {
         if (!w->stopping)

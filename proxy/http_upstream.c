@@ -235,8 +235,8 @@ static void on_up_connect(uv_connect_t *req, int status)
     mesh_addr_format(&to, peer, sizeof(peer));
     char sni[200]; /* the instance picked: its agent may run several */
     mesh_tls_instance_sni(sni, sizeof(sni), u->tls_dest->sni, u->tls_dest->eps[u->ep].addr.port);
-    SSL *ssl = mesh_tls_client_session(u->c->listener->tls_as, sni, u->tls_dest->peer_id,
-                                       &u->w->tls_sessions, peer);
+    SSL *ssl =
+        mesh_tls_client_session(u->c->tls_as, sni, u->tls_dest->peer_id, &u->w->tls_sessions, peer);
     if (!ssl || mesh_io_tls_start(u->io, ssl, on_up_handshake) < 0) {
         struct http_conn *c = u->c;
         mesh_up_close(u);
@@ -259,10 +259,10 @@ struct upconn *mesh_up_connect(struct mesh_worker *w, struct http_conn *c, int e
     mesh_buf_init(&u->in, MESH_HTTP_DEFAULT_MAX_HEAD);
     u->io = mesh_io_new(&w->iol, &w->loop);
     struct mesh_addr to;
-    mesh_ep_sockaddr(e, c->listener->tls_as != NULL, &to);
-    if (e->mesh_port && c->listener->tls_as) {
+    mesh_ep_sockaddr(e, c->tls_as != NULL, &to);
+    if (e->mesh_port && c->tls_as) {
         u->tls_dest = c->req.dest;
-        u->as_id = mesh_strdup(c->listener->tls_as->id);
+        u->as_id = mesh_strdup(c->tls_as->id);
         u->peer_id = u->tls_dest->peer_id ? mesh_strdup(u->tls_dest->peer_id) : NULL;
     }
     if (!u->io || (u->tls_dest && (!u->as_id || (u->tls_dest->peer_id && !u->peer_id)))) {

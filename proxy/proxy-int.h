@@ -120,6 +120,9 @@ struct mesh_proxy_shared {
     /* Captured calls to a mesh service from a pod of this node (capture.pods): its caller
      * named by its identity, or not known (no pod of this node at that address). */
     atomic_ullong capture_pod_callers[2];
+    /* Of the named ones (with mTLS): upstream mTLS presents [the pod's identity, the node's]
+     * (the agent holds no certificate for the pod's). */
+    atomic_ullong capture_pod_identity[2];
     atomic_int max_connections;
     size_t buffer_size;
     size_t high_water;
@@ -231,6 +234,14 @@ struct snap_listener {
     bool istio_inbound;
 };
 
+/* A caller of captured connections named by its address: a pod of this node. */
+struct snap_capture_source {
+    /* What its upstream mTLS presents: the certificate the snapshot's material holds for its
+     * SPIFFE ID (a local service's of the same account), or NULL: the node's. */
+    const struct mesh_tls_identity *as;
+    char id[]; /* its SPIFFE ID */
+};
+
 struct mesh_proxy_snapshot {
     atomic_int refs;
     uint64_t version;
@@ -251,7 +262,8 @@ struct mesh_proxy_snapshot {
     /* Transparent capture (capture_build.c): original destination "ip:port", or "vip:ip",
      * -> the CAPTURED listener of its service (keys owned). */
     struct mesh_hmap capture_index;
-    struct mesh_hmap capture_sources; /* caller IP -> its SPIFFE ID (keys and values owned) */
+    /* caller IP -> struct snap_capture_source (keys and values owned) */
+    struct mesh_hmap capture_sources;
     bool capture_refuse_unknown;
     bool capture_pods; /* pods are captured: callers are named by capture_sources */
     bool capture_permissive;
@@ -294,6 +306,10 @@ int mesh_capture_want(const struct mesh_proxy_inputs *in, struct want_listener *
 int mesh_capture_index(struct mesh_proxy_snapshot *s, struct mesh_state_regs *regs,
                        const struct mesh_proxy_inputs *in);
 void mesh_capture_index_done(struct mesh_proxy_snapshot *s);
+/* The identity in s's material a captured caller whose SPIFFE ID is `id`
+ * calls as: the certificate of a local service of that ID (never the node's); NULL: none. */
+const struct mesh_tls_identity *mesh_capture_source_as(const struct mesh_proxy_snapshot *s,
+                                                       const char *id);
 /* capture_accept.c: the capture counters of /metrics. */
 void mesh_capture_metrics(struct mesh_proxy_shared *sh, struct mesh_buf *b);
 

@@ -57,9 +57,10 @@ struct tcp_conn {
     struct mesh_proxy_snapshot *snap;
     struct snap_dest *dest;
     const struct snap_listener *listener;
-    struct snap_endpoint *ep;        /* once connected */
-    struct direct *direct;           /* passed through; NULL: a listener's destination */
-    struct mesh_istio_series *istio; /* counted opened there; closed when freed */
+    const struct mesh_tls_identity *tls_as; /* who upstream mTLS presents (snap's material) */
+    struct snap_endpoint *ep;               /* once connected */
+    struct direct *direct;                  /* passed through; NULL: a listener's destination */
+    struct mesh_istio_series *istio;        /* counted opened there; closed when freed */
     struct side down;
     struct attempt *up;
     uv_timer_t timer;
@@ -414,7 +415,7 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     const struct snap_endpoint *ep = &c->dest->eps[a->ep];
-    if (!ep->mesh_port || !c->listener->tls_as) {
+    if (!ep->mesh_port || !c->tls_as) {
         uv_timer_stop(&c->timer);
         start_splice(c, a);
         return;
@@ -426,8 +427,7 @@ static void on_connect(uv_connect_t *req, int status)
     mesh_addr_format(&to, peer, sizeof(peer));
     char sni[200]; /* the instance picked: its agent may run several */
     mesh_tls_instance_sni(sni, sizeof(sni), c->dest->sni, ep->addr.port);
-    SSL *ssl = mesh_tls_client_session(c->listener->tls_as, sni, c->dest->peer_id,
-                                       &c->w->tls_sessions, peer);
+    SSL *ssl = mesh_tls_client_session(c->tls_as, sni, c->dest->peer_id, &c->w->tls_sessions, peer);
     if (!ssl || mesh_io_tls_start(a->side.io, ssl, on_up_handshake) < 0)
         attempt_failed(c, a, "out of memory"); /* the io owns ssl once given */
 }
@@ -482,7 +482,7 @@ static void next_attempt(struct tcp_conn *c)
         }
         a->side.io->tcp.data = &a->side;
         struct mesh_addr to;
-        mesh_ep_sockaddr(&c->dest->eps[ep], c->listener->tls_as != NULL, &to);
+        mesh_ep_sockaddr(&c->dest->eps[ep], c->tls_as != NULL, &to);
         int r =
             uv_tcp_connect(&a->req, &a->side.io->tcp, (const struct sockaddr *)&to.ss, on_connect);
         if (r == 0) {
@@ -520,8 +520,10 @@ void mesh_tcp_log_refusal(struct mesh_worker *w, const char *what, const char *w
 }
 
 /* Proxies io to the destination of listener `key`, or to `direct`'s (taking it). */
+/* as: the identity its upstream mTLS presents (in the worker's snapshot); NULL: the
+ * listener's. */
 static void adopt(struct mesh_worker *w, struct mesh_io *io, const char *key, struct direct *direct,
-                  const char *peer_id)
+                  const char *peer_id, const struct mesh_tls_identity *as)
 {
     struct tcp_conn *c = mesh_calloc(1, sizeof(*c));
     if (!c) {
@@ -573,6 +575,7 @@ static void adopt(struct mesh_worker *w, struct mesh_io *io, const char *key, st
         c->dest = &direct->dest;
     }
     c->listener = l;
+    c->tls_as = as ? as : l->tls_as;
     int cap = atomic_load_explicit(&w->shared->max_connections, memory_order_relaxed);
     if (cap && total > cap) {
         atomic_fetch_add_explicit(&w->shared->refused_total, 1, memory_order_relaxed);
@@ -604,13 +607,19 @@ static void adopt(struct mesh_worker *w, struct mesh_io *io, const char *key, st
 
 void mesh_tcp_adopt(struct mesh_worker *w, struct mesh_io *io, const char *key)
 {
-    adopt(w, io, key, NULL, NULL);
+    adopt(w, io, key, NULL, NULL, NULL);
+}
+
+void mesh_tcp_adopt_as(struct mesh_worker *w, struct mesh_io *io, const char *key,
+                       const struct mesh_tls_identity *as)
+{
+    adopt(w, io, key, NULL, NULL, as);
 }
 
 void mesh_tcp_adopt_peer(struct mesh_worker *w, struct mesh_io *io, const char *key,
                          const char *peer_id)
 {
-    adopt(w, io, key, NULL, peer_id);
+    adopt(w, io, key, NULL, peer_id, NULL);
 }
 
 void mesh_tcp_adopt_direct(struct mesh_worker *w, struct mesh_io *io, const char *key,
@@ -623,7 +632,7 @@ void mesh_tcp_adopt_direct(struct mesh_worker *w, struct mesh_io *io, const char
         return;
     }
     d->state.addr = d->ep.addr;
-    adopt(w, io, key, d, NULL);
+    adopt(w, io, key, d, NULL, NULL);
 }
 
 /* ---- snapshots and shutdown ---- */

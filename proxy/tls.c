@@ -614,6 +614,15 @@ const struct mesh_tls_identity *mesh_tls_find(const struct mesh_tls_material *m,
     return NULL;
 }
 
+const struct mesh_tls_identity *mesh_tls_find_id(const struct mesh_tls_material *m, const char *id)
+{
+    for (size_t i = 0; m && id && i < m->n; i++) {
+        if (strcmp(m->ids[i].id, id) == 0)
+            return &m->ids[i];
+    }
+    return NULL;
+}
+
 time_t mesh_tls_earliest_expiry(const struct mesh_tls_material *m)
 {
     time_t t = 0;

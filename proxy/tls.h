@@ -74,6 +74,9 @@ void mesh_tls_material_unref(struct mesh_tls_material *m);
 /* The identity of a local service, or NULL. */
 const struct mesh_tls_identity *mesh_tls_find(const struct mesh_tls_material *m, const char *ns,
                                               const char *name);
+/* The identity whose certificate carries SPIFFE ID `id` (the node's or a local service's), or
+ * NULL when the material holds none. */
+const struct mesh_tls_identity *mesh_tls_find_id(const struct mesh_tls_material *m, const char *id);
 /* The earliest expiry of any certificate (0: none). */
 time_t mesh_tls_earliest_expiry(const struct mesh_tls_material *m);
 

@@ -91,6 +91,10 @@ struct mesh_lb_state *mesh_worker_lb(struct mesh_worker *w, const struct mesh_pr
 /* tcp_proxy.c */
 /* Proxies an accepted connection (taking io) to the destination of the listener at key. */
 void mesh_tcp_adopt(struct mesh_worker *w, struct mesh_io *io, const char *key);
+/* The same for a captured caller whose upstream mTLS presents `as`, its own identity in the
+ * worker's snapshot (NULL: the listener's). */
+void mesh_tcp_adopt_as(struct mesh_worker *w, struct mesh_io *io, const char *key,
+                       const struct mesh_tls_identity *as);
 /* The same for a caller whose mTLS certificate said it is peer_id (its SPIFFE ID). */
 void mesh_tcp_adopt_peer(struct mesh_worker *w, struct mesh_io *io, const char *key,
                          const char *peer_id);

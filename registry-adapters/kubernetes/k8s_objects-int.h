@@ -72,8 +72,9 @@ struct mesh_k8s_pod {
     /* spec.serviceAccountName, "default" when unset; NULL when it is one the mesh cannot
      * name (not a DNS label): such a pod gets no identity. */
     char *service_account;
-    char *ip; /* status.podIP, normalized ("10.0.0.1", "fd00::1"); NULL: none yet, or the pod
-                 ended (phase Succeeded or Failed), so its IP may be another pod's now */
+    char *ip;  /* status.podIP, normalized ("10.0.0.1", "fd00::1"); NULL: none yet, or the pod
+                  ended (phase Succeeded or Failed), so its IP may be another pod's now */
+    char *ip2; /* a dual-stack pod's address of the other family (status.podIPs); NULL: none */
 };
 
 /* The object's metadata.namespace, .name and .resourceVersion, each copied into its buffer

@@ -329,25 +329,39 @@ void mesh_k8s_service_free(struct mesh_k8s_service *s)
     mesh_free(s);
 }
 
-/* The pod's IP while it may hold it, normalized; "" when none. */
-static void pod_ip(const struct mesh_jdoc *d, size_t obj, char *out, size_t size)
+/* The pod's IPs while it may hold them, normalized ("" when none): status.podIP into
+ * out[0], and a dual-stack pod's address of the other family (status.podIPs) into out[1]. */
+static void pod_ips(const struct mesh_jdoc *d, size_t obj, char out[2][MESH_ADDR_STRLEN])
 {
     char ip[MESH_K8S_NAME_MAX], phase[MESH_K8S_NAME_MAX];
-    struct mesh_ipport a;
-    out[0] = '\0';
+    struct mesh_ipport a, b;
+    out[0][0] = out[1][0] = '\0';
     copy_str(d, AT(d, obj, "status", "phase"), phase);
     copy_str(d, AT(d, obj, "status", "podIP"), ip);
     if (strcmp(phase, "Succeeded") == 0 || strcmp(phase, "Failed") == 0 ||
         mesh_ipport_from_ip(ip, 0, &a) < 0)
         return;
-    mesh_ipport_ip(&a, out, size);
+    mesh_ipport_ip(&a, out[0], MESH_ADDR_STRLEN);
+    size_t arr = AT(d, obj, "status", "podIPs");
+    if (arr == MESH_JDOC_NONE || !mesh_jdoc_is(d, arr, MESH_JT_ARRAY))
+        return;
+    size_t n = d->t[arr].size, tok = n ? mesh_jdoc_child(d, arr) : MESH_JDOC_NONE;
+    for (size_t i = 0; i < n && i < 2; i++, tok = mesh_jdoc_next(d, tok)) {
+        if (!mesh_jdoc_is(d, tok, MESH_JT_OBJECT))
+            continue;
+        copy_str(d, mesh_jdoc_get(d, tok, "ip"), ip);
+        if (mesh_ipport_from_ip(ip, 0, &b) == 0 && b.family != a.family) {
+            mesh_ipport_ip(&b, out[1], MESH_ADDR_STRLEN);
+            return;
+        }
+    }
 }
 
 int mesh_k8s_pod_decode(const struct mesh_jdoc *d, size_t obj, struct mesh_k8s_pod **ret, char *err,
                         size_t errlen)
 {
     char ns[MESH_K8S_NAME_MAX], name[MESH_K8S_NAME_MAX], sa[MESH_K8S_NAME_MAX];
-    char ip[MESH_ADDR_STRLEN];
+    char ip[2][MESH_ADDR_STRLEN];
     int r = head(d, obj, ns, name, err, errlen);
     if (r < 0)
         return r;
@@ -362,11 +376,12 @@ int mesh_k8s_pod_decode(const struct mesh_jdoc *d, size_t obj, struct mesh_k8s_p
         snprintf(sa, sizeof(sa), "!"); /* not a string, or too long: no DNS label */
     if (!sa[0])
         snprintf(sa, sizeof(sa), "default");
-    pod_ip(d, obj, ip, sizeof(ip));
+    pod_ips(d, obj, ip);
     if (!(p->head.key = make_key(ns, name)) || !(p->namespace = mesh_strdup(ns)) ||
         !(p->name = mesh_strdup(name)) ||
         (mesh_name_is_dns_label(sa) && !(p->service_account = mesh_strdup(sa))) ||
-        (ip[0] && !(p->ip = mesh_strdup(ip)))) {
+        (ip[0][0] && !(p->ip = mesh_strdup(ip[0]))) ||
+        (ip[1][0] && !(p->ip2 = mesh_strdup(ip[1])))) {
         mesh_k8s_pod_free(p);
         return -ENOMEM;
     }
@@ -383,6 +398,7 @@ void mesh_k8s_pod_free(struct mesh_k8s_pod *p)
     mesh_free(p->name);
     mesh_free(p->service_account);
     mesh_free(p->ip);
+    mesh_free(p->ip2);
     mesh_free(p);
 }
 

@@ -14,12 +14,19 @@
 void mesh_k8s__pods_index(struct k8s_registry *k, const struct mesh_k8s_pod *old,
                           struct mesh_k8s_pod *pod)
 {
-    /* An IP holds one pod: the last one seen with it (a pod that ended gave its IP up). */
-    if (old && old->ip && mesh_hmap_get(&k->pods_by_ip, old->ip) == old)
-        mesh_hmap_remove(&k->pods_by_ip, old->ip);
-    if (pod && pod->ip && mesh_hmap_put(&k->pods_by_ip, pod->ip, pod) < 0)
-        mesh_k8s__problem(k, K8S_ERR_DECODE, "out of memory indexing pod '%s' by its IP",
-                          pod->head.key);
+    /* An IP holds one pod: the last one seen with it (a pod that ended gave its IP up). A
+     * dual-stack pod is found by either of its addresses. */
+    const char *const was[] = {old ? old->ip : NULL, old ? old->ip2 : NULL};
+    const char *const is[] = {pod ? pod->ip : NULL, pod ? pod->ip2 : NULL};
+    for (size_t i = 0; i < 2; i++) {
+        if (was[i] && mesh_hmap_get(&k->pods_by_ip, was[i]) == old)
+            mesh_hmap_remove(&k->pods_by_ip, was[i]);
+    }
+    for (size_t i = 0; i < 2; i++) {
+        if (is[i] && mesh_hmap_put(&k->pods_by_ip, is[i], pod) < 0)
+            mesh_k8s__problem(k, K8S_ERR_DECODE, "out of memory indexing pod '%s' by its IP",
+                              pod->head.key);
+    }
 }
 
 static const struct mesh_k8s_pod *find(const struct mesh_registry *r, const char *ip)

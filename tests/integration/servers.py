@@ -22,7 +22,8 @@ class ThreadedServer:
         self.thread = None
 
     def start(self):
-        s = socket.socket()
+        # An IPv6 host ("::") takes IPv4 too (IPV6_V6ONLY off, Linux's default).
+        s = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((self.host, self.port))
         s.listen(self.backlog)

@@ -100,7 +100,9 @@ class NsAgent(Agent):
 
 class CaptureNet(AgentTest):
     """The three hosts, the server and the agents' configs; no tests of its own (shared with
-    tests/security/test_capture_bypass.py)."""
+    tests/security/test_capture_bypass.py and test_capture_ipv6.py)."""
+
+    SERVER_HOST = "0.0.0.0"  # where the server on B listens ("::": IPv6 and IPv4)
 
     def setUp(self):
         super().setUp()
@@ -119,9 +121,9 @@ class CaptureNet(AgentTest):
             ["ip", "netns", "exec", self.ns_b, sys.executable, "-c",
              "import sys; sys.path.insert(0, sys.argv[1]); from http_backend import HttpBackend\n"
              "for name, port in (('api-b', sys.argv[2]), ('plain-b', sys.argv[3])):\n"
-             "    b = HttpBackend(name, port=int(port)); b.host = '0.0.0.0'; b.start()\n"
+             "    b = HttpBackend(name, port=int(port)); b.host = sys.argv[4]; b.start()\n"
              "print('ready', flush=True); sys.stdin.read()", HERE, str(APP_PORT),
-             str(PLAIN_PORT)],
+             str(PLAIN_PORT), self.SERVER_HOST],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.addCleanup(self.stop_server)
         self.assertEqual(self.server.stdout.readline().strip(), "ready")

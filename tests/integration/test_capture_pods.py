@@ -32,6 +32,10 @@ TD = "cluster.test"
 POD_GW, POD_IP, POD_CIDR = "10.77.5.1", "10.77.5.2", "10.77.5.0/24"
 NODE_IP, SERVER_IP = "10.77.6.1", "10.77.6.2"
 CLUSTER_IP, SVC_PORT, APP_PORT, OTHER_PORT = "10.96.0.10", 80, 8080, 8081
+LONELY_IP = "10.77.5.3"  # a second pod's address in the pod namespace
+# IPv6 beside IPv4 (test_pod_calls_over_ipv6_as_itself): the pod is dual-stack.
+POD_GW6, POD_IP6, POD_CIDR6 = "fd77:5::1", "fd77:5::2", "fd77:5::/64"
+NODE_IP6, SERVER_IP6 = "fd77:6::1", "fd77:6::2"
 MTLS_PORT = 15443
 
 SKIP = tc.SKIP
@@ -126,9 +130,9 @@ class CapturePodsTest(AgentTest):
         self.kube.stdin.flush()
         self.assertEqual(self.kube.stdout.readline().strip(), "put")
 
-    def start_kube(self, with_api_service=True):
+    def start_kube(self, with_api_service=True, objects=None):
         from fake_kube import pod_obj, service_obj, slice_obj
-        objects = ([self.api_service()] if with_api_service else []) + [
+        objects = objects or ([self.api_service()] if with_api_service else []) + [
             ("endpointslices", slice_obj("shop", "api-abc", "api",
                                          [(SERVER_IP, "node-b", "zone-1", None, "api-0")])),
             # A headless Service: no ClusterIP to capture.
@@ -148,8 +152,11 @@ class CapturePodsTest(AgentTest):
         self.assertEqual(word, "port")
         return int(port)
 
-    def node_agent(self, pods, with_api_service=True):
-        port = self.start_kube(with_api_service)
+    def node_agent(self, pods, with_api_service=True, objects=None, mtls=None, ipv6=False,
+                   server_ip=SERVER_IP):
+        """mtls: the mesh CA (a Pki): standalone identity, and shop/api called over mTLS at
+        the server host's agent (a static file gives its endpoint, server_ip, a mesh_port)."""
+        port = self.start_kube(with_api_service, objects)
         a = tc.NsAgent(self.ns_node, name="node-a", config={
             "trust_domain": TD,
             "node": {"name": "node-a", "zone": "zone-1", "address": NODE_IP},
@@ -159,16 +166,47 @@ class CapturePodsTest(AgentTest):
                             "watch_timeout": "30s"}],
             "readiness": {"registry_sync_timeout": "5s"},
             "proxy": {"workers": 2, "access_log": "stdout"},
-            "capture": {"enabled": True, "pods": pods}},
+            "capture": {"enabled": True, "pods": pods, "ipv6": ipv6}},
             env={"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(port),
                  "NODE_NAME": "node-a"})
+        if mtls:
+            a.config["identity"] = {"mode": "standalone", "ca_cert": mtls.cert,
+                                    "ca_key": mtls.key}
+            a.config["registries"].append({"type": "static", "name": "files",
+                                           "directory": a.services_dir, "poll_interval": "0"})
+            a.write_service("api.json", {"service": {
+                "name": "api", "namespace": "shop", "protocol": "http",
+                "endpoints": [{"address": server_ip, "port": APP_PORT,
+                               "mesh_port": MTLS_PORT}]}})
         self.agents.append(a)
         a.start()
         return a
 
-    def curl(self, url):
+    def server_agent(self, ca, inbound=f"{SERVER_IP}:{MTLS_PORT}", tcp_allow=None):
+        """The server host's agent: shop/api's workload behind its inbound mTLS port; with
+        tcp_allow (SPIFFE IDs), also TCP service shop/db (the "other" backend), which only
+        those callers may reach."""
+        b = tc.NsAgent(self.ns_srv, name="node-b", config={
+            "trust_domain": TD, "identity": {"mode": "standalone", "ca_cert": ca.cert,
+                                             "ca_key": ca.key},
+            "node": {"name": "node-b", "zone": "zone-1", "address": SERVER_IP},
+            "listeners": {"outbound_http": "127.0.0.1:15080", "inbound": inbound},
+            "proxy": {"workers": 2, "access_log": "stdout"}},
+            services={"api.json": {"service": {"name": "api", "namespace": "shop",
+                                               "protocol": "http", "port": APP_PORT}}})
+        if tcp_allow:
+            b.write_service("db.json", {"service": {"name": "db", "namespace": "shop",
+                                                    "protocol": "tcp", "port": OTHER_PORT}})
+            b.write_resource("db.json", {"kind": "AuthorizationPolicy", "name": "db",
+                                         "namespace": "shop",
+                                         "spec": {"allow": [{"principals": tcp_allow}]}})
+        self.agents.append(b)
+        b.start()
+        return b
+
+    def curl(self, url, source=None):
         r = tc.run("ip", "netns", "exec", self.ns_pod, "curl", "-s", "-m", str(int(10 * SLOW)),
-                   url, check=False)
+                   *(["--interface", source] if source else []), url, check=False)
         return r.returncode, r.stdout
 
     def k8s_ready(self, a):
@@ -213,7 +251,7 @@ class CapturePodsTest(AgentTest):
         self.assertEqual(a.metric("mesh_capture_outbound_connections_total", result="mesh"), 2)
         self.assertEqual(a.metric("mesh_capture_outbound_connections_total",
                                   result="passthrough"), 0)
-        # Both callers were named; the upstream side presents the node's identity.
+        # Both callers were named (without mTLS here: no identity to present).
         self.assertEqual(a.metric("mesh_capture_pod_callers_total", caller="named"), 2)
         self.assertEqual(a.metric("mesh_capture_pod_callers_total", caller="unknown"), 0)
 
@@ -243,6 +281,132 @@ class CapturePodsTest(AgentTest):
         self.put(*self.api_service())
         self.put(*self.client_pod())
         self.check_call(a)
+
+    def client_objects(self, pod=None):
+        """Pod client-0 (account "client") as the endpoint on this node of Service
+        shop/client: a local service, whose identity the agent holds a certificate for."""
+        from fake_kube import service_obj, slice_obj
+        return [self.api_service(),
+                ("services", service_obj("shop", "client", ports=(("http", 80, APP_PORT),))),
+                ("endpointslices", slice_obj("shop", "client-abc", "client",
+                                             [(POD_IP, "node-a", "zone-1", None, "client-0")])),
+                pod or self.client_pod()]
+
+    def wait_held(self, a, spiffe_id):
+        def held():
+            return {c["id"] for c in a.json("/v1/identity").get("certificates", [])}
+        wait_for(lambda: spiffe_id in held(), timeout=10 * SLOW,
+                 what="the certificate of the calling pod's account")
+
+    def call(self, a, server, url, path, source=None):
+        """The pod calls url+path: the caller the server's agent names, and the XFCC the
+        server saw."""
+        code, body = self.curl(url + path, source)
+        self.assertEqual(code, 0, a.logs() + server.logs())
+        echo = json.loads(body)
+        self.assertEqual((echo["backend"], echo["target"]), ("api", path))
+        wait_for(lambda: path in server.logs(), what="the server agent's access log line")
+        line = [json.loads(x) for x in server.logs().splitlines()
+                if x.startswith("{") and path in x][-1]
+        return line["downstream_identity"], echo["headers"].get("x-forwarded-client-cert", "")
+
+    def test_pod_presents_its_own_identity_upstream(self):
+        # Besides client-0, pod lonely-0 (account "lonely", at a second address of the pod
+        # namespace) backs no service: the agent holds no certificate for it.
+        from fake_kube import pod_obj
+        tc.run("ip", "-n", self.ns_pod, "addr", "add", f"{LONELY_IP}/24", "dev",
+               f"pe{os.getpid() % 100000}")
+        ca = Pki(os.path.join(self.tmp, "mesh"), name="mesh-ca")
+        server = self.server_agent(ca)
+        a = self.node_agent({"cidrs": [POD_CIDR]}, mtls=ca, objects=self.client_objects() + [
+            ("pods", pod_obj("shop", "lonely-0", "node-a", sa="lonely", ip=LONELY_IP))])
+        client_id, lonely_id = (f"spiffe://{TD}/ns/shop/sa/{sa}" for sa in ("client", "lonely"))
+        node_id = f"spiffe://{TD}/node/node-a"
+        self.wait_held(a, client_id)
+        wait_for(lambda: f"{CLUSTER_IP} . {SVC_PORT}" in self.set_elements(),
+                 timeout=10 * SLOW, what="the ClusterIP in the captured set")
+
+        def call(path, source=None):
+            return self.call(a, server, f"http://{CLUSTER_IP}:{SVC_PORT}", path, source)
+
+        # The server side sees the pod's own identity, in its access log and in XFCC.
+        caller, xfcc = call("/as-client")
+        self.assertEqual(caller, client_id)
+        self.assertIn(f"URI={client_id}", xfcc)
+        # A pod whose account has no certificate here: the node's identity, counted; the
+        # first pod's pooled upstream connection is not lent to it.
+        caller, xfcc = call("/as-lonely", LONELY_IP)
+        self.assertEqual(caller, node_id)
+        self.assertIn(f"URI={node_id}", xfcc)
+        # And the first pod again: still itself.
+        caller, _ = call("/as-client-again")
+        self.assertEqual(caller, client_id)
+        self.assertEqual(a.metric("mesh_capture_pod_callers_total", caller="named"), 3)
+        self.assertEqual(a.metric("mesh_capture_pod_identity_total", presented="pod"), 2)
+        self.assertEqual(a.metric("mesh_capture_pod_identity_total", presented="node"), 1)
+        # The node's own access log names each calling pod.
+        wait_for(lambda: "/as-lonely" in a.logs(), what="the node's access log line")
+        line = [json.loads(x) for x in a.logs().splitlines()
+                if x.startswith("{") and "/as-lonely" in x][-1]
+        self.assertEqual(line["downstream_identity"], lonely_id)
+
+    def test_pod_presents_its_own_identity_over_tcp(self):
+        # Captured TCP (shop/db) presents the pod's identity too: the server side's
+        # AuthorizationPolicy lets only client-0's account in; lonely-0 calls as the node.
+        from fake_kube import pod_obj
+        tc.run("ip", "-n", self.ns_pod, "addr", "add", f"{LONELY_IP}/24", "dev",
+               f"pe{os.getpid() % 100000}")
+        ca = Pki(os.path.join(self.tmp, "mesh"), name="mesh-ca")
+        client_id = f"spiffe://{TD}/ns/shop/sa/client"
+        server = self.server_agent(ca, tcp_allow=[client_id])
+        a = self.node_agent({"cidrs": [POD_CIDR]}, mtls=ca, objects=self.client_objects() + [
+            ("pods", pod_obj("shop", "lonely-0", "node-a", sa="lonely", ip=LONELY_IP))])
+        a.write_service("db.json", {"service": {
+            "name": "db", "namespace": "shop", "protocol": "tcp",
+            "endpoints": [{"address": SERVER_IP, "port": OTHER_PORT, "mesh_port": MTLS_PORT}]}})
+        self.wait_held(a, client_id)
+        wait_for(lambda: f"{SERVER_IP} . {OTHER_PORT}" in self.set_elements(),
+                 timeout=10 * SLOW, what="shop/db's endpoint in the captured set")
+        code, body = self.curl(f"http://{SERVER_IP}:{OTHER_PORT}/tcp")
+        self.assertEqual(code, 0, a.logs() + server.logs())
+        self.assertEqual(json.loads(body)["backend"], "other")
+        code, body = self.curl(f"http://{SERVER_IP}:{OTHER_PORT}/tcp-lonely", LONELY_IP)
+        self.assertNotEqual(code, 0, f"the node's identity was let in: {body}")
+        wait_for(lambda: f"denied spiffe://{TD}/node/node-a" in server.logs(),
+                 what="the server agent's refusal of the node's identity")
+        self.assertNotIn(f"denied {client_id}", server.logs())
+        self.assertEqual(a.metric("mesh_capture_pod_identity_total", presented="pod"), 1)
+        self.assertEqual(a.metric("mesh_capture_pod_identity_total", presented="node"), 1)
+
+    def test_pod_calls_over_ipv6_as_itself(self):
+        # A dual-stack pod (status.podIPs holds both) calls the server's IPv6 address, a mesh
+        # endpoint: the pods chain redirects it (capture.ipv6), and the agent names the pod
+        # by its IPv6 address as by its IPv4 one.
+        tag = f"{os.getpid() % 100000}"
+        for ns, ip, dev in ((self.ns_pod, POD_IP6, f"pe{tag}"), (self.ns_node, POD_GW6,
+                                                                  f"cali{tag}"),
+                            (self.ns_srv, SERVER_IP6, f"se{tag}"),
+                            (self.ns_node, NODE_IP6, f"sn{tag}")):
+            tc.run("ip", "-n", ns, "addr", "add", f"{ip}/64", "dev", dev, "nodad")
+        tc.run("ip", "-n", self.ns_pod, "-6", "route", "add", "default", "via", POD_GW6)
+        pod = self.client_pod()
+        pod[1]["status"]["podIPs"] = [{"ip": POD_IP}, {"ip": POD_IP6}]
+        ca = Pki(os.path.join(self.tmp, "mesh"), name="mesh-ca")
+        server = self.server_agent(ca, inbound=f"[{SERVER_IP6}]:{MTLS_PORT}")
+        a = self.node_agent({"cidrs": [POD_CIDR, POD_CIDR6]}, mtls=ca, ipv6=True,
+                            server_ip=SERVER_IP6, objects=self.client_objects(pod))
+        client_id = f"spiffe://{TD}/ns/shop/sa/client"
+        self.wait_held(a, client_id)
+        pods = {}
+        for r in a.json("/v1/status").get("registries", []):
+            pods.update(r.get("pods_by_ip") or {})
+        self.assertEqual({ip: p["identity"] for ip, p in pods.items()},
+                         {POD_IP: client_id, POD_IP6: client_id})
+        caller, xfcc = self.call(a, server, f"http://[{SERVER_IP6}]:{APP_PORT}", "/v6")
+        self.assertEqual(caller, client_id, a.logs())
+        self.assertIn(f"URI={client_id}", xfcc)
+        self.assertEqual(a.metric("mesh_capture_pod_callers_total", caller="named"), 1)
+        self.assertEqual(a.metric("mesh_capture_pod_identity_total", presented="pod"), 1)
 
 
 if __name__ == "__main__":

@@ -45,10 +45,14 @@ static int on_event(void *data, enum mesh_k8s_event_type type, const struct mesh
         mesh_k8s_service_free(s);
     } else {
         struct mesh_k8s_pod *p = NULL;
+        struct mesh_ipport a = {0}, b = {0};
         if (mesh_k8s_pod_decode(d, obj, &p, err, sizeof(err)) == 0 &&
             ((p->service_account && !mesh_name_is_dns_label(p->service_account)) ||
-             (p->ip && mesh_ipport_from_ip(p->ip, 0, &(struct mesh_ipport){0}) < 0)))
-            abort(); /* an account the mesh can name, or none; an IP literal, or none */
+             (p->ip && mesh_ipport_from_ip(p->ip, 0, &a) < 0) ||
+             (p->ip2 &&
+              (!p->ip || mesh_ipport_from_ip(p->ip2, 0, &b) < 0 || a.family == b.family))))
+            abort(); /* an account the mesh can name, or none; IP literals, or none; a
+                      * second one only beside the first, and of the other family */
         mesh_k8s_pod_free(p);
         char ns[MESH_K8S_NAME_MAX], name[MESH_K8S_NAME_MAX], rv[MESH_K8S_NAME_MAX];
         mesh_k8s_meta(d, obj, ns, name, rv);

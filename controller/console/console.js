@@ -3,15 +3,16 @@
 // Authorization header of each call. The console only reads (GET): changes are meshctl's.
 "use strict";
 
-const SVG = "http://www.w3.org/2000/svg";
 const REFRESH_MS = 5000;
 const $ = (sel) => document.querySelector(sel);
 let view = "graph";
 let timer = null;
 
 function el(tag, attrs, text) {
-  const e = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4))
-                                   : document.createElement(tag);
+  // The SVG namespace is taken from the page's own <svg>: no URL appears in the console.
+  const e = tag.startsWith("svg:")
+    ? document.createElementNS($("#graph").namespaceURI, tag.slice(4))
+    : document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
   if (text !== undefined) e.textContent = text;
   return e;
@@ -108,7 +109,7 @@ function drawGraph(g) {
     const len = Math.hypot(b.x - a.x, b.y - a.y) || 1;
     const ux = (b.x - a.x) / len, uy = (b.y - a.y) / len;
     const x1 = a.x + ux * R, y1 = a.y + uy * R, x2 = b.x - ux * (R + 2), y2 = b.y - uy * (R + 2);
-    const mx = (x1 + x2) / 2 - uy * 20, my = (y1 + y2) / 2 + ux * 20; // a slight bend
+    const mx = (x1 + x2) / 2 + uy * 40, my = (y1 + y2) / 2 - ux * 40; // bent to the left
     const rps = e.requests_per_s ?? e.tcp_connections_per_s ?? 0;
     const failing = (e.error_ratio || 0) > 0;
     const group = el("svg:g", {
@@ -122,8 +123,8 @@ function drawGraph(g) {
       ? `${num(e.tcp_connections_per_s)} conn/s · ${num(e.tcp_bytes_per_s, 0)} B/s`
       : `${num(e.requests_per_s)} req/s · ${pct(e.error_ratio)} err` +
         (e.latency_ms_p99 !== undefined ? ` · p99 ${num(e.latency_ms_p99, 1)} ms` : "");
-    group.append(el("svg:text", { x: (x1 + 2 * mx + x2) / 4, y: (y1 + 2 * my + y2) / 4 - 4 },
-                    label));
+    group.append(el("svg:text", { x: (x1 + 2 * mx + x2) / 4, y: (y1 + 2 * my + y2) / 4 - 6 },
+                    label)); // above the curve's middle
     const title = el("svg:title", {}, `${e.source} → ${e.destination} (${e.protocol}, ` +
                      `counted by the ${e.reporter})`);
     group.append(title);
@@ -212,9 +213,10 @@ async function refresh() {
   // No call without a token: a wrong one counts against this client (and slows it down).
   if (!sessionStorage.getItem("mesh-token")) return askToken("");
   try {
-    draw(await api(path));
+    const doc = await api(path);
     $("#login").hidden = true;
-    $("#views").hidden = false;
+    $("#views").hidden = false; // shown first: the graph is laid out to its width
+    draw(doc);
     $("#status").textContent = "updated " + new Date().toLocaleTimeString();
   } catch (err) {
     if (err instanceof Unauthorized) {

@@ -3,7 +3,7 @@
 chromium-driver and python3-selenium, importable only under /usr/bin/python3, hence a
 script of its own, started by test_console.py).
 
-    console_browser.py URL TOKEN_FILE ARTIFACT_DIR
+    console_browser.py URL TOKEN_FILE ARTIFACT_DIR CHROMIUM CHROMEDRIVER
 
 Logs in with the admin token as a user would (typing it), waits for the graph, reads what
 the DOM shows of every view, saves a screenshot of each into ARTIFACT_DIR and prints one
@@ -12,6 +12,7 @@ JSON document: {"graph": {"nodes": [...], "edges": [...]}, "agents": [...], "cer
 the page, not on time; exits 1 with what it saw when a wait runs out."""
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -44,7 +45,7 @@ return Array.from(document.querySelectorAll(arguments[0] + ' tbody tr')).map(tr 
 
 
 def main():
-    url, token_file, out = sys.argv[1:4]
+    url, token_file, out, chromium, chromedriver = sys.argv[1:6]
     os.makedirs(out, exist_ok=True)
     with open(token_file) as f:
         token = f.read().strip()
@@ -56,10 +57,10 @@ def main():
               "--no-first-run", "--disable-background-networking", "--disable-sync",
               "--disable-component-update", "--disable-default-apps"):
         opts.add_argument(a)
-    opts.binary_location = "/usr/bin/chromium"
+    opts.binary_location = chromium
     opts.accept_insecure_certs = True  # the controller's CA is the test's own
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    driver = webdriver.Chrome(service=Service(chromedriver), options=opts)
     result = {"screenshots": []}
 
     def shot(name):
@@ -77,6 +78,7 @@ def main():
                                "edges": driver.execute_script(EDGES_JS)}
             print(json.dumps(result))
             driver.quit()
+            shutil.rmtree(profile, ignore_errors=True)
             sys.exit(1)
 
     try:
@@ -114,6 +116,7 @@ def main():
             "return performance.getEntriesByType('resource').map(e => e.name);")
     finally:
         driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
     print(json.dumps(result))
 
 

@@ -30,18 +30,23 @@ ARTIFACTS = os.path.join(BUILD, "artifacts")
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
-def browser_missing():
-    """Why the browser part cannot run here, or None."""
-    for path, pkg in (("/usr/bin/chromium", "chromium"), ("/usr/bin/chromedriver",
-                                                           "chromium-driver")):
-        if not os.access(path, os.X_OK):
-            return f"{path} missing (Debian package {pkg})"
+def browser():
+    """(chromium, chromedriver, None), or (None, None, why the browser part cannot run)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not chromium:
+        return None, None, "no chromium (Debian package chromium)"
+    if not driver:
+        return None, None, "no chromedriver (Debian package chromium-driver)"
     if not os.access(SYSTEM_PYTHON, os.X_OK):
-        return f"{SYSTEM_PYTHON} missing"
-    r = subprocess.run([SYSTEM_PYTHON, "-c", "import selenium"], capture_output=True)
+        return None, None, f"no {SYSTEM_PYTHON}"
+    r = subprocess.run([SYSTEM_PYTHON, "-c", "import selenium; print(selenium.__version__)"],
+                       capture_output=True, text=True)
     if r.returncode != 0:
-        return f"{SYSTEM_PYTHON} cannot import selenium (Debian package python3-selenium)"
-    return None
+        return None, None, f"{SYSTEM_PYTHON} cannot import selenium (Debian python3-selenium)"
+    if int(r.stdout.split(".")[0]) < 4:
+        return None, None, f"selenium {r.stdout.strip()} is older than 4"
+    return chromium, driver, None
 
 
 class ConsoleFilesTest(BackendTest):
@@ -250,13 +255,14 @@ class ConsoleMeshTest(BackendTest):
         self.assertGreater(nodes["shop/api"]["requests_per_s"], 0)
         self.assertIsNone(self.edge(g, "shop/db", "shop/web"))
 
-        why = browser_missing()
+        chromium, chromedriver, why = browser()
         if why:
             print(f"test_console: browser part skipped: {why}", flush=True)
             self.skipTest(why)
         token_file = os.path.join(self.ctl.state_dir, "admin.token")
         r = subprocess.run([SYSTEM_PYTHON, os.path.join(HERE, "console_browser.py"),
-                            f"https://127.0.0.1:{self.ctl.port}/ui/", token_file, ARTIFACTS],
+                            f"https://127.0.0.1:{self.ctl.port}/ui/", token_file, ARTIFACTS,
+                            chromium, chromedriver],
                            capture_output=True, text=True, timeout=300)
         try:
             seen = json.loads(r.stdout.strip().splitlines()[-1])

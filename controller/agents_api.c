@@ -244,8 +244,14 @@ void mesh_api_report(struct mesh_api *api, struct mesh_http_exchange *ex)
         mesh_api_fail(api, ex, 400, why);
         return;
     }
-    /* Kept apart from the report (traffic.h): the last few of them, for rates. */
+    /* Kept apart from the report (traffic.h): the last few of them, for rates; only the
+     * node's own side of each call, which is all it can have counted. */
     json_object_del(doc, "traffic");
+    size_t own = mesh_ctl_traffic_own(edges, n_edges, json_object_get(doc, "services"));
+    if (own < n_edges)
+        mesh_log_debug("node %s reported %zu edges of services it does not run: left out", node,
+                       n_edges - own);
+    n_edges = own;
     if (mesh_ctl_traffic_note(&api->traffic, node, edges, n_edges, json_object_get(doc, "services"),
                               uv_now(api->loop)) < 0) {
         json_decref(doc);

@@ -181,6 +181,34 @@ bool mesh_ctl_traffic_check(const json_t *traffic, struct mesh_ctl_edge **ret_ed
     return true;
 }
 
+static bool is_local(const json_t *services, const char *ns, const char *name)
+{
+    size_t i;
+    const json_t *s;
+    json_array_foreach(services, i, s)
+    {
+        const char *sn = json_string_value(json_object_get(s, "namespace"));
+        const char *nn = json_string_value(json_object_get(s, "name"));
+        if (sn && nn && strcmp(sn, ns) == 0 && strcmp(nn, name) == 0)
+            return true;
+    }
+    return false;
+}
+
+size_t mesh_ctl_traffic_own(struct mesh_ctl_edge *edges, size_t n, const json_t *services)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct mesh_ctl_edge *e = &edges[i];
+        bool own = e->by_destination ? is_local(services, e->dst_ns, e->dst_svc)
+                                     : strcmp(e->src_wl, "unknown") == 0 ||
+                                           is_local(services, e->src_ns, e->src_wl);
+        if (own)
+            edges[kept++] = *e;
+    }
+    return kept;
+}
+
 int mesh_ctl_traffic_note(struct mesh_ctl_traffic *t, const char *node, struct mesh_ctl_edge *edges,
                           size_t n, json_t *services, uint64_t now_ms)
 {

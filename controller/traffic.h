@@ -79,6 +79,14 @@ void mesh_ctl_traffic_done(struct mesh_ctl_traffic *t);
  */
 bool mesh_ctl_traffic_check(const json_t *traffic, struct mesh_ctl_edge **ret_edges, size_t *ret_n,
                             char *why, size_t why_size);
+/*
+ * Keeps only the edges of the node's own side (compacting edges): a node counts the calls
+ * its proxy made for its local services (reporter "source": the source workload is one of
+ * `services`, or "unknown", the node itself) and the calls into them ("destination": the
+ * destination service is one of them). Another node's edges, which an enrolled node could
+ * invent, are left out. Returns how many stay.
+ */
+size_t mesh_ctl_traffic_own(struct mesh_ctl_edge *edges, size_t n, const json_t *services);
 /* Keeps a node's report: its edges (taken, may be NULL) and services (a reference is
  * taken) at loop time now_ms. Returns 0 or -ENOMEM (edges freed). */
 int mesh_ctl_traffic_note(struct mesh_ctl_traffic *t, const char *node, struct mesh_ctl_edge *edges,

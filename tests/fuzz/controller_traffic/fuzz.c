@@ -40,13 +40,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     json_t *traffic = json_is_object(doc) ? json_object_get(doc, "traffic") : doc;
     json_t *services =
-        json_pack("[{s:s, s:s, s:s}]", "namespace", "shop", "name", "api", "health", "healthy");
+        json_pack("[{s:s, s:s, s:s}, {s:s, s:s, s:s}]", "namespace", "shop", "name", "api",
+                  "health", "healthy", "namespace", "shop", "name", "web", "health", "draining");
     struct mesh_ctl_traffic t;
     struct mesh_ctl_edge *edges = NULL;
     size_t n = 0;
     char why[300] = "";
     mesh_ctl_traffic_init(&t);
     if (mesh_ctl_traffic_check(traffic, &edges, &n, why, sizeof(why))) {
+        size_t own = mesh_ctl_traffic_own(edges, n, services);
+        if (own > n)
+            abort();
+        n = own;
         /* A first report with nothing, then this one a second later: rates are its counts. */
         if (mesh_ctl_traffic_note(&t, "node-1", NULL, 0, services, 1000) < 0 ||
             mesh_ctl_traffic_note(&t, "node-1", edges, n, services, 2000) < 0)

@@ -228,12 +228,36 @@ static void test_checks_name_the_field(void **state)
     json_decref(many);
 }
 
+static void test_a_node_keeps_its_own_side(void **state)
+{
+    (void)state;
+    json_t *traffic = json_pack("[o, o, o, o, o]", http_edge("source", "web", "api", 1, 0, 1),
+                                http_edge("source", "unknown", "api", 1, 0, 1),
+                                http_edge("destination", "api", "web", 1, 0, 1),
+                                http_edge("source", "billing", "ledger", 1, 0, 1),
+                                http_edge("destination", "billing", "ledger", 1, 0, 1));
+    struct mesh_ctl_edge *edges;
+    size_t n;
+    char why[300];
+    assert_true(mesh_ctl_traffic_check(traffic, &edges, &n, why, sizeof(why)));
+    json_t *local = services("web");
+    assert_int_equal(mesh_ctl_traffic_own(edges, n, local), 3);
+    assert_string_equal(edges[0].src_wl, "web");
+    assert_string_equal(edges[1].src_wl, "unknown");
+    assert_string_equal(edges[2].dst_svc, "web");
+    assert_true(edges[2].by_destination);
+    mesh_free(edges);
+    json_decref(local);
+    json_decref(traffic);
+}
+
 int main(void)
 {
     mesh_alloc_install();
     const struct CMUnitTest tests[] = {
         UNIT_TEST(test_graph_of_three_services),
         UNIT_TEST(test_checks_name_the_field),
+        UNIT_TEST(test_a_node_keeps_its_own_side),
     };
     return cmocka_run_group_tests_name("controller_traffic", tests, NULL, NULL);
 }

@@ -235,17 +235,18 @@ class ConsoleMeshTest(BackendTest):
 
         def busy():
             """Both edges with rates, as the callers' proxies count them (until a caller's
-            agent has two reports, the callee's count stands in)."""
+            agent has two reports, the callee's count stands in), and the calls web made
+            before it knew of api (503s at the start) gone from the window of rates."""
             g = self.graph()
             a, b = self.edge(g, "shop/web", "shop/api"), self.edge(g, "shop/api", "shop/db")
             return (a and b and a.get("requests_per_s", 0) > 0 and b.get("errors_per_s", 0) > 0
+                    and a["errors_per_s"] == 0 and 0.1 < b["error_ratio"] < 0.5
                     and a["reporter"] == b["reporter"] == "source"
                     and {"shop/web", "shop/api", "shop/db"} <= {n["id"] for n in g["nodes"]})
         wait_for(busy, timeout=60, what="both edges with rates in /v1/graph")
         g = self.graph()
         web_api, api_db = self.edge(g, "shop/web", "shop/api"), self.edge(g, "shop/api", "shop/db")
         self.assertEqual(web_api["protocol"], "http")
-        self.assertEqual(web_api["errors_per_s"], 0, web_api)
         self.assertTrue(0.1 < api_db["error_ratio"] < 0.5, api_db)  # one call in four
         self.assertGreater(api_db["latency_ms_p99"], 0)
         nodes = {n["id"]: n for n in g["nodes"]}

@@ -153,13 +153,21 @@ static json_t *build_report(void *data)
     for (size_t i = 0; m && i < m->n; i++)
         json_array_append_new(certs, json_pack("{s:s, s:I}", "id", m->ids[i].id, "not_after",
                                                (json_int_t)m->ids[i].not_after));
-    return json_pack("{s:s, s:s, s:s, s:i, s:o, s:I, s:o, s:{s:i}}", "version", MESH_VERSION,
-                     "address", a->cfg->node.address ? a->cfg->node.address : "", "zone",
-                     a->cfg->node.zone ? a->cfg->node.zone : "", "inbound_port",
-                     (int)mesh_addr_port(&a->cfg->inbound_addr), "services", services,
-                     "config_index", (json_int_t)mesh_ctl_watch_index(a->watch), "certificates",
-                     certs, "counters", "active_connections",
-                     a->proxy ? mesh_proxy_active(a->proxy) : 0);
+    json_t *doc =
+        json_pack("{s:s, s:s, s:s, s:i, s:o, s:I, s:o, s:{s:i}}", "version", MESH_VERSION,
+                  "address", a->cfg->node.address ? a->cfg->node.address : "", "zone",
+                  a->cfg->node.zone ? a->cfg->node.zone : "", "inbound_port",
+                  (int)mesh_addr_port(&a->cfg->inbound_addr), "services", services, "config_index",
+                  (json_int_t)mesh_ctl_watch_index(a->watch), "certificates", certs, "counters",
+                  "active_connections", a->proxy ? mesh_proxy_active(a->proxy) : 0);
+    /* The traffic between services, for the controller's service graph; a report without
+     * it (short of memory) still says everything else. */
+    json_t *traffic = a->proxy ? mesh_proxy_traffic(a->proxy, MESH_REPORT_MAX_EDGES) : NULL;
+    if (doc && traffic)
+        json_object_set_new(doc, "traffic", traffic);
+    else
+        json_decref(traffic);
+    return doc;
 }
 
 const struct mesh_ctl_report_ops mesh_agent__report_ops = {.build = build_report,

@@ -18,6 +18,8 @@
 #include "common/http_client.h"
 
 #define MESH_REPORT_INTERVAL_MS 5000
+/* Edges of traffic in one report at most (the controller refuses more: 400). */
+#define MESH_REPORT_MAX_EDGES 256
 
 struct mesh_ctl_report;
 

@@ -18,7 +18,9 @@
  *                     allows ("addresses", from its join token). Anything else is refused
  *                     (403) and counted; joins, moves and leaves are logged and counted.
  *                     Its "services" (namespace, name, protocol, port, labels, identity,
- *                     health) are checked and go to the mesh's registry (catalog.c).
+ *                     health) are checked and go to the mesh's registry (catalog.c); its
+ *                     "traffic" (optional: older agents send none) is checked and kept
+ *                     for the service graph (traffic.c).
  *   POST /v1/leave    the node stops cleanly: its services leave the registry at once.
  *   GET  /v1/catalog  admin or node: the registry, a blocking query (catalog.h).
  *   GET  /v1/agents   admin: every enrolled node with its state:
@@ -185,6 +187,7 @@ void mesh_api_member_forget(struct mesh_api *api, const char *node)
 {
     if (api->catalog)
         mesh_ctl_catalog_leave(api->catalog, node);
+    mesh_ctl_traffic_forget(&api->traffic, node);
     struct report *r = mesh_hmap_remove(&api->reports, node);
     if (!r)
         return;
@@ -230,10 +233,29 @@ void mesh_api_report(struct mesh_api *api, struct mesh_http_exchange *ex)
         snprintf(why, sizeof(why), "zone: expected a string");
     else if (json_string_length(zone) && !mesh_label_value_valid(json_string_value(zone), &bad))
         snprintf(why, sizeof(why), "zone: %s", bad ? bad : "expected a label value");
-    if (why[0] || !mesh_ctl_catalog_check(api->catalog, node, patterns,
-                                          json_object_get(doc, "services"), why, sizeof(why))) {
+    struct mesh_ctl_edge *edges = NULL;
+    size_t n_edges = 0;
+    if (why[0] ||
+        !mesh_ctl_catalog_check(api->catalog, node, patterns, json_object_get(doc, "services"), why,
+                                sizeof(why)) ||
+        !mesh_ctl_traffic_check(json_object_get(doc, "traffic"), &edges, &n_edges, why,
+                                sizeof(why))) {
         json_decref(doc);
         mesh_api_fail(api, ex, 400, why);
+        return;
+    }
+    /* Kept apart from the report (traffic.h): the last few of them, for rates; only the
+     * node's own side of each call, which is all it can have counted. */
+    json_object_del(doc, "traffic");
+    size_t own = mesh_ctl_traffic_own(edges, n_edges, json_object_get(doc, "services"));
+    if (own < n_edges)
+        mesh_log_debug("node %s reported %zu edges of services it does not run: left out", node,
+                       n_edges - own);
+    n_edges = own;
+    if (mesh_ctl_traffic_note(&api->traffic, node, edges, n_edges, json_object_get(doc, "services"),
+                              uv_now(api->loop)) < 0) {
+        json_decref(doc);
+        mesh_api_fail(api, ex, 500, "out of memory");
         return;
     }
     if (mesh_ctl_catalog_report(api->catalog, node,

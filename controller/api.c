@@ -29,12 +29,14 @@ void mesh_api_init(struct mesh_api *api)
 {
     mesh_hmap_init(&api->reports);
     mesh_auth_limit_init(&api->limit);
+    mesh_ctl_traffic_init(&api->traffic);
 }
 
 void mesh_api_done(struct mesh_api *api)
 {
     mesh_api_agents_close(api);
     mesh_auth_limit_done(&api->limit);
+    mesh_ctl_traffic_done(&api->traffic);
 }
 
 void mesh_api_fail(struct mesh_api *api, struct mesh_http_exchange *ex, int status, const char *why)
@@ -344,6 +346,11 @@ void mesh_api_handle(struct mesh_http_exchange *ex, void *data)
             mesh_http_respond_json(ex, 200, json_pack("{s:o}", "certs", list(api, "certs", NULL)));
         else
             mesh_api_agents(api, ex);
+    } else if (path_is(r, "/v1/graph") && method_is(r, "GET")) {
+        if (mesh_api_admin(api, ex))
+            mesh_api_graph(api, ex);
+    } else if (r->path_len >= 3 && memcmp(r->path, "/ui", 3) == 0) {
+        mesh_api_console(api, ex, r);
     } else if (is_node_call(r, "POST", "/reset", node, sizeof(node))) {
         if (mesh_api_admin(api, ex))
             mesh_api_node_reset(api, ex, node);
@@ -353,6 +360,6 @@ void mesh_api_handle(struct mesh_http_exchange *ex, void *data)
     } else {
         mesh_api_fail(api, ex, 404,
                       "not found; see /v1/bundle, /v1/enroll, /v1/sign, /v1/tokens, "
-                      "/v1/certs, /v1/agents, /metrics");
+                      "/v1/certs, /v1/agents, /v1/graph, /ui/, /metrics");
     }
 }

@@ -14,6 +14,8 @@
  *   GET    /v1/agents            admin: the enrolled nodes
  *   POST   /v1/agents/<node>/reset  admin: forget a node's certificates; it may enroll anew
  *   PUT    /v1/agents/<node>/services  admin: the service identities the node may get
+ *   GET    /v1/graph             admin: the service graph with rates (traffic.h)
+ *   GET    /ui/                  the console (static files; its calls carry the admin token)
  *   GET    /metrics              Prometheus counters (no names, no addresses), for anyone
  *
  * Admin calls carry "Authorization: Bearer <admin token>" (the token is in
@@ -32,6 +34,7 @@
 #include "controller/ca.h"
 #include "controller/catalog.h"
 #include "controller/store.h"
+#include "controller/traffic.h"
 #include "resources/resource.h"
 
 struct resource_waiter;
@@ -86,6 +89,7 @@ struct mesh_api {
     bool members_dirty;               /* ... per change of it */
     char members_tag[48];             /* names members_text: "<start>-<version>" */
     uint64_t members_start, members_version;
+    struct mesh_ctl_traffic traffic; /* the nodes' traffic, for GET /v1/graph (traffic.h) */
 };
 
 /* Sets up what the API keeps in memory (store, ca and loop set by the caller). */
@@ -146,6 +150,11 @@ void mesh_api_agents_close(struct mesh_api *api);
 void mesh_api_agent_states(struct mesh_api *api, uint64_t ret[3]);
 /* Drops a node from the membership at once (a reset), as if it had left. */
 void mesh_api_member_forget(struct mesh_api *api, const char *node);
+/* graph.c: GET /v1/graph (admin), the service graph */
+void mesh_api_graph(struct mesh_api *api, struct mesh_http_exchange *ex);
+/* console.c: GET /ui/..., the console's static files (for anyone: the data needs a token) */
+void mesh_api_console(struct mesh_api *api, struct mesh_http_exchange *ex,
+                      const struct mesh_http_request *r);
 /* metrics.c: GET /metrics */
 void mesh_api_metrics(struct mesh_api *api, struct mesh_http_exchange *ex);
 /* The server's on_answered (data: the api): counts the answer's latency by route. */

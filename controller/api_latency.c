@@ -29,6 +29,8 @@ enum route {
     R_AGENT_RESET,
     R_AGENT_SERVICES,
     R_CERTS,
+    R_GRAPH,
+    R_UI,
     R_HEALTHZ,
     R_METRICS,
     R_OTHER,
@@ -51,6 +53,8 @@ static const char *const route_names[MESH_API_ROUTES] = {
     [R_AGENT_RESET] = "/v1/agents/{node}/reset",
     [R_AGENT_SERVICES] = "/v1/agents/{node}/services",
     [R_CERTS] = "/v1/certs",
+    [R_GRAPH] = "/v1/graph",
+    [R_UI] = "/ui/{file}",
     [R_HEALTHZ] = "/healthz",
     [R_METRICS] = "/metrics",
     [R_OTHER] = "other",
@@ -113,11 +117,13 @@ static enum route route_of(const struct mesh_http_request *r)
         {"/v1/bundle", R_BUNDLE}, {"/v1/enroll", R_ENROLL}, {"/v1/sign", R_SIGN},
         {"/v1/report", R_REPORT}, {"/v1/leave", R_LEAVE},   {"/v1/tokens", R_TOKENS},
         {"/v1/agents", R_AGENTS}, {"/v1/certs", R_CERTS},   {"/healthz", R_HEALTHZ},
-        {"/metrics", R_METRICS},
+        {"/metrics", R_METRICS},  {"/v1/graph", R_GRAPH},
     };
     for (size_t i = 0; i < MESH_ARRAY_SIZE(exact); i++)
         if (is(p, n, exact[i].path))
             return exact[i].route;
+    if (is(p, n, "/ui") || starts(p, n, "/ui/"))
+        return R_UI;
     if (is(p, n, "/v1/catalog"))
         return has_index(r) ? R_CATALOG_WATCH : R_CATALOG;
     if (is(p, n, "/v1/resources"))

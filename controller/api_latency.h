@@ -16,7 +16,7 @@
 #include "common/buf.h"
 #include "common/http_parse.h"
 
-#define MESH_API_ROUTES 19
+#define MESH_API_ROUTES 21
 #define MESH_API_METHODS 6 /* GET, HEAD, POST, PUT, DELETE, other */
 #define MESH_API_BUCKETS 15
 

@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "common/buf.h"
 
 /* Envoy's default histogram bounds, which Istio's histograms use (then +Inf). */
@@ -63,6 +65,9 @@ void mesh_istio_record_http(struct mesh_istio_series *s, uint64_t duration_us, u
                             uint64_t res_bytes);
 /* The istio_* families and mesh_metrics_series_* of /metrics. */
 void mesh_istio_metrics(struct mesh_istio_table *t, struct mesh_buf *b);
+
+/* The traffic per edge, summed from the series (istio_edges.c): mesh_proxy_traffic. */
+json_t *mesh_istio_traffic(struct mesh_istio_table *t, size_t max_edges);
 
 /* ---- label parts (istio_labels.c), malloc'd strings; NULL: out of memory ---- */
 

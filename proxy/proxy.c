@@ -532,6 +532,11 @@ int mesh_proxy_active(const struct mesh_proxy *p)
     return atomic_load(&p->shared.active_total);
 }
 
+json_t *mesh_proxy_traffic(struct mesh_proxy *p, size_t max_edges)
+{
+    return mesh_istio_traffic(&p->shared.istio, max_edges);
+}
+
 static size_t eligible_count(const struct snap_dest *d)
 {
     size_t n = 0;

@@ -145,5 +145,16 @@ bool mesh_proxy_in_effect(const struct mesh_proxy *p);
 int mesh_proxy_can_listen(const struct mesh_addr *a);
 /* Open proxied connections right now. */
 int mesh_proxy_active(const struct mesh_proxy *p);
+/*
+ * The traffic between services since the proxy started, from its istio_* series, for the
+ * controller's service graph: a JSON array of edges (at most max_edges), each
+ * {"reporter": "source"|"destination", "protocol": "http"|"tcp", "source_namespace",
+ * "source_workload", "destination_namespace", "destination_service"} (DNS labels or
+ * "unknown") with cumulative counters: HTTP "requests", "errors" (5xx, no answer, or a
+ * local refusal), "duration_us" and "duration_buckets" (per bucket of Istio's duration
+ * histogram, not cumulative, the last +Inf); TCP "connections_opened",
+ * "connections_closed", "bytes_sent", "bytes_received". NULL: out of memory. Main loop.
+ */
+json_t *mesh_proxy_traffic(struct mesh_proxy *p, size_t max_edges);
 
 #endif

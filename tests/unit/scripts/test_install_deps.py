@@ -45,6 +45,9 @@ USES = {
     ("rpm", "rpm-build"): (TESTS + BUILD, r'"rpm"|CPACK_GENERATOR RPM'),
     ("dpkg-dev", "dpkg"): (BUILD + ("packaging/CMakeLists.txt",), r"SHLIBDEPS ON|dpkg-deb"),
     ("openssl",): (TESTS, r'"openssl"|^openssl |\bopenssl x509'),
+    ("chromium",): (TESTS, r'"chromium"'),
+    ("chromium-driver", "chromedriver"): (TESTS, r'"chromedriver"'),
+    ("python3-selenium",): (TESTS, r"^from selenium import"),
 }
 
 

@@ -283,8 +283,10 @@ int mesh_proxy_new(uv_loop_t *loop, const struct mesh_proxy_options *opts, struc
     p->workers = mesh_calloc((size_t)p->n_workers, sizeof(*p->workers));
     if (!p->workers || mesh_dest_policy_defaults(&p->default_policy) < 0 ||
         mesh_istio_table_init(&p->shared.istio, opts->max_series) < 0 ||
+        mesh_trace__init(&p->shared.trace, p->n_workers) < 0 ||
         mesh_health_checker_new(loop, &p->shared, &p->hc) < 0) {
         mesh_istio_table_done(&p->shared.istio);
+        mesh_trace__done(&p->shared.trace);
         mesh_dest_policy_done(&p->default_policy);
         mesh_free(p->workers);
         mesh_free(p->hc);
@@ -343,6 +345,7 @@ static void free_proxy(struct mesh_proxy *p)
     mesh_listeners_done(&p->listeners);
     mesh_state_regs_done(&p->regs);
     mesh_dest_policy_done(&p->default_policy);
+    mesh_trace__done(&p->shared.trace);
     mesh_istio_table_done(&p->shared.istio);
     mesh_free(p->last_zone);
     if (p->shared.access_log_fd >= 0)
@@ -545,6 +548,21 @@ struct dest_metric {
     const char *type;
     const char *help;
 };
+
+int mesh_proxy_set_tracing(struct mesh_proxy *p, bool on, double ratio, const char *node)
+{
+    return mesh_trace__set(&p->shared.trace, on, ratio, node);
+}
+
+size_t mesh_proxy_take_spans(struct mesh_proxy *p, struct mesh_span *out, size_t max)
+{
+    return mesh_trace__take(&p->shared.trace, out, max);
+}
+
+uint64_t mesh_proxy_spans_dropped(const struct mesh_proxy *p)
+{
+    return atomic_load_explicit(&p->shared.trace.dropped, memory_order_relaxed);
+}
 
 void mesh_proxy_metrics(struct mesh_proxy *p, struct mesh_buf *b)
 {

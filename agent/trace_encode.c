@@ -67,7 +67,8 @@ static void view(const struct mesh_span *s, struct view *v)
     add_s(v, "server.address", s->server_address);
     if (s->server_port)
         add_i(v, "server.port", s->server_port);
-    add_s(v, "url.scheme", scheme);
+    if (server)
+        add_s(v, "url.scheme", scheme); /* a client's is in url.full */
     if (server) {
         const char *q = strchr(s->target, '?');
         size_t plen = q ? (size_t)(q - s->target) : strlen(s->target);
@@ -84,9 +85,10 @@ static void view(const struct mesh_span *s, struct view *v)
                      (unsigned)s->server_port, s->target);
         add_s(v, "url.full", v->url);
     }
-    add_s(v, "network.protocol.name", "http");
+    /* network.protocol.name is "http" unless said otherwise: not sent. */
     add_s(v, "network.protocol.version", s->version == 10 ? "1.0" : "1.1");
-    add_s(v, "user_agent.original", s->user_agent);
+    if (server) /* Recommended on server spans, opt-in on client spans. */
+        add_s(v, "user_agent.original", s->user_agent);
     if (s->status)
         add_i(v, "http.response.status_code", s->status);
     /* Server spans fail on 5xx, client spans on 4xx too; no response at all fails both.
@@ -110,21 +112,46 @@ static void str(struct mesh_buf *b, const char *s)
     mesh_buf_append_json_str(b, s, strlen(s));
 }
 
+/* Decimal digits of v; what printf would write, without its cost per span. */
+static void u64(struct mesh_buf *b, uint64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof(tmp);
+    do
+        tmp[--i] = (char)('0' + v % 10);
+    while (v /= 10);
+    mesh_buf_append(b, tmp + i, sizeof(tmp) - i);
+}
+
+static void lit(struct mesh_buf *b, const char *s)
+{
+    mesh_buf_append_str(b, s);
+}
+
 /* ---- OTLP/JSON ---- */
 
 static void otlp_span(struct mesh_buf *b, const struct mesh_span *s)
 {
     struct view v;
     view(s, &v);
-    mesh_buf_appendf(b, "{\"traceId\":\"%s\",\"spanId\":\"%s\",", s->trace_id, s->span_id);
-    if (s->parent_id[0])
-        mesh_buf_appendf(b, "\"parentSpanId\":\"%s\",", s->parent_id);
-    mesh_buf_append_str(b, "\"name\":");
+    /* Ids are hex made by the data plane: no escaping needed. */
+    lit(b, "{\"traceId\":\"");
+    lit(b, s->trace_id);
+    lit(b, "\",\"spanId\":\"");
+    lit(b, s->span_id);
+    if (s->parent_id[0]) {
+        lit(b, "\",\"parentSpanId\":\"");
+        lit(b, s->parent_id);
+    }
+    lit(b, "\",\"name\":");
     str(b, v.name);
-    mesh_buf_appendf(b,
-                     ",\"kind\":%d,\"startTimeUnixNano\":\"%" PRIu64
-                     "\",\"endTimeUnixNano\":\"%" PRIu64 "\",\"attributes\":[",
-                     (int)s->kind, s->start_ns, s->end_ns);
+    lit(b, ",\"kind\":");
+    u64(b, s->kind);
+    lit(b, ",\"startTimeUnixNano\":\"");
+    u64(b, s->start_ns);
+    lit(b, "\",\"endTimeUnixNano\":\"");
+    u64(b, s->end_ns);
+    lit(b, "\",\"attributes\":[");
     for (size_t i = 0; i < v.n; i++) {
         mesh_buf_append_str(b, i ? ",{\"key\":" : "{\"key\":");
         str(b, v.a[i].key);
@@ -133,7 +160,9 @@ static void otlp_span(struct mesh_buf *b, const struct mesh_span *s)
             str(b, v.a[i].s);
             mesh_buf_append_str(b, "}}");
         } else {
-            mesh_buf_appendf(b, ",\"value\":{\"intValue\":\"%lld\"}}", v.a[i].i);
+            lit(b, ",\"value\":{\"intValue\":\"");
+            u64(b, (uint64_t)v.a[i].i);
+            lit(b, "\"}}");
         }
     }
     /* Status: unset unless the span failed (STATUS_CODE_ERROR = 2). */
@@ -187,22 +216,30 @@ static void zipkin_span(struct mesh_buf *b, const struct mesh_span *s)
     uint64_t start_us = s->start_ns / 1000, end_us = s->end_ns / 1000;
     /* Zipkin reads a duration of 0 as none: at least one microsecond. */
     uint64_t dur = end_us > start_us ? end_us - start_us : 1;
-    mesh_buf_appendf(b, "{\"traceId\":\"%s\",\"id\":\"%s\",", s->trace_id, s->span_id);
-    if (s->parent_id[0])
-        mesh_buf_appendf(b, "\"parentId\":\"%s\",", s->parent_id);
-    mesh_buf_appendf(
-        b, "\"kind\":\"%s\",\"name\":", s->kind == MESH_SPAN_SERVER ? "SERVER" : "CLIENT");
+    lit(b, "{\"traceId\":\"");
+    lit(b, s->trace_id);
+    lit(b, "\",\"id\":\"");
+    lit(b, s->span_id);
+    if (s->parent_id[0]) {
+        lit(b, "\",\"parentId\":\"");
+        lit(b, s->parent_id);
+    }
+    lit(b, s->kind == MESH_SPAN_SERVER ? "\",\"kind\":\"SERVER\",\"name\":"
+                                       : "\",\"kind\":\"CLIENT\",\"name\":");
     str(b, v.name);
-    mesh_buf_appendf(b,
-                     ",\"timestamp\":%" PRIu64 ",\"duration\":%" PRIu64
-                     ",\"localEndpoint\":{\"serviceName\":",
-                     start_us, dur);
+    lit(b, ",\"timestamp\":");
+    u64(b, start_us);
+    lit(b, ",\"duration\":");
+    u64(b, dur);
+    lit(b, ",\"localEndpoint\":{\"serviceName\":");
     str(b, s->service);
     mesh_buf_append_str(b, "}");
     if (s->kind == MESH_SPAN_CLIENT && s->server_address[0]) {
         mesh_buf_append_str(b, ",\"remoteEndpoint\":{\"serviceName\":");
         str(b, s->server_address);
-        mesh_buf_appendf(b, ",\"port\":%u}", (unsigned)s->server_port);
+        lit(b, ",\"port\":");
+        u64(b, s->server_port);
+        lit(b, "}");
     }
     /* Tags: the same attributes, every value a string, as OpenTelemetry's Zipkin exporter
      * maps them, with otel.status_code and error for a failed span. */
@@ -214,8 +251,11 @@ static void zipkin_span(struct mesh_buf *b, const struct mesh_span *s)
         mesh_buf_append(b, ":", 1);
         if (v.a[i].s)
             str(b, v.a[i].s);
-        else
-            mesh_buf_appendf(b, "\"%lld\"", v.a[i].i);
+        else {
+            lit(b, "\"");
+            u64(b, (uint64_t)v.a[i].i);
+            lit(b, "\"");
+        }
     }
     if (v.error) {
         mesh_buf_append_str(b, v.n ? ",\"otel.status_code\":\"ERROR\",\"error\":"

@@ -55,6 +55,7 @@ struct mesh_trace_exporter {
 static const char *const json_headers[] = {"Content-Type: application/json", NULL};
 
 static void maybe_send(struct sender *s);
+static void on_tick(uv_timer_t *t);
 
 static void on_sent(struct mesh_http_req *req)
 {
@@ -110,10 +111,14 @@ static void maybe_send(struct sender *s)
     if (s->count < e->batch_size && now - s->first_at < e->flush_ms)
         return;
     size_t n = s->count < e->batch_size ? s->count : e->batch_size;
-    for (size_t i = 0; i < n; i++)
-        s->batch[i] = s->q[(s->head + i) % s->cap];
+    const struct mesh_span *spans = &s->q[s->head];
+    if (s->head + n > s->cap) { /* the batch wraps around the ring's end */
+        for (size_t i = 0; i < n; i++)
+            s->batch[i] = s->q[(s->head + i) % s->cap];
+        spans = s->batch;
+    }
     mesh_buf_reset(&s->body);
-    int r = s->encode(s->batch, n, &s->body);
+    int r = s->encode(spans, n, &s->body);
     if (r == 0) {
         mesh_http_req_done(&s->req); /* the last answer's buffers */
         s->req = (struct mesh_http_req){
@@ -151,19 +156,68 @@ static void enqueue(struct sender *s, const struct mesh_span *spans, size_t n, u
     }
 }
 
-static void on_tick(uv_timer_t *t)
+/*
+ * How soon to look at the workers' queues again: soon while spans come fast, else every
+ * 100 ms, or flush_interval when that is shorter. (A worker whose queue is half full also
+ * calls for it: on_spans.)
+ */
+static uint64_t next_tick(const struct mesh_trace_exporter *e, size_t took)
 {
-    struct mesh_trace_exporter *e = container_of(t, struct mesh_trace_exporter, tick);
-    uint64_t now = uv_now(e->loop);
-    size_t n;
+    if (took >= 64)
+        return 10;
+    return e->flush_ms < 100 ? e->flush_ms : 100;
+}
+
+/*
+ * Takes what the workers recorded into the queues: straight into the first one's free
+ * space, copied from there into the other's. Returns how many spans were taken.
+ */
+static size_t take_all(struct mesh_trace_exporter *e, uint64_t now)
+{
+    struct sender *first = &e->senders[0];
+    size_t took = 0, n, room;
     do {
-        n = mesh_proxy_take_spans(e->proxy, e->take, TAKE_CHUNK);
-        e->recorded += n;
-        for (size_t i = 0; i < e->n_senders; i++)
-            enqueue(&e->senders[i], e->take, n, now);
-    } while (n == TAKE_CHUNK);
+        struct mesh_span *dst = e->take;
+        room = TAKE_CHUNK;
+        if (first->count < first->cap) {
+            size_t tail = (first->head + first->count) % first->cap;
+            size_t contiguous = first->cap - tail, free = first->cap - first->count;
+            room = contiguous < free ? contiguous : free;
+            dst = &first->q[tail];
+        }
+        n = mesh_proxy_take_spans(e->proxy, dst, room);
+        if (dst == e->take) {
+            first->dropped += n;
+        } else {
+            if (!first->count && n)
+                first->first_at = now;
+            first->count += n;
+        }
+        for (size_t i = 1; i < e->n_senders; i++)
+            enqueue(&e->senders[i], dst, n, now);
+        took += n;
+    } while (n == room);
+    return took;
+}
+
+static void run(struct mesh_trace_exporter *e)
+{
+    size_t took = take_all(e, uv_now(e->loop));
+    e->recorded += took;
     for (size_t i = 0; i < e->n_senders; i++)
         maybe_send(&e->senders[i]);
+    uv_timer_start(&e->tick, on_tick, next_tick(e, took), 0);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    run(container_of(t, struct mesh_trace_exporter, tick));
+}
+
+/* A worker's queue is half full: empty it now rather than at the next tick. */
+static void on_spans(void *data)
+{
+    run(data);
 }
 
 static int add_sender(struct mesh_trace_exporter *e, const char *name, const char *url,
@@ -241,11 +295,9 @@ int mesh_trace_exporter_new(uv_loop_t *loop, struct mesh_proxy *proxy,
         free_exporter(e);
         return -ENOMEM;
     }
-    /* The workers' queues are looked at often enough not to fill between two looks; a
-     * batch still waits up to flush_interval to fill. */
-    uint64_t tick = e->flush_ms < 100 ? e->flush_ms : 100;
     uv_timer_init(loop, &e->tick);
-    uv_timer_start(&e->tick, on_tick, tick, tick);
+    uv_timer_start(&e->tick, on_tick, next_tick(e, 0), 0);
+    mesh_proxy_on_spans(proxy, on_spans, e);
     e->open = 2;
     *ret = e;
     return 0;
@@ -256,6 +308,7 @@ void mesh_trace_exporter_free(struct mesh_trace_exporter *e)
     if (!e || e->closing)
         return;
     e->closing = true;
+    mesh_proxy_on_spans(e->proxy, NULL, NULL);
     uv_close((uv_handle_t *)&e->tick, on_timer_closed);
     mesh_http_client_close(e->client, on_client_closed, e);
 }

@@ -44,6 +44,9 @@ struct mesh_proxy {
     struct mesh_listeners listeners;
     struct mesh_health_checker *hc;
     uv_async_t applied; /* a worker took a snapshot */
+    uv_async_t spans;   /* a worker's span queue is half full */
+    void (*spans_cb)(void *data);
+    void *spans_data;
     bool stopping;
     int closing;
     void (*done)(void *data);
@@ -299,6 +302,13 @@ int mesh_proxy_new(uv_loop_t *loop, const struct mesh_proxy_options *opts, struc
 
 static void on_worker_exited(uv_async_t *a);
 
+static void on_spans(uv_async_t *a)
+{
+    struct mesh_proxy *p = a->data;
+    if (p->spans_cb)
+        p->spans_cb(p->spans_data);
+}
+
 static void on_applied(uv_async_t *a)
 {
     struct mesh_proxy *p = a->data;
@@ -312,6 +322,9 @@ int mesh_proxy_start(struct mesh_proxy *p)
     uv_async_init(p->loop, &p->applied, on_applied);
     p->applied.data = p;
     p->shared.applied = &p->applied;
+    uv_async_init(p->loop, &p->spans, on_spans);
+    p->spans.data = p;
+    p->shared.trace.wake = &p->spans;
     uv_timer_init(p->loop, &p->sweep);
     uv_timer_init(p->loop, &p->drain);
     p->exited.data = p->sweep.data = p->drain.data = p;
@@ -373,9 +386,10 @@ static void on_hc_closed(void *data)
 
 static void finish_stop(struct mesh_proxy *p)
 {
-    p->closing = 5;
+    p->closing = 6;
     uv_close((uv_handle_t *)&p->exited, on_closed);
     uv_close((uv_handle_t *)&p->applied, on_closed);
+    uv_close((uv_handle_t *)&p->spans, on_closed);
     uv_close((uv_handle_t *)&p->sweep, on_closed);
     uv_close((uv_handle_t *)&p->drain, on_closed);
     mesh_health_checker_close(p->hc, on_hc_closed, p);
@@ -552,6 +566,12 @@ struct dest_metric {
 int mesh_proxy_set_tracing(struct mesh_proxy *p, bool on, double ratio, const char *node)
 {
     return mesh_trace__set(&p->shared.trace, on, ratio, node);
+}
+
+void mesh_proxy_on_spans(struct mesh_proxy *p, void (*cb)(void *data), void *data)
+{
+    p->spans_cb = cb;
+    p->spans_data = data;
 }
 
 size_t mesh_proxy_take_spans(struct mesh_proxy *p, struct mesh_span *out, size_t max)

@@ -14,6 +14,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <uv.h>
+
 #include "proxy/trace.h"
 
 struct mesh_trace_ring {
@@ -30,7 +32,8 @@ struct mesh_trace_shared {
     struct mesh_trace_ring **rings; /* one per worker, made at the first mesh_trace__set */
     int n_rings;
     atomic_ullong dropped;
-    char node[96]; /* service.name where no local service calls (the shared listener) */
+    uv_async_t *wake; /* sent when a ring gets half full (set before the workers start) */
+    char node[96];    /* service.name where no local service calls (the shared listener) */
 };
 
 /* Returns 0 or -ENOMEM. */

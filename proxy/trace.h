@@ -55,6 +55,11 @@ int mesh_proxy_set_tracing(struct mesh_proxy *p, bool on, double ratio, const ch
  * many were taken.
  */
 size_t mesh_proxy_take_spans(struct mesh_proxy *p, struct mesh_span *out, size_t max);
+/*
+ * cb(data) runs on the loop when a worker's queue is half full, so that it is emptied before
+ * it fills; NULL: no call. Main loop.
+ */
+void mesh_proxy_on_spans(struct mesh_proxy *p, void (*cb)(void *data), void *data);
 /* Spans the workers dropped because their queue was full, since the start. */
 uint64_t mesh_proxy_spans_dropped(const struct mesh_proxy *p);
 

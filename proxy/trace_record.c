@@ -131,7 +131,8 @@ void mesh_trace_http_request(struct http_conn *c, uint64_t duration_us)
         return;
     struct mesh_trace_ring *ring = t->rings[c->w->index];
     size_t head = atomic_load_explicit(&ring->head, memory_order_relaxed);
-    if (head - atomic_load_explicit(&ring->tail, memory_order_acquire) >= MESH_TRACE_RING) {
+    size_t tail = atomic_load_explicit(&ring->tail, memory_order_acquire);
+    if (head - tail >= MESH_TRACE_RING) {
         atomic_fetch_add_explicit(&t->dropped, 1, memory_order_relaxed);
         return;
     }
@@ -163,6 +164,9 @@ void mesh_trace_http_request(struct http_conn *c, uint64_t duration_us)
     const char *peer = c->peer_identity ? c->peer_identity : "";
     put(s->peer_id, sizeof(s->peer_id), peer, strlen(peer));
     atomic_store_explicit(&ring->head, head + 1, memory_order_release);
+    /* The fill grows one at a time: it meets the half mark once per filling. */
+    if (head + 1 - tail == MESH_TRACE_RING / 2 && t->wake)
+        uv_async_send(t->wake);
 }
 
 int mesh_trace_snapshot_names(struct mesh_proxy_snapshot *s, const struct want_listener *wl,

@@ -7,6 +7,7 @@
 #include "agent/agent-int.h"
 #include "agent/trace_export.h"
 #include "common/log.h"
+#include "common/macros.h"
 #include "proxy/trace.h"
 
 int mesh_agent__tracing_start(struct mesh_agent *a)
@@ -62,5 +63,11 @@ void mesh_agent__tracing_reload(struct mesh_agent *a, const struct mesh_agent_co
         mesh_log_error("out of memory making the span queues; tracing is off");
         mesh_trace_exporter_free(a->tracer);
         a->tracer = NULL;
+    }
+    if (!a->tracer) {
+        /* What the workers still held is not sent later, when tracing comes back. */
+        struct mesh_span old[8];
+        while (mesh_proxy_take_spans(a->proxy, old, MESH_ARRAY_SIZE(old)) == MESH_ARRAY_SIZE(old))
+            ;
     }
 }

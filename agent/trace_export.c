@@ -30,9 +30,10 @@ struct sender {
     size_t in_flight; /* spans of the batch being sent; 0: none */
     struct mesh_buf body;
     struct mesh_http_req req;
-    unsigned failures;      /* in a row */
-    uint64_t failing_since; /* loop ms of the first of them */
-    uint64_t retry_at;      /* loop ms */
+    unsigned failures;       /* in a row */
+    uint64_t failing_since;  /* loop ms of the first of them */
+    uint64_t retry_at;       /* loop ms */
+    uint64_t refusal_logged; /* loop ms of the last refusal logged (one every 10 s) */
     /* Counters. */
     uint64_t exported, failed, dropped, requests_ok, requests_retried, requests_failed;
 };
@@ -91,8 +92,15 @@ static void on_sent(struct mesh_http_req *req)
         s->requests_failed++;
         s->failed += n;
         s->failures = 0;
-        mesh_log_warn("%s collector '%s' refused %zu spans (status %ld: %.200s); dropping them",
-                      s->name, s->url, n, st, req->answer.data ? req->answer.data : "");
+        /* A collector that refuses every batch would otherwise log each one. */
+        if (!s->refusal_logged || now - s->refusal_logged >= 10000) {
+            s->refusal_logged = now;
+            mesh_log_warn(
+                "%s collector '%s' refused %zu spans (%s%ld: %.200s); dropping them "
+                "(mesh_trace_spans_failed_total counts them)",
+                s->name, s->url, n, req->result < 0 ? "given up, last status " : "status ", st,
+                req->result < 0 ? req->error : (req->answer.data ? req->answer.data : ""));
+        }
     }
     /* Taken or given up: the batch leaves the queue. */
     s->head = (s->head + n) % s->cap;

@@ -246,6 +246,44 @@ class TracingTest(HttpTest):
         self.assertEqual(self.collector.rejected[0][1], 400)
         self.assertIn("warn", a.logs())
 
+    def test_reload_turns_tracing_on_changes_the_ratio_and_turns_it_off(self):
+        backend = HttpBackend("api-1").start()
+        self.backends.append(backend)
+        a = self.http_agent([backend])
+        c = self.client()
+        self.addCleanup(c.close)
+
+        def trace_of(path, **kw):
+            status, _, echo = c.echo(path, **kw)
+            self.assertEqual(status, 200)
+            return echo["headers"]["traceparent"].split("-")
+
+        self.assertEqual(trace_of("/off")[3], "01")  # off: new traces keep the flag set
+        self.assertIsNone(a.metric("mesh_trace_spans_recorded_total"))
+        a.config["tracing"] = self.tracing()
+        a.write_config()
+        a.reload()
+        tp = trace_of("/on")
+        self.spans_of("otlp", tp[1], 1)
+        # The ratio changes in place: new traces are no longer sampled, and say so.
+        a.config["tracing"] = self.tracing(sampling_ratio=0)
+        a.write_config()
+        a.reload()
+        self.assertEqual(trace_of("/ratio0")[3], "00")
+        # Off again: no exporter, no families.
+        del a.config["tracing"]
+        a.write_config()
+        a.reload()
+        self.assertIsNone(a.metric("mesh_trace_spans_recorded_total"))
+        trace_of("/off-again")
+        a.config["tracing"] = self.tracing(zipkin_endpoint="")
+        a.write_config()
+        a.reload()
+        tp = trace_of("/on-again")
+        spans = self.spans_of("otlp", tp[1], 1)
+        # Nothing recorded while it was off came out afterwards.
+        self.assertEqual(len(self.collector.spans("otlp")), 2, spans)
+
     def test_bad_config_is_refused_with_its_place(self):
         a = self.agent(config={"tracing": {"otlp_endpoint": "collector:4318",
                                            "sampling_ratio": 2}})

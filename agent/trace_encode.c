@@ -77,12 +77,13 @@ static void view(const struct mesh_span *s, struct view *v)
         if (q)
             add_s(v, "url.query", q + 1);
     } else {
-        bool dflt = s->server_port == 80;
-        if (dflt)
-            snprintf(v->url, sizeof(v->url), "%s://%s%s", scheme, s->server_address, s->target);
-        else
-            snprintf(v->url, sizeof(v->url), "%s://%s:%u%s", scheme, s->server_address,
-                     (unsigned)s->server_port, s->target);
+        /* An IPv6 address goes back into brackets; port 80 is the scheme's own. */
+        bool v6 = strchr(s->server_address, ':') != NULL;
+        char port[8] = "";
+        if (s->server_port != 80)
+            snprintf(port, sizeof(port), ":%u", (unsigned)s->server_port);
+        snprintf(v->url, sizeof(v->url), "%s://%s%s%s%s%s", scheme, v6 ? "[" : "",
+                 s->server_address, v6 ? "]" : "", port, s->target);
         add_s(v, "url.full", v->url);
     }
     /* network.protocol.name is "http" unless said otherwise: not sent. */

@@ -103,13 +103,14 @@ static void put(char *dst, size_t size, const char *s, size_t len)
     dst[len] = '\0';
 }
 
-/* "host:port", "[v6]:port" or "host": the host in s->server_address, the port apart. */
+/* "host:port", "[v6]:port", "[v6]" or "host": the host (an IPv6 address without its
+ * brackets) in s->server_address, the port apart. */
 static void put_authority(struct mesh_span *s, const char *a, bool tls)
 {
     size_t len = strlen(a), host_len = len;
     unsigned port = tls ? 443 : 80;
-    const char *colon = strrchr(a, ':');
-    if (colon && (a[0] != '[' || colon > strchr(a, ']'))) {
+    const char *colon = strrchr(a, ':'), *bracket = a[0] == '[' ? strchr(a, ']') : NULL;
+    if (colon && (a[0] != '[' || (bracket && colon > bracket))) {
         unsigned v = 0;
         const char *p = colon + 1;
         for (; *p >= '0' && *p <= '9' && v <= 65535; p++)
@@ -119,7 +120,10 @@ static void put_authority(struct mesh_span *s, const char *a, bool tls)
             port = v;
         }
     }
-    put(s->server_address, sizeof(s->server_address), a, host_len);
+    if (bracket && (size_t)(bracket - a) < host_len) /* "[v6]": the address alone */
+        put(s->server_address, sizeof(s->server_address), a + 1, (size_t)(bracket - a) - 1);
+    else
+        put(s->server_address, sizeof(s->server_address), a, host_len);
     s->server_port = (uint16_t)port;
 }
 

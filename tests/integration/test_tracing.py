@@ -146,7 +146,8 @@ class TracingTest(HttpTest):
         a, b, backend = self.pair(self.tracing(), self.tracing())
         trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
         status, _, _ = self.call("/err?status=503",
-                                 headers={"traceparent": f"00-{trace_id}-{parent}-01"})
+                                 headers={"traceparent": f"00-{trace_id}-{parent}-01",
+                                          "Host": "[::1]:8080"})
         self.assertEqual(status, 503)
         otlp = self.spans_of("otlp", trace_id, 2)
         client = [s for s in otlp if s["kind"] == 3][0]
@@ -158,6 +159,10 @@ class TracingTest(HttpTest):
         self.assertEqual(server["attributes"]["error.type"], "503")
         self.assertEqual(server["attributes"]["http.response.status_code"], 503)
         self.assertEqual(server["attributes"]["url.query"], "status=503")
+        # Host "[::1]:8080": the address without brackets, the port apart, url.full whole.
+        self.assertEqual(client["attributes"]["server.address"], "::1")
+        self.assertEqual(client["attributes"]["server.port"], 8080)
+        self.assertEqual(client["attributes"]["url.full"], "http://[::1]:8080/err?status=503")
 
     def test_ratio_zero_records_no_new_trace_but_follows_a_sampled_caller(self):
         a, b, backend = self.pair(self.tracing(sampling_ratio=0), self.tracing(sampling_ratio=0))

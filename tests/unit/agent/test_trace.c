@@ -180,6 +180,18 @@ static void test_otlp_statuses(void **state)
     assert_string_equal(json_string_value(json_object_get(sp, "name")), "HTTP");
     assert_string_equal(otlp_str(sp, "url.full"), "http://api:8080/items?id=\"7\"");
     json_decref(j);
+    /* An IPv6 server.address is bare; url.full puts it back in brackets. */
+    memcpy(s.server_address, "::1", 4);
+    j = encode(mesh_trace_encode_otlp, &s, 1);
+    sp = json_array_get(
+        json_object_get(
+            json_array_get(json_object_get(json_array_get(json_object_get(j, "resourceSpans"), 0),
+                                           "scopeSpans"),
+                           0),
+            "spans"),
+        0);
+    assert_string_equal(otlp_str(sp, "url.full"), "http://[::1]:8080/items?id=\"7\"");
+    json_decref(j);
     /* No span: an empty request, still valid. */
     j = encode(mesh_trace_encode_otlp, NULL, 0);
     assert_int_equal(json_array_size(json_object_get(j, "resourceSpans")), 0);

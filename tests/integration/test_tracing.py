@@ -289,6 +289,22 @@ class TracingTest(HttpTest):
         # Nothing recorded while it was off came out afterwards.
         self.assertEqual(len(self.collector.spans("otlp")), 2, spans)
 
+    def test_local_answers_have_spans_named_by_the_node(self):
+        a, _ = self.single()
+        c = Client(self.shared_port, host="nowhere")
+        self.addCleanup(c.close)
+        trace_id = "5bf92f3577b34da6a3ce929d0e0e4736"
+        status, _, _ = c.request(path="/x", headers={
+            "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+        self.assertEqual(status, 404)
+        span = self.spans_of("otlp", trace_id, 1)[0]
+        # The shared listener: the node calls; no service answered, the agent did (NR).
+        self.assertEqual(span["service"], a.config["node"]["name"])
+        self.assertEqual(span["kind"], 3)
+        self.assertEqual(span["status"], 2)
+        self.assertEqual(span["attributes"]["http.response.status_code"], 404)
+        self.assertEqual(span["attributes"]["mesh.response_flags"], "NR")
+
     def test_bad_config_is_refused_with_its_place(self):
         a = self.agent(config={"tracing": {"otlp_endpoint": "collector:4318",
                                            "sampling_ratio": 2}})

@@ -49,6 +49,7 @@ struct mesh_agent {
     struct mesh_lkg *lkg;
     struct mesh_hosts *hosts; /* host-name endpoints (agent/hosts.h) */
     struct mesh_proxy *proxy;
+    struct mesh_trace_exporter *tracer; /* NULL: tracing off (agent/trace_export.h) */
     struct mesh_resources *resources;
     struct mesh_certs *certs;     /* NULL: identity.mode "none" */
     struct mesh_ctl_watch *watch; /* resources from the controller (controller mode) */
@@ -95,6 +96,11 @@ void mesh_agent__format_time(double t, char *out, size_t n);
 void mesh_agent__log_errors(const struct mesh_cfg_errors *e);
 /* Log level and format: the command line's, else the config's. */
 void mesh_agent__apply_log_settings(struct mesh_agent *a);
+
+/* agent_tracing.c: the span exporter when an endpoint is set (start); on a reload, before
+ * a->cfg becomes `next`: a new exporter when its part of the config changed, and the ratio. */
+int mesh_agent__tracing_start(struct mesh_agent *a);
+void mesh_agent__tracing_reload(struct mesh_agent *a, const struct mesh_agent_config *next);
 
 /* agent_dns.c */
 struct mesh_agent_dns;

@@ -26,6 +26,7 @@
 #include "agent/local_health.h"
 #include "agent/notify.h"
 #include "agent/resources.h"
+#include "agent/trace_export.h"
 #include "common/alloc.h"
 #include "common/fs.h"
 #include "common/http_client.h"
@@ -265,6 +266,8 @@ int mesh_agent_start(struct mesh_agent *a)
         r = mesh_proxy_start(a->proxy);
     if (r < 0)
         return start_failed(r, "cannot start the data plane: %s", strerror(-r));
+    if ((r = mesh_agent__tracing_start(a)) < 0)
+        return start_failed(r, "cannot start tracing: %s", strerror(-r));
     if ((r = mesh_agent__capture_start(a)) < 0)
         return start_failed(r, "cannot install the capture rules (docs/capture.md)");
 
@@ -354,6 +357,8 @@ void mesh_agent_stop(struct mesh_agent *a)
     mesh_agent__dns_stop(a);
     if (a->admin)
         mesh_admin_close(a->admin, a->cfg->shutdown.drain_timeout_ms, on_admin_closed, a);
+    mesh_trace_exporter_free(a->tracer); /* it reads the proxy's spans: before the proxy goes */
+    a->tracer = NULL;
     if (a->proxy)
         mesh_proxy_stop(a->proxy, a->cfg->shutdown.drain_timeout_ms, on_proxy_stopped, a);
     if (a->resources)

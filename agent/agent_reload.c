@@ -242,6 +242,7 @@ static void commit(struct mesh_agent *a, struct reload *rl)
         rl->watch = NULL;
     }
     bool resources_moved = strcmp(rl->next->resources_dir, a->cfg->resources_dir) != 0;
+    mesh_agent__tracing_reload(a, rl->next);
     mesh_agent_config_unref(a->cfg);
     a->cfg = rl->next;
     rl->next = NULL;

@@ -7,6 +7,7 @@
 #include "agent/hosts.h"
 #include "agent/lkg.h"
 #include "agent/registries.h"
+#include "agent/trace_export.h"
 #include "common/macros.h"
 #include "common/prom.h"
 #include "mesh-version.h"
@@ -196,6 +197,7 @@ void mesh_agent_metrics(const struct mesh_agent *a, struct mesh_buf *b)
         mesh_hosts_metrics(a->hosts, b);
     if (a->proxy)
         mesh_proxy_metrics(a->proxy, b);
+    mesh_trace_exporter_metrics(a->tracer, b);
     mesh_certs_metrics(a->certs, b);
     mesh_prom_family(b, "mesh_agent_watchdog_pings_total", "counter",
                      "Watchdog keep-alives sent to the service manager.");

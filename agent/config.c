@@ -627,6 +627,7 @@ static const struct mesh_cfg_field root_fields[] = {
     {.key = "shutdown", .type = MESH_CFG_OBJECT, F(shutdown), .schema = &shutdown_schema},
     {.key = "proxy", .type = MESH_CFG_OBJECT, F(proxy), .schema = &proxy_schema},
     {.key = "telemetry", .type = MESH_CFG_OBJECT, F(telemetry), .schema = &telemetry_schema},
+    {.key = "tracing", .type = MESH_CFG_OBJECT, F(tracing), .schema = &mesh_agent__tracing_schema},
     {.key = "identity", .type = MESH_CFG_OBJECT, F(identity), .schema = &identity_schema},
     {.key = "dns",
      .type = MESH_CFG_OBJECT,

@@ -13,6 +13,7 @@
 #include <jansson.h>
 
 #include "agent/config_capture.h"
+#include "agent/config_tracing.h"
 #include "catalog/registry.h"
 #include "common/addr.h"
 #include "common/cfg.h"
@@ -148,6 +149,7 @@ struct mesh_agent_config {
     struct mesh_agent_shutdown_config shutdown;
     struct mesh_agent_proxy_config proxy;
     struct mesh_agent_telemetry_config telemetry;
+    struct mesh_agent_tracing_config tracing; /* agent/config_tracing.h */
     struct mesh_agent_identity_config identity;
     struct mesh_agent_dns_config dns;
     struct mesh_agent_dns_responder_config dns_responder;

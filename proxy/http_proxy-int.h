@@ -116,6 +116,13 @@ struct http_req {
     char upstream_host[MESH_ADDR_STRLEN];
     char request_id[40];
     char trace_id[33];
+    /* Tracing (trace_record.c): the traceparent the upstream gets (this hop's span id in
+     * it), the caller's span id ("" for a new trace), whether the span is recorded, and the
+     * User-Agent, copied only then. */
+    char traceparent[56];
+    char parent_id[17];
+    bool sampled;
+    char user_agent[96];
     uint64_t start_us;
     uint64_t bytes_in, bytes_out;
 };

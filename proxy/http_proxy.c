@@ -239,6 +239,7 @@ static void record(struct http_conn *c)
     if (q->rule)
         mesh_http_stats_record(mesh_dest_http(q->rule->state), q->status, us);
     mesh_istio_http_request(c, us);
+    mesh_trace_http_request(c, us);
     mesh_access_log(c->w->shared, c);
 }
 
@@ -257,6 +258,8 @@ static void reset_request(struct http_req *q)
     q->status = 0;
     q->flags = 0;
     q->upstream_host[0] = q->request_id[0] = q->trace_id[0] = '\0';
+    q->traceparent[0] = q->parent_id[0] = q->user_agent[0] = '\0';
+    q->sampled = false;
     q->bytes_in = q->bytes_out = 0;
     q->res_chunked_to_raw = q->res_keep_alive = false;
     q->upgrade = q->expect_continue = q->head_only = false;

@@ -81,28 +81,6 @@ static void hex(char *out, uint64_t v, int digits)
         out[i] = d[v & 15];
 }
 
-static bool is_hex(const char *s, size_t n, bool nonzero)
-{
-    bool any = false;
-    for (size_t i = 0; i < n; i++) {
-        if (!isxdigit((unsigned char)s[i]) || isupper((unsigned char)s[i]))
-            return false;
-        any |= s[i] != '0';
-    }
-    return !nonzero || any;
-}
-
-/* W3C Trace Context: "00-<trace 32>-<parent 16>-<flags 2>", the version not ff. */
-static bool traceparent_valid(const struct mesh_http_header *h)
-{
-    const char *v = h->value;
-    if (h->value_len < 55 || (h->value_len > 55 && v[55] != '-'))
-        return false;
-    return is_hex(v, 2, false) && memcmp(v, "ff", 2) != 0 && v[2] == '-' &&
-           is_hex(v + 3, 32, true) && v[35] == '-' && is_hex(v + 36, 16, true) && v[52] == '-' &&
-           is_hex(v + 53, 2, false) && (memcmp(v, "00", 2) != 0 || h->value_len == 55);
-}
-
 static bool request_id_ok(const struct mesh_http_header *h)
 {
     if (!h || h->value_len == 0 || h->value_len >= sizeof(((struct http_req *)0)->request_id))
@@ -273,25 +251,8 @@ static void build_request_head(struct http_conn *c, const struct mesh_http_reque
      * (Envoy's SANITIZE_SET on mTLS, plain SANITIZE otherwise). */
     if (c->xfcc)
         mesh_buf_appendf(b, "x-forwarded-client-cert: %s\r\n", c->xfcc);
-    /* Continue the caller's trace with a span of our own, or start one. */
-    char tp[56];
-    const struct mesh_http_header *in = find(r, "traceparent");
-    uint64_t *rng = &c->w->rng;
-    if (in && traceparent_valid(in)) {
-        memcpy(tp, in->value, 55);
-        tp[0] = tp[1] = '0';
-    } else {
-        memcpy(tp, "00-", 3);
-        hex(tp + 3, mesh_rng_next(rng), 16);
-        hex(tp + 19, mesh_rng_next(rng), 16);
-        memcpy(tp + 52, "-01", 3);
-    }
-    tp[35] = '-';
-    hex(tp + 36, mesh_rng_next(rng) | 1, 16);
-    tp[55] = '\0';
-    memcpy(q->trace_id, tp + 3, 32);
-    q->trace_id[32] = '\0';
-    mesh_buf_appendf(b, "traceparent: %s\r\n\r\n", tp);
+    /* The caller's trace continued with this hop's span, or a new one (mesh_trace_begin). */
+    mesh_buf_appendf(b, "traceparent: %s\r\n\r\n", q->traceparent);
 }
 
 /* 1xx and 204 responses have neither body nor Content-Length (RFC 9110 8.6). */
@@ -487,6 +448,7 @@ int mesh_http_route(struct http_conn *c, const struct mesh_http_request *r,
     } else {
         new_request_id(q->request_id, &w->rng);
     }
+    mesh_trace_begin(c, r);
     q->rr = &w->http->default_rule;
     if (refused) {
         q->flags |= RF_BAD_REQUEST;

@@ -24,6 +24,7 @@
 #include "proxy/istio-int.h"
 #include "proxy/proxy.h"
 #include "proxy/tls.h"
+#include "proxy/trace-int.h"
 #include "resources/policy.h"
 #include "resources/resource.h"
 
@@ -129,6 +130,8 @@ struct mesh_proxy_shared {
     size_t low_water;
     uv_async_t *applied;           /* a worker took a snapshot (set before the workers start) */
     struct mesh_istio_table istio; /* Istio's standard metrics (istio_stats.c) */
+    /* Spans (trace_ring.c). */
+    struct mesh_trace_shared trace;
 };
 
 /* ---- snapshots ---- */
@@ -232,6 +235,7 @@ struct snap_listener {
      * source_* of the service (or node) calling through it. */
     char *istio;
     bool istio_inbound;
+    char *trace_service; /* service.name of its spans; NULL: the node's (trace_record.c) */
 };
 
 /* A caller of captured connections named by its address: a pod of this node. */

@@ -44,6 +44,9 @@ struct mesh_proxy {
     struct mesh_listeners listeners;
     struct mesh_health_checker *hc;
     uv_async_t applied; /* a worker took a snapshot */
+    uv_async_t spans;   /* a worker's span queue is half full */
+    void (*spans_cb)(void *data);
+    void *spans_data;
     bool stopping;
     int closing;
     void (*done)(void *data);
@@ -283,8 +286,10 @@ int mesh_proxy_new(uv_loop_t *loop, const struct mesh_proxy_options *opts, struc
     p->workers = mesh_calloc((size_t)p->n_workers, sizeof(*p->workers));
     if (!p->workers || mesh_dest_policy_defaults(&p->default_policy) < 0 ||
         mesh_istio_table_init(&p->shared.istio, opts->max_series) < 0 ||
+        mesh_trace__init(&p->shared.trace, p->n_workers) < 0 ||
         mesh_health_checker_new(loop, &p->shared, &p->hc) < 0) {
         mesh_istio_table_done(&p->shared.istio);
+        mesh_trace__done(&p->shared.trace);
         mesh_dest_policy_done(&p->default_policy);
         mesh_free(p->workers);
         mesh_free(p->hc);
@@ -296,6 +301,13 @@ int mesh_proxy_new(uv_loop_t *loop, const struct mesh_proxy_options *opts, struc
 }
 
 static void on_worker_exited(uv_async_t *a);
+
+static void on_spans(uv_async_t *a)
+{
+    struct mesh_proxy *p = a->data;
+    if (p->spans_cb)
+        p->spans_cb(p->spans_data);
+}
 
 static void on_applied(uv_async_t *a)
 {
@@ -310,6 +322,9 @@ int mesh_proxy_start(struct mesh_proxy *p)
     uv_async_init(p->loop, &p->applied, on_applied);
     p->applied.data = p;
     p->shared.applied = &p->applied;
+    uv_async_init(p->loop, &p->spans, on_spans);
+    p->spans.data = p;
+    p->shared.trace.wake = &p->spans;
     uv_timer_init(p->loop, &p->sweep);
     uv_timer_init(p->loop, &p->drain);
     p->exited.data = p->sweep.data = p->drain.data = p;
@@ -343,6 +358,7 @@ static void free_proxy(struct mesh_proxy *p)
     mesh_listeners_done(&p->listeners);
     mesh_state_regs_done(&p->regs);
     mesh_dest_policy_done(&p->default_policy);
+    mesh_trace__done(&p->shared.trace);
     mesh_istio_table_done(&p->shared.istio);
     mesh_free(p->last_zone);
     if (p->shared.access_log_fd >= 0)
@@ -370,9 +386,10 @@ static void on_hc_closed(void *data)
 
 static void finish_stop(struct mesh_proxy *p)
 {
-    p->closing = 5;
+    p->closing = 6;
     uv_close((uv_handle_t *)&p->exited, on_closed);
     uv_close((uv_handle_t *)&p->applied, on_closed);
+    uv_close((uv_handle_t *)&p->spans, on_closed);
     uv_close((uv_handle_t *)&p->sweep, on_closed);
     uv_close((uv_handle_t *)&p->drain, on_closed);
     mesh_health_checker_close(p->hc, on_hc_closed, p);
@@ -550,6 +567,27 @@ struct dest_metric {
     const char *type;
     const char *help;
 };
+
+int mesh_proxy_set_tracing(struct mesh_proxy *p, bool on, double ratio, const char *node)
+{
+    return mesh_trace__set(&p->shared.trace, on, ratio, node);
+}
+
+void mesh_proxy_on_spans(struct mesh_proxy *p, void (*cb)(void *data), void *data)
+{
+    p->spans_cb = cb;
+    p->spans_data = data;
+}
+
+size_t mesh_proxy_take_spans(struct mesh_proxy *p, struct mesh_span *out, size_t max)
+{
+    return mesh_trace__take(&p->shared.trace, out, max);
+}
+
+uint64_t mesh_proxy_spans_dropped(const struct mesh_proxy *p)
+{
+    return atomic_load_explicit(&p->shared.trace.dropped, memory_order_relaxed);
+}
 
 void mesh_proxy_metrics(struct mesh_proxy *p, struct mesh_buf *b)
 {

@@ -94,6 +94,7 @@ void mesh_snapshot_unref(struct mesh_proxy_snapshot *s)
         mesh_free(s->listeners[i].key);
         mesh_free(s->listeners[i].description);
         mesh_free(s->listeners[i].istio);
+        mesh_free(s->listeners[i].trace_service);
     }
     for (size_t i = 0; i < s->n_dests; i++) {
         struct snap_dest *d = &s->dests[i];

@@ -710,7 +710,7 @@ int mesh_snapshot_build(struct mesh_state_regs *regs, uint64_t version,
         }
     }
     if (link_snapshot(s) < 0 || (in->capture && mesh_capture_index(s, regs, in) < 0) ||
-        mesh_istio_snapshot_labels(s, in, wl, n) < 0)
+        mesh_istio_snapshot_labels(s, in, wl, n) < 0 || mesh_trace_snapshot_names(s, wl, n) < 0)
         goto oom;
     mesh_free(services);
     *ret = s;

@@ -15,8 +15,10 @@
  * A connection made straight to a capture listener, not redirected, has itself as its
  * original destination: it is refused (passing it through would loop).
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -76,8 +78,28 @@ static void refuse(struct mesh_io *io)
     mesh_io_close(io, NULL);
 }
 
+/* True when the connection's local address is a loopback one (127.0.0.0/8, ::1, or
+ * ::ffff:127.x on a dual-stack socket): where the output hook's redirect lands. */
+static bool landed_on_loopback(uv_os_fd_t fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return true; /* unknown: not named */
+    if (ss.ss_family == AF_INET)
+        return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss.ss_family != AF_INET6)
+        return true;
+    const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+}
+
 /* The workload of this host the connection comes from (a pod of this node, by its address):
- * its identity and the certificate its calls present; or NULL. */
+ * its identity and the certificate its calls present; or NULL. Only a connection the pods
+ * chain redirected (prerouting: it lands on the address of the interface it came in on) can
+ * be a pod's; one the outbound chain redirected (output: it lands on loopback) is a host
+ * process's, whatever its source address, which is the node's own, never to be taken for a
+ * pod's (docs/capture.md, "The calling pod"). */
 static const struct snap_capture_source *source_of(const struct mesh_proxy_snapshot *s,
                                                    struct mesh_io *io)
 {
@@ -86,7 +108,7 @@ static const struct snap_capture_source *source_of(const struct mesh_proxy_snaps
     socklen_t len = sizeof(peer.ss);
     char ip[MESH_ADDR_STRLEN];
     if (!s->capture_sources.n || uv_fileno((uv_handle_t *)&io->tcp, &fd) < 0 ||
-        getpeername(fd, (struct sockaddr *)&peer.ss, &len) < 0)
+        landed_on_loopback(fd) || getpeername(fd, (struct sockaddr *)&peer.ss, &len) < 0)
         return NULL;
     peer.len = len;
     return mesh_hmap_get(&s->capture_sources, mesh_addr_ip(&peer, ip, sizeof(ip)));
@@ -99,9 +121,9 @@ static void serve(struct mesh_worker *w, struct mesh_io *io, const struct snap_l
 {
     const struct mesh_tls_identity *as = src ? src->as : NULL;
     if (t->http && w->http)
-        mesh_http_adopt_as(w, io, t, src ? src->id : NULL, as);
+        mesh_http_adopt_as(w, io, t, src ? src->id : NULL, src != NULL);
     else
-        mesh_tcp_adopt_as(w, io, t->key, as);
+        mesh_tcp_adopt_as(w, io, t->key, as, src != NULL);
 }
 
 static void outbound(struct mesh_worker *w, struct mesh_io *io, const struct snap_listener *l,
@@ -123,9 +145,6 @@ static void outbound(struct mesh_worker *w, struct mesh_io *io, const struct sna
         const struct snap_capture_source *src = source_of(s, io);
         if (s->capture_pods)
             atomic_fetch_add_explicit(&w->shared->capture_pod_callers[src ? 0 : 1], 1,
-                                      memory_order_relaxed);
-        if (src && s->tls)
-            atomic_fetch_add_explicit(&w->shared->capture_pod_identity[src->as ? 0 : 1], 1,
                                       memory_order_relaxed);
         serve(w, io, t, src);
         return;
@@ -210,8 +229,9 @@ void mesh_capture_metrics(struct mesh_proxy_shared *sh, struct mesh_buf *b)
                          (struct mesh_prom_label[]){{"caller", i ? "unknown" : "named"}, {0}},
                          (double)atomic_load(&sh->capture_pod_callers[i]));
     mesh_prom_family(b, "mesh_capture_pod_identity_total", "counter",
-                     "Captured calls of named pods, with mTLS on: upstream mTLS presents the "
-                     "pod's identity, or the node's (no certificate held for its account).");
+                     "Calls of named pods to remote agents over mTLS (HTTP: per request; TCP: "
+                     "per connection), counted when mTLS is chosen: they present the pod's "
+                     "identity, or the node's (no certificate held for its account then).");
     for (int i = 0; i < 2; i++)
         mesh_prom_sample(b, "mesh_capture_pod_identity_total",
                          (struct mesh_prom_label[]){{"presented", i ? "node" : "pod"}, {0}},

@@ -167,6 +167,11 @@ void mesh_http_proxy__start_try(struct http_conn *c)
     mesh_http_try_begin(q, e, mesh_http_proxy__now_ms(c));
     mesh_ipport_format(&e->addr, q->upstream_host, sizeof(q->upstream_host));
     const char *as = e->mesh_port && c->tls_as ? c->tls_as->id : NULL;
+    /* A named pod's request to a remote agent: counted once by what its mTLS presents. */
+    if (as && c->as_caller && q->tries == 1)
+        atomic_fetch_add_explicit(
+            &w->shared->capture_pod_identity[c->tls_as != c->listener->tls_as ? 0 : 1], 1,
+            memory_order_relaxed);
     struct upconn *u = mesh_up_take_idle(w, e->state, as, q->dest->peer_id);
     if (u) {
         u->c = c;

@@ -213,10 +213,11 @@ void mesh_http_worker_done(struct mesh_worker *w);
  * address (no XFCC: no certificate), else NULL. */
 void mesh_http_adopt(struct mesh_worker *w, struct mesh_io *io, const struct snap_listener *l,
                      const char *peer_id);
-/* The same for a captured caller that calls upstream as itself: `as`, its identity in the
- * worker's snapshot (NULL: the listener's); peer_id is then the caller's SPIFFE ID. */
+/* The same; as_caller: peer_id is a captured pod's SPIFFE ID, and upstream mTLS presents
+ * that identity whenever the snapshot of the moment holds its certificate (chosen again at
+ * each new snapshot), else the listener's. */
 void mesh_http_adopt_as(struct mesh_worker *w, struct mesh_io *io, const struct snap_listener *l,
-                        const char *peer_id, const struct mesh_tls_identity *as);
+                        const char *peer_id, bool as_caller);
 /* xfcc.c: the X-Forwarded-Client-Cert value for a connection whose handshake verified the
  * caller's certificate (peer_id, its SPIFFE ID): malloc'd, or NULL (out of memory, no
  * certificate). */

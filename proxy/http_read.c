@@ -318,11 +318,11 @@ static void start_request(struct http_conn *c, const struct mesh_http_request *r
 void mesh_http_adopt(struct mesh_worker *w, struct mesh_io *io, const struct snap_listener *l,
                      const char *peer_id)
 {
-    mesh_http_adopt_as(w, io, l, peer_id, NULL);
+    mesh_http_adopt_as(w, io, l, peer_id, false);
 }
 
 void mesh_http_adopt_as(struct mesh_worker *w, struct mesh_io *io, const struct snap_listener *l,
-                        const char *peer_id, const struct mesh_tls_identity *as)
+                        const char *peer_id, bool as_caller)
 {
     struct http_conn *c = mesh_calloc(1, sizeof(*c));
     /* The caller's certificate is hashed now, at the handshake, for every request. */
@@ -360,7 +360,11 @@ void mesh_http_adopt_as(struct mesh_worker *w, struct mesh_io *io, const struct 
     c->snap = w->snap;
     mesh_snapshot_ref(c->snap);
     c->listener = l;
-    c->as_caller = as != NULL;
+    /* A pod's keep-alive connection accepted before its account's certificate arrived
+     * stays a caller: the next snapshot that holds it lends it (refresh_snapshot). */
+    c->as_caller = as_caller && peer_id;
+    const struct mesh_tls_identity *as =
+        c->as_caller ? mesh_capture_source_as(c->snap, c->peer_identity) : NULL;
     c->tls_as = as ? as : l->tls_as;
     int cap = atomic_load_explicit(&w->shared->max_connections, memory_order_relaxed);
     if (w->stopping || (cap && total > cap)) {

@@ -68,7 +68,8 @@ struct tcp_conn {
     int open_handles;
     bool counted_total;
     bool counted_dest;
-    bool reset; /* close with RST: the other side was reset */
+    bool pod_caller; /* a captured pod named by its address: its mTLS identity is counted */
+    bool reset;      /* close with RST: the other side was reset */
     uint64_t client_hash;
     uint32_t tried[MAX_ATTEMPTS];
     size_t n_tried;
@@ -420,7 +421,14 @@ static void on_connect(uv_connect_t *req, int status)
         start_splice(c, a);
         return;
     }
-    /* An agent on the far side: mTLS, within what is left of the connect timeout. */
+    /* An agent on the far side: mTLS, within what is left of the connect timeout. A named
+     * pod's call is counted by what it presents, once (not per attempt). */
+    if (c->pod_caller) {
+        c->pod_caller = false;
+        atomic_fetch_add_explicit(
+            &c->w->shared->capture_pod_identity[c->tls_as != c->listener->tls_as ? 0 : 1], 1,
+            memory_order_relaxed);
+    }
     char peer[MESH_ADDR_STRLEN];
     struct mesh_addr to;
     mesh_ep_sockaddr(ep, true, &to);
@@ -521,9 +529,9 @@ void mesh_tcp_log_refusal(struct mesh_worker *w, const char *what, const char *w
 
 /* Proxies io to the destination of listener `key`, or to `direct`'s (taking it). */
 /* as: the identity its upstream mTLS presents (in the worker's snapshot); NULL: the
- * listener's. */
+ * listener's. pod_caller: a captured pod named by its address. */
 static void adopt(struct mesh_worker *w, struct mesh_io *io, const char *key, struct direct *direct,
-                  const char *peer_id, const struct mesh_tls_identity *as)
+                  const char *peer_id, const struct mesh_tls_identity *as, bool pod_caller)
 {
     struct tcp_conn *c = mesh_calloc(1, sizeof(*c));
     if (!c) {
@@ -576,6 +584,7 @@ static void adopt(struct mesh_worker *w, struct mesh_io *io, const char *key, st
     }
     c->listener = l;
     c->tls_as = as ? as : l->tls_as;
+    c->pod_caller = pod_caller;
     int cap = atomic_load_explicit(&w->shared->max_connections, memory_order_relaxed);
     if (cap && total > cap) {
         atomic_fetch_add_explicit(&w->shared->refused_total, 1, memory_order_relaxed);
@@ -607,19 +616,19 @@ static void adopt(struct mesh_worker *w, struct mesh_io *io, const char *key, st
 
 void mesh_tcp_adopt(struct mesh_worker *w, struct mesh_io *io, const char *key)
 {
-    adopt(w, io, key, NULL, NULL, NULL);
+    adopt(w, io, key, NULL, NULL, NULL, false);
 }
 
 void mesh_tcp_adopt_as(struct mesh_worker *w, struct mesh_io *io, const char *key,
-                       const struct mesh_tls_identity *as)
+                       const struct mesh_tls_identity *as, bool pod_caller)
 {
-    adopt(w, io, key, NULL, NULL, as);
+    adopt(w, io, key, NULL, NULL, as, pod_caller);
 }
 
 void mesh_tcp_adopt_peer(struct mesh_worker *w, struct mesh_io *io, const char *key,
                          const char *peer_id)
 {
-    adopt(w, io, key, NULL, peer_id, NULL);
+    adopt(w, io, key, NULL, peer_id, NULL, false);
 }
 
 void mesh_tcp_adopt_direct(struct mesh_worker *w, struct mesh_io *io, const char *key,
@@ -632,7 +641,7 @@ void mesh_tcp_adopt_direct(struct mesh_worker *w, struct mesh_io *io, const char
         return;
     }
     d->state.addr = d->ep.addr;
-    adopt(w, io, key, d, NULL, NULL);
+    adopt(w, io, key, d, NULL, NULL, false);
 }
 
 /* ---- snapshots and shutdown ---- */

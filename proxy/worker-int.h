@@ -92,9 +92,10 @@ struct mesh_lb_state *mesh_worker_lb(struct mesh_worker *w, const struct mesh_pr
 /* Proxies an accepted connection (taking io) to the destination of the listener at key. */
 void mesh_tcp_adopt(struct mesh_worker *w, struct mesh_io *io, const char *key);
 /* The same for a captured caller whose upstream mTLS presents `as`, its own identity in the
- * worker's snapshot (NULL: the listener's). */
+ * worker's snapshot (NULL: the listener's); pod_caller: the caller is a pod named by its
+ * address (mesh_capture_pod_identity_total counts what it presents when mTLS starts). */
 void mesh_tcp_adopt_as(struct mesh_worker *w, struct mesh_io *io, const char *key,
-                       const struct mesh_tls_identity *as);
+                       const struct mesh_tls_identity *as, bool pod_caller);
 /* The same for a caller whose mTLS certificate said it is peer_id (its SPIFFE ID). */
 void mesh_tcp_adopt_peer(struct mesh_worker *w, struct mesh_io *io, const char *key,
                          const char *peer_id);

@@ -60,7 +60,7 @@ bool mesh_k8s__addrs_differ(enum k8s_kind kind, const void *old, const void *obj
 {
     if (kind == K8S_PODS) {
         const struct mesh_k8s_pod *a = old, *b = obj;
-        return !same_str(a->ip, b->ip) || !same_str(a->ip2, b->ip2) ||
+        return !same_str(a->ip, b->ip) || !same_str(a->ip2, b->ip2) || a->pending != b->pending ||
                !same_str(a->service_account, b->service_account);
     }
     if (kind != K8S_SERVICES)

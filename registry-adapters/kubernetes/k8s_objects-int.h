@@ -72,9 +72,15 @@ struct mesh_k8s_pod {
     /* spec.serviceAccountName, "default" when unset; NULL when it is one the mesh cannot
      * name (not a DNS label): such a pod gets no identity. */
     char *service_account;
-    char *ip;  /* status.podIP, normalized ("10.0.0.1", "fd00::1"); NULL: none yet, or the pod
-                  ended (phase Succeeded or Failed), so its IP may be another pod's now */
-    char *ip2; /* a dual-stack pod's address of the other family (status.podIPs); NULL: none */
+    /* status.podIP, normalized ("10.0.0.1", "fd00::1"); NULL: none yet, or the pod may not
+     * hold it: neither Pending nor Running (ended: its IP may be another pod's now), being
+     * deleted
+     * (metadata.deletionTimestamp), or on the host's network (spec.hostNetwork, or a podIP
+     * that is status.hostIP: the node's address). */
+    char *ip;
+    char *ip2;    /* a dual-stack pod's address of the other family (status.podIPs); NULL: none */
+    bool pending; /* phase Pending: its IPs are claimed (so no other pod is named by them)
+                     but name nothing until it is Running */
 };
 
 /* The object's metadata.namespace, .name and .resourceVersion, each copied into its buffer

@@ -329,19 +329,54 @@ void mesh_k8s_service_free(struct mesh_k8s_service *s)
     mesh_free(s);
 }
 
+/* True when `ip` (normalized) is the node's own address: status.hostIP or one of
+ * status.hostIPs. */
+static bool is_host_ip(const struct mesh_jdoc *d, size_t obj, const char *ip)
+{
+    char s[MESH_K8S_NAME_MAX], norm[MESH_ADDR_STRLEN];
+    struct mesh_ipport a;
+    size_t arr = AT(d, obj, "status", "hostIPs");
+    size_t n = mesh_jdoc_is(d, arr, MESH_JT_ARRAY) ? d->t[arr].size : 0;
+    size_t tok = n ? mesh_jdoc_child(d, arr) : MESH_JDOC_NONE;
+    copy_str(d, AT(d, obj, "status", "hostIP"), s);
+    for (size_t i = 0;; i++, tok = mesh_jdoc_next(d, tok)) {
+        if (mesh_ipport_from_ip(s, 0, &a) == 0 &&
+            strcmp(mesh_ipport_ip(&a, norm, sizeof(norm)), ip) == 0)
+            return true;
+        if (i >= n || i >= 4)
+            return false;
+        s[0] = '\0';
+        if (mesh_jdoc_is(d, tok, MESH_JT_OBJECT))
+            copy_str(d, mesh_jdoc_get(d, tok, "ip"), s);
+    }
+}
+
 /* The pod's IPs while it may hold them, normalized ("" when none): status.podIP into
- * out[0], and a dual-stack pod's address of the other family (status.podIPs) into out[1]. */
-static void pod_ips(const struct mesh_jdoc *d, size_t obj, char out[2][MESH_ADDR_STRLEN])
+ * out[0], and a dual-stack pod's address of the other family (status.podIPs) into out[1].
+ * A pod holds its IPs only while Pending or Running (*ret_pending tells which) and not
+ * being deleted (metadata.deletionTimestamp: its address may be a new pod's before its last
+ * status update arrives), and only in a network namespace of its own: a hostNetwork pod's
+ * address is the node's, which the node's every process calls from. */
+static void pod_ips(const struct mesh_jdoc *d, size_t obj, char out[2][MESH_ADDR_STRLEN],
+                    bool *ret_pending)
 {
     char ip[MESH_K8S_NAME_MAX], phase[MESH_K8S_NAME_MAX];
     struct mesh_ipport a, b;
     out[0][0] = out[1][0] = '\0';
+    size_t deleting = AT(d, obj, "metadata", "deletionTimestamp");
     copy_str(d, AT(d, obj, "status", "phase"), phase);
     copy_str(d, AT(d, obj, "status", "podIP"), ip);
-    if (strcmp(phase, "Succeeded") == 0 || strcmp(phase, "Failed") == 0 ||
+    *ret_pending = strcmp(phase, "Pending") == 0;
+    if ((strcmp(phase, "Running") != 0 && !*ret_pending) ||
+        (deleting != MESH_JDOC_NONE && !mesh_jdoc_is(d, deleting, MESH_JT_NULL)) ||
+        mesh_jdoc_is(d, AT(d, obj, "spec", "hostNetwork"), MESH_JT_TRUE) ||
         mesh_ipport_from_ip(ip, 0, &a) < 0)
         return;
     mesh_ipport_ip(&a, out[0], MESH_ADDR_STRLEN);
+    if (is_host_ip(d, obj, out[0])) {
+        out[0][0] = '\0';
+        return;
+    }
     size_t arr = AT(d, obj, "status", "podIPs");
     if (arr == MESH_JDOC_NONE || !mesh_jdoc_is(d, arr, MESH_JT_ARRAY))
         return;
@@ -352,6 +387,8 @@ static void pod_ips(const struct mesh_jdoc *d, size_t obj, char out[2][MESH_ADDR
         copy_str(d, mesh_jdoc_get(d, tok, "ip"), ip);
         if (mesh_ipport_from_ip(ip, 0, &b) == 0 && b.family != a.family) {
             mesh_ipport_ip(&b, out[1], MESH_ADDR_STRLEN);
+            if (is_host_ip(d, obj, out[1]))
+                out[1][0] = '\0';
             return;
         }
     }
@@ -376,7 +413,7 @@ int mesh_k8s_pod_decode(const struct mesh_jdoc *d, size_t obj, struct mesh_k8s_p
         snprintf(sa, sizeof(sa), "!"); /* not a string, or too long: no DNS label */
     if (!sa[0])
         snprintf(sa, sizeof(sa), "default");
-    pod_ips(d, obj, ip);
+    pod_ips(d, obj, ip, &p->pending);
     if (!(p->head.key = make_key(ns, name)) || !(p->namespace = mesh_strdup(ns)) ||
         !(p->name = mesh_strdup(name)) ||
         (mesh_name_is_dns_label(sa) && !(p->service_account = mesh_strdup(sa))) ||

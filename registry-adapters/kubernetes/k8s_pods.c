@@ -11,21 +11,50 @@
 #include "common/addr.h"
 #include "registry-adapters/kubernetes/k8s-int.h"
 
+/* The one pod of the cache holding `ip`, or NULL: none, more than one, or a pod not Running
+ * yet (Pending: its init containers may call, and must not be taken for the address's last
+ * owner). */
+static struct mesh_k8s_pod *sole_holder(const struct k8s_registry *k, const char *ip)
+{
+    struct mesh_k8s_pod *found = NULL;
+    const struct mesh_hmap_entry *e;
+    for (size_t i = 0; mesh_hmap_next(&k->cache[K8S_PODS], &i, &e);) {
+        struct mesh_k8s_pod *p = e->value;
+        if ((p->ip && strcmp(p->ip, ip) == 0) || (p->ip2 && strcmp(p->ip2, ip) == 0)) {
+            if (found)
+                return NULL;
+            found = p;
+        }
+    }
+    return found && !found->pending ? found : NULL;
+}
+
 void mesh_k8s__pods_index(struct k8s_registry *k, const struct mesh_k8s_pod *old,
                           struct mesh_k8s_pod *pod)
 {
-    /* An IP holds one pod: the last one seen with it (a pod that ended gave its IP up). A
-     * dual-stack pod is found by either of its addresses. */
-    const char *const was[] = {old ? old->ip : NULL, old ? old->ip2 : NULL};
-    const char *const is[] = {pod ? pod->ip : NULL, pod ? pod->ip2 : NULL};
-    for (size_t i = 0; i < 2; i++) {
-        if (was[i] && mesh_hmap_get(&k->pods_by_ip, was[i]) == old)
-            mesh_hmap_remove(&k->pods_by_ip, was[i]);
-    }
-    for (size_t i = 0; i < 2; i++) {
-        if (is[i] && mesh_hmap_put(&k->pods_by_ip, is[i], pod) < 0)
+    /* An IP names a pod only while that pod alone claims it. Two live pods with one IP
+     * (a new pod got the address of one whose deletion has not reached the watch yet, or a
+     * late status update of the old one) name neither until one of them gives it up: a
+     * caller is better unknown than taken for another. Pods that may not hold an IP (ended,
+     * being deleted, hostNetwork) claim none (k8s_objects.c). The cache already holds pod
+     * in place of old; a node has some 100 pods, so each change scans them. A dual-stack pod
+     * is found by either of its addresses. */
+    const char *const ips[] = {old ? old->ip : NULL, old ? old->ip2 : NULL, pod ? pod->ip : NULL,
+                               pod ? pod->ip2 : NULL};
+    for (size_t i = 0; i < 4; i++) {
+        if (!ips[i])
+            continue;
+        struct mesh_k8s_pod *holder = sole_holder(k, ips[i]);
+        if (!holder) {
+            mesh_hmap_remove(&k->pods_by_ip, ips[i]);
+        } else if (mesh_hmap_put(&k->pods_by_ip,
+                                 holder->ip && strcmp(holder->ip, ips[i]) == 0 ? holder->ip
+                                                                               : holder->ip2,
+                                 holder) < 0) {
+            mesh_hmap_remove(&k->pods_by_ip, ips[i]); /* never a stale pod */
             mesh_k8s__problem(k, K8S_ERR_DECODE, "out of memory indexing pod '%s' by its IP",
-                              pod->head.key);
+                              holder->head.key);
+        }
     }
 }
 

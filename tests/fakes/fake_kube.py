@@ -594,8 +594,20 @@ def service_obj(ns, name, ports=(("http", 80, 8080),), annotations=None, cluster
             "spec": spec}
 
 
-def pod_obj(ns, name, node, sa="default", ip="10.0.0.1", phase="Running"):
-    return {"kind": "Pod", "apiVersion": "v1",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {"nodeName": node, "serviceAccountName": sa},
-            "status": {"phase": phase, "podIP": ip, "podIPs": [{"ip": ip}]}}
+def pod_obj(ns, name, node, sa="default", ip="10.0.0.1", phase="Running", host_network=False,
+            host_ip=None, deleting=False):
+    """A Pod. host_network: spec.hostNetwork (its podIP is then the node's, status.hostIP);
+    host_ip: status.hostIP and status.hostIPs; deleting: metadata.deletionTimestamp set, as
+    the API server sets it when a graceful delete begins."""
+    meta = {"name": name, "namespace": ns}
+    if deleting:
+        meta.update({"deletionTimestamp": "2024-01-01T00:00:00Z",
+                     "deletionGracePeriodSeconds": 30})
+    spec = {"nodeName": node, "serviceAccountName": sa}
+    if host_network:
+        spec["hostNetwork"] = True
+    status = {"phase": phase, "podIP": ip, "podIPs": [{"ip": ip}]}
+    if host_ip:
+        status.update({"hostIP": host_ip, "hostIPs": [{"ip": host_ip}]})
+    return {"kind": "Pod", "apiVersion": "v1", "metadata": meta, "spec": spec,
+            "status": status}

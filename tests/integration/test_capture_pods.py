@@ -350,6 +350,68 @@ class CapturePodsTest(AgentTest):
                 if x.startswith("{") and "/as-lonely" in x][-1]
         self.assertEqual(line["downstream_identity"], lonely_id)
 
+    def test_host_process_is_not_named_as_a_host_network_pod(self):
+        # A hostNetwork pod's podIP is the node's own address (status.hostIP): it must not
+        # be indexed, and a process of the host, whose calls cross the output hook, is never
+        # named by its source address, even when that address is some pod's.
+        from fake_kube import pod_obj
+        ca = Pki(os.path.join(self.tmp, "mesh"), name="mesh-ca")
+        server = self.server_agent(ca)
+        hostnet = pod_obj("shop", "hostnet-0", "node-a", sa="client", ip=NODE_IP,
+                          host_network=True, host_ip=NODE_IP)
+        a = self.node_agent({"cidrs": [POD_CIDR]}, mtls=ca, objects=self.client_objects() + [
+            ("pods", hostnet)])
+        client_id = f"spiffe://{TD}/ns/shop/sa/client"
+        node_id = f"spiffe://{TD}/node/node-a"
+        self.wait_held(a, client_id)
+        wait_for(lambda: f"{CLUSTER_IP} . {SVC_PORT}" in self.set_elements(),
+                 timeout=10 * SLOW, what="the ClusterIP in the captured set")
+        pods = {}
+        for r in a.json("/v1/status").get("registries", []):
+            pods.update(r.get("pods_by_ip") or {})
+        self.assertEqual(set(pods), {POD_IP})
+        # The node has a route to the ClusterIP, as kube-proxy's nodes do; a host process
+        # (not root: the agent runs as root here, so root is excluded) calls it from the
+        # node's address.
+        tc.run("ip", "-n", self.ns_node, "route", "add", CLUSTER_IP, "via", SERVER_IP)
+        r = tc.run("ip", "netns", "exec", self.ns_node, "setpriv", f"--reuid={tc.NOBODY}",
+                   f"--regid={tc.NOBODY}", "--clear-groups", "curl", "-s", "-m",
+                   str(int(10 * SLOW)), "--interface", NODE_IP,
+                   f"http://{CLUSTER_IP}:{SVC_PORT}/from-host", check=False)
+        self.assertEqual(r.returncode, 0, a.logs() + server.logs())
+        wait_for(lambda: "/from-host" in server.logs(), what="the server agent's access log")
+        line = [json.loads(x) for x in server.logs().splitlines()
+                if x.startswith("{") and "/from-host" in x][-1]
+        self.assertEqual(line["downstream_identity"], node_id)
+        self.assertEqual(a.metric("mesh_capture_pod_callers_total", caller="unknown"), 1)
+        self.assertEqual(a.metric("mesh_capture_pod_callers_total", caller="named"), 0)
+
+    def test_host_process_is_never_named_as_a_pod(self):
+        # Even were the index wrong (a pod at the node's address), a call that crossed the
+        # host's output hook is the host's: its redirect lands on a loopback address.
+        from fake_kube import pod_obj
+        ca = Pki(os.path.join(self.tmp, "mesh"), name="mesh-ca")
+        server = self.server_agent(ca)
+        # Not marked hostNetwork, and no hostIP: only the source_of check can tell.
+        liar = pod_obj("shop", "liar-0", "node-a", sa="client", ip=NODE_IP)
+        a = self.node_agent({"cidrs": [POD_CIDR]}, mtls=ca, objects=self.client_objects() + [
+            ("pods", liar)])
+        client_id = f"spiffe://{TD}/ns/shop/sa/client"
+        self.wait_held(a, client_id)
+        wait_for(lambda: f"{CLUSTER_IP} . {SVC_PORT}" in self.set_elements(),
+                 timeout=10 * SLOW, what="the ClusterIP in the captured set")
+        tc.run("ip", "-n", self.ns_node, "route", "add", CLUSTER_IP, "via", SERVER_IP)
+        r = tc.run("ip", "netns", "exec", self.ns_node, "setpriv", f"--reuid={tc.NOBODY}",
+                   f"--regid={tc.NOBODY}", "--clear-groups", "curl", "-s", "-m",
+                   str(int(10 * SLOW)), "--interface", NODE_IP,
+                   f"http://{CLUSTER_IP}:{SVC_PORT}/from-host", check=False)
+        self.assertEqual(r.returncode, 0, a.logs() + server.logs())
+        wait_for(lambda: "/from-host" in server.logs(), what="the server agent's access log")
+        line = [json.loads(x) for x in server.logs().splitlines()
+                if x.startswith("{") and "/from-host" in x][-1]
+        self.assertEqual(line["downstream_identity"], f"spiffe://{TD}/node/node-a")
+        self.assertEqual(a.metric("mesh_capture_pod_callers_total", caller="unknown"), 1)
+
     def test_pod_presents_its_own_identity_over_tcp(self):
         # Captured TCP (shop/db) presents the pod's identity too: the server side's
         # AuthorizationPolicy lets only client-0's account in; lonely-0 calls as the node.

@@ -16,10 +16,11 @@
 
 #include "agent/certs.h"
 #include "common/http_client.h"
+#include "common/report_traffic.h"
 
 #define MESH_REPORT_INTERVAL_MS 5000
 /* Edges of traffic in one report at most (the controller refuses more: 400). */
-#define MESH_REPORT_MAX_EDGES 256
+#define MESH_REPORT_MAX_EDGES MESH_REPORT_TRAFFIC_EDGES_MAX
 
 struct mesh_ctl_report;
 

@@ -95,6 +95,7 @@ static void note_leavers(struct mesh_api *api, uint64_t now)
             r->left = true;
             api->n.members_left++;
             api->members_dirty = true;
+            mesh_ctl_traffic_forget(&api->traffic, r->node);
             mesh_log_notice("node %s left the mesh: no report for %d s", r->node, OFFLINE_S);
         }
     }
@@ -252,12 +253,17 @@ void mesh_api_report(struct mesh_api *api, struct mesh_http_exchange *ex)
         mesh_log_debug("node %s reported %zu edges of services it does not run: left out", node,
                        n_edges - own);
     n_edges = own;
-    if (mesh_ctl_traffic_note(&api->traffic, node, edges, n_edges, json_object_get(doc, "services"),
-                              uv_now(api->loop)) < 0) {
+    int kept = mesh_ctl_traffic_note(&api->traffic, node, edges, n_edges,
+                                     json_object_get(doc, "services"), uv_now(api->loop));
+    if (kept < 0) {
         json_decref(doc);
         mesh_api_fail(api, ex, 500, "out of memory");
         return;
     }
+    if (kept > 0 && api->n.traffic_dropped++ % 1000 == 0)
+        mesh_log_warn("the traffic of node %s is not kept for the service graph: %zu edges are "
+                      "kept, the most there may be (%llu reports left out so far)",
+                      node, api->traffic.edges, (unsigned long long)api->n.traffic_dropped);
     if (mesh_ctl_catalog_report(api->catalog, node,
                                 json_string_value(json_object_get(doc, "address")),
                                 (int)json_integer_value(json_object_get(doc, "inbound_port")),
@@ -333,6 +339,7 @@ void mesh_api_leave(struct mesh_api *api, struct mesh_http_exchange *ex)
     if (!node)
         return;
     mesh_ctl_catalog_leave(api->catalog, node);
+    mesh_ctl_traffic_forget(&api->traffic, node);
     struct report *r = mesh_hmap_get(&api->reports, node);
     if (r && !r->left) {
         r->left = true;

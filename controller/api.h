@@ -64,9 +64,10 @@ struct mesh_api_counters {
     uint64_t reports_members_sent; /* reports answered with the membership */
     uint64_t reports_members_unchanged; /* ... without it: the node holds the current one */
     uint64_t cert_failures[MESH_API_CERT_FAILURES];
-    uint64_t token_uses;     /* join token uses spent (enrollments) */
-    uint64_t tokens_created; /* join tokens made */
-    uint64_t tokens_revoked; /* join tokens revoked */
+    uint64_t token_uses;      /* join token uses spent (enrollments) */
+    uint64_t tokens_created;  /* join tokens made */
+    uint64_t tokens_revoked;  /* join tokens revoked */
+    uint64_t traffic_dropped; /* reports whose traffic passed the cap on edges kept (traffic.h) */
     /* Resources written, by kind (enum mesh_resource_kind): applied (PUT) and deleted. */
     uint64_t resources_applied[MESH_RESOURCE_KINDS];
     uint64_t resources_deleted[MESH_RESOURCE_KINDS];

@@ -1,7 +1,7 @@
 /*
  * The service graph (GET /v1/graph): the services the nodes report, the edges their
  * proxies counted, and per-second rates from the differences between each node's newest
- * and oldest kept report (traffic.h).
+ * report and the oldest kept one that has the edge (traffic.h).
  *
  * An edge may be counted twice, by the caller's proxy (reporter "source") and by the
  * callee's ("destination"). The caller's count is the one shown when there is one: it
@@ -59,65 +59,124 @@ static struct gnode *node_get(struct mesh_hmap *m, const char *ns, const char *n
     return g;
 }
 
-/* The same edge (reporter, protocol, names) in a sample, or NULL. */
-static const struct mesh_ctl_edge *find(const struct mesh_ctl_sample *s,
-                                        const struct mesh_ctl_edge *e)
+/* An edge of a node's newest sample and the same edge in the oldest kept sample that has
+ * it (NULL: only the newest has it, so it has no rate yet). */
+struct look {
+    const struct mesh_ctl_edge *old;
+    uint64_t t_ms; /* old's report */
+    char key[272];
+};
+
+/* The key of an edge: reporter, protocol, names. */
+static void key_of(const struct mesh_ctl_edge *e, char *out, size_t size)
 {
-    for (size_t i = 0; i < s->n; i++) {
-        const struct mesh_ctl_edge *o = &s->edges[i];
-        if (o->tcp == e->tcp && o->by_destination == e->by_destination &&
-            strcmp(o->src_wl, e->src_wl) == 0 && strcmp(o->dst_svc, e->dst_svc) == 0 &&
-            strcmp(o->src_ns, e->src_ns) == 0 && strcmp(o->dst_ns, e->dst_ns) == 0)
-            return o;
+    snprintf(out, size, "%d%d|%s/%s|%s/%s", e->by_destination, e->tcp, e->src_ns, e->src_wl,
+             e->dst_ns, e->dst_svc);
+}
+
+/* True when a counter of e is below old's: the agent restarted in between, so all of e's
+ * counters started again (taking only the ones that went down would mix two runs). */
+static bool restarted(const struct mesh_ctl_edge *e, const struct mesh_ctl_edge *old)
+{
+    for (int k = 0; k < MESH_CTL_TC_N; k++) {
+        if (e->c[k] < old->c[k])
+            return true;
     }
-    return NULL;
+    for (int k = 0; k < MESH_CTL_TRAFFIC_BUCKETS; k++) {
+        if (e->buckets[k] < old->buckets[k])
+            return true;
+    }
+    return false;
 }
 
-/* What grew from old to now (a counter that went down restarted: all of now is new). */
-static double delta(uint64_t now, uint64_t old)
+/*
+ * Finds, for each edge of the newest sample, the oldest kept sample that has it (an edge
+ * drops out of a report now and then: a local service briefly gone, the agent's cap on
+ * edges choosing others; counting it as new would count its whole history as in the
+ * window). One pass over the samples with the newest edges hashed. Returns 0 or -1.
+ */
+static int look_up(const struct mesh_ctl_node_traffic *nt, const struct mesh_ctl_sample *new,
+                   struct look *v)
 {
-    return (double)(now >= old ? now - old : now);
+    struct mesh_hmap m;
+    char key[272];
+    int result = -1;
+    mesh_hmap_init(&m);
+    for (size_t i = 0; i < new->n; i++) {
+        key_of(&new->edges[i], v[i].key, sizeof(v[i].key));
+        v[i].old = NULL;
+        if (mesh_hmap_put(&m, v[i].key, &v[i]) < 0)
+            goto out;
+    }
+    for (size_t age = nt->n; age > 1; age--) { /* oldest first, the newest left out */
+        const struct mesh_ctl_sample *s =
+            &nt->s[(nt->next + MESH_CTL_TRAFFIC_SAMPLES - age) % MESH_CTL_TRAFFIC_SAMPLES];
+        if (s->t_ms >= new->t_ms)
+            continue;
+        for (size_t i = 0; i < s->n; i++) {
+            key_of(&s->edges[i], key, sizeof(key));
+            struct look *l = mesh_hmap_get(&m, key);
+            if (l && !l->old) {
+                l->old = &s->edges[i];
+                l->t_ms = s->t_ms;
+            }
+        }
+    }
+    result = 0;
+out:
+    mesh_hmap_done(&m);
+    return result;
 }
 
-/* Adds one node's rates of its edges, newest against oldest kept sample. Returns 0 or -1. */
+/* Adds one node's rates of its edges, newest against the oldest kept sample that has each.
+ * Returns 0 or -1. */
 static int add_node(struct mesh_hmap *edges, const struct mesh_ctl_node_traffic *nt)
 {
     const struct mesh_ctl_sample *new =
         &nt->s[(nt->next + MESH_CTL_TRAFFIC_SAMPLES - 1) % MESH_CTL_TRAFFIC_SAMPLES];
-    const struct mesh_ctl_sample *old =
-        &nt->s[(nt->next + MESH_CTL_TRAFFIC_SAMPLES - nt->n) % MESH_CTL_TRAFFIC_SAMPLES];
-    if (nt->n < 2 || new->t_ms <= old->t_ms)
+    if (nt->n < 2 || new->n == 0)
         return 0;
-    double secs = (double)(new->t_ms - old->t_ms) / 1000.0;
+    struct look *v = mesh_calloc(new->n, sizeof(*v));
+    if (!v || look_up(nt, new, v) < 0) {
+        mesh_free(v);
+        return -1;
+    }
     for (size_t i = 0; i < new->n; i++) {
-        const struct mesh_ctl_edge *e = &new->edges[i], *o = find(old, e);
+        const struct mesh_ctl_edge *e = &new->edges[i], *o = v[i].old;
         static const struct mesh_ctl_edge zero;
         if (!o)
-            o = &zero; /* new since the oldest sample: all of it is in the window */
+            continue;
+        double secs = (double)(new->t_ms - v[i].t_ms) / 1000.0;
+        if (restarted(e, o))
+            o = &zero; /* all of it counted since the restart, within the window */
         char key[270];
         snprintf(key, sizeof(key), "%d|%s/%s|%s/%s", e->tcp, e->src_ns, e->src_wl, e->dst_ns,
                  e->dst_svc);
         struct gedge *g = mesh_hmap_get(edges, key);
         if (!g) {
             if (!(g = mesh_calloc(1, sizeof(*g))))
-                return -1;
+                goto fail;
             memcpy(g->key, key, sizeof(key));
             g->tcp = e->tcp;
             snprintf(g->src, sizeof(g->src), "%s/%s", e->src_ns, e->src_wl);
             snprintf(g->dst, sizeof(g->dst), "%s/%s", e->dst_ns, e->dst_svc);
             if (mesh_hmap_put(edges, g->key, g) < 0) {
                 mesh_free(g);
-                return -1;
+                goto fail;
             }
         }
         struct rates *r = &g->by[e->by_destination];
         r->seen = true;
         for (int k = 0; k < MESH_CTL_TC_N; k++)
-            r->c[k] += delta(e->c[k], o->c[k]) / secs;
+            r->c[k] += (double)(e->c[k] - o->c[k]) / secs;
         for (int k = 0; k < MESH_CTL_TRAFFIC_BUCKETS; k++)
-            r->buckets[k] += delta(e->buckets[k], o->buckets[k]) / secs;
+            r->buckets[k] += (double)(e->buckets[k] - o->buckets[k]) / secs;
     }
+    mesh_free(v);
     return 0;
+fail:
+    mesh_free(v);
+    return -1;
 }
 
 /* The q-quantile of a histogram (linear within a bucket, as Prometheus's

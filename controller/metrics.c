@@ -67,6 +67,10 @@ static const struct counter counters[] = {
      C(tokens_created)},
     {"mesh_controller_join_tokens_revoked_total", "Join tokens revoked.", NULL, NULL,
      C(tokens_revoked)},
+    {"mesh_controller_traffic_dropped_total",
+     "Reports whose traffic was not kept for the service graph: the cap on edges kept across "
+     "nodes was reached.",
+     NULL, NULL, C(traffic_dropped)},
 };
 
 /* mesh_controller_agents{state}: the enrolled nodes by the state GET /v1/agents shows. */

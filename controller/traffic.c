@@ -9,12 +9,13 @@
 #include "common/names.h"
 
 const double mesh_ctl_traffic_bounds[MESH_CTL_TRAFFIC_BUCKETS - 1] = {
-    0.5,  1,    5,     10,    25,    50,     100,    250,     500,    1000,
-    2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000};
+    MESH_REPORT_TRAFFIC_BOUNDS_MS};
 
 void mesh_ctl_traffic_init(struct mesh_ctl_traffic *t)
 {
     mesh_hmap_init(&t->nodes);
+    t->edges = 0;
+    t->edges_max = MESH_CTL_TRAFFIC_TOTAL_EDGES_MAX;
 }
 
 static void node_free(struct mesh_ctl_node_traffic *nt)
@@ -200,9 +201,12 @@ size_t mesh_ctl_traffic_own(struct mesh_ctl_edge *edges, size_t n, const json_t 
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
         const struct mesh_ctl_edge *e = &edges[i];
-        bool own = e->by_destination ? is_local(services, e->dst_ns, e->dst_svc)
-                                     : strcmp(e->src_wl, "unknown") == 0 ||
-                                           is_local(services, e->src_ns, e->src_wl);
+        /* "unknown" in any other namespace would be no one: anyone's calls, which this
+         * node could use to put errors on any service. */
+        bool own = e->by_destination
+                       ? is_local(services, e->dst_ns, e->dst_svc)
+                       : (strcmp(e->src_wl, "unknown") == 0 && strcmp(e->src_ns, "unknown") == 0) ||
+                             is_local(services, e->src_ns, e->src_wl);
         if (own)
             edges[kept++] = *e;
     }
@@ -227,6 +231,15 @@ int mesh_ctl_traffic_note(struct mesh_ctl_traffic *t, const char *node, struct m
         }
     }
     struct mesh_ctl_sample *s = &nt->s[nt->next];
+    int result = 0;
+    t->edges -= s->n;
+    if (n > t->edges_max - t->edges) {
+        mesh_free(edges);
+        edges = NULL;
+        n = 0;
+        result = 1;
+    }
+    t->edges += n;
     mesh_free(s->edges);
     s->edges = edges;
     s->n = n;
@@ -237,10 +250,13 @@ int mesh_ctl_traffic_note(struct mesh_ctl_traffic *t, const char *node, struct m
     json_decref(nt->services);
     nt->services = json_incref(services);
     nt->seen_ms = now_ms;
-    return 0;
+    return result;
 }
 
 void mesh_ctl_traffic_forget(struct mesh_ctl_traffic *t, const char *node)
 {
-    node_free(mesh_hmap_remove(&t->nodes, node));
+    struct mesh_ctl_node_traffic *nt = mesh_hmap_remove(&t->nodes, node);
+    for (size_t i = 0; nt && i < MESH_CTL_TRAFFIC_SAMPLES; i++)
+        t->edges -= nt->s[i].n;
+    node_free(nt);
 }

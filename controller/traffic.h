@@ -10,7 +10,9 @@
  * newest and the oldest of them, per second. A report without "traffic" (an older agent)
  * is accepted and shows no edges. Memory is bounded: at most MESH_CTL_TRAFFIC_EDGES_MAX
  * edges per report, MESH_CTL_TRAFFIC_SAMPLES reports per node (480 bytes an edge: 740 KB per node
- * at the cap, 30 KB for ten edges), and a node's samples are dropped when it is reset.
+ * at the cap, 30 KB for ten edges), at most edges_max edges kept across all nodes (a report
+ * beyond it keeps its services, not its edges), and a node's samples are dropped when it
+ * leaves, goes offline or is reset.
  *
  * Main loop only.
  */
@@ -24,11 +26,14 @@
 #include <jansson.h>
 
 #include "common/hmap.h"
+#include "common/report_traffic.h"
 
-#define MESH_CTL_TRAFFIC_EDGES_MAX 256
+#define MESH_CTL_TRAFFIC_EDGES_MAX MESH_REPORT_TRAFFIC_EDGES_MAX
 #define MESH_CTL_TRAFFIC_SAMPLES 6
+/* Edges kept across all nodes and samples at most (the default of edges_max): 128 MB. */
+#define MESH_CTL_TRAFFIC_TOTAL_EDGES_MAX (1u << 18)
 /* Istio's duration histogram (Envoy's default bounds, in ms) and its +Inf bucket. */
-#define MESH_CTL_TRAFFIC_BUCKETS 20
+#define MESH_CTL_TRAFFIC_BUCKETS MESH_REPORT_TRAFFIC_BUCKETS
 extern const double mesh_ctl_traffic_bounds[MESH_CTL_TRAFFIC_BUCKETS - 1];
 
 enum {
@@ -68,6 +73,8 @@ struct mesh_ctl_node_traffic {
 
 struct mesh_ctl_traffic {
     struct mesh_hmap nodes; /* node name -> struct mesh_ctl_node_traffic */
+    size_t edges;           /* edges kept, all samples of all nodes */
+    size_t edges_max;       /* the cap on edges (MESH_CTL_TRAFFIC_TOTAL_EDGES_MAX) */
 };
 
 void mesh_ctl_traffic_init(struct mesh_ctl_traffic *t);
@@ -82,16 +89,18 @@ bool mesh_ctl_traffic_check(const json_t *traffic, struct mesh_ctl_edge **ret_ed
 /*
  * Keeps only the edges of the node's own side (compacting edges): a node counts the calls
  * its proxy made for its local services (reporter "source": the source workload is one of
- * `services`, or "unknown", the node itself) and the calls into them ("destination": the
+ * `services`, or "unknown" in namespace "unknown", the node itself) and the calls into them
+ * ("destination": the
  * destination service is one of them). Another node's edges, which an enrolled node could
  * invent, are left out. Returns how many stay.
  */
 size_t mesh_ctl_traffic_own(struct mesh_ctl_edge *edges, size_t n, const json_t *services);
 /* Keeps a node's report: its edges (taken, may be NULL) and services (a reference is
- * taken) at loop time now_ms. Returns 0 or -ENOMEM (edges freed). */
+ * taken) at loop time now_ms. Returns 0; 1 when the edges were left out (freed, the sample
+ * kept empty) because keeping them would pass edges_max; or -ENOMEM (edges freed). */
 int mesh_ctl_traffic_note(struct mesh_ctl_traffic *t, const char *node, struct mesh_ctl_edge *edges,
                           size_t n, json_t *services, uint64_t now_ms);
-/* Forgets a node (a reset). */
+/* Forgets a node's traffic (it left, went offline, or was reset). Unknown nodes: nothing. */
 void mesh_ctl_traffic_forget(struct mesh_ctl_traffic *t, const char *node);
 /*
  * The service graph at loop time now_ms (graph.c): services of nodes heard of within

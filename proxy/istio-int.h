@@ -19,9 +19,11 @@
 #include <jansson.h>
 
 #include "common/buf.h"
+#include "common/report_traffic.h"
 
 /* Envoy's default histogram bounds, which Istio's histograms use (then +Inf). */
-#define MESH_ISTIO_BUCKETS 19
+/* The histogram of durations is the one agents report (common/report_traffic.h). */
+#define MESH_ISTIO_BUCKETS MESH_REPORT_TRAFFIC_BOUNDS
 extern const double mesh_istio_bounds[MESH_ISTIO_BUCKETS];
 
 #define MESH_ISTIO_MAX_SERIES_DEFAULT 10000
@@ -45,6 +47,10 @@ struct mesh_istio_series {
 };
 
 struct mesh_istio_table {
+    /* Set by a successful init, before any thread sees the table, and never changed until
+     * done: the readers' test for a table that exists (slots itself changes under the lock
+     * when it grows, on worker threads). */
+    bool ready;
     pthread_mutex_t lock;
     struct mesh_istio_series **slots;
     size_t n_slots, n;

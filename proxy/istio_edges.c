@@ -139,13 +139,17 @@ static json_t *edge_json(const struct edge *e)
         err |= json_object_set_new(o, "bytes_sent", json_integer((json_int_t)e->sent));
         err |= json_object_set_new(o, "bytes_received", json_integer((json_int_t)e->received));
     } else {
+        /* Every field or none: the controller refuses an edge with a hole, and the report
+         * with it (services and membership too). */
         json_t *b = json_array();
+        err |= !b;
         for (int k = 0; b && k <= MESH_ISTIO_BUCKETS; k++)
             err |= json_array_append_new(b, json_integer((json_int_t)e->buckets[k]));
         err |= json_object_set_new(o, "requests", json_integer((json_int_t)e->requests));
         err |= json_object_set_new(o, "errors", json_integer((json_int_t)e->errors));
         err |= json_object_set_new(o, "duration_us", json_integer((json_int_t)e->duration_us));
-        err |= json_object_set_new(o, "duration_buckets", b ? b : json_null());
+        if (b)
+            err |= json_object_set_new(o, "duration_buckets", b);
     }
     if (err) {
         json_decref(o);
@@ -161,7 +165,7 @@ json_t *mesh_istio_traffic(struct mesh_istio_table *t, size_t max_edges)
     const struct mesh_hmap_entry *he;
     json_t *out = NULL;
     size_t n = 0, i = 0;
-    if (!t->slots)
+    if (!t->ready)
         return json_array();
     mesh_hmap_init(&edges);
     pthread_mutex_lock(&t->lock);

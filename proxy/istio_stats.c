@@ -7,9 +7,7 @@
 #include "common/prom.h"
 #include "proxy/istio-int.h"
 
-const double mesh_istio_bounds[MESH_ISTIO_BUCKETS] = {
-    0.5,  1,    5,     10,    25,    50,     100,    250,     500,    1000,
-    2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000};
+const double mesh_istio_bounds[MESH_ISTIO_BUCKETS] = {MESH_REPORT_TRAFFIC_BOUNDS_MS};
 
 int mesh_istio_table_init(struct mesh_istio_table *t, size_t max)
 {
@@ -24,6 +22,7 @@ int mesh_istio_table_init(struct mesh_istio_table *t, size_t max)
         return -ENOMEM;
     }
     atomic_init(&t->max, max ? max : MESH_ISTIO_MAX_SERIES_DEFAULT);
+    t->ready = true;
     return 0;
 }
 
@@ -41,6 +40,7 @@ void mesh_istio_table_done(struct mesh_istio_table *t)
     }
     mesh_free(t->slots);
     t->slots = NULL;
+    t->ready = false;
     pthread_mutex_destroy(&t->lock);
 }
 
@@ -187,7 +187,7 @@ void mesh_istio_metrics(struct mesh_istio_table *t, struct mesh_buf *b)
         {"istio_tcp_connections_closed_total", "TCP connections closed.", true,
          offsetof(struct mesh_istio_series, closed)},
     };
-    if (!t->slots)
+    if (!t->ready)
         return;
     pthread_mutex_lock(&t->lock);
     for (size_t c = 0; c < sizeof(counters) / sizeof(counters[0]); c++) {

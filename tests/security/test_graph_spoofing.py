@@ -66,6 +66,44 @@ class GraphSpoofingTest(unittest.TestCase):
         self.assertNotIn("shop/ledger", {n["id"] for n in g["nodes"]})
         self.assertNotIn("shop/billing", {n["id"] for n in g["nodes"]})
 
+    def test_unknown_source_in_another_namespace_blames_no_one(self):
+        # "unknown" as source is the node itself (namespace "unknown"); named in namespace
+        # "shop" it could be any caller, and its errors would land on the victim's signals.
+        evil, victim = self.node("evil"), self.node("victim")
+
+        def spoof(requests, errors):
+            return {"reporter": "source", "protocol": "http", "source_namespace": "shop",
+                    "source_workload": "unknown", "destination_namespace": "shop",
+                    "destination_service": "ledger", "requests": requests, "errors": errors,
+                    "duration_us": 1000 * requests,
+                    "duration_buckets": [requests] + [0] * 19}
+        self.report(victim, "ledger", [edge("destination", "web", "ledger", 0)])
+        self.report(evil, "web", [spoof(0, 0)])
+        self.report(victim, "ledger", [edge("destination", "web", "ledger", 100)])
+        self.report(evil, "web", [spoof(1000, 900)])
+        s, g = self.c.request("GET", "/v1/graph", admin=True)
+        self.assertEqual(s, 200, g)
+        ledger = next(n for n in g["nodes"] if n["id"] == "shop/ledger")
+        self.assertEqual(ledger["error_ratio"], 0, ledger)
+        self.assertNotIn(("shop/unknown", "shop/ledger"),
+                         {(e["source"], e["destination"]) for e in g["edges"]})
+
+    def test_a_node_that_leaves_leaves_the_graph(self):
+        # Its traffic is forgotten when it leaves (memory stays bounded with node churn).
+        web = self.node("web-host")
+        self.report(web, "web", [edge("source", "web", "api", 0)])
+        self.report(web, "web", [edge("source", "web", "api", 100)])
+        s, g = self.c.request("GET", "/v1/graph", admin=True)
+        self.assertEqual(s, 200, g)
+        self.assertIn(("shop/web", "shop/api"),
+                      {(e["source"], e["destination"]) for e in g["edges"]})
+        s, body = self.c.request("POST", "/v1/leave", {}, cert=web[0], key=web[1])
+        self.assertEqual(s, 200, body)
+        s, g = self.c.request("GET", "/v1/graph", admin=True)
+        self.assertEqual(s, 200, g)
+        self.assertEqual(g["edges"], [], g)
+        self.assertNotIn("shop/web", {n["id"] for n in g["nodes"]}, g)
+
 
 if __name__ == "__main__":
     main()

@@ -231,11 +231,15 @@ static void test_checks_name_the_field(void **state)
 static void test_a_node_keeps_its_own_side(void **state)
 {
     (void)state;
-    json_t *traffic = json_pack("[o, o, o, o, o]", http_edge("source", "web", "api", 1, 0, 1),
+    /* "unknown" as source is the node itself, in namespace "unknown" only: another
+     * namespace's "unknown" workload is no one the node can speak for. */
+    json_t *spoof = http_edge("source", "unknown", "ledger", 1, 1, 1);
+    json_object_set_new(spoof, "source_namespace", json_string("shop"));
+    json_t *traffic = json_pack("[o, o, o, o, o, o]", http_edge("source", "web", "api", 1, 0, 1),
                                 http_edge("source", "unknown", "api", 1, 0, 1),
                                 http_edge("destination", "api", "web", 1, 0, 1),
                                 http_edge("source", "billing", "ledger", 1, 0, 1),
-                                http_edge("destination", "billing", "ledger", 1, 0, 1));
+                                http_edge("destination", "billing", "ledger", 1, 0, 1), spoof);
     struct mesh_ctl_edge *edges;
     size_t n;
     char why[300];
@@ -251,6 +255,108 @@ static void test_a_node_keeps_its_own_side(void **state)
     json_decref(traffic);
 }
 
+/* Rate of the one edge web -> api in the graph of host-a at now_ms. */
+static double web_api_rate(struct mesh_ctl_traffic *t, uint64_t now_ms, const char *k)
+{
+    json_t *g = mesh_ctl_graph(t, now_ms, 60000, 60000);
+    assert_non_null(g);
+    json_t *e = find(g, "edges", "source", "shop/web", "destination", "shop/api");
+    double r = e ? num(e, k) : -1;
+    json_decref(g);
+    return r;
+}
+
+/* An edge absent from the oldest kept sample (a local service briefly gone, the agent's
+ * cap choosing other edges) is not new: its rate comes from the oldest sample that has it,
+ * not from its whole count since the agent started. */
+static void test_an_edge_missing_from_the_oldest_sample(void **state)
+{
+    (void)state;
+    struct mesh_ctl_traffic t;
+    mesh_ctl_traffic_init(&t);
+    report(&t, "host-a", "web", 0, json_pack("[o]", http_edge("source", "web", "api", 1000, 0, 1)));
+    report(&t, "host-a", "web", 10000, json_array());
+    report(&t, "host-a", "web", 20000,
+           json_pack("[o]", http_edge("source", "web", "api", 1010, 0, 1)));
+    assert_true(fabs(web_api_rate(&t, 20000, "requests_per_s") - 0.5) < 1e-9);
+    /* Absent from the oldest two: 10 in 10 s from the first that has it... */
+    mesh_ctl_traffic_forget(&t, "host-a");
+    report(&t, "host-a", "web", 0, json_array());
+    report(&t, "host-a", "web", 10000,
+           json_pack("[o]", http_edge("source", "web", "api", 1000, 0, 1)));
+    report(&t, "host-a", "web", 20000,
+           json_pack("[o]", http_edge("source", "web", "api", 1010, 0, 1)));
+    assert_true(fabs(web_api_rate(&t, 20000, "requests_per_s") - 1.0) < 1e-9);
+    /* ...and no rate when only the newest has it. */
+    mesh_ctl_traffic_forget(&t, "host-a");
+    report(&t, "host-a", "web", 0, json_array());
+    report(&t, "host-a", "web", 10000,
+           json_pack("[o]", http_edge("source", "web", "api", 5000, 0, 1)));
+    assert_true(web_api_rate(&t, 10000, "requests_per_s") < 0);
+    mesh_ctl_traffic_done(&t);
+}
+
+/* An agent that restarted starts all its counters again; when any of an edge's counters
+ * went down, all of them come from the new sample (else errors could exceed requests). */
+static void test_a_restart_takes_all_counters_anew(void **state)
+{
+    (void)state;
+    struct mesh_ctl_traffic t;
+    mesh_ctl_traffic_init(&t);
+    report(&t, "host-a", "web", 0,
+           json_pack("[o]", http_edge("source", "web", "api", 1000, 10, 1)));
+    /* After the restart: 50 requests, 40 of them errors (errors went up, requests down). */
+    report(&t, "host-a", "web", 10000,
+           json_pack("[o]", http_edge("source", "web", "api", 50, 40, 1)));
+    assert_true(fabs(web_api_rate(&t, 10000, "requests_per_s") - 5.0) < 1e-9);
+    assert_true(fabs(web_api_rate(&t, 10000, "errors_per_s") - 4.0) < 1e-9);
+    assert_true(fabs(web_api_rate(&t, 10000, "error_ratio") - 0.8) < 1e-9);
+    mesh_ctl_traffic_done(&t);
+}
+
+/* A report past the cap on edges kept across nodes keeps its services, not its edges; a
+ * node forgotten gives its room back. */
+static void test_the_cap_on_edges_kept(void **state)
+{
+    (void)state;
+    struct mesh_ctl_traffic t;
+    mesh_ctl_traffic_init(&t);
+    assert_int_equal(t.edges_max, MESH_CTL_TRAFFIC_TOTAL_EDGES_MAX);
+    t.edges_max = 3;
+    report(&t, "host-a", "web", 0,
+           json_pack("[o, o]", http_edge("source", "web", "api", 1, 0, 1),
+                     http_edge("source", "web", "db", 1, 0, 1)));
+    struct mesh_ctl_edge *edges;
+    size_t n;
+    char why[300];
+    json_t *traffic = json_pack("[o, o]", http_edge("source", "cache", "api", 1, 0, 1),
+                                http_edge("source", "cache", "db", 1, 0, 1));
+    assert_true(mesh_ctl_traffic_check(traffic, &edges, &n, why, sizeof(why)));
+    json_t *s = services("cache");
+    assert_int_equal(mesh_ctl_traffic_note(&t, "host-b", edges, n, s, 0), 1);
+    json_decref(traffic);
+    assert_int_equal(t.edges, 2);
+    json_t *g = mesh_ctl_graph(&t, 0, 60000, 60000);
+    assert_non_null(find(g, "nodes", "id", "shop/cache", NULL, NULL));
+    json_decref(g);
+    /* host-a's next report replaces its oldest sample only when the ring is full: 4 > 3. */
+    traffic = json_pack("[o, o]", http_edge("source", "web", "api", 2, 0, 1),
+                        http_edge("source", "web", "db", 2, 0, 1));
+    assert_true(mesh_ctl_traffic_check(traffic, &edges, &n, why, sizeof(why)));
+    assert_int_equal(mesh_ctl_traffic_note(&t, "host-a", edges, n, s, 1000), 1);
+    json_decref(traffic);
+    mesh_ctl_traffic_forget(&t, "host-a");
+    assert_int_equal(t.edges, 0);
+    traffic = json_pack("[o, o]", http_edge("source", "cache", "api", 1, 0, 1),
+                        http_edge("source", "cache", "db", 1, 0, 1));
+    assert_true(mesh_ctl_traffic_check(traffic, &edges, &n, why, sizeof(why)));
+    assert_int_equal(mesh_ctl_traffic_note(&t, "host-b", edges, n, s, 1000), 0);
+    assert_int_equal(t.edges, 2);
+    json_decref(traffic);
+    json_decref(s);
+    mesh_ctl_traffic_done(&t);
+}
+
 int main(void)
 {
     mesh_alloc_install();
@@ -258,6 +364,9 @@ int main(void)
         UNIT_TEST(test_graph_of_three_services),
         UNIT_TEST(test_checks_name_the_field),
         UNIT_TEST(test_a_node_keeps_its_own_side),
+        UNIT_TEST(test_an_edge_missing_from_the_oldest_sample),
+        UNIT_TEST(test_a_restart_takes_all_counters_anew),
+        UNIT_TEST(test_the_cap_on_edges_kept),
     };
     return cmocka_run_group_tests_name("controller_traffic", tests, NULL, NULL);
 }

@@ -1,6 +1,8 @@
 /* The traffic per edge that agents report to the controller, summed from the istio_*
  * series: codes, flags and versions of one edge add up; errors are 5xx, no answer and
  * local refusals; names that are no DNS label become "unknown"; the cap on edges holds. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -126,12 +128,99 @@ static void test_names_and_cap(void **state)
     mesh_istio_table_done(&t);
 }
 
+/* jansson's allocations, the Nth of them failing (only that one: the others succeed). */
+static json_malloc_t real_malloc;
+static long until_fail;
+
+static void *fail_one_malloc(size_t size)
+{
+    return until_fail-- == 0 ? NULL : real_malloc(size);
+}
+
+/* When a part of an edge cannot be built, the traffic is left out of the report (NULL),
+ * never sent with a hole ("duration_buckets": null) that the controller refuses, report
+ * and all. */
+static void test_no_edge_with_a_hole(void **state)
+{
+    (void)state;
+    struct mesh_istio_table t;
+    json_free_t real_free;
+    json_get_alloc_funcs(&real_malloc, &real_free);
+    assert_int_equal(mesh_istio_table_init(&t, 0), 0);
+    mesh_istio_record_http(http(&t, "source", DST("api"), 200, "-"), 1000, 1, 1);
+    bool done = false;
+    for (long n = 0; !done; n++) {
+        until_fail = n;
+        json_set_alloc_funcs(fail_one_malloc, real_free);
+        json_t *a = mesh_istio_traffic(&t, 256);
+        json_set_alloc_funcs(real_malloc, real_free);
+        done = until_fail >= 0; /* nothing failed: every allocation was tried */
+        size_t i;
+        json_t *e;
+        json_array_foreach(a, i, e)
+        {
+            json_t *b = json_object_get(e, "duration_buckets");
+            if (!json_is_array(b) || json_array_size(b) != MESH_ISTIO_BUCKETS + 1)
+                fail_msg("allocation %ld failed: an edge without its duration_buckets", n);
+        }
+        json_decref(a);
+    }
+    mesh_istio_table_done(&t);
+}
+
+struct grower {
+    struct mesh_istio_table *t;
+    atomic_bool done;
+};
+
+/* A worker thread making new label sets: the table grows its slots under its lock. */
+static void *grow_table(void *arg)
+{
+    struct grower *g = arg;
+    for (int i = 0; i < 3000; i++) {
+        char dst[128];
+        snprintf(dst, sizeof(dst),
+                 "destination_service_name=\"s%d\",destination_service_namespace=\"shop\"", i);
+        mesh_istio_record_http(http(g->t, "source", dst, 200, "-"), 1, 0, 0);
+    }
+    atomic_store(&g->done, true);
+    return NULL;
+}
+
+/* The report's edges are read on the main loop while workers add series (and grow the
+ * table): no access to the table outside its lock (a data race under TSan otherwise). */
+static void test_traffic_while_the_table_grows(void **state)
+{
+    (void)state;
+    struct mesh_istio_table t;
+    assert_int_equal(mesh_istio_table_init(&t, 10000), 0);
+    struct grower g = {.t = &t};
+    atomic_init(&g.done, false);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, grow_table, &g), 0);
+    size_t reads = 0;
+    do {
+        json_t *a = mesh_istio_traffic(&t, 4000);
+        assert_non_null(a);
+        json_decref(a);
+        reads++;
+    } while (!atomic_load(&g.done));
+    pthread_join(th, NULL);
+    json_t *a = mesh_istio_traffic(&t, 4000);
+    assert_int_equal(json_array_size(a), 3000);
+    json_decref(a);
+    assert_true(reads > 0);
+    mesh_istio_table_done(&t);
+}
+
 int main(void)
 {
     mesh_alloc_install();
     const struct CMUnitTest tests[] = {
         UNIT_TEST(test_series_sum_into_edges),
         UNIT_TEST(test_names_and_cap),
+        UNIT_TEST(test_no_edge_with_a_hole),
+        UNIT_TEST(test_traffic_while_the_table_grows),
     };
     return cmocka_run_group_tests_name("istio_edges", tests, NULL, NULL);
 }

@@ -327,6 +327,11 @@ int mesh_istio_snapshot_labels(struct mesh_proxy_snapshot *s, const struct mesh_
 struct mesh_istio_series *mesh_istio_tcp_series(struct mesh_proxy_shared *sh,
                                                 const struct snap_listener *l,
                                                 const struct snap_dest *d, const char *peer_id);
+/* The series of s with response_flags (Envoy's: UH, UF, UO) in place of "-": where a TCP
+ * connection that never reached an upstream is counted. NULL: past the cap, or no "-". */
+struct mesh_istio_series *mesh_istio_tcp_flagged(struct mesh_proxy_shared *sh,
+                                                 const struct mesh_istio_series *s,
+                                                 const char *flags);
 
 /* Builds a snapshot. `defaults` is the policy of services without one; it must outlive the
  * snapshot. Returns 0 or -ENOMEM. */

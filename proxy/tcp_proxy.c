@@ -60,7 +60,8 @@ struct tcp_conn {
     const struct mesh_tls_identity *tls_as; /* who upstream mTLS presents (snap's material) */
     struct snap_endpoint *ep;               /* once connected */
     struct direct *direct;                  /* passed through; NULL: a listener's destination */
-    struct mesh_istio_series *istio;        /* counted opened there; closed when freed */
+    struct mesh_istio_series
+        *istio; /* opened counted once spliced or given up; closed when freed */
     struct side down;
     struct attempt *up;
     uv_timer_t timer;
@@ -68,6 +69,7 @@ struct tcp_conn {
     int open_handles;
     bool counted_total;
     bool counted_dest;
+    bool istio_opened;
     bool pod_caller; /* a captured pod named by its address: its mTLS identity is counted */
     bool reset;      /* close with RST: the other side was reset */
     uint64_t client_hash;
@@ -112,8 +114,11 @@ static void free_conn(struct tcp_conn *c)
         atomic_fetch_sub_explicit(&c->dest->state->active, 1, memory_order_relaxed);
     if (c->ep)
         atomic_fetch_sub_explicit(&c->ep->state->active, 1, memory_order_relaxed);
-    if (c->istio)
+    if (c->istio) {
+        if (!c->istio_opened)
+            atomic_fetch_add_explicit(&c->istio->opened, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&c->istio->closed, 1, memory_order_relaxed);
+    }
     mesh_snapshot_unref(c->snap);
     mesh_free(c->direct);
     mesh_free(c);
@@ -351,8 +356,22 @@ static void on_timer(uv_timer_t *t)
 
 /* ---- connecting ---- */
 
+/* The Istio series counts the connection as opened once it reaches an upstream, or under
+ * Envoy's response flag (UH, UF, UO) when it never will, as Istio's TCP metrics do. */
+static void istio_open(struct tcp_conn *c, const char *flags)
+{
+    if (!c->istio || c->istio_opened)
+        return;
+    if (flags)
+        c->istio = mesh_istio_tcp_flagged(c->w->shared, c->istio, flags);
+    if (c->istio)
+        atomic_fetch_add_explicit(&c->istio->opened, 1, memory_order_relaxed);
+    c->istio_opened = true;
+}
+
 static void start_splice(struct tcp_conn *c, struct attempt *a)
 {
+    istio_open(c, NULL);
     c->state = CONN_SPLICING;
     c->ep = &c->dest->eps[a->ep];
     atomic_fetch_add_explicit(&c->ep->state->active, 1, memory_order_relaxed);
@@ -460,6 +479,7 @@ static void next_attempt(struct tcp_conn *c)
     struct mesh_worker *w = c->w;
     for (;;) {
         if (c->n_tried > (size_t)c->dest->policy->connect_retries || c->n_tried >= MAX_ATTEMPTS) {
+            istio_open(c, "UF");
             close_conn(c); /* every allowed attempt failed */
             return;
         }
@@ -469,6 +489,7 @@ static void next_attempt(struct tcp_conn *c)
                 atomic_fetch_add_explicit(&c->dest->state->no_endpoint, 1, memory_order_relaxed);
                 log_refusal(w, "no endpoint can take it", c->dest->key);
             }
+            istio_open(c, c->n_tried ? "UF" : "UH");
             close_conn(c);
             return;
         }
@@ -595,16 +616,16 @@ static void adopt(struct mesh_worker *w, struct mesh_io *io, const char *key, st
         return;
     }
     c->counted_dest = true;
+    c->istio = mesh_istio_tcp_series(w->shared, l, c->dest, peer_id);
     int active = atomic_fetch_add_explicit(&c->dest->state->active, 1, memory_order_relaxed) + 1;
     if (c->dest->policy->max_connections && active > c->dest->policy->max_connections) {
         atomic_fetch_add_explicit(&c->dest->state->breaker_refusals, 1, memory_order_relaxed);
         log_refusal(w, "its max_connections are open (circuit breaker)", c->dest->key);
+        istio_open(c, "UO");
         close_conn(c);
         return;
     }
     atomic_fetch_add_explicit(&c->dest->state->conns_total, 1, memory_order_relaxed);
-    if ((c->istio = mesh_istio_tcp_series(w->shared, l, c->dest, peer_id)))
-        atomic_fetch_add_explicit(&c->istio->opened, 1, memory_order_relaxed);
     if (c->dest->policy->lb == MESH_LB_RING_HASH) {
         struct mesh_addr peer = {0};
         int len = sizeof(peer.ss);

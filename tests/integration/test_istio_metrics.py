@@ -148,6 +148,32 @@ class IstioMetricsTest(BackendTest):
         for agent in (a, b):
             check_promtool(self, agent.get("/metrics")[2])
 
+    def test_tcp_connection_that_reaches_no_upstream_is_flagged(self):
+        a, b, _ = self.pair(protocol="tcp")
+        wait_for(lambda: value(a, "istio_tcp_connections_opened_total", reporter="source") ==
+                 value(a, "istio_tcp_connections_closed_total", reporter="source") >= 1,
+                 what="the probe's connection counted")
+        b.stop()  # B's inbound is gone: every connect of A's to it is refused
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=5 * SLOW)
+        s.settimeout(10 * SLOW)
+        try:
+            self.assertEqual(s.recv(64), b"")  # closed (or reset) without a byte
+        except ConnectionResetError:
+            pass
+        s.close()
+        uf = dict(reporter="source", request_protocol="tcp", response_flags="UF", **SOURCE,
+                  **dest())
+        settled(self, lambda: value(a, "istio_tcp_connections_closed_total", **uf), 1)
+        self.assertEqual(value(a, "istio_tcp_connections_opened_total", **uf), 1)
+        self.assertEqual(value(a, "istio_tcp_sent_bytes_total", **uf), 0)
+        # Opened and closed balance in every series: none counts the failed one twice.
+        opened = {tuple(sorted(l.items())): v
+                  for l, v in samples(a, "istio_tcp_connections_opened_total")}
+        closed = {tuple(sorted(l.items())): v
+                  for l, v in samples(a, "istio_tcp_connections_closed_total")}
+        self.assertEqual(opened, closed)
+        check_promtool(self, a.get("/metrics")[2])
+
 
 class IstioCardinalityTest(HttpTest):
     def test_series_past_the_cap_are_counted_as_dropped(self):

@@ -42,6 +42,17 @@ static size_t feed(struct http_conn *c, char *data, size_t len)
     struct http_req *q = &c->req;
     size_t used = 0;
     while (used < len && !c->closing && !c->shutting && !c->pending_input) {
+        if (q->phase == REQ_NONE && c->requests == 0 && used == 0) {
+            /* HTTP/2 with prior knowledge: the preface where a first request would be. */
+            int h2 = mesh_h2_preface(data, len);
+            if (h2 == -EAGAIN)
+                return 0;
+            if (h2 == 1) {
+                if (mesh_h2_start(c, data, len) < 0)
+                    mesh_http_proxy__conn_abort(c);
+                return len;
+            }
+        }
         if (q->phase == REQ_NONE) {
             struct mesh_http_request r;
             int n =
@@ -147,6 +158,11 @@ void mesh_http_proxy__on_down_read(uv_stream_t *s, ssize_t nread, const uv_buf_t
     struct mesh_pbuf *b = buf->base ? container_of(buf->base, struct mesh_pbuf, data) : NULL;
     if (nread > 0 && c->shutting) {
         mesh_bufpool_put(&c->w->pool, b); /* lingering: dropped */
+        return;
+    }
+    if (nread > 0 && !c->closing && c->h2) {
+        mesh_h2_input(c, b->data, (size_t)nread);
+        mesh_bufpool_put(&c->w->pool, b);
         return;
     }
     if (nread > 0 && !c->closing) {
@@ -265,6 +281,7 @@ static void start_request(struct http_conn *c, const struct mesh_http_request *r
     struct http_req *q = &c->req;
     struct mesh_http_decision d;
     refresh_snapshot(c);
+    c->requests++;
     q->start_us = uv_hrtime() / 1000;
     q->keep_alive = (r->flags & MESH_HTTP_F_KEEP_ALIVE) != 0;
     q->upgrade = (r->flags & MESH_HTTP_F_UPGRADE) != 0;
@@ -312,22 +329,9 @@ static void start_request(struct http_conn *c, const struct mesh_http_request *r
 
 /* ---- accept, stop ---- */
 
-void mesh_http_adopt(struct mesh_worker *w, struct mesh_io *io, const struct snap_listener *l,
-                     const char *peer_id)
+/* A connection's state around io (taken), in the worker's list and counted there. */
+static void conn_init(struct http_conn *c, struct mesh_worker *w, struct mesh_io *io)
 {
-    struct http_conn *c = mesh_calloc(1, sizeof(*c));
-    /* The caller's certificate is hashed now, at the handshake, for every request. */
-    if (!c || (peer_id && (!(c->peer_identity = mesh_strdup(peer_id)) ||
-                           (mesh_io_ssl(io) &&
-                            !(c->xfcc = mesh_http_proxy__xfcc(mesh_io_ssl(io), peer_id)))))) {
-        if (c) {
-            mesh_free(c->peer_identity);
-            mesh_free(c->xfcc);
-        }
-        mesh_free(c);
-        mesh_io_close(io, NULL);
-        return;
-    }
     c->w = w;
     c->io = io;
     uv_timer_init(&w->loop, &c->timer);
@@ -344,6 +348,25 @@ void mesh_http_adopt(struct mesh_worker *w, struct mesh_io *io, const struct sna
         w->http->conns->prev = c;
     w->http->conns = c;
     w->n_conns++;
+}
+
+void mesh_http_adopt(struct mesh_worker *w, struct mesh_io *io, const struct snap_listener *l,
+                     const char *peer_id)
+{
+    struct http_conn *c = mesh_calloc(1, sizeof(*c));
+    /* The caller's certificate is hashed now, at the handshake, for every request. */
+    if (!c || (peer_id && (!(c->peer_identity = mesh_strdup(peer_id)) ||
+                           (mesh_io_ssl(io) &&
+                            !(c->xfcc = mesh_http_proxy__xfcc(mesh_io_ssl(io), peer_id)))))) {
+        if (c) {
+            mesh_free(c->peer_identity);
+            mesh_free(c->xfcc);
+        }
+        mesh_free(c);
+        mesh_io_close(io, NULL);
+        return;
+    }
+    conn_init(c, w, io);
     atomic_fetch_add_explicit(&w->active, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&w->accepted, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&w->shared->accepted_total, 1, memory_order_relaxed);
@@ -366,6 +389,36 @@ void mesh_http_adopt(struct mesh_worker *w, struct mesh_io *io, const struct sna
         mesh_http_proxy__conn_abort(c);
 }
 
+struct http_conn *mesh_http_proxy__adopt_stream(struct http_conn *parent, struct mesh_io *vio)
+{
+    struct mesh_worker *w = parent->w;
+    struct http_conn *c = mesh_calloc(1, sizeof(*c));
+    /* The caller of the connection is the caller of each of its streams. */
+    if (!c || (parent->peer_identity && !(c->peer_identity = mesh_strdup(parent->peer_identity))) ||
+        (parent->xfcc && !(c->xfcc = mesh_strdup(parent->xfcc)))) {
+        if (c) {
+            mesh_free(c->peer_identity);
+            mesh_free(c->xfcc);
+        }
+        mesh_free(c);
+        mesh_io_close(vio, NULL);
+        return NULL;
+    }
+    c->stream = true; /* its connection is the one counted and capped */
+    conn_init(c, w, vio);
+    c->snap = parent->snap;
+    mesh_snapshot_ref(c->snap);
+    c->listener = parent->listener;
+    c->idle_deadline = uv_now(&w->loop) + w->shared->http.header_timeout_ms;
+    mesh_http_proxy__arm_timer(c);
+    if (w->stopping || mesh_io_read_start(c->io, mesh_http_proxy__on_down_alloc,
+                                          mesh_http_proxy__on_down_read) < 0) {
+        mesh_http_proxy__conn_abort(c);
+        return NULL;
+    }
+    return c;
+}
+
 void mesh_http_close_all(struct mesh_worker *w)
 {
     for (struct http_conn *c = w->http->conns; c; c = c->next)
@@ -376,7 +429,9 @@ void mesh_http_close_all(struct mesh_worker *w)
 void mesh_http_stop(struct mesh_worker *w)
 {
     for (struct http_conn *c = w->http->conns; c; c = c->next) {
-        if (c->req.phase == REQ_NONE)
+        if (c->h2 && !c->closing)
+            mesh_h2_stop(c);
+        else if (c->req.phase == REQ_NONE)
             mesh_http_proxy__conn_close_gracefully(c);
         else
             c->close_after = true;

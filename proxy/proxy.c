@@ -273,6 +273,14 @@ int mesh_proxy_new(uv_loop_t *loop, const struct mesh_proxy_options *opts, struc
         h->limits.max_uri = MESH_HTTP_DEFAULT_MAX_URI;
     if (!h->path_given)
         h->path = (struct mesh_path_options)MESH_PATH_OPTIONS_DEFAULT;
+    if (!h->h2_max_concurrent_streams)
+        h->h2_max_concurrent_streams = 100;
+    if (!h->h2_max_header_list)
+        h->h2_max_header_list = 65536;
+    if (!h->h2_max_resets)
+        h->h2_max_resets = 100;
+    if (!h->h2_reset_window_ms)
+        h->h2_reset_window_ms = 1000;
     p->shared.access_log_fd = -1;
     if (opts->access_log && opts->access_log[0] &&
         mesh_proxy_set_access_log(p, opts->access_log) < 0)

@@ -10,6 +10,8 @@ Scenarios:
   rapid_reset N         N times HEADERS then RST_STREAM(CANCEL); reports the GOAWAY
   big_headers BYTES     a GET with a header list of BYTES, then a normal GET on the same
                         connection
+  too_many_streams N    N streams opened at once (bodies pending, before the server's
+                        SETTINGS are read); reports which were reset, then finishes the rest
 """
 import json
 import socket
@@ -150,6 +152,17 @@ def main(argv):
         sid = c.start("GET", "/after")
         c.pump(c.done(sid))
         out["after"] = c.result(sid)
+    elif scenario == "too_many_streams":
+        sids = [c.start("POST", f"/s{i}", [("content-length", "1")], end=False)
+                for i in range(int(arg))]
+        c.pump(lambda: any(c.streams[s]["reset"] is not None for s in sids))
+        out["reset"] = [c.streams[s]["reset"] for s in sids]
+        for s in sids:
+            if c.streams[s]["reset"] is None:
+                c.conn.send_data(s, b"x", end_stream=True)
+        c.flush()
+        c.pump(lambda: all(c.done(s)() for s in sids))
+        out["status"] = [c.streams[s]["status"] for s in sids]
     else:
         raise SystemExit(f"unknown scenario {scenario!r}")
     print(json.dumps(out))

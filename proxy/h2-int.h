@@ -42,6 +42,10 @@ struct mesh_h2 {
     bool calm;                 /* refused for rapid reset: close once the GOAWAY is out */
     uint64_t reset_window_start;
     uint32_t resets;
+    /* Serves a stream (mesh_http_proxy__adopt_stream; the fuzz target's own consumer). */
+    struct http_conn *(*adopt)(struct http_conn *parent, struct mesh_io *vio);
+    /* Aborts what serves a stream (its stream connection), when the stream is gone. */
+    void (*abort)(struct mesh_io *vio);
 };
 
 /* The HTTP/1.1 response a stream connection writes, as it is turned into frames. */

@@ -242,6 +242,11 @@ static void on_idle_closed(uv_handle_t *h)
     mesh_free(h2);
 }
 
+static void abort_stream_conn(struct mesh_io *vio)
+{
+    mesh_http_proxy__conn_abort(vio->tcp.data);
+}
+
 int mesh_h2_start(struct http_conn *c, const char *data, size_t len)
 {
     const struct mesh_http_options *o = mesh_http_proxy__opts(c);
@@ -274,6 +279,8 @@ int mesh_h2_start(struct http_conn *c, const char *data, size_t len)
         goto out;
     h2->c = c;
     h2->w = c->w;
+    h2->adopt = mesh_http_proxy__adopt_stream;
+    h2->abort = abort_stream_conn;
     h2->reset_window_start = mesh_http_proxy__now_ms(c);
     uv_idle_init(&c->w->loop, &h2->idle);
     c->h2 = h2;

@@ -164,7 +164,7 @@ void mesh_h2__stream_head_done(struct h2_stream *st, bool end)
         return;
     }
     st->vio = vio;
-    mesh_http_proxy__adopt_stream(st->h2->c, vio); /* it reads from run(), later */
+    st->h2->adopt(st->h2->c, vio); /* it reads from run(), later */
 }
 
 void mesh_h2__stream_data(struct h2_stream *st, const uint8_t *data, size_t len)
@@ -537,11 +537,8 @@ static void deliver(struct h2_stream *st)
 void mesh_h2__stream_run(struct h2_stream *st)
 {
     st->pending = false;
-    if (!st->session_open && st->vio) {
-        /* Reset by the client, or done: its connection has nothing more to do. */
-        struct http_conn *c = st->vio->tcp.data;
-        mesh_http_proxy__conn_abort(c);
-    }
+    if (!st->session_open && st->vio && st->h2)
+        st->h2->abort(st->vio); /* reset by the client, or done: nothing more to do */
     deliver(st);
     if (st->writes && (st->out.len <= shared_of(st)->low_water || !st->session_open))
         writes_done(st, 0);
@@ -567,6 +564,6 @@ void mesh_h2__stream_orphan(struct h2_stream *st)
     st->h2 = NULL;
     st->session_open = false;
     if (st->vio)
-        mesh_http_proxy__conn_abort(st->vio->tcp.data);
+        h2->abort(st->vio);
     mesh_h2__stream_free(st);
 }

@@ -46,6 +46,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* this stream is reset */
     nghttp2_session_set_stream_user_data(s, f->hd.stream_id, st);
     h2->n_open++;
+    atomic_fetch_add_explicit(&h2->w->shared->h2_streams, 1, memory_order_relaxed);
     return 0;
 }
 
@@ -73,6 +74,7 @@ static void count_reset(struct mesh_h2 *h2)
     if (++h2->resets <= o->h2_max_resets || h2->calm)
         return;
     h2->calm = true;
+    atomic_fetch_add_explicit(&h2->w->shared->h2_calm, 1, memory_order_relaxed);
     mesh_log_warn("an HTTP/2 client reset over %u streams within %llu ms: GOAWAY "
                   "(ENHANCE_YOUR_CALM), closing its connection",
                   (unsigned)o->h2_max_resets, (unsigned long long)o->h2_reset_window_ms);
@@ -283,6 +285,7 @@ int mesh_h2_start(struct http_conn *c, const char *data, size_t len)
     h2->abort = abort_stream_conn;
     h2->reset_window_start = mesh_http_proxy__now_ms(c);
     uv_idle_init(&c->w->loop, &h2->idle);
+    atomic_fetch_add_explicit(&c->w->shared->h2_connections, 1, memory_order_relaxed);
     c->h2 = h2;
     h2 = NULL;
     r = 0;
@@ -311,6 +314,8 @@ void mesh_h2_input(struct http_conn *c, const char *data, size_t len)
         /* A fatal error (a flood, a bad preface): a GOAWAY when nghttp2 made one, then the
          * close. */
         mesh_log_debug("HTTP/2 client: %s; closing", nghttp2_strerror((int)r));
+        if (r == NGHTTP2_ERR_FLOODED)
+            atomic_fetch_add_explicit(&h2->w->shared->h2_calm, 1, memory_order_relaxed);
         if (r != NGHTTP2_ERR_BAD_CLIENT_MAGIC)
             nghttp2_session_terminate_session(h2->s, r == NGHTTP2_ERR_FLOODED
                                                          ? NGHTTP2_ENHANCE_YOUR_CALM

@@ -629,6 +629,19 @@ void mesh_proxy_metrics(struct mesh_proxy *p, struct mesh_buf *b)
                      "Connections refused: proxy.max_connections were open.");
     mesh_prom_sample(b, "mesh_proxy_refused_total", NULL,
                      (double)atomic_load(&p->shared.refused_total));
+    mesh_prom_family(b, "mesh_proxy_http2_connections_total", "counter",
+                     "Client connections served as HTTP/2.");
+    mesh_prom_sample(b, "mesh_proxy_http2_connections_total", NULL,
+                     (double)atomic_load(&p->shared.h2_connections));
+    mesh_prom_family(b, "mesh_proxy_http2_streams_total", "counter",
+                     "HTTP/2 streams (requests) begun by clients.");
+    mesh_prom_sample(b, "mesh_proxy_http2_streams_total", NULL,
+                     (double)atomic_load(&p->shared.h2_streams));
+    mesh_prom_family(b, "mesh_proxy_http2_calm_total", "counter",
+                     "HTTP/2 connections ended with GOAWAY(ENHANCE_YOUR_CALM): rapid reset or a "
+                     "flood.");
+    mesh_prom_sample(b, "mesh_proxy_http2_calm_total", NULL,
+                     (double)atomic_load(&p->shared.h2_calm));
     mesh_prom_family(b, "mesh_proxy_tls_handshakes_total", "counter",
                      "mTLS handshakes with other agents, by direction and result.");
     for (int d = 0; d < 2; d++) {

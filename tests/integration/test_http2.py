@@ -105,7 +105,7 @@ class Http2Test(HttpTest):
         if not shutil.which("nghttp"):
             self.skipTest("nghttp is not installed (apt-get install nghttp2-client)")
         b = self.backend("b1")
-        self.http_agent([b])
+        a = self.http_agent([b])
         urls = [f"http://127.0.0.1:{self.port}/s{i}" for i in range(8)]
         r = subprocess.run(["nghttp", "-v", "-H", ":authority: api", *urls],
                            capture_output=True, text=True, timeout=30 * SLOW)
@@ -114,6 +114,8 @@ class Http2Test(HttpTest):
         self.assertEqual(b.count(), 8)
         targets = sorted(req[1] for req in b.requests)
         self.assertEqual(targets, sorted(f"/s{i}" for i in range(8)))
+        self.assertEqual(a.metric("mesh_proxy_http2_connections_total"), 1)  # one connection
+        self.assertEqual(a.metric("mesh_proxy_http2_streams_total"), 8)
 
     def test_streams_are_served_concurrently(self):
         b = self.backend("b1")

@@ -27,6 +27,7 @@ class Http2AttackTest(HttpTest):
         status, _, body, _ = curl_h2(self, self.port, "/after")
         self.assertEqual((status, json.loads(body)["target"]), (200, "/after"))
         self.assertEqual(a.get("/healthz")[0], 200)
+        self.assertEqual(a.metric("mesh_proxy_http2_calm_total"), 1)
 
     def test_oversized_header_list_is_refused_with_431(self):
         self.agent_with(http2_max_header_list_size=8192)

@@ -5,6 +5,7 @@ curl --http2-prior-knowledge, nghttp (nghttp2-client) and raw frames with python
 (h2client.py under /usr/bin/python3)."""
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -80,6 +81,21 @@ class Http2Test(HttpTest):
         status, h, body, _ = curl_h2(self, self.port, "/h", "-I")
         self.assertEqual((status, body.strip()), (200, ""))
 
+    def test_large_bodies_both_ways(self):
+        # Bodies far over the flow-control windows and the write high-water marks: DATA
+        # frames wait for WINDOW_UPDATEs and the upstream for the client, in both directions.
+        b = self.backend("b1")
+        a = self.http_agent([b])
+        status, _, body, _ = curl_h2(self, self.port, "/big?size=3000000")
+        self.assertEqual((status, len(body)), (200, 3000000))
+        path = os.path.join(a.tmp, "upload")
+        with open(path, "wb") as f:
+            f.write(os.urandom(1 << 21))
+        status, _, body, _ = curl_h2(self, self.port, "/up?size=2", "--data-binary", "@" + path)
+        self.assertEqual((status, body), (200, "xx"))
+        with open(path, "rb") as f:
+            self.assertEqual(b.requests[-1][3], f.read())
+
     def test_access_log_and_metrics_count_streams(self):
         b = self.backend("b1")
         a = self.agent(services=self.services([b]))
@@ -106,14 +122,18 @@ class Http2Test(HttpTest):
             self.skipTest("nghttp is not installed (apt-get install nghttp2-client)")
         b = self.backend("b1")
         a = self.http_agent([b])
-        urls = [f"http://127.0.0.1:{self.port}/s{i}" for i in range(8)]
-        r = subprocess.run(["nghttp", "-v", "-H", ":authority: api", *urls],
+        # Half of them with 400 kB responses: their DATA frames interleave on the connection.
+        urls = [f"http://127.0.0.1:{self.port}/s{i}" + ("?size=400000" if i % 2 else "")
+                for i in range(8)]
+        r = subprocess.run(["nghttp", "-n", "-v", "-H", ":authority: api", *urls],
                            capture_output=True, text=True, timeout=30 * SLOW)
         self.assertEqual(r.returncode, 0, r.stdout[-2000:] + r.stderr)
         self.assertEqual(r.stdout.count(":status: 200"), 8, r.stdout[-2000:])
         self.assertEqual(b.count(), 8)
-        targets = sorted(req[1] for req in b.requests)
+        targets = sorted(req[1].split("?")[0] for req in b.requests)
         self.assertEqual(targets, sorted(f"/s{i}" for i in range(8)))
+        data = sum(int(n) for n in re.findall(r"recv DATA frame <length=(\d+)", r.stdout))
+        self.assertGreater(data, 4 * 400000)
         self.assertEqual(a.metric("mesh_proxy_http2_connections_total"), 1)  # one connection
         self.assertEqual(a.metric("mesh_proxy_http2_streams_total"), 8)
 

@@ -10,6 +10,8 @@ Scenarios:
   rapid_reset N         N times HEADERS then RST_STREAM(CANCEL); reports the GOAWAY
   big_headers BYTES     a GET with a header list of BYTES, then a normal GET on the same
                         connection
+  hold                  a GET, then "ready" on stdout, then waits for the server's GOAWAY
+                        and its close (the agent stopping)
   too_many_streams N    N streams opened at once (bodies pending, before the server's
                         SETTINGS are read); reports which were reset, then finishes the rest
 """
@@ -152,6 +154,13 @@ def main(argv):
         sid = c.start("GET", "/after")
         c.pump(c.done(sid))
         out["after"] = c.result(sid)
+    elif scenario == "hold":
+        sid = c.start("GET", "/first")
+        c.pump(c.done(sid))
+        print("ready", flush=True)
+        c.sock.settimeout(120)
+        c.pump(lambda: False)  # until the close
+        out = {"first": c.result(sid)["status"], "goaway": c.goaway, "closed": c.closed}
     elif scenario == "too_many_streams":
         sids = [c.start("POST", f"/s{i}", [("content-length", "1")], end=False)
                 for i in range(int(arg))]

@@ -96,6 +96,23 @@ class Http2Test(HttpTest):
         with open(path, "rb") as f:
             self.assertEqual(b.requests[-1][3], f.read())
 
+    def test_stopping_sends_goaway(self):
+        if not have_h2():
+            self.skipTest("python3-h2 is not installed for /usr/bin/python3")
+        b = self.backend("b1")
+        a = self.http_agent([b])
+        p = subprocess.Popen([SYSTEM_PYTHON, os.path.join(HERE, "h2client.py"), "hold",
+                              str(self.port)], stdout=subprocess.PIPE, text=True)
+        try:
+            self.assertEqual(p.stdout.readline().strip(), "ready")
+            self.assertEqual(a.stop(), 0)
+            out = json.loads(p.stdout.readline())
+        finally:
+            p.kill()
+            p.wait()
+            p.stdout.close()
+        self.assertEqual(out, {"first": 200, "goaway": 0, "closed": True})  # NO_ERROR
+
     def test_access_log_and_metrics_count_streams(self):
         b = self.backend("b1")
         a = self.agent(services=self.services([b]))

@@ -42,8 +42,9 @@ static size_t feed(struct http_conn *c, char *data, size_t len)
     struct http_req *q = &c->req;
     size_t used = 0;
     while (used < len && !c->closing && !c->shutting && !c->pending_input) {
-        if (q->phase == REQ_NONE && c->requests == 0 && used == 0) {
-            /* HTTP/2 with prior knowledge: the preface where a first request would be. */
+        if (q->phase == REQ_NONE && c->requests == 0 && used == 0 && !c->stream) {
+            /* HTTP/2 with prior knowledge: the preface where a first request would be (never
+             * inside a stream: an HTTP/2 stream cannot carry another HTTP/2 connection). */
             int h2 = mesh_h2_preface(data, len);
             if (h2 == -EAGAIN)
                 return 0;

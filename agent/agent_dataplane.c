@@ -80,6 +80,10 @@ struct mesh_http_options mesh_agent__http_options(const struct mesh_agent_http_c
                  .merge_slashes = h->merge_slashes,
                  .escaped_slashes = h->escaped_slashes},
         .path_given = true,
+        .h2_max_concurrent_streams = (uint32_t)h->h2_max_concurrent_streams,
+        .h2_max_header_list = (uint32_t)h->h2_max_header_list_size,
+        .h2_max_resets = (uint32_t)h->h2_max_resets,
+        .h2_reset_window_ms = h->h2_reset_window_ms,
     };
 }
 

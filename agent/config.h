@@ -98,6 +98,10 @@ struct mesh_agent_http_config {
     bool normalize_path;
     bool merge_slashes;
     int escaped_slashes; /* enum mesh_path_slashes */
+    int h2_max_concurrent_streams;
+    int h2_max_header_list_size;
+    int h2_max_resets;
+    uint64_t h2_reset_window_ms;
 };
 
 struct mesh_agent_proxy_config {

@@ -114,6 +114,17 @@ struct mesh_io *mesh_io_new_pipe(struct mesh_io_loop *iol, uv_loop_t *loop)
     return io;
 }
 
+struct mesh_io *mesh_io_new_virtual(struct mesh_io_loop *iol, uv_loop_t *loop,
+                                    const struct mesh_io_ops *ops, void *data)
+{
+    struct mesh_io *io = mesh_io_new(iol, loop);
+    if (io) {
+        io->ops = ops;
+        io->ops_data = data;
+    }
+    return io;
+}
+
 static void on_io_closed(uv_handle_t *h)
 {
     struct mesh_io *io = io_of(h);
@@ -133,6 +144,8 @@ void mesh_io_close(struct mesh_io *io, uv_close_cb cb)
         return;
     io->closing = true;
     io->close_cb = cb;
+    if (io->ops)
+        io->ops->close(io);
     dequeue_ready(io);
     uv_close((uv_handle_t *)&io->tcp, on_io_closed);
 }
@@ -154,6 +167,8 @@ bool mesh_io_tls_silent(const struct mesh_io *io)
 
 size_t mesh_io_queue_size(const struct mesh_io *io)
 {
+    if (io->ops)
+        return io->ops->queue_size(io);
     return uv_stream_get_write_queue_size((const uv_stream_t *)&io->tcp);
 }
 
@@ -283,6 +298,8 @@ static int seal_pieces(struct mesh_io *io, const uv_buf_t bufs[], unsigned n)
 int mesh_io_try_write(struct mesh_io *io, const uv_buf_t bufs[], unsigned n)
 {
     struct mesh_tls_state *t = io->tls;
+    if (io->ops)
+        return io->ops->try_write(io, bufs, n);
     if (!t)
         return uv_try_write(mesh_io_stream(io), bufs, n);
     if (t->hs_cb || mesh_io_queue_size(io) > 0 || t->stash)
@@ -303,6 +320,8 @@ int mesh_io_write(uv_write_t *req, struct mesh_io *io, const uv_buf_t bufs[], un
                   uv_write_cb cb)
 {
     struct mesh_tls_state *t = io->tls;
+    if (io->ops)
+        return io->ops->write(req, io, bufs, n, cb);
     if (!t)
         return uv_write(req, mesh_io_stream(io), bufs, n, cb);
     if (t->stash) {
@@ -329,6 +348,8 @@ int mesh_io_write(uv_write_t *req, struct mesh_io *io, const uv_buf_t bufs[], un
 int mesh_io_shutdown(uv_shutdown_t *req, struct mesh_io *io, uv_shutdown_cb cb)
 {
     struct mesh_tls_state *t = io->tls;
+    if (io->ops)
+        return io->ops->shutdown(req, io, cb);
     if (t && !t->hs_cb) {
         (void)SSL_shutdown(t->ssl); /* close_notify; the peer's answer is not awaited */
         if (t->stash) {
@@ -457,6 +478,8 @@ static void on_cipher_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 int mesh_io_read_start(struct mesh_io *io, uv_alloc_cb alloc_cb, uv_read_cb read_cb)
 {
     struct mesh_tls_state *t = io->tls;
+    if (io->ops)
+        return io->ops->read_start(io, alloc_cb, read_cb);
     if (!t)
         return uv_read_start(mesh_io_stream(io), alloc_cb, read_cb);
     t->alloc_cb = alloc_cb;
@@ -476,6 +499,8 @@ int mesh_io_read_start(struct mesh_io *io, uv_alloc_cb alloc_cb, uv_read_cb read
 
 int mesh_io_read_stop(struct mesh_io *io)
 {
+    if (io->ops)
+        return io->ops->read_stop(io);
     if (io->tls)
         io->tls->reading = false;
     return uv_read_stop(mesh_io_stream(io));

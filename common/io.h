@@ -34,13 +34,33 @@ typedef void (*mesh_io_handshake_cb)(struct mesh_io *io, int status);
 
 struct mesh_tls_state;
 
+/*
+ * A virtual io carries no socket: each call goes to its ops, and its data lives in
+ * ops_data. An HTTP/2 stream served as a connection of its own is one (proxy/h2_stream.c).
+ * The calls have libuv's contract: write and shutdown callbacks never run inside the call
+ * that queued them, and once close runs, the ops must call what is still queued with
+ * UV_ECANCELED before returning.
+ */
+struct mesh_io_ops {
+    int (*read_start)(struct mesh_io *io, uv_alloc_cb alloc_cb, uv_read_cb read_cb);
+    int (*read_stop)(struct mesh_io *io);
+    int (*try_write)(struct mesh_io *io, const uv_buf_t bufs[], unsigned n);
+    int (*write)(uv_write_t *req, struct mesh_io *io, const uv_buf_t bufs[], unsigned n,
+                 uv_write_cb cb);
+    int (*shutdown)(uv_shutdown_t *req, struct mesh_io *io, uv_shutdown_cb cb);
+    size_t (*queue_size)(const struct mesh_io *io);
+    void (*close)(struct mesh_io *io); /* mesh_io_close began: the owner is gone */
+};
+
 struct mesh_io {
     union { /* first: the io from its handle */
         uv_tcp_t tcp;
         uv_pipe_t pipe;
     };
     struct mesh_io_loop *iol;
-    struct mesh_tls_state *tls; /* NULL: plain */
+    struct mesh_tls_state *tls;    /* NULL: plain */
+    const struct mesh_io_ops *ops; /* a virtual io's; NULL: a socket */
+    void *ops_data;
     uv_close_cb close_cb;
     struct mesh_io *next_ready;
     bool queued;
@@ -55,6 +75,10 @@ void mesh_io_loop_close(struct mesh_io_loop *l);
 struct mesh_io *mesh_io_new(struct mesh_io_loop *iol, uv_loop_t *loop);
 /* The same on a unix socket (uv_pipe_init done); never TLS. */
 struct mesh_io *mesh_io_new_pipe(struct mesh_io_loop *iol, uv_loop_t *loop);
+/* A virtual io (no socket: an unopened TCP handle stands for it) calling ops with data in
+ * ops_data, or NULL when memory is short. */
+struct mesh_io *mesh_io_new_virtual(struct mesh_io_loop *iol, uv_loop_t *loop,
+                                    const struct mesh_io_ops *ops, void *data);
 /* Closes the socket: cb((uv_handle_t *)&io->tcp) runs last, then the io is freed. */
 void mesh_io_close(struct mesh_io *io, uv_close_cb cb);
 

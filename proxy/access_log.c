@@ -45,7 +45,10 @@ void mesh_access_log(struct mesh_proxy_shared *sh, const struct http_conn *c)
     field(&b, "authority", has_meta ? meta + q->authority_off : NULL, alen > 256 ? 256 : alen);
     size_t plen = has_meta ? q->meta.len - q->path_off : 0;
     field(&b, "path", has_meta ? meta + q->path_off : NULL, plen > 1024 ? 1024 : plen);
-    mesh_buf_appendf(&b, ",\"protocol\":\"HTTP/1.%d\",\"status\":%d", q->version == 10 ? 0 : 1,
+    mesh_buf_appendf(&b, ",\"protocol\":\"%s\",\"status\":%d",
+                     c->stream          ? "HTTP/2"
+                     : q->version == 10 ? "HTTP/1.0"
+                                        : "HTTP/1.1",
                      q->status);
     field(&b, "response_flags", flags, strlen(flags));
     mesh_buf_appendf(&b, ",\"duration_ms\":%.3f,\"bytes_received\":%llu,\"bytes_sent\":%llu",

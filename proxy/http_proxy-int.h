@@ -130,6 +130,9 @@ struct http_req {
 #define PAUSE_INPUT_FULL 0x1u /* the input buffer is full (pipelining) */
 #define PAUSE_WAIT_HEAD 0x2u  /* a body waits for the upstream connection */
 #define PAUSE_UPSTREAM 0x4u   /* the upstream's write queue is over the high-water mark */
+#define PAUSE_H2_OUT 0x8u     /* HTTP/2: our frames wait in the write queue (h2_session.c) */
+
+struct mesh_h2;
 
 struct http_conn {
     struct http_conn *prev, *next;
@@ -149,6 +152,9 @@ struct http_conn {
     struct mesh_buf in;     /* bytes read and not used yet */
     uint64_t idle_deadline; /* between requests: keep-alive or header timeout, loop ms */
     struct http_req req;
+    unsigned requests;  /* requests begun on it: the HTTP/2 preface must come first */
+    struct mesh_h2 *h2; /* it speaks HTTP/2 (h2_session.c): its streams carry the requests */
+    bool stream;        /* an HTTP/2 stream served as a connection (io virtual, not counted) */
     uv_shutdown_t shutdown;
     char *peer_identity; /* the caller's SPIFFE ID (mTLS); NULL: a plain caller */
     /* Who its upstream mTLS presents (in snap's material): the listener's identity, or a
@@ -317,6 +323,26 @@ void mesh_http_proxy__admit(struct http_conn *c);
 void mesh_http_proxy__start_try(struct http_conn *c);
 void mesh_http_proxy__body_bytes(struct http_conn *c, char *data, size_t len);
 void mesh_http_proxy__arm_timer(struct http_conn *c);
+
+/* ---- HTTP/2 from clients (h2_session.c, h2_stream.c; docs/http2.md) ---- */
+
+/* Whether data[0..len) begins with the client connection preface: 1 yes, 0 no, -EAGAIN
+ * when it is a prefix of it. */
+int mesh_h2_preface(const char *data, size_t len);
+/* Switches c to HTTP/2, feeding it data[0..len) (the preface first). Returns 0 or a negative
+ * errno (c is then to be aborted). */
+int mesh_h2_start(struct http_conn *c, const char *data, size_t len);
+/* The client's bytes on an HTTP/2 connection. */
+void mesh_h2_input(struct http_conn *c, const char *data, size_t len);
+/* c's write queue fell to the low-water mark: more frames may go. */
+void mesh_h2_drained(struct http_conn *c);
+/* c is closing: its streams are aborted and the session is freed (later). */
+void mesh_h2_detach(struct http_conn *c);
+/* The worker stops: GOAWAY, and a close once the streams in flight are done. */
+void mesh_h2_stop(struct http_conn *c);
+/* http_read.c: serves a stream of the HTTP/2 connection parent as a connection of its own
+ * over the virtual io vio (taken). Returns it, or NULL (vio closed). */
+struct http_conn *mesh_http_proxy__adopt_stream(struct http_conn *parent, struct mesh_io *vio);
 
 /* ---- istio_http.c ---- */
 

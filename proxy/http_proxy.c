@@ -136,8 +136,10 @@ static void free_conn(struct http_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     w->n_conns--;
-    atomic_fetch_sub_explicit(&w->active, 1, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&w->shared->active_total, 1, memory_order_relaxed);
+    if (!c->stream) {
+        atomic_fetch_sub_explicit(&w->active, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&w->shared->active_total, 1, memory_order_relaxed);
+    }
     mesh_buf_done(&c->in);
     mesh_buf_done(&c->req.meta);
     mesh_buf_done(&c->req.replay);
@@ -183,6 +185,8 @@ void mesh_http_proxy__conn_abort(struct http_conn *c)
     if (c->closing)
         return;
     c->closing = true;
+    if (c->h2)
+        mesh_h2_detach(c); /* its streams end with it */
     if (c->req.phase != REQ_NONE)
         mesh_http_proxy__finish_request(
             c); /* logged; a request without a response shows status 0 */
@@ -354,4 +358,6 @@ static void on_down_written(uv_write_t *req, int status)
     struct upconn *u = c->req.up;
     if (u && mesh_io_queue_size(c->io) <= c->w->shared->low_water)
         mesh_up_resume(u);
+    if (c->h2 && mesh_io_queue_size(c->io) <= c->w->shared->low_water)
+        mesh_h2_drained(c);
 }

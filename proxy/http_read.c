@@ -42,6 +42,18 @@ static size_t feed(struct http_conn *c, char *data, size_t len)
     struct http_req *q = &c->req;
     size_t used = 0;
     while (used < len && !c->closing && !c->shutting && !c->pending_input) {
+        if (q->phase == REQ_NONE && c->requests == 0 && used == 0 && !c->stream) {
+            /* HTTP/2 with prior knowledge: the preface where a first request would be (never
+             * inside a stream: an HTTP/2 stream cannot carry another HTTP/2 connection). */
+            int h2 = mesh_h2_preface(data, len);
+            if (h2 == -EAGAIN)
+                return 0;
+            if (h2 == 1) {
+                if (mesh_h2_start(c, data, len) < 0)
+                    mesh_http_proxy__conn_abort(c);
+                return len;
+            }
+        }
         if (q->phase == REQ_NONE) {
             struct mesh_http_request r;
             int n =
@@ -147,6 +159,11 @@ void mesh_http_proxy__on_down_read(uv_stream_t *s, ssize_t nread, const uv_buf_t
     struct mesh_pbuf *b = buf->base ? container_of(buf->base, struct mesh_pbuf, data) : NULL;
     if (nread > 0 && c->shutting) {
         mesh_bufpool_put(&c->w->pool, b); /* lingering: dropped */
+        return;
+    }
+    if (nread > 0 && !c->closing && c->h2) {
+        mesh_h2_input(c, b->data, (size_t)nread);
+        mesh_bufpool_put(&c->w->pool, b);
         return;
     }
     if (nread > 0 && !c->closing) {
@@ -268,6 +285,7 @@ static void start_request(struct http_conn *c, const struct mesh_http_request *r
     struct http_req *q = &c->req;
     struct mesh_http_decision d;
     refresh_snapshot(c);
+    c->requests++;
     q->start_us = uv_hrtime() / 1000;
     q->keep_alive = (r->flags & MESH_HTTP_F_KEEP_ALIVE) != 0;
     q->upgrade = (r->flags & MESH_HTTP_F_UPGRADE) != 0;
@@ -315,6 +333,27 @@ static void start_request(struct http_conn *c, const struct mesh_http_request *r
 
 /* ---- accept, stop ---- */
 
+/* A connection's state around io (taken), in the worker's list and counted there. */
+static void conn_init(struct http_conn *c, struct mesh_worker *w, struct mesh_io *io)
+{
+    c->w = w;
+    c->io = io;
+    uv_timer_init(&w->loop, &c->timer);
+    io->tcp.data = c->timer.data = c;
+    c->open_handles = 2;
+    mesh_buf_init(&c->in, w->shared->http.limits.max_head + w->pool.size);
+    mesh_buf_init(&c->req.meta, w->shared->http.limits.max_head + w->shared->http.limits.max_uri);
+    mesh_buf_init(&c->req.replay, MESH_HTTP_REPLAY_MAX);
+    mesh_buf_init(&c->req.head_out, w->shared->http.limits.max_head * 2);
+    c->req.replayable = true;
+    c->req.version = 11;
+    c->next = w->http->conns;
+    if (w->http->conns)
+        w->http->conns->prev = c;
+    w->http->conns = c;
+    w->n_conns++;
+}
+
 void mesh_http_adopt(struct mesh_worker *w, struct mesh_io *io, const struct snap_listener *l,
                      const char *peer_id)
 {
@@ -337,22 +376,7 @@ void mesh_http_adopt_as(struct mesh_worker *w, struct mesh_io *io, const struct 
         mesh_io_close(io, NULL);
         return;
     }
-    c->w = w;
-    c->io = io;
-    uv_timer_init(&w->loop, &c->timer);
-    io->tcp.data = c->timer.data = c;
-    c->open_handles = 2;
-    mesh_buf_init(&c->in, w->shared->http.limits.max_head + w->pool.size);
-    mesh_buf_init(&c->req.meta, w->shared->http.limits.max_head + w->shared->http.limits.max_uri);
-    mesh_buf_init(&c->req.replay, MESH_HTTP_REPLAY_MAX);
-    mesh_buf_init(&c->req.head_out, w->shared->http.limits.max_head * 2);
-    c->req.replayable = true;
-    c->req.version = 11;
-    c->next = w->http->conns;
-    if (w->http->conns)
-        w->http->conns->prev = c;
-    w->http->conns = c;
-    w->n_conns++;
+    conn_init(c, w, io);
     atomic_fetch_add_explicit(&w->active, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&w->accepted, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&w->shared->accepted_total, 1, memory_order_relaxed);
@@ -381,6 +405,38 @@ void mesh_http_adopt_as(struct mesh_worker *w, struct mesh_io *io, const struct 
         mesh_http_proxy__conn_abort(c);
 }
 
+struct http_conn *mesh_http_proxy__adopt_stream(struct http_conn *parent, struct mesh_io *vio)
+{
+    struct mesh_worker *w = parent->w;
+    struct http_conn *c = mesh_calloc(1, sizeof(*c));
+    /* The caller of the connection is the caller of each of its streams. */
+    if (!c || (parent->peer_identity && !(c->peer_identity = mesh_strdup(parent->peer_identity))) ||
+        (parent->xfcc && !(c->xfcc = mesh_strdup(parent->xfcc)))) {
+        if (c) {
+            mesh_free(c->peer_identity);
+            mesh_free(c->xfcc);
+        }
+        mesh_free(c);
+        mesh_io_close(vio, NULL);
+        return NULL;
+    }
+    c->stream = true; /* its connection is the one counted and capped */
+    conn_init(c, w, vio);
+    c->snap = parent->snap;
+    mesh_snapshot_ref(c->snap);
+    c->listener = parent->listener;
+    c->as_caller = parent->as_caller; /* and the identity it calls with */
+    c->tls_as = parent->tls_as;
+    c->idle_deadline = uv_now(&w->loop) + w->shared->http.header_timeout_ms;
+    mesh_http_proxy__arm_timer(c);
+    if (w->stopping || mesh_io_read_start(c->io, mesh_http_proxy__on_down_alloc,
+                                          mesh_http_proxy__on_down_read) < 0) {
+        mesh_http_proxy__conn_abort(c);
+        return NULL;
+    }
+    return c;
+}
+
 void mesh_http_close_all(struct mesh_worker *w)
 {
     for (struct http_conn *c = w->http->conns; c; c = c->next)
@@ -391,7 +447,9 @@ void mesh_http_close_all(struct mesh_worker *w)
 void mesh_http_stop(struct mesh_worker *w)
 {
     for (struct http_conn *c = w->http->conns; c; c = c->next) {
-        if (c->req.phase == REQ_NONE)
+        if (c->h2 && !c->closing)
+            mesh_h2_stop(c);
+        else if (c->req.phase == REQ_NONE)
             mesh_http_proxy__conn_close_gracefully(c);
         else
             c->close_after = true;

@@ -107,6 +107,8 @@ struct mesh_proxy_shared {
     atomic_ullong health_epoch; /* bumped whenever any endpoint's eligibility changes */
     atomic_int active_total;
     atomic_ullong refused_total; /* over proxy.max_connections */
+    /* HTTP/2 from clients (h2_session.c): connections, streams, GOAWAY(ENHANCE_YOUR_CALM). */
+    atomic_ullong h2_connections, h2_streams, h2_calm;
     /* mTLS handshakes [inbound, outbound] by result, and inbound refusals by authorization. */
     atomic_ullong tls_ok[2];
     atomic_ullong tls_failed[2];

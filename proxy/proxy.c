@@ -276,6 +276,14 @@ int mesh_proxy_new(uv_loop_t *loop, const struct mesh_proxy_options *opts, struc
         h->limits.max_uri = MESH_HTTP_DEFAULT_MAX_URI;
     if (!h->path_given)
         h->path = (struct mesh_path_options)MESH_PATH_OPTIONS_DEFAULT;
+    if (!h->h2_max_concurrent_streams)
+        h->h2_max_concurrent_streams = 100;
+    if (!h->h2_max_header_list)
+        h->h2_max_header_list = 65536;
+    if (!h->h2_max_resets)
+        h->h2_max_resets = 100;
+    if (!h->h2_reset_window_ms)
+        h->h2_reset_window_ms = 1000;
     p->shared.access_log_fd = -1;
     if (opts->access_log && opts->access_log[0] &&
         mesh_proxy_set_access_log(p, opts->access_log) < 0)
@@ -664,6 +672,19 @@ void mesh_proxy_metrics(struct mesh_proxy *p, struct mesh_buf *b)
                      "Connections refused: proxy.max_connections were open.");
     mesh_prom_sample(b, "mesh_proxy_refused_total", NULL,
                      (double)atomic_load(&p->shared.refused_total));
+    mesh_prom_family(b, "mesh_proxy_http2_connections_total", "counter",
+                     "Client connections served as HTTP/2.");
+    mesh_prom_sample(b, "mesh_proxy_http2_connections_total", NULL,
+                     (double)atomic_load(&p->shared.h2_connections));
+    mesh_prom_family(b, "mesh_proxy_http2_streams_total", "counter",
+                     "HTTP/2 streams (requests) begun by clients.");
+    mesh_prom_sample(b, "mesh_proxy_http2_streams_total", NULL,
+                     (double)atomic_load(&p->shared.h2_streams));
+    mesh_prom_family(b, "mesh_proxy_http2_calm_total", "counter",
+                     "HTTP/2 connections ended with GOAWAY(ENHANCE_YOUR_CALM): rapid reset or a "
+                     "flood.");
+    mesh_prom_sample(b, "mesh_proxy_http2_calm_total", NULL,
+                     (double)atomic_load(&p->shared.h2_calm));
     mesh_prom_family(b, "mesh_proxy_tls_handshakes_total", "counter",
                      "mTLS handshakes with other agents, by direction and result.");
     for (int d = 0; d < 2; d++) {

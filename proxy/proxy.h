@@ -33,6 +33,11 @@ struct mesh_http_options {
     /* How request paths are normalized before routing and authorization (docs/http.md). */
     struct mesh_path_options path;
     bool path_given; /* false: MESH_PATH_OPTIONS_DEFAULT, whatever `path` holds */
+    /* HTTP/2 from clients (docs/http2.md); zero: the defaults. */
+    uint32_t h2_max_concurrent_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS */
+    uint32_t h2_max_header_list;        /* SETTINGS_MAX_HEADER_LIST_SIZE, enforced (431) */
+    uint32_t h2_max_resets;             /* RST_STREAMs a client may send per window... */
+    uint64_t h2_reset_window_ms;        /* ...before GOAWAY(ENHANCE_YOUR_CALM) */
 };
 
 struct mesh_proxy_options {

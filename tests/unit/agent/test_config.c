@@ -110,6 +110,13 @@ static const struct bad_case bad_cases[] = {
      "$.dns.servers: expected a list of name servers, \"ip\" or \"ip:port\", got \"127.0.0.1\""},
     {"{\"dns\": {\"timeout\": \"1m\"}}", "$.dns.timeout: expected a duration from 100ms to 30s"},
     {"{\"dns\": {\"server\": []}}", "$.dns.server: unknown key 'server' (did you mean 'servers'?)"},
+    /* HTTP/2 limits (docs/http2.md). */
+    {"{\"proxy\": {\"http\": {\"http2_max_concurrent_streams\": 0}}}",
+     "$.proxy.http.http2_max_concurrent_streams: expected an integer from 1 to 10000, got 0"},
+    {"{\"proxy\": {\"http\": {\"http2_max_header_list_size\": 100}}}",
+     "$.proxy.http.http2_max_header_list_size: expected an integer from 1024 to 1048576"},
+    {"{\"proxy\": {\"http\": {\"http2_reset_window\": \"1h\"}}}",
+     "$.proxy.http.http2_reset_window: expected a duration from 100ms to 10m"},
     {"{\"node\": {\"name\": \"a\"}, \"node\": {}}", "<test>:1:"},
     {"{\"node\": ", "<test>:1:9: invalid JSON"},
     {"", "invalid JSON"},
@@ -196,6 +203,10 @@ static void test_defaults(void **state)
     /* Host names in endpoints: the system's resolver setup, 2 s per try. */
     assert_int_equal(cfg->dns.servers.n, 0);
     assert_int_equal(cfg->dns.timeout_ms, 2000);
+    assert_int_equal(cfg->proxy.http.h2_max_concurrent_streams, 100);
+    assert_int_equal(cfg->proxy.http.h2_max_header_list_size, 65536);
+    assert_int_equal(cfg->proxy.http.h2_max_resets, 100);
+    assert_int_equal(cfg->proxy.http.h2_reset_window_ms, 1000);
     mesh_agent_config_unref(cfg);
     json = "{\"dns\": {\"servers\": [\"127.0.0.1:5353\", \"[::1]:53\", \"10.0.0.2\"], "
            "\"timeout\": \"500ms\"}}";

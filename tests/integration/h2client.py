@@ -1,0 +1,181 @@
+"""Raw HTTP/2 frames to the agent with python3-h2 (Debian's; importable under /usr/bin/python3
+only, so the tests run this file as a program): `/usr/bin/python3 h2client.py SCENARIO PORT
+[ARG]` prints one JSON object with what happened. Prior knowledge (h2c), no TLS.
+
+Scenarios:
+  get PATH              one GET
+  post_unsized PATH     a POST whose body has no content-length (two DATA frames)
+  interleaved           stream 1 sends half a body, stream 3 a GET that is answered while
+                        stream 1 is still open, then stream 1 ends and is answered
+  rapid_reset N         N times HEADERS then RST_STREAM(CANCEL); reports the GOAWAY
+  big_headers BYTES     a GET with a header list of BYTES, then a normal GET on the same
+                        connection
+  hold                  a GET, then "ready" on stdout, then waits for the server's GOAWAY
+                        and its close (the agent stopping)
+  too_many_streams N    N streams opened at once (bodies pending, before the server's
+                        SETTINGS are read); reports which were reset, then finishes the rest
+"""
+import json
+import socket
+import sys
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+
+
+class Client:
+    def __init__(self, port, authority="api"):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        self.authority = authority
+        cfg = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        self.conn = h2.connection.H2Connection(config=cfg)
+        self.conn.initiate_connection()
+        self.flush()
+        self.streams = {}  # id -> {"status", "headers", "body", "ended", "reset"}
+        self.goaway = None
+        self.closed = False
+
+    def flush(self):
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def headers(self, method, path, extra=()):
+        return [(":method", method), (":scheme", "http"), (":authority", self.authority),
+                (":path", path)] + list(extra)
+
+    def start(self, method, path, extra=(), end=True):
+        sid = self.conn.get_next_available_stream_id()
+        self.streams[sid] = {"status": None, "headers": {}, "body": b"", "ended": False,
+                             "reset": None}
+        self.conn.send_headers(sid, self.headers(method, path, extra), end_stream=end)
+        self.flush()
+        return sid
+
+    def pump(self, until):
+        """Reads frames until until() is true or the connection closes."""
+        while not until() and not self.closed:
+            try:
+                data = self.sock.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                data = b""
+            if not data:
+                self.closed = True
+                break
+            try:
+                events = self.conn.receive_data(data)
+            except h2.exceptions.ProtocolError:
+                self.closed = True
+                break
+            for e in events:
+                st = self.streams.get(getattr(e, "stream_id", None))
+                if isinstance(e, h2.events.ResponseReceived) and st is not None:
+                    st["headers"] = dict(e.headers)
+                    st["status"] = int(st["headers"][":status"])
+                elif isinstance(e, h2.events.DataReceived):
+                    if st is not None:
+                        st["body"] += e.data
+                    self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+                elif isinstance(e, h2.events.StreamEnded) and st is not None:
+                    st["ended"] = True
+                elif isinstance(e, h2.events.StreamReset) and st is not None:
+                    st["reset"] = e.error_code
+                elif isinstance(e, h2.events.ConnectionTerminated):
+                    self.goaway = int(e.error_code)
+            try:
+                self.flush()
+            except OSError:
+                self.closed = True
+
+    def done(self, sid):
+        st = self.streams[sid]
+        return lambda: st["ended"] or st["reset"] is not None
+
+    def result(self, sid):
+        st = self.streams[sid]
+        body = st["body"]
+        try:
+            echo = json.loads(body) if body.startswith(b"{") else None
+        except ValueError:
+            echo = None
+        return {"status": st["status"], "ended": st["ended"], "reset": st["reset"],
+                "headers": st["headers"], "echo": echo, "body": body.decode("latin-1")}
+
+
+def main(argv):
+    scenario, port = argv[1], int(argv[2])
+    arg = argv[3] if len(argv) > 3 else None
+    c = Client(port)
+    out = {}
+    if scenario == "get":
+        sid = c.start("GET", arg)
+        c.pump(c.done(sid))
+        out = c.result(sid)
+    elif scenario == "post_unsized":
+        sid = c.start("POST", arg, end=False)
+        c.conn.send_data(sid, b"first-")
+        c.conn.send_data(sid, b"second", end_stream=True)
+        c.flush()
+        c.pump(c.done(sid))
+        out = c.result(sid)
+    elif scenario == "interleaved":
+        s1 = c.start("POST", "/one", [("content-length", "10")], end=False)
+        c.conn.send_data(s1, b"12345")
+        c.flush()
+        s3 = c.start("GET", "/three")
+        c.pump(c.done(s3))
+        out["three"] = c.result(s3)
+        out["one_open_when_three_done"] = not c.streams[s1]["ended"]
+        c.conn.send_data(s1, b"67890", end_stream=True)
+        c.flush()
+        c.pump(c.done(s1))
+        out["one"] = c.result(s1)
+    elif scenario == "rapid_reset":
+        for _ in range(int(arg)):
+            if c.closed or c.goaway is not None:
+                break
+            try:
+                sid = c.start("GET", "/reset")
+                c.conn.reset_stream(sid, error_code=8)  # CANCEL
+                c.flush()
+            except (OSError, h2.exceptions.ProtocolError):
+                break
+        c.pump(lambda: c.goaway is not None)
+        c.pump(lambda: False)  # then the close
+        out = {"goaway": c.goaway, "closed": c.closed}
+    elif scenario == "big_headers":
+        size = int(arg)
+        extra = [(f"x-big-{i}", "v" * 1000) for i in range(size // 1040 + 1)]
+        sid = c.start("GET", "/big", extra)
+        c.pump(c.done(sid))
+        out["big"] = c.result(sid)
+        sid = c.start("GET", "/after")
+        c.pump(c.done(sid))
+        out["after"] = c.result(sid)
+    elif scenario == "hold":
+        sid = c.start("GET", "/first")
+        c.pump(c.done(sid))
+        print("ready", flush=True)
+        c.sock.settimeout(120)
+        c.pump(lambda: False)  # until the close
+        out = {"first": c.result(sid)["status"], "goaway": c.goaway, "closed": c.closed}
+    elif scenario == "too_many_streams":
+        sids = [c.start("POST", f"/s{i}", [("content-length", "1")], end=False)
+                for i in range(int(arg))]
+        c.pump(lambda: any(c.streams[s]["reset"] is not None for s in sids))
+        out["reset"] = [c.streams[s]["reset"] for s in sids]
+        for s in sids:
+            if c.streams[s]["reset"] is None:
+                c.conn.send_data(s, b"x", end_stream=True)
+        c.flush()
+        c.pump(lambda: all(c.done(s)() for s in sids))
+        out["status"] = [c.streams[s]["status"] for s in sids]
+    else:
+        raise SystemExit(f"unknown scenario {scenario!r}")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

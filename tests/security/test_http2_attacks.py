@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Attacks on HTTP/2 from clients (docs/http2.md): rapid reset (CVE-2023-44487), header lists
+over the limit, more streams than SETTINGS_MAX_CONCURRENT_STREAMS. Each is answered as RFC
+9113 says, and the agent keeps serving. Raw frames with python3-h2 (h2client.py)."""
+import json
+
+from httptest import HttpTest
+from meshtest import main
+from test_http2 import curl_h2, h2client
+
+ENHANCE_YOUR_CALM = 11
+REFUSED_STREAM = 7
+
+
+class Http2AttackTest(HttpTest):
+    def agent_with(self, **http):
+        b = self.backend("b1")
+        return self.http_agent([b], config={"proxy": {"http": http}})
+
+    def test_rapid_reset_gets_goaway_and_the_agent_stays_up(self):
+        # A window far longer than the attack takes, however loaded the machine.
+        a = self.agent_with(http2_max_resets=50, http2_reset_window="60s")
+        out = h2client(self, "rapid_reset", self.port, 2000)
+        self.assertEqual(out["goaway"], ENHANCE_YOUR_CALM, out)
+        self.assertTrue(out["closed"], "the connection stayed open after the GOAWAY")
+        # Other clients are still served.
+        status, _, body, _ = curl_h2(self, self.port, "/after")
+        self.assertEqual((status, json.loads(body)["target"]), (200, "/after"))
+        self.assertEqual(a.get("/healthz")[0], 200)
+        self.assertEqual(a.metric("mesh_proxy_http2_calm_total"), 1)
+
+    def test_oversized_header_list_is_refused_with_431(self):
+        self.agent_with(http2_max_header_list_size=8192)
+        out = h2client(self, "big_headers", self.port, 20000)
+        self.assertEqual(out["big"]["status"], 431, out["big"]["headers"])
+        # The connection and its other streams go on.
+        self.assertEqual((out["after"]["status"], out["after"]["echo"]["target"]),
+                         (200, "/after"))
+
+    def test_streams_over_the_limit_are_refused(self):
+        self.agent_with(http2_max_concurrent_streams=2)
+        out = h2client(self, "too_many_streams", self.port, 4)
+        refused = [r for r in out["reset"] if r is not None]
+        self.assertTrue(refused, out)
+        self.assertEqual(set(refused), {REFUSED_STREAM}, out)
+        served = [s for s in out["status"] if s is not None]
+        self.assertEqual(served, [200] * len(served))
+        self.assertLessEqual(len(refused), 2)
+
+
+if __name__ == "__main__":
+    main()

@@ -37,6 +37,20 @@ static void reset(struct h2_stream *st, uint32_t code)
     }
 }
 
+/* Opens the windows again by len bytes that arrived for st (RFC 9113 6.9): the stream's and
+ * the connection's while nghttp2 has the stream open; the connection's alone once it closed it
+ * (libnghttp2 gives nothing back for a closed stream when window updates are ours). */
+static void give_back(struct h2_stream *st, size_t len)
+{
+    if (!len || !st->h2)
+        return;
+    if (st->session_open)
+        nghttp2_session_consume(st->h2->s, st->id, len);
+    else
+        nghttp2_session_consume_connection(st->h2->s, len);
+    mesh_h2__flush(st->h2);
+}
+
 struct h2_stream *mesh_h2__stream_new(struct mesh_h2 *h2, int32_t id)
 {
     const struct mesh_http_options *o = &h2->w->shared->http;
@@ -169,10 +183,8 @@ void mesh_h2__stream_head_done(struct h2_stream *st, bool end)
 
 void mesh_h2__stream_data(struct h2_stream *st, const uint8_t *data, size_t len)
 {
-    nghttp2_session *s = session_of(st);
     if (!st->vio || st->eof_delivered) {
-        if (s)
-            nghttp2_session_consume(s, st->id, len); /* nobody reads it */
+        give_back(st, len); /* nobody reads it */
         return;
     }
     if (st->chunked)
@@ -181,6 +193,7 @@ void mesh_h2__stream_data(struct h2_stream *st, const uint8_t *data, size_t len)
     if (st->chunked)
         mesh_buf_append(&st->in, "\r\n", 2);
     if (st->in.err) {
+        give_back(st, len);
         reset(st, NGHTTP2_FLOW_CONTROL_ERROR); /* more than the window let it send */
         return;
     }
@@ -203,6 +216,8 @@ void mesh_h2__stream_closed(struct h2_stream *st, uint32_t error_code)
 {
     (void)error_code;
     st->session_open = false;
+    give_back(st, st->unacked); /* the stream connection will not read them now */
+    st->unacked = 0;
     mesh_h2__want_run(st);
 }
 
@@ -483,9 +498,7 @@ static void vio_close(struct mesh_io *io)
         st->shut = NULL;
         req->cb(req, UV_ECANCELED);
     }
-    nghttp2_session *s = session_of(st);
-    if (s && st->unacked)
-        nghttp2_session_consume(s, st->id, st->unacked);
+    give_back(st, st->unacked);
     st->unacked = 0;
     if (!st->out_end)
         reset(st, NGHTTP2_INTERNAL_ERROR); /* cut in the middle of its response */

@@ -14,6 +14,15 @@ Scenarios:
                         and its close (the agent stopping)
   too_many_streams N    N streams opened at once (bodies pending, before the server's
                         SETTINGS are read); reports which were reset, then finishes the rest
+  cancel_uploads        streams POST to /slow/ and are cancelled with their DATA unread,
+                        until the connection's window is used up; then stream B POSTs 1 KiB
+                        to /fast; reports B
+  made_you_reset N      N times HEADERS (POST, content-length: 1) then 2 bytes of DATA: the
+                        server resets each stream (MadeYouReset); reports the GOAWAY
+  no_end_stream PATH    a POST whose body never ends (5 of 10 bytes); reports the response
+                        and the server's RST_STREAM
+  zero_window PATH      SETTINGS_INITIAL_WINDOW_SIZE=0, then a GET: the body cannot come;
+                        reports the response head, the server's RST_STREAM and the close
 """
 import json
 import socket
@@ -23,6 +32,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
 
 
 class Client:
@@ -88,6 +98,24 @@ class Client:
                 self.flush()
             except OSError:
                 self.closed = True
+
+    def send_body(self, sid, data, end=False, wait=True):
+        """Sends data as flow control lets it (waiting for WINDOW_UPDATEs when wait), returns
+        how many bytes went."""
+        sent = 0
+        while sent < len(data) and not self.closed:
+            n = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size,
+                    len(data) - sent)
+            if n <= 0:
+                if not wait:
+                    break
+                self.pump(lambda: self.conn.local_flow_control_window(sid) > 0)
+                continue
+            self.conn.send_data(sid, data[sent:sent + n],
+                                end_stream=end and sent + n == len(data))
+            sent += n
+        self.flush()
+        return sent
 
     def done(self, sid):
         st = self.streams[sid]
@@ -172,6 +200,49 @@ def main(argv):
         c.flush()
         c.pump(lambda: all(c.done(s)() for s in sids))
         out["status"] = [c.streams[s]["status"] for s in sids]
+    elif scenario == "cancel_uploads":
+        # Streams to /slow/ with HEADERS, a DATA frame and RST_STREAM(CANCEL) in one write
+        # (the server reads them at once: the bytes are unread when the stream closes), until
+        # they used up the connection's window; then stream B POSTs 1 KiB to /fast.
+        out["cancelled"] = 0
+        while c.conn.outbound_flow_control_window > 0 and out["cancelled"] < 64:
+            a = c.start("POST", "/slow/a", [("content-length", str(256 * 1024))], end=False)
+            n = min(c.conn.local_flow_control_window(a), 4096)  # one read of the server
+            c.conn.send_data(a, b"a" * n)
+            c.conn.reset_stream(a, error_code=8)  # CANCEL
+            c.flush()
+            out["cancelled"] += 1
+        b = c.start("POST", "/fast/b", [("content-length", "1024")], end=False)
+        c.send_body(b, b"b" * 1024, end=True)
+        c.pump(c.done(b))
+        out["b"] = c.result(b)
+    elif scenario == "made_you_reset":
+        for _ in range(int(arg)):
+            if c.closed or c.goaway is not None:
+                break
+            try:
+                sid = c.start("POST", "/myr", [("content-length", "1")], end=False)
+                c.conn.send_data(sid, b"xy")  # over its content-length: the server resets it
+                c.flush()
+            except (OSError, h2.exceptions.ProtocolError):
+                break
+        c.pump(lambda: c.goaway is not None)
+        c.pump(lambda: False)  # then the close
+        out = {"goaway": c.goaway, "closed": c.closed}
+    elif scenario == "no_end_stream":
+        sid = c.start("POST", arg, [("content-length", "10")], end=False)
+        c.conn.send_data(sid, b"12345")
+        c.flush()
+        c.pump(lambda: c.streams[sid]["reset"] is not None)
+        out = c.result(sid)
+    elif scenario == "zero_window":
+        c.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        c.flush()
+        sid = c.start("GET", arg)
+        c.pump(lambda: c.streams[sid]["reset"] is not None)
+        out = c.result(sid)
+        c.pump(lambda: False)  # then the close (no stream open: the idle timeout)
+        out["closed"] = c.closed
     else:
         raise SystemExit(f"unknown scenario {scenario!r}")
     print(json.dumps(out))

@@ -12,10 +12,23 @@ ENHANCE_YOUR_CALM = 11
 REFUSED_STREAM = 7
 
 
+NO_ERROR = 0
+CANCEL = 8
+
+# Stream A's upstream waits far longer than any test runs; the rest is answered at once.
+SLOW_ROUTE = {"rules": [
+    {"match": [{"path": {"prefix": "/slow/"}}], "destinations": [{"service": "api"}],
+     "timeout": "0s", "fault": {"delay": {"duration": "600s"}}},
+    {"match": [{"path": {"prefix": "/deny"}}], "destinations": [{"service": "api"}],
+     "fault": {"abort": {"status": 403}}},
+    {"destinations": [{"service": "api"}]},
+]}
+
+
 class Http2AttackTest(HttpTest):
-    def agent_with(self, **http):
+    def agent_with(self, route=None, **http):
         b = self.backend("b1")
-        return self.http_agent([b], config={"proxy": {"http": http}})
+        return self.http_agent([b], route=route, config={"proxy": {"http": http}})
 
     def test_rapid_reset_gets_goaway_and_the_agent_stays_up(self):
         # A window far longer than the attack takes, however loaded the machine.
@@ -46,6 +59,14 @@ class Http2AttackTest(HttpTest):
         served = [s for s in out["status"] if s is not None]
         self.assertEqual(served, [200] * len(served))
         self.assertLessEqual(len(refused), 2)
+
+    def test_cancelled_uploads_give_back_their_connection_window(self):
+        # Streams whose DATA is still unread when the client cancels them: those bytes must
+        # open the connection's window again, or no stream can send DATA any more.
+        self.agent_with(route=SLOW_ROUTE)
+        out = h2client(self, "cancel_uploads", self.port)
+        self.assertEqual(out["b"]["status"], 200, out)
+        self.assertEqual(out["b"]["echo"]["body"], "b" * 1024)
 
 
 if __name__ == "__main__":

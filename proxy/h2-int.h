@@ -82,6 +82,7 @@ struct h2_stream {
     bool out_end;        /* the body is complete */
     bool deferred;       /* the data source waits for bytes */
     bool rst;            /* RST_STREAM submitted */
+    bool peer_rst;       /* RST_STREAM received */
     uv_write_t *writes;  /* queued writes (linked by data), done when `out` drains */
     uv_shutdown_t *shut; /* done once the body's end is sent */
     bool pending;        /* has work for run_pending */

@@ -61,8 +61,9 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     return st ? mesh_h2__stream_header(st, name, nlen, value, vlen) : 0;
 }
 
-/* Rapid reset (CVE-2023-44487): over h2_max_resets RST_STREAMs from the client within
- * h2_reset_window_ms, the connection ends with GOAWAY(ENHANCE_YOUR_CALM). */
+/* Rapid reset (CVE-2023-44487) and MadeYouReset (CVE-2025-8671): over h2_max_resets streams
+ * reset within h2_reset_window_ms, by the client or by nghttp2 for the client's frames (not by
+ * us), end the connection with GOAWAY(ENHANCE_YOUR_CALM). */
 static void count_reset(struct mesh_h2 *h2)
 {
     const struct mesh_http_options *o = opts_of(h2);
@@ -83,7 +84,7 @@ static void count_reset(struct mesh_h2 *h2)
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 {
-    struct mesh_h2 *h2 = ud;
+    (void)ud;
     struct h2_stream *st;
     bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
     switch (f->hd.type) {
@@ -100,7 +101,9 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
             mesh_h2__stream_end(st);
         break;
     case NGHTTP2_RST_STREAM:
-        count_reset(h2);
+        st = stream_of(s, f->hd.stream_id);
+        if (st)
+            st->peer_rst = true; /* counted when it closes, whatever its code */
         break;
     default:
         break;
@@ -129,6 +132,8 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
         return 0;
     nghttp2_session_set_stream_user_data(s, id, NULL);
     h2->n_open--;
+    if (!st->rst && (error_code != NGHTTP2_NO_ERROR || st->peer_rst))
+        count_reset(h2);
     mesh_h2__stream_closed(st, error_code);
     return 0;
 }

@@ -68,6 +68,17 @@ class Http2AttackTest(HttpTest):
         self.assertEqual(out["b"]["status"], 200, out)
         self.assertEqual(out["b"]["echo"]["body"], "b" * 1024)
 
+    def test_server_side_resets_count_as_rapid_reset(self):
+        # MadeYouReset (CVE-2025-8671): frames that make the server reset each stream, after
+        # each has started its request, count like the client's own RST_STREAMs.
+        a = self.agent_with(http2_max_resets=5, http2_reset_window="60s")
+        out = h2client(self, "made_you_reset", self.port, 6)
+        self.assertEqual(out["goaway"], ENHANCE_YOUR_CALM, out)
+        self.assertTrue(out["closed"], "the connection stayed open after the GOAWAY")
+        self.assertEqual(a.metric("mesh_proxy_http2_calm_total"), 1)
+        status, _, body, _ = curl_h2(self, self.port, "/after")
+        self.assertEqual((status, json.loads(body)["target"]), (200, "/after"))
+
 
 if __name__ == "__main__":
     main()

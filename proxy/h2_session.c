@@ -142,7 +142,8 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
 
 /* Closes the connection once nghttp2 wants neither to read nor to write (a GOAWAY went out,
  * or a fatal error), or once a stopping worker's last stream is done; keeps the idle
- * timeout running while no stream is open. */
+ * timeout running while no stream is open (a stream whose output stalled is reset after the
+ * idle timeout: on_stall). */
 static void check_done(struct mesh_h2 *h2)
 {
     struct http_conn *c = h2->c;
@@ -225,6 +226,35 @@ static void on_idle(uv_idle_t *h)
     check_done(h2);
 }
 
+static void on_stall(uv_timer_t *t)
+{
+    struct mesh_h2 *h2 = container_of(t, struct mesh_h2, stall);
+    if (!h2->c)
+        return;
+    uint64_t now = uv_now(&h2->w->loop), limit = opts_of(h2)->idle_timeout_ms;
+    bool any = false;
+    for (struct h2_stream *st = h2->streams; st; st = st->next) {
+        if (!mesh_h2__stream_stalled(st))
+            continue;
+        if (now - st->moved >= limit)
+            mesh_h2__stream_cancel(st);
+        else
+            any = true;
+    }
+    if (!any)
+        uv_timer_stop(t);
+    send_now(h2);
+    check_done(h2);
+}
+
+void mesh_h2__watch_stall(struct mesh_h2 *h2)
+{
+    if (!h2 || !h2->c || uv_is_active((uv_handle_t *)&h2->stall))
+        return;
+    uint64_t every = opts_of(h2)->idle_timeout_ms / 4;
+    uv_timer_start(&h2->stall, on_stall, every, every);
+}
+
 void mesh_h2__want_run(struct h2_stream *st)
 {
     st->pending = true;
@@ -242,9 +272,11 @@ void mesh_h2__flush(struct mesh_h2 *h2)
 
 /* ---- the connection's life ---- */
 
-static void on_idle_closed(uv_handle_t *h)
+static void on_handle_closed(uv_handle_t *h)
 {
-    struct mesh_h2 *h2 = container_of((uv_idle_t *)h, struct mesh_h2, idle);
+    struct mesh_h2 *h2 = h->data;
+    if (--h2->handles)
+        return;
     nghttp2_session_del(h2->s); /* calls back nothing */
     mesh_free(h2);
 }
@@ -290,6 +322,9 @@ int mesh_h2_start(struct http_conn *c, const char *data, size_t len)
     h2->abort = abort_stream_conn;
     h2->reset_window_start = mesh_http_proxy__now_ms(c);
     uv_idle_init(&c->w->loop, &h2->idle);
+    uv_timer_init(&c->w->loop, &h2->stall);
+    h2->idle.data = h2->stall.data = h2;
+    h2->handles = 2;
     atomic_fetch_add_explicit(&c->w->shared->h2_connections, 1, memory_order_relaxed);
     c->h2 = h2;
     h2 = NULL;
@@ -363,7 +398,8 @@ void mesh_h2_detach(struct http_conn *c)
     uv_idle_stop(&h2->idle);
     while (h2->streams)
         mesh_h2__stream_orphan(h2->streams);
-    uv_close((uv_handle_t *)&h2->idle, on_idle_closed);
+    uv_close((uv_handle_t *)&h2->idle, on_handle_closed);
+    uv_close((uv_handle_t *)&h2->stall, on_handle_closed);
 }
 
 void mesh_h2__stream_free(struct h2_stream *st)

@@ -136,6 +136,7 @@ static void answer(struct h2_stream *st, int code)
     st->out_end = true;
     if (s && nghttp2_submit_response(s, st->id, nv, 1, NULL) != 0)
         reset(st, NGHTTP2_INTERNAL_ERROR);
+    mesh_h2__want_run(st); /* a request that goes on is reset (mesh_h2__stream_run) */
     mesh_h2__flush(st->h2);
 }
 
@@ -253,9 +254,13 @@ static ssize_t on_read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t
         memcpy(buf, st->out.data, n);
         mesh_buf_consume(&st->out, n);
     }
+    if (n)
+        st->moved = uv_now(&st->w->loop);
     if (st->out.len == 0 && st->out_end) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         st->res = RES_DONE;
+        if (!st->vio)
+            mesh_h2__want_run(st); /* reset it if the request goes on (mesh_h2__stream_run) */
     } else if (n == 0) {
         st->deferred = true;
         return NGHTTP2_ERR_DEFERRED;
@@ -500,8 +505,12 @@ static void vio_close(struct mesh_io *io)
     }
     give_back(st, st->unacked);
     st->unacked = 0;
-    if (!st->out_end)
+    if (!st->out_end) {
         reset(st, NGHTTP2_INTERNAL_ERROR); /* cut in the middle of its response */
+    } else if (mesh_h2__stream_stalled(st)) {
+        st->moved = uv_now(&st->w->loop); /* its body still has to go, within a bound */
+        mesh_h2__watch_stall(st->h2);
+    }
     mesh_h2__want_run(st);
 }
 
@@ -560,8 +569,22 @@ void mesh_h2__stream_run(struct h2_stream *st)
         st->shut = NULL;
         req->cb(req, 0);
     }
+    /* Its stream connection is gone, its response went out whole, and the request's
+     * END_STREAM has not come: RST_STREAM(NO_ERROR) ends it (RFC 9113 8.1). */
+    if (!st->vio && session_of(st) && st->res == RES_DONE && !st->in_end)
+        reset(st, NGHTTP2_NO_ERROR);
     if (!st->session_open && !st->vio)
         mesh_h2__stream_free(st);
+}
+
+bool mesh_h2__stream_stalled(const struct h2_stream *st)
+{
+    return !st->vio && session_of(st) && !st->rst && st->out_end && st->res != RES_DONE;
+}
+
+void mesh_h2__stream_cancel(struct h2_stream *st)
+{
+    reset(st, NGHTTP2_CANCEL);
 }
 
 void mesh_h2__stream_orphan(struct h2_stream *st)

@@ -79,6 +79,22 @@ class Http2AttackTest(HttpTest):
         status, _, body, _ = curl_h2(self, self.port, "/after")
         self.assertEqual((status, json.loads(body)["target"]), (200, "/after"))
 
+    def test_answered_stream_whose_body_never_ends_is_reset(self):
+        # Answered early (403) while the request's END_STREAM never comes: once its stream
+        # connection is gone the stream ends with RST_STREAM(NO_ERROR) (RFC 9113 8.1).
+        self.agent_with(route=SLOW_ROUTE, idle_timeout="1s")
+        out = h2client(self, "no_end_stream", self.port, "/deny")
+        self.assertEqual((out["status"], out["reset"]), (403, NO_ERROR), out)
+
+    def test_stalled_response_on_a_zero_window_is_reset(self):
+        # The client never opens its window: the body cannot go, the stream connection
+        # closes after idle_timeout, the stream is reset after idle_timeout more without
+        # progress, and the connection (no stream left) closes after idle_timeout.
+        self.agent_with(idle_timeout="1s")
+        out = h2client(self, "zero_window", self.port, "/z?size=50000")
+        self.assertEqual((out["status"], out["reset"]), (200, CANCEL), out)
+        self.assertTrue(out["closed"], out)
+
 
 if __name__ == "__main__":
     main()

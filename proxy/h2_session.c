@@ -314,7 +314,14 @@ int mesh_h2_start(struct http_conn *c, const char *data, size_t len)
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, o->h2_max_header_list},
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
     };
-    if (nghttp2_submit_settings(h2->s, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0)
+    /* The connection's window holds every stream's (what the streams buffer is bounded by
+     * their own windows anyway): a stream whose upstream is slow to take its body stalls
+     * itself, not the other streams' uploads. */
+    uint64_t window = (uint64_t)o->h2_max_concurrent_streams * NGHTTP2_INITIAL_WINDOW_SIZE;
+    if (window > NGHTTP2_MAX_WINDOW_SIZE)
+        window = NGHTTP2_MAX_WINDOW_SIZE;
+    if (nghttp2_submit_settings(h2->s, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0 ||
+        nghttp2_session_set_local_window_size(h2->s, NGHTTP2_FLAG_NONE, 0, (int32_t)window) != 0)
         goto out;
     h2->c = c;
     h2->w = c->w;

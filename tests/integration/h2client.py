@@ -17,6 +17,8 @@ Scenarios:
   cancel_uploads        streams POST to /slow/ and are cancelled with their DATA unread,
                         until the connection's window is used up; then stream B POSTs 1 KiB
                         to /fast; reports B
+  waiting_upload        stream A POSTs to /slow/ until flow control stops it, then stream B
+                        POSTs 1 KiB to /fast; reports B, and whether A had been answered
   made_you_reset N      N times HEADERS (POST, content-length: 1) then 2 bytes of DATA: the
                         server resets each stream (MadeYouReset); reports the GOAWAY
   no_end_stream PATH    a POST whose body never ends (5 of 10 bytes); reports the response
@@ -46,6 +48,7 @@ class Client:
         self.streams = {}  # id -> {"status", "headers", "body", "ended", "reset"}
         self.goaway = None
         self.closed = False
+        self.ping_acks = 0
 
     def flush(self):
         data = self.conn.data_to_send()
@@ -92,6 +95,8 @@ class Client:
                     st["ended"] = True
                 elif isinstance(e, h2.events.StreamReset) and st is not None:
                     st["reset"] = e.error_code
+                elif isinstance(e, h2.events.PingAckReceived):
+                    self.ping_acks += 1
                 elif isinstance(e, h2.events.ConnectionTerminated):
                     self.goaway = int(e.error_code)
             try:
@@ -116,6 +121,13 @@ class Client:
             sent += n
         self.flush()
         return sent
+
+    def round_trip(self):
+        """A PING and its ACK: the server has read what went before."""
+        want = self.ping_acks + 1
+        self.conn.ping(b"barrier!")
+        self.flush()
+        self.pump(lambda: self.ping_acks >= want)
 
     def done(self, sid):
         st = self.streams[sid]
@@ -216,6 +228,24 @@ def main(argv):
         c.send_body(b, b"b" * 1024, end=True)
         c.pump(c.done(b))
         out["b"] = c.result(b)
+    elif scenario == "waiting_upload":
+        # Stream A POSTs to /slow/ as far as flow control lets it: its stream connection
+        # takes 64 KiB for retries while the upstream waits, then a window's worth stays
+        # unread. (Two round trips with no window opened: A is stuck.) Then stream B POSTs
+        # 1 KiB to /fast on the same connection.
+        a = c.start("POST", "/slow/a", [("content-length", str(1 << 20))], end=False)
+        out["a_sent"] = 0
+        while not c.closed and out["a_sent"] < (1 << 20):
+            out["a_sent"] += c.send_body(a, b"a" * ((1 << 20) - out["a_sent"]), wait=False)
+            c.round_trip()
+            c.round_trip()
+            if c.conn.local_flow_control_window(a) <= 0:
+                break
+        b = c.start("POST", "/fast/b", [("content-length", "1024")], end=False)
+        c.send_body(b, b"b" * 1024, end=True)
+        c.pump(c.done(b))
+        out["b"] = c.result(b)
+        out["a_answered_when_b_done"] = c.streams[a]["status"] is not None
     elif scenario == "made_you_reset":
         for _ in range(int(arg)):
             if c.closed or c.goaway is not None:

@@ -62,8 +62,9 @@ class Http2AttackTest(HttpTest):
 
     def test_cancelled_uploads_give_back_their_connection_window(self):
         # Streams whose DATA is still unread when the client cancels them: those bytes must
-        # open the connection's window again, or no stream can send DATA any more.
-        self.agent_with(route=SLOW_ROUTE)
+        # open the connection's window again, or no stream can send DATA any more. (One
+        # stream at a time: the connection's window is one stream's.)
+        self.agent_with(route=SLOW_ROUTE, http2_max_concurrent_streams=1)
         out = h2client(self, "cancel_uploads", self.port)
         self.assertEqual(out["b"]["status"], 200, out)
         self.assertEqual(out["b"]["echo"]["body"], "b" * 1024)
@@ -94,6 +95,15 @@ class Http2AttackTest(HttpTest):
         out = h2client(self, "zero_window", self.port, "/z?size=50000")
         self.assertEqual((out["status"], out["reset"]), (200, CANCEL), out)
         self.assertTrue(out["closed"], out)
+
+    def test_one_waiting_upload_does_not_stall_the_others(self):
+        # Stream A's body waits for its (delayed) upstream; stream B's upload on the same
+        # connection goes through meanwhile: the connection's window is not A's to fill.
+        self.agent_with(route=SLOW_ROUTE)
+        out = h2client(self, "waiting_upload", self.port)
+        self.assertEqual(out["b"]["status"], 200, out)
+        self.assertEqual(out["b"]["echo"]["body"], "b" * 1024)
+        self.assertFalse(out["a_answered_when_b_done"], out)
 
 
 if __name__ == "__main__":

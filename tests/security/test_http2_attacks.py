@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Attacks on HTTP/2 from clients (docs/http2.md): rapid reset (CVE-2023-44487), header lists
-over the limit, more streams than SETTINGS_MAX_CONCURRENT_STREAMS. Each is answered as RFC
-9113 says, and the agent keeps serving. Raw frames with python3-h2 (h2client.py)."""
+"""Attacks on HTTP/2 from clients (docs/http2.md): rapid reset (CVE-2023-44487) and
+MadeYouReset (CVE-2025-8671), header lists over the limit, more streams than
+SETTINGS_MAX_CONCURRENT_STREAMS, streams left open or stalled, uploads that would starve the
+connection's flow-control window. Each is answered as RFC 9113 says, and the agent keeps
+serving. Raw frames with python3-h2 (h2client.py)."""
 import json
 
 from httptest import HttpTest

@@ -108,9 +108,24 @@ static void view(const struct mesh_span *s, struct view *v)
     add_s(v, server ? "mesh.source.principal" : "mesh.peer.principal", s->peer_id);
 }
 
+/* A JSON string of s, each byte over 0x7f as '?': the span's fields are printable ASCII
+ * (proxy/trace_record.c), and a field that is not must not make the batch invalid UTF-8,
+ * which a collector rejects whole. */
 static void str(struct mesh_buf *b, const char *s)
 {
-    mesh_buf_append_json_str(b, s, strlen(s));
+    size_t len = strlen(s), i = 0;
+    while (i < len && (unsigned char)s[i] < 0x80)
+        i++;
+    char *copy = i < len ? mesh_strndup(s, len) : NULL;
+    if (copy) {
+        for (; i < len; i++)
+            copy[i] = (unsigned char)copy[i] < 0x80 ? copy[i] : '?';
+        s = copy;
+    } else if (i < len) {
+        len = i; /* no memory: the ASCII start alone */
+    }
+    mesh_buf_append_json_str(b, s, len);
+    mesh_free(copy);
 }
 
 /* Decimal digits of v; what printf would write, without its cost per span. */

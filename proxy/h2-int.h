@@ -36,6 +36,8 @@ struct mesh_h2 {
     struct h2_stream *streams; /* every stream not yet freed */
     size_t n_open;             /* streams the session still has open */
     uv_idle_t idle;            /* runs the streams' pending work */
+    uv_timer_t stall;          /* resets the streams whose output stalled (mesh_h2__watch_stall) */
+    int handles;               /* idle and stall, until closed */
     bool in_session;           /* inside nghttp2_session_mem_recv or _mem_send */
     bool want_send;            /* frames were queued while in_session */
     bool stopping;             /* a GOAWAY went out: close once no stream is open */
@@ -82,9 +84,11 @@ struct h2_stream {
     bool out_end;        /* the body is complete */
     bool deferred;       /* the data source waits for bytes */
     bool rst;            /* RST_STREAM submitted */
+    bool peer_rst;       /* RST_STREAM received */
     uv_write_t *writes;  /* queued writes (linked by data), done when `out` drains */
     uv_shutdown_t *shut; /* done once the body's end is sent */
     bool pending;        /* has work for run_pending */
+    uint64_t moved;      /* when its output last moved, once its stream connection closed */
 };
 
 /* h2_stream.c: the session's calls into a stream. */
@@ -103,12 +107,19 @@ void mesh_h2__stream_closed(struct h2_stream *st, uint32_t error_code);
 void mesh_h2__stream_orphan(struct h2_stream *st);
 /* Runs the stream's pending work (reads, write and shutdown callbacks). */
 void mesh_h2__stream_run(struct h2_stream *st);
+/* Whether st's stream connection is gone while its response still waits to go out. */
+bool mesh_h2__stream_stalled(const struct h2_stream *st);
+/* Its response made no progress for the idle timeout: RST_STREAM(CANCEL). */
+void mesh_h2__stream_cancel(struct h2_stream *st);
 
 /* h2_session.c: what streams ask of their session. */
 /* Sends what nghttp2 has queued (later when inside a callback). */
 void mesh_h2__flush(struct mesh_h2 *h2);
 /* Marks st as having pending work and wakes the idle handle. */
 void mesh_h2__want_run(struct h2_stream *st);
+/* Starts checking the streams mesh_h2__stream_stalled says: one whose output has not moved
+ * for the idle timeout is cancelled. */
+void mesh_h2__watch_stall(struct mesh_h2 *h2);
 /* Unlinks and frees st (both sides done). */
 void mesh_h2__stream_free(struct h2_stream *st);
 

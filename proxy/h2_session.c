@@ -61,8 +61,9 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     return st ? mesh_h2__stream_header(st, name, nlen, value, vlen) : 0;
 }
 
-/* Rapid reset (CVE-2023-44487): over h2_max_resets RST_STREAMs from the client within
- * h2_reset_window_ms, the connection ends with GOAWAY(ENHANCE_YOUR_CALM). */
+/* Rapid reset (CVE-2023-44487) and MadeYouReset (CVE-2025-8671): over h2_max_resets streams
+ * reset within h2_reset_window_ms, by the client or by nghttp2 for the client's frames (not by
+ * us), end the connection with GOAWAY(ENHANCE_YOUR_CALM). */
 static void count_reset(struct mesh_h2 *h2)
 {
     const struct mesh_http_options *o = opts_of(h2);
@@ -83,7 +84,7 @@ static void count_reset(struct mesh_h2 *h2)
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 {
-    struct mesh_h2 *h2 = ud;
+    (void)ud;
     struct h2_stream *st;
     bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
     switch (f->hd.type) {
@@ -100,7 +101,9 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
             mesh_h2__stream_end(st);
         break;
     case NGHTTP2_RST_STREAM:
-        count_reset(h2);
+        st = stream_of(s, f->hd.stream_id);
+        if (st)
+            st->peer_rst = true; /* counted when it closes, whatever its code */
         break;
     default:
         break;
@@ -129,6 +132,8 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
         return 0;
     nghttp2_session_set_stream_user_data(s, id, NULL);
     h2->n_open--;
+    if (!st->rst && (error_code != NGHTTP2_NO_ERROR || st->peer_rst))
+        count_reset(h2);
     mesh_h2__stream_closed(st, error_code);
     return 0;
 }
@@ -137,7 +142,8 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
 
 /* Closes the connection once nghttp2 wants neither to read nor to write (a GOAWAY went out,
  * or a fatal error), or once a stopping worker's last stream is done; keeps the idle
- * timeout running while no stream is open. */
+ * timeout running while no stream is open (a stream whose output stalled is reset after the
+ * idle timeout: on_stall). */
 static void check_done(struct mesh_h2 *h2)
 {
     struct http_conn *c = h2->c;
@@ -220,6 +226,35 @@ static void on_idle(uv_idle_t *h)
     check_done(h2);
 }
 
+static void on_stall(uv_timer_t *t)
+{
+    struct mesh_h2 *h2 = container_of(t, struct mesh_h2, stall);
+    if (!h2->c)
+        return;
+    uint64_t now = uv_now(&h2->w->loop), limit = opts_of(h2)->idle_timeout_ms;
+    bool any = false;
+    for (struct h2_stream *st = h2->streams; st; st = st->next) {
+        if (!mesh_h2__stream_stalled(st))
+            continue;
+        if (now - st->moved >= limit)
+            mesh_h2__stream_cancel(st);
+        else
+            any = true;
+    }
+    if (!any)
+        uv_timer_stop(t);
+    send_now(h2);
+    check_done(h2);
+}
+
+void mesh_h2__watch_stall(struct mesh_h2 *h2)
+{
+    if (!h2 || !h2->c || uv_is_active((uv_handle_t *)&h2->stall))
+        return;
+    uint64_t every = opts_of(h2)->idle_timeout_ms / 4;
+    uv_timer_start(&h2->stall, on_stall, every, every);
+}
+
 void mesh_h2__want_run(struct h2_stream *st)
 {
     st->pending = true;
@@ -237,9 +272,11 @@ void mesh_h2__flush(struct mesh_h2 *h2)
 
 /* ---- the connection's life ---- */
 
-static void on_idle_closed(uv_handle_t *h)
+static void on_handle_closed(uv_handle_t *h)
 {
-    struct mesh_h2 *h2 = container_of((uv_idle_t *)h, struct mesh_h2, idle);
+    struct mesh_h2 *h2 = h->data;
+    if (--h2->handles)
+        return;
     nghttp2_session_del(h2->s); /* calls back nothing */
     mesh_free(h2);
 }
@@ -277,7 +314,14 @@ int mesh_h2_start(struct http_conn *c, const char *data, size_t len)
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, o->h2_max_header_list},
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
     };
-    if (nghttp2_submit_settings(h2->s, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0)
+    /* The connection's window holds every stream's (what the streams buffer is bounded by
+     * their own windows anyway): a stream whose upstream is slow to take its body stalls
+     * itself, not the other streams' uploads. */
+    uint64_t window = (uint64_t)o->h2_max_concurrent_streams * NGHTTP2_INITIAL_WINDOW_SIZE;
+    if (window > NGHTTP2_MAX_WINDOW_SIZE)
+        window = NGHTTP2_MAX_WINDOW_SIZE;
+    if (nghttp2_submit_settings(h2->s, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0 ||
+        nghttp2_session_set_local_window_size(h2->s, NGHTTP2_FLAG_NONE, 0, (int32_t)window) != 0)
         goto out;
     h2->c = c;
     h2->w = c->w;
@@ -285,6 +329,9 @@ int mesh_h2_start(struct http_conn *c, const char *data, size_t len)
     h2->abort = abort_stream_conn;
     h2->reset_window_start = mesh_http_proxy__now_ms(c);
     uv_idle_init(&c->w->loop, &h2->idle);
+    uv_timer_init(&c->w->loop, &h2->stall);
+    h2->idle.data = h2->stall.data = h2;
+    h2->handles = 2;
     atomic_fetch_add_explicit(&c->w->shared->h2_connections, 1, memory_order_relaxed);
     c->h2 = h2;
     h2 = NULL;
@@ -358,7 +405,8 @@ void mesh_h2_detach(struct http_conn *c)
     uv_idle_stop(&h2->idle);
     while (h2->streams)
         mesh_h2__stream_orphan(h2->streams);
-    uv_close((uv_handle_t *)&h2->idle, on_idle_closed);
+    uv_close((uv_handle_t *)&h2->idle, on_handle_closed);
+    uv_close((uv_handle_t *)&h2->stall, on_handle_closed);
 }
 
 void mesh_h2__stream_free(struct h2_stream *st)

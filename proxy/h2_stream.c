@@ -37,6 +37,20 @@ static void reset(struct h2_stream *st, uint32_t code)
     }
 }
 
+/* Opens the windows again by len bytes that arrived for st (RFC 9113 6.9): the stream's and
+ * the connection's while nghttp2 has the stream open; the connection's alone once it closed it
+ * (libnghttp2 gives nothing back for a closed stream when window updates are ours). */
+static void give_back(struct h2_stream *st, size_t len)
+{
+    if (!len || !st->h2)
+        return;
+    if (st->session_open)
+        nghttp2_session_consume(st->h2->s, st->id, len);
+    else
+        nghttp2_session_consume_connection(st->h2->s, len);
+    mesh_h2__flush(st->h2);
+}
+
 struct h2_stream *mesh_h2__stream_new(struct mesh_h2 *h2, int32_t id)
 {
     const struct mesh_http_options *o = &h2->w->shared->http;
@@ -122,6 +136,7 @@ static void answer(struct h2_stream *st, int code)
     st->out_end = true;
     if (s && nghttp2_submit_response(s, st->id, nv, 1, NULL) != 0)
         reset(st, NGHTTP2_INTERNAL_ERROR);
+    mesh_h2__want_run(st); /* a request that goes on is reset (mesh_h2__stream_run) */
     mesh_h2__flush(st->h2);
 }
 
@@ -169,10 +184,8 @@ void mesh_h2__stream_head_done(struct h2_stream *st, bool end)
 
 void mesh_h2__stream_data(struct h2_stream *st, const uint8_t *data, size_t len)
 {
-    nghttp2_session *s = session_of(st);
     if (!st->vio || st->eof_delivered) {
-        if (s)
-            nghttp2_session_consume(s, st->id, len); /* nobody reads it */
+        give_back(st, len); /* nobody reads it */
         return;
     }
     if (st->chunked)
@@ -181,6 +194,7 @@ void mesh_h2__stream_data(struct h2_stream *st, const uint8_t *data, size_t len)
     if (st->chunked)
         mesh_buf_append(&st->in, "\r\n", 2);
     if (st->in.err) {
+        give_back(st, len);
         reset(st, NGHTTP2_FLOW_CONTROL_ERROR); /* more than the window let it send */
         return;
     }
@@ -203,6 +217,8 @@ void mesh_h2__stream_closed(struct h2_stream *st, uint32_t error_code)
 {
     (void)error_code;
     st->session_open = false;
+    give_back(st, st->unacked); /* the stream connection will not read them now */
+    st->unacked = 0;
     mesh_h2__want_run(st);
 }
 
@@ -238,9 +254,13 @@ static ssize_t on_read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t
         memcpy(buf, st->out.data, n);
         mesh_buf_consume(&st->out, n);
     }
+    if (n)
+        st->moved = uv_now(&st->w->loop);
     if (st->out.len == 0 && st->out_end) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         st->res = RES_DONE;
+        if (!st->vio)
+            mesh_h2__want_run(st); /* reset it if the request goes on (mesh_h2__stream_run) */
     } else if (n == 0) {
         st->deferred = true;
         return NGHTTP2_ERR_DEFERRED;
@@ -483,12 +503,14 @@ static void vio_close(struct mesh_io *io)
         st->shut = NULL;
         req->cb(req, UV_ECANCELED);
     }
-    nghttp2_session *s = session_of(st);
-    if (s && st->unacked)
-        nghttp2_session_consume(s, st->id, st->unacked);
+    give_back(st, st->unacked);
     st->unacked = 0;
-    if (!st->out_end)
+    if (!st->out_end) {
         reset(st, NGHTTP2_INTERNAL_ERROR); /* cut in the middle of its response */
+    } else if (mesh_h2__stream_stalled(st)) {
+        st->moved = uv_now(&st->w->loop); /* its body still has to go, within a bound */
+        mesh_h2__watch_stall(st->h2);
+    }
     mesh_h2__want_run(st);
 }
 
@@ -547,8 +569,22 @@ void mesh_h2__stream_run(struct h2_stream *st)
         st->shut = NULL;
         req->cb(req, 0);
     }
+    /* Its stream connection is gone, its response went out whole, and the request's
+     * END_STREAM has not come: RST_STREAM(NO_ERROR) ends it (RFC 9113 8.1). */
+    if (!st->vio && session_of(st) && st->res == RES_DONE && !st->in_end)
+        reset(st, NGHTTP2_NO_ERROR);
     if (!st->session_open && !st->vio)
         mesh_h2__stream_free(st);
+}
+
+bool mesh_h2__stream_stalled(const struct h2_stream *st)
+{
+    return !st->vio && session_of(st) && !st->rst && st->out_end && st->res != RES_DONE;
+}
+
+void mesh_h2__stream_cancel(struct h2_stream *st)
+{
+    reset(st, NGHTTP2_CANCEL);
 }
 
 void mesh_h2__stream_orphan(struct h2_stream *st)

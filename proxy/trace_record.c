@@ -163,7 +163,7 @@ void mesh_trace_http_request(struct http_conn *c, uint64_t duration_us)
     put_authority(s, have_meta ? meta + q->authority_off : "", s->tls);
     put(s->target, sizeof(s->target), have_meta ? meta + q->path_off : "",
         have_meta ? q->meta.len - q->path_off : 0);
-    memcpy(s->user_agent, q->user_agent, sizeof(s->user_agent));
+    put(s->user_agent, sizeof(s->user_agent), q->user_agent, strlen(q->user_agent));
     mesh_http_flags_format(q->flags, s->flags, sizeof(s->flags));
     const char *peer = c->peer_identity ? c->peer_identity : "";
     put(s->peer_id, sizeof(s->peer_id), peer, strlen(peer));

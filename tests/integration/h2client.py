@@ -14,6 +14,17 @@ Scenarios:
                         and its close (the agent stopping)
   too_many_streams N    N streams opened at once (bodies pending, before the server's
                         SETTINGS are read); reports which were reset, then finishes the rest
+  cancel_uploads        streams POST to /slow/ and are cancelled with their DATA unread,
+                        until the connection's window is used up; then stream B POSTs 1 KiB
+                        to /fast; reports B
+  waiting_upload        stream A POSTs to /slow/ until flow control stops it, then stream B
+                        POSTs 1 KiB to /fast; reports B, and whether A had been answered
+  made_you_reset N      N times HEADERS (POST, content-length: 1) then 2 bytes of DATA: the
+                        server resets each stream (MadeYouReset); reports the GOAWAY
+  no_end_stream PATH    a POST whose body never ends (5 of 10 bytes); reports the response
+                        and the server's RST_STREAM
+  zero_window PATH      SETTINGS_INITIAL_WINDOW_SIZE=0, then a GET: the body cannot come;
+                        reports the response head, the server's RST_STREAM and the close
 """
 import json
 import socket
@@ -23,6 +34,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
 
 
 class Client:
@@ -36,6 +48,7 @@ class Client:
         self.streams = {}  # id -> {"status", "headers", "body", "ended", "reset"}
         self.goaway = None
         self.closed = False
+        self.ping_acks = 0
 
     def flush(self):
         data = self.conn.data_to_send()
@@ -82,12 +95,39 @@ class Client:
                     st["ended"] = True
                 elif isinstance(e, h2.events.StreamReset) and st is not None:
                     st["reset"] = e.error_code
+                elif isinstance(e, h2.events.PingAckReceived):
+                    self.ping_acks += 1
                 elif isinstance(e, h2.events.ConnectionTerminated):
                     self.goaway = int(e.error_code)
             try:
                 self.flush()
             except OSError:
                 self.closed = True
+
+    def send_body(self, sid, data, end=False, wait=True):
+        """Sends data as flow control lets it (waiting for WINDOW_UPDATEs when wait), returns
+        how many bytes went."""
+        sent = 0
+        while sent < len(data) and not self.closed:
+            n = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size,
+                    len(data) - sent)
+            if n <= 0:
+                if not wait:
+                    break
+                self.pump(lambda: self.conn.local_flow_control_window(sid) > 0)
+                continue
+            self.conn.send_data(sid, data[sent:sent + n],
+                                end_stream=end and sent + n == len(data))
+            sent += n
+        self.flush()
+        return sent
+
+    def round_trip(self):
+        """A PING and its ACK: the server has read what went before."""
+        want = self.ping_acks + 1
+        self.conn.ping(b"barrier!")
+        self.flush()
+        self.pump(lambda: self.ping_acks >= want)
 
     def done(self, sid):
         st = self.streams[sid]
@@ -172,6 +212,67 @@ def main(argv):
         c.flush()
         c.pump(lambda: all(c.done(s)() for s in sids))
         out["status"] = [c.streams[s]["status"] for s in sids]
+    elif scenario == "cancel_uploads":
+        # Streams to /slow/ with HEADERS, a DATA frame and RST_STREAM(CANCEL) in one write
+        # (the server reads them at once: the bytes are unread when the stream closes), until
+        # they used up the connection's window; then stream B POSTs 1 KiB to /fast.
+        out["cancelled"] = 0
+        while c.conn.outbound_flow_control_window > 0 and out["cancelled"] < 64:
+            a = c.start("POST", "/slow/a", [("content-length", str(256 * 1024))], end=False)
+            n = min(c.conn.local_flow_control_window(a), 4096)  # one read of the server
+            c.conn.send_data(a, b"a" * n)
+            c.conn.reset_stream(a, error_code=8)  # CANCEL
+            c.flush()
+            out["cancelled"] += 1
+        b = c.start("POST", "/fast/b", [("content-length", "1024")], end=False)
+        c.send_body(b, b"b" * 1024, end=True)
+        c.pump(c.done(b))
+        out["b"] = c.result(b)
+    elif scenario == "waiting_upload":
+        # Stream A POSTs to /slow/ as far as flow control lets it: its stream connection
+        # takes 64 KiB for retries while the upstream waits, then a window's worth stays
+        # unread. (Two round trips with no window opened: A is stuck.) Then stream B POSTs
+        # 1 KiB to /fast on the same connection.
+        a = c.start("POST", "/slow/a", [("content-length", str(1 << 20))], end=False)
+        out["a_sent"] = 0
+        while not c.closed and out["a_sent"] < (1 << 20):
+            out["a_sent"] += c.send_body(a, b"a" * ((1 << 20) - out["a_sent"]), wait=False)
+            c.round_trip()
+            c.round_trip()
+            if c.conn.local_flow_control_window(a) <= 0:
+                break
+        b = c.start("POST", "/fast/b", [("content-length", "1024")], end=False)
+        c.send_body(b, b"b" * 1024, end=True)
+        c.pump(c.done(b))
+        out["b"] = c.result(b)
+        out["a_answered_when_b_done"] = c.streams[a]["status"] is not None
+    elif scenario == "made_you_reset":
+        for _ in range(int(arg)):
+            if c.closed or c.goaway is not None:
+                break
+            try:
+                sid = c.start("POST", "/myr", [("content-length", "1")], end=False)
+                c.conn.send_data(sid, b"xy")  # over its content-length: the server resets it
+                c.flush()
+            except (OSError, h2.exceptions.ProtocolError):
+                break
+        c.pump(lambda: c.goaway is not None)
+        c.pump(lambda: False)  # then the close
+        out = {"goaway": c.goaway, "closed": c.closed}
+    elif scenario == "no_end_stream":
+        sid = c.start("POST", arg, [("content-length", "10")], end=False)
+        c.conn.send_data(sid, b"12345")
+        c.flush()
+        c.pump(lambda: c.streams[sid]["reset"] is not None)
+        out = c.result(sid)
+    elif scenario == "zero_window":
+        c.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        c.flush()
+        sid = c.start("GET", arg)
+        c.pump(lambda: c.streams[sid]["reset"] is not None)
+        out = c.result(sid)
+        c.pump(lambda: False)  # then the close (no stream open: the idle timeout)
+        out["closed"] = c.closed
     else:
         raise SystemExit(f"unknown scenario {scenario!r}")
     print(json.dumps(out))

@@ -326,11 +326,34 @@ static void test_rings(void **state)
     mesh_trace__done(&t);
 }
 
+/* A User-Agent is the client's bytes: invalid UTF-8 in it (a byte over 0x7f, a character cut
+ * at the field's end) must not make the batch invalid JSON, which a collector drops whole. */
+static void test_invalid_utf8(void **state)
+{
+    (void)state;
+    struct mesh_span s = server_span();
+    memcpy(s.user_agent, "a\xff\"b\xc3", 6);
+    json_t *j = encode(mesh_trace_encode_otlp, &s, 1);
+    json_t *sp = json_array_get(
+        json_object_get(
+            json_array_get(json_object_get(json_array_get(json_object_get(j, "resourceSpans"), 0),
+                                           "scopeSpans"),
+                           0),
+            "spans"),
+        0);
+    assert_string_equal(otlp_str(sp, "user_agent.original"), "a?\"b?");
+    json_decref(j);
+    j = encode(mesh_trace_encode_zipkin, &s, 1);
+    json_t *tags = json_object_get(json_array_get(j, 0), "tags");
+    assert_string_equal(json_string_value(json_object_get(tags, "user_agent.original")), "a?\"b?");
+    json_decref(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         UNIT_TEST(test_otlp),   UNIT_TEST(test_otlp_statuses), UNIT_TEST(test_zipkin),
-        UNIT_TEST(test_config), UNIT_TEST(test_rings),
+        UNIT_TEST(test_config), UNIT_TEST(test_rings),         UNIT_TEST(test_invalid_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

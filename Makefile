@@ -44,7 +44,7 @@ test-tsan: deps
 	cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMESH_SANITIZE=thread $(CMAKE_FLAGS)
 	cmake --build $(BUILD_TSAN) -j$(JOBS)
 	cd $(BUILD_TSAN) && TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" \
-	  ctest --output-on-failure -L integration -R 'tcp_proxy|lifecycle|http_routes|http_proxy|mtls|controller|tracing|istio_edges'
+	  ctest --output-on-failure -L integration -R 'tcp_proxy|lifecycle|http_routes|http_proxy|mtls|controller|tracing|istio_edges|http2'
 
 # libFuzzer (clang) on every target for FUZZ_SECONDS each, starting from the seed corpora.
 fuzz: deps

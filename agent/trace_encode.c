@@ -87,7 +87,7 @@ static void view(const struct mesh_span *s, struct view *v)
         add_s(v, "url.full", v->url);
     }
     /* network.protocol.name is "http" unless said otherwise: not sent. */
-    add_s(v, "network.protocol.version", s->version == 10 ? "1.0" : "1.1");
+    add_s(v, "network.protocol.version", s->version == 10 ? "1.0" : s->version == 20 ? "2" : "1.1");
     if (server) /* Recommended on server spans, opt-in on client spans. */
         add_s(v, "user_agent.original", s->user_agent);
     if (s->status)

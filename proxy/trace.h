@@ -29,7 +29,7 @@ struct mesh_span {
     bool tls;           /* the request came over mTLS (url.scheme "https") */
     uint16_t status;    /* the HTTP status sent; 0: none was */
     uint16_t server_port;
-    uint8_t version;           /* 10 or 11: HTTP/1.0 or 1.1 */
+    uint8_t version;           /* 10, 11 or 20: HTTP/1.0, 1.1 or 2 */
     uint64_t start_ns, end_ns; /* Unix time */
     char service[96];          /* service.name: the local service, or the node */
     char method[16];

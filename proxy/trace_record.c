@@ -154,7 +154,7 @@ void mesh_trace_http_request(struct http_conn *c, uint64_t duration_us)
     s->kind = l && l->istio_inbound ? MESH_SPAN_SERVER : MESH_SPAN_CLIENT;
     s->tls = c->peer_identity != NULL;
     s->status = (uint16_t)(q->status > 0 && q->status < 1000 ? q->status : 0);
-    s->version = (uint8_t)q->version;
+    s->version = c->stream ? 20 : (uint8_t)q->version; /* a stream's text is HTTP/1.1 */
     const char *svc = l && l->trace_service ? l->trace_service : t->node;
     put(s->service, sizeof(s->service), svc, strlen(svc));
     const char *meta = q->meta.data ? q->meta.data : "";

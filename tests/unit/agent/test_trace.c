@@ -343,9 +343,11 @@ static void test_invalid_utf8(void **state)
         0);
     assert_string_equal(otlp_str(sp, "user_agent.original"), "a?\"b?");
     json_decref(j);
+    s.version = 20; /* and an HTTP/2 stream's version, as OpenTelemetry writes it */
     j = encode(mesh_trace_encode_zipkin, &s, 1);
     json_t *tags = json_object_get(json_array_get(j, 0), "tags");
     assert_string_equal(json_string_value(json_object_get(tags, "user_agent.original")), "a?\"b?");
+    assert_string_equal(json_string_value(json_object_get(tags, "network.protocol.version")), "2");
     json_decref(j);
 }
 

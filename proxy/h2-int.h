@@ -68,6 +68,7 @@ struct h2_stream {
     struct mesh_buf in;                     /* bytes not yet read by the stream connection */
     size_t header_bytes;                    /* the header list's size as SETTINGS counts it */
     bool too_large;                         /* over h2_max_header_list: answered 431 */
+    bool bad_scheme;                        /* :scheme neither http nor https: 400 */
     bool head_only;                         /* HEAD */
     bool chunked;                           /* a body without content-length: sent chunked */
     bool in_end, eof_delivered;             /* END_STREAM came; the stream connection saw its EOF */

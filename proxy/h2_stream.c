@@ -105,7 +105,11 @@ int mesh_h2__stream_header(struct h2_stream *st, const uint8_t *name, size_t nle
             return set_field(&st->path, value, vlen);
         if (name_is(name, nlen, ":authority"))
             return set_field(&st->authority, value, vlen);
-        return 0; /* :scheme: the listener says it */
+        /* :scheme: the listener says which; any other than these would lift nghttp2's check
+         * that :path is origin-form (RFC 9113 8.3.1). */
+        if (name_is(name, nlen, ":scheme"))
+            st->bad_scheme = !name_is(value, vlen, "http") && !name_is(value, vlen, "https");
+        return 0;
     }
     /* nghttp2 already refused connection-specific fields (RFC 9113 8.2.2) and any name with
      * upper case, and values with CR, LF or NUL. */
@@ -151,6 +155,15 @@ void mesh_h2__stream_head_done(struct h2_stream *st, bool end)
     }
     if (!st->method || !st->path) {
         answer(st, 501); /* CONNECT: no tunnels over HTTP/2 yet */
+        return;
+    }
+    /* Origin-form only (or "*" for OPTIONS): an absolute :path would become an
+     * absolute-form request line, routed by its own host instead of :authority. */
+    if (st->bad_scheme || (st->path[0] != '/' &&
+                           !(strcmp(st->path, "*") == 0 && strcmp(st->method, "OPTIONS") == 0))) {
+        mesh_log_debug("HTTP/2 stream %d: :scheme or :path not of an origin-form request: 400",
+                       (int)st->id);
+        answer(st, 400);
         return;
     }
     st->head_only = strcmp(st->method, "HEAD") == 0;

@@ -23,6 +23,9 @@ Scenarios:
                         server resets each stream (MadeYouReset); reports the GOAWAY
   no_end_stream PATH    a POST whose body never ends (5 of 10 bytes); reports the response
                         and the server's RST_STREAM
+  odd_targets           a GET with :scheme "x" and an absolute :path naming another host,
+                        one with :scheme "x" and an origin :path, then a normal GET;
+                        reports the three
   zero_window PATH      SETTINGS_INITIAL_WINDOW_SIZE=0, then a GET: the body cannot come;
                         reports the response head, the server's RST_STREAM and the close
 """
@@ -194,6 +197,18 @@ def main(argv):
         sid = c.start("GET", "/after")
         c.pump(c.done(sid))
         out["after"] = c.result(sid)
+    elif scenario == "odd_targets":
+        for key, scheme, path in (("absolute", "x", "http://other/admin"),
+                                  ("scheme", "x", "/ok"), ("after", "http", "/after")):
+            sid = c.conn.get_next_available_stream_id()
+            c.streams[sid] = {"status": None, "headers": {}, "body": b"", "ended": False,
+                              "reset": None}
+            c.conn.send_headers(sid, [(":method", "GET"), (":scheme", scheme),
+                                      (":authority", "api"), (":path", path)],
+                                end_stream=True)
+            c.flush()
+            c.pump(c.done(sid))
+            out[key] = c.result(sid)
     elif scenario == "hold":
         sid = c.start("GET", "/first")
         c.pump(c.done(sid))

@@ -52,6 +52,16 @@ class Http2AttackTest(HttpTest):
         self.assertEqual((out["after"]["status"], out["after"]["echo"]["target"]),
                          (200, "/after"))
 
+    def test_a_target_the_translation_could_reroute_is_refused(self):
+        # An unknown :scheme lifts nghttp2's check of :path, and an absolute :path would
+        # become an absolute-form request line routed by its own host, not :authority.
+        self.agent_with()
+        out = h2client(self, "odd_targets", self.port)
+        self.assertEqual(out["absolute"]["status"], 400, out["absolute"])
+        self.assertEqual(out["scheme"]["status"], 400, out["scheme"])
+        self.assertEqual((out["after"]["status"], out["after"]["echo"]["target"]),
+                         (200, "/after"))
+
     def test_streams_over_the_limit_are_refused(self):
         self.agent_with(http2_max_concurrent_streams=2)
         out = h2client(self, "too_many_streams", self.port, 4)

@@ -245,14 +245,7 @@ static bool hop_by_hop(const struct mesh_http_header *h, const struct mesh_http_
         if (mesh_http_header_is(h, names[i]))
             return true;
     }
-    if (!conn)
-        return false;
-    char name[128];
-    if (h->name_len >= sizeof(name))
-        return false;
-    memcpy(name, h->name, h->name_len);
-    name[h->name_len] = '\0';
-    return mesh_http_list_has(conn->value, conn->value_len, name);
+    return mesh_http_in_connection_list(conn, h);
 }
 
 static ssize_t on_read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length,

@@ -253,6 +253,9 @@ int mesh_http_route(struct http_conn *c, const struct mesh_http_request *r,
 /* Builds the response head for the client from the upstream's. */
 int mesh_http_response_head(struct http_conn *c, const struct mesh_http_response *res,
                             struct mesh_buf *out);
+/* Whether h is named by the Connection header conn (NULL: none), so hop-by-hop. */
+bool mesh_http_in_connection_list(const struct mesh_http_header *conn,
+                                  const struct mesh_http_header *h);
 /* Writes a complete local response (head and body) into out. */
 void mesh_http_local_response(struct http_conn *c, int status, const char *type, const char *body,
                               size_t body_len, const char *extra_headers, struct mesh_buf *out);

@@ -110,8 +110,8 @@ static void new_request_id(char out[37], uint64_t *rng)
 
 /* ---- heads ---- */
 
-static bool in_connection_list(const struct mesh_http_header *conn,
-                               const struct mesh_http_header *h)
+bool mesh_http_in_connection_list(const struct mesh_http_header *conn,
+                                  const struct mesh_http_header *h)
 {
     if (!conn)
         return false;
@@ -215,8 +215,8 @@ static void build_request_head(struct http_conn *c, const struct mesh_http_reque
     for (size_t i = 0; i < r->num_headers; i++) {
         const struct mesh_http_header *h = &r->headers[i];
         /* An absolute-form target's authority replaces Host (RFC 9112 3.2.2). */
-        if (hop_by_hop(h) || in_connection_list(conn, h) || mesh_http_header_is(h, "expect") ||
-            (r->authority && mesh_http_header_is(h, "host")) ||
+        if (hop_by_hop(h) || mesh_http_in_connection_list(conn, h) ||
+            mesh_http_header_is(h, "expect") || (r->authority && mesh_http_header_is(h, "host")) ||
             mesh_http_header_is(h, "traceparent") ||
             mesh_http_header_is(h, "x-forwarded-client-cert") ||
             in_list(&rule->request_headers.remove, h) || in_labels(&rule->request_headers.set, h))
@@ -279,7 +279,7 @@ int mesh_http_response_head(struct http_conn *c, const struct mesh_http_response
             append_header(out, h);
             continue;
         }
-        if (hop_by_hop(h) || in_connection_list(conn, h) ||
+        if (hop_by_hop(h) || mesh_http_in_connection_list(conn, h) ||
             in_list(&rule->response_headers.remove, h) || in_labels(&rule->response_headers.set, h))
             continue;
         append_header(out, h);
